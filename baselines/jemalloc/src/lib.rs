@@ -1,0 +1,1 @@
+//! `jemalloc` (in construction).

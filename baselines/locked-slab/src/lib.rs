@@ -1,0 +1,1 @@
+//! `locked-slab` (in construction).

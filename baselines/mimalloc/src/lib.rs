@@ -1,0 +1,1 @@
+//! `mimalloc` (in construction).

@@ -1,0 +1,1 @@
+//! `slub-cpu-slab` (in construction).

@@ -1,0 +1,1 @@
+//! `sheaf` (in construction).

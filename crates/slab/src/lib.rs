@@ -1,0 +1,1 @@
+//! `slab` (in construction).
