@@ -10,7 +10,9 @@
 //! [`CacheConfig`] (validated at creation, C-CONF-1), [`AllocFlags`], [`AllocError`],
 //! [`ConfigError`], [`AllocStats`], the [`PageSource`] seam, the read-side section and
 //! deferral machinery of [`rcu`], and [`BulkPrefill`], the prefill emulation for designs
-//! without a native one.
+//! without a native one, with [`bulk::alloc_bulk_with`], the all-or-nothing loop for designs
+//! without a batch path of their own. Behind the `testing` feature, `testing` holds the
+//! generic test suite every design runs.
 //!
 //! ```
 //! use object_alloc::{AllocFlags, CacheConfig};
@@ -22,6 +24,7 @@
 //! assert_eq!(err.field, "object_size");
 //! ```
 
+pub mod bulk;
 mod config;
 mod error;
 mod flags;
@@ -29,6 +32,8 @@ pub mod page;
 mod prefill;
 pub mod rcu;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;

@@ -1,1 +1,61 @@
-//! `slab` (in construction).
+//! The slab layer: slab pages, page sources, and the per-node slab pool shared by the `sheaf`
+//! allocator and the slab-based baselines.
+//!
+//! Memory flows down through three pieces:
+//!
+//! - a [`PageSource`] hands out naturally aligned power-of-two chunks: [`MmapPages`] in
+//!   production, [`LimitedPages`] (a byte budget and seeded fault injection) in tests;
+//! - a [`SlabLayout`] says how one chunk is carved into objects: a header, then objects at a
+//!   fixed stride; an object finds its slab by masking its address;
+//! - a [`SlabPool`] keeps slabs on per-node partial lists, each behind its own short lock, and
+//!   moves objects between slabs and a caller's array in bulk (the refill and flush of a
+//!   sheaf), keeping a few empty slabs per node and releasing the rest.
+//!
+//! The invariant every slab keeps, checked at slow-path points in debug builds (and in release
+//! builds with `DebugOptions::check_invariants`) and by [`SlabPool::check_invariants`]:
+//!
+//! ```text
+//! inuse + free == objects        (free = objects on the free list + objects never carved)
+//! ```
+//!
+//! The pool does not zero objects: callers honour `AllocFlags::ZERO` themselves.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::mem::MaybeUninit;
+//! use std::ptr::NonNull;
+//! use object_alloc::{AllocError, CacheConfig};
+//! use slab::{LimitedPages, PageSource, SlabPool};
+//!
+//! let pages = Arc::new(LimitedPages::unlimited());
+//! let config = CacheConfig::new(128).with_page_source(pages.clone());
+//! let pool = SlabPool::new(&config);
+//! let mut out = [MaybeUninit::uninit(); 4];
+//! pool.alloc_bulk(0, true, &mut out)?;
+//! // SAFETY: `alloc_bulk` succeeded, so every slot holds an object.
+//! let objects = out.map(|slot| unsafe { slot.assume_init() });
+//! let layout = pool.layout();
+//! assert_eq!(layout.slab_base(objects[0]), layout.slab_base(objects[3]));
+//!
+//! // With the page source exhausted and nothing cached, bulk allocation fails as a whole.
+//! pages.set_limit(0);
+//! let mut many = vec![MaybeUninit::<NonNull<u8>>::uninit(); 10_000];
+//! assert_eq!(pool.alloc_bulk(0, true, &mut many), Err(AllocError::OutOfMemory));
+//!
+//! // SAFETY: the objects came from this pool, are live and appear once.
+//! unsafe { pool.free_bulk(&objects) };
+//! pool.shrink();
+//! assert_eq!(pages.stats().held_bytes, 0);
+//! # Ok::<(), AllocError>(())
+//! ```
+
+mod layout;
+mod numa;
+mod pages;
+mod pool;
+
+pub use layout::{MAX_SLAB_BYTES, MIN_OBJECTS, MIN_OBJECTS_LARGE, SlabLayout};
+pub use numa::{node_count, node_of_cpu, possible_cpus};
+pub use object_alloc::{PAGE_SIZE, PageError, PageSource, PageSourceStats};
+pub use pages::{LimitedPages, MmapPages, page_source_for};
+pub use pool::{DEFAULT_MIN_PARTIAL, POISON_FREE, SlabPool, SlabStats};

@@ -1,0 +1,878 @@
+//! The slab pool: slabs with an in-slab free list, kept on per-node partial lists.
+//!
+//! # Slabs
+//!
+//! A slab is one chunk of [`SlabLayout::slab_bytes`] bytes from the page source, naturally
+//! aligned, so any object finds its slab header by masking its address. The header sits at the
+//! start of the chunk and records
+//!
+//! - `node`: the node whose lock protects the slab (fixed when the slab is made);
+//! - `inuse`: objects handed out and not freed;
+//! - `freelist`: the first free object that was used before; each free object stores the link
+//!   to the next one in its first word (read and written unaligned, since objects may be
+//!   byte-aligned);
+//! - `carved`: objects never handed out start at index `carved`. A new slab is not threaded
+//!   onto a free list up front: objects are carved off in order as they are first taken, so a
+//!   fresh slab costs no writes to its object pages (and no resident memory) until used;
+//! - `prev`/`next`: links of the node's partial list.
+//!
+//! Per slab, at every point where its node's lock is free:
+//!
+//! ```text
+//! inuse + |freelist| + (objects - carved) == objects
+//! ```
+//!
+//! # Nodes and lists
+//!
+//! Each node has one [`Mutex`] that protects its partial list, its counts and *every header of
+//! its slabs*. The partial list holds exactly the node's slabs that have a free object;
+//! partially used slabs are kept towards the head and empty ones are moved to the tail, so
+//! allocation fills used slabs first and empty slabs are the last taken and the first released.
+//! Full slabs are on no list (as in SLUB): a free into a full slab puts it back at the head.
+//!
+//! A node keeps at most `min_partial` empty slabs (SLUB's `min_partial`, counted here as empty
+//! slabs so that a quiet cache holds a bounded amount of memory); a free that empties a slab
+//! beyond that releases it to the page source, after the lock is dropped. [`SlabPool::shrink`]
+//! releases every empty slab.
+//!
+//! # Bulk paths
+//!
+//! [`SlabPool::refill`] fills a sheaf's array under a single lock acquisition as long as the
+//! node's partial slabs hold enough, taking runs of objects from one slab at a time. Only when
+//! they do not, and growth is allowed, does it drop the lock, take a new slab from the page
+//! source, and lock again to carve from it. [`SlabPool::free_bulk`] takes each node's lock once
+//! per run of consecutive objects of that node, and within it links each run of consecutive
+//! objects of one slab into a chain first, then splices the chain onto the slab's free list
+//! with one update of the slab's counts (SLUB's detached free list). A failed request gives
+//! back everything it had gathered before it returns.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use object_alloc::{AllocError, CacheConfig, PageSource};
+
+use crate::layout::SlabLayout;
+use crate::numa::node_count;
+use crate::pages::page_source_for;
+
+/// Empty slabs a node keeps by default before releasing further ones.
+pub const DEFAULT_MIN_PARTIAL: usize = 5;
+
+/// The byte written over freed objects (after their link word) when poisoning is on.
+pub const POISON_FREE: u8 = 0x6b;
+
+/// The header at the start of every slab.
+#[repr(C)]
+#[derive(Debug)]
+struct SlabHeader {
+    node: u32,
+    inuse: u32,
+    carved: u32,
+    freelist: *mut u8,
+    prev: *mut SlabHeader,
+    next: *mut SlabHeader,
+}
+
+/// Bytes of the slab header, before the first object's alignment padding.
+pub(crate) const SLAB_HEADER_BYTES: usize = size_of::<SlabHeader>();
+
+/// Takes up to `out.len()` objects from one slab: first from its free list, then carved.
+///
+/// # Safety
+///
+/// - `slab` is a live slab of layout `layout`, and the caller holds its node's lock.
+#[inline]
+unsafe fn take_from_slab(
+    slab: NonNull<SlabHeader>,
+    layout: &SlabLayout,
+    out: &mut [MaybeUninit<NonNull<u8>>],
+) -> usize {
+    let header = slab.as_ptr();
+    // Header fields are accessed as places, never through a `&mut SlabHeader`: threads that
+    // free into this slab read its `node` without the lock.
+    // SAFETY: the caller holds the node lock, which grants exclusive access to the mutable
+    // fields of the header.
+    let (mut head, carved) = unsafe { ((*header).freelist, (*header).carved as usize) };
+    let want = out.len();
+    let mut taken = 0;
+    while taken < want {
+        let Some(object) = NonNull::new(head) else {
+            break;
+        };
+        out[taken].write(object);
+        // SAFETY: a free object of this slab holds the link to the next free object in its
+        // first word (it is at least pointer-sized: the stride is).
+        head = unsafe { object.as_ptr().cast::<*mut u8>().read_unaligned() };
+        taken += 1;
+    }
+    let fresh = (want - taken).min(layout.objects_per_slab - carved);
+    if fresh > 0 {
+        let base = slab.cast::<u8>();
+        for (i, slot) in out[taken..taken + fresh].iter_mut().enumerate() {
+            // SAFETY: `carved + i < objects_per_slab`, so the object lies inside the slab.
+            slot.write(unsafe { base.add(layout.first_offset + (carved + i) * layout.stride) });
+        }
+        taken += fresh;
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*header).freelist = head;
+        (*header).carved = (carved + fresh) as u32;
+        (*header).inuse += taken as u32;
+    }
+    taken
+}
+
+/// One node's partial list and counts; the lock around it also guards its slabs' headers.
+#[derive(Debug)]
+struct NodeState {
+    head: *mut SlabHeader,
+    tail: *mut SlabHeader,
+    /// Slabs on the partial list (empty ones included).
+    nr_partial: u64,
+    /// Empty slabs (all on the partial list).
+    nr_empty: u64,
+    /// Slabs of this node, full ones included.
+    slabs: u64,
+    /// Free objects in this node's slabs (all of them in partial slabs).
+    free_objects: u64,
+}
+
+// SAFETY: the raw pointers name slabs owned by the pool; they are only followed while the
+// node's mutex is held, whichever thread holds it.
+unsafe impl Send for NodeState {}
+
+impl NodeState {
+    fn new() -> Self {
+        Self {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            nr_partial: 0,
+            nr_empty: 0,
+            slabs: 0,
+            free_objects: 0,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `slab` is a slab of this node, not on the list; the node lock is held.
+    unsafe fn push_head(&mut self, slab: *mut SlabHeader) {
+        // SAFETY: per the contract, the header is ours to write under the lock.
+        unsafe {
+            (*slab).prev = ptr::null_mut();
+            (*slab).next = self.head;
+            if self.head.is_null() {
+                self.tail = slab;
+            } else {
+                (*self.head).prev = slab;
+            }
+        }
+        self.head = slab;
+        self.nr_partial += 1;
+    }
+
+    /// # Safety
+    ///
+    /// `slab` is a slab of this node, not on the list; the node lock is held.
+    unsafe fn push_tail(&mut self, slab: *mut SlabHeader) {
+        // SAFETY: per the contract, the header is ours to write under the lock.
+        unsafe {
+            (*slab).next = ptr::null_mut();
+            (*slab).prev = self.tail;
+            if self.tail.is_null() {
+                self.head = slab;
+            } else {
+                (*self.tail).next = slab;
+            }
+        }
+        self.tail = slab;
+        self.nr_partial += 1;
+    }
+
+    /// # Safety
+    ///
+    /// `slab` is on this node's list; the node lock is held.
+    unsafe fn unlink(&mut self, slab: *mut SlabHeader) {
+        // SAFETY: `slab` and its neighbours are on this list, guarded by the held lock.
+        unsafe {
+            let (prev, next) = ((*slab).prev, (*slab).next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if next.is_null() {
+                self.tail = prev;
+            } else {
+                (*next).prev = prev;
+            }
+            (*slab).prev = ptr::null_mut();
+            (*slab).next = ptr::null_mut();
+        }
+        self.nr_partial -= 1;
+    }
+
+    /// Takes up to `out.len()` objects from the partial list, head first.
+    ///
+    /// # Safety
+    ///
+    /// The node lock is held; `layout` is the pool's.
+    #[inline]
+    unsafe fn take_partial(
+        &mut self,
+        layout: &SlabLayout,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> usize {
+        let mut got = 0;
+        while got < out.len() {
+            let Some(slab) = NonNull::new(self.head) else {
+                break;
+            };
+            // SAFETY: list slabs are live and guarded by the held lock.
+            if unsafe { (*slab.as_ptr()).inuse } == 0 {
+                self.nr_empty -= 1;
+            }
+            // SAFETY: as above.
+            got += unsafe { take_from_slab(slab, layout, &mut out[got..]) };
+            // SAFETY: as above.
+            if unsafe { (*slab.as_ptr()).inuse } as usize == layout.objects_per_slab {
+                // SAFETY: `slab` is the list head.
+                unsafe { self.unlink(slab.as_ptr()) };
+            }
+        }
+        self.free_objects -= got as u64;
+        got
+    }
+
+    /// Puts `run` (objects of one slab) back on that slab's free list as one chain; an emptied
+    /// slab beyond `min_partial` is unlinked and pushed on `release` (linked through `next`).
+    ///
+    /// # Safety
+    ///
+    /// `slab` is a slab of this node holding every object of `run`, which are in use and
+    /// distinct; the lock is held.
+    #[inline]
+    unsafe fn free_run_locked(
+        &mut self,
+        layout: &SlabLayout,
+        slab: *mut SlabHeader,
+        run: &[NonNull<u8>],
+        min_partial: u64,
+        release: &mut *mut SlabHeader,
+    ) {
+        let count = run.len() as u32;
+        // SAFETY: the held lock grants exclusive access to the header's mutable fields (used
+        // as places: see `take_from_slab`).
+        let (inuse, mut chain) = unsafe { ((*slab).inuse, (*slab).freelist) };
+        debug_assert!(
+            inuse >= count && run.iter().all(|&object| layout.is_object_start(object)),
+            "free of {count} objects into slab {slab:p} with inuse {inuse} \
+             (double free or foreign object)",
+        );
+        for &object in run.iter().rev() {
+            // SAFETY: the object is ours again and at least pointer-sized.
+            unsafe { object.as_ptr().cast::<*mut u8>().write_unaligned(chain) };
+            chain = object.as_ptr();
+        }
+        // SAFETY: as above.
+        unsafe {
+            (*slab).freelist = chain;
+            (*slab).inuse = inuse - count;
+        }
+        let was_full = inuse as usize == layout.objects_per_slab;
+        self.free_objects += u64::from(count);
+        if inuse == count {
+            if !was_full {
+                // SAFETY: a slab that was neither full nor empty is on the list.
+                unsafe { self.unlink(slab) };
+            }
+            if self.nr_empty >= min_partial {
+                self.slabs -= 1;
+                self.free_objects -= layout.objects_per_slab as u64;
+                // SAFETY: unlinked, so its `next` link is free for the release list.
+                unsafe { (*slab).next = *release };
+                *release = slab;
+            } else {
+                self.nr_empty += 1;
+                // SAFETY: unlinked above (or never on the list, having been full).
+                unsafe { self.push_tail(slab) };
+            }
+        } else if was_full {
+            // SAFETY: a full slab is on no list.
+            unsafe { self.push_head(slab) };
+        }
+    }
+}
+
+/// A node's lock, padded to its own cache lines: CPUs of different nodes take different locks
+/// and must not share a line.
+#[repr(align(128))]
+#[derive(Debug)]
+struct NodeSlot(Mutex<NodeState>);
+
+/// A snapshot of a pool's slabs and objects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlabStats {
+    /// Slabs held (full, partial and empty).
+    pub slabs: u64,
+    /// Bytes of those slabs.
+    pub slab_bytes: u64,
+    /// Objects handed out by the pool and not given back (including objects the caller keeps
+    /// cached in sheaves).
+    pub objects_in_use: u64,
+    /// Free objects in the held slabs.
+    pub objects_free: u64,
+    /// Slabs taken from the page source, over the pool's life.
+    pub alloc_slab: u64,
+    /// Slabs given back to the page source, over the pool's life.
+    pub free_slab: u64,
+}
+
+/// The slab layer shared by sheaf and the slab-based baselines: slabs with an in-slab free
+/// list, per-node partial lists (each behind its own short lock) keeping at least
+/// `min_partial` empty slabs, bulk refill of a sheaf's array and bulk flush back.
+///
+/// The pool never zeroes objects (callers honour `ZERO`). With `config.debug.poison` it fills
+/// new slabs' objects and freed objects, except their first word (the free-list link), with
+/// [`POISON_FREE`]; debug builds (or `debug.check_invariants`) then check that poison when
+/// objects are taken again, and panic naming the object if it was written while free.
+///
+/// Dropping the pool releases its empty slabs; slabs that still hold live objects are leaked,
+/// since those objects may still be in use.
+///
+/// # Panics
+///
+/// Allocation panics if the page source breaks its contract by handing out a chunk that is
+/// not aligned to its size (the mask lookup would then find the wrong slab). The checks of
+/// debug builds and of `DebugOptions::check_invariants` panic with a message naming the slab
+/// or object when they find corruption (a double free, a write to a freed object).
+///
+/// ```
+/// use std::mem::MaybeUninit;
+/// use std::ptr::NonNull;
+/// use object_alloc::CacheConfig;
+/// use slab::SlabPool;
+///
+/// let pool = SlabPool::new(&CacheConfig::new(64));
+/// let mut sheaf = [MaybeUninit::<NonNull<u8>>::uninit(); 32];
+/// let got = pool.refill(0, true, 8, &mut sheaf).unwrap();
+/// assert!(got >= 8);
+/// // SAFETY: the first `got` slots were written by `refill`.
+/// let objects: Vec<NonNull<u8>> = sheaf[..got].iter().map(|s| unsafe { s.assume_init() }).collect();
+/// assert_eq!(pool.stats().objects_in_use, got as u64);
+/// // SAFETY: each object came from this pool, is live and appears once.
+/// unsafe { pool.free_bulk(&objects) };
+/// pool.shrink();
+/// assert_eq!(pool.stats().slabs, 0);
+/// ```
+pub struct SlabPool {
+    layout: SlabLayout,
+    nodes: Box<[NodeSlot]>,
+    source: Arc<dyn PageSource>,
+    min_partial: u64,
+    poison: bool,
+    check_slow_paths: bool,
+    alloc_slab: AtomicU64,
+    free_slab: AtomicU64,
+}
+
+impl fmt::Debug for SlabPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlabPool")
+            .field("layout", &self.layout)
+            .field("nodes", &self.nodes.len())
+            .field("page_source", &self.source.name())
+            .field("min_partial", &self.min_partial)
+            .field("poison", &self.poison)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl SlabPool {
+    /// A pool for `config`'s objects, with [`DEFAULT_MIN_PARTIAL`] and the page source
+    /// [`page_source_for`]`(config)`. The config should be valid (see [`SlabLayout::new`]).
+    pub fn new(config: &CacheConfig) -> SlabPool {
+        Self::with_min_partial(config, DEFAULT_MIN_PARTIAL)
+    }
+
+    /// A pool that keeps at most `min_partial` empty slabs per node on the free path.
+    pub fn with_min_partial(config: &CacheConfig, min_partial: usize) -> SlabPool {
+        let nodes = (0..node_count(config.nodes))
+            .map(|_| NodeSlot(Mutex::new(NodeState::new())))
+            .collect();
+        SlabPool {
+            layout: SlabLayout::new(config),
+            nodes,
+            source: page_source_for(config),
+            min_partial: min_partial as u64,
+            poison: config.debug.poison,
+            check_slow_paths: cfg!(debug_assertions) || config.debug.check_invariants,
+            alloc_slab: AtomicU64::new(0),
+            free_slab: AtomicU64::new(0),
+        }
+    }
+
+    /// The slab geometry.
+    #[inline]
+    pub fn layout(&self) -> &SlabLayout {
+        &self.layout
+    }
+
+    /// Number of nodes (partial lists).
+    #[inline]
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The page source slabs come from.
+    pub fn page_source(&self) -> &Arc<dyn PageSource> {
+        &self.source
+    }
+
+    /// The most empty slabs a node keeps on the free path.
+    pub fn min_partial(&self) -> usize {
+        self.min_partial as usize
+    }
+
+    #[inline]
+    fn lock(&self, node: usize) -> MutexGuard<'_, NodeState> {
+        // A panic under the lock (a failed invariant check) leaves the lists consistent
+        // enough to keep using; the panic itself has been reported.
+        self.nodes[node]
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[inline]
+    fn slab_of(&self, object: NonNull<u8>) -> *mut SlabHeader {
+        self.layout.slab_base(object).as_ptr().cast()
+    }
+
+    /// The node whose partial list the slab of `object` belongs to.
+    ///
+    /// # Safety
+    ///
+    /// - `object` was allocated from this pool and is live (so its slab is).
+    #[inline]
+    pub unsafe fn node_of_object(&self, object: NonNull<u8>) -> usize {
+        // SAFETY: a live object's slab is live, and its `node` never changes after creation.
+        unsafe { (*self.slab_of(object)).node as usize }
+    }
+
+    /// All or nothing: fills every slot of `out` from `node`'s partial slabs, then (only if
+    /// `may_grow`) new slabs. On failure every gathered object is back in its slab.
+    ///
+    /// `node` is taken modulo [`SlabPool::nodes`].
+    pub fn alloc_bulk(
+        &self,
+        node: usize,
+        may_grow: bool,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> Result<(), AllocError> {
+        self.gather(node, may_grow, out.len(), out).map(|_| ())
+    }
+
+    /// Best effort: fills up to `out.len()` objects, at least `min`; returns how many were
+    /// written (always the first n slots). If fewer than `min` can be had, gives back what it
+    /// gathered and returns the error.
+    ///
+    /// Objects already in `node`'s partial slabs are taken up to `out.len()`; new slabs are
+    /// taken only while fewer than `min` were found (and only if `may_grow`), and each new
+    /// slab is carved up to `out.len()`. `node` is taken modulo [`SlabPool::nodes`].
+    pub fn refill(
+        &self,
+        node: usize,
+        may_grow: bool,
+        min: usize,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> Result<usize, AllocError> {
+        self.gather(node, may_grow, min, out)
+    }
+
+    fn gather(
+        &self,
+        node: usize,
+        may_grow: bool,
+        min: usize,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> Result<usize, AllocError> {
+        let max = out.len();
+        if max == 0 {
+            return Ok(0);
+        }
+        let min = min.min(max);
+        let node = if node < self.nodes.len() {
+            node
+        } else {
+            node % self.nodes.len()
+        };
+        let layout = &self.layout;
+        // SAFETY: the node lock is held for the call.
+        let mut got = unsafe { self.lock(node).take_partial(layout, out) };
+        while got < min {
+            if !may_grow {
+                self.give_back(&out[..got]);
+                return Err(AllocError::WouldGrow);
+            }
+            let slab = match self.new_slab(node) {
+                Ok(slab) => slab,
+                Err(err) => {
+                    self.give_back(&out[..got]);
+                    return Err(err);
+                }
+            };
+            let mut state = self.lock(node);
+            state.slabs += 1;
+            // SAFETY: the new slab is ours (published only below) and the lock is held.
+            let taken = unsafe { take_from_slab(slab, layout, &mut out[got..]) };
+            got += taken;
+            if self.check_slow_paths {
+                // SAFETY: the slab is live and only this thread can reach it.
+                unsafe { self.check_slab(slab.as_ptr(), node) };
+            }
+            state.free_objects += (layout.objects_per_slab - taken) as u64;
+            if taken < layout.objects_per_slab {
+                // SAFETY: a new slab with free objects joins the partial list, lock held.
+                unsafe { state.push_head(slab.as_ptr()) };
+            } else if got < max {
+                // Others may have freed objects while the lock was dropped.
+                // SAFETY: the lock is held.
+                got += unsafe { state.take_partial(layout, &mut out[got..]) };
+            }
+        }
+        if self.poison && self.check_slow_paths {
+            self.verify_poison(&out[..got]);
+        }
+        Ok(got)
+    }
+
+    /// Panics if a byte of a just-taken object (after its link word) is not the poison its
+    /// slab or its last free left there: something wrote to it while it was free.
+    #[cold]
+    fn verify_poison(&self, taken: &[MaybeUninit<NonNull<u8>>]) {
+        let link = size_of::<usize>();
+        for slot in taken {
+            // SAFETY: the slots were written by `take_from_slab`.
+            let object = unsafe { slot.assume_init() };
+            // SAFETY: the object is `stride` bytes of the slab, now ours.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(object.as_ptr().add(link), self.layout.stride - link)
+            };
+            if let Some(offset) = bytes.iter().position(|&b| b != POISON_FREE) {
+                panic!(
+                    "object {object:p} of slab {:p} was written while free: byte {} is {:#04x},                      not the poison {POISON_FREE:#04x} (use after free or overflow)",
+                    self.slab_of(object),
+                    offset + link,
+                    bytes[offset]
+                );
+            }
+        }
+    }
+
+    /// Frees objects gathered by a request that then failed.
+    fn give_back(&self, gathered: &[MaybeUninit<NonNull<u8>>]) {
+        // SAFETY: the slots were initialised by `take_from_slab`, and `MaybeUninit<T>` has the
+        // layout of `T`.
+        let objects = unsafe {
+            std::slice::from_raw_parts(gathered.as_ptr().cast::<NonNull<u8>>(), gathered.len())
+        };
+        // SAFETY: the objects were just taken from this pool and never handed out.
+        unsafe { self.free_objects(objects) };
+    }
+
+    #[cold]
+    fn new_slab(&self, node: usize) -> Result<NonNull<SlabHeader>, AllocError> {
+        let bytes = self.layout.slab_bytes;
+        let chunk = self
+            .source
+            .alloc_chunk(bytes)
+            .map_err(|_| AllocError::OutOfMemory)?;
+        assert!(
+            chunk.addr().get().is_multiple_of(bytes),
+            "page source `{}` returned chunk {chunk:p} not aligned to its size {bytes}",
+            self.source.name()
+        );
+        let slab = chunk.cast::<SlabHeader>();
+        // SAFETY: the chunk is `bytes >= SLAB_HEADER_BYTES` writable bytes, aligned to `bytes`
+        // (more than the header needs), and ours alone.
+        unsafe {
+            slab.as_ptr().write(SlabHeader {
+                node: node as u32,
+                inuse: 0,
+                carved: 0,
+                freelist: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                next: ptr::null_mut(),
+            });
+        }
+        if self.poison {
+            let objects = self.layout.objects_per_slab * self.layout.stride;
+            // SAFETY: the object area lies inside the chunk, which is ours alone.
+            unsafe {
+                chunk
+                    .add(self.layout.first_offset)
+                    .write_bytes(POISON_FREE, objects)
+            };
+        }
+        self.alloc_slab.fetch_add(1, Ordering::Relaxed);
+        Ok(slab)
+    }
+
+    /// Gives the slabs of a `release` list (linked through `next`) back to the page source.
+    #[cold]
+    fn release_slabs(&self, mut release: *mut SlabHeader) {
+        while let Some(slab) = NonNull::new(release) {
+            // SAFETY: released slabs are unlinked from every list, so this is the only
+            // reference to them.
+            let header = unsafe { &*slab.as_ptr() };
+            release = header.next;
+            if self.check_slow_paths {
+                // SAFETY: as above.
+                unsafe { self.check_slab(slab.as_ptr(), header.node as usize) };
+                assert_eq!(header.inuse, 0, "released slab {slab:p} still has objects");
+            }
+            // SAFETY: the slab came from `alloc_chunk(slab_bytes)` on this source and no
+            // object of it is live.
+            unsafe { self.source.free_chunk(slab.cast(), self.layout.slab_bytes) };
+            self.free_slab.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn poison_object(&self, object: NonNull<u8>) {
+        let link = size_of::<usize>();
+        // SAFETY: the object is `stride >= link` writable bytes that the caller gave back.
+        unsafe {
+            object
+                .as_ptr()
+                .add(link)
+                .write_bytes(POISON_FREE, self.layout.stride - link)
+        };
+    }
+
+    /// Frees `objects` without poisoning them.
+    ///
+    /// # Safety
+    ///
+    /// As [`SlabPool::free_bulk`].
+    unsafe fn free_objects(&self, objects: &[NonNull<u8>]) {
+        let layout = &self.layout;
+        let mut start = 0;
+        while start < objects.len() {
+            let mut slab = self.slab_of(objects[start]);
+            // SAFETY: the object is live, so its slab is too; `node` never changes.
+            let node = unsafe { (*slab).node };
+            let mut release = ptr::null_mut();
+            {
+                let mut state = self.lock(node as usize);
+                loop {
+                    let end = objects[start + 1..]
+                        .iter()
+                        .position(|&object| self.slab_of(object) != slab)
+                        .map_or(objects.len(), |offset| start + 1 + offset);
+                    // SAFETY: the slab is this node's, the run's objects are live in it, and
+                    // the lock is held.
+                    unsafe {
+                        state.free_run_locked(
+                            layout,
+                            slab,
+                            &objects[start..end],
+                            self.min_partial,
+                            &mut release,
+                        )
+                    };
+                    start = end;
+                    let Some(&next) = objects.get(start) else {
+                        break;
+                    };
+                    slab = self.slab_of(next);
+                    // SAFETY: as above.
+                    if unsafe { (*slab).node } != node {
+                        break;
+                    }
+                }
+            }
+            if !release.is_null() {
+                self.release_slabs(release);
+            }
+        }
+    }
+
+    /// Frees objects from any mix of slabs and nodes; slabs that become empty beyond
+    /// `min_partial` per node are released to the page source. Each node's lock is taken once
+    /// per run of consecutive objects of that node.
+    ///
+    /// # Safety
+    ///
+    /// - Each object was allocated from this pool, is live, and appears once.
+    /// - Nothing uses them after this call.
+    pub unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
+        if self.poison {
+            for &object in objects {
+                self.poison_object(object);
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_objects(objects) }
+    }
+
+    /// Frees one object.
+    ///
+    /// # Safety
+    ///
+    /// - `object` was allocated from this pool and is live.
+    /// - Nothing uses it after this call.
+    pub unsafe fn free(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_bulk(std::slice::from_ref(&object)) }
+    }
+
+    /// Releases every empty slab to the page source.
+    pub fn shrink(&self) {
+        for node in 0..self.nodes.len() {
+            let mut release: *mut SlabHeader = ptr::null_mut();
+            {
+                let mut state = self.lock(node);
+                let mut slab = state.tail;
+                // Empty slabs sit at the tail, but a slab emptied by a rollback may not: walk
+                // the whole list.
+                while !slab.is_null() {
+                    // SAFETY: list slabs are live, guarded by the held lock.
+                    let prev = unsafe { (*slab).prev };
+                    // SAFETY: as above.
+                    if unsafe { (*slab).inuse } == 0 {
+                        // SAFETY: `slab` is on this list.
+                        unsafe { state.unlink(slab) };
+                        state.nr_empty -= 1;
+                        state.slabs -= 1;
+                        state.free_objects -= self.layout.objects_per_slab as u64;
+                        // SAFETY: unlinked, so its `next` is ours to use.
+                        unsafe { (*slab).next = release };
+                        release = slab;
+                    }
+                    slab = prev;
+                }
+            }
+            self.release_slabs(release);
+        }
+    }
+
+    /// A snapshot of the pool's slabs and objects (locks each node in turn).
+    pub fn stats(&self) -> SlabStats {
+        let mut stats = SlabStats {
+            alloc_slab: self.alloc_slab.load(Ordering::Relaxed),
+            free_slab: self.free_slab.load(Ordering::Relaxed),
+            ..SlabStats::default()
+        };
+        let per_slab = self.layout.objects_per_slab as u64;
+        for node in 0..self.nodes.len() {
+            let state = self.lock(node);
+            stats.slabs += state.slabs;
+            stats.objects_free += state.free_objects;
+            stats.objects_in_use += state.slabs * per_slab - state.free_objects;
+        }
+        stats.slab_bytes = stats.slabs * self.layout.slab_bytes as u64;
+        stats
+    }
+
+    /// Checks one slab's accounting: `inuse + |freelist| + (objects - carved) == objects`, and
+    /// that every free-list entry is an object start of this slab below `carved`.
+    ///
+    /// # Safety
+    ///
+    /// The slab is live and either its node lock is held or no one else can reach it.
+    unsafe fn check_slab(&self, slab: *mut SlabHeader, node: usize) {
+        let layout = &self.layout;
+        // SAFETY: per the contract.
+        let header = unsafe { &*slab };
+        let objects = layout.objects_per_slab;
+        assert_eq!(
+            header.node as usize, node,
+            "slab {slab:p} is on node {node}'s list but records node {}",
+            header.node
+        );
+        assert!(
+            header.carved as usize <= objects && header.inuse <= header.carved,
+            "slab {slab:p}: inuse {} carved {} objects {objects}",
+            header.inuse,
+            header.carved
+        );
+        let mut listed = 0usize;
+        let mut cursor = header.freelist;
+        while let Some(object) = NonNull::new(cursor) {
+            assert!(
+                listed < objects,
+                "slab {slab:p}: free list longer than {objects} objects (a cycle: double free?)"
+            );
+            assert!(
+                self.slab_of(object) == slab
+                    && layout.is_object_start(object)
+                    && layout.object_index(object) < header.carved as usize,
+                "slab {slab:p}: free list entry {object:p} is not a carved object of this slab"
+            );
+            listed += 1;
+            // SAFETY: free objects hold their link in the first word.
+            cursor = unsafe { object.as_ptr().cast::<*mut u8>().read_unaligned() };
+        }
+        let uncarved = objects - header.carved as usize;
+        assert_eq!(
+            header.inuse as usize + listed + uncarved,
+            objects,
+            "slab {slab:p} (node {node}): inuse {} + free {} != objects {objects}",
+            header.inuse,
+            listed + uncarved
+        );
+    }
+
+    /// Panics with a message naming the slab if `inuse + free != objects` anywhere, or if a
+    /// node's list or counts disagree with its slabs.
+    pub fn check_invariants(&self) {
+        let objects = self.layout.objects_per_slab as u64;
+        for node in 0..self.nodes.len() {
+            let state = self.lock(node);
+            let (mut partial, mut empty, mut free) = (0u64, 0u64, 0u64);
+            let mut prev: *mut SlabHeader = ptr::null_mut();
+            let mut slab = state.head;
+            while !slab.is_null() {
+                assert!(
+                    partial < state.slabs,
+                    "node {node}: partial list longer than its {} slabs",
+                    state.slabs
+                );
+                // SAFETY: list slabs are live, guarded by the held lock.
+                let header = unsafe { &*slab };
+                assert_eq!(
+                    header.prev, prev,
+                    "node {node}: slab {slab:p} has a bad prev link"
+                );
+                // SAFETY: as above.
+                unsafe { self.check_slab(slab, node) };
+                assert!(
+                    u64::from(header.inuse) < objects,
+                    "node {node}: full slab {slab:p} is on the partial list"
+                );
+                partial += 1;
+                empty += u64::from(header.inuse == 0);
+                free += objects - u64::from(header.inuse);
+                prev = slab;
+                slab = header.next;
+            }
+            assert_eq!(state.tail, prev, "node {node}: tail is not the last slab");
+            assert_eq!(state.nr_partial, partial, "node {node}: partial count");
+            assert_eq!(state.nr_empty, empty, "node {node}: empty slab count");
+            assert_eq!(state.free_objects, free, "node {node}: free object count");
+        }
+    }
+}
+
+impl Drop for SlabPool {
+    fn drop(&mut self) {
+        self.shrink();
+    }
+}
