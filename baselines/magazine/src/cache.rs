@@ -1,0 +1,692 @@
+//! The cache proper: per-CPU magazines, the depot, resizing, and the slab layer below.
+
+use std::mem::{self, MaybeUninit};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig};
+use slab::SlabPool;
+
+use crate::MagazineTuning;
+use crate::cpu;
+use crate::lock::{CpuGuard, CpuLock};
+
+/// libumem's magazine types (`umem_magtype`): rounds per magazine, and the largest buffer
+/// (`mt_maxbuf`) for which a cache may still grow *past* this type. The first type whose
+/// `mt_minbuf` is below the buffer size is a cache's starting type.
+const MAGTYPES: [(usize, usize, usize); 9] = [
+    // (rounds, mt_minbuf, mt_maxbuf)
+    (1, 3200, 65536),
+    (3, 256, 32768),
+    (7, 64, 16384),
+    (15, 0, 8192),
+    (31, 0, 4096),
+    (47, 0, 2048),
+    (63, 0, 1024),
+    (95, 0, 512),
+    (143, 0, 0),
+];
+
+/// libumem's starting magazine size for buffers of `chunk` bytes.
+fn initial_rounds(chunk: usize) -> usize {
+    MAGTYPES
+        .iter()
+        .find(|&&(_, minbuf, _)| chunk > minbuf)
+        .map_or(1, |&(rounds, _, _)| rounds)
+}
+
+/// The next magazine size after `rounds` for buffers of `chunk` bytes, if libumem would grow:
+/// the current type must allow growth for this buffer size (`chunk < mt_maxbuf`).
+fn next_rounds(rounds: usize, chunk: usize) -> Option<usize> {
+    let current = MAGTYPES
+        .iter()
+        .rev()
+        .find(|&&(r, _, _)| r <= rounds)
+        .copied()
+        .unwrap_or(MAGTYPES[0]);
+    if chunk >= current.2 {
+        return None;
+    }
+    MAGTYPES
+        .iter()
+        .find(|&&(r, _, _)| r > rounds)
+        .map(|&(r, _, _)| r)
+}
+
+/// One object held in a magazine.
+#[derive(Clone, Copy, Debug)]
+#[repr(transparent)]
+pub(crate) struct Round(NonNull<u8>);
+
+// SAFETY: a round is a free object of the cache, owned by whichever magazine holds it; moving
+// it between threads moves that ownership.
+unsafe impl Send for Round {}
+
+/// A magazine: an array of rounds. Capacity 0 stands for "no magazine" (libumem's NULL).
+type Mag = Vec<Round>;
+
+fn as_objects(rounds: &[Round]) -> &[NonNull<u8>] {
+    // SAFETY: `Round` is `repr(transparent)` over `NonNull<u8>`.
+    unsafe { std::slice::from_raw_parts(rounds.as_ptr().cast(), rounds.len()) }
+}
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// One counted event.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub(crate) enum Stat { $($(#[$doc])* $variant,)* }
+
+        impl Stat {
+            const ALL: &[Stat] = &[$(Stat::$variant,)*];
+            fn name(self) -> &'static str {
+                match self { $(Stat::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Allocation from the loaded magazine.
+    AllocFastpath => "alloc_fastpath",
+    /// Allocation that reached the slab layer.
+    AllocSlowpath => "alloc_slowpath",
+    /// Free into the loaded magazine.
+    FreeFastpath => "free_fastpath",
+    /// Free that reached the slab layer.
+    FreeSlowpath => "free_slowpath",
+    /// Loaded and previous magazines exchanged.
+    MagazineSwap => "magazine_swap",
+    /// Full magazine taken from the depot.
+    DepotGet => "depot_get",
+    /// No full magazine in the depot.
+    DepotGetFail => "depot_get_fail",
+    /// Empty magazine taken from the depot.
+    DepotGetEmpty => "depot_get_empty",
+    /// Full magazine put in the depot.
+    DepotPut => "depot_put",
+    /// Full magazine refused by the depot (at `barn_max_full`): rounds went to the slabs.
+    DepotPutFail => "depot_put_fail",
+    /// Empty magazine put in the depot.
+    DepotPutEmpty => "depot_put_empty",
+    /// Empty magazine refused by the depot (at `barn_max_empty`): freed.
+    DepotPutEmptyFail => "depot_put_empty_fail",
+    /// New empty magazine allocated (none in the depot).
+    MagazineAlloc => "magazine_alloc",
+    /// The CPU cache lock was held by another thread.
+    CpuLockContended => "cpu_lock_contended",
+    /// Objects handed out by `alloc_bulk`.
+    AllocBulk => "alloc_bulk",
+    /// Objects taken back by `free_bulk`.
+    FreeBulk => "free_bulk",
+}
+
+/// One CPU's cache (`umem_cpu_cache_t`): loaded and previous magazines and the size of a
+/// full one. `previous` is always full or empty (or absent).
+#[derive(Debug)]
+struct CpuMags {
+    loaded: Mag,
+    previous: Mag,
+    /// Rounds in a full magazine (`cc_magsize`); 0 with magazines disabled.
+    magsize: usize,
+    /// Event counters, exact: only bumped under this CPU's lock.
+    stats: [u64; Stat::ALL.len()],
+}
+
+impl CpuMags {
+    #[inline]
+    fn count(&mut self, stat: Stat, n: u64) {
+        self.stats[stat as usize] += n;
+    }
+
+    /// Both magazines, emptied of their rounds.
+    fn purge(&mut self, into: &mut Vec<NonNull<u8>>) {
+        into.extend_from_slice(as_objects(&self.loaded));
+        into.extend_from_slice(as_objects(&self.previous));
+        self.loaded = Vec::new();
+        self.previous = Vec::new();
+    }
+}
+
+/// One CPU's slot, padded: other CPUs take its lock only when they collide with it, and must
+/// not share its line otherwise.
+#[derive(Debug)]
+struct CpuCache {
+    mags: CpuLock<CpuMags>,
+    node: usize,
+}
+
+/// The depot (`cache_full`, `cache_empty` and their bookkeeping), behind one lock.
+#[derive(Debug)]
+struct Depot {
+    full: Vec<Mag>,
+    empty: Vec<Mag>,
+    /// Acquisitions that found the lock held (`cache_depot_contention`).
+    contention: u64,
+    /// `contention` at the last update (`cache_depot_contention_prev`).
+    contention_prev: u64,
+    last_update: Instant,
+    full_high_water: usize,
+    empty_high_water: usize,
+    resizes: u64,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    pool: SlabPool,
+    object_size: usize,
+    chunk: usize,
+    cpus: Box<[CachePadded<CpuCache>]>,
+    depot: CachePadded<Mutex<Depot>>,
+    /// Mirror of `Depot::contention` readable without the lock.
+    depot_contended: AtomicU64,
+    /// The magazine size in force (rounds), for stats.
+    magsize: AtomicUsize,
+    resize_pending: AtomicBool,
+    max_full: usize,
+    max_empty: usize,
+    tuning: MagazineTuning,
+    /// `debug.poison`: freed objects are filled with `slab::POISON_FREE` as they enter a
+    /// magazine (the slab layer poisons what reaches it).
+    poison: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Depot operations are pushes and pops that cannot panic halfway; a poisoned lock still
+    // guards consistent lists.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cache {
+    pub(crate) fn new(config: &CacheConfig, tuning: MagazineTuning) -> Self {
+        let pool = SlabPool::new(config);
+        let chunk = pool.layout().stride;
+        let magsize = match config.sheaf_capacity {
+            Some(rounds) => rounds,
+            None => initial_rounds(chunk),
+        };
+        let cpus = (0..slab::possible_cpus().max(1))
+            .map(|cpu| {
+                CachePadded::new(CpuCache {
+                    mags: CpuLock::new(CpuMags {
+                        loaded: Vec::new(),
+                        previous: Vec::new(),
+                        magsize,
+                        stats: [0; Stat::ALL.len()],
+                    }),
+                    node: slab::node_of_cpu(config.nodes, cpu),
+                })
+            })
+            .collect();
+        Self {
+            pool,
+            object_size: config.object_size,
+            chunk,
+            cpus,
+            depot: CachePadded::new(Mutex::new(Depot {
+                full: Vec::new(),
+                empty: Vec::new(),
+                contention: 0,
+                contention_prev: 0,
+                last_update: Instant::now(),
+                full_high_water: 0,
+                empty_high_water: 0,
+                resizes: 0,
+            })),
+            depot_contended: AtomicU64::new(0),
+            magsize: AtomicUsize::new(magsize),
+            resize_pending: AtomicBool::new(false),
+            max_full: config.barn_max_full,
+            max_empty: config.barn_max_empty,
+            tuning,
+            poison: config.debug.poison,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &SlabPool {
+        &self.pool
+    }
+
+    #[inline]
+    fn cpu(&self) -> &CpuCache {
+        &self.cpus[cpu::current(self.cpus.len())]
+    }
+
+    #[inline]
+    fn lock_cpu<'a>(&self, cpu: &'a CpuCache) -> CpuGuard<'a, CpuMags> {
+        let (mut mags, contended) = cpu.mags.lock();
+        if contended {
+            mags.count(Stat::CpuLockContended, 1);
+        }
+        mags
+    }
+
+    // ---------------------------------------------------------------------------------
+    // The depot.
+
+    /// Takes the depot lock, counting contention (`umem_depot_alloc`'s `mutex_tryenter`),
+    /// and runs the periodic update (`umem_cache_update`): if contention since the last
+    /// update exceeds the threshold, a magazine resize is due.
+    fn lock_depot(&self) -> MutexGuard<'_, Depot> {
+        let mut depot = match self.depot.try_lock() {
+            Ok(depot) => depot,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.depot_contended.fetch_add(1, Ordering::Relaxed);
+                let mut depot = lock(&self.depot);
+                depot.contention += 1;
+                depot
+            }
+        };
+        let now = Instant::now();
+        if now.duration_since(depot.last_update) >= self.tuning.update_interval {
+            let contended = depot.contention - depot.contention_prev;
+            depot.contention_prev = depot.contention;
+            depot.last_update = now;
+            if contended > self.tuning.contention_threshold
+                && next_rounds(self.magsize.load(Ordering::Relaxed), self.chunk).is_some()
+            {
+                self.resize_pending.store(true, Ordering::Release);
+            }
+        }
+        depot
+    }
+
+    /// Puts a full magazine in the depot, or, at `max_full`, returns it to be emptied.
+    fn depot_put_full(&self, depot: &mut Depot, mags: &mut CpuMags, mag: Mag) -> Option<Mag> {
+        if depot.full.len() < self.max_full {
+            depot.full.push(mag);
+            depot.full_high_water = depot.full_high_water.max(depot.full.len());
+            mags.count(Stat::DepotPut, 1);
+            None
+        } else {
+            mags.count(Stat::DepotPutFail, 1);
+            Some(mag)
+        }
+    }
+
+    /// Puts an empty magazine in the depot, or frees it at `max_empty`.
+    fn depot_put_empty(&self, depot: &mut Depot, mags: &mut CpuMags, mag: Mag) {
+        debug_assert!(mag.is_empty());
+        if depot.empty.len() < self.max_empty {
+            depot.empty.push(mag);
+            depot.empty_high_water = depot.empty_high_water.max(depot.empty.len());
+            mags.count(Stat::DepotPutEmpty, 1);
+        } else {
+            mags.count(Stat::DepotPutEmptyFail, 1);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Allocation.
+
+    #[inline]
+    pub(crate) fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
+        let cpu = self.cpu();
+        let mut mags = self.lock_cpu(cpu);
+        let object = if let Some(round) = mags.loaded.pop() {
+            mags.count(Stat::AllocFastpath, 1);
+            drop(mags);
+            round.0
+        } else {
+            self.alloc_miss(cpu, mags, flags.may_grow())?
+        };
+        if flags.zero() {
+            // SAFETY: the object is `object_size` writable bytes now owned by the caller.
+            unsafe { object.as_ptr().write_bytes(0, self.object_size) };
+        }
+        Some(object)
+    }
+
+    /// The loaded magazine is empty: previous, then the depot, then the slab layer.
+    #[cold]
+    fn alloc_miss(
+        &self,
+        cpu: &CpuCache,
+        mut mags: CpuGuard<'_, CpuMags>,
+        may_grow: bool,
+    ) -> Option<NonNull<u8>> {
+        if self.reload_for_alloc(&mut mags) {
+            let round = mags.loaded.pop().expect("reloaded with rounds");
+            mags.count(Stat::AllocFastpath, 1);
+            drop(mags);
+            self.resize_if_due();
+            return Some(round.0);
+        }
+        mags.count(Stat::AllocSlowpath, 1);
+        drop(mags);
+        self.resize_if_due();
+        let mut slot = [MaybeUninit::uninit()];
+        self.pool.alloc_bulk(cpu.node, may_grow, &mut slot).ok()?;
+        // SAFETY: a successful `alloc_bulk` wrote the slot.
+        Some(unsafe { slot[0].assume_init() })
+    }
+
+    /// Makes the loaded magazine non-empty if the magazine layer can: swap with a full
+    /// previous, or exchange the empty previous for a full magazine of the depot.
+    fn reload_for_alloc(&self, mags: &mut CpuMags) -> bool {
+        if !mags.loaded.is_empty() {
+            return true;
+        }
+        if !mags.previous.is_empty() {
+            mem::swap(&mut mags.loaded, &mut mags.previous);
+            mags.count(Stat::MagazineSwap, 1);
+            return true;
+        }
+        if mags.magsize == 0 {
+            return false;
+        }
+        let mut depot = self.lock_depot();
+        let Some(full) = depot.full.pop() else {
+            drop(depot);
+            mags.count(Stat::DepotGetFail, 1);
+            return false;
+        };
+        mags.count(Stat::DepotGet, 1);
+        // Both magazines are empty: previous goes to the depot, loaded becomes previous.
+        let empty = mem::replace(&mut mags.previous, mem::replace(&mut mags.loaded, full));
+        if empty.capacity() > 0 {
+            self.depot_put_empty(&mut depot, mags, empty);
+        }
+        true
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Free.
+
+    #[inline]
+    pub(crate) unsafe fn free(&self, object: NonNull<u8>) {
+        if self.poison {
+            // SAFETY: the object is the caller's until it is in a magazine.
+            unsafe {
+                object
+                    .as_ptr()
+                    .write_bytes(slab::POISON_FREE, self.object_size)
+            };
+        }
+        let cpu = self.cpu();
+        let mut mags = self.lock_cpu(cpu);
+        if mags.loaded.len() < mags.magsize && mags.loaded.capacity() > 0 {
+            mags.loaded.push(Round(object));
+            mags.count(Stat::FreeFastpath, 1);
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.free_miss(mags, object) };
+    }
+
+    /// The loaded magazine is full (or absent): previous, then the depot, then a new
+    /// magazine; the slab layer only with magazines disabled.
+    ///
+    /// # Safety
+    ///
+    /// As [`Cache::free`].
+    #[cold]
+    unsafe fn free_miss(&self, mut mags: CpuGuard<'_, CpuMags>, object: NonNull<u8>) {
+        if self.reload_for_free(&mut mags) {
+            mags.loaded.push(Round(object));
+            mags.count(Stat::FreeFastpath, 1);
+            drop(mags);
+        } else {
+            mags.count(Stat::FreeSlowpath, 1);
+            drop(mags);
+            // SAFETY: a live object of the pool, handed over by the caller.
+            unsafe { self.pool.free(object) };
+        }
+        self.resize_if_due();
+    }
+
+    /// Makes room in the loaded magazine if the magazine layer can: swap with an empty
+    /// previous, or exchange the full previous for an empty magazine (from the depot, or a
+    /// new one).
+    fn reload_for_free(&self, mags: &mut CpuMags) -> bool {
+        if mags.loaded.capacity() > 0 && mags.loaded.len() < mags.magsize {
+            return true;
+        }
+        if mags.previous.capacity() > 0 && mags.previous.is_empty() {
+            mem::swap(&mut mags.loaded, &mut mags.previous);
+            mags.count(Stat::MagazineSwap, 1);
+            return true;
+        }
+        if mags.magsize == 0 {
+            return false;
+        }
+        let mut depot = self.lock_depot();
+        let empty = match depot.empty.pop() {
+            Some(empty) => {
+                mags.count(Stat::DepotGetEmpty, 1);
+                empty
+            }
+            None => {
+                drop(depot);
+                mags.count(Stat::MagazineAlloc, 1);
+                let empty = Vec::with_capacity(mags.magsize);
+                depot = self.lock_depot();
+                empty
+            }
+        };
+        // Loaded is full (or absent), previous full (or absent): previous goes to the depot,
+        // loaded becomes previous, the empty one is loaded.
+        let full = mem::replace(&mut mags.previous, mem::replace(&mut mags.loaded, empty));
+        let refused = if full.capacity() > 0 {
+            self.depot_put_full(&mut depot, mags, full)
+        } else {
+            None
+        };
+        drop(depot);
+        if let Some(mut full) = refused {
+            // The depot is at its limit: the rounds go back to their slabs.
+            // SAFETY: rounds are free objects of the pool, each held once.
+            unsafe { self.pool.free_bulk(as_objects(&full)) };
+            full.clear();
+            let mut depot = self.lock_depot();
+            self.depot_put_empty(&mut depot, mags, full);
+        }
+        true
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Bulk.
+
+    /// All or nothing: rounds from the magazines (whole runs at a time), the rest from the
+    /// slab layer in one bulk call.
+    pub(crate) fn alloc_bulk(
+        &self,
+        flags: AllocFlags,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> Result<(), AllocError> {
+        let cpu = self.cpu();
+        let mut filled = 0;
+        let mut mags = self.lock_cpu(cpu);
+        while filled < out.len() && self.reload_for_alloc(&mut mags) {
+            let take = (out.len() - filled).min(mags.loaded.len());
+            let start = mags.loaded.len() - take;
+            for (slot, round) in out[filled..filled + take]
+                .iter_mut()
+                .zip(mags.loaded.drain(start..))
+            {
+                slot.write(round.0);
+            }
+            filled += take;
+        }
+        mags.count(Stat::AllocBulk, out.len() as u64);
+        drop(mags);
+        self.resize_if_due();
+        if filled < out.len()
+            && let Err(error) = self
+                .pool
+                .alloc_bulk(cpu.node, flags.may_grow(), &mut out[filled..])
+        {
+            // SAFETY: the first `filled` slots were written above.
+            let taken =
+                unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<NonNull<u8>>(), filled) };
+            // SAFETY: just taken, never handed out.
+            unsafe { self.free_bulk(taken) };
+            return Err(error);
+        }
+        if flags.zero() {
+            for slot in out.iter() {
+                // SAFETY: every slot is initialised, and the object is the caller's.
+                unsafe { slot.assume_init().as_ptr().write_bytes(0, self.object_size) };
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills the loaded magazine a run at a time.
+    ///
+    /// # Safety
+    ///
+    /// Every object is a live object of this cache, listed once, owned by the caller.
+    pub(crate) unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
+        if self.poison {
+            for object in objects {
+                // SAFETY: as in `free`.
+                unsafe {
+                    object
+                        .as_ptr()
+                        .write_bytes(slab::POISON_FREE, self.object_size)
+                };
+            }
+        }
+        let cpu = self.cpu();
+        let mut mags = self.lock_cpu(cpu);
+        let mut rest = objects;
+        while !rest.is_empty() && self.reload_for_free(&mut mags) {
+            let room = (mags.magsize - mags.loaded.len()).min(rest.len());
+            let (run, tail) = rest.split_at(room);
+            mags.loaded.extend(run.iter().map(|&o| Round(o)));
+            rest = tail;
+        }
+        mags.count(Stat::FreeBulk, objects.len() as u64);
+        drop(mags);
+        self.resize_if_due();
+        if !rest.is_empty() {
+            // SAFETY: the caller's contract; magazines are disabled.
+            unsafe { self.pool.free_bulk(rest) };
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Resizing, purging, statistics.
+
+    /// `umem_cache_magazine_resize`: with every CPU cache and the depot locked, empties all
+    /// magazines to the slabs and moves every CPU to the next magazine size.
+    fn resize_if_due(&self) {
+        if !self.resize_pending.load(Ordering::Relaxed)
+            || !self.resize_pending.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        let mut objects = Vec::new();
+        {
+            let mut cpus: Vec<_> = self.cpus.iter().map(|cpu| self.lock_cpu(cpu)).collect();
+            let mut depot = lock(&self.depot);
+            let Some(rounds) = next_rounds(self.magsize.load(Ordering::Relaxed), self.chunk) else {
+                return;
+            };
+            for mags in &mut cpus {
+                mags.purge(&mut objects);
+                mags.magsize = rounds;
+            }
+            Self::purge_depot(&mut depot, &mut objects);
+            depot.resizes += 1;
+            self.magsize.store(rounds, Ordering::Relaxed);
+        }
+        // SAFETY: rounds are free objects of the pool, each held once.
+        unsafe { self.pool.free_bulk(&objects) };
+    }
+
+    fn purge_depot(depot: &mut Depot, into: &mut Vec<NonNull<u8>>) {
+        for mag in depot.full.drain(..) {
+            into.extend_from_slice(as_objects(&mag));
+        }
+        depot.empty.clear();
+    }
+
+    /// `umem_cache_magazine_purge` and a slab shrink.
+    pub(crate) fn shrink(&self) {
+        let mut objects = Vec::new();
+        for cpu in self.cpus.iter() {
+            self.lock_cpu(cpu).purge(&mut objects);
+        }
+        Self::purge_depot(&mut lock(&self.depot), &mut objects);
+        // SAFETY: rounds are free objects of the pool, each held once.
+        unsafe { self.pool.free_bulk(&objects) };
+        self.pool.shrink();
+    }
+
+    pub(crate) fn stats(&self) -> AllocStats {
+        let mut stats = AllocStats::default();
+        let mut totals = [0u64; Stat::ALL.len()];
+        let mut cached = 0u64;
+        for cpu in self.cpus.iter() {
+            let mags = self.lock_cpu(cpu);
+            for (total, value) in totals.iter_mut().zip(mags.stats) {
+                *total += value;
+            }
+            cached += (mags.loaded.len() + mags.previous.len()) as u64;
+        }
+        {
+            let depot = lock(&self.depot);
+            cached += depot.full.iter().map(|m| m.len() as u64).sum::<u64>();
+            stats.add("depot_full", depot.full.len() as u64);
+            stats.add("depot_empty", depot.empty.len() as u64);
+            stats.add("depot_full_high_water", depot.full_high_water as u64);
+            stats.add("depot_empty_high_water", depot.empty_high_water as u64);
+            stats.add("depot_contended", depot.contention);
+            stats.add("magazine_resize", depot.resizes);
+        }
+        for &stat in Stat::ALL {
+            stats.add(stat.name(), totals[stat as usize]);
+        }
+        stats.add("magazine_size", self.magsize.load(Ordering::Relaxed) as u64);
+        let slabs = self.pool.stats();
+        stats.add("alloc_slab", slabs.alloc_slab);
+        stats.add("free_slab", slabs.free_slab);
+        stats.live_objects = Some(slabs.objects_in_use.saturating_sub(cached));
+        stats.cached_objects = Some(cached);
+        stats.slab_bytes = Some(slabs.slab_bytes);
+        stats
+    }
+
+    /// Contended depot acquisitions so far (readable while the depot is locked).
+    #[cfg(test)]
+    pub(crate) fn depot_contended(&self) -> u64 {
+        self.depot_contended.load(Ordering::Relaxed)
+    }
+
+    /// Holds the depot lock (tests force contention with it).
+    #[cfg(test)]
+    pub(crate) fn hold_depot(&self) -> MutexGuard<'_, impl Sized> {
+        lock(&self.depot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magazine_types_follow_libumem() {
+        assert_eq!(initial_rounds(64), 15);
+        assert_eq!(initial_rounds(200), 7);
+        assert_eq!(initial_rounds(1000), 3);
+        assert_eq!(initial_rounds(4096), 1);
+        // 64-byte buffers grow through every type up to 143 rounds.
+        let mut rounds = 15;
+        let mut seen = vec![rounds];
+        while let Some(next) = next_rounds(rounds, 64) {
+            rounds = next;
+            seen.push(rounds);
+        }
+        assert_eq!(seen, [15, 31, 47, 63, 95, 143]);
+        // 2 KiB buffers stop where mt_maxbuf says.
+        assert_eq!(next_rounds(47, 2048), None);
+        assert_eq!(next_rounds(31, 2048), Some(47));
+    }
+}
