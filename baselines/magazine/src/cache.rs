@@ -11,8 +11,8 @@ use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig};
 use slab::SlabPool;
 
 use crate::MagazineTuning;
-use crate::cpu;
 use crate::lock::{CpuGuard, CpuLock};
+use slab::cpu::{self, CpuSource};
 
 /// libumem's magazine types (`umem_magtype`): rounds per magazine, and the largest buffer
 /// (`mt_maxbuf`) for which a cache may still grow *past* this type. The first type whose
@@ -180,6 +180,8 @@ pub(crate) struct Cache {
     pool: SlabPool,
     object_size: usize,
     chunk: usize,
+    /// How this machine tells the calling thread's CPU (rseq or `sched_getcpu`).
+    cpu_source: CpuSource,
     cpus: Box<[CachePadded<CpuCache>]>,
     depot: CachePadded<Mutex<Depot>>,
     /// Mirror of `Depot::contention` readable without the lock.
@@ -227,6 +229,7 @@ impl Cache {
             object_size: config.object_size,
             chunk,
             cpus,
+            cpu_source: cpu::cpu_source(),
             depot: CachePadded::new(Mutex::new(Depot {
                 full: Vec::new(),
                 empty: Vec::new(),
@@ -253,7 +256,7 @@ impl Cache {
 
     #[inline]
     fn cpu(&self) -> &CpuCache {
-        &self.cpus[cpu::current(self.cpus.len())]
+        &self.cpus[cpu::current_cpu_below(self.cpu_source, self.cpus.len())]
     }
 
     #[inline]

@@ -66,7 +66,6 @@
 //! ```
 
 mod cache;
-mod cpu;
 mod lock;
 
 #[cfg(test)]

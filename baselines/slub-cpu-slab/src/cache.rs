@@ -11,10 +11,10 @@ use crossbeam_utils::CachePadded;
 use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig, PageSource};
 use slab::SlabLayout;
 
-use crate::cpu;
 use crate::meta::{Geometry, MetaPool, NONE, SlabMeta, SlabState};
 use crate::pair::FreelistTid;
 use crate::stats::{Stat, StatRow};
+use slab::cpu::{self, CpuSource};
 
 /// The kernel's `MIN_PARTIAL` and `MAX_PARTIAL`: bounds of the empty slabs a node keeps.
 const MIN_PARTIAL: usize = 5;
@@ -155,6 +155,8 @@ pub(crate) enum Attempt {
 pub(crate) struct Cache {
     geometry: Geometry,
     object_size: usize,
+    /// How this machine tells the calling thread's CPU (rseq or `sched_getcpu`).
+    cpu_source: CpuSource,
     slots: Box<[CachePadded<CpuSlot>]>,
     nodes: Box<[CachePadded<Mutex<NodePartial>>]>,
     pages: Arc<dyn PageSource>,
@@ -220,6 +222,7 @@ impl Cache {
             geometry,
             object_size: config.object_size,
             slots,
+            cpu_source: cpu::cpu_source(),
             nodes,
             pages: slab::page_source_for(config),
             metas: MetaPool::default(),
@@ -241,7 +244,7 @@ impl Cache {
     /// The slot of the CPU the caller runs on now.
     #[inline]
     pub(crate) fn slot(&self) -> &CpuSlot {
-        &self.slots[cpu::current(self.slots.len())]
+        &self.slots[cpu::current_cpu_below(self.cpu_source, self.slots.len())]
     }
 
     /// The slot of CPU `cpu` (tests drive a chosen slot).

@@ -84,7 +84,6 @@
 //! ```
 
 mod cache;
-mod cpu;
 mod meta;
 mod pair;
 mod stats;

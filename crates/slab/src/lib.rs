@@ -49,6 +49,7 @@
 //! # Ok::<(), AllocError>(())
 //! ```
 
+pub mod cpu;
 mod layout;
 mod numa;
 mod pages;

@@ -1,0 +1,159 @@
+//! Which CPU the calling thread runs on, cheaply.
+//!
+//! glibc (2.35 and later) registers a restartable-sequences area for every thread and exports
+//! its offset from the thread pointer as `__rseq_offset`, and its size as `__rseq_size` (0 when
+//! registration is off or failed). The kernel keeps the area's `cpu_id` field (offset 4)
+//! current on every migration, so reading the CPU is one load relative to the thread pointer:
+//! about 0.23 ns on the reference machine, against 1.55 ns for `sched_getcpu`.
+//!
+//! The symbols are looked up once with `dlsym`, so the crate still links and runs on a libc
+//! without them; then, when glibc reports the area unregistered (`__rseq_size` 0, as under
+//! valgrind), and on architectures other than x86-64, `sched_getcpu` is used.
+//!
+//! The value can be stale by the time it is used (the thread may migrate right after the
+//! load). Callers use it to pick a per-CPU slot and must stay correct when the thread runs
+//! elsewhere by then (a try-lock on the slot, or a transaction id checked by a
+//! compare-and-swap): a stale CPU number costs locality, never correctness.
+//!
+//! Shared by every per-CPU design of the workspace, so all of them find their CPU the same
+//! way and at the same cost.
+
+use std::sync::OnceLock;
+
+/// How the CPU number is read on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuSource {
+    /// The rseq area registered by glibc, at this offset from the thread pointer.
+    Rseq {
+        /// `__rseq_offset`.
+        offset: isize,
+    },
+    /// The `sched_getcpu` system call (vDSO where available).
+    SchedGetcpu,
+}
+
+/// The CPU source for this process, looked up once.
+pub fn cpu_source() -> CpuSource {
+    static SOURCE: OnceLock<CpuSource> = OnceLock::new();
+    *SOURCE.get_or_init(detect)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+fn detect() -> CpuSource {
+    use std::ffi::{c_char, c_void};
+
+    unsafe extern "C" {
+        fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    }
+    // SAFETY: `dlsym` with RTLD_DEFAULT (null) and NUL-terminated names only looks symbols up.
+    let (offset, size) = unsafe {
+        (
+            dlsym(std::ptr::null_mut(), c"__rseq_offset".as_ptr()),
+            dlsym(std::ptr::null_mut(), c"__rseq_size".as_ptr()),
+        )
+    };
+    if offset.is_null() || size.is_null() {
+        return CpuSource::SchedGetcpu;
+    }
+    // SAFETY: glibc defines `__rseq_offset` as a `ptrdiff_t` and `__rseq_size` as an
+    // `unsigned int`, both constant after start-up.
+    let (offset, size) = unsafe { (*offset.cast::<isize>(), *size.cast::<u32>()) };
+    // The area holds `cpu_id_start` and `cpu_id` (8 bytes) at least when registered.
+    if size < 8 {
+        return CpuSource::SchedGetcpu;
+    }
+    CpuSource::Rseq { offset }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
+fn detect() -> CpuSource {
+    CpuSource::SchedGetcpu
+}
+
+/// The CPU the calling thread runs on (possibly stale at once, see the module docs).
+#[inline(always)]
+pub fn current_cpu(source: CpuSource) -> usize {
+    match source {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+        CpuSource::Rseq { offset } => {
+            let thread_pointer: *const u8;
+            // SAFETY: on x86-64 Linux, `fs:0` holds the thread control block's own address
+            // (the TLS ABI); reading it has no side effect.
+            unsafe {
+                std::arch::asm!(
+                    "mov {}, qword ptr fs:[0]",
+                    out(reg) thread_pointer,
+                    options(nostack, readonly, preserves_flags, pure)
+                );
+            }
+            // SAFETY: glibc registered this thread's rseq area at `thread_pointer + offset`
+            // (`__rseq_size` is non-zero), and `cpu_id` is the `u32` at byte 4. The kernel
+            // writes it asynchronously, hence the volatile read.
+            let cpu = unsafe {
+                thread_pointer
+                    .offset(offset + 4)
+                    .cast::<u32>()
+                    .read_volatile()
+            };
+            // A thread whose own registration failed reads a negative marker
+            // (RSEQ_CPU_ID_UNINITIALIZED or RSEQ_CPU_ID_REGISTRATION_FAILED).
+            if (cpu as i32) < 0 {
+                return sched_getcpu();
+            }
+            cpu as usize
+        }
+        _ => sched_getcpu(),
+    }
+}
+
+/// The calling thread's CPU as an index below `cpus` (non-zero): the CPU itself when it is
+/// below, else `sched_getcpu() % cpus` (a machine with more CPUs than the caller sized for).
+#[inline(always)]
+pub fn current_cpu_below(source: CpuSource, cpus: usize) -> usize {
+    let cpu = current_cpu(source);
+    if cpu < cpus { cpu } else { wrap_cpu(cpus) }
+}
+
+#[cold]
+fn wrap_cpu(cpus: usize) -> usize {
+    sched_getcpu() % cpus
+}
+
+/// `sched_getcpu` through the C library where it is glibc: glibc reads its own rseq area or
+/// the vDSO, and stays correct under valgrind, whose vDSO rustix cannot parse.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn sched_getcpu() -> usize {
+    unsafe extern "C" {
+        fn sched_getcpu() -> std::ffi::c_int;
+    }
+    // SAFETY: `sched_getcpu` takes no argument and only reads the current CPU.
+    let cpu = unsafe { sched_getcpu() };
+    usize::try_from(cpu).unwrap_or(0)
+}
+
+/// `sched_getcpu` through rustix elsewhere.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn sched_getcpu() -> usize {
+    rustix::thread::sched_getcpu()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rseq_agrees_with_sched_getcpu() {
+        let source = cpu_source();
+        let cpus = crate::possible_cpus();
+        // The two reads may straddle a migration; most of many must agree.
+        let agree = (0..1000)
+            .filter(|_| {
+                let a = current_cpu(source);
+                let b = current_cpu(CpuSource::SchedGetcpu);
+                assert!(a < cpus.max(1024), "cpu {a}");
+                a == b
+            })
+            .count();
+        assert!(agree > 900, "{source:?}: only {agree} of 1000 reads agreed");
+    }
+}
