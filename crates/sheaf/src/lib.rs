@@ -1,1 +1,74 @@
-//! `sheaf` (in construction).
+//! `sheaf`: an object-cache allocator built on the Linux SLUB *percpu sheaves* design, with
+//! the prefill API for allocations that must not fail.
+//!
+//! A [`Cache`] hands out fixed-size objects. Each CPU keeps two arrays of free objects, the
+//! `main` and `spare` *sheaves*; allocation pops from `main` and free pushes to it, so the
+//! common case touches only CPU-local memory. Sheaves that run empty or full are traded at a
+//! per-node *barn* of full and empty sheaves, and the barn trades with the *slabs* (crate
+//! `slab`) in bulk. A third CPU sheaf, `rcu_free`, batches deferred frees: a full one waits
+//! for one grace period and then goes to the barn as a full sheaf, ready to allocate from.
+//!
+//! The prefill API ([`Cache::prefill`], [`PrefilledSheaf`]) borrows a sheaf guaranteed to hold
+//! `n` objects, so that a critical section (a maple-tree write, say) can allocate its worst
+//! case without any chance of failure, and gives back what it did not use.
+//!
+//! ```
+//! use object_alloc::{AllocFlags, CacheConfig};
+//! use sheaf::Cache;
+//!
+//! let cache: Cache = Cache::new(&CacheConfig::new(256))?;
+//!
+//! // Before the critical section: reserve the worst case (may fail, may sleep).
+//! let mut reserve = cache.prefill(AllocFlags::empty(), 13)?;
+//!
+//! // Inside it: allocations from the sheaf cannot fail while it holds objects.
+//! let a = reserve.alloc(AllocFlags::ZERO).unwrap();
+//! let b = reserve.alloc(AllocFlags::empty()).unwrap();
+//! assert!(reserve.size() >= 11);
+//!
+//! // After it: return the rest (here without growing the cache).
+//! reserve.return_with(AllocFlags::NOWAIT);
+//! // SAFETY: both objects came from this cache and are no longer used.
+//! unsafe {
+//!     cache.free(a);
+//!     cache.free(b);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layers
+//!
+//! 1. Public API: [`Cache`], [`TypedCache`] with its owning [`Owned`] handle,
+//!    [`PrefilledSheaf`]; [`Cache`] implements [`object_alloc::ObjectAlloc`].
+//! 2. CPU-local sheaves (`slot`): per CPU (or per thread, [`PerThread`]) `main`, `spare`,
+//!    `rcu_free`, found through rseq's `cpu_id` (`slab::cpu`) and held with a non-spinning
+//!    try-lock.
+//! 3. Barn (`barn`): per node, full and empty sheaves with limits, one short lock.
+//! 4. Slabs and page sources: crate `slab`.
+//!
+//! The design note [`implementation`] explains where the ideas come from and which invariant
+//! each layer keeps.
+//!
+//! # Unsafe code
+//!
+//! Confined to `sheaf` (the sheaf's memory), `slot` (exclusive access to a slot's sheaves),
+//! `slab::cpu` (the rseq read, shared with the per-CPU baselines), and the object pointers handed out (zeroing, typed values).
+
+mod barn;
+mod cache;
+pub mod implementation;
+mod prefill;
+mod shared;
+mod sheaf;
+mod slot;
+mod stats;
+mod sync;
+mod typed;
+
+#[cfg(all(loom, test))]
+mod loom_models;
+
+pub use cache::Cache;
+pub use prefill::PrefilledSheaf;
+pub use slot::{PerCpu, PerThread, SlotStrategy};
+pub use typed::{Owned, TypedCache, TypedPrefill};

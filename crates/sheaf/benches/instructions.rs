@@ -1,0 +1,234 @@
+//! Instruction counts of the sheaf hot operations under callgrind (`gungraun`), the
+//! deterministic signal of `cargo xtask gate`.
+//!
+//! Each benchmark measures exactly one operation (or one fixed sequence of operations) on a
+//! cache prepared by its setup function; setup and teardown are not counted. Objects are 64
+//! bytes (sheaf capacity 60 by default). The figures are instruction counts (`Ir`), identical
+//! from run to run of the same binary, so the gate compares them with a tolerance of about 1%.
+//!
+//! Under valgrind the rseq area is not registered, so the per-CPU strategy finds its slot with
+//! `sched_getcpu`: the counts cover that fallback path, not the rseq read.
+//!
+//! Run with `cargo bench -p sheaf --bench instructions` (needs `gungraun-runner` 0.20.0 on
+//! `PATH`; `cargo xtask gate` installs it).
+
+// gungraun's macros generate undocumented public modules and types.
+#![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+use std::hint::black_box;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+use gungraun::{LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
+use object_alloc::{AllocFlags, CacheConfig};
+use sheaf::{Cache, PerCpu, PerThread, PrefilledSheaf, SlotStrategy};
+
+/// Bytes of every object.
+const OBJECT_SIZE: usize = 64;
+/// Objects in a bulk operation.
+const BULK: usize = 16;
+/// The maple-tree worst case reserved by a prefill (a spanning store at height 4).
+const PREFILL_FEW: usize = 13;
+/// Objects taken from that reserve.
+const PREFILL_USED: usize = 3;
+
+/// A cache whose CPU slot has been through a few alloc/free cycles, so that its `main` sheaf
+/// holds objects and the next pair runs on the fast path.
+fn warm_cache<S: SlotStrategy>() -> Cache<S> {
+    let cache = Cache::new(&CacheConfig::new(OBJECT_SIZE)).expect("64-byte objects are valid");
+    let capacity = cache.sheaf_capacity().max(1);
+    let objects: Vec<NonNull<u8>> = (0..capacity * 2)
+        .map(|_| {
+            cache
+                .alloc(AllocFlags::empty())
+                .expect("memory for the warm-up")
+        })
+        .collect();
+    for object in objects {
+        // SAFETY: allocated above from this cache, freed once, not used afterwards.
+        unsafe { cache.free(object) };
+    }
+    // Leave `main` half full: neither a refill nor a flush on the next pair.
+    let half: Vec<NonNull<u8>> = (0..capacity / 2)
+        .map(|_| {
+            cache
+                .alloc(AllocFlags::empty())
+                .expect("memory for the warm-up")
+        })
+        .collect();
+    for object in half {
+        // SAFETY: as above.
+        unsafe { cache.free(object) };
+    }
+    cache
+}
+
+fn warm_per_cpu() -> Cache<PerCpu> {
+    warm_cache()
+}
+
+fn warm_per_thread() -> Cache<PerThread> {
+    warm_cache()
+}
+
+// One `alloc` followed by one `free` of the same object on a warm CPU slot.
+#[library_benchmark]
+#[bench::per_cpu(setup = warm_per_cpu)]
+fn alloc_free_pair_per_cpu(cache: Cache<PerCpu>) -> Cache<PerCpu> {
+    pair(&cache);
+    cache
+}
+
+// The same pair with per-thread slots (`sheaf-thread`).
+#[library_benchmark]
+#[bench::per_thread(setup = warm_per_thread)]
+fn alloc_free_pair_per_thread(cache: Cache<PerThread>) -> Cache<PerThread> {
+    pair(&cache);
+    cache
+}
+
+#[inline(always)]
+fn pair<S: SlotStrategy>(cache: &Cache<S>) {
+    let object = cache.alloc(AllocFlags::empty()).expect("warm cache");
+    // SAFETY: allocated just above from this cache, freed once.
+    unsafe { cache.free(black_box(object)) };
+}
+
+// The maple-tree pattern: prefill 13, take 3, return the sheaf, free the 3.
+#[library_benchmark]
+#[bench::few(setup = warm_per_cpu)]
+fn prefill_few_use_three_return(cache: Cache<PerCpu>) -> Cache<PerCpu> {
+    let mut used = [NonNull::dangling(); PREFILL_USED];
+    {
+        let mut reserve = cache
+            .prefill(AllocFlags::empty(), PREFILL_FEW)
+            .expect("memory for the prefill");
+        for slot in &mut used {
+            *slot = reserve
+                .alloc(AllocFlags::empty())
+                .expect("the reserve holds 13");
+        }
+        reserve.return_with(AllocFlags::empty());
+    }
+    for object in black_box(used) {
+        // SAFETY: each came from the prefilled sheaf of this cache and is freed once.
+        unsafe { cache.free(object) };
+    }
+    cache
+}
+
+// A prefill larger than the sheaf capacity (an oversize sheaf), returned untouched.
+#[library_benchmark]
+#[bench::twice_capacity(setup = warm_per_cpu)]
+fn prefill_oversize_return(cache: Cache<PerCpu>) -> Cache<PerCpu> {
+    let count = cache.sheaf_capacity() * 2;
+    let reserve = cache
+        .prefill(AllocFlags::empty(), count)
+        .expect("memory for the oversize prefill");
+    black_box(reserve.size());
+    reserve.return_with(AllocFlags::empty());
+    cache
+}
+
+/// A prefilled sheaf of 13 from which 3 objects were taken, ready to be refilled; the cache
+/// is leaked so that the sheaf can borrow it across the setup boundary.
+struct RefillCase {
+    cache: &'static Cache<PerCpu>,
+    reserve: PrefilledSheaf<'static, PerCpu>,
+    taken: [NonNull<u8>; PREFILL_USED],
+}
+
+fn refill_case() -> RefillCase {
+    let cache: &'static Cache<PerCpu> = Box::leak(Box::new(warm_cache()));
+    let mut reserve = cache
+        .prefill(AllocFlags::empty(), PREFILL_FEW)
+        .expect("memory for the prefill");
+    let mut taken = [NonNull::dangling(); PREFILL_USED];
+    for slot in &mut taken {
+        *slot = reserve
+            .alloc(AllocFlags::empty())
+            .expect("the reserve holds 13");
+    }
+    RefillCase {
+        cache,
+        reserve,
+        taken,
+    }
+}
+
+// Tops a prefilled sheaf back up to 13 after 3 were used (`kmem_cache_refill_sheaf`).
+#[library_benchmark]
+#[bench::back_to_13(setup = refill_case, teardown = finish_refill)]
+fn refill_to_few(mut case: RefillCase) -> RefillCase {
+    case.reserve
+        .refill(AllocFlags::empty(), PREFILL_FEW)
+        .expect("memory for the refill");
+    black_box(case.reserve.size());
+    case
+}
+
+/// Returns the sheaf and frees the objects taken from it (not counted).
+fn finish_refill(case: RefillCase) {
+    let RefillCase {
+        cache,
+        reserve,
+        taken,
+    } = case;
+    reserve.return_with(AllocFlags::empty());
+    for object in taken {
+        // SAFETY: each came from this cache's prefilled sheaf and is freed once.
+        unsafe { cache.free(object) };
+    }
+}
+
+// Allocates 16 objects with one `alloc_bulk` call on a warm CPU slot.
+#[library_benchmark]
+#[bench::sixteen(setup = warm_per_cpu)]
+fn bulk_alloc_16(cache: Cache<PerCpu>) -> (Cache<PerCpu>, [MaybeUninit<NonNull<u8>>; BULK]) {
+    let mut out = [MaybeUninit::uninit(); BULK];
+    cache
+        .alloc_bulk(AllocFlags::empty(), black_box(&mut out))
+        .expect("memory for the bulk allocation");
+    (cache, out)
+}
+
+/// A warm cache and 16 objects allocated from it, to be freed by the benchmark.
+fn bulk_free_case() -> (Cache<PerCpu>, [NonNull<u8>; BULK]) {
+    let cache = warm_cache::<PerCpu>();
+    let mut objects = [NonNull::dangling(); BULK];
+    for slot in &mut objects {
+        *slot = cache
+            .alloc(AllocFlags::empty())
+            .expect("memory for the bulk free");
+    }
+    (cache, objects)
+}
+
+// Frees 16 objects with one `free_bulk` call.
+#[library_benchmark]
+#[bench::sixteen(setup = bulk_free_case)]
+fn bulk_free_16(case: (Cache<PerCpu>, [NonNull<u8>; BULK])) -> Cache<PerCpu> {
+    let (cache, objects) = case;
+    // SAFETY: each object was allocated from this cache by the setup, appears once, and is
+    // not used afterwards.
+    unsafe { cache.free_bulk(black_box(&objects)) };
+    cache
+}
+
+library_benchmark_group!(
+    name = hot_operations;
+    benchmarks =
+        alloc_free_pair_per_cpu,
+        alloc_free_pair_per_thread,
+        prefill_few_use_three_return,
+        prefill_oversize_return,
+        refill_to_few,
+        bulk_alloc_16,
+        bulk_free_16
+);
+
+// The environment is cleared under valgrind; the gate's slowdown knob must get through.
+main!(
+    config = LibraryBenchmarkConfig::default().pass_through_env("SHEAF_SLOWDOWN_PERMILLE");
+    library_benchmark_groups = hot_operations
+);

@@ -1,0 +1,296 @@
+//! The barn: one per memory node, a store of full and empty sheaves shared by the node's CPU
+//! slots.
+//!
+//! A CPU slot whose `main` ran empty trades it here for a full sheaf; one whose `main` and
+//! `spare` are both full trades a full sheaf for an empty one. Prefill takes a full (else an
+//! empty) sheaf, and return puts a topped-up sheaf back. The barn never allocates and never
+//! talks to the slabs: callers free what it refuses.
+//!
+//! # Invariants
+//!
+//! - `full.len <= max_full` and `empty.len <= max_empty` at every moment (C-RETURN-3).
+//! - Every sheaf on `full` holds exactly its capacity (the cache's capacity); every sheaf on
+//!   `empty` holds nothing. No oversize sheaf is ever here (C-RETURN-4).
+//! - The lists are intrusive (the sheaf header's link), so a put or a get allocates nothing
+//!   and the lock is held for a handful of instructions.
+//!
+//! # The lock and its contention
+//!
+//! One mutex guards both lists. Every acquisition first tries the lock; when that fails the
+//! contention is counted (`barn_lock_contended`) before waiting. The kernel's first sheaves
+//! release regressed on large machines from exactly this contention until the sheaf capacity
+//! was raised, so a capacity sweep shows it here. `nr_full` mirrors `full.len` outside the
+//! lock for the racy "is there room" check of a return, as the kernel's `data_race` read does.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::sheaf::OwnedSheaf;
+use crate::sync::{self, Mutex, MutexGuard};
+
+/// An intrusive LIFO list of owned sheaves.
+struct SheafList {
+    head: Option<NonNull<()>>,
+    len: usize,
+}
+
+// SAFETY: the list owns the sheaves it links (each was an `OwnedSheaf`, which is `Send`).
+unsafe impl Send for SheafList {}
+
+impl SheafList {
+    const fn new() -> Self {
+        Self { head: None, len: 0 }
+    }
+
+    fn push(&mut self, mut sheaf: OwnedSheaf) {
+        sheaf.set_next(self.head);
+        self.head = Some(sheaf.into_raw());
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<OwnedSheaf> {
+        let raw = self.head?;
+        // SAFETY: every pointer on the list came from `OwnedSheaf::into_raw` in `push`, and
+        // leaves the list here, once.
+        let mut sheaf = unsafe { OwnedSheaf::from_raw(raw) };
+        self.head = sheaf.next();
+        sheaf.set_next(None);
+        self.len -= 1;
+        Some(sheaf)
+    }
+}
+
+/// Counters kept under the barn lock (no atomic needed).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BarnCounters {
+    /// Sheaves handed out.
+    pub(crate) get: u64,
+    /// Requests for a sheaf that found none.
+    pub(crate) get_fail: u64,
+    /// Sheaves taken in.
+    pub(crate) put: u64,
+    /// Sheaves refused because a list was at its limit.
+    pub(crate) put_fail: u64,
+}
+
+struct BarnLists {
+    full: SheafList,
+    empty: SheafList,
+    counters: BarnCounters,
+}
+
+/// A snapshot of one barn.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BarnSnapshot {
+    pub(crate) full: usize,
+    pub(crate) empty: usize,
+    pub(crate) objects: usize,
+    pub(crate) counters: BarnCounters,
+    pub(crate) contended: u64,
+}
+
+/// The full and empty sheaves of one node.
+pub(crate) struct Barn {
+    lists: Mutex<BarnLists>,
+    nr_full: AtomicUsize,
+    contended: AtomicU64,
+    max_full: usize,
+    max_empty: usize,
+}
+
+impl Barn {
+    /// An empty barn with the given limits.
+    pub(crate) fn new(max_full: usize, max_empty: usize) -> Self {
+        Self {
+            lists: Mutex::new(BarnLists {
+                full: SheafList::new(),
+                empty: SheafList::new(),
+                counters: BarnCounters::default(),
+            }),
+            nr_full: AtomicUsize::new(0),
+            contended: AtomicU64::new(0),
+            max_full,
+            max_empty,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BarnLists> {
+        if let Some(guard) = sync::try_lock(&self.lists) {
+            return guard;
+        }
+        self.contended.fetch_add(1, Ordering::Relaxed);
+        sync::lock(&self.lists)
+    }
+
+    fn publish(&self, lists: &BarnLists) {
+        self.nr_full.store(lists.full.len, Ordering::Relaxed);
+    }
+
+    /// Whether the full list looked short of its limit a moment ago (racy, as a hint).
+    pub(crate) fn may_take_full(&self) -> bool {
+        self.nr_full.load(Ordering::Relaxed) < self.max_full
+    }
+
+    /// Takes an empty sheaf.
+    pub(crate) fn get_empty(&self) -> Option<OwnedSheaf> {
+        let mut lists = self.lock();
+        let sheaf = lists.empty.pop();
+        count_get(&mut lists.counters, sheaf.is_some());
+        sheaf
+    }
+
+    /// Takes a full sheaf, else an empty one (prefill).
+    pub(crate) fn get_full_or_empty(&self) -> Option<OwnedSheaf> {
+        let mut lists = self.lock();
+        let sheaf = match lists.full.pop() {
+            Some(sheaf) => Some(sheaf),
+            None => lists.empty.pop(),
+        };
+        count_get(&mut lists.counters, sheaf.is_some());
+        self.publish(&lists);
+        sheaf
+    }
+
+    /// Stores a full sheaf, or gives it back when the full list is at its limit.
+    pub(crate) fn put_full(&self, sheaf: OwnedSheaf) -> Result<(), OwnedSheaf> {
+        debug_assert!(sheaf.is_full() && !sheaf.is_none(), "put_full of {sheaf:?}");
+        let mut lists = self.lock();
+        if lists.full.len >= self.max_full {
+            lists.counters.put_fail += 1;
+            return Err(sheaf);
+        }
+        lists.full.push(sheaf);
+        lists.counters.put += 1;
+        self.publish(&lists);
+        Ok(())
+    }
+
+    /// Stores an empty sheaf, or gives it back when the empty list is at its limit.
+    pub(crate) fn put_empty(&self, sheaf: OwnedSheaf) -> Result<(), OwnedSheaf> {
+        debug_assert!(
+            sheaf.is_empty() && !sheaf.is_none(),
+            "put_empty of {sheaf:?}"
+        );
+        let mut lists = self.lock();
+        if lists.empty.len >= self.max_empty {
+            lists.counters.put_fail += 1;
+            return Err(sheaf);
+        }
+        lists.empty.push(sheaf);
+        lists.counters.put += 1;
+        Ok(())
+    }
+
+    /// Trades an empty sheaf for a full one under one lock: `Ok((full, refused))` where
+    /// `refused` is the empty sheaf when the empty list had no room (the caller frees it);
+    /// `Err(empty)` when no full sheaf was there.
+    pub(crate) fn exchange_empty(
+        &self,
+        empty: OwnedSheaf,
+    ) -> Result<(OwnedSheaf, Option<OwnedSheaf>), OwnedSheaf> {
+        let mut lists = self.lock();
+        let Some(full) = lists.full.pop() else {
+            lists.counters.get_fail += 1;
+            return Err(empty);
+        };
+        lists.counters.get += 1;
+        let refused = if empty.is_none() {
+            Some(empty)
+        } else if lists.empty.len < self.max_empty {
+            lists.empty.push(empty);
+            lists.counters.put += 1;
+            None
+        } else {
+            lists.counters.put_fail += 1;
+            Some(empty)
+        };
+        self.publish(&lists);
+        Ok((full, refused))
+    }
+
+    /// Trades a full sheaf for an empty one under one lock: `Ok(empty)` (or `Ok(None)` when
+    /// the full sheaf was taken but no empty one was there); `Err(full)` when the full list
+    /// is at its limit.
+    pub(crate) fn exchange_full(&self, full: OwnedSheaf) -> Result<Option<OwnedSheaf>, OwnedSheaf> {
+        debug_assert!(
+            full.is_full() && !full.is_none(),
+            "exchange_full of {full:?}"
+        );
+        let mut lists = self.lock();
+        if lists.full.len >= self.max_full {
+            lists.counters.put_fail += 1;
+            return Err(full);
+        }
+        lists.full.push(full);
+        lists.counters.put += 1;
+        let empty = lists.empty.pop();
+        count_get(&mut lists.counters, empty.is_some());
+        self.publish(&lists);
+        Ok(empty)
+    }
+
+    /// Takes every sheaf out (shrink, drop): full ones first.
+    pub(crate) fn drain(&self) -> Vec<OwnedSheaf> {
+        let mut lists = self.lock();
+        let mut out = Vec::with_capacity(lists.full.len + lists.empty.len);
+        while let Some(sheaf) = lists.full.pop() {
+            out.push(sheaf);
+        }
+        while let Some(sheaf) = lists.empty.pop() {
+            out.push(sheaf);
+        }
+        self.publish(&lists);
+        out
+    }
+
+    /// Counts and totals.
+    pub(crate) fn snapshot(&self) -> BarnSnapshot {
+        let lists = self.lock();
+        let mut objects = 0;
+        let mut cursor = lists.full.head;
+        while let Some(raw) = cursor {
+            // SAFETY: a list member; we borrow it under the lock without taking ownership,
+            // and forget the handle so nothing is freed.
+            let sheaf = std::mem::ManuallyDrop::new(unsafe { OwnedSheaf::from_raw(raw) });
+            objects += sheaf.size();
+            cursor = sheaf.next();
+        }
+        BarnSnapshot {
+            full: lists.full.len,
+            empty: lists.empty.len,
+            objects,
+            counters: lists.counters,
+            contended: self.contended.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn count_get(counters: &mut BarnCounters, got: bool) {
+    if got {
+        counters.get += 1;
+    } else {
+        counters.get_fail += 1;
+    }
+}
+
+impl Drop for Barn {
+    fn drop(&mut self) {
+        let left = self.drain();
+        debug_assert!(
+            left.is_empty(),
+            "barn dropped with {} sheaves: the cache must drain it first",
+            left.len()
+        );
+    }
+}
+
+impl fmt::Debug for Barn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barn")
+            .field("nr_full", &self.nr_full.load(Ordering::Relaxed))
+            .field("max_full", &self.max_full)
+            .field("max_empty", &self.max_empty)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,363 @@
+//! [`Cache`]: the untyped, `kmem_cache`-like public face of the allocator.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use object_alloc::rcu::Deferrer;
+use object_alloc::{
+    AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc,
+};
+
+use crate::prefill::PrefilledSheaf;
+use crate::shared::Shared;
+use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
+use crate::slot::{PerCpu, SlotStrategy};
+
+/// A cache of fixed-size objects: per-CPU (or per-thread) sheaves over a per-node barn over
+/// slabs. The Linux SLUB percpu-sheaves design, in userspace.
+///
+/// `S` picks how an operation finds its CPU-local sheaves: [`PerCpu`] (the default, allocator
+/// name `sheaf`) or [`PerThread`](crate::PerThread) (`sheaf-thread`).
+///
+/// ```
+/// use object_alloc::{AllocFlags, CacheConfig};
+/// use sheaf::Cache;
+///
+/// let cache: Cache = Cache::new(&CacheConfig::new(64))?;
+/// let object = cache.alloc(AllocFlags::ZERO).expect("memory");
+/// // SAFETY: 64 writable bytes that belong to us.
+/// unsafe { object.as_ptr().write(7) };
+/// // SAFETY: allocated by this cache, live, not used afterwards.
+/// unsafe { cache.free(object) };
+/// assert_eq!(cache.stats().live_objects, Some(0));
+/// # Ok::<(), object_alloc::ConfigError>(())
+/// ```
+pub struct Cache<S: SlotStrategy = PerCpu> {
+    deferrer: Deferrer<Shared<S>>,
+}
+
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
+
+impl<S: SlotStrategy> Cache<S> {
+    /// The allocator name: `"sheaf"` for [`PerCpu`], `"sheaf-thread"` for
+    /// [`PerThread`](crate::PerThread).
+    pub const NAME: &'static str = S::NAME;
+
+    /// Creates a cache; refuses an invalid configuration with an error naming the field
+    /// (C-CONF-1).
+    pub fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let capacity = config.effective_sheaf_capacity();
+        if capacity > MAX_CAPACITY {
+            return Err(ConfigError::new(
+                "sheaf_capacity",
+                capacity,
+                format!("at most {MAX_CAPACITY}"),
+            ));
+        }
+        let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            deferrer: Deferrer::new(Shared::new(config, id)),
+        })
+    }
+
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> &Shared<S> {
+        self.deferrer.get()
+    }
+
+    /// Objects per sheaf (0: the cache has no sheaves).
+    pub fn sheaf_capacity(&self) -> usize {
+        self.shared().capacity()
+    }
+
+    /// Bytes of every object.
+    pub fn object_size(&self) -> usize {
+        self.shared().object_size()
+    }
+
+    /// The page source the cache's slabs come from.
+    pub fn page_source(&self) -> &std::sync::Arc<dyn object_alloc::PageSource> {
+        self.shared().pool().page_source()
+    }
+
+    /// Allocates one object: `None` when memory cannot be had (with `NOWAIT`: without growing
+    /// the cache). With `ZERO` the object reads as zeroes.
+    #[inline]
+    pub fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
+        self.shared().alloc(flags)
+    }
+
+    /// Frees one object, on any thread.
+    ///
+    /// # Safety
+    ///
+    /// - `object` was allocated by this cache and is live (not freed since).
+    /// - Nothing uses it after this call.
+    #[inline]
+    pub unsafe fn free(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded.
+        unsafe { self.shared().free(object) }
+    }
+
+    /// Fills every slot of `out` with a distinct object, or fails having allocated nothing
+    /// (C-BULK-1). Served from the CPU's sheaves first.
+    pub fn alloc_bulk(
+        &self,
+        flags: AllocFlags,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> Result<(), AllocError> {
+        self.shared().alloc_bulk(flags, out)
+    }
+
+    /// Frees objects from any mix of slabs and threads (C-BULK-2), into the CPU's sheaves
+    /// first.
+    ///
+    /// # Safety
+    ///
+    /// - Each object was allocated by this cache, is live, and appears once.
+    /// - Nothing uses them after this call.
+    pub unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
+        // SAFETY: forwarded.
+        unsafe { self.shared().free_bulk(objects) }
+    }
+
+    /// Frees `object` once every read-side section ([`object_alloc::rcu::read`]) active now
+    /// has ended (C-DEFER-1): `kfree_rcu`.
+    ///
+    /// With batching on (the default), the object joins the CPU's `rcu_free` sheaf; a full
+    /// sheaf is handed to one grace period and then recycled into the barn as a full sheaf.
+    /// When no sheaf can be used (the CPU slot is busy, or the cache has no sheaves, or
+    /// [`CacheConfig::deferred_batching`] is off) the object is deferred on its own.
+    ///
+    /// # Safety
+    ///
+    /// - `object` was allocated by this cache and is live.
+    /// - No new reference to it is published after this call.
+    pub unsafe fn free_deferred(&self, object: NonNull<u8>) {
+        let shared = self.shared();
+        if !shared.batching() {
+            shared
+                .counters()
+                .add_shared(crate::stats::Stat::DeferredObjects, 1);
+            // SAFETY: the caller hands the live object over.
+            unsafe { self.deferrer.defer_free(object) };
+            return;
+        }
+        match shared.push_deferred(object) {
+            Ok(None) => {}
+            Ok(Some(full)) => self.submit(full),
+            // SAFETY: the caller hands the live object over.
+            Err(object) => unsafe { self.deferrer.defer_free(object) },
+        }
+    }
+
+    /// Hands one `rcu_free` sheaf to a grace period.
+    fn submit(&self, sheaf: OwnedSheaf) {
+        unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
+            // SAFETY: `payload` is the sheaf passed to `defer_with` below, owned by this
+            // callback alone, and the grace period has passed.
+            let sheaf = unsafe { OwnedSheaf::from_raw(payload) };
+            shared.recycle_rcu_sheaf(sheaf);
+        }
+        // SAFETY: the callback takes sole ownership of the sheaf; its objects are deferred
+        // frees of this cache, reusable once every reader active now has left, which is when
+        // crossbeam runs the callback. The `Deferrer` keeps the shared state alive until then.
+        unsafe {
+            self.deferrer
+                .defer_with(sheaf.into_raw(), after_grace_period::<S>, true)
+        };
+    }
+
+    /// Borrows a sheaf holding at least `count` objects (C-PREFILL-1..8): the first `count`
+    /// allocations from it cannot fail.
+    ///
+    /// As in the kernel, it takes the CPU's spare sheaf (else a barn sheaf, else a new one)
+    /// and tops it up only if it holds fewer than `count`, from the CPU's own objects first.
+    /// A `count` above the sheaf capacity gets a dedicated sheaf of `count` objects, never
+    /// cached (C-PREFILL-5). On failure nothing is kept (C-PREFILL-6).
+    ///
+    /// ```
+    /// use object_alloc::{AllocFlags, CacheConfig};
+    /// use sheaf::Cache;
+    ///
+    /// let cache: Cache = Cache::new(&CacheConfig::new(128))?;
+    /// // Reserve the worst case before a section that must not fail.
+    /// let mut sheaf = cache.prefill(AllocFlags::empty(), 13)?;
+    /// assert!(sheaf.size() >= 13);
+    /// let mut used = Vec::new();
+    /// for _ in 0..3 {
+    ///     // Cannot fail: the sheaf holds the objects already.
+    ///     used.push(sheaf.alloc(AllocFlags::ZERO).unwrap());
+    /// }
+    /// // Need more after all? Top up in place.
+    /// sheaf.refill(AllocFlags::empty(), 20)?;
+    /// assert!(sheaf.size() >= 20);
+    /// // Give the rest back (dropping the handle does the same with empty flags).
+    /// sheaf.return_with(AllocFlags::NOWAIT);
+    /// for object in used {
+    ///     // SAFETY: allocated from this cache, live, not used afterwards.
+    ///     unsafe { cache.free(object) };
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prefill(
+        &self,
+        flags: AllocFlags,
+        count: usize,
+    ) -> Result<PrefilledSheaf<'_, S>, AllocError> {
+        let sheaf = self.shared().prefill(flags, count)?;
+        Ok(PrefilledSheaf::new(self.shared(), sheaf))
+    }
+
+    /// Submits every partly filled `rcu_free` sheaf and waits until every deferred free so
+    /// far has completed (`rcu_barrier`, C-DEFER-2).
+    ///
+    /// Must not be called inside a read-side section: it would wait for itself.
+    ///
+    /// With [`PerThread`](crate::PerThread) slots, the `rcu_free` sheaves reached are the
+    /// calling thread's and those of exited threads.
+    pub fn barrier(&self) {
+        for sheaf in self.shared().take_rcu_sheaves() {
+            self.submit(sheaf);
+        }
+        self.deferrer.barrier();
+    }
+
+    /// Returns every cached sheaf (CPU slots, barn) and every empty slab to the page source;
+    /// partly filled `rcu_free` sheaves are submitted (not waited for: call
+    /// [`Cache::barrier`] first to reach a quiescent point). After all objects are freed, a
+    /// barrier and a shrink, the cache holds no page (C-OBJ-5).
+    ///
+    /// With [`PerThread`](crate::PerThread) slots, the slots reached are the calling
+    /// thread's and those of exited threads; a live thread's own sheaves stay with it. A
+    /// thread has exited once its thread-local destructors have run: an explicit `join`
+    /// waits for that, the implicit join at the end of `std::thread::scope` may not.
+    pub fn shrink(&self) {
+        for sheaf in self.shared().shrink() {
+            self.submit(sheaf);
+        }
+    }
+
+    /// A snapshot of the cache's gauges and counters.
+    ///
+    /// Gauges: `live_objects` (handed out and not freed; objects held in an outstanding
+    /// prefilled sheaf and deferred objects waiting for their grace period count as live),
+    /// `cached_objects` (free objects in CPU sheaves and the barn), `slab_bytes`.
+    ///
+    /// Counters, named after the kernel's stat items: `alloc_fastpath`, `alloc_slowpath`,
+    /// `free_fastpath`, `free_slowpath` (per object), `free_rcu_sheaf`, `free_rcu_sheaf_fail`,
+    /// `sheaf_flush`, `sheaf_refill`, `sheaf_alloc`, `sheaf_free`, `barn_get`,
+    /// `barn_get_fail`, `barn_put`, `barn_put_fail`, `barn_lock_contended`,
+    /// `sheaf_prefill_fast`, `sheaf_prefill_slow`, `sheaf_prefill_oversize`,
+    /// `sheaf_return_fast`, `sheaf_return_slow`, `alloc_slab`, `free_slab`; for deferred frees
+    /// `deferred_objects`, `rcu_sheaf_submitted`, `rcu_sheaf_recycled`, `rcu_sheaf_flushed`,
+    /// `rcu_objects_completed`; and `prefill_reserved`, `prefill_unused`, `cpu_slot_busy`.
+    ///
+    /// Two gauges sit among the counters so that barn limits can be checked (C-RETURN-3):
+    /// `barn_full_sheaves` and `barn_empty_sheaves`, the sheaves held by all barns now; and
+    /// `slabs`, the slabs held now.
+    pub fn stats(&self) -> AllocStats {
+        self.shared().stats()
+    }
+
+    /// Verifies `objects_in_use == live + in_cpu_sheaves + in_barn` and the slabs' own
+    /// invariants; panics with the figures if either fails. Call it at a quiescent point (no
+    /// operation in flight, no deferred free pending, e.g. after [`Cache::barrier`]); with
+    /// [`PerThread`](crate::PerThread) slots the equation is checked only while no other live
+    /// thread has a slot.
+    pub fn check_invariants(&self) {
+        self.shared().check_accounting();
+    }
+
+    /// Deferred callbacks not yet run.
+    pub fn pending_deferred(&self) -> usize {
+        self.deferrer.pending()
+    }
+}
+
+impl<S: SlotStrategy> Drop for Cache<S> {
+    fn drop(&mut self) {
+        // Deferred objects must outlive their readers: submit what the slots still hold; the
+        // shared state (and its pages) lives on until the last callback has run.
+        // SAFETY: `&mut self` means no thread is inside an operation on this cache.
+        let rcu = unsafe { self.shared().take_rcu_sheaves_exclusive() };
+        for sheaf in rcu {
+            self.submit(sheaf);
+        }
+    }
+}
+
+impl<S: SlotStrategy> fmt::Debug for Cache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &S::NAME)
+            .field("shared", self.shared())
+            .finish()
+    }
+}
+
+impl<S: SlotStrategy> ObjectAlloc for Cache<S> {
+    const NAME: &'static str = S::NAME;
+    const DESCRIPTION: &'static str = S::DESCRIPTION;
+    const CAPABILITIES: Capabilities = Capabilities {
+        native_prefill: true,
+        honours_nowait: true,
+        uses_page_source: true,
+        tracks_live_objects: true,
+        sheaf_layer: true,
+    };
+
+    type Prefill<'a> = PrefilledSheaf<'a, S>;
+
+    fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
+        Cache::new(config)
+    }
+
+    #[inline]
+    fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
+        Cache::alloc(self, flags)
+    }
+
+    #[inline]
+    unsafe fn free(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded.
+        unsafe { Cache::free(self, object) }
+    }
+
+    fn alloc_bulk(
+        &self,
+        flags: AllocFlags,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> Result<(), AllocError> {
+        Cache::alloc_bulk(self, flags, out)
+    }
+
+    unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
+        // SAFETY: forwarded.
+        unsafe { Cache::free_bulk(self, objects) }
+    }
+
+    unsafe fn free_deferred(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded.
+        unsafe { Cache::free_deferred(self, object) }
+    }
+
+    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
+        Cache::prefill(self, flags, count)
+    }
+
+    fn barrier(&self) {
+        Cache::barrier(self)
+    }
+
+    fn shrink(&self) {
+        Cache::shrink(self)
+    }
+
+    fn stats(&self) -> AllocStats {
+        Cache::stats(self)
+    }
+}

@@ -1,0 +1,341 @@
+//! The sheaf: a heap-allocated array of free objects with a small header.
+//!
+//! A sheaf is one allocation: a [`SheafHeader`] (size, capacity and a list link) followed by
+//! `capacity` object pointers. The header is at most
+//! [`SHEAF_HEADER_BYTES`](object_alloc::SHEAF_HEADER_BYTES), so the kernel-style default
+//! capacity fills the sheaf's allocation size class with no slack. CPU slots, the barn and
+//! prefilled handles keep *pointers* to sheaves, as the kernel's `main` and `spare` do: a
+//! swap of `main` and `spare` is then two pointer moves, and the fast path reaches the array
+//! through one load.
+//!
+//! # Invariants
+//!
+//! - `size <= capacity`; the first `size` entries are free objects of the owning cache, each
+//!   held by no one else. Entries past `size` are unspecified.
+//! - An [`OwnedSheaf`] is the only owner of its sheaf: whoever holds it (a slot, the barn, a
+//!   prefilled handle, a deferred callback) may read and write it without synchronisation.
+//! - The shared sentinel [`OwnedSheaf::none`] has capacity 0 and is never written: it is empty
+//!   and full at once, so a slot whose `main` is the sentinel sends both alloc and free to
+//!   the slow path without a null check on the fast path.
+
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::ptr::{self, NonNull};
+
+use object_alloc::SHEAF_HEADER_BYTES;
+
+/// The header in front of a sheaf's object array.
+#[repr(C)]
+pub(crate) struct SheafHeader {
+    /// Objects held: entries `0..size` of the array.
+    size: u32,
+    /// Entries in the array.
+    capacity: u32,
+    /// Link for the barn's intrusive lists; null elsewhere.
+    next: *mut SheafHeader,
+}
+
+const _: () = assert!(size_of::<SheafHeader>() <= SHEAF_HEADER_BYTES);
+const _: () = assert!(size_of::<SheafHeader>().is_multiple_of(align_of::<NonNull<u8>>()));
+
+/// The capacity-0 sentinel that stands for "no sheaf". Never written.
+struct Sentinel(SheafHeader);
+
+// SAFETY: the sentinel is never written (its capacity is 0, so no push or pop touches it, and
+// `OwnedSheaf::free`/`set_next` skip it), so sharing it between threads is sound.
+unsafe impl Sync for Sentinel {}
+
+static NO_SHEAF: Sentinel = Sentinel(SheafHeader {
+    size: 0,
+    capacity: 0,
+    next: ptr::null_mut(),
+});
+
+/// The largest capacity a sheaf can have (the header stores it in 32 bits).
+pub(crate) const MAX_CAPACITY: usize = u32::MAX as usize / 2;
+
+/// The sole owner of one sheaf (or of the shared sentinel).
+///
+/// Not `Drop`: a sheaf holds objects that must go back to their slabs first, so every sheaf
+/// is released explicitly with [`OwnedSheaf::free`] once empty.
+pub(crate) struct OwnedSheaf {
+    header: NonNull<SheafHeader>,
+}
+
+// SAFETY: an `OwnedSheaf` is the only handle to its allocation; moving it to another thread
+// moves the ownership with it. The objects it holds are free memory of a cache whose slabs
+// accept them from any thread.
+unsafe impl Send for OwnedSheaf {}
+
+impl OwnedSheaf {
+    fn layout(capacity: usize) -> Layout {
+        let bytes = size_of::<SheafHeader>() + capacity * size_of::<NonNull<u8>>();
+        Layout::from_size_align(bytes, align_of::<SheafHeader>()).expect("sheaf layout")
+    }
+
+    /// The sentinel that stands for "no sheaf": capacity 0, never written, never freed.
+    #[inline]
+    pub(crate) fn none() -> Self {
+        Self {
+            header: NonNull::from(&NO_SHEAF.0),
+        }
+    }
+
+    /// Whether this is the sentinel.
+    #[inline]
+    pub(crate) fn is_none(&self) -> bool {
+        ptr::eq(self.header.as_ptr(), &NO_SHEAF.0)
+    }
+
+    /// Allocates an empty sheaf of `capacity` entries (`1..=MAX_CAPACITY`).
+    pub(crate) fn new(capacity: usize) -> Self {
+        assert!(
+            (1..=MAX_CAPACITY).contains(&capacity),
+            "sheaf capacity {capacity} out of range"
+        );
+        let layout = Self::layout(capacity);
+        // SAFETY: the layout has a non-zero size (the header alone is 16 bytes).
+        let raw = unsafe { alloc(layout) }.cast::<SheafHeader>();
+        let Some(header) = NonNull::new(raw) else {
+            handle_alloc_error(layout)
+        };
+        // SAFETY: `header` points to fresh memory sized and aligned for a header.
+        unsafe {
+            header.write(SheafHeader {
+                size: 0,
+                capacity: capacity as u32,
+                next: ptr::null_mut(),
+            });
+        }
+        Self { header }
+    }
+
+    /// Frees an empty sheaf (the sentinel is ignored).
+    pub(crate) fn free(self) {
+        if self.is_none() {
+            return;
+        }
+        debug_assert_eq!(
+            self.size(),
+            0,
+            "freeing sheaf {:p} that holds objects",
+            self.header
+        );
+        let layout = Self::layout(self.capacity());
+        // SAFETY: a non-sentinel sheaf was allocated by `new` with this very layout, and
+        // `self` was its only owner.
+        unsafe { dealloc(self.header.as_ptr().cast(), layout) };
+    }
+
+    #[inline(always)]
+    fn header(&self) -> &SheafHeader {
+        // SAFETY: `header` points to a live header (allocated by `new`, or the static
+        // sentinel) that only this owner accesses.
+        unsafe { self.header.as_ref() }
+    }
+
+    #[inline(always)]
+    fn objects_ptr(&self) -> *mut NonNull<u8> {
+        // SAFETY: the array starts right after the header inside the same allocation (for the
+        // sentinel, one past its end, which is never dereferenced since its capacity is 0).
+        unsafe { self.header.as_ptr().add(1).cast() }
+    }
+
+    /// Objects held.
+    #[inline(always)]
+    pub(crate) fn size(&self) -> usize {
+        self.header().size as usize
+    }
+
+    /// Entries in the array.
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.header().capacity as usize
+    }
+
+    /// Whether the sheaf holds no object.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.header().size == 0
+    }
+
+    /// Whether the sheaf holds `capacity` objects (the sentinel is full and empty at once).
+    #[inline(always)]
+    pub(crate) fn is_full(&self) -> bool {
+        let header = self.header();
+        header.size == header.capacity
+    }
+
+    /// Room left.
+    #[inline(always)]
+    pub(crate) fn room(&self) -> usize {
+        self.capacity() - self.size()
+    }
+
+    /// Takes the most recently pushed object.
+    #[inline(always)]
+    pub(crate) fn pop(&mut self) -> Option<NonNull<u8>> {
+        let size = self.header().size;
+        if size == 0 {
+            return None;
+        }
+        let size = size - 1;
+        // SAFETY: `size < capacity`, so this is a non-sentinel sheaf that we own; entry `size`
+        // was initialised when it was pushed, and leaves the held range now.
+        unsafe {
+            (*self.header.as_ptr()).size = size;
+            Some(*self.objects_ptr().add(size as usize))
+        }
+    }
+
+    /// Adds `object`, or gives it back when the sheaf is full.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        let header = self.header();
+        let size = header.size;
+        if size == header.capacity {
+            return Err(object);
+        }
+        // SAFETY: `size < capacity`: a non-sentinel sheaf we own with a free entry `size`.
+        unsafe {
+            self.objects_ptr().add(size as usize).write(object);
+            (*self.header.as_ptr()).size = size + 1;
+        }
+        Ok(())
+    }
+
+    /// The objects held, oldest first.
+    #[inline]
+    pub(crate) fn objects(&self) -> &[NonNull<u8>] {
+        // SAFETY: the first `size` entries are initialised; for the sentinel the slice is
+        // empty and its (dangling but aligned, non-null) pointer is never read.
+        unsafe { std::slice::from_raw_parts(self.objects_ptr(), self.size()) }
+    }
+
+    /// The entries past `size`, for a bulk refill to write into; publish the ones written
+    /// with [`OwnedSheaf::grow`].
+    #[inline]
+    pub(crate) fn vacant_mut(&mut self) -> &mut [MaybeUninit<NonNull<u8>>] {
+        let room = self.room();
+        // SAFETY: entries `size..capacity` lie inside the allocation, owned by us; as
+        // `MaybeUninit` they may hold anything. Empty for the sentinel.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.objects_ptr()
+                    .add(self.size())
+                    .cast::<MaybeUninit<NonNull<u8>>>(),
+                room,
+            )
+        }
+    }
+
+    /// Declares the first `n` vacant entries initialised (after a refill wrote them).
+    ///
+    /// # Safety
+    ///
+    /// - `n <= room()`, and entries `size..size + n` were written with free objects.
+    #[inline]
+    pub(crate) unsafe fn grow(&mut self, n: usize) {
+        debug_assert!(n <= self.room(), "grow by {n} with room {}", self.room());
+        if n == 0 {
+            return;
+        }
+        // SAFETY: `n > 0` and `n <= room` mean a non-sentinel sheaf we own.
+        unsafe { (*self.header.as_ptr()).size += n as u32 };
+    }
+
+    /// Forgets every object held (after they were flushed elsewhere).
+    #[inline]
+    pub(crate) fn clear(&mut self) {
+        if self.size() != 0 {
+            // SAFETY: a non-empty sheaf is not the sentinel; we own it.
+            unsafe { (*self.header.as_ptr()).size = 0 };
+        }
+    }
+
+    /// Moves up to `max` objects from the top of `self` into `to`; returns how many moved.
+    pub(crate) fn move_to(&mut self, to: &mut OwnedSheaf, max: usize) -> usize {
+        let n = max.min(self.size()).min(to.room());
+        for _ in 0..n {
+            let object = self.pop().expect("counted");
+            to.push(object).expect("counted");
+        }
+        n
+    }
+
+    /// The raw pointer, to pass ownership through a list link or a deferred callback.
+    pub(crate) fn into_raw(self) -> NonNull<()> {
+        self.header.cast()
+    }
+
+    /// Takes ownership back from [`OwnedSheaf::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// - `raw` came from `into_raw`, and ownership is taken back exactly once.
+    pub(crate) unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        Self { header: raw.cast() }
+    }
+
+    /// The list link.
+    pub(crate) fn next(&self) -> Option<NonNull<()>> {
+        NonNull::new(self.header().next.cast())
+    }
+
+    /// Sets the list link (not on the sentinel).
+    pub(crate) fn set_next(&mut self, next: Option<NonNull<()>>) {
+        assert!(!self.is_none(), "the sentinel sheaf is never linked");
+        let next = next.map_or(ptr::null_mut(), |p| p.as_ptr().cast());
+        // SAFETY: a non-sentinel sheaf we own.
+        unsafe { (*self.header.as_ptr()).next = next };
+    }
+}
+
+impl fmt::Debug for OwnedSheaf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_none() {
+            return f.write_str("Sheaf(none)");
+        }
+        f.debug_struct("Sheaf")
+            .field("at", &self.header)
+            .field("size", &self.size())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_pop_and_sentinel() {
+        let mut none = OwnedSheaf::none();
+        assert!(none.is_empty() && none.is_full());
+        assert_eq!(none.pop(), None);
+        let token = NonNull::<u8>::dangling();
+        assert_eq!(none.push(token), Err(token));
+        assert!(none.vacant_mut().is_empty());
+
+        let mut sheaf = OwnedSheaf::new(2);
+        let a = NonNull::new(0x10 as *mut u8).unwrap();
+        let b = NonNull::new(0x20 as *mut u8).unwrap();
+        sheaf.push(a).unwrap();
+        sheaf.push(b).unwrap();
+        assert!(sheaf.is_full());
+        assert_eq!(sheaf.push(a), Err(a));
+        assert_eq!(sheaf.objects(), &[a, b]);
+        assert_eq!(sheaf.pop(), Some(b));
+        assert_eq!(sheaf.pop(), Some(a));
+        assert_eq!(sheaf.pop(), None);
+        sheaf.free();
+    }
+
+    #[test]
+    fn default_capacity_fills_the_size_class() {
+        let capacity = object_alloc::default_sheaf_capacity(64);
+        let bytes = OwnedSheaf::layout(capacity).size();
+        assert!(bytes <= SHEAF_HEADER_BYTES + capacity * 8, "{bytes}");
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests of `sheaf`, in one binary to keep link time low.
+//!
+//! Tests that check a contract clause of `CONTRACT.md` carry the clause in their name
+//! (`c_prefill_3_...`) and run on both slot strategies (`PerCpu`, `PerThread`).
+
+mod common;
+mod conf;
+mod deferred;
+mod model;
+mod objects;
+mod prefill;
+mod refill;
+mod returns;
+mod stress;
+mod typed;
