@@ -61,6 +61,8 @@ mod prefill;
 mod shared;
 mod sheaf;
 mod slot;
+#[cfg(feature = "slowdown")]
+mod slowdown;
 mod stats;
 mod sync;
 mod typed;

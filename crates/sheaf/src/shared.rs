@@ -58,6 +58,9 @@ pub(crate) struct Shared<S: SlotStrategy> {
     counters: Counters,
     /// `rcu_free` sheaves of adopted orphan slots, waiting to be submitted by the cache.
     orphan_rcu: Mutex<Vec<OwnedSheaf>>,
+    /// Steps of injected delay per fast-path operation (feature `slowdown`, gate tests only).
+    #[cfg(feature = "slowdown")]
+    slowdown_steps: u32,
 }
 
 impl<S: SlotStrategy> Shared<S> {
@@ -80,6 +83,8 @@ impl<S: SlotStrategy> Shared<S> {
             batching: config.deferred_batching,
             counters: Counters::default(),
             orphan_rcu: Mutex::new(Vec::new()),
+            #[cfg(feature = "slowdown")]
+            slowdown_steps: crate::slowdown::steps_from_env(),
         }
     }
 
@@ -211,6 +216,8 @@ impl<S: SlotStrategy> Shared<S> {
                 match slot.sheaves().main.pop() {
                     Some(object) => {
                         counters.add_owned(Stat::AllocFastpath, 1);
+                        #[cfg(feature = "slowdown")]
+                        crate::slowdown::delay(self.slowdown_steps);
                         object
                     }
                     None => self.alloc_refill(&mut slot, flags)?,
@@ -318,7 +325,11 @@ impl<S: SlotStrategy> Shared<S> {
             Some(mut slot) => {
                 let counters = slot.counters();
                 match slot.sheaves().main.push(object) {
-                    Ok(()) => counters.add_owned(Stat::FreeFastpath, 1),
+                    Ok(()) => {
+                        counters.add_owned(Stat::FreeFastpath, 1);
+                        #[cfg(feature = "slowdown")]
+                        crate::slowdown::delay(self.slowdown_steps);
+                    }
                     // SAFETY: forwarded.
                     Err(object) => unsafe { self.free_overflow(&mut slot, object) },
                 }
