@@ -1,6 +1,62 @@
-//! `sheafbench` (in construction).
+//! `sheafbench`: the benchmark and conformance command line of the sheafbench project.
+//!
+//! ```text
+//! sheafbench list
+//! sheafbench run <workload.yaml>... [--alloc a,b|all] [--threads 1,2] [--duration 2s]
+//!                [--runs N] [--set key=value,..] [--quick] [--json FILE] [--markdown FILE]
+//!                [--baseline NAME] [--timeout SECS]
+//! sheafbench sweep <workload.yaml> --param key=v1,v2,.. [--alloc ..] [--svg FILE] [--json FILE]
+//! sheafbench compare <old.json> <new.json> [--confidence 0.95]
+//! sheafbench conformance [--alloc a,b|all] [--json FILE] [--quick] [--only C-ID,..]
+//! sheafbench trace import <strace.log> [-o out.trace]
+//! ```
+//!
+//! Every (workload, allocator, threads) measurement runs in a child process of its own (the
+//! binary re-executes itself with a hidden `__measure` subcommand and reads its result as
+//! JSON), so allocators' global state, peak RSS and crashes stay isolated; a child that
+//! crashes or times out is reported with its stderr and the run goes on. The allocator
+//! names map to designs in one place, the `registry` module.
+//!
+//! Exit codes: 0 success; 1 a measurement failed or a conformance clause failed; 2 bad input
+//! (a spec, an override, an allocator name, an output path), reported in one line before
+//! anything runs.
 
-fn main() {
-    eprintln!("sheafbench: not built yet");
-    std::process::exit(2);
+mod benchmark;
+mod cli;
+mod commands;
+mod error;
+mod export;
+mod output;
+mod registry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.downcast_ref::<CliError>().map_or(1, CliError::exit_code);
+            eprintln!("error: {e}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::List => commands::list::run(),
+        Command::Run(args) => commands::run::run(args)?,
+        Command::Sweep(args) => commands::sweep::run(args)?,
+        Command::Compare(args) => commands::compare::run(args)?,
+        Command::Conformance(args) => commands::conformance::run(args)?,
+        Command::Trace(cli::TraceCommand::Import(args)) => commands::trace::import(args)?,
+        Command::Measure(args) => commands::measure::run(args)?,
+    }
+    Ok(())
 }

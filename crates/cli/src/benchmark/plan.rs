@@ -1,0 +1,170 @@
+//! From spec files and command-line options to validated workloads and allocator names.
+//! Everything here runs before any measurement, so bad input stops the run before it starts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use harness::machine::available_cpus;
+use harness::spec::{RunLength, SpecDuration, ThreadCounts};
+use harness::{Workload, WorkloadSpec};
+
+use crate::cli::MeasureSelection;
+use crate::error::CliError;
+use crate::registry;
+
+/// A workload ready to run.
+#[derive(Clone, Debug)]
+pub(crate) struct Planned {
+    /// Thread counts of `--threads` left out because they need more pinned threads than
+    /// there are CPUs (each with the reason).
+    pub(crate) skipped: Vec<String>,
+    /// The validated workload.
+    pub(crate) workload: Workload,
+}
+
+/// Reads, overrides and validates one spec; `extra` overrides come after `--set`.
+pub(crate) fn load(
+    file: &Path,
+    selection: &MeasureSelection,
+    extra: &[String],
+) -> Result<Planned, CliError> {
+    let mut spec = WorkloadSpec::from_file(file)?;
+    apply_selection(&mut spec, selection, extra)?;
+    let name = file.display().to_string();
+    let cpus = available_cpus();
+    let mut skipped = Vec::new();
+    // `--threads` applies to every spec of a run, and some kinds start more threads than
+    // their count (consumers, readers): counts that cannot be pinned are left out for those
+    // specs only, and said so; a spec's own `threads` is validated strictly.
+    if selection.threads.is_some() && spec.pinned {
+        let mut probe = spec.clone();
+        probe.threads = ThreadCounts(vec![1]);
+        probe.pinned = false;
+        let kind = probe.validate(&name, cpus)?.kind;
+        let (fit, too_many): (Vec<u32>, Vec<u32>) = spec
+            .threads
+            .0
+            .iter()
+            .partition(|&&t| kind.os_threads(t) <= cpus);
+        if !fit.is_empty() {
+            skipped = too_many
+                .iter()
+                .map(|&t| {
+                    format!(
+                        "{}: {t} threads left out: kind `{}` then needs {} pinned threads and this machine has {cpus} CPUs (--set pinned=false runs it oversubscribed)",
+                        spec.name,
+                        kind.name(),
+                        kind.os_threads(t)
+                    )
+                })
+                .collect();
+            spec.threads = ThreadCounts(fit);
+        }
+    }
+    let workload = spec.validate(&name, cpus)?;
+    Ok(Planned { skipped, workload })
+}
+
+/// Applies `--quick`, `--set` (then `extra`), `--threads`, `--duration` and `--runs`.
+pub(crate) fn apply_selection(
+    spec: &mut WorkloadSpec,
+    selection: &MeasureSelection,
+    extra: &[String],
+) -> Result<(), CliError> {
+    if selection.quick {
+        spec.make_quick();
+    }
+    spec.apply_overrides(&selection.set)?;
+    spec.apply_overrides(extra)?;
+    if let Some(threads) = &selection.threads {
+        spec.threads = ThreadCounts(threads.clone());
+    }
+    if let Some(duration) = &selection.duration {
+        let d: SpecDuration = duration.parse().map_err(|message| CliError::Usage {
+            option: format!("--duration {duration}"),
+            message,
+        })?;
+        spec.duration = Some(d);
+        spec.ops = None;
+    }
+    if let Some(runs) = selection.runs {
+        spec.runs = runs;
+    }
+    Ok(())
+}
+
+/// Resolves `--alloc` (names or `all`) to registered names, refusing unknown ones.
+pub(crate) fn allocators(requested: &[String]) -> Result<Vec<&'static str>, CliError> {
+    let known = registry::names();
+    let mut chosen: Vec<&'static str> = Vec::new();
+    for name in requested {
+        let name = name.trim();
+        if name == "all" {
+            for k in &known {
+                if !chosen.contains(k) {
+                    chosen.push(k);
+                }
+            }
+            continue;
+        }
+        match known.iter().find(|k| **k == name) {
+            Some(k) => {
+                if !chosen.contains(k) {
+                    chosen.push(k);
+                }
+            }
+            None => {
+                return Err(CliError::UnknownAllocator {
+                    name: name.to_owned(),
+                    known: known.join(", "),
+                });
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Err(CliError::Usage {
+            option: "--alloc".into(),
+            message: "no allocator given; name at least one, or `all`".into(),
+        });
+    }
+    Ok(chosen)
+}
+
+/// Checks that the directory of an output file exists, before anything runs.
+pub(crate) fn check_output(option: &str, path: Option<&Path>) -> Result<(), CliError> {
+    let Some(path) = path else { return Ok(()) };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(CliError::Usage {
+            option: format!("{option} {}", path.display()),
+            message: format!(
+                "directory `{}` does not exist; create it first",
+                dir.display()
+            ),
+        });
+    }
+    if path.is_dir() {
+        return Err(CliError::Usage {
+            option: format!("{option} {}", path.display()),
+            message: "is a directory; give a file name".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Longest a measurement may take: `timeout` seconds if given, else three times its planned
+/// length plus 30 s (5 minutes per run for runs of a fixed operation count).
+pub(crate) fn timeout(workload: &Workload, explicit: Option<u64>) -> Duration {
+    if let Some(secs) = explicit {
+        return Duration::from_secs(secs.max(1));
+    }
+    let per_run = match workload.length {
+        RunLength::Duration(d) => d,
+        RunLength::Ops(_) => Duration::from_secs(300),
+    };
+    let planned = workload.spec.warmup.0 + per_run * workload.spec.runs;
+    planned * 3 + Duration::from_secs(30)
+}

@@ -1,0 +1,161 @@
+//! The command line, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Benchmark and conformance runner for object-cache allocators (sheaf and its baselines).
+#[derive(Debug, Parser)]
+#[command(name = "sheafbench", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List allocators, workload kinds, and each counter with whether this machine supports it.
+    List,
+    /// Run workloads against allocators and print a table.
+    Run(RunArgs),
+    /// Run one workload over a list of values of one spec field.
+    Sweep(SweepArgs),
+    /// Compare two result files figure by figure, with significance.
+    Compare(CompareArgs),
+    /// Check the API contract clauses on allocators.
+    Conformance(ConformanceArgs),
+    /// Address-space traces for the `trace-replay` kind.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+    /// Measure one (workload, allocator, threads) and print the result as JSON (internal:
+    /// the parent process runs every measurement in a child of its own).
+    #[command(name = "__measure", hide = true)]
+    Measure(MeasureArgs),
+}
+
+/// Options shared by `run` and `sweep`.
+#[derive(Debug, Args)]
+pub(crate) struct MeasureSelection {
+    /// Allocators to run: comma-separated names, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub(crate) alloc: Vec<String>,
+    /// Thread counts (overrides the spec's `threads`).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) threads: Option<Vec<u32>>,
+    /// Length of each measured run, e.g. 2s or 500ms (overrides `duration`/`ops`).
+    #[arg(long)]
+    pub(crate) duration: Option<String>,
+    /// Measured runs per measurement (overrides `runs`).
+    #[arg(long)]
+    pub(crate) runs: Option<u32>,
+    /// Override spec fields: key=value, comma-separated or repeated (e.g. sheaf_capacity=8).
+    #[arg(long = "set", value_delimiter = ',')]
+    pub(crate) set: Vec<String>,
+    /// Short smoke run: 20 ms warm-up, 2 runs of 50 ms (explicit options still win).
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Longest a measurement may take before it is killed and reported as failed, in
+    /// seconds (default: three times its planned length plus 30 s).
+    #[arg(long)]
+    pub(crate) timeout: Option<u64>,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Workload spec files (YAML).
+    #[arg(required = true)]
+    pub(crate) workloads: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) selection: MeasureSelection,
+    /// Write the results as JSON (DESIGN.md's schema, plus per-run samples and machine facts).
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the results as a Markdown report.
+    #[arg(long)]
+    pub(crate) markdown: Option<PathBuf>,
+    /// Allocator the ratio column is relative to.
+    #[arg(long)]
+    pub(crate) baseline: Option<String>,
+}
+
+/// `sweep`.
+#[derive(Debug, Args)]
+pub(crate) struct SweepArgs {
+    /// Workload spec file (YAML).
+    pub(crate) workload: PathBuf,
+    /// The field and its values: key=v1,v2,... (e.g. sheaf_capacity=4,8,16,32,64).
+    #[arg(long)]
+    pub(crate) param: String,
+    #[command(flatten)]
+    pub(crate) selection: MeasureSelection,
+    /// Write an SVG chart: throughput and p99 against the value, one line per allocator.
+    #[arg(long)]
+    pub(crate) svg: Option<PathBuf>,
+    /// Write every measurement as JSON.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+}
+
+/// `compare`.
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// The earlier result file.
+    pub(crate) old: PathBuf,
+    /// The later result file.
+    pub(crate) new: PathBuf,
+    /// Confidence level of the bootstrap intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub(crate) confidence: f64,
+}
+
+/// `conformance`.
+#[derive(Debug, Args)]
+pub(crate) struct ConformanceArgs {
+    /// Allocators to check: comma-separated names, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub(crate) alloc: Vec<String>,
+    /// Write the reports as a JSON array.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Short smoke run: fewer rounds and fault runs, same clauses.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Check only these clause IDs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) only: Option<Vec<String>>,
+}
+
+/// `trace` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TraceCommand {
+    /// Convert an `strace -f -e trace=memory[,process]` log to a trace (one-line summary on
+    /// stderr).
+    Import(TraceImportArgs),
+}
+
+/// `trace import`.
+#[derive(Debug, Args)]
+pub(crate) struct TraceImportArgs {
+    /// The strace log (`strace -f -e trace=memory,process -o LOG program`).
+    pub(crate) log: PathBuf,
+    /// Where to write the trace (written atomically); stdout if absent.
+    #[arg(short, long)]
+    pub(crate) output: Option<PathBuf>,
+}
+
+/// `__measure` (internal).
+#[derive(Debug, Args)]
+pub(crate) struct MeasureArgs {
+    /// Allocator name.
+    #[arg(long)]
+    pub(crate) alloc: String,
+    /// Worker threads.
+    #[arg(long)]
+    pub(crate) threads: u32,
+    /// The validated workload, as JSON.
+    #[arg(long)]
+    pub(crate) workload_json: String,
+}

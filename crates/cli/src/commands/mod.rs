@@ -1,0 +1,9 @@
+//! One module per subcommand.
+
+pub(crate) mod compare;
+pub(crate) mod conformance;
+pub(crate) mod list;
+pub(crate) mod measure;
+pub(crate) mod run;
+pub(crate) mod sweep;
+pub(crate) mod trace;

@@ -1,0 +1,93 @@
+//! Markdown: the machine, then one table per workload, then warnings and failures.
+
+use harness::ResultFile;
+
+use super::Exporter;
+use crate::output::{format, warnings};
+
+/// A Markdown report.
+#[derive(Debug)]
+pub(crate) struct MarkdownExporter;
+
+impl Exporter for MarkdownExporter {
+    fn serialize(&self, results: &ResultFile, baseline: Option<&str>) -> Vec<u8> {
+        let mut md = String::new();
+        let m = &results.machine;
+        md.push_str("# sheafbench results\n\n");
+        md.push_str(&format!(
+            "{} · {} CPUs · Linux {} · {} · git {} · {}\n\n",
+            m.cpu, m.cores, m.kernel, m.rustc, m.git, results.date
+        ));
+        let mut workloads: Vec<&str> = Vec::new();
+        for r in &results.runs {
+            if !workloads.contains(&r.workload.as_str()) {
+                workloads.push(&r.workload);
+            }
+        }
+        for name in workloads {
+            let group: Vec<_> = results.runs.iter().filter(|r| r.workload == name).collect();
+            let first = group[0];
+            md.push_str(&format!("## {name}\n\n"));
+            md.push_str(&format!(
+                "Kind `{}`; one operation = {}; one latency sample = {} (includes one clock read of {:.1} ns).\n\n",
+                first.kind, first.op_unit, first.latency_ns.unit, first.latency_ns.timer_overhead_ns
+            ));
+            let ratio_header = baseline
+                .map(|b| format!("vs {b}"))
+                .unwrap_or_else(|| "vs -".into());
+            md.push_str(&format!(
+                "| threads | allocator | throughput | ± sd | p50 | p99 | p99.9 | max | {ratio_header} |\n"
+            ));
+            md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+            for r in &group {
+                let (mean, sd) = r.throughput_mean_sd();
+                let ratio = baseline
+                    .and_then(|b| {
+                        group
+                            .iter()
+                            .find(|o| o.allocator == b && o.config.threads == r.config.threads)
+                    })
+                    .filter(|b| b.throughput_ops_per_s > 0.0)
+                    .map(|b| format::ratio(r.throughput_ops_per_s / b.throughput_ops_per_s))
+                    .unwrap_or_else(|| "-".into());
+                let l = &r.latency_ns.figures;
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    r.config.threads,
+                    r.allocator,
+                    format::throughput(r.throughput_ops_per_s),
+                    if r.samples.len() > 1 && mean > 0.0 {
+                        format!("{:.1}%", 100.0 * sd / mean)
+                    } else {
+                        "-".into()
+                    },
+                    format::nanos(l.p50 as f64),
+                    format::nanos(l.p99 as f64),
+                    format::nanos(l.p999 as f64),
+                    format::nanos(l.max as f64),
+                    ratio
+                ));
+            }
+            md.push('\n');
+        }
+        let warnings = warnings::collect(&results.runs);
+        if !warnings.is_empty() {
+            md.push_str("## Warnings\n\n");
+            for w in warnings {
+                md.push_str(&format!("- {w}\n"));
+            }
+            md.push('\n');
+        }
+        if !results.failures.is_empty() {
+            md.push_str("## Failures\n\n");
+            for f in &results.failures {
+                md.push_str(&format!(
+                    "- `{}` / `{}` / {} threads: {}\n",
+                    f.workload, f.allocator, f.threads, f.error
+                ));
+            }
+            md.push('\n');
+        }
+        md.into_bytes()
+    }
+}

@@ -1,0 +1,567 @@
+//! The `sheafbench` binary driven from outside: bad input, the table's layout, the JSON's
+//! shape, and a quick run of every shipped workload. Figures vary from run to run, so
+//! snapshots hold the layout and the shape with every figure redacted.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sheafbench() -> Command {
+    let mut cmd = Command::cargo_bin("sheafbench").unwrap();
+    cmd.current_dir(workspace());
+    cmd
+}
+
+fn write_spec(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GOOD: &str = "name: tiny\nkind: churn\nobject_size: 64\npinned: false\nwarmup: 5ms\nduration: 20ms\nruns: 2\nparams: {working_set: 64, batch: 32}\n";
+
+/// Runs a command expected to fail on bad input: exit 2, one line on stderr, no panic,
+/// nothing on stdout. Returns stderr with the temporary directory's path masked.
+fn bad_input(args: &[&str], dir: &Path) -> String {
+    let out = sheafbench().args(args).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    stderr.replace(&dir.display().to_string(), "[dir]")
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = write_spec(d, "good.yaml", GOOD);
+    let good = good.to_str().unwrap();
+    let malformed = write_spec(d, "malformed.yaml", "name: \"tiny\nkind: churn\n");
+    let unknown_field = write_spec(d, "field.yaml", &format!("{GOOD}colour: blue\n"));
+    let unknown_kind = write_spec(d, "kind.yaml", &GOOD.replace("kind: churn", "kind: juggle"));
+    let wrong_type = write_spec(
+        d,
+        "type.yaml",
+        &GOOD.replace("object_size: 64", "object_size: big"),
+    );
+    let zero = write_spec(
+        d,
+        "zero.yaml",
+        &GOOD.replace("object_size: 64", "object_size: 0"),
+    );
+    let stray = write_spec(
+        d,
+        "stray.yaml",
+        &GOOD.replace("batch: 32}", "batch: 32, reserve: 13}"),
+    );
+    let pinned = write_spec(
+        d,
+        "pinned.yaml",
+        &GOOD.replace("pinned: false", "pinned: true\nthreads: 1000"),
+    );
+    let path = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "missing_file",
+            vec!["run".into(), format!("{}/absent.yaml", d.display())],
+        ),
+        ("malformed_yaml", vec!["run".into(), path(&malformed)]),
+        ("unknown_field", vec!["run".into(), path(&unknown_field)]),
+        ("unknown_kind", vec!["run".into(), path(&unknown_kind)]),
+        ("wrong_type", vec!["run".into(), path(&wrong_type)]),
+        ("zero_value", vec!["run".into(), path(&zero)]),
+        ("param_of_another_kind", vec!["run".into(), path(&stray)]),
+        ("too_many_pinned_threads", vec!["run".into(), path(&pinned)]),
+        (
+            "unknown_allocator",
+            vec!["run".into(), good.into(), "--alloc".into(), "nope".into()],
+        ),
+        (
+            "bad_set",
+            vec![
+                "run".into(),
+                good.into(),
+                "--set".into(),
+                "colour=blue".into(),
+            ],
+        ),
+        (
+            "bad_set_value",
+            vec!["run".into(), good.into(), "--set".into(), "runs=-1".into()],
+        ),
+        (
+            "bad_duration",
+            vec![
+                "run".into(),
+                good.into(),
+                "--duration".into(),
+                "soon".into(),
+            ],
+        ),
+        (
+            "baseline_not_run",
+            vec![
+                "run".into(),
+                good.into(),
+                "--alloc".into(),
+                "system".into(),
+                "--baseline".into(),
+                "sheaf".into(),
+            ],
+        ),
+        (
+            "json_dir_missing",
+            vec![
+                "run".into(),
+                good.into(),
+                "--json".into(),
+                format!("{}/no/such/r.json", d.display()),
+            ],
+        ),
+        (
+            "sweep_param_without_values",
+            vec![
+                "sweep".into(),
+                good.into(),
+                "--param".into(),
+                "sheaf_capacity".into(),
+            ],
+        ),
+        (
+            "compare_not_a_result",
+            vec!["compare".into(), good.into(), good.into()],
+        ),
+    ];
+    for (name, args) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let message = bad_input(&args, d);
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(
+            r"at most \d+ pinned threads",
+            "at most [cpus] pinned threads",
+        );
+        settings.bind(|| insta::assert_snapshot!(format!("bad_input__{name}"), message));
+    }
+}
+
+/// Replaces figures by `0` and machine- or run-specific text by a marker, keeping keys,
+/// nesting and array lengths.
+fn shape(value: &Value, key: &str) -> Value {
+    match value {
+        Value::Number(_) => Value::from(0),
+        Value::String(_)
+            if matches!(
+                key,
+                "date" | "cpu" | "kernel" | "rustc" | "git" | "reason" | "note"
+            ) =>
+        {
+            Value::from("[redacted]")
+        }
+        Value::Array(items) if key == "warnings" => {
+            Value::from(format!("[{} or more warnings]", items.len().min(1)))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| shape(v, key)).collect()),
+        Value::Object(map) if key == "counters" => Value::Object(
+            map.keys()
+                .map(|k| (k.clone(), Value::from("[reading]")))
+                .collect(),
+        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v, k))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn run_json(args: &[&str]) -> (Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = sheafbench()
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (value, stdout)
+}
+
+#[test]
+fn table_layout_and_json_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    let (json, stdout) = run_json(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--alloc",
+        "system,locked-slab",
+        "--baseline",
+        "system",
+    ]);
+    insta::assert_json_snapshot!("json_shape", shape(&json, ""));
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d+(\.\d+)? ?(ns|µs|ms|s|[kMG]?/s)", "[t]");
+    settings.add_filter(r"\d+\.\d+%", "[x]");
+    settings.add_filter(r"┆ +\d+\.\d+ +│", "┆ [x] │");
+    settings.add_filter(r"[─═]+", "─");
+    settings.add_filter(r" +", " ");
+    settings.bind(|| insta::assert_snapshot!("table_layout", stdout));
+}
+
+#[test]
+fn quick_run_of_every_shipped_workload_gives_complete_json() {
+    let mut specs: Vec<String> = std::fs::read_dir(workspace().join("workloads"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    specs.sort();
+    assert!(specs.len() >= 6, "{specs:?}");
+    let mut args = vec!["run"];
+    args.extend(specs.iter().map(String::as_str));
+    args.extend(["--quick", "--threads", "1", "--alloc", "system,sheaf"]);
+    let (json, _) = run_json(&args);
+    assert_eq!(json["schema"], 1);
+    for key in ["cpu", "cores", "kernel", "rustc", "git"] {
+        assert!(!json["machine"][key].is_null(), "machine.{key}");
+    }
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.len(),
+        specs.len() * 2,
+        "one measurement per workload and allocator"
+    );
+    assert!(json["failures"].as_array().unwrap().is_empty());
+    for run in runs {
+        let what = format!("{}/{}", run["workload"], run["allocator"]);
+        assert!(run["ops"].as_u64().unwrap() > 0, "{what}: no operations");
+        assert!(
+            run["throughput_ops_per_s"].as_f64().unwrap() > 0.0,
+            "{what}"
+        );
+        assert_eq!(run["samples"].as_array().unwrap().len(), 2, "{what}");
+        let latency = &run["latency_ns"];
+        assert!(latency["samples"].as_u64().unwrap() > 0, "{what}");
+        for p in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+            assert!(latency[p].as_u64().unwrap() > 0, "{what}: latency {p}");
+        }
+        assert!(latency["timer_overhead_ns"].as_f64().unwrap() > 0.0);
+        assert!(!latency["unit"].as_str().unwrap().is_empty());
+        for counter in [
+            "cycles",
+            "instructions",
+            "cache-misses",
+            "branch-misses",
+            "task-clock",
+            "page-faults",
+            "context-switches",
+            "cpu-migrations",
+        ] {
+            let c = &run["counters"][counter];
+            match c["status"].as_str() {
+                Some("ok") => assert!(c["value"].is_number(), "{what}: {counter}"),
+                Some("unsupported") => assert!(c["reason"].is_string(), "{what}: {counter}"),
+                other => panic!("{what}: {counter} has status {other:?}"),
+            }
+        }
+        assert!(
+            run["memory"]["peak_rss_bytes"].as_u64().unwrap() > 0,
+            "{what}"
+        );
+        assert!(run["config"]["object_size"].as_u64().unwrap() > 0);
+        assert!(run["stats"].is_object() && run["spec"].is_object());
+    }
+}
+
+#[test]
+fn list_names_every_allocator_and_kind() {
+    let out = sheafbench().arg("list").output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for name in [
+        "sheaf",
+        "sheaf-thread",
+        "sheaf-bulkprefill",
+        "system",
+        "mimalloc",
+        "jemalloc",
+        "slub-cpu-slab",
+        "magazine",
+        "locked-slab",
+        "churn",
+        "burst",
+        "producer-consumer",
+        "prefill-burst",
+        "deferred-churn",
+        "maple-tree",
+        "trace-replay",
+        "task-clock",
+        "cpu-migrations",
+    ] {
+        assert!(
+            stdout.contains(&format!("│ {name} ")),
+            "{name} missing:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_crashing_measurement_is_reported_and_the_run_goes_on() {
+    // A time-out of one second on a spec that runs for longer: the child is killed, the
+    // failure is reported with the measurement's name, and the next allocator still runs.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "long.yaml",
+        &GOOD.replace("duration: 20ms", "duration: 5s"),
+    );
+    let json = dir.path().join("r.json");
+    let out = sheafbench()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--alloc",
+            "system,locked-slab",
+            "--timeout",
+            "1",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("tiny / system / 1 threads: timed out"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tiny / locked-slab / 1 threads: timed out"),
+        "{stderr}"
+    );
+    let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(value["failures"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn compare_reports_each_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    let (json, _) = run_json(&["run", spec.to_str().unwrap(), "--alloc", "system"]);
+    let old = dir.path().join("old.json");
+    std::fs::write(&old, serde_json::to_string(&json).unwrap()).unwrap();
+    let out = sheafbench()
+        .args(["compare", old.to_str().unwrap(), old.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for figure in [
+        "throughput",
+        "p50",
+        "p99",
+        "p99.9",
+        "+0.0%",
+        "no significant change",
+    ] {
+        assert!(stdout.contains(figure), "{figure}:\n{stdout}");
+    }
+}
+
+#[test]
+fn conformance_prints_a_table_and_writes_a_json_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("c.json");
+    let out = sheafbench()
+        .args([
+            "conformance",
+            "--quick",
+            "--alloc",
+            "system,locked-slab",
+            "--only",
+            "C-OBJ-1,C-BULK-1",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("C-OBJ-1") && stdout.contains("C-BULK-1"),
+        "{stdout}"
+    );
+    let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let reports = value.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["allocator"], "system");
+    let any_fail = reports.iter().any(|r| {
+        r["clauses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"] == "fail")
+    });
+    for report in reports {
+        for clause in report["clauses"].as_array().unwrap() {
+            assert!(["pass", "fail", "n/a"].contains(&clause["status"].as_str().unwrap()));
+            assert!(clause["detail"].is_string());
+        }
+    }
+    // Exit 1 exactly when an applicable clause failed.
+    assert_eq!(out.status.code() == Some(1), any_fail, "{stderr}");
+}
+
+#[test]
+fn sweep_prints_every_value_and_draws_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    let svg = dir.path().join("s.svg");
+    let out = sheafbench()
+        .args([
+            "sweep",
+            spec.to_str().unwrap(),
+            "--param",
+            "working_set=8,64",
+            "--alloc",
+            "system,locked-slab",
+        ])
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("│ 8 ") && stdout.contains("│ 64 "),
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("locked-slab") && svg.contains("working_set"));
+}
+
+#[test]
+fn thread_counts_from_the_command_line_that_cannot_be_pinned_are_left_out_with_a_note() {
+    // A producer-consumer pair is two pinned threads: with `--threads` beyond half the CPUs
+    // the count is left out for that spec (and said so), the others run.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "pc.yaml",
+        "name: pc\nkind: producer-consumer\nobject_size: 64\nwarmup: 5ms\nduration: 20ms\nruns: 2\nparams: {queue: 64, batch: 8}\n",
+    );
+    let out = sheafbench()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--alloc",
+            "system",
+            "--threads",
+            "1,4096",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: pc: 4096 threads left out"),
+        "{stderr}"
+    );
+    // Written in the spec itself, the same count is refused before anything runs.
+    let strict = write_spec(
+        dir.path(),
+        "pc2.yaml",
+        "name: pc\nkind: producer-consumer\nobject_size: 64\nthreads: 4096\nparams: {queue: 64, batch: 8}\n",
+    );
+    let message = bad_input(
+        &["run", strict.to_str().unwrap(), "--alloc", "system"],
+        dir.path(),
+    );
+    assert!(message.contains("`threads` = 4096"), "{message}");
+}
+
+#[test]
+fn trace_import_reproduces_the_shipped_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gcc-hello.trace");
+    let result = sheafbench()
+        .args(["trace", "import", "workloads/traces/gcc-hello.strace", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert!(result.status.success(), "{stderr}");
+    assert!(result.stdout.is_empty(), "the trace went to the file");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("workloads/traces/gcc-hello.strace: ")
+            && stderr.contains(" records in "),
+        "{stderr}"
+    );
+    let expected =
+        std::fs::read_to_string(workspace().join("workloads/traces/gcc-hello.trace")).unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+
+    // Without -o the trace goes to stdout.
+    let result = sheafbench()
+        .args(["trace", "import", "workloads/traces/gcc-hello.strace"])
+        .output()
+        .unwrap();
+    assert!(result.status.success());
+    assert_eq!(String::from_utf8(result.stdout).unwrap(), expected);
+
+    let err = bad_input(&["trace", "import", "no-such.strace"], dir.path());
+    assert!(
+        err.contains("no-such.strace: cannot read the strace log"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tree_kinds_refuse_bad_specs_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let maple = std::fs::read_to_string(workspace().join("workloads/maple-tree.yaml")).unwrap();
+    let wrong_size = write_spec(
+        d,
+        "size.yaml",
+        &maple.replace("object_size: 256", "object_size: 64"),
+    );
+    let err = bad_input(&["run", wrong_size.to_str().unwrap()], d);
+    assert!(
+        err.contains("`object_size` = 64: expected 256 for kind `maple-tree`"),
+        "{err}"
+    );
+    let replay = std::fs::read_to_string(workspace().join("workloads/trace-replay.yaml")).unwrap();
+    // Relative to the spec's directory, where there is no such trace.
+    let missing = write_spec(d, "replay.yaml", &replay);
+    let err = bad_input(&["run", missing.to_str().unwrap()], d);
+    assert!(
+        err.contains(
+            "`params.trace` = [dir]/traces/python-sqlite-json.trace: cannot read the trace"
+        ),
+        "{err}"
+    );
+}

@@ -1,0 +1,333 @@
+//! The thread engine: spawn once, pin, release together, warm up, measure, merge.
+//!
+//! A measurement has *primary* threads (the workers whose operations are counted: churners,
+//! producers, writers) and *secondary* threads (consumers, readers) that serve them. Every
+//! thread is spawned once, pinned to its own CPU (the CPU ids are read before any thread is
+//! pinned), opens its counters and allocates its histogram, and then runs the phases: a
+//! warm-up, then each measured run. A phase starts when the coordinator and every thread
+//! have reached the barrier, and ends at the same barrier; the coordinator's clock between
+//! the two is the run's wall time.
+//!
+//! Within a phase a primary runs units of work until the coordinator raises `stop` (runs of
+//! a fixed duration) or until its share of the operations is done (runs of a fixed count).
+//! A secondary runs until every primary has finished the phase and it has nothing left
+//! (a consumer drains its queue). Each unit ends with one clock read, which is also the
+//! start of the next unit; in measured phases a primary records the unit's time in its
+//! histogram, which was sized up front so recording never allocates. Self-timed work
+//! ([`Work::SELF_TIMED`], the tree kinds) records one sample per operation itself, timing
+//! only the operation, and hands its samples over at the end of each measured phase.
+
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::counters::{CounterOpener, CounterTotals, ThreadCounters, thread_switches};
+use crate::histogram::{merge, new_latency_histogram};
+use crate::result::Pinning;
+use crate::spec::RunLength;
+
+/// One thread's work, one unit at a time.
+pub(crate) trait Work {
+    /// Does one unit of work; returns the operations it completed.
+    fn unit(&mut self) -> u64;
+
+    /// Secondary threads: whether nothing is left once the primaries have finished.
+    fn drained(&mut self) -> bool {
+        true
+    }
+
+    /// Called when the thread leaves a phase's loop, before it reports the phase finished.
+    fn end_phase(&mut self) {}
+
+    /// Whether the work records its own latency samples (one per operation, timing only the
+    /// operation) instead of the engine timing each unit.
+    const SELF_TIMED: bool = false;
+
+    /// Self-timed work: moves the samples recorded since the last call into `histogram`
+    /// when `keep` (a measured phase), or drops them (the warm-up).
+    fn take_samples(&mut self, keep: bool, histogram: &mut Histogram<u64>) {
+        let _ = (keep, histogram);
+    }
+}
+
+/// A `Work` for kinds without secondary threads.
+pub(crate) enum NoWork {}
+
+impl Work for NoWork {
+    fn unit(&mut self) -> u64 {
+        match *self {}
+    }
+}
+
+/// How to drive the threads.
+pub(crate) struct DrivePlan {
+    pub(crate) primaries: usize,
+    pub(crate) secondaries: usize,
+    /// CPU for each OS thread (primaries first), or `None` when unpinned.
+    pub(crate) cpus: Option<Vec<core_affinity::CoreId>>,
+    pub(crate) warmup: Duration,
+    pub(crate) length: RunLength,
+    pub(crate) runs: u32,
+    pub(crate) open_counters: CounterOpener,
+}
+
+/// What the threads found.
+pub(crate) struct DriveOutcome<R> {
+    /// Per measured run: (primary ops, secondary ops, wall seconds).
+    pub(crate) runs: Vec<(u64, u64, f64)>,
+    pub(crate) histogram: Histogram<u64>,
+    pub(crate) counters: CounterTotals,
+    pub(crate) pinning: Pinning,
+    pub(crate) switches: Option<(u64, u64)>,
+    /// What the coordinator's `between` returned after the warm-up and after the last run.
+    pub(crate) snapshots: (R, R),
+}
+
+struct Control {
+    barrier: Barrier,
+    stop: AtomicBool,
+    primaries_running: AtomicUsize,
+}
+
+struct ThreadReport {
+    phase_ops: Vec<u64>,
+    histogram: Histogram<u64>,
+    counters: CounterTotals,
+    samples: u64,
+    off_cpu: u64,
+    switches: Option<(u64, u64)>,
+}
+
+/// Runs the plan. `make_primary(i)` and `make_secondary(i)` build each thread's work on that
+/// thread (after pinning, so first-touch and per-CPU caches see the right CPU). `snapshot`
+/// runs on the coordinator while every thread waits: after the warm-up and after the last
+/// measured run.
+pub(crate) fn drive<P, S, R>(
+    plan: &DrivePlan,
+    make_primary: impl Fn(usize) -> P + Sync,
+    make_secondary: impl Fn(usize) -> S + Sync,
+    snapshot: impl Fn() -> R,
+) -> DriveOutcome<R>
+where
+    P: Work,
+    S: Work,
+{
+    let control = Control {
+        barrier: Barrier::new(plan.primaries + plan.secondaries + 1),
+        stop: AtomicBool::new(false),
+        primaries_running: AtomicUsize::new(0),
+    };
+    let phases = plan.runs as usize + 1;
+    let quotas: Vec<Option<u64>> = (0..plan.primaries)
+        .map(|i| match plan.length {
+            RunLength::Duration(_) => None,
+            RunLength::Ops(total) => {
+                let share = total / plan.primaries as u64;
+                let extra = u64::from(i < (total % plan.primaries as u64) as usize);
+                Some(share + extra)
+            }
+        })
+        .collect();
+
+    std::thread::scope(|scope| {
+        let control = &control;
+        let mut handles = Vec::new();
+        for t in 0..plan.primaries + plan.secondaries {
+            let cpu = plan.cpus.as_ref().map(|cpus| cpus[t]);
+            let primary = t < plan.primaries;
+            let quota = if primary { quotas[t] } else { None };
+            let make_primary = &make_primary;
+            let make_secondary = &make_secondary;
+            let open = plan.open_counters;
+            let handle = std::thread::Builder::new()
+                .name(format!("{}-{t}", if primary { "worker" } else { "helper" }))
+                .spawn_scoped(scope, move || {
+                    if let Some(cpu) = cpu {
+                        core_affinity::set_for_current(cpu);
+                    }
+                    let counters = ThreadCounters::open(open);
+                    if primary {
+                        run_phases(control, phases, quota, cpu, counters, true, make_primary(t))
+                    } else {
+                        let s = t - plan.primaries;
+                        run_phases(
+                            control,
+                            phases,
+                            None,
+                            cpu,
+                            counters,
+                            false,
+                            make_secondary(s),
+                        )
+                    }
+                })
+                .expect("spawning a measuring thread");
+            handles.push(handle);
+        }
+
+        let mut walls = Vec::with_capacity(phases);
+        let mut after_warmup = None;
+        for phase in 0..phases {
+            control.stop.store(false, Ordering::Relaxed);
+            control
+                .primaries_running
+                .store(plan.primaries, Ordering::Relaxed);
+            control.barrier.wait();
+            let start = Instant::now();
+            let length = if phase == 0 {
+                RunLength::Duration(plan.warmup)
+            } else {
+                plan.length
+            };
+            if let RunLength::Duration(d) = length {
+                sleep_until(start + d, control);
+                control.stop.store(true, Ordering::Relaxed);
+            }
+            control.barrier.wait();
+            walls.push(start.elapsed().as_secs_f64());
+            if phase == 0 {
+                after_warmup = Some(snapshot());
+            }
+        }
+        let last = snapshot();
+
+        let reports: Vec<ThreadReport> = handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(report) => report,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect();
+
+        let mut runs = Vec::with_capacity(plan.runs as usize);
+        for (phase, &wall) in walls.iter().enumerate().skip(1) {
+            let primary_ops = reports[..plan.primaries]
+                .iter()
+                .map(|r| r.phase_ops[phase])
+                .sum();
+            let secondary_ops = reports[plan.primaries..]
+                .iter()
+                .map(|r| r.phase_ops[phase])
+                .sum();
+            runs.push((primary_ops, secondary_ops, wall));
+        }
+        let mut counters = CounterTotals::default();
+        let mut pinning = Pinning {
+            pinned: plan.cpus.is_some(),
+            cpus: plan
+                .cpus
+                .as_ref()
+                .map(|c| c.iter().map(|c| c.id).collect())
+                .unwrap_or_default(),
+            ..Pinning::default()
+        };
+        let mut switches = Some((0, 0));
+        for r in &reports {
+            counters.merge(r.counters.clone());
+            pinning.samples += r.samples;
+            pinning.off_cpu_samples += r.off_cpu;
+            pinning.threads_moved += u64::from(r.off_cpu > 0);
+            switches = match (switches, r.switches) {
+                (Some((a, b)), Some((c, d))) => Some((a + c, b + d)),
+                _ => None,
+            };
+        }
+        let histogram = merge(reports[..plan.primaries].iter().map(|r| &r.histogram));
+        DriveOutcome {
+            runs,
+            histogram,
+            counters,
+            pinning,
+            switches,
+            snapshots: (after_warmup.expect("the warm-up phase always runs"), last),
+        }
+    })
+}
+
+/// Sleeps until `deadline`, waking early if every primary has already finished.
+fn sleep_until(deadline: Instant, control: &Control) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline || control.primaries_running.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+    }
+}
+
+fn run_phases<W: Work>(
+    control: &Control,
+    phases: usize,
+    quota: Option<u64>,
+    cpu: Option<core_affinity::CoreId>,
+    mut counters: ThreadCounters,
+    primary: bool,
+    mut work: W,
+) -> ThreadReport {
+    let mut histogram = new_latency_histogram();
+    let mut phase_ops = vec![0; phases];
+    let mut samples = 0u64;
+    let mut off_cpu = 0u64;
+    let mut switches = Some((0u64, 0u64));
+    for (phase, phase_ops) in phase_ops.iter_mut().enumerate() {
+        let measured = phase > 0;
+        let quota = if measured { quota } else { None };
+        let switches_before = thread_switches();
+        if measured {
+            counters.enable();
+        }
+        control.barrier.wait();
+        let mut ops = 0u64;
+        let mut last = Instant::now();
+        loop {
+            let done = if primary {
+                control.stop.load(Ordering::Relaxed) || quota.is_some_and(|q| ops >= q)
+            } else {
+                control.primaries_running.load(Ordering::Acquire) == 0 && work.drained()
+            };
+            if done {
+                break;
+            }
+            ops += work.unit();
+            let now = Instant::now();
+            if measured && primary && !W::SELF_TIMED {
+                let nanos = u64::try_from((now - last).as_nanos()).unwrap_or(u64::MAX);
+                histogram.saturating_record(nanos.max(1));
+            }
+            last = now;
+            if let Some(cpu) = cpu {
+                samples += 1;
+                off_cpu += u64::from(rustix::thread::sched_getcpu() != cpu.id);
+            }
+        }
+        work.end_phase();
+        if primary && W::SELF_TIMED {
+            work.take_samples(measured, &mut histogram);
+        }
+        if primary {
+            control.primaries_running.fetch_sub(1, Ordering::Release);
+        }
+        control.barrier.wait();
+        if measured {
+            counters.disable();
+            switches = match (switches, switches_before, thread_switches()) {
+                (Some((v, i)), Some((v0, i0)), Some((v1, i1))) => {
+                    Some((v + (v1 - v0), i + (i1 - i0)))
+                }
+                _ => None,
+            };
+        }
+        *phase_ops = ops;
+    }
+    drop(work);
+    ThreadReport {
+        phase_ops,
+        histogram,
+        counters: counters.read(),
+        samples,
+        off_cpu,
+        switches,
+    }
+}

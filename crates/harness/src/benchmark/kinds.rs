@@ -1,0 +1,542 @@
+//! The workload kinds, each a [`Work`] generic over the allocator, so every design runs the
+//! same code, statically dispatched.
+//!
+//! Ownership: every object a thread holds lives in that thread's own array (or, for
+//! `producer-consumer`, in the ring between its pair, and for `deferred-churn`, in the shared
+//! published array) and is freed exactly once: by the loop that replaces it, or by `Drop` at
+//! the end of the measurement.
+
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::{Backoff, CachePadded};
+use object_alloc::{AllocFlags, ObjectAlloc, Prefill, rcu};
+
+use super::engine::Work;
+use crate::spec::ChurnOrder;
+
+/// A small, fast, seeded generator (xorshift64*); a workload's random choices depend only on
+/// its seed and thread index.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64, stream: u64) -> Self {
+        let mut state = seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if state == 0 {
+            state = 0x2545_f491_4f6c_dd1d;
+        }
+        let mut rng = Self(state);
+        rng.next();
+        rng
+    }
+
+    #[inline]
+    pub(crate) fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value in `0..n` (multiply-shift reduction; `n > 0`).
+    #[inline]
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next()) * n as u128) >> 64) as usize
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn allocation_failed(design: &str, what: &str) -> ! {
+    panic!(
+        "allocator `{design}` failed {what} during the measurement (out of memory?); the measurement is void"
+    )
+}
+
+#[inline]
+fn alloc_one<A: ObjectAlloc>(cache: &A) -> NonNull<u8> {
+    match cache.alloc(AllocFlags::empty()) {
+        Some(object) => object,
+        None => allocation_failed(A::NAME, "an allocation"),
+    }
+}
+
+/// `churn`: a working set of live objects; each operation frees one and allocates its
+/// replacement, the most recent one (LIFO) or one chosen at random.
+pub(crate) struct Churn<'a, A: ObjectAlloc> {
+    cache: &'a A,
+    live: Vec<NonNull<u8>>,
+    order: ChurnOrder,
+    batch: usize,
+    rng: Rng,
+}
+
+impl<'a, A: ObjectAlloc> Churn<'a, A> {
+    pub(crate) fn new(
+        cache: &'a A,
+        order: ChurnOrder,
+        working_set: usize,
+        batch: usize,
+        rng: Rng,
+    ) -> Self {
+        let live = (0..working_set).map(|_| alloc_one(cache)).collect();
+        Self {
+            cache,
+            live,
+            order,
+            batch,
+            rng,
+        }
+    }
+}
+
+impl<A: ObjectAlloc> Work for Churn<'_, A> {
+    #[inline]
+    fn unit(&mut self) -> u64 {
+        let len = self.live.len();
+        match self.order {
+            ChurnOrder::Lifo => {
+                let top = len - 1;
+                for _ in 0..self.batch {
+                    // SAFETY: `live[top]` is a live object of `cache` that only this thread
+                    // holds; it is replaced right after, so it is freed once.
+                    unsafe { self.cache.free(self.live[top]) };
+                    self.live[top] = alloc_one(self.cache);
+                }
+            }
+            ChurnOrder::Random => {
+                for _ in 0..self.batch {
+                    let i = self.rng.below(len);
+                    // SAFETY: as above, for slot `i`.
+                    unsafe { self.cache.free(self.live[i]) };
+                    self.live[i] = alloc_one(self.cache);
+                }
+            }
+        }
+        self.batch as u64
+    }
+}
+
+impl<A: ObjectAlloc> Drop for Churn<'_, A> {
+    fn drop(&mut self) {
+        for &object in &self.live {
+            // SAFETY: every object of `live` is live and held only here.
+            unsafe { self.cache.free(object) };
+        }
+    }
+}
+
+/// `burst`: `n` allocations, then `n` frees in reverse order.
+pub(crate) struct Burst<'a, A: ObjectAlloc> {
+    cache: &'a A,
+    held: Vec<NonNull<u8>>,
+    burst: usize,
+}
+
+impl<'a, A: ObjectAlloc> Burst<'a, A> {
+    pub(crate) fn new(cache: &'a A, burst: usize) -> Self {
+        Self {
+            cache,
+            held: Vec::with_capacity(burst),
+            burst,
+        }
+    }
+}
+
+impl<A: ObjectAlloc> Work for Burst<'_, A> {
+    #[inline]
+    fn unit(&mut self) -> u64 {
+        for _ in 0..self.burst {
+            // The capacity was reserved up front: no reallocation here.
+            self.held.push(alloc_one(self.cache));
+        }
+        while let Some(object) = self.held.pop() {
+            // SAFETY: popped objects are live, held only here, and popped once.
+            unsafe { self.cache.free(object) };
+        }
+        self.burst as u64
+    }
+}
+
+/// `prefill-burst`: writes of the maple tree without the tree: each reserves the worst case,
+/// takes `used` objects from the sheaf, returns it, then frees the used objects.
+pub(crate) struct PrefillBurst<'a, A: ObjectAlloc> {
+    cache: &'a A,
+    reserve: usize,
+    used: Vec<NonNull<u8>>,
+    count: usize,
+    batch: usize,
+}
+
+impl<'a, A: ObjectAlloc> PrefillBurst<'a, A> {
+    pub(crate) fn new(cache: &'a A, reserve: usize, used: usize, batch: usize) -> Self {
+        Self {
+            cache,
+            reserve,
+            used: Vec::with_capacity(used),
+            count: used,
+            batch,
+        }
+    }
+
+    #[inline]
+    fn write(&mut self) {
+        let mut sheaf = match self.cache.prefill(AllocFlags::empty(), self.reserve) {
+            Ok(sheaf) => sheaf,
+            Err(_) => allocation_failed(A::NAME, "a prefill"),
+        };
+        for _ in 0..self.count {
+            match sheaf.alloc(AllocFlags::empty()) {
+                Some(object) => self.used.push(object),
+                None => allocation_failed(A::NAME, "an allocation from a prefilled sheaf"),
+            }
+        }
+        drop(sheaf);
+        while let Some(object) = self.used.pop() {
+            // SAFETY: objects taken from the sheaf are ordinary live objects (C-PREFILL-8)
+            // held only here.
+            unsafe { self.cache.free(object) };
+        }
+    }
+}
+
+impl<A: ObjectAlloc> Work for PrefillBurst<'_, A> {
+    #[inline]
+    fn unit(&mut self) -> u64 {
+        for _ in 0..self.batch {
+            self.write();
+        }
+        self.batch as u64
+    }
+}
+
+/// A bounded single-producer single-consumer ring of object pointers.
+///
+/// Invariant: `head <= tail <= head + slots.len()`; slots `head..tail` (mod len) hold
+/// objects pushed and not yet popped. Only the producer advances `tail` (after writing the
+/// slot, Release) and only the consumer advances `head` (after reading the slot, Release).
+pub(crate) struct Ring {
+    slots: Box<[AtomicPtr<u8>]>,
+    head: CachePadded<AtomicUsize>,
+    tail: CachePadded<AtomicUsize>,
+    /// Phases the producer has finished.
+    pub(crate) producer_phases: AtomicUsize,
+}
+
+impl Ring {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            slots: (0..capacity)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            producer_phases: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    fn push(&self, object: NonNull<u8>) -> bool {
+        let tail = self.tail.load(Ordering::Relaxed);
+        if tail - self.head.load(Ordering::Acquire) == self.slots.len() {
+            return false;
+        }
+        self.slots[tail % self.slots.len()].store(object.as_ptr(), Ordering::Relaxed);
+        self.tail.store(tail + 1, Ordering::Release);
+        true
+    }
+
+    #[inline]
+    fn pop(&self) -> Option<NonNull<u8>> {
+        let head = self.head.load(Ordering::Relaxed);
+        if head == self.tail.load(Ordering::Acquire) {
+            return None;
+        }
+        let object = self.slots[head % self.slots.len()].load(Ordering::Relaxed);
+        self.head.store(head + 1, Ordering::Release);
+        NonNull::new(object)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Acquire) == self.tail.load(Ordering::Acquire)
+    }
+}
+
+/// The producer of a `producer-consumer` pair: allocates, stamps a sequence number, pushes.
+pub(crate) struct Producer<'a, A: ObjectAlloc> {
+    cache: &'a A,
+    ring: &'a Ring,
+    batch: usize,
+    sequence: u64,
+}
+
+impl<'a, A: ObjectAlloc> Producer<'a, A> {
+    pub(crate) fn new(cache: &'a A, ring: &'a Ring, batch: usize) -> Self {
+        Self {
+            cache,
+            ring,
+            batch,
+            sequence: 0,
+        }
+    }
+}
+
+impl<A: ObjectAlloc> Work for Producer<'_, A> {
+    #[inline]
+    fn unit(&mut self) -> u64 {
+        for _ in 0..self.batch {
+            let object = alloc_one(self.cache);
+            self.sequence += 1;
+            // SAFETY: the object is at least 8 bytes (validated for this kind), aligned to
+            // at least 8 or written unaligned below, and owned by this thread until pushed.
+            unsafe { object.as_ptr().cast::<u64>().write_unaligned(self.sequence) };
+            let backoff = Backoff::new();
+            while !self.ring.push(object) {
+                backoff.snooze();
+            }
+        }
+        self.batch as u64
+    }
+
+    fn end_phase(&mut self) {
+        self.ring.producer_phases.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The consumer of a `producer-consumer` pair: pops, checks the sequence, frees (remote).
+pub(crate) struct Consumer<'a, A: ObjectAlloc> {
+    cache: &'a A,
+    ring: &'a Ring,
+    batch: usize,
+    expected: u64,
+    /// Objects whose sequence number was not the expected one (must stay 0).
+    pub(crate) out_of_sequence: &'a AtomicU64,
+}
+
+impl<'a, A: ObjectAlloc> Consumer<'a, A> {
+    pub(crate) fn new(
+        cache: &'a A,
+        ring: &'a Ring,
+        batch: usize,
+        out_of_sequence: &'a AtomicU64,
+    ) -> Self {
+        Self {
+            cache,
+            ring,
+            batch,
+            expected: 0,
+            out_of_sequence,
+        }
+    }
+}
+
+impl<A: ObjectAlloc> Work for Consumer<'_, A> {
+    #[inline]
+    fn unit(&mut self) -> u64 {
+        let mut freed = 0;
+        while freed < self.batch as u64 {
+            let Some(object) = self.ring.pop() else {
+                if freed == 0 {
+                    std::hint::spin_loop();
+                }
+                break;
+            };
+            self.expected += 1;
+            // SAFETY: the producer wrote the sequence number before pushing (Release/Acquire
+            // on the ring's tail), and the object is now owned by this thread.
+            let sequence = unsafe { object.as_ptr().cast::<u64>().read_unaligned() };
+            if sequence != self.expected {
+                self.out_of_sequence.fetch_add(1, Ordering::Relaxed);
+                self.expected = sequence;
+            }
+            // SAFETY: the object is live and this thread is its only holder (popped once).
+            unsafe { self.cache.free(object) };
+            freed += 1;
+        }
+        freed
+    }
+
+    fn drained(&mut self) -> bool {
+        self.ring.is_empty()
+    }
+}
+
+impl<A: ObjectAlloc> Drop for Consumer<'_, A> {
+    fn drop(&mut self) {
+        while let Some(object) = self.ring.pop() {
+            // SAFETY: objects left in the ring are live and owned by the ring.
+            unsafe { self.cache.free(object) };
+        }
+    }
+}
+
+/// The sentinel a `deferred-churn` object of slot `i` carries in its first word.
+#[inline]
+fn sentinel(slot: usize) -> u64 {
+    0x5eaf_0000_0000_0000 ^ slot as u64
+}
+
+/// The published objects of `deferred-churn`.
+pub(crate) struct Published {
+    pub(crate) slots: Box<[AtomicPtr<u8>]>,
+    /// Reads that found an object whose sentinel was overwritten (must stay 0: C-DEFER-1).
+    pub(crate) broken_reads: AtomicU64,
+}
+
+impl Published {
+    pub(crate) fn new<A: ObjectAlloc>(cache: &A, slots: usize) -> Self {
+        let slots = (0..slots)
+            .map(|i| {
+                let object = alloc_one(cache);
+                // SAFETY: at least 8 bytes (validated for this kind), owned until published.
+                unsafe { object.as_ptr().cast::<u64>().write_unaligned(sentinel(i)) };
+                AtomicPtr::new(object.as_ptr())
+            })
+            .collect();
+        Self {
+            slots,
+            broken_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// Frees every published object; no reader or writer may be running.
+    pub(crate) fn free_all<A: ObjectAlloc>(&self, cache: &A) {
+        for slot in self.slots.iter() {
+            if let Some(object) = NonNull::new(slot.swap(ptr::null_mut(), Ordering::AcqRel)) {
+                // SAFETY: the object was published and is now unreachable; no reader runs.
+                unsafe { cache.free(object) };
+            }
+        }
+    }
+}
+
+/// A `deferred-churn` writer: replaces random published objects and frees the old ones with
+/// `free_deferred`.
+pub(crate) struct Writer<'a, A: ObjectAlloc> {
+    cache: &'a A,
+    published: &'a Published,
+    batch: usize,
+    rng: Rng,
+}
+
+impl<'a, A: ObjectAlloc> Writer<'a, A> {
+    pub(crate) fn new(cache: &'a A, published: &'a Published, batch: usize, rng: Rng) -> Self {
+        Self {
+            cache,
+            published,
+            batch,
+            rng,
+        }
+    }
+}
+
+impl<A: ObjectAlloc> Work for Writer<'_, A> {
+    #[inline]
+    fn unit(&mut self) -> u64 {
+        let slots = &self.published.slots;
+        for _ in 0..self.batch {
+            let i = self.rng.below(slots.len());
+            let object = alloc_one(self.cache);
+            // SAFETY: at least 8 bytes, owned by this thread until the swap publishes it.
+            unsafe { object.as_ptr().cast::<u64>().write_unaligned(sentinel(i)) };
+            let old = slots[i].swap(object.as_ptr(), Ordering::AcqRel);
+            let old = NonNull::new(old).expect("published slots are never null while running");
+            // SAFETY: `old` was unpublished by the swap (no new reference can be taken), it is
+            // live, and readers that still see it are inside read-side sections.
+            unsafe { self.cache.free_deferred(old) };
+        }
+        self.batch as u64
+    }
+}
+
+/// A `deferred-churn` reader: reads random published objects inside a read-side section and
+/// checks their sentinel.
+pub(crate) struct Reader<'a> {
+    published: &'a Published,
+    reads_per_section: usize,
+    rng: Rng,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(published: &'a Published, reads_per_section: usize, rng: Rng) -> Self {
+        Self {
+            published,
+            reads_per_section,
+            rng,
+        }
+    }
+}
+
+impl Work for Reader<'_> {
+    #[inline]
+    fn unit(&mut self) -> u64 {
+        let slots = &self.published.slots;
+        let mut broken = 0;
+        {
+            let _section = rcu::read();
+            for _ in 0..self.reads_per_section {
+                let i = self.rng.below(slots.len());
+                let object = slots[i].load(Ordering::Acquire);
+                // SAFETY: the pointer was published (non-null while threads run), its first
+                // 8 bytes were written before publication (Release swap, Acquire load), and
+                // this section began before any `free_deferred` of it could complete, so the
+                // object is not reused until the section ends (C-DEFER-1).
+                let word = unsafe { ptr::read_unaligned(object.cast::<u64>()) };
+                if word != sentinel(i) {
+                    broken += 1;
+                }
+            }
+        }
+        if broken > 0 {
+            self.published
+                .broken_reads
+                .fetch_add(broken, Ordering::Relaxed);
+        }
+        self.reads_per_section as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_seeded_and_in_range() {
+        let mut a = Rng::new(42, 0);
+        let mut b = Rng::new(42, 0);
+        let mut c = Rng::new(42, 1);
+        let xs: Vec<u64> = (0..8).map(|_| a.next()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next()).collect();
+        let zs: Vec<u64> = (0..8).map(|_| c.next()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(xs, zs);
+        let mut seen = [false; 7];
+        for _ in 0..1000 {
+            seen[a.below(7)] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn ring_is_fifo_and_bounded() {
+        let ring = Ring::new(2);
+        let mut a = 1u64;
+        let mut b = 2u64;
+        let mut c = 3u64;
+        let pa = NonNull::from(&mut a).cast::<u8>();
+        let pb = NonNull::from(&mut b).cast::<u8>();
+        let pc = NonNull::from(&mut c).cast::<u8>();
+        assert!(ring.push(pa));
+        assert!(ring.push(pb));
+        assert!(!ring.push(pc));
+        assert_eq!(ring.pop(), Some(pa));
+        assert!(ring.push(pc));
+        assert_eq!(ring.pop(), Some(pb));
+        assert_eq!(ring.pop(), Some(pc));
+        assert_eq!(ring.pop(), None);
+        assert!(ring.is_empty());
+    }
+}

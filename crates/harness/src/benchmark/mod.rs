@@ -1,0 +1,421 @@
+//! Running one measurement: a validated [`Workload`] at one thread count on one allocator.
+//!
+//! [`measure`] creates the cache, builds the kind's threads (the `engine` module drives them,
+//! the `kinds` module says what each kind does, `tree_kinds` the range-tree kinds
+//! `maple-tree` and `trace-replay`), and turns what the threads found into a
+//! [`Measurement`]: throughput per run, merged latency percentiles, counters, memory, the
+//! design's counters over the measured runs, the pinning check and warnings.
+
+mod engine;
+mod kinds;
+mod tree_kinds;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use object_alloc::{AllocStats, ObjectAlloc};
+use thiserror::Error;
+
+use crate::counters::{CounterOpener, open_perf_counter};
+use crate::histogram::LatencyFigures;
+use crate::machine::peak_rss_bytes;
+use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
+use crate::spec::{Kind, Workload};
+use crate::timer;
+use engine::{DrivePlan, NoWork, drive};
+use kinds::{Burst, Churn, Consumer, PrefillBurst, Producer, Published, Reader, Ring, Rng, Writer};
+use tree_kinds::{PreparedStream, TraceWriter, TreeFigures, TreeReader, TreeWriter};
+
+/// Why a measurement produced no result.
+#[derive(Debug, Error)]
+pub enum MeasureError {
+    /// The allocator refused the workload's cache configuration.
+    #[error("allocator `{allocator}` refused the configuration of workload `{workload}`: {source}")]
+    Config {
+        /// Allocator.
+        allocator: String,
+        /// Workload.
+        workload: String,
+        /// The refusal.
+        source: object_alloc::ConfigError,
+    },
+    /// Pinning was asked for but the CPUs could not be listed or are too few.
+    #[error(
+        "cannot pin {needed} threads: {available} CPUs available to this process; use `pinned: false` (--set pinned=false)"
+    )]
+    Pinning {
+        /// Threads to pin.
+        needed: usize,
+        /// CPUs available.
+        available: usize,
+    },
+    /// The workload's input could not be prepared (a trace file changed since validation,
+    /// a stream without writes, a tree that could not be created).
+    #[error("workload `{workload}` on allocator `{allocator}`: {what}")]
+    Input {
+        /// Allocator.
+        allocator: String,
+        /// Workload.
+        workload: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// The workload saw a broken guarantee of the allocator.
+    #[error("allocator `{allocator}` broke a guarantee in workload `{workload}`: {what}")]
+    Broken {
+        /// Allocator.
+        allocator: String,
+        /// Workload.
+        workload: String,
+        /// What was seen.
+        what: String,
+    },
+}
+
+/// Options of a measurement that are not part of the workload.
+#[derive(Clone, Copy, Debug)]
+pub struct MeasureOptions {
+    /// How counters are opened (tests inject failures).
+    pub open_counters: CounterOpener,
+    /// Clock reads used to measure the clock's cost.
+    pub timer_calibration_reads: u32,
+}
+
+impl Default for MeasureOptions {
+    fn default() -> Self {
+        Self {
+            open_counters: open_perf_counter,
+            timer_calibration_reads: 200_000,
+        }
+    }
+}
+
+/// Runs `workload` with `threads` worker threads on a new cache of design `A`.
+pub fn measure<A: ObjectAlloc>(
+    workload: &Workload,
+    threads: u32,
+    options: &MeasureOptions,
+) -> Result<Measurement, MeasureError> {
+    let timer_overhead_ns = timer::instant_overhead_ns(options.timer_calibration_reads);
+    let config = workload.cache_config();
+    let cache = A::new(&config).map_err(|source| MeasureError::Config {
+        allocator: A::NAME.to_owned(),
+        workload: workload.spec.name.clone(),
+        source,
+    })?;
+    let spec = &workload.spec;
+    let os_threads = workload.kind.os_threads(threads);
+    let cpus = if spec.pinned {
+        let ids = core_affinity::get_core_ids().unwrap_or_default();
+        if ids.len() < os_threads {
+            return Err(MeasureError::Pinning {
+                needed: os_threads,
+                available: ids.len(),
+            });
+        }
+        Some(ids[..os_threads].to_vec())
+    } else {
+        None
+    };
+    let threads_usize = threads as usize;
+    let secondaries = os_threads - threads_usize;
+    let plan = DrivePlan {
+        primaries: threads_usize,
+        secondaries,
+        cpus,
+        warmup: spec.warmup.0,
+        length: workload.length,
+        runs: spec.runs,
+        open_counters: options.open_counters,
+    };
+    let snapshot = || cache.stats();
+    let seed = spec.seed;
+    let cache = &cache;
+    let mut extra = BTreeMap::new();
+    let input = |what: String| MeasureError::Input {
+        allocator: A::NAME.to_owned(),
+        workload: spec.name.clone(),
+        what,
+    };
+    let broken = |what: String| MeasureError::Broken {
+        allocator: A::NAME.to_owned(),
+        workload: spec.name.clone(),
+        what,
+    };
+    let figures = TreeFigures::default();
+    let outcome = match workload.kind.clone() {
+        Kind::Churn {
+            order,
+            working_set,
+            batch,
+        } => drive(
+            &plan,
+            |t| Churn::new(cache, order, working_set, batch, Rng::new(seed, t as u64)),
+            |_| -> NoWork { unreachable!("churn has no helper threads") },
+            snapshot,
+        ),
+        Kind::Burst { burst } => drive(
+            &plan,
+            |_| Burst::new(cache, burst),
+            |_| -> NoWork { unreachable!("burst has no helper threads") },
+            snapshot,
+        ),
+        Kind::PrefillBurst {
+            reserve,
+            used,
+            batch,
+        } => drive(
+            &plan,
+            |_| PrefillBurst::new(cache, reserve, used, batch),
+            |_| -> NoWork { unreachable!("prefill-burst has no helper threads") },
+            snapshot,
+        ),
+        Kind::ProducerConsumer { queue, batch } => {
+            let rings: Vec<Ring> = (0..threads_usize).map(|_| Ring::new(queue)).collect();
+            let out_of_sequence = AtomicU64::new(0);
+            let outcome = drive(
+                &plan,
+                |t| Producer::new(cache, &rings[t], batch),
+                |t| Consumer::new(cache, &rings[t], batch, &out_of_sequence),
+                snapshot,
+            );
+            let broken = out_of_sequence.load(Ordering::Relaxed);
+            if broken > 0 {
+                return Err(MeasureError::Broken {
+                    allocator: A::NAME.to_owned(),
+                    workload: spec.name.clone(),
+                    what: format!(
+                        "{broken} objects arrived with a sequence number other than the one written (corrupted while live)"
+                    ),
+                });
+            }
+            outcome
+        }
+        Kind::DeferredChurn {
+            slots,
+            batch,
+            reads_per_section,
+            ..
+        } => {
+            let published = Published::new(cache, slots);
+            let outcome = drive(
+                &plan,
+                |t| Writer::new(cache, &published, batch, Rng::new(seed, t as u64)),
+                |r| {
+                    Reader::new(
+                        &published,
+                        reads_per_section,
+                        Rng::new(seed ^ 0xa5a5, r as u64),
+                    )
+                },
+                snapshot,
+            );
+            published.free_all(cache);
+            cache.barrier();
+            let broken = published.broken_reads.load(Ordering::Relaxed);
+            if broken > 0 {
+                return Err(MeasureError::Broken {
+                    allocator: A::NAME.to_owned(),
+                    workload: spec.name.clone(),
+                    what: format!(
+                        "{broken} reads inside read-side sections found an object already reused (C-DEFER-1)"
+                    ),
+                });
+            }
+            outcome
+        }
+        Kind::MapleTree {
+            stream,
+            reads_per_section,
+            single_node_alloc,
+            ..
+        } => {
+            // Streams are generated before anything is timed, one per writer.
+            let mut streams = Vec::with_capacity(threads_usize);
+            for t in 0..threads_usize {
+                let spec_t = maple::StreamSpec {
+                    seed: stream.seed.wrapping_add(t as u64),
+                    ..stream.clone()
+                };
+                let ops = maple::ops::generate(&spec_t).map_err(|e| input(e.to_string()))?;
+                let prepared = PreparedStream::new(&ops);
+                if prepared.is_empty() {
+                    return Err(input("the generated stream writes nothing".into()));
+                }
+                streams.push(prepared);
+            }
+            let write_config = maple::WriteConfig { single_node_alloc };
+            let trees = (0..threads_usize)
+                .map(|_| maple::MapleTree::with_config(cache, write_config))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| input(format!("cannot allocate a tree's root node: {e}")))?;
+            let range = stream.lookup_range();
+            let outcome = drive(
+                &plan,
+                |t| TreeWriter::new(&trees[t], &streams[t], &figures),
+                |r| {
+                    TreeReader::new(
+                        &trees[r % threads_usize],
+                        range.clone(),
+                        reads_per_section,
+                        Rng::new(seed ^ 0xa5a5, r as u64),
+                    )
+                },
+                snapshot,
+            );
+            let outside: u64 = trees.iter().map(|t| t.stats().nodes_outside_reserve).sum();
+            drop(trees);
+            cache.barrier();
+            if let Some(what) = figures.failure() {
+                return Err(broken(what));
+            }
+            if outside > 0 {
+                return Err(broken(format!(
+                    "{outside} tree nodes were allocated outside the writes' reserves (the worst-case prefill was too small)"
+                )));
+            }
+            extra.insert("nodes_outside_reserve".to_owned(), outside as f64);
+            outcome
+        }
+        Kind::TraceReplay {
+            trace,
+            single_node_alloc,
+        } => {
+            let parsed = crate::spec::load_trace(&trace)
+                .map_err(|e| input(format!("{}: {e}", trace.display())))?;
+            let write_config = maple::WriteConfig { single_node_alloc };
+            // One checked replay before timing: every tree against its model, on this
+            // allocator.
+            maple::run::replay(
+                cache,
+                &parsed,
+                write_config,
+                true,
+                &mut maple::run::NoRecorder,
+            )
+            .map_err(|e| broken(format!("checked replay of {}: {e}", trace.display())))?;
+            cache.barrier();
+            let outcome = drive(
+                &plan,
+                |_| TraceWriter::new(cache, &parsed, write_config, &figures),
+                |_| -> NoWork { unreachable!("trace-replay has no helper threads") },
+                snapshot,
+            );
+            cache.barrier();
+            if let Some(what) = figures.failure() {
+                return Err(broken(what));
+            }
+            extra.insert("nodes_outside_reserve".to_owned(), 0.0);
+            outcome
+        }
+    };
+    let peak_rss = peak_rss_bytes();
+
+    let samples: Vec<RunSample> = outcome
+        .runs
+        .iter()
+        .map(|&(ops, _, seconds)| RunSample {
+            ops,
+            seconds,
+            throughput_ops_per_s: if seconds > 0.0 {
+                ops as f64 / seconds
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    let ops: u64 = samples.iter().map(|s| s.ops).sum();
+    let seconds: f64 = samples.iter().map(|s| s.seconds).sum();
+    let secondary_ops: u64 = outcome.runs.iter().map(|r| r.1).sum();
+    match workload.kind {
+        Kind::MapleTree { .. } | Kind::TraceReplay { .. } => {
+            let writes = figures.writes.load(Ordering::Relaxed).max(1) as f64;
+            let per_write = |total: &AtomicU64| total.load(Ordering::Relaxed) as f64 / writes;
+            extra.insert(
+                "nodes_reserved_per_write".to_owned(),
+                per_write(&figures.reserved),
+            );
+            extra.insert("nodes_used_per_write".to_owned(), per_write(&figures.used));
+            extra.insert(
+                "passes".to_owned(),
+                figures.passes.load(Ordering::Relaxed) as f64,
+            );
+            extra.insert(
+                "tree_height_max".to_owned(),
+                figures.height.load(Ordering::Relaxed) as f64,
+            );
+            if matches!(workload.kind, Kind::MapleTree { readers, .. } if readers > 0) {
+                extra.insert("lookups".to_owned(), secondary_ops as f64);
+                extra.insert("lookups_per_s".to_owned(), secondary_ops as f64 / seconds);
+            }
+        }
+        Kind::DeferredChurn { readers, .. } if readers > 0 => {
+            extra.insert("reads".to_owned(), secondary_ops as f64);
+            extra.insert("reads_per_s".to_owned(), secondary_ops as f64 / seconds);
+        }
+        Kind::ProducerConsumer { .. } => {
+            extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
+        }
+        _ => {}
+    }
+    if let Some((voluntary, involuntary)) = outcome.switches {
+        extra.insert("switches_voluntary".to_owned(), voluntary as f64);
+        extra.insert("switches_involuntary".to_owned(), involuntary as f64);
+    }
+    let (before, after): (AllocStats, AllocStats) = outcome.snapshots;
+    let stats = after
+        .counters
+        .iter()
+        .map(|(name, &value)| {
+            (
+                name.clone(),
+                value.saturating_sub(before.counters.get(name).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let mut measurement = Measurement {
+        workload: spec.name.clone(),
+        kind: workload.kind.name().as_str().to_owned(),
+        allocator: A::NAME.to_owned(),
+        config: RunConfig {
+            object_size: config.object_size,
+            align: config.align,
+            sheaf_capacity: config.effective_sheaf_capacity(),
+            barn_max_full: config.barn_max_full,
+            barn_max_empty: config.barn_max_empty,
+            deferred_batching: config.deferred_batching,
+            threads,
+            os_threads,
+            pinned: spec.pinned,
+        },
+        op_unit: workload.kind.op_unit().to_owned(),
+        ops,
+        seconds,
+        throughput_ops_per_s: if seconds > 0.0 {
+            ops as f64 / seconds
+        } else {
+            0.0
+        },
+        samples,
+        latency_ns: Latency {
+            unit: workload.kind.sample_unit(),
+            clock: timer::CLOCK.to_owned(),
+            timer_overhead_ns,
+            figures: LatencyFigures::of(&outcome.histogram),
+        },
+        counters: outcome.counters.report(ops),
+        memory: Memory {
+            peak_rss_bytes: peak_rss,
+            slab_bytes: after.slab_bytes,
+            cached_objects: after.cached_objects,
+            live_objects: after.live_objects,
+        },
+        stats,
+        extra,
+        pinning: outcome.pinning,
+        warnings: Vec::new(),
+        spec: spec.clone(),
+    };
+    measurement.warnings = crate::warnings::for_measurement(&measurement);
+    Ok(measurement)
+}

@@ -1,0 +1,295 @@
+//! The result model: what one measurement found, and the result file that gathers many.
+//!
+//! The JSON form is the schema of `DESIGN.md` ("The result file"), extended with the per-run
+//! samples, the full spec, pinning checks and warnings. Files are written atomically (a
+//! temporary file in the same directory, then a rename), so a reader never sees half a file
+//! and an interrupted run keeps every measurement written before it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::counters::CounterReading;
+use crate::histogram::LatencyFigures;
+use crate::machine::Machine;
+use crate::spec::WorkloadSpec;
+
+/// Version of the result-file schema.
+pub const SCHEMA: u32 = 1;
+
+/// A result file: the machine and every measurement of one invocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultFile {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// When the invocation started (UTC).
+    pub date: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Finished measurements.
+    pub runs: Vec<Measurement>,
+    /// Measurements that crashed, timed out or were refused.
+    #[serde(default)]
+    pub failures: Vec<Failure>,
+}
+
+impl ResultFile {
+    /// An empty result file for this machine, dated now.
+    pub fn new(machine: Machine) -> Self {
+        Self {
+            schema: SCHEMA,
+            date: crate::machine::utc_now(),
+            machine,
+            runs: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Reads a result file.
+    pub fn load(path: &Path) -> Result<Self, ResultError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ResultError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        let file: Self = serde_json::from_str(&text).map_err(|e| ResultError::Parse {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if file.schema != SCHEMA {
+            return Err(ResultError::Parse {
+                file: path.display().to_string(),
+                message: format!("schema {} (this build reads schema {SCHEMA})", file.schema),
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// Why a result file could not be read or written.
+#[derive(Debug, Error)]
+pub enum ResultError {
+    /// Reading failed.
+    #[error("{file}: cannot read result file: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a result file of this schema.
+    #[error("{file}: not a sheafbench result file: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing failed.
+    #[error("{file}: cannot write: {source} (check that the directory exists and is writable)")]
+    Write {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory, synced,
+/// then renamed over `path`.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ResultError> {
+    let err = |source| ResultError::Write {
+        file: path.display().to_string(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(contents).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// The configuration a measurement ran with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Bytes per object.
+    pub object_size: usize,
+    /// Object alignment.
+    pub align: usize,
+    /// Sheaf capacity in force (the configured one or the default for the size).
+    pub sheaf_capacity: usize,
+    /// Barn limit of full sheaves per node.
+    pub barn_max_full: usize,
+    /// Barn limit of empty sheaves per node.
+    pub barn_max_empty: usize,
+    /// Whether deferred frees are batched.
+    pub deferred_batching: bool,
+    /// Worker threads.
+    pub threads: u32,
+    /// OS threads, counting consumers and readers.
+    pub os_threads: usize,
+    /// Whether threads were pinned.
+    pub pinned: bool,
+}
+
+/// One measured run's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSample {
+    /// Operations done.
+    pub ops: u64,
+    /// Wall time from the release of the threads until the last one finished.
+    pub seconds: f64,
+    /// `ops / seconds`.
+    pub throughput_ops_per_s: f64,
+}
+
+/// Latency of units of work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// What one sample covers (for example "batch of 256 LIFO free+alloc pairs").
+    pub unit: String,
+    /// The clock used.
+    pub clock: String,
+    /// Mean cost of one clock read, measured at start-up; each sample includes one.
+    pub timer_overhead_ns: f64,
+    /// The percentiles, in nanoseconds per sample.
+    #[serde(flatten)]
+    pub figures: LatencyFigures,
+}
+
+/// Memory held by the measuring process and the cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Peak resident set size of the measuring process (`VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes of slab pages the cache held after the last run (`None`: not reported by the design).
+    pub slab_bytes: Option<u64>,
+    /// Free objects cached above the slabs after the last run.
+    pub cached_objects: Option<u64>,
+    /// Live objects after the last run (the workload's working set).
+    pub live_objects: Option<u64>,
+}
+
+/// Whether pinned threads stayed on their CPUs, checked by sampling the CPU at every unit
+/// boundary (`cpu-migrations` cannot be trusted on every kernel).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pinning {
+    /// Whether threads were pinned.
+    pub pinned: bool,
+    /// CPU of each OS thread, in spawn order (empty when unpinned).
+    pub cpus: Vec<usize>,
+    /// CPU samples taken.
+    pub samples: u64,
+    /// Samples that found a thread off its CPU.
+    pub off_cpu_samples: u64,
+    /// Threads seen off their CPU at least once.
+    pub threads_moved: u64,
+}
+
+/// One (workload, allocator, threads) measurement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Workload name.
+    pub workload: String,
+    /// Workload kind.
+    pub kind: String,
+    /// Allocator name.
+    pub allocator: String,
+    /// Configuration.
+    pub config: RunConfig,
+    /// What one operation is.
+    pub op_unit: String,
+    /// Operations over all measured runs.
+    pub ops: u64,
+    /// Seconds over all measured runs.
+    pub seconds: f64,
+    /// `ops / seconds`.
+    pub throughput_ops_per_s: f64,
+    /// One sample per measured run.
+    pub samples: Vec<RunSample>,
+    /// Latency of units of work, over all measured runs and worker threads.
+    pub latency_ns: Latency,
+    /// Event counters over all measured runs and threads.
+    pub counters: BTreeMap<String, CounterReading>,
+    /// Memory.
+    pub memory: Memory,
+    /// The design's counters over the measured runs (`stats()` after minus before).
+    pub stats: BTreeMap<String, u64>,
+    /// Kind-specific figures (for example `reads_per_s`) and thread context switches.
+    pub extra: BTreeMap<String, f64>,
+    /// Pinning check.
+    pub pinning: Pinning,
+    /// Caveats a reader should know (see the `warnings` of the CLI).
+    pub warnings: Vec<String>,
+    /// The spec as run.
+    pub spec: WorkloadSpec,
+}
+
+impl Measurement {
+    /// Mean and sample standard deviation of the per-run throughputs.
+    pub fn throughput_mean_sd(&self) -> (f64, f64) {
+        mean_sd(self.samples.iter().map(|s| s.throughput_ops_per_s))
+    }
+}
+
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_sd(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    let values: Vec<f64> = values.into_iter().collect();
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// A measurement that produced no result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Workload name.
+    pub workload: String,
+    /// Allocator name.
+    pub allocator: String,
+    /// Worker threads.
+    pub threads: u32,
+    /// What happened (exit status, time-out).
+    pub error: String,
+    /// The end of the measuring process's stderr.
+    pub stderr: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sd_of_samples() {
+        let (mean, sd) = mean_sd([1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(mean, 2.5);
+        assert!((sd - 1.2909944).abs() < 1e-6);
+        assert_eq!(mean_sd([5.0]), (5.0, 0.0));
+        assert_eq!(mean_sd([]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let err = write_atomic(&dir.path().join("missing/r.json"), b"x").unwrap_err();
+        assert!(err.to_string().contains("missing/r.json"), "{err}");
+    }
+}

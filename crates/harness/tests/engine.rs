@@ -1,0 +1,287 @@
+//! The engine driven end to end with a small allocator defined here (the harness names no
+//! design): every kind runs, counts its operations, fills its histogram and reports.
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use harness::counters::{CounterEvent, CounterReading};
+use harness::spec::WorkloadSpec;
+use harness::{MeasureOptions, measure};
+use object_alloc::rcu::{DeferTarget, Deferrer};
+use object_alloc::{
+    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
+    ObjectAlloc,
+};
+
+/// Objects from the global allocator, counted.
+#[derive(Debug)]
+struct Heap {
+    layout: Layout,
+    live: AtomicI64,
+}
+
+impl DeferTarget for Heap {
+    unsafe fn free_now(&self, object: NonNull<u8>) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: deferred objects came from `alloc` with this layout.
+        unsafe { dealloc(object.as_ptr(), self.layout) };
+    }
+}
+
+#[derive(Debug)]
+struct TestAlloc {
+    heap: Deferrer<Heap>,
+    object_size: usize,
+}
+
+impl ObjectAlloc for TestAlloc {
+    const NAME: &'static str = "test-heap";
+    const DESCRIPTION: &'static str = "global allocator, for harness tests";
+    const CAPABILITIES: Capabilities = Capabilities {
+        native_prefill: false,
+        honours_nowait: false,
+        uses_page_source: false,
+        tracks_live_objects: true,
+        sheaf_layer: false,
+    };
+    type Prefill<'a> = BulkPrefill<'a, Self>;
+
+    fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let layout = Layout::from_size_align(config.stride(), config.align)
+            .map_err(|_| ConfigError::new("align", config.align, "a valid layout"))?;
+        Ok(Self {
+            heap: Deferrer::new(Heap {
+                layout,
+                live: AtomicI64::new(0),
+            }),
+            object_size: config.object_size,
+        })
+    }
+
+    fn alloc(&self, _flags: AllocFlags) -> Option<NonNull<u8>> {
+        self.heap.get().live.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the layout has a non-zero size (stride is at least a pointer).
+        NonNull::new(unsafe { alloc(self.heap.get().layout) })
+    }
+
+    unsafe fn free(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.heap.get().free_now(object) };
+    }
+
+    fn alloc_bulk(
+        &self,
+        flags: AllocFlags,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+    ) -> Result<(), AllocError> {
+        for slot in out.iter_mut() {
+            slot.write(self.alloc(flags).ok_or(AllocError::OutOfMemory)?);
+        }
+        Ok(())
+    }
+
+    unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
+        for &object in objects {
+            // SAFETY: forwarded caller contract.
+            unsafe { self.free(object) };
+        }
+    }
+
+    unsafe fn free_deferred(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.heap.defer_free(object) };
+    }
+
+    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
+        BulkPrefill::new(self, self.object_size, 0, flags, count)
+    }
+
+    fn barrier(&self) {
+        self.heap.barrier();
+    }
+
+    fn stats(&self) -> AllocStats {
+        let mut stats = AllocStats {
+            live_objects: Some(self.heap.get().live.load(Ordering::Relaxed).max(0) as u64),
+            ..AllocStats::default()
+        };
+        stats.add("allocs", 1);
+        stats
+    }
+}
+
+fn quick(kind_and_params: &str) -> harness::Workload {
+    let text = format!(
+        "name: t\nobject_size: 64\npinned: false\nwarmup: 5ms\nduration: 20ms\nruns: 2\n{kind_and_params}"
+    );
+    WorkloadSpec::from_yaml("t.yaml", &text)
+        .unwrap()
+        .validate("t.yaml", 1)
+        .unwrap()
+}
+
+fn options() -> MeasureOptions {
+    MeasureOptions {
+        timer_calibration_reads: 1000,
+        ..MeasureOptions::default()
+    }
+}
+
+#[test]
+fn every_kind_runs_and_reports() {
+    for (kind, threads) in [
+        (
+            "kind: churn\nparams: {order: lifo, working_set: 64, batch: 16}\n",
+            1,
+        ),
+        (
+            "kind: churn\nparams: {order: random, working_set: 64, batch: 16}\n",
+            2,
+        ),
+        ("kind: burst\nparams: {burst: 100}\n", 2),
+        ("kind: prefill-burst\nparams: {reserve: 13, used: 3}\n", 1),
+        (
+            "kind: producer-consumer\nparams: {queue: 64, batch: 8}\n",
+            1,
+        ),
+        (
+            "kind: deferred-churn\nparams: {slots: 64, readers: 1, batch: 8, reads_per_section: 4}\n",
+            1,
+        ),
+    ] {
+        let workload = quick(kind);
+        let m = measure::<TestAlloc>(&workload, threads, &options())
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(m.samples.len(), 2, "{kind}");
+        assert!(m.ops > 0, "{kind}: no operations");
+        assert_eq!(m.ops, m.samples.iter().map(|s| s.ops).sum::<u64>());
+        assert!(m.seconds >= 0.02 * 2.0 * 0.9, "{kind}: {}", m.seconds);
+        assert!(m.latency_ns.figures.samples > 0, "{kind}");
+        assert!(m.latency_ns.figures.p50 <= m.latency_ns.figures.max);
+        assert!(m.latency_ns.timer_overhead_ns > 0.0);
+        assert_eq!(m.counters.len(), CounterEvent::ALL.len());
+        assert!(m.memory.peak_rss_bytes.unwrap() > 0);
+        assert_eq!(m.allocator, "test-heap");
+        assert_eq!(m.config.threads, threads);
+        // The stats counter `allocs` is constant, so its measured delta is 0.
+        assert_eq!(m.stats.get("allocs"), Some(&0));
+        if kind.contains("deferred") {
+            assert!(m.extra["reads"] > 0.0, "readers read nothing");
+        }
+        if kind.contains("producer") {
+            assert_eq!(m.extra["objects_freed_remotely"], m.ops as f64);
+        }
+    }
+}
+
+#[test]
+fn operation_counts_end_runs_exactly() {
+    let mut spec = WorkloadSpec::from_yaml(
+        "t.yaml",
+        "name: t\nkind: burst\nobject_size: 32\npinned: false\nwarmup: 1ms\nops: 1000\nruns: 3\nthreads: 2\nparams: {burst: 10}\n",
+    )
+    .unwrap();
+    spec.threads.0 = vec![2];
+    let workload = spec.validate("t.yaml", 1).unwrap();
+    let m = measure::<TestAlloc>(&workload, 2, &options()).unwrap();
+    // Each thread stops at the first burst boundary at or past its share of 500.
+    for sample in &m.samples {
+        assert_eq!(sample.ops, 1000, "{sample:?}");
+    }
+}
+
+#[test]
+fn a_counter_that_fails_to_open_is_reported_unsupported() {
+    fn refuse(_: CounterEvent, _: bool) -> std::io::Result<perf_event::Counter> {
+        Err(std::io::Error::from_raw_os_error(2))
+    }
+    let workload = quick("kind: churn\nparams: {working_set: 8, batch: 8}\n");
+    let options = MeasureOptions {
+        open_counters: refuse,
+        ..options()
+    };
+    let m = measure::<TestAlloc>(&workload, 1, &options).unwrap();
+    for (name, reading) in &m.counters {
+        assert!(
+            matches!(reading, CounterReading::Unsupported { .. }),
+            "{name}: {reading:?}"
+        );
+    }
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(json["counters"]["cycles"]["status"], "unsupported");
+    assert!(json["counters"]["task-clock"].get("value").is_none());
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.starts_with("counters unsupported")),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn pinned_threads_stay_on_their_cpus() {
+    let mut spec = WorkloadSpec::from_yaml(
+        "t.yaml",
+        "name: t\nkind: churn\nobject_size: 64\nwarmup: 1ms\nduration: 10ms\nruns: 1\n",
+    )
+    .unwrap();
+    spec.pinned = true;
+    let workload = spec.validate("t.yaml", 1).unwrap();
+    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    assert!(m.pinning.pinned);
+    assert_eq!(m.pinning.cpus.len(), 1);
+    assert!(m.pinning.samples > 0);
+    assert_eq!(m.pinning.threads_moved, 0, "{:?}", m.pinning);
+}
+
+fn tree_workload(text: &str) -> harness::Workload {
+    let text = format!(
+        "name: t\nobject_size: 256\nalign: 256\npinned: false\nwarmup: 5ms\nruns: 2\n{text}"
+    );
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../workloads/t.yaml");
+    WorkloadSpec::from_yaml(file, &text)
+        .unwrap()
+        .validate(file, 1)
+        .unwrap()
+}
+
+#[test]
+fn maple_tree_takes_one_sample_per_write_and_replays_its_stream() {
+    for single_node_alloc in [false, true] {
+        let workload = tree_workload(&format!(
+            "kind: maple-tree\nops: 2000\nparams: {{readers: 1, single_node_alloc: {single_node_alloc}, stream: {{ops: 300, initial_mappings: 20}}}}\n"
+        ));
+        let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+        assert_eq!(m.op_unit, "write");
+        for sample in &m.samples {
+            assert_eq!(sample.ops, 2000, "{sample:?}");
+        }
+        assert_eq!(m.latency_ns.figures.samples, m.ops, "one sample per write");
+        // 300 operations make at most 300 writes: 4000 writes need several passes, each
+        // checked against the model before the tree is emptied.
+        assert!(m.extra["passes"] >= 10.0, "{:?}", m.extra);
+        assert_eq!(m.extra["nodes_outside_reserve"], 0.0);
+        let reserved = m.extra["nodes_reserved_per_write"];
+        let used = m.extra["nodes_used_per_write"];
+        assert!(used > 0.0 && used <= reserved, "{used} used of {reserved}");
+        assert!(m.extra["lookups"] > 0.0, "the reader looked nothing up");
+        assert_eq!(m.config.object_size, 256);
+        assert_eq!(m.config.os_threads, 2);
+    }
+}
+
+#[test]
+fn trace_replay_replays_a_shipped_trace() {
+    let workload = tree_workload(
+        "kind: trace-replay\nduration: 20ms\nparams: {trace: traces/gcc-hello.trace}\n",
+    );
+    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    assert!(m.ops > 0);
+    assert_eq!(m.latency_ns.figures.samples, m.ops, "one sample per write");
+    assert!(m.extra["passes"] >= 1.0);
+    assert!(m.extra["nodes_reserved_per_write"] >= m.extra["nodes_used_per_write"]);
+}
