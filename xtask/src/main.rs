@@ -1,92 +1,80 @@
-//! Project automation, run as `cargo xtask <task>`.
+//! Project automation, run as `cargo xtask <task>`; one module per task.
 //!
-//! - `cargo xtask test`: formatting check, clippy with warnings denied, and every test.
-//! - `cargo xtask bench`: the criterion benchmarks of the allocator crates.
+//! - `test`: formatting check, clippy with warnings denied, and every test (what CI runs).
+//! - `bench`: the default benchmark suite with every allocator, into `results/runs/<time>/`.
+//! - `sweep`: sheaf capacity and barn limits swept over the workloads that depend on them.
+//! - `gate`: the regression gate against `results/reference/` (instruction counts and
+//!   wall-clock ratios); `--bless` records new references.
+//! - `conformance`: the contract clauses on every allocator.
+//! - `report`: charts (SVG) from a result file of `sheafbench run`.
+//!
+//! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
+
+mod bench;
+mod conformance;
+mod gate;
+mod report;
+mod sweep;
+mod test;
+mod util;
 
 use std::env;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
+
+use util::TaskError;
+
+const USAGE: &str = "usage: cargo xtask <task> [options]
+
+tasks:
+  test          cargo fmt --check, clippy -D warnings, and every test (what CI runs)
+  bench         default suite (workloads/*.yaml with `suite: default`), every allocator, at 1
+                thread and at the CPU count, into results/runs/<time>/ (JSON, Markdown, SVG)
+                [--quick] [--alloc a,b]
+  sweep         sheaf capacity and barn limits over burst, prefill and maple-tree workloads
+                [--quick] [--capacities 4,8,...] [--workload FILE]...
+  gate          regression gate against results/reference/ (run `cargo xtask gate --help`)
+  conformance   the contract clauses on every allocator [--quick]
+  report        SVG charts from a result file: report <results.json> [--out DIR]
+
+exit status: 0 success, 1 the gate found a regression, 2 anything else went wrong";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
-    let (task, rest) = match args.split_first() {
-        Some((task, rest)) => (task.as_str(), rest),
-        None => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let Some((task, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
     };
-    let result = match task {
-        "test" => test(rest),
-        "bench" => bench(rest),
+    let wants_help = rest.iter().any(|a| a == "-h" || a == "--help");
+    let result = match task.as_str() {
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
         }
-        other => Err(format!("unknown task `{other}`\n{USAGE}")),
+        "gate" if wants_help => {
+            println!("usage: {}", gate::USAGE);
+            Ok(())
+        }
+        _ if wants_help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        "test" => test::test(rest),
+        "bench" => bench::bench(rest),
+        "sweep" => sweep::sweep(rest),
+        "gate" => gate::gate(rest),
+        "conformance" => conformance::conformance(rest),
+        "report" => report::report(rest),
+        other => Err(TaskError::Usage(format!("unknown task `{other}`\n{USAGE}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(TaskError::Regression(message)) => {
             eprintln!("xtask: {message}");
-            ExitCode::FAILURE
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::from(2)
         }
     }
-}
-
-const USAGE: &str = "usage: cargo xtask <task>
-
-tasks:
-  test    cargo fmt --check, clippy -D warnings, and all tests (what CI runs)
-  bench   criterion benchmarks of the allocator crates (extra args go to cargo bench)";
-
-/// The workspace root: the parent of this crate's manifest directory.
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
-fn cargo() -> Command {
-    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(root());
-    command
-}
-
-fn run(mut command: Command) -> Result<(), String> {
-    eprintln!("xtask: running {command:?}");
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command:?} failed with {status}"))
-    }
-}
-
-fn test(extra: &[String]) -> Result<(), String> {
-    let mut fmt = cargo();
-    fmt.args(["fmt", "--all", "--check"]);
-    run(fmt)?;
-    let mut clippy = cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    run(clippy)?;
-    let mut tests = cargo();
-    tests.args(["test", "--workspace"]).args(extra);
-    run(tests)
-}
-
-fn bench(extra: &[String]) -> Result<(), String> {
-    let mut bench = cargo();
-    bench.args(["bench", "--workspace"]).args(extra);
-    run(bench)
 }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# loom models of sheaf's CPU-slot try-lock and barn. `--cfg loom` rebuilds every dependency,
+# so it gets a target directory of its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUSTFLAGS="--cfg loom"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom"
+cargo test -p sheaf --release loom "$@"

@@ -1,0 +1,202 @@
+//! `cargo xtask bench`: where every design stands, on the default suite.
+//!
+//! Builds `sheafbench` in release, runs every workload in `workloads/` marked
+//! `suite: default` against every allocator at one thread and at the machine's CPU count,
+//! and writes `results/runs/<time>/`: `results.json` (the CLI's schema, the runs of every
+//! workload merged), `report.md` (the CLI's Markdown of every workload), and the SVG charts
+//! of `report` (throughput and latency percentiles per workload). Each workload is its own
+//! `sheafbench run` (its `<workload>.json` and `.md` stay beside the merged files), so that a
+//! workload refused at the CPU count (pinned threads beyond the CPUs) runs at one thread
+//! instead of stopping the suite.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::report;
+use crate::util::{self, TaskError, TaskResult};
+
+/// `cargo xtask bench [--quick] [--alloc a,b]`.
+pub(crate) fn bench(args: &[String]) -> TaskResult {
+    let mut quick = false;
+    let mut alloc = "all".to_owned();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--alloc" => {
+                alloc = args.next().cloned().ok_or_else(|| {
+                    TaskError::Usage("bench: --alloc needs a list, e.g. sheaf,mimalloc".into())
+                })?;
+            }
+            other => {
+                return Err(TaskError::Usage(format!(
+                    "bench: unknown option `{other}` (expected --quick, --alloc LIST)"
+                )));
+            }
+        }
+    }
+    let started = Instant::now();
+    let exe = util::build_sheafbench(false)?;
+    let specs = util::default_suite()?;
+    let dir = util::new_run_dir()?;
+    let cpus = util::cpu_count();
+    let all_threads = if cpus > 1 {
+        format!("1,{cpus}")
+    } else {
+        "1".to_owned()
+    };
+
+    // One `sheafbench run` per workload: a kind whose pinned threads at the CPU count exceed
+    // the CPUs (a producer-consumer pair is two threads) is refused by the CLI before it runs
+    // anything (exit status 2), and is then run at one thread only, with a note.
+    let mut parts = Vec::new();
+    let mut notes = Vec::new();
+    let mut failures = Vec::new();
+    for spec in &specs {
+        let stem = spec
+            .file_stem()
+            .map_or_else(|| "workload".into(), |s| s.to_string_lossy().into_owned());
+        let json = dir.join(format!("{stem}.json"));
+        let markdown = dir.join(format!("{stem}.md"));
+        let mut status = run_workload(&exe, spec, &alloc, &all_threads, quick, &json, &markdown)?;
+        if status == Some(2) && all_threads != "1" {
+            notes.push(format!(
+                "{stem}: refused at {all_threads} threads (pinned threads would exceed the {cpus} CPUs); ran at 1 thread"
+            ));
+            status = run_workload(&exe, spec, &alloc, "1", quick, &json, &markdown)?;
+        }
+        if status != Some(0) {
+            failures.push(format!(
+                "{stem}: sheafbench exited with {}",
+                status.map_or("a signal".into(), |c| c.to_string())
+            ));
+        }
+        if json.exists() {
+            parts.push((json, markdown));
+        }
+    }
+
+    // Merge: one results.json and one report.md for the whole suite.
+    let mut report_md = String::from("# sheafbench: default suite\n\n");
+    let mut results = Vec::new();
+    for (json, markdown) in &parts {
+        results.push(util::read_json(json)?);
+        if let Ok(text) = std::fs::read_to_string(markdown) {
+            report_md.push_str(&text);
+            report_md.push('\n');
+        }
+    }
+    let merged = merge_results(results);
+    for note in &notes {
+        report_md.push_str(&format!("- note: {note}\n"));
+    }
+    let mut files = Vec::new();
+    if let Some(all) = merged {
+        let json = dir.join("results.json");
+        util::write_atomic(
+            &json,
+            &format!(
+                "{}\n",
+                serde_json::to_string_pretty(&all).unwrap_or_default()
+            ),
+        )?;
+        files.push(json.clone());
+        match report::write_charts(&json, &dir) {
+            Ok(charts) => files.extend(charts),
+            Err(error) => eprintln!("xtask: charts not drawn: {error}"),
+        }
+        let markdown = dir.join("report.md");
+        util::write_atomic(&markdown, &report_md)?;
+        files.push(markdown);
+    }
+    for note in &notes {
+        println!("note: {note}");
+    }
+    println!(
+        "\nbench finished in {:.0} s; files in {}:",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    for file in &files {
+        println!("  {}", file.strip_prefix(&dir).unwrap_or(file).display());
+    }
+    println!("  (per-workload <workload>.json and <workload>.md as the CLI wrote them)");
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(TaskError::Failed(format!(
+            "some workloads failed:\n{}",
+            failures.join("\n")
+        )))
+    }
+}
+
+/// One result file from several: the first file's header (schema, date, machine) with the
+/// `runs` and `failures` of all of them, in order. `None` when there is no file.
+fn merge_results(parts: Vec<serde_json::Value>) -> Option<serde_json::Value> {
+    let mut parts = parts.into_iter();
+    let mut all = parts.next()?;
+    for part in parts {
+        for key in ["runs", "failures"] {
+            let extra = part[key].as_array().cloned().unwrap_or_default();
+            match all[key].as_array_mut() {
+                Some(list) => list.extend(extra),
+                None => all[key] = serde_json::Value::Array(extra),
+            }
+        }
+    }
+    Some(all)
+}
+
+/// One `sheafbench run` of one spec; returns its exit code (`None`: killed by a signal).
+fn run_workload(
+    exe: &Path,
+    spec: &Path,
+    alloc: &str,
+    threads: &str,
+    quick: bool,
+    json: &Path,
+    markdown: &Path,
+) -> TaskResult<Option<i32>> {
+    let mut run = Command::new(exe);
+    run.current_dir(util::root())
+        .arg("run")
+        .arg(spec)
+        .args(["--alloc", alloc, "--threads", threads, "--json"])
+        .arg(json)
+        .arg("--markdown")
+        .arg(markdown);
+    if quick {
+        run.arg("--quick");
+    }
+    eprintln!("xtask: running {}", util::describe(&run));
+    let status = run
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", util::describe(&run)))?;
+    Ok(status.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_results_keep_the_first_header_and_every_run_and_failure() {
+        let a = serde_json::json!({"schema": 1, "machine": {"cores": 2}, "runs": [{"workload": "a"}], "failures": []});
+        let b = serde_json::json!({"schema": 1, "machine": {"cores": 9}, "runs": [{"workload": "b"}],
+                                   "failures": [{"workload": "b", "allocator": "x"}]});
+        let c = serde_json::json!({"runs": [{"workload": "c"}]});
+        let merged = merge_results(vec![a, b, c]).unwrap();
+        assert_eq!(merged["machine"]["cores"], 2);
+        let workloads: Vec<&str> = merged["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["workload"].as_str().unwrap())
+            .collect();
+        assert_eq!(workloads, ["a", "b", "c"]);
+        assert_eq!(merged["failures"].as_array().unwrap().len(), 1);
+        assert!(merge_results(Vec::new()).is_none());
+    }
+}

@@ -1,0 +1,490 @@
+//! `cargo xtask gate`: does this tree make the allocator slower than the references?
+//!
+//! Two signals, each judged figure by figure (see `decide`):
+//!
+//! 1. Instruction counts of the hot operations under callgrind (`instructions`): the same
+//!    binary gives the same count every time, so a 1% tolerance catches small slowdowns of
+//!    the code path without false alarms from a noisy machine.
+//! 2. Wall-clock throughput ratios of sheaf against fixed comparators measured in the same
+//!    run (`ratios`), as a bootstrap confidence interval over interleaved rounds
+//!    (`bootstrap`): catches what instruction counts cannot see (cache misses, contention),
+//!    and flags a regression only when the whole interval is worse than the reference by
+//!    more than the threshold.
+//!
+//! `--bless` rewrites both reference files from a real run of this tree (refused on a dirty
+//! tree, so that a reference always names the revision it measured). `--slowdown N` builds
+//! sheaf with its `slowdown` feature and sets `SHEAF_SLOWDOWN_PERMILLE=N`: the check that the
+//! gate catches an injected slowdown.
+
+mod bootstrap;
+mod decide;
+mod instructions;
+mod ratios;
+mod reference;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::util::{self, TaskError, TaskResult};
+use bootstrap::Interval;
+use decide::Row;
+
+/// Instruction counts more than this fraction above their reference are regressions.
+const TOLERANCE: f64 = 0.01;
+/// Ratios whose whole interval lies more than this fraction below the reference are
+/// regressions.
+const THRESHOLD: f64 = 0.02;
+/// Confidence level of the ratio intervals.
+const CONFIDENCE: f64 = 0.95;
+/// Bootstrap resamples.
+const RESAMPLES: usize = 10_000;
+/// Seed of the bootstrap (fixed: the interval is a function of the samples alone).
+const SEED: u64 = 0x5EAF_0BE7;
+
+/// Options of `cargo xtask gate`.
+#[derive(Debug)]
+struct Options {
+    bless: bool,
+    slowdown_permille: Option<u32>,
+    rounds: usize,
+    duration: String,
+    instructions: bool,
+    ratios: bool,
+    tolerance: f64,
+    threshold: f64,
+    reference_dir: Option<PathBuf>,
+}
+
+pub(crate) const USAGE: &str =
+    "cargo xtask gate [--bless] [--slowdown PERMILLE] [--rounds N] [--duration D]
+                  [--only instructions|ratios] [--tolerance F] [--threshold F]
+  --bless            rewrite results/reference/{instructions,ratios}.json (clean tree only)
+  --slowdown N       build sheaf with feature `slowdown`, SHEAF_SLOWDOWN_PERMILLE=N (50: ~5%)
+  --rounds N         interleaved rounds of the wall-clock ratios (default 10)
+  --duration D       measured time of each run of a round (default 100ms)
+  --only SIGNAL      check one signal only
+  --tolerance F      instruction-count tolerance, a fraction (default 0.01)
+  --threshold F      ratio threshold, a fraction (default 0.02)
+  --reference-dir D  read (or, with --bless, write) references in D instead of
+                     results/reference/; blessing into D is allowed on a dirty tree (for
+                     experiments such as .ci/gate-proof.sh), and the provenance says so
+exit status: 0 pass, 1 regression, 2 the gate could not run";
+
+fn parse(args: &[String]) -> TaskResult<Options> {
+    let mut options = Options {
+        bless: false,
+        slowdown_permille: None,
+        rounds: 10,
+        duration: "100ms".into(),
+        instructions: true,
+        ratios: true,
+        tolerance: TOLERANCE,
+        threshold: THRESHOLD,
+        reference_dir: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| TaskError::Usage(format!("gate: {name} needs a value\n{USAGE}")))
+        };
+        match arg.as_str() {
+            "--bless" => options.bless = true,
+            "--slowdown" => {
+                options.slowdown_permille = Some(number(&value("--slowdown")?, "--slowdown")?)
+            }
+            "--rounds" => {
+                options.rounds = number(&value("--rounds")?, "--rounds")?;
+                if options.rounds < 2 {
+                    return Err(TaskError::Usage("gate: --rounds must be at least 2".into()));
+                }
+            }
+            "--duration" => options.duration = value("--duration")?,
+            "--only" => match value("--only")?.as_str() {
+                "instructions" => options.ratios = false,
+                "ratios" => options.instructions = false,
+                other => {
+                    return Err(TaskError::Usage(format!(
+                        "gate: --only {other}: expected `instructions` or `ratios`"
+                    )));
+                }
+            },
+            "--reference-dir" => {
+                options.reference_dir = Some(PathBuf::from(value("--reference-dir")?))
+            }
+            "--tolerance" => options.tolerance = fraction(&value("--tolerance")?, "--tolerance")?,
+            "--threshold" => options.threshold = fraction(&value("--threshold")?, "--threshold")?,
+            other => {
+                return Err(TaskError::Usage(format!(
+                    "gate: unknown option `{other}`\n{USAGE}"
+                )));
+            }
+        }
+    }
+    Ok(options)
+}
+
+fn number<T: std::str::FromStr>(text: &str, name: &str) -> TaskResult<T> {
+    text.parse().map_err(|_| {
+        TaskError::Usage(format!(
+            "gate: {name} {text}: expected a non-negative integer"
+        ))
+    })
+}
+
+fn fraction(text: &str, name: &str) -> TaskResult<f64> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
+        _ => Err(TaskError::Usage(format!(
+            "gate: {name} {text}: expected a fraction in [0, 1), e.g. 0.02"
+        ))),
+    }
+}
+
+/// `cargo xtask gate`.
+pub(crate) fn gate(args: &[String]) -> TaskResult {
+    let options = parse(args)?;
+    if options.bless {
+        if options.slowdown_permille.is_some() {
+            return Err(TaskError::Usage(
+                "gate: --bless with --slowdown would record a slowed build".into(),
+            ));
+        }
+        if !(options.instructions && options.ratios) {
+            return Err(TaskError::Usage(
+                "gate: --bless records both signals; drop --only".into(),
+            ));
+        }
+        let dirty = util::dirty_paths()?;
+        if !dirty.is_empty() && options.reference_dir.is_none() {
+            return Err(TaskError::Failed(format!(
+                "gate --bless refused: the git tree has uncommitted changes, and a reference must \
+                 name the revision it measured:\n{}",
+                dirty.join("\n")
+            )));
+        }
+    }
+    let run_dir = util::new_run_dir()?;
+    let reference_dir = options
+        .reference_dir
+        .clone()
+        .unwrap_or_else(reference::committed_dir);
+
+    // Signal 1: instruction counts.
+    let counts = if options.instructions {
+        let path = instructions::ensure_runner()?;
+        Some(instructions::measure(&path, options.slowdown_permille)?)
+    } else {
+        None
+    };
+
+    // Signal 2: wall-clock ratios.
+    let intervals = if options.ratios {
+        let exe = util::build_sheafbench(options.slowdown_permille.is_some())?;
+        let plan = ratios::RatioPlan {
+            rounds: options.rounds,
+            duration: options.duration.clone(),
+        };
+        let samples = ratios::measure(&exe, &plan, options.slowdown_permille, &run_dir)?;
+        Some(intervals_of(&samples))
+    } else {
+        None
+    };
+
+    let mut provenance = util::provenance();
+    provenance["dirty_tree"] = serde_json::json!(!util::dirty_paths()?.is_empty());
+    let method = serde_json::json!({
+        "workloads": ratios::WORKLOADS,
+        "subject": ratios::SUBJECT,
+        "comparators": ratios::COMPARATORS,
+        "rounds": options.rounds,
+        "duration": options.duration,
+        "threads": 1,
+        "statistic": "geometric mean of per-round ratios",
+        "interval": format!("percentile bootstrap, {RESAMPLES} resamples, confidence {CONFIDENCE}"),
+    });
+    let measured = serde_json::json!({
+        "provenance": provenance,
+        "slowdown_permille": options.slowdown_permille,
+        "instructions": counts,
+        "ratios": intervals.as_ref().map(|i| reference::ratios_json(i, method.clone(), &provenance)["figures"].clone()),
+    });
+    util::write_atomic(&run_dir.join("gate.json"), &pretty(&measured))?;
+
+    if options.bless {
+        let (Some(counts), Some(intervals)) = (&counts, &intervals) else {
+            return Err(TaskError::Failed(
+                "gate --bless: both signals are needed".into(),
+            ));
+        };
+        if counts.is_empty() || intervals.is_empty() {
+            return Err(TaskError::Failed(
+                "gate --bless: a signal measured no figure; nothing written".into(),
+            ));
+        }
+        util::write_atomic(
+            &reference::instructions_path(&reference_dir),
+            &pretty(&reference::instructions_json(counts, &provenance)),
+        )?;
+        util::write_atomic(
+            &reference::ratios_path(&reference_dir),
+            &pretty(&reference::ratios_json(intervals, method, &provenance)),
+        )?;
+        println!(
+            "Blessed references from {}:",
+            reference::describe_provenance(&provenance)
+        );
+        let rows = rows_for(Some(counts), Some(intervals), None, None, &options);
+        print!("{}", decide::render_table(&rows));
+        println!(
+            "\nwrote {} and {}",
+            reference::instructions_path(&reference_dir).display(),
+            reference::ratios_path(&reference_dir).display()
+        );
+        return Ok(());
+    }
+
+    let reference_counts = if options.instructions {
+        reference::load_instructions(&reference_dir)?
+    } else {
+        None
+    };
+    let reference_ratios = if options.ratios {
+        reference::load_ratios(&reference_dir)?
+    } else {
+        None
+    };
+    for (signal, loaded, path) in [
+        (
+            "instructions",
+            reference_counts.as_ref().map(|l| &l.provenance),
+            reference::instructions_path(&reference_dir),
+        ),
+        (
+            "ratios",
+            reference_ratios.as_ref().map(|l| &l.provenance),
+            reference::ratios_path(&reference_dir),
+        ),
+    ] {
+        let wanted = if signal == "instructions" {
+            options.instructions
+        } else {
+            options.ratios
+        };
+        match loaded {
+            Some(provenance) => println!(
+                "reference {signal}: {}",
+                reference::describe_provenance(provenance)
+            ),
+            None if wanted => println!(
+                "reference {signal}: NONE ({} missing: every figure is new; run `cargo xtask gate --bless` \
+                 on a clean tree to record one)",
+                path.display()
+            ),
+            None => {}
+        }
+    }
+    println!("this run: {}", reference::describe_provenance(&provenance));
+    if let Some(permille) = options.slowdown_permille {
+        println!("slowdown injected: {permille} per mille (feature sheaf/slowdown)");
+    }
+    println!();
+    let rows = rows_for(
+        counts.as_ref(),
+        intervals.as_ref(),
+        reference_counts.as_ref().map(|l| &l.figures),
+        reference_ratios.as_ref().map(|l| &l.figures),
+        &options,
+    );
+    print!("{}", decide::render_table(&rows));
+    let mut settings = Vec::new();
+    if options.instructions {
+        settings.push(format!(
+            "instruction tolerance {:.1}%",
+            options.tolerance * 100.0
+        ));
+    }
+    if options.ratios {
+        settings.push(format!(
+            "ratio threshold {:.1}% ({}% intervals, {} rounds of {})",
+            options.threshold * 100.0,
+            CONFIDENCE * 100.0,
+            options.rounds,
+            options.duration
+        ));
+    }
+    println!(
+        "\n{}; figures in {}",
+        settings.join(", "),
+        run_dir.join("gate.json").display()
+    );
+    if !decide::any_failure(&rows) {
+        println!("gate: PASS");
+        Ok(())
+    } else {
+        let names: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.judgement.verdict.fails())
+            .map(|r| r.figure.as_str())
+            .collect();
+        Err(TaskError::Regression(format!(
+            "gate: FAIL ({})",
+            names.join(", ")
+        )))
+    }
+}
+
+/// The interval of each figure with at least two samples (fewer give none: the figure is
+/// then reported missing).
+fn intervals_of(samples: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, (Interval, usize)> {
+    samples
+        .iter()
+        .filter_map(|(name, values)| {
+            bootstrap::bootstrap_interval(values, RESAMPLES, CONFIDENCE, SEED)
+                .map(|i| (name.clone(), (i, values.len())))
+        })
+        .collect()
+}
+
+/// Every figure of either side, judged: instruction counts first, then ratios, each sorted
+/// by name.
+fn rows_for(
+    counts: Option<&BTreeMap<String, u64>>,
+    intervals: Option<&BTreeMap<String, (Interval, usize)>>,
+    reference_counts: Option<&BTreeMap<String, u64>>,
+    reference_ratios: Option<&BTreeMap<String, f64>>,
+    options: &Options,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(counts) = counts {
+        let names: BTreeSet<&String> = counts
+            .keys()
+            .chain(reference_counts.into_iter().flat_map(|r| r.keys()))
+            .collect();
+        for name in names {
+            let reference = reference_counts.and_then(|r| r.get(name)).copied();
+            rows.push(Row::count(
+                name,
+                reference,
+                counts.get(name).copied(),
+                options.tolerance,
+            ));
+        }
+    }
+    if let Some(intervals) = intervals {
+        let names: BTreeSet<&String> = intervals
+            .keys()
+            .chain(reference_ratios.into_iter().flat_map(|r| r.keys()))
+            .collect();
+        for name in names {
+            let reference = reference_ratios.and_then(|r| r.get(name)).copied();
+            let now = intervals.get(name).map(|(i, _)| *i);
+            rows.push(Row::ratio(name, reference, now, options.threshold));
+        }
+    }
+    rows
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn options_parse_and_reject_bad_values() {
+        let o = parse(&strings(&[
+            "--slowdown",
+            "50",
+            "--rounds",
+            "12",
+            "--only",
+            "ratios",
+        ]))
+        .unwrap();
+        assert_eq!(o.slowdown_permille, Some(50));
+        assert_eq!(o.rounds, 12);
+        assert!(o.ratios && !o.instructions);
+        assert!(matches!(
+            parse(&strings(&["--rounds", "1"])),
+            Err(TaskError::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&strings(&["--slowdown"])),
+            Err(TaskError::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&strings(&["--slowdown", "-3"])),
+            Err(TaskError::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&strings(&["--threshold", "2"])),
+            Err(TaskError::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&strings(&["--only", "both"])),
+            Err(TaskError::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&strings(&["--frobnicate"])),
+            Err(TaskError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn rows_cover_both_sides_and_judge_each_figure() {
+        let options = parse(&[]).unwrap();
+        let counts: BTreeMap<String, u64> = [("a".to_owned(), 100), ("new".to_owned(), 7)].into();
+        let reference_counts: BTreeMap<String, u64> =
+            [("a".to_owned(), 90), ("gone".to_owned(), 5)].into();
+        let interval = Interval {
+            estimate: 1.0,
+            low: 0.99,
+            high: 1.01,
+        };
+        let intervals: BTreeMap<String, (Interval, usize)> =
+            [("r".to_owned(), (interval, 10))].into();
+        let reference_ratios: BTreeMap<String, f64> = [("r".to_owned(), 1.0)].into();
+        let rows = rows_for(
+            Some(&counts),
+            Some(&intervals),
+            Some(&reference_counts),
+            Some(&reference_ratios),
+            &options,
+        );
+        let verdicts: Vec<(&str, decide::Verdict)> = rows
+            .iter()
+            .map(|r| (r.figure.as_str(), r.judgement.verdict))
+            .collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                ("a", decide::Verdict::Regression),
+                ("gone", decide::Verdict::Missing),
+                ("new", decide::Verdict::New),
+                ("r", decide::Verdict::Pass),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_figure_with_one_sample_has_no_interval() {
+        let samples: BTreeMap<String, Vec<f64>> = [
+            ("one".to_owned(), vec![1.0]),
+            ("two".to_owned(), vec![1.0, 1.1]),
+        ]
+        .into();
+        let intervals = intervals_of(&samples);
+        assert!(!intervals.contains_key("one"));
+        assert_eq!(intervals["two"].1, 2);
+    }
+}

@@ -1,0 +1,309 @@
+//! What every task needs: the workspace root, running commands, the `sheafbench` binary,
+//! timestamps, and facts about the machine, toolchain and git tree.
+
+use std::env;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a task stopped.
+#[derive(Debug)]
+pub(crate) enum TaskError {
+    /// Bad command line: exit status 2.
+    Usage(String),
+    /// A step failed (a build, a child process, a file): exit status 2.
+    Failed(String),
+    /// The gate found a regression: exit status 1 (the only status 1, so that scripts can
+    /// tell a regression from a broken run).
+    Regression(String),
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Usage(m) | Self::Failed(m) | Self::Regression(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+/// Result of a task.
+pub(crate) type TaskResult<T = ()> = Result<T, TaskError>;
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub(crate) fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or(manifest.clone(), Path::to_path_buf)
+}
+
+/// A `cargo` command (the one running us, when we run under cargo) in the workspace root.
+pub(crate) fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs `command`, inheriting stdio; an error names the command and its status.
+pub(crate) fn run(mut command: Command) -> TaskResult {
+    eprintln!("xtask: running {}", describe(&command));
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", describe(&command)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(TaskError::Failed(format!(
+            "{} failed ({status})",
+            describe(&command)
+        )))
+    }
+}
+
+/// Runs `command` and returns its stdout (stderr is inherited).
+pub(crate) fn capture(mut command: Command) -> TaskResult<String> {
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", describe(&command)))?;
+    if !output.status.success() {
+        return Err(TaskError::Failed(format!(
+            "{} failed ({})",
+            describe(&command),
+            output.status
+        )));
+    }
+    String::from_utf8(output.stdout)
+        .map_err(|_| TaskError::Failed(format!("{} wrote non-UTF-8 output", describe(&command))))
+}
+
+/// Stdout of a command, trimmed, or `None` if it cannot run or fails (for optional facts).
+pub(crate) fn fact(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The program and its arguments, for messages.
+pub(crate) fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// Builds `sheafbench` in release (with the `sheaf/slowdown` feature when `slowdown`) and
+/// returns the path of the binary, read from cargo's JSON messages.
+pub(crate) fn build_sheafbench(slowdown: bool) -> TaskResult<PathBuf> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "sheafbench",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if slowdown {
+        build
+            .args(["--features", "sheaf/slowdown"])
+            .arg("--target-dir")
+            .arg(slowdown_target_dir());
+    }
+    eprintln!("xtask: running {}", describe(&build));
+    let stdout = capture(build)?;
+    for line in stdout.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "sheafbench"
+            && let Some(exe) = message["executable"].as_str()
+        {
+            return Ok(PathBuf::from(exe));
+        }
+    }
+    Err(TaskError::Failed(
+        "cargo built sheafbench but named no executable for it".into(),
+    ))
+}
+
+/// A separate target directory for builds with the `slowdown` feature, so that switching
+/// between the clean and the slowed build does not rebuild either.
+pub(crate) fn slowdown_target_dir() -> PathBuf {
+    let base = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    base.join("slowdown")
+}
+
+/// The workload specs in `workloads/` marked `suite: default`, sorted by file name.
+pub(crate) fn default_suite() -> TaskResult<Vec<PathBuf>> {
+    let dir = root().join("workloads");
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut specs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if in_default_suite(&text) {
+                specs.push(path);
+            }
+        }
+    }
+    specs.sort();
+    if specs.is_empty() {
+        return Err(TaskError::Failed(format!(
+            "no workload in {} is marked `suite: default`",
+            dir.display()
+        )));
+    }
+    Ok(specs)
+}
+
+/// Whether a spec's top-level `suite` field is `default` (the CLI validates the spec itself;
+/// this only selects files).
+pub(crate) fn in_default_suite(spec: &str) -> bool {
+    spec.lines().any(|line| {
+        line.strip_prefix("suite:").is_some_and(|value| {
+            let value = value.split('#').next().unwrap_or("").trim();
+            value.trim_matches(|c| c == '"' || c == '\'') == "default"
+        })
+    })
+}
+
+/// Logical CPUs of this machine.
+pub(crate) fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Now as `YYYY-MM-DDTHH-MM-SSZ` (UTC; dashes so that it is a portable file name).
+pub(crate) fn timestamp() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_timestamp(seconds)
+}
+
+/// `seconds` since the Unix epoch as `YYYY-MM-DDTHH-MM-SSZ`.
+pub(crate) fn format_timestamp(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// A new directory `results/runs/<timestamp>/`.
+pub(crate) fn new_run_dir() -> TaskResult<PathBuf> {
+    let dir = root().join("results").join("runs").join(timestamp());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Where the figures came from: machine, toolchain and tree.
+pub(crate) fn provenance() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|k| k.trim().to_owned());
+    serde_json::json!({
+        "machine": {
+            "cpu": cpu,
+            "cores": cpu_count(),
+            "kernel": kernel,
+        },
+        "rustc": fact("rustc", &["-V"]),
+        "valgrind": fact("valgrind", &["--version"]),
+        "git": fact("git", &["rev-parse", "HEAD"]),
+        "date": timestamp(),
+    })
+}
+
+/// Paths with uncommitted changes (`git status --porcelain`), or an error if git cannot tell.
+pub(crate) fn dirty_paths() -> TaskResult<Vec<String>> {
+    let mut status = Command::new("git");
+    status.args(["status", "--porcelain"]).current_dir(root());
+    let text = capture(status)?;
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+/// Reads a JSON file.
+pub(crate) fn read_json(path: &Path) -> TaskResult<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| TaskError::Failed(format!("{}: not valid JSON: {e}", path.display())))
+}
+
+/// Writes a file atomically (temporary file in the same directory, then rename).
+pub(crate) fn write_atomic(path: &Path, contents: &str) -> TaskResult {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| TaskError::Failed(format!("cannot write {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00-00-00Z");
+        // 2024-02-29 12:34:56 UTC (a leap day).
+        assert_eq!(format_timestamp(1_709_210_096), "2024-02-29T12-34-56Z");
+        // 2026-11-25 00:00:00 UTC.
+        assert_eq!(format_timestamp(1_795_564_800), "2026-11-25T00-00-00Z");
+    }
+
+    #[test]
+    fn default_suite_is_read_from_the_top_level_field() {
+        assert!(in_default_suite("name: a\nsuite: default\n"));
+        assert!(in_default_suite("suite: \"default\"  # the README suite\n"));
+        assert!(!in_default_suite("suite: sweep\n"));
+        assert!(!in_default_suite("name: default\n"));
+        assert!(!in_default_suite("params:\n  suite: default\n"));
+    }
+}
