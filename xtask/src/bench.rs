@@ -37,7 +37,7 @@ pub(crate) fn bench(args: &[String]) -> TaskResult {
         }
     }
     let started = Instant::now();
-    let exe = util::build_sheafbench(false)?;
+    let exe = util::build_sheafbench(None)?;
     let specs = util::default_suite()?;
     let dir = util::new_run_dir()?;
     let cpus = util::cpu_count();

@@ -18,7 +18,7 @@ pub(crate) fn conformance(args: &[String]) -> TaskResult {
             }
         }
     }
-    let exe = util::build_sheafbench(false)?;
+    let exe = util::build_sheafbench(None)?;
     let dir = util::new_run_dir()?;
     let json = dir.join("conformance.json");
     let mut run = Command::new(exe);

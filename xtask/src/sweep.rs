@@ -66,7 +66,7 @@ pub(crate) fn sweep(args: &[String]) -> TaskResult {
             }
         }
     }
-    let exe = util::build_sheafbench(false)?;
+    let exe = util::build_sheafbench(None)?;
     let dir = util::new_run_dir()?;
     let mut summary = String::new();
     let mut failures = Vec::new();

@@ -108,9 +108,11 @@ pub(crate) fn describe(command: &Command) -> String {
     text
 }
 
-/// Builds `sheafbench` in release (with the `sheaf/slowdown` feature when `slowdown`) and
-/// returns the path of the binary, read from cargo's JSON messages.
-pub(crate) fn build_sheafbench(slowdown: bool) -> TaskResult<PathBuf> {
+/// Builds `sheafbench` in release and returns the path of the binary, read from cargo's JSON
+/// messages. With `slowdown_permille`, sheaf is built with its `slowdown` feature and
+/// `SHEAF_SLOWDOWN_PERMILLE` set for the build (the delay is fixed at compile time), in a
+/// target directory of its own.
+pub(crate) fn build_sheafbench(slowdown_permille: Option<u32>) -> TaskResult<PathBuf> {
     let mut build = cargo();
     build.args([
         "build",
@@ -119,11 +121,17 @@ pub(crate) fn build_sheafbench(slowdown: bool) -> TaskResult<PathBuf> {
         "sheafbench",
         "--message-format=json-render-diagnostics",
     ]);
-    if slowdown {
-        build
-            .args(["--features", "sheaf/slowdown"])
-            .arg("--target-dir")
-            .arg(slowdown_target_dir());
+    match slowdown_permille {
+        Some(permille) => {
+            build
+                .args(["--features", "sheaf/slowdown"])
+                .arg("--target-dir")
+                .arg(slowdown_target_dir())
+                .env("SHEAF_SLOWDOWN_PERMILLE", permille.to_string());
+        }
+        None => {
+            build.env_remove("SHEAF_SLOWDOWN_PERMILLE");
+        }
     }
     eprintln!("xtask: running {}", describe(&build));
     let stdout = capture(build)?;

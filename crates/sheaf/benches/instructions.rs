@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
-use gungraun::{LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
+use gungraun::{library_benchmark, library_benchmark_group, main};
 use object_alloc::{AllocFlags, CacheConfig};
 use sheaf::{Cache, PerCpu, PerThread, PrefilledSheaf, SlotStrategy};
 
@@ -227,8 +227,4 @@ library_benchmark_group!(
         bulk_free_16
 );
 
-// The environment is cleared under valgrind; the gate's slowdown knob must get through.
-main!(
-    config = LibraryBenchmarkConfig::default().pass_through_env("SHEAF_SLOWDOWN_PERMILLE");
-    library_benchmark_groups = hot_operations
-);
+main!(library_benchmark_groups = hot_operations);

@@ -63,6 +63,21 @@ mod sheaf;
 mod slot;
 #[cfg(feature = "slowdown")]
 mod slowdown;
+/// Without the `slowdown` feature the fast paths' delay hooks are the identity.
+#[cfg(not(feature = "slowdown"))]
+mod slowdown {
+    use std::ptr::NonNull;
+
+    #[inline(always)]
+    pub(crate) fn on_alloc(object: NonNull<u8>) -> NonNull<u8> {
+        object
+    }
+
+    #[inline(always)]
+    pub(crate) fn on_free(object: NonNull<u8>) -> NonNull<u8> {
+        object
+    }
+}
 mod stats;
 mod sync;
 mod typed;

@@ -58,9 +58,6 @@ pub(crate) struct Shared<S: SlotStrategy> {
     counters: Counters,
     /// `rcu_free` sheaves of adopted orphan slots, waiting to be submitted by the cache.
     orphan_rcu: Mutex<Vec<OwnedSheaf>>,
-    /// Steps of injected delay per fast-path operation (feature `slowdown`, gate tests only).
-    #[cfg(feature = "slowdown")]
-    slowdown_steps: u32,
 }
 
 impl<S: SlotStrategy> Shared<S> {
@@ -83,8 +80,6 @@ impl<S: SlotStrategy> Shared<S> {
             batching: config.deferred_batching,
             counters: Counters::default(),
             orphan_rcu: Mutex::new(Vec::new()),
-            #[cfg(feature = "slowdown")]
-            slowdown_steps: crate::slowdown::steps_from_env(),
         }
     }
 
@@ -216,9 +211,7 @@ impl<S: SlotStrategy> Shared<S> {
                 match slot.sheaves().main.pop() {
                     Some(object) => {
                         counters.add_owned(Stat::AllocFastpath, 1);
-                        #[cfg(feature = "slowdown")]
-                        crate::slowdown::delay(self.slowdown_steps);
-                        object
+                        crate::slowdown::on_alloc(object)
                     }
                     None => self.alloc_refill(&mut slot, flags)?,
                 }
@@ -324,12 +317,9 @@ impl<S: SlotStrategy> Shared<S> {
         match self.slots.acquire() {
             Some(mut slot) => {
                 let counters = slot.counters();
+                let object = crate::slowdown::on_free(object);
                 match slot.sheaves().main.push(object) {
-                    Ok(()) => {
-                        counters.add_owned(Stat::FreeFastpath, 1);
-                        #[cfg(feature = "slowdown")]
-                        crate::slowdown::delay(self.slowdown_steps);
-                    }
+                    Ok(()) => counters.add_owned(Stat::FreeFastpath, 1),
                     // SAFETY: forwarded.
                     Err(object) => unsafe { self.free_overflow(&mut slot, object) },
                 }

@@ -13,8 +13,9 @@
 //!
 //! `--bless` rewrites both reference files from a real run of this tree (refused on a dirty
 //! tree, so that a reference always names the revision it measured). `--slowdown N` builds
-//! sheaf with its `slowdown` feature and sets `SHEAF_SLOWDOWN_PERMILLE=N`: the check that the
-//! gate catches an injected slowdown.
+//! sheaf with its `slowdown` feature and `SHEAF_SLOWDOWN_PERMILLE=N` in the build's
+//! environment (N per mille of a fast-path pair, fixed at compile time; 50 is one dependent
+//! instruction per pair): the check that the gate catches an injected slowdown.
 
 mod bootstrap;
 mod decide;
@@ -59,7 +60,8 @@ pub(crate) const USAGE: &str =
     "cargo xtask gate [--bless] [--slowdown PERMILLE] [--rounds N] [--duration D]
                   [--only instructions|ratios] [--tolerance F] [--threshold F]
   --bless            rewrite results/reference/{instructions,ratios}.json (clean tree only)
-  --slowdown N       build sheaf with feature `slowdown`, SHEAF_SLOWDOWN_PERMILLE=N (50: ~5%)
+  --slowdown N       build sheaf with feature `slowdown` and SHEAF_SLOWDOWN_PERMILLE=N
+                     (per mille of a fast-path pair; 50: one instruction per pair, ~5%)
   --rounds N         interleaved rounds of the wall-clock ratios (default 10)
   --duration D       measured time of each run of a round (default 100ms)
   --only SIGNAL      check one signal only
@@ -181,12 +183,12 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
 
     // Signal 2: wall-clock ratios.
     let intervals = if options.ratios {
-        let exe = util::build_sheafbench(options.slowdown_permille.is_some())?;
+        let exe = util::build_sheafbench(options.slowdown_permille)?;
         let plan = ratios::RatioPlan {
             rounds: options.rounds,
             duration: options.duration.clone(),
         };
-        let samples = ratios::measure(&exe, &plan, options.slowdown_permille, &run_dir)?;
+        let samples = ratios::measure(&exe, &plan, &run_dir)?;
         Some(intervals_of(&samples))
     } else {
         None

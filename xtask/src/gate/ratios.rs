@@ -39,7 +39,6 @@ pub(crate) fn figure_name(workload: &str, comparator: &str) -> String {
 pub(crate) fn measure(
     sheafbench: &Path,
     plan: &RatioPlan,
-    slowdown_permille: Option<u32>,
     scratch: &Path,
 ) -> TaskResult<BTreeMap<String, Vec<f64>>> {
     let specs: Vec<PathBuf> = WORKLOADS
@@ -62,10 +61,6 @@ pub(crate) fn measure(
             .arg("--json")
             .arg(&json)
             .stdout(std::process::Stdio::null());
-        match slowdown_permille {
-            Some(permille) => run.env("SHEAF_SLOWDOWN_PERMILLE", permille.to_string()),
-            None => run.env_remove("SHEAF_SLOWDOWN_PERMILLE"),
-        };
         util::run(run)?;
         let result = util::read_json(&json)?;
         for (figure, ratio) in round_ratios(&result) {
