@@ -14,7 +14,9 @@
 //! (`missing`: the benchmark vanished or failed, which fails the gate, since nothing vouches
 //! for it), a figure with no reference (`new`: passes, bless to record it), and a reference
 //! that cannot be compared with (zero, negative or not finite: `bad reference`, which fails
-//! the gate until the references are blessed again).
+//! the gate until the references are blessed again). A whole signal whose references were
+//! recorded on another machine or toolchain (see `reference::incomparable`) is shown but
+//! not judged (`not judged`: passes, and the gate says so); a figure missing now still fails.
 //!
 //! Everything here is a pure function of its inputs, so it is tested on fixed figures.
 
@@ -37,6 +39,8 @@ pub(crate) enum Verdict {
     Missing,
     /// The reference is zero, negative or not finite: fails the gate.
     BadReference,
+    /// The reference comes from another machine or toolchain: shown, not judged.
+    NotJudged,
 }
 
 impl Verdict {
@@ -53,6 +57,7 @@ impl Verdict {
             Self::New => "new (no reference)",
             Self::Missing => "MISSING",
             Self::BadReference => "BAD REFERENCE",
+            Self::NotJudged => "not judged",
         }
     }
 }
@@ -237,6 +242,21 @@ pub(crate) fn render_table(rows: &[Row]) -> String {
     out
 }
 
+impl Judgement {
+    /// This judgement for a figure whose reference is not comparable: the change is kept
+    /// for information, the verdict becomes [`Verdict::NotJudged`], except that a figure
+    /// missing now stays missing (nothing was measured, whatever the reference).
+    pub(crate) fn unjudged(self) -> Self {
+        match self.verdict {
+            Verdict::Missing => self,
+            _ => Self {
+                verdict: Verdict::NotJudged,
+                change: self.change,
+            },
+        }
+    }
+}
+
 /// Whether any row fails the gate.
 pub(crate) fn any_failure(rows: &[Row]) -> bool {
     rows.iter().any(|row| row.judgement.verdict.fails())
@@ -355,6 +375,18 @@ mod tests {
         assert!(!any_failure(&[ok.clone(), new.clone()]));
         assert!(any_failure(&[ok, new, bad]));
         assert!(!any_failure(&[]));
+    }
+
+    #[test]
+    fn unjudged_rows_pass_but_missing_ones_still_fail() {
+        let regression = Row::count("a", Some(100), Some(200), TOL).judgement;
+        let unjudged = regression.unjudged();
+        assert_eq!(unjudged.verdict, Verdict::NotJudged);
+        assert_eq!(unjudged.change, regression.change);
+        assert!(!unjudged.verdict.fails());
+        let missing = Row::count("b", Some(100), None, TOL).judgement.unjudged();
+        assert_eq!(missing.verdict, Verdict::Missing);
+        assert!(missing.verdict.fails());
     }
 
     #[test]

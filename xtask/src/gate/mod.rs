@@ -173,8 +173,16 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         .clone()
         .unwrap_or_else(reference::committed_dir);
 
-    // Signal 1: instruction counts.
-    let counts = if options.instructions {
+    // Signal 1: instruction counts. Without valgrind there is no callgrind: the signal is
+    // reported as not measured (and --bless refuses), never passed in silence.
+    let valgrind_missing = options.instructions && util::fact("valgrind", &["--version"]).is_none();
+    if valgrind_missing && options.bless {
+        return Err(TaskError::Failed(
+            "gate --bless: valgrind is not installed, and the instruction signal needs callgrind"
+                .into(),
+        ));
+    }
+    let counts = if options.instructions && !valgrind_missing {
         let path = instructions::ensure_runner()?;
         Some(instructions::measure(&path, options.slowdown_permille)?)
     } else {
@@ -257,16 +265,24 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     } else {
         None
     };
-    for (signal, loaded, path) in [
+    let counts_incomparable = reference_counts
+        .as_ref()
+        .and_then(|l| reference::incomparable("instructions", &l.provenance, &provenance));
+    let ratios_incomparable = reference_ratios
+        .as_ref()
+        .and_then(|l| reference::incomparable("ratios", &l.provenance, &provenance));
+    for (signal, loaded, path, incomparable) in [
         (
             "instructions",
             reference_counts.as_ref().map(|l| &l.provenance),
             reference::instructions_path(&reference_dir),
+            &counts_incomparable,
         ),
         (
             "ratios",
             reference_ratios.as_ref().map(|l| &l.provenance),
             reference::ratios_path(&reference_dir),
+            &ratios_incomparable,
         ),
     ] {
         let wanted = if signal == "instructions" {
@@ -286,19 +302,34 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
             ),
             None => {}
         }
+        if let Some(reason) = incomparable {
+            println!(
+                "  NOT COMPARABLE with this run ({reason}): its figures are shown, not judged; \
+                 bless references on this machine to judge them"
+            );
+        }
     }
     println!("this run: {}", reference::describe_provenance(&provenance));
     if let Some(permille) = options.slowdown_permille {
         println!("slowdown injected: {permille} per mille (feature sheaf/slowdown)");
     }
     println!();
-    let rows = rows_for(
+    let mut rows = rows_for(
         counts.as_ref(),
         intervals.as_ref(),
         reference_counts.as_ref().map(|l| &l.figures),
         reference_ratios.as_ref().map(|l| &l.figures),
         &options,
     );
+    for row in &mut rows {
+        let incomparable = match row.signal {
+            "instructions" => counts_incomparable.is_some(),
+            _ => ratios_incomparable.is_some(),
+        };
+        if incomparable {
+            row.judgement = row.judgement.unjudged();
+        }
+    }
     print!("{}", decide::render_table(&rows));
     let mut settings = Vec::new();
     if options.instructions {
@@ -322,7 +353,24 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         run_dir.join("gate.json").display()
     );
     if !decide::any_failure(&rows) {
-        println!("gate: PASS");
+        let unjudged = rows
+            .iter()
+            .filter(|r| r.judgement.verdict == decide::Verdict::NotJudged)
+            .count();
+        if valgrind_missing {
+            println!(
+                "gate: PASS on the ratio signal only: the instruction signal was NOT MEASURED \
+                 (valgrind is not installed; install it to judge instruction counts)"
+            );
+        } else if unjudged == 0 {
+            println!("gate: PASS");
+        } else {
+            println!(
+                "gate: PASS, with {unjudged} of {} figures not judged (references from another \
+                 machine or toolchain)",
+                rows.len()
+            );
+        }
         Ok(())
     } else {
         let names: Vec<&str> = rows

@@ -119,6 +119,49 @@ pub(crate) fn ratios_json(
     })
 }
 
+/// Why figures measured under `now` cannot be judged against a reference recorded under
+/// `reference`, or `None` when they can. Instruction counts depend on the compiler and on
+/// valgrind; wall-clock ratios on the CPU model, the core count and the compiler. A field
+/// that either side could not record counts as a difference: nothing vouches for it.
+pub(crate) fn incomparable(
+    signal: &str,
+    reference: &serde_json::Value,
+    now: &serde_json::Value,
+) -> Option<String> {
+    let fields: &[(&str, &[&str])] = if signal == "instructions" {
+        &[("rustc", &["rustc"]), ("valgrind", &["valgrind"])]
+    } else {
+        &[
+            ("CPU", &["machine", "cpu"]),
+            ("cores", &["machine", "cores"]),
+            ("rustc", &["rustc"]),
+        ]
+    };
+    let differences: Vec<String> = fields
+        .iter()
+        .filter_map(|(label, path)| {
+            let at = |root: &serde_json::Value| {
+                path.iter()
+                    .fold(root.clone(), |value, key| value[*key].clone())
+            };
+            let (was, is) = (at(reference), at(now));
+            let shown = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "unknown".into(),
+                other => other.to_string(),
+            };
+            (was.is_null() || is.is_null() || was != is).then(|| {
+                format!(
+                    "{label} {} here, {} in the reference",
+                    shown(&is),
+                    shown(&was)
+                )
+            })
+        })
+        .collect();
+    (!differences.is_empty()).then(|| differences.join("; "))
+}
+
 /// One line saying where a reference came from.
 pub(crate) fn describe_provenance(provenance: &serde_json::Value) -> String {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
@@ -139,4 +182,72 @@ pub(crate) fn describe_provenance(provenance: &serde_json::Value) -> String {
         git.get(..12).unwrap_or(&git),
         text(&provenance["date"]),
     )
+}
+
+#[cfg(test)]
+mod comparability_tests {
+    use super::incomparable;
+    use serde_json::json;
+
+    fn provenance(cpu: &str, cores: u64, rustc: &str, valgrind: &str) -> serde_json::Value {
+        json!({
+            "machine": {"cpu": cpu, "cores": cores, "kernel": "6.1"},
+            "rustc": rustc,
+            "valgrind": valgrind,
+            "git": "abc",
+            "date": "2026-01-01",
+        })
+    }
+
+    #[test]
+    fn same_machine_and_toolchain_is_comparable() {
+        let a = provenance("EPYC", 2, "rustc 1.95.0", "valgrind-3.22.0");
+        let mut b = a.clone();
+        b["git"] = json!("def");
+        b["machine"]["kernel"] = json!("6.2");
+        assert_eq!(incomparable("instructions", &a, &b), None);
+        assert_eq!(incomparable("ratios", &a, &b), None);
+    }
+
+    #[test]
+    fn another_cpu_spoils_ratios_not_instruction_counts() {
+        let a = provenance("EPYC", 2, "rustc 1.95.0", "valgrind-3.22.0");
+        let b = provenance("Xeon", 2, "rustc 1.95.0", "valgrind-3.22.0");
+        assert_eq!(incomparable("instructions", &a, &b), None);
+        let reason = incomparable("ratios", &a, &b).expect("another CPU");
+        assert!(
+            reason.contains("CPU Xeon here, EPYC in the reference"),
+            "{reason}"
+        );
+        let c = provenance("EPYC", 16, "rustc 1.95.0", "valgrind-3.22.0");
+        assert!(
+            incomparable("ratios", &a, &c)
+                .expect("other core count")
+                .contains("cores 16")
+        );
+    }
+
+    #[test]
+    fn another_toolchain_spoils_both() {
+        let a = provenance("EPYC", 2, "rustc 1.95.0", "valgrind-3.22.0");
+        let b = provenance("EPYC", 2, "rustc 1.96.0", "valgrind-3.22.0");
+        assert!(incomparable("instructions", &a, &b).is_some());
+        assert!(incomparable("ratios", &a, &b).is_some());
+        let c = provenance("EPYC", 2, "rustc 1.95.0", "valgrind-3.24.0");
+        assert!(
+            incomparable("instructions", &a, &c)
+                .expect("valgrind")
+                .contains("valgrind")
+        );
+        assert_eq!(incomparable("ratios", &a, &c), None);
+    }
+
+    #[test]
+    fn an_unrecorded_field_is_a_difference() {
+        let a = provenance("EPYC", 2, "rustc 1.95.0", "valgrind-3.22.0");
+        let mut b = a.clone();
+        b["valgrind"] = serde_json::Value::Null;
+        let reason = incomparable("instructions", &a, &b).expect("unknown valgrind");
+        assert!(reason.contains("valgrind unknown here"), "{reason}");
+    }
 }
