@@ -7,12 +7,14 @@
 //!   wall-clock ratios); `--bless` records new references.
 //! - `conformance`: the contract clauses on every allocator.
 //! - `report`: charts (SVG) from a result file of `sheafbench run`.
+//! - `overhead`: the harness's figure for `churn-lifo` beside criterion's for the same loop.
 //!
 //! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
 
 mod bench;
 mod conformance;
 mod gate;
+mod overhead;
 mod report;
 mod sweep;
 mod test;
@@ -35,6 +37,8 @@ tasks:
   gate          regression gate against results/reference/ (run `cargo xtask gate --help`)
   conformance   the contract clauses on every allocator [--quick]
   report        SVG charts from a result file: report <results.json> [--out DIR]
+  overhead      sheafbench's churn-lifo figure beside criterion's for the same loop, per
+                allocator [--alloc a,b] [--rounds N] [--measurement-time SECS]
 
 exit status: 0 success, 1 the gate found a regression, 2 anything else went wrong";
 
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         "gate" => gate::gate(rest),
         "conformance" => conformance::conformance(rest),
         "report" => report::report(rest),
+        "overhead" => overhead::overhead(rest),
         other => Err(TaskError::Usage(format!("unknown task `{other}`\n{USAGE}"))),
     };
     match result {

@@ -9,6 +9,11 @@
 //! `burst64/<name>/<clock>` (64 allocations then 64 frees, which crosses the slow paths,
 //! reported per pair). On an idle machine the two clocks agree.
 //!
+//! `churn-lifo64/<name>` is the loop of `workloads/churn-lifo.yaml` (a working set of 1000
+//! objects; free the top one, allocate its replacement) written out here, so that
+//! `cargo xtask overhead` can set `sheafbench`'s figure for that workload beside criterion's
+//! for the same pair and show what the harness's own loop costs.
+//!
 //! Run: `cargo bench -p sheafbench --bench pair -- --warm-up-time 1 --measurement-time 3`.
 
 #![allow(dead_code, unreachable_pub, missing_docs)] // `registry.rs` is shared with the binary
@@ -28,6 +33,8 @@ use registry::{ALLOCATORS, AllocVisitor, with_allocator};
 
 const OBJECT_SIZE: usize = 64;
 const BURST: u64 = 64;
+/// `params.working_set` of `workloads/churn-lifo.yaml`.
+const CHURN_WORKING_SET: usize = 1000;
 
 /// Wall-clock time since the first call.
 fn wall_time() -> Duration {
@@ -84,6 +91,34 @@ impl AllocVisitor for Pair<'_> {
     }
 }
 
+struct ChurnLifo<'a> {
+    c: &'a mut Criterion,
+}
+
+impl AllocVisitor for ChurnLifo<'_> {
+    type Output = ();
+
+    fn visit<A: ObjectAlloc>(self) {
+        let cache = cache::<A>();
+        let mut live: Vec<NonNull<u8>> = (0..CHURN_WORKING_SET)
+            .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+            .collect();
+        let top = live.len() - 1;
+        self.c
+            .bench_function(&format!("churn-lifo64/{}", A::NAME), |b| {
+                b.iter(|| {
+                    // SAFETY: `live[top]` is live and held only here; it is replaced at once.
+                    unsafe { cache.free(live[top]) };
+                    live[top] = cache.alloc(AllocFlags::empty()).expect("memory");
+                })
+            });
+        for object in live {
+            // SAFETY: every object of `live` is live, freed once.
+            unsafe { cache.free(object) };
+        }
+    }
+}
+
 struct Clocked<'a> {
     c: &'a mut Criterion,
 }
@@ -126,11 +161,17 @@ fn pair(c: &mut Criterion) {
     }
 }
 
+fn churn_lifo(c: &mut Criterion) {
+    for entry in ALLOCATORS {
+        with_allocator(entry.name, ChurnLifo { c: &mut *c }).expect("registered name");
+    }
+}
+
 fn clocked(c: &mut Criterion) {
     for entry in ALLOCATORS {
         with_allocator(entry.name, Clocked { c: &mut *c }).expect("registered name");
     }
 }
 
-criterion_group!(benches, pair, clocked);
+criterion_group!(benches, pair, churn_lifo, clocked);
 criterion_main!(benches);

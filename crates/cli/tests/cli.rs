@@ -565,3 +565,87 @@ fn tree_kinds_refuse_bad_specs_before_running() {
         "{err}"
     );
 }
+
+#[test]
+fn an_interrupted_run_keeps_every_finished_measurement_and_leaves_no_child() {
+    // Two workloads: a short one that finishes, then a long one that is interrupted. The
+    // JSON written after the first measurement must survive the interruption whole, and the
+    // long measurement's child process must die with the run.
+    let dir = tempfile::tempdir().unwrap();
+    let short = write_spec(dir.path(), "short.yaml", GOOD);
+    let unique = format!("interrupted-{}", std::process::id());
+    let long = write_spec(
+        dir.path(),
+        "long.yaml",
+        &GOOD
+            .replace("name: tiny", &format!("name: {unique}"))
+            .replace("duration: 20ms", "duration: 60s"),
+    );
+    let json = dir.path().join("r.json");
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_sheafbench"))
+        .current_dir(workspace())
+        .args(["run", short.to_str().unwrap(), long.to_str().unwrap()])
+        .args(["--alloc", "system", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait for the first measurement to be on disk, and for the long one's child to start.
+    let children_of_long = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&unique))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let finished = std::fs::read_to_string(&json)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .is_some_and(|value| value["runs"].as_array().is_some_and(|r| r.len() == 1));
+        if finished && !children_of_long().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first measurement never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Interrupt the run as Ctrl-C would (SIGINT to the parent alone).
+    let pid = rustix::process::Pid::from_raw(i32::try_from(run.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = run.wait().unwrap();
+    assert!(!status.success());
+
+    let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = value["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "exactly the finished measurement is kept");
+    assert_eq!(runs[0]["workload"], "tiny");
+    assert!(runs[0]["throughput_ops_per_s"].as_f64().unwrap() > 0.0);
+    // No temporary file left beside the result.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("r.json") && name != "r.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The long measurement's child is gone within a few seconds, not 60.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !children_of_long().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the measuring child outlived the interrupted run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

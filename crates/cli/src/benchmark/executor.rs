@@ -49,6 +49,10 @@ pub(crate) fn run_child(
         .arg("--workload-json")
         .arg(workload_json)
         .env("RUST_BACKTRACE", "0")
+        .env(
+            crate::commands::measure::PARENT_PID_ENV,
+            std::process::id().to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -20,8 +20,33 @@ impl AllocVisitor for Measure<'_> {
     }
 }
 
+/// The environment variable through which the parent names itself to the measuring child.
+pub(crate) const PARENT_PID_ENV: &str = "SHEAFBENCH_PARENT_PID";
+
+/// Makes this measuring process die with the `sheafbench run` that started it, so that an
+/// interrupted run (Ctrl-C, a kill) leaves no measurement running on behind it. The kernel
+/// sends SIGKILL when the parent exits; a parent that exited before the request was made is
+/// caught by comparing the current parent with the one named in [`PARENT_PID_ENV`].
+fn die_with_parent() {
+    use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+    if set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
+        return; // Not available: the parent's time-out still bounds the measurement.
+    }
+    let named = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    let current = getppid().map(|pid| pid.as_raw_nonzero().get());
+    if let Some(named) = named
+        && current != Some(named)
+    {
+        eprintln!("sheafbench: the run that started this measurement has ended");
+        std::process::exit(1);
+    }
+}
+
 /// Runs the measurement and prints it.
 pub(crate) fn run(args: MeasureArgs) -> Result<(), CliError> {
+    die_with_parent();
     let workload: Workload =
         serde_json::from_str(&args.workload_json).map_err(|e| CliError::Usage {
             option: "--workload-json".into(),

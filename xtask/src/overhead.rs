@@ -1,0 +1,329 @@
+//! `cargo xtask overhead`: does the harness's own loop dominate what it measures?
+//!
+//! For each allocator, `sheafbench run workloads/churn-lifo.yaml` at one thread and the
+//! criterion benchmark `churn-lifo64/<name>` (crates/cli/benches/pair.rs: the same loop,
+//! written out, in the same revision and the same release profile) are run back to back,
+//! and their time per free+alloc pair is set side by side. The harness adds what a unit of
+//! work costs it (the clock read and the histogram record per batch of 256 pairs, the check
+//! for the end of the run); criterion adds its own loop. Rounds alternate the allocators'
+//! order so that a slow drift of the machine does not land on one of them; the figure of each
+//! side is the median over rounds (harness: the median run of each round; criterion: its
+//! slope estimate, or the mean when it has none).
+//!
+//! Writes `results/runs/<time>/overhead.json` and prints a table: allocator, criterion
+//! ns/pair, harness ns/pair, the difference, and whether it is within 5%.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{self, TaskError, TaskResult};
+
+/// The allowed difference between the two figures, a fraction.
+const WITHIN: f64 = 0.05;
+
+/// The workload both sides run.
+const WORKLOAD: &str = "churn-lifo.yaml";
+
+/// Options of `cargo xtask overhead`.
+#[derive(Debug, PartialEq)]
+struct Options {
+    allocators: Vec<String>,
+    rounds: usize,
+    measurement_secs: u32,
+}
+
+const USAGE: &str = "cargo xtask overhead [--alloc a,b] [--rounds N] [--measurement-time SECS]
+  --alloc LIST            allocators (default: sheaf,sheaf-thread,mimalloc,jemalloc,system)
+  --rounds N              alternating rounds, each running both sides once (default 3)
+  --measurement-time S    criterion's measurement time per benchmark, seconds (default 3)";
+
+fn parse(args: &[String]) -> TaskResult<Options> {
+    let mut options = Options {
+        allocators: ["sheaf", "sheaf-thread", "mimalloc", "jemalloc", "system"]
+            .map(str::to_owned)
+            .to_vec(),
+        rounds: 3,
+        measurement_secs: 3,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| TaskError::Usage(format!("overhead: {name} needs a value\n{USAGE}")))
+        };
+        let positive = |name: &str, text: String| match text.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(TaskError::Usage(format!(
+                "overhead: {name} {text}: expected a whole number above 0"
+            ))),
+        };
+        match arg.as_str() {
+            "--alloc" => {
+                let list = value("--alloc")?;
+                options.allocators = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if options.allocators.is_empty() {
+                    return Err(TaskError::Usage(
+                        "overhead: --alloc needs at least one allocator name".into(),
+                    ));
+                }
+            }
+            "--rounds" => options.rounds = positive("--rounds", value("--rounds")?)?,
+            "--measurement-time" => {
+                let secs = positive("--measurement-time", value("--measurement-time")?)?;
+                options.measurement_secs = u32::try_from(secs).map_err(|_| {
+                    TaskError::Usage("overhead: --measurement-time is too large".into())
+                })?;
+            }
+            other => {
+                return Err(TaskError::Usage(format!(
+                    "overhead: unknown option `{other}`\n{USAGE}"
+                )));
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// `cargo xtask overhead`.
+pub(crate) fn overhead(args: &[String]) -> TaskResult {
+    let options = parse(args)?;
+    let exe = util::build_sheafbench(None)?;
+    let dir = util::new_run_dir()?;
+    let criterion_home = dir.join("criterion");
+    let spec = util::root().join("workloads").join(WORKLOAD);
+
+    let mut order = options.allocators.clone();
+    let mut harness: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut criterion: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for round in 0..options.rounds {
+        for name in &order {
+            eprintln!(
+                "xtask: overhead round {}/{}: {name}",
+                round + 1,
+                options.rounds
+            );
+            let json = dir.join(format!("harness-{name}-{round}.json"));
+            harness
+                .entry(name.clone())
+                .or_default()
+                .push(harness_ns_per_pair(&exe, &spec, name, &json)?);
+            criterion
+                .entry(name.clone())
+                .or_default()
+                .push(criterion_ns_per_pair(
+                    name,
+                    options.measurement_secs,
+                    &criterion_home,
+                )?);
+        }
+        order.rotate_left(1);
+    }
+
+    let rows: Vec<Row> = options
+        .allocators
+        .iter()
+        .map(|name| Row::new(name, &criterion[name], &harness[name]))
+        .collect();
+    let table = render(&rows);
+    print!("{table}");
+    let report = serde_json::json!({
+        "provenance": util::provenance(),
+        "workload": WORKLOAD,
+        "unit": "ns per free+alloc pair, one thread",
+        "within": WITHIN,
+        "rounds": options.rounds,
+        "criterion_measurement_secs": options.measurement_secs,
+        "allocators": rows.iter().map(|r| serde_json::json!({
+            "allocator": r.allocator,
+            "criterion_ns": r.criterion_ns,
+            "harness_ns": r.harness_ns,
+            "difference": r.difference(),
+            "criterion_rounds": criterion[&r.allocator],
+            "harness_rounds": harness[&r.allocator],
+        })).collect::<Vec<_>>(),
+    });
+    let path = dir.join("overhead.json");
+    let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| report.to_string());
+    text.push('\n');
+    util::write_atomic(&path, &text)?;
+    util::write_atomic(&dir.join("overhead.md"), &table)?;
+    println!("\nfigures in {}", path.display());
+    Ok(())
+}
+
+/// One `sheafbench run` of the workload for `name` at one thread: ns per pair of its median run.
+fn harness_ns_per_pair(exe: &Path, spec: &Path, name: &str, json: &Path) -> TaskResult<f64> {
+    let mut run = Command::new(exe);
+    run.current_dir(util::root())
+        .arg("run")
+        .arg(spec)
+        .args(["--alloc", name, "--threads", "1", "--json"])
+        .arg(json)
+        .stdout(std::process::Stdio::null());
+    util::run(run)?;
+    let result = util::read_json(json)?;
+    let samples: Vec<f64> = result["runs"]
+        .as_array()
+        .and_then(|runs| runs.first())
+        .and_then(|run| run["samples"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|sample| sample["throughput_ops_per_s"].as_f64())
+        .filter(|ops| ops.is_finite() && *ops > 0.0)
+        .collect();
+    median(&samples).map(|ops| 1e9 / ops).ok_or_else(|| {
+        TaskError::Failed(format!(
+            "{}: no throughput sample for {name} (did the measurement fail?)",
+            json.display()
+        ))
+    })
+}
+
+/// criterion's `churn-lifo64/<name>`: ns per iteration (one pair).
+fn criterion_ns_per_pair(name: &str, measurement_secs: u32, home: &Path) -> TaskResult<f64> {
+    let id = format!("churn-lifo64/{name}");
+    let mut bench = util::cargo();
+    bench
+        .args(["bench", "-p", "sheafbench", "--bench", "pair", "--"])
+        .args(["--exact", &id, "--warm-up-time", "1", "--noplot"])
+        .arg("--measurement-time")
+        .arg(measurement_secs.to_string())
+        .env("CRITERION_HOME", home)
+        .stdout(std::process::Stdio::null());
+    util::run(bench)?;
+    let estimates: PathBuf = home.join(&id).join("new").join("estimates.json");
+    let json = util::read_json(&estimates)?;
+    criterion_estimate(&json).ok_or_else(|| {
+        TaskError::Failed(format!(
+            "{}: neither a slope nor a mean estimate",
+            estimates.display()
+        ))
+    })
+}
+
+/// criterion's headline estimate: the slope of its linear sampling, else the mean.
+fn criterion_estimate(estimates: &serde_json::Value) -> Option<f64> {
+    ["slope", "mean"]
+        .iter()
+        .find_map(|key| estimates[*key]["point_estimate"].as_f64())
+        .filter(|ns| ns.is_finite() && *ns > 0.0)
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// One allocator's two figures.
+#[derive(Debug)]
+struct Row {
+    allocator: String,
+    criterion_ns: Option<f64>,
+    harness_ns: Option<f64>,
+}
+
+impl Row {
+    fn new(allocator: &str, criterion: &[f64], harness: &[f64]) -> Self {
+        Self {
+            allocator: allocator.to_owned(),
+            criterion_ns: median(criterion),
+            harness_ns: median(harness),
+        }
+    }
+
+    /// `harness / criterion - 1`: above zero when the harness measures the pair slower.
+    fn difference(&self) -> Option<f64> {
+        match (self.criterion_ns, self.harness_ns) {
+            (Some(c), Some(h)) if c > 0.0 => Some(h / c - 1.0),
+            _ => None,
+        }
+    }
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut text = format!(
+        "{:<14} {:>14} {:>14} {:>11}  within {:.0}%\n",
+        "allocator",
+        "criterion ns",
+        "harness ns",
+        "difference",
+        WITHIN * 100.0
+    );
+    for row in rows {
+        let ns = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
+        let (difference, verdict) = match row.difference() {
+            Some(d) => (
+                format!("{:+.1}%", d * 100.0),
+                if d.abs() <= WITHIN { "yes" } else { "NO" },
+            ),
+            None => ("-".into(), "-"),
+        };
+        text.push_str(&format!(
+            "{:<14} {:>14} {:>14} {:>11}  {verdict}\n",
+            row.allocator,
+            ns(row.criterion_ns),
+            ns(row.harness_ns),
+            difference
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn options_parse_and_refuse_bad_values() {
+        let o = parse(&strings(&["--alloc", "sheaf, mimalloc", "--rounds", "5"])).expect("valid");
+        assert_eq!(o.allocators, ["sheaf", "mimalloc"]);
+        assert_eq!(o.rounds, 5);
+        assert_eq!(o.measurement_secs, 3);
+        assert!(parse(&strings(&["--rounds", "0"])).is_err());
+        assert!(parse(&strings(&["--alloc", ","])).is_err());
+        assert!(parse(&strings(&["--measurement-time"])).is_err());
+        assert!(parse(&strings(&["--fast"])).is_err());
+    }
+
+    #[test]
+    fn criterion_estimate_prefers_the_slope() {
+        let both =
+            serde_json::json!({"slope": {"point_estimate": 4.0}, "mean": {"point_estimate": 5.0}});
+        assert_eq!(criterion_estimate(&both), Some(4.0));
+        let mean = serde_json::json!({"slope": null, "mean": {"point_estimate": 5.0}});
+        assert_eq!(criterion_estimate(&mean), Some(5.0));
+        assert_eq!(criterion_estimate(&serde_json::json!({})), None);
+        let zero = serde_json::json!({"mean": {"point_estimate": 0.0}});
+        assert_eq!(criterion_estimate(&zero), None);
+    }
+
+    #[test]
+    fn rows_compare_medians() {
+        let row = Row::new("sheaf", &[10.0, 11.0, 30.0], &[10.4, 10.0, 9.0]);
+        assert_eq!(row.criterion_ns, Some(11.0));
+        assert_eq!(row.harness_ns, Some(10.0));
+        let difference = row.difference().expect("both figures");
+        assert!((difference - (10.0 / 11.0 - 1.0)).abs() < 1e-12);
+        let table = render(&[row, Row::new("none", &[], &[1.0])]);
+        assert!(table.contains("-9.1%  NO"), "{table}");
+        assert!(table.lines().last().is_some_and(|l| l.starts_with("none")));
+        let close = Row::new("close", &[10.0], &[10.4]);
+        assert!(render(&[close]).contains("+4.0%  yes"));
+    }
+}
