@@ -198,7 +198,11 @@ fn criterion_ns_per_pair(name: &str, measurement_secs: u32, home: &Path) -> Task
         .env("CRITERION_HOME", home)
         .stdout(std::process::Stdio::null());
     util::run(bench)?;
-    let estimates: PathBuf = home.join(&id).join("new").join("estimates.json");
+    // criterion names the directory after the id with `/` replaced by `_`.
+    let estimates: PathBuf = home
+        .join(id.replace('/', "_"))
+        .join("new")
+        .join("estimates.json");
     let json = util::read_json(&estimates)?;
     criterion_estimate(&json).ok_or_else(|| {
         TaskError::Failed(format!(

@@ -5,10 +5,12 @@
 //! - **Instruction counts** (lower is better) are deterministic for a given binary, so a
 //!   plain tolerance works: a count more than `tolerance` (a fraction, e.g. 0.01) above its
 //!   reference is a regression; more than `tolerance` below it is an improvement.
-//! - **Throughput ratios** (sheaf / comparator, higher is better) are noisy, so the figure
-//!   now is a confidence interval, and the rule looks at the whole interval: a regression
-//!   only when even its *upper* bound is more than `threshold` below the reference; an
-//!   improvement only when its lower bound is more than `threshold` above.
+//! - **Throughput ratios** (sheaf / comparator, higher is better) are noisy, and so was the
+//!   run that recorded the reference: both are confidence intervals, and the rule looks at
+//!   both whole intervals: a regression only when even the *upper* bound now is more than
+//!   `threshold` below the reference's *lower* bound; an improvement only when the lower
+//!   bound now is more than `threshold` above the reference's upper bound. (A reference
+//!   recorded without bounds is a point: both bounds equal its ratio.)
 //!
 //! Figures that do not line up are verdicts of their own: a reference with no figure now
 //! (`missing`: the benchmark vanished or failed, which fails the gate, since nothing vouches
@@ -109,9 +111,9 @@ pub(crate) fn judge_count(reference: Option<u64>, now: Option<u64>, tolerance: f
 }
 
 /// Judges a throughput ratio (higher is better) measured as an interval against its
-/// reference ratio.
+/// reference interval.
 pub(crate) fn judge_ratio(
-    reference: Option<f64>,
+    reference: Option<Interval>,
     now: Option<Interval>,
     threshold: f64,
 ) -> Judgement {
@@ -124,7 +126,7 @@ pub(crate) fn judge_ratio(
             verdict: Verdict::New,
             change: None,
         },
-        (Some(r), _) if !r.is_finite() || r <= 0.0 => Judgement {
+        (Some(r), _) if !valid_interval(&r) => Judgement {
             verdict: Verdict::BadReference,
             change: None,
         },
@@ -133,10 +135,10 @@ pub(crate) fn judge_ratio(
             change: None,
         },
         (Some(reference), Some(now)) => {
-            let change = now.estimate / reference - 1.0;
-            let verdict = if now.high < reference * (1.0 - threshold) {
+            let change = now.estimate / reference.estimate - 1.0;
+            let verdict = if now.high < reference.low * (1.0 - threshold) {
                 Verdict::Regression
-            } else if now.low > reference * (1.0 + threshold) {
+            } else if now.low > reference.high * (1.0 + threshold) {
                 Verdict::Improvement
             } else {
                 Verdict::Pass
@@ -147,6 +149,20 @@ pub(crate) fn judge_ratio(
             }
         }
     }
+}
+
+/// Positive, finite bounds around a positive, finite estimate.
+fn valid_interval(interval: &Interval) -> bool {
+    let Interval {
+        estimate,
+        low,
+        high,
+    } = *interval;
+    [estimate, low, high]
+        .iter()
+        .all(|v| v.is_finite() && *v > 0.0)
+        && low <= estimate
+        && estimate <= high
 }
 
 /// One line of the gate's table, already formatted.
@@ -179,18 +195,21 @@ impl Row {
     /// A row for a throughput ratio.
     pub(crate) fn ratio(
         figure: &str,
-        reference: Option<f64>,
+        reference: Option<Interval>,
         now: Option<Interval>,
         threshold: f64,
     ) -> Self {
+        let shown = |interval: Option<Interval>| {
+            interval.map_or_else(
+                || "-".into(),
+                |i| format!("{:.4} [{:.4}, {:.4}]", i.estimate, i.low, i.high),
+            )
+        };
         Self {
             signal: "ratio",
             figure: figure.to_owned(),
-            reference: reference.map_or_else(|| "-".into(), |r| format!("{r:.4}")),
-            now: now.map_or_else(
-                || "-".into(),
-                |i| format!("{:.4} [{:.4}, {:.4}]", i.estimate, i.low, i.high),
-            ),
+            reference: shown(reference),
+            now: shown(now),
             judgement: judge_ratio(reference, now, threshold),
         }
     }
@@ -325,23 +344,50 @@ mod tests {
         })
     }
 
+    fn point(ratio: f64) -> Option<Interval> {
+        interval(ratio, ratio, ratio)
+    }
+
+    #[test]
+    fn ratio_judged_against_the_reference_interval() {
+        // 10% below the reference's estimate, but overlapping its own noisy interval: pass.
+        let reference = interval(4.0, 3.6, 4.6);
+        let j = judge_ratio(reference, interval(3.6, 3.2, 4.0), 0.02);
+        assert_eq!(j.verdict, Verdict::Pass);
+        assert!((j.change.unwrap() + 0.1).abs() < 1e-12);
+        // Wholly below the reference's lower bound by more than the threshold: regression.
+        let j = judge_ratio(reference, interval(3.2, 3.0, 3.5), 0.02);
+        assert_eq!(j.verdict, Verdict::Regression);
+        // Below the lower bound, but by less than the threshold: pass.
+        let j = judge_ratio(reference, interval(3.4, 3.3, 3.55), 0.02);
+        assert_eq!(j.verdict, Verdict::Pass);
+        // Above the upper bound by more than the threshold: improvement.
+        let j = judge_ratio(reference, interval(5.0, 4.8, 5.2), 0.02);
+        assert_eq!(j.verdict, Verdict::Improvement);
+        // An inverted or non-positive reference interval is a bad reference.
+        let j = judge_ratio(interval(4.0, 4.5, 3.5), interval(4.0, 3.9, 4.1), 0.02);
+        assert_eq!(j.verdict, Verdict::BadReference);
+        let j = judge_ratio(interval(4.0, 0.0, 4.5), interval(4.0, 3.9, 4.1), 0.02);
+        assert_eq!(j.verdict, Verdict::BadReference);
+    }
+
     #[test]
     fn ratio_interval_overlapping_the_band_passes() {
         // Estimate 4% below, but the interval reaches into the 2% band: not proven.
-        let j = judge_ratio(Some(1.0), interval(0.96, 0.93, 0.985), 0.02);
+        let j = judge_ratio(point(1.0), interval(0.96, 0.93, 0.985), 0.02);
         assert_eq!(j.verdict, Verdict::Pass);
         assert!((j.change.unwrap() + 0.04).abs() < 1e-12);
     }
 
     #[test]
     fn ratio_interval_wholly_below_the_band_is_a_regression() {
-        let j = judge_ratio(Some(1.0), interval(0.95, 0.94, 0.975), 0.02);
+        let j = judge_ratio(point(1.0), interval(0.95, 0.94, 0.975), 0.02);
         assert_eq!(j.verdict, Verdict::Regression);
     }
 
     #[test]
     fn ratio_interval_wholly_above_the_band_is_an_improvement() {
-        let j = judge_ratio(Some(2.0), interval(2.2, 2.1, 2.3), 0.02);
+        let j = judge_ratio(point(2.0), interval(2.2, 2.1, 2.3), 0.02);
         assert_eq!(j.verdict, Verdict::Improvement);
     }
 
@@ -351,18 +397,21 @@ mod tests {
             judge_ratio(None, interval(1.0, 0.9, 1.1), 0.02).verdict,
             Verdict::New
         );
-        assert_eq!(judge_ratio(Some(1.0), None, 0.02).verdict, Verdict::Missing);
+        assert_eq!(
+            judge_ratio(point(1.0), None, 0.02).verdict,
+            Verdict::Missing
+        );
         assert_eq!(judge_ratio(None, None, 0.02).verdict, Verdict::Missing);
         assert_eq!(
-            judge_ratio(Some(0.0), interval(1.0, 0.9, 1.1), 0.02).verdict,
+            judge_ratio(point(0.0), interval(1.0, 0.9, 1.1), 0.02).verdict,
             Verdict::BadReference
         );
         assert_eq!(
-            judge_ratio(Some(f64::NAN), interval(1.0, 0.9, 1.1), 0.02).verdict,
+            judge_ratio(point(f64::NAN), interval(1.0, 0.9, 1.1), 0.02).verdict,
             Verdict::BadReference
         );
         assert_eq!(
-            judge_ratio(Some(-1.0), interval(1.0, 0.9, 1.1), 0.02).verdict,
+            judge_ratio(point(-1.0), interval(1.0, 0.9, 1.1), 0.02).verdict,
             Verdict::BadReference
         );
     }
@@ -400,13 +449,13 @@ mod tests {
             Row::count("zero_reference", Some(0), Some(10), TOL),
             Row::ratio(
                 "churn-lifo sheaf/mimalloc",
-                Some(1.2),
+                interval(1.2, 1.15, 1.25),
                 interval(1.19, 1.17, 1.21),
                 0.02,
             ),
             Row::ratio(
                 "burst sheaf/slub-cpu-slab",
-                Some(1.5),
+                point(1.5),
                 interval(1.40, 1.38, 1.43),
                 0.02,
             ),

@@ -41,6 +41,8 @@ const CONFIDENCE: f64 = 0.95;
 const RESAMPLES: usize = 10_000;
 /// Seed of the bootstrap (fixed: the interval is a function of the samples alone).
 const SEED: u64 = 0x5EAF_0BE7;
+/// Further runs of the instruction benchmarks while a figure looks worse than its reference.
+const MEASURE_AGAIN: usize = 2;
 
 /// Options of `cargo xtask gate`.
 #[derive(Debug)]
@@ -173,6 +175,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         .clone()
         .unwrap_or_else(reference::committed_dir);
 
+    let mut remeasured: Vec<String> = Vec::new();
     // Signal 1: instruction counts. Without valgrind there is no callgrind: the signal is
     // reported as not measured (and --bless refuses), never passed in silence.
     let valgrind_missing = options.instructions && util::fact("valgrind", &["--version"]).is_none();
@@ -182,9 +185,45 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
                 .into(),
         ));
     }
+    let reference_counts = if options.instructions && !options.bless {
+        reference::load_instructions(&reference_dir)?
+    } else {
+        None
+    };
     let counts = if options.instructions && !valgrind_missing {
         let path = instructions::ensure_runner()?;
-        Some(instructions::measure(&path, options.slowdown_permille)?)
+        let mut counts = instructions::measure(&path, options.slowdown_permille)?;
+        // Measured again while a figure looks worse than its reference (or, to bless, once
+        // more in any case); each figure keeps its lowest count. A slower code path counts
+        // high in every run; a run disturbed by something outside the code does not repeat.
+        for attempt in 0..MEASURE_AGAIN {
+            let suspects: Vec<String> = if options.bless {
+                if attempt > 0 {
+                    break;
+                }
+                counts.keys().cloned().collect()
+            } else {
+                above_reference(&counts, reference_counts.as_ref(), options.tolerance)
+            };
+            if suspects.is_empty() {
+                break;
+            }
+            eprintln!(
+                "xtask: measuring the instruction counts again ({}): {}",
+                attempt + 1,
+                suspects.join(", ")
+            );
+            let again = instructions::measure(&path, options.slowdown_permille)?;
+            for name in &suspects {
+                if let (Some(now), Some(&other)) = (counts.get_mut(name), again.get(name)) {
+                    if other != *now {
+                        remeasured.push(format!("{name}: {now} then {other}"));
+                    }
+                    *now = (*now).min(other);
+                }
+            }
+        }
+        Some(counts)
     } else {
         None
     };
@@ -217,6 +256,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     let measured = serde_json::json!({
         "provenance": provenance,
         "slowdown_permille": options.slowdown_permille,
+        "instruction_counts_differed": remeasured,
         "instructions": counts,
         "ratios": intervals.as_ref().map(|i| reference::ratios_json(i, method.clone(), &provenance)["figures"].clone()),
     });
@@ -255,11 +295,6 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         return Ok(());
     }
 
-    let reference_counts = if options.instructions {
-        reference::load_instructions(&reference_dir)?
-    } else {
-        None
-    };
     let reference_ratios = if options.ratios {
         reference::load_ratios(&reference_dir)?
     } else {
@@ -312,6 +347,9 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     println!("this run: {}", reference::describe_provenance(&provenance));
     if let Some(permille) = options.slowdown_permille {
         println!("slowdown injected: {permille} per mille (feature sheaf/slowdown)");
+    }
+    for note in &remeasured {
+        println!("instruction count differed between runs, lowest kept: {note}");
     }
     println!();
     let mut rows = rows_for(
@@ -385,6 +423,27 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     }
 }
 
+/// The figures counted above their reference by more than `tolerance`.
+fn above_reference(
+    counts: &BTreeMap<String, u64>,
+    reference: Option<&reference::Loaded<u64>>,
+    tolerance: f64,
+) -> Vec<String> {
+    let Some(reference) = reference else {
+        return Vec::new();
+    };
+    counts
+        .iter()
+        .filter(|(name, count)| {
+            reference.figures.get(*name).is_some_and(|&r| {
+                decide::judge_count(Some(r), Some(**count), tolerance).verdict
+                    == decide::Verdict::Regression
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// The interval of each figure with at least two samples (fewer give none: the figure is
 /// then reported missing).
 fn intervals_of(samples: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, (Interval, usize)> {
@@ -403,7 +462,7 @@ fn rows_for(
     counts: Option<&BTreeMap<String, u64>>,
     intervals: Option<&BTreeMap<String, (Interval, usize)>>,
     reference_counts: Option<&BTreeMap<String, u64>>,
-    reference_ratios: Option<&BTreeMap<String, f64>>,
+    reference_ratios: Option<&BTreeMap<String, Interval>>,
     options: &Options,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -491,6 +550,33 @@ mod tests {
     }
 
     #[test]
+    fn only_figures_above_their_reference_are_measured_again() {
+        let counts: BTreeMap<String, u64> = [
+            ("same".to_owned(), 132),
+            ("doubled".to_owned(), 264),
+            ("within".to_owned(), 101),
+            ("lower".to_owned(), 50),
+            ("new".to_owned(), 9),
+        ]
+        .into();
+        let reference = reference::Loaded {
+            figures: [
+                ("same".to_owned(), 132),
+                ("doubled".to_owned(), 132),
+                ("within".to_owned(), 100),
+                ("lower".to_owned(), 100),
+            ]
+            .into(),
+            provenance: serde_json::Value::Null,
+        };
+        assert_eq!(
+            above_reference(&counts, Some(&reference), 0.01),
+            ["doubled"]
+        );
+        assert!(above_reference(&counts, None, 0.01).is_empty());
+    }
+
+    #[test]
     fn rows_cover_both_sides_and_judge_each_figure() {
         let options = parse(&[]).unwrap();
         let counts: BTreeMap<String, u64> = [("a".to_owned(), 100), ("new".to_owned(), 7)].into();
@@ -503,7 +589,7 @@ mod tests {
         };
         let intervals: BTreeMap<String, (Interval, usize)> =
             [("r".to_owned(), (interval, 10))].into();
-        let reference_ratios: BTreeMap<String, f64> = [("r".to_owned(), 1.0)].into();
+        let reference_ratios: BTreeMap<String, Interval> = [("r".to_owned(), interval)].into();
         let rows = rows_for(
             Some(&counts),
             Some(&intervals),

@@ -45,11 +45,23 @@ pub(crate) fn load_instructions(dir: &Path) -> TaskResult<Option<Loaded<u64>>> {
     })
 }
 
-/// Reads the ratio references (the point estimate of each figure).
-pub(crate) fn load_ratios(dir: &Path) -> TaskResult<Option<Loaded<f64>>> {
+/// Reads the ratio references: each figure's estimate and interval (a figure recorded
+/// without `low` and `high` is a point: both bounds equal its ratio).
+pub(crate) fn load_ratios(dir: &Path) -> TaskResult<Option<Loaded<Interval>>> {
     load(&ratios_path(dir), |name, value| {
-        value["ratio"].as_f64().ok_or_else(|| {
+        let estimate = value["ratio"].as_f64().ok_or_else(|| {
             format!("figure `{name}`: expected {{\"ratio\": <number>, ...}}, found {value}")
+        })?;
+        let bound = |key: &str| match &value[key] {
+            serde_json::Value::Null => Ok(estimate),
+            other => other
+                .as_f64()
+                .ok_or_else(|| format!("figure `{name}`: `{key}` is not a number: {other}")),
+        };
+        Ok(Interval {
+            estimate,
+            low: bound("low")?,
+            high: bound("high")?,
         })
     })
 }
