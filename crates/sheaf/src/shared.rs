@@ -10,11 +10,18 @@
 //! - **free** mirrors it: push on `main`; when full, swap with a non-full `spare` (or make
 //!   `main` the spare); else trade the full `main` at the barn for an empty sheaf; else, the
 //!   barn being at its full limit, flush `main` to the slabs.
+//! - **bulk** alloc and free move objects between `main` and the caller's array in block
+//!   copies. An empty `main` is refilled from the spare or the barn and the rest comes
+//!   straight from the slabs; a full `main` makes room as a free does.
 //! - **prefill** takes the slot's spare, else a barn sheaf (full, else empty), else a new one;
-//!   tops it up only if it holds fewer than requested, from the slot's `main` first and then
-//!   the slabs. Larger requests get a dedicated oversize sheaf that is never cached.
-//! - **return**: becomes the slot's spare if it has none; else, when the barn looked to have
-//!   room, is topped up to capacity and put there; else is flushed and freed.
+//!   tops it up only if it holds fewer than requested, from the slot's `main` first (one block
+//!   copy) and then the slabs. Larger requests get a dedicated oversize sheaf that is never
+//!   cached. The common case, a spare that already holds enough, is inlined.
+//! - **return**: becomes the slot's spare if it has none (inlined); else, when the barn
+//!   looked to have room, is topped up to capacity and put there; else is flushed and freed.
+//!
+//! The alloc, free, prefill and return fast paths use the slot as a `FastSlot` (they call out
+//! to nothing); every slow path holds it first (see `slot`).
 //! - **deferred free** pushes on the slot's `rcu_free` sheaf; a full one is handed to one grace
 //!   period and afterwards recycled into the barn as a full sheaf (or flushed).
 //!
@@ -40,7 +47,7 @@ use slab::SlabPool;
 
 use crate::barn::Barn;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
+use crate::slot::{FastSlot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::{Counters, Stat, Tally};
 
 /// The largest prefill request served (an oversize sheaf is one allocation of pointers).
@@ -205,7 +212,7 @@ impl<S: SlotStrategy> Shared<S> {
     /// Allocates one object.
     #[inline]
     pub(crate) fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
-        let object = match self.slots.acquire() {
+        let object = match self.slots.acquire_fast() {
             Some(mut slot) => {
                 let counters = slot.counters();
                 match slot.sheaves().main.pop() {
@@ -213,7 +220,7 @@ impl<S: SlotStrategy> Shared<S> {
                         counters.add_owned(Stat::AllocFastpath, 1);
                         crate::slowdown::on_alloc(object)
                     }
-                    None => self.alloc_refill(&mut slot, flags)?,
+                    None => self.alloc_refill(slot, flags)?,
                 }
             }
             None => self.alloc_busy(flags)?,
@@ -235,7 +242,9 @@ impl<S: SlotStrategy> Shared<S> {
     /// The slot's `main` is empty: make it hold objects, then pop.
     #[cold]
     #[inline(never)]
-    fn alloc_refill(&self, slot: &mut SlotGuard<'_, S>, flags: AllocFlags) -> Option<NonNull<u8>> {
+    fn alloc_refill(&self, slot: FastSlot<'_, S>, flags: AllocFlags) -> Option<NonNull<u8>> {
+        // Held from here on: the refill may call out (barn, slabs, page source).
+        let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
         if self.capacity == 0 {
@@ -314,14 +323,14 @@ impl<S: SlotStrategy> Shared<S> {
     /// - `object` is a live object of this cache, not used after this call.
     #[inline]
     pub(crate) unsafe fn free(&self, object: NonNull<u8>) {
-        match self.slots.acquire() {
+        match self.slots.acquire_fast() {
             Some(mut slot) => {
                 let counters = slot.counters();
                 let object = crate::slowdown::on_free(object);
                 match slot.sheaves().main.push(object) {
                     Ok(()) => counters.add_owned(Stat::FreeFastpath, 1),
                     // SAFETY: forwarded.
-                    Err(object) => unsafe { self.free_overflow(&mut slot, object) },
+                    Err(object) => unsafe { self.free_overflow(slot, object) },
                 }
             }
             // SAFETY: forwarded.
@@ -342,7 +351,9 @@ impl<S: SlotStrategy> Shared<S> {
     /// The slot's `main` is full: make room, then push.
     #[cold]
     #[inline(never)]
-    unsafe fn free_overflow(&self, slot: &mut SlotGuard<'_, S>, object: NonNull<u8>) {
+    unsafe fn free_overflow(&self, slot: FastSlot<'_, S>, object: NonNull<u8>) {
+        // Held from here on: making room may call out (barn, slabs, page source).
+        let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
         if self.capacity == 0 {
@@ -406,20 +417,15 @@ impl<S: SlotStrategy> Shared<S> {
                 let mut taken = 0;
                 if self.capacity > 0 {
                     let sheaves = slot.sheaves();
-                    while taken < n {
-                        match sheaves.main.pop() {
-                            Some(object) => {
-                                out[taken].write(object);
-                                taken += 1;
-                            }
-                            None => {
-                                if self
-                                    .fill_main(sheaves, node, flags.may_grow(), false, tally)
-                                    .is_err()
-                                {
-                                    break;
-                                }
-                            }
+                    loop {
+                        // A block copy from the top of `main`, not one pop per object.
+                        taken += sheaves.main.pop_into(&mut out[taken..]);
+                        if taken == n
+                            || self
+                                .fill_main(sheaves, node, flags.may_grow(), false, tally)
+                                .is_err()
+                        {
+                            break;
                         }
                     }
                 }
@@ -482,11 +488,15 @@ impl<S: SlotStrategy> Shared<S> {
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
         let sheaves = slot.sheaves();
-        for &object in objects {
-            if let Err(object) = sheaves.main.push(object) {
-                self.make_room(sheaves, node, tally);
-                sheaves.main.push(object).expect("make_room leaves room");
+        let mut rest = objects;
+        loop {
+            // A block copy into `main`'s room, not one push per object.
+            rest = &rest[sheaves.main.push_slice(rest)..];
+            if rest.is_empty() {
+                break;
             }
+            // `main` is full (or the sentinel): `make_room` leaves it room for at least one.
+            self.make_room(sheaves, node, tally);
         }
         tally.add(Stat::FreeFastpath, objects.len() as u64);
     }
@@ -494,6 +504,10 @@ impl<S: SlotStrategy> Shared<S> {
     // ----- prefill -------------------------------------------------------------------------
 
     /// A sheaf holding at least `count` objects (C-PREFILL-1..7).
+    ///
+    /// Fast path (inlined): the held slot's spare already holds `count`, and is handed out
+    /// as it is. Everything else goes to [`Shared::prefill_slow`] with the slot still held.
+    #[inline]
     pub(crate) fn prefill(
         &self,
         flags: AllocFlags,
@@ -502,7 +516,28 @@ impl<S: SlotStrategy> Shared<S> {
         if count > self.capacity || self.capacity == 0 {
             return self.prefill_oversize(flags, count);
         }
-        let mut slot = self.slots.acquire();
+        let mut slot = self.slots.acquire_fast();
+        if let Some(slot) = slot.as_mut() {
+            let counters = slot.counters();
+            let sheaves = slot.sheaves();
+            if let Some(spare) = sheaves.spare.take_if(|spare| spare.size() >= count) {
+                counters.add_owned(Stat::SheafPrefillFast, 1);
+                counters.add_owned(Stat::PrefillReserved, spare.size() as u64);
+                return Ok(spare);
+            }
+        }
+        self.prefill_slow(slot.map(FastSlot::hold), flags, count)
+    }
+
+    /// The rest of [`Shared::prefill`]: a spare too small or absent, or no slot.
+    #[cold]
+    #[inline(never)]
+    fn prefill_slow(
+        &self,
+        mut slot: Option<SlotGuard<'_, S>>,
+        flags: AllocFlags,
+        count: usize,
+    ) -> Result<OwnedSheaf, AllocError> {
         let (tally, node) = match &slot {
             Some(slot) => (Tally::owned(slot.counters()), slot.node()),
             None => {
@@ -546,6 +581,8 @@ impl<S: SlotStrategy> Shared<S> {
     }
 
     /// A dedicated sheaf of exactly `count` entries, all filled (C-PREFILL-5, C-CONF-2).
+    #[cold]
+    #[inline(never)]
     fn prefill_oversize(&self, flags: AllocFlags, count: usize) -> Result<OwnedSheaf, AllocError> {
         if count > MAX_PREFILL {
             return Err(AllocError::TooLarge {
@@ -646,29 +683,53 @@ impl<S: SlotStrategy> Shared<S> {
     }
 
     /// Takes a prefilled sheaf back (C-RETURN-1..4).
-    pub(crate) fn return_sheaf(&self, mut sheaf: OwnedSheaf, flags: AllocFlags) {
-        let unused = sheaf.size() as u64;
+    ///
+    /// Fast path (inlined): a sheaf of the cache's capacity becomes the held slot's spare
+    /// when it has none. Everything else goes to [`Shared::return_slow`] with the slot still
+    /// held.
+    #[inline]
+    pub(crate) fn return_sheaf(&self, sheaf: OwnedSheaf, flags: AllocFlags) {
         if sheaf.capacity() != self.capacity || self.capacity == 0 {
-            let tally = Tally::shared(&self.counters);
-            tally.add(Stat::PrefillUnused, unused);
-            tally.add(Stat::SheafReturnSlow, 1);
-            self.discard(sheaf, tally);
-            return;
+            return self.return_discard(sheaf);
         }
-        let mut slot = self.slots.acquire();
+        let mut slot = self.slots.acquire_fast();
+        if let Some(slot) = slot.as_mut() {
+            let counters = slot.counters();
+            let sheaves = slot.sheaves();
+            if sheaves.spare.is_none() {
+                counters.add_owned(Stat::PrefillUnused, sheaf.size() as u64);
+                counters.add_owned(Stat::SheafReturnFast, 1);
+                sheaves.spare = Some(sheaf);
+                return;
+            }
+        }
+        self.return_slow(slot.map(FastSlot::hold), sheaf, flags);
+    }
+
+    /// An oversize (or capacity-0 cache's) sheaf is never cached: flushed and freed.
+    #[cold]
+    #[inline(never)]
+    fn return_discard(&self, sheaf: OwnedSheaf) {
+        let tally = Tally::shared(&self.counters);
+        tally.add(Stat::PrefillUnused, sheaf.size() as u64);
+        tally.add(Stat::SheafReturnSlow, 1);
+        self.discard(sheaf, tally);
+    }
+
+    /// The rest of [`Shared::return_sheaf`]: the slot has a spare already, or is busy.
+    #[cold]
+    #[inline(never)]
+    fn return_slow(
+        &self,
+        slot: Option<SlotGuard<'_, S>>,
+        mut sheaf: OwnedSheaf,
+        flags: AllocFlags,
+    ) {
         let (tally, node) = match &slot {
             Some(slot) => (Tally::owned(slot.counters()), slot.node()),
             None => (Tally::shared(&self.counters), self.slots.current_node()),
         };
-        tally.add(Stat::PrefillUnused, unused);
-        if let Some(slot) = slot.as_mut() {
-            let sheaves = slot.sheaves();
-            if sheaves.spare.is_none() {
-                sheaves.spare = Some(sheaf);
-                tally.add(Stat::SheafReturnFast, 1);
-                return;
-            }
-        }
+        tally.add(Stat::PrefillUnused, sheaf.size() as u64);
         tally.add(Stat::SheafReturnSlow, 1);
         let barn = &self.barns[node];
         if barn.may_take_full() {

@@ -2,7 +2,7 @@
 //!
 //! A sheaf is one allocation: a [`SheafHeader`] (size, capacity and a list link) followed by
 //! `capacity` object pointers. The header is at most
-//! [`SHEAF_HEADER_BYTES`](object_alloc::SHEAF_HEADER_BYTES), so the kernel-style default
+//! [`SHEAF_HEADER_BYTES`], so the kernel-style default
 //! capacity fills the sheaf's allocation size class with no slack. CPU slots, the barn and
 //! prefilled handles keep *pointers* to sheaves, as the kernel's `main` and `spare` do: a
 //! swap of `main` and `spare` is then two pointer moves, and the fast path reaches the array
@@ -176,33 +176,85 @@ impl OwnedSheaf {
     /// Takes the most recently pushed object.
     #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<NonNull<u8>> {
-        let size = self.header().size;
+        // The header pointer is read once: the writes below go through this copy, so the
+        // compiler need not reload `self.header` after them.
+        let header = self.header.as_ptr();
+        // SAFETY: `header` points to a live header (a sheaf we own, or the sentinel).
+        let size = unsafe { (*header).size };
         if size == 0 {
             return None;
         }
         let size = size - 1;
         // SAFETY: `size < capacity`, so this is a non-sentinel sheaf that we own; entry `size`
-        // was initialised when it was pushed, and leaves the held range now.
+        // of the array right after the header was initialised when it was pushed, and leaves
+        // the held range now.
         unsafe {
-            (*self.header.as_ptr()).size = size;
-            Some(*self.objects_ptr().add(size as usize))
+            let object = *header.add(1).cast::<NonNull<u8>>().add(size as usize);
+            (*header).size = size;
+            Some(object)
         }
     }
 
     /// Adds `object`, or gives it back when the sheaf is full.
     #[inline(always)]
     pub(crate) fn push(&mut self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
-        let header = self.header();
-        let size = header.size;
-        if size == header.capacity {
+        let header = self.header.as_ptr();
+        // SAFETY: `header` points to a live header (a sheaf we own, or the sentinel).
+        let (size, capacity) = unsafe { ((*header).size, (*header).capacity) };
+        if size == capacity {
             return Err(object);
         }
         // SAFETY: `size < capacity`: a non-sentinel sheaf we own with a free entry `size`.
         unsafe {
-            self.objects_ptr().add(size as usize).write(object);
-            (*self.header.as_ptr()).size = size + 1;
+            header
+                .add(1)
+                .cast::<NonNull<u8>>()
+                .add(size as usize)
+                .write(object);
+            (*header).size = size + 1;
         }
         Ok(())
+    }
+
+    /// Takes up to `out.len()` objects from the top in one copy, into the first entries of
+    /// `out`; returns how many were taken.
+    #[inline]
+    pub(crate) fn pop_into(&mut self, out: &mut [MaybeUninit<NonNull<u8>>]) -> usize {
+        let size = self.size();
+        let n = size.min(out.len());
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: `n > 0` objects are held, so this is a non-sentinel sheaf we own; entries
+        // `size - n..size` are initialised and leave the held range now; `out` is a distinct
+        // buffer (a `&mut` borrow) of at least `n` entries.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                self.objects_ptr().add(size - n),
+                out.as_mut_ptr().cast::<NonNull<u8>>(),
+                n,
+            );
+            (*self.header.as_ptr()).size = (size - n) as u32;
+        }
+        n
+    }
+
+    /// Pushes as many of `objects` as fit, in one copy; returns how many (a prefix).
+    #[inline]
+    pub(crate) fn push_slice(&mut self, objects: &[NonNull<u8>]) -> usize {
+        let size = self.size();
+        let n = self.room().min(objects.len());
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: room for `n > 0` objects means a non-sentinel sheaf we own with vacant
+        // entries `size..size + n`; `objects` is a shared borrow, so it cannot overlap the
+        // array that `&mut self` owns.
+        unsafe {
+            ptr::copy_nonoverlapping(objects.as_ptr(), self.objects_ptr().add(size), n);
+            (*self.header.as_ptr()).size = (size + n) as u32;
+        }
+        n
     }
 
     /// The objects held, oldest first.
@@ -254,12 +306,26 @@ impl OwnedSheaf {
         }
     }
 
-    /// Moves up to `max` objects from the top of `self` into `to`; returns how many moved.
+    /// Moves up to `max` objects from the top of `self` onto `to` in one copy (their order
+    /// is kept, so moving them back restores `self` exactly); returns how many moved.
     pub(crate) fn move_to(&mut self, to: &mut OwnedSheaf, max: usize) -> usize {
-        let n = max.min(self.size()).min(to.room());
-        for _ in 0..n {
-            let object = self.pop().expect("counted");
-            to.push(object).expect("counted");
+        let size = self.size();
+        let to_size = to.size();
+        let n = max.min(size).min(to.room());
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: `n > 0` means both are non-sentinel sheaves: `self` holds `n` objects at
+        // `size - n..size`, `to` has vacant entries `to_size..to_size + n`. Two `&mut`
+        // borrows are two distinct allocations, so the ranges do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                self.objects_ptr().add(size - n),
+                to.objects_ptr().add(to_size),
+                n,
+            );
+            (*self.header.as_ptr()).size = (size - n) as u32;
+            (*to.header.as_ptr()).size = (to_size + n) as u32;
         }
         n
     }
@@ -330,6 +396,61 @@ mod tests {
         assert_eq!(sheaf.pop(), Some(a));
         assert_eq!(sheaf.pop(), None);
         sheaf.free();
+    }
+
+    fn token(i: usize) -> NonNull<u8> {
+        NonNull::new((0x1000 + 64 * i) as *mut u8).unwrap()
+    }
+
+    #[test]
+    fn block_moves_keep_order_and_bounds() {
+        let mut none = OwnedSheaf::none();
+        let mut out = [MaybeUninit::uninit(); 4];
+        assert_eq!(none.pop_into(&mut out), 0);
+        assert_eq!(none.push_slice(&[token(0)]), 0);
+
+        let mut main = OwnedSheaf::new(5);
+        let objects: Vec<_> = (0..7).map(token).collect();
+        // Only the room is taken, a prefix of the slice.
+        assert_eq!(main.push_slice(&objects[..3]), 3);
+        assert_eq!(main.push_slice(&objects[3..]), 2);
+        assert_eq!(main.objects(), &objects[..5]);
+        assert!(main.is_full());
+
+        // The top objects, at most `out.len()`, in array order.
+        assert_eq!(main.pop_into(&mut out[..2]), 2);
+        // SAFETY: `pop_into` wrote the first two entries.
+        let taken: Vec<_> = out[..2]
+            .iter()
+            .map(|o| unsafe { o.assume_init() })
+            .collect();
+        assert_eq!(taken, &objects[3..5]);
+        assert_eq!(main.objects(), &objects[..3]);
+
+        // Moving to another sheaf and back restores the first exactly.
+        let mut other = OwnedSheaf::new(4);
+        other.push(token(9)).unwrap();
+        assert_eq!(main.move_to(&mut other, usize::MAX), 3);
+        assert_eq!(
+            other.objects(),
+            &[token(9), objects[0], objects[1], objects[2]]
+        );
+        assert!(main.is_empty());
+        assert_eq!(other.move_to(&mut main, 3), 3);
+        assert_eq!(main.objects(), &objects[..3]);
+        assert_eq!(other.objects(), &[token(9)]);
+        // Bounded by the destination's room and by `max`.
+        assert_eq!(main.move_to(&mut other, 1), 1);
+        assert_eq!(main.move_to(&mut other, 9), 2);
+        assert!(other.is_full());
+        assert_eq!(main.move_to(&mut none, 9), 0);
+
+        // Asking for more than held takes what there is.
+        let mut out = [MaybeUninit::uninit(); 8];
+        assert_eq!(other.pop_into(&mut out), 4);
+        assert!(other.is_empty());
+        main.free();
+        other.free();
     }
 
     #[test]

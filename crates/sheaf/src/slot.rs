@@ -4,8 +4,8 @@
 //! # Per-CPU slots ([`PerCpu`], the kernel's design)
 //!
 //! One slot per possible CPU, found by the CPU number read from glibc's rseq area (see
-//! `slab::cpu`), and held with a try-lock: one atomic compare-exchange to take it, one plain release store to
-//! give it back. The lock never spins. A thread that finds its slot held (another thread was
+//! `slab::cpu`), and held with a try-lock: one atomic compare-exchange to take it, one plain
+//! release store to give it back. The lock never spins. A thread that finds its slot held (another thread was
 //! preempted on this CPU while holding it, or migrated here) takes the slow path straight to
 //! the slabs, as the kernel's `local_trylock` users do. This is the userspace analog of
 //! disabling preemption; restartable sequences would remove even the swap, and the slot code
@@ -14,11 +14,26 @@
 //! # Per-thread slots ([`PerThread`], for comparison)
 //!
 //! One slot per (thread, cache), created on the thread's first operation. Only its thread
-//! ever touches it while the thread lives, so "holding" it is a plain load and store of a
-//! busy flag that guards against re-entry on the same thread (a deferred callback run by the
-//! epoch collector from inside an operation frees into the same cache). The slot is found
-//! through a one-entry thread-local cache (cache id, slot pointer) with no destructor, so the
-//! fast path is one thread-local load and a compare. When the thread exits, its slot is marked
+//! ever touches it while the thread lives. The slot is found through a one-entry
+//! thread-local cache `(id, slot)` with no destructor, which doubles as the re-entry guard
+//! (code run from inside an operation, such as a page source, may call into a cache again on
+//! the same thread):
+//!
+//! - `id` is a cache's id: `slot` is that cache's slot for this thread, and this thread holds
+//!   no slot.
+//! - `id` is 0 and `slot` is not null: this thread *holds* `slot`, and every attempt to find
+//!   a slot on this thread (of any cache) fails and takes the path that needs no slot, as a
+//!   busy per-CPU slot does. Holds therefore never nest.
+//! - `id` is 0 and `slot` is null: nothing cached, nothing held.
+//!
+//! The fast paths (pop or push on `main`, take or give back the spare for a prefill) compare
+//! `id` with the cache's id and use the slot without marking it held: they call no code that
+//! could re-enter, so nothing can observe the slot in use ([`FastSlot`]). Before anything that
+//! may call out (the barn, the slabs, the page source), a path marks the slot held by storing
+//! 0 into `id` ([`FastSlot::hold`]), and the release stores the id back: the fast path costs
+//! one thread-local load and a compare, and writes no flag. A miss (another cache was used
+//! last) looks the slot up in the thread's list, creating it on the cache's first use, and
+//! leaves it in the thread-local. When the thread exits, its slot is marked
 //! orphaned; the cache adopts orphaned slots (flushes their sheaves) on its next slow path
 //! that looks for objects, at `shrink`, at `barrier` and at drop (C-CONC-2). `shrink` and
 //! `barrier` reach the calling thread's slot and orphaned slots only: another live thread's
@@ -29,14 +44,16 @@
 //! # Invariants
 //!
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
-//!   own thread with the busy flag set (per-thread), or by whoever adopts an orphaned slot (its
-//!   thread has exited; adoption happens under the registry's mutex), or with exclusive access
-//!   to the whole cache (drop).
+//!   own thread (per-thread) while the thread-local marks it held or, on a fast path that
+//!   calls out to nothing, while no slot of the thread is held; or by whoever adopts an
+//!   orphaned slot (its thread has exited; adoption happens under the registry's mutex), or
+//!   with exclusive access to the whole cache (drop).
 //! - A slot's counters are written by the same parties only, and read by anyone (relaxed).
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -110,8 +127,13 @@ impl SlotSheaves {
 }
 
 /// One CPU's (or thread's) slot.
+///
+/// `repr(C)` keeps the declared order: the lock, the sheaf pointers and the first counters
+/// (the fast paths' ones, see `Stat`) share the slot's first cache line, so an allocation or
+/// a free touches one line of the slot.
+#[repr(C)]
 pub(crate) struct CpuSlot {
-    /// Per-CPU: the try-lock. Per-thread: the owner's busy flag.
+    /// Per-CPU: the try-lock. Unused by per-thread slots (held through the thread-local).
     lock: AtomicBool,
     /// Per-thread: set by the owner when its thread exits.
     orphaned: std::sync::atomic::AtomicBool,
@@ -156,27 +178,11 @@ impl CpuSlot {
         self.lock.store(false, Ordering::Release);
     }
 
-    /// Per-thread: sets the busy flag unless already set (re-entry on the owner thread).
-    #[inline(always)]
-    fn enter_owned(&self) -> bool {
-        if self.lock.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.lock.store(true, Ordering::Relaxed);
-        true
-    }
-
-    /// Per-thread: clears the busy flag.
-    #[inline(always)]
-    fn leave_owned(&self) {
-        self.lock.store(false, Ordering::Relaxed);
-    }
-
     /// The sheaves, for code that has exclusive access by the module's protocol.
     ///
     /// # Safety
     ///
-    /// - The caller holds the slot (lock or busy flag), or has adopted it as an orphan, or has
+    /// - The caller holds the slot (lock or thread-local hold), or has adopted it as an orphan, or has
     ///   exclusive access to the whole cache; and no other reference from this call is alive.
     #[inline(always)]
     #[allow(clippy::mut_from_ref)] // exclusivity comes from the slot protocol, not from `&mut`
@@ -195,9 +201,75 @@ impl fmt::Debug for CpuSlot {
     }
 }
 
+/// A slot found and reserved for a fast path: the operation's own slot, locked (per-CPU),
+/// or found through the thread-local but *not* marked held (per-thread).
+///
+/// While one is alive the code may only touch the slot's sheaves and counters, run no code
+/// that could call back into any cache on this thread (no page source, barn, slab, callback
+/// or allocation), and then either drop it or turn it into a [`SlotGuard`] with
+/// [`FastSlot::hold`] before anything else. For a per-thread slot this makes the hold marker
+/// of the thread-local unnecessary on the fast path: nothing can re-enter between the
+/// lookup and the release. Every per-thread hold that may call out goes through `hold`.
+pub(crate) struct FastSlot<'a, S: SlotStrategy> {
+    slot: &'a CpuSlot,
+    /// Per-thread: the cache id, stored back into the thread-local when a hold ends.
+    cache_id: u64,
+    _strategy: PhantomData<S>,
+}
+
+impl<'a, S: SlotStrategy> FastSlot<'a, S> {
+    /// The slot's sheaves.
+    #[inline(always)]
+    pub(crate) fn sheaves(&mut self) -> &mut SlotSheaves {
+        // SAFETY: per-CPU, we hold the lock. Per-thread, the slot is this thread's, no hold
+        // is active on this thread (the lookup checked), and none can start while this value
+        // lives (its user calls out to nothing); `&mut self` makes this the only reference.
+        unsafe { self.slot.sheaves_mut() }
+    }
+
+    /// The slot's counters.
+    #[inline(always)]
+    pub(crate) fn counters(&self) -> &'a Counters {
+        &self.slot.counters
+    }
+
+    /// Marks the slot held (per-thread: the thread-local's id becomes 0, so that re-entry on
+    /// this thread finds every slot busy), for code that may call out.
+    #[inline(always)]
+    pub(crate) fn hold(self) -> SlotGuard<'a, S> {
+        let this = ManuallyDrop::new(self);
+        if !S::PER_CPU {
+            // The lookup left the thread-local naming this slot with this cache's id.
+            LAST_SLOT.with(|last| last.id.set(0));
+        }
+        SlotGuard {
+            slot: this.slot,
+            cache_id: this.cache_id,
+            _strategy: PhantomData,
+        }
+    }
+}
+
+impl<S: SlotStrategy> Drop for FastSlot<'_, S> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if S::PER_CPU {
+            self.slot.unlock();
+        }
+    }
+}
+
+impl<S: SlotStrategy> fmt::Debug for FastSlot<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FastSlot").field(self.slot).finish()
+    }
+}
+
 /// A held slot; releases it on drop.
 pub(crate) struct SlotGuard<'a, S: SlotStrategy> {
     slot: &'a CpuSlot,
+    /// Per-thread: the cache id to store back into the thread-local on release.
+    cache_id: u64,
     _strategy: PhantomData<S>,
 }
 
@@ -229,7 +301,10 @@ impl<S: SlotStrategy> Drop for SlotGuard<'_, S> {
         if S::PER_CPU {
             self.slot.unlock();
         } else {
-            self.slot.leave_owned();
+            // The thread-local still names this slot: while it is held no other hold (which
+            // would overwrite it) can succeed on this thread. Storing the id back releases it
+            // and leaves it cached for the next operation.
+            LAST_SLOT.with(|last| last.id.set(self.cache_id));
         }
     }
 }
@@ -261,7 +336,10 @@ struct ThreadSlots {
 impl Drop for ThreadSlots {
     fn drop(&mut self) {
         // Later thread-local destructors must not reach a slot through the one-entry cache.
-        let _ = LAST_SLOT.try_with(|last| last.set((0, std::ptr::null())));
+        let _ = LAST_SLOT.try_with(|last| {
+            last.id.set(0);
+            last.slot.set(std::ptr::null());
+        });
         for entry in self.entries.get_mut().drain(..) {
             if let Some(registry) = entry.registry.upgrade() {
                 // Release: the adopter that sees the flag sees every write this thread made
@@ -273,10 +351,28 @@ impl Drop for ThreadSlots {
     }
 }
 
+/// The per-thread one-entry cache and hold marker (see the module docs for its three states).
+struct LastSlot {
+    /// The id of the cache whose slot `slot` is, or 0 while `slot` is held (or absent).
+    id: Cell<u64>,
+    /// The slot last used by this thread, or null.
+    slot: Cell<*const CpuSlot>,
+}
+
+impl LastSlot {
+    /// Whether this thread holds a slot now (an operation is in progress below us).
+    #[inline]
+    fn holds_a_slot(&self) -> bool {
+        self.id.get() == 0 && !self.slot.get().is_null()
+    }
+}
+
 thread_local! {
-    /// The last (cache id, slot) this thread used: the per-thread fast path's lookup. No
-    /// destructor, so access is a plain thread-local load.
-    static LAST_SLOT: Cell<(u64, *const CpuSlot)> = const { Cell::new((0, std::ptr::null())) };
+    /// The last slot this thread used, and whether it is held: the per-thread fast path's
+    /// lookup. No destructor, so access is a plain thread-local load.
+    static LAST_SLOT: LastSlot = const {
+        LastSlot { id: Cell::new(0), slot: Cell::new(std::ptr::null()) }
+    };
     static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
 }
 
@@ -325,6 +421,12 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Finds and holds the caller's slot; `None` when it is busy.
     #[inline(always)]
     pub(crate) fn acquire(&self) -> Option<SlotGuard<'_, S>> {
+        self.acquire_fast().map(FastSlot::hold)
+    }
+
+    /// Finds the caller's slot for a fast path (see [`FastSlot`]); `None` when it is busy.
+    #[inline(always)]
+    pub(crate) fn acquire_fast(&self) -> Option<FastSlot<'_, S>> {
         let slot = if S::PER_CPU {
             let cpu = cpu::current_cpu(self.cpu_source);
             let slot = match self.cpus.get(cpu) {
@@ -336,36 +438,67 @@ impl<S: SlotStrategy> SlotTable<S> {
             }
             &**slot
         } else {
-            let (id, slot) = LAST_SLOT.with(Cell::get);
-            let slot = if id == self.id {
-                // SAFETY: `LAST_SLOT` names a slot of this cache registered by this thread;
-                // the registry keeps it alive until the thread has exited (then it is reset
-                // above) or the cache is dropped (which `&self` rules out).
+            let (id, slot) = LAST_SLOT.with(|last| (last.id.get(), last.slot.get()));
+            if id == self.id {
+                // SAFETY: the thread-local named this slot together with this cache's id, so
+                // it is a slot of this cache registered by this thread, and no hold is active
+                // on this thread (a hold sets the id to 0); the registry keeps the slot alive
+                // until the thread has exited (then the thread-local is reset) or the cache is
+                // dropped (which `&self` rules out).
                 unsafe { &*slot }
             } else {
-                self.thread_slot_slow()?
-            };
-            if !slot.enter_owned() {
-                return None;
+                self.thread_slot_slow(true)?
             }
-            slot
         };
-        Some(SlotGuard {
+        Some(FastSlot {
             slot,
+            cache_id: self.id,
             _strategy: PhantomData,
         })
     }
 
-    /// Per-thread: finds (or creates and registers) the calling thread's slot.
+    /// Per-thread: the calling thread's slot, found in the thread's list (created and
+    /// registered when `create` is set and there is none) and left in the thread-local with
+    /// this cache's id. `None` when the thread holds a slot (re-entry), has no slot and may
+    /// not create one, or is exiting.
     #[cold]
     #[inline(never)]
-    fn thread_slot_slow(&self) -> Option<&CpuSlot> {
-        let slot = THREAD_SLOTS
+    fn thread_slot_slow(&self, create: bool) -> Option<&CpuSlot> {
+        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+            return None;
+        }
+        let slot = self.thread_slot_lookup(create)?;
+        LAST_SLOT.with(|last| {
+            last.id.set(self.id);
+            last.slot.set(slot);
+        });
+        // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
+        Some(unsafe { &*slot })
+    }
+
+    /// Per-thread: holds the calling thread's slot if it has one (never creates it).
+    fn hold_own_slot(&self) -> Option<SlotGuard<'_, S>> {
+        let slot = self.thread_slot_slow(false)?;
+        let fast = FastSlot {
+            slot,
+            cache_id: self.id,
+            _strategy: PhantomData,
+        };
+        Some(fast.hold())
+    }
+
+    /// Per-thread: the calling thread's slot, from its list (created and registered when
+    /// `create` is set and there is none).
+    fn thread_slot_lookup(&self, create: bool) -> Option<*const CpuSlot> {
+        THREAD_SLOTS
             .try_with(|slots| {
                 let mut entries = slots.entries.try_borrow_mut().ok()?;
                 entries.retain(|entry| entry.registry.strong_count() > 0);
                 if let Some(entry) = entries.iter().find(|entry| entry.cache_id == self.id) {
                     return Some(Arc::as_ptr(&entry.slot));
+                }
+                if !create {
+                    return None;
                 }
                 let slot = Arc::new(CpuSlot::new(self.current_node()));
                 self.threads
@@ -382,10 +515,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                 Some(raw)
             })
             .ok()
-            .flatten()?;
-        LAST_SLOT.with(|last| last.set((self.id, slot)));
-        // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
-        Some(unsafe { &*slot })
+            .flatten()
     }
 
     /// Runs `f` on every slot the caller can reach and hold: every CPU slot (waiting for
@@ -402,27 +532,9 @@ impl<S: SlotStrategy> SlotTable<S> {
                 slot.unlock();
             }
         } else {
-            let own = LAST_SLOT.with(Cell::get);
-            let own = if own.0 == self.id {
-                Some(own.1)
-            } else {
-                THREAD_SLOTS
-                    .try_with(|slots| {
-                        let entries = slots.entries.try_borrow().ok()?;
-                        let entry = entries.iter().find(|entry| entry.cache_id == self.id)?;
-                        Some(Arc::as_ptr(&entry.slot))
-                    })
-                    .ok()
-                    .flatten()
-            };
-            if let Some(own) = own {
-                // SAFETY: the calling thread's own slot, alive while the cache is.
-                let slot = unsafe { &*own };
-                if slot.enter_owned() {
-                    // SAFETY: we are its owner and set the busy flag.
-                    f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
-                    slot.leave_owned();
-                }
+            if let Some(mut own) = self.hold_own_slot() {
+                let (counters, node) = (own.counters(), own.node());
+                f(own.sheaves(), counters, node);
             }
             self.adopt_orphans(&mut f);
         }
@@ -500,11 +612,10 @@ impl<S: SlotStrategy> SlotTable<S> {
         if S::PER_CPU {
             return true;
         }
-        let own = LAST_SLOT.with(Cell::get);
+        let own = self.thread_slot_lookup(false).unwrap_or(std::ptr::null());
         let slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.iter().all(|slot| {
-            slot.orphaned.load(Ordering::Acquire)
-                || (own.0 == self.id && std::ptr::eq(Arc::as_ptr(slot), own.1))
+            slot.orphaned.load(Ordering::Acquire) || std::ptr::eq(Arc::as_ptr(slot), own)
         })
     }
 }
@@ -516,5 +627,131 @@ impl<S: SlotStrategy> fmt::Debug for SlotTable<S> {
             .field("slots", &self.len())
             .field("cpu_source", &self.cpu_source)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::cell::Cell;
+    use std::ptr::NonNull;
+    use std::sync::{Arc, OnceLock};
+
+    use object_alloc::{AllocFlags, CacheConfig, PageError, PageSource, PageSourceStats};
+
+    use crate::{Cache, PerCpu, PerThread, SlotStrategy};
+
+    type Hook = Box<dyn Fn() + Send + Sync>;
+
+    /// Pages that run a hook (which calls back into caches) before handing out a chunk, as
+    /// a user's page source may: the hook runs while the caller's slot is held.
+    #[derive(Default)]
+    struct ReenteringPages {
+        inner: slab::MmapPages,
+        hook: OnceLock<Hook>,
+    }
+
+    impl std::fmt::Debug for ReenteringPages {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("ReenteringPages")
+        }
+    }
+
+    thread_local! {
+        static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    }
+
+    impl PageSource for ReenteringPages {
+        fn name(&self) -> &'static str {
+            "reentering"
+        }
+
+        fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, PageError> {
+            if let Some(hook) = self.hook.get()
+                && !IN_HOOK.with(|flag| flag.replace(true))
+            {
+                hook();
+                IN_HOOK.with(|flag| flag.set(false));
+            }
+            self.inner.alloc_chunk(bytes)
+        }
+
+        unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+            // SAFETY: forwarded: the chunk came from `inner` through `alloc_chunk`.
+            unsafe { self.inner.free_chunk(chunk, bytes) }
+        }
+
+        fn stats(&self) -> PageSourceStats {
+            self.inner.stats()
+        }
+    }
+
+    fn counter(cache: &Cache<impl SlotStrategy>, name: &str) -> u64 {
+        cache.stats().counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// While a slow path holds the slot and calls the page source, the page source allocates
+    /// and frees on the same cache and on another one: both must find the slot busy (or use
+    /// another CPU's), never reach the held sheaves, and every object must stay accounted.
+    fn reentry_is_served_without_the_held_slot<S: SlotStrategy>() {
+        let pages = Arc::new(ReenteringPages::default());
+        let config = CacheConfig::new(64).with_page_source(pages.clone());
+        let outer: &'static Cache<S> = Box::leak(Box::new(Cache::new(&config).unwrap()));
+        let other: &'static Cache<S> =
+            Box::leak(Box::new(Cache::new(&CacheConfig::new(64)).unwrap()));
+        let reentered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = reentered.clone();
+        let hook: Hook = Box::new(move || {
+            let a = outer.alloc(AllocFlags::ZERO).expect("memory");
+            let b = other.alloc(AllocFlags::empty()).expect("memory");
+            // SAFETY: allocated just above from these caches, freed once.
+            unsafe {
+                outer.free(a);
+                other.free(b);
+            }
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert!(pages.hook.set(hook).is_ok());
+
+        // Touch `other` first so that its slot exists and is the thread's cached one.
+        let warm = other.alloc(AllocFlags::empty()).unwrap();
+        // SAFETY: allocated just above, freed once.
+        unsafe { other.free(warm) };
+        // The first allocation of `outer` refills its slot from new slabs: the hook runs.
+        let objects: Vec<_> = (0..200)
+            .map(|_| outer.alloc(AllocFlags::empty()).unwrap())
+            .collect();
+        assert!(reentered.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        if !S::PER_CPU {
+            // On the same thread a held slot makes every slot of the thread busy.
+            assert!(counter(outer, "cpu_slot_busy") > 0);
+            assert!(counter(other, "cpu_slot_busy") > 0);
+        }
+        for object in objects {
+            // SAFETY: allocated above from `outer`, freed once.
+            unsafe { outer.free(object) };
+        }
+        assert_eq!(outer.stats().live_objects, Some(0));
+        assert_eq!(other.stats().live_objects, Some(0));
+        outer.check_invariants();
+        other.check_invariants();
+        // After the re-entry the fast path is usable again.
+        let again = outer.alloc(AllocFlags::empty()).unwrap();
+        let before = counter(outer, "alloc_fastpath");
+        // SAFETY: allocated just above, freed once.
+        unsafe { outer.free(again) };
+        let next = outer.alloc(AllocFlags::empty()).unwrap();
+        assert_eq!(counter(outer, "alloc_fastpath"), before + 1);
+        // SAFETY: as above.
+        unsafe { outer.free(next) };
+    }
+
+    #[test]
+    fn per_thread_reentry_is_served_without_the_held_slot() {
+        reentry_is_served_without_the_held_slot::<PerThread>();
+    }
+
+    #[test]
+    fn per_cpu_reentry_is_served_without_the_held_slot() {
+        reentry_is_served_without_the_held_slot::<PerCpu>();
     }
 }

@@ -42,12 +42,22 @@ macro_rules! stats {
 }
 
 stats! {
+    // Declaration order is storage order in a `Counters` block: the fast paths' counters come
+    // first, so that they share the CPU slot's first cache line with its lock and sheaves.
     /// Objects served from the CPU slot's sheaves (per object; bulk allocations included).
     AllocFastpath => "alloc_fastpath",
-    /// Objects served straight from the slabs: the slot was busy, or the cache has no sheaves.
-    AllocSlowpath => "alloc_slowpath",
     /// Objects freed into the CPU slot's sheaves (per object).
     FreeFastpath => "free_fastpath",
+    /// Prefills served without touching the slabs (the sheaf already held enough).
+    SheafPrefillFast => "sheaf_prefill_fast",
+    /// Objects placed in prefilled sheaves (they count as live while the sheaf is out).
+    PrefillReserved => "prefill_reserved",
+    /// Returned sheaves that became the slot's spare.
+    SheafReturnFast => "sheaf_return_fast",
+    /// Objects still in prefilled sheaves when they were returned or replaced.
+    PrefillUnused => "prefill_unused",
+    /// Objects served straight from the slabs: the slot was busy, or the cache has no sheaves.
+    AllocSlowpath => "alloc_slowpath",
     /// Objects freed straight to their slabs.
     FreeSlowpath => "free_slowpath",
     /// Objects put in an `rcu_free` sheaf by `free_deferred`.
@@ -63,14 +73,10 @@ stats! {
     SheafAlloc => "sheaf_alloc",
     /// Sheaves freed.
     SheafFree => "sheaf_free",
-    /// Prefills served without touching the slabs (the sheaf already held enough).
-    SheafPrefillFast => "sheaf_prefill_fast",
     /// Prefills that had to top the sheaf up.
     SheafPrefillSlow => "sheaf_prefill_slow",
     /// Prefills larger than the sheaf capacity (a dedicated sheaf).
     SheafPrefillOversize => "sheaf_prefill_oversize",
-    /// Returned sheaves that became the slot's spare.
-    SheafReturnFast => "sheaf_return_fast",
     /// Returned sheaves that were topped up into the barn, or flushed and freed.
     SheafReturnSlow => "sheaf_return_slow",
     /// Every object passed to `free_deferred`, batched or not.
@@ -84,10 +90,6 @@ stats! {
     RcuSheafFlushed => "rcu_sheaf_flushed",
     /// Objects of `rcu_free` sheaves whose grace period has passed.
     RcuObjectsCompleted => "rcu_objects_completed",
-    /// Objects placed in prefilled sheaves (they count as live while the sheaf is out).
-    PrefillReserved => "prefill_reserved",
-    /// Objects still in prefilled sheaves when they were returned or replaced.
-    PrefillUnused => "prefill_unused",
     /// Operations that found their CPU slot held by another thread and took a slow path.
     CpuSlotBusy => "cpu_slot_busy",
 }
