@@ -32,9 +32,21 @@ const PREFILL_FEW: usize = 13;
 /// Objects taken from that reserve.
 const PREFILL_USED: usize = 3;
 
+/// Pins the benchmark's thread to the CPU it runs on, so that every operation of the setup
+/// and of the measured call finds the same per-CPU slot: a migration between two calls
+/// would send the measured one to a cold slot and change the path it counts. A machine that
+/// refuses the affinity call runs unpinned (the gate measures a disagreeing count again).
+fn pin_to_this_cpu() {
+    use rustix::thread::{CpuSet, sched_getcpu, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(sched_getcpu());
+    let _ = sched_setaffinity(None, &set);
+}
+
 /// A cache whose CPU slot has been through a few alloc/free cycles, so that its `main` sheaf
-/// holds objects and the next pair runs on the fast path.
+/// holds objects and the next pair runs on the fast path. The thread is pinned first.
 fn warm_cache<S: SlotStrategy>() -> Cache<S> {
+    pin_to_this_cpu();
     let cache = Cache::new(&CacheConfig::new(OBJECT_SIZE)).expect("64-byte objects are valid");
     let capacity = cache.sheaf_capacity().max(1);
     let objects: Vec<NonNull<u8>> = (0..capacity * 2)
