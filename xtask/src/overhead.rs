@@ -10,6 +10,9 @@
 //! side is the median over rounds (harness: the median run of each round; criterion: its
 //! slope estimate, or the mean when it has none).
 //!
+//! Both sides run on CPU 0: the spec pins the harness's thread there, and the criterion
+//! binary runs under `taskset -c 0`.
+//!
 //! Writes `results/runs/<time>/overhead.json` and prints a table: allocator, criterion
 //! ns/pair, harness ns/pair, the difference, and whether it is within 5%.
 
@@ -35,7 +38,7 @@ struct Options {
 
 const USAGE: &str = "cargo xtask overhead [--alloc a,b] [--rounds N] [--measurement-time SECS]
   --alloc LIST            allocators (default: sheaf,sheaf-thread,mimalloc,jemalloc,system)
-  --rounds N              alternating rounds, each running both sides once (default 3)
+  --rounds N              alternating rounds, each running both sides once (default 5)
   --measurement-time S    criterion's measurement time per benchmark, seconds (default 3)";
 
 fn parse(args: &[String]) -> TaskResult<Options> {
@@ -43,7 +46,7 @@ fn parse(args: &[String]) -> TaskResult<Options> {
         allocators: ["sheaf", "sheaf-thread", "mimalloc", "jemalloc", "system"]
             .map(str::to_owned)
             .to_vec(),
-        rounds: 3,
+        rounds: 5,
         measurement_secs: 3,
     };
     let mut args = args.iter();
@@ -95,6 +98,7 @@ fn parse(args: &[String]) -> TaskResult<Options> {
 pub(crate) fn overhead(args: &[String]) -> TaskResult {
     let options = parse(args)?;
     let exe = util::build_sheafbench(None)?;
+    let bench_exe = build_pair_bench()?;
     let dir = util::new_run_dir()?;
     let criterion_home = dir.join("criterion");
     let spec = util::root().join("workloads").join(WORKLOAD);
@@ -118,6 +122,7 @@ pub(crate) fn overhead(args: &[String]) -> TaskResult {
                 .entry(name.clone())
                 .or_default()
                 .push(criterion_ns_per_pair(
+                    &bench_exe,
                     name,
                     options.measurement_secs,
                     &criterion_home,
@@ -187,12 +192,28 @@ fn harness_ns_per_pair(exe: &Path, spec: &Path, name: &str, json: &Path) -> Task
 }
 
 /// criterion's `churn-lifo64/<name>`: ns per iteration (one pair).
-fn criterion_ns_per_pair(name: &str, measurement_secs: u32, home: &Path) -> TaskResult<f64> {
+///
+/// The benchmark binary runs pinned to CPU 0 (with `taskset`), where the harness pins its one
+/// thread, so that both sides run under the same placement; without `taskset` it runs
+/// unpinned and the task says so.
+fn criterion_ns_per_pair(
+    bench_exe: &Path,
+    name: &str,
+    measurement_secs: u32,
+    home: &Path,
+) -> TaskResult<f64> {
     let id = format!("churn-lifo64/{name}");
-    let mut bench = util::cargo();
+    let mut bench = if util::fact("taskset", &["-V"]).is_some() {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", "0"]).arg(bench_exe);
+        taskset
+    } else {
+        eprintln!("xtask: taskset not found: the criterion side runs unpinned");
+        Command::new(bench_exe)
+    };
     bench
-        .args(["bench", "-p", "sheafbench", "--bench", "pair", "--"])
-        .args(["--exact", &id, "--warm-up-time", "1", "--noplot"])
+        .current_dir(util::root())
+        .args(["--bench", "--exact", &id, "--warm-up-time", "1", "--noplot"])
         .arg("--measurement-time")
         .arg(measurement_secs.to_string())
         .env("CRITERION_HOME", home)
@@ -210,6 +231,30 @@ fn criterion_ns_per_pair(name: &str, measurement_secs: u32, home: &Path) -> Task
             estimates.display()
         ))
     })
+}
+
+/// Builds the `pair` criterion benchmark (bench profile) and returns its executable.
+fn build_pair_bench() -> TaskResult<PathBuf> {
+    let mut build = util::cargo();
+    build.args([
+        "bench",
+        "-p",
+        "sheafbench",
+        "--bench",
+        "pair",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    eprintln!("xtask: running {}", util::describe(&build));
+    let stdout = util::capture(build)?;
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "pair")
+        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| {
+            TaskError::Failed("cargo built the pair benchmark but named no executable".into())
+        })
 }
 
 /// criterion's headline estimate: the slope of its linear sampling, else the mean.
