@@ -36,10 +36,12 @@ const PREFILL_USED: usize = 3;
 /// and of the measured call finds the same per-CPU slot: a migration between two calls
 /// would send the measured one to a cold slot and change the path it counts. A machine that
 /// refuses the affinity call runs unpinned (the gate measures a disagreeing count again).
+/// The CPU number comes from the same lookup the cache uses (`slab::cpu`: glibc's rseq area
+/// or `sched_getcpu`), not from rustix's vDSO call, which valgrind does not map.
 fn pin_to_this_cpu() {
-    use rustix::thread::{CpuSet, sched_getcpu, sched_setaffinity};
+    use rustix::thread::{CpuSet, sched_setaffinity};
     let mut set = CpuSet::new();
-    set.set(sched_getcpu());
+    set.set(slab::cpu::current_cpu(slab::cpu::cpu_source()));
     let _ = sched_setaffinity(None, &set);
 }
 
