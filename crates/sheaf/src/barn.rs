@@ -132,6 +132,12 @@ impl Barn {
         self.nr_full.load(Ordering::Relaxed) < self.max_full
     }
 
+    /// Whether the full list looked non-empty a moment ago (racy, as a hint that saves
+    /// taking the lock for nothing).
+    pub(crate) fn may_have_full(&self) -> bool {
+        self.nr_full.load(Ordering::Relaxed) > 0
+    }
+
     /// Takes an empty sheaf.
     pub(crate) fn get_empty(&self) -> Option<OwnedSheaf> {
         let mut lists = self.lock();

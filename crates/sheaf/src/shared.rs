@@ -612,7 +612,15 @@ impl<S: SlotStrategy> Shared<S> {
     }
 
     /// Tops `sheaf` up to at least `count` (and towards its capacity): objects of the slot's
-    /// `main` first, then the slabs. On failure the sheaf and `main` are exactly as before.
+    /// `main` first; when `main` was empty, a full barn sheaf traded for it (as an allocation
+    /// would), then the slabs. On failure the sheaf is exactly as before and every object
+    /// moved out of `main` is back in it.
+    ///
+    /// The barn step matters when objects come back through deferred frees: a workload that
+    /// allocates only from prefilled sheaves (the maple tree) never empties `main` by
+    /// allocating, so without it the barn's full sheaves (recycled `rcu_free` sheaves among
+    /// them) would sit unused, the barn would stay full, and every later recycled sheaf would
+    /// be flushed to the slabs while the prefills refill from the slabs.
     fn top_up(
         &self,
         sheaf: &mut OwnedSheaf,
@@ -622,15 +630,38 @@ impl<S: SlotStrategy> Shared<S> {
         count: usize,
     ) -> Result<(), AllocError> {
         let before = sheaf.size();
-        let mut main = slot.map(|sheaves| &mut sheaves.main);
-        let moved = match main.as_deref_mut() {
-            Some(main) => main.move_to(sheaf, usize::MAX),
+        let mut sheaves = slot;
+        let mut moved = match sheaves.as_deref_mut() {
+            Some(sheaves) => sheaves.main.move_to(sheaf, usize::MAX),
             None => 0,
         };
         if sheaf.size() >= count {
             return Ok(());
         }
         let tally = Tally::shared(&self.counters);
+        // `main` is empty (it had nothing to give): trade it for a full barn sheaf. Nothing
+        // was moved out of the old `main`, so on a later failure the objects moved out of
+        // the new one fit back into it.
+        if moved == 0
+            && let Some(sheaves) = sheaves.as_deref_mut()
+            && self.barns[node].may_have_full()
+        {
+            let empty = mem::replace(&mut sheaves.main, OwnedSheaf::none());
+            match self.barns[node].exchange_empty(empty) {
+                Ok((full, refused)) => {
+                    sheaves.main = full;
+                    if let Some(empty) = refused {
+                        self.free_sheaf(empty, tally);
+                    }
+                    moved = sheaves.main.move_to(sheaf, usize::MAX);
+                    if sheaf.size() >= count {
+                        return Ok(());
+                    }
+                }
+                Err(empty) => sheaves.main = empty,
+            }
+        }
+        let main = sheaves.map(|sheaves| &mut sheaves.main);
         let min = count.saturating_sub(sheaf.size());
         match self.refill_from_slabs(sheaf, node, may_grow, min, tally) {
             Ok(_) => Ok(()),

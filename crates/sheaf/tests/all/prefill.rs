@@ -249,3 +249,52 @@ fn c_prefill_2_through_the_object_alloc_trait() {
     assert_eq!(reserve(&cache, 13), 13);
     assert_eq!(reserve(&cache, 200), 200);
 }
+
+/// A prefill whose spare is short while `main` is empty trades `main` for a full barn sheaf
+/// before it goes to the slabs, so that objects freed back into the barn (recycled `rcu_free`
+/// sheaves among them) stay in circulation. Per-thread slots, so that no migration between
+/// calls changes which slot is used.
+#[test]
+fn short_spare_with_empty_main_tops_up_from_a_barn_sheaf() {
+    const CAPACITY: usize = 8;
+    let (pages, cache) = cache_with::<sheaf::PerThread>(CAPACITY);
+    let counter = |name: &str| cache.stats().counters.get(name).copied().unwrap_or(0);
+    // Fill `main`, the spare and at least one barn sheaf.
+    let objects: Vec<_> = (0..4 * CAPACITY)
+        .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+        .collect();
+    for object in objects {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.free(object) };
+    }
+    assert!(counter("barn_full_sheaves") >= 1, "{:?}", cache.stats());
+    // Empty `main` (the spare stays full), then leave the spare one short of CAPACITY.
+    let held: Vec<_> = (0..CAPACITY)
+        .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+        .collect();
+    let mut reserve = cache
+        .prefill(AllocFlags::empty(), CAPACITY)
+        .expect("prefill");
+    let used = reserve
+        .alloc(AllocFlags::empty())
+        .expect("from the reserve");
+    reserve.return_with(AllocFlags::empty());
+
+    let (barn_gets, slab_refills) = (counter("barn_get"), counter("sheaf_refill"));
+    let reserve = cache
+        .prefill(AllocFlags::empty(), CAPACITY)
+        .expect("prefill");
+    assert!(reserve.size() >= CAPACITY);
+    assert_eq!(
+        counter("barn_get"),
+        barn_gets + 1,
+        "one full sheaf from the barn"
+    );
+    assert_eq!(
+        counter("sheaf_refill"),
+        slab_refills,
+        "nothing from the slabs"
+    );
+    reserve.return_with(AllocFlags::empty());
+    free_all_and_check_empty(&pages, &cache, held.into_iter().chain([used]));
+}
