@@ -14,8 +14,8 @@
 //! `--bless` rewrites both reference files from a real run of this tree (refused on a dirty
 //! tree, so that a reference always names the revision it measured). `--slowdown N` builds
 //! sheaf with its `slowdown` feature and `SHEAF_SLOWDOWN_PERMILLE=N` in the build's
-//! environment (N per mille of a fast-path pair, fixed at compile time; 50 is one dependent
-//! instruction per pair): the check that the gate catches an injected slowdown.
+//! environment (N per mille of the per-thread fast-path pair's instructions, fixed at compile
+//! time; 50 is 2 instructions per pair): the check that the gate catches an injected slowdown.
 
 mod bootstrap;
 mod decide;
@@ -63,7 +63,7 @@ pub(crate) const USAGE: &str =
                   [--only instructions|ratios] [--tolerance F] [--threshold F]
   --bless            rewrite results/reference/{instructions,ratios}.json (clean tree only)
   --slowdown N       build sheaf with feature `slowdown` and SHEAF_SLOWDOWN_PERMILLE=N
-                     (per mille of a fast-path pair; 50: one instruction per pair, ~5%)
+                     (per mille of the per-thread pair's instructions; 50: 2 per pair)
   --rounds N         interleaved rounds of the wall-clock ratios (default 10)
   --duration D       measured time of each run of a round (default 100ms)
   --only SIGNAL      check one signal only
