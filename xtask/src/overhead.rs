@@ -245,16 +245,7 @@ fn build_pair_bench() -> TaskResult<PathBuf> {
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    eprintln!("xtask: running {}", util::describe(&build));
-    let stdout = util::capture(build)?;
-    stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "pair")
-        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| {
-            TaskError::Failed("cargo built the pair benchmark but named no executable".into())
-        })
+    util::built_executable(build, "pair")
 }
 
 /// criterion's headline estimate: the slope of its linear sampling, else the mean.

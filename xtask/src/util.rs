@@ -133,22 +133,28 @@ pub(crate) fn build_sheafbench(slowdown_permille: Option<u32>) -> TaskResult<Pat
             build.env_remove("SHEAF_SLOWDOWN_PERMILLE");
         }
     }
-    eprintln!("xtask: running {}", describe(&build));
-    let stdout = capture(build)?;
+    built_executable(build, "sheafbench")
+}
+
+/// Runs a cargo build `command` that was given `--message-format=json-render-diagnostics` and
+/// returns the executable cargo reports for the target named `target`.
+pub(crate) fn built_executable(command: Command, target: &str) -> TaskResult<PathBuf> {
+    eprintln!("xtask: running {}", describe(&command));
+    let stdout = capture(command)?;
     for line in stdout.lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         if message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == "sheafbench"
+            && message["target"]["name"] == target
             && let Some(exe) = message["executable"].as_str()
         {
             return Ok(PathBuf::from(exe));
         }
     }
-    Err(TaskError::Failed(
-        "cargo built sheafbench but named no executable for it".into(),
-    ))
+    Err(TaskError::Failed(format!(
+        "cargo built {target} but named no executable for it"
+    )))
 }
 
 /// A separate target directory for builds with the `slowdown` feature, so that switching
