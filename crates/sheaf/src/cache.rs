@@ -136,6 +136,7 @@ impl<S: SlotStrategy> Cache<S> {
     ///
     /// - `object` was allocated by this cache and is live.
     /// - No new reference to it is published after this call.
+    #[inline]
     pub unsafe fn free_deferred(&self, object: NonNull<u8>) {
         let shared = self.shared();
         if !shared.batching() {
@@ -155,6 +156,7 @@ impl<S: SlotStrategy> Cache<S> {
     }
 
     /// Hands one `rcu_free` sheaf to a grace period.
+    #[inline(never)]
     fn submit(&self, sheaf: OwnedSheaf) {
         unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
             // SAFETY: `payload` is the sheaf passed to `defer_with` below, owned by this
@@ -340,6 +342,7 @@ impl<S: SlotStrategy> ObjectAlloc for Cache<S> {
         unsafe { Cache::free_bulk(self, objects) }
     }
 
+    #[inline]
     unsafe fn free_deferred(&self, object: NonNull<u8>) {
         // SAFETY: forwarded.
         unsafe { Cache::free_deferred(self, object) }

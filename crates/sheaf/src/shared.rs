@@ -784,17 +784,49 @@ impl<S: SlotStrategy> Shared<S> {
     /// Puts `object` in the slot's `rcu_free` sheaf; returns the sheaf when it became full
     /// (to be submitted by the caller), or gives the object back when no sheaf can be used
     /// (to be deferred on its own).
+    ///
+    /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
+    /// inlined and calls out to nothing.
+    #[inline]
     pub(crate) fn push_deferred(
         &self,
         object: NonNull<u8>,
     ) -> Result<Option<OwnedSheaf>, NonNull<u8>> {
-        let Some(mut slot) = self.slots.acquire() else {
-            let tally = Tally::shared(&self.counters);
-            tally.add(Stat::CpuSlotBusy, 1);
-            tally.add(Stat::DeferredObjects, 1);
-            tally.add(Stat::FreeRcuSheafFail, 1);
-            return Err(object);
+        let Some(mut slot) = self.slots.acquire_fast() else {
+            return self.push_deferred_busy(object);
         };
+        let counters = slot.counters();
+        if let Some(rcu) = &mut slot.sheaves().rcu_free
+            && rcu.room() > 1
+        {
+            rcu.push(object).expect("the sheaf has room");
+            counters.add_owned(Stat::DeferredObjects, 1);
+            counters.add_owned(Stat::FreeRcuSheaf, 1);
+            return Ok(None);
+        }
+        self.push_deferred_slow(slot, object)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_deferred_busy(&self, object: NonNull<u8>) -> Result<Option<OwnedSheaf>, NonNull<u8>> {
+        let tally = Tally::shared(&self.counters);
+        tally.add(Stat::CpuSlotBusy, 1);
+        tally.add(Stat::DeferredObjects, 1);
+        tally.add(Stat::FreeRcuSheafFail, 1);
+        Err(object)
+    }
+
+    /// The slot has no `rcu_free` sheaf yet, or `object` fills it.
+    #[cold]
+    #[inline(never)]
+    fn push_deferred_slow(
+        &self,
+        slot: FastSlot<'_, S>,
+        object: NonNull<u8>,
+    ) -> Result<Option<OwnedSheaf>, NonNull<u8>> {
+        // Held from here on: getting an empty sheaf may call out (barn, allocation).
+        let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
         tally.add(Stat::DeferredObjects, 1);
