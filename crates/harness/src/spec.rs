@@ -704,7 +704,8 @@ impl WorkloadSpec {
 
     /// Applies `key=value` overrides. A key is a top-level field (`sheaf_capacity`), a kind
     /// parameter (`working_set` or `params.working_set`) or a field nested in one
-    /// (`stream.ops`, `params.stream.mix.brk`); the value is YAML (`threads=[1,2]`).
+    /// (`stream.ops`, `params.stream.mix.brk`); the value is YAML (`threads=[1,2]`). Setting
+    /// `ops` clears `duration` and setting `duration` clears `ops` (a run has one length).
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), SpecError> {
         if overrides.is_empty() {
             return Ok(());
@@ -757,6 +758,18 @@ impl WorkloadSpec {
             let mapping = tree
                 .as_mapping_mut()
                 .expect("a spec serializes to a mapping");
+            // A run is either timed or counted: setting one length clears the other, so
+            // `--set ops=N` works on a spec that gives a `duration` (and the reverse).
+            let other_length = match key {
+                "ops" => Some("duration"),
+                "duration" => Some("ops"),
+                _ => None,
+            };
+            if let Some(other) = other_length
+                && !parsed.is_null()
+            {
+                mapping.remove(other);
+            }
             let (last, parents) = path.split_last().expect("a path has a field");
             let mut node = mapping;
             for &parent in parents {
@@ -1184,6 +1197,26 @@ mod tests {
         let mut unpinned = spec.clone();
         unpinned.pinned = false;
         assert!(unpinned.validate("c.yaml", 1).is_ok());
+    }
+
+    #[test]
+    fn setting_one_run_length_clears_the_other() {
+        let mut spec = WorkloadSpec::from_yaml("c.yaml", CHURN).unwrap();
+        spec.apply_overrides(&["ops=5000".into()]).unwrap();
+        assert_eq!((spec.ops, spec.duration), (Some(5000), None));
+        let workload = spec.validate("c.yaml", 8).unwrap();
+        assert_eq!(workload.length, RunLength::Ops(5000));
+        spec.apply_overrides(&["duration=20ms".into()]).unwrap();
+        assert_eq!(spec.ops, None);
+        assert_eq!(spec.duration, Some(SpecDuration(Duration::from_millis(20))));
+        // Both in the file is still refused.
+        let both = format!("{CHURN}ops: 10\n");
+        let err = WorkloadSpec::from_yaml("c.yaml", &both)
+            .unwrap()
+            .validate("c.yaml", 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]
