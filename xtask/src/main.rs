@@ -8,12 +8,14 @@
 //! - `conformance`: the contract clauses on every allocator.
 //! - `report`: charts (SVG) from a result file of `sheafbench run`.
 //! - `overhead`: the harness's figure for `churn-lifo` beside criterion's for the same loop.
+//! - `maple-share`: each design's share of a maple-tree write's instructions, under callgrind.
 //!
 //! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
 
 mod bench;
 mod conformance;
 mod gate;
+mod maple_share;
 mod overhead;
 mod report;
 mod sweep;
@@ -39,6 +41,9 @@ tasks:
   report        SVG charts from a result file: report <results.json> [--out DIR]
   overhead      sheafbench's churn-lifo figure beside criterion's for the same loop, per
                 allocator [--alloc a,b] [--rounds N] [--measurement-time SECS]
+  maple-share   instructions per maple-tree write under callgrind, split between the
+                allocator and the tree, per design
+                [--alloc a,b] [--spec FILE] [--passes N] [--json FILE]
 
 exit status: 0 success, 1 the gate found a regression, 2 anything else went wrong";
 
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         "conformance" => conformance::conformance(rest),
         "report" => report::report(rest),
         "overhead" => overhead::overhead(rest),
+        "maple-share" => maple_share::maple_share(rest),
         other => Err(TaskError::Usage(format!("unknown task `{other}`\n{USAGE}"))),
     };
     match result {
