@@ -1,11 +1,13 @@
 //! `cargo xtask overhead`: does the harness's own loop dominate what it measures?
 //!
 //! For each allocator, `sheafbench run workloads/churn-lifo.yaml` at one thread and the
-//! criterion benchmark `churn-lifo64/<name>` (crates/cli/benches/pair.rs: the same loop,
-//! written out, in the same revision and the same release profile) are run back to back,
-//! and their time per free+alloc pair is set side by side. The harness adds what a unit of
-//! work costs it (the clock read and the histogram record per batch of 256 pairs, the check
-//! for the end of the run); criterion adds its own loop. Rounds alternate the allocators'
+//! criterion benchmark `churn-lifo64/<name>` (crates/cli/benches/pair.rs, same revision,
+//! same release profile) are run back to back, and their time per free+alloc pair is set
+//! side by side. Both run the same loop body, the harness's out-of-line
+//! `churn_lifo_pairs` (256 pairs per call), so the two figures differ by their measuring
+//! loops, not by two compilations of the pair: the harness adds what a unit of work costs it
+//! (the clock read and the histogram record per batch, the check for the end of the run, the
+//! CPU check); criterion adds one clock read per sample. Rounds alternate the allocators'
 //! order so that a slow drift of the machine does not land on one of them; the figure of each
 //! side is the median over rounds (harness: the median run of each round; criterion: its
 //! slope estimate, or the mean when it has none).

@@ -98,15 +98,7 @@ impl<A: ObjectAlloc> Work for Churn<'_, A> {
     fn unit(&mut self) -> u64 {
         let len = self.live.len();
         match self.order {
-            ChurnOrder::Lifo => {
-                let top = len - 1;
-                for _ in 0..self.batch {
-                    // SAFETY: `live[top]` is a live object of `cache` that only this thread
-                    // holds; it is replaced right after, so it is freed once.
-                    unsafe { self.cache.free(self.live[top]) };
-                    self.live[top] = alloc_one(self.cache);
-                }
-            }
+            ChurnOrder::Lifo => churn_lifo_pairs(self.cache, &mut self.live, self.batch),
             ChurnOrder::Random => {
                 for _ in 0..self.batch {
                     let i = self.rng.below(len);
@@ -117,6 +109,27 @@ impl<A: ObjectAlloc> Work for Churn<'_, A> {
             }
         }
         self.batch as u64
+    }
+}
+
+/// `pairs` LIFO churn pairs on `live`: free its last object and allocate the replacement.
+///
+/// The measured loop of `churn` in LIFO order, out of line so that every caller runs the same
+/// machine code: the criterion benchmark `churn-lifo64/<name>` (crates/cli/benches/pair.rs)
+/// calls it too, so that `cargo xtask overhead` compares the two measuring loops around one
+/// loop body rather than two compilations of it.
+///
+/// # Panics
+///
+/// If `live` is empty, or the allocator fails an allocation (the measurement is void).
+#[inline(never)]
+pub fn churn_lifo_pairs<A: ObjectAlloc>(cache: &A, live: &mut [NonNull<u8>], pairs: usize) {
+    let top = live.last_mut().expect("a churn working set holds objects");
+    for _ in 0..pairs {
+        // SAFETY: `*top` is a live object of `cache` that only the caller holds; it is
+        // replaced right after, so it is freed once.
+        unsafe { cache.free(*top) };
+        *top = alloc_one(cache);
     }
 }
 

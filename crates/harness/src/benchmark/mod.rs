@@ -23,6 +23,7 @@ use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
 use crate::spec::{Kind, Workload};
 use crate::timer;
 use engine::{DrivePlan, NoWork, drive};
+pub use kinds::churn_lifo_pairs;
 use kinds::{Burst, Churn, Consumer, PrefillBurst, Producer, Published, Reader, Ring, Rng, Writer};
 use tree_kinds::{PreparedStream, TraceWriter, TreeFigures, TreeReader, TreeWriter};
 
