@@ -4,7 +4,7 @@
 //! criterion benchmark `churn-lifo64/<name>` (crates/cli/benches/pair.rs, same revision,
 //! same release profile) are run back to back, and their time per free+alloc pair is set
 //! side by side. Both run the same loop body, the harness's out-of-line
-//! `churn_lifo_pairs` (256 pairs per call), so the two figures differ by their measuring
+//! `churn_lifo_pairs` (the spec's batch of pairs per call), so the two figures differ by their measuring
 //! loops, not by two compilations of the pair: the harness adds what a unit of work costs it
 //! (the clock read and the histogram record per batch, the check for the end of the run, the
 //! CPU check); criterion adds one clock read per sample. Rounds alternate the allocators'

@@ -10,7 +10,7 @@
 //! reported per pair). On an idle machine the two clocks agree.
 //!
 //! `churn-lifo64/<name>` runs the loop of `workloads/churn-lifo.yaml` (a working set of 1000
-//! objects; free the top one, allocate its replacement, 256 pairs per batch) through the
+//! objects; free the top one, allocate its replacement, 1024 pairs per batch) through the
 //! harness's own function for it, `harness::benchmark::churn_lifo_pairs`, so that
 //! `cargo xtask overhead` can set `sheafbench`'s figure for that workload beside criterion's
 //! for the same machine code and show what the harness's measuring loop costs.
@@ -21,7 +21,7 @@
 
 use std::hint::black_box;
 use std::ptr::NonNull;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -37,7 +37,7 @@ const BURST: u64 = 64;
 /// `params.working_set` of `workloads/churn-lifo.yaml`.
 const CHURN_WORKING_SET: usize = 1000;
 /// `params.batch` of `workloads/churn-lifo.yaml`: pairs per unit of work.
-const CHURN_BATCH: usize = 256;
+const CHURN_BATCH: usize = 1024;
 
 /// Wall-clock time since the first call.
 fn wall_time() -> Duration {
@@ -101,29 +101,47 @@ struct ChurnLifo<'a> {
 impl AllocVisitor for ChurnLifo<'_> {
     type Output = ();
 
+    /// As in the harness, the loop runs on a thread of its own (not criterion's main thread),
+    /// which allocates its working set: allocators keep per-thread state (glibc's main arena
+    /// differs from a thread's arena, mimalloc's main-thread heap also holds criterion's own
+    /// allocations). Criterion sends it iteration counts and receives the times.
     fn visit<A: ObjectAlloc>(self) {
         let cache = cache::<A>();
-        let mut live: Vec<NonNull<u8>> = (0..CHURN_WORKING_SET)
-            .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
-            .collect();
-        self.c
-            .bench_function(&format!("churn-lifo64/{}", A::NAME), |b| {
-                // The harness's own loop body, in batches of the spec's size; criterion
-                // times the batches.
-                b.iter_custom(|iterations| {
+        let (ask, asked) = mpsc::channel::<u64>();
+        let (answer, answered) = mpsc::channel::<Duration>();
+        std::thread::scope(|scope| {
+            let cache = &cache;
+            scope.spawn(move || {
+                let mut live: Vec<NonNull<u8>> = (0..CHURN_WORKING_SET)
+                    .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                    .collect();
+                // The harness's own loop body, in batches of the spec's size.
+                for iterations in asked {
                     let batches = iterations.div_ceil(CHURN_BATCH as u64);
                     let start = Instant::now();
                     for _ in 0..batches {
-                        harness::benchmark::churn_lifo_pairs(&cache, &mut live, CHURN_BATCH);
+                        harness::benchmark::churn_lifo_pairs(cache, &mut live, CHURN_BATCH);
                     }
                     let pairs = batches * CHURN_BATCH as u64;
-                    start.elapsed().mul_f64(iterations as f64 / pairs as f64)
-                })
+                    let elapsed = start.elapsed().mul_f64(iterations as f64 / pairs as f64);
+                    if answer.send(elapsed).is_err() {
+                        break;
+                    }
+                }
+                for object in live {
+                    // SAFETY: every object of `live` is live, freed once.
+                    unsafe { cache.free(object) };
+                }
             });
-        for object in live {
-            // SAFETY: every object of `live` is live, freed once.
-            unsafe { cache.free(object) };
-        }
+            self.c
+                .bench_function(&format!("churn-lifo64/{}", A::NAME), |b| {
+                    b.iter_custom(|iterations| {
+                        ask.send(iterations).expect("the churn thread runs");
+                        answered.recv().expect("the churn thread answers")
+                    })
+                });
+            drop(ask);
+        });
     }
 }
 
