@@ -133,7 +133,11 @@ pub(crate) fn ratios_json(
 
 /// Why figures measured under `now` cannot be judged against a reference recorded under
 /// `reference`, or `None` when they can. Instruction counts depend on the compiler and on
-/// valgrind; wall-clock ratios on the CPU model, the core count and the compiler. A field
+/// valgrind; wall-clock ratios on the machine (CPU model, core count, kernel release) and the
+/// compiler. The kernel release is there because a hypervisor may name every host's CPU
+/// alike: two VMs both reporting "AMD EPYC" with 2 cores, told apart only by their kernel
+/// builds, gave the same allocators' pair 2x apart in relative cost (a locked
+/// read-modify-write cost twice as much, relative to plain code, on one of them). A field
 /// that either side could not record counts as a difference: nothing vouches for it.
 pub(crate) fn incomparable(
     signal: &str,
@@ -146,6 +150,7 @@ pub(crate) fn incomparable(
         &[
             ("CPU", &["machine", "cpu"]),
             ("cores", &["machine", "cores"]),
+            ("kernel", &["machine", "kernel"]),
             ("rustc", &["rustc"]),
         ]
     };
@@ -216,9 +221,22 @@ mod comparability_tests {
         let a = provenance("EPYC", 2, "rustc 1.95.0", "valgrind-3.22.0");
         let mut b = a.clone();
         b["git"] = json!("def");
-        b["machine"]["kernel"] = json!("6.2");
+        b["date"] = json!("2026-02-02");
         assert_eq!(incomparable("instructions", &a, &b), None);
         assert_eq!(incomparable("ratios", &a, &b), None);
+    }
+
+    #[test]
+    fn another_kernel_spoils_ratios_not_instruction_counts() {
+        let a = provenance("EPYC", 2, "rustc 1.95.0", "valgrind-3.22.0");
+        let mut b = a.clone();
+        b["machine"]["kernel"] = json!("6.2");
+        assert_eq!(incomparable("instructions", &a, &b), None);
+        let reason = incomparable("ratios", &a, &b).expect("another kernel");
+        assert!(
+            reason.contains("kernel 6.2 here, 6.1 in the reference"),
+            "{reason}"
+        );
     }
 
     #[test]
