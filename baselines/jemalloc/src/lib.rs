@@ -264,6 +264,23 @@ impl ObjectAlloc for JemallocCache {
         self.deferrer.barrier();
     }
 
+    /// Flushes the calling thread's tcache (`thread.tcache.flush`): the objects it caches go
+    /// back to their slabs, where the batch path can hand them out again. jemalloc returns
+    /// empty pages to the system on its own schedule (decay), not here.
+    fn shrink(&self) {
+        // SAFETY: `thread.tcache.flush` takes no input and writes no output; it is a valid
+        // control name, and a failure (tcache disabled) leaves nothing to flush.
+        unsafe {
+            je::mallctl(
+                c"thread.tcache.flush".as_ptr(),
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                0,
+            );
+        }
+    }
+
     /// jemalloc's process-wide statistics (see the crate docs), refreshed with `epoch`:
     /// `process_jemalloc_allocated_bytes` (`stats.allocated`: bytes in objects handed out),
     /// `process_jemalloc_active_bytes` (`stats.active`: bytes in active pages),
