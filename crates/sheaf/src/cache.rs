@@ -127,8 +127,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// Frees `object` once every read-side section ([`object_alloc::rcu::read`]) active now
     /// has ended (C-DEFER-1): `kfree_rcu`.
     ///
-    /// With batching on (the default), the object joins the CPU's `rcu_free` sheaf; a full
-    /// sheaf is handed to one grace period and then recycled into the barn as a full sheaf.
+    /// With batching on (the default), the object joins the CPU's `rcu_free` sheaf. Full
+    /// sheaves wait on the CPU slot until four of them can be handed to one grace period
+    /// together (one crossbeam hand-over costs about as much as filling a sheaf); after it
+    /// each is recycled into the barn as a full sheaf. [`Cache::barrier`] and
+    /// [`Cache::shrink`] hand over the waiting and partly filled ones at once.
     /// When no sheaf can be used (the CPU slot is busy, or the cache has no sheaves, or
     /// [`CacheConfig::deferred_batching`] is off) the object is deferred on its own.
     ///
@@ -149,7 +152,7 @@ impl<S: SlotStrategy> Cache<S> {
         }
         match shared.push_deferred(object) {
             Ok(None) => {}
-            Ok(Some(full)) => self.submit(full),
+            Ok(Some(group)) => self.submit_group(group),
             // SAFETY: the caller hands the live object over.
             Err(object) => unsafe { self.deferrer.defer_free(object) },
         }
@@ -170,6 +173,28 @@ impl<S: SlotStrategy> Cache<S> {
         unsafe {
             self.deferrer
                 .defer_with(sheaf.into_raw(), after_grace_period::<S>, true)
+        };
+    }
+
+    /// Hands a group of full `rcu_free` sheaves to one grace period.
+    #[inline(never)]
+    fn submit_group(&self, group: Vec<OwnedSheaf>) {
+        unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
+            // SAFETY: `payload` is the boxed group passed to `defer_with` below, owned by this
+            // callback alone, and the grace period has passed.
+            let group = unsafe { Box::from_raw(payload.cast::<Vec<OwnedSheaf>>().as_ptr()) };
+            for sheaf in *group {
+                shared.recycle_rcu_sheaf(sheaf);
+            }
+        }
+        let payload = NonNull::from(Box::leak(Box::new(group))).cast::<()>();
+        // SAFETY: the callback takes sole ownership of the group and its sheaves; their
+        // objects are deferred frees of this cache, reusable once every reader active now has
+        // left, which is when crossbeam runs the callback. The `Deferrer` keeps the shared
+        // state alive until then.
+        unsafe {
+            self.deferrer
+                .defer_with(payload, after_grace_period::<S>, true)
         };
     }
 
@@ -214,8 +239,8 @@ impl<S: SlotStrategy> Cache<S> {
         Ok(PrefilledSheaf::new(self.shared(), sheaf))
     }
 
-    /// Submits every partly filled `rcu_free` sheaf and waits until every deferred free so
-    /// far has completed (`rcu_barrier`, C-DEFER-2).
+    /// Submits every partly filled or waiting `rcu_free` sheaf and waits until every deferred
+    /// free so far has completed (`rcu_barrier`, C-DEFER-2).
     ///
     /// Must not be called inside a read-side section: it would wait for itself.
     ///

@@ -22,8 +22,9 @@
 //!
 //! The alloc, free, prefill and return fast paths use the slot as a `FastSlot` (they call out
 //! to nothing); every slow path holds it first (see `slot`).
-//! - **deferred free** pushes on the slot's `rcu_free` sheaf; a full one is handed to one grace
-//!   period and afterwards recycled into the barn as a full sheaf (or flushed).
+//! - **deferred free** pushes on the slot's `rcu_free` sheaf; full ones wait on the slot until
+//!   there are `RCU_GROUP` of them, which are handed to one grace period together, and
+//!   afterwards each is recycled into the barn as a full sheaf (or flushed).
 //!
 //! # Accounting
 //!
@@ -47,7 +48,7 @@ use slab::SlabPool;
 
 use crate::barn::Barn;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{FastSlot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
+use crate::slot::{FastSlot, RCU_GROUP, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::{Counters, Stat, Tally};
 
 /// The largest prefill request served (an oversize sheaf is one allocation of pointers).
@@ -781,9 +782,10 @@ impl<S: SlotStrategy> Shared<S> {
 
     // ----- deferred free -------------------------------------------------------------------
 
-    /// Puts `object` in the slot's `rcu_free` sheaf; returns the sheaf when it became full
-    /// (to be submitted by the caller), or gives the object back when no sheaf can be used
-    /// (to be deferred on its own).
+    /// Puts `object` in the slot's `rcu_free` sheaf; a full one joins the slot's waiting
+    /// sheaves, and when [`RCU_GROUP`] are waiting they are returned (to be handed to one grace
+    /// period by the caller). Gives the object back when no sheaf can be used (to be deferred
+    /// on its own).
     ///
     /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
     /// inlined and calls out to nothing.
@@ -791,7 +793,7 @@ impl<S: SlotStrategy> Shared<S> {
     pub(crate) fn push_deferred(
         &self,
         object: NonNull<u8>,
-    ) -> Result<Option<OwnedSheaf>, NonNull<u8>> {
+    ) -> Result<Option<Vec<OwnedSheaf>>, NonNull<u8>> {
         let Some(mut slot) = self.slots.acquire_fast() else {
             return self.push_deferred_busy(object);
         };
@@ -809,7 +811,10 @@ impl<S: SlotStrategy> Shared<S> {
 
     #[cold]
     #[inline(never)]
-    fn push_deferred_busy(&self, object: NonNull<u8>) -> Result<Option<OwnedSheaf>, NonNull<u8>> {
+    fn push_deferred_busy(
+        &self,
+        object: NonNull<u8>,
+    ) -> Result<Option<Vec<OwnedSheaf>>, NonNull<u8>> {
         let tally = Tally::shared(&self.counters);
         tally.add(Stat::CpuSlotBusy, 1);
         tally.add(Stat::DeferredObjects, 1);
@@ -824,7 +829,7 @@ impl<S: SlotStrategy> Shared<S> {
         &self,
         slot: FastSlot<'_, S>,
         object: NonNull<u8>,
-    ) -> Result<Option<OwnedSheaf>, NonNull<u8>> {
+    ) -> Result<Option<Vec<OwnedSheaf>>, NonNull<u8>> {
         // Held from here on: getting an empty sheaf may call out (barn, allocation).
         let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
@@ -839,8 +844,15 @@ impl<S: SlotStrategy> Shared<S> {
             .expect("a full rcu_free sheaf is never kept");
         tally.add(Stat::FreeRcuSheaf, 1);
         if rcu.is_full() {
-            tally.add(Stat::RcuSheafSubmitted, 1);
-            return Ok(sheaves.rcu_free.take());
+            let full = sheaves.rcu_free.take().expect("just pushed on it");
+            sheaves.rcu_waiting.push(full);
+            if sheaves.rcu_waiting.len() == RCU_GROUP {
+                tally.add(Stat::RcuSheafSubmitted, RCU_GROUP as u64);
+                return Ok(Some(mem::replace(
+                    &mut sheaves.rcu_waiting,
+                    Vec::with_capacity(RCU_GROUP),
+                )));
+            }
         }
         Ok(None)
     }
@@ -871,9 +883,7 @@ impl<S: SlotStrategy> Shared<S> {
         self.adopt_orphans();
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
         self.slots.for_each_reachable(|sheaves, _, _| {
-            if let Some(rcu) = sheaves.rcu_free.take() {
-                taken.push(rcu);
-            }
+            taken.extend(sheaves.take_rcu());
         });
         self.prepare_submission(taken)
     }
@@ -904,9 +914,7 @@ impl<S: SlotStrategy> Shared<S> {
         // SAFETY: forwarded.
         unsafe {
             self.slots.for_each_exclusive(|sheaves| {
-                if let Some(rcu) = sheaves.rcu_free.take() {
-                    taken.push(rcu);
-                }
+                taken.extend(sheaves.take_rcu());
             });
         }
         self.prepare_submission(taken)
@@ -921,9 +929,7 @@ impl<S: SlotStrategy> Shared<S> {
         self.slots.adopt_orphans(
             &mut |sheaves: &mut SlotSheaves, counters: &Counters, node| {
                 self.retire(sheaves, node);
-                if let Some(sheaf) = sheaves.rcu_free.take() {
-                    rcu.push(sheaf);
-                }
+                rcu.extend(sheaves.take_rcu());
                 for &stat in Stat::ALL {
                     self.counters.add_shared(stat, counters.get(stat));
                 }
@@ -1092,7 +1098,7 @@ impl<S: SlotStrategy> Drop for Shared<S> {
             self.slots.for_each_exclusive(|sheaves| {
                 left.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
                 left.extend(sheaves.spare.take());
-                left.extend(sheaves.rcu_free.take());
+                left.extend(sheaves.take_rcu());
             });
         }
         left.extend(mem::take(

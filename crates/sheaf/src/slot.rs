@@ -53,7 +53,7 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
+use std::mem::{self, ManuallyDrop};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -112,9 +112,17 @@ pub(crate) struct SlotSheaves {
     pub(crate) main: OwnedSheaf,
     /// A second sheaf swapped with `main` when it runs empty or full.
     pub(crate) spare: Option<OwnedSheaf>,
-    /// Collects `free_deferred` objects until it is full and submitted to a grace period.
+    /// Collects `free_deferred` objects until it is full.
     pub(crate) rcu_free: Option<OwnedSheaf>,
+    /// Full `rcu_free` sheaves waiting to be handed to one grace period together, once there
+    /// are [`RCU_GROUP`] of them.
+    pub(crate) rcu_waiting: Vec<OwnedSheaf>,
 }
+
+/// Full `rcu_free` sheaves handed to one grace period together. Each hand-over pushes the
+/// thread's crossbeam queue to the global one, which moves and reallocates a whole bag and
+/// cost about as much as the deferred frees that fill a sheaf; a group shares that cost.
+pub(crate) const RCU_GROUP: usize = 4;
 
 impl SlotSheaves {
     fn new() -> Self {
@@ -122,7 +130,16 @@ impl SlotSheaves {
             main: OwnedSheaf::none(),
             spare: None,
             rcu_free: None,
+            rcu_waiting: Vec::new(),
         }
+    }
+
+    /// Takes the slot's `rcu_free` sheaf (partly filled) and its waiting full ones.
+    pub(crate) fn take_rcu(&mut self) -> impl Iterator<Item = OwnedSheaf> + use<> {
+        self.rcu_free
+            .take()
+            .into_iter()
+            .chain(mem::take(&mut self.rcu_waiting))
     }
 }
 

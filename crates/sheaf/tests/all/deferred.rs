@@ -129,6 +129,50 @@ fn recycled_rcu_sheaves_feed_allocation() {
     free_all_and_check_empty(&pages, &cache, again);
 }
 
+/// Full `rcu_free` sheaves wait on the slot until four of them can share one grace period;
+/// the fourth hands all four over without a barrier, and a barrier reaches the ones still
+/// waiting.
+#[test]
+fn full_rcu_sheaves_are_handed_over_in_groups_of_four() {
+    let (pages, config) = limited_config(usize::MAX / 2);
+    let cache: Cache<PerThread> =
+        Cache::new(&config.with_sheaf_capacity(8).with_barn_limits(10, 10)).unwrap();
+    let objects = bulk(&cache, AllocFlags::empty(), 8 * 7);
+    let (first, rest) = objects.split_at(8 * 3);
+    for &o in first {
+        // SAFETY: live objects, freed once.
+        unsafe { cache.free_deferred(o) };
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.counter("free_rcu_sheaf"), 24);
+    assert_eq!(
+        stats.counter("rcu_sheaf_submitted"),
+        0,
+        "three full sheaves wait"
+    );
+    for &o in &rest[..8] {
+        // SAFETY: as above.
+        unsafe { cache.free_deferred(o) };
+    }
+    assert_eq!(
+        cache.stats().counter("rcu_sheaf_submitted"),
+        4,
+        "the fourth hands all over"
+    );
+    for &o in &rest[8..] {
+        // SAFETY: as above.
+        unsafe { cache.free_deferred(o) };
+    }
+    assert_eq!(cache.stats().counter("rcu_sheaf_submitted"), 4);
+    cache.barrier();
+    let stats = cache.stats();
+    assert_eq!(stats.counter("rcu_sheaf_submitted"), 7, "{stats:?}");
+    assert_eq!(stats.counter("rcu_objects_completed"), 56, "{stats:?}");
+    assert_eq!(stats.counter("rcu_sheaf_recycled"), 7, "{stats:?}");
+    assert_eq!(stats.live_objects, Some(0));
+    free_all_and_check_empty(&pages, &cache, []);
+}
+
 /// With batching off, every deferred object is deferred on its own (the baseline).
 #[test]
 fn batching_off_defers_each_object() {
