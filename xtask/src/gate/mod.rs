@@ -33,8 +33,11 @@ use decide::Row;
 /// Instruction counts more than this fraction above their reference are regressions.
 const TOLERANCE: f64 = 0.01;
 /// Ratios whose whole interval lies more than this fraction below the reference are
-/// regressions.
-const THRESHOLD: f64 = 0.02;
+/// regressions. Wide, because one gate's interval does not cover the drift between gates on a
+/// shared VM: six gates within an hour on one machine gave churn-lifo sheaf/mimalloc 0.23 to
+/// 0.34 and prefill-burst 3.05 to 3.91, each with an interval of about +-8%, and a 2% threshold
+/// failed a clean gate there.
+const THRESHOLD: f64 = 0.20;
 /// Confidence level of the ratio intervals.
 const CONFIDENCE: f64 = 0.95;
 /// Bootstrap resamples.
@@ -68,7 +71,7 @@ pub(crate) const USAGE: &str =
   --duration D       measured time of each run of a round (default 100ms)
   --only SIGNAL      check one signal only
   --tolerance F      instruction-count tolerance, a fraction (default 0.01)
-  --threshold F      ratio threshold, a fraction (default 0.02)
+  --threshold F      ratio threshold, a fraction (default 0.20)
   --reference-dir D  read (or, with --bless, write) references in D instead of
                      results/reference/; blessing into D is allowed on a dirty tree (for
                      experiments such as .ci/gate-proof.sh), and the provenance says so
