@@ -144,17 +144,7 @@ fn parse(args: &[String]) -> TaskResult<Options> {
         };
         match arg.as_str() {
             "--alloc" => {
-                options.allocators = value("--alloc")?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if options.allocators.is_empty() {
-                    return Err(TaskError::Usage(
-                        "maple-share: --alloc needs at least one design name".into(),
-                    ));
-                }
+                options.allocators = util::allocator_list("maple-share", &value("--alloc")?)?
             }
             "--spec" => options.spec = PathBuf::from(value("--spec")?),
             "--passes" => {

@@ -65,20 +65,7 @@ fn parse(args: &[String]) -> TaskResult<Options> {
             ))),
         };
         match arg.as_str() {
-            "--alloc" => {
-                let list = value("--alloc")?;
-                options.allocators = list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if options.allocators.is_empty() {
-                    return Err(TaskError::Usage(
-                        "overhead: --alloc needs at least one allocator name".into(),
-                    ));
-                }
-            }
+            "--alloc" => options.allocators = util::allocator_list("overhead", &value("--alloc")?)?,
             "--rounds" => options.rounds = positive("--rounds", value("--rounds")?)?,
             "--measurement-time" => {
                 let secs = positive("--measurement-time", value("--measurement-time")?)?;

@@ -44,6 +44,23 @@ pub(crate) fn root() -> PathBuf {
         .map_or(manifest.clone(), Path::to_path_buf)
 }
 
+/// The names of a comma-separated `--alloc` list (blanks dropped); `task` names the task in
+/// the error when none is left.
+pub(crate) fn allocator_list(task: &str, list: &str) -> TaskResult<Vec<String>> {
+    let names: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err(TaskError::Usage(format!(
+            "{task}: --alloc needs at least one allocator name"
+        )));
+    }
+    Ok(names)
+}
+
 /// A `cargo` command (the one running us, when we run under cargo) in the workspace root.
 pub(crate) fn cargo() -> Command {
     let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
