@@ -152,33 +152,19 @@ impl<S: SlotStrategy> Cache<S> {
         }
         match shared.push_deferred(object) {
             Ok(None) => {}
-            Ok(Some(group)) => self.submit_group(group),
+            Ok(Some(group)) => self.submit(group),
             // SAFETY: the caller hands the live object over.
             Err(object) => unsafe { self.deferrer.defer_free(object) },
         }
     }
 
-    /// Hands one `rcu_free` sheaf to a grace period.
+    /// Hands `rcu_free` sheaves (a full group, or what a barrier, shrink or drop took) to one
+    /// grace period; afterwards each is recycled or flushed.
     #[inline(never)]
-    fn submit(&self, sheaf: OwnedSheaf) {
-        unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
-            // SAFETY: `payload` is the sheaf passed to `defer_with` below, owned by this
-            // callback alone, and the grace period has passed.
-            let sheaf = unsafe { OwnedSheaf::from_raw(payload) };
-            shared.recycle_rcu_sheaf(sheaf);
+    fn submit(&self, group: Vec<OwnedSheaf>) {
+        if group.is_empty() {
+            return;
         }
-        // SAFETY: the callback takes sole ownership of the sheaf; its objects are deferred
-        // frees of this cache, reusable once every reader active now has left, which is when
-        // crossbeam runs the callback. The `Deferrer` keeps the shared state alive until then.
-        unsafe {
-            self.deferrer
-                .defer_with(sheaf.into_raw(), after_grace_period::<S>, true)
-        };
-    }
-
-    /// Hands a group of full `rcu_free` sheaves to one grace period.
-    #[inline(never)]
-    fn submit_group(&self, group: Vec<OwnedSheaf>) {
         unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
             // SAFETY: `payload` is the boxed group passed to `defer_with` below, owned by this
             // callback alone, and the grace period has passed.
@@ -247,9 +233,7 @@ impl<S: SlotStrategy> Cache<S> {
     /// With [`PerThread`](crate::PerThread) slots, the `rcu_free` sheaves reached are the
     /// calling thread's and those of exited threads.
     pub fn barrier(&self) {
-        for sheaf in self.shared().take_rcu_sheaves() {
-            self.submit(sheaf);
-        }
+        self.submit(self.shared().take_rcu_sheaves());
         self.deferrer.barrier();
     }
 
@@ -263,9 +247,7 @@ impl<S: SlotStrategy> Cache<S> {
     /// thread has exited once its thread-local destructors have run: an explicit `join`
     /// waits for that, the implicit join at the end of `std::thread::scope` may not.
     pub fn shrink(&self) {
-        for sheaf in self.shared().shrink() {
-            self.submit(sheaf);
-        }
+        self.submit(self.shared().shrink());
     }
 
     /// A snapshot of the cache's gauges and counters.
@@ -311,9 +293,7 @@ impl<S: SlotStrategy> Drop for Cache<S> {
         // shared state (and its pages) lives on until the last callback has run.
         // SAFETY: `&mut self` means no thread is inside an operation on this cache.
         let rcu = unsafe { self.shared().take_rcu_sheaves_exclusive() };
-        for sheaf in rcu {
-            self.submit(sheaf);
-        }
+        self.submit(rcu);
     }
 }
 
