@@ -42,7 +42,8 @@
 //!    [`PrefilledSheaf`]; [`Cache`] implements [`object_alloc::ObjectAlloc`].
 //! 2. CPU-local sheaves (`slot`): per CPU (or per thread, [`PerThread`]) `main`, `spare`,
 //!    `rcu_free`, found through rseq's `cpu_id` (`slab::cpu`) and held with a non-spinning
-//!    try-lock.
+//!    try-lock, taken by a restartable sequence where the machine allows (`slab::rseq`,
+//!    [`per_cpu_slot_lock`]): no locked instruction on the fast paths.
 //! 3. Barn (`barn`): per node, full and empty sheaves with limits, one short lock.
 //! 4. Slabs and page sources: crate `slab`.
 //!
@@ -52,7 +53,8 @@
 //! # Unsafe code
 //!
 //! Confined to `sheaf` (the sheaf's memory), `slot` (exclusive access to a slot's sheaves),
-//! `slab::cpu` (the rseq read, shared with the per-CPU baselines), and the object pointers handed out (zeroing, typed values).
+//! `slab::cpu` (the rseq read, shared with the per-CPU baselines), `slab::rseq` (the slot
+//! lock's restartable sequence), and the object pointers handed out (zeroing, typed values).
 
 mod barn;
 mod cache;
@@ -89,3 +91,16 @@ pub use cache::Cache;
 pub use prefill::PrefilledSheaf;
 pub use slot::{PerCpu, PerThread, SlotStrategy};
 pub use typed::{Owned, TypedCache, TypedPrefill};
+
+/// How [`PerCpu`] caches take their CPU slot's lock in this process: `"rseq critical
+/// section"` (no locked instruction), or `"atomic compare-exchange"` followed by the reason
+/// restartable sequences are not used here (valgrind, an old kernel, another architecture,
+/// or `SHEAF_RSEQ=0` in the environment).
+pub fn per_cpu_slot_lock() -> String {
+    match slab::rseq::support() {
+        support @ slab::rseq::Support::Rseq { .. } => support.describe().to_owned(),
+        support @ slab::rseq::Support::Unsupported(why) => {
+            format!("{} ({why})", support.describe())
+        }
+    }
+}

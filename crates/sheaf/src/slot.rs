@@ -4,12 +4,22 @@
 //! # Per-CPU slots ([`PerCpu`], the kernel's design)
 //!
 //! One slot per possible CPU, found by the CPU number read from glibc's rseq area (see
-//! `slab::cpu`), and held with a try-lock: one atomic compare-exchange to take it, one plain
-//! release store to give it back. The lock never spins. A thread that finds its slot held (another thread was
-//! preempted on this CPU while holding it, or migrated here) takes the slow path straight to
-//! the slabs, as the kernel's `local_trylock` users do. This is the userspace analog of
-//! disabling preemption; restartable sequences would remove even the swap, and the slot code
-//! is kept so that a future rseq critical section can replace `try_lock`/`unlock` alone.
+//! `slab::cpu`), and held with a try-lock that never spins. A thread that finds its slot
+//! held (another thread was preempted on this CPU while holding it, or migrated away holding
+//! it) takes the slow path straight to the slabs, as the kernel's `local_trylock` users do.
+//! This is the userspace analog of disabling preemption. The lock is taken in one of two
+//! ways, chosen once per process ([`LockKind`]):
+//!
+//! - a restartable sequence on the slot's CPU (`slab::rseq`): a plain load and a plain store
+//!   that the kernel aborts if the thread is preempted or migrates in between, so no locked
+//!   instruction. Paths that visit every slot (`shrink`, `barrier`) take other CPUs' locks
+//!   with a compare-exchange and an rseq membarrier to that CPU, as does a thread that has
+//!   no rseq area of its own;
+//! - a compare-exchange (one locked instruction), where restartable sequences are not
+//!   available (valgrind, kernels before 5.10, other architectures, `SHEAF_RSEQ=0`).
+//!
+//! Either way the release is a plain release store, and everything between acquisition and
+//! release is ordinary code under a lock.
 //!
 //! # Per-thread slots ([`PerThread`], for comparison)
 //!
@@ -61,8 +71,11 @@ use crossbeam_utils::CachePadded;
 
 use crate::sheaf::OwnedSheaf;
 use crate::stats::Counters;
-use crate::sync::AtomicBool;
+use crate::sync::AtomicU8;
 use slab::cpu::{self, CpuSource};
+#[cfg(not(loom))]
+use slab::rseq::{self, Attempt};
+use slab::rseq::{FREE, LOCAL};
 
 mod sealed {
     pub trait Sealed {}
@@ -80,8 +93,9 @@ pub trait SlotStrategy: sealed::Sealed + Send + Sync + Sized + 'static + fmt::De
     const PER_CPU: bool;
 }
 
-/// One slot per CPU, found through rseq's `cpu_id` and held with a non-spinning try-lock:
-/// the kernel's design (allocator name `sheaf`).
+/// One slot per CPU, found through rseq's `cpu_id` and held with a non-spinning try-lock
+/// (taken by a restartable sequence where available): the kernel's design (allocator name
+/// `sheaf`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PerCpu;
 
@@ -94,7 +108,7 @@ impl sealed::Sealed for PerThread {}
 
 impl SlotStrategy for PerCpu {
     const NAME: &'static str = "sheaf";
-    const DESCRIPTION: &'static str = "SLUB percpu sheaves: per-CPU main/spare/rcu_free sheaves (rseq cpu_id, try-lock), per-node barn, slabs";
+    const DESCRIPTION: &'static str = "SLUB percpu sheaves: per-CPU main/spare/rcu_free sheaves (rseq cpu_id, rseq try-lock), per-node barn, slabs";
     const PER_CPU: bool = true;
 }
 
@@ -150,8 +164,9 @@ impl SlotSheaves {
 /// a free touches one line of the slot.
 #[repr(C)]
 pub(crate) struct CpuSlot {
-    /// Per-CPU: the try-lock. Unused by per-thread slots (held through the thread-local).
-    lock: AtomicBool,
+    /// Per-CPU: the try-lock (`slab::rseq`'s `FREE`, `LOCAL` or `REMOTE`). Unused by
+    /// per-thread slots (held through the thread-local).
+    lock: AtomicU8,
     /// Per-thread: set by the owner when its thread exits.
     orphaned: std::sync::atomic::AtomicBool,
     sheaves: UnsafeCell<SlotSheaves>,
@@ -171,7 +186,7 @@ unsafe impl Send for CpuSlot {}
 impl CpuSlot {
     pub(crate) fn new(node: usize) -> Self {
         Self {
-            lock: AtomicBool::new(false),
+            lock: AtomicU8::new(FREE),
             orphaned: std::sync::atomic::AtomicBool::new(false),
             sheaves: UnsafeCell::new(SlotSheaves::new()),
             counters: Counters::default(),
@@ -179,20 +194,21 @@ impl CpuSlot {
         }
     }
 
-    /// Per-CPU: takes the lock if free; never waits. A compare-exchange rather than a swap:
-    /// as cheap when it succeeds (one locked instruction), and a failed attempt writes
-    /// nothing, so a thread bouncing off a held slot does not dirty its line.
+    /// Per-CPU, where restartable sequences are not in use: takes the lock if free; never
+    /// waits. A compare-exchange rather than a swap: as cheap when it succeeds (one locked
+    /// instruction), and a failed attempt writes nothing, so a thread bouncing off a held
+    /// slot does not dirty its line.
     #[inline(always)]
     pub(crate) fn try_lock(&self) -> bool {
         self.lock
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(FREE, LOCAL, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     }
 
-    /// Per-CPU: releases the lock.
+    /// Per-CPU: releases the lock, however it was taken.
     #[inline(always)]
     pub(crate) fn unlock(&self) {
-        self.lock.store(false, Ordering::Release);
+        self.lock.store(FREE, Ordering::Release);
     }
 
     /// The sheaves, for code that has exclusive access by the module's protocol.
@@ -213,7 +229,7 @@ impl fmt::Debug for CpuSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CpuSlot")
             .field("node", &self.node)
-            .field("locked", &self.lock.load(Ordering::Relaxed))
+            .field("locked", &(self.lock.load(Ordering::Relaxed) != FREE))
             .finish_non_exhaustive()
     }
 }
@@ -393,6 +409,32 @@ thread_local! {
     static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
 }
 
+/// How a table's per-CPU slot locks are taken, fixed for its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    /// A compare-exchange ([`CpuSlot::try_lock`]): per-thread tables (which do not use the
+    /// lock), and per-CPU ones where restartable sequences are unsupported.
+    Atomic,
+    /// A restartable sequence on the slot's CPU (`slab::rseq`), with the rseq area at this
+    /// offset from the thread pointer.
+    #[cfg(not(loom))]
+    Rseq {
+        /// glibc's `__rseq_offset`.
+        offset: isize,
+    },
+}
+
+impl LockKind {
+    fn detect(per_cpu: bool) -> Self {
+        #[cfg(not(loom))]
+        if per_cpu && let rseq::Support::Rseq { offset } = rseq::support() {
+            return LockKind::Rseq { offset };
+        }
+        let _ = per_cpu;
+        LockKind::Atomic
+    }
+}
+
 /// Every slot of one cache.
 pub(crate) struct SlotTable<S: SlotStrategy> {
     /// Per-CPU slots, each padded to its own cache lines: the slot's lock and counters are
@@ -403,6 +445,7 @@ pub(crate) struct SlotTable<S: SlotStrategy> {
     cpus: Box<[CachePadded<CpuSlot>]>,
     threads: Arc<ThreadRegistry>,
     cpu_source: CpuSource,
+    lock_kind: LockKind,
     cpu_nodes: Box<[usize]>,
     id: u64,
     _strategy: PhantomData<S>,
@@ -423,6 +466,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             cpus,
             threads: Arc::default(),
             cpu_source: cpu::cpu_source(),
+            lock_kind: LockKind::detect(S::PER_CPU),
             cpu_nodes,
             id,
             _strategy: PhantomData,
@@ -445,15 +489,21 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[inline(always)]
     pub(crate) fn acquire_fast(&self) -> Option<FastSlot<'_, S>> {
         let slot = if S::PER_CPU {
-            let cpu = cpu::current_cpu(self.cpu_source);
-            let slot = match self.cpus.get(cpu) {
-                Some(slot) => slot,
-                None => &self.cpus[cpu % self.cpus.len()],
-            };
-            if !slot.try_lock() {
-                return None;
+            match self.lock_kind {
+                #[cfg(not(loom))]
+                LockKind::Rseq { offset } => self.try_lock_rseq(offset)?,
+                LockKind::Atomic => {
+                    let cpu = cpu::current_cpu(self.cpu_source);
+                    let slot = match self.cpus.get(cpu) {
+                        Some(slot) => slot,
+                        None => &self.cpus[cpu % self.cpus.len()],
+                    };
+                    if !slot.try_lock() {
+                        return None;
+                    }
+                    &**slot
+                }
             }
-            &**slot
         } else {
             let (id, slot) = LAST_SLOT.with(|last| (last.id.get(), last.slot.get()));
             if id == self.id {
@@ -472,6 +522,63 @@ impl<S: SlotStrategy> SlotTable<S> {
             cache_id: self.id,
             _strategy: PhantomData,
         })
+    }
+
+    /// Per-CPU with restartable sequences: takes the slot of the CPU the caller runs on
+    /// without a locked instruction; `None` when it is held.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn try_lock_rseq(&self, offset: isize) -> Option<&CpuSlot> {
+        loop {
+            let Some(cpu) = cpu::rseq_cpu(offset) else {
+                // This thread has no rseq area of its own: the kernel would not abort its
+                // sequences, so it locks as a remote thread does.
+                return self.try_lock_remote(cpu::current_cpu(CpuSource::SchedGetcpu));
+            };
+            let Some(slot) = self.cpus.get(cpu as usize) else {
+                return self.try_lock_remote(cpu as usize);
+            };
+            // SAFETY: `offset` is the one `rseq::support` reported; per-CPU slot locks are
+            // only taken through `slab::rseq` while this table's kind is `Rseq` (the kind is
+            // fixed for the table's life, and `rseq::support` for the process's), and
+            // released with a release store of `FREE`.
+            match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
+                Attempt::Locked => return Some(slot),
+                Attempt::Busy => return None,
+                // Migrated since the CPU was read, or preempted inside: read it again.
+                Attempt::Moved | Attempt::Aborted => {}
+            }
+        }
+    }
+
+    /// Per-CPU with restartable sequences, for a thread that cannot lock its CPU's slot from
+    /// that CPU (no rseq area, or a CPU number beyond the table's): one attempt on the slot
+    /// it maps to, from afar (a system call).
+    #[cfg(not(loom))]
+    #[cold]
+    #[inline(never)]
+    fn try_lock_remote(&self, cpu: usize) -> Option<&CpuSlot> {
+        let index = cpu % self.cpus.len();
+        let slot = &self.cpus[index];
+        // SAFETY: as in `try_lock_rseq`; `index` is the CPU the slot belongs to.
+        unsafe { rseq::try_lock_remote(&slot.lock, index as u32) }.then_some(&**slot)
+    }
+
+    /// Per-CPU: takes CPU `cpu`'s slot, waiting (yielding) while it is held; for paths that
+    /// visit every slot.
+    fn lock_waiting(&self, cpu: usize) -> &CpuSlot {
+        let slot = &self.cpus[cpu];
+        match self.lock_kind {
+            #[cfg(not(loom))]
+            // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+            LockKind::Rseq { .. } => unsafe { rseq::lock_remote(&slot.lock, cpu as u32) },
+            LockKind::Atomic => {
+                while !slot.try_lock() {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        slot
     }
 
     /// Per-thread: the calling thread's slot, found in the thread's list (created and
@@ -540,10 +647,8 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// orphaned one (adopting them).
     pub(crate) fn for_each_reachable(&self, mut f: impl FnMut(&mut SlotSheaves, &Counters, usize)) {
         if S::PER_CPU {
-            for slot in self.cpus.iter() {
-                while !slot.try_lock() {
-                    std::thread::yield_now();
-                }
+            for cpu in 0..self.cpus.len() {
+                let slot = self.lock_waiting(cpu);
                 // SAFETY: we hold the slot's lock.
                 f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
                 slot.unlock();
@@ -643,6 +748,7 @@ impl<S: SlotStrategy> fmt::Debug for SlotTable<S> {
             .field("strategy", &S::NAME)
             .field("slots", &self.len())
             .field("cpu_source", &self.cpu_source)
+            .field("lock_kind", &self.lock_kind)
             .finish()
     }
 }

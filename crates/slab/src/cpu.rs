@@ -74,35 +74,42 @@ fn detect() -> CpuSource {
 #[inline(always)]
 pub fn current_cpu(source: CpuSource) -> usize {
     match source {
-        #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
-        CpuSource::Rseq { offset } => {
-            let thread_pointer: *const u8;
-            // SAFETY: on x86-64 Linux, `fs:0` holds the thread control block's own address
-            // (the TLS ABI); reading it has no side effect.
-            unsafe {
-                std::arch::asm!(
-                    "mov {}, qword ptr fs:[0]",
-                    out(reg) thread_pointer,
-                    options(nostack, readonly, preserves_flags, pure)
-                );
-            }
-            // SAFETY: glibc registered this thread's rseq area at `thread_pointer + offset`
-            // (`__rseq_size` is non-zero), and `cpu_id` is the `u32` at byte 4. The kernel
-            // writes it asynchronously, hence the volatile read.
-            let cpu = unsafe {
-                thread_pointer
-                    .offset(offset + 4)
-                    .cast::<u32>()
-                    .read_volatile()
-            };
-            // A thread whose own registration failed reads a negative marker
-            // (RSEQ_CPU_ID_UNINITIALIZED or RSEQ_CPU_ID_REGISTRATION_FAILED).
-            if (cpu as i32) < 0 {
-                return sched_getcpu();
-            }
-            cpu as usize
+        CpuSource::Rseq { offset } => match rseq_cpu(offset) {
+            Some(cpu) => cpu as usize,
+            None => sched_getcpu(),
+        },
+        CpuSource::SchedGetcpu => sched_getcpu(),
+    }
+}
+
+/// The `cpu_id` field of the calling thread's rseq area, at `offset` from the thread
+/// pointer (from [`CpuSource::Rseq`]); `None` when this thread's registration failed (the
+/// kernel leaves a negative marker: RSEQ_CPU_ID_UNINITIALIZED or
+/// RSEQ_CPU_ID_REGISTRATION_FAILED), and on targets without the area.
+#[inline(always)]
+pub fn rseq_cpu(offset: isize) -> Option<u32> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    {
+        let cpu: u32;
+        // SAFETY: `offset` is glibc's `__rseq_offset` (the caller got it from
+        // `CpuSource::Rseq`, which requires `__rseq_size` to be non-zero): this thread's rseq
+        // area lies at that offset from the thread pointer, the base of `fs`, and `cpu_id`
+        // is its `u32` at byte 4. The kernel writes it asynchronously; one plain load reads
+        // it whole.
+        unsafe {
+            std::arch::asm!(
+                "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
+                offset = in(reg) offset,
+                cpu = out(reg) cpu,
+                options(nostack, readonly, preserves_flags)
+            );
         }
-        _ => sched_getcpu(),
+        if (cpu as i32) < 0 { None } else { Some(cpu) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = offset;
+        None
     }
 }
 

@@ -54,6 +54,7 @@ mod layout;
 mod numa;
 mod pages;
 mod pool;
+pub mod rseq;
 
 pub use layout::{MAX_SLAB_BYTES, MIN_OBJECTS, MIN_OBJECTS_LARGE, SlabLayout};
 pub use numa::{node_count, node_of_cpu, possible_cpus};

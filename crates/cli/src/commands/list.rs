@@ -1,4 +1,5 @@
-//! `sheafbench list`: allocators, workload kinds, counters and whether each is supported here.
+//! `sheafbench list`: allocators (and how `sheaf` locks its CPU slots here), workload kinds,
+//! counters and whether each is supported here.
 
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
@@ -15,7 +16,11 @@ pub(crate) fn run() {
     for entry in ALLOCATORS {
         allocators.add_row(vec![entry.name, entry.description]);
     }
-    println!("Allocators (--alloc):\n{allocators}\n");
+    println!("Allocators (--alloc):\n{allocators}");
+    println!(
+        "sheaf's CPU slot lock here: {}\n",
+        sheaf::per_cpu_slot_lock()
+    );
 
     let mut kinds = Table::new();
     kinds.load_style(UTF8_FULL_CONDENSED);

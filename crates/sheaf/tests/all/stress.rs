@@ -1,5 +1,5 @@
-//! Multi-threaded stress: more threads than CPUs, remote frees, prefill bursts and deferred
-//! frees; every object stamped by its owner and checked before it is freed (C-OBJ-2,
+//! Multi-threaded stress: more threads than CPUs, remote frees, prefill bursts, deferred
+//! frees and `shrink` (which visits every slot) while the rest run; every object stamped by its owner and checked before it is freed (C-OBJ-2,
 //! C-CONC-1), then accounting and page release (C-OBJ-5, C-CONC-2).
 
 use std::ptr::NonNull;
@@ -95,6 +95,11 @@ fn stress<S: SlotStrategy>(ops_per_thread: usize) {
                             // SAFETY: a live object we own, freed once.
                             unsafe { cache.free_deferred(o) };
                         }
+                        9 if i % 64 == 9 => {
+                            // Visits every slot while the others run: per-CPU with
+                            // restartable sequences, that takes each CPU's lock from afar.
+                            cache.shrink();
+                        }
                         _ => {
                             let objects = bulk(cache, AllocFlags::empty(), 8);
                             for &o in &objects {
@@ -146,4 +151,11 @@ fn stress_per_cpu_more_threads_than_cpus() {
 #[test]
 fn stress_per_thread_more_threads_than_cpus() {
     stress::<PerThread>(4_000);
+}
+
+/// Long enough for preemptions and migrations to land inside the slot lock's restartable
+/// sequence, and for `shrink` to take CPU slots from afar while their CPUs' threads run.
+#[test]
+fn stress_per_cpu_long() {
+    stress::<PerCpu>(150_000);
 }

@@ -1,0 +1,453 @@
+//! A per-CPU try-lock taken without a locked instruction: a restartable sequence.
+//!
+//! A per-CPU structure guarded by a try-lock costs one atomic compare-exchange per operation
+//! (about 5.7 ns on the reference VM, more than the rest of an allocation). With restartable
+//! sequences the kernel makes a short instruction sequence atomic *with respect to the CPU*:
+//! if the thread is preempted, migrated or interrupted by a signal before the sequence's
+//! final store (its commit), the kernel moves it to an abort handler instead of resuming it.
+//! A thread running on CPU `c` can therefore take CPU `c`'s lock with a plain load and a
+//! plain store:
+//!
+//! ```text
+//! start:   if rseq.cpu_id != c           -> moved   (the caller re-reads its CPU)
+//!          if lock != FREE               -> busy
+//!          lock = LOCAL                     (commit)
+//! abort:                                 -> aborted (the caller retries)
+//! ```
+//!
+//! Two threads on one CPU never interleave inside the sequence (one of them would have been
+//! preempted in it, and aborted), so at most one of them commits while the lock is free. The
+//! holder may then be preempted or migrate while it holds the lock: that is an ordinary lock,
+//! released with a plain release store, and other threads find it busy.
+//!
+//! # Taking another CPU's lock
+//!
+//! A thread that is not on CPU `c` (draining every CPU's slot, or a thread whose own rseq
+//! registration failed) cannot use the sequence for `c`. It takes the lock with a
+//! compare-exchange `FREE -> REMOTE`, but a thread on `c` may have loaded `FREE` just before
+//! and be about to commit `LOCAL` over it. So the remote locker then runs
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` on CPU `c`: the kernel aborts any
+//! sequence in progress there, and every sequence started after the call sees `REMOTE`.
+//! Reading the lock after the barrier tells the outcome: still `REMOTE`, it is held;
+//! `LOCAL` or `FREE` (a sequence committed over it, and perhaps has released it since), it
+//! is not, and the caller tries again. Remote lockers of one lock must be serialised by the
+//! caller (only one may write `REMOTE` at a time), or the reading would be ambiguous.
+//! A remote lock costs a system call and an interrupt: it is for slow paths only.
+//!
+//! # Support
+//!
+//! [`support`] finds out once per process whether the sequence can be used: x86-64 Linux,
+//! glibc's rseq area registered (`__rseq_size` non-zero; not under valgrind, nor with the
+//! `glibc.pthread.rseq=0` tunable), and the kernel's rseq membarrier (Linux 5.10), which the
+//! process registers for. Otherwise callers keep the compare-exchange lock.
+//!
+//! Memory ordering: the sequence is x86-64 only, where every load has acquire and every
+//! store release semantics (TSO), so the plain load that finds the lock free orders the
+//! holder's accesses after the previous holder's release store, as a compare-exchange would.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The lock is free.
+pub const FREE: u8 = 0;
+/// Held by a thread that took it on the lock's CPU (by the sequence, or by a
+/// compare-exchange where the sequence is not in use).
+pub const LOCAL: u8 = 1;
+/// Held by a thread that took it from elsewhere ([`lock_remote`]).
+pub const REMOTE: u8 = 2;
+
+/// The outcome of one attempt at [`try_lock_local`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The lock is now held by the caller.
+    Locked,
+    /// Somebody holds the lock.
+    Busy,
+    /// The caller does not run on the lock's CPU (any more): read the CPU again.
+    Moved,
+    /// The kernel aborted the sequence (preemption, migration or a signal): try again.
+    Aborted,
+}
+
+/// Whether this process takes per-CPU locks with restartable sequences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Yes: glibc's rseq area is at this offset from the thread pointer.
+    Rseq {
+        /// `__rseq_offset`.
+        offset: isize,
+    },
+    /// No, for this reason: callers use a compare-exchange.
+    Unsupported(&'static str),
+}
+
+impl Support {
+    /// A few words on how per-CPU locks are taken in this process.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Support::Rseq { .. } => "rseq critical section",
+            Support::Unsupported(_) => "atomic compare-exchange",
+        }
+    }
+}
+
+/// Whether restartable sequences can be used here, found out (and the process registered
+/// for the rseq membarrier) on the first call.
+pub fn support() -> Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    *SUPPORT.get_or_init(detect)
+}
+
+fn detect() -> Support {
+    if !cfg!(all(
+        target_arch = "x86_64",
+        target_os = "linux",
+        target_env = "gnu"
+    )) {
+        return Support::Unsupported("restartable sequences are implemented for x86-64 Linux only");
+    }
+    if std::env::var_os("SHEAF_RSEQ").is_some_and(|value| value == "0") {
+        return Support::Unsupported("switched off with SHEAF_RSEQ=0");
+    }
+    let crate::cpu::CpuSource::Rseq { offset } = crate::cpu::cpu_source() else {
+        return Support::Unsupported(
+            "glibc has not registered an rseq area (valgrind, or glibc.pthread.rseq=0)",
+        );
+    };
+    use rustix::thread::{MembarrierCommand, membarrier, membarrier_query};
+    if !membarrier_query().contains_command(MembarrierCommand::PrivateExpeditedRseq) {
+        return Support::Unsupported("the kernel has no rseq membarrier (Linux 5.10 or later)");
+    }
+    if membarrier(MembarrierCommand::RegisterPrivateExpeditedRseq).is_err() {
+        return Support::Unsupported("registering for the rseq membarrier failed");
+    }
+    Support::Rseq { offset }
+}
+
+static ABORTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many sequences the kernel has aborted in this process so far (each then retried).
+pub fn aborts() -> u64 {
+    ABORTS.load(Ordering::Relaxed)
+}
+
+/// One attempt to take `lock`, which belongs to CPU `cpu`, from that CPU.
+///
+/// # Safety
+///
+/// - [`support`] returned `Support::Rseq { offset }` (this `offset`).
+/// - `lock` is only ever taken through this function and [`try_lock_remote`] (or
+///   [`lock_remote`]), and released by its holder with a release store of [`FREE`].
+#[inline(always)]
+pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> Attempt {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    {
+        let outcome: u32;
+        // SAFETY: a restartable sequence on glibc's rseq area, which `support` found
+        // registered (every thread glibc creates registers one at this offset from the
+        // thread pointer, `fs`). The descriptor in `__rseq_cs` names the sequence
+        // (`4` to `5`) and its abort handler (`6`), preceded by glibc's signature
+        // 0x53053053, which the kernel checks before jumping there; the abort handler is
+        // outside the sequence. Inside it, the `cpu_id` check comes first and the store to
+        // `lock` is the last instruction, so an aborted sequence has written nothing but
+        // `rseq_cs`. `lock` is a valid byte (a live `AtomicU8`). Labels are numeric (the asm
+        // may be inlined many times) and avoid 0 and 1, which Intel syntax would read as
+        // binary numbers.
+        unsafe {
+            std::arch::asm!(
+                ".pushsection __rseq_cs, \"aw\"",
+                ".balign 32",
+                "3:",
+                ".long 0, 0",
+                ".quad 4f, (5f - 4f), 6f",
+                ".popsection",
+                "lea {tmp}, [rip + 3b]",
+                "mov qword ptr fs:[{offset} + 8], {tmp}",
+                "4:",
+                "cmp dword ptr fs:[{offset} + 4], {cpu:e}",
+                "jne 7f",
+                "cmp byte ptr [{lock}], 0",
+                "jne 8f",
+                "mov byte ptr [{lock}], 1",
+                "5:",
+                "xor {out:e}, {out:e}",
+                "jmp 9f",
+                ".long 0x53053053",
+                "6:",
+                "mov {out:e}, 3",
+                "jmp 9f",
+                "7:",
+                "mov {out:e}, 2",
+                "jmp 9f",
+                "8:",
+                "mov {out:e}, 1",
+                "9:",
+                offset = in(reg) offset,
+                cpu = in(reg) cpu,
+                lock = in(reg) lock.as_ptr(),
+                tmp = out(reg) _,
+                out = out(reg) outcome,
+                options(nostack),
+            );
+        }
+        match outcome {
+            0 => Attempt::Locked,
+            1 => Attempt::Busy,
+            2 => Attempt::Moved,
+            _ => {
+                ABORTS.fetch_add(1, Ordering::Relaxed);
+                Attempt::Aborted
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = (lock, cpu, offset);
+        unreachable!("`support` never reports rseq on this target")
+    }
+}
+
+/// Remote lockers of every lock in the process, one at a time (see the module docs: a
+/// `REMOTE` read back after the barrier must be the reader's own). Remote locking is rare.
+static REMOTE_LOCKERS: Mutex<()> = Mutex::new(());
+
+/// One attempt to take `lock`, which belongs to CPU `cpu`, from anywhere: `false` when it
+/// is held (by this CPU's thread or another remote holder). Waits for other remote lockers
+/// of any lock, and costs a system call when the lock is free.
+///
+/// # Safety
+///
+/// - As for [`try_lock_local`].
+pub unsafe fn try_lock_remote(lock: &AtomicU8, cpu: u32) -> bool {
+    use rustix::thread::{Cpuid, MembarrierCommand, membarrier, membarrier_cpu};
+    let _serial = REMOTE_LOCKERS.lock().unwrap_or_else(|p| p.into_inner());
+    if lock
+        .compare_exchange(FREE, REMOTE, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // SAFETY: `cpu` is the number of a CPU of this machine (the lock's own).
+    let target = unsafe { Cpuid::from_raw(cpu) };
+    // The kernel answers 0 for a CPU that is offline (it runs no sequence). Any failure
+    // falls back to aborting sequences on every CPU.
+    if membarrier_cpu(MembarrierCommand::PrivateExpeditedRseq, target).is_err() {
+        membarrier(MembarrierCommand::PrivateExpeditedRseq)
+            .expect("the rseq membarrier failed after the process registered for it");
+    }
+    // Still `REMOTE`: no sequence committed over it, and none can now. Otherwise a thread
+    // on `cpu` holds the lock (or held it and has released it since).
+    lock.load(Ordering::Acquire) == REMOTE
+}
+
+/// Takes `lock`, which belongs to CPU `cpu`, from anywhere, yielding while it is held.
+///
+/// # Safety
+///
+/// - As for [`try_lock_local`].
+pub unsafe fn lock_remote(lock: &AtomicU8, cpu: u32) {
+    // SAFETY: forwarded.
+    while !unsafe { try_lock_remote(lock, cpu) } {
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    fn rseq_offset() -> Option<isize> {
+        match support() {
+            Support::Rseq { offset } => Some(offset),
+            Support::Unsupported(why) => {
+                eprintln!("restartable sequences unsupported here: {why}");
+                None
+            }
+        }
+    }
+
+    /// Takes the current CPU's lock, retrying across migrations and aborts.
+    fn lock_here(locks: &[AtomicU8], offset: isize) -> Option<usize> {
+        loop {
+            let cpu = cpu::current_cpu(cpu::cpu_source());
+            // SAFETY: `offset` came from `support`; these locks are only taken here, by
+            // `lock_remote` and released with a plain store.
+            match unsafe { try_lock_local(&locks[cpu], cpu as u32, offset) } {
+                Attempt::Locked => return Some(cpu),
+                Attempt::Busy => return None,
+                Attempt::Moved | Attempt::Aborted => continue,
+            }
+        }
+    }
+
+    #[test]
+    fn a_free_lock_is_taken_and_a_held_one_is_busy() {
+        let Some(offset) = rseq_offset() else { return };
+        let locks: Vec<AtomicU8> = (0..crate::possible_cpus())
+            .map(|_| AtomicU8::new(FREE))
+            .collect();
+        let cpu = lock_here(&locks, offset).expect("a free lock");
+        assert_eq!(locks[cpu].load(Ordering::Relaxed), LOCAL);
+        // Held: the next attempt on the same CPU is busy (unless we migrated meanwhile).
+        let again = cpu::current_cpu(cpu::cpu_source());
+        if again == cpu {
+            // SAFETY: as in `lock_here`.
+            let attempt = unsafe { try_lock_local(&locks[cpu], cpu as u32, offset) };
+            assert!(
+                matches!(attempt, Attempt::Busy | Attempt::Aborted),
+                "{attempt:?}"
+            );
+        }
+        // The wrong CPU is refused before the lock is looked at.
+        let other = (cpu + 1) % locks.len().max(2);
+        if other < locks.len() && other != cpu::current_cpu(cpu::cpu_source()) {
+            // SAFETY: as above.
+            let attempt = unsafe { try_lock_local(&locks[other], other as u32, offset) };
+            assert!(
+                matches!(attempt, Attempt::Moved | Attempt::Aborted),
+                "{attempt:?}"
+            );
+            assert_eq!(locks[other].load(Ordering::Relaxed), FREE);
+        }
+        locks[cpu].store(FREE, Ordering::Release);
+    }
+
+    extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    /// A thread that does nothing but take and release its CPU's lock is interrupted by
+    /// signals: the kernel must abort some sequences (a signal delivered inside one) and run
+    /// the abort handler (a wrong descriptor or signature would kill the process instead),
+    /// and the lock must come out free every time.
+    #[test]
+    fn signals_inside_the_sequence_abort_it() {
+        let Some(offset) = rseq_offset() else { return };
+        // SAFETY: installs a handler that does nothing for SIGURG (ignored by default, so a
+        // stray one elsewhere is harmless); `sigaction` is given a zeroed, valid struct.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            assert_eq!(
+                libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let locks: Arc<Vec<AtomicU8>> = Arc::new(
+            (0..crate::possible_cpus())
+                .map(|_| AtomicU8::new(FREE))
+                .collect(),
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let before = aborts();
+        let worker = {
+            let (locks, done) = (locks.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut taken = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    let cpu = lock_here(&locks, offset).expect("only this thread locks");
+                    locks[cpu].store(FREE, Ordering::Release);
+                    taken += 1;
+                }
+                taken
+            })
+        };
+        use std::os::unix::thread::JoinHandleExt;
+        let thread = worker.as_pthread_t();
+        for _ in 0..20_000 {
+            // SAFETY: the worker is alive until `done` is set below.
+            unsafe { libc::pthread_kill(thread, libc::SIGURG) };
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+        done.store(true, Ordering::Relaxed);
+        let taken = worker.join().unwrap();
+        let aborted = aborts() - before;
+        eprintln!("{taken} locks taken, {aborted} sequences aborted by 20000 signals");
+        assert!(
+            aborted > 0,
+            "no sequence was aborted: is the descriptor registered?"
+        );
+        assert!(
+            locks
+                .iter()
+                .all(|lock| lock.load(Ordering::Relaxed) == FREE)
+        );
+    }
+
+    /// Threads (more than CPUs) take their CPU's lock and increment a plain counter under
+    /// it, while a remote locker takes every lock in turn and does the same. Every increment
+    /// must survive: a lock that two parties held at once loses some.
+    #[test]
+    fn local_and_remote_holders_exclude_each_other() {
+        let Some(offset) = rseq_offset() else { return };
+        struct Guarded {
+            locks: Vec<AtomicU8>,
+            counts: Vec<std::cell::UnsafeCell<u64>>,
+        }
+        // SAFETY: each count is only touched by the holder of the lock with its index.
+        unsafe impl Sync for Guarded {}
+        let cpus = crate::possible_cpus();
+        let guarded = Arc::new(Guarded {
+            locks: (0..cpus).map(|_| AtomicU8::new(FREE)).collect(),
+            counts: (0..cpus).map(|_| std::cell::UnsafeCell::new(0)).collect(),
+        });
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (guarded, done, taken) = (guarded.clone(), done.clone(), taken.clone());
+                std::thread::spawn(move || {
+                    let mut mine = 0usize;
+                    while !done.load(Ordering::Relaxed) {
+                        for _ in 0..1000 {
+                            if let Some(cpu) = lock_here(&guarded.locks, offset) {
+                                // SAFETY: we hold lock `cpu`.
+                                unsafe {
+                                    let count = guarded.counts[cpu].get();
+                                    // A read-modify-write spread out, so that a second holder
+                                    // would interleave with it.
+                                    let seen = count.read_volatile();
+                                    std::hint::spin_loop();
+                                    count.write_volatile(seen + 1);
+                                }
+                                guarded.locks[cpu].store(FREE, Ordering::Release);
+                                mine += 1;
+                            }
+                        }
+                    }
+                    taken.fetch_add(mine, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        let mut remote = 0usize;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(400) {
+            for cpu in 0..cpus {
+                // SAFETY: these locks are only taken through this module.
+                unsafe { lock_remote(&guarded.locks[cpu], cpu as u32) };
+                // SAFETY: we hold lock `cpu`.
+                unsafe {
+                    let count = guarded.counts[cpu].get();
+                    count.write_volatile(count.read_volatile() + 1);
+                }
+                guarded.locks[cpu].store(FREE, Ordering::Release);
+                remote += 1;
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        let total: u64 = guarded
+            .counts
+            .iter()
+            // SAFETY: every other thread has been joined.
+            .map(|count| unsafe { *count.get() })
+            .sum();
+        let expected = (taken.load(Ordering::Relaxed) + remote) as u64;
+        assert!(remote > 0 && expected > remote as u64);
+        assert_eq!(total, expected, "increments lost: two holders at once");
+    }
+}
