@@ -74,7 +74,7 @@ use crate::stats::Counters;
 use crate::sync::AtomicU8;
 use slab::cpu::{self, CpuSource};
 #[cfg(not(loom))]
-use slab::rseq::{self, Attempt};
+use slab::rseq;
 use slab::rseq::{FREE, LOCAL};
 
 mod sealed {
@@ -409,6 +409,15 @@ thread_local! {
     static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
 }
 
+/// One inlined attempt at the caller's CPU slot.
+#[cfg(not(loom))]
+enum Attempt<T> {
+    Locked(T),
+    Busy,
+    /// Migrated or preempted inside the sequence: the slow path retries.
+    Retry,
+}
+
 /// How a table's per-CPU slot locks are taken, fixed for its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LockKind {
@@ -491,7 +500,11 @@ impl<S: SlotStrategy> SlotTable<S> {
         let slot = if S::PER_CPU {
             match self.lock_kind {
                 #[cfg(not(loom))]
-                LockKind::Rseq { offset } => self.try_lock_rseq(offset)?,
+                LockKind::Rseq { offset } => match self.try_lock_rseq_once(offset) {
+                    Some(Attempt::Locked(slot)) => slot,
+                    Some(Attempt::Busy) => return None,
+                    _ => self.try_lock_rseq(offset)?,
+                },
                 LockKind::Atomic => {
                     let cpu = cpu::current_cpu(self.cpu_source);
                     let slot = match self.cpus.get(cpu) {
@@ -524,10 +537,30 @@ impl<S: SlotStrategy> SlotTable<S> {
         })
     }
 
-    /// Per-CPU with restartable sequences: takes the slot of the CPU the caller runs on
-    /// without a locked instruction; `None` when it is held.
+    /// Per-CPU with restartable sequences, the common case inlined: one attempt at the slot
+    /// of the CPU the caller runs on; `None` when the thread has no rseq area or runs on a
+    /// CPU beyond the table (then [`SlotTable::try_lock_rseq`] deals with it).
     #[cfg(not(loom))]
     #[inline(always)]
+    fn try_lock_rseq_once(&self, offset: isize) -> Option<Attempt<&CpuSlot>> {
+        let cpu = cpu::rseq_cpu(offset)?;
+        let slot = self.cpus.get(cpu as usize)?;
+        // SAFETY: as in `try_lock_rseq`.
+        Some(
+            match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
+                rseq::Attempt::Locked => Attempt::Locked(slot),
+                rseq::Attempt::Busy => Attempt::Busy,
+                rseq::Attempt::Moved | rseq::Attempt::Aborted => Attempt::Retry,
+            },
+        )
+    }
+
+    /// Per-CPU with restartable sequences: takes the slot of the CPU the caller runs on
+    /// without a locked instruction, retrying after migrations and aborts; `None` when it is
+    /// held.
+    #[cfg(not(loom))]
+    #[cold]
+    #[inline(never)]
     fn try_lock_rseq(&self, offset: isize) -> Option<&CpuSlot> {
         loop {
             let Some(cpu) = cpu::rseq_cpu(offset) else {
@@ -543,10 +576,10 @@ impl<S: SlotStrategy> SlotTable<S> {
             // fixed for the table's life, and `rseq::support` for the process's), and
             // released with a release store of `FREE`.
             match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
-                Attempt::Locked => return Some(slot),
-                Attempt::Busy => return None,
+                rseq::Attempt::Locked => return Some(slot),
+                rseq::Attempt::Busy => return None,
                 // Migrated since the CPU was read, or preempted inside: read it again.
-                Attempt::Moved | Attempt::Aborted => {}
+                rseq::Attempt::Moved | rseq::Attempt::Aborted => {}
             }
         }
     }
