@@ -148,7 +148,7 @@ impl KindName {
                 "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects (params: reserve, used, batch)"
             }
             KindName::DeferredChurn => {
-                "writers replace published objects and free the old ones deferred; readers read them in read-side sections (params: slots, readers, batch, reads_per_section)"
+                "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections (params: slots, readers, batch, reads_per_section)"
             }
             KindName::MapleTree => {
                 "writes of a generated mmap/munmap/mprotect/brk stream to a maple-like range tree, worst-case prefill per write, readers looking up addresses (params: stream, readers, reads_per_section, single_node_alloc)"
@@ -940,8 +940,19 @@ impl WorkloadSpec {
                         "at least 8 for deferred-churn (objects carry a sentinel)",
                     ));
                 }
+                let slots = positive("slots", p.slots, 1024, 1 << 24)?;
+                let writers = self.threads.0.iter().copied().max().unwrap_or(1) as usize;
+                if slots < writers {
+                    return Err(invalid(
+                        "params.slots",
+                        &slots,
+                        &format!(
+                            "at least the largest thread count ({writers}): each writer owns its share of the slots"
+                        ),
+                    ));
+                }
                 Kind::DeferredChurn {
-                    slots: positive("slots", p.slots, 1024, 1 << 24)?,
+                    slots,
                     readers,
                     batch: positive("batch", p.batch, 64, 1 << 20)?,
                     reads_per_section: positive(
@@ -1197,6 +1208,20 @@ mod tests {
         let mut unpinned = spec.clone();
         unpinned.pinned = false;
         assert!(unpinned.validate("c.yaml", 1).is_ok());
+    }
+
+    #[test]
+    fn deferred_churn_needs_a_slot_per_writer() {
+        let yaml = "name: d\nkind: deferred-churn\nobject_size: 64\nthreads: [1, 4]\npinned: false\nparams:\n  slots: 3\n";
+        let spec = WorkloadSpec::from_yaml("d.yaml", yaml).unwrap();
+        let err = spec.validate("d.yaml", 8).unwrap_err().to_string();
+        assert!(
+            err.contains("params.slots") && err.contains("largest thread count (4)"),
+            "{err}"
+        );
+        let mut enough = spec.clone();
+        enough.apply_overrides(&["slots=4".into()]).unwrap();
+        assert!(enough.validate("d.yaml", 8).is_ok());
     }
 
     #[test]

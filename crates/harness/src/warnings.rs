@@ -10,6 +10,10 @@ pub const TIMER_DOMINATED_FACTOR: f64 = 10.0;
 /// Run-to-run coefficient of variation of the throughput above which a warning is given.
 pub const HIGH_VARIANCE_CV: f64 = 0.10;
 
+/// Share of the measured time the hypervisor may steal from the measurement's CPUs before
+/// a warning is given, in percent.
+pub const STEAL_PERCENT: f64 = 2.0;
+
 /// The warnings that apply to `m`.
 pub fn for_measurement(m: &Measurement) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -57,6 +61,7 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
             m.seconds
         ));
     }
+    warnings.extend(steal(m.extra.get("steal_percent").copied()));
     let unsupported: Vec<&str> = m
         .counters
         .iter()
@@ -70,4 +75,26 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// The warning for `steal_percent` of the measured time stolen by the hypervisor, if due.
+fn steal(steal_percent: Option<f64>) -> Option<String> {
+    let steal = steal_percent.filter(|&steal| steal > STEAL_PERCENT)?;
+    Some(format!(
+        "hypervisor steal: the hypervisor ran other work on this measurement's CPUs for {steal:.1}% of the measured time (steal in /proc/stat); figures are slowed by an amount that changes from run to run: compare ratios taken in one run, or rerun on a quieter host"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_above_the_threshold_is_warned_about() {
+        assert_eq!(steal(None), None);
+        assert_eq!(steal(Some(0.0)), None);
+        assert_eq!(steal(Some(STEAL_PERCENT)), None);
+        let warning = steal(Some(12.5)).unwrap();
+        assert!(warning.contains("12.5%"), "{warning}");
+    }
 }

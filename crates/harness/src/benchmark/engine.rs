@@ -27,6 +27,7 @@ use crate::counters::{CounterOpener, CounterTotals, ThreadCounters, thread_switc
 use crate::histogram::{merge, new_latency_histogram};
 use crate::result::Pinning;
 use crate::spec::RunLength;
+use crate::steal::{self, CpuTicks};
 
 /// One thread's work, one unit at a time.
 pub(crate) trait Work {
@@ -81,6 +82,9 @@ pub(crate) struct DriveOutcome<R> {
     pub(crate) counters: CounterTotals,
     pub(crate) pinning: Pinning,
     pub(crate) switches: Option<(u64, u64)>,
+    /// Ticks of the measurement's CPUs (all CPUs when unpinned) over the measured runs, and
+    /// how many the hypervisor stole; `None` where `/proc/stat` has no steal column.
+    pub(crate) ticks: Option<CpuTicks>,
     /// What the coordinator's `between` returned after the warm-up and after the last run.
     pub(crate) snapshots: (R, R),
 }
@@ -169,7 +173,19 @@ where
 
         let mut walls = Vec::with_capacity(phases);
         let mut after_warmup = None;
+        let stat_cpus: Option<Vec<usize>> = plan
+            .cpus
+            .as_ref()
+            .map(|cpus| cpus.iter().map(|core| core.id).collect());
+        let mut ticks = Some(CpuTicks::default());
         for phase in 0..phases {
+            // Read before the threads are released and after they have stopped, so that the
+            // read itself takes no CPU from a measured thread.
+            let ticks_before = if phase == 0 {
+                None
+            } else {
+                steal::read(stat_cpus.as_deref())
+            };
             control.stop.store(false, Ordering::Relaxed);
             control
                 .primaries_running
@@ -187,6 +203,15 @@ where
             }
             control.barrier.wait();
             walls.push(start.elapsed().as_secs_f64());
+            if phase > 0 {
+                ticks = match (ticks, ticks_before, steal::read(stat_cpus.as_deref())) {
+                    (Some(mut sum), Some(before), Some(after)) => {
+                        sum.add(after.since(before));
+                        Some(sum)
+                    }
+                    _ => None,
+                };
+            }
             if phase == 0 {
                 after_warmup = Some(snapshot());
             }
@@ -241,6 +266,7 @@ where
             counters,
             pinning,
             switches,
+            ticks,
             snapshots: (after_warmup.expect("the warm-up phase always runs"), last),
         }
     })

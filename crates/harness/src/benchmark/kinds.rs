@@ -426,20 +426,42 @@ impl Published {
     }
 }
 
-/// A `deferred-churn` writer: replaces random published objects and frees the old ones with
-/// `free_deferred`.
+/// A `deferred-churn` writer: replaces random published objects of its own share and frees
+/// the old ones with `free_deferred`.
+///
+/// Each writer owns a disjoint range of the slots, so a slot has one updater and an update is
+/// a plain load and a release store: the kernel's `rcu_assign_pointer` under the update-side
+/// lock, not an atomic exchange (whose locked instruction would also wait for the sentinel's
+/// store into a cold object, and cost more than the allocator).
 pub(crate) struct Writer<'a, A: ObjectAlloc> {
     cache: &'a A,
     published: &'a Published,
+    /// The first slot of this writer's share.
+    first: usize,
+    /// The number of slots in this writer's share (at least one).
+    share: usize,
     batch: usize,
     rng: Rng,
 }
 
 impl<'a, A: ObjectAlloc> Writer<'a, A> {
-    pub(crate) fn new(cache: &'a A, published: &'a Published, batch: usize, rng: Rng) -> Self {
+    /// Writer `writer` of `writers` (the spec checks there are no more writers than slots).
+    pub(crate) fn new(
+        cache: &'a A,
+        published: &'a Published,
+        (writer, writers): (usize, usize),
+        batch: usize,
+        rng: Rng,
+    ) -> Self {
+        let slots = published.slots.len();
+        let first = slots * writer / writers;
+        let end = slots * (writer + 1) / writers;
+        assert!(first < end, "{writers} writers for {slots} slots");
         Self {
             cache,
             published,
+            first,
+            share: end - first,
             batch,
             rng,
         }
@@ -451,14 +473,16 @@ impl<A: ObjectAlloc> Work for Writer<'_, A> {
     fn unit(&mut self) -> u64 {
         let slots = &self.published.slots;
         for _ in 0..self.batch {
-            let i = self.rng.below(slots.len());
+            let i = self.first + self.rng.below(self.share);
             let object = alloc_one(self.cache);
-            // SAFETY: at least 8 bytes, owned by this thread until the swap publishes it.
+            // SAFETY: at least 8 bytes, owned by this thread until the store publishes it.
             unsafe { object.as_ptr().cast::<u64>().write_unaligned(sentinel(i)) };
-            let old = slots[i].swap(object.as_ptr(), Ordering::AcqRel);
+            // Only this writer stores to slot `i` while threads run.
+            let old = slots[i].load(Ordering::Relaxed);
+            slots[i].store(object.as_ptr(), Ordering::Release);
             let old = NonNull::new(old).expect("published slots are never null while running");
-            // SAFETY: `old` was unpublished by the swap (no new reference can be taken), it is
-            // live, and readers that still see it are inside read-side sections.
+            // SAFETY: `old` was unpublished by the store (no new reference can be taken), it
+            // is live, and readers that still see it are inside read-side sections.
             unsafe { self.cache.free_deferred(old) };
         }
         self.batch as u64
@@ -494,7 +518,7 @@ impl Work for Reader<'_> {
                 let i = self.rng.below(slots.len());
                 let object = slots[i].load(Ordering::Acquire);
                 // SAFETY: the pointer was published (non-null while threads run), its first
-                // 8 bytes were written before publication (Release swap, Acquire load), and
+                // 8 bytes were written before publication (Release store, Acquire load), and
                 // this section began before any `free_deferred` of it could complete, so the
                 // object is not reused until the section ends (C-DEFER-1).
                 let word = unsafe { ptr::read_unaligned(object.cast::<u64>()) };

@@ -201,7 +201,15 @@ pub fn measure<A: ObjectAlloc>(
             let published = Published::new(cache, slots);
             let outcome = drive(
                 &plan,
-                |t| Writer::new(cache, &published, batch, Rng::new(seed, t as u64)),
+                |t| {
+                    Writer::new(
+                        cache,
+                        &published,
+                        (t, threads_usize),
+                        batch,
+                        Rng::new(seed, t as u64),
+                    )
+                },
                 |r| {
                     Reader::new(
                         &published,
@@ -358,6 +366,9 @@ pub fn measure<A: ObjectAlloc>(
             extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
         }
         _ => {}
+    }
+    if let Some(percent) = outcome.ticks.and_then(|ticks| ticks.steal_percent()) {
+        extra.insert("steal_percent".to_owned(), percent);
     }
     if let Some((voluntary, involuntary)) = outcome.switches {
         extra.insert("switches_voluntary".to_owned(), voluntary as f64);
