@@ -146,6 +146,15 @@ impl Barn {
         sheaf
     }
 
+    /// Takes a full sheaf.
+    pub(crate) fn get_full(&self) -> Option<OwnedSheaf> {
+        let mut lists = self.lock();
+        let sheaf = lists.full.pop();
+        count_get(&mut lists.counters, sheaf.is_some());
+        self.publish(&lists);
+        sheaf
+    }
+
     /// Takes a full sheaf, else an empty one (prefill).
     pub(crate) fn get_full_or_empty(&self) -> Option<OwnedSheaf> {
         let mut lists = self.lock();

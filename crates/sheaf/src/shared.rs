@@ -284,6 +284,16 @@ impl<S: SlotStrategy> Shared<S> {
         if self.slots.has_orphans() {
             self.adopt_orphans();
         }
+        // With no spare, the emptied main stays as the spare, ready for the frees (or the
+        // next `rcu_free` sheaf) that will follow: one barn trip instead of two.
+        if sheaves.spare.is_none()
+            && !sheaves.main.is_none()
+            && self.barns[node].may_have_full()
+            && let Some(full) = self.barns[node].get_full()
+        {
+            sheaves.spare = Some(mem::replace(&mut sheaves.main, full));
+            return Ok(());
+        }
         let main = mem::replace(&mut sheaves.main, OwnedSheaf::none());
         match self.barns[node].exchange_empty(main) {
             Ok((full, refused)) => {
@@ -836,10 +846,15 @@ impl<S: SlotStrategy> Shared<S> {
         let node = slot.node();
         tally.add(Stat::DeferredObjects, 1);
         let sheaves = slot.sheaves();
-        let rcu = match &mut sheaves.rcu_free {
-            Some(rcu) => rcu,
-            none => none.insert(self.empty_sheaf(node, tally)),
-        };
+        if sheaves.rcu_free.is_none() {
+            // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
+            let empty = match sheaves.spare.take_if(|spare| spare.is_empty()) {
+                Some(spare) => spare,
+                None => self.empty_sheaf(node, tally),
+            };
+            sheaves.rcu_free = Some(empty);
+        }
+        let rcu = sheaves.rcu_free.as_mut().expect("just ensured");
         rcu.push(object)
             .expect("a full rcu_free sheaf is never kept");
         tally.add(Stat::FreeRcuSheaf, 1);

@@ -129,6 +129,40 @@ fn recycled_rcu_sheaves_feed_allocation() {
     free_all_and_check_empty(&pages, &cache, again);
 }
 
+/// Replacing objects (allocate one, free another deferred), the emptied `main` stays as the
+/// spare and becomes the next `rcu_free` sheaf: a sheaf's round trip takes one barn trip
+/// (a full sheaf for `main`), not two (that and an empty sheaf for `rcu_free`).
+#[test]
+fn replacing_objects_takes_one_barn_trip_per_sheaf() {
+    let (pages, config) = limited_config(usize::MAX / 2);
+    let cache: Cache<PerThread> =
+        Cache::new(&config.with_sheaf_capacity(8).with_barn_limits(64, 64)).unwrap();
+    let mut live = bulk(&cache, AllocFlags::empty(), 64);
+    // SAFETY: live objects, freed once.
+    live.iter().for_each(|&o| unsafe { cache.free_deferred(o) });
+    cache.barrier();
+    live = bulk(&cache, AllocFlags::empty(), 64);
+    let before = cache.stats();
+    for round in 0..64 * 8 {
+        let fresh = cache.alloc(AllocFlags::empty()).unwrap();
+        let old = std::mem::replace(&mut live[round % 64], fresh);
+        // SAFETY: `old` is live and no longer referenced.
+        unsafe { cache.free_deferred(old) };
+        if round % 64 == 63 {
+            cache.barrier();
+        }
+    }
+    let after = cache.stats();
+    let delta = |name: &str| after.counter(name) - before.counter(name);
+    let (gets, sheaves) = (delta("barn_get"), delta("rcu_sheaf_submitted"));
+    assert!(sheaves >= 60, "{sheaves} sheaves went round");
+    assert!(
+        gets <= sheaves + sheaves / 8,
+        "{gets} barn gets for {sheaves} sheaves: {after:?}"
+    );
+    free_all_and_check_empty(&pages, &cache, live);
+}
+
 /// Full `rcu_free` sheaves wait on the slot until four of them can share one grace period;
 /// the fourth hands all four over without a barrier, and a barrier reaches the ones still
 /// waiting.
