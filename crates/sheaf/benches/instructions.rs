@@ -7,7 +7,8 @@
 //! from run to run of the same binary, so the gate compares them with a tolerance of about 1%.
 //!
 //! Under valgrind the rseq area is not registered, so the per-CPU strategy finds its slot with
-//! `sched_getcpu`: the counts cover that fallback path, not the rseq read.
+//! `sched_getcpu` and takes its lock with a compare-exchange: the counts cover that fallback
+//! path, not the rseq read and the restartable sequence.
 //!
 //! Run with `cargo bench -p sheaf --bench instructions` (needs `gungraun-runner` 0.20.0 on
 //! `PATH`; `cargo xtask gate` installs it).

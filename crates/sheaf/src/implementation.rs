@@ -20,8 +20,9 @@
 //!   allocation.
 //! - **CPU slot** (`slot`): `main` is always a sheaf of the cache's capacity or the
 //!   capacity-0 sentinel; `spare`, when present, is a sheaf of the cache's capacity holding
-//!   any number of objects; `rcu_free`, when present, is never full (a full one is submitted
-//!   at once). Only the slot's holder touches them.
+//!   any number of objects; `rcu_free`, when present, is never full (a full one waits in
+//!   `rcu_waiting` until four can be handed over together). Only the slot's holder touches
+//!   them.
 //! - **Barn** (`barn`): at most `barn_max_full` full and `barn_max_empty` empty sheaves; full
 //!   means exactly `capacity` objects. No oversize sheaf ever enters a slot or the barn.
 //! - **Cache** (`shared`): at a quiescent point,
@@ -33,12 +34,15 @@
 //! # Userspace differences from the kernel
 //!
 //! - The kernel disables preemption and takes a CPU-local trylock; here the CPU slot's
-//!   try-lock is one atomic compare-exchange, and a thread that finds its slot held (it migrated, or
-//!   another thread was preempted holding it) goes straight to the slabs instead of
-//!   waiting. Restartable sequences would remove the atomic; the slot is kept to the shape
-//!   such a critical section needs (lock, pop or push, unlock).
+//!   try-lock is taken by a restartable sequence (`slab::rseq`: a load and a store that the
+//!   kernel aborts if the thread is preempted or migrates in between), or by one atomic
+//!   compare-exchange where the kernel offers no rseq membarrier. A thread that finds its
+//!   slot held (another thread was preempted holding it, or migrated away holding it) goes
+//!   straight to the slabs instead of waiting.
 //! - Grace periods come from `crossbeam-epoch`'s default collector, which
-//!   [`object_alloc::rcu::read`] pins; a full `rcu_free` sheaf is one deferred callback.
+//!   [`object_alloc::rcu::read`] pins; full `rcu_free` sheaves are handed over four to one
+//!   deferred callback, which runs on whichever thread collects (the kernel runs an RCU
+//!   callback on the CPU that queued it).
 //! - Frees do not check the object's node: an object freed on another node's CPU joins that
 //!   CPU's sheaves (the kernel sends remote objects straight to their slab).
 //! - Slot refills and flushes are done with the slot held (the kernel drops its lock around
