@@ -229,11 +229,13 @@ pub unsafe fn try_lock_remote(lock: &AtomicU8, cpu: u32) -> bool {
     }
     // SAFETY: `cpu` is the number of a CPU of this machine (the lock's own).
     let target = unsafe { Cpuid::from_raw(cpu) };
-    // The kernel answers 0 for a CPU that is offline (it runs no sequence). Any failure
-    // falls back to aborting sequences on every CPU.
+    // The kernel answers 0 for a CPU that is offline (it runs no sequence). On a failure
+    // (a process that was forked from the registered one, should the registration not have
+    // been inherited), register again and abort sequences on every CPU.
     if membarrier_cpu(MembarrierCommand::PrivateExpeditedRseq, target).is_err() {
+        let _ = membarrier(MembarrierCommand::RegisterPrivateExpeditedRseq);
         membarrier(MembarrierCommand::PrivateExpeditedRseq)
-            .expect("the rseq membarrier failed after the process registered for it");
+            .expect("the rseq membarrier failed although the process registered for it");
     }
     // Still `REMOTE`: no sequence committed over it, and none can now. Otherwise a thread
     // on `cpu` holds the lock (or held it and has released it since).
