@@ -317,6 +317,19 @@ fn list_names_every_allocator_and_kind() {
             "{name} missing:\n{stdout}"
         );
     }
+    // How `sheaf` locks its CPU slots here, and with `SHEAF_RSEQ=0` the reason it does not
+    // use restartable sequences.
+    assert!(stdout.contains("sheaf's CPU slot lock here: "), "{stdout}");
+    let off = sheafbench()
+        .arg("list")
+        .env("SHEAF_RSEQ", "0")
+        .output()
+        .unwrap();
+    let off = String::from_utf8(off.stdout).unwrap();
+    assert!(
+        off.contains("atomic compare-exchange (switched off with SHEAF_RSEQ=0)"),
+        "{off}"
+    );
 }
 
 #[test]
