@@ -545,11 +545,15 @@ impl<S: SlotStrategy> SlotTable<S> {
     fn try_lock_rseq_once(&self, offset: isize) -> Option<Attempt<&CpuSlot>> {
         let cpu = cpu::rseq_cpu(offset)?;
         let slot = self.cpus.get(cpu as usize)?;
-        // SAFETY: as in `try_lock_rseq`.
+        // SAFETY: `offset` is the one `rseq::support` reported; per-CPU slot locks are only
+        // taken through `slab::rseq` while this table's kind is `Rseq` (the kind is fixed for
+        // the table's life, and `rseq::support` for the process's), and released with a
+        // release store of `FREE`.
         Some(
             match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
                 rseq::Attempt::Locked => Attempt::Locked(slot),
                 rseq::Attempt::Busy => Attempt::Busy,
+                // Migrated since the CPU was read, or preempted inside.
                 rseq::Attempt::Moved | rseq::Attempt::Aborted => Attempt::Retry,
             },
         )
@@ -563,23 +567,19 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[inline(never)]
     fn try_lock_rseq(&self, offset: isize) -> Option<&CpuSlot> {
         loop {
-            let Some(cpu) = cpu::rseq_cpu(offset) else {
-                // This thread has no rseq area of its own: the kernel would not abort its
-                // sequences, so it locks as a remote thread does.
-                return self.try_lock_remote(cpu::current_cpu(CpuSource::SchedGetcpu));
-            };
-            let Some(slot) = self.cpus.get(cpu as usize) else {
-                return self.try_lock_remote(cpu as usize);
-            };
-            // SAFETY: `offset` is the one `rseq::support` reported; per-CPU slot locks are
-            // only taken through `slab::rseq` while this table's kind is `Rseq` (the kind is
-            // fixed for the table's life, and `rseq::support` for the process's), and
-            // released with a release store of `FREE`.
-            match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
-                rseq::Attempt::Locked => return Some(slot),
-                rseq::Attempt::Busy => return None,
-                // Migrated since the CPU was read, or preempted inside: read it again.
-                rseq::Attempt::Moved | rseq::Attempt::Aborted => {}
+            match self.try_lock_rseq_once(offset) {
+                Some(Attempt::Locked(slot)) => return Some(slot),
+                Some(Attempt::Busy) => return None,
+                Some(Attempt::Retry) => {}
+                // No rseq area of its own (the kernel would not abort this thread's
+                // sequences), or a CPU beyond the table: lock as a remote thread does.
+                None => {
+                    let cpu = match cpu::rseq_cpu(offset) {
+                        Some(cpu) => cpu as usize,
+                        None => cpu::current_cpu(CpuSource::SchedGetcpu),
+                    };
+                    return self.try_lock_remote(cpu);
+                }
             }
         }
     }
