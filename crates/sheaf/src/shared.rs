@@ -284,26 +284,33 @@ impl<S: SlotStrategy> Shared<S> {
         if self.slots.has_orphans() {
             self.adopt_orphans();
         }
-        // With no spare, the emptied main stays as the spare, ready for the frees (or the
-        // next `rcu_free` sheaf) that will follow: one barn trip instead of two.
-        if sheaves.spare.is_none()
-            && !sheaves.main.is_none()
-            && self.barns[node].may_have_full()
-            && let Some(full) = self.barns[node].get_full()
-        {
-            sheaves.spare = Some(mem::replace(&mut sheaves.main, full));
-            return Ok(());
-        }
         let main = mem::replace(&mut sheaves.main, OwnedSheaf::none());
-        match self.barns[node].exchange_empty(main) {
-            Ok((full, refused)) => {
+        let barn = &self.barns[node];
+        // With no spare, the emptied main stays as the spare, ready for the frees (or the
+        // next `rcu_free` sheaf) that will follow, and the barn gives only a full sheaf: one
+        // barn trip per sheaf instead of two. Otherwise the empty main is traded for a full
+        // one.
+        let traded = if sheaves.spare.is_none() && !main.is_none() {
+            match barn.get_full() {
+                Some(full) => {
+                    sheaves.main = full;
+                    sheaves.spare = Some(main);
+                    Ok(None)
+                }
+                None => Err(main),
+            }
+        } else {
+            barn.exchange_empty(main).map(|(full, refused)| {
                 sheaves.main = full;
+                refused
+            })
+        };
+        match traded {
+            Ok(refused) => {
+                // A spare is already there (or `main` was the sentinel): the barn had no room
+                // for the empty sheaf.
                 if let Some(empty) = refused {
-                    if sheaves.spare.is_none() && !empty.is_none() {
-                        sheaves.spare = Some(empty);
-                    } else {
-                        self.free_sheaf(empty, tally);
-                    }
+                    self.free_sheaf(empty, tally);
                 }
                 Ok(())
             }
