@@ -230,6 +230,10 @@ fn a_refused_reserve_leaves_the_tree_unchanged() {
         tree.check(model.as_map()).unwrap();
         // A prefill that runs dry while plain allocations fail: the write is refused whole.
         alloc.short_prefill(100);
+        // Deferred frees of earlier writes complete whenever any thread of the process
+        // collects (other tests run beside this one): let them all complete first, so that
+        // `live` moves only by what the refused write does.
+        alloc.barrier();
         let live = alloc.live();
         alloc.fail_allocs(true);
         assert_eq!(
