@@ -13,6 +13,7 @@
 //! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
 
 mod bench;
+mod bootstrap;
 mod conformance;
 mod gate;
 mod maple_share;

@@ -16,19 +16,31 @@
 //! binary runs under `taskset -c 0`.
 //!
 //! Writes `results/runs/<time>/overhead.json` and prints a table: allocator, criterion
-//! ns/pair, harness ns/pair, the difference, and whether it is within 5%; then two views
-//! that are less sensitive to a busy machine: the median of the per-round differences (the
-//! two sides of a round run back to back) and the difference between each side's fastest
-//! round (interference only adds time).
+//! ns/pair and harness ns/pair (medians over rounds) and their difference; `paired`, the
+//! geometric mean over rounds of each round's harness/criterion ratio (the two sides of a
+//! round run back to back, so a drift of the machine that lasts longer than a round cancels
+//! out) with its 95% percentile-bootstrap interval; `fastest`, each side's fastest round
+//! against the other's (interference only adds time); and the verdict, read from the paired
+//! interval: `yes` when the whole interval lies within 5% of parity, `NO` when it lies wholly
+//! outside, `unresolved` when it straddles the limit (more rounds or a quieter machine
+//! would decide).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::bootstrap::{self, Interval};
 use crate::util::{self, TaskError, TaskResult};
 
 /// The allowed difference between the two figures, a fraction.
 const WITHIN: f64 = 0.05;
+
+/// Confidence of the paired interval.
+const CONFIDENCE: f64 = 0.95;
+/// Bootstrap resamples of the paired interval.
+const RESAMPLES: usize = 10_000;
+/// Seed of the resampling (fixed: the same rounds always give the same interval).
+const SEED: u64 = 0x0FE4_11EA;
 
 /// The workload both sides run.
 const WORKLOAD: &str = "churn-lifo.yaml";
@@ -142,8 +154,15 @@ pub(crate) fn overhead(args: &[String]) -> TaskResult {
             "criterion_ns": r.criterion_ns,
             "harness_ns": r.harness_ns,
             "difference": r.difference(),
-            "paired_difference": r.paired,
+            "paired_ratio": r.paired.map(|i| serde_json::json!({
+                "estimate": i.estimate,
+                "low": i.low,
+                "high": i.high,
+                "confidence": CONFIDENCE,
+                "statistic": "geometric mean of per-round harness/criterion ratios",
+            })),
             "fastest_difference": r.best,
+            "verdict": r.verdict().label(),
             "criterion_rounds": criterion[&r.allocator],
             "harness_rounds": harness[&r.allocator],
         })).collect::<Vec<_>>(),
@@ -266,12 +285,37 @@ struct Row {
     allocator: String,
     criterion_ns: Option<f64>,
     harness_ns: Option<f64>,
-    /// The median over rounds of each round's `harness / criterion - 1`: the two sides of a
-    /// round run back to back, so a slow drift of the machine cancels out.
-    paired: Option<f64>,
+    /// The geometric mean over rounds of each round's `harness / criterion` ratio, with its
+    /// bootstrap interval: the two sides of a round run back to back, so a slow drift of the
+    /// machine cancels out. `None` with fewer than two complete rounds.
+    paired: Option<Interval>,
     /// `fastest harness round / fastest criterion round - 1`: interference from other work
     /// only adds time, so the fastest round of each side is its least disturbed one.
     best: Option<f64>,
+}
+
+/// What the paired interval says about the 5% limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The whole interval lies within the limit.
+    Within,
+    /// The whole interval lies beyond the limit.
+    Outside,
+    /// The interval straddles the limit: the rounds cannot tell.
+    Unresolved,
+    /// Fewer than two complete rounds: no interval.
+    NoInterval,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Within => "yes",
+            Self::Outside => "NO",
+            Self::Unresolved => "unresolved",
+            Self::NoInterval => "-",
+        }
+    }
 }
 
 impl Row {
@@ -281,13 +325,13 @@ impl Row {
             .iter()
             .zip(harness)
             .filter(|(c, _)| **c > 0.0)
-            .map(|(c, h)| h / c - 1.0)
+            .map(|(c, h)| h / c)
             .collect();
         Self {
             allocator: allocator.to_owned(),
             criterion_ns: median(criterion),
             harness_ns: median(harness),
-            paired: median(&ratios),
+            paired: bootstrap::bootstrap_interval(&ratios, RESAMPLES, CONFIDENCE, SEED),
             best: match (fastest(criterion), fastest(harness)) {
                 (Some(c), Some(h)) if c > 0.0 => Some(h / c - 1.0),
                 _ => None,
@@ -295,49 +339,75 @@ impl Row {
         }
     }
 
-    /// `harness / criterion - 1`: above zero when the harness measures the pair slower.
+    /// `harness / criterion - 1` of the medians: above zero when the harness measures the
+    /// pair slower.
     fn difference(&self) -> Option<f64> {
         match (self.criterion_ns, self.harness_ns) {
             (Some(c), Some(h)) if c > 0.0 => Some(h / c - 1.0),
             _ => None,
         }
     }
+
+    fn verdict(&self) -> Verdict {
+        let Some(interval) = self.paired else {
+            return Verdict::NoInterval;
+        };
+        let (low, high) = (1.0 - WITHIN, 1.0 + WITHIN);
+        if interval.low >= low && interval.high <= high {
+            Verdict::Within
+        } else if interval.high < low || interval.low > high {
+            Verdict::Outside
+        } else {
+            Verdict::Unresolved
+        }
+    }
 }
 
 fn render(rows: &[Row]) -> String {
     let mut text = format!(
-        "{:<14} {:>14} {:>14} {:>11}  within {:.0}%  {:>8} {:>8}\n",
+        "{:<14} {:>13} {:>11} {:>11} {:>24} {:>8}  within {:.0}%\n",
         "allocator",
         "criterion ns",
         "harness ns",
         "difference",
+        "paired [95% interval]",
+        "fastest",
         WITHIN * 100.0,
-        "paired",
-        "fastest"
     );
     let percent = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{:+.1}%", v * 100.0));
+    let ns = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
     for row in rows {
-        let ns = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
-        let (difference, verdict) = match row.difference() {
-            Some(d) => (
-                format!("{:+.1}%", d * 100.0),
-                if d.abs() <= WITHIN { "yes" } else { "NO" },
-            ),
-            None => ("-".into(), "-"),
-        };
+        let paired = row.paired.map_or_else(
+            || "-".into(),
+            |i| {
+                format!(
+                    "{:+.1}% [{:+.1}, {:+.1}]",
+                    (i.estimate - 1.0) * 100.0,
+                    (i.low - 1.0) * 100.0,
+                    (i.high - 1.0) * 100.0
+                )
+            },
+        );
         text.push_str(&format!(
-            "{:<14} {:>14} {:>14} {:>11}  {verdict:<9} {:>8} {:>8}\n",
+            "{:<14} {:>13} {:>11} {:>11} {:>24} {:>8}  {}\n",
             row.allocator,
             ns(row.criterion_ns),
             ns(row.harness_ns),
-            difference,
-            percent(row.paired),
-            percent(row.best)
+            percent(row.difference()),
+            paired,
+            percent(row.best),
+            row.verdict().label(),
         ));
     }
-    text.push_str(
-        "paired: median over rounds of each round's difference; fastest: fastest harness round against fastest criterion round\n",
-    );
+    text.push_str(&format!(
+        "difference: of the medians over rounds; paired: geometric mean of each round's harness/criterion ratio, \
+         with its {:.0}% bootstrap interval; fastest: fastest harness round against fastest criterion round\n\
+         within {:.0}%: yes when the paired interval lies within {:.0}% of parity, NO when it lies beyond, \
+         unresolved when it straddles the limit\n",
+        CONFIDENCE * 100.0,
+        WITHIN * 100.0,
+        WITHIN * 100.0,
+    ));
     text
 }
 
@@ -374,22 +444,56 @@ mod tests {
     }
 
     #[test]
-    fn rows_compare_medians() {
+    fn rows_compare_medians_and_pair_rounds() {
         let row = Row::new("sheaf", &[10.0, 11.0, 30.0], &[10.4, 10.0, 9.0]);
         assert_eq!(row.criterion_ns, Some(11.0));
         assert_eq!(row.harness_ns, Some(10.0));
         let difference = row.difference().expect("both figures");
         assert!((difference - (10.0 / 11.0 - 1.0)).abs() < 1e-12);
-        // Rounds: +4%, -9.1%, -70%: median -9.1%. Fastest: 9.0 against 10.0.
-        assert!((row.paired.unwrap() - (10.0 / 11.0 - 1.0)).abs() < 1e-12);
+        // Rounds' ratios 1.04, 10/11 and 0.3: geometric mean (1.04 * 10/11 * 0.3)^(1/3).
+        let paired = row.paired.expect("three rounds");
+        let expected = (1.04_f64 * 10.0 / 11.0 * 0.3).powf(1.0 / 3.0);
+        assert!((paired.estimate - expected).abs() < 1e-12);
+        assert!(paired.low <= paired.estimate && paired.estimate <= paired.high);
+        // Fastest: 9.0 against 10.0.
         assert!((row.best.unwrap() - (9.0 / 10.0 - 1.0)).abs() < 1e-12);
         let table = render(&[row, Row::new("none", &[], &[1.0])]);
-        assert!(
-            table.contains("-9.1%  NO           -9.1%   -10.0%"),
-            "{table}"
+        assert!(table.lines().any(|l| l.starts_with("none")), "{table}");
+        let none = table.lines().find(|l| l.starts_with("none")).unwrap();
+        assert!(none.ends_with("  -"), "{table}");
+    }
+
+    #[test]
+    fn the_verdict_reads_the_whole_interval() {
+        // Every round within 2%: the interval lies inside the limit.
+        let close = Row::new(
+            "close",
+            &[10.0, 10.0, 10.0, 10.0, 10.0],
+            &[10.1, 10.2, 9.9, 10.0, 10.1],
         );
-        assert!(table.lines().any(|l| l.starts_with("none")));
-        let close = Row::new("close", &[10.0], &[10.4]);
-        assert!(render(&[close]).contains("+4.0%  yes"));
+        assert_eq!(close.verdict(), Verdict::Within);
+        assert!(render(&[close]).lines().nth(1).unwrap().ends_with("  yes"));
+        // Every round 20-30% slower: wholly beyond.
+        let slow = Row::new("slow", &[10.0; 4], &[12.0, 13.0, 12.5, 12.2]);
+        assert_eq!(slow.verdict(), Verdict::Outside);
+        assert!(render(&[slow]).lines().nth(1).unwrap().ends_with("  NO"));
+        // Every round 20% faster: beyond on the other side.
+        let fast = Row::new("fast", &[10.0; 3], &[8.0, 8.0, 8.0]);
+        assert_eq!(fast.verdict(), Verdict::Outside);
+        // Rounds from -10% to +10%: the interval straddles the limit.
+        let noisy = Row::new("noisy", &[10.0; 4], &[9.0, 11.0, 9.2, 10.8]);
+        assert_eq!(noisy.verdict(), Verdict::Unresolved);
+        assert!(
+            render(&[noisy])
+                .lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("  unresolved")
+        );
+        // One round gives no interval.
+        assert_eq!(
+            Row::new("one", &[10.0], &[10.1]).verdict(),
+            Verdict::NoInterval
+        );
     }
 }

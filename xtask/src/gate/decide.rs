@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 
-use super::bootstrap::Interval;
+use crate::bootstrap::Interval;
 
 /// The outcome for one figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

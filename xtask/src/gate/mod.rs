@@ -17,7 +17,6 @@
 //! environment (N per mille of the per-thread fast-path pair's instructions, fixed at compile
 //! time; 50 is 2 instructions per pair): the check that the gate catches an injected slowdown.
 
-mod bootstrap;
 mod decide;
 mod instructions;
 mod ratios;
@@ -26,8 +25,8 @@ mod reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use crate::bootstrap::{self, Interval};
 use crate::util::{self, TaskError, TaskResult};
-use bootstrap::Interval;
 use decide::Row;
 
 /// Instruction counts more than this fraction above their reference are regressions.

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::bootstrap::Interval;
+use crate::bootstrap::Interval;
 use crate::util::{self, TaskError, TaskResult};
 
 /// `results/reference/`: the committed references.

@@ -1,9 +1,10 @@
 //! Bootstrap confidence interval of a ratio, from paired samples.
 //!
-//! The wall-clock signal of the gate measures, in each of several interleaved rounds, the
-//! throughput of sheaf and of a comparator on the same workload; the round's *ratio* is
-//! sheaf / comparator. Noise that hits a whole round (another process, frequency changes)
-//! hits both sides and mostly cancels in the ratio.
+//! Used by the gate and by `overhead`. Both measure two sides in each of several interleaved
+//! rounds (the gate: the throughput of sheaf and of a comparator on the same workload;
+//! `overhead`: the harness's and criterion's time for the same loop); the round's *ratio* is
+//! one side over the other. Noise that hits a whole round (another process, frequency
+//! changes) hits both sides and mostly cancels in the ratio.
 //!
 //! The statistic is the geometric mean of the per-round ratios (ratios multiply, so their
 //! logarithms average). The interval comes from the percentile bootstrap: draw as many
