@@ -9,9 +9,11 @@
 //! - `report`: charts (SVG) from a result file of `sheafbench run`.
 //! - `overhead`: the harness's figure for `churn-lifo` beside criterion's for the same loop.
 //! - `maple-share`: each design's share of a maple-tree write's instructions, under callgrind.
+//! - `batching`: batched deferred frees against per-object ones on `deferred-churn`.
 //!
 //! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
 
+mod batching;
 mod bench;
 mod bootstrap;
 mod conformance;
@@ -45,6 +47,9 @@ tasks:
   maple-share   instructions per maple-tree write under callgrind, split between the
                 allocator and the tree, per design
                 [--alloc a,b] [--spec FILE] [--passes N] [--json FILE]
+  batching      deferred-churn at one writer, deferred batching on against off, per
+                allocator: the paired ratio with its interval, recycled sheaves per second
+                [--alloc a,b] [--rounds N] [--spec FILE] [--set key=value]...
 
 exit status: 0 success, 1 the gate found a regression, 2 anything else went wrong";
 
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         "report" => report::report(rest),
         "overhead" => overhead::overhead(rest),
         "maple-share" => maple_share::maple_share(rest),
+        "batching" => batching::batching(rest),
         other => Err(TaskError::Usage(format!("unknown task `{other}`\n{USAGE}"))),
     };
     match result {

@@ -187,21 +187,14 @@ fn harness_ns_per_pair(exe: &Path, spec: &Path, name: &str, json: &Path) -> Task
         .stdout(std::process::Stdio::null());
     util::run(run)?;
     let result = util::read_json(json)?;
-    let samples: Vec<f64> = result["runs"]
-        .as_array()
-        .and_then(|runs| runs.first())
-        .and_then(|run| run["samples"].as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|sample| sample["throughput_ops_per_s"].as_f64())
-        .filter(|ops| ops.is_finite() && *ops > 0.0)
-        .collect();
-    median(&samples).map(|ops| 1e9 / ops).ok_or_else(|| {
-        TaskError::Failed(format!(
-            "{}: no throughput sample for {name} (did the measurement fail?)",
-            json.display()
-        ))
-    })
+    util::median_run_throughput(&result["runs"][0])
+        .map(|ops| 1e9 / ops)
+        .ok_or_else(|| {
+            TaskError::Failed(format!(
+                "{}: no throughput sample for {name} (did the measurement fail?)",
+                json.display()
+            ))
+        })
 }
 
 /// criterion's `churn-lifo64/<name>`: ns per iteration (one pair).
@@ -269,16 +262,6 @@ fn criterion_estimate(estimates: &serde_json::Value) -> Option<f64> {
         .filter(|ns| ns.is_finite() && *ns > 0.0)
 }
 
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[n / 2]),
-        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
 /// One allocator's two figures.
 #[derive(Debug)]
 struct Row {
@@ -329,8 +312,8 @@ impl Row {
             .collect();
         Self {
             allocator: allocator.to_owned(),
-            criterion_ns: median(criterion),
-            harness_ns: median(harness),
+            criterion_ns: util::median(criterion),
+            harness_ns: util::median(harness),
             paired: bootstrap::bootstrap_interval(&ratios, RESAMPLES, CONFIDENCE, SEED),
             best: match (fastest(criterion), fastest(harness)) {
                 (Some(c), Some(h)) if c > 0.0 => Some(h / c - 1.0),
