@@ -115,12 +115,16 @@ fn parse(args: &[String]) -> TaskResult<Options> {
             }
         }
     }
-    if !options.spec.is_file() {
-        return Err(TaskError::Usage(format!(
-            "batching: --spec {}: no such file",
-            options.spec.display()
-        )));
-    }
+    // Absolute: the runs start in the workspace root, not where the task was started.
+    options.spec = std::fs::canonicalize(&options.spec)
+        .ok()
+        .filter(|path| path.is_file())
+        .ok_or_else(|| {
+            TaskError::Usage(format!(
+                "batching: --spec {}: no such file",
+                options.spec.display()
+            ))
+        })?;
     Ok(options)
 }
 
