@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bootstrap::{self, Interval};
+use crate::bootstrap::{self, Interval, Verdict};
 use crate::util::{self, TaskError, TaskResult};
 
 /// The ratio the batched side must reach.
@@ -292,26 +292,6 @@ struct Row {
     fallbacks: u64,
 }
 
-/// What the ratio's interval says about the target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    Met,
-    Missed,
-    Unresolved,
-    NoInterval,
-}
-
-impl Verdict {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Met => "yes",
-            Self::Missed => "NO",
-            Self::Unresolved => "unresolved",
-            Self::NoInterval => "-",
-        }
-    }
-}
-
 impl Row {
     fn new(allocator: &str, batched: &[Measured], per_object: &[Measured]) -> Self {
         let ops = |side: &[Measured]| side.iter().map(|m| m.ops_per_s).collect::<Vec<_>>();
@@ -341,12 +321,7 @@ impl Row {
     }
 
     fn verdict(&self) -> Verdict {
-        match self.ratio {
-            None => Verdict::NoInterval,
-            Some(i) if i.low >= TARGET => Verdict::Met,
-            Some(i) if i.high < TARGET => Verdict::Missed,
-            Some(_) => Verdict::Unresolved,
-        }
+        Verdict::read(self.ratio, TARGET..=f64::INFINITY)
     }
 }
 
@@ -493,7 +468,7 @@ mod tests {
         assert!((ratio.estimate - expected).abs() < 1e-12);
         assert!(ratio.low <= ratio.estimate && ratio.estimate <= ratio.high);
         // About 2.2: wholly below 3.
-        assert_eq!(row.verdict(), Verdict::Missed);
+        assert_eq!(row.verdict(), Verdict::No);
         assert!((row.fastest.unwrap() - 35.0 / 16.0).abs() < 1e-12);
         let recycled = row.recycled_per_s.expect("measured seconds");
         assert!((recycled - 4_500_000.0 / 4.5).abs() < 1e-6);
@@ -504,7 +479,7 @@ mod tests {
             &[measured(90e6, 1, 0), measured(92e6, 1, 0)],
             &[measured(29e6, 0, 0), measured(30e6, 0, 0)],
         );
-        assert_eq!(met.verdict(), Verdict::Met);
+        assert_eq!(met.verdict(), Verdict::Yes);
         let straddles = Row::new(
             "sheaf",
             &[measured(90e6, 1, 0), measured(60e6, 1, 0)],

@@ -1,8 +1,10 @@
-//! Bootstrap confidence interval of a ratio, from paired samples.
+//! Bootstrap confidence interval of a ratio, from paired samples, and the [`Verdict`] such
+//! an interval gives on an acceptance region.
 //!
-//! Used by the gate and by `overhead`. Both measure two sides in each of several interleaved
-//! rounds (the gate: the throughput of sheaf and of a comparator on the same workload;
-//! `overhead`: the harness's and criterion's time for the same loop); the round's *ratio* is
+//! Used by the gate, `overhead` and `batching`. Each measures two sides in each of several
+//! interleaved rounds (the gate: the throughput of sheaf and of a comparator on the same
+//! workload; `overhead`: the harness's and criterion's time for the same loop; `batching`:
+//! one allocator's throughput with deferred batching on and off); the round's *ratio* is
 //! one side over the other. Noise that hits a whole round (another process, frequency
 //! changes) hits both sides and mostly cancels in the ratio.
 //!
@@ -100,6 +102,49 @@ fn percentile(values: &[f64], q: f64) -> f64 {
     values[rank.min(values.len() - 1)]
 }
 
+/// What an interval says about an acceptance region (e.g. within 5% of parity, or at least
+/// 3x): read from the whole interval, so a noisy measurement gives no verdict rather than a
+/// wrong one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The whole interval lies inside the region.
+    Yes,
+    /// The whole interval lies outside it.
+    No,
+    /// The interval straddles a bound of the region: the rounds cannot tell.
+    Unresolved,
+    /// No interval (fewer than two complete rounds).
+    NoInterval,
+}
+
+impl Verdict {
+    /// The verdict of `interval` on the region `accept` (inclusive bounds; use infinities for
+    /// a one-sided region).
+    pub(crate) fn read(interval: Option<Interval>, accept: std::ops::RangeInclusive<f64>) -> Self {
+        let Some(interval) = interval else {
+            return Self::NoInterval;
+        };
+        let (start, end) = (*accept.start(), *accept.end());
+        if interval.low >= start && interval.high <= end {
+            Self::Yes
+        } else if interval.high < start || interval.low > end {
+            Self::No
+        } else {
+            Self::Unresolved
+        }
+    }
+
+    /// The label printed in the tables and written to JSON.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Yes => "yes",
+            Self::No => "NO",
+            Self::Unresolved => "unresolved",
+            Self::NoInterval => "-",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +192,49 @@ mod tests {
         assert_eq!(bootstrap_interval(&[1.0, -1.0], 100, 0.95, 1), None);
         assert_eq!(bootstrap_interval(&[1.0, 1.0], 0, 0.95, 1), None);
         assert_eq!(bootstrap_interval(&[1.0, 1.0], 100, 1.5, 1), None);
+    }
+
+    #[test]
+    fn a_verdict_reads_the_whole_interval() {
+        let interval = |low, high| {
+            Some(Interval {
+                estimate: (low + high) / 2.0,
+                low,
+                high,
+            })
+        };
+        let parity = 0.95..=1.05;
+        assert_eq!(
+            Verdict::read(interval(0.97, 1.02), parity.clone()),
+            Verdict::Yes
+        );
+        assert_eq!(
+            Verdict::read(interval(1.06, 1.2), parity.clone()),
+            Verdict::No
+        );
+        assert_eq!(
+            Verdict::read(interval(0.5, 0.9), parity.clone()),
+            Verdict::No
+        );
+        assert_eq!(
+            Verdict::read(interval(0.9, 1.0), parity.clone()),
+            Verdict::Unresolved
+        );
+        assert_eq!(Verdict::read(None, parity), Verdict::NoInterval);
+        let at_least = 3.0..=f64::INFINITY;
+        assert_eq!(
+            Verdict::read(interval(3.0, 3.2), at_least.clone()),
+            Verdict::Yes
+        );
+        assert_eq!(
+            Verdict::read(interval(2.0, 2.9), at_least.clone()),
+            Verdict::No
+        );
+        assert_eq!(
+            Verdict::read(interval(2.9, 3.1), at_least),
+            Verdict::Unresolved
+        );
+        assert_eq!(Verdict::Unresolved.label(), "unresolved");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bootstrap::{self, Interval};
+use crate::bootstrap::{self, Interval, Verdict};
 use crate::util::{self, TaskError, TaskResult};
 
 /// The allowed difference between the two figures, a fraction.
@@ -277,30 +277,6 @@ struct Row {
     best: Option<f64>,
 }
 
-/// What the paired interval says about the 5% limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    /// The whole interval lies within the limit.
-    Within,
-    /// The whole interval lies beyond the limit.
-    Outside,
-    /// The interval straddles the limit: the rounds cannot tell.
-    Unresolved,
-    /// Fewer than two complete rounds: no interval.
-    NoInterval,
-}
-
-impl Verdict {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Within => "yes",
-            Self::Outside => "NO",
-            Self::Unresolved => "unresolved",
-            Self::NoInterval => "-",
-        }
-    }
-}
-
 impl Row {
     fn new(allocator: &str, criterion: &[f64], harness: &[f64]) -> Self {
         let fastest = |values: &[f64]| values.iter().copied().min_by(f64::total_cmp);
@@ -332,17 +308,7 @@ impl Row {
     }
 
     fn verdict(&self) -> Verdict {
-        let Some(interval) = self.paired else {
-            return Verdict::NoInterval;
-        };
-        let (low, high) = (1.0 - WITHIN, 1.0 + WITHIN);
-        if interval.low >= low && interval.high <= high {
-            Verdict::Within
-        } else if interval.high < low || interval.low > high {
-            Verdict::Outside
-        } else {
-            Verdict::Unresolved
-        }
+        Verdict::read(self.paired, 1.0 - WITHIN..=1.0 + WITHIN)
     }
 }
 
@@ -454,15 +420,15 @@ mod tests {
             &[10.0, 10.0, 10.0, 10.0, 10.0],
             &[10.1, 10.2, 9.9, 10.0, 10.1],
         );
-        assert_eq!(close.verdict(), Verdict::Within);
+        assert_eq!(close.verdict(), Verdict::Yes);
         assert!(render(&[close]).lines().nth(1).unwrap().ends_with("  yes"));
         // Every round 20-30% slower: wholly beyond.
         let slow = Row::new("slow", &[10.0; 4], &[12.0, 13.0, 12.5, 12.2]);
-        assert_eq!(slow.verdict(), Verdict::Outside);
+        assert_eq!(slow.verdict(), Verdict::No);
         assert!(render(&[slow]).lines().nth(1).unwrap().ends_with("  NO"));
         // Every round 20% faster: beyond on the other side.
         let fast = Row::new("fast", &[10.0; 3], &[8.0, 8.0, 8.0]);
-        assert_eq!(fast.verdict(), Verdict::Outside);
+        assert_eq!(fast.verdict(), Verdict::No);
         // Rounds from -10% to +10%: the interval straddles the limit.
         let noisy = Row::new("noisy", &[10.0; 4], &[9.0, 11.0, 9.2, 10.8]);
         assert_eq!(noisy.verdict(), Verdict::Unresolved);
