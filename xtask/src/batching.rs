@@ -81,15 +81,7 @@ fn parse(args: &[String]) -> TaskResult<Options> {
         match arg.as_str() {
             "--alloc" => options.allocators = util::allocator_list("batching", &value("--alloc")?)?,
             "--rounds" => {
-                let text = value("--rounds")?;
-                options.rounds = match text.parse::<usize>() {
-                    Ok(n) if n > 0 => n,
-                    _ => {
-                        return Err(TaskError::Usage(format!(
-                            "batching: --rounds {text}: expected a whole number above 0"
-                        )));
-                    }
-                };
+                options.rounds = util::positive_number("batching", "--rounds", &value("--rounds")?)?
             }
             "--spec" => options.spec = PathBuf::from(value("--spec")?),
             "--set" => {
@@ -129,7 +121,7 @@ fn parse(args: &[String]) -> TaskResult<Options> {
 }
 
 /// One measurement's figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Measured {
     /// Median run's throughput, ops/s.
     ops_per_s: f64,

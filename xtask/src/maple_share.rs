@@ -148,15 +148,8 @@ fn parse(args: &[String]) -> TaskResult<Options> {
             }
             "--spec" => options.spec = PathBuf::from(value("--spec")?),
             "--passes" => {
-                let text = value("--passes")?;
-                options.passes = match text.parse::<u32>() {
-                    Ok(n) if n > 0 => n,
-                    _ => {
-                        return Err(TaskError::Usage(format!(
-                            "maple-share: --passes {text}: expected a whole number above 0"
-                        )));
-                    }
-                };
+                options.passes =
+                    util::positive_number("maple-share", "--passes", &value("--passes")?)?
             }
             "--json" => options.json = Some(PathBuf::from(value("--json")?)),
             other => {

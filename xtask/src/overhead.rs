@@ -73,17 +73,17 @@ fn parse(args: &[String]) -> TaskResult<Options> {
                 .cloned()
                 .ok_or_else(|| TaskError::Usage(format!("overhead: {name} needs a value\n{USAGE}")))
         };
-        let positive = |name: &str, text: String| match text.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(TaskError::Usage(format!(
-                "overhead: {name} {text}: expected a whole number above 0"
-            ))),
-        };
         match arg.as_str() {
             "--alloc" => options.allocators = util::allocator_list("overhead", &value("--alloc")?)?,
-            "--rounds" => options.rounds = positive("--rounds", value("--rounds")?)?,
+            "--rounds" => {
+                options.rounds = util::positive_number("overhead", "--rounds", &value("--rounds")?)?
+            }
             "--measurement-time" => {
-                let secs = positive("--measurement-time", value("--measurement-time")?)?;
+                let secs: usize = util::positive_number(
+                    "overhead",
+                    "--measurement-time",
+                    &value("--measurement-time")?,
+                )?;
                 options.measurement_secs = u32::try_from(secs).map_err(|_| {
                     TaskError::Usage("overhead: --measurement-time is too large".into())
                 })?;

@@ -61,6 +61,20 @@ pub(crate) fn allocator_list(task: &str, list: &str) -> TaskResult<Vec<String>> 
     Ok(names)
 }
 
+/// The value of a numeric option that must be a whole number above 0; `task` and `option`
+/// name them in the error.
+pub(crate) fn positive_number<T>(task: &str, option: &str, text: &str) -> TaskResult<T>
+where
+    T: std::str::FromStr + From<u8> + PartialOrd,
+{
+    match text.parse::<T>() {
+        Ok(n) if n > T::from(0) => Ok(n),
+        _ => Err(TaskError::Usage(format!(
+            "{task}: {option} {text}: expected a whole number above 0"
+        ))),
+    }
+}
+
 /// A `cargo` command (the one running us, when we run under cargo) in the workspace root.
 pub(crate) fn cargo() -> Command {
     let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -343,6 +357,20 @@ pub(crate) fn write_atomic(path: &Path, contents: &str) -> TaskResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positive_numbers_are_whole_and_above_zero() {
+        assert_eq!(positive_number::<usize>("t", "--n", "12").unwrap(), 12);
+        assert_eq!(positive_number::<u32>("t", "--n", "1").unwrap(), 1);
+        for bad in ["0", "-1", "1.5", "x", ""] {
+            let error = positive_number::<usize>("t", "--n", bad).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("t: --n {bad}: expected a whole number above 0")
+            );
+        }
+        assert!(positive_number::<u32>("t", "--n", "4294967296").is_err());
+    }
 
     #[test]
     fn timestamps_are_utc_civil_dates() {
