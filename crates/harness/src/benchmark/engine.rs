@@ -10,8 +10,11 @@
 //!
 //! Within a phase a primary runs units of work until the coordinator raises `stop` (runs of
 //! a fixed duration) or until its share of the operations is done (runs of a fixed count).
-//! A secondary runs until every primary has finished the phase and it has nothing left
-//! (a consumer drains its queue). Each unit ends with one clock read, which is also the
+//! No primary starts its first unit before every secondary has checked in to the phase, so
+//! that the measured work always runs beside the helpers its spec names (released from the
+//! barrier, a secondary may otherwise wait for a CPU until a short run is over). A secondary
+//! runs at least one unit, then until every primary has finished the phase and it has
+//! nothing left (a consumer drains its queue). Each unit ends with one clock read, which is also the
 //! start of the next unit; in measured phases a primary records the unit's time in its
 //! histogram, which was sized up front so recording never allocates. Self-timed work
 //! ([`Work::SELF_TIMED`], the tree kinds) records one sample per operation itself, timing
@@ -93,6 +96,10 @@ struct Control {
     barrier: Barrier,
     stop: AtomicBool,
     primaries_running: AtomicUsize,
+    /// Secondaries in the plan.
+    secondaries: usize,
+    /// Secondaries that have entered the current phase.
+    secondaries_in: AtomicUsize,
 }
 
 struct ThreadReport {
@@ -122,6 +129,8 @@ where
         barrier: Barrier::new(plan.primaries + plan.secondaries + 1),
         stop: AtomicBool::new(false),
         primaries_running: AtomicUsize::new(0),
+        secondaries: plan.secondaries,
+        secondaries_in: AtomicUsize::new(0),
     };
     let phases = plan.runs as usize + 1;
     let quotas: Vec<Option<u64>> = (0..plan.primaries)
@@ -187,6 +196,7 @@ where
                 steal::read(stat_cpus.as_deref())
             };
             control.stop.store(false, Ordering::Relaxed);
+            control.secondaries_in.store(0, Ordering::Relaxed);
             control
                 .primaries_running
                 .store(plan.primaries, Ordering::Relaxed);
@@ -305,18 +315,29 @@ fn run_phases<W: Work>(
             counters.enable();
         }
         control.barrier.wait();
+        if primary {
+            while control.secondaries_in.load(Ordering::Acquire) < control.secondaries {
+                std::thread::yield_now();
+            }
+        } else {
+            control.secondaries_in.fetch_add(1, Ordering::Release);
+        }
         let mut ops = 0u64;
+        let mut units = 0u64;
         let mut last = Instant::now();
         loop {
             let done = if primary {
                 control.stop.load(Ordering::Relaxed) || quota.is_some_and(|q| ops >= q)
             } else {
-                control.primaries_running.load(Ordering::Acquire) == 0 && work.drained()
+                units > 0
+                    && control.primaries_running.load(Ordering::Acquire) == 0
+                    && work.drained()
             };
             if done {
                 break;
             }
             ops += work.unit();
+            units += 1;
             let now = Instant::now();
             if measured && primary && !W::SELF_TIMED {
                 let nanos = u64::try_from((now - last).as_nanos()).unwrap_or(u64::MAX);
@@ -355,5 +376,48 @@ fn run_phases<W: Work>(
         samples,
         off_cpu,
         switches,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn no_counters(_: crate::counters::CounterEvent, _: bool) -> io::Result<perf_event::Counter> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// A primary of one operation per unit.
+    struct One;
+
+    impl Work for One {
+        fn unit(&mut self) -> u64 {
+            1
+        }
+    }
+
+    #[test]
+    fn every_secondary_works_in_every_run_however_short() {
+        // Runs of one operation each, unpinned: without the check-in, a secondary released
+        // from the barrier could find the run already over and do nothing.
+        let plan = DrivePlan {
+            primaries: 1,
+            secondaries: 2,
+            cpus: None,
+            warmup: Duration::ZERO,
+            length: RunLength::Ops(1),
+            runs: 200,
+            open_counters: no_counters,
+        };
+        let outcome = drive(&plan, |_| One, |_| One, || ());
+        assert_eq!(outcome.runs.len(), 200);
+        for (run, &(primary, secondary, _)) in outcome.runs.iter().enumerate() {
+            assert_eq!(primary, 1, "run {run}");
+            assert!(
+                secondary >= 2,
+                "run {run}: the secondaries did {secondary} units"
+            );
+        }
     }
 }
