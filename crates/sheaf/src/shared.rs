@@ -1047,7 +1047,8 @@ impl<S: SlotStrategy> Shared<S> {
     /// Checks `objects_in_use == live + in_slot_sheaves + in_barn` and the slabs' own
     /// invariants; panics with the figures when it does not hold. Meaningful at a quiescent
     /// point only (no operation in flight, no deferred callback pending). For per-thread slots
-    /// the equation is checked only when every slot is the caller's or an orphan.
+    /// the equation is checked only when, once orphans are adopted, the caller's slot is the
+    /// only one left.
     pub(crate) fn check_accounting(&self) {
         self.pool.check_invariants();
         self.adopt_orphans();

@@ -676,8 +676,12 @@ impl<S: SlotStrategy> SlotTable<S> {
     }
 
     /// Runs `f` on every slot the caller can reach and hold: every CPU slot (waiting for
-    /// each, yielding, since this is not a fast path), or the calling thread's slot and every
-    /// orphaned one (adopting them).
+    /// each, yielding, since this is not a fast path), or the calling thread's slot.
+    ///
+    /// Orphaned per-thread slots are not visited: they are adopted whole, by
+    /// [`SlotTable::adopt_orphans`] with a callback that empties every sheaf and folds the
+    /// counters. Adopting them here, with a callback meant for live slots, would unregister a
+    /// slot whose thread exited during the call with part of its contents still in it.
     pub(crate) fn for_each_reachable(&self, mut f: impl FnMut(&mut SlotSheaves, &Counters, usize)) {
         if S::PER_CPU {
             for cpu in 0..self.cpus.len() {
@@ -686,12 +690,9 @@ impl<S: SlotStrategy> SlotTable<S> {
                 f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
                 slot.unlock();
             }
-        } else {
-            if let Some(mut own) = self.hold_own_slot() {
-                let (counters, node) = (own.counters(), own.node());
-                f(own.sheaves(), counters, node);
-            }
-            self.adopt_orphans(&mut f);
+        } else if let Some(mut own) = self.hold_own_slot() {
+            let (counters, node) = (own.counters(), own.node());
+            f(own.sheaves(), counters, node);
         }
     }
 
@@ -761,17 +762,18 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
-    /// Per-thread: whether every registered slot is the caller's or an orphan, so that
-    /// [`SlotTable::for_each_reachable`] sees every cached object.
+    /// Per-thread: whether the caller's is the only registered slot (every other thread's
+    /// slot has been adopted), so that [`SlotTable::for_each_reachable`] sees every cached
+    /// object.
     pub(crate) fn all_reachable(&self) -> bool {
         if S::PER_CPU {
             return true;
         }
         let own = self.thread_slot_lookup(false).unwrap_or(std::ptr::null());
         let slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.iter().all(|slot| {
-            slot.orphaned.load(Ordering::Acquire) || std::ptr::eq(Arc::as_ptr(slot), own)
-        })
+        slots
+            .iter()
+            .all(|slot| std::ptr::eq(Arc::as_ptr(slot), own))
     }
 }
 

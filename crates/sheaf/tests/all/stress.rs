@@ -159,3 +159,53 @@ fn stress_per_thread_more_threads_than_cpus() {
 fn stress_per_cpu_long() {
     stress::<PerCpu>(150_000);
 }
+
+/// Threads that exit while another thread runs `shrink` and `barrier`: an exiting thread's
+/// slot becomes an orphan at any moment of those calls, and must be adopted whole (its
+/// `main`, `spare` and `rcu_free` sheaves and its counters), never half by a visit meant for
+/// live slots (C-CONC-2).
+#[test]
+fn threads_exit_while_shrink_and_barrier_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ROUNDS: usize = 300;
+    const THREADS: usize = 3;
+    let (pages, cache) = cache_with::<PerThread>(8);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (cache, done) = (&cache, &done);
+        let visitor = s.spawn(move || {
+            let mut visits = 0u64;
+            while !done.load(Ordering::Acquire) {
+                cache.shrink();
+                cache.barrier();
+                visits += 1;
+            }
+            visits
+        });
+        for _ in 0..ROUNDS {
+            let workers: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    s.spawn(move || {
+                        let objects = bulk(cache, AllocFlags::empty(), 20);
+                        let (now, later) = objects.split_at(15);
+                        // SAFETY: live objects we own, each freed once; the first 15 fill the
+                        // slot's sheaves, the last 5 a partly filled `rcu_free` sheaf.
+                        unsafe {
+                            cache.free_bulk(now);
+                            for &o in later {
+                                cache.free_deferred(o);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // An explicit join returns once the thread's thread-local destructors have run.
+            for worker in workers {
+                worker.join().unwrap();
+            }
+        }
+        done.store(true, Ordering::Release);
+        assert!(visitor.join().unwrap() > 0, "the visitor never ran");
+    });
+    free_all_and_check_empty(&pages, &cache, []);
+}
