@@ -117,7 +117,36 @@ impl<T: DeferTarget> Deferrer<T> {
         f: unsafe fn(&T, NonNull<()>),
         flush: bool,
     ) {
-        let shared = Arc::clone(&self.shared);
+        // SAFETY: forwarded.
+        unsafe { self.defer_reserved(self.reserve(), payload, f, flush) }
+    }
+
+    /// Announces a callback before its payload is gathered: from now until the callback that
+    /// [`Deferrer::defer_reserved`] makes of it has run (or until it is dropped unused), it
+    /// counts in [`Deferrer::pending`], so a concurrent [`Deferrer::barrier`] waits for it.
+    /// Take one *before* taking work out of where a barrier would look for it.
+    #[inline]
+    pub fn reserve(&self) -> Reservation<T> {
+        Reservation {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// [`Deferrer::defer_with`] for a callback announced by `reservation`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Deferrer::defer_with`]; `reservation` came from this deferrer.
+    #[inline]
+    pub unsafe fn defer_reserved(
+        &self,
+        reservation: Reservation<T>,
+        payload: NonNull<()>,
+        f: unsafe fn(&T, NonNull<()>),
+        flush: bool,
+    ) {
+        debug_assert!(Arc::ptr_eq(&reservation.shared, &self.shared));
+        let shared = reservation.shared;
         let payload = SendPtr(payload);
         let guard = epoch::pin();
         // SAFETY: the closure owns an `Arc` that keeps the state alive, and the caller promised
@@ -153,12 +182,16 @@ impl<T: DeferTarget> Deferrer<T> {
         let start = Instant::now();
         loop {
             if self.pending() == 0 {
+                // `strong_count` is a relaxed load: the fence pairs with the release decrement
+                // of each callback's `Arc`, so what the callbacks did is visible on return.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
                 return Ok(());
             }
             // Each pin-and-flush moves our own bag to the global queue and tries to advance the
             // epoch and run whatever has expired.
             epoch::pin().flush();
             if self.pending() == 0 {
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
                 return Ok(());
             }
             if start.elapsed() >= timeout {
@@ -167,6 +200,13 @@ impl<T: DeferTarget> Deferrer<T> {
             std::thread::yield_now();
         }
     }
+}
+
+/// A deferred callback announced ahead of its payload (see [`Deferrer::reserve`]).
+#[derive(Debug)]
+#[must_use = "a reservation counts as pending until it is used or dropped"]
+pub struct Reservation<T> {
+    shared: Arc<T>,
 }
 
 /// A raw pointer that a deferred callback may carry to another thread.

@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use object_alloc::rcu::Deferrer;
+use object_alloc::rcu::{Deferrer, Reservation};
 use object_alloc::{
     AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc,
 };
@@ -150,9 +150,9 @@ impl<S: SlotStrategy> Cache<S> {
             unsafe { self.deferrer.defer_free(object) };
             return;
         }
-        match shared.push_deferred(object) {
+        match shared.push_deferred(object, || self.deferrer.reserve()) {
             Ok(None) => {}
-            Ok(Some(group)) => self.submit(group),
+            Ok(Some((reservation, group))) => self.submit_reserved(reservation, group),
             // SAFETY: the caller hands the live object over.
             Err(object) => unsafe { self.deferrer.defer_free(object) },
         }
@@ -162,6 +162,13 @@ impl<S: SlotStrategy> Cache<S> {
     /// grace period; afterwards each is recycled or flushed.
     #[inline(never)]
     fn submit(&self, group: Vec<OwnedSheaf>) {
+        self.submit_reserved(self.deferrer.reserve(), group);
+    }
+
+    /// [`Cache::submit`] under a reservation taken before the sheaves were taken out of the
+    /// slots: a concurrent [`Cache::barrier`] that finds them gone waits for it.
+    #[inline(never)]
+    fn submit_reserved(&self, reservation: Reservation<Shared<S>>, group: Vec<OwnedSheaf>) {
         if group.is_empty() {
             return;
         }
@@ -180,7 +187,7 @@ impl<S: SlotStrategy> Cache<S> {
         // state alive until then.
         unsafe {
             self.deferrer
-                .defer_with(payload, after_grace_period::<S>, true)
+                .defer_reserved(reservation, payload, after_grace_period::<S>, true)
         };
     }
 
@@ -233,7 +240,10 @@ impl<S: SlotStrategy> Cache<S> {
     /// With [`PerThread`](crate::PerThread) slots, the `rcu_free` sheaves reached are the
     /// calling thread's and those of exited threads.
     pub fn barrier(&self) {
-        self.submit(self.shared().take_rcu_sheaves());
+        // Reserved before any sheaf is taken: until then they are where a concurrent barrier
+        // looks.
+        let (reservation, rcu) = self.shared().take_rcu_sheaves(|| self.deferrer.reserve());
+        self.submit_reserved(reservation, rcu);
         self.deferrer.barrier();
     }
 
@@ -247,7 +257,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// thread has exited once its thread-local destructors have run: an explicit `join`
     /// waits for that, the implicit join at the end of `std::thread::scope` may not.
     pub fn shrink(&self) {
-        self.submit(self.shared().shrink());
+        // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
+        // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.
+        let (reservation, rcu) = self.shared().take_rcu_sheaves(|| self.deferrer.reserve());
+        self.submit_reserved(reservation, rcu);
+        self.shared().shrink();
     }
 
     /// A snapshot of the cache's gauges and counters.

@@ -807,10 +807,11 @@ impl<S: SlotStrategy> Shared<S> {
     /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
     /// inlined and calls out to nothing.
     #[inline]
-    pub(crate) fn push_deferred(
+    pub(crate) fn push_deferred<R>(
         &self,
         object: NonNull<u8>,
-    ) -> Result<Option<Vec<OwnedSheaf>>, NonNull<u8>> {
+        reserve: impl FnOnce() -> R,
+    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
         let Some(mut slot) = self.slots.acquire_fast() else {
             return self.push_deferred_busy(object);
         };
@@ -823,15 +824,15 @@ impl<S: SlotStrategy> Shared<S> {
             counters.add_owned(Stat::FreeRcuSheaf, 1);
             return Ok(None);
         }
-        self.push_deferred_slow(slot, object)
+        self.push_deferred_slow(slot, object, reserve)
     }
 
     #[cold]
     #[inline(never)]
-    fn push_deferred_busy(
+    fn push_deferred_busy<R>(
         &self,
         object: NonNull<u8>,
-    ) -> Result<Option<Vec<OwnedSheaf>>, NonNull<u8>> {
+    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
         let tally = Tally::shared(&self.counters);
         tally.add(Stat::CpuSlotBusy, 1);
         tally.add(Stat::DeferredObjects, 1);
@@ -842,11 +843,12 @@ impl<S: SlotStrategy> Shared<S> {
     /// The slot has no `rcu_free` sheaf yet, or `object` fills it.
     #[cold]
     #[inline(never)]
-    fn push_deferred_slow(
+    fn push_deferred_slow<R>(
         &self,
         slot: FastSlot<'_, S>,
         object: NonNull<u8>,
-    ) -> Result<Option<Vec<OwnedSheaf>>, NonNull<u8>> {
+        reserve: impl FnOnce() -> R,
+    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
         // Held from here on: getting an empty sheaf may call out (barn, allocation).
         let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
@@ -870,9 +872,11 @@ impl<S: SlotStrategy> Shared<S> {
             sheaves.rcu_waiting.push(full);
             if sheaves.rcu_waiting.len() == RCU_GROUP {
                 tally.add(Stat::RcuSheafSubmitted, RCU_GROUP as u64);
-                return Ok(Some(mem::replace(
-                    &mut sheaves.rcu_waiting,
-                    Vec::with_capacity(RCU_GROUP),
+                // Reserved before the group leaves the slot, where a barrier looks for it.
+                let reservation = reserve();
+                return Ok(Some((
+                    reservation,
+                    mem::replace(&mut sheaves.rcu_waiting, Vec::with_capacity(RCU_GROUP)),
                 )));
             }
         }
@@ -901,13 +905,19 @@ impl<S: SlotStrategy> Shared<S> {
 
     /// Takes every partly filled `rcu_free` sheaf the caller can reach (and those of adopted
     /// orphans), for the cache to submit.
-    pub(crate) fn take_rcu_sheaves(&self) -> Vec<OwnedSheaf> {
+    ///
+    /// `reserve` runs after orphans are adopted (adoption flushes sheaves, which may call the
+    /// page source) and before any sheaf is taken: from then on, until the caller submits,
+    /// nothing here calls out, so a barrier called from a page source never waits for a
+    /// reservation of its own thread.
+    pub(crate) fn take_rcu_sheaves<R>(&self, reserve: impl FnOnce() -> R) -> (R, Vec<OwnedSheaf>) {
         self.adopt_orphans();
+        let reservation = reserve();
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
         self.slots.for_each_reachable(|sheaves, _, _| {
             taken.extend(sheaves.take_rcu());
         });
-        self.prepare_submission(taken)
+        (reservation, self.prepare_submission(taken))
     }
 
     /// Empty sheaves are stashed; the rest are counted as submitted and returned.
@@ -933,11 +943,19 @@ impl<S: SlotStrategy> Shared<S> {
     /// - No thread is inside an operation on this cache, nor will start one.
     pub(crate) unsafe fn take_rcu_sheaves_exclusive(&self) -> Vec<OwnedSheaf> {
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
-        // SAFETY: forwarded.
-        unsafe {
-            self.slots.for_each_exclusive(|sheaves| {
+        if S::PER_CPU {
+            // Under each slot's lock: the cache's deferred callbacks may still be running on
+            // other threads, and per-CPU ones free into the slots (`free_now`).
+            self.slots.for_each_reachable(|sheaves, _, _| {
                 taken.extend(sheaves.take_rcu());
             });
+        } else {
+            // SAFETY: forwarded; per-thread slots are touched by no deferred callback.
+            unsafe {
+                self.slots.for_each_exclusive(|sheaves| {
+                    taken.extend(sheaves.take_rcu());
+                });
+            }
         }
         self.prepare_submission(taken)
     }
@@ -947,21 +965,27 @@ impl<S: SlotStrategy> Shared<S> {
     /// Per-thread: flushes the sheaves of exited threads' slots and folds their counters into
     /// the shared block; their `rcu_free` sheaves wait in `orphan_rcu` for the cache.
     fn adopt_orphans(&self) {
-        let mut rcu = Vec::new();
+        // Flushed after the registry lock is released: a flush may release a slab, and the
+        // page source may call into this cache (whose slot lookups and `stats` take the lock).
+        let mut retired = Vec::new();
         self.slots.adopt_orphans(
-            &mut |sheaves: &mut SlotSheaves, counters: &Counters, node| {
-                self.retire(sheaves, node);
-                rcu.extend(sheaves.take_rcu());
+            &mut |sheaves: &mut SlotSheaves, counters: &Counters, _node| {
+                retired.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
+                retired.extend(sheaves.spare.take());
+                // Into `orphan_rcu` before the slot leaves the registry (whose lock is held):
+                // a barrier that finds the orphan gone finds its sheaves there.
+                self.orphan_rcu
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(sheaves.take_rcu());
                 for &stat in Stat::ALL {
                     self.counters.add_shared(stat, counters.get(stat));
                 }
             },
         );
-        if !rcu.is_empty() {
-            self.orphan_rcu
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(rcu);
+        let tally = Tally::shared(&self.counters);
+        for sheaf in retired {
+            self.discard(sheaf, tally);
         }
     }
 
@@ -975,10 +999,9 @@ impl<S: SlotStrategy> Shared<S> {
         }
     }
 
-    /// Returns every cached sheaf and empty slab the caller can reach (C-OBJ-5). Partly
-    /// filled `rcu_free` sheaves are handed back for submission.
-    pub(crate) fn shrink(&self) -> Vec<OwnedSheaf> {
-        let rcu = self.take_rcu_sheaves();
+    /// Returns every cached sheaf and empty slab the caller can reach (C-OBJ-5). The cache
+    /// takes and submits the `rcu_free` sheaves first ([`Shared::take_rcu_sheaves`]).
+    pub(crate) fn shrink(&self) {
         self.slots
             .for_each_reachable(|sheaves, _, node| self.retire(sheaves, node));
         let tally = Tally::shared(&self.counters);
@@ -988,14 +1011,12 @@ impl<S: SlotStrategy> Shared<S> {
             }
         }
         self.pool.shrink();
-        rcu
     }
 
     /// Sums every counter block.
     fn totals(&self) -> [u64; Stat::ALL.len()] {
         let mut totals = [0; Stat::ALL.len()];
-        self.counters.sum_into(&mut totals);
-        self.slots.sum_counters(&mut totals);
+        self.slots.sum_counters(&self.counters, &mut totals);
         totals
     }
 

@@ -174,6 +174,9 @@ pub(crate) struct CpuSlot {
     pub(crate) counters: Counters,
     /// The memory node whose barn and partial slabs this slot uses.
     pub(crate) node: usize,
+    /// Per-CPU, while a thread holds the slot in a way that may call out: the slot that
+    /// thread held before (its `HELD_CPU_SLOTS` chain). Written and read by the holder only.
+    next_held: Cell<*const CpuSlot>,
 }
 
 // SAFETY: `sheaves` is only accessed under the protocol of the module docs (lock holder,
@@ -188,6 +191,7 @@ impl CpuSlot {
         Self {
             lock: AtomicU8::new(FREE),
             orphaned: std::sync::atomic::AtomicBool::new(false),
+            next_held: Cell::new(std::ptr::null()),
             sheaves: UnsafeCell::new(SlotSheaves::new()),
             counters: Counters::default(),
             node,
@@ -271,7 +275,9 @@ impl<'a, S: SlotStrategy> FastSlot<'a, S> {
     #[inline(always)]
     pub(crate) fn hold(self) -> SlotGuard<'a, S> {
         let this = ManuallyDrop::new(self);
-        if !S::PER_CPU {
+        if S::PER_CPU {
+            push_held(this.slot);
+        } else {
             // The lookup left the thread-local naming this slot with this cache's id.
             LAST_SLOT.with(|last| last.id.set(0));
         }
@@ -332,6 +338,7 @@ impl<S: SlotStrategy> Drop for SlotGuard<'_, S> {
     #[inline(always)]
     fn drop(&mut self) {
         if S::PER_CPU {
+            pop_held(self.slot);
             self.slot.unlock();
         } else {
             // The thread-local still names this slot: while it is held no other hold (which
@@ -407,6 +414,41 @@ thread_local! {
         LastSlot { id: Cell::new(0), slot: Cell::new(std::ptr::null()) }
     };
     static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
+    /// Per-CPU: the innermost slot this thread holds while it may call out (a slow path's
+    /// `SlotGuard`, or a visit of every slot), chained through `CpuSlot::next_held`. Code
+    /// called out to may reach a cache again; a visit of every slot must not wait for these.
+    static HELD_CPU_SLOTS: Cell<*const CpuSlot> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Per-CPU: records that this thread holds `slot` and may call out.
+fn push_held(slot: &CpuSlot) {
+    let _ = HELD_CPU_SLOTS.try_with(|held| {
+        slot.next_held.set(held.replace(slot));
+    });
+}
+
+/// Per-CPU: undoes [`push_held`] (holds end in reverse order).
+fn pop_held(slot: &CpuSlot) {
+    let _ = HELD_CPU_SLOTS.try_with(|held| {
+        debug_assert!(std::ptr::eq(held.get(), slot));
+        held.set(slot.next_held.replace(std::ptr::null()));
+    });
+}
+
+/// Per-CPU: whether this thread holds `slot` (further up its stack).
+fn held_here(slot: &CpuSlot) -> bool {
+    let mut cursor = HELD_CPU_SLOTS
+        .try_with(Cell::get)
+        .unwrap_or(std::ptr::null());
+    while !cursor.is_null() {
+        if std::ptr::eq(cursor, slot) {
+            return true;
+        }
+        // SAFETY: every slot on the chain is held by this thread (so alive, and its
+        // `next_held` is ours to read).
+        cursor = unsafe { (*cursor).next_held.get() };
+    }
+    false
 }
 
 /// One inlined attempt at the caller's CPU slot.
@@ -685,9 +727,17 @@ impl<S: SlotStrategy> SlotTable<S> {
     pub(crate) fn for_each_reachable(&self, mut f: impl FnMut(&mut SlotSheaves, &Counters, usize)) {
         if S::PER_CPU {
             for cpu in 0..self.cpus.len() {
+                // Held further up this thread's stack (we were called from inside an
+                // operation): skipped, as per-thread slots skip the caller's held slot;
+                // waiting for it would never end.
+                if held_here(&self.cpus[cpu]) {
+                    continue;
+                }
                 let slot = self.lock_waiting(cpu);
+                push_held(slot);
                 // SAFETY: we hold the slot's lock.
                 f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
+                pop_held(slot);
                 slot.unlock();
             }
         } else if let Some(mut own) = self.hold_own_slot() {
@@ -699,7 +749,9 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Whether exited threads left slots to adopt (one relaxed load).
     #[inline]
     pub(crate) fn has_orphans(&self) -> bool {
-        !S::PER_CPU && self.threads.orphans.load(Ordering::Relaxed) != 0
+        // Acquire, paired with the adopter's release: one that finds no orphans left sees
+        // what their adopter put in the cache's `orphan_rcu`.
+        !S::PER_CPU && self.threads.orphans.load(Ordering::Acquire) != 0
     }
 
     /// Per-thread: runs `f` on each orphaned slot, then unregisters it. Its counters are
@@ -720,7 +772,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             adopted += 1;
             false
         });
-        self.threads.orphans.fetch_sub(adopted, Ordering::Relaxed);
+        self.threads.orphans.fetch_sub(adopted, Ordering::Release);
     }
 
     /// Runs `f` on every slot of every CPU or thread.
@@ -742,12 +794,20 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
-    /// Adds every slot's counters to `totals`.
-    pub(crate) fn sum_counters(&self, totals: &mut [u64; crate::stats::Stat::ALL.len()]) {
+    /// Adds every slot's counters and the cache's `shared` block to `totals`.
+    pub(crate) fn sum_counters(
+        &self,
+        shared: &Counters,
+        totals: &mut [u64; crate::stats::Stat::ALL.len()],
+    ) {
         for slot in self.cpus.iter() {
             slot.counters.sum_into(totals);
         }
         let slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // The shared block under the registry lock: an adoption folds a slot's counters into
+        // it and unregisters the slot under this lock, so each slot's counts are seen once,
+        // in the slot or in the shared block.
+        shared.sum_into(totals);
         for slot in slots.iter() {
             slot.counters.sum_into(totals);
         }

@@ -9,6 +9,7 @@ mod deferred;
 mod model;
 mod objects;
 mod prefill;
+mod races;
 mod refill;
 mod returns;
 mod stress;
