@@ -17,14 +17,15 @@ fn batched_deferred_frees_completed<S: SlotStrategy>(cache: &Cache<S>) -> bool {
     get("rcu_objects_completed") == get("free_rcu_sheaf")
 }
 
-/// C-DEFER-2 while another thread shrinks (per-CPU): `shrink` takes every CPU's partly filled
-/// `rcu_free` sheaf and holds it while it retires the slots, drains the barns and shrinks the
-/// slabs; a `barrier` that runs meanwhile finds the sheaves gone and nothing pending, and
-/// returns before the deferred frees that were made before it have completed.
-#[test]
-fn barrier_waits_for_rcu_sheaves_a_concurrent_shrink_took_per_cpu() {
-    const ROUNDS: usize = 2_000;
-    let (pages, cache) = cache_with::<PerCpu>(8);
+/// Runs `rounds` rounds of `defer_five` (which defers five objects) then `barrier`, while
+/// another thread allocates, frees and shrinks in a loop, and asserts that every barrier
+/// returned only after the deferred frees made before it had completed (C-DEFER-2).
+///
+/// `shrink` takes the partly filled `rcu_free` sheaves it can reach (per-thread: those of
+/// adopted orphans) and submits them later; a barrier that runs in between finds them gone
+/// from the slots, and must still wait for them.
+fn barriers_during_shrinks<S: SlotStrategy>(rounds: usize, defer_five: impl Fn(&Cache<S>, usize)) {
+    let (pages, cache) = cache_with::<S>(8);
     let done = AtomicBool::new(false);
     let mut early = 0;
     std::thread::scope(|s| {
@@ -38,12 +39,8 @@ fn barrier_waits_for_rcu_sheaves_a_concurrent_shrink_took_per_cpu() {
                 cache.shrink();
             }
         });
-        for _ in 0..ROUNDS {
-            let objects = bulk(cache, AllocFlags::empty(), 5);
-            for &o in &objects {
-                // SAFETY: live objects we own, each freed once.
-                unsafe { cache.free_deferred(o) };
-            }
+        for round in 0..rounds {
+            defer_five(cache, round);
             cache.barrier();
             if !batched_deferred_frees_completed(cache) {
                 early += 1;
@@ -55,67 +52,44 @@ fn barrier_waits_for_rcu_sheaves_a_concurrent_shrink_took_per_cpu() {
     });
     assert_eq!(
         early, 0,
-        "barrier returned before earlier deferred frees completed ({early} of {ROUNDS} rounds)"
+        "barrier returned before earlier deferred frees completed ({early} of {rounds} rounds)"
     );
     free_all_and_check_empty(&pages, &cache, []);
 }
 
-/// The same with per-thread slots: threads defer objects into their `rcu_free` sheaves and
-/// exit; a concurrent `shrink` adopts the orphans and holds their `rcu_free` sheaves while it
-/// shrinks; the barrier of the thread that joined them returns too early.
+/// Defers five objects of `cache` from the calling thread.
+fn defer_five<S: SlotStrategy>(cache: &Cache<S>) {
+    let objects = bulk(cache, AllocFlags::empty(), 5);
+    for &o in &objects {
+        // SAFETY: live objects we own, each freed once.
+        unsafe { cache.free_deferred(o) };
+    }
+}
+
+#[test]
+fn barrier_waits_for_rcu_sheaves_a_concurrent_shrink_took_per_cpu() {
+    barriers_during_shrinks::<PerCpu>(2_000, |cache, _| defer_five(cache));
+}
+
+/// Per-thread: the deferring thread exits before the barrier, so its `rcu_free` sheaf is an
+/// orphan's, which the shrinking thread may adopt first.
 #[test]
 fn barrier_waits_for_rcu_sheaves_a_concurrent_shrink_took_per_thread() {
-    const ROUNDS: usize = 3_000;
-    let (pages, cache) = cache_with::<PerThread>(8);
-    let done = AtomicBool::new(false);
-    let mut early = 0;
-    std::thread::scope(|s| {
-        let (cache, done) = (&cache, &done);
-        s.spawn(move || {
-            while !done.load(Ordering::Acquire) {
-                // Empty slabs for the shrink to release: a longer shrink, a wider window.
-                let objects = bulk(cache, AllocFlags::empty(), 1_000);
-                // SAFETY: live objects we own, freed once.
-                unsafe { cache.free_bulk(&objects) };
-                cache.shrink();
-            }
-        });
-        for round in 0..ROUNDS {
-            let worker = s.spawn(move || {
-                let objects = bulk(cache, AllocFlags::empty(), 5);
-                for &o in &objects {
-                    // SAFETY: live objects we own, each freed once.
-                    unsafe { cache.free_deferred(o) };
-                }
-            });
-            // An explicit join returns once the worker's slot is an orphan.
-            worker.join().unwrap();
-            // A moment for the shrinker to find the orphan first, as any other work would give.
-            let until =
-                std::time::Instant::now() + std::time::Duration::from_micros((round % 64) as u64);
-            while std::time::Instant::now() < until {
-                std::hint::spin_loop();
-            }
-            cache.barrier();
-            if !batched_deferred_frees_completed(cache) {
-                early += 1;
-                cache.barrier();
-            }
+    barriers_during_shrinks::<PerThread>(3_000, |cache, round| {
+        // An explicit join returns once the worker's slot is an orphan.
+        std::thread::scope(|s| s.spawn(|| defer_five(cache)).join().unwrap());
+        // A moment for the shrinker to find the orphan first, as any other work would give.
+        let until =
+            std::time::Instant::now() + std::time::Duration::from_micros((round % 64) as u64);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
         }
-        done.store(true, Ordering::Release);
     });
-    assert_eq!(
-        early, 0,
-        "barrier returned before earlier deferred frees completed ({early} of {ROUNDS} rounds)"
-    );
-    free_all_and_check_empty(&pages, &cache, []);
 }
 
-/// Counters only grow, so the totals `stats()` reports must never go down. An adoption moves
-/// an exited thread's counters from its slot into the shared block (under the registry lock);
-/// `stats()` reads the shared block first and the slots afterwards (under that lock), so a
-/// snapshot taken across an adoption misses the adopted counters altogether: its totals drop,
-/// and so does (or rises) `live_objects`.
+/// Counters only grow, so the totals `stats()` reports must never go down, even while an
+/// adoption moves an exited thread's counters from its slot into the shared block: a snapshot
+/// must see them once, in the slot or in the shared block, never in neither.
 #[test]
 fn stats_totals_never_go_down_across_an_adoption() {
     const ROUNDS: usize = 300;
@@ -239,10 +213,10 @@ mod reentry {
         rx.recv_timeout(Duration::from_secs(10)).is_ok()
     }
 
-    /// Per-thread: adopting an orphan flushes its sheaves to the slabs while the registry
-    /// mutex is held; a slab released there calls the page source, and a page source that
-    /// calls into the cache (here `stats`, which sums the registered slots under that mutex)
-    /// deadlocks on the mutex its own thread holds.
+    /// Per-thread: adopting an orphan flushes its sheaves to the slabs, and a slab released
+    /// there calls the page source, which here calls `stats` (which sums the registered slots
+    /// under the registry mutex). The flush must happen after adoption has released that
+    /// mutex, or the thread waits for itself.
     #[test]
     fn page_source_reentry_during_adoption_per_thread() {
         let (pages, cache) = cache::<PerThread>();
