@@ -11,9 +11,9 @@
 //!
 //! A [`Deferrer`] owns a design's shared state in an `Arc`; each deferred closure holds a clone,
 //! so the state outlives every pending callback even if the cache is dropped first, and the
-//! number of pending callbacks is the `Arc`'s count less the owner's. Deferred callbacks queue
-//! in the deferring thread's local bag until it fills, the thread flushes ([`flush`]), or the
-//! thread exits; [`Deferrer::barrier`] flushes the calling thread and waits for the rest.
+//! number of pending callbacks (counting those announced by a [`Reservation`]) is the `Arc`'s
+//! count less the owner's. Deferred callbacks queue in the deferring thread's local bag until
+//! it fills, the thread flushes ([`flush`]), or the thread exits; [`Deferrer::barrier`] flushes the calling thread and waits for the rest.
 
 use std::ptr::NonNull;
 use std::sync::Arc;

@@ -703,7 +703,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
-    /// Whether exited threads left slots to adopt (one relaxed load).
+    /// Whether exited threads left slots to adopt (one load).
     #[inline]
     pub(crate) fn has_orphans(&self) -> bool {
         // Acquire, paired with the adopter's release: one that finds no orphans left sees
