@@ -13,7 +13,8 @@
 //! so the state outlives every pending callback even if the cache is dropped first, and the
 //! number of pending callbacks (counting those announced by a [`Reservation`]) is the `Arc`'s
 //! count less the owner's. Deferred callbacks queue in the deferring thread's local bag until
-//! it fills, the thread flushes ([`flush`]), or the thread exits; [`Deferrer::barrier`] flushes the calling thread and waits for the rest.
+//! it fills, the thread flushes ([`flush`]), or the thread exits; [`Deferrer::barrier`]
+//! flushes the calling thread and waits for the rest.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
