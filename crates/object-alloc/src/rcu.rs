@@ -169,6 +169,17 @@ impl<T: DeferTarget> Deferrer<T> {
         Arc::strong_count(&self.shared) - 1
     }
 
+    /// Whether nothing is pending; when so, what the callbacks did is visible to the caller.
+    fn all_run(&self) -> bool {
+        if self.pending() != 0 {
+            return false;
+        }
+        // `strong_count` is a relaxed load: the fence pairs with the release decrement of each
+        // callback's `Arc`.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        true
+    }
+
     /// Waits until every deferred callback of this design has run (`rcu_barrier`).
     ///
     /// Callbacks queued by another thread that is still running but never reads, defers or
@@ -182,17 +193,13 @@ impl<T: DeferTarget> Deferrer<T> {
     pub fn barrier_timeout(&self, timeout: Duration) -> Result<(), usize> {
         let start = Instant::now();
         loop {
-            if self.pending() == 0 {
-                // `strong_count` is a relaxed load: the fence pairs with the release decrement
-                // of each callback's `Arc`, so what the callbacks did is visible on return.
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if self.all_run() {
                 return Ok(());
             }
             // Each pin-and-flush moves our own bag to the global queue and tries to advance the
             // epoch and run whatever has expired.
             epoch::pin().flush();
-            if self.pending() == 0 {
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if self.all_run() {
                 return Ok(());
             }
             if start.elapsed() >= timeout {

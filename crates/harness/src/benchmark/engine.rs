@@ -14,8 +14,8 @@
 //! that the measured work always runs beside the helpers its spec names (released from the
 //! barrier, a secondary may otherwise wait for a CPU until a short run is over). A secondary
 //! runs at least one unit, then until every primary has finished the phase and it has
-//! nothing left (a consumer drains its queue). Each unit ends with one clock read, which is also the
-//! start of the next unit; in measured phases a primary records the unit's time in its
+//! nothing left (a consumer drains its queue). Each unit ends with one clock read, which is
+//! also the start of the next unit; in measured phases a primary records the unit's time in its
 //! histogram, which was sized up front so recording never allocates. Self-timed work
 //! ([`Work::SELF_TIMED`], the tree kinds) records one sample per operation itself, timing
 //! only the operation, and hands its samples over at the end of each measured phase.
