@@ -50,6 +50,10 @@ pub(crate) struct MeasureSelection {
     /// Measured runs per measurement (overrides `runs`).
     #[arg(long)]
     pub(crate) runs: Option<u32>,
+    /// Busy threads to run beside each measurement, pinned round-robin to the measured CPUs
+    /// (overrides the spec's `hogs`): reproduces an oversubscribed machine.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub(crate) hogs: Option<String>,
     /// Override spec fields: key=value, comma-separated or repeated (e.g. sheaf_capacity=8).
     #[arg(long = "set", value_delimiter = ',')]
     pub(crate) set: Vec<String>,

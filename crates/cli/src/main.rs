@@ -4,7 +4,7 @@
 //! sheafbench list
 //! sheafbench run <workload.yaml>... [--alloc a,b|all] [--threads 1,2] [--duration 2s]
 //!                [--runs N] [--set key=value,..] [--quick] [--json FILE] [--markdown FILE]
-//!                [--baseline NAME] [--timeout SECS]
+//!                [--baseline NAME] [--timeout SECS] [--hogs N]
 //! sheafbench sweep <workload.yaml> --param key=v1,v2,.. [--alloc ..] [--svg FILE] [--json FILE]
 //! sheafbench compare <old.json> <new.json> [--confidence 0.95]
 //! sheafbench conformance [--alloc a,b|all] [--json FILE] [--quick] [--only C-ID,..]

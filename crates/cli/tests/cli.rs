@@ -97,6 +97,18 @@ fn bad_input_is_one_line_and_exit_2() {
             vec!["run".into(), good.into(), "--set".into(), "runs=-1".into()],
         ),
         (
+            "hogs_negative",
+            vec!["run".into(), good.into(), "--hogs".into(), "-1".into()],
+        ),
+        (
+            "hogs_garbage",
+            vec!["run".into(), good.into(), "--hogs".into(), "lots".into()],
+        ),
+        (
+            "hogs_too_many",
+            vec!["run".into(), good.into(), "--hogs".into(), "100000".into()],
+        ),
+        (
             "bad_duration",
             vec![
                 "run".into(),
@@ -219,6 +231,55 @@ fn table_layout_and_json_shape() {
     settings.add_filter(r"[─═]+", "─");
     settings.add_filter(r" +", " ");
     settings.bind(|| insta::assert_snapshot!("table_layout", stdout));
+}
+
+#[test]
+fn hogs_run_beside_a_measurement_and_are_named_in_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    for how in [["--hogs", "1"], ["--set", "hogs=1"]] {
+        let (json, stdout) = run_json(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--alloc",
+            "system",
+            how[0],
+            how[1],
+        ]);
+        let run = &json["runs"][0];
+        assert_eq!(run["config"]["hogs"], 1, "{how:?}");
+        assert_eq!(run["spec"]["hogs"], 1, "{how:?}");
+        assert!(
+            run["extra"]["hog_cpu_seconds"].as_f64().unwrap() > 0.0,
+            "{how:?}: {}",
+            run["extra"]
+        );
+        assert!(
+            stdout.contains("1 busy threads beside it (--hogs 1)"),
+            "{how:?}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn producer_consumer_reports_its_hand_off_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "pc.yaml",
+        "name: pc\nkind: producer-consumer\nobject_size: 64\npinned: false\nwarmup: 5ms\nduration: 20ms\nruns: 2\nparams: {queue: 64, batch: 8}\n",
+    );
+    let (json, stdout) = run_json(&["run", spec.to_str().unwrap(), "--alloc", "system"]);
+    let extra = &json["runs"][0]["extra"];
+    for key in [
+        "handoff_waits_per_op",
+        "handoff_blocked_per_op",
+        "producer_waits_blocked",
+        "consumer_waits_blocked",
+    ] {
+        assert!(extra[key].is_number(), "{key}: {extra}");
+    }
+    assert!(stdout.contains("waits/op (blocked)"), "{stdout}");
 }
 
 #[test]

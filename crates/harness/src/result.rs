@@ -136,6 +136,9 @@ pub struct RunConfig {
     pub os_threads: usize,
     /// Whether threads were pinned.
     pub pinned: bool,
+    /// Busy threads run beside the measurement (the spec's `hogs`, `--hogs`).
+    #[serde(default)]
+    pub hogs: u32,
 }
 
 /// One measured run's figures.
@@ -190,6 +193,11 @@ pub struct Pinning {
     pub off_cpu_samples: u64,
     /// Threads seen off their CPU at least once.
     pub threads_moved: u64,
+    /// The CPU the coordinating thread was pinned to, away from the measured threads'
+    /// (`None`: no CPU was left over, or the threads were unpinned; the coordinator then
+    /// shares their CPUs, waking twice per run).
+    #[serde(default)]
+    pub coordinator_cpu: Option<usize>,
 }
 
 /// One (workload, allocator, threads) measurement.

@@ -142,7 +142,7 @@ impl KindName {
                 "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst)"
             }
             KindName::ProducerConsumer => {
-                "per pair, one thread allocates and another frees (remote frees) through a bounded ring (params: queue, batch)"
+                "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring (params: queue, batch)"
             }
             KindName::PrefillBurst => {
                 "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects (params: reserve, used, batch)"
@@ -324,13 +324,15 @@ pub struct Params {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_set: Option<usize>,
     /// Operations timed together as one latency sample (`churn`, `producer-consumer`,
-    /// `prefill-burst`, `deferred-churn`).
+    /// `prefill-burst`, `deferred-churn`). For `producer-consumer` it is also the hand-off
+    /// batch: the producer allocates `batch` objects, then hands them over with one release
+    /// of the ring's tail; at most half of `queue` (default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
     /// `burst`: objects allocated then freed per burst.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<usize>,
-    /// `producer-consumer`: capacity of each pair's ring of pointers.
+    /// `producer-consumer`: capacity of each pair's ring of pointers (at least 2, default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<usize>,
     /// `prefill-burst`: objects reserved by each prefill (the worst case).
@@ -428,6 +430,9 @@ fn default_runs() -> u32 {
     5
 }
 
+/// The most busy threads (`hogs`) a spec may ask for.
+pub const MAX_HOGS: u32 = 256;
+
 /// One workload spec, as written in a YAML file of `workloads/`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -477,6 +482,13 @@ pub struct WorkloadSpec {
     /// Measured runs (each gives one throughput sample).
     #[serde(default = "default_runs")]
     pub runs: u32,
+    /// Busy threads run beside the measurement, to reproduce an oversubscribed machine:
+    /// each spins without allocating, pinned round-robin to the measured CPUs (to every CPU
+    /// this process may use when the measurement is unpinned), busy during the warm-up and
+    /// every measured run and idle between them. They are never counted in the figures;
+    /// their CPU time is reported (`hog_cpu_seconds`). At most [`MAX_HOGS`].
+    #[serde(default)]
+    pub hogs: u32,
     /// The kind's parameters.
     #[serde(default)]
     pub params: Params,
@@ -529,7 +541,7 @@ pub enum Kind {
     ProducerConsumer {
         /// Ring capacity per pair.
         queue: usize,
-        /// Objects per latency sample (producer side).
+        /// Objects per hand-off and per latency sample (producer side).
         batch: usize,
     },
     /// See [`KindName::PrefillBurst`].
@@ -623,7 +635,7 @@ impl Kind {
             }
             Kind::Burst { burst } => format!("burst of {burst} allocs then {burst} frees"),
             Kind::ProducerConsumer { batch, .. } => {
-                format!("batch of {batch} allocs pushed to the consumer (producer side)")
+                format!("batch of {batch} allocs handed to the consumer (producer side)")
             }
             Kind::PrefillBurst {
                 reserve,
@@ -827,6 +839,13 @@ impl WorkloadSpec {
         if self.runs == 0 || self.runs > 1000 {
             return Err(invalid("runs", &self.runs, "between 1 and 1000"));
         }
+        if self.hogs > MAX_HOGS {
+            return Err(invalid(
+                "hogs",
+                &self.hogs,
+                &format!("a number of busy threads between 0 and {MAX_HOGS}"),
+            ));
+        }
         if self.threads.0.is_empty() {
             return Err(invalid("threads", &"[]", "at least one thread count"));
         }
@@ -895,12 +914,22 @@ impl WorkloadSpec {
             },
             KindName::ProducerConsumer => {
                 let queue = positive("queue", p.queue, 1024, 1 << 20)?;
+                if queue < 2 {
+                    return Err(invalid(
+                        "params.queue",
+                        &queue,
+                        "at least 2 (the ring holds two hand-off batches)",
+                    ));
+                }
                 let batch = positive("batch", p.batch, 64, 1 << 20)?;
-                if batch > queue {
+                if batch > queue / 2 {
                     return Err(invalid(
                         "params.batch",
                         &batch,
-                        &format!("at most params.queue ({queue})"),
+                        &format!(
+                            "at most half of params.queue ({}): the producer fills one hand-off batch while the consumer frees another",
+                            queue / 2
+                        ),
                     ));
                 }
                 if self.object_size < 8 {
@@ -1082,7 +1111,7 @@ pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
 }
 
 /// Top-level spec fields, for `--set` lookups.
-const TOP_LEVEL_FIELDS: [&str; 16] = [
+const TOP_LEVEL_FIELDS: [&str; 17] = [
     "name",
     "kind",
     "suite",
@@ -1099,6 +1128,7 @@ const TOP_LEVEL_FIELDS: [&str; 16] = [
     "ops",
     "seed",
     "runs",
+    "hogs",
 ];
 
 /// Joins a possibly multi-line message into one line.
@@ -1408,6 +1438,67 @@ mod tests {
         spec.params.trace = None;
         let err = spec.validate(&file, 2).unwrap_err().to_string();
         assert!(err.contains("`params.trace` = (missing)"), "{err}");
+    }
+
+    #[test]
+    fn hogs_parse_override_and_are_range_checked() {
+        let spec = WorkloadSpec::from_yaml("c.yaml", CHURN).unwrap();
+        assert_eq!(spec.hogs, 0, "no busy threads unless asked for");
+        let spec = WorkloadSpec::from_yaml("c.yaml", &format!("{CHURN}hogs: 2\n")).unwrap();
+        assert_eq!(spec.hogs, 2);
+        assert!(spec.validate("c.yaml", 2).is_ok());
+        let mut set = WorkloadSpec::from_yaml("c.yaml", CHURN).unwrap();
+        set.apply_overrides(&["hogs=3".into()]).unwrap();
+        assert_eq!(set.hogs, 3);
+        let err = set
+            .apply_overrides(&["hogs=-1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--set hogs=-1: ") && err.contains("u32"),
+            "{err}"
+        );
+        let err = WorkloadSpec::from_yaml("c.yaml", &format!("{CHURN}hogs: lots\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hogs: invalid type"), "{err}");
+        let mut many = spec.clone();
+        many.hogs = MAX_HOGS + 1;
+        let err = many.validate("c.yaml", 2).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("c.yaml: `hogs` = {}: expected", MAX_HOGS + 1)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn producer_consumer_batches_fit_twice_in_the_ring() {
+        let pc = |params: &str| {
+            let text = format!(
+                "name: pc\nkind: producer-consumer\nobject_size: 64\npinned: false\nparams: {params}\n"
+            );
+            WorkloadSpec::from_yaml("pc.yaml", &text)
+                .unwrap()
+                .validate("pc.yaml", 2)
+        };
+        assert_eq!(
+            pc("{}").unwrap().kind,
+            Kind::ProducerConsumer {
+                queue: 1024,
+                batch: 64
+            }
+        );
+        assert!(pc("{queue: 64, batch: 32}").is_ok());
+        let err = pc("{queue: 64, batch: 33}").unwrap_err().to_string();
+        assert!(
+            err.contains("`params.batch` = 33: expected at most half of params.queue (32)"),
+            "{err}"
+        );
+        let err = pc("{queue: 1, batch: 1}").unwrap_err().to_string();
+        assert!(
+            err.contains("`params.queue` = 1: expected at least 2"),
+            "{err}"
+        );
     }
 
     #[test]

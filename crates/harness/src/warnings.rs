@@ -1,6 +1,8 @@
 //! Caveats attached to a measurement, in hyperfine's manner: each says what is wrong with a
 //! figure and what to do about it.
 
+use std::collections::BTreeMap;
+
 use crate::counters::CounterReading;
 use crate::result::Measurement;
 
@@ -13,6 +15,24 @@ pub const HIGH_VARIANCE_CV: f64 = 0.10;
 /// Share of the measured time the hypervisor may steal from the measurement's CPUs before
 /// a warning is given, in percent.
 pub const STEAL_PERCENT: f64 = 2.0;
+
+/// Share of their measured time the threads of a producer-consumer measurement may spend
+/// runnable but waiting for a CPU (`threads_runqueue_share`, from the kernel's schedstat)
+/// before the pair is said to have rarely been on CPU together.
+///
+/// A pair moves objects only while both of its threads run: if each is kept off its CPU for
+/// a share `w` of the time, independently, both run together for at most `(1 - w)^2` of
+/// it, under half from `w = 0.3`. The kernel's figure counts only time the scheduler chose
+/// to run something else, so a slow allocator (which keeps its partner blocked, not
+/// waiting for a CPU) is not mistaken for a busy machine. Where schedstat is not
+/// available, [`HANDOFF_BLOCKED_TIME_SHARE`] of the time spent blocked in hand-off waits is
+/// judged instead.
+pub const RUNQUEUE_SHARE: f64 = 0.3;
+
+/// Share of their measured time the pair's threads may spend blocked in hand-off waits
+/// (`handoff_blocked_time_share`) before the pair is said to have rarely been on CPU
+/// together, where the run-queue share is not available.
+pub const HANDOFF_BLOCKED_TIME_SHARE: f64 = 0.5;
 
 /// The warnings that apply to `m`.
 pub fn for_measurement(m: &Measurement) -> Vec<String> {
@@ -62,6 +82,7 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
         ));
     }
     warnings.extend(steal(m.extra.get("steal_percent").copied()));
+    warnings.extend(rarely_together(&m.extra, m.config.hogs));
     let unsupported: Vec<&str> = m
         .counters
         .iter()
@@ -85,6 +106,30 @@ fn steal(steal_percent: Option<f64>) -> Option<String> {
     ))
 }
 
+/// The warning for a producer-consumer pair whose threads were rarely on CPU together,
+/// from the measurement's `extra` figures and its busy threads.
+fn rarely_together(extra: &BTreeMap<String, f64>, hogs: u32) -> Option<String> {
+    let blocked = *extra.get("handoff_blocked_time_share")?;
+    let waiting = match extra.get("threads_runqueue_share") {
+        Some(&waiting) if waiting > RUNQUEUE_SHARE => format!(
+            "were runnable but kept off their CPUs for {:.0}% of the measured time (schedstat) and ",
+            100.0 * waiting
+        ),
+        None if blocked > HANDOFF_BLOCKED_TIME_SHARE => String::new(),
+        _ => return None,
+    };
+    let hogs = if hogs > 0 {
+        format!(", beside {hogs} busy threads")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "rarely on CPU together: the producer-consumer threads {waiting}spent {:.0}% of it blocked in hand-off waits (longer than the {} us spin){hogs}; the throughput depends on when the scheduler ran both threads as much as on the allocator: compare designs only within one run, or use a quieter machine",
+        100.0 * blocked,
+        crate::benchmark::HANDOFF_SPIN.as_micros()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +141,40 @@ mod tests {
         assert_eq!(steal(Some(STEAL_PERCENT)), None);
         let warning = steal(Some(12.5)).unwrap();
         assert!(warning.contains("12.5%"), "{warning}");
+    }
+
+    #[test]
+    fn a_pair_kept_off_its_cpus_is_flagged() {
+        let extra = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|&(k, v)| (k.to_owned(), v)).collect()
+        };
+        // Not a producer-consumer measurement.
+        assert_eq!(
+            rarely_together(&extra(&[("threads_runqueue_share", 0.9)]), 2),
+            None
+        );
+        // A quiet machine: a slow partner keeps the other blocked, not waiting for a CPU.
+        let slow = extra(&[
+            ("handoff_blocked_time_share", 0.5),
+            ("threads_runqueue_share", 0.01),
+        ]);
+        assert_eq!(rarely_together(&slow, 0), None);
+        let busy = extra(&[
+            ("handoff_blocked_time_share", 0.4),
+            ("threads_runqueue_share", 0.45),
+        ]);
+        let warning = rarely_together(&busy, 2).unwrap();
+        assert!(
+            warning.starts_with("rarely on CPU together")
+                && warning.contains("45%")
+                && warning.contains("40%")
+                && warning.contains("beside 2 busy threads"),
+            "{warning}"
+        );
+        // Without schedstat, the time blocked in hand-offs decides.
+        let blind = extra(&[("handoff_blocked_time_share", 0.7)]);
+        assert!(rarely_together(&blind, 0).is_some());
+        let blind = extra(&[("handoff_blocked_time_share", 0.2)]);
+        assert_eq!(rarely_together(&blind, 0), None);
     }
 }

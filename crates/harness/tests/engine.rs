@@ -30,13 +30,15 @@ impl DeferTarget for Heap {
     }
 }
 
+/// `SLEEP_US` > 0: every allocation first sleeps that long (a producer that is off its CPU
+/// most of the time).
 #[derive(Debug)]
-struct TestAlloc {
+struct TestAlloc<const SLEEP_US: u64 = 0> {
     heap: Deferrer<Heap>,
     object_size: usize,
 }
 
-impl ObjectAlloc for TestAlloc {
+impl<const SLEEP_US: u64> ObjectAlloc for TestAlloc<SLEEP_US> {
     const NAME: &'static str = "test-heap";
     const DESCRIPTION: &'static str = "global allocator, for harness tests";
     const CAPABILITIES: Capabilities = Capabilities {
@@ -62,6 +64,9 @@ impl ObjectAlloc for TestAlloc {
     }
 
     fn alloc(&self, _flags: AllocFlags) -> Option<NonNull<u8>> {
+        if SLEEP_US > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(SLEEP_US));
+        }
         self.heap.get().live.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the layout has a non-zero size (stride is at least a pointer).
         NonNull::new(unsafe { alloc(self.heap.get().layout) })
@@ -284,4 +289,65 @@ fn trace_replay_replays_a_shipped_trace() {
     assert_eq!(m.latency_ns.figures.samples, m.ops, "one sample per write");
     assert!(m.extra["passes"] >= 1.0);
     assert!(m.extra["nodes_reserved_per_write"] >= m.extra["nodes_used_per_write"]);
+}
+
+#[test]
+fn hogs_run_beside_the_measurement_and_are_named_in_the_result() {
+    let workload = quick("kind: churn\nhogs: 2\nparams: {working_set: 64, batch: 16}\n");
+    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    assert_eq!(m.config.hogs, 2);
+    assert!(m.extra["hog_cpu_seconds"] > 0.0, "{:?}", m.extra);
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(json["config"]["hogs"], 2);
+    assert_eq!(json["spec"]["hogs"], 2);
+    // Without hogs, nothing is reported for them.
+    let quiet = quick("kind: churn\nparams: {working_set: 64, batch: 16}\n");
+    let m = measure::<TestAlloc>(&quiet, 1, &options()).unwrap();
+    assert_eq!(m.config.hogs, 0);
+    assert!(!m.extra.contains_key("hog_cpu_seconds"), "{:?}", m.extra);
+}
+
+#[test]
+fn a_consumer_waiting_for_a_slow_producer_blocks_and_is_counted() {
+    // Every allocation sleeps 200 us, so each batch of 8 takes over 1.6 ms: the consumer
+    // waits for every hand-off, far beyond the spin.
+    let workload = quick("kind: producer-consumer\nparams: {queue: 64, batch: 8}\n");
+    let m = measure::<TestAlloc<200>>(&workload, 1, &options()).unwrap();
+    assert!(m.ops > 0);
+    let blocked = m.extra["consumer_waits_blocked"];
+    assert!(blocked > 0.0, "{:?}", m.extra);
+    assert!(m.extra["handoff_waits_per_op"] > 0.0, "{:?}", m.extra);
+    assert!(m.extra["handoff_blocked_per_op"] > 0.0, "{:?}", m.extra);
+    assert!(m.extra["handoff_blocked_seconds"] > 0.0, "{:?}", m.extra);
+    // The producer never waited for room: the ring never filled.
+    assert_eq!(m.extra["producer_waits_blocked"], 0.0, "{:?}", m.extra);
+    // Blocked, the consumer takes no CPU: both threads together were on a CPU for well
+    // under one thread's worth of the wall time (a spinning or yielding consumer takes all
+    // of its CPU).
+    let cpu = m.extra["threads_cpu_share"];
+    assert!(cpu < 0.3, "the pair used {cpu} of its wall time on a CPU");
+    // The consumer was blocked for most of its time: half the pair's.
+    let share = m.extra["handoff_blocked_time_share"];
+    assert!(share > 0.3, "blocked for {share} of the pair's time");
+}
+
+#[test]
+fn a_quick_pair_hands_over_without_blocking_much() {
+    // No sleeping anywhere: both threads run, and at the end of the phase the consumer is
+    // woken however it waits (a lost wake-up would hang the measurement).
+    let workload = quick("kind: producer-consumer\nparams: {queue: 64, batch: 8}\n");
+    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    assert!(m.ops > 0);
+    for key in [
+        "producer_waits_spun",
+        "producer_waits_blocked",
+        "consumer_waits_spun",
+        "consumer_waits_blocked",
+        "handoff_waits_per_op",
+        "handoff_blocked_per_op",
+        "handoff_blocked_seconds",
+    ] {
+        assert!(m.extra.contains_key(key), "{key} missing: {:?}", m.extra);
+    }
+    assert_eq!(m.extra["objects_freed_remotely"], m.ops as f64);
 }

@@ -65,7 +65,8 @@ pub(crate) fn load(
     Ok(Planned { skipped, workload })
 }
 
-/// Applies `--quick`, `--set` (then `extra`), `--threads`, `--duration` and `--runs`.
+/// Applies `--quick`, `--set` (then `extra`), `--threads`, `--duration`, `--runs` and
+/// `--hogs`.
 pub(crate) fn apply_selection(
     spec: &mut WorkloadSpec,
     selection: &MeasureSelection,
@@ -89,6 +90,18 @@ pub(crate) fn apply_selection(
     }
     if let Some(runs) = selection.runs {
         spec.runs = runs;
+    }
+    if let Some(hogs) = &selection.hogs {
+        let max = harness::spec::MAX_HOGS;
+        spec.hogs = hogs
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n <= max)
+            .ok_or_else(|| CliError::Usage {
+                option: format!("--hogs {hogs}"),
+                message: format!("expected a number of busy threads between 0 and {max}"),
+            })?;
     }
     Ok(())
 }

@@ -32,6 +32,12 @@ impl Exporter for MarkdownExporter {
                 "Kind `{}`; one operation = {}; one latency sample = {} (includes one clock read of {:.1} ns).\n\n",
                 first.kind, first.op_unit, first.latency_ns.unit, first.latency_ns.timer_overhead_ns
             ));
+            if first.config.hogs > 0 {
+                md.push_str(&format!(
+                    "Oversubscribed: {} busy threads ran beside each measurement, pinned round-robin to its CPUs (`--hogs {}`).\n\n",
+                    first.config.hogs, first.config.hogs
+                ));
+            }
             let ratio_header = baseline
                 .map(|b| format!("vs {b}"))
                 .unwrap_or_else(|| "vs -".into());

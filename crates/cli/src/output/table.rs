@@ -20,17 +20,29 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
     for name in workloads {
         let group: Vec<&Measurement> = measurements.iter().filter(|m| m.workload == name).collect();
         let first = group[0];
+        let hogs = if first.config.hogs > 0 {
+            format!(
+                "; {} busy threads beside it (--hogs {})",
+                first.config.hogs, first.config.hogs
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{name} ({}): op = {}; latency sample = {}; clock read {:.1} ns\n",
+            "{name} ({}): op = {}; latency sample = {}; clock read {:.1} ns{hogs}\n",
             first.kind, first.op_unit, first.latency_ns.unit, first.latency_ns.timer_overhead_ns
         ));
+        // The producer-consumer hand-off's waits per operation, and the share that blocked.
+        let handoff = group
+            .iter()
+            .any(|m| m.extra.contains_key("handoff_waits_per_op"));
         let mut table = Table::new();
         table.load_style(UTF8_FULL_CONDENSED);
         let ratio_header = match baseline {
             Some(b) => format!("vs {b}"),
             None => "vs -".to_owned(),
         };
-        table.set_header(vec![
+        let mut header = vec![
             "threads",
             "allocator",
             "throughput",
@@ -40,7 +52,11 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
             "p99.9",
             "max",
             &ratio_header,
-        ]);
+        ];
+        if handoff {
+            header.push("waits/op (blocked)");
+        }
+        table.set_header(header);
         for m in &group {
             let (mean, sd) = m.throughput_mean_sd();
             let base = baseline.and_then(|b| {
@@ -55,7 +71,7 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
                 _ => "-".to_owned(),
             };
             let lat = &m.latency_ns.figures;
-            table.add_row(vec![
+            let mut row = vec![
                 m.config.threads.to_string(),
                 m.allocator.clone(),
                 format::throughput(m.throughput_ops_per_s),
@@ -69,9 +85,19 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
                 format::nanos(lat.p999 as f64),
                 format::nanos(lat.max as f64),
                 ratio,
-            ]);
+            ];
+            if handoff {
+                row.push(match m.extra.get("handoff_waits_per_op") {
+                    Some(per_op) => format!(
+                        "{per_op:.4} ({:.0}%)",
+                        100.0 * m.extra.get("handoff_blocked_share").copied().unwrap_or(0.0)
+                    ),
+                    None => "-".to_owned(),
+                });
+            }
+            table.add_row(row);
         }
-        for col in 2..9 {
+        for col in 2..9 + usize::from(handoff) {
             if let Some(column) = table.column_mut(col) {
                 column.set_cell_alignment(CellAlignment::Right);
             }

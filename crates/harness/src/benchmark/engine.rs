@@ -19,9 +19,17 @@
 //! histogram, which was sized up front so recording never allocates. Self-timed work
 //! ([`Work::SELF_TIMED`], the tree kinds) records one sample per operation itself, timing
 //! only the operation, and hands its samples over at the end of each measured phase.
+//!
+//! The coordinator stays off the measured CPUs' time where it can: when the threads are
+//! pinned and a CPU is left over, it pins itself there; between the release and the end of
+//! a phase it blocks on a condition variable with the phase's deadline as its time-out (the
+//! last primary to finish wakes it early), so it wakes once per phase instead of polling. At
+//! the phase boundaries, while the measured threads wait at the barrier, it reads their
+//! scheduler times (run time and time waiting for a CPU) and, with `hogs`, activates the
+//! busy threads before a release and pauses them after the end.
 
-use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -31,6 +39,9 @@ use crate::histogram::{merge, new_latency_histogram};
 use crate::result::Pinning;
 use crate::spec::RunLength;
 use crate::steal::{self, CpuTicks};
+
+use super::hogs::Hogs;
+use super::sched::{SchedTimes, current_tid, read_sched};
 
 /// One thread's work, one unit at a time.
 pub(crate) trait Work {
@@ -75,6 +86,9 @@ pub(crate) struct DrivePlan {
     pub(crate) length: RunLength,
     pub(crate) runs: u32,
     pub(crate) open_counters: CounterOpener,
+    /// Busy threads to run beside every phase, pinned round-robin to `cpus` (to every CPU
+    /// this process may use when unpinned).
+    pub(crate) hogs: usize,
 }
 
 /// What the threads found.
@@ -90,6 +104,29 @@ pub(crate) struct DriveOutcome<R> {
     pub(crate) ticks: Option<CpuTicks>,
     /// What the coordinator's `between` returned after the warm-up and after the last run.
     pub(crate) snapshots: (R, R),
+    /// Scheduler times of the measured threads over the measured runs, summed; `None`
+    /// where the kernel does not report them.
+    pub(crate) thread_sched: Option<SchedTimes>,
+    /// Scheduler times of the hogs over the measured runs, summed (`None` without hogs).
+    pub(crate) hog_sched: Option<SchedTimes>,
+}
+
+impl<R> DriveOutcome<R> {
+    /// The same outcome with its snapshots mapped by `f`.
+    pub(crate) fn map_snapshots<T>(self, mut f: impl FnMut(R) -> T) -> DriveOutcome<T> {
+        let (warm, last) = self.snapshots;
+        DriveOutcome {
+            runs: self.runs,
+            histogram: self.histogram,
+            counters: self.counters,
+            pinning: self.pinning,
+            switches: self.switches,
+            ticks: self.ticks,
+            snapshots: (f(warm), f(last)),
+            thread_sched: self.thread_sched,
+            hog_sched: self.hog_sched,
+        }
+    }
 }
 
 struct Control {
@@ -100,6 +137,11 @@ struct Control {
     secondaries: usize,
     /// Secondaries that have entered the current phase.
     secondaries_in: AtomicUsize,
+    /// The last primary to finish a phase notifies `finished` under this lock.
+    finished_lock: Mutex<()>,
+    finished: Condvar,
+    /// Each OS thread's id, for its scheduler times.
+    tids: Vec<AtomicI32>,
 }
 
 struct ThreadReport {
@@ -131,7 +173,19 @@ where
         primaries_running: AtomicUsize::new(0),
         secondaries: plan.secondaries,
         secondaries_in: AtomicUsize::new(0),
+        finished_lock: Mutex::new(()),
+        finished: Condvar::new(),
+        tids: (0..plan.primaries + plan.secondaries)
+            .map(|_| AtomicI32::new(0))
+            .collect(),
     };
+    let coordinator = CoordinatorCpu::pin_apart(plan.cpus.as_deref());
+    let hog_cpus = plan
+        .cpus
+        .clone()
+        .or_else(core_affinity::get_core_ids)
+        .unwrap_or_default();
+    let hogs = (plan.hogs > 0).then(|| Hogs::start(plan.hogs, &hog_cpus));
     let phases = plan.runs as usize + 1;
     let quotas: Vec<Option<u64>> = (0..plan.primaries)
         .map(|i| match plan.length {
@@ -160,6 +214,7 @@ where
                     if let Some(cpu) = cpu {
                         core_affinity::set_for_current(cpu);
                     }
+                    control.tids[t].store(current_tid(), Ordering::Relaxed);
                     let counters = ThreadCounters::open(open);
                     if primary {
                         run_phases(control, phases, quota, cpu, counters, true, make_primary(t))
@@ -187,6 +242,8 @@ where
             .as_ref()
             .map(|cpus| cpus.iter().map(|core| core.id).collect());
         let mut ticks = Some(CpuTicks::default());
+        let mut thread_sched = Some(SchedTimes::default());
+        let mut hog_sched = hogs.as_ref().map(|_| SchedTimes::default());
         for phase in 0..phases {
             // Read before the threads are released and after they have stopped, so that the
             // read itself takes no CPU from a measured thread.
@@ -195,6 +252,17 @@ where
             } else {
                 steal::read(stat_cpus.as_deref())
             };
+            let sched_before = if phase == 0 {
+                (None, None)
+            } else {
+                (
+                    threads_sched(&control.tids),
+                    hogs.as_ref().and_then(Hogs::sched),
+                )
+            };
+            if let Some(hogs) = &hogs {
+                hogs.activate();
+            }
             control.stop.store(false, Ordering::Relaxed);
             control.secondaries_in.store(0, Ordering::Relaxed);
             control
@@ -213,7 +281,17 @@ where
             }
             control.barrier.wait();
             walls.push(start.elapsed().as_secs_f64());
+            if let Some(hogs) = &hogs {
+                hogs.pause();
+            }
             if phase > 0 {
+                thread_sched =
+                    add_since(thread_sched, sched_before.0, threads_sched(&control.tids));
+                hog_sched = add_since(
+                    hog_sched,
+                    sched_before.1,
+                    hogs.as_ref().and_then(Hogs::sched),
+                );
                 ticks = match (ticks, ticks_before, steal::read(stat_cpus.as_deref())) {
                     (Some(mut sum), Some(before), Some(after)) => {
                         sum.add(after.since(before));
@@ -227,6 +305,12 @@ where
             }
         }
         let last = snapshot();
+        // The threads wait for this last release before they drop their work and exit, so
+        // the readings and the snapshot above saw them all alive and idle.
+        control.barrier.wait();
+        drop(hogs);
+        let coordinator_cpu = coordinator.cpu;
+        drop(coordinator);
 
         let reports: Vec<ThreadReport> = handles
             .into_iter()
@@ -256,6 +340,7 @@ where
                 .as_ref()
                 .map(|c| c.iter().map(|c| c.id).collect())
                 .unwrap_or_default(),
+            coordinator_cpu,
             ..Pinning::default()
         };
         let mut switches = Some((0, 0));
@@ -278,18 +363,93 @@ where
             switches,
             ticks,
             snapshots: (after_warmup.expect("the warm-up phase always runs"), last),
+            thread_sched,
+            hog_sched,
         }
     })
 }
 
-/// Sleeps until `deadline`, waking early if every primary has already finished.
+/// Blocks until `deadline`, or until every primary has finished the phase (the last one
+/// notifies under the lock, after its decrement, so the check below cannot miss it).
 fn sleep_until(deadline: Instant, control: &Control) {
+    let mut guard = control
+        .finished_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     loop {
         let now = Instant::now();
         if now >= deadline || control.primaries_running.load(Ordering::Acquire) == 0 {
             return;
         }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+        guard = control
+            .finished
+            .wait_timeout(guard, deadline - now)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0;
+    }
+}
+
+/// The scheduler times of every measuring thread, summed; `None` if one cannot be read.
+fn threads_sched(tids: &[AtomicI32]) -> Option<SchedTimes> {
+    let mut sum = SchedTimes::default();
+    for tid in tids {
+        sum.add(read_sched(tid.load(Ordering::Relaxed))?);
+    }
+    Some(sum)
+}
+
+/// `total` plus the times from `before` to `after`, or `None` once a reading is missing.
+fn add_since(
+    total: Option<SchedTimes>,
+    before: Option<SchedTimes>,
+    after: Option<SchedTimes>,
+) -> Option<SchedTimes> {
+    let (mut total, before, after) = (total?, before?, after?);
+    total.add(after.since(before));
+    Some(total)
+}
+
+/// The coordinator's own CPU: a CPU the measurement's pinned threads leave free, if any.
+/// Dropping it gives the coordinator its former affinity back.
+struct CoordinatorCpu {
+    cpu: Option<usize>,
+    saved: Option<rustix::thread::CpuSet>,
+}
+
+impl CoordinatorCpu {
+    fn pin_apart(measured: Option<&[core_affinity::CoreId]>) -> Self {
+        let none = Self {
+            cpu: None,
+            saved: None,
+        };
+        let Some(measured) = measured else {
+            return none;
+        };
+        let Some(free) = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|core| !measured.contains(core))
+        else {
+            return none;
+        };
+        let Ok(saved) = rustix::thread::sched_getaffinity(None) else {
+            return none;
+        };
+        if !core_affinity::set_for_current(free) {
+            return none;
+        }
+        Self {
+            cpu: Some(free.id),
+            saved: Some(saved),
+        }
+    }
+}
+
+impl Drop for CoordinatorCpu {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = rustix::thread::sched_setaffinity(None, saved);
+        }
     }
 }
 
@@ -353,8 +513,12 @@ fn run_phases<W: Work>(
         if primary && W::SELF_TIMED {
             work.take_samples(measured, &mut histogram);
         }
-        if primary {
-            control.primaries_running.fetch_sub(1, Ordering::Release);
+        if primary && control.primaries_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = control
+                .finished_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            control.finished.notify_one();
         }
         control.barrier.wait();
         if measured {
@@ -368,6 +532,7 @@ fn run_phases<W: Work>(
         }
         *phase_ops = ops;
     }
+    control.barrier.wait();
     drop(work);
     ThreadReport {
         phase_ops,
@@ -409,6 +574,7 @@ mod tests {
             length: RunLength::Ops(1),
             runs: 200,
             open_counters: no_counters,
+            hogs: 0,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);

@@ -7,7 +7,9 @@
 //! design's counters over the measured runs, the pinning check and warnings.
 
 mod engine;
+mod hogs;
 mod kinds;
+mod sched;
 mod tree_kinds;
 
 use std::collections::BTreeMap;
@@ -23,8 +25,12 @@ use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
 use crate::spec::{Kind, Workload};
 use crate::timer;
 use engine::{DrivePlan, NoWork, drive};
+pub use kinds::HANDOFF_SPIN;
 pub use kinds::churn_lifo_pairs;
-use kinds::{Burst, Churn, Consumer, PrefillBurst, Producer, Published, Reader, Ring, Rng, Writer};
+use kinds::{
+    Burst, Churn, Consumer, PrefillBurst, Producer, Published, Reader, Ring, Rng, WaitCounts,
+    Writer,
+};
 use tree_kinds::{PreparedStream, TraceWriter, TreeFigures, TreeReader, TreeWriter};
 
 /// Why a measurement produced no result.
@@ -128,6 +134,7 @@ pub fn measure<A: ObjectAlloc>(
         length: workload.length,
         runs: spec.runs,
         open_counters: options.open_counters,
+        hogs: spec.hogs as usize,
     };
     let snapshot = || cache.stats();
     let seed = spec.seed;
@@ -144,6 +151,8 @@ pub fn measure<A: ObjectAlloc>(
         what,
     };
     let figures = TreeFigures::default();
+    // Producer-consumer: the hand-off waits over the measured runs (producer, consumer).
+    let mut handoff_waits: Option<(WaitCounts, WaitCounts)> = None;
     let outcome = match workload.kind.clone() {
         Kind::Churn {
             order,
@@ -174,12 +183,21 @@ pub fn measure<A: ObjectAlloc>(
         Kind::ProducerConsumer { queue, batch } => {
             let rings: Vec<Ring> = (0..threads_usize).map(|_| Ring::new(queue)).collect();
             let out_of_sequence = AtomicU64::new(0);
+            let waits = || {
+                rings.iter().map(Ring::waits).fold(
+                    (WaitCounts::default(), WaitCounts::default()),
+                    |(p, c), (rp, rc)| (p.plus(rp), c.plus(rc)),
+                )
+            };
             let outcome = drive(
                 &plan,
                 |t| Producer::new(cache, &rings[t], batch),
                 |t| Consumer::new(cache, &rings[t], batch, &out_of_sequence),
-                snapshot,
+                || (snapshot(), waits()),
             );
+            let ((_, (p0, c0)), (_, (p1, c1))) = &outcome.snapshots;
+            handoff_waits = Some((p1.since(*p0), c1.since(*c0)));
+            let outcome = outcome.map_snapshots(|(stats, _)| stats);
             let broken = out_of_sequence.load(Ordering::Relaxed);
             if broken > 0 {
                 return Err(MeasureError::Broken {
@@ -367,6 +385,53 @@ pub fn measure<A: ObjectAlloc>(
         }
         _ => {}
     }
+    if let Some((producer, consumer)) = handoff_waits {
+        let per_op = |n: u64| if ops > 0 { n as f64 / ops as f64 } else { 0.0 };
+        let spun = producer.spun + consumer.spun;
+        let blocked = producer.blocked + consumer.blocked;
+        for (name, value) in [
+            ("producer_waits_spun", producer.spun),
+            ("producer_waits_blocked", producer.blocked),
+            ("consumer_waits_spun", consumer.spun),
+            ("consumer_waits_blocked", consumer.blocked),
+        ] {
+            extra.insert(name.to_owned(), value as f64);
+        }
+        extra.insert("handoff_waits_per_op".to_owned(), per_op(spun + blocked));
+        extra.insert("handoff_blocked_per_op".to_owned(), per_op(blocked));
+        if spun + blocked > 0 {
+            extra.insert(
+                "handoff_blocked_share".to_owned(),
+                blocked as f64 / (spun + blocked) as f64,
+            );
+        }
+        let blocked_seconds = (producer.blocked_ns + consumer.blocked_ns) as f64 * 1e-9;
+        extra.insert("handoff_blocked_seconds".to_owned(), blocked_seconds);
+        if seconds > 0.0 {
+            // Of the pairs' threads' measured time, the share spent blocked in hand-offs.
+            extra.insert(
+                "handoff_blocked_time_share".to_owned(),
+                blocked_seconds / (seconds * os_threads as f64),
+            );
+        }
+    }
+    if let Some(threads) = outcome.thread_sched
+        && seconds > 0.0
+    {
+        // Shares of the measured threads' wall time: on a CPU, and runnable but waiting.
+        let thread_seconds = seconds * os_threads as f64 * 1e9;
+        extra.insert(
+            "threads_cpu_share".to_owned(),
+            threads.run_ns as f64 / thread_seconds,
+        );
+        extra.insert(
+            "threads_runqueue_share".to_owned(),
+            threads.wait_ns as f64 / thread_seconds,
+        );
+    }
+    if let Some(hogs) = outcome.hog_sched {
+        extra.insert("hog_cpu_seconds".to_owned(), hogs.run_ns as f64 * 1e-9);
+    }
     if let Some(percent) = outcome.ticks.and_then(|ticks| ticks.steal_percent()) {
         extra.insert("steal_percent".to_owned(), percent);
     }
@@ -399,6 +464,7 @@ pub fn measure<A: ObjectAlloc>(
             threads,
             os_threads,
             pinned: spec.pinned,
+            hogs: spec.hogs,
         },
         op_unit: workload.kind.op_unit().to_owned(),
         ops,
