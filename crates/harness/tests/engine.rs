@@ -243,6 +243,27 @@ fn pinned_threads_stay_on_their_cpus() {
     assert_eq!(m.pinning.threads_moved, 0, "{:?}", m.pinning);
 }
 
+#[test]
+fn the_coordinator_takes_a_cpu_left_free_and_gives_it_back() {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    let mut spec = WorkloadSpec::from_yaml(
+        "t.yaml",
+        "name: t\nkind: churn\nobject_size: 64\nwarmup: 1ms\nduration: 10ms\nruns: 1\n",
+    )
+    .unwrap();
+    spec.pinned = true;
+    let workload = spec.validate("t.yaml", 1).unwrap();
+    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    if cpus.len() > 1 {
+        let own = m.pinning.coordinator_cpu.expect("a CPU was left free");
+        assert!(!m.pinning.cpus.contains(&own), "{:?}", m.pinning);
+    } else {
+        assert_eq!(m.pinning.coordinator_cpu, None);
+    }
+    // The calling thread may run where it could before.
+    assert_eq!(core_affinity::get_core_ids().unwrap_or_default(), cpus);
+}
+
 fn tree_workload(text: &str) -> harness::Workload {
     let text = format!(
         "name: t\nobject_size: 256\nalign: 256\npinned: false\nwarmup: 5ms\nruns: 2\n{text}"

@@ -101,7 +101,7 @@ fn spin(control: &Control) {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     while !control.quit.load(Ordering::Acquire) {
         if control.active.load(Ordering::Acquire) {
-            // About 10-20 us of work between checks.
+            // A few microseconds of work between checks of the flags.
             for _ in 0..4096 {
                 x = std::hint::black_box(x.rotate_left(7) ^ 0x2545_f491_4f6c_dd1d);
             }
