@@ -59,7 +59,7 @@ impl<S: SlotStrategy> Cache<S> {
         }
         let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
-            deferrer: Deferrer::new(Shared::new(config, id)),
+            deferrer: Deferrer::new(Shared::new(config, id)?),
         })
     }
 

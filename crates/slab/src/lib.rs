@@ -29,7 +29,7 @@
 //!
 //! let pages = Arc::new(LimitedPages::unlimited());
 //! let config = CacheConfig::new(128).with_page_source(pages.clone());
-//! let pool = SlabPool::new(&config);
+//! let pool = SlabPool::new(&config).expect("a valid configuration");
 //! let mut out = [MaybeUninit::uninit(); 4];
 //! pool.alloc_bulk(0, true, &mut out)?;
 //! // SAFETY: `alloc_bulk` succeeded, so every slot holds an object.

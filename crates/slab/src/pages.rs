@@ -101,11 +101,16 @@ impl MmapPages {
             // nothing refers to it.
             let _ = unsafe { munmap(aligned.wrapping_add(bytes).cast(), tail) };
         }
-        Ok(NonNull::new(aligned).expect("mmap never maps address 0"))
+        // Address 0 can be mapped only where `vm.mmap_min_addr` is 0; a chunk there would be
+        // indistinguishable from a null link, so it is refused (and stays mapped: rare, and
+        // unmapping it would let the next call get it again).
+        NonNull::new(aligned).ok_or(PageError::Os { bytes, errno: 12 })
     }
 }
 
-impl PageSource for MmapPages {
+// SAFETY: a chunk is the naturally aligned `bytes` kept from a fresh private anonymous
+// mapping of read-write memory, unmapped only by `free_chunk`.
+unsafe impl PageSource for MmapPages {
     fn name(&self) -> &'static str {
         "mmap"
     }
@@ -263,7 +268,8 @@ impl Default for LimitedPages {
     }
 }
 
-impl PageSource for LimitedPages {
+// SAFETY: every chunk comes from the inner `MmapPages` and goes back to it.
+unsafe impl PageSource for LimitedPages {
     fn name(&self) -> &'static str {
         "limited"
     }
