@@ -20,6 +20,10 @@
 //!
 //! The pool does not zero objects: callers honour `AllocFlags::ZERO` themselves.
 //!
+//! [`SlabLayout::new`], [`SlabPool::new`] and [`SlabPool::with_min_partial`] refuse an invalid
+//! configuration with a `ConfigError` naming the field (the rules of
+//! `CacheConfig::validate`), so every layout they build keeps each object inside its slab.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::mem::MaybeUninit;

@@ -351,6 +351,10 @@ mod failure {
 
 /// Takes `lock`, which belongs to CPU `cpu`, from anywhere, yielding while it is held.
 ///
+/// Where the rseq membarrier fails and the caller may not run on `cpu` either (module docs,
+/// "When the barrier fails"), every attempt reports the lock busy, so this waits until one of
+/// them works again; it never takes the lock unfenced.
+///
 /// # Safety
 ///
 /// - As for [`try_lock_local`].
