@@ -333,7 +333,7 @@ impl ObjectAlloc for LockedSlab {
     type Prefill<'a> = BulkPrefill<'a, Self>;
 
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
+        let layout = SlabLayout::new(config)?;
         let shared = Shared {
             list: Mutex::new(FreeList {
                 head: ptr::null_mut(),
@@ -343,7 +343,7 @@ impl ObjectAlloc for LockedSlab {
                 alloc_slab: 0,
                 free_slab: 0,
             }),
-            layout: SlabLayout::new(config),
+            layout,
             source: page_source_for(config),
             poison: config.debug.poison,
             lock_contended: AtomicU64::new(0),

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
-use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig};
+use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig, ConfigError};
 use slab::SlabPool;
 
 use crate::MagazineTuning;
@@ -204,8 +204,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cache {
-    pub(crate) fn new(config: &CacheConfig, tuning: MagazineTuning) -> Self {
-        let pool = SlabPool::new(config);
+    /// Refuses an invalid `config` with an error naming the field.
+    pub(crate) fn new(config: &CacheConfig, tuning: MagazineTuning) -> Result<Self, ConfigError> {
+        let pool = SlabPool::new(config)?;
         let chunk = pool.layout().stride;
         let magsize = match config.sheaf_capacity {
             Some(rounds) => rounds,
@@ -224,7 +225,7 @@ impl Cache {
                 })
             })
             .collect();
-        Self {
+        Ok(Self {
             pool,
             object_size: config.object_size,
             chunk,
@@ -247,7 +248,7 @@ impl Cache {
             max_empty: config.barn_max_empty,
             tuning,
             poison: config.debug.poison,
-        }
+        })
     }
 
     pub(crate) fn pool(&self) -> &SlabPool {

@@ -115,9 +115,8 @@ pub struct MagazineCache {
 impl MagazineCache {
     /// A cache with chosen resize tuning (tests make resizing deterministic with it).
     pub fn with_tuning(config: &CacheConfig, tuning: MagazineTuning) -> Result<Self, ConfigError> {
-        config.validate()?;
         Ok(Self {
-            deferrer: Deferrer::new(Cache::new(config, tuning)),
+            deferrer: Deferrer::new(Cache::new(config, tuning)?),
             object_size: config.object_size,
             prefill_capacity: config.effective_sheaf_capacity(),
         })

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
-use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig, PageSource};
+use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig, ConfigError, PageSource};
 use slab::SlabLayout;
 
 use crate::meta::{Geometry, MetaPool, NONE, SlabMeta, SlabState};
@@ -177,8 +177,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cache {
-    pub(crate) fn new(config: &CacheConfig) -> Self {
-        let layout = SlabLayout::new(config);
+    /// Refuses an invalid `config` with an error naming the field.
+    pub(crate) fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
+        let layout = SlabLayout::new(config)?;
         let geometry = Geometry::new(layout);
         let cpus = slab::possible_cpus().max(1);
         let nodes = slab::node_count(config.nodes).max(1);
@@ -218,7 +219,7 @@ impl Cache {
             _ => 30,
         };
         let cpu_partial_slabs = (cpu_partial_objects * 2).div_ceil(layout.objects_per_slab);
-        Self {
+        Ok(Self {
             geometry,
             object_size: config.object_size,
             slots,
@@ -230,7 +231,7 @@ impl Cache {
             cpu_partial_slabs: cpu_partial_slabs.max(1),
             slabs: AtomicU64::new(0),
             poison: config.debug.poison,
-        }
+        })
     }
 
     pub(crate) fn page_source(&self) -> &Arc<dyn PageSource> {

@@ -156,7 +156,6 @@ impl ObjectAlloc for SlubCpuSlab {
     type Prefill<'a> = BulkPrefill<'a, Self>;
 
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
         if !pair::supported() {
             return Err(ConfigError::new(
                 "object_size",
@@ -165,7 +164,7 @@ impl ObjectAlloc for SlubCpuSlab {
             ));
         }
         Ok(Self {
-            deferrer: Deferrer::new(Cache::new(config)),
+            deferrer: Deferrer::new(Cache::new(config)?),
             object_size: config.object_size,
             prefill_capacity: config.effective_sheaf_capacity(),
         })

@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn index_by_reciprocal_is_exact() {
         for size in [1, 8, 24, 40, 64, 96, 100, 192, 1000, 4096, 5000, 65536] {
-            let g = Geometry::new(SlabLayout::new(&CacheConfig::new(size)));
+            let g = Geometry::new(SlabLayout::new(&CacheConfig::new(size)).unwrap());
             let base = 0x7f00_0000_0000usize & !(g.layout.slab_bytes - 1);
             for i in 0..g.objects() {
                 let object = g.object(base, i);

@@ -12,7 +12,7 @@ use crate::cache::{Attempt, Cache};
 fn cache() -> (Cache, Arc<LimitedPages>) {
     let pages = Arc::new(LimitedPages::unlimited());
     let config = CacheConfig::new(64).with_page_source(pages.clone());
-    (Cache::new(&config), pages)
+    (Cache::new(&config).unwrap(), pages)
 }
 
 /// The ABA scenario that breaks a free list updated by a single-word compare-and-swap: a

@@ -193,6 +193,17 @@ pub const CLAUSES: &[Clause] = &[
         summary: "sheaf_capacity = 0 still honours every prefill clause (all prefills oversize)",
     },
     Clause {
+        id: "C-CONF-3",
+        summary: "no safe constructor at any layer (cache, slab pool, slab layout) accepts a \
+                  configuration with an unusable geometry, and no safe call makes the allocator \
+                  touch memory outside what it mapped",
+    },
+    Clause {
+        id: "C-CONF-4",
+        summary: "a run-time change of the sheaf capacity or the barn limits makes no allocation \
+                  fail and breaks no prefill guarantee",
+    },
+    Clause {
         id: "C-CONC-1",
         summary: "the clauses hold under 1, 2 and 4 threads, with migration and remote frees",
     },

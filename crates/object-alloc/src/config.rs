@@ -174,11 +174,13 @@ impl CacheConfig {
     }
 
     /// Bytes one object occupies in a slab: the size rounded up to the alignment, and at
-    /// least one pointer (free objects hold a free-list link).
+    /// least one pointer (free objects hold a free-list link). Meaningful for a valid
+    /// configuration; for sizes so large that the rounding would overflow it is `usize::MAX`.
     pub fn stride(&self) -> usize {
         self.object_size
             .max(size_of::<usize>())
-            .next_multiple_of(self.align.max(1))
+            .checked_next_multiple_of(self.align.max(1))
+            .unwrap_or(usize::MAX)
     }
 
     /// Checks every field; the error names the first bad one (C-CONF-1).

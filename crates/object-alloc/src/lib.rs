@@ -45,7 +45,7 @@ pub use config::{
 pub use error::{AllocError, ConfigError};
 pub use flags::AllocFlags;
 pub use page::{PAGE_SIZE, PageError, PageSource, PageSourceStats};
-pub use prefill::{BULK_PREFILL_INLINE, BulkPrefill, Prefill};
+pub use prefill::{BULK_PREFILL_INLINE, BULK_PREFILL_MAX, BulkPrefill, Prefill};
 pub use stats::AllocStats;
 
 /// What a design can promise, so that checks of clauses that do not apply to it are reported

@@ -70,7 +70,16 @@ pub struct PageSourceStats {
 /// A supplier of naturally aligned, power-of-two sized chunks of memory.
 ///
 /// Implementations must be thread-safe: any thread may allocate or free at any time.
-pub trait PageSource: Send + Sync + fmt::Debug {
+///
+/// # Safety
+///
+/// Allocators write their slab headers and objects into the chunks they are given, trusting
+/// the source, so an implementation promises that every chunk returned by
+/// [`alloc_chunk`](PageSource::alloc_chunk)`(bytes)` is `bytes` bytes of readable and
+/// writable memory, aligned to `bytes`, that nothing else uses until it is given back with
+/// [`free_chunk`](PageSource::free_chunk). A source that cannot keep that promise returns an
+/// error instead.
+pub unsafe trait PageSource: Send + Sync + fmt::Debug {
     /// A short name for reports (`"mmap"`, `"limited"`).
     fn name(&self) -> &'static str;
 

@@ -39,6 +39,10 @@ pub trait Prefill {
 /// tree's worst case at any realistic height, so the emulation itself allocates nothing.
 pub const BULK_PREFILL_INLINE: usize = 64;
 
+/// The most objects a [`BulkPrefill`] reserves: a larger prefill or refill is refused with
+/// [`AllocError::TooLarge`] instead of sizing an array of pointers beyond what can exist.
+pub const BULK_PREFILL_MAX: usize = 1 << 24;
+
 /// Prefill emulated with [`ObjectAlloc::alloc_bulk`] and [`ObjectAlloc::free_bulk`], for
 /// designs without a native prefill API.
 ///
@@ -56,7 +60,8 @@ pub struct BulkPrefill<'a, A: ObjectAlloc> {
 
 impl<'a, A: ObjectAlloc> BulkPrefill<'a, A> {
     /// Reserves `count` objects from `cache`, whose objects are `object_size` bytes; the
-    /// handle's capacity is `max(count, capacity)`.
+    /// handle's capacity is `max(count, capacity)`. A `count` above [`BULK_PREFILL_MAX`] is
+    /// refused with [`AllocError::TooLarge`].
     pub fn new(
         cache: &'a A,
         object_size: usize,
@@ -80,6 +85,12 @@ impl<'a, A: ObjectAlloc> BulkPrefill<'a, A> {
     fn grow_to(&mut self, flags: AllocFlags, count: usize) -> Result<(), AllocError> {
         if count <= self.len {
             return Ok(());
+        }
+        if count > BULK_PREFILL_MAX {
+            return Err(AllocError::TooLarge {
+                requested: count,
+                limit: BULK_PREFILL_MAX,
+            });
         }
         let missing = count - self.len;
         let flags = flags - AllocFlags::ZERO;

@@ -46,7 +46,7 @@ impl<S: SlotStrategy> Cache<S> {
     pub const NAME: &'static str = S::NAME;
 
     /// Creates a cache; refuses an invalid configuration with an error naming the field
-    /// (C-CONF-1).
+    /// (C-CONF-1), so that no accepted geometry puts an object outside its slab (C-CONF-3).
     pub fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let capacity = config.effective_sheaf_capacity();
@@ -59,7 +59,7 @@ impl<S: SlotStrategy> Cache<S> {
         }
         let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
-            deferrer: Deferrer::new(Shared::new(config, id)),
+            deferrer: Deferrer::new(Shared::new(config, id)?),
         })
     }
 

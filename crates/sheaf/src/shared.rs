@@ -43,7 +43,9 @@ use std::mem::{self, MaybeUninit};
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig, rcu::DeferTarget};
+use object_alloc::{
+    AllocError, AllocFlags, AllocStats, CacheConfig, ConfigError, rcu::DeferTarget,
+};
 use slab::SlabPool;
 
 use crate::barn::Barn;
@@ -69,9 +71,9 @@ pub(crate) struct Shared<S: SlotStrategy> {
 }
 
 impl<S: SlotStrategy> Shared<S> {
-    /// Builds the layers for a validated `config`; `id` is unique among caches.
-    pub(crate) fn new(config: &CacheConfig, id: u64) -> Self {
-        let pool = SlabPool::new(config);
+    /// Builds the layers for `config`, refusing an invalid one; `id` is unique among caches.
+    pub(crate) fn new(config: &CacheConfig, id: u64) -> Result<Self, ConfigError> {
+        let pool = SlabPool::new(config)?;
         let nodes = pool.nodes().max(1);
         let cpu_nodes: Box<[usize]> = (0..slab::possible_cpus().max(1))
             .map(|cpu| slab::node_of_cpu(config.nodes, cpu) % nodes)
@@ -79,7 +81,7 @@ impl<S: SlotStrategy> Shared<S> {
         let barns = (0..nodes)
             .map(|_| Barn::new(config.barn_max_full, config.barn_max_empty))
             .collect();
-        Self {
+        Ok(Self {
             slots: SlotTable::new(id, cpu_nodes),
             barns,
             pool,
@@ -88,7 +90,7 @@ impl<S: SlotStrategy> Shared<S> {
             batching: config.deferred_batching,
             counters: Counters::default(),
             orphan_rcu: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     /// Objects per sheaf (0: no sheaves).

@@ -835,7 +835,8 @@ mod tests {
         static IN_HOOK: Cell<bool> = const { Cell::new(false) };
     }
 
-    impl PageSource for ReenteringPages {
+    // SAFETY: every chunk comes from `inner` and goes back to it.
+    unsafe impl PageSource for ReenteringPages {
         fn name(&self) -> &'static str {
             "reentering"
         }

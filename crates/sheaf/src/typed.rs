@@ -48,7 +48,21 @@ impl<T, S: SlotStrategy> TypedCache<T, S> {
 
     /// A cache for `T` with `config`'s settings; its object size and alignment are raised to
     /// fit `T`.
+    ///
+    /// # Errors
+    ///
+    /// Refuses, naming the field, an alignment that is not a power of two (before raising it),
+    /// and whatever [`Cache::new`] refuses after raising: a `T` larger than
+    /// [`MAX_OBJECT_SIZE`](object_alloc::MAX_OBJECT_SIZE) (`object_size`) or aligned to more
+    /// than a page (`align`).
     pub fn with_config(mut config: CacheConfig) -> Result<Self, ConfigError> {
+        if !config.align.is_power_of_two() {
+            return Err(ConfigError::new(
+                "align",
+                config.align,
+                format!("a power of two between 1 and {}", object_alloc::PAGE_SIZE),
+            ));
+        }
         config.object_size = config.object_size.max(size_of::<T>()).max(1);
         config.align = config.align.max(align_of::<T>());
         Ok(Self {

@@ -15,7 +15,7 @@ use slab::SlabPool;
 
 fn refill_and_flush(c: &mut Criterion) {
     let mut group = c.benchmark_group("slab-pool-64B");
-    let pool = SlabPool::new(&CacheConfig::new(64));
+    let pool = SlabPool::new(&CacheConfig::new(64)).unwrap();
     for n in [1usize, 16, 60] {
         group.throughput(Throughput::Elements(n as u64));
         let mut sheaf = vec![MaybeUninit::<NonNull<u8>>::uninit(); n];

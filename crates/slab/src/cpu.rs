@@ -151,6 +151,14 @@ mod tests {
     #[test]
     fn rseq_agrees_with_sched_getcpu() {
         let source = cpu_source();
+        if crate::rseq::tests::rseq_required() {
+            assert!(
+                matches!(source, CpuSource::Rseq { .. }),
+                "SHEAF_REQUIRE_RSEQ=1 but the CPU is read with {source:?}"
+            );
+        } else if source == CpuSource::SchedGetcpu {
+            eprintln!("note: no rseq area here; only sched_getcpu is compared with itself");
+        }
         let cpus = crate::possible_cpus();
         // The two reads may straddle a migration; most of many must agree.
         let agree = (0..1000)

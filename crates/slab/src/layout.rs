@@ -19,10 +19,26 @@
 //! If no size up to the cap meets both, the smallest size meeting (1) is taken, else the cap.
 //! With [`MAX_OBJECT_SIZE`](object_alloc::MAX_OBJECT_SIZE) = 64 KiB and alignment at most a
 //! page, a 1 MiB slab always holds at least 15 objects.
+//!
+//! # Validation
+//!
+//! [`SlabLayout::new`] is the only way to build a layout from a configuration, and it refuses
+//! (with the [`ConfigError`] that [`CacheConfig::validate`] gives, naming the field) every
+//! configuration that is not valid: an object size of 0 or above `MAX_OBJECT_SIZE`, an
+//! alignment that is not a power of two or is above [`PAGE_SIZE`], and so on. As in the
+//! kernel's choice of slab order, a slab then always holds at least one object, and every
+//! object lies inside its slab after the header:
+//!
+//! ```text
+//! first_offset + objects_per_slab * stride <= slab_bytes,   objects_per_slab >= 1
+//! ```
+//!
+//! which is checked again, with overflow-checked arithmetic, before a layout is returned; the
+//! slab pool writes objects (and poison) only within that bound.
 
 use std::ptr::NonNull;
 
-use object_alloc::{CacheConfig, PAGE_SIZE};
+use object_alloc::{CacheConfig, ConfigError, PAGE_SIZE};
 
 use crate::pool::SLAB_HEADER_BYTES;
 
@@ -41,7 +57,7 @@ pub const MAX_SLAB_BYTES: usize = 1 << 20;
 /// use object_alloc::CacheConfig;
 /// use slab::SlabLayout;
 ///
-/// let layout = SlabLayout::new(&CacheConfig::new(100).with_align(16));
+/// let layout = SlabLayout::new(&CacheConfig::new(100).with_align(16))?;
 /// assert_eq!(layout.stride, 112);
 /// assert!(layout.slab_bytes.is_power_of_two() && layout.objects_per_slab >= 16);
 /// // The third object of a slab at 0x10_0000 (an address for illustration only).
@@ -49,6 +65,11 @@ pub const MAX_SLAB_BYTES: usize = 1 << 20;
 /// let object = NonNull::new((base + layout.first_offset + 2 * layout.stride) as *mut u8).unwrap();
 /// assert_eq!(layout.slab_base(object).as_ptr() as usize, base);
 /// assert_eq!(layout.object_index(object), 2);
+///
+/// // A configuration whose objects could not fit a slab is refused, naming the field.
+/// let err = SlabLayout::new(&CacheConfig::new(2 << 20)).unwrap_err();
+/// assert_eq!(err.field, "object_size");
+/// # Ok::<(), object_alloc::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlabLayout {
@@ -68,13 +89,30 @@ pub struct SlabLayout {
 
 impl SlabLayout {
     /// The layout for `config`'s object size and alignment (see the module documentation for
-    /// the rule). `config` should be valid ([`CacheConfig::validate`]); out-of-range values are
-    /// clamped so that the result is still a usable geometry.
-    pub fn new(config: &CacheConfig) -> SlabLayout {
-        let align = config.align.clamp(1, PAGE_SIZE).next_power_of_two();
-        let object_size = config.object_size.max(1);
-        let stride = object_size.max(size_of::<usize>()).next_multiple_of(align);
-        let first_offset = SLAB_HEADER_BYTES.next_multiple_of(align);
+    /// the rule).
+    ///
+    /// # Errors
+    ///
+    /// Refuses any configuration that [`CacheConfig::validate`] refuses, with its error (which
+    /// names the field), so that no layout describes an object outside its slab.
+    pub fn new(config: &CacheConfig) -> Result<SlabLayout, ConfigError> {
+        config.validate()?;
+        let align = config.align;
+        let object_size = config.object_size;
+        let too_large = || {
+            ConfigError::new(
+                "object_size",
+                object_size,
+                format!("an object that fits a slab of at most {MAX_SLAB_BYTES} bytes"),
+            )
+        };
+        let stride = object_size
+            .max(size_of::<usize>())
+            .checked_next_multiple_of(align)
+            .ok_or_else(too_large)?;
+        let first_offset = SLAB_HEADER_BYTES
+            .checked_next_multiple_of(align)
+            .ok_or_else(too_large)?;
         let min_objects = if stride >= PAGE_SIZE {
             MIN_OBJECTS_LARGE
         } else {
@@ -90,15 +128,23 @@ impl SlabLayout {
             })
             .or_else(|| sizes().find(|&s| objects_in(s) >= min_objects))
             .unwrap_or(MAX_SLAB_BYTES);
-        let objects_per_slab = objects_in(slab_bytes).max(1);
-        SlabLayout {
+        let objects_per_slab = objects_in(slab_bytes);
+        // Validation keeps objects small enough for this never to fail; the check stays so
+        // that no future limit can make a slab's objects overrun it.
+        let end = objects_per_slab
+            .checked_mul(stride)
+            .and_then(|bytes| bytes.checked_add(first_offset));
+        if objects_per_slab == 0 || end.is_none_or(|end| end > slab_bytes) {
+            return Err(too_large());
+        }
+        Ok(SlabLayout {
             object_size,
             align,
             stride,
             slab_bytes,
             objects_per_slab,
             first_offset,
-        }
+        })
     }
 
     /// The base (header) of the slab holding `object`.
@@ -134,7 +180,7 @@ mod tests {
 
     fn check(size: usize, align: usize) {
         let config = CacheConfig::new(size).with_align(align);
-        let l = SlabLayout::new(&config);
+        let l = SlabLayout::new(&config).unwrap();
         let what = format!("size {size} align {align}: {l:?}");
         assert!(l.slab_bytes.is_power_of_two(), "{what}");
         assert!(
@@ -179,22 +225,22 @@ mod tests {
 
     #[test]
     fn familiar_sizes_get_familiar_slabs() {
-        let l = SlabLayout::new(&CacheConfig::new(64));
+        let l = SlabLayout::new(&CacheConfig::new(64)).unwrap();
         assert_eq!(
             (l.slab_bytes, l.stride, l.first_offset),
             (PAGE_SIZE, 64, 40)
         );
         assert_eq!(l.objects_per_slab, 63);
-        let l = SlabLayout::new(&CacheConfig::new(4096).with_align(4096));
+        let l = SlabLayout::new(&CacheConfig::new(4096).with_align(4096)).unwrap();
         assert_eq!(l.first_offset, 4096);
         assert!(l.objects_per_slab >= MIN_OBJECTS_LARGE);
-        let l = SlabLayout::new(&CacheConfig::new(65536));
+        let l = SlabLayout::new(&CacheConfig::new(65536)).unwrap();
         assert_eq!((l.slab_bytes, l.objects_per_slab), (MAX_SLAB_BYTES, 15));
     }
 
     #[test]
     fn mask_lookup_finds_base_and_index() {
-        let l = SlabLayout::new(&CacheConfig::new(24).with_align(8));
+        let l = SlabLayout::new(&CacheConfig::new(24).with_align(8)).unwrap();
         let base = 0x7f00_0000_0000usize;
         for index in 0..l.objects_per_slab {
             let object =

@@ -20,6 +20,10 @@
 //!
 //! The pool does not zero objects: callers honour `AllocFlags::ZERO` themselves.
 //!
+//! [`SlabLayout::new`], [`SlabPool::new`] and [`SlabPool::with_min_partial`] refuse an invalid
+//! configuration with a `ConfigError` naming the field (the rules of
+//! `CacheConfig::validate`), so every layout they build keeps each object inside its slab.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::mem::MaybeUninit;
@@ -29,7 +33,7 @@
 //!
 //! let pages = Arc::new(LimitedPages::unlimited());
 //! let config = CacheConfig::new(128).with_page_source(pages.clone());
-//! let pool = SlabPool::new(&config);
+//! let pool = SlabPool::new(&config).expect("a valid configuration");
 //! let mut out = [MaybeUninit::uninit(); 4];
 //! pool.alloc_bulk(0, true, &mut out)?;
 //! // SAFETY: `alloc_bulk` succeeded, so every slot holds an object.

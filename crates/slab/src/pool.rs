@@ -52,7 +52,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use object_alloc::{AllocError, CacheConfig, PageSource};
+use object_alloc::{AllocError, CacheConfig, ConfigError, PageSource};
 
 use crate::layout::SlabLayout;
 use crate::numa::node_count;
@@ -357,7 +357,7 @@ pub struct SlabStats {
 /// use object_alloc::CacheConfig;
 /// use slab::SlabPool;
 ///
-/// let pool = SlabPool::new(&CacheConfig::new(64));
+/// let pool = SlabPool::new(&CacheConfig::new(64))?;
 /// let mut sheaf = [MaybeUninit::<NonNull<u8>>::uninit(); 32];
 /// let got = pool.refill(0, true, 8, &mut sheaf).unwrap();
 /// assert!(got >= 8);
@@ -368,6 +368,7 @@ pub struct SlabStats {
 /// unsafe { pool.free_bulk(&objects) };
 /// pool.shrink();
 /// assert_eq!(pool.stats().slabs, 0);
+/// # Ok::<(), object_alloc::ConfigError>(())
 /// ```
 pub struct SlabPool {
     layout: SlabLayout,
@@ -395,18 +396,30 @@ impl fmt::Debug for SlabPool {
 
 impl SlabPool {
     /// A pool for `config`'s objects, with [`DEFAULT_MIN_PARTIAL`] and the page source
-    /// [`page_source_for`]`(config)`. The config should be valid (see [`SlabLayout::new`]).
-    pub fn new(config: &CacheConfig) -> SlabPool {
+    /// [`page_source_for`]`(config)`.
+    ///
+    /// # Errors
+    ///
+    /// Refuses an invalid `config` with an error naming the field ([`SlabLayout::new`]).
+    pub fn new(config: &CacheConfig) -> Result<SlabPool, ConfigError> {
         Self::with_min_partial(config, DEFAULT_MIN_PARTIAL)
     }
 
     /// A pool that keeps at most `min_partial` empty slabs per node on the free path.
-    pub fn with_min_partial(config: &CacheConfig, min_partial: usize) -> SlabPool {
+    ///
+    /// # Errors
+    ///
+    /// As [`SlabPool::new`].
+    pub fn with_min_partial(
+        config: &CacheConfig,
+        min_partial: usize,
+    ) -> Result<SlabPool, ConfigError> {
+        let layout = SlabLayout::new(config)?;
         let nodes = (0..node_count(config.nodes))
             .map(|_| NodeSlot(Mutex::new(NodeState::new())))
             .collect();
-        SlabPool {
-            layout: SlabLayout::new(config),
+        Ok(SlabPool {
+            layout,
             nodes,
             source: page_source_for(config),
             min_partial: min_partial as u64,
@@ -414,7 +427,7 @@ impl SlabPool {
             check_slow_paths: cfg!(debug_assertions) || config.debug.check_invariants,
             alloc_slab: AtomicU64::new(0),
             free_slab: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The slab geometry.

@@ -34,6 +34,38 @@
 //! caller (only one may write `REMOTE` at a time), or the reading would be ambiguous.
 //! A remote lock costs a system call and an interrupt: it is for slow paths only.
 //!
+//! # The descriptor pointer
+//!
+//! A sequence starts by storing the address of its descriptor (a `struct rseq_cs` in this
+//! crate's `__rseq_cs` section) in the thread's `rseq_cs` field, and the kernel reads that
+//! descriptor whenever it preempts the thread or delivers it a signal, until the field is
+//! null again. The kernel clears it itself only at such an event, so a pointer left behind
+//! after the sequence stays until the thread's next preemption. If this code is part of a
+//! shared object that is unloaded (`dlclose`) first, the kernel then reads an unmapped or
+//! reused descriptor and kills the thread with `SIGSEGV`. No thread can clear another's
+//! field, so each sequence clears its own on every exit (taken, busy, moved, and after an
+//! abort, where the kernel has cleared it already): one store to a line the sequence has
+//! just written. A thread preempted between the commit and that store is outside the
+//! sequence, so the kernel clears the field then.
+//!
+//! # When the barrier fails
+//!
+//! The process registered for the rseq membarrier when [`support`] was first asked, so the
+//! barrier is not expected to fail; it still can (a seccomp filter installed later, a kernel
+//! short of memory). A failed barrier never panics, and never lets a remote locker believe it
+//! holds a lock that a sequence may still commit over. The remote locker then, in turn:
+//!
+//! 1. registers again and aborts sequences on every CPU (`MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ`
+//!    without a CPU);
+//! 2. runs on CPU `c` itself for a moment (its affinity set to `c` alone, then restored): a
+//!    thread that was inside a sequence on `c` has been preempted for it to run there, and a
+//!    preempted sequence is aborted, so this is the same fence without the system call;
+//! 3. if neither works (`c` is outside the caller's allowed CPUs, or affinity cannot be
+//!    set), gives the lock back (`REMOTE -> FREE` by compare-exchange: if a sequence committed
+//!    `LOCAL` over it meanwhile, the lock is that thread's) and reports it busy, as if a
+//!    holder had it. A caller that tries once then takes its slow path without the lock;
+//!    [`lock_remote`] keeps trying, yielding between attempts.
+//!
 //! # Support
 //!
 //! [`support`] finds out once per process whether the sequence can be used: x86-64 Linux,
@@ -150,7 +182,8 @@ pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> Attemp
         // 0x53053053, which the kernel checks before jumping there; the abort handler is
         // outside the sequence. Inside it, the `cpu_id` check comes first and the store to
         // `lock` is the last instruction, so an aborted sequence has written nothing but
-        // `rseq_cs`. `lock` is a valid byte (a live `AtomicU8`). Labels are numeric (the asm
+        // `rseq_cs`, which every exit (`9`) sets back to null (module docs, "The descriptor
+        // pointer"). `lock` is a valid byte (a live `AtomicU8`). Labels are numeric (the asm
         // may be inlined many times) and avoid 0 and 1, which Intel syntax would read as
         // binary numbers.
         unsafe {
@@ -182,6 +215,7 @@ pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> Attemp
                 "8:",
                 "mov {out:e}, 1",
                 "9:",
+                "mov qword ptr fs:[{offset} + 8], 0",
                 offset = in(reg) offset,
                 cpu = in(reg) cpu,
                 lock = in(reg) lock.as_ptr(),
@@ -219,7 +253,6 @@ static REMOTE_LOCKERS: Mutex<()> = Mutex::new(());
 ///
 /// - As for [`try_lock_local`].
 pub unsafe fn try_lock_remote(lock: &AtomicU8, cpu: u32) -> bool {
-    use rustix::thread::{Cpuid, MembarrierCommand, membarrier, membarrier_cpu};
     let _serial = REMOTE_LOCKERS.lock().unwrap_or_else(|p| p.into_inner());
     if lock
         .compare_exchange(FREE, REMOTE, Ordering::Acquire, Ordering::Relaxed)
@@ -227,22 +260,100 @@ pub unsafe fn try_lock_remote(lock: &AtomicU8, cpu: u32) -> bool {
     {
         return false;
     }
-    // SAFETY: `cpu` is the number of a CPU of this machine (the lock's own).
-    let target = unsafe { Cpuid::from_raw(cpu) };
-    // The kernel answers 0 for a CPU that is offline (it runs no sequence). On a failure
-    // (a process that was forked from the registered one, should the registration not have
-    // been inherited), register again and abort sequences on every CPU.
-    if membarrier_cpu(MembarrierCommand::PrivateExpeditedRseq, target).is_err() {
-        let _ = membarrier(MembarrierCommand::RegisterPrivateExpeditedRseq);
-        membarrier(MembarrierCommand::PrivateExpeditedRseq)
-            .expect("the rseq membarrier failed although the process registered for it");
+    if !fence_cpu(cpu) {
+        // No way to tell whether a sequence on `cpu` read `FREE` before the exchange and is
+        // about to commit: give the lock back (module docs, "When the barrier fails").
+        let _ = lock.compare_exchange(REMOTE, FREE, Ordering::Release, Ordering::Relaxed);
+        return false;
     }
     // Still `REMOTE`: no sequence committed over it, and none can now. Otherwise a thread
     // on `cpu` holds the lock (or held it and has released it since).
     lock.load(Ordering::Acquire) == REMOTE
 }
 
+static FENCE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many remote locks in this process found the rseq membarrier failing and fell back
+/// (module docs, "When the barrier fails"); 0 on a healthy system.
+pub fn fence_fallbacks() -> u64 {
+    FENCE_FALLBACKS.load(Ordering::Relaxed)
+}
+
+/// Ensures no restartable sequence that started on `cpu` before the call can still commit,
+/// and that every one started after it sees stores made before it. `false` when no means of
+/// doing so worked.
+fn fence_cpu(cpu: u32) -> bool {
+    use rustix::thread::{Cpuid, MembarrierCommand, membarrier, membarrier_cpu};
+    let forced = failure::forced();
+    if forced == failure::NONE {
+        // SAFETY: `cpu` is the number of a CPU of this machine (the lock's own).
+        let target = unsafe { Cpuid::from_raw(cpu) };
+        // The kernel answers 0 for a CPU that is offline (it runs no sequence).
+        if membarrier_cpu(MembarrierCommand::PrivateExpeditedRseq, target).is_ok() {
+            return true;
+        }
+        FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        // A process forked from the registered one, should the registration not have been
+        // inherited: register again, and abort sequences on every CPU.
+        let _ = membarrier(MembarrierCommand::RegisterPrivateExpeditedRseq);
+        if membarrier(MembarrierCommand::PrivateExpeditedRseq).is_ok() {
+            return true;
+        }
+    } else {
+        FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
+    forced != failure::EVERYTHING && run_on_cpu(cpu as usize)
+}
+
+/// Moves the calling thread to `cpu` and back: `true` if it ran there. Any thread that was
+/// inside a sequence on `cpu` was preempted for this one to run, which aborts its sequence.
+fn run_on_cpu(cpu: usize) -> bool {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    if cpu >= CpuSet::MAX_CPU {
+        return false;
+    }
+    let Ok(allowed) = sched_getaffinity(None) else {
+        return false;
+    };
+    let mut only = CpuSet::new();
+    only.set(cpu);
+    let arrived = sched_setaffinity(None, &only).is_ok()
+        && crate::cpu::current_cpu(crate::cpu::CpuSource::SchedGetcpu) == cpu;
+    // Restoring the caller's own mask can only fail if it has become invalid meanwhile
+    // (its CPUs all went offline); the kernel then keeps the thread runnable elsewhere.
+    let _ = sched_setaffinity(None, &allowed);
+    arrived
+}
+
+/// Test-only: make this thread's barrier fail, to exercise the fallbacks.
+mod failure {
+    /// No forced failure.
+    pub(super) const NONE: u8 = 0;
+    /// Both membarrier commands fail.
+    #[cfg(test)]
+    pub(super) const MEMBARRIER: u8 = 1;
+    /// The membarrier commands and the move to the CPU fail.
+    pub(super) const EVERYTHING: u8 = 2;
+
+    #[cfg(test)]
+    thread_local! {
+        pub(super) static FORCED: std::cell::Cell<u8> = const { std::cell::Cell::new(NONE) };
+    }
+
+    #[inline]
+    pub(super) fn forced() -> u8 {
+        #[cfg(test)]
+        return FORCED.with(std::cell::Cell::get);
+        #[cfg(not(test))]
+        NONE
+    }
+}
+
 /// Takes `lock`, which belongs to CPU `cpu`, from anywhere, yielding while it is held.
+///
+/// Where the rseq membarrier fails and the caller may not run on `cpu` either (module docs,
+/// "When the barrier fails"), every attempt reports the lock busy, so this waits until one of
+/// them works again; it never takes the lock unfenced.
 ///
 /// # Safety
 ///
@@ -255,20 +366,115 @@ pub unsafe fn lock_remote(lock: &AtomicU8, cpu: u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cpu;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
+    /// Whether the environment says restartable sequences must work here
+    /// (`SHEAF_REQUIRE_RSEQ=1`, set by CI): then a test that needs them fails instead of
+    /// skipping.
+    pub(crate) fn rseq_required() -> bool {
+        std::env::var_os("SHEAF_REQUIRE_RSEQ").is_some_and(|value| value == "1")
+    }
+
+    /// The rseq offset, with this thread's area registered; `None` (after a note) where
+    /// sequences are unsupported and not required.
     fn rseq_offset() -> Option<isize> {
-        match support() {
-            Support::Rseq { offset } => Some(offset),
-            Support::Unsupported(why) => {
-                eprintln!("restartable sequences unsupported here: {why}");
-                None
+        let why = match support() {
+            Support::Rseq { offset } if cpu::rseq_cpu(offset).is_some() => return Some(offset),
+            Support::Rseq { .. } => "this thread's rseq area is not registered",
+            Support::Unsupported(why) => why,
+        };
+        assert!(
+            !rseq_required(),
+            "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable: {why}"
+        );
+        eprintln!("skipped: restartable sequences unsupported here ({why})");
+        None
+    }
+
+    #[test]
+    fn rseq_is_usable_where_required() {
+        // Fails under SHEAF_REQUIRE_RSEQ=1 when unsupported, skips with a note otherwise.
+        if let Some(offset) = rseq_offset() {
+            assert!(cpu::rseq_cpu(offset).is_some());
+            assert_eq!(cpu::cpu_source(), cpu::CpuSource::Rseq { offset });
+            // Every new thread is registered too.
+            let registered = std::thread::spawn(move || cpu::rseq_cpu(offset).is_some());
+            assert!(registered.join().unwrap());
+        }
+    }
+
+    /// This thread's `rseq_cs` field.
+    fn rseq_cs_field(offset: isize) -> u64 {
+        let value: u64;
+        // SAFETY: `offset` came from `support`: this thread's rseq area lies at that offset
+        // from `fs`, and `rseq_cs` is its `u64` at byte 8.
+        unsafe {
+            std::arch::asm!(
+                "mov {value}, qword ptr fs:[{offset} + 8]",
+                offset = in(reg) offset,
+                value = out(reg) value,
+                options(nostack, readonly, preserves_flags)
+            );
+        }
+        value
+    }
+
+    /// No sequence leaves its descriptor pointer behind, whatever its outcome: code that may
+    /// be unloaded must not stay named there.
+    #[test]
+    fn every_outcome_clears_the_descriptor_pointer() {
+        let Some(offset) = rseq_offset() else { return };
+        let locks: Vec<AtomicU8> = (0..crate::possible_cpus())
+            .map(|_| AtomicU8::new(FREE))
+            .collect();
+        let mut seen = [false; 4];
+        for round in 0..10_000 {
+            let cpu = cpu::current_cpu(cpu::cpu_source());
+            // Every other round on a CPU that is not this one (`Moved`), else held (`Busy`)
+            // or free.
+            let target = if round % 3 == 0 {
+                (cpu + 1) % locks.len()
+            } else {
+                cpu
+            };
+            // SAFETY: these locks are only taken here and released with a plain store.
+            let attempt = unsafe { try_lock_local(&locks[target], target as u32, offset) };
+            assert_eq!(rseq_cs_field(offset), 0, "{attempt:?} left rseq_cs set");
+            seen[attempt as usize] = true;
+            if attempt == Attempt::Locked && round % 2 == 0 {
+                locks[target].store(FREE, Ordering::Release);
             }
         }
+        assert!(seen[Attempt::Locked as usize] && seen[Attempt::Busy as usize]);
+    }
+
+    /// A barrier that fails on every command makes a remote lock report the lock busy and
+    /// leave it free, instead of panicking or taking it unfenced.
+    #[test]
+    fn a_failing_barrier_gives_the_lock_back() {
+        let Some(_) = rseq_offset() else { return };
+        let lock = AtomicU8::new(FREE);
+        let before = fence_fallbacks();
+        failure::FORCED.with(|forced| forced.set(failure::EVERYTHING));
+        // SAFETY: this lock is only taken through this module.
+        let taken = unsafe { try_lock_remote(&lock, 0) };
+        failure::FORCED.with(|forced| forced.set(failure::NONE));
+        assert!(!taken);
+        assert_eq!(lock.load(Ordering::Relaxed), FREE);
+        assert!(fence_fallbacks() > before);
+        // With only the membarrier failing, the move to the CPU fences it (a CPU this thread
+        // may run on: the one it runs on).
+        let here = cpu::current_cpu(cpu::CpuSource::SchedGetcpu) as u32;
+        failure::FORCED.with(|forced| forced.set(failure::MEMBARRIER));
+        // SAFETY: as above.
+        let taken = unsafe { try_lock_remote(&lock, here) };
+        failure::FORCED.with(|forced| forced.set(failure::NONE));
+        assert!(taken, "CPU {here} is in this thread's allowed CPUs");
+        assert_eq!(lock.load(Ordering::Relaxed), REMOTE);
     }
 
     /// Takes the current CPU's lock, retrying across migrations and aborts.
@@ -383,7 +589,19 @@ mod tests {
     /// must survive: a lock that two parties held at once loses some.
     #[test]
     fn local_and_remote_holders_exclude_each_other() {
+        exclusion(failure::NONE);
+    }
+
+    /// The same with the membarrier failing for the remote locker: it fences each CPU by
+    /// running there instead.
+    #[test]
+    fn local_and_remote_holders_exclude_each_other_without_membarrier() {
+        exclusion(failure::MEMBARRIER);
+    }
+
+    fn exclusion(forced: u8) {
         let Some(offset) = rseq_offset() else { return };
+        failure::FORCED.with(|cell| cell.set(forced));
         struct Guarded {
             locks: Vec<AtomicU8>,
             counts: Vec<std::cell::UnsafeCell<u64>>,
@@ -438,6 +656,7 @@ mod tests {
                 remote += 1;
             }
         }
+        failure::FORCED.with(|cell| cell.set(failure::NONE));
         done.store(true, Ordering::Relaxed);
         for worker in workers {
             worker.join().unwrap();

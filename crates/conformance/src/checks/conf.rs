@@ -1,12 +1,16 @@
 //! C-CONF-1/2: configurations refused with the field named; capacity 0 honours every prefill
-//! clause.
+//! clause. C-CONF-3: no configuration a constructor accepts gives objects outside the memory
+//! the design mapped. C-CONF-4: run-time capacity and barn-limit changes (none exist yet).
+
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
 use object_alloc::{
-    CacheConfig, MAX_BARN_LIMIT, MAX_OBJECT_SIZE, MAX_SHEAF_CAPACITY, MAX_SIMULATED_NODES, NodeMap,
-    ObjectAlloc, PAGE_SIZE,
+    AllocFlags, CacheConfig, DebugOptions, MAX_BARN_LIMIT, MAX_OBJECT_SIZE, MAX_SHEAF_CAPACITY,
+    MAX_SIMULATED_NODES, NodeMap, ObjectAlloc, PAGE_SIZE, PageError, PageSource, PageSourceStats,
 };
 
-use super::{Ctx, prefill};
+use super::{Ctx, describe, prefill};
 use crate::Verdict;
 
 /// The refused configurations and the field each error must name.
@@ -132,4 +136,193 @@ pub(crate) fn capacity_zero<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
         }
     }
     Verdict::Ran(format!("with sheaf_capacity 0: {}", parts.join(", ")))
+}
+
+/// Debugging aids that make a design write whole objects on its slow paths (poison) and walk
+/// its slabs (invariant checks): the settings under which a wrong geometry writes out of
+/// bounds.
+const WRITE_EVERYTHING: DebugOptions = DebugOptions {
+    poison: true,
+    check_invariants: true,
+};
+
+/// Geometries no slab can hold, or that no alignment rule allows, and the field each refusal
+/// must name.
+fn unusable_geometries() -> Vec<(&'static str, CacheConfig)> {
+    [
+        ("object_size", CacheConfig::new(MAX_OBJECT_SIZE + 1)),
+        ("object_size", CacheConfig::new(1 << 20)),
+        ("object_size", CacheConfig::new(2 << 20)),
+        ("object_size", CacheConfig::new(usize::MAX / 2 + 1)),
+        ("object_size", CacheConfig::new(usize::MAX)),
+        ("align", CacheConfig::new(64).with_align(PAGE_SIZE * 2)),
+        ("align", CacheConfig::new(64).with_align(1 << 40)),
+        (
+            "align",
+            CacheConfig::new(64).with_align(1 << (usize::BITS - 1)),
+        ),
+        ("align", CacheConfig::new(64).with_align(usize::MAX)),
+    ]
+    .into_iter()
+    .map(|(field, config)| (field, config.with_debug(WRITE_EVERYTHING)))
+    .collect()
+}
+
+/// The largest and most awkward geometries a design must accept (C-CONF-1's range), as
+/// `(object_size, align)`.
+const EDGE_GEOMETRIES: [(usize, usize); 6] = [
+    (MAX_OBJECT_SIZE, 1),
+    (MAX_OBJECT_SIZE, 8),
+    (MAX_OBJECT_SIZE, PAGE_SIZE),
+    (MAX_OBJECT_SIZE - 1, PAGE_SIZE),
+    (PAGE_SIZE + 1, PAGE_SIZE),
+    (1, 1),
+];
+
+/// A page source that remembers every chunk it has handed out and not taken back.
+#[derive(Debug, Default)]
+struct RecordingPages {
+    inner: slab::MmapPages,
+    chunks: Mutex<Vec<(usize, usize)>>,
+}
+
+impl RecordingPages {
+    /// Whether `[start, start + len)` lies inside one chunk held now.
+    fn contains(&self, start: usize, len: usize) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        let chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        chunks
+            .iter()
+            .any(|&(base, bytes)| start >= base && end <= base + bytes)
+    }
+}
+
+// SAFETY: every chunk comes from the inner `MmapPages` and goes back to it; the record is
+// bookkeeping only.
+unsafe impl PageSource for RecordingPages {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, PageError> {
+        let chunk = self.inner.alloc_chunk(bytes)?;
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        chunks.push((chunk.addr().get(), bytes));
+        Ok(chunk)
+    }
+
+    unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        chunks.retain(|&(base, _)| base != chunk.addr().get());
+        drop(chunks);
+        // SAFETY: forwarded from the caller; the chunk came from `inner`.
+        unsafe { self.inner.free_chunk(chunk, bytes) };
+    }
+
+    fn stats(&self) -> PageSourceStats {
+        self.inner.stats()
+    }
+}
+
+/// C-CONF-3: every constructor refuses the unusable geometries (naming the field) with
+/// poisoning and invariant checks on; at each accepted edge geometry, every object of two
+/// slabs' worth lies inside a chunk the page source handed out (checked before anything is
+/// written to it), and a prefill of an impossible count is refused rather than sized.
+pub(crate) fn unusable_geometries_refused<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
+    let scope = ctx.scope(format!("{}::new", A::NAME));
+    let refused = unusable_geometries();
+    for (field, config) in &refused {
+        match A::new(config) {
+            Ok(_) => scope.violation(
+                "C-CONF-3",
+                format!("accepted an unusable geometry ({})", describe(config)),
+            ),
+            Err(error) if error.field != *field => scope.violation(
+                "C-CONF-3",
+                format!(
+                    "refused {} naming `{}` instead of `{field}` ({error})",
+                    describe(config),
+                    error.field
+                ),
+            ),
+            Err(_) => {}
+        }
+    }
+    let mut contained = 0usize;
+    for (size, align) in EDGE_GEOMETRIES {
+        let pages = Arc::new(RecordingPages::default());
+        let config = CacheConfig::new(size)
+            .with_align(align)
+            .with_sheaf_capacity(4)
+            .with_debug(WRITE_EVERYTHING)
+            .with_page_source(Arc::clone(&pages) as Arc<dyn PageSource>);
+        let scope = scope.with(describe(&config));
+        let cache = match A::new(&config) {
+            Ok(cache) => cache,
+            Err(error) => {
+                scope.violation("C-CONF-3", format!("refused a valid geometry: {error}"));
+                continue;
+            }
+        };
+        // Two 1 MiB slabs' worth of the largest objects, fewer of the small ones.
+        let count = (2 * (1 << 20) / size.max(PAGE_SIZE)).clamp(2, 40);
+        let mut objects = Vec::with_capacity(count);
+        for _ in 0..count {
+            let Some(object) = cache.alloc(AllocFlags::empty()) else {
+                scope.violation("C-CONF-3", "alloc failed with an unlimited page source");
+                break;
+            };
+            let start = object.addr().get();
+            if A::CAPABILITIES.uses_page_source && !pages.contains(start, size) {
+                scope.violation(
+                    "C-CONF-3",
+                    format!("object {object:p} of {size} bytes is not inside a chunk it mapped"),
+                );
+                // Not written: it may overrun the mapping.
+                continue;
+            }
+            // SAFETY: `size` bytes of a live object of this cache, ours (and, where the page
+            // source is used, checked to lie inside a mapped chunk).
+            unsafe { object.as_ptr().write_bytes(0xa5, size) };
+            objects.push(object);
+            contained += 1;
+        }
+        for object in objects {
+            // SAFETY: live objects of this cache, each freed once.
+            unsafe { cache.free(object) };
+        }
+        if cache.prefill(AllocFlags::empty(), usize::MAX).is_ok() {
+            scope.violation("C-CONF-3", "prefill(usize::MAX) succeeded");
+        }
+        cache.barrier();
+        cache.shrink();
+    }
+    let where_checked = if A::CAPABILITIES.uses_page_source {
+        "every object inside a chunk of the page source".to_owned()
+    } else {
+        format!(
+            "objects written whole; {} takes no pages from CacheConfig::page_source, so their \
+             addresses cannot be compared with its mappings",
+            A::NAME
+        )
+    };
+    Verdict::Ran(format!(
+        "{} unusable geometries refused with poisoning on, naming the field; {contained} objects \
+         at {} edge geometries ({where_checked}); prefill(usize::MAX) refused",
+        refused.len(),
+        EDGE_GEOMETRIES.len()
+    ))
+}
+
+/// C-CONF-4: run-time changes of the sheaf capacity or the barn limits.
+pub(crate) fn runtime_changes<A: ObjectAlloc>(_ctx: &Ctx<'_>) -> Verdict {
+    Verdict::NotApplicable(format!(
+        "no run-time capacity or barn-limit changes exist yet: {} fixes both when the cache is \
+         created, and the ObjectAlloc interface has no call to change them (a design's own \
+         automatic resizing, such as magazine's on depot contention, is exercised only as far \
+         as the other clauses' scenarios happen to trigger it)",
+        A::NAME
+    ))
 }

@@ -88,6 +88,8 @@ pub(crate) fn run_check<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
         "C-DEFER-2" => defer::reusable_after_barrier::<A>(ctx),
         "C-CONF-1" => conf::bad_configs_refused::<A>(ctx),
         "C-CONF-2" => conf::capacity_zero::<A>(ctx),
+        "C-CONF-3" => conf::unusable_geometries_refused::<A>(ctx),
+        "C-CONF-4" => conf::runtime_changes::<A>(ctx),
         "C-CONC-1" => conc::concurrent_mix::<A>(ctx),
         "C-CONC-2" => conc::thread_exit::<A>(ctx),
         other => Verdict::NotApplicable(format!("no check is written for clause {other}")),

@@ -41,6 +41,8 @@ pub(crate) trait Bugs: Send + Sync + 'static {
     const PANIC_IN_REFILL: bool = false;
     /// barrier() takes three seconds.
     const SLOW_BARRIER: bool = false;
+    /// Objects larger than `MAX_OBJECT_SIZE` are accepted.
+    const HUGE_OBJECTS: bool = false;
 }
 
 macro_rules! variant {
@@ -64,6 +66,7 @@ variant!(RefillLoses, "refill-loses", REFILL_LOSES_OLD);
 variant!(KeepOversize, "keep-oversize", KEEP_OVERSIZE);
 variant!(PanicInRefill, "panic-in-refill", PANIC_IN_REFILL);
 variant!(SlowBarrier, "slow-barrier", SLOW_BARRIER);
+variant!(HugeObjects, "huge-objects", HUGE_OBJECTS);
 
 #[derive(Debug, Default)]
 struct State {
@@ -333,7 +336,9 @@ impl<B: Bugs> ObjectAlloc for Reference<B> {
     type Prefill<'a> = RefSheaf<'a, B>;
 
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
+        if !(B::HUGE_OBJECTS && config.object_size > object_alloc::MAX_OBJECT_SIZE) {
+            config.validate()?;
+        }
         let stride = config.stride();
         let carve = if B::OVERLAP && stride >= 2 * config.align {
             stride - config.align
@@ -418,6 +423,12 @@ impl<B: Bugs> ObjectAlloc for Reference<B> {
     }
 
     fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
+        if count > object_alloc::BULK_PREFILL_MAX {
+            return Err(AllocError::TooLarge {
+                requested: count,
+                limit: object_alloc::BULK_PREFILL_MAX,
+            });
+        }
         let shared = self.shared();
         let capacity = shared.capacity;
         let mut state = shared.lock();

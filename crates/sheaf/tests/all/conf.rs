@@ -1,7 +1,7 @@
-//! C-CONF-1 and C-CONF-2.
+//! C-CONF-1, C-CONF-2 and C-CONF-3.
 
 use object_alloc::{AllocFlags, CacheConfig, ObjectAlloc};
-use sheaf::{Cache, PerCpu, PerThread};
+use sheaf::{Cache, PerCpu, PerThread, TypedCache};
 
 use crate::common::*;
 
@@ -15,6 +15,41 @@ fn c_conf_1_invalid_config_names_the_field() {
     let err = Cache::<PerCpu>::new(&CacheConfig::new(64).with_sheaf_capacity(1 << 20)).unwrap_err();
     assert_eq!(err.field, "sheaf_capacity");
     assert!(err.to_string().contains("sheaf_capacity"), "{err}");
+}
+
+/// C-CONF-3: no safe constructor accepts a geometry whose objects would not fit a slab,
+/// whatever the layer; the error names the field.
+#[test]
+fn c_conf_3_unusable_geometries_are_refused_at_every_layer() {
+    let poison = object_alloc::DebugOptions {
+        poison: true,
+        check_invariants: true,
+    };
+    for size in [object_alloc::MAX_OBJECT_SIZE + 1, 2 << 20, usize::MAX] {
+        let config = CacheConfig::new(size).with_debug(poison);
+        assert_eq!(
+            Cache::<PerCpu>::new(&config).unwrap_err().field,
+            "object_size"
+        );
+        assert_eq!(
+            Cache::<PerThread>::new(&config).unwrap_err().field,
+            "object_size"
+        );
+    }
+    for align in [0, 3, 8192, 1 << 63] {
+        let config = CacheConfig::new(64).with_align(align);
+        assert_eq!(Cache::<PerCpu>::new(&config).unwrap_err().field, "align");
+    }
+    #[repr(align(8192))]
+    struct OverAligned(#[allow(dead_code)] u8);
+    type Huge = [u8; 2 << 20];
+    assert_eq!(TypedCache::<Huge>::new().unwrap_err().field, "object_size");
+    assert_eq!(TypedCache::<OverAligned>::new().unwrap_err().field, "align");
+    // An invalid alignment is refused even where raising it to the type's would hide it.
+    let err = TypedCache::<u64>::with_config(CacheConfig::new(8).with_align(3)).unwrap_err();
+    assert_eq!(err.field, "align");
+    let typed = TypedCache::<u64>::with_config(CacheConfig::new(1).with_align(16)).unwrap();
+    assert_eq!(typed.cache().object_size(), 8);
 }
 
 /// The default capacity is the kernel's (60 for 64-byte objects) and names are stable.

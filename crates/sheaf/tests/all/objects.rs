@@ -253,3 +253,33 @@ both_strategies! {
         free_all_and_check_empty(&pages, &cache, objects[..50].iter().copied().chain(used));
     }
 }
+
+/// Per-CPU caches lock their slot with a restartable sequence wherever the environment says
+/// they must (`SHEAF_REQUIRE_RSEQ=1`, set by CI); elsewhere the fallback is reported, not
+/// failed.
+#[test]
+fn per_cpu_slots_use_rseq_where_required() {
+    let kind = sheaf::per_cpu_slot_lock();
+    let required = std::env::var_os("SHEAF_REQUIRE_RSEQ").is_some_and(|value| value == "1");
+    if kind != "rseq critical section" {
+        assert!(
+            !required,
+            "SHEAF_REQUIRE_RSEQ=1 but per-CPU slots use {kind}"
+        );
+        eprintln!("skipped: per-CPU slots use {kind}");
+        return;
+    }
+    // The sequence works on a thread other than the first, too.
+    let done = std::thread::spawn(|| {
+        let cache: Cache<sheaf::PerCpu> = Cache::new(&CacheConfig::new(64)).unwrap();
+        let objects: Vec<_> = (0..200)
+            .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
+            .collect();
+        for object in objects {
+            // SAFETY: live objects of this cache, each freed once.
+            unsafe { cache.free(object) };
+        }
+        cache.stats().counter("alloc_fastpath")
+    });
+    assert!(done.join().unwrap() > 0);
+}

@@ -174,7 +174,8 @@ mod reentry {
         }
     }
 
-    impl PageSource for HookPages {
+    // SAFETY: every chunk comes from `inner` and goes back to it.
+    unsafe impl PageSource for HookPages {
         fn name(&self) -> &'static str {
             "hook"
         }

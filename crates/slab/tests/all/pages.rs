@@ -147,3 +147,22 @@ fn page_source_for_prefers_the_configured_source() {
     assert!(Arc::ptr_eq(&page_source_for(&config), &limited));
     assert_eq!(page_source_for(&CacheConfig::new(64)).name(), "mmap");
 }
+
+/// A `munmap` that fails leaves the chunk counted as held and does not panic (in any build).
+#[test]
+fn a_failing_munmap_is_a_counted_leak_not_a_panic() {
+    let pages = MmapPages::new();
+    let chunk = pages.alloc_chunk(PAGE_SIZE).unwrap();
+    let inside = chunk.map_addr(|addr| addr.checked_add(8).unwrap());
+    // SAFETY: deliberately not a chunk of this source: `munmap` refuses an address that is
+    // not page aligned (EINVAL) before touching any mapping, which is the only way a test can
+    // make it fail. The real chunk stays mapped and is freed below.
+    unsafe { pages.free_chunk(inside, PAGE_SIZE) };
+    assert_eq!(pages.stats().held_bytes, PAGE_SIZE);
+    assert_eq!(pages.stats().chunks_freed, 0);
+    // SAFETY: the chunk came from this source, is still mapped, and is freed once.
+    unsafe { chunk.as_ptr().write(1) };
+    // SAFETY: as above.
+    unsafe { pages.free_chunk(chunk, PAGE_SIZE) };
+    assert_eq!(pages.stats().held_bytes, 0);
+}

@@ -10,7 +10,7 @@ use crate::{Rng, slots, taken};
 fn limited_pool(size: usize, limit: usize) -> (Arc<LimitedPages>, SlabPool) {
     let pages = Arc::new(LimitedPages::new(limit));
     let config = CacheConfig::new(size).with_page_source(pages.clone());
-    (pages, SlabPool::new(&config))
+    (pages, SlabPool::new(&config).unwrap())
 }
 
 fn free_all(pool: &SlabPool, objects: &[NonNull<u8>]) {
@@ -30,7 +30,7 @@ fn objects_are_aligned_distinct_and_inside_their_slab() {
         (65536, 8),
     ] {
         let config = CacheConfig::new(size).with_align(align);
-        let pool = SlabPool::new(&config);
+        let pool = SlabPool::new(&config).unwrap();
         let layout = *pool.layout();
         let n = layout.objects_per_slab * 2 + 3;
         let mut out = slots(n);
@@ -213,7 +213,7 @@ fn free_bulk_accepts_mixed_slabs_and_nodes() {
     let config = CacheConfig::new(48)
         .with_nodes(NodeMap::Simulated { nodes: 3 })
         .with_page_source(pages.clone());
-    let pool = SlabPool::new(&config);
+    let pool = SlabPool::new(&config).unwrap();
     assert_eq!(pool.nodes(), 3);
     let per_slab = pool.layout().objects_per_slab;
     let mut all = Vec::new();
@@ -259,7 +259,7 @@ fn free_bulk_accepts_mixed_slabs_and_nodes() {
 fn empty_slabs_beyond_min_partial_are_released_on_free() {
     let pages = Arc::new(LimitedPages::unlimited());
     let config = CacheConfig::new(256).with_page_source(pages.clone());
-    let pool = SlabPool::with_min_partial(&config, 2);
+    let pool = SlabPool::with_min_partial(&config, 2).unwrap();
     assert_eq!(pool.min_partial(), 2);
     let per_slab = pool.layout().objects_per_slab;
     let mut out = slots(per_slab * 6);
@@ -288,7 +288,7 @@ fn empty_slabs_beyond_min_partial_are_released_on_free() {
 
 #[test]
 fn partially_used_slabs_are_filled_before_empty_ones() {
-    let pool = SlabPool::new(&CacheConfig::new(128));
+    let pool = SlabPool::new(&CacheConfig::new(128)).unwrap();
     let per_slab = pool.layout().objects_per_slab;
     let mut out = slots(per_slab * 3);
     pool.alloc_bulk(0, true, &mut out).unwrap();
@@ -313,7 +313,7 @@ fn poisoning_fills_freed_objects_after_the_link() {
         poison: true,
         check_invariants: true,
     });
-    let pool = SlabPool::new(&config);
+    let pool = SlabPool::new(&config).unwrap();
     let mut out = slots(2);
     pool.alloc_bulk(0, true, &mut out).unwrap();
     let objects = taken(&out, 2);
@@ -329,7 +329,7 @@ fn poisoning_fills_freed_objects_after_the_link() {
         assert!(bytes[8..].iter().all(|&b| b == POISON_FREE), "{bytes:?}");
     }
     // Without the option nothing is written.
-    let plain = SlabPool::new(&CacheConfig::new(64));
+    let plain = SlabPool::new(&CacheConfig::new(64)).unwrap();
     let mut out = slots(1);
     plain.alloc_bulk(0, true, &mut out).unwrap();
     let object = taken(&out, 1)[0];
@@ -344,7 +344,7 @@ fn poisoning_fills_freed_objects_after_the_link() {
 #[test]
 #[should_panic(expected = "slab")]
 fn check_invariants_catches_a_double_free() {
-    let pool = SlabPool::new(&CacheConfig::new(32));
+    let pool = SlabPool::new(&CacheConfig::new(32)).unwrap();
     let mut out = slots(3);
     pool.alloc_bulk(0, true, &mut out).unwrap();
     let objects = taken(&out, 3);
@@ -357,7 +357,7 @@ fn check_invariants_catches_a_double_free() {
 
 #[test]
 fn stats_add_up_across_operations() {
-    let pool = SlabPool::new(&CacheConfig::new(200));
+    let pool = SlabPool::new(&CacheConfig::new(200)).unwrap();
     let per_slab = pool.layout().objects_per_slab as u64;
     let mut out = slots(per_slab as usize + 5);
     pool.alloc_bulk(0, true, &mut out).unwrap();
@@ -385,7 +385,7 @@ fn seeded_fault_injection_never_leaks_or_duplicates() {
         let config = CacheConfig::new(8 + (seed as usize % 5) * 40)
             .with_nodes(NodeMap::Simulated { nodes: 2 })
             .with_page_source(pages.clone());
-        let pool = SlabPool::with_min_partial(&config, seed as usize % 3);
+        let pool = SlabPool::with_min_partial(&config, seed as usize % 3).unwrap();
         let per_slab = pool.layout().objects_per_slab;
         let mut rng = Rng::new(seed);
         let mut live: Vec<NonNull<u8>> = Vec::new();
@@ -448,7 +448,7 @@ fn seeded_fault_injection_never_leaks_or_duplicates() {
 fn dropping_the_pool_returns_its_empty_slabs() {
     let pages = Arc::new(LimitedPages::unlimited());
     {
-        let pool = SlabPool::new(&CacheConfig::new(64).with_page_source(pages.clone()));
+        let pool = SlabPool::new(&CacheConfig::new(64).with_page_source(pages.clone())).unwrap();
         let mut out = slots(100);
         pool.alloc_bulk(0, true, &mut out).unwrap();
         free_all(&pool, &taken(&out, 100));
@@ -465,7 +465,7 @@ fn poison_check_catches_a_write_after_free() {
         poison: true,
         check_invariants: true,
     });
-    let pool = SlabPool::new(&config);
+    let pool = SlabPool::new(&config).unwrap();
     let mut out = slots(2);
     pool.alloc_bulk(0, true, &mut out).unwrap();
     let objects = taken(&out, 2);
@@ -484,7 +484,7 @@ fn poisoned_pools_pass_their_own_checks_through_reuse() {
         poison: true,
         check_invariants: true,
     });
-    let pool = SlabPool::new(&config);
+    let pool = SlabPool::new(&config).unwrap();
     let mut rng = Rng::new(9);
     let mut live = Vec::new();
     for _ in 0..200 {

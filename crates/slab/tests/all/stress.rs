@@ -23,7 +23,7 @@ fn threads_with_remote_frees_keep_the_pool_consistent() {
     let config = CacheConfig::new(96)
         .with_nodes(NodeMap::Simulated { nodes: 2 })
         .with_page_source(pages.clone());
-    let pool = SlabPool::with_min_partial(&config, 1);
+    let pool = SlabPool::with_min_partial(&config, 1).unwrap();
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..THREADS).map(|_| mpsc::channel::<Batch>()).unzip();
     let receivers = thread::scope(|s| {
