@@ -133,7 +133,19 @@ impl<S: SlotStrategy> Cache<S> {
     /// each is recycled into the barn as a full sheaf. [`Cache::barrier`] and
     /// [`Cache::shrink`] hand over the waiting and partly filled ones at once.
     /// When no sheaf can be used (the CPU slot is busy, or the cache has no sheaves, or
-    /// [`CacheConfig::deferred_batching`] is off) the object is deferred on its own.
+    /// [`CacheConfig::deferred_batching`] is off) the object is deferred on its own, one
+    /// callback per object.
+    ///
+    /// The grace period starts at most [`HANDOVER_TICK`] (10 ms) after this call even if
+    /// the calling thread and its CPU then go idle (C-DEFER-3): while the cache has
+    /// `rcu_free` sheaves in its slots, the process's hand-over thread (started by the
+    /// first deferral) takes them every tick, and takes every thread's per-object
+    /// callbacks likewise. Add the time that thread needs to be scheduled and to take each
+    /// CPU slot (held by an operation for that operation's length only). With
+    /// [`PerThread`](crate::PerThread) slots, sheaves of a thread still alive are reached
+    /// only by that thread, or once it has exited.
+    ///
+    /// [`HANDOVER_TICK`]: object_alloc::rcu::HANDOVER_TICK
     ///
     /// # Safety
     ///
@@ -213,6 +225,12 @@ impl<S: SlotStrategy> Cache<S> {
 
     /// Submits every partly filled or waiting `rcu_free` sheaf and waits until every deferred
     /// free so far has completed (`rcu_barrier`, C-DEFER-2).
+    ///
+    /// It waits for read-side sections to end and for nothing else: it hands every CPU
+    /// slot's sheaves and every thread's per-object callbacks to the grace period itself and
+    /// runs the callbacks once it has passed, so it returns whatever the threads that freed
+    /// the objects are doing (idle, blocked, or waiting for the caller; C-DEFER-3). Deferred
+    /// frees made while it waits are waited for too.
     ///
     /// Must not be called inside a read-side section: it would wait for itself.
     ///

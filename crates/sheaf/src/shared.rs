@@ -24,7 +24,9 @@
 //! to nothing); every slow path holds it first (see `slot`).
 //! - **deferred free** pushes on the slot's `rcu_free` sheaf; full ones wait on the slot until
 //!   there are `RCU_GROUP` of them, which are handed to one grace period together, and
-//!   afterwards each is recycled into the barn as a full sheaf (or flushed).
+//!   afterwards each is recycled into the barn as a full sheaf (or flushed). Starting a new
+//!   `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
+//!   slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`).
 //!
 //! # Accounting
 //!
