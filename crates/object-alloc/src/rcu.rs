@@ -39,9 +39,10 @@
 //! # Pending count
 //!
 //! A [`Deferrer`] owns a design's shared state in an `Arc`; each deferred callback holds a
-//! clone, so the state outlives every pending callback even if the cache is dropped first. The
-//! callbacks not yet run (counting those announced by a [`Reservation`]) are counted apart,
-//! tagged with the collector's generation so that a fork can disown them.
+//! clone, so the state outlives every pending callback even if the cache is dropped first, and
+//! the number of pending callbacks (counting those announced by a [`Reservation`]) is the
+//! `Arc`'s count less the owner's, less the clones a fork left behind in callbacks that never
+//! run in the child (counted once, by the first use of the deferrer in the child).
 
 use std::cell::{RefCell, UnsafeCell};
 use std::mem::{self, ManuallyDrop};
