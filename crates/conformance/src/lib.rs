@@ -185,6 +185,10 @@ pub const CLAUSES: &[Clause] = &[
         summary: "deferred objects become reusable: after barrier/shrink accounting holds",
     },
     Clause {
+        id: "C-DEFER-3",
+        summary: "barrier never waits for an idle or blocked thread to run again; a deferred free's grace period starts within a documented delay",
+    },
+    Clause {
         id: "C-CONF-1",
         summary: "zero or impossible sizes, alignments and capacities are refused, naming the field",
     },

@@ -10,7 +10,7 @@ use conformance::{AllocatorReport, CLAUSES, Options, Status};
 use object_alloc::ObjectAlloc;
 use reference::{
     BulkLeak, Correct, EmptyFallback, HugeObjects, KeepOversize, Overlap, PanicInRefill, Reference,
-    RefillLoses, ShortPrefill, SlowBarrier, ZeroIgnored,
+    RefillLoses, ShortPrefill, SlowBarrier, StrandedDeferrals, ZeroIgnored,
 };
 
 /// Options small enough for a debug test run, large enough to exercise every path.
@@ -144,6 +144,11 @@ fn a_panicking_design_fails_the_clauses_it_panics_in_and_the_run_goes_on() {
 }
 
 #[test]
+fn deferred_frees_stranded_in_an_idle_thread_are_caught_by_defer_3_only() {
+    caught_exactly::<Reference<StrandedDeferrals>>(&["C-DEFER-3"]);
+}
+
+#[test]
 fn a_check_that_takes_too_long_is_reported_as_hung() {
     let options = Options {
         only: Some(vec!["C-DEFER-2".to_owned()]),
@@ -253,7 +258,7 @@ fn reports_serialise_to_the_documented_json_shape() {
 fn clause_ids_are_unique_and_summarised() {
     let ids: BTreeSet<&str> = CLAUSES.iter().map(|c| c.id).collect();
     assert_eq!(ids.len(), CLAUSES.len());
-    assert_eq!(CLAUSES.len(), 31);
+    assert_eq!(CLAUSES.len(), 32);
     for clause in CLAUSES {
         assert!(clause.id.starts_with("C-") && !clause.summary.is_empty());
     }

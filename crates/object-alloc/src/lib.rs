@@ -118,7 +118,9 @@ pub trait ObjectAlloc: Send + Sync + Sized + 'static {
     unsafe fn free_bulk(&self, objects: &[NonNull<u8>]);
 
     /// Frees `object` once every read-side section ([`rcu::read`]) active now has ended: the
-    /// role of `kfree_rcu` (C-DEFER-1).
+    /// role of `kfree_rcu` (C-DEFER-1). The grace period must start within a documented delay
+    /// even if the calling thread never runs again (C-DEFER-3); through
+    /// [`rcu::Deferrer`] it is [`rcu::HANDOVER_TICK`].
     ///
     /// # Safety
     ///
@@ -130,7 +132,8 @@ pub trait ObjectAlloc: Send + Sync + Sized + 'static {
     /// Borrows a sheaf holding at least `count` objects (C-PREFILL-1..8).
     fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError>;
 
-    /// Waits until every deferred free so far has completed (`rcu_barrier`, C-DEFER-2).
+    /// Waits until every deferred free so far has completed (`rcu_barrier`, C-DEFER-2),
+    /// without waiting for any other thread to run again (C-DEFER-3).
     fn barrier(&self);
 
     /// Gives back every cached object and empty slab the design can release; after all

@@ -133,7 +133,19 @@ impl<S: SlotStrategy> Cache<S> {
     /// each is recycled into the barn as a full sheaf. [`Cache::barrier`] and
     /// [`Cache::shrink`] hand over the waiting and partly filled ones at once.
     /// When no sheaf can be used (the CPU slot is busy, or the cache has no sheaves, or
-    /// [`CacheConfig::deferred_batching`] is off) the object is deferred on its own.
+    /// [`CacheConfig::deferred_batching`] is off) the object is deferred on its own, one
+    /// callback per object.
+    ///
+    /// The grace period starts at most [`HANDOVER_TICK`] (10 ms) after this call even if
+    /// the calling thread and its CPU then go idle (C-DEFER-3): while the cache has
+    /// `rcu_free` sheaves in its slots, the process's hand-over thread (started by the
+    /// first deferral) takes them every tick, and takes every thread's per-object
+    /// callbacks likewise. Add the time that thread needs to be scheduled and to take each
+    /// CPU slot (held by an operation for that operation's length only). With
+    /// [`PerThread`](crate::PerThread) slots, sheaves of a thread still alive are reached
+    /// only by that thread, or once it has exited.
+    ///
+    /// [`HANDOVER_TICK`]: object_alloc::rcu::HANDOVER_TICK
     ///
     /// # Safety
     ///
@@ -150,7 +162,7 @@ impl<S: SlotStrategy> Cache<S> {
             unsafe { self.deferrer.defer_free(object) };
             return;
         }
-        match shared.push_deferred(object, || self.deferrer.reserve()) {
+        match shared.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm()) {
             Ok(None) => {}
             Ok(Some((reservation, group))) => self.submit_reserved(reservation, group),
             // SAFETY: the caller hands the live object over.
@@ -158,37 +170,16 @@ impl<S: SlotStrategy> Cache<S> {
         }
     }
 
-    /// Hands `rcu_free` sheaves (a full group, or what a barrier, shrink or drop took) to one
-    /// grace period; afterwards each is recycled or flushed.
+    /// Hands `rcu_free` sheaves (what a drop took) to one grace period.
     #[inline(never)]
     fn submit(&self, group: Vec<OwnedSheaf>) {
         self.submit_reserved(self.deferrer.reserve(), group);
     }
 
-    /// [`Cache::submit`] under a reservation taken before the sheaves were taken out of the
-    /// slots: a concurrent [`Cache::barrier`] that finds them gone waits for it.
+    /// [`submit_rcu_sheaves`] on this cache's deferrer.
     #[inline(never)]
     fn submit_reserved(&self, reservation: Reservation<Shared<S>>, group: Vec<OwnedSheaf>) {
-        if group.is_empty() {
-            return;
-        }
-        unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
-            // SAFETY: `payload` is the boxed group passed to `defer_with` below, owned by this
-            // callback alone, and the grace period has passed.
-            let group = unsafe { Box::from_raw(payload.cast::<Vec<OwnedSheaf>>().as_ptr()) };
-            for sheaf in *group {
-                shared.recycle_rcu_sheaf(sheaf);
-            }
-        }
-        let payload = NonNull::from(Box::leak(Box::new(group))).cast::<()>();
-        // SAFETY: the callback takes sole ownership of the group and its sheaves; their
-        // objects are deferred frees of this cache, reusable once every reader active now has
-        // left, which is when crossbeam runs the callback. The `Deferrer` keeps the shared
-        // state alive until then.
-        unsafe {
-            self.deferrer
-                .defer_reserved(reservation, payload, after_grace_period::<S>, true)
-        };
+        submit_rcu_sheaves(&self.deferrer, reservation, group);
     }
 
     /// Borrows a sheaf holding at least `count` objects (C-PREFILL-1..8): the first `count`
@@ -234,6 +225,12 @@ impl<S: SlotStrategy> Cache<S> {
 
     /// Submits every partly filled or waiting `rcu_free` sheaf and waits until every deferred
     /// free so far has completed (`rcu_barrier`, C-DEFER-2).
+    ///
+    /// It waits for read-side sections to end and for nothing else: it hands every CPU
+    /// slot's sheaves and every thread's per-object callbacks to the grace period itself and
+    /// runs the callbacks once it has passed, so it returns whatever the threads that freed
+    /// the objects are doing (idle, blocked, or waiting for the caller; C-DEFER-3). Deferred
+    /// frees made while it waits are waited for too.
     ///
     /// Must not be called inside a read-side section: it would wait for itself.
     ///
@@ -309,11 +306,41 @@ impl<S: SlotStrategy> Cache<S> {
     }
 }
 
+/// Hands `rcu_free` sheaves (a full group, or what a barrier, shrink, drop or the hand-over
+/// thread took) to one grace period; afterwards each is recycled or flushed. `reservation`
+/// was taken before the sheaves were taken out of the slots: a concurrent barrier that finds
+/// them gone waits for it.
+pub(crate) fn submit_rcu_sheaves<S: SlotStrategy>(
+    deferrer: &Deferrer<Shared<S>>,
+    reservation: Reservation<Shared<S>>,
+    group: Vec<OwnedSheaf>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
+        // SAFETY: `payload` is the boxed group passed to `defer_reserved` below, owned by
+        // this callback alone, and the grace period has passed.
+        let group = unsafe { Box::from_raw(payload.cast::<Vec<OwnedSheaf>>().as_ptr()) };
+        for sheaf in *group {
+            shared.recycle_rcu_sheaf(sheaf);
+        }
+    }
+    let payload = NonNull::from(Box::leak(Box::new(group))).cast::<()>();
+    // SAFETY: the callback takes sole ownership of the group and its sheaves; their objects
+    // are deferred frees of this cache, reusable once every reader active now has left, which
+    // is when the callback runs. The `Deferrer` keeps the shared state alive until then.
+    unsafe { deferrer.defer_reserved(reservation, payload, after_grace_period::<S>, true) };
+}
+
 impl<S: SlotStrategy> Drop for Cache<S> {
     fn drop(&mut self) {
         // Deferred objects must outlive their readers: submit what the slots still hold; the
         // shared state (and its pages) lives on until the last callback has run.
-        // SAFETY: `&mut self` means no thread is inside an operation on this cache.
+        // The hand-over thread takes sheaves out of the slots too: stopped first.
+        self.deferrer.close();
+        // SAFETY: `&mut self` means no thread is inside an operation on this cache, and the
+        // hand-over thread no longer calls in.
         let rcu = unsafe { self.shared().take_rcu_sheaves_exclusive() };
         self.submit(rcu);
     }

@@ -24,7 +24,9 @@
 //! to nothing); every slow path holds it first (see `slot`).
 //! - **deferred free** pushes on the slot's `rcu_free` sheaf; full ones wait on the slot until
 //!   there are `RCU_GROUP` of them, which are handed to one grace period together, and
-//!   afterwards each is recycled into the barn as a full sheaf (or flushed).
+//!   afterwards each is recycled into the barn as a full sheaf (or flushed). Starting a new
+//!   `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
+//!   slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`).
 //!
 //! # Accounting
 //!
@@ -43,9 +45,8 @@ use std::mem::{self, MaybeUninit};
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-use object_alloc::{
-    AllocError, AllocFlags, AllocStats, CacheConfig, ConfigError, rcu::DeferTarget,
-};
+use object_alloc::rcu::{DeferTarget, Deferrer};
+use object_alloc::{AllocError, AllocFlags, AllocStats, CacheConfig, ConfigError};
 use slab::SlabPool;
 
 use crate::barn::Barn;
@@ -806,6 +807,10 @@ impl<S: SlotStrategy> Shared<S> {
     /// period by the caller). Gives the object back when no sheaf can be used (to be deferred
     /// on its own).
     ///
+    /// `arm` runs when a new `rcu_free` sheaf gets its first object, with the slot held: from
+    /// then until the sheaf leaves the slot, the cache must be armed for the hand-over thread
+    /// (see [`Shared::take_rcu_sheaves`]), so that no sheaf waits there longer than a tick.
+    ///
     /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
     /// inlined and calls out to nothing.
     #[inline]
@@ -813,6 +818,7 @@ impl<S: SlotStrategy> Shared<S> {
         &self,
         object: NonNull<u8>,
         reserve: impl FnOnce() -> R,
+        arm: impl FnOnce(),
     ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
         let Some(mut slot) = self.slots.acquire_fast() else {
             return self.push_deferred_busy(object);
@@ -826,7 +832,7 @@ impl<S: SlotStrategy> Shared<S> {
             counters.add_owned(Stat::FreeRcuSheaf, 1);
             return Ok(None);
         }
-        self.push_deferred_slow(slot, object, reserve)
+        self.push_deferred_slow(slot, object, reserve, arm)
     }
 
     #[cold]
@@ -850,6 +856,7 @@ impl<S: SlotStrategy> Shared<S> {
         slot: FastSlot<'_, S>,
         object: NonNull<u8>,
         reserve: impl FnOnce() -> R,
+        arm: impl FnOnce(),
     ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
         // Held from here on: getting an empty sheaf may call out (barn, allocation).
         let mut slot = slot.hold();
@@ -857,7 +864,8 @@ impl<S: SlotStrategy> Shared<S> {
         let node = slot.node();
         tally.add(Stat::DeferredObjects, 1);
         let sheaves = slot.sheaves();
-        if sheaves.rcu_free.is_none() {
+        let started = sheaves.rcu_free.is_none();
+        if started {
             // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
             let empty = match sheaves.spare.take_if(|spare| spare.is_empty()) {
                 Some(spare) => spare,
@@ -869,6 +877,11 @@ impl<S: SlotStrategy> Shared<S> {
         rcu.push(object)
             .expect("a full rcu_free sheaf is never kept");
         tally.add(Stat::FreeRcuSheaf, 1);
+        if started {
+            // With the slot held: a hand-over that disarmed the cache before this either
+            // takes the sheaf after us, or we see it disarmed and arm it again.
+            arm();
+        }
         if rcu.is_full() {
             let full = sheaves.rcu_free.take().expect("just pushed on it");
             sheaves.rcu_waiting.push(full);
@@ -906,7 +919,8 @@ impl<S: SlotStrategy> Shared<S> {
     }
 
     /// Takes every partly filled `rcu_free` sheaf the caller can reach (and those of adopted
-    /// orphans), for the cache to submit.
+    /// orphans), for the cache to submit. The hand-over thread calls it once a tick while the
+    /// cache is armed, which bounds how long a sheaf waits in a slot that stops deferring.
     ///
     /// `reserve` runs after orphans are adopted (adoption flushes sheaves, which may call the
     /// page source) and before any sheaf is taken: from then on, until the caller submits,
@@ -1120,6 +1134,13 @@ fn live_from(t: &[u64; Stat::ALL.len()]) -> u64 {
 }
 
 impl<S: SlotStrategy> DeferTarget for Shared<S> {
+    fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
+        let (reservation, rcu) = self.take_rcu_sheaves(|| deferrer.reserve());
+        let any = !rcu.is_empty();
+        crate::cache::submit_rcu_sheaves(deferrer, reservation, rcu);
+        any
+    }
+
     unsafe fn free_now(&self, object: NonNull<u8>) {
         if S::PER_CPU {
             // SAFETY: a deferred object of this cache whose grace period has passed.

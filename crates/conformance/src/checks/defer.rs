@@ -1,8 +1,10 @@
-//! C-DEFER-1/2: deferred frees wait for readers, and then become reusable.
+//! C-DEFER-1/2/3: deferred frees wait for readers, then become reusable, and neither a barrier
+//! nor a grace period waits for the thread that freed them.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::{Barrier, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use object_alloc::{AllocFlags, ObjectAlloc, Prefill, rcu};
 
@@ -302,4 +304,163 @@ pub(crate) fn reusable_after_barrier<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
         "{total} deferred frees from 2 threads (batched and unbatched) with readers active: after barrier and shrink, \
          nothing live, nothing held, reusable within the pages held while pending"
     ))
+}
+
+/// How long C-DEFER-3 lets a barrier, or a grace period's start, take with the freeing thread
+/// blocked: far above any documented bound, far below "never".
+const LIVENESS_LIMIT: Duration = Duration::from_secs(2);
+
+/// C-DEFER-3: a thread on another CPU frees objects with free_deferred (a few, and more than a
+/// sheaf group) and then blocks on a channel that the checking thread releases only afterwards.
+/// Meanwhile (1) a barrier must return, with every one of those objects completed (no longer
+/// live), within 2 s; (2) in a second round with no barrier at all, the objects must stop being
+/// live within 2 s (their grace period started without the freeing thread). Both batched and
+/// unbatched deferral.
+pub(crate) fn barrier_liveness<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
+    let mut worst_barrier = Duration::ZERO;
+    let mut worst_unaided: Option<Duration> = None;
+    let mut rounds = 0;
+    for batching in [true, false] {
+        for count in [5, 8 * 4 * 2 + 3] {
+            for with_barrier in [true, false] {
+                let fixture = Fixture::<A>::new(standard_config().with_deferred_batching(batching));
+                let scope = ctx.scope(format!(
+                    "{}, {count} objects freed deferred by a thread on another CPU that then blocks, {}",
+                    describe(&fixture.config),
+                    if with_barrier { "barrier on a third thread" } else { "no barrier" }
+                ));
+                match blocked_freer(&fixture, &scope, count, with_barrier) {
+                    Some(waited) if with_barrier => worst_barrier = worst_barrier.max(waited),
+                    Some(waited) => {
+                        worst_unaided = Some(worst_unaided.unwrap_or_default().max(waited));
+                    }
+                    None => {}
+                }
+                rounds += 1;
+                fixture.cache.barrier();
+                fixture.expect_empty(
+                    &scope,
+                    "C-DEFER-3",
+                    "after the freeing thread was released and a barrier",
+                );
+            }
+        }
+    }
+    let unaided = match worst_unaided {
+        Some(worst) => format!("without a barrier they completed within {worst:?}"),
+        None => format!(
+            "{} reports no live count, so completion without a barrier is not observed",
+            A::NAME
+        ),
+    };
+    Verdict::Ran(format!(
+        "{rounds} rounds (batched and unbatched, 5 and 67 objects) with the freeing thread blocked on the checker: \
+         barrier returned within {worst_barrier:?} with every object completed; {unaided}"
+    ))
+}
+
+/// One round of [`barrier_liveness`]: how long the wait took, `None` if it did not end within
+/// [`LIVENESS_LIMIT`] (filed) or was not observable.
+fn blocked_freer<A: ObjectAlloc>(
+    fixture: &Fixture<A>,
+    scope: &super::Scope<'_>,
+    count: usize,
+    with_barrier: bool,
+) -> Option<Duration> {
+    move_to_cpu(0);
+    let mut hand = Hand::for_config(&fixture.config, 5);
+    for _ in 0..count {
+        if let Some(object) = fixture.cache.alloc(AllocFlags::empty()) {
+            hand.take(scope, object);
+        }
+    }
+    let objects: Vec<usize> = hand
+        .drain(scope)
+        .iter()
+        .map(|stamped| stamped.object.as_ptr() as usize)
+        .collect();
+    let freed = objects.len() as u64;
+    let live_before = fixture
+        .live(scope, "C-DEFER-3")
+        .map(|live| live.saturating_sub(freed));
+    let (freed_tx, freed_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let freer = s.spawn(move || {
+            move_to_cpu(1);
+            for object in objects {
+                let object = NonNull::new(object as *mut u8).expect("an allocated object");
+                // SAFETY: live, from this cache, unpublished, freed once.
+                unsafe { fixture.cache.free_deferred(object) };
+            }
+            let _ = freed_tx.send(());
+            // Blocked on the checker, which releases it only after its wait (or a backstop,
+            // so that a design that never returns still lets the run end).
+            let _ = release_rx.recv_timeout(LIVENESS_LIMIT * 10);
+        });
+        let _ = freed_rx.recv();
+        let start = Instant::now();
+        let waited = if with_barrier {
+            s.spawn(move || {
+                fixture.cache.barrier();
+                let _ = done_tx.send(start.elapsed());
+            });
+            match done_rx.recv_timeout(LIVENESS_LIMIT) {
+                Ok(waited) => {
+                    if let (Some(before), Some(live)) =
+                        (live_before, fixture.live(scope, "C-DEFER-3"))
+                        && live != before
+                    {
+                        scope.violation(
+                            "C-DEFER-3",
+                            format!(
+                                "barrier() returned while the freeing thread was blocked, but {} of the {freed} objects \
+                                 freed before it began were still live",
+                                live.saturating_sub(before)
+                            ),
+                        );
+                    }
+                    Some(waited)
+                }
+                Err(_) => {
+                    scope.violation(
+                        "C-DEFER-3",
+                        format!(
+                            "barrier() had not returned after {LIVENESS_LIMIT:?}: it waits for the thread that freed \
+                             the objects, which was blocked waiting for the barrier's caller"
+                        ),
+                    );
+                    None
+                }
+            }
+        } else {
+            match live_before {
+                None => None,
+                Some(before) => loop {
+                    let live = fixture.live(scope, "C-DEFER-3").unwrap_or(before);
+                    if live == before {
+                        break Some(start.elapsed());
+                    }
+                    if start.elapsed() >= LIVENESS_LIMIT {
+                        scope.violation(
+                            "C-DEFER-3",
+                            format!(
+                                "{} of {freed} objects freed deferred were still live {LIVENESS_LIMIT:?} later, with no \
+                                 reader active and the freeing thread blocked: their grace period never started \
+                                 without that thread",
+                                live - before
+                            ),
+                        );
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                },
+            }
+        };
+        // Released either way: a barrier stuck on the blocked thread then finishes.
+        let _ = release_tx.send(());
+        join(freer);
+        waited
+    })
 }

@@ -86,6 +86,7 @@ pub(crate) fn run_check<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
         "C-RETURN-4" => ret::oversize_not_kept::<A>(ctx, None),
         "C-DEFER-1" => defer::not_reused_while_read::<A>(ctx),
         "C-DEFER-2" => defer::reusable_after_barrier::<A>(ctx),
+        "C-DEFER-3" => defer::barrier_liveness::<A>(ctx),
         "C-CONF-1" => conf::bad_configs_refused::<A>(ctx),
         "C-CONF-2" => conf::capacity_zero::<A>(ctx),
         "C-CONF-3" => conf::unusable_geometries_refused::<A>(ctx),

@@ -43,6 +43,9 @@ pub(crate) trait Bugs: Send + Sync + 'static {
     const SLOW_BARRIER: bool = false;
     /// Objects larger than `MAX_OBJECT_SIZE` are accepted.
     const HUGE_OBJECTS: bool = false;
+    /// Deferred frees wait in a list of the freeing thread's, handed over only when that
+    /// thread defers 64 of them, calls barrier, or has exited.
+    const STRANDED_DEFERRALS: bool = false;
 }
 
 macro_rules! variant {
@@ -67,6 +70,15 @@ variant!(KeepOversize, "keep-oversize", KEEP_OVERSIZE);
 variant!(PanicInRefill, "panic-in-refill", PANIC_IN_REFILL);
 variant!(SlowBarrier, "slow-barrier", SLOW_BARRIER);
 variant!(HugeObjects, "huge-objects", HUGE_OBJECTS);
+variant!(StrandedDeferrals, "stranded-deferrals", STRANDED_DEFERRALS);
+
+thread_local! {
+    /// Dropped when the thread exits: its `Weak`s then tell that the thread is gone.
+    static ALIVE: Arc<()> = Arc::new(());
+}
+
+/// Per thread, the deferred frees it has not handed over yet, and whether it still runs.
+type Stranded = Mutex<HashMap<std::thread::ThreadId, (std::sync::Weak<()>, Vec<usize>)>>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -185,6 +197,7 @@ impl Shared {
 /// The reference design with bugs `B`.
 pub(crate) struct Reference<B: Bugs> {
     deferrer: Deferrer<Shared>,
+    stranded: Stranded,
     _bugs: PhantomData<B>,
 }
 
@@ -197,6 +210,17 @@ impl<B: Bugs> fmt::Debug for Reference<B> {
 impl<B: Bugs> Reference<B> {
     fn shared(&self) -> &Shared {
         self.deferrer.get()
+    }
+
+    fn hand_over(&self, objects: Vec<usize>) {
+        for object in objects {
+            // SAFETY: live objects of this cache handed to `free_deferred`, never handed over
+            // before.
+            unsafe {
+                self.deferrer
+                    .defer_free(NonNull::new(object as *mut u8).expect("an object"))
+            };
+        }
     }
 }
 
@@ -364,6 +388,7 @@ impl<B: Bugs> ObjectAlloc for Reference<B> {
                 max_empty: config.barn_max_empty,
                 zero_ignored: B::ZERO_IGNORED,
             }),
+            stranded: Mutex::default(),
             _bugs: PhantomData,
         })
     }
@@ -418,6 +443,20 @@ impl<B: Bugs> ObjectAlloc for Reference<B> {
     }
 
     unsafe fn free_deferred(&self, object: NonNull<u8>) {
+        if B::STRANDED_DEFERRALS {
+            let mut stranded = self.stranded.lock().unwrap();
+            let alive = ALIVE.with(Arc::downgrade);
+            let (_, list) = stranded
+                .entry(std::thread::current().id())
+                .or_insert_with(|| (alive, Vec::new()));
+            list.push(object.as_ptr() as usize);
+            if list.len() >= 64 {
+                let list = std::mem::take(list);
+                drop(stranded);
+                self.hand_over(list);
+            }
+            return;
+        }
         // SAFETY: the caller hands over a live object of this cache.
         unsafe { self.deferrer.defer_free(object) };
     }
@@ -466,6 +505,21 @@ impl<B: Bugs> ObjectAlloc for Reference<B> {
     fn barrier(&self) {
         if B::SLOW_BARRIER {
             std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+        if B::STRANDED_DEFERRALS {
+            // Only the caller's own list and those of exited threads are reachable.
+            let me = std::thread::current().id();
+            let mut reachable = Vec::new();
+            self.stranded
+                .lock()
+                .unwrap()
+                .retain(|&thread, (alive, list)| {
+                    if thread == me || alive.strong_count() == 0 {
+                        reachable.append(list);
+                    }
+                    alive.strong_count() != 0
+                });
+            self.hand_over(reachable);
         }
         self.deferrer.barrier();
     }

@@ -1,0 +1,126 @@
+//! C-DEFER-3: a barrier never waits for another thread to run again, and a deferred free's
+//! grace period starts within a bounded delay even when the freeing thread goes idle.
+
+use std::ptr::NonNull;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use object_alloc::AllocFlags;
+use object_alloc::rcu::HANDOVER_TICK;
+use sheaf::{Cache, PerCpu, PerThread, SlotStrategy};
+
+use crate::common::*;
+
+/// What the checking thread does while the deferring thread is blocked.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Calls `barrier` (on a helper thread, so that a hang is a failure, not a hung run).
+    Barrier,
+    /// Only watches the cache's live count fall to zero.
+    Watch,
+}
+
+/// Another thread frees `count` objects deferred and then blocks until released; returns how
+/// long the checking thread waited (`None`: not done within 2 s).
+fn idle_deferrer<S: SlotStrategy>(batching: bool, count: usize, wait: Wait) -> Option<Duration> {
+    let (pages, config) = limited_config(usize::MAX / 2);
+    let cache: Cache<S> = Cache::new(
+        &config
+            .with_sheaf_capacity(8)
+            .with_deferred_batching(batching),
+    )
+    .unwrap();
+    let objects: Vec<usize> = bulk(&cache, AllocFlags::empty(), count)
+        .iter()
+        .map(|o| o.as_ptr() as usize)
+        .collect();
+    let (deferred_tx, deferred_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    let limit = Duration::from_secs(2);
+    let waited = std::thread::scope(|s| {
+        let cache = &cache;
+        let freeing = s.spawn(move || {
+            for o in objects {
+                let o = NonNull::new(o as *mut u8).unwrap();
+                // SAFETY: live objects, freed once.
+                unsafe { cache.free_deferred(o) };
+            }
+            deferred_tx.send(()).unwrap();
+            // Blocked on the checking thread, which releases it only afterwards.
+            let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        });
+        deferred_rx.recv().unwrap();
+        let start = Instant::now();
+        let waited = match wait {
+            Wait::Barrier => {
+                s.spawn(move || {
+                    cache.barrier();
+                    // What was deferred before it must have completed by now.
+                    let _ = done_tx.send((start.elapsed(), live(cache)));
+                });
+                done_rx
+                    .recv_timeout(limit)
+                    .ok()
+                    .filter(|&(_, left)| left == 0)
+                    .map(|(waited, _)| waited)
+            }
+            Wait::Watch => {
+                while live(cache) != 0 && start.elapsed() < limit {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                (live(cache) == 0).then(|| start.elapsed())
+            }
+        };
+        // Released either way: a barrier stuck on the blocked thread then finishes.
+        release_tx.send(()).unwrap();
+        // Joined: its thread-local destructors have run, so its slot is an orphan.
+        freeing.join().unwrap();
+        waited
+    });
+    cache.barrier();
+    free_all_and_check_empty(&pages, &cache, []);
+    waited
+}
+
+/// The worst of `rounds` waits, each of which must end within the limit.
+fn worst<S: SlotStrategy>(batching: bool, wait: Wait, what: &str) {
+    let mut worst = Duration::ZERO;
+    for count in [5, 8 * 4 * 2 + 3, 200] {
+        for _ in 0..4 {
+            let waited = idle_deferrer::<S>(batching, count, wait);
+            let waited = waited.unwrap_or_else(|| {
+                panic!("{what}, {count} objects: not all completed within 2 s with the freeing thread blocked")
+            });
+            worst = worst.max(waited);
+        }
+    }
+    eprintln!("{what}: worst {worst:?} (tick {HANDOVER_TICK:?})");
+}
+
+#[test]
+fn c_defer_3_barrier_with_a_blocked_freeing_thread_per_cpu() {
+    worst::<PerCpu>(true, Wait::Barrier, "per-cpu, batched, barrier");
+    worst::<PerCpu>(false, Wait::Barrier, "per-cpu, per-object, barrier");
+}
+
+#[test]
+fn c_defer_3_grace_period_starts_with_the_freeing_thread_blocked_per_cpu() {
+    worst::<PerCpu>(true, Wait::Watch, "per-cpu, batched, no barrier");
+    worst::<PerCpu>(false, Wait::Watch, "per-cpu, per-object, no barrier");
+}
+
+#[test]
+fn c_defer_3_per_object_per_thread() {
+    worst::<PerThread>(false, Wait::Barrier, "per-thread, per-object, barrier");
+    worst::<PerThread>(false, Wait::Watch, "per-thread, per-object, no barrier");
+}
+
+/// Batched per-thread deferrals sit in the freeing thread's own slot, which a barrier or the
+/// hand-over thread reaches only once live threads' slots are reachable.
+#[test]
+#[ignore = "needs per-thread reach"]
+fn c_defer_3_batched_per_thread() {
+    worst::<PerThread>(true, Wait::Barrier, "per-thread, batched, barrier");
+    worst::<PerThread>(true, Wait::Watch, "per-thread, batched, no barrier");
+}
