@@ -58,9 +58,16 @@ impl<S: SlotStrategy> Cache<S> {
             ));
         }
         let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(Self {
+        let cache = Self {
             deferrer: Deferrer::new(Shared::new(config, id)),
-        })
+        };
+        #[cfg(not(loom))]
+        // SAFETY: the shared state stays where the deferrer put it (behind an `Arc`) until it
+        // is dropped, and its `drop` unregisters it first.
+        unsafe {
+            slab::fork::register(cache.shared())
+        };
+        Ok(cache)
     }
 
     #[inline(always)]
