@@ -54,7 +54,7 @@ fn hammer(pool: &SlabPool, stop: &AtomicBool, shrinks: bool) {
     let mut round = 0usize;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
-        kept.extend(take(pool, 1 + round % 40).unwrap());
+        kept.extend(take(pool, 1 + round % 40 * 50).unwrap());
         let mut sheaf = [MaybeUninit::uninit(); 16];
         let got = pool.refill(0, true, 4, &mut sheaf).unwrap();
         // SAFETY: `refill` wrote the first `got` slots.
@@ -63,8 +63,8 @@ fn hammer(pool: &SlabPool, stop: &AtomicBool, shrinks: bool) {
                 .iter()
                 .map(|slot| unsafe { slot.assume_init() }),
         );
-        if kept.len() > 200 {
-            let gone = kept.split_off(round % 100);
+        if kept.len() > 4000 {
+            let gone = kept.split_off(round % 1000);
             // SAFETY: taken from this pool above, freed once.
             unsafe { pool.free_bulk(&gone) };
         }
