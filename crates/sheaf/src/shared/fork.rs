@@ -37,7 +37,7 @@ impl<S: SlotStrategy> slab::fork::AtFork for Shared<S> {
     }
 
     fn lock_all(&self, held: &mut slab::fork::Held) {
-        // SAFETY (all three): the cache is registered from its creation to its drop.
+        // SAFETY: the cache is registered from its creation to its drop.
         unsafe { self.slots.fork_hold_registry(held) };
         let orphans = self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: as above.
