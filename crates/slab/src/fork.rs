@@ -34,7 +34,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,11 @@ pub struct SlotLock {
     pub rseq: bool,
 }
 
+/// A spin lock for prepare to take with the slot locks: a flag set by its holder
+/// (compare-exchange `false -> true`) and cleared with a release store.
+#[derive(Clone, Copy, Debug)]
+pub struct FlagLock(pub *const AtomicBool);
+
 /// What the child handler tells each registered structure.
 #[derive(Clone, Copy, Debug)]
 pub struct ChildFork {
@@ -73,6 +78,13 @@ pub struct ChildFork {
 pub trait AtFork: Sync {
     /// Appends the per-CPU slot locks prepare must take (first, before any mutex).
     fn slot_locks(&self, out: &mut Vec<SlotLock>) {
+        let _ = out;
+    }
+
+    /// Appends spin locks prepare must take with the slot locks (held across calls that take
+    /// mutexes, so taken before any). In the child, one still set was held by a thread that
+    /// is gone (or by the forking thread, see [`ChildFork::in_page_source`]).
+    fn flag_locks(&self, out: &mut Vec<FlagLock>) {
         let _ = out;
     }
 
@@ -218,25 +230,27 @@ struct InFork {
     registry: MutexGuard<'static, Registry>,
     remote: MutexGuard<'static, ()>,
     held: Held,
-    /// Slot locks prepare marked and holds.
-    taken: Vec<*const AtomicU8>,
+    /// Slot and flag locks prepare holds.
+    taken: Vec<Taken>,
     in_page_source: bool,
 }
 
 extern "C" fn prepare() {
     let registry = registry();
     let in_page_source = in_page_source();
-    let mut locks = Vec::new();
+    let (mut locks, mut flags) = (Vec::new(), Vec::new());
     for entry in registry.entries.iter() {
         // SAFETY: registered, so alive (the registry mutex is held).
-        unsafe { &*entry.object }.slot_locks(&mut locks);
+        let object = unsafe { &*entry.object };
+        object.slot_locks(&mut locks);
+        object.flag_locks(&mut flags);
     }
     let wait = if in_page_source {
         Duration::ZERO
     } else {
         SLOT_WAIT
     };
-    let taken = take_slot_locks(&locks, wait);
+    let taken = take_slot_locks(&locks, &flags, wait);
     let mut held = Held::default();
     for entry in registry.entries.iter() {
         // SAFETY: as above.
@@ -254,12 +268,31 @@ extern "C" fn prepare() {
     });
 }
 
-/// Marks and confirms as many of `locks` as it can within `wait`; returns those held.
-fn take_slot_locks(locks: &[SlotLock], wait: Duration) -> Vec<*const AtomicU8> {
+#[derive(Clone, Copy)]
+enum Taken {
+    Slot(*const AtomicU8),
+    Flag(*const AtomicBool),
+}
+
+/// Marks and confirms as many of `locks` (and takes as many of `flags`) as it can within
+/// `wait`; returns those held.
+fn take_slot_locks(locks: &[SlotLock], flags: &[FlagLock], wait: Duration) -> Vec<Taken> {
     let deadline = Instant::now() + wait;
     let mut pending: Vec<SlotLock> = locks.to_vec();
-    let mut taken = Vec::with_capacity(locks.len());
+    let mut pending_flags: Vec<FlagLock> = flags.to_vec();
+    let mut taken = Vec::with_capacity(locks.len() + flags.len());
     loop {
+        pending_flags.retain(|flag| {
+            // SAFETY: the lock's owner is registered, so the lock is alive.
+            let lock = unsafe { &*flag.0 };
+            let got = lock
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+            if got {
+                taken.push(Taken::Flag(flag.0));
+            }
+            !got
+        });
         let mut marked = Vec::new();
         {
             // Remote lockers of a lock are serialised (see `rseq`): a mark read back after the
@@ -277,7 +310,7 @@ fn take_slot_locks(locks: &[SlotLock], wait: Duration) -> Vec<*const AtomicU8> {
                 if slot.rseq {
                     marked.push(*slot);
                 } else {
-                    taken.push(slot.lock);
+                    taken.push(Taken::Slot(slot.lock));
                 }
                 false
             });
@@ -287,7 +320,7 @@ fn take_slot_locks(locks: &[SlotLock], wait: Duration) -> Vec<*const AtomicU8> {
                     // SAFETY: as above.
                     let lock_ref = unsafe { &*slot.lock };
                     if confirmed && lock_ref.load(Ordering::Acquire) == REMOTE {
-                        taken.push(slot.lock);
+                        taken.push(Taken::Slot(slot.lock));
                     } else {
                         // A sequence committed over the mark (the lock is its thread's), or
                         // without the barrier the mark proves nothing: take the mark back
@@ -303,7 +336,7 @@ fn take_slot_locks(locks: &[SlotLock], wait: Duration) -> Vec<*const AtomicU8> {
                 }
             }
         }
-        if pending.is_empty() || Instant::now() >= deadline {
+        if (pending.is_empty() && pending_flags.is_empty()) || Instant::now() >= deadline {
             return taken;
         }
         std::thread::yield_now();
@@ -332,8 +365,12 @@ fn finish() -> Option<(MutexGuard<'static, Registry>, bool)> {
     held.release();
     drop(remote);
     for lock in taken {
-        // SAFETY: the owner is registered (the registry guard is still held).
-        unsafe { &*lock }.store(FREE, Ordering::Release);
+        match lock {
+            // SAFETY: the owner is registered (the registry guard is still held).
+            Taken::Slot(lock) => unsafe { &*lock }.store(FREE, Ordering::Release),
+            // SAFETY: as above.
+            Taken::Flag(lock) => unsafe { &*lock }.store(false, Ordering::Release),
+        }
     }
     Some((registry, in_page_source))
 }
