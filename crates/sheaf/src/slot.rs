@@ -58,6 +58,15 @@
 //! completes (the epoch collector runs it on whichever thread pins next) goes straight to the
 //! slabs under this strategy instead of into a foreign thread's slot.
 //!
+//! # fork
+//!
+//! A child process has only the forking thread. Before the fork every CPU slot lock is taken
+//! (bounded wait, see `slab::fork`); in the child a slot still held belonged to a thread that
+//! is gone and is reset with its sheaves unread, or, when the fork came from inside a page
+//! source, marked `ABANDONED` (busy to every operation, skipped by the paths that visit every
+//! slot, released only by its holder). Other threads' per-thread slots are abandoned in the
+//! child (module `fork`).
+//!
 //! # Invariants
 //!
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its

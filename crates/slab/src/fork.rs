@@ -41,8 +41,10 @@ use std::time::{Duration, Instant};
 use crate::rseq::{FREE, REMOTE, REMOTE_LOCKERS};
 
 /// How long prepare waits for per-CPU slot locks held by other threads before it forks
-/// without them (their slots are then reset in the child).
-pub const SLOT_WAIT: Duration = Duration::from_millis(100);
+/// without them (their slots are then reset in the child, and their cached objects lost to
+/// it). Short: a holder may be descheduled, and a program that forks to run a helper should
+/// not wait for it.
+pub const SLOT_WAIT: Duration = Duration::from_millis(1);
 
 /// A per-CPU slot lock for prepare to take: a byte in `rseq`'s states.
 #[derive(Clone, Copy, Debug)]

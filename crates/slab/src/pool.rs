@@ -415,12 +415,7 @@ impl SlabPool {
         let nodes: Box<[NodeSlot]> = (0..node_count(config.nodes))
             .map(|_| NodeSlot(Mutex::new(NodeState::new())))
             .collect();
-        for node in nodes.iter() {
-            // SAFETY: the nodes live in a boxed slice that moves with the pool without moving
-            // them, and `drop` unregisters them first.
-            unsafe { crate::fork::register(node) };
-        }
-        SlabPool {
+        let pool = SlabPool {
             layout: SlabLayout::new(config),
             nodes,
             source: page_source_for(config),
@@ -429,7 +424,14 @@ impl SlabPool {
             check_slow_paths: cfg!(debug_assertions) || config.debug.check_invariants,
             alloc_slab: AtomicU64::new(0),
             free_slab: AtomicU64::new(0),
+        };
+        // Once the pool is whole (its `drop` unregisters them).
+        for node in pool.nodes.iter() {
+            // SAFETY: the nodes live in a boxed slice that moves with the pool without moving
+            // them, and `drop` unregisters them first.
+            unsafe { crate::fork::register(node) };
         }
+        pool
     }
 
     /// The slab geometry.
