@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+#[cfg(not(loom))]
 use super::{Shared, SlotStrategy};
 
 /// What the last `fork` left a cache in this process.
