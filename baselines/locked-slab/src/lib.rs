@@ -247,8 +247,20 @@ impl DeferTarget for Shared {
     }
 }
 
+/// The free list's lock is the only lock: a fork takes it so that the child finds the list
+/// whole (objects other threads held at the fork are lost to the child).
+impl slab::fork::AtFork for Shared {
+    fn lock_all(&self, held: &mut slab::fork::Held) {
+        let guard = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the shared state is registered from the cache's creation to its drop.
+        unsafe { held.hold(guard) };
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
+        // First: a fork being prepared may hold the lock (this waits for it to finish).
+        slab::fork::unregister(self);
         let list = self.list.get_mut().unwrap_or_else(|p| p.into_inner());
         // Objects still live may still be used: their slabs are leaked rather than unmapped.
         if list.live == 0 {
@@ -348,11 +360,15 @@ impl ObjectAlloc for LockedSlab {
             poison: config.debug.poison,
             lock_contended: AtomicU64::new(0),
         };
-        Ok(Self {
+        let cache = Self {
             deferrer: Deferrer::new(shared),
             object_size: config.object_size,
             sheaf_capacity: config.effective_sheaf_capacity(),
-        })
+        };
+        // SAFETY: the shared state stays behind the deferrer's `Arc` until dropped, and its
+        // `drop` unregisters it first.
+        unsafe { slab::fork::register(cache.shared()) };
+        Ok(cache)
     }
 
     #[inline]

@@ -197,6 +197,52 @@ pub(crate) struct Cache {
     poison: bool,
 }
 
+/// A fork takes every CPU lock (under which the depot and the slab pool are reached), then the
+/// depot's, so the child finds every magazine and list whole. In the child a CPU lock still
+/// held was held by a thread that is gone: its magazines are dropped unread (their objects
+/// are lost) and the lock is released; forked from inside a page source, it is left to its
+/// holder, which may be the forking thread.
+impl slab::fork::AtFork for Cache {
+    fn flag_locks(&self, out: &mut Vec<slab::fork::FlagLock>) {
+        out.extend(
+            self.cpus
+                .iter()
+                .map(|cpu| slab::fork::FlagLock(cpu.mags.flag())),
+        );
+    }
+
+    fn lock_all(&self, held: &mut slab::fork::Held) {
+        // SAFETY: the cache is registered from its creation to its drop.
+        unsafe { held.hold(lock(&self.depot)) };
+    }
+
+    fn child(&self, fork: slab::fork::ChildFork) {
+        if fork.in_page_source {
+            return;
+        }
+        for cpu in self.cpus.iter() {
+            if cpu.mags.flag().load(Ordering::Relaxed) {
+                let fresh = CpuMags {
+                    loaded: Vec::new(),
+                    previous: Vec::new(),
+                    magsize: self.magsize.load(Ordering::Relaxed),
+                    stats: [0; Stat::ALL.len()],
+                };
+                // SAFETY: only the forking thread exists, and it is inside no operation (not
+                // inside a page source), so the holder is gone.
+                unsafe { cpu.mags.reset_after_fork(fresh) };
+            }
+        }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // First: a fork being prepared may hold the locks (this waits for it to finish).
+        slab::fork::unregister(self);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Depot operations are pushes and pops that cannot panic halfway; a poisoned lock still
     // guards consistent lists.

@@ -115,11 +115,15 @@ pub struct MagazineCache {
 impl MagazineCache {
     /// A cache with chosen resize tuning (tests make resizing deterministic with it).
     pub fn with_tuning(config: &CacheConfig, tuning: MagazineTuning) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let cache = Self {
             deferrer: Deferrer::new(Cache::new(config, tuning)?),
             object_size: config.object_size,
             prefill_capacity: config.effective_sheaf_capacity(),
-        })
+        };
+        // SAFETY: the cache stays behind the deferrer's `Arc` until dropped, and its `drop`
+        // unregisters it first.
+        unsafe { slab::fork::register(cache.cache()) };
+        Ok(cache)
     }
 
     /// The page source the slabs come from.

@@ -39,6 +39,24 @@ impl<T> CpuLock<T> {
         }
     }
 
+    /// The lock's flag, for a fork's prepare handler to take (see `slab::fork`).
+    pub(crate) fn flag(&self) -> &AtomicBool {
+        &self.locked
+    }
+
+    /// In a child process, for a lock that a thread which is gone held at the fork: replaces
+    /// the value without reading or dropping the old one (it may be half-updated) and
+    /// releases the lock.
+    ///
+    /// # Safety
+    ///
+    /// - No thread of this process holds the lock or uses the value.
+    pub(crate) unsafe fn reset_after_fork(&self, value: T) {
+        // SAFETY: exclusive by the caller's obligation; `write` neither reads nor drops.
+        unsafe { self.value.get().write(value) };
+        self.locked.store(false, Ordering::Release);
+    }
+
     /// Takes the lock; the flag says whether it had to wait.
     #[inline]
     pub(crate) fn lock(&self) -> (CpuGuard<'_, T>, bool) {

@@ -1009,8 +1009,29 @@ impl Cache {
     }
 }
 
+/// A fork takes every CPU's partial lock (the CPU's slow-path lock, under which node locks and
+/// the metadata pool are taken), then every node lock, then the metadata pool's, so that the
+/// child finds every list whole. The CPU free lists change only by compare-exchange, which a
+/// fork cannot split; objects other threads held are lost to the child.
+impl slab::fork::AtFork for Cache {
+    fn lock_all(&self, held: &mut slab::fork::Held) {
+        for slot in self.slots.iter() {
+            // SAFETY: the cache is registered from its creation to its drop.
+            unsafe { held.hold(lock(&slot.partial)) };
+        }
+        for node in self.nodes.iter() {
+            // SAFETY: as above.
+            unsafe { held.hold(lock(node)) };
+        }
+        // SAFETY: as above.
+        unsafe { self.metas.hold_for_fork(held) };
+    }
+}
+
 impl Drop for Cache {
     fn drop(&mut self) {
+        // First: a fork being prepared may hold the locks (this waits for it to finish).
+        slab::fork::unregister(self);
         // `kmem_cache_destroy`: every slab goes back, whatever it holds.
         let slab_bytes = self.geometry.layout.slab_bytes;
         let mut bases = Vec::new();

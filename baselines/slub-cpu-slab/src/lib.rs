@@ -163,11 +163,15 @@ impl ObjectAlloc for SlubCpuSlab {
                 "a CPU with the cmpxchg16b instruction (every x86-64 CPU since 2006)",
             ));
         }
-        Ok(Self {
+        let cache = Self {
             deferrer: Deferrer::new(Cache::new(config)?),
             object_size: config.object_size,
             prefill_capacity: config.effective_sheaf_capacity(),
-        })
+        };
+        // SAFETY: the cache stays behind the deferrer's `Arc` until dropped, and its `drop`
+        // unregisters it first.
+        unsafe { slab::fork::register(cache.cache()) };
+        Ok(cache)
     }
 
     #[inline]

@@ -224,6 +224,17 @@ struct MetaPoolInner {
 unsafe impl Send for MetaPoolInner {}
 
 impl MetaPool {
+    /// Locks the pool until a fork is over (see `slab::fork`).
+    ///
+    /// # Safety
+    ///
+    /// - The cache that owns the pool is registered with `slab::fork`.
+    pub(crate) unsafe fn hold_for_fork(&self, held: &mut slab::fork::Held) {
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the caller's obligation: the pool lives while its cache is registered.
+        unsafe { held.hold(guard) };
+    }
+
     /// An unused `SlabMeta` (recycled or new), valid until the pool is dropped.
     pub(crate) fn get(&self, objects: u32) -> *const SlabMeta {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

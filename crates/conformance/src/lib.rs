@@ -215,6 +215,12 @@ pub const CLAUSES: &[Clause] = &[
         id: "C-CONC-2",
         summary: "threads that exit do not strand objects in CPU-local or thread-local sheaves",
     },
+    Clause {
+        id: "C-CONC-3",
+        summary: "after fork, whatever other threads were doing, the child can allocate, free, \
+                  prefill, return, shrink, barrier and drop every cache; objects the vanished \
+                  threads held may be lost, never handed out twice",
+    },
 ];
 
 /// The outcome of one clause on one design.

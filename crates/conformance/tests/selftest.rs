@@ -258,7 +258,7 @@ fn reports_serialise_to_the_documented_json_shape() {
 fn clause_ids_are_unique_and_summarised() {
     let ids: BTreeSet<&str> = CLAUSES.iter().map(|c| c.id).collect();
     assert_eq!(ids.len(), CLAUSES.len());
-    assert_eq!(CLAUSES.len(), 32);
+    assert_eq!(CLAUSES.len(), 33);
     for clause in CLAUSES {
         assert!(clause.id.starts_with("C-") && !clause.summary.is_empty());
     }

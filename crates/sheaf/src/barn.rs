@@ -123,6 +123,17 @@ impl Barn {
         sync::lock(&self.lists)
     }
 
+    /// Locks the barn until a fork is over (see `slab::fork`); the lock is a leaf.
+    ///
+    /// # Safety
+    ///
+    /// - The cache that owns the barn is registered with `slab::fork`.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn hold_for_fork(&self, held: &mut slab::fork::Held) {
+        // SAFETY: the caller's obligation: the barn lives while its cache is registered.
+        unsafe { held.hold(sync::lock(&self.lists)) };
+    }
+
     fn publish(&self, lists: &BarnLists) {
         self.nr_full.store(lists.full.len, Ordering::Relaxed);
     }

@@ -58,9 +58,16 @@ impl<S: SlotStrategy> Cache<S> {
             ));
         }
         let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(Self {
+        let cache = Self {
             deferrer: Deferrer::new(Shared::new(config, id)?),
-        })
+        };
+        #[cfg(not(loom))]
+        // SAFETY: the shared state stays where the deferrer put it (behind an `Arc`) until it
+        // is dropped, and its `drop` unregisters it first.
+        unsafe {
+            slab::fork::register(cache.shared())
+        };
+        Ok(cache)
     }
 
     #[inline(always)]
@@ -295,7 +302,9 @@ impl<S: SlotStrategy> Cache<S> {
     /// invariants; panics with the figures if either fails. Call it at a quiescent point (no
     /// operation in flight, no deferred free pending, e.g. after [`Cache::barrier`]); with
     /// [`PerThread`](crate::PerThread) slots the equation is checked only while no other live
-    /// thread has a slot.
+    /// thread has a slot. In a child process the objects lost at the fork with the other
+    /// threads (counted in the child's fork handler) are a term of the equation; it is not
+    /// checked in a child forked from inside a page source, where that count is unknown.
     pub fn check_invariants(&self) {
         self.shared().check_accounting();
     }

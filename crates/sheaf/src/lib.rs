@@ -47,6 +47,10 @@
 //! 3. Barn (`barn`): per node, full and empty sheaves with limits, one short lock.
 //! 4. Slabs and page sources: crate `slab`.
 //!
+//! A process may `fork` while other threads use its caches: the child can use, shrink and drop
+//! every cache, and never gets an object twice; what the other threads held is lost to it
+//! (see `slab::fork` for the handlers, and the README's "`fork()`" section).
+//!
 //! The design note [`implementation`] explains where the ideas come from and which invariant
 //! each layer keeps.
 //!

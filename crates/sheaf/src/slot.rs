@@ -58,6 +58,15 @@
 //! completes (the epoch collector runs it on whichever thread pins next) goes straight to the
 //! slabs under this strategy instead of into a foreign thread's slot.
 //!
+//! # fork
+//!
+//! A child process has only the forking thread. Before the fork every CPU slot lock is taken
+//! (bounded wait, see `slab::fork`); in the child a slot still held belonged to a thread that
+//! is gone and is reset with its sheaves unread, or, when the fork came from inside a page
+//! source, marked `ABANDONED` (busy to every operation, skipped by the paths that visit every
+//! slot, released only by its holder). Other threads' per-thread slots are abandoned in the
+//! child (module `fork`).
+//!
 //! # Invariants
 //!
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
@@ -82,7 +91,10 @@ use crate::sync::AtomicU8;
 use slab::cpu::{self, CpuSource};
 #[cfg(not(loom))]
 use slab::rseq;
-use slab::rseq::{FREE, LOCAL};
+use slab::rseq::{ABANDONED, FREE, LOCAL};
+
+#[cfg(not(loom))]
+mod fork;
 
 mod sealed {
     pub trait Sealed {}
@@ -229,6 +241,21 @@ impl CpuSlot {
     pub(crate) unsafe fn sheaves_mut(&self) -> &mut SlotSheaves {
         // SAFETY: exclusive by the caller's obligation.
         unsafe { &mut *self.sheaves.get() }
+    }
+}
+
+impl CpuSlot {
+    /// Replaces the sheaves with empty ones without reading or dropping the old ones: they
+    /// may have been half-updated by a thread that does not exist in this process, and the
+    /// objects in them are lost.
+    ///
+    /// # Safety
+    ///
+    /// - As for [`CpuSlot::sheaves_mut`].
+    pub(crate) unsafe fn forget_sheaves(&self) {
+        // SAFETY: exclusive by the caller's obligation; `write` neither reads nor drops the
+        // old value.
+        unsafe { self.sheaves.get().write(SlotSheaves::new()) };
     }
 }
 
@@ -605,20 +632,25 @@ impl<S: SlotStrategy> SlotTable<S> {
     }
 
     /// Per-CPU: takes CPU `cpu`'s slot, waiting (yielding) while it is held; for paths that
-    /// visit every slot.
-    fn lock_waiting(&self, cpu: usize) -> &CpuSlot {
+    /// visit every slot. `None` for a slot abandoned at a fork (`slab::rseq::ABANDONED`): its
+    /// holder may not exist in this process, and its sheaves are out of reach.
+    fn lock_waiting(&self, cpu: usize) -> Option<&CpuSlot> {
         let slot = &self.cpus[cpu];
-        match self.lock_kind {
-            #[cfg(not(loom))]
-            // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
-            LockKind::Rseq { .. } => unsafe { rseq::lock_remote(&slot.lock, cpu as u32) },
-            LockKind::Atomic => {
-                while !slot.try_lock() {
-                    std::thread::yield_now();
-                }
+        loop {
+            if slot.lock.load(Ordering::Relaxed) == ABANDONED {
+                return None;
             }
+            let locked = match self.lock_kind {
+                #[cfg(not(loom))]
+                // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+                LockKind::Rseq { .. } => unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) },
+                LockKind::Atomic => slot.try_lock(),
+            };
+            if locked {
+                return Some(slot);
+            }
+            std::thread::yield_now();
         }
-        slot
     }
 
     /// Per-thread: the calling thread's slot, found in the thread's list (created and
@@ -692,7 +724,9 @@ impl<S: SlotStrategy> SlotTable<S> {
     pub(crate) fn for_each_reachable(&self, mut f: impl FnMut(&mut SlotSheaves, &Counters, usize)) {
         if S::PER_CPU {
             for cpu in 0..self.cpus.len() {
-                let slot = self.lock_waiting(cpu);
+                let Some(slot) = self.lock_waiting(cpu) else {
+                    continue;
+                };
                 // SAFETY: we hold the slot's lock.
                 f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
                 slot.unlock();
@@ -740,6 +774,13 @@ impl<S: SlotStrategy> SlotTable<S> {
     ///   call (the cache is being dropped).
     pub(crate) unsafe fn for_each_exclusive(&self, mut f: impl FnMut(&mut SlotSheaves)) {
         for slot in self.cpus.iter() {
+            if slot.lock.load(Ordering::Relaxed) == ABANDONED {
+                // Abandoned at a fork by a thread that is gone (no operation is in flight, so
+                // the forking thread would have released it): its sheaves may be half-updated.
+                // SAFETY: exclusive access by the caller's obligation.
+                unsafe { slot.forget_sheaves() };
+                continue;
+            }
             // SAFETY: exclusive access by the caller's obligation.
             f(unsafe { slot.sheaves_mut() });
         }

@@ -54,6 +54,7 @@
 //! ```
 
 pub mod cpu;
+pub mod fork;
 mod layout;
 mod numa;
 mod pages;

@@ -314,6 +314,16 @@ impl NodeState {
 #[derive(Debug)]
 struct NodeSlot(Mutex<NodeState>);
 
+/// A node's lock is a leaf (held for list updates only, never across a page source call), so
+/// a fork holds it alone and the child finds the node's lists and headers consistent.
+impl crate::fork::AtFork for NodeSlot {
+    fn lock_all(&self, held: &mut crate::fork::Held) {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: every node of a pool is registered from its creation until the pool's drop.
+        unsafe { held.hold(guard) };
+    }
+}
+
 /// A snapshot of a pool's slabs and objects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlabStats {
@@ -415,10 +425,10 @@ impl SlabPool {
         min_partial: usize,
     ) -> Result<SlabPool, ConfigError> {
         let layout = SlabLayout::new(config)?;
-        let nodes = (0..node_count(config.nodes))
+        let nodes: Box<[NodeSlot]> = (0..node_count(config.nodes))
             .map(|_| NodeSlot(Mutex::new(NodeState::new())))
             .collect();
-        Ok(SlabPool {
+        let pool = SlabPool {
             layout,
             nodes,
             source: page_source_for(config),
@@ -427,7 +437,14 @@ impl SlabPool {
             check_slow_paths: cfg!(debug_assertions) || config.debug.check_invariants,
             alloc_slab: AtomicU64::new(0),
             free_slab: AtomicU64::new(0),
-        })
+        };
+        // Once the pool is whole (its `drop` unregisters them).
+        for node in pool.nodes.iter() {
+            // SAFETY: the nodes live in a boxed slice that moves with the pool without moving
+            // them, and `drop` unregisters them first.
+            unsafe { crate::fork::register(node) };
+        }
+        Ok(pool)
     }
 
     /// The slab geometry.
@@ -602,10 +619,11 @@ impl SlabPool {
     #[cold]
     fn new_slab(&self, node: usize) -> Result<NonNull<SlabHeader>, AllocError> {
         let bytes = self.layout.slab_bytes;
-        let chunk = self
-            .source
-            .alloc_chunk(bytes)
-            .map_err(|_| AllocError::OutOfMemory)?;
+        let chunk = {
+            let _call = crate::fork::PageSourceCall::enter();
+            self.source.alloc_chunk(bytes)
+        }
+        .map_err(|_| AllocError::OutOfMemory)?;
         assert!(
             chunk.addr().get().is_multiple_of(bytes),
             "page source `{}` returned chunk {chunk:p} not aligned to its size {bytes}",
@@ -650,6 +668,7 @@ impl SlabPool {
                 unsafe { self.check_slab(slab.as_ptr(), header.node as usize) };
                 assert_eq!(header.inuse, 0, "released slab {slab:p} still has objects");
             }
+            let _call = crate::fork::PageSourceCall::enter();
             // SAFETY: the slab came from `alloc_chunk(slab_bytes)` on this source and no
             // object of it is live.
             unsafe { self.source.free_chunk(slab.cast(), self.layout.slab_bytes) };
@@ -886,6 +905,9 @@ impl SlabPool {
 
 impl Drop for SlabPool {
     fn drop(&mut self) {
+        for node in self.nodes.iter() {
+            crate::fork::unregister(node);
+        }
         self.shrink();
     }
 }

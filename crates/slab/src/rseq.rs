@@ -87,6 +87,10 @@ pub const FREE: u8 = 0;
 pub const LOCAL: u8 = 1;
 /// Held by a thread that took it from elsewhere ([`lock_remote`]).
 pub const REMOTE: u8 = 2;
+/// In a child process after `fork`: held at the fork by a thread that may not exist here (see
+/// [`crate::fork`]). Busy to every attempt; a path that would wait for it skips it instead,
+/// and only its holder (the forking thread, should it have been the one) may release it.
+pub const ABANDONED: u8 = 3;
 
 /// The outcome of one attempt at [`try_lock_local`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +247,7 @@ pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> Attemp
 
 /// Remote lockers of every lock in the process, one at a time (see the module docs: a
 /// `REMOTE` read back after the barrier must be the reader's own). Remote locking is rare.
-static REMOTE_LOCKERS: Mutex<()> = Mutex::new(());
+pub(crate) static REMOTE_LOCKERS: Mutex<()> = Mutex::new(());
 
 /// One attempt to take `lock`, which belongs to CPU `cpu`, from anywhere: `false` when it
 /// is held (by this CPU's thread or another remote holder). Waits for other remote lockers

@@ -41,15 +41,15 @@ const GROUPS: [(&str, &[&str]); 5] = [
 /// Which operation groups run: a group is left out when one of its clauses already fails on
 /// its own, so the failure is not reported again as a concurrency failure.
 #[derive(Clone, Copy, Debug)]
-struct Enabled {
-    prefill: bool,
+pub(crate) struct Enabled {
+    pub(crate) prefill: bool,
     refill: bool,
-    bulk: bool,
-    zero: bool,
+    pub(crate) bulk: bool,
+    pub(crate) zero: bool,
     deferred: bool,
 }
 
-fn enabled(ctx: &Ctx<'_>) -> (Enabled, Vec<String>) {
+pub(crate) fn enabled(ctx: &Ctx<'_>) -> (Enabled, Vec<String>) {
     let mut on = [true; 5];
     let mut left_out = Vec::new();
     for (i, (name, clauses)) in GROUPS.iter().enumerate() {

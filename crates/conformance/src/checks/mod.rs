@@ -5,6 +5,7 @@ mod bulk;
 mod conc;
 mod conf;
 mod defer;
+mod fork;
 mod obj;
 mod prefill;
 mod refill;
@@ -93,6 +94,7 @@ pub(crate) fn run_check<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
         "C-CONF-4" => conf::runtime_changes::<A>(ctx),
         "C-CONC-1" => conc::concurrent_mix::<A>(ctx),
         "C-CONC-2" => conc::thread_exit::<A>(ctx),
+        "C-CONC-3" => fork::fork_child::<A>(ctx),
         other => Verdict::NotApplicable(format!("no check is written for clause {other}")),
     }
 }

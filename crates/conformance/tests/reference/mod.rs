@@ -18,7 +18,6 @@ use object_alloc::{
     AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc,
     PageSource, Prefill,
 };
-use slab::LimitedPages;
 
 /// The deliberate bugs of a variant; all off in the correct design.
 pub(crate) trait Bugs: Send + Sync + 'static {
@@ -114,6 +113,20 @@ impl DeferTarget for Shared {
         let mut state = self.lock();
         state.live -= 1;
         state.free.push(object.as_ptr() as usize);
+    }
+}
+
+/// The one lock is held across a fork, so that a child finds the lists whole (C-CONC-3).
+impl slab::fork::AtFork for Shared {
+    fn lock_all(&self, held: &mut slab::fork::Held) {
+        // SAFETY: registered from the design's creation until the shared state is dropped.
+        unsafe { held.hold(self.lock()) };
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        slab::fork::unregister(self);
     }
 }
 
@@ -375,8 +388,8 @@ impl<B: Bugs> ObjectAlloc for Reference<B> {
         let pages = config
             .page_source
             .clone()
-            .unwrap_or_else(|| Arc::new(LimitedPages::unlimited()));
-        Ok(Self {
+            .unwrap_or_else(|| slab::page_source_for(config));
+        let cache = Self {
             deferrer: Deferrer::new(Shared {
                 state: Mutex::new(State::default()),
                 pages,
@@ -390,7 +403,11 @@ impl<B: Bugs> ObjectAlloc for Reference<B> {
             }),
             stranded: Mutex::default(),
             _bugs: PhantomData,
-        })
+        };
+        // SAFETY: the shared state stays behind the deferrer's `Arc` until dropped, and its
+        // `drop` unregisters it first.
+        unsafe { slab::fork::register(cache.deferrer.get()) };
+        Ok(cache)
     }
 
     fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {

@@ -6,6 +6,7 @@
 mod common;
 mod conf;
 mod deferred;
+mod fork;
 mod liveness;
 mod model;
 mod objects;

@@ -1,5 +1,6 @@
 //! Tests of the slab layer through its public API (one test binary, to keep link time low).
 
+mod fork;
 mod geometry;
 mod pages;
 mod pool;

@@ -1,0 +1,128 @@
+//! The slot table's part in a `fork` (see `slab::fork`): which locks prepare takes, and what
+//! the child repairs.
+//!
+//! - Per-CPU slots: prepare takes every slot lock it can (`slab::fork` marks them all and
+//!   confirms the marks with one rseq membarrier). In the child a slot that is still held was
+//!   held by another thread, caught in the middle of an operation: its sheaves are replaced
+//!   by empty ones without being read (their objects are lost), and the slot is free again.
+//!   When the fork was made from inside a page source the holder may be the forking thread
+//!   itself, so the slot is marked `ABANDONED` instead: busy to every operation and skipped
+//!   by the paths that visit every slot, until its holder (if it is still there) releases it.
+//! - Per-thread slots: their fast path takes no lock, so another thread's slot may be half
+//!   updated at the fork. The child abandons them (see [`SlotTable::fork_child`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use slab::fork::{ChildFork, Held, SlotLock};
+use slab::rseq::{ABANDONED, FREE};
+
+use super::{LockKind, SlotStrategy, SlotTable, THREAD_SLOTS};
+use crate::stats::Counters;
+
+impl<S: SlotStrategy> SlotTable<S> {
+    /// Per-CPU: every slot lock, for prepare to take before any mutex.
+    pub(crate) fn fork_slot_locks(&self, out: &mut Vec<SlotLock>) {
+        let rseq = matches!(self.lock_kind, LockKind::Rseq { .. });
+        out.extend(self.cpus.iter().enumerate().map(|(cpu, slot)| SlotLock {
+            lock: &slot.lock,
+            cpu: cpu as u32,
+            rseq,
+        }));
+    }
+
+    /// Locks the per-thread registry (taken before the cache's `orphan_rcu`, as adoption
+    /// nests them).
+    ///
+    /// # Safety
+    ///
+    /// - The cache that owns this table is registered with `slab::fork`.
+    pub(crate) unsafe fn fork_hold_registry(&self, held: &mut Held) {
+        let guard = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the caller's obligation: the table lives while its cache is registered.
+        unsafe { held.hold(guard) };
+    }
+
+    /// In the child: makes every slot usable or unreachable (see the module docs), folding
+    /// abandoned per-thread slots' counters through `fold`. Returns the number of slots whose
+    /// contents were lost.
+    pub(crate) fn fork_child(&self, fork: ChildFork, mut fold: impl FnMut(&Counters)) -> usize {
+        let mut lost = 0;
+        for slot in self.cpus.iter() {
+            if slot.lock.load(Ordering::Relaxed) == FREE {
+                continue;
+            }
+            lost += 1;
+            if fork.in_page_source {
+                slot.lock.store(ABANDONED, Ordering::Relaxed);
+            } else {
+                // SAFETY: the forking thread holds no slot (it is not inside a page source,
+                // the only foreign code run under a slot), so the holder is gone, and only
+                // this thread exists.
+                unsafe { slot.forget_sheaves() };
+                slot.lock.store(FREE, Ordering::Release);
+            }
+        }
+        if !S::PER_CPU {
+            lost += self.fork_abandon_thread_slots(&mut fold);
+        }
+        lost
+    }
+
+    /// Per-thread, in the child: unregisters every slot that is neither the forking thread's
+    /// nor orphaned (its thread is gone but did not exit: its fast path may have been halfway
+    /// through an update). The slots are leaked, never read, so nobody adopts or drops a
+    /// half-updated sheaf; their counters are folded into the cache's shared block.
+    ///
+    /// This is the one place to change once another thread can hold a live thread's slot:
+    /// prepare would then hold every per-thread slot (as it does per-CPU ones), and here the
+    /// slots of the threads that are gone would be marked orphaned (`orphaned`, `orphans`)
+    /// instead, so that the cache adopts them like those of exited threads.
+    fn fork_abandon_thread_slots(&self, fold: &mut impl FnMut(&Counters)) -> usize {
+        let own = THREAD_SLOTS
+            .try_with(|slots| {
+                let entries = slots.entries.try_borrow().ok()?;
+                entries
+                    .iter()
+                    .find(|entry| entry.cache_id == self.id)
+                    .map(|entry| Arc::as_ptr(&entry.slot))
+            })
+            .ok()
+            .flatten();
+        let mut slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut abandoned = 0;
+        slots.retain(|slot| {
+            if Some(Arc::as_ptr(slot)) == own || slot.orphaned.load(Ordering::Acquire) {
+                return true;
+            }
+            fold(&slot.counters);
+            // Never dropped: dropping would free sheaves that may be half-updated.
+            std::mem::forget(Arc::clone(slot));
+            abandoned += 1;
+            false
+        });
+        abandoned
+    }
+
+    /// Objects in every slot's `main` and `spare`, as `check_accounting` counts them.
+    ///
+    /// # Safety
+    ///
+    /// - Only the calling thread exists and it is inside no operation of the cache (a child
+    ///   right after the fork, forked from outside any page source), and
+    ///   [`SlotTable::fork_child`] has run.
+    pub(crate) unsafe fn fork_objects_in_slots(&self) -> u64 {
+        let mut objects = 0u64;
+        // SAFETY: forwarded: nobody else can be inside an operation.
+        unsafe {
+            self.for_each_exclusive(|sheaves| {
+                objects += sheaves.main.size() as u64;
+                objects += sheaves
+                    .spare
+                    .as_ref()
+                    .map_or(0, |spare| spare.size() as u64);
+            });
+        }
+        objects
+    }
+}
