@@ -103,6 +103,13 @@ impl<S: SlotStrategy> Shared<S> {
         self.object_size
     }
 
+    /// The CPU (or thread) slots, for code that must hold them all (see
+    /// `SlotTable::hold_all`) or orphan other threads' slots after `fork`.
+    #[allow(dead_code)] // the fork handlers' entry point
+    pub(crate) fn slots(&self) -> &SlotTable<S> {
+        &self.slots
+    }
+
     /// The slab layer.
     pub(crate) fn pool(&self) -> &SlabPool {
         &self.pool
@@ -1067,17 +1074,15 @@ impl<S: SlotStrategy> Shared<S> {
 
     /// Checks `objects_in_use == live + in_slot_sheaves + in_barn` and the slabs' own
     /// invariants; panics with the figures when it does not hold. Meaningful at a quiescent
-    /// point only (no operation in flight, no deferred callback pending). For per-thread slots
-    /// the equation is checked only when, once orphans are adopted, the caller's slot is the
-    /// only one left.
-    pub(crate) fn check_accounting(&self) {
+    /// point only (no operation in flight, no deferred callback pending). Per-thread slots of
+    /// other live threads are counted when they can be taken (see
+    /// `SlotTable::for_each_reachable`); if one cannot (its thread runs), the equation is not
+    /// checked and `false` is returned.
+    pub(crate) fn check_accounting(&self) -> bool {
         self.pool.check_invariants();
         self.adopt_orphans();
-        if !self.slots.all_reachable() {
-            return;
-        }
         let mut in_slots = 0u64;
-        self.slots.for_each_reachable(|sheaves, _, _| {
+        let unreached = self.slots.for_each_reachable(|sheaves, _, _| {
             in_slots += sheaves.main.size() as u64;
             in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
             for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
@@ -1088,6 +1093,13 @@ impl<S: SlotStrategy> Shared<S> {
                 );
             }
         });
+        if unreached > 0 {
+            return false;
+        }
+        // Sheaves handed over by threads that found a drain request during the walk.
+        if self.slots.has_orphans() {
+            return false;
+        }
         let mut in_barn = 0u64;
         for barn in self.barns.iter() {
             in_barn += barn.snapshot().objects as u64;
@@ -1101,6 +1113,7 @@ impl<S: SlotStrategy> Shared<S> {
              sheaves {in_slots} + in barn {in_barn} = {}",
             live + in_slots + in_barn
         );
+        true
     }
 }
 

@@ -10,6 +10,7 @@ mod model;
 mod objects;
 mod prefill;
 mod races;
+mod reach;
 mod refill;
 mod returns;
 mod stress;
