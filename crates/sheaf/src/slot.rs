@@ -1079,7 +1079,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// a fast path when its id is revoked finishes that one operation (fast paths carry no
     /// marker to wait for); one inside a slow path finishes it. The caller's own slot is
     /// held through its thread-local.
-    #[allow(dead_code)] // the fork handlers' entry point
+    #[cfg_attr(not(test), allow(dead_code))] // the fork handlers' entry point
     pub(crate) fn hold_all(&self) -> AllHeld<'_, S> {
         let mut held = Vec::new();
         if S::PER_CPU {
@@ -1148,7 +1148,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// had in flight at the fork are lost to the child (never handed out twice).
     ///
     /// Must be called before any other use of the cache in the child.
-    #[allow(dead_code)] // the fork handlers' entry point
+    #[cfg_attr(not(test), allow(dead_code))] // the fork handlers' entry point
     pub(crate) fn orphan_other_threads(&self) -> usize {
         if S::PER_CPU {
             return 0;
@@ -1170,7 +1170,7 @@ impl<S: SlotStrategy> SlotTable<S> {
 }
 
 /// Every slot of a table, held by [`SlotTable::hold_all`]; released on drop.
-#[allow(dead_code)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct AllHeld<'a, S: SlotStrategy> {
     table: &'a SlotTable<S>,
     threads: Vec<Arc<CpuSlot>>,
@@ -1357,6 +1357,119 @@ mod tests {
         assert_eq!(counter(outer, "alloc_fastpath"), before + 1);
         // SAFETY: as above.
         unsafe { outer.free(next) };
+    }
+
+    /// A thread with a slot, waiting for work on a channel; every job runs an alloc+free
+    /// pair on `cache` and reports back.
+    fn worker<S: SlotStrategy>(
+        cache: &'static Cache<S>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        std::sync::mpsc::Receiver<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            for () in job_rx {
+                let object = cache.alloc(AllocFlags::empty()).expect("memory");
+                // SAFETY: allocated just above, freed once.
+                unsafe { cache.free(object) };
+                done_tx.send(()).unwrap();
+            }
+        });
+        (job_tx, done_rx, handle)
+    }
+
+    /// While one thread holds every slot of a table, other threads' operations complete
+    /// (without their slot: `cpu_slot_busy` counts them) instead of waiting; after the
+    /// release they use their slots again.
+    fn hold_all_sends_other_threads_to_the_slabs<S: SlotStrategy>() {
+        let cache: &'static Cache<S> =
+            Box::leak(Box::new(Cache::new(&CacheConfig::new(64)).unwrap()));
+        let (jobs, done, handle) = worker(cache);
+        jobs.send(()).unwrap();
+        done.recv().unwrap();
+        let busy = counter(cache, "cpu_slot_busy");
+        let held = cache.shared().slots().hold_all();
+        jobs.send(()).unwrap();
+        done.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("an operation waited for the holder of every slot");
+        assert_eq!(counter(cache, "cpu_slot_busy"), busy + 2, "{held:?}");
+        drop(held);
+        let fast = counter(cache, "alloc_fastpath");
+        jobs.send(()).unwrap();
+        done.recv().unwrap();
+        jobs.send(()).unwrap();
+        done.recv().unwrap();
+        assert!(counter(cache, "alloc_fastpath") > fast);
+        drop(jobs);
+        handle.join().unwrap();
+        cache.barrier();
+        cache.shrink();
+        assert!(cache.check_invariants());
+        assert_eq!(cache.stats().live_objects, Some(0));
+    }
+
+    #[test]
+    fn per_thread_hold_all_sends_other_threads_to_the_slabs() {
+        hold_all_sends_other_threads_to_the_slabs::<PerThread>();
+    }
+
+    #[test]
+    fn per_cpu_hold_all_sends_other_threads_to_the_slabs() {
+        hold_all_sends_other_threads_to_the_slabs::<PerCpu>();
+    }
+
+    /// In a child forked while another thread had a slot (with cached sheaves), that slot is
+    /// orphaned and adopted: the child's shrink releases every page and the accounting holds.
+    #[test]
+    fn per_thread_slots_of_threads_missing_after_fork_are_orphaned() {
+        let pages = Arc::new(slab::LimitedPages::new(usize::MAX / 2));
+        let config = CacheConfig::new(64).with_page_source(pages.clone());
+        let cache: &'static Cache<PerThread> = Box::leak(Box::new(Cache::new(&config).unwrap()));
+        let (jobs, done, handle) = worker(cache);
+        jobs.send(()).unwrap();
+        done.recv().unwrap();
+        // SAFETY: the child only runs the code below (the allocator and plain system calls)
+        // and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let orphaned = cache.shared().slots().orphan_other_threads();
+                cache.barrier();
+                cache.shrink();
+                orphaned == 1
+                    && cache.check_invariants()
+                    && cache.stats().live_objects == Some(0)
+                    && pages.stats().held_bytes == 0
+            }));
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child, without blocking.
+            let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if got == pid {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child, stuck.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        drop(jobs);
+        handle.join().unwrap();
+        let status = status.expect("the child hung");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child failed: status {status}"
+        );
     }
 
     /// A padded per-CPU slot is 256 bytes: the fast path finds it with one shift.
