@@ -248,24 +248,83 @@ impl<S: SlotStrategy> Shared<S> {
     }
 
     /// The slot's `main` is empty: make it hold objects, then pop.
+    ///
+    /// Everything that needs no new slab is done with the slot held; a refill that needs one
+    /// releases the slot first (see [`Shared::alloc_grown`]), as the kernel drops its lock
+    /// around the page allocator, so that other threads on this CPU keep using the slot
+    /// while the page source runs (or blocks).
     #[cold]
     #[inline(never)]
     fn alloc_refill(&self, slot: FastSlot<'_, S>, flags: AllocFlags) -> Option<NonNull<u8>> {
-        // Held from here on: the refill may call out (barn, slabs, page source).
+        // Held from here on: the refill may call out (barn, slabs).
         let mut slot = slot.hold();
-        let tally = Tally::owned(slot.counters());
         let node = slot.node();
         if self.capacity == 0 {
-            return self.alloc_from_slabs(node, flags, tally);
+            drop(slot);
+            return self.alloc_from_slabs(node, flags, Tally::shared(&self.counters));
         }
+        let tally = Tally::owned(slot.counters());
+        match self.fill_main(slot.sheaves(), node, false, true, tally) {
+            Ok(()) => {
+                let object = slot.sheaves().main.pop()?;
+                tally.add(Stat::AllocFastpath, 1);
+                Some(object)
+            }
+            Err(AllocError::WouldGrow) if flags.may_grow() => {
+                drop(slot);
+                self.alloc_grown(node)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// An allocation whose slot had nothing left and whose node's slabs had no free object:
+    /// fills a sheaf from a new slab *without* holding a slot, then takes a slot again (the
+    /// caller may have moved to another CPU, and the slot may have been refilled meanwhile)
+    /// to keep the rest: as `main` if that is still empty, else as the spare if there is
+    /// none or it is empty, else in the barn when full; otherwise it goes back to the slabs.
+    #[cold]
+    #[inline(never)]
+    fn alloc_grown(&self, node: usize) -> Option<NonNull<u8>> {
+        let tally = Tally::shared(&self.counters);
+        let mut sheaf = self.empty_sheaf(node, tally);
         if self
-            .fill_main(slot.sheaves(), node, flags.may_grow(), true, tally)
+            .refill_from_slabs(&mut sheaf, node, true, 1, tally)
             .is_err()
         {
+            self.stash_empty(sheaf, node, tally);
             return None;
         }
-        let object = slot.sheaves().main.pop()?;
+        let object = sheaf.pop().expect("a refill gives at least one object");
         tally.add(Stat::AllocFastpath, 1);
+        let mut leftover = Some(sheaf);
+        let mut emptied = None;
+        if let Some(mut slot) = self.slots.acquire() {
+            let sheaves = slot.sheaves();
+            if sheaves.main.is_empty() {
+                let old = mem::replace(&mut sheaves.main, leftover.take().expect("kept"));
+                if sheaves.spare.is_none() && !old.is_none() {
+                    sheaves.spare = Some(old);
+                } else {
+                    emptied = Some(old);
+                }
+            } else if sheaves.spare.as_ref().is_none_or(OwnedSheaf::is_empty) {
+                emptied = sheaves.spare.replace(leftover.take().expect("kept"));
+            }
+        }
+        // After the slot is released: a flush may give a slab back to the page source.
+        if let Some(empty) = emptied {
+            self.stash_empty(empty, node, tally);
+        }
+        if let Some(mut sheaf) = leftover {
+            if sheaf.is_full() {
+                match self.barns[node].put_full(sheaf) {
+                    Ok(()) => return Some(object),
+                    Err(full) => sheaf = full,
+                }
+            }
+            self.discard(sheaf, tally);
+        }
         Some(object)
     }
 

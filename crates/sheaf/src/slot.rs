@@ -1330,7 +1330,11 @@ mod tests {
         let warm = other.alloc(AllocFlags::empty()).unwrap();
         // SAFETY: allocated just above, freed once.
         unsafe { other.free(warm) };
-        // The first allocation of `outer` refills its slot from new slabs: the hook runs.
+        // The first prefill of `outer` tops its sheaf up from a new slab with the slot held:
+        // the hook runs.
+        let sheaf = outer.prefill(AllocFlags::empty(), 10).unwrap();
+        assert!(reentered.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        drop(sheaf);
         let objects: Vec<_> = (0..200)
             .map(|_| outer.alloc(AllocFlags::empty()).unwrap())
             .collect();

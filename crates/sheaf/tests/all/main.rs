@@ -6,6 +6,7 @@
 mod common;
 mod conf;
 mod deferred;
+mod deschedule;
 mod model;
 mod objects;
 mod prefill;
