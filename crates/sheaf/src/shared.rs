@@ -5,7 +5,8 @@
 //!
 //! - **alloc**: pop from the slot's `main`. When it is empty (cold path): swap with a
 //!   non-empty `spare`; else trade the empty `main` at the barn for a full sheaf; else refill
-//!   `main` from the slabs in bulk. A busy slot, or a cache without sheaves, takes one object
+//!   `main` from the slabs' free objects in bulk; else (a new slab is needed) release the
+//!   slot, fill a new sheaf from a new slab, and take a slot again to keep it. A busy slot, or a cache without sheaves, takes one object
 //!   straight from the slabs.
 //! - **free** mirrors it: push on `main`; when full, swap with a non-full `spare` (or make
 //!   `main` the spare); else trade the full `main` at the barn for an empty sheaf; else, the
@@ -15,7 +16,7 @@
 //!   straight from the slabs; a full `main` makes room as a free does.
 //! - **prefill** takes the slot's spare, else a barn sheaf (full, else empty), else a new one;
 //!   tops it up only if it holds fewer than requested, from the slot's `main` first (one block
-//!   copy) and then the slabs. Larger requests get a dedicated oversize sheaf that is never
+//!   copy) and then the slabs (a top-up that needs a new slab releases the slot first). Larger requests get a dedicated oversize sheaf that is never
 //!   cached. The common case, a spare that already holds enough, is inlined.
 //! - **return**: becomes the slot's spare if it has none (inlined); else, when the barn
 //!   looked to have room, is topped up to capacity and put there; else is flushed and freed.
@@ -622,7 +623,7 @@ impl<S: SlotStrategy> Shared<S> {
         flags: AllocFlags,
         count: usize,
     ) -> Result<OwnedSheaf, AllocError> {
-        let (tally, node) = match &slot {
+        let (mut tally, node) = match &slot {
             Some(slot) => (Tally::owned(slot.counters()), slot.node()),
             None => {
                 let tally = Tally::shared(&self.counters);
@@ -649,8 +650,23 @@ impl<S: SlotStrategy> Shared<S> {
             tally.add(Stat::SheafPrefillFast, 1);
         } else {
             tally.add(Stat::SheafPrefillSlow, 1);
+            // With a slot held, first without a new slab; one that is needed is taken with
+            // the slot released (the page source may sleep), from the slabs alone.
+            let grow_later = flags.may_grow() && slot.is_some();
             let sheaves = slot.as_mut().map(|slot| slot.sheaves());
-            if let Err(error) = self.top_up(&mut sheaf, sheaves, node, flags.may_grow(), count) {
+            let mut result = self.top_up(
+                &mut sheaf,
+                sheaves,
+                node,
+                flags.may_grow() && !grow_later,
+                count,
+            );
+            if grow_later && matches!(result, Err(AllocError::WouldGrow)) {
+                slot = None;
+                tally = Tally::shared(&self.counters);
+                result = self.top_up(&mut sheaf, None, node, true, count);
+            }
+            if let Err(error) = result {
                 // Nothing gathered was kept (C-PREFILL-6): the sheaf is as it was taken.
                 match slot.as_mut() {
                     Some(slot) if from_spare => slot.sheaves().spare = Some(sheaf),
@@ -846,6 +862,9 @@ impl<S: SlotStrategy> Shared<S> {
         };
         tally.add(Stat::PrefillUnused, sheaf.size() as u64);
         tally.add(Stat::SheafReturnSlow, 1);
+        // The rest needs no slot; a top-up may call the page source, which may sleep.
+        drop(slot);
+        let tally = Tally::shared(&self.counters);
         let barn = &self.barns[node];
         if barn.may_take_full() {
             let room = sheaf.room();

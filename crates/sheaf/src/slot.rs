@@ -1330,11 +1330,13 @@ mod tests {
         let warm = other.alloc(AllocFlags::empty()).unwrap();
         // SAFETY: allocated just above, freed once.
         unsafe { other.free(warm) };
-        // The first prefill of `outer` tops its sheaf up from a new slab with the slot held:
-        // the hook runs.
-        let sheaf = outer.prefill(AllocFlags::empty(), 10).unwrap();
+        // The first bulk allocation of `outer` takes a new slab with the slot held: the hook
+        // runs.
+        let mut bulk = [std::mem::MaybeUninit::uninit(); 10];
+        outer.alloc_bulk(AllocFlags::empty(), &mut bulk).unwrap();
         assert!(reentered.load(std::sync::atomic::Ordering::Relaxed) > 0);
-        drop(sheaf);
+        // SAFETY: every entry was written by the successful `alloc_bulk`; freed once.
+        unsafe { outer.free_bulk(&bulk.map(|o| o.assume_init())) };
         let objects: Vec<_> = (0..200)
             .map(|_| outer.alloc(AllocFlags::empty()).unwrap())
             .collect();

@@ -91,49 +91,75 @@ fn busy<S: SlotStrategy>(cache: &Cache<S>) -> u64 {
         .unwrap_or(0)
 }
 
-both_strategies! {
-    /// A thread blocks in the page source during its allocation's refill; another thread on
-    /// the same CPU allocates, frees, prefills and returns meanwhile. Every one of those
-    /// completes while the first thread is still blocked, and the allocation and free find
-    /// the CPU slot free (the refill released it before calling the page source).
-    fn c_conc_4_a_thread_blocked_in_the_page_source_holds_up_no_one<S>() {
-        let pages = Arc::new(GatedPages::default());
-        let config = CacheConfig::new(64)
-            .with_sheaf_capacity(8)
-            .with_page_source(pages.clone() as Arc<dyn PageSource>);
-        let cache: Cache<S> = Cache::new(&config).unwrap();
-        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
-        pin(cpu);
-        std::thread::scope(|s| {
-            pages.arm();
-            let blocked = s.spawn(|| {
-                pin(cpu);
-                // The slot is empty and there is no slab: the refill asks for a new one.
-                cache.alloc(AllocFlags::empty()).map(|o| o.as_ptr() as usize)
-            });
-            assert!(pages.wait_blocked(), "the first thread never reached the page source");
-            let before = busy(&cache);
-            let object = cache.alloc(AllocFlags::empty()).expect("memory");
-            // SAFETY: allocated just above, freed once.
-            unsafe { cache.free(object) };
-            let slot_busy = busy(&cache) - before;
-            let mut sheaf = cache.prefill(AllocFlags::empty(), 5).expect("memory");
-            let object = sheaf.alloc(AllocFlags::empty()).expect("reserved");
-            drop(sheaf);
-            // SAFETY: allocated from the prefilled sheaf, freed once.
-            unsafe { cache.free(object) };
-            let still_blocked = !blocked.is_finished();
-            pages.open();
-            let object = blocked.join().unwrap().expect("memory");
-            assert!(still_blocked, "the page source's gate timed out: something waited");
-            assert_eq!(slot_busy, 0, "the CPU slot stayed held through the page source call");
-            // SAFETY: allocated by the other thread, handed over, freed once.
-            unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+/// A thread blocks in the page source during `first` (an operation that needs a new slab
+/// for an empty cache); another thread on the same CPU allocates, frees, prefills and returns
+/// meanwhile. Every one of those completes while the first thread is still blocked, and the
+/// allocation and free find the CPU slot free (the first thread released it before calling
+/// the page source). `first` returns an object it allocated, which is freed here.
+fn blocked_in_the_page_source<S: SlotStrategy>(first: impl FnOnce(&Cache<S>) -> usize + Send) {
+    let pages = Arc::new(GatedPages::default());
+    let config = CacheConfig::new(64)
+        .with_sheaf_capacity(8)
+        .with_page_source(pages.clone() as Arc<dyn PageSource>);
+    let cache: Cache<S> = Cache::new(&config).unwrap();
+    let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+    pin(cpu);
+    std::thread::scope(|s| {
+        pages.arm();
+        let blocked = s.spawn(|| {
+            pin(cpu);
+            first(&cache)
         });
-        cache.barrier();
-        cache.shrink();
-        assert!(cache.check_invariants());
-        assert_eq!(live(&cache), 0);
-        assert_eq!(pages.stats().held_bytes, 0);
+        assert!(
+            pages.wait_blocked(),
+            "the first thread never reached the page source"
+        );
+        let before = busy(&cache);
+        let object = cache.alloc(AllocFlags::empty()).expect("memory");
+        // SAFETY: allocated just above, freed once.
+        unsafe { cache.free(object) };
+        let slot_busy = busy(&cache) - before;
+        let mut sheaf = cache.prefill(AllocFlags::empty(), 5).expect("memory");
+        let object = sheaf.alloc(AllocFlags::empty()).expect("reserved");
+        drop(sheaf);
+        // SAFETY: allocated from the prefilled sheaf, freed once.
+        unsafe { cache.free(object) };
+        let still_blocked = !blocked.is_finished();
+        pages.open();
+        let object = blocked.join().unwrap();
+        assert!(
+            still_blocked,
+            "the page source's gate timed out: something waited"
+        );
+        assert_eq!(
+            slot_busy, 0,
+            "the CPU slot stayed held through the page source call"
+        );
+        // SAFETY: allocated by the other thread, handed over, freed once.
+        unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+    });
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants());
+    assert_eq!(live(&cache), 0);
+    assert_eq!(pages.stats().held_bytes, 0);
+}
+
+both_strategies! {
+    /// The first thread blocks in its allocation's refill (C-CONC-4).
+    fn c_conc_4_a_thread_blocked_in_an_allocation_refill_holds_up_no_one<S>() {
+        blocked_in_the_page_source::<S>(|cache| {
+            cache.alloc(AllocFlags::empty()).expect("memory").as_ptr() as usize
+        });
+    }
+}
+
+both_strategies! {
+    /// The first thread blocks in its prefill's top-up (C-CONC-4).
+    fn c_conc_4_a_thread_blocked_in_a_prefill_top_up_holds_up_no_one<S>() {
+        blocked_in_the_page_source::<S>(|cache| {
+            let mut sheaf = cache.prefill(AllocFlags::empty(), 5).expect("memory");
+            sheaf.alloc(AllocFlags::empty()).expect("reserved").as_ptr() as usize
+        });
     }
 }
