@@ -200,6 +200,10 @@ pub const CLAUSES: &[Clause] = &[
         id: "C-CONC-2",
         summary: "threads that exit do not strand objects in CPU-local or thread-local sheaves",
     },
+    Clause {
+        id: "C-CONC-4",
+        summary: "shrink, barrier and accounting reach every live thread's and CPU's sheaves, waiting for no idle thread",
+    },
 ];
 
 /// The outcome of one clause on one design.
