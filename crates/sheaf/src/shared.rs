@@ -16,8 +16,9 @@
 //!   straight from the slabs; a full `main` makes room as a free does.
 //! - **prefill** takes the slot's spare, else a barn sheaf (full, else empty), else a new one;
 //!   tops it up only if it holds fewer than requested, from the slot's `main` first (one block
-//!   copy) and then the slabs (a top-up that needs a new slab releases the slot first). Larger requests get a dedicated oversize sheaf that is never
-//!   cached. The common case, a spare that already holds enough, is inlined.
+//!   copy) and then the slabs (a top-up that needs a new slab releases the slot first).
+//!   Larger requests get a dedicated oversize sheaf that is never cached. The common case, a
+//!   spare that already holds enough, is inlined.
 //! - **return**: becomes the slot's spare if it has none (inlined); else, when the barn
 //!   looked to have room, is topped up to capacity and put there; else is flushed and freed.
 //!
