@@ -1368,7 +1368,7 @@ mod tests {
     /// A thread with a slot, waiting for work on a channel; every job runs an alloc+free
     /// pair on `cache` and reports back.
     fn worker<S: SlotStrategy>(
-        cache: &'static Cache<S>,
+        cache: Arc<Cache<S>>,
     ) -> (
         std::sync::mpsc::Sender<()>,
         std::sync::mpsc::Receiver<()>,
@@ -1391,9 +1391,9 @@ mod tests {
     /// (without their slot: `cpu_slot_busy` counts them) instead of waiting; after the
     /// release they use their slots again.
     fn hold_all_sends_other_threads_to_the_slabs<S: SlotStrategy>() {
-        let cache: &'static Cache<S> =
-            Box::leak(Box::new(Cache::new(&CacheConfig::new(64)).unwrap()));
-        let (jobs, done, handle) = worker(cache);
+        let cache: Arc<Cache<S>> = Arc::new(Cache::new(&CacheConfig::new(64)).unwrap());
+        let (jobs, done, handle) = worker(cache.clone());
+        let cache = &*cache;
         jobs.send(()).unwrap();
         done.recv().unwrap();
         let busy = counter(cache, "cpu_slot_busy");
@@ -1433,8 +1433,8 @@ mod tests {
     fn per_thread_slots_of_threads_missing_after_fork_are_orphaned() {
         let pages = Arc::new(slab::LimitedPages::new(usize::MAX / 2));
         let config = CacheConfig::new(64).with_page_source(pages.clone());
-        let cache: &'static Cache<PerThread> = Box::leak(Box::new(Cache::new(&config).unwrap()));
-        let (jobs, done, handle) = worker(cache);
+        let cache: Arc<Cache<PerThread>> = Arc::new(Cache::new(&config).unwrap());
+        let (jobs, done, handle) = worker(cache.clone());
         jobs.send(()).unwrap();
         done.recv().unwrap();
         // SAFETY: the child only runs the code below (the allocator and plain system calls)
