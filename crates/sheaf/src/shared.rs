@@ -107,7 +107,7 @@ impl<S: SlotStrategy> Shared<S> {
 
     /// The CPU (or thread) slots, for code that must hold them all (see
     /// `SlotTable::hold_all`) or orphan other threads' slots after `fork`.
-    #[cfg_attr(not(test), allow(dead_code))] // the fork handlers' entry point
+    #[cfg_attr(any(not(test), loom), allow(dead_code))] // the fork handlers' entry point
     pub(crate) fn slots(&self) -> &SlotTable<S> {
         &self.slots
     }

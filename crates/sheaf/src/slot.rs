@@ -1079,7 +1079,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// a fast path when its id is revoked finishes that one operation (fast paths carry no
     /// marker to wait for); one inside a slow path finishes it. The caller's own slot is
     /// held through its thread-local.
-    #[cfg_attr(not(test), allow(dead_code))] // the fork handlers' entry point
+    #[cfg_attr(any(not(test), loom), allow(dead_code))] // the fork handlers' entry point
     pub(crate) fn hold_all(&self) -> AllHeld<'_, S> {
         let mut held = Vec::new();
         if S::PER_CPU {
@@ -1148,7 +1148,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// had in flight at the fork are lost to the child (never handed out twice).
     ///
     /// Must be called before any other use of the cache in the child.
-    #[cfg_attr(not(test), allow(dead_code))] // the fork handlers' entry point
+    #[cfg_attr(any(not(test), loom), allow(dead_code))] // the fork handlers' entry point
     pub(crate) fn orphan_other_threads(&self) -> usize {
         if S::PER_CPU {
             return 0;
@@ -1170,7 +1170,7 @@ impl<S: SlotStrategy> SlotTable<S> {
 }
 
 /// Every slot of a table, held by [`SlotTable::hold_all`]; released on drop.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(any(not(test), loom), allow(dead_code))]
 pub(crate) struct AllHeld<'a, S: SlotStrategy> {
     table: &'a SlotTable<S>,
     threads: Vec<Arc<CpuSlot>>,
