@@ -221,6 +221,10 @@ pub const CLAUSES: &[Clause] = &[
                   prefill, return, shrink, barrier and drop every cache; objects the vanished \
                   threads held may be lost, never handed out twice",
     },
+    Clause {
+        id: "C-CONC-4",
+        summary: "shrink, barrier and accounting reach every live thread's and CPU's sheaves, waiting for no idle thread",
+    },
 ];
 
 /// The outcome of one clause on one design.

@@ -184,6 +184,7 @@ fn a_design_without_capabilities_passes_what_applies_and_says_why_the_rest_does_
         "C-RETURN-4",
         "C-DEFER-2",
         "C-CONF-4",
+        "C-CONC-4",
     ]
     .into_iter()
     .collect();
@@ -258,7 +259,7 @@ fn reports_serialise_to_the_documented_json_shape() {
 fn clause_ids_are_unique_and_summarised() {
     let ids: BTreeSet<&str> = CLAUSES.iter().map(|c| c.id).collect();
     assert_eq!(ids.len(), CLAUSES.len());
-    assert_eq!(CLAUSES.len(), 33);
+    assert_eq!(CLAUSES.len(), 34);
     for clause in CLAUSES {
         assert!(clause.id.starts_with("C-") && !clause.summary.is_empty());
     }

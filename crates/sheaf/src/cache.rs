@@ -13,7 +13,7 @@ use object_alloc::{
 use crate::prefill::PrefilledSheaf;
 use crate::shared::Shared;
 use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
-use crate::slot::{PerCpu, SlotStrategy};
+use crate::slot::{PerCpu, REACH_PATIENCE, SlotStrategy};
 
 /// A cache of fixed-size objects: per-CPU (or per-thread) sheaves over a per-node barn over
 /// slabs. The Linux SLUB percpu-sheaves design, in userspace.
@@ -242,7 +242,12 @@ impl<S: SlotStrategy> Cache<S> {
     /// Must not be called inside a read-side section: it would wait for itself.
     ///
     /// With [`PerThread`](crate::PerThread) slots, the `rcu_free` sheaves reached are the
-    /// calling thread's and those of exited threads.
+    /// calling thread's, those of exited threads, and those of every live thread that is
+    /// asleep in the kernel (blocked on a lock, a channel, a sleep, I/O), which is then not
+    /// inside an operation. A live thread that is running (or runnable, or stopped) when the
+    /// barrier looks is not waited for: it gets a drain request and hands its sheaves over
+    /// to the cache at its next operation on it, for the next barrier or shrink to reach;
+    /// deferred frees still in its `rcu_free` sheaf are not waited for by this barrier.
     ///
     /// With [`PerCpu`](crate::PerCpu) slots, not to be called from inside an operation of
     /// this cache (from its page source): it waits for every CPU slot, including one the
@@ -250,7 +255,9 @@ impl<S: SlotStrategy> Cache<S> {
     pub fn barrier(&self) {
         // Reserved before any sheaf is taken: until then they are where a concurrent barrier
         // looks.
-        let (reservation, rcu) = self.shared().take_rcu_sheaves(|| self.deferrer.reserve());
+        let (reservation, rcu) = self
+            .shared()
+            .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
         self.submit_reserved(reservation, rcu);
         self.deferrer.barrier();
     }
@@ -261,9 +268,9 @@ impl<S: SlotStrategy> Cache<S> {
     /// barrier and a shrink, the cache holds no page (C-OBJ-5).
     ///
     /// With [`PerThread`](crate::PerThread) slots, the slots reached are the calling
-    /// thread's and those of exited threads; a live thread's own sheaves stay with it. A
-    /// thread has exited once its thread-local destructors have run: an explicit `join`
-    /// waits for that, the implicit join at the end of `std::thread::scope` may not.
+    /// thread's, those of exited threads and those of live threads asleep in the kernel, as
+    /// for [`Cache::barrier`]; a running thread hands its sheaves over at its next operation
+    /// on the cache, for the next shrink. No thread is waited for.
     ///
     /// With [`PerCpu`](crate::PerCpu) slots, not to be called from inside an operation of
     /// this cache (from its page source): it waits for every CPU slot, including one the
@@ -271,7 +278,9 @@ impl<S: SlotStrategy> Cache<S> {
     pub fn shrink(&self) {
         // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
         // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.
-        let (reservation, rcu) = self.shared().take_rcu_sheaves(|| self.deferrer.reserve());
+        let (reservation, rcu) = self
+            .shared()
+            .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
         self.submit_reserved(reservation, rcu);
         self.shared().shrink();
     }
@@ -300,13 +309,18 @@ impl<S: SlotStrategy> Cache<S> {
 
     /// Verifies `objects_in_use == live + in_cpu_sheaves + in_barn` and the slabs' own
     /// invariants; panics with the figures if either fails. Call it at a quiescent point (no
-    /// operation in flight, no deferred free pending, e.g. after [`Cache::barrier`]); with
-    /// [`PerThread`](crate::PerThread) slots the equation is checked only while no other live
-    /// thread has a slot. In a child process the objects lost at the fork with the other
-    /// threads (counted in the child's fork handler) are a term of the equation; it is not
-    /// checked in a child forked from inside a page source, where that count is unknown.
-    pub fn check_invariants(&self) {
-        self.shared().check_accounting();
+    /// operation in flight, no deferred free pending, e.g. after [`Cache::barrier`]).
+    ///
+    /// Returns whether the equation was checked: with [`PerThread`](crate::PerThread) slots
+    /// the sheaves of other live threads are counted when their threads sleep in the kernel
+    /// (blocked on a lock, a channel, a sleep, I/O); while one of them runs, it cannot be
+    /// told from outside whether that thread is inside an operation, and only the slabs'
+    /// invariants are checked (`false`). In a child process the objects lost at the fork with
+    /// the other threads (counted in the child's fork handler) are a term of the equation; it
+    /// is not checked (`false`) in a child forked from inside a page source, where that count
+    /// is unknown.
+    pub fn check_invariants(&self) -> bool {
+        self.shared().check_accounting()
     }
 
     /// Deferred callbacks not yet run.

@@ -5,7 +5,8 @@
 //!
 //! - **alloc**: pop from the slot's `main`. When it is empty (cold path): swap with a
 //!   non-empty `spare`; else trade the empty `main` at the barn for a full sheaf; else refill
-//!   `main` from the slabs in bulk. A busy slot, or a cache without sheaves, takes one object
+//!   `main` from the slabs' free objects in bulk; else (a new slab is needed) release the
+//!   slot, fill a new sheaf from a new slab, and take a slot again to keep it. A busy slot, or a cache without sheaves, takes one object
 //!   straight from the slabs.
 //! - **free** mirrors it: push on `main`; when full, swap with a non-full `spare` (or make
 //!   `main` the spare); else trade the full `main` at the barn for an empty sheaf; else, the
@@ -15,8 +16,9 @@
 //!   straight from the slabs; a full `main` makes room as a free does.
 //! - **prefill** takes the slot's spare, else a barn sheaf (full, else empty), else a new one;
 //!   tops it up only if it holds fewer than requested, from the slot's `main` first (one block
-//!   copy) and then the slabs. Larger requests get a dedicated oversize sheaf that is never
-//!   cached. The common case, a spare that already holds enough, is inlined.
+//!   copy) and then the slabs (a top-up that needs a new slab releases the slot first).
+//!   Larger requests get a dedicated oversize sheaf that is never cached. The common case, a
+//!   spare that already holds enough, is inlined.
 //! - **return**: becomes the slot's spare if it has none (inlined); else, when the barn
 //!   looked to have room, is topped up to capacity and put there; else is flushed and freed.
 //!
@@ -51,8 +53,11 @@ use slab::SlabPool;
 
 use crate::barn::Barn;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{FastSlot, RCU_GROUP, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
+use crate::slot::{
+    FastSlot, RCU_GROUP, REACH_PATIENCE, SlotGuard, SlotSheaves, SlotStrategy, SlotTable,
+};
 use crate::stats::{Counters, Stat, Tally};
+use std::time::Duration;
 
 mod fork;
 
@@ -249,24 +254,83 @@ impl<S: SlotStrategy> Shared<S> {
     }
 
     /// The slot's `main` is empty: make it hold objects, then pop.
+    ///
+    /// Everything that needs no new slab is done with the slot held; a refill that needs one
+    /// releases the slot first (see [`Shared::alloc_grown`]), as the kernel drops its lock
+    /// around the page allocator, so that other threads on this CPU keep using the slot
+    /// while the page source runs (or blocks).
     #[cold]
     #[inline(never)]
     fn alloc_refill(&self, slot: FastSlot<'_, S>, flags: AllocFlags) -> Option<NonNull<u8>> {
-        // Held from here on: the refill may call out (barn, slabs, page source).
+        // Held from here on: the refill may call out (barn, slabs).
         let mut slot = slot.hold();
-        let tally = Tally::owned(slot.counters());
         let node = slot.node();
         if self.capacity == 0 {
-            return self.alloc_from_slabs(node, flags, tally);
+            drop(slot);
+            return self.alloc_from_slabs(node, flags, Tally::shared(&self.counters));
         }
+        let tally = Tally::owned(slot.counters());
+        match self.fill_main(slot.sheaves(), node, false, true, tally) {
+            Ok(()) => {
+                let object = slot.sheaves().main.pop()?;
+                tally.add(Stat::AllocFastpath, 1);
+                Some(object)
+            }
+            Err(AllocError::WouldGrow) if flags.may_grow() => {
+                drop(slot);
+                self.alloc_grown(node)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// An allocation whose slot had nothing left and whose node's slabs had no free object:
+    /// fills a sheaf from a new slab *without* holding a slot, then takes a slot again (the
+    /// caller may have moved to another CPU, and the slot may have been refilled meanwhile)
+    /// to keep the rest: as `main` if that is still empty, else as the spare if there is
+    /// none or it is empty, else in the barn when full; otherwise it goes back to the slabs.
+    #[cold]
+    #[inline(never)]
+    fn alloc_grown(&self, node: usize) -> Option<NonNull<u8>> {
+        let tally = Tally::shared(&self.counters);
+        let mut sheaf = self.empty_sheaf(node, tally);
         if self
-            .fill_main(slot.sheaves(), node, flags.may_grow(), true, tally)
+            .refill_from_slabs(&mut sheaf, node, true, 1, tally)
             .is_err()
         {
+            self.stash_empty(sheaf, node, tally);
             return None;
         }
-        let object = slot.sheaves().main.pop()?;
+        let object = sheaf.pop().expect("a refill gives at least one object");
         tally.add(Stat::AllocFastpath, 1);
+        let mut leftover = Some(sheaf);
+        let mut emptied = None;
+        if let Some(mut slot) = self.slots.acquire() {
+            let sheaves = slot.sheaves();
+            if sheaves.main.is_empty() {
+                let old = mem::replace(&mut sheaves.main, leftover.take().expect("kept"));
+                if sheaves.spare.is_none() && !old.is_none() {
+                    sheaves.spare = Some(old);
+                } else {
+                    emptied = Some(old);
+                }
+            } else if sheaves.spare.as_ref().is_none_or(OwnedSheaf::is_empty) {
+                emptied = sheaves.spare.replace(leftover.take().expect("kept"));
+            }
+        }
+        // After the slot is released: a flush may give a slab back to the page source.
+        if let Some(empty) = emptied {
+            self.stash_empty(empty, node, tally);
+        }
+        if let Some(mut sheaf) = leftover {
+            if sheaf.is_full() {
+                match self.barns[node].put_full(sheaf) {
+                    Ok(()) => return Some(object),
+                    Err(full) => sheaf = full,
+                }
+            }
+            self.discard(sheaf, tally);
+        }
         Some(object)
     }
 
@@ -564,7 +628,7 @@ impl<S: SlotStrategy> Shared<S> {
         flags: AllocFlags,
         count: usize,
     ) -> Result<OwnedSheaf, AllocError> {
-        let (tally, node) = match &slot {
+        let (mut tally, node) = match &slot {
             Some(slot) => (Tally::owned(slot.counters()), slot.node()),
             None => {
                 let tally = Tally::shared(&self.counters);
@@ -591,8 +655,23 @@ impl<S: SlotStrategy> Shared<S> {
             tally.add(Stat::SheafPrefillFast, 1);
         } else {
             tally.add(Stat::SheafPrefillSlow, 1);
+            // With a slot held, first without a new slab; one that is needed is taken with
+            // the slot released (the page source may sleep), from the slabs alone.
+            let grow_later = flags.may_grow() && slot.is_some();
             let sheaves = slot.as_mut().map(|slot| slot.sheaves());
-            if let Err(error) = self.top_up(&mut sheaf, sheaves, node, flags.may_grow(), count) {
+            let mut result = self.top_up(
+                &mut sheaf,
+                sheaves,
+                node,
+                flags.may_grow() && !grow_later,
+                count,
+            );
+            if grow_later && matches!(result, Err(AllocError::WouldGrow)) {
+                slot = None;
+                tally = Tally::shared(&self.counters);
+                result = self.top_up(&mut sheaf, None, node, true, count);
+            }
+            if let Err(error) = result {
                 // Nothing gathered was kept (C-PREFILL-6): the sheaf is as it was taken.
                 match slot.as_mut() {
                     Some(slot) if from_spare => slot.sheaves().spare = Some(sheaf),
@@ -788,6 +867,9 @@ impl<S: SlotStrategy> Shared<S> {
         };
         tally.add(Stat::PrefillUnused, sheaf.size() as u64);
         tally.add(Stat::SheafReturnSlow, 1);
+        // The rest needs no slot; a top-up may call the page source, which may sleep.
+        drop(slot);
+        let tally = Tally::shared(&self.counters);
         let barn = &self.barns[node];
         if barn.may_take_full() {
             let room = sheaf.room();
@@ -931,11 +1013,15 @@ impl<S: SlotStrategy> Shared<S> {
     /// page source) and before any sheaf is taken: from then on, until the caller submits,
     /// nothing here calls out, so a barrier called from a page source never waits for a
     /// reservation of its own thread.
-    pub(crate) fn take_rcu_sheaves<R>(&self, reserve: impl FnOnce() -> R) -> (R, Vec<OwnedSheaf>) {
+    pub(crate) fn take_rcu_sheaves<R>(
+        &self,
+        patience: Duration,
+        reserve: impl FnOnce() -> R,
+    ) -> (R, Vec<OwnedSheaf>) {
         self.adopt_orphans();
         let reservation = reserve();
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
-        self.slots.for_each_reachable(|sheaves, _, _| {
+        self.slots.for_each_reachable(patience, |sheaves, _, _| {
             taken.extend(sheaves.take_rcu());
         });
         (reservation, self.prepare_submission(taken))
@@ -967,9 +1053,10 @@ impl<S: SlotStrategy> Shared<S> {
         if S::PER_CPU {
             // Under each slot's lock: the cache's deferred callbacks may still be running on
             // other threads, and per-CPU ones free into the slots (`free_now`).
-            self.slots.for_each_reachable(|sheaves, _, _| {
-                taken.extend(sheaves.take_rcu());
-            });
+            self.slots
+                .for_each_reachable(Duration::ZERO, |sheaves, _, _| {
+                    taken.extend(sheaves.take_rcu());
+                });
         } else {
             // SAFETY: forwarded; per-thread slots are touched by no deferred callback.
             unsafe {
@@ -1024,7 +1111,9 @@ impl<S: SlotStrategy> Shared<S> {
     /// takes and submits the `rcu_free` sheaves first ([`Shared::take_rcu_sheaves`]).
     pub(crate) fn shrink(&self) {
         self.slots
-            .for_each_reachable(|sheaves, _, node| self.retire(sheaves, node));
+            .for_each_reachable(REACH_PATIENCE, |sheaves, _, node| {
+                self.retire(sheaves, node)
+            });
         let tally = Tally::shared(&self.counters);
         for barn in self.barns.iter() {
             for sheaf in barn.drain() {
@@ -1088,35 +1177,42 @@ impl<S: SlotStrategy> Shared<S> {
 
     /// Checks `objects_in_use == live + in_slot_sheaves + in_barn` and the slabs' own
     /// invariants; panics with the figures when it does not hold. Meaningful at a quiescent
-    /// point only (no operation in flight, no deferred callback pending). For per-thread slots
-    /// the equation is checked only when, once orphans are adopted, the caller's slot is the
-    /// only one left. In a child process, objects lost at the fork with the other threads
-    /// are a term of their own (see `fork`).
-    pub(crate) fn check_accounting(&self) {
+    /// point only (no operation in flight, no deferred callback pending). Per-thread slots of
+    /// other live threads are counted when they can be taken (see
+    /// `SlotTable::for_each_reachable`); if one cannot (its thread runs), the equation is not
+    /// checked and `false` is returned. In a child process, objects lost at the fork with the
+    /// other threads are a term of their own (see `fork`).
+    pub(crate) fn check_accounting(&self) -> bool {
         self.pool.check_invariants();
         self.adopt_orphans();
-        if !self.slots.all_reachable() {
-            return;
-        }
         let mut in_slots = 0u64;
-        self.slots.for_each_reachable(|sheaves, _, _| {
-            in_slots += sheaves.main.size() as u64;
-            in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
-            for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
-                assert!(
-                    sheaf.is_none() || sheaf.capacity() == self.capacity,
-                    "slot sheaf {sheaf:?} has capacity other than {}",
-                    self.capacity
-                );
-            }
-        });
+        let unreached = self
+            .slots
+            .for_each_reachable(REACH_PATIENCE, |sheaves, _, _| {
+                in_slots += sheaves.main.size() as u64;
+                in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
+                for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
+                    assert!(
+                        sheaf.is_none() || sheaf.capacity() == self.capacity,
+                        "slot sheaf {sheaf:?} has capacity other than {}",
+                        self.capacity
+                    );
+                }
+            });
+        if unreached > 0 {
+            return false;
+        }
+        // Sheaves handed over by threads that found a drain request during the walk.
+        if self.slots.has_orphans() {
+            return false;
+        }
         let mut in_barn = 0u64;
         for barn in self.barns.iter() {
             in_barn += barn.snapshot().objects as u64;
         }
         // In a child forked from inside a page source the objects lost are unknown.
         let Some(lost) = self.fork.lost() else {
-            return;
+            return false;
         };
         let live = self.live_objects();
         let in_use = self.pool.stats().objects_in_use;
@@ -1126,6 +1222,7 @@ impl<S: SlotStrategy> Shared<S> {
             "accounting: slabs count {in_use} objects in use, but live {live} + in slot \
              sheaves {in_slots} + in barn {in_barn} + lost at a fork {lost} = {expected}",
         );
+        true
     }
 }
 
@@ -1144,7 +1241,8 @@ fn live_from(t: &[u64; Stat::ALL.len()]) -> u64 {
 
 impl<S: SlotStrategy> DeferTarget for Shared<S> {
     fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
-        let (reservation, rcu) = self.take_rcu_sheaves(|| deferrer.reserve());
+        // One try per live thread's slot: the hand-over thread comes back every tick.
+        let (reservation, rcu) = self.take_rcu_sheaves(Duration::ZERO, || deferrer.reserve());
         let any = !rcu.is_empty();
         crate::cache::submit_rcu_sheaves(deferrer, reservation, rcu);
         any

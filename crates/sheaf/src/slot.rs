@@ -42,6 +42,8 @@
 //!   a slot on this thread (of any cache) fails and takes the path that needs no slot, as a
 //!   busy per-CPU slot does. Holds therefore never nest.
 //! - `id` is 0 and `slot` is null: nothing cached, nothing held.
+//! - `id` is [`REVOKED`]: a taker asked for `slot` (see below); the next lookup takes the
+//!   slow path.
 //!
 //! The fast paths (pop or push on `main`, take or give back the spare for a prefill) compare
 //! `id` with the cache's id and use the slot without marking it held: they call no code that
@@ -52,11 +54,52 @@
 //! last) looks the slot up in the thread's list, creating it on the cache's first use, and
 //! leaves it in the thread-local. When the thread exits, its slot is marked
 //! orphaned; the cache adopts orphaned slots (flushes their sheaves) on its next slow path
-//! that looks for objects, at `shrink`, at `barrier` and at drop (C-CONC-2). `shrink` and
-//! `barrier` reach the calling thread's slot and orphaned slots only: another live thread's
-//! sheaves belong to that thread until it exits. For the same reason a deferred free that
-//! completes (the epoch collector runs it on whichever thread pins next) goes straight to the
-//! slabs under this strategy instead of into a foreign thread's slot.
+//! that looks for objects, at `shrink`, at `barrier` and at drop (C-CONC-2).
+//!
+//! ## Reaching other live threads' slots
+//!
+//! `shrink`, `barrier` and the accounting check reach every live thread's slot too
+//! (C-CONC-4), without waiting for its owner ([`SlotTable::take_remote`]). Since the fast path
+//! writes no flag, whether an owner is between operations is decided from outside, and a
+//! fourth thread-local state exists: `id` is [`REVOKED`], a value no cache has, stored by a
+//! *taker* (another thread) so that the owner's next operation takes the lookup's slow path.
+//! A taker:
+//!
+//! 1. takes the slot's `lock` byte (`REMOTE`; per-thread slots use it for takers only), which
+//!    the owner's lookup slow path checks after publishing its id ([`LastSlot::claim`]: a
+//!    swap and a load, sequentially consistent against the taker's compare-exchange and
+//!    read, so one of the two sees the other) and which the owner's exit waits for;
+//! 2. revokes the owner's `id` if it names this cache (a compare-exchange): from then on
+//!    the owner's operations find the slot busy and go to the slabs, as with a busy CPU slot;
+//!    if `id` marks this slot held, the owner is inside a slow path and is not taken;
+//! 3. reads the owner's scheduling state from `/proc/self/task/<tid>/stat`: only a thread
+//!    asleep in the kernel (`S`: blocked on a lock, a channel, a sleep, I/O) is taken. Fast
+//!    paths make no system call, so such a thread is not inside one. A running, runnable,
+//!    stopped (`T`) or uninterruptible (`D`) thread may be, and is not waited for;
+//! 4. reads `id` again (an owner that was inside a fast path at step 2 may have gone on to
+//!    hold the slot and sleep inside a slow path), and then empties the slot under its lock.
+//!
+//! An owner that cannot be taken gets a drain request (`drain`) and its `id` revoked; its
+//! next operation on the cache (or the release of the slow path it is in, which looks at the
+//! request after a swap of `id`) moves the slot's sheaves out to the cache's registry, where
+//! the next adoption (a slow path looking for objects, `shrink`, `barrier`, the accounting
+//! check) flushes them or submits their `rcu_free` sheaves. So `shrink` and `barrier` reach
+//! at once every thread that is asleep, exited or the caller; a thread that is running when
+//! they look is reached at its next operation, by the next `shrink` or `barrier`; and
+//! neither waits for any thread to run. The accounting check counts every slot it reaches
+//! and checks the equation only when it reached them all.
+//!
+//! Assumption behind step 3: a signal handler that interrupts an operation of a per-thread
+//! cache neither calls into that cache (which the one-entry cache already rules out) nor
+//! sleeps in the kernel before it returns. A per-thread slot's owner pays nothing on its fast
+//! path for any of this: a marker store at the start and the end of each fast path (the
+//! alternative, which would let a taker use `membarrier` instead of `/proc`) costs two
+//! instructions per operation: an alloc+free pair of 28 instructions in a bare loop under
+//! callgrind becomes 32.
+//!
+//! A deferred free that completes (the epoch collector runs it on whichever thread pins
+//! next) goes straight to the slabs under this strategy instead of into a foreign thread's
+//! slot.
 //!
 //! # fork
 //!
@@ -71,17 +114,26 @@
 //!
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
 //!   own thread (per-thread) while the thread-local marks it held or, on a fast path that
-//!   calls out to nothing, while no slot of the thread is held; or by whoever adopts an
-//!   orphaned slot (its thread has exited; adoption happens under the registry's mutex), or
-//!   with exclusive access to the whole cache (drop).
-//! - A slot's counters are written by the same parties only, and read by anyone (relaxed).
+//!   calls out to nothing, while no slot of the thread is held and the thread-local names the
+//!   slot with its cache's id; or by a taker that holds the per-thread slot's lock (`REMOTE`)
+//!   after steps 1-4 above; or by whoever adopts an orphaned slot (its thread has exited;
+//!   adoption happens under the registry's mutex), or with exclusive access to the whole
+//!   cache (drop).
+//! - The owner publishes "in use" for a per-thread slot of cache `c` only by `id == c`
+//!   (fast path) or `id == 0` with `slot` naming it (held), and it sets either only through
+//!   `claim`, which backs off when a taker holds the lock; a taker revokes only `id == c`.
+//! - A per-thread slot's owner marks it orphaned only while holding its lock (`LOCAL`), so a
+//!   taker that holds the lock and finds it not orphaned may read the owner's thread-local.
+//! - A slot's counters are written by the same parties only, and read by anyone (relaxed);
+//!   a taker never writes a live slot's counters.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{RefCell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
@@ -91,7 +143,7 @@ use crate::sync::AtomicU8;
 use slab::cpu::{self, CpuSource};
 #[cfg(not(loom))]
 use slab::rseq;
-use slab::rseq::{ABANDONED, FREE, LOCAL};
+use slab::rseq::{ABANDONED, FREE, LOCAL, REMOTE};
 
 #[cfg(not(loom))]
 mod fork;
@@ -180,7 +232,9 @@ impl SlotSheaves {
 ///
 /// `repr(C)` keeps the declared order: the lock, the sheaf pointers and the first counters
 /// (the fast paths' ones, see `Stat`) share the slot's first cache line, so an allocation or
-/// a free touches one line of the slot.
+/// a free touches one line of the slot. The per-thread fields fill the padding after the
+/// lock and the last 8 bytes of 256: a padded per-CPU slot stays 256 bytes, so indexing the
+/// table stays one shift (384 bytes cost the fast path an instruction per lookup).
 #[repr(C)]
 pub(crate) struct CpuSlot {
     /// Per-CPU: the try-lock (`slab::rseq`'s `FREE`, `LOCAL` or `REMOTE`). Unused by
@@ -188,11 +242,20 @@ pub(crate) struct CpuSlot {
     lock: AtomicU8,
     /// Per-thread: set by the owner when its thread exits.
     orphaned: std::sync::atomic::AtomicBool,
+    /// Per-thread: set by a taker that could not reach the slot; the owner hands the slot's
+    /// sheaves over to the cache at its next operation on the cache.
+    drain: AtomicBool,
+    /// Per-thread: the owner's kernel thread id, to read its scheduling state.
+    tid: i32,
     sheaves: UnsafeCell<SlotSheaves>,
     /// Events counted by the slot's holder.
     pub(crate) counters: Counters,
     /// The memory node whose barn and partial slabs this slot uses.
     pub(crate) node: usize,
+    /// Per-thread: the owner's one-entry cache (its thread-local), read and revoked by takers
+    /// while they hold the slot's lock and the slot is not orphaned (the owner's exit waits
+    /// for the lock before it marks the slot orphaned, and the thread-local lives until then).
+    owner: *const LastSlot,
 }
 
 // SAFETY: `sheaves` is only accessed under the protocol of the module docs (lock holder,
@@ -207,9 +270,22 @@ impl CpuSlot {
         Self {
             lock: AtomicU8::new(FREE),
             orphaned: std::sync::atomic::AtomicBool::new(false),
+            drain: AtomicBool::new(false),
+            tid: 0,
             sheaves: UnsafeCell::new(SlotSheaves::new()),
             counters: Counters::default(),
             node,
+            owner: std::ptr::null(),
+        }
+    }
+
+    /// Per-thread: a slot owned by the calling thread.
+    fn for_this_thread(node: usize) -> Self {
+        Self {
+            owner: LAST_SLOT.with(|last| last as *const LastSlot),
+            #[cfg(not(loom))]
+            tid: rustix::thread::gettid().as_raw_nonzero().get(),
+            ..Self::new(node)
         }
     }
 
@@ -306,8 +382,10 @@ impl<'a, S: SlotStrategy> FastSlot<'a, S> {
     pub(crate) fn hold(self) -> SlotGuard<'a, S> {
         let this = ManuallyDrop::new(self);
         if !S::PER_CPU {
-            // The lookup left the thread-local naming this slot with this cache's id.
-            LAST_SLOT.with(|last| last.id.set(0));
+            // The lookup left the thread-local naming this slot with this cache's id. A
+            // taker that revoked the id meanwhile finds the slot held when it looks again
+            // (see `SlotTable::take_remote`).
+            LAST_SLOT.with(|last| last.id.store(0, Ordering::Relaxed));
         }
         SlotGuard {
             slot: this.slot,
@@ -370,8 +448,16 @@ impl<S: SlotStrategy> Drop for SlotGuard<'_, S> {
         } else {
             // The thread-local still names this slot: while it is held no other hold (which
             // would overwrite it) can succeed on this thread. Storing the id back releases it
-            // and leaves it cached for the next operation.
-            LAST_SLOT.with(|last| last.id.set(self.cache_id));
+            // and leaves it cached for the next operation, unless a taker asked for the slot
+            // while it was held: then the next operation takes the lookup's slow path, which
+            // hands the sheaves over. The swap orders the release before the load of the
+            // request, against the taker's store of the request and its read of the id.
+            LAST_SLOT.with(|last| {
+                last.id.swap(self.cache_id, Ordering::SeqCst);
+                if self.slot.drain.load(Ordering::SeqCst) {
+                    last.id.store(REVOKED, Ordering::Relaxed);
+                }
+            });
         }
     }
 }
@@ -386,7 +472,10 @@ impl<S: SlotStrategy> fmt::Debug for SlotGuard<'_, S> {
 #[derive(Debug, Default)]
 struct ThreadRegistry {
     slots: Mutex<Vec<Arc<CpuSlot>>>,
+    /// Orphaned slots and handed-over sheaves waiting to be adopted.
     orphans: AtomicUsize,
+    /// Sheaves that live threads handed over on a drain request, with their slot's node.
+    handed: Mutex<Vec<(SlotSheaves, usize)>>,
 }
 
 struct ThreadEntry {
@@ -404,33 +493,70 @@ impl Drop for ThreadSlots {
     fn drop(&mut self) {
         // Later thread-local destructors must not reach a slot through the one-entry cache.
         let _ = LAST_SLOT.try_with(|last| {
-            last.id.set(0);
-            last.slot.set(std::ptr::null());
+            last.id.store(0, Ordering::Relaxed);
+            last.slot.store(std::ptr::null_mut(), Ordering::Relaxed);
         });
         for entry in self.entries.get_mut().drain(..) {
             if let Some(registry) = entry.registry.upgrade() {
+                // A taker reads this thread's thread-local while it holds the slot's lock and
+                // finds the slot not orphaned: wait out the one at work (a short section that
+                // runs no operation of ours) before the thread-local can go away.
+                while entry
+                    .slot
+                    .lock
+                    .compare_exchange(FREE, LOCAL, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    std::thread::yield_now();
+                }
                 // Release: the adopter that sees the flag sees every write this thread made
                 // to the slot.
                 entry.slot.orphaned.store(true, Ordering::Release);
+                entry.slot.unlock();
                 registry.orphans.fetch_add(1, Ordering::Release);
             }
         }
     }
 }
 
-/// The per-thread one-entry cache and hold marker (see the module docs for its three states).
+/// The per-thread one-entry cache and hold marker (see the module docs for its states).
+///
+/// Atomics so that a taker on another thread may revoke `id`; the owner's accesses are
+/// relaxed loads and stores, the same plain moves as a `Cell`'s.
 struct LastSlot {
-    /// The id of the cache whose slot `slot` is, or 0 while `slot` is held (or absent).
-    id: Cell<u64>,
+    /// The id of the cache whose slot `slot` is, 0 while `slot` is held (or absent), or
+    /// [`REVOKED`].
+    id: AtomicU64,
     /// The slot last used by this thread, or null.
-    slot: Cell<*const CpuSlot>,
+    slot: AtomicPtr<CpuSlot>,
 }
+
+/// A thread-local id that no cache has: a taker stored it to send the owner's next operation
+/// through the lookup's slow path.
+const REVOKED: u64 = u64::MAX;
 
 impl LastSlot {
     /// Whether this thread holds a slot now (an operation is in progress below us).
     #[inline]
     fn holds_a_slot(&self) -> bool {
-        self.id.get() == 0 && !self.slot.get().is_null()
+        self.id.load(Ordering::Relaxed) == 0 && !self.slot.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Makes `slot` this thread's cached slot under `id` (a cache id, or 0 to hold it),
+    /// unless a taker holds it: then the thread-local is left revoked and `false` returned.
+    ///
+    /// The swap and the load are ordered (sequentially consistent) against the taker's
+    /// compare-exchange of the lock and its read of `id`: either the taker reads `id` after
+    /// the swap and sees the slot in use, or this load sees the taker's lock.
+    fn claim(&self, id: u64, slot: &CpuSlot) -> bool {
+        self.slot
+            .store(slot as *const CpuSlot as *mut CpuSlot, Ordering::Relaxed);
+        self.id.swap(id, Ordering::SeqCst);
+        if slot.lock.load(Ordering::SeqCst) != FREE {
+            self.id.store(REVOKED, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -438,7 +564,7 @@ thread_local! {
     /// The last slot this thread used, and whether it is held: the per-thread fast path's
     /// lookup. No destructor, so access is a plain thread-local load.
     static LAST_SLOT: LastSlot = const {
-        LastSlot { id: Cell::new(0), slot: Cell::new(std::ptr::null()) }
+        LastSlot { id: AtomicU64::new(0), slot: AtomicPtr::new(std::ptr::null_mut()) }
     };
     static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
 }
@@ -552,7 +678,12 @@ impl<S: SlotStrategy> SlotTable<S> {
                 }
             }
         } else {
-            let (id, slot) = LAST_SLOT.with(|last| (last.id.get(), last.slot.get()));
+            let (id, slot) = LAST_SLOT.with(|last| {
+                (
+                    last.id.load(Ordering::Relaxed),
+                    last.slot.load(Ordering::Relaxed),
+                )
+            });
             if id == self.id {
                 // SAFETY: the thread-local named this slot together with this cache's id, so
                 // it is a slot of this cache registered by this thread, and no hold is active
@@ -663,24 +794,62 @@ impl<S: SlotStrategy> SlotTable<S> {
         if LAST_SLOT.with(LastSlot::holds_a_slot) {
             return None;
         }
-        let slot = self.thread_slot_lookup(create)?;
-        LAST_SLOT.with(|last| {
-            last.id.set(self.id);
-            last.slot.set(slot);
-        });
         // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
-        Some(unsafe { &*slot })
+        let slot = unsafe { &*self.thread_slot_lookup(create)? };
+        if slot.drain.load(Ordering::Acquire) && !self.hand_over(slot) {
+            return None;
+        }
+        LAST_SLOT
+            .with(|last| last.claim(self.id, slot))
+            .then_some(slot)
     }
 
-    /// Per-thread: holds the calling thread's slot if it has one (never creates it).
+    /// Per-thread: a taker asked for the calling thread's `slot`; moves its sheaves out to the
+    /// registry, where the cache's next adoption of orphans (any slow path that looks for
+    /// objects, `shrink`, `barrier`, the accounting check) takes them. `false` when a taker
+    /// holds the slot now (it empties the slot itself).
+    #[cold]
+    fn hand_over(&self, slot: &CpuSlot) -> bool {
+        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+            return false;
+        }
+        slot.drain.store(false, Ordering::Relaxed);
+        // SAFETY: this thread holds its slot (the thread-local marks it held and no taker
+        // holds its lock, see `LastSlot::claim`).
+        let sheaves = mem::replace(unsafe { slot.sheaves_mut() }, SlotSheaves::new());
+        let empty = sheaves.main.is_none()
+            && sheaves.spare.is_none()
+            && sheaves.rcu_free.is_none()
+            && sheaves.rcu_waiting.is_empty();
+        if !empty {
+            self.threads
+                .handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((sheaves, slot.node));
+            self.threads.orphans.fetch_add(1, Ordering::Release);
+        }
+        LAST_SLOT.with(|last| last.id.store(REVOKED, Ordering::Relaxed));
+        true
+    }
+
+    /// Per-thread: holds the calling thread's slot if it has one (never creates it), and
+    /// withdraws any drain request: the caller empties what it needs itself.
     fn hold_own_slot(&self) -> Option<SlotGuard<'_, S>> {
-        let slot = self.thread_slot_slow(false)?;
-        let fast = FastSlot {
+        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+            return None;
+        }
+        // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
+        let slot = unsafe { &*self.thread_slot_lookup(false)? };
+        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+            return None;
+        }
+        slot.drain.store(false, Ordering::Relaxed);
+        Some(SlotGuard {
             slot,
             cache_id: self.id,
             _strategy: PhantomData,
-        };
-        Some(fast.hold())
+        })
     }
 
     /// Per-thread: the calling thread's slot, from its list (created and registered when
@@ -696,7 +865,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                 if !create {
                     return None;
                 }
-                let slot = Arc::new(CpuSlot::new(self.current_node()));
+                let slot = Arc::new(CpuSlot::for_this_thread(self.current_node()));
                 self.threads
                     .slots
                     .lock()
@@ -714,14 +883,29 @@ impl<S: SlotStrategy> SlotTable<S> {
             .flatten()
     }
 
-    /// Runs `f` on every slot the caller can reach and hold: every CPU slot (waiting for
-    /// each, yielding, since this is not a fast path), or the calling thread's slot.
+    /// Runs `f` on every slot of a CPU or of a live thread that the caller can take now, and
+    /// returns how many it could not.
+    ///
+    /// Per-CPU: every CPU slot, waiting (yielding) for each lock; none is left out.
+    ///
+    /// Per-thread: the calling thread's own slot (held, unless this thread is inside an
+    /// operation already), and every other live thread's slot that
+    /// [`SlotTable::take_remote`] can take: its owner is asleep in the kernel, so not inside
+    /// an operation. A slot whose owner is running (or runnable, or stopped) is not waited
+    /// for: it gets a drain request, and its owner hands its sheaves over at its next
+    /// operation on the cache. Each such slot is tried again, yielding between tries, until
+    /// `patience` has passed (at least once), and then counted as not reached: a thread that
+    /// is about to block is caught asleep, and one that computes for long is not waited for.
     ///
     /// Orphaned per-thread slots are not visited: they are adopted whole, by
     /// [`SlotTable::adopt_orphans`] with a callback that empties every sheaf and folds the
     /// counters. Adopting them here, with a callback meant for live slots, would unregister a
     /// slot whose thread exited during the call with part of its contents still in it.
-    pub(crate) fn for_each_reachable(&self, mut f: impl FnMut(&mut SlotSheaves, &Counters, usize)) {
+    pub(crate) fn for_each_reachable(
+        &self,
+        patience: Duration,
+        mut f: impl FnMut(&mut SlotSheaves, &Counters, usize),
+    ) -> usize {
         if S::PER_CPU {
             for cpu in 0..self.cpus.len() {
                 let Some(slot) = self.lock_waiting(cpu) else {
@@ -731,10 +915,123 @@ impl<S: SlotStrategy> SlotTable<S> {
                 f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
                 slot.unlock();
             }
-        } else if let Some(mut own) = self.hold_own_slot() {
-            let (counters, node) = (own.counters(), own.node());
-            f(own.sheaves(), counters, node);
+            return 0;
         }
+        let start = Instant::now();
+        let mut own_unreached = 0;
+        let own = loop {
+            if let Some(mut own) = self.hold_own_slot() {
+                let (counters, node) = (own.counters(), own.node());
+                f(own.sheaves(), counters, node);
+                break own.slot as *const CpuSlot;
+            }
+            let Some(own) = self.thread_slot_lookup(false) else {
+                break std::ptr::null();
+            };
+            // The caller's own slot exists but cannot be held: this thread is inside an
+            // operation (re-entry), or another thread (a shrink, a barrier, the hand-over
+            // thread) is emptying it from outside, which takes a moment.
+            if LAST_SLOT.with(LastSlot::holds_a_slot) || start.elapsed() >= patience {
+                own_unreached = 1;
+                break own;
+            }
+            std::thread::yield_now();
+        };
+        // A snapshot, so that `f` (which may call the page source, and so this cache) runs
+        // without the registry's lock; the `Arc`s keep the slots alive meanwhile.
+        let mut others: Vec<Arc<CpuSlot>> = self
+            .threads
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|slot| !std::ptr::eq(Arc::as_ptr(slot), own))
+            .cloned()
+            .collect();
+        for attempt in 0.. {
+            if attempt > 0 {
+                if start.elapsed() >= patience {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            others.retain(|slot| match self.take_remote(slot) {
+                Take::Taken => {
+                    // SAFETY: `take_remote` took the slot: its owner is outside every
+                    // operation and cannot start one on it until we release the lock.
+                    f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
+                    slot.unlock();
+                    false
+                }
+                Take::Gone => false,
+                Take::Requested => true,
+            });
+            if others.is_empty() {
+                break;
+            }
+        }
+        others.len() + own_unreached
+    }
+
+    /// Per-thread: tries to take another live thread's `slot` without waiting for its owner.
+    ///
+    /// The owner's fast paths write no flag (they only compare the thread-local's id with
+    /// the cache's), so whether the owner is between operations is decided from outside:
+    ///
+    /// 1. the slot's lock is taken (`REMOTE`), which the owner's lookup slow path checks
+    ///    (see [`LastSlot::claim`]) and the owner's exit waits for;
+    /// 2. the owner's thread-local id, if it names this cache, is revoked: any operation the
+    ///    owner starts from now on takes the lookup's slow path, finds the lock and goes
+    ///    to the slabs directly, as with a busy CPU slot. If the thread-local marks this
+    ///    slot held, the owner is inside a slow path: no take;
+    /// 3. the owner's scheduling state is read from `/proc`: only a thread asleep in the
+    ///    kernel (`S`) is taken. Fast paths make no system calls, so a sleeping owner is not
+    ///    inside one; a running, runnable, stopped or uninterruptible one may be;
+    /// 4. the thread-local is read again: an owner that was inside a fast path when the id
+    ///    was revoked, then held the slot and slept inside a slow path, shows it held.
+    ///
+    /// Otherwise a drain request is left on the slot and the lock released: the owner's next
+    /// operation (its id is revoked, or its current slow path revokes it on release) hands
+    /// the sheaves over.
+    fn take_remote(&self, slot: &CpuSlot) -> Take {
+        match slot
+            .lock
+            .compare_exchange(FREE, REMOTE, Ordering::SeqCst, Ordering::Relaxed)
+        {
+            Ok(_) => {}
+            // The exiting owner, which orphans it for adoption.
+            Err(LOCAL) => return Take::Gone,
+            // Another taker (a shrink, a barrier, the hand-over thread), which may take only
+            // part of it (the `rcu_free` sheaves): not reached, tried again.
+            Err(_) => return Take::Requested,
+        }
+        if slot.orphaned.load(Ordering::Acquire) {
+            slot.unlock();
+            return Take::Gone;
+        }
+        // SAFETY: the slot is not orphaned and we hold its lock, so its owner has not passed
+        // the point of its exit that waits for the lock: its thread-local is alive.
+        let owner = unsafe { &*slot.owner };
+        let in_use = |id: u64| {
+            id == self.id || (id == 0 && std::ptr::eq(owner.slot.load(Ordering::Relaxed), slot))
+        };
+        let _ = owner
+            .id
+            .compare_exchange(self.id, REVOKED, Ordering::SeqCst, Ordering::Relaxed);
+        if !in_use(owner.id.load(Ordering::SeqCst))
+            && thread_sleeps(slot.tid)
+            && !in_use(owner.id.load(Ordering::SeqCst))
+        {
+            return Take::Taken;
+        }
+        // The request before the revocation: an owner that releases a hold after the
+        // compare-exchange failed on it sees the request (see `SlotGuard`'s drop).
+        slot.drain.store(true, Ordering::SeqCst);
+        let _ = owner
+            .id
+            .compare_exchange(self.id, REVOKED, Ordering::SeqCst, Ordering::Relaxed);
+        slot.unlock();
+        Take::Requested
     }
 
     /// Whether exited threads left slots to adopt (one load).
@@ -747,12 +1044,25 @@ impl<S: SlotStrategy> SlotTable<S> {
 
     /// Per-thread: runs `f` on each orphaned slot, then unregisters it. Its counters are
     /// passed to `f` so the caller can fold them into the shared block.
+    /// Sheaves that live threads handed over on a drain request are passed too, with an
+    /// empty counter block (their counters stay in the live slot).
     pub(crate) fn adopt_orphans(&self, f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize)) {
         if !self.has_orphans() {
             return;
         }
         let mut slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let mut adopted = 0;
+        let handed = mem::take(
+            &mut *self
+                .threads
+                .handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut adopted = handed.len();
+        let none = Counters::default();
+        for (mut sheaves, node) in handed {
+            f(&mut sheaves, &none, node);
+        }
         slots.retain(|slot| {
             if !slot.orphaned.load(Ordering::Acquire) {
                 return true;
@@ -819,20 +1129,41 @@ impl<S: SlotStrategy> SlotTable<S> {
             self.threads.slots.lock().map_or(0, |slots| slots.len())
         }
     }
+}
 
-    /// Per-thread: whether the caller's is the only registered slot (every other thread's
-    /// slot has been adopted), so that [`SlotTable::for_each_reachable`] sees every cached
-    /// object.
-    pub(crate) fn all_reachable(&self) -> bool {
-        if S::PER_CPU {
-            return true;
-        }
-        let own = self.thread_slot_lookup(false).unwrap_or(std::ptr::null());
-        let slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots
-            .iter()
-            .all(|slot| std::ptr::eq(Arc::as_ptr(slot), own))
-    }
+/// Per-thread: how long `shrink`, `barrier` and the accounting check keep trying a live
+/// thread's slot that they could not take (its owner was running), before they leave the drain
+/// request. The hand-over thread tries once per tick instead.
+pub(crate) const REACH_PATIENCE: Duration = Duration::from_millis(20);
+
+/// The outcome of [`SlotTable::take_remote`].
+enum Take {
+    /// The caller holds the slot (`REMOTE`) and may empty it; it releases the lock.
+    Taken,
+    /// Orphaned, or being orphaned by its exiting owner: adoption deals with it.
+    Gone,
+    /// The owner may be inside an operation (a drain request was left), or another taker
+    /// holds the slot: not reached now.
+    Requested,
+}
+
+/// Whether thread `tid` of this process is asleep in the kernel (state `S` in `/proc`), and
+/// so not inside a fast path, which makes no system call. `false` when it cannot be told.
+#[cfg(not(loom))]
+fn thread_sleeps(tid: i32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`: the command may contain spaces and parentheses.
+    let Some(close) = stat.iter().rposition(|&byte| byte == b')') else {
+        return false;
+    };
+    stat.get(close + 2) == Some(&b'S')
+}
+
+#[cfg(loom)]
+fn thread_sleeps(_tid: i32) -> bool {
+    false
 }
 
 impl<S: SlotStrategy> fmt::Debug for SlotTable<S> {
@@ -933,7 +1264,13 @@ mod tests {
         let warm = other.alloc(AllocFlags::empty()).unwrap();
         // SAFETY: allocated just above, freed once.
         unsafe { other.free(warm) };
-        // The first allocation of `outer` refills its slot from new slabs: the hook runs.
+        // The first bulk allocation of `outer` takes a new slab with the slot held: the hook
+        // runs.
+        let mut bulk = [std::mem::MaybeUninit::uninit(); 10];
+        outer.alloc_bulk(AllocFlags::empty(), &mut bulk).unwrap();
+        assert!(reentered.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        // SAFETY: every entry was written by the successful `alloc_bulk`; freed once.
+        unsafe { outer.free_bulk(&bulk.map(|o| o.assume_init())) };
         let objects: Vec<_> = (0..200)
             .map(|_| outer.alloc(AllocFlags::empty()).unwrap())
             .collect();
@@ -960,6 +1297,15 @@ mod tests {
         assert_eq!(counter(outer, "alloc_fastpath"), before + 1);
         // SAFETY: as above.
         unsafe { outer.free(next) };
+    }
+
+    /// A padded per-CPU slot is 256 bytes: the fast path finds it with one shift.
+    #[test]
+    fn a_padded_slot_is_256_bytes() {
+        assert_eq!(
+            std::mem::size_of::<crossbeam_utils::CachePadded<crate::slot::CpuSlot>>(),
+            256
+        );
     }
 
     #[test]

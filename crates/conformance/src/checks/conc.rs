@@ -446,3 +446,102 @@ pub(crate) fn thread_exit<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
          after barrier and shrink"
     ))
 }
+
+/// C-CONC-4: threads allocate, free most of what they took, keep a few objects live for the
+/// main thread, and then stay alive and idle (blocked on a channel), so their CPU or thread
+/// sheaves hold cached objects. From the main thread, a barrier and a shrink must bring the
+/// live count to the objects really live; once the main thread has freed those too, a
+/// barrier and a shrink must leave nothing live and no page held, while the threads are
+/// still alive. Each barrier and shrink must return while the threads stay idle (it may not
+/// wait for them to run). Deferred frees left by idle threads are C-DEFER-3's: a design whose
+/// barrier waits for them would hang here and be reported under the wrong clause.
+pub(crate) fn live_idle_threads<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
+    let caps = A::CAPABILITIES;
+    if !caps.tracks_live_objects && !caps.uses_page_source {
+        return Verdict::NotApplicable(format!(
+            "{} reports no live-object count and takes no page source: what idle threads hold cannot be observed",
+            A::NAME
+        ));
+    }
+    let mut idle = 0usize;
+    for &threads in &ctx.options.threads {
+        let fixture = Fixture::<A>::new(standard_config());
+        let capacity = fixture.capacity();
+        let scope = ctx.scope_in(
+            "C-CONC-4",
+            format!("{}, {threads} idle threads", describe(&fixture.config)),
+        );
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let stopped = Mutex::new(stopped);
+        std::thread::scope(|s| {
+            let (done, ready) = std::sync::mpsc::channel();
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (fixture, scope, done, stopped) =
+                        (&fixture, &scope, done.clone(), &stopped);
+                    let mut rng = ctx.rng(&format!("idle {threads} {t}"));
+                    s.spawn(move || {
+                        move_to_cpu(t);
+                        let mut hand = Hand::for_config(&fixture.config, t as u64 + 1);
+                        for _ in 0..rng.range(capacity + 1, 3 * capacity + 3) {
+                            if let Some(object) = fixture.cache.alloc(AllocFlags::empty()) {
+                                hand.take(scope, object);
+                            }
+                        }
+                        let keep = rng.range(1, 4);
+                        while hand.len() > keep {
+                            let Some(stamped) = hand.pop_random(scope, &mut rng) else {
+                                break;
+                            };
+                            // SAFETY: live, from this cache.
+                            unsafe { fixture.cache.free(stamped.object) };
+                        }
+                        done.send(std::mem::take(&mut hand.live)).unwrap();
+                        // Alive and idle until the main thread is done; every worker waits
+                        // on the one receiver in turn.
+                        let _ = stopped.lock().map(|receiver| receiver.recv());
+                    })
+                })
+                .collect();
+            drop(done);
+            let kept: Vec<Stamped> = ready.iter().take(threads).flatten().collect();
+            // Let the workers fall asleep on the channel.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let started = std::time::Instant::now();
+            fixture.cache.barrier();
+            fixture.cache.shrink();
+            let took = started.elapsed();
+            fixture.check_live(
+                &scope,
+                "C-CONC-4",
+                "after barrier() and shrink() from another thread while the threads idle",
+                kept.len(),
+                0,
+            );
+            let last = Hand::for_config(&fixture.config, 0);
+            for stamped in kept {
+                last.verify(&scope, stamped);
+                // SAFETY: allocated by an idle thread, live, handed over once.
+                unsafe { fixture.cache.free(stamped.object) };
+            }
+            fixture.expect_empty(
+                &scope,
+                "C-CONC-4",
+                "after freeing every object, with the threads that cached them alive and idle",
+            );
+            if took > std::time::Duration::from_secs(5) {
+                scope.violation(
+                    "C-CONC-4",
+                    format!("barrier() and shrink() took {took:?} while the other threads idled"),
+                );
+            }
+            drop(stop);
+            workers.into_iter().for_each(join);
+        });
+        idle += threads;
+    }
+    Verdict::Ran(format!(
+        "{idle} threads kept sheaves of cached objects alive and idle; barrier and shrink from another thread \
+         brought live to what was live, then nothing live or held (deferred frees of idle threads: C-DEFER-3)"
+    ))
+}

@@ -95,6 +95,7 @@ pub(crate) fn run_check<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
         "C-CONC-1" => conc::concurrent_mix::<A>(ctx),
         "C-CONC-2" => conc::thread_exit::<A>(ctx),
         "C-CONC-3" => fork::fork_child::<A>(ctx),
+        "C-CONC-4" => conc::live_idle_threads::<A>(ctx),
         other => Verdict::NotApplicable(format!("no check is written for clause {other}")),
     }
 }

@@ -9,7 +9,8 @@
 //!   itself, so the slot is marked `ABANDONED` instead: busy to every operation and skipped
 //!   by the paths that visit every slot, until its holder (if it is still there) releases it.
 //! - Per-thread slots: their fast path takes no lock, so another thread's slot may be half
-//!   updated at the fork. The child abandons them (see [`SlotTable::fork_child`]).
+//!   updated at the fork. The child abandons them (see [`SlotTable::fork_child`]), and the
+//!   forking thread's own slot too if another thread was emptying it from outside (`REMOTE`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,8 +32,8 @@ impl<S: SlotStrategy> SlotTable<S> {
         }));
     }
 
-    /// Locks the per-thread registry (taken before the cache's `orphan_rcu`, as adoption
-    /// nests them).
+    /// Locks the per-thread registry and its list of handed-over sheaves (taken before the
+    /// cache's `orphan_rcu`, as adoption nests them).
     ///
     /// # Safety
     ///
@@ -41,6 +42,15 @@ impl<S: SlotStrategy> SlotTable<S> {
         let guard = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: the caller's obligation: the table lives while its cache is registered.
         unsafe { held.hold(guard) };
+        // After the registry, as adoption nests them: a thread honouring a drain request may
+        // hold it at the fork.
+        let handed = self
+            .threads
+            .handed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // SAFETY: as above.
+        unsafe { held.hold(handed) };
     }
 
     /// In the child: makes every slot usable or unreachable (see the module docs), folding
@@ -74,10 +84,10 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// through an update). The slots are leaked, never read, so nobody adopts or drops a
     /// half-updated sheaf; their counters are folded into the cache's shared block.
     ///
-    /// This is the one place to change once another thread can hold a live thread's slot:
-    /// prepare would then hold every per-thread slot (as it does per-CPU ones), and here the
-    /// slots of the threads that are gone would be marked orphaned (`orphaned`, `orphans`)
-    /// instead, so that the cache adopts them like those of exited threads.
+    /// They are not adopted as orphans: a shrink or barrier can take a live thread's slot
+    /// only while that thread sleeps in the kernel, and nothing can stop an owner that is in
+    /// the middle of a fast path (which carries no marker), so prepare cannot bring every
+    /// per-thread slot to rest as it does per-CPU ones.
     fn fork_abandon_thread_slots(&self, fold: &mut impl FnMut(&Counters)) -> usize {
         let own = THREAD_SLOTS
             .try_with(|slots| {
@@ -92,7 +102,20 @@ impl<S: SlotStrategy> SlotTable<S> {
         let mut slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
         let mut abandoned = 0;
         slots.retain(|slot| {
-            if Some(Arc::as_ptr(slot)) == own || slot.orphaned.load(Ordering::Acquire) {
+            if Some(Arc::as_ptr(slot)) == own {
+                // Another thread may have been emptying this slot from outside (`REMOTE`, a
+                // shrink or barrier that found this thread asleep) when the fork came: that
+                // thread is gone, so its half-done work is forgotten and the slot freed.
+                if slot.lock.load(Ordering::Relaxed) != FREE {
+                    // SAFETY: only this thread exists, it is inside no operation of the cache,
+                    // and the slot's holder no longer exists.
+                    unsafe { slot.forget_sheaves() };
+                    slot.lock.store(FREE, Ordering::Release);
+                    abandoned += 1;
+                }
+                return true;
+            }
+            if slot.orphaned.load(Ordering::Acquire) {
                 return true;
             }
             fold(&slot.counters);

@@ -71,12 +71,18 @@ pub(crate) fn free_all_and_check_empty<S: SlotStrategy>(
         unsafe { cache.free(object) };
     }
     cache.barrier();
-    cache.check_invariants();
+    assert!(
+        cache.check_invariants(),
+        "the accounting equation was not checked"
+    );
     assert_eq!(live(cache), 0, "live objects after freeing all");
     cache.shrink();
     cache.barrier();
     cache.shrink();
-    cache.check_invariants();
+    assert!(
+        cache.check_invariants(),
+        "the accounting equation was not checked"
+    );
     assert_eq!(held(pages), 0, "pages held after freeing all and shrinking");
     assert_eq!(cache.stats().slab_bytes, Some(0));
 }

@@ -6,12 +6,14 @@
 mod common;
 mod conf;
 mod deferred;
+mod deschedule;
 mod fork;
 mod liveness;
 mod model;
 mod objects;
 mod prefill;
 mod races;
+mod reach;
 mod refill;
 mod returns;
 mod stress;

@@ -192,7 +192,10 @@ fn run_model<S: SlotStrategy>(capacity: usize, barn: (usize, usize), ops: &[Op])
             stats.counter("barn_empty_sheaves") <= barn.1 as u64,
             "step {step}: C-RETURN-3"
         );
-        cache.check_invariants();
+        assert!(
+            cache.check_invariants(),
+            "step {step}: the equation was not checked"
+        );
     }
     drop(sheaf);
     pages.set_limit(usize::MAX / 2);

@@ -1,0 +1,166 @@
+//! No operation waits for a descheduled thread (C-CONC-4): a thread blocked inside the page
+//! source, in the middle of a refill, holds up no other thread on its CPU, and the refill
+//! does not keep the CPU slot while the page source runs.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use object_alloc::{AllocFlags, CacheConfig, PageError, PageSource, PageSourceStats};
+use sheaf::{Cache, SlotStrategy};
+
+use crate::common::*;
+
+/// Pages whose next `alloc_chunk` after [`GatedPages::arm`] blocks until
+/// [`GatedPages::open`] (or a time-out, so that a failing test cannot hang): the caller is
+/// descheduled inside the allocator, as a page allocator that sleeps would leave it.
+#[derive(Debug, Default)]
+struct GatedPages {
+    inner: slab::MmapPages,
+    armed: AtomicBool,
+    /// (a caller is blocked inside, the gate is open)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl GatedPages {
+    fn arm(&self) {
+        *self.state.lock().unwrap() = (false, false);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until a caller is blocked inside; `false` after 10 s.
+    fn wait_blocked(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(10), |(inside, _)| !*inside)
+            .unwrap();
+        state.0
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+// SAFETY: every chunk comes from `inner` and goes back to it.
+unsafe impl PageSource for GatedPages {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, PageError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let mut state = self.state.lock().unwrap();
+            state.0 = true;
+            self.changed.notify_all();
+            let _ = self
+                .changed
+                .wait_timeout_while(state, Duration::from_secs(10), |(_, open)| !*open)
+                .unwrap();
+        }
+        self.inner.alloc_chunk(bytes)
+    }
+
+    unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+        // SAFETY: forwarded: the chunk came from `inner`.
+        unsafe { self.inner.free_chunk(chunk, bytes) }
+    }
+
+    fn stats(&self) -> PageSourceStats {
+        self.inner.stats()
+    }
+}
+
+/// Pins the calling thread to `cpu` (where the machine allows it).
+fn pin(cpu: usize) {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    let _ = sched_setaffinity(None, &set);
+}
+
+fn busy<S: SlotStrategy>(cache: &Cache<S>) -> u64 {
+    cache
+        .stats()
+        .counters
+        .get("cpu_slot_busy")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A thread blocks in the page source during `first` (an operation that needs a new slab
+/// for an empty cache); another thread on the same CPU allocates, frees, prefills and returns
+/// meanwhile. Every one of those completes while the first thread is still blocked, and the
+/// allocation and free find the CPU slot free (the first thread released it before calling
+/// the page source). `first` returns an object it allocated, which is freed here.
+fn blocked_in_the_page_source<S: SlotStrategy>(first: impl FnOnce(&Cache<S>) -> usize + Send) {
+    let pages = Arc::new(GatedPages::default());
+    let config = CacheConfig::new(64)
+        .with_sheaf_capacity(8)
+        .with_page_source(pages.clone() as Arc<dyn PageSource>);
+    let cache: Cache<S> = Cache::new(&config).unwrap();
+    let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+    pin(cpu);
+    std::thread::scope(|s| {
+        pages.arm();
+        let blocked = s.spawn(|| {
+            pin(cpu);
+            first(&cache)
+        });
+        assert!(
+            pages.wait_blocked(),
+            "the first thread never reached the page source"
+        );
+        let before = busy(&cache);
+        let object = cache.alloc(AllocFlags::empty()).expect("memory");
+        // SAFETY: allocated just above, freed once.
+        unsafe { cache.free(object) };
+        let slot_busy = busy(&cache) - before;
+        let mut sheaf = cache.prefill(AllocFlags::empty(), 5).expect("memory");
+        let object = sheaf.alloc(AllocFlags::empty()).expect("reserved");
+        drop(sheaf);
+        // SAFETY: allocated from the prefilled sheaf, freed once.
+        unsafe { cache.free(object) };
+        let still_blocked = !blocked.is_finished();
+        pages.open();
+        let object = blocked.join().unwrap();
+        assert!(
+            still_blocked,
+            "the page source's gate timed out: something waited"
+        );
+        assert_eq!(
+            slot_busy, 0,
+            "the CPU slot stayed held through the page source call"
+        );
+        // SAFETY: allocated by the other thread, handed over, freed once.
+        unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+    });
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants());
+    assert_eq!(live(&cache), 0);
+    assert_eq!(pages.stats().held_bytes, 0);
+}
+
+both_strategies! {
+    /// The first thread blocks in its allocation's refill (C-CONC-4).
+    fn c_conc_4_a_thread_blocked_in_an_allocation_refill_holds_up_no_one<S>() {
+        blocked_in_the_page_source::<S>(|cache| {
+            cache.alloc(AllocFlags::empty()).expect("memory").as_ptr() as usize
+        });
+    }
+}
+
+both_strategies! {
+    /// The first thread blocks in its prefill's top-up (C-CONC-4).
+    fn c_conc_4_a_thread_blocked_in_a_prefill_top_up_holds_up_no_one<S>() {
+        blocked_in_the_page_source::<S>(|cache| {
+            let mut sheaf = cache.prefill(AllocFlags::empty(), 5).expect("memory");
+            sheaf.alloc(AllocFlags::empty()).expect("reserved").as_ptr() as usize
+        });
+    }
+}

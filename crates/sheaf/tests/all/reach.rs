@@ -1,0 +1,283 @@
+//! `shrink`, `barrier` and the accounting check reach the sheaves of every live thread and
+//! CPU (C-CONC-4), without waiting for a thread that is not running.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use object_alloc::AllocFlags;
+use sheaf::{Cache, SlotStrategy};
+
+use crate::common::*;
+
+/// A thread used the cache, kept some objects live, and now waits on a channel (asleep in
+/// the kernel); the caller gets the live objects' addresses, and ends the thread by dropping
+/// the returned sender.
+fn idle_thread_with_sheaves<'s, S: SlotStrategy>(
+    s: &'s std::thread::Scope<'s, '_>,
+    cache: &'s Cache<S>,
+    keep: usize,
+    defer: usize,
+) -> (
+    mpsc::Sender<()>,
+    Vec<usize>,
+    std::thread::ScopedJoinHandle<'s, ()>,
+) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let handle = s.spawn(move || {
+        let objects: Vec<NonNull<u8>> = (0..100)
+            .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+            .collect();
+        let (kept, rest) = objects.split_at(keep);
+        let (deferred, freed) = rest.split_at(defer);
+        for &object in freed {
+            // SAFETY: allocated above, freed once.
+            unsafe { cache.free(object) };
+        }
+        for &object in deferred {
+            // SAFETY: allocated above, freed once, no reader holds it.
+            unsafe { cache.free_deferred(object) };
+        }
+        done_tx
+            .send(kept.iter().map(|o| o.as_ptr() as usize).collect::<Vec<_>>())
+            .unwrap();
+        // Idle, alive, holding its slot's sheaves, until the test ends it.
+        let _ = stop_rx.recv();
+    });
+    let kept = done_rx.recv().unwrap();
+    // Let it fall asleep in `recv`.
+    std::thread::sleep(Duration::from_millis(20));
+    (stop_tx, kept, handle)
+}
+
+both_strategies! {
+    /// Another live thread, idle, freed objects normally and deferred others: a barrier and
+    /// a shrink from this thread leave `live` equal to what is really live, and release every
+    /// page once that is freed too.
+    fn c_conc_4_barrier_and_shrink_reach_an_idle_live_thread<S>() {
+        let (pages, cache) = cache_with::<S>(16);
+        std::thread::scope(|s| {
+            let (stop, kept, handle) = idle_thread_with_sheaves(s, &cache, 0, 19);
+            cache.barrier();
+            cache.shrink();
+            assert_eq!(live(&cache), 0, "deferred frees of an idle thread not completed");
+            assert_eq!(held(&pages), 0, "pages still held for an idle thread's sheaves");
+            assert!(kept.is_empty());
+            drop(stop);
+            handle.join().unwrap();
+        });
+    }
+}
+
+both_strategies! {
+    /// The accounting equation is checked, and holds, while another live thread keeps
+    /// objects and sheaves.
+    fn c_conc_4_accounting_counts_an_idle_live_threads_sheaves<S>() {
+        let (pages, cache) = cache_with::<S>(16);
+        std::thread::scope(|s| {
+            let (stop, kept, handle) = idle_thread_with_sheaves(s, &cache, 7, 5);
+            cache.barrier();
+            assert!(cache.check_invariants(), "the equation was not checked");
+            assert_eq!(live(&cache), 7);
+            for object in kept {
+                // SAFETY: the idle thread's live objects, handed over and freed once here.
+                unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+            }
+            cache.barrier();
+            cache.shrink();
+            assert!(cache.check_invariants());
+            assert_eq!(live(&cache), 0);
+            assert_eq!(held(&pages), 0);
+            drop(stop);
+            handle.join().unwrap();
+        });
+    }
+}
+
+/// A per-thread owner that keeps running (never asleep) cannot be taken from outside: the
+/// barrier and shrink leave it a drain request instead of waiting, and its next operation
+/// hands its sheaves over, so that the next barrier completes its deferred frees although
+/// the thread is still running. Once it has exited, nothing is live or held.
+#[test]
+fn c_conc_4_a_running_thread_hands_its_sheaves_over_at_its_next_operation() {
+    let (pages, cache) = cache_with::<sheaf::PerThread>(16);
+    let step = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    /// Ends the other thread however the test ends, so that a failed assertion fails the
+    /// test instead of leaving the scope waiting for it.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    std::thread::scope(|s| {
+        let _stop = Stop(&stop);
+        let worker = s.spawn(|| {
+            let objects: Vec<NonNull<u8>> = (0..50)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            for (i, &object) in objects.iter().enumerate() {
+                // SAFETY: allocated above, freed once.
+                unsafe {
+                    if i < 9 {
+                        cache.free_deferred(object)
+                    } else {
+                        cache.free(object)
+                    }
+                }
+            }
+            step.store(1, Ordering::Release);
+            // Running, not asleep, until asked for one more operation.
+            while step.load(Ordering::Acquire) != 2 {
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            let object = cache.alloc(AllocFlags::empty()).expect("memory");
+            // SAFETY: allocated just above, freed once.
+            unsafe { cache.free(object) };
+            step.store(3, Ordering::Release);
+            // Running again, never asleep.
+            while !stop.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+        });
+        while step.load(Ordering::Acquire) != 1 {
+            assert!(!worker.is_finished(), "the other thread failed");
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        cache.barrier();
+        cache.shrink();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for a running thread"
+        );
+        // Not reached: the running thread's deferred frees are still in its slot.
+        assert_eq!(live(&cache), 9);
+        step.store(2, Ordering::Release);
+        while step.load(Ordering::Acquire) != 3 {
+            assert!(!worker.is_finished(), "the other thread failed");
+            std::thread::yield_now();
+        }
+        // Handed over by its last operation, although it is running now.
+        cache.barrier();
+        assert_eq!(live(&cache), 0);
+        stop.store(true, Ordering::Release);
+        worker.join().unwrap();
+        cache.barrier();
+        cache.shrink();
+        assert_eq!(held(&pages), 0);
+    });
+}
+
+fn stamp(object: NonNull<u8>, value: u64) {
+    // SAFETY: a live 64-byte object owned by the caller.
+    unsafe {
+        object.cast::<u64>().write(value);
+        object.cast::<u64>().add(7).write(!value);
+    }
+}
+
+fn check_stamp(object: NonNull<u8>, value: u64) {
+    // SAFETY: as above.
+    let (a, b) = unsafe {
+        (
+            object.cast::<u64>().read(),
+            object.cast::<u64>().add(7).read(),
+        )
+    };
+    assert_eq!((a, b), (value, !value), "object changed by someone else");
+}
+
+both_strategies! {
+    /// Threads allocate, free, defer, prefill and sleep now and then (so that their slots
+    /// are taken from outside) while another thread shrinks, barriers and reads stats in a
+    /// loop; every object keeps its owner's stamp, and at the end nothing is live or held.
+    fn c_conc_4_operations_race_with_takers<S>() {
+        let (pages, config) = limited_config(usize::MAX / 2);
+        let cache: Cache<S> =
+            Cache::new(&config.with_sheaf_capacity(8).with_barn_limits(2, 2)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + Duration::from_millis(800);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..3u64)
+                .map(|t| {
+                    let cache = &cache;
+                    s.spawn(move || {
+                        let mut mine: Vec<(NonNull<u8>, u64)> = Vec::new();
+                        let mut i = 0u64;
+                        while Instant::now() < deadline {
+                            i += 1;
+                            let tag = (t << 40) | i;
+                            match i % 7 {
+                                0..=2 => {
+                                    let o = cache.alloc(AllocFlags::empty()).expect("memory");
+                                    stamp(o, tag);
+                                    mine.push((o, tag));
+                                }
+                                3 | 4 => {
+                                    if let Some((o, tag)) = mine.pop() {
+                                        check_stamp(o, tag);
+                                        // SAFETY: ours, freed once.
+                                        unsafe { cache.free(o) };
+                                    }
+                                }
+                                5 => {
+                                    if let Some((o, tag)) = mine.pop() {
+                                        check_stamp(o, tag);
+                                        // SAFETY: ours, freed once, never shared.
+                                        unsafe { cache.free_deferred(o) };
+                                    }
+                                }
+                                _ => {
+                                    let mut sheaf =
+                                        cache.prefill(AllocFlags::empty(), 5).expect("memory");
+                                    let o = sheaf.alloc(AllocFlags::empty()).expect("reserved");
+                                    stamp(o, tag);
+                                    mine.push((o, tag));
+                                    drop(sheaf);
+                                }
+                            }
+                            if i.is_multiple_of(64) {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
+                        }
+                        for (o, tag) in mine {
+                            check_stamp(o, tag);
+                            // SAFETY: ours, freed once.
+                            unsafe { cache.free(o) };
+                        }
+                    })
+                })
+                .collect();
+            let taker = {
+                let (cache, stop) = (&cache, stop.clone());
+                s.spawn(move || {
+                    let mut rounds = 0u64;
+                    while !stop.load(Ordering::Acquire) {
+                        cache.shrink();
+                        let _ = cache.stats();
+                        cache.barrier();
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            };
+            for worker in workers {
+                worker.join().unwrap();
+            }
+            stop.store(true, Ordering::Release);
+            assert!(taker.join().unwrap() > 0);
+        });
+        cache.barrier();
+        cache.shrink();
+        assert!(cache.check_invariants());
+        assert_eq!(live(&cache), 0);
+        assert_eq!(held(&pages), 0);
+    }
+}
