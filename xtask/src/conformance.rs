@@ -1,4 +1,4 @@
-//! `cargo xtask conformance`: the contract clauses of CONTRACT.md on every allocator.
+//! `cargo xtask conformance`: the contract clauses (docs/contract.md) on every allocator.
 
 use std::process::Command;
 

@@ -74,7 +74,7 @@ pub(crate) struct RunArgs {
     pub(crate) workloads: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) selection: MeasureSelection,
-    /// Write the results as JSON (DESIGN.md's schema, plus per-run samples and machine facts).
+    /// Write the results as JSON (the result schema of `harness::result`, plus per-run samples and machine facts).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
     /// Write the results as a Markdown report.

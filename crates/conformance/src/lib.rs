@@ -1,4 +1,4 @@
-//! The clauses of the allocator API contract (`shared/CONTRACT.md`) as checks that run on any
+//! The clauses of the allocator API contract (`docs/contract.md` in the repository) as checks that run on any
 //! [`ObjectAlloc`] design.
 //!
 //! # How a run works
@@ -76,13 +76,13 @@ use findings::Findings;
 /// One clause of the contract: its stable ID and what it promises, in one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clause {
-    /// The stable ID, as in `CONTRACT.md` (`"C-PREFILL-1"`).
+    /// The stable ID, as in `docs/contract.md` (`"C-PREFILL-1"`).
     pub id: &'static str,
     /// The promise, in one line.
     pub summary: &'static str,
 }
 
-/// Every clause of `CONTRACT.md`, in the contract's order.
+/// Every clause of the contract (`docs/contract.md`), in its order.
 pub const CLAUSES: &[Clause] = &[
     Clause {
         id: "C-OBJ-1",

@@ -4,7 +4,7 @@
 //! A measurement goes: [`spec`] (parse a YAML workload, apply `--set` overrides, validate)
 //! → [`benchmark::measure`] (one cache of one design, threads spawned once and pinned,
 //! warm-up, measured runs, per-thread histograms and counters merged) → [`result`] (the JSON
-//! model of `DESIGN.md`, written atomically). The harness names no allocator: the `sheafbench`
+//! model, written atomically). The harness names no allocator: the `sheafbench`
 //! CLI picks the monomorphized [`benchmark::measure::<A>`](benchmark::measure) by name.
 //!
 //! What the figures mean:

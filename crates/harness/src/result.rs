@@ -1,6 +1,8 @@
 //! The result model: what one measurement found, and the result file that gathers many.
 //!
-//! The JSON form is the schema of `DESIGN.md` ("The result file"), extended with the per-run
+//! The JSON form: one object per file with `schema`, `machine` and `runs`, one entry per
+//! measurement (workload, allocator, config, ops, seconds, throughput, latency, counters,
+//! memory, stats), extended with the per-run
 //! samples, the full spec, pinning checks and warnings. Files are written atomically (a
 //! temporary file in the same directory, then a rename), so a reader never sees half a file
 //! and an interrupted run keeps every measurement written before it.

@@ -69,7 +69,7 @@ pub struct Capabilities {
 ///
 /// # Contract
 ///
-/// `shared/CONTRACT.md` states the clauses (C-OBJ-*, C-BULK-*, C-PREFILL-*, ...) every
+/// `docs/contract.md` states the clauses (C-OBJ-*, C-BULK-*, C-PREFILL-*, ...) every
 /// implementation honours, and the conformance suite checks them. In short: objects are
 /// aligned, sized and disjoint; frees may happen on any thread; bulk allocation is
 /// all-or-nothing; a prefilled sheaf of `n` serves `n` allocations without failure.

@@ -1,4 +1,4 @@
-//! `sheafbench conformance`: the contract clauses of CONTRACT.md checked on each allocator;
+//! `sheafbench conformance`: the contract clauses (docs/contract.md) checked on each allocator;
 //! a table of allocators by clauses, a JSON array of reports, exit 1 if an applicable clause
 //! fails.
 

@@ -1,4 +1,4 @@
-//! JSON: the schema of DESIGN.md ("The result file") with per-run samples.
+//! JSON: the result schema of `harness::result` with per-run samples.
 
 use harness::ResultFile;
 

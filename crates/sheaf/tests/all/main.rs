@@ -1,6 +1,6 @@
 //! Integration tests of `sheaf`, in one binary to keep link time low.
 //!
-//! Tests that check a contract clause of `CONTRACT.md` carry the clause in their name
+//! Tests that check a contract clause (`docs/contract.md`) carry the clause in their name
 //! (`c_prefill_3_...`) and run on both slot strategies (`PerCpu`, `PerThread`).
 
 mod common;
