@@ -227,8 +227,8 @@ fn a_counter_that_fails_to_open_is_reported_unsupported() {
     );
 }
 
-#[test]
-fn pinned_threads_stay_on_their_cpus() {
+/// A short pinned churn measurement on one thread.
+fn pinned_churn() -> harness::result::Measurement {
     let mut spec = WorkloadSpec::from_yaml(
         "t.yaml",
         "name: t\nkind: churn\nobject_size: 64\nwarmup: 1ms\nduration: 10ms\nruns: 1\n",
@@ -236,7 +236,12 @@ fn pinned_threads_stay_on_their_cpus() {
     .unwrap();
     spec.pinned = true;
     let workload = spec.validate("t.yaml", 1).unwrap();
-    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    measure::<TestAlloc>(&workload, 1, &options()).unwrap()
+}
+
+#[test]
+fn pinned_threads_stay_on_their_cpus() {
+    let m = pinned_churn();
     assert!(m.pinning.pinned);
     assert_eq!(m.pinning.cpus.len(), 1);
     assert!(m.pinning.samples > 0);
@@ -246,14 +251,7 @@ fn pinned_threads_stay_on_their_cpus() {
 #[test]
 fn the_coordinator_takes_a_cpu_left_free_and_gives_it_back() {
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
-    let mut spec = WorkloadSpec::from_yaml(
-        "t.yaml",
-        "name: t\nkind: churn\nobject_size: 64\nwarmup: 1ms\nduration: 10ms\nruns: 1\n",
-    )
-    .unwrap();
-    spec.pinned = true;
-    let workload = spec.validate("t.yaml", 1).unwrap();
-    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    let m = pinned_churn();
     if cpus.len() > 1 {
         let own = m.pinning.coordinator_cpu.expect("a CPU was left free");
         assert!(!m.pinning.cpus.contains(&own), "{:?}", m.pinning);
