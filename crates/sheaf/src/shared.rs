@@ -519,23 +519,30 @@ impl<S: SlotStrategy> Shared<S> {
                         }
                     }
                 }
-                if taken < n
-                    && let Err(error) =
+                tally.add(Stat::AllocFastpath, taken as u64);
+                if taken < n {
+                    // The rest comes from the slabs, which may call the page source: without
+                    // the slot, so that a page source that sleeps holds up no one on this CPU.
+                    drop(slot);
+                    let shared = Tally::shared(&self.counters);
+                    if let Err(error) =
                         self.pool
                             .alloc_bulk(node, flags.may_grow(), &mut out[taken..])
-                {
-                    // SAFETY: the first `taken` entries were written above with free objects
-                    // of this cache, handed out to no one.
-                    let taken_objects: Vec<NonNull<u8>> = out[..taken]
-                        .iter()
-                        .map(|o| unsafe { o.assume_init() })
-                        .collect();
-                    // SAFETY: free objects of this cache, each once.
-                    unsafe { self.pool.free_bulk(&taken_objects) };
-                    return Err(error);
+                    {
+                        // SAFETY: the first `taken` entries were written above with free
+                        // objects of this cache, handed out to no one.
+                        let taken_objects: Vec<NonNull<u8>> = out[..taken]
+                            .iter()
+                            .map(|o| unsafe { o.assume_init() })
+                            .collect();
+                        // SAFETY: free objects of this cache, each once.
+                        unsafe { self.pool.free_bulk(&taken_objects) };
+                        // Counted out above: counted back, so that the live count holds.
+                        shared.add(Stat::FreeSlowpath, taken as u64);
+                        return Err(error);
+                    }
+                    shared.add(Stat::AllocSlowpath, (n - taken) as u64);
                 }
-                tally.add(Stat::AllocFastpath, taken as u64);
-                tally.add(Stat::AllocSlowpath, (n - taken) as u64);
             }
             None => {
                 let tally = Tally::shared(&self.counters);

@@ -164,3 +164,22 @@ both_strategies! {
         });
     }
 }
+
+both_strategies! {
+    /// The first thread blocks in a bulk allocation that goes past what its slot caches and
+    /// takes the rest from new slabs (C-CONC-4).
+    fn c_conc_4_a_thread_blocked_in_a_bulk_allocation_holds_up_no_one<S>() {
+        blocked_in_the_page_source::<S>(|cache| {
+            let mut out = [std::mem::MaybeUninit::uninit(); 40];
+            cache
+                .alloc_bulk(AllocFlags::empty(), &mut out)
+                .expect("memory");
+            // SAFETY: every entry was written by the successful `alloc_bulk`.
+            let objects: Vec<NonNull<u8>> =
+                out.iter().map(|o| unsafe { o.assume_init() }).collect();
+            // SAFETY: allocated just above, each freed once; the first is handed back.
+            unsafe { cache.free_bulk(&objects[1..]) };
+            objects[0].as_ptr() as usize
+        });
+    }
+}
