@@ -127,7 +127,9 @@ impl<S: SlotStrategy> SlotTable<S> {
         abandoned
     }
 
-    /// Objects in every slot's `main` and `spare`, as `check_accounting` counts them.
+    /// Objects in every slot's `main` and `spare`, as `check_accounting` counts them, and in
+    /// the sheaves that live threads handed over and that are not adopted yet (adoption
+    /// later gives them back, so they are not lost).
     ///
     /// # Safety
     ///
@@ -145,6 +147,18 @@ impl<S: SlotStrategy> SlotTable<S> {
                     .as_ref()
                     .map_or(0, |spare| spare.size() as u64);
             });
+        }
+        let handed = self
+            .threads
+            .handed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (sheaves, _) in handed.iter() {
+            objects += sheaves.main.size() as u64;
+            objects += sheaves
+                .spare
+                .as_ref()
+                .map_or(0, |spare| spare.size() as u64);
         }
         objects
     }
