@@ -71,18 +71,20 @@ impl FreelistTid {
         //   `supported()` confirmed it.
         // - `rbx` is reserved by the compiler, so the low word of the new value goes through
         //   a scratch register and is swapped in and out around the instruction; `rbx` is
-        //   restored before the block ends.
+        //   restored before the block ends. Every operand has a register named here: with
+        //   `in(reg)`, the compiler once gave the address `rbx` itself, which the swap then
+        //   overwrote.
         // - The `lock` prefix makes the compare and both stores one atomic step visible to
         //   every CPU, ordered as a full barrier, consistent with the atomic loads above.
         unsafe {
             std::arch::asm!(
-                "xchg {new_lo}, rbx",
-                "lock cmpxchg16b xmmword ptr [{dst}]",
-                "sete {ok}",
-                "mov rbx, {new_lo}",
-                dst = in(reg) dst,
-                new_lo = inout(reg) new_lo => _,
-                ok = out(reg_byte) ok,
+                "xchg rsi, rbx",
+                "lock cmpxchg16b xmmword ptr [rdi]",
+                "sete r8b",
+                "mov rbx, rsi",
+                in("rdi") dst,
+                inout("rsi") new_lo => _,
+                out("r8b") ok,
                 inout("rax") old_lo => _,
                 inout("rdx") old_hi => _,
                 in("rcx") new_hi,
