@@ -149,8 +149,9 @@ impl<S: SlotStrategy> Cache<S> {
     /// first deferral) takes them every tick, and takes every thread's per-object
     /// callbacks likewise. Add the time that thread needs to be scheduled and to take each
     /// CPU slot (held by an operation for that operation's length only). With
-    /// [`PerThread`](crate::PerThread) slots, sheaves of a thread still alive are reached
-    /// only by that thread, or once it has exited.
+    /// [`PerThread`](crate::PerThread) slots, the sheaves of a live thread are taken while it
+    /// sleeps in the kernel; a thread that keeps running hands them over at its next
+    /// operation on the cache, or when it exits.
     ///
     /// [`HANDOVER_TICK`]: object_alloc::rcu::HANDOVER_TICK
     ///
