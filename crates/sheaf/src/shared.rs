@@ -28,7 +28,8 @@
 //!   there are `RCU_GROUP` of them, which are handed to one grace period together, and
 //!   afterwards each is recycled into the barn as a full sheaf (or flushed). Starting a new
 //!   `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
-//!   slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`).
+//!   CPU slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`;
+//!   per-thread slots are left to `barrier`, `shrink` and their owners).
 //!
 //! # Accounting
 //!
@@ -1248,7 +1249,14 @@ fn live_from(t: &[u64; Stat::ALL.len()]) -> u64 {
 
 impl<S: SlotStrategy> DeferTarget for Shared<S> {
     fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
-        // One try per live thread's slot: the hand-over thread comes back every tick.
+        if !S::PER_CPU {
+            // Per-thread slots are not taken from this thread: with it as a second taker
+            // beside `shrink` and `barrier`, a race test lost objects (counted in use by the
+            // slabs, found nowhere) in about one run in four, for a cause not found yet. A live
+            // thread's `rcu_free` sheaves are reached by `barrier` and `shrink` (at once while
+            // it sleeps), by its own next operation, or at its exit.
+            return false;
+        }
         let (reservation, rcu) = self.take_rcu_sheaves(Duration::ZERO, || deferrer.reserve());
         let any = !rcu.is_empty();
         crate::cache::submit_rcu_sheaves(deferrer, reservation, rcu);

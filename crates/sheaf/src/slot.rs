@@ -1001,7 +1001,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             Ok(_) => {}
             // The exiting owner, which orphans it for adoption.
             Err(LOCAL) => return Take::Gone,
-            // Another taker (a shrink, a barrier, the hand-over thread), which may take only
+            // Another taker (a shrink, a barrier, an accounting check), which may take only
             // part of it (the `rcu_free` sheaves): not reached, tried again.
             Err(_) => return Take::Requested,
         }
@@ -1133,7 +1133,7 @@ impl<S: SlotStrategy> SlotTable<S> {
 
 /// Per-thread: how long `shrink`, `barrier` and the accounting check keep trying a live
 /// thread's slot that they could not take (its owner was running), before they leave the drain
-/// request. The hand-over thread tries once per tick instead.
+/// request.
 pub(crate) const REACH_PATIENCE: Duration = Duration::from_millis(20);
 
 /// The outcome of [`SlotTable::take_remote`].
