@@ -149,10 +149,9 @@ impl<S: SlotStrategy> Cache<S> {
     /// first deferral) takes them every tick, and takes every thread's per-object
     /// callbacks likewise. Add the time that thread needs to be scheduled and to take each
     /// CPU slot (held by an operation for that operation's length only). With
-    /// [`PerThread`](crate::PerThread) slots the hand-over thread does not take a live
-    /// thread's sheaves: [`Cache::barrier`] and [`Cache::shrink`] take them while it sleeps in
-    /// the kernel, and otherwise they wait for its next operation on the cache or its exit,
-    /// so the bound holds only for objects deferred one by one.
+    /// [`PerThread`](crate::PerThread) slots, the sheaves of a live thread are taken while it
+    /// sleeps in the kernel; a thread that keeps running hands them over at its next
+    /// operation on the cache, or when it exits.
     ///
     /// [`HANDOVER_TICK`]: object_alloc::rcu::HANDOVER_TICK
     ///

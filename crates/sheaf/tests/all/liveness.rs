@@ -136,10 +136,10 @@ fn c_defer_3_per_object_per_thread() {
     worst::<PerThread>(false, Wait::Watch, "per-thread, per-object, no barrier");
 }
 
-/// Batched per-thread deferrals sit in the freeing thread's own slot, which a barrier takes
-/// from outside while that thread sleeps in the kernel. (The hand-over thread does not take
-/// per-thread slots, so without a barrier their grace period waits for the thread.)
+/// Batched per-thread deferrals sit in the freeing thread's own slot, which a barrier or the
+/// hand-over thread takes from outside while that thread sleeps in the kernel.
 #[test]
 fn c_defer_3_batched_per_thread() {
     worst::<PerThread>(true, Wait::Barrier, "per-thread, batched, barrier");
+    worst::<PerThread>(true, Wait::Watch, "per-thread, batched, no barrier");
 }
