@@ -256,7 +256,7 @@ impl<S: SlotStrategy> Cache<S> {
     pub fn barrier(&self) {
         // Reserved before any sheaf is taken: until then they are where a concurrent barrier
         // looks.
-        let (reservation, rcu) = self
+        let (reservation, rcu, _) = self
             .shared()
             .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
         self.submit_reserved(reservation, rcu);
@@ -279,7 +279,7 @@ impl<S: SlotStrategy> Cache<S> {
     pub fn shrink(&self) {
         // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
         // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.
-        let (reservation, rcu) = self
+        let (reservation, rcu, _) = self
             .shared()
             .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
         self.submit_reserved(reservation, rcu);
@@ -299,7 +299,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// `sheaf_prefill_fast`, `sheaf_prefill_slow`, `sheaf_prefill_oversize`,
     /// `sheaf_return_fast`, `sheaf_return_slow`, `alloc_slab`, `free_slab`; for deferred frees
     /// `deferred_objects`, `rcu_sheaf_submitted`, `rcu_sheaf_recycled`, `rcu_sheaf_flushed`,
-    /// `rcu_objects_completed`; and `prefill_reserved`, `prefill_unused`, `cpu_slot_busy`.
+    /// `rcu_objects_completed`; and `prefill_reserved`, `prefill_unused`, `cpu_slot_busy`; with
+    /// [`PerThread`](crate::PerThread) slots also `slot_drained` (owners that handed every
+    /// sheaf of their slot over because a `shrink` or an accounting check found them running;
+    /// a request from `barrier` or the hand-over thread moves only `rcu_free` sheaves and is
+    /// not counted).
     ///
     /// Two gauges sit among the counters so that barn limits can be checked (C-RETURN-3):
     /// `barn_full_sheaves` and `barn_empty_sheaves`, the sheaves held by all barns now; and

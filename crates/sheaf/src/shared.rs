@@ -54,12 +54,13 @@ use slab::SlabPool;
 use crate::barn::Barn;
 use crate::sheaf::OwnedSheaf;
 use crate::slot::{
-    FastSlot, RCU_GROUP, REACH_PATIENCE, SlotGuard, SlotSheaves, SlotStrategy, SlotTable,
+    FastSlot, RCU_GROUP, REACH_PATIENCE, Reach, SlotGuard, SlotSheaves, SlotStrategy, SlotTable,
 };
 use crate::stats::{Counters, Stat, Tally};
 use std::time::Duration;
 
 mod fork;
+mod transit;
 
 /// The largest prefill request served (an oversize sheaf is one allocation of pointers).
 pub(crate) const MAX_PREFILL: usize = 1 << 24;
@@ -78,6 +79,8 @@ pub(crate) struct Shared<S: SlotStrategy> {
     orphan_rcu: Mutex<Vec<OwnedSheaf>>,
     /// What a `fork` left this process (in a child: the objects lost with the other threads).
     fork: fork::ForkState,
+    /// Adoptions whose sheaves are on their way to the slabs (see `transit`).
+    transit: transit::InTransit,
 }
 
 impl<S: SlotStrategy> Shared<S> {
@@ -101,6 +104,7 @@ impl<S: SlotStrategy> Shared<S> {
             counters: Counters::default(),
             orphan_rcu: Mutex::new(Vec::new()),
             fork: fork::ForkState::default(),
+            transit: transit::InTransit::default(),
         })
     }
 
@@ -957,8 +961,11 @@ impl<S: SlotStrategy> Shared<S> {
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
         tally.add(Stat::DeferredObjects, 1);
+        let started = slot.sheaves().rcu_free.is_none();
+        if started {
+            slot.note_rcu_started();
+        }
         let sheaves = slot.sheaves();
-        let started = sheaves.rcu_free.is_none();
         if started {
             // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
             let empty = match sheaves.spare.take_if(|spare| spare.is_empty()) {
@@ -1024,26 +1031,16 @@ impl<S: SlotStrategy> Shared<S> {
         &self,
         patience: Duration,
         reserve: impl FnOnce() -> R,
-    ) -> (R, Vec<OwnedSheaf>) {
-        self.take_rcu_sheaves_from(true, patience, reserve)
-    }
-
-    /// [`Shared::take_rcu_sheaves`], adopting exited threads' slots first only with `adopt`.
-    fn take_rcu_sheaves_from<R>(
-        &self,
-        adopt: bool,
-        patience: Duration,
-        reserve: impl FnOnce() -> R,
-    ) -> (R, Vec<OwnedSheaf>) {
-        if adopt {
-            self.adopt_orphans();
-        }
+    ) -> (R, Vec<OwnedSheaf>, usize) {
+        self.adopt_orphans();
         let reservation = reserve();
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
-        self.slots.for_each_reachable(patience, |sheaves, _, _| {
-            taken.extend(sheaves.take_rcu());
-        });
-        (reservation, self.prepare_submission(taken))
+        let unreached = self
+            .slots
+            .for_each_reachable(patience, Reach::Rcu, |sheaves, _, _| {
+                taken.extend(sheaves.take_rcu());
+            });
+        (reservation, self.prepare_submission(taken), unreached)
     }
 
     /// Empty sheaves are stashed; the rest are counted as submitted and returned.
@@ -1073,7 +1070,7 @@ impl<S: SlotStrategy> Shared<S> {
             // Under each slot's lock: the cache's deferred callbacks may still be running on
             // other threads, and per-CPU ones free into the slots (`free_now`).
             self.slots
-                .for_each_reachable(Duration::ZERO, |sheaves, _, _| {
+                .for_each_reachable(Duration::ZERO, Reach::Rcu, |sheaves, _, _| {
                     taken.extend(sheaves.take_rcu());
                 });
         } else {
@@ -1095,8 +1092,11 @@ impl<S: SlotStrategy> Shared<S> {
         // Flushed after the registry lock is released: a flush may release a slab, and the
         // page source may call into this cache (whose slot lookups and `stats` take the lock).
         let mut retired = Vec::new();
+        let mut transit = None;
         self.slots.adopt_orphans(
             &mut |sheaves: &mut SlotSheaves, counters: &Counters, _node| {
+                // Under the registry lock, before the slot leaves it.
+                transit.get_or_insert_with(|| self.transit.begin());
                 retired.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
                 retired.extend(sheaves.spare.take());
                 // Into `orphan_rcu` before the slot leaves the registry (whose lock is held):
@@ -1114,6 +1114,7 @@ impl<S: SlotStrategy> Shared<S> {
         for sheaf in retired {
             self.discard(sheaf, tally);
         }
+        drop(transit);
     }
 
     /// Empties a slot's `main` and `spare` into the slabs and frees them.
@@ -1129,8 +1130,10 @@ impl<S: SlotStrategy> Shared<S> {
     /// Returns every cached sheaf and empty slab the caller can reach (C-OBJ-5). The cache
     /// takes and submits the `rcu_free` sheaves first ([`Shared::take_rcu_sheaves`]).
     pub(crate) fn shrink(&self) {
+        // Another thread's adoption still holds sheaves of exited threads.
+        self.transit.wait_for_others();
         self.slots
-            .for_each_reachable(REACH_PATIENCE, |sheaves, _, node| {
+            .for_each_reachable(REACH_PATIENCE, Reach::All, |sheaves, _, node| {
                 self.retire(sheaves, node)
             });
         let tally = Tally::shared(&self.counters);
@@ -1191,6 +1194,9 @@ impl<S: SlotStrategy> Shared<S> {
         stats.add("alloc_slab", slabs.alloc_slab);
         stats.add("free_slab", slabs.free_slab);
         stats.add("slabs", slabs.slabs);
+        if !S::PER_CPU {
+            stats.add("slot_drained", self.slots.drained());
+        }
         stats
     }
 
@@ -1203,28 +1209,40 @@ impl<S: SlotStrategy> Shared<S> {
     /// other threads are a term of their own (see `fork`).
     pub(crate) fn check_accounting(&self) -> bool {
         self.pool.check_invariants();
-        self.adopt_orphans();
-        let mut in_slots = 0u64;
-        let unreached = self
-            .slots
-            .for_each_reachable(REACH_PATIENCE, |sheaves, _, _| {
-                in_slots += sheaves.main.size() as u64;
-                in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
-                for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
-                    assert!(
-                        sheaf.is_none() || sheaf.capacity() == self.capacity,
-                        "slot sheaf {sheaf:?} has capacity other than {}",
-                        self.capacity
-                    );
-                }
-            });
-        if unreached > 0 {
-            return false;
-        }
-        // Sheaves handed over by threads that found a drain request during the walk.
-        if self.slots.has_orphans() {
-            return false;
-        }
+        // A thread whose exit is still running its thread-local destructors (a scoped
+        // thread, once its closure returned) orphans its slot during the walk: adopted on the
+        // next round, as long as the patience lasts.
+        let start = std::time::Instant::now();
+        let in_slots = loop {
+            self.adopt_orphans();
+            self.transit.wait_for_others();
+            let mut in_slots = 0u64;
+            let unreached =
+                self.slots
+                    .for_each_reachable(REACH_PATIENCE, Reach::All, |sheaves, _, _| {
+                        in_slots += sheaves.main.size() as u64;
+                        in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
+                        for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
+                            assert!(
+                                sheaf.is_none() || sheaf.capacity() == self.capacity,
+                                "slot sheaf {sheaf:?} has capacity other than {}",
+                                self.capacity
+                            );
+                        }
+                    });
+            if unreached > 0 {
+                return false;
+            }
+            // Slots orphaned, or sheaves handed over by threads that found a drain request,
+            // during the walk.
+            if !self.slots.has_orphans() {
+                break in_slots;
+            }
+            if start.elapsed() >= REACH_PATIENCE {
+                return false;
+            }
+            std::thread::yield_now();
+        };
         let mut in_barn = 0u64;
         for barn in self.barns.iter() {
             in_barn += barn.snapshot().objects as u64;
@@ -1260,15 +1278,14 @@ fn live_from(t: &[u64; Stat::ALL.len()]) -> u64 {
 
 impl<S: SlotStrategy> DeferTarget for Shared<S> {
     fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
-        // One try per live thread's slot (the hand-over thread comes back every tick), and no
-        // adoption of exited threads' slots from this thread: with it, a per-thread race test
-        // lost objects (counted in use by the slabs, found nowhere) in 3 of 12 runs under
-        // load, for a cause not found yet. Orphans are adopted by the cache's own paths.
-        let (reservation, rcu) =
-            self.take_rcu_sheaves_from(false, Duration::ZERO, || deferrer.reserve());
-        let any = !rcu.is_empty();
+        // One try per live thread's slot: the hand-over thread comes back every tick while
+        // `rcu_free` sheaves may be left in a slot it could not take, or in one of an exited
+        // thread.
+        let (reservation, rcu, unreached) =
+            self.take_rcu_sheaves(Duration::ZERO, || deferrer.reserve());
+        let again = !rcu.is_empty() || unreached > 0 || self.slots.has_orphans();
         crate::cache::submit_rcu_sheaves(deferrer, reservation, rcu);
-        any
+        again
     }
 
     unsafe fn free_now(&self, object: NonNull<u8>) {

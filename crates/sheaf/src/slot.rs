@@ -81,7 +81,10 @@
 //!
 //! An owner that cannot be taken gets a drain request (`drain`) and its `id` revoked; its
 //! next operation on the cache (or the release of the slow path it is in, which looks at the
-//! request after a swap of `id`) moves the slot's sheaves out to the cache's registry, where
+//! request after a swap of `id`) moves the sheaves asked for out to the cache's registry
+//! (every sheaf for `shrink` and the accounting check; only the `rcu_free` ones for `barrier`
+//! and the hand-over thread, which also skip a slot whose `rcu_pending` mark says it has none,
+//! so that a thread that never defers is never disturbed by them), where
 //! the next adoption (a slow path looking for objects, `shrink`, `barrier`, the accounting
 //! check) flushes them or submits their `rcu_free` sheaves. So `shrink` and `barrier` reach
 //! at once every thread that is asleep, exited or the caller; a thread that is running when
@@ -131,7 +134,7 @@ use std::cell::{RefCell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -242,9 +245,14 @@ pub(crate) struct CpuSlot {
     lock: AtomicU8,
     /// Per-thread: set by the owner when its thread exits.
     orphaned: std::sync::atomic::AtomicBool,
-    /// Per-thread: set by a taker that could not reach the slot; the owner hands the slot's
-    /// sheaves over to the cache at its next operation on the cache.
-    drain: AtomicBool,
+    /// Per-thread: set by a taker that could not reach the slot (a [`Reach`] as `u8`, 0 for
+    /// none); the owner hands the sheaves asked for over to the cache at its next operation
+    /// on the cache.
+    drain: std::sync::atomic::AtomicU8,
+    /// Per-thread: the slot may hold `rcu_free` sheaves. Set by the owner when it starts one
+    /// (before it arms the cache for the hand-over thread), cleared by whoever takes them
+    /// all while holding the slot; the takers that want only those skip a slot without it.
+    rcu_pending: std::sync::atomic::AtomicBool,
     /// Per-thread: the owner's kernel thread id, to read its scheduling state.
     tid: i32,
     sheaves: UnsafeCell<SlotSheaves>,
@@ -270,7 +278,8 @@ impl CpuSlot {
         Self {
             lock: AtomicU8::new(FREE),
             orphaned: std::sync::atomic::AtomicBool::new(false),
-            drain: AtomicBool::new(false),
+            drain: std::sync::atomic::AtomicU8::new(0),
+            rcu_pending: std::sync::atomic::AtomicBool::new(false),
             tid: 0,
             sheaves: UnsafeCell::new(SlotSheaves::new()),
             counters: Counters::default(),
@@ -304,6 +313,14 @@ impl CpuSlot {
     #[inline(always)]
     pub(crate) fn unlock(&self) {
         self.lock.store(FREE, Ordering::Release);
+    }
+
+    /// Per-thread, by the slot's holder after it took sheaves: clears the `rcu_pending` mark
+    /// if none is left.
+    fn note_rcu_left(&self, sheaves: &SlotSheaves) {
+        if sheaves.rcu_free.is_none() && sheaves.rcu_waiting.is_empty() {
+            self.rcu_pending.store(false, Ordering::Relaxed);
+        }
     }
 
     /// The sheaves, for code that has exclusive access by the module's protocol.
@@ -438,6 +455,19 @@ impl<'a, S: SlotStrategy> SlotGuard<'a, S> {
     pub(crate) fn node(&self) -> usize {
         self.slot.node
     }
+
+    /// Per-thread: the holder started an `rcu_free` sheaf; called before the cache is armed
+    /// for the hand-over thread. The fence orders the mark before the arming's load of the
+    /// armed flag, against the hand-over thread's disarm (a sequentially consistent store)
+    /// and its load of the mark: either the arming sees the cache disarmed and arms it
+    /// again, or the hand-over thread's look after the disarm sees the mark.
+    #[cold]
+    pub(crate) fn note_rcu_started(&self) {
+        if !S::PER_CPU {
+            self.slot.rcu_pending.store(true, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
 }
 
 impl<S: SlotStrategy> Drop for SlotGuard<'_, S> {
@@ -454,7 +484,7 @@ impl<S: SlotStrategy> Drop for SlotGuard<'_, S> {
             // request, against the taker's store of the request and its read of the id.
             LAST_SLOT.with(|last| {
                 last.id.swap(self.cache_id, Ordering::SeqCst);
-                if self.slot.drain.load(Ordering::SeqCst) {
+                if self.slot.drain.load(Ordering::SeqCst) != 0 {
                     last.id.store(REVOKED, Ordering::Relaxed);
                 }
             });
@@ -476,6 +506,9 @@ struct ThreadRegistry {
     orphans: AtomicUsize,
     /// Sheaves that live threads handed over on a drain request, with their slot's node.
     handed: Mutex<Vec<(SlotSheaves, usize)>>,
+    /// Drain requests for every sheaf that owners honoured (`slot_drained` in the stats;
+    /// a counter of its own, as a slot's counter block has no room left in its 256 bytes).
+    drained: AtomicU64,
 }
 
 struct ThreadEntry {
@@ -796,7 +829,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
         // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
         let slot = unsafe { &*self.thread_slot_lookup(create)? };
-        if slot.drain.load(Ordering::Acquire) && !self.hand_over(slot) {
+        if slot.drain.load(Ordering::Acquire) != 0 && !self.hand_over(slot) {
             return None;
         }
         LAST_SLOT
@@ -813,10 +846,20 @@ impl<S: SlotStrategy> SlotTable<S> {
         if !LAST_SLOT.with(|last| last.claim(0, slot)) {
             return false;
         }
-        slot.drain.store(false, Ordering::Relaxed);
+        let asked = slot.drain.swap(0, Ordering::Relaxed);
         // SAFETY: this thread holds its slot (the thread-local marks it held and no taker
         // holds its lock, see `LastSlot::claim`).
-        let sheaves = mem::replace(unsafe { slot.sheaves_mut() }, SlotSheaves::new());
+        let mine = unsafe { slot.sheaves_mut() };
+        let sheaves = if asked == Reach::Rcu as u8 {
+            SlotSheaves {
+                rcu_waiting: mine.take_rcu().collect(),
+                ..SlotSheaves::new()
+            }
+        } else {
+            self.threads.drained.fetch_add(1, Ordering::Relaxed);
+            mem::replace(mine, SlotSheaves::new())
+        };
+        slot.rcu_pending.store(false, Ordering::Relaxed);
         let empty = sheaves.main.is_none()
             && sheaves.spare.is_none()
             && sheaves.rcu_free.is_none()
@@ -844,7 +887,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         if !LAST_SLOT.with(|last| last.claim(0, slot)) {
             return None;
         }
-        slot.drain.store(false, Ordering::Relaxed);
+        slot.drain.store(0, Ordering::Relaxed);
         Some(SlotGuard {
             slot,
             cache_id: self.id,
@@ -901,9 +944,14 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// [`SlotTable::adopt_orphans`] with a callback that empties every sheaf and folds the
     /// counters. Adopting them here, with a callback meant for live slots, would unregister a
     /// slot whose thread exited during the call with part of its contents still in it.
+    ///
+    /// With [`Reach::Rcu`] the caller wants only the `rcu_free` sheaves: per-thread slots
+    /// that hold none (as their mark says) are skipped, and an unreached owner is asked to
+    /// hand over only those.
     pub(crate) fn for_each_reachable(
         &self,
         patience: Duration,
+        reach: Reach,
         mut f: impl FnMut(&mut SlotSheaves, &Counters, usize),
     ) -> usize {
         if S::PER_CPU {
@@ -923,6 +971,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             if let Some(mut own) = self.hold_own_slot() {
                 let (counters, node) = (own.counters(), own.node());
                 f(own.sheaves(), counters, node);
+                own.slot.note_rcu_left(own.sheaves());
                 break own.slot as *const CpuSlot;
             }
             let Some(own) = self.thread_slot_lookup(false) else {
@@ -946,6 +995,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|slot| !std::ptr::eq(Arc::as_ptr(slot), own))
+            .filter(|slot| reach == Reach::All || slot.rcu_pending.load(Ordering::SeqCst))
             .cloned()
             .collect();
         for attempt in 0.. {
@@ -955,11 +1005,13 @@ impl<S: SlotStrategy> SlotTable<S> {
                 }
                 std::thread::yield_now();
             }
-            others.retain(|slot| match self.take_remote(slot) {
+            others.retain(|slot| match self.take_remote(slot, reach) {
                 Take::Taken => {
                     // SAFETY: `take_remote` took the slot: its owner is outside every
                     // operation and cannot start one on it until we release the lock.
-                    f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
+                    let sheaves = unsafe { slot.sheaves_mut() };
+                    f(sheaves, &slot.counters, slot.node);
+                    slot.note_rcu_left(sheaves);
                     slot.unlock();
                     false
                 }
@@ -993,7 +1045,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Otherwise a drain request is left on the slot and the lock released: the owner's next
     /// operation (its id is revoked, or its current slow path revokes it on release) hands
     /// the sheaves over.
-    fn take_remote(&self, slot: &CpuSlot) -> Take {
+    fn take_remote(&self, slot: &CpuSlot, reach: Reach) -> Take {
         match slot
             .lock
             .compare_exchange(FREE, REMOTE, Ordering::SeqCst, Ordering::Relaxed)
@@ -1026,7 +1078,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
         // The request before the revocation: an owner that releases a hold after the
         // compare-exchange failed on it sees the request (see `SlotGuard`'s drop).
-        slot.drain.store(true, Ordering::SeqCst);
+        slot.drain.fetch_max(reach as u8, Ordering::SeqCst);
         let _ = owner
             .id
             .compare_exchange(self.id, REVOKED, Ordering::SeqCst, Ordering::Relaxed);
@@ -1121,6 +1173,11 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
+    /// Per-thread: how many times an owner handed over every sheaf of its slot on a request.
+    pub(crate) fn drained(&self) -> u64 {
+        self.threads.drained.load(Ordering::Relaxed)
+    }
+
     /// Number of slots (CPUs, or threads registered and not yet adopted).
     pub(crate) fn len(&self) -> usize {
         if S::PER_CPU {
@@ -1135,6 +1192,17 @@ impl<S: SlotStrategy> SlotTable<S> {
 /// thread's slot that they could not take (its owner was running), before they leave the drain
 /// request.
 pub(crate) const REACH_PATIENCE: Duration = Duration::from_millis(20);
+
+/// What a visit of every slot ([`SlotTable::for_each_reachable`]) wants of each: a drain
+/// request left on a slot it cannot reach asks for the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Reach {
+    /// Only the `rcu_free` sheaves (`barrier`, the hand-over thread).
+    Rcu = 1,
+    /// Every sheaf (`shrink`, the accounting check).
+    All = 2,
+}
 
 /// The outcome of [`SlotTable::take_remote`].
 enum Take {

@@ -55,6 +55,7 @@ impl<S: SlotStrategy> slab::fork::AtFork for Shared<S> {
                 self.counters.add_shared(stat, counters.get(stat));
             }
         });
+        self.transit.fork_child();
         if fork.in_page_source {
             self.fork.unknown.store(true, Ordering::Relaxed);
             return;

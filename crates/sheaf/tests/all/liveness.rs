@@ -143,3 +143,99 @@ fn c_defer_3_batched_per_thread() {
     worst::<PerThread>(true, Wait::Barrier, "per-thread, batched, barrier");
     worst::<PerThread>(true, Wait::Watch, "per-thread, batched, no barrier");
 }
+
+/// Spins (running, never asleep in the kernel) for `time`.
+fn spin(time: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < time {
+        std::hint::spin_loop();
+    }
+}
+
+/// A per-thread deferral whose thread keeps running, so the hand-over thread cannot take its
+/// `rcu_free` sheaf, and then exits without calling the cache again: the hand-over thread
+/// keeps coming back and reaches the sheaf in the exited thread's slot. Its grace period
+/// starts without any call on the cache.
+#[test]
+fn c_defer_3_batched_per_thread_deferral_of_a_thread_that_runs_then_exits() {
+    let (pages, cache) = cache_with::<PerThread>(8);
+    for _ in 0..4 {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let object = cache.alloc(AllocFlags::empty()).expect("memory");
+                // SAFETY: allocated above, freed once, never shared.
+                unsafe { cache.free_deferred(object) };
+                // Running through several of the hand-over thread's ticks.
+                spin(HANDOVER_TICK * 4);
+            });
+        });
+        let start = Instant::now();
+        while live(&cache) != 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "a deferral of an exited thread did not complete within 2 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    cache.barrier();
+    free_all_and_check_empty(&pages, &cache, []);
+}
+
+/// The hand-over thread wants only `rcu_free` sheaves: while it keeps a cache armed (another
+/// thread defers now and then), a thread that runs without calling the cache keeps its
+/// `main` and `spare` sheaves, and one it catches running hands over only its `rcu_free` ones.
+#[test]
+fn c_defer_3_hand_over_takes_only_rcu_sheaves_from_running_threads() {
+    let (pages, cache) = cache_with::<PerThread>(16);
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let cache = &cache;
+        let deferring = s.spawn(move || {
+            let objects: Vec<NonNull<u8>> = (0..400)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            let mut objects = objects.into_iter();
+            while stop_rx.try_recv().is_err() {
+                if let Some(object) = objects.next() {
+                    // SAFETY: allocated above, freed once, never shared.
+                    unsafe { cache.free_deferred(object) };
+                }
+                // Running, then asleep: caught both ways by the hand-over thread.
+                spin(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for object in objects {
+                // SAFETY: as above.
+                unsafe { cache.free(object) };
+            }
+        });
+        let running = s.spawn(move || {
+            let objects: Vec<NonNull<u8>> = (0..8)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            for &object in &objects {
+                // SAFETY: allocated above, freed once.
+                unsafe { cache.free(object) };
+            }
+            // Its `main` sheaf holds objects; it runs through many ticks of an armed cache.
+            spin(HANDOVER_TICK * 8);
+            let object = cache.alloc(AllocFlags::empty()).expect("memory");
+            // SAFETY: allocated above, freed once.
+            unsafe { cache.free(object) };
+        });
+        running.join().unwrap();
+        stop_tx.send(()).unwrap();
+        deferring.join().unwrap();
+    });
+    let stats = cache.stats();
+    let count = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
+    assert!(count("rcu_sheaf_submitted") > 0, "nothing was handed over");
+    assert_eq!(
+        count("slot_drained"),
+        0,
+        "a running thread's main and spare sheaves were taken from it"
+    );
+    cache.barrier();
+    free_all_and_check_empty(&pages, &cache, []);
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use object_alloc::AllocFlags;
+use object_alloc::{AllocFlags, PageSource};
 use sheaf::{Cache, SlotStrategy};
 
 use crate::common::*;
@@ -280,4 +280,106 @@ both_strategies! {
         assert_eq!(live(&cache), 0);
         assert_eq!(held(&pages), 0);
     }
+}
+
+/// Pages whose release blocks on the rcu module's hand-over thread while the gate is shut, so
+/// a test can hold that thread in the middle of flushing an exited thread's sheaves.
+#[derive(Debug, Default)]
+struct GatedPages {
+    inner: slab::MmapPages,
+    shut: AtomicBool,
+    blocked: AtomicBool,
+}
+
+// SAFETY: every chunk comes from `inner` and goes back to it.
+unsafe impl PageSource for GatedPages {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, object_alloc::PageError> {
+        self.inner.alloc_chunk(bytes)
+    }
+
+    unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+        let hand_over = std::thread::current().name() == Some("rcu-hand-over");
+        while hand_over && self.shut.load(Ordering::Acquire) {
+            self.blocked.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: forwarded: the chunk came from `inner`.
+        unsafe { self.inner.free_chunk(chunk, bytes) }
+    }
+
+    fn stats(&self) -> object_alloc::PageSourceStats {
+        self.inner.stats()
+    }
+}
+
+/// Opens the gate when dropped, so that a failing test does not leave the process's
+/// hand-over thread (shared with the other tests) blocked.
+struct Reopen<'a>(&'a GatedPages);
+
+impl Drop for Reopen<'_> {
+    fn drop(&mut self) {
+        self.0.shut.store(false, Ordering::Release);
+    }
+}
+
+/// An exited thread's slot is adopted by whichever thread comes first, here the hand-over
+/// thread (the thread armed it with a deferred free), which flushes the slot's sheaves to the
+/// slabs after unregistering it. Held in that flush by its page source, it must not make a
+/// `shrink` miss those sheaves' slabs, nor the accounting check miss their objects.
+#[test]
+fn c_conc_4_shrink_and_check_wait_for_an_adoption_in_transit() {
+    let pages = Arc::new(GatedPages::default());
+    let config = object_alloc::CacheConfig::new(512)
+        .with_sheaf_capacity(256)
+        .with_barn_limits(0, 0)
+        .with_page_source(pages.clone());
+    let cache: Cache<sheaf::PerThread> = Cache::new(&config).unwrap();
+    pages.shut.store(true, Ordering::Release);
+    let _reopen = Reopen(&pages);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Two sheaves' worth, over many slabs. With the slot emptied first, the first
+            // half freed fills `spare` and the second `main`, which adoption flushes first:
+            // it empties more slabs than the pool keeps, so the page source is called while
+            // `spare` is still in transit.
+            let objects: Vec<NonNull<u8>> = (0..512)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            cache.shrink();
+            // SAFETY: allocated above, freed once; no reader ever sees the deferred one.
+            unsafe {
+                for &object in &objects[1..] {
+                    cache.free(object);
+                }
+                cache.free_deferred(objects[0]);
+            }
+        });
+    });
+    // The thread has exited: its slot waits for adoption, and its deferral armed the
+    // hand-over thread, which adopts it at its next tick and blocks in the page source.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pages.blocked.load(Ordering::Acquire) {
+        assert!(
+            Instant::now() < deadline,
+            "the hand-over thread never released a slab"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            pages.shut.store(false, Ordering::Release);
+        });
+        cache.shrink();
+        assert!(cache.check_invariants());
+    });
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants());
+    assert_eq!(live(&cache), 0);
+    assert_eq!(pages.stats().held_bytes, 0, "pages held after the shrink");
 }

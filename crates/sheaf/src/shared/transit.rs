@@ -1,0 +1,103 @@
+//! Adopted sheaves on their way to the slabs.
+//!
+//! An adoption (see `Shared::adopt_orphans`) unregisters exited threads' slots under the
+//! registry lock, then flushes their `main` and `spare` sheaves after releasing it, because a
+//! flush may call the page source, which may call this cache. Between the two, the objects in
+//! those sheaves are in no slot, no barn and not yet in the slabs. Any thread may be the
+//! adopter, the rcu module's hand-over thread included, which the user never sees; so the
+//! operations that promise a result about the whole cache (`shrink` returns everything
+//! cached, the accounting check finds every object) first wait until no adoption by another
+//! thread is in transit. An adoption by the calling thread itself (the flush called a page
+//! source that called `shrink`) is not waited for: it cannot finish before the call returns.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The adoptions of one cache whose sheaves are in transit.
+#[derive(Debug, Default)]
+pub(crate) struct InTransit {
+    /// Adoptions in transit, by every thread.
+    count: AtomicUsize,
+}
+
+/// How many nested adoptions one thread tracks (a page source called by a flush may use a
+/// cache and adopt again, up to this depth in all); deeper ones are not known as its own.
+const NESTED: usize = 8;
+
+thread_local! {
+    /// The caches (the addresses of their `InTransit`) whose adopted sheaves this thread is
+    /// flushing, innermost last; 0 marks a free entry.
+    static MINE: Cell<[usize; NESTED]> = const { Cell::new([0; NESTED]) };
+}
+
+impl InTransit {
+    fn key(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// This thread's adoptions of this cache in transit.
+    fn mine(&self) -> usize {
+        MINE.try_with(|mine| mine.get().iter().filter(|&&key| key == self.key()).count())
+            .unwrap_or(0)
+    }
+
+    /// Marks an adoption by this thread as in transit, until the returned guard drops. Must
+    /// be called before the adopted slots leave the registry (under its lock), so that a
+    /// waiter finds their objects either in a slot or in transit.
+    pub(crate) fn begin(&self) -> Transit<'_> {
+        // SeqCst: ordered before the registry lock's release, and read by waiters after they
+        // took (and released) that lock in their own adoption.
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let entry = MINE
+            .try_with(|mine| {
+                let mut keys = mine.get();
+                let free = keys.iter().position(|&key| key == 0)?;
+                keys[free] = self.key();
+                mine.set(keys);
+                Some(free)
+            })
+            .ok()
+            .flatten();
+        Transit {
+            transit: self,
+            entry,
+        }
+    }
+
+    /// Waits (yielding) until no other thread has an adoption of this cache in transit.
+    pub(crate) fn wait_for_others(&self) {
+        let mine = self.mine();
+        while self.count.load(Ordering::SeqCst) > mine {
+            std::thread::yield_now();
+        }
+    }
+
+    /// In a child process after `fork`: only the forking thread's own adoptions can still
+    /// finish (when it forked from a page source called by one); the other threads' are lost
+    /// with them, their objects counted among those lost at the fork.
+    #[cfg(not(loom))]
+    pub(crate) fn fork_child(&self) {
+        self.count.store(self.mine(), Ordering::SeqCst);
+    }
+}
+
+/// An adoption in transit (see [`InTransit::begin`]); ends when dropped, after the flush.
+#[must_use]
+pub(crate) struct Transit<'a> {
+    transit: &'a InTransit,
+    /// This thread's entry for it, if it got one.
+    entry: Option<usize>,
+}
+
+impl Drop for Transit<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry {
+            let _ = MINE.try_with(|mine| {
+                let mut keys = mine.get();
+                keys[entry] = 0;
+                mine.set(keys);
+            });
+        }
+        self.transit.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
