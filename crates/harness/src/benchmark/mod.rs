@@ -198,15 +198,11 @@ pub fn measure<A: ObjectAlloc>(
             let ((_, (p0, c0)), (_, (p1, c1))) = &outcome.snapshots;
             handoff_waits = Some((p1.since(*p0), c1.since(*c0)));
             let outcome = outcome.map_snapshots(|(stats, _)| stats);
-            let broken = out_of_sequence.load(Ordering::Relaxed);
-            if broken > 0 {
-                return Err(MeasureError::Broken {
-                    allocator: A::NAME.to_owned(),
-                    workload: spec.name.clone(),
-                    what: format!(
-                        "{broken} objects arrived with a sequence number other than the one written (corrupted while live)"
-                    ),
-                });
+            let corrupted = out_of_sequence.load(Ordering::Relaxed);
+            if corrupted > 0 {
+                return Err(broken(format!(
+                    "{corrupted} objects arrived with a sequence number other than the one written (corrupted while live)"
+                )));
             }
             outcome
         }
@@ -239,15 +235,11 @@ pub fn measure<A: ObjectAlloc>(
             );
             published.free_all(cache);
             cache.barrier();
-            let broken = published.broken_reads.load(Ordering::Relaxed);
-            if broken > 0 {
-                return Err(MeasureError::Broken {
-                    allocator: A::NAME.to_owned(),
-                    workload: spec.name.clone(),
-                    what: format!(
-                        "{broken} reads inside read-side sections found an object already reused (C-DEFER-1)"
-                    ),
-                });
+            let reused = published.broken_reads.load(Ordering::Relaxed);
+            if reused > 0 {
+                return Err(broken(format!(
+                    "{reused} reads inside read-side sections found an object already reused (C-DEFER-1)"
+                )));
             }
             outcome
         }
