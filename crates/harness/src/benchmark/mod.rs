@@ -1,14 +1,17 @@
 //! Running one measurement: a validated [`Workload`] at one thread count on one allocator.
 //!
-//! [`measure`] creates the cache, builds the kind's threads (the `engine` module drives them,
-//! the `kinds` module says what each kind does, `tree_kinds` the range-tree kinds
-//! `maple-tree` and `trace-replay`), and turns what the threads found into a
+//! [`measure`] creates the cache, builds the kind's threads (the `engine` module drives them;
+//! what each kind does is in `kinds` for `churn`, `burst` and `prefill-burst`,
+//! `producer_consumer`, `deferred` for `deferred-churn`, and `tree_kinds` for the range-tree
+//! kinds `maple-tree` and `trace-replay`), and turns what the threads found into a
 //! [`Measurement`]: throughput per run, merged latency percentiles, counters, memory, the
 //! design's counters over the measured runs, the pinning check and warnings.
 
+mod deferred;
 mod engine;
 mod hogs;
 mod kinds;
+mod producer_consumer;
 mod sched;
 mod tree_kinds;
 
@@ -24,13 +27,12 @@ use crate::machine::peak_rss_bytes;
 use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
 use crate::spec::{Kind, Workload};
 use crate::timer;
+use deferred::{Published, Reader, Writer};
 use engine::{DrivePlan, NoWork, drive};
-pub use kinds::HANDOFF_SPIN;
 pub use kinds::churn_lifo_pairs;
-use kinds::{
-    Burst, Churn, Consumer, PrefillBurst, Producer, Published, Reader, Ring, Rng, WaitCounts,
-    Writer,
-};
+use kinds::{Burst, Churn, PrefillBurst, Rng};
+pub use producer_consumer::HANDOFF_SPIN;
+use producer_consumer::{Consumer, Producer, Ring, WaitCounts};
 use tree_kinds::{PreparedStream, TraceWriter, TreeFigures, TreeReader, TreeWriter};
 
 /// Why a measurement produced no result.
