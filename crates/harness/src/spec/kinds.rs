@@ -1,100 +1,126 @@
-//! The workload kinds and their parameters: as written in a spec ([`Params`]) and resolved
-//! ([`Kind`]).
+//! The workload kinds and their parameters, each declared once below: a kind's name, what it
+//! does, and for each parameter its doc, resolved type, default and checks (a [`Rule`]).
+//! [`declare_kinds!`] makes from this [`KindName`], [`Params`] (the spec's `params:` as
+//! written) and [`Kind`] (resolved). Adding a parameter to a kind is one line in its block
+//! (with `written as` if no kind before it takes a parameter of that name); the engine then
+//! reads it from the kind's [`Kind`] variant.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// The workload kinds the harness implements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KindName {
+use super::declare::declare_kinds;
+use super::rules::{Param, Rule, at_most, or, positive, stream, trace_file};
+use super::{SpecError, WorkloadSpec};
+
+declare_kinds! {
+    resolve(spec, file);
+
     /// Alloc/free pairs over a per-thread working set, in LIFO or random order.
-    Churn,
+    Churn = "churn", "free+alloc pairs over a per-thread working set" {
+        /// Order of frees.
+        order: ChurnOrder = or(ChurnOrder::Lifo), written as ChurnOrder, values "lifo|random";
+        /// Objects each thread keeps live.
+        working_set: usize = positive(1024, 1 << 24), written as usize;
+        /// Free+alloc pairs per latency sample.
+        batch: usize = positive(256, 1 << 20), written as usize;
+    }
+
     /// `burst` allocations then as many frees, crossing the sheaf capacity.
-    Burst,
+    Burst = "burst", "`burst` allocations then `burst` frees, crossing the sheaf capacity" {
+        /// Objects allocated then freed per burst.
+        burst: usize = positive(256, 1 << 20), written as usize;
+    }
+
     /// Objects allocated on one thread and freed on another (remote frees).
-    ProducerConsumer,
+    ProducerConsumer = "producer-consumer",
+        "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring"
+    {
+        #[check(min_object_size(spec, file, "objects carry a sequence number"))]
+        /// Capacity of each pair's ring of pointers.
+        queue: usize = positive(1024, 1 << 20).check(
+            |&queue| queue >= 2,
+            || "at least 2 (the ring holds two hand-off batches)".into(),
+        ), written as usize;
+        /// Objects per hand-off and per latency sample (producer side): the producer
+        /// allocates `batch` objects, then hands them over with one release of the ring's
+        /// tail.
+        batch: usize = positive(64, 1 << 20).check(
+            |&batch| batch <= queue / 2,
+            || format!(
+                "at most half of params.queue ({}): the producer fills one hand-off batch while the consumer frees another",
+                queue / 2
+            ),
+        );
+    }
+
     /// The maple-tree pattern without the tree: prefill a worst case, use a few, return.
-    PrefillBurst,
+    PrefillBurst = "prefill-burst",
+        "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects"
+    {
+        /// Objects reserved by each prefill (the worst case).
+        reserve: usize = positive(13, 1 << 16), written as usize;
+        /// Objects taken from each prefilled sheaf.
+        used: usize = or(3).check(
+            |&used| used <= reserve,
+            || format!("at most params.reserve ({reserve})"),
+        ), written as usize;
+        /// Writes per latency sample.
+        batch: usize = positive(16, 1 << 20);
+    }
+
     /// Writers replace published objects and free the old ones deferred; readers read them.
-    DeferredChurn,
+    DeferredChurn = "deferred-churn",
+        "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections"
+    {
+        #[check(min_object_size(spec, file, "objects carry a sentinel"))]
+        /// Published objects shared by writers and readers.
+        slots: usize = positive(1024, 1 << 24).check(
+            |&slots| slots >= largest_thread_count(spec),
+            || format!(
+                "at least the largest thread count ({}): each writer owns its share of the slots",
+                largest_thread_count(spec)
+            ),
+        ), written as usize;
+        /// Reader threads, beside the `threads` writers.
+        readers: usize = at_most(1, 1024), written as usize;
+        /// Replacements per latency sample.
+        batch: usize = positive(64, 1 << 20);
+        /// Objects a reader reads in one read-side section.
+        reads_per_section: usize = positive(16, 1 << 20), written as usize;
+    }
+
     /// Writes of a generated address-space operation stream to a range tree like the
     /// kernel's maple tree (worst-case prefill per write), with concurrent readers.
-    MapleTree,
+    MapleTree = "maple-tree",
+        "writes of a generated mmap/munmap/mprotect/brk stream to a maple-like range tree, worst-case prefill per write, readers looking up addresses"
+    {
+        #[check(check_node_geometry(spec, file))]
+        /// The generated operation stream ([`maple::StreamSpec`]: every field defaulted,
+        /// unknown fields refused). Writer `t` uses the stream's seed plus `t`.
+        stream: maple::StreamSpec = stream(), written as maple::StreamSpec;
+        /// Reader threads, beside the `threads` writers.
+        readers: usize = at_most(1, 1024);
+        /// Lookups per read-side section.
+        reads_per_section: usize = positive(16, 1 << 20);
+        /// A write whose worst case is one node takes it with a plain allocation instead of
+        /// a prefilled sheaf, as the kernel does.
+        single_node_alloc: bool = or(false), written as bool;
+    }
+
     /// Replays a recorded address-space trace into range trees, one per address space.
-    TraceReplay,
-}
-
-impl KindName {
-    /// Every kind, in the order `list` shows them.
-    pub const ALL: [KindName; 7] = [
-        KindName::Churn,
-        KindName::Burst,
-        KindName::ProducerConsumer,
-        KindName::PrefillBurst,
-        KindName::DeferredChurn,
-        KindName::MapleTree,
-        KindName::TraceReplay,
-    ];
-
-    /// The name used in specs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KindName::Churn => "churn",
-            KindName::Burst => "burst",
-            KindName::ProducerConsumer => "producer-consumer",
-            KindName::PrefillBurst => "prefill-burst",
-            KindName::DeferredChurn => "deferred-churn",
-            KindName::MapleTree => "maple-tree",
-            KindName::TraceReplay => "trace-replay",
-        }
-    }
-
-    /// One line on what the kind does.
-    pub fn description(self) -> &'static str {
-        match self {
-            KindName::Churn => {
-                "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch)"
-            }
-            KindName::Burst => {
-                "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst)"
-            }
-            KindName::ProducerConsumer => {
-                "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring (params: queue, batch)"
-            }
-            KindName::PrefillBurst => {
-                "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects (params: reserve, used, batch)"
-            }
-            KindName::DeferredChurn => {
-                "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections (params: slots, readers, batch, reads_per_section)"
-            }
-            KindName::MapleTree => {
-                "writes of a generated mmap/munmap/mprotect/brk stream to a maple-like range tree, worst-case prefill per write, readers looking up addresses (params: stream, readers, reads_per_section, single_node_alloc)"
-            }
-            KindName::TraceReplay => {
-                "replays a recorded address-space trace into maple-like range trees, one per address space (params: trace, single_node_alloc)"
-            }
-        }
-    }
-
-    /// The parameters that apply to the kind.
-    pub(super) fn params(self) -> &'static [&'static str] {
-        match self {
-            KindName::Churn => &["order", "working_set", "batch"],
-            KindName::Burst => &["burst"],
-            KindName::ProducerConsumer => &["queue", "batch"],
-            KindName::PrefillBurst => &["reserve", "used", "batch"],
-            KindName::DeferredChurn => &["slots", "readers", "batch", "reads_per_section"],
-            KindName::MapleTree => &[
-                "stream",
-                "readers",
-                "reads_per_section",
-                "single_node_alloc",
-            ],
-            KindName::TraceReplay => &["trace", "single_node_alloc"],
-        }
+    TraceReplay = "trace-replay",
+        "replays a recorded address-space trace into maple-like range trees, one per address space"
+    {
+        #[check(check_node_geometry(spec, file))]
+        /// The trace file: written relative to the spec file's directory, resolved to an
+        /// absolute path (parsed once at validation, read again by the measuring process
+        /// before timing).
+        trace: PathBuf = trace_file(), written as String;
+        /// A write whose worst case is one node takes it with a plain allocation instead of
+        /// a prefilled sheaf, as the kernel does.
+        single_node_alloc: bool = or(false);
     }
 }
 
@@ -114,182 +140,48 @@ pub enum ChurnOrder {
     Random,
 }
 
-/// Kind parameters as written in the spec; each applies to some kinds only (see
-/// [`KindName::description`]), and [`WorkloadSpec::validate`] refuses one that does not apply.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    /// `churn`: order of frees.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order: Option<ChurnOrder>,
-    /// `churn`: objects each thread keeps live.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_set: Option<usize>,
-    /// Operations timed together as one latency sample (`churn`, `producer-consumer`,
-    /// `prefill-burst`, `deferred-churn`). For `producer-consumer` it is also the hand-off
-    /// batch: the producer allocates `batch` objects, then hands them over with one release
-    /// of the ring's tail; at most half of `queue` (default 64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<usize>,
-    /// `burst`: objects allocated then freed per burst.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<usize>,
-    /// `producer-consumer`: capacity of each pair's ring of pointers (at least 2, default 1024).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue: Option<usize>,
-    /// `prefill-burst`: objects reserved by each prefill (the worst case).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reserve: Option<usize>,
-    /// `prefill-burst`: objects taken from each prefilled sheaf.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub used: Option<usize>,
-    /// `deferred-churn`: published objects shared by writers and readers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slots: Option<usize>,
-    /// `deferred-churn`, `maple-tree`: reader threads (beside the `threads` writers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readers: Option<usize>,
-    /// `deferred-churn`: objects a reader reads in one read-side section; `maple-tree`:
-    /// lookups per read-side section.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reads_per_section: Option<usize>,
-    /// `maple-tree`: the generated operation stream ([`maple::StreamSpec`]: every field
-    /// defaulted, unknown fields refused). Writer `t` uses the stream's seed plus `t`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<maple::StreamSpec>,
-    /// `maple-tree`, `trace-replay`: a write whose worst case is one node takes it with a
-    /// plain allocation instead of a prefilled sheaf, as the kernel does (default false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub single_node_alloc: Option<bool>,
-    /// `trace-replay`: the trace file, relative to the spec file's directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<String>,
+/// The most worker threads the spec measures with.
+fn largest_thread_count(spec: &WorkloadSpec) -> usize {
+    spec.threads.0.iter().copied().max().unwrap_or(1) as usize
 }
 
-impl Params {
-    pub(super) fn given(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        let fields: [(&'static str, bool); 13] = [
-            ("order", self.order.is_some()),
-            ("working_set", self.working_set.is_some()),
-            ("batch", self.batch.is_some()),
-            ("burst", self.burst.is_some()),
-            ("queue", self.queue.is_some()),
-            ("reserve", self.reserve.is_some()),
-            ("used", self.used.is_some()),
-            ("slots", self.slots.is_some()),
-            ("readers", self.readers.is_some()),
-            ("reads_per_section", self.reads_per_section.is_some()),
-            ("stream", self.stream.is_some()),
-            ("single_node_alloc", self.single_node_alloc.is_some()),
-            ("trace", self.trace.is_some()),
-        ];
-        for (name, set) in fields {
-            if set {
-                given.push(name);
-            }
-        }
-        given
+/// Kinds whose objects carry a word need objects of at least 8 bytes.
+fn min_object_size(spec: &WorkloadSpec, file: &str, why: &str) -> Result<(), SpecError> {
+    if spec.object_size < 8 {
+        return Err(SpecError::Invalid {
+            file: file.to_owned(),
+            field: "object_size".to_owned(),
+            value: spec.object_size.to_string(),
+            expected: format!("at least 8 for {} ({why})", spec.kind),
+        });
     }
-
-    /// Names of every parameter, for `--set` lookups.
-    pub(super) const NAMES: [&'static str; 13] = [
-        "order",
-        "working_set",
-        "batch",
-        "burst",
-        "queue",
-        "reserve",
-        "used",
-        "slots",
-        "readers",
-        "reads_per_section",
-        "stream",
-        "single_node_alloc",
-        "trace",
-    ];
+    Ok(())
 }
 
-/// A kind with its parameters resolved to their defaults.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Kind {
-    /// See [`KindName::Churn`].
-    Churn {
-        /// Order of frees.
-        order: ChurnOrder,
-        /// Objects each thread keeps live.
-        working_set: usize,
-        /// Free+alloc pairs per latency sample.
-        batch: usize,
-    },
-    /// See [`KindName::Burst`].
-    Burst {
-        /// Objects per burst.
-        burst: usize,
-    },
-    /// See [`KindName::ProducerConsumer`].
-    ProducerConsumer {
-        /// Ring capacity per pair.
-        queue: usize,
-        /// Objects per hand-off and per latency sample (producer side).
-        batch: usize,
-    },
-    /// See [`KindName::PrefillBurst`].
-    PrefillBurst {
-        /// Objects reserved per prefill.
-        reserve: usize,
-        /// Objects used per prefill.
-        used: usize,
-        /// Writes per latency sample.
-        batch: usize,
-    },
-    /// See [`KindName::DeferredChurn`].
-    DeferredChurn {
-        /// Published objects.
-        slots: usize,
-        /// Reader threads.
-        readers: usize,
-        /// Replacements per latency sample.
-        batch: usize,
-        /// Objects read per read-side section.
-        reads_per_section: usize,
-    },
-    /// See [`KindName::MapleTree`].
-    MapleTree {
-        /// The generated stream (writer `t` uses seed `stream.seed + t`).
-        stream: maple::StreamSpec,
-        /// Reader threads.
-        readers: usize,
-        /// Lookups per read-side section.
-        reads_per_section: usize,
-        /// Single-node writes take a plain allocation instead of a prefilled sheaf.
-        single_node_alloc: bool,
-    },
-    /// See [`KindName::TraceReplay`].
-    TraceReplay {
-        /// The trace file, absolute (parsed once at validation, read again by the measuring
-        /// process before timing).
-        trace: PathBuf,
-        /// Single-node writes take a plain allocation instead of a prefilled sheaf.
-        single_node_alloc: bool,
-    },
+/// The tree kinds' objects are tree nodes: their size and alignment are fixed.
+fn check_node_geometry(spec: &WorkloadSpec, file: &str) -> Result<(), SpecError> {
+    for (field, value, expected) in [
+        ("object_size", spec.object_size, maple::NODE_SIZE),
+        ("align", spec.align, maple::NODE_ALIGN),
+    ] {
+        if value != expected {
+            return Err(SpecError::Invalid {
+                file: file.to_owned(),
+                field: field.to_owned(),
+                value: value.to_string(),
+                expected: format!(
+                    "{expected} for kind `{}` (the objects are tree nodes of {} bytes aligned to {})",
+                    spec.kind,
+                    maple::NODE_SIZE,
+                    maple::NODE_ALIGN
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Kind {
-    /// The kind's name.
-    pub fn name(&self) -> KindName {
-        match self {
-            Kind::Churn { .. } => KindName::Churn,
-            Kind::Burst { .. } => KindName::Burst,
-            Kind::ProducerConsumer { .. } => KindName::ProducerConsumer,
-            Kind::PrefillBurst { .. } => KindName::PrefillBurst,
-            Kind::DeferredChurn { .. } => KindName::DeferredChurn,
-            Kind::MapleTree { .. } => KindName::MapleTree,
-            Kind::TraceReplay { .. } => KindName::TraceReplay,
-        }
-    }
-
     /// OS threads a measurement with `threads` worker threads starts.
     pub fn os_threads(&self, threads: u32) -> usize {
         let threads = threads as usize;

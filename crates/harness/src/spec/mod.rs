@@ -11,9 +11,21 @@
 //!    result is a [`Workload`] with every kind parameter resolved to its default.
 //!
 //! Every error is a [`SpecError`] naming the file (or `--set`), the field and what is expected.
+//!
+//! Where things live:
+//! - this file: [`WorkloadSpec`] (the top-level fields, with their defaults), the three steps
+//!   and [`Workload`];
+//! - `kinds`: each kind and each of its parameters, declared once (doc, type, default,
+//!   checks), from which `declare` generates [`KindName`], [`Params`] and [`Kind`]; a new
+//!   parameter is one line there;
+//! - `rules`: the defaults and checks a parameter's declaration can name (`positive`,
+//!   `at_most`, `or`, `.check(..)`, the stream and the trace file);
+//! - `values`: durations and thread counts as written in a spec; `error`: [`SpecError`].
 
+mod declare;
 mod error;
 mod kinds;
+mod rules;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -367,159 +379,7 @@ impl WorkloadSpec {
                 takes: allowed.join(", "),
             });
         }
-        let positive = |field: &str, value: Option<usize>, default: usize, max: usize| {
-            let value = value.unwrap_or(default);
-            if value == 0 || value > max {
-                Err(invalid(
-                    &format!("params.{field}"),
-                    &value,
-                    &format!("between 1 and {max}"),
-                ))
-            } else {
-                Ok(value)
-            }
-        };
-        let p = &self.params;
-        let kind = match self.kind {
-            KindName::Churn => Kind::Churn {
-                order: p.order.unwrap_or(ChurnOrder::Lifo),
-                working_set: positive("working_set", p.working_set, 1024, 1 << 24)?,
-                batch: positive("batch", p.batch, 256, 1 << 20)?,
-            },
-            KindName::Burst => Kind::Burst {
-                burst: positive("burst", p.burst, 256, 1 << 20)?,
-            },
-            KindName::ProducerConsumer => {
-                let queue = positive("queue", p.queue, 1024, 1 << 20)?;
-                if queue < 2 {
-                    return Err(invalid(
-                        "params.queue",
-                        &queue,
-                        "at least 2 (the ring holds two hand-off batches)",
-                    ));
-                }
-                let batch = positive("batch", p.batch, 64, 1 << 20)?;
-                if batch > queue / 2 {
-                    return Err(invalid(
-                        "params.batch",
-                        &batch,
-                        &format!(
-                            "at most half of params.queue ({}): the producer fills one hand-off batch while the consumer frees another",
-                            queue / 2
-                        ),
-                    ));
-                }
-                if self.object_size < 8 {
-                    return Err(invalid(
-                        "object_size",
-                        &self.object_size,
-                        "at least 8 for producer-consumer (objects carry a sequence number)",
-                    ));
-                }
-                Kind::ProducerConsumer { queue, batch }
-            }
-            KindName::PrefillBurst => {
-                let reserve = positive("reserve", p.reserve, 13, 1 << 16)?;
-                let used = p.used.unwrap_or(3);
-                if used > reserve {
-                    return Err(invalid(
-                        "params.used",
-                        &used,
-                        &format!("at most params.reserve ({reserve})"),
-                    ));
-                }
-                Kind::PrefillBurst {
-                    reserve,
-                    used,
-                    batch: positive("batch", p.batch, 16, 1 << 20)?,
-                }
-            }
-            KindName::DeferredChurn => {
-                let readers = p.readers.unwrap_or(1);
-                if readers > 1024 {
-                    return Err(invalid("params.readers", &readers, "between 0 and 1024"));
-                }
-                if self.object_size < 8 {
-                    return Err(invalid(
-                        "object_size",
-                        &self.object_size,
-                        "at least 8 for deferred-churn (objects carry a sentinel)",
-                    ));
-                }
-                let slots = positive("slots", p.slots, 1024, 1 << 24)?;
-                let writers = self.threads.0.iter().copied().max().unwrap_or(1) as usize;
-                if slots < writers {
-                    return Err(invalid(
-                        "params.slots",
-                        &slots,
-                        &format!(
-                            "at least the largest thread count ({writers}): each writer owns its share of the slots"
-                        ),
-                    ));
-                }
-                Kind::DeferredChurn {
-                    slots,
-                    readers,
-                    batch: positive("batch", p.batch, 64, 1 << 20)?,
-                    reads_per_section: positive(
-                        "reads_per_section",
-                        p.reads_per_section,
-                        16,
-                        1 << 20,
-                    )?,
-                }
-            }
-            KindName::MapleTree => {
-                self.check_node_geometry(file)?;
-                let readers = p.readers.unwrap_or(1);
-                if readers > 1024 {
-                    return Err(invalid("params.readers", &readers, "between 0 and 1024"));
-                }
-                let stream = p.stream.clone().unwrap_or_default();
-                stream.validate().map_err(|e| {
-                    let value = yaml_serde::to_value(&stream)
-                        .ok()
-                        .and_then(|v| e.field.split('.').try_fold(v, |v, key| v.get(key).cloned()))
-                        .and_then(|v| yaml_serde::to_string(&v).ok())
-                        .map(|v| v.trim().to_owned())
-                        .unwrap_or_else(|| "?".into());
-                    invalid(&format!("params.stream.{}", e.field), &value, e.expected)
-                })?;
-                Kind::MapleTree {
-                    stream,
-                    readers,
-                    reads_per_section: positive(
-                        "reads_per_section",
-                        p.reads_per_section,
-                        16,
-                        1 << 20,
-                    )?,
-                    single_node_alloc: p.single_node_alloc.unwrap_or(false),
-                }
-            }
-            KindName::TraceReplay => {
-                self.check_node_geometry(file)?;
-                let Some(trace) = &p.trace else {
-                    return Err(invalid(
-                        "params.trace",
-                        &"(missing)",
-                        "the path of a trace file, relative to the spec file (e.g. traces/python-sqlite-json.trace)",
-                    ));
-                };
-                let dir = Path::new(file).parent().unwrap_or(Path::new(""));
-                let path = dir.join(trace);
-                let path = std::path::absolute(&path).unwrap_or(path);
-                load_trace(&path).map_err(|message| SpecError::Trace {
-                    file: file.to_owned(),
-                    trace: path.display().to_string(),
-                    message,
-                })?;
-                Kind::TraceReplay {
-                    trace: path,
-                    single_node_alloc: p.single_node_alloc.unwrap_or(false),
-                }
-            }
-        };
+        let kind = Kind::resolve(self, file)?;
         if self.pinned {
             for &t in &self.threads.0 {
                 let os_threads = kind.os_threads(t);
@@ -548,31 +408,6 @@ impl WorkloadSpec {
             )
         })?;
         Ok(workload)
-    }
-}
-
-impl WorkloadSpec {
-    /// The tree kinds' objects are tree nodes: their size and alignment are fixed.
-    fn check_node_geometry(&self, file: &str) -> Result<(), SpecError> {
-        for (field, value, expected) in [
-            ("object_size", self.object_size, maple::NODE_SIZE),
-            ("align", self.align, maple::NODE_ALIGN),
-        ] {
-            if value != expected {
-                return Err(SpecError::Invalid {
-                    file: file.to_owned(),
-                    field: field.to_owned(),
-                    value: value.to_string(),
-                    expected: format!(
-                        "{expected} for kind `{}` (the objects are tree nodes of {} bytes aligned to {})",
-                        self.kind,
-                        maple::NODE_SIZE,
-                        maple::NODE_ALIGN
-                    ),
-                });
-            }
-        }
-        Ok(())
     }
 }
 

@@ -372,3 +372,192 @@ fn durations_parse_and_print() {
     assert!("fast".parse::<SpecDuration>().is_err());
     assert!("2h".parse::<SpecDuration>().is_err());
 }
+
+#[test]
+fn kind_descriptions_list_the_parameters_each_kind_takes() {
+    let described: Vec<String> = KindName::ALL
+        .iter()
+        .map(|k| k.description().to_string())
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch)",
+            "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst)",
+            "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring (params: queue, batch)",
+            "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects (params: reserve, used, batch)",
+            "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections (params: slots, readers, batch, reads_per_section)",
+            "writes of a generated mmap/munmap/mprotect/brk stream to a maple-like range tree, worst-case prefill per write, readers looking up addresses (params: stream, readers, reads_per_section, single_node_alloc)",
+            "replays a recorded address-space trace into maple-like range trees, one per address space (params: trace, single_node_alloc)",
+        ]
+    );
+    let names: Vec<&str> = KindName::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "churn",
+            "burst",
+            "producer-consumer",
+            "prefill-burst",
+            "deferred-churn",
+            "maple-tree",
+            "trace-replay"
+        ]
+    );
+}
+
+/// A spec of `kind` with `params`, unpinned, with the node geometry the tree kinds need.
+fn kind_spec(kind: &str, params: &str) -> WorkloadSpec {
+    let text = format!(
+        "name: k\nkind: {kind}\nobject_size: 256\nalign: 256\npinned: false\nparams: {params}\n"
+    );
+    WorkloadSpec::from_yaml("k.yaml", &text).unwrap()
+}
+
+#[test]
+fn every_kind_refuses_a_parameter_it_does_not_take_and_lists_those_it_does() {
+    for (kind, stray, takes) in [
+        (
+            "churn",
+            "{burst: 1}",
+            "`params.burst` does not apply to kind `churn`; it takes: order, working_set, batch",
+        ),
+        (
+            "burst",
+            "{batch: 1}",
+            "`params.batch` does not apply to kind `burst`; it takes: burst",
+        ),
+        (
+            "producer-consumer",
+            "{order: lifo}",
+            "`params.order` does not apply to kind `producer-consumer`; it takes: queue, batch",
+        ),
+        (
+            "prefill-burst",
+            "{queue: 4}",
+            "`params.queue` does not apply to kind `prefill-burst`; it takes: reserve, used, batch",
+        ),
+        (
+            "deferred-churn",
+            "{trace: x}",
+            "`params.trace` does not apply to kind `deferred-churn`; it takes: slots, readers, batch, reads_per_section",
+        ),
+        (
+            "maple-tree",
+            "{working_set: 1, batch: 2}",
+            "`params.working_set` does not apply to kind `maple-tree`; it takes: stream, readers, reads_per_section, single_node_alloc",
+        ),
+        (
+            "trace-replay",
+            "{readers: 1}",
+            "`params.readers` does not apply to kind `trace-replay`; it takes: trace, single_node_alloc",
+        ),
+    ] {
+        let err = kind_spec(kind, stray)
+            .validate("k.yaml", 8)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, format!("k.yaml: {takes}"));
+    }
+}
+
+#[test]
+fn parameter_defaults_are_resolved_per_kind() {
+    let resolved = |kind: &str| kind_spec(kind, "{}").validate("k.yaml", 8).unwrap().kind;
+    assert_eq!(
+        resolved("churn"),
+        Kind::Churn {
+            order: ChurnOrder::Lifo,
+            working_set: 1024,
+            batch: 256
+        }
+    );
+    assert_eq!(resolved("burst"), Kind::Burst { burst: 256 });
+    assert_eq!(
+        resolved("prefill-burst"),
+        Kind::PrefillBurst {
+            reserve: 13,
+            used: 3,
+            batch: 16
+        }
+    );
+    assert_eq!(
+        resolved("deferred-churn"),
+        Kind::DeferredChurn {
+            slots: 1024,
+            readers: 1,
+            batch: 64,
+            reads_per_section: 16
+        }
+    );
+    assert_eq!(
+        resolved("maple-tree"),
+        Kind::MapleTree {
+            stream: maple::StreamSpec::default(),
+            readers: 1,
+            reads_per_section: 16,
+            single_node_alloc: false
+        }
+    );
+}
+
+#[test]
+fn range_and_condition_refusals_name_field_value_and_expectation() {
+    for (kind, params, message) in [
+        (
+            "churn",
+            "{batch: 2000000}",
+            "`params.batch` = 2000000: expected between 1 and 1048576",
+        ),
+        (
+            "burst",
+            "{burst: 0}",
+            "`params.burst` = 0: expected between 1 and 1048576",
+        ),
+        (
+            "prefill-burst",
+            "{reserve: 4, used: 5}",
+            "`params.used` = 5: expected at most params.reserve (4)",
+        ),
+        (
+            "prefill-burst",
+            "{reserve: 70000}",
+            "`params.reserve` = 70000: expected between 1 and 65536",
+        ),
+        (
+            "deferred-churn",
+            "{readers: 1025}",
+            "`params.readers` = 1025: expected between 0 and 1024",
+        ),
+        (
+            "deferred-churn",
+            "{reads_per_section: 0}",
+            "`params.reads_per_section` = 0: expected between 1 and 1048576",
+        ),
+        (
+            "maple-tree",
+            "{readers: 2000}",
+            "`params.readers` = 2000: expected between 0 and 1024",
+        ),
+    ] {
+        let err = kind_spec(kind, params)
+            .validate("k.yaml", 8)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, format!("k.yaml: {message}"), "{kind} {params}");
+    }
+    for kind in ["producer-consumer", "deferred-churn"] {
+        let text = format!("name: k\nkind: {kind}\nobject_size: 4\npinned: false\n");
+        let err = WorkloadSpec::from_yaml("k.yaml", &text)
+            .unwrap()
+            .validate("k.yaml", 8)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "k.yaml: `object_size` = 4: expected at least 8 for {kind} (objects carry a "
+            )),
+            "{err}"
+        );
+    }
+}
