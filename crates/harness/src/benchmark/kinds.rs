@@ -145,16 +145,14 @@ pub(crate) struct Burst<'a, A: ObjectAlloc> {
     cache: &'a A,
     held: Vec<NonNull<u8>>,
     burst: usize,
-    batch: usize,
 }
 
 impl<'a, A: ObjectAlloc> Burst<'a, A> {
-    pub(crate) fn new(cache: &'a A, burst: usize, batch: usize) -> Self {
+    pub(crate) fn new(cache: &'a A, burst: usize) -> Self {
         Self {
             cache,
             held: Vec::with_capacity(burst),
             burst,
-            batch,
         }
     }
 }
@@ -162,17 +160,15 @@ impl<'a, A: ObjectAlloc> Burst<'a, A> {
 impl<A: ObjectAlloc> Work for Burst<'_, A> {
     #[inline]
     fn unit(&mut self) -> u64 {
-        for _ in 0..self.batch {
-            for _ in 0..self.burst {
-                // The capacity was reserved up front: no reallocation here.
-                self.held.push(alloc_one(self.cache));
-            }
-            while let Some(object) = self.held.pop() {
-                // SAFETY: popped objects are live, held only here, and popped once.
-                unsafe { self.cache.free(object) };
-            }
+        for _ in 0..self.burst {
+            // The capacity was reserved up front: no reallocation here.
+            self.held.push(alloc_one(self.cache));
         }
-        (self.burst * self.batch) as u64
+        while let Some(object) = self.held.pop() {
+            // SAFETY: popped objects are live, held only here, and popped once.
+            unsafe { self.cache.free(object) };
+        }
+        self.burst as u64
     }
 }
 

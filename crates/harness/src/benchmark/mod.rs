@@ -166,9 +166,9 @@ pub fn measure<A: ObjectAlloc>(
             |_| -> NoWork { unreachable!("churn has no helper threads") },
             snapshot,
         ),
-        Kind::Burst { burst, batch } => drive(
+        Kind::Burst { burst } => drive(
             &plan,
-            |_| Burst::new(cache, burst, batch),
+            |_| Burst::new(cache, burst),
             |_| -> NoWork { unreachable!("burst has no helper threads") },
             snapshot,
         ),

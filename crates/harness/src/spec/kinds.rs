@@ -31,8 +31,6 @@ declare_kinds! {
     Burst = "burst", "`burst` allocations then `burst` frees, crossing the sheaf capacity" {
         /// Objects allocated then freed per burst.
         burst: usize = positive(256, 1 << 20), written as usize;
-        /// Bursts per latency sample.
-        batch: usize = positive(1, 1 << 20);
     }
 
     /// Objects allocated on one thread and freed on another (remote frees).
@@ -218,9 +216,7 @@ impl Kind {
                 };
                 format!("batch of {batch} {order} free+alloc pairs")
             }
-            Kind::Burst { burst, batch } => {
-                format!("{batch} burst(s) of {burst} allocs then {burst} frees")
-            }
+            Kind::Burst { burst } => format!("burst of {burst} allocs then {burst} frees"),
             Kind::ProducerConsumer { batch, .. } => {
                 format!("batch of {batch} allocs handed to the consumer (producer side)")
             }

@@ -383,7 +383,7 @@ fn kind_descriptions_list_the_parameters_each_kind_takes() {
         described,
         [
             "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch)",
-            "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst, batch)",
+            "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst)",
             "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring (params: queue, batch)",
             "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects (params: reserve, used, batch)",
             "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections (params: slots, readers, batch, reads_per_section)",
@@ -424,8 +424,8 @@ fn every_kind_refuses_a_parameter_it_does_not_take_and_lists_those_it_does() {
         ),
         (
             "burst",
-            "{order: lifo}",
-            "`params.order` does not apply to kind `burst`; it takes: burst, batch",
+            "{batch: 1}",
+            "`params.batch` does not apply to kind `burst`; it takes: burst",
         ),
         (
             "producer-consumer",
@@ -472,13 +472,7 @@ fn parameter_defaults_are_resolved_per_kind() {
             batch: 256
         }
     );
-    assert_eq!(
-        resolved("burst"),
-        Kind::Burst {
-            burst: 256,
-            batch: 1
-        }
-    );
+    assert_eq!(resolved("burst"), Kind::Burst { burst: 256 });
     assert_eq!(
         resolved("prefill-burst"),
         Kind::PrefillBurst {
