@@ -19,9 +19,8 @@ use super::kinds::alloc_one;
 /// How long a hand-off wait spins before it blocks.
 ///
 /// While both threads of a pair are on a CPU, the partner hands over or frees a batch in a
-/// few microseconds (the median latency sample of a batch of 64 allocations is 1-2 us on
-/// the development machine), so a wait that outlasts the spin means the partner is off its
-/// CPU: spinning longer would only take time from whatever runs beside it.
+/// few microseconds, so a wait that outlasts the spin means the partner is off its CPU:
+/// spinning longer would only take time from whatever runs beside it.
 pub const HANDOFF_SPIN: Duration = Duration::from_micros(20);
 
 /// One side's hand-off waits, over the phases since the counters were created.
