@@ -20,6 +20,13 @@
 //! Exit codes: 0 success; 1 a measurement failed or a conformance clause failed; 2 bad input
 //! (a spec, an override, an allocator name, an output path), reported in one line before
 //! anything runs.
+//!
+//! Module map: `cli` (the clap types) → `commands` (one module per subcommand) →
+//! `benchmark` (`plan`: specs and options validated before anything runs; `executor`: one
+//! child process per measurement) → `output` (tables on stdout, warnings and progress on
+//! stderr) and `export` (result files, each written atomically). `registry` is the one map
+//! from allocator names to designs; `error` maps each failure to its exit code. Workload
+//! specs, the engine and the result model live in the `harness` crate.
 
 mod benchmark;
 mod cli;

@@ -16,6 +16,27 @@
 //!   time each tree write alone, one sample per write;
 //! - **counters**: per-thread `perf_event` counters over the measured runs, or `unsupported`
 //!   with the reason ([`counters`]).
+//!
+//! # Module map
+//!
+//! - [`spec`]: the workload file. `spec/kinds.rs` declares every kind and each of its
+//!   parameters once (doc, type, default, checks); `spec/declare.rs` generates the name
+//!   lists, the file's `params:` and the resolved [`spec::Kind`] from it; `spec/rules.rs`
+//!   holds the defaults and checks a declaration names. Invariant: a [`Workload`] exists only
+//!   after every field and parameter passed validation, so the engine never checks a value.
+//! - [`benchmark`]: one measurement. `mod.rs` builds a kind's threads and turns what they
+//!   found into a [`Measurement`]; `engine.rs` spawns, pins and releases them phase by phase
+//!   (every thread is spawned once, and its histogram sized before the warm-up so recording
+//!   a sample never allocates); `kinds.rs` (`churn`, `burst`, `prefill-burst`),
+//!   `producer_consumer.rs`, `deferred.rs` (`deferred-churn`) and `tree_kinds.rs`
+//!   (`maple-tree`, `trace-replay`) say what each kind's threads do, each object held by
+//!   exactly one owner and freed once; `hogs.rs` runs busy threads beside a measurement,
+//!   `sched.rs` reads the threads' scheduler times.
+//! - [`timer`]: the clock and its measured cost; [`histogram`]: per-thread latency histograms
+//!   with fixed bounds, so recording never allocates; [`counters`]: per-thread `perf_event`
+//!   counters and their fallbacks; [`steal`]: hypervisor steal time over a measurement.
+//! - [`result`]: the JSON result model, written atomically; [`machine`]: what a result was
+//!   measured on; [`warnings`]: the caveats attached to a figure, each with what to do.
 
 pub mod benchmark;
 pub mod counters;

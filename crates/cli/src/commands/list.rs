@@ -26,7 +26,7 @@ pub(crate) fn run() {
     kinds.load_style(UTF8_FULL_CONDENSED);
     kinds.set_header(vec!["kind", "what it does"]);
     for kind in KindName::ALL {
-        kinds.add_row(vec![kind.as_str(), kind.description()]);
+        kinds.add_row(vec![kind.as_str().to_owned(), kind.description()]);
     }
     println!("Workload kinds (`kind:` in a spec):\n{kinds}\n");
 

@@ -1,14 +1,17 @@
 //! Running one measurement: a validated [`Workload`] at one thread count on one allocator.
 //!
-//! [`measure`] creates the cache, builds the kind's threads (the `engine` module drives them,
-//! the `kinds` module says what each kind does, `tree_kinds` the range-tree kinds
-//! `maple-tree` and `trace-replay`), and turns what the threads found into a
+//! [`measure`] creates the cache, builds the kind's threads (the `engine` module drives them;
+//! what each kind does is in `kinds` for `churn`, `burst` and `prefill-burst`,
+//! `producer_consumer`, `deferred` for `deferred-churn`, and `tree_kinds` for the range-tree
+//! kinds `maple-tree` and `trace-replay`), and turns what the threads found into a
 //! [`Measurement`]: throughput per run, merged latency percentiles, counters, memory, the
 //! design's counters over the measured runs, the pinning check and warnings.
 
+mod deferred;
 mod engine;
 mod hogs;
 mod kinds;
+mod producer_consumer;
 mod sched;
 mod tree_kinds;
 
@@ -24,13 +27,12 @@ use crate::machine::peak_rss_bytes;
 use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
 use crate::spec::{Kind, Workload};
 use crate::timer;
+use deferred::{Published, Reader, Writer};
 use engine::{DrivePlan, NoWork, drive};
-pub use kinds::HANDOFF_SPIN;
 pub use kinds::churn_lifo_pairs;
-use kinds::{
-    Burst, Churn, Consumer, PrefillBurst, Producer, Published, Reader, Ring, Rng, WaitCounts,
-    Writer,
-};
+use kinds::{Burst, Churn, PrefillBurst, Rng};
+pub use producer_consumer::HANDOFF_SPIN;
+use producer_consumer::{Consumer, Producer, Ring, WaitCounts};
 use tree_kinds::{PreparedStream, TraceWriter, TreeFigures, TreeReader, TreeWriter};
 
 /// Why a measurement produced no result.
@@ -198,15 +200,11 @@ pub fn measure<A: ObjectAlloc>(
             let ((_, (p0, c0)), (_, (p1, c1))) = &outcome.snapshots;
             handoff_waits = Some((p1.since(*p0), c1.since(*c0)));
             let outcome = outcome.map_snapshots(|(stats, _)| stats);
-            let broken = out_of_sequence.load(Ordering::Relaxed);
-            if broken > 0 {
-                return Err(MeasureError::Broken {
-                    allocator: A::NAME.to_owned(),
-                    workload: spec.name.clone(),
-                    what: format!(
-                        "{broken} objects arrived with a sequence number other than the one written (corrupted while live)"
-                    ),
-                });
+            let corrupted = out_of_sequence.load(Ordering::Relaxed);
+            if corrupted > 0 {
+                return Err(broken(format!(
+                    "{corrupted} objects arrived with a sequence number other than the one written (corrupted while live)"
+                )));
             }
             outcome
         }
@@ -239,15 +237,11 @@ pub fn measure<A: ObjectAlloc>(
             );
             published.free_all(cache);
             cache.barrier();
-            let broken = published.broken_reads.load(Ordering::Relaxed);
-            if broken > 0 {
-                return Err(MeasureError::Broken {
-                    allocator: A::NAME.to_owned(),
-                    workload: spec.name.clone(),
-                    what: format!(
-                        "{broken} reads inside read-side sections found an object already reused (C-DEFER-1)"
-                    ),
-                });
+            let reused = published.broken_reads.load(Ordering::Relaxed);
+            if reused > 0 {
+                return Err(broken(format!(
+                    "{reused} reads inside read-side sections found an object already reused (C-DEFER-1)"
+                )));
             }
             outcome
         }

@@ -1,0 +1,248 @@
+//! The workload kinds and their parameters, each declared once below: a kind's name, what it
+//! does, and for each parameter its doc, resolved type, default and checks (a [`Rule`]).
+//! [`declare_kinds!`] makes from this [`KindName`], [`Params`] (the spec's `params:` as
+//! written) and [`Kind`] (resolved). Adding a parameter to a kind is one line in its block
+//! (with `written as` if no kind before it takes a parameter of that name); the engine then
+//! reads it from the kind's [`Kind`] variant.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::declare::declare_kinds;
+use super::rules::{Param, Rule, at_most, or, positive, stream, trace_file};
+use super::{SpecError, WorkloadSpec};
+
+declare_kinds! {
+    resolve(spec, file);
+
+    /// Alloc/free pairs over a per-thread working set, in LIFO or random order.
+    Churn = "churn", "free+alloc pairs over a per-thread working set" {
+        /// Order of frees.
+        order: ChurnOrder = or(ChurnOrder::Lifo), written as ChurnOrder, values "lifo|random";
+        /// Objects each thread keeps live.
+        working_set: usize = positive(1024, 1 << 24), written as usize;
+        /// Free+alloc pairs per latency sample.
+        batch: usize = positive(256, 1 << 20), written as usize;
+    }
+
+    /// `burst` allocations then as many frees, crossing the sheaf capacity.
+    Burst = "burst", "`burst` allocations then `burst` frees, crossing the sheaf capacity" {
+        /// Objects allocated then freed per burst.
+        burst: usize = positive(256, 1 << 20), written as usize;
+    }
+
+    /// Objects allocated on one thread and freed on another (remote frees).
+    ProducerConsumer = "producer-consumer",
+        "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring"
+    {
+        #[check(min_object_size(spec, file, "objects carry a sequence number"))]
+        /// Capacity of each pair's ring of pointers.
+        queue: usize = positive(1024, 1 << 20).check(
+            |&queue| queue >= 2,
+            || "at least 2 (the ring holds two hand-off batches)".into(),
+        ), written as usize;
+        /// Objects per hand-off and per latency sample (producer side): the producer
+        /// allocates `batch` objects, then hands them over with one release of the ring's
+        /// tail.
+        batch: usize = positive(64, 1 << 20).check(
+            |&batch| batch <= queue / 2,
+            || format!(
+                "at most half of params.queue ({}): the producer fills one hand-off batch while the consumer frees another",
+                queue / 2
+            ),
+        );
+    }
+
+    /// The maple-tree pattern without the tree: prefill a worst case, use a few, return.
+    PrefillBurst = "prefill-burst",
+        "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects"
+    {
+        /// Objects reserved by each prefill (the worst case).
+        reserve: usize = positive(13, 1 << 16), written as usize;
+        /// Objects taken from each prefilled sheaf.
+        used: usize = or(3).check(
+            |&used| used <= reserve,
+            || format!("at most params.reserve ({reserve})"),
+        ), written as usize;
+        /// Writes per latency sample.
+        batch: usize = positive(16, 1 << 20);
+    }
+
+    /// Writers replace published objects and free the old ones deferred; readers read them.
+    DeferredChurn = "deferred-churn",
+        "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections"
+    {
+        #[check(min_object_size(spec, file, "objects carry a sentinel"))]
+        /// Published objects shared by writers and readers.
+        slots: usize = positive(1024, 1 << 24).check(
+            |&slots| slots >= largest_thread_count(spec),
+            || format!(
+                "at least the largest thread count ({}): each writer owns its share of the slots",
+                largest_thread_count(spec)
+            ),
+        ), written as usize;
+        /// Reader threads, beside the `threads` writers.
+        readers: usize = at_most(1, 1024), written as usize;
+        /// Replacements per latency sample.
+        batch: usize = positive(64, 1 << 20);
+        /// Objects a reader reads in one read-side section.
+        reads_per_section: usize = positive(16, 1 << 20), written as usize;
+    }
+
+    /// Writes of a generated address-space operation stream to a range tree like the
+    /// kernel's maple tree (worst-case prefill per write), with concurrent readers.
+    MapleTree = "maple-tree",
+        "writes of a generated mmap/munmap/mprotect/brk stream to a maple-like range tree, worst-case prefill per write, readers looking up addresses"
+    {
+        #[check(check_node_geometry(spec, file))]
+        /// The generated operation stream ([`maple::StreamSpec`]: every field defaulted,
+        /// unknown fields refused). Writer `t` uses the stream's seed plus `t`.
+        stream: maple::StreamSpec = stream(), written as maple::StreamSpec;
+        /// Reader threads, beside the `threads` writers.
+        readers: usize = at_most(1, 1024);
+        /// Lookups per read-side section.
+        reads_per_section: usize = positive(16, 1 << 20);
+        /// A write whose worst case is one node takes it with a plain allocation instead of
+        /// a prefilled sheaf, as the kernel does.
+        single_node_alloc: bool = or(false), written as bool;
+    }
+
+    /// Replays a recorded address-space trace into range trees, one per address space.
+    TraceReplay = "trace-replay",
+        "replays a recorded address-space trace into maple-like range trees, one per address space"
+    {
+        #[check(check_node_geometry(spec, file))]
+        /// The trace file: written relative to the spec file's directory, resolved to an
+        /// absolute path (parsed once at validation, read again by the measuring process
+        /// before timing).
+        trace: PathBuf = trace_file(), written as String;
+        /// A write whose worst case is one node takes it with a plain allocation instead of
+        /// a prefilled sheaf, as the kernel does.
+        single_node_alloc: bool = or(false);
+    }
+}
+
+impl fmt::Display for KindName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Order in which `churn` frees objects of its working set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChurnOrder {
+    /// Free the most recently allocated object, then allocate its replacement.
+    Lifo,
+    /// Free an object chosen at random in the working set, then allocate its replacement.
+    Random,
+}
+
+/// The most worker threads the spec measures with.
+fn largest_thread_count(spec: &WorkloadSpec) -> usize {
+    spec.threads.0.iter().copied().max().unwrap_or(1) as usize
+}
+
+/// Kinds whose objects carry a word need objects of at least 8 bytes.
+fn min_object_size(spec: &WorkloadSpec, file: &str, why: &str) -> Result<(), SpecError> {
+    if spec.object_size < 8 {
+        return Err(SpecError::Invalid {
+            file: file.to_owned(),
+            field: "object_size".to_owned(),
+            value: spec.object_size.to_string(),
+            expected: format!("at least 8 for {} ({why})", spec.kind),
+        });
+    }
+    Ok(())
+}
+
+/// The tree kinds' objects are tree nodes: their size and alignment are fixed.
+fn check_node_geometry(spec: &WorkloadSpec, file: &str) -> Result<(), SpecError> {
+    for (field, value, expected) in [
+        ("object_size", spec.object_size, maple::NODE_SIZE),
+        ("align", spec.align, maple::NODE_ALIGN),
+    ] {
+        if value != expected {
+            return Err(SpecError::Invalid {
+                file: file.to_owned(),
+                field: field.to_owned(),
+                value: value.to_string(),
+                expected: format!(
+                    "{expected} for kind `{}` (the objects are tree nodes of {} bytes aligned to {})",
+                    spec.kind,
+                    maple::NODE_SIZE,
+                    maple::NODE_ALIGN
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Kind {
+    /// OS threads a measurement with `threads` worker threads starts.
+    pub fn os_threads(&self, threads: u32) -> usize {
+        let threads = threads as usize;
+        match self {
+            Kind::ProducerConsumer { .. } => 2 * threads,
+            Kind::DeferredChurn { readers, .. } | Kind::MapleTree { readers, .. } => {
+                threads + readers
+            }
+            _ => threads,
+        }
+    }
+
+    /// What one operation is, for throughput figures.
+    pub fn op_unit(&self) -> &'static str {
+        match self {
+            Kind::Churn { .. } => "free+alloc pair",
+            Kind::Burst { .. } => "object allocated and freed",
+            Kind::ProducerConsumer { .. } => "object allocated, passed and freed remotely",
+            Kind::PrefillBurst { .. } => "prefill burst (one write)",
+            Kind::DeferredChurn { .. } => "replacement (alloc, publish, free_deferred)",
+            Kind::MapleTree { .. } | Kind::TraceReplay { .. } => "write",
+        }
+    }
+
+    /// What one latency sample covers.
+    pub fn sample_unit(&self) -> String {
+        match *self {
+            Kind::Churn { batch, order, .. } => {
+                let order = match order {
+                    ChurnOrder::Lifo => "LIFO",
+                    ChurnOrder::Random => "random-order",
+                };
+                format!("batch of {batch} {order} free+alloc pairs")
+            }
+            Kind::Burst { burst } => format!("burst of {burst} allocs then {burst} frees"),
+            Kind::ProducerConsumer { batch, .. } => {
+                format!("batch of {batch} allocs handed to the consumer (producer side)")
+            }
+            Kind::PrefillBurst {
+                reserve,
+                used,
+                batch,
+            } => format!(
+                "{batch} write(s), each: prefill of {reserve}, {used} allocs from it, return, {used} frees"
+            ),
+            Kind::DeferredChurn { batch, .. } => {
+                format!("batch of {batch} replacements (alloc, publish, free_deferred)")
+            }
+            Kind::MapleTree {
+                single_node_alloc, ..
+            }
+            | Kind::TraceReplay {
+                single_node_alloc, ..
+            } => format!(
+                "one tree write (prefill of its worst case{}, copy-on-write, publish, free_deferred of replaced nodes)",
+                if single_node_alloc {
+                    "; a single node by plain alloc"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
