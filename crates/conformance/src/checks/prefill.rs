@@ -4,11 +4,12 @@
 use object_alloc::{AllocFlags, CacheConfig, ObjectAlloc, Prefill};
 
 use super::{
-    Ctx, FLAG_SETS, Fixture, Hand, Scope, describe, empty_sheaf, join, move_to_cpu,
+    Ctx, FLAG_SETS, Fixture, Hand, Scope, describe, drain_cache, empty_sheaf, join, move_to_cpu,
     needs_page_source, prefill, standard_config,
 };
 use crate::Verdict;
 use crate::objects;
+use crate::rng::Rng;
 
 mod failed;
 
@@ -55,6 +56,41 @@ fn prime<A: ObjectAlloc>(fixture: &Fixture<A>, scope: &Scope<'_>, count: usize) 
         }
     }
     hand.free_all(scope, &fixture.cache);
+}
+
+/// The request of a seeded fault run, shared by the checks that make requests under page
+/// faults: half the runs drain the cache first, so that even small requests need pages; then
+/// faults are armed (`fault`: probability and seed), and the request is drawn: `min..=4 *
+/// capacity + 8` or `min..=400` objects (several slabs' worth), `NOWAIT` one time in four.
+/// Returns the scope (noting what was drained), the count and the flags. The draws keep this
+/// order, so that a seed repeats its run.
+pub(crate) fn faulted_request<'a, A: ObjectAlloc>(
+    fixture: &Fixture<A>,
+    scope: &Scope<'a>,
+    hand: &mut Hand,
+    rng: &mut Rng,
+    fault: (f64, u64),
+    min: usize,
+) -> (Scope<'a>, usize, AllocFlags) {
+    let drained = if rng.chance(1, 2) {
+        drain_cache(fixture, scope, hand, 4096)
+    } else {
+        0
+    };
+    fixture.pages.fail_with_probability(fault.0, fault.1);
+    let capacity = fixture.capacity();
+    let count = if rng.chance(1, 2) {
+        rng.range(min, 4 * capacity + 8)
+    } else {
+        rng.range(min, 400)
+    };
+    let scope = scope.with(format!("{drained} objects drained first"));
+    let flags = if rng.chance(1, 4) {
+        AllocFlags::NOWAIT
+    } else {
+        AllocFlags::empty()
+    };
+    (scope, count, flags)
 }
 
 /// C-PREFILL-1: prefill(n) over sizes and flags, fresh, primed and with the budget exhausted:

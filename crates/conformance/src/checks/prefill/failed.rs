@@ -3,9 +3,9 @@
 
 use object_alloc::{AllocFlags, ObjectAlloc, Prefill};
 
-use super::{config_for, scope_for};
+use super::{config_for, faulted_request, scope_for};
 use crate::Verdict;
-use crate::checks::{Ctx, Fixture, Hand, Scope, describe, drain_cache, move_to_cpu, prefill};
+use crate::checks::{Ctx, Fixture, Hand, Scope, describe, move_to_cpu, prefill};
 use crate::pages::HeldBytes;
 
 /// Allocates every object the cache can give without new pages (budget frozen), frees them all
@@ -160,25 +160,8 @@ pub(crate) fn failed_prefill<A: ObjectAlloc>(
                     unsafe { fixture.cache.free(stamped.object) };
                 }
             }
-            // Half the runs start from a drained cache, so that even small prefills need pages;
-            // counts reach several slabs' worth.
-            let drained = if rng.chance(1, 2) {
-                drain_cache(&fixture, &scope, &mut hand, 4096)
-            } else {
-                0
-            };
-            fixture.pages.fail_with_probability(p, fault_seed);
-            let count = if rng.chance(1, 2) {
-                rng.range(1, 4 * capacity + 8)
-            } else {
-                rng.range(1, 400)
-            };
-            let scope = scope.with(format!("{drained} objects drained first"));
-            let flags = if rng.chance(1, 4) {
-                AllocFlags::NOWAIT
-            } else {
-                AllocFlags::empty()
-            };
+            let (scope, count, flags) =
+                faulted_request(&fixture, &scope, &mut hand, &mut rng, (p, fault_seed), 1);
             let failed = match prefill(&fixture.cache, &scope, flags, count) {
                 Ok(mut sheaf) => {
                     let take = rng.below(count + 1).min(sheaf.size());
