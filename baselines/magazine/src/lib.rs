@@ -53,6 +53,15 @@
 //! A test-and-test-and-set lock that yields when held (module `lock`, where the choice is
 //! explained): libumem's per-CPU mutex, minus the sleeping.
 //!
+//! # Modules
+//!
+//! - `cache`: the CPU magazines, the depot and the alloc and free paths (`cache.rs`); owns
+//!   Bonwick's invariant and the depot limits. Beside it: `cache/magazine.rs` (magazine types
+//!   and sizes, rounds), `cache/stat.rs` (event counters, bumped only under their CPU's lock),
+//!   `cache/bulk.rs`, and `cache/resize.rs` (resize, purge, stats: the paths that lock every
+//!   CPU, then the depot).
+//! - `lock`: the per-CPU lock and its reset in a forked child.
+//!
 //! ```
 //! use object_alloc::{AllocFlags, CacheConfig, ObjectAlloc};
 //! use magazine::MagazineCache;

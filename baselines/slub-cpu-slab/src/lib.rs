@@ -71,6 +71,21 @@
 //! only takes partial slabs of its own node). The CPU slot is found from the rseq `cpu_id`
 //! that glibc registers, else `sched_getcpu`.
 //!
+//! # Modules
+//!
+//! - `cache`: the cache and its CPU slots (`cache.rs`); owns the slot protocol above (the
+//!   slab pointer changes only under the slot's lock, hidden before the tid bump that detaches
+//!   the free list, shown after the one that attaches it). One file per path beside it:
+//!   `cache/alloc.rs` (fast path, `___slab_alloc`), `cache/free.rs` (fast path,
+//!   `__slab_free`, moves between lists), `cache/bulk.rs`, `cache/shrink.rs` (shrink, stats,
+//!   invariant check) and `cache/lists.rs` (per-CPU and per-node partial lists, each reached
+//!   only under its lock).
+//! - `meta`: slab metadata (links, counters, state); owns "metadata is type-stable and
+//!   outlives its slab", which makes stale reads safe.
+//! - `pair`: the `(freelist, tid)` pair and its double-width compare-and-swap; owns "every
+//!   successful update bumps the tid".
+//! - `stats`: per-CPU counters with the kernel's names.
+//!
 //! ```
 //! use object_alloc::{AllocFlags, CacheConfig, ObjectAlloc};
 //! use slub_cpu_slab::SlubCpuSlab;

@@ -56,6 +56,17 @@
 //! `n/a` with the reason when the promise is not made: page accounting and fault injection need
 //! `uses_page_source`, `NOWAIT` clauses need `honours_nowait`, live-object accounting needs
 //! `tracks_live_objects`, barn limits need `sheaf_layer`.
+//!
+//! # Modules
+//!
+//! - `checks`: one check per clause, by family (`obj`, `bulk`, `prefill`, `refill`, `ret`,
+//!   `defer`, `conc`, `fork`, `conf`), and the scaffolding they share (`checks/mod.rs`: the
+//!   fixture, the hand of stamped objects, the ID-to-check map). `checks/prefill/failed.rs`
+//!   holds C-PREFILL-6, the prefills that must fail.
+//! - `findings`: violations and the attribution rule that turns them into a status.
+//! - `objects`: object stamps; owns "every byte of a live object is checked before its free".
+//! - `pages`: the page source of the checks; `rng`: the seeded generator every choice derives
+//!   from.
 
 mod checks;
 mod findings;

@@ -20,6 +20,18 @@
 //! - [`run`]: the loops a harness calls, with a per-write hook ([`WriteRecorder`]);
 //! - [`RangeModel`]: the same semantics over a `BTreeMap`, to check a tree after a run.
 //!
+//! # Modules
+//!
+//! - `node`: the 256-byte node; owns "a node a reader can see changes only by single atomic
+//!   stores that leave it consistent".
+//! - [`tree`]: [`MapleTree`]: reads, write classification and in-place stores (`tree.rs`);
+//!   `tree/rebuild.rs`: the writer's state, the node reserve and the bottom-up rebuild (owns
+//!   "fresh nodes come only from the reserve, and a shortfall is counted"); `tree/check.rs`:
+//!   whole-tree reads and the structural invariants; `tree/info.rs`: write configuration,
+//!   per-write figures, totals and errors.
+//! - [`ops`], [`trace`], [`strace`], [`run`]: as listed above; `model`: [`RangeModel`];
+//!   [`testing`]: a counted test allocator for code built on the tree.
+//!
 //! # Usage
 //!
 //! ```

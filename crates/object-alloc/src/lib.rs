@@ -14,6 +14,20 @@
 //! without a batch path of their own. Behind the `testing` feature, `testing` holds the
 //! generic test suite every design runs.
 //!
+//! # Modules
+//!
+//! - this file: the [`ObjectAlloc`] trait (its safety contract) and [`Capabilities`];
+//! - `config`: [`CacheConfig`], its limits and its validation, which names the refused field;
+//! - `error`, `flags`, `stats`: [`AllocError`] and [`ConfigError`], [`AllocFlags`],
+//!   [`AllocStats`];
+//! - [`page`]: the [`PageSource`] seam; owns "a chunk of `bytes` is aligned to `bytes`";
+//! - `prefill`: the [`Prefill`] handle and [`BulkPrefill`]; owns "a sheaf of `n` serves `n`
+//!   allocations";
+//! - [`bulk`]: all-or-nothing bulk allocation from single ones (C-BULK-1);
+//! - [`rcu`]: read-side sections and deferred frees (C-DEFER-1..3), split into the collector
+//!   generation, per-thread buffers, the hand-over thread and the deferrer (its own map);
+//! - `testing` (feature `testing`): the generic behaviour suite.
+//!
 //! ```
 //! use object_alloc::{AllocFlags, CacheConfig};
 //!

@@ -1,0 +1,431 @@
+//! Deferrers: a design's gate to deferred callbacks, and the pending count a barrier waits on.
+
+use std::mem;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::BUFFER_CALLBACKS;
+use super::buffer::{Buffer, Callback, hand_over, hand_over_batch};
+use super::generation::{Generation, current, with_thread};
+use super::handover::Armed;
+
+/// A design's shared state that deferred callbacks act on.
+pub trait DeferTarget: Send + Sync + 'static {
+    /// Frees `object` for real; called once its grace period has passed.
+    ///
+    /// # Safety
+    ///
+    /// - `object` was passed to a `defer_free` of a [`Deferrer`] that owns this state.
+    /// - Every read-side section that could see it has ended.
+    unsafe fn free_now(&self, object: NonNull<u8>);
+
+    /// For a design that gathers deferred objects in batches of its own: hands every batch
+    /// it holds to a grace period through `deferrer`, and says whether there was any. Called
+    /// by the hand-over thread once per [`HANDOVER_TICK`](super::HANDOVER_TICK) while the
+    /// deferrer is armed ([`Deferrer::arm`]), never after [`Deferrer::close`]. The default
+    /// holds no batches.
+    fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = deferrer;
+        false
+    }
+}
+
+/// A count tagged with the generation it counts in: a count of an older generation reads as
+/// zero, and callbacks of an older generation do not change the current one.
+#[derive(Debug, Default)]
+struct GenCount(AtomicU64);
+
+impl GenCount {
+    #[inline]
+    fn add(&self, generation: u32) {
+        let current = self.0.load(Ordering::Relaxed);
+        if (current >> 32) as u32 == generation {
+            // Within one process the tag never leaves the current generation.
+            self.0.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        self.add_retagged(generation);
+    }
+
+    #[cold]
+    fn add_retagged(&self, generation: u32) {
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = if (current >> 32) as u32 == generation {
+                current + 1
+            } else {
+                (u64::from(generation) << 32) | 1
+            };
+            match self
+                .0
+                .compare_exchange(current, next, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Undoes an `add(generation)`; `current` is the current generation's id.
+    #[inline]
+    fn sub(&self, generation: u32, current: u32) {
+        if generation == current {
+            // Release: a reader of zero (with an acquire fence) sees what the callback did.
+            self.0.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    #[inline]
+    fn get(&self, current: u32) -> usize {
+        let value = self.0.load(Ordering::SeqCst);
+        if (value >> 32) as u32 == current {
+            (value & u64::from(u32::MAX)) as usize
+        } else {
+            0
+        }
+    }
+}
+
+/// What a [`Deferrer`] shares with its callbacks and the hand-over thread.
+///
+/// Callbacks not yet run are counted by the `Arc`'s strong count (each holds a clone, as
+/// does each reservation), less the owner's and less `lost`: the clones held by callbacks
+/// that a fork left behind, which never run in this process.
+#[derive(Debug)]
+struct Inner<T> {
+    target: T,
+    /// Clones of the `Arc` that will never be dropped in this process (see `seen`).
+    lost: AtomicUsize,
+    /// The generation `lost` is valid for, shifted left by one; the low bit is set while a
+    /// thread of that generation sets `lost`.
+    seen: AtomicU64,
+    /// The generation this deferrer is armed in (0: none).
+    armed: AtomicU32,
+    /// Set by [`Deferrer::close`]: the hand-over thread calls it no more.
+    closed: AtomicBool,
+    /// Hand-over thread calls in progress.
+    busy: GenCount,
+}
+
+impl<T> Inner<T> {
+    /// Brings `lost` up to date with `generation`: before any callback or reservation is
+    /// made in a generation, and before the pending count is read.
+    #[inline]
+    fn sync(self: &Arc<Self>, generation: u32) {
+        if self.seen.load(Ordering::Acquire) != u64::from(generation) << 1 {
+            self.sync_slow(generation);
+        }
+    }
+
+    #[cold]
+    fn sync_slow(self: &Arc<Self>, generation: u32) {
+        let done = u64::from(generation) << 1;
+        loop {
+            let seen = self.seen.load(Ordering::Acquire);
+            if seen == done {
+                return;
+            }
+            // An update marked by an older generation was cut short by a fork: taken over.
+            if seen != done | 1
+                && self
+                    .seen
+                    .compare_exchange(seen, done | 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                // First in this generation (a child after a fork): every clone but the
+                // owner's is held by a callback or reservation of the parent, which never
+                // runs or is dropped here. No new one is made until `seen` is stored.
+                self.lost
+                    .store(Arc::strong_count(self) - 1, Ordering::Relaxed);
+                self.seen.store(done, Ordering::Release);
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl<T: DeferTarget> Armed for Inner<T> {
+    fn tick(self: Arc<Self>, generation: u32) -> bool {
+        self.busy.add(generation);
+        if self.closed.load(Ordering::SeqCst) {
+            self.busy.sub(generation, generation);
+            return false;
+        }
+        let deferrer = Deferrer {
+            inner: self,
+            owner: false,
+        };
+        let target = &deferrer.inner.target;
+        let keep = target.hand_over(&deferrer) || {
+            // Disarmed before one more look: a batch started after this look re-arms.
+            deferrer.inner.armed.store(0, Ordering::SeqCst);
+            target.hand_over(&deferrer);
+            false
+        };
+        deferrer.inner.busy.sub(generation, generation);
+        keep
+    }
+}
+
+/// Owner of a design's shared state `T`, and the gate through which it defers work.
+#[derive(Debug)]
+pub struct Deferrer<T: DeferTarget> {
+    inner: Arc<Inner<T>>,
+    /// False for the hand-over thread's temporary views.
+    owner: bool,
+}
+
+impl<T: DeferTarget> Deferrer<T> {
+    /// Takes ownership of `shared`.
+    pub fn new(shared: T) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                target: shared,
+                lost: AtomicUsize::new(0),
+                seen: AtomicU64::new(u64::from(current().id) << 1),
+                armed: AtomicU32::new(0),
+                closed: AtomicBool::new(false),
+                busy: GenCount::default(),
+            }),
+            owner: true,
+        }
+    }
+
+    /// The shared state.
+    #[inline]
+    pub fn get(&self) -> &T {
+        &self.inner.target
+    }
+
+    /// Defers one object: [`DeferTarget::free_now`] runs on it after a grace period. The
+    /// callback waits in the calling thread's buffer at most
+    /// [`HANDOVER_TICK`](super::HANDOVER_TICK) before its grace period starts.
+    ///
+    /// # Safety
+    ///
+    /// - `object` is a live object of this design, and no one uses it after the grace period
+    ///   except through `free_now`.
+    #[inline]
+    pub unsafe fn defer_free(&self, object: NonNull<u8>) {
+        unsafe fn free<T: DeferTarget>(shared: &T, object: NonNull<()>) {
+            // SAFETY: forwarded from `defer_free`'s caller.
+            unsafe { shared.free_now(object.cast()) }
+        }
+        // SAFETY: the caller hands `object` over; `free_now`'s contract is the caller's.
+        unsafe { self.defer_with(object.cast(), free::<T>, false) }
+    }
+
+    /// Defers `f(shared, payload)` until a grace period has passed. Without `flush`, the
+    /// callback joins the calling thread's buffer (see [`Deferrer::defer_free`]); with it,
+    /// its grace period starts at once (use it for whole batches, where the cost of a
+    /// hand-over is shared by many objects).
+    ///
+    /// # Safety
+    ///
+    /// - `f(shared, payload)` must be sound to run on any thread, at any later time, after every
+    ///   read-side section active now has ended.
+    #[inline]
+    pub unsafe fn defer_with(
+        &self,
+        payload: NonNull<()>,
+        f: unsafe fn(&T, NonNull<()>),
+        flush: bool,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { self.defer_reserved(self.reserve(), payload, f, flush) }
+    }
+
+    /// Announces a callback before its payload is gathered: from now until the callback that
+    /// [`Deferrer::defer_reserved`] makes of it has run (or until it is dropped unused), it
+    /// counts in [`Deferrer::pending`], so a concurrent [`Deferrer::barrier`] waits for it.
+    /// Take one *before* taking work out of where a barrier would look for it.
+    #[inline]
+    pub fn reserve(&self) -> Reservation<T> {
+        self.inner.sync(current().id);
+        Reservation {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// [`Deferrer::defer_with`] for a callback announced by `reservation`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Deferrer::defer_with`]; `reservation` came from this deferrer.
+    #[inline]
+    pub unsafe fn defer_reserved(
+        &self,
+        reservation: Reservation<T>,
+        payload: NonNull<()>,
+        f: unsafe fn(&T, NonNull<()>),
+        flush: bool,
+    ) {
+        debug_assert!(Arc::ptr_eq(&reservation.inner, &self.inner));
+        let callback = reservation.into_callback(payload, f);
+        // Without a buffer, when handing over at once, or while another thread empties the
+        // buffer: a hand-over of its own.
+        with_thread(|generation, handle, buffer| {
+            match buffer.filter(|_| !flush).and_then(Buffer::try_lock) {
+                Some(mut callbacks) => {
+                    let was_empty = callbacks.is_empty();
+                    callbacks.push(callback);
+                    if callbacks.len() >= BUFFER_CALLBACKS {
+                        let batch =
+                            mem::replace(&mut *callbacks, Vec::with_capacity(BUFFER_CALLBACKS));
+                        drop(callbacks);
+                        hand_over_batch(generation, handle, batch);
+                    } else {
+                        drop(callbacks);
+                        if was_empty {
+                            generation.kick();
+                        }
+                    }
+                }
+                _ => hand_over(generation, handle, move || {
+                    // SAFETY: runs once, after the grace period.
+                    unsafe { (callback.run)(callback) }
+                }),
+            }
+        });
+    }
+
+    /// Arms this deferrer: the hand-over thread calls [`DeferTarget::hand_over`] every
+    /// [`HANDOVER_TICK`](super::HANDOVER_TICK) until a call finds nothing. Call it when a
+    /// batch is started (its first object gathered); cheap when already armed.
+    #[inline]
+    pub fn arm(&self) {
+        let generation = current();
+        if self.inner.armed.load(Ordering::Relaxed) != generation.id {
+            self.arm_slow(generation);
+        }
+    }
+
+    #[cold]
+    fn arm_slow(&self, generation: &'static Generation) {
+        // Before the hand-over thread can hold a clone in this generation.
+        self.inner.sync(generation.id);
+        if self.inner.armed.swap(generation.id, Ordering::SeqCst) == generation.id {
+            return;
+        }
+        let weak: Weak<dyn Armed> = Arc::downgrade(&self.inner) as Weak<Inner<T>>;
+        generation.monitor_state().armed.push(weak);
+        generation.kick();
+    }
+
+    /// Stops the hand-over thread from calling [`DeferTarget::hand_over`], waiting for a
+    /// call in progress. The owner calls it before tearing its batches down; dropping the
+    /// deferrer does it too.
+    pub fn close(&self) {
+        let generation = current().id;
+        self.inner.closed.store(true, Ordering::SeqCst);
+        while self.inner.busy.get(generation) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Deferred callbacks not yet run (in this process: those pending at a fork are lost to
+    /// the child and not counted there).
+    pub fn pending(&self) -> usize {
+        self.inner.sync(current().id);
+        // The hand-over thread's calls hold a clone for their length; they do not count.
+        let views = self.inner.busy.get(current().id);
+        (Arc::strong_count(&self.inner) - 1)
+            .saturating_sub(self.inner.lost.load(Ordering::Relaxed) + views)
+    }
+
+    /// Whether nothing is pending; when so, what the callbacks did is visible to the caller.
+    fn all_run(&self) -> bool {
+        if self.pending() != 0 {
+            return false;
+        }
+        // `strong_count` is a relaxed load: the fence pairs with the release decrement of each
+        // callback's `Arc`.
+        std::sync::atomic::fence(Ordering::Acquire);
+        true
+    }
+
+    /// Waits until every deferred callback of this design has run (`rcu_barrier`).
+    ///
+    /// It hands every thread's buffered callbacks to the collector itself, so it waits only
+    /// for read-side sections to end, never for another thread to defer, flush or exit
+    /// (C-DEFER-3). Callbacks deferred while it waits are waited for too.
+    pub fn barrier(&self) {
+        while self.barrier_timeout(Duration::from_secs(1)).is_err() {}
+    }
+
+    /// [`Deferrer::barrier`] bounded by `timeout`; on time-out, the number still pending.
+    pub fn barrier_timeout(&self, timeout: Duration) -> Result<(), usize> {
+        let start = Instant::now();
+        let mut handed_over: Option<Instant> = None;
+        loop {
+            if self.all_run() {
+                return Ok(());
+            }
+            with_thread(|generation, handle, _| {
+                // Every buffer, at the start and then once a millisecond: emptying them takes
+                // each thread's buffer lock.
+                if handed_over.is_none_or(|at| at.elapsed() >= Duration::from_millis(1)) {
+                    generation.hand_over_buffers(handle);
+                    handed_over = Some(Instant::now());
+                }
+                // Tries to advance the epoch and runs whatever has expired.
+                handle.pin().flush();
+            });
+            if self.all_run() {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(self.pending());
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl<T: DeferTarget> Drop for Deferrer<T> {
+    fn drop(&mut self) {
+        if self.owner {
+            self.close();
+        }
+    }
+}
+
+/// A deferred callback announced ahead of its payload (see [`Deferrer::reserve`]).
+#[derive(Debug)]
+#[must_use = "a reservation counts as pending until it is used or dropped"]
+pub struct Reservation<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: DeferTarget> Reservation<T> {
+    fn into_callback(self, payload: NonNull<()>, f: unsafe fn(&T, NonNull<()>)) -> Callback {
+        unsafe fn run<T: DeferTarget>(callback: Callback) {
+            // SAFETY: `inner` came from `Arc::into_raw` of an `Arc<Inner<T>>` in
+            // `into_callback`, and `f` from an `unsafe fn(&T, NonNull<()>)`; each callback
+            // runs once.
+            let (inner, f) = unsafe {
+                (
+                    Arc::from_raw(callback.inner.cast::<Inner<T>>()),
+                    mem::transmute::<*const (), unsafe fn(&T, NonNull<()>)>(callback.f),
+                )
+            };
+            // SAFETY: the grace period has passed; the rest is `defer_with`'s caller's
+            // obligation.
+            unsafe { f(&inner.target, callback.payload) };
+            // Dropping `inner` (a release decrement) ends the callback's count.
+        }
+        let inner = self.inner;
+        Callback {
+            run: run::<T>,
+            inner: Arc::into_raw(inner).cast(),
+            payload,
+            f: f as *const (),
+        }
+    }
+}

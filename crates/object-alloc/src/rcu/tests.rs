@@ -1,0 +1,309 @@
+use std::ptr::{self, NonNull};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::buffer::{Buffer, Callback};
+use super::*;
+
+#[derive(Default)]
+struct Log(Mutex<Vec<usize>>);
+
+impl DeferTarget for Log {
+    unsafe fn free_now(&self, object: NonNull<u8>) {
+        self.0.lock().unwrap().push(object.as_ptr() as usize);
+    }
+}
+
+#[test]
+fn deferred_free_waits_for_an_active_reader() {
+    let deferrer = Deferrer::new(Log::default());
+    let reader = read();
+    let object = NonNull::new(0x1000 as *mut u8).unwrap();
+    // SAFETY: the "object" is a token that `Log` only records.
+    unsafe { deferrer.defer_free(object) };
+    for _ in 0..1000 {
+        flush();
+    }
+    assert_eq!(
+        deferrer.pending(),
+        1,
+        "ran while a reader was still inside its section"
+    );
+    assert!(deferrer.get().0.lock().unwrap().is_empty());
+    drop(reader);
+    deferrer.barrier_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(*deferrer.get().0.lock().unwrap(), vec![0x1000]);
+}
+
+#[test]
+fn barrier_reaches_callbacks_of_exited_threads() {
+    let deferrer = Deferrer::new(Log::default());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=10 {
+                let object = NonNull::new((i * 16) as *mut u8).unwrap();
+                // SAFETY: tokens only recorded by `Log`.
+                unsafe { deferrer.defer_free(object) };
+            }
+        });
+    });
+    deferrer.barrier_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(deferrer.get().0.lock().unwrap().len(), 10);
+}
+
+/// A thread that defers and then blocks until the barrier returns: the barrier must not
+/// need it to run again (C-DEFER-3).
+fn barrier_with_a_blocked_deferrer(count: usize) -> Duration {
+    let deferrer = Deferrer::new(Log::default());
+    let (deferred_tx, deferred_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=count {
+                let object = NonNull::new((i * 16) as *mut u8).unwrap();
+                // SAFETY: tokens only recorded by `Log`.
+                unsafe { deferrer.defer_free(object) };
+            }
+            deferred_tx.send(()).unwrap();
+            let release_rx = release_rx;
+            // Blocked until the barrier has returned (or given up).
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+        });
+        deferred_rx.recv().unwrap();
+        let start = Instant::now();
+        let result = deferrer.barrier_timeout(Duration::from_secs(2));
+        let waited = start.elapsed();
+        release_tx.send(()).unwrap();
+        assert_eq!(result, Ok(()), "the barrier waited for a blocked thread");
+        assert_eq!(deferrer.get().0.lock().unwrap().len(), count);
+        waited
+    })
+}
+
+#[test]
+fn barrier_does_not_wait_for_a_blocked_deferring_thread() {
+    // Fewer callbacks than fill a buffer, and more.
+    for count in [5, BUFFER_CALLBACKS + 5] {
+        let waited = barrier_with_a_blocked_deferrer(count);
+        eprintln!("barrier with {count} callbacks of a blocked thread: {waited:?}");
+    }
+}
+
+#[test]
+fn callbacks_of_an_idle_thread_run_without_anyone_calling_in() {
+    let deferrer = Deferrer::new(Log::default());
+    let (deferred_tx, deferred_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=5 {
+                let object = NonNull::new((i * 16) as *mut u8).unwrap();
+                // SAFETY: tokens only recorded by `Log`.
+                unsafe { deferrer.defer_free(object) };
+            }
+            deferred_tx.send(Instant::now()).unwrap();
+            let release_rx = release_rx;
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+        });
+        let deferred_at = deferred_rx.recv().unwrap();
+        // Nobody reads, defers, flushes or waits: only the hand-over thread acts.
+        while deferrer.pending() != 0 && deferred_at.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let took = deferred_at.elapsed();
+        release_tx.send(()).unwrap();
+        eprintln!("callbacks of an idle thread ran after {took:?}");
+        assert_eq!(deferrer.pending(), 0, "stranded in an idle thread's buffer");
+        assert_eq!(deferrer.get().0.lock().unwrap().len(), 5);
+    });
+}
+
+#[test]
+fn hand_over_thread_ticks_an_armed_deferrer_until_it_has_nothing() {
+    #[derive(Default)]
+    struct Batches {
+        calls: AtomicUsize,
+        left: AtomicUsize,
+    }
+    impl DeferTarget for Batches {
+        unsafe fn free_now(&self, _: NonNull<u8>) {}
+        fn hand_over(&self, _: &Deferrer<Self>) -> bool {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }
+    }
+    let deferrer = Deferrer::new(Batches::default());
+    deferrer.get().left.store(3, Ordering::SeqCst);
+    deferrer.arm();
+    let start = Instant::now();
+    while deferrer.get().left.load(Ordering::SeqCst) != 0
+        && start.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(deferrer.get().left.load(Ordering::SeqCst), 0);
+    deferrer.close();
+    let calls = deferrer.get().calls.load(Ordering::SeqCst);
+    std::thread::sleep(HANDOVER_TICK * 5);
+    assert_eq!(
+        deferrer.get().calls.load(Ordering::SeqCst),
+        calls,
+        "called after close"
+    );
+}
+
+/// Waits for `child` for up to `limit`; kills it after that. Its exit status, or `None`.
+fn wait_or_kill(child: libc::pid_t, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `child` is our child process; `status` is a valid out-pointer.
+        let done = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        if done == child {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        if start.elapsed() > limit {
+            // SAFETY: as above; the child is reaped after the kill.
+            unsafe {
+                libc::kill(child, libc::SIGKILL);
+                libc::waitpid(child, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Counts its callbacks without a lock: a lock held by a parent thread at a fork would stay
+/// held in the child.
+#[derive(Default)]
+struct Count(AtomicUsize);
+
+impl DeferTarget for Count {
+    unsafe fn free_now(&self, _: NonNull<u8>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn buffers_emptied_by_barriers_while_their_owners_defer_lose_and_repeat_nothing() {
+    const PER_THREAD: usize = 20_000;
+    let deferrer = Deferrer::new(Count::default());
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for i in 1..=PER_THREAD {
+                    let object = NonNull::new((i * 16) as *mut u8).unwrap();
+                    // SAFETY: tokens only counted by `Count`.
+                    unsafe { deferrer.defer_free(object) };
+                }
+                done.fetch_add(1, Ordering::Release);
+            });
+        }
+        // Empties both buffers again and again while their owners push.
+        while done.load(Ordering::Acquire) < 2 {
+            let _ = deferrer.barrier_timeout(Duration::from_millis(1));
+        }
+    });
+    deferrer.barrier_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(deferrer.get().0.load(Ordering::Relaxed), 2 * PER_THREAD);
+}
+
+#[test]
+fn a_buffer_is_held_by_one_side_at_a_time() {
+    const PUSHES: usize = 200_000;
+    unsafe fn never(_: Callback) {}
+    let buffer = Buffer::default();
+    let (pushed, taken) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let owner_done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..PUSHES {
+                if let Some(mut callbacks) = buffer.try_lock() {
+                    callbacks.push(Callback {
+                        run: never,
+                        inner: ptr::null(),
+                        payload: NonNull::dangling(),
+                        f: ptr::null(),
+                    });
+                    pushed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            owner_done.store(true, Ordering::Release);
+        });
+        s.spawn(|| {
+            while !owner_done.load(Ordering::Acquire) {
+                taken.fetch_add(buffer.take().len(), Ordering::Relaxed);
+            }
+        });
+    });
+    let left = buffer.take().len();
+    assert_eq!(
+        taken.load(Ordering::Relaxed) + left,
+        pushed.load(Ordering::Relaxed),
+        "a push was lost or taken twice"
+    );
+}
+
+#[test]
+fn a_forked_child_defers_and_barriers_while_parent_threads_were_pinned() {
+    let deferrer = Deferrer::new(Count::default());
+    let stop = AtomicBool::new(false);
+    let (pinned_tx, pinned_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        // A reader pinned across the fork: it does not exist in the child.
+        s.spawn(|| {
+            let _reader = read();
+            pinned_tx.send(()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        // Deferrers busy at the fork, in the middle of hand-overs.
+        for t in 0..2_usize {
+            let (deferrer, stop) = (&deferrer, &stop);
+            s.spawn(move || {
+                let mut i = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    let object = NonNull::new(((t << 40) | (i * 16)) as *mut u8).unwrap();
+                    // SAFETY: tokens only recorded by `Log`.
+                    unsafe { deferrer.defer_free(object) };
+                    i += 1;
+                }
+            });
+        }
+        pinned_rx.recv().unwrap();
+        // The forking thread has used the collector too.
+        drop(read());
+        std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..5 {
+            // SAFETY: the child only runs the code below and leaves with `_exit`.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                let ok = std::panic::catch_unwind(|| {
+                    let before = deferrer.get().0.load(Ordering::Relaxed);
+                    for i in 1..=100 {
+                        let object = NonNull::new((i * 16) as *mut u8).unwrap();
+                        // SAFETY: tokens only recorded by `Log`.
+                        unsafe { deferrer.defer_free(object) };
+                    }
+                    deferrer.barrier();
+                    deferrer.pending() == 0
+                        && deferrer.get().0.load(Ordering::Relaxed) == before + 100
+                });
+                // SAFETY: leaves the child at once, running nothing of the parent's.
+                unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+            }
+            assert!(child > 0, "fork failed");
+            let status = wait_or_kill(child, Duration::from_secs(5));
+            assert_eq!(status, Some(0), "the child hung or failed after the fork");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    deferrer.barrier_timeout(Duration::from_secs(10)).unwrap();
+}
