@@ -25,7 +25,7 @@
 //!   them.
 //! - **Barn** (`barn`): at most `barn_max_full` full and `barn_max_empty` empty sheaves; full
 //!   means exactly `capacity` objects. No oversize sheaf ever enters a slot or the barn.
-//! - **Cache** (`shared`): at a quiescent point,
+//! - **Cache** (`cache_core`): at a quiescent point,
 //!   `objects_in_use == live + in_slot_sheaves + in_barn`, where the slabs count
 //!   `objects_in_use` and `live` counts objects handed out, reserved in outstanding
 //!   prefilled sheaves, or deferred and not yet past their grace period.

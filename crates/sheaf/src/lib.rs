@@ -62,9 +62,9 @@
 
 mod barn;
 mod cache;
+mod cache_core;
 pub mod implementation;
 mod prefill;
-mod shared;
 mod sheaf;
 mod slot;
 #[cfg(feature = "slowdown")]

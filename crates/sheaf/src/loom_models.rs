@@ -144,8 +144,8 @@ fn loom_barn_put_full_respects_the_limit_under_a_race() {
 // | `OrphanSlot::objects`    | `CpuSlot`'s sheaves (plain memory, owner-only while live)     |
 // | `OrphanSlot::counter`    | `CpuSlot::counters` (relaxed atomics written by the owner)     |
 // | `OrphanSlot::exit`       | `ThreadSlots::drop`: `orphaned` Release, `orphans` += 1 Release |
-// | `Orphans::adopt`         | `SlotTable::adopt_orphans` + `Shared::adopt_orphans`'s callback |
-// | `Orphans::take_rcu`      | the orphan part of `Shared::take_rcu_sheaves`                  |
+// | `Orphans::adopt`         | `SlotTable::adopt_orphans` + `CacheCore::adopt_orphans`'s callback |
+// | `Orphans::take_rcu`      | the orphan part of `CacheCore::take_rcu_sheaves`                  |
 // | `Orphans::sum`           | `SlotTable::sum_counters`                                      |
 
 use loom::sync::Mutex;
@@ -340,7 +340,7 @@ fn loom_folding_counters_outside_the_lock_loses_events_in_a_sum() {
 // |-------------------------|-----------------------------------------------------------------|
 // | `reserve`               | `Deferrer::reserve`: `Arc::clone`, a Relaxed increment          |
 // | `slot` (a mutex)        | the CPU slot's lock around its `rcu_free` sheaf                  |
-// | `take_and_submit`       | `Shared::take_rcu_sheaves` then `Cache::submit_reserved`          |
+// | `take_and_submit`       | `CacheCore::take_rcu_sheaves` then `Cache::submit_reserved`          |
 // | `complete`              | the callback after its grace period: objects back, `Arc` dropped |
 // |                         | (a Release decrement)                                            |
 // | `all_run`               | `Deferrer::all_run`: `strong_count` (a Relaxed load), then an     |

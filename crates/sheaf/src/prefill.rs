@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 
 use object_alloc::{AllocError, AllocFlags, Prefill};
 
-use crate::shared::Shared;
+use crate::cache_core::CacheCore;
 use crate::sheaf::OwnedSheaf;
 use crate::slot::{PerCpu, SlotStrategy};
 
@@ -22,13 +22,13 @@ use crate::slot::{PerCpu, SlotStrategy};
 /// Objects still in the sheaf count as live in [`Cache::stats`](crate::Cache::stats) while it
 /// is out: they belong to its holder until it is returned.
 pub struct PrefilledSheaf<'c, S: SlotStrategy = PerCpu> {
-    shared: &'c Shared<S>,
+    core: &'c CacheCore<S>,
     sheaf: OwnedSheaf,
 }
 
 impl<'c, S: SlotStrategy> PrefilledSheaf<'c, S> {
-    pub(crate) fn new(shared: &'c Shared<S>, sheaf: OwnedSheaf) -> Self {
-        Self { shared, sheaf }
+    pub(crate) fn new(core: &'c CacheCore<S>, sheaf: OwnedSheaf) -> Self {
+        Self { core, sheaf }
     }
 
     /// Takes one object (`kmem_cache_alloc_from_sheaf`), or `None` when the sheaf is empty.
@@ -38,7 +38,7 @@ impl<'c, S: SlotStrategy> PrefilledSheaf<'c, S> {
         let object = self.sheaf.pop()?;
         if flags.zero() {
             // SAFETY: the object spans `object_size` writable bytes and is now the caller's.
-            unsafe { object.as_ptr().write_bytes(0, self.shared.object_size()) };
+            unsafe { object.as_ptr().write_bytes(0, self.core.object_size()) };
         }
         Some(object)
     }
@@ -62,7 +62,7 @@ impl<'c, S: SlotStrategy> PrefilledSheaf<'c, S> {
     /// the old one's objects return to the cache (C-REFILL-3). On failure the sheaf is exactly
     /// as it was (C-REFILL-4).
     pub fn refill(&mut self, flags: AllocFlags, count: usize) -> Result<(), AllocError> {
-        self.shared.refill(&mut self.sheaf, flags, count)
+        self.core.refill(&mut self.sheaf, flags, count)
     }
 
     /// Gives the sheaf back (`kmem_cache_return_sheaf`). It becomes the CPU's spare when that
@@ -71,7 +71,7 @@ impl<'c, S: SlotStrategy> PrefilledSheaf<'c, S> {
     /// and freed (C-RETURN-1..4).
     pub fn return_with(mut self, flags: AllocFlags) {
         let sheaf = mem::replace(&mut self.sheaf, OwnedSheaf::none());
-        self.shared.return_sheaf(sheaf, flags);
+        self.core.return_sheaf(sheaf, flags);
     }
 }
 
@@ -79,7 +79,7 @@ impl<S: SlotStrategy> Drop for PrefilledSheaf<'_, S> {
     fn drop(&mut self) {
         let sheaf = mem::replace(&mut self.sheaf, OwnedSheaf::none());
         if !sheaf.is_none() {
-            self.shared.return_sheaf(sheaf, AllocFlags::empty());
+            self.core.return_sheaf(sheaf, AllocFlags::empty());
         }
     }
 }

@@ -40,7 +40,7 @@
 //!
 //! where `live` (see `stats`) counts objects handed out, objects reserved in outstanding
 //! prefilled sheaves, and objects deferred but not yet past their grace period (those in
-//! `rcu_free` sheaves included). [`Shared::check_accounting`] verifies it by walking every
+//! `rcu_free` sheaves included). [`CacheCore::check_accounting`] verifies it by walking every
 //! sheaf; tests call it after every step.
 
 use std::mem::{self, MaybeUninit};
@@ -64,8 +64,9 @@ mod fork;
 /// The largest prefill request served (an oversize sheaf is one allocation of pointers).
 pub(crate) const MAX_PREFILL: usize = 1 << 24;
 
-/// Everything a cache shares between threads and with its deferred callbacks.
-pub(crate) struct Shared<S: SlotStrategy> {
+/// The cache core: everything a [`Cache`](crate::Cache) shares between threads and with its
+/// deferred callbacks (slots, barns, slabs, counters), and every allocation path over them.
+pub(crate) struct CacheCore<S: SlotStrategy> {
     slots: SlotTable<S>,
     barns: Box<[Barn]>,
     pool: SlabPool,
@@ -80,7 +81,7 @@ pub(crate) struct Shared<S: SlotStrategy> {
     fork: fork::ForkState,
 }
 
-impl<S: SlotStrategy> Shared<S> {
+impl<S: SlotStrategy> CacheCore<S> {
     /// Builds the layers for `config`, refusing an invalid one; `id` is unique among caches.
     pub(crate) fn new(config: &CacheConfig, id: u64) -> Result<Self, ConfigError> {
         let pool = SlabPool::new(config)?;
@@ -256,7 +257,7 @@ impl<S: SlotStrategy> Shared<S> {
     /// The slot's `main` is empty: make it hold objects, then pop.
     ///
     /// Everything that needs no new slab is done with the slot held; a refill that needs one
-    /// releases the slot first (see [`Shared::alloc_grown`]), as the kernel drops its lock
+    /// releases the slot first (see [`CacheCore::alloc_grown`]), as the kernel drops its lock
     /// around the page allocator, so that other threads on this CPU keep using the slot
     /// while the page source runs (or blocks).
     #[cold]
@@ -603,7 +604,7 @@ impl<S: SlotStrategy> Shared<S> {
     /// A sheaf holding at least `count` objects (C-PREFILL-1..7).
     ///
     /// Fast path (inlined): the held slot's spare already holds `count`, and is handed out
-    /// as it is. Everything else goes to [`Shared::prefill_slow`] with the slot still held.
+    /// as it is. Everything else goes to [`CacheCore::prefill_slow`] with the slot still held.
     #[inline]
     pub(crate) fn prefill(
         &self,
@@ -626,7 +627,7 @@ impl<S: SlotStrategy> Shared<S> {
         self.prefill_slow(slot.map(FastSlot::hold), flags, count)
     }
 
-    /// The rest of [`Shared::prefill`]: a spare too small or absent, or no slot.
+    /// The rest of [`CacheCore::prefill`]: a spare too small or absent, or no slot.
     #[cold]
     #[inline(never)]
     fn prefill_slow(
@@ -828,7 +829,7 @@ impl<S: SlotStrategy> Shared<S> {
     /// Takes a prefilled sheaf back (C-RETURN-1..4).
     ///
     /// Fast path (inlined): a sheaf of the cache's capacity becomes the held slot's spare
-    /// when it has none. Everything else goes to [`Shared::return_slow`] with the slot still
+    /// when it has none. Everything else goes to [`CacheCore::return_slow`] with the slot still
     /// held.
     #[inline]
     pub(crate) fn return_sheaf(&self, sheaf: OwnedSheaf, flags: AllocFlags) {
@@ -859,7 +860,7 @@ impl<S: SlotStrategy> Shared<S> {
         self.discard(sheaf, tally);
     }
 
-    /// The rest of [`Shared::return_sheaf`]: the slot has a spare already, or is busy.
+    /// The rest of [`CacheCore::return_sheaf`]: the slot has a spare already, or is busy.
     #[cold]
     #[inline(never)]
     fn return_slow(
@@ -903,7 +904,7 @@ impl<S: SlotStrategy> Shared<S> {
     ///
     /// `arm` runs when a new `rcu_free` sheaf gets its first object, with the slot held: from
     /// then until the sheaf leaves the slot, the cache must be armed for the hand-over thread
-    /// (see [`Shared::take_rcu_sheaves`]), so that no sheaf waits there longer than a tick.
+    /// (see [`CacheCore::take_rcu_sheaves`]), so that no sheaf waits there longer than a tick.
     ///
     /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
     /// inlined and calls out to nothing.
@@ -1028,7 +1029,7 @@ impl<S: SlotStrategy> Shared<S> {
         self.take_rcu_sheaves_from(true, patience, reserve)
     }
 
-    /// [`Shared::take_rcu_sheaves`], adopting exited threads' slots first only with `adopt`.
+    /// [`CacheCore::take_rcu_sheaves`], adopting exited threads' slots first only with `adopt`.
     fn take_rcu_sheaves_from<R>(
         &self,
         adopt: bool,
@@ -1127,7 +1128,7 @@ impl<S: SlotStrategy> Shared<S> {
     }
 
     /// Returns every cached sheaf and empty slab the caller can reach (C-OBJ-5). The cache
-    /// takes and submits the `rcu_free` sheaves first ([`Shared::take_rcu_sheaves`]).
+    /// takes and submits the `rcu_free` sheaves first ([`CacheCore::take_rcu_sheaves`]).
     pub(crate) fn shrink(&self) {
         self.slots
             .for_each_reachable(REACH_PATIENCE, |sheaves, _, node| {
@@ -1258,7 +1259,7 @@ fn live_from(t: &[u64; Stat::ALL.len()]) -> u64 {
     out.saturating_sub(back)
 }
 
-impl<S: SlotStrategy> DeferTarget for Shared<S> {
+impl<S: SlotStrategy> DeferTarget for CacheCore<S> {
     fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
         // One try per live thread's slot (the hand-over thread comes back every tick), and no
         // adoption of exited threads' slots from this thread: with it, a per-thread race test
@@ -1286,7 +1287,7 @@ impl<S: SlotStrategy> DeferTarget for Shared<S> {
     }
 }
 
-impl<S: SlotStrategy> Drop for Shared<S> {
+impl<S: SlotStrategy> Drop for CacheCore<S> {
     fn drop(&mut self) {
         // First: a fork being prepared may be using the locks (this waits for it to finish).
         #[cfg(not(loom))]
@@ -1314,9 +1315,9 @@ impl<S: SlotStrategy> Drop for Shared<S> {
     }
 }
 
-impl<S: SlotStrategy> std::fmt::Debug for Shared<S> {
+impl<S: SlotStrategy> std::fmt::Debug for CacheCore<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("CacheCore")
             .field("slots", &self.slots)
             .field("barns", &self.barns)
             .field("pool", &self.pool)
