@@ -11,7 +11,7 @@ use object_alloc::{
 };
 
 use crate::cache_core::CacheCore;
-use crate::prefill::PrefilledSheaf;
+use crate::cache_core::PrefilledSheaf;
 use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
 use crate::slot::{PerCpu, REACH_PATIENCE, SlotStrategy};
 

@@ -64,7 +64,6 @@ mod barn;
 mod cache;
 mod cache_core;
 pub mod implementation;
-mod prefill;
 mod sheaf;
 mod slot;
 #[cfg(feature = "slowdown")]
@@ -92,7 +91,7 @@ mod typed;
 mod loom_models;
 
 pub use cache::Cache;
-pub use prefill::PrefilledSheaf;
+pub use cache_core::PrefilledSheaf;
 pub use slot::{PerCpu, PerThread, SlotStrategy};
 pub use typed::{Owned, TypedCache, TypedPrefill};
 
