@@ -228,7 +228,8 @@ impl SlotSheaves {
     }
 }
 
-/// One CPU's (or thread's) slot.
+/// One slot: a CPU's ([`PerCpu`]) or a thread's ([`PerThread`]) `main`, `spare` and
+/// `rcu_free` sheaves with their counters; the per-strategy fields are marked below.
 ///
 /// `repr(C)` keeps the declared order: the lock, the sheaf pointers and the first counters
 /// (the fast paths' ones, see `Stat`) share the slot's first cache line, so an allocation or
@@ -236,7 +237,7 @@ impl SlotSheaves {
 /// lock and the last 8 bytes of 256: a padded per-CPU slot stays 256 bytes, so indexing the
 /// table stays one shift (384 bytes cost the fast path an instruction per lookup).
 #[repr(C)]
-pub(crate) struct CpuSlot {
+pub(crate) struct Slot {
     /// Per-CPU: the try-lock (`slab::rseq`'s `FREE`, `LOCAL` or `REMOTE`). Unused by
     /// per-thread slots (held through the thread-local).
     lock: AtomicU8,
@@ -261,11 +262,11 @@ pub(crate) struct CpuSlot {
 // SAFETY: `sheaves` is only accessed under the protocol of the module docs (lock holder,
 // owner thread, adopter of an orphan, or exclusive owner of the cache); everything else is
 // atomic.
-unsafe impl Sync for CpuSlot {}
+unsafe impl Sync for Slot {}
 // SAFETY: the sheaves are `Send` (owned heap sheaves of free objects).
-unsafe impl Send for CpuSlot {}
+unsafe impl Send for Slot {}
 
-impl CpuSlot {
+impl Slot {
     pub(crate) fn new(node: usize) -> Self {
         Self {
             lock: AtomicU8::new(FREE),
@@ -320,14 +321,14 @@ impl CpuSlot {
     }
 }
 
-impl CpuSlot {
+impl Slot {
     /// Replaces the sheaves with empty ones without reading or dropping the old ones: they
     /// may have been half-updated by a thread that does not exist in this process, and the
     /// objects in them are lost.
     ///
     /// # Safety
     ///
-    /// - As for [`CpuSlot::sheaves_mut`].
+    /// - As for [`Slot::sheaves_mut`].
     pub(crate) unsafe fn forget_sheaves(&self) {
         // SAFETY: exclusive by the caller's obligation; `write` neither reads nor drops the
         // old value.
@@ -335,9 +336,9 @@ impl CpuSlot {
     }
 }
 
-impl fmt::Debug for CpuSlot {
+impl fmt::Debug for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CpuSlot")
+        f.debug_struct("Slot")
             .field("node", &self.node)
             .field("locked", &(self.lock.load(Ordering::Relaxed) != FREE))
             .finish_non_exhaustive()
@@ -354,7 +355,7 @@ impl fmt::Debug for CpuSlot {
 /// of the thread-local unnecessary on the fast path: nothing can re-enter between the
 /// lookup and the release. Every per-thread hold that may call out goes through `hold`.
 pub(crate) struct FastSlot<'a, S: SlotStrategy> {
-    slot: &'a CpuSlot,
+    slot: &'a Slot,
     /// Per-thread: the cache id, stored back into the thread-local when a hold ends.
     cache_id: u64,
     _strategy: PhantomData<S>,
@@ -412,7 +413,7 @@ impl<S: SlotStrategy> fmt::Debug for FastSlot<'_, S> {
 
 /// A held slot; releases it on drop.
 pub(crate) struct SlotGuard<'a, S: SlotStrategy> {
-    slot: &'a CpuSlot,
+    slot: &'a Slot,
     /// Per-thread: the cache id to store back into the thread-local on release.
     cache_id: u64,
     _strategy: PhantomData<S>,
@@ -471,7 +472,7 @@ impl<S: SlotStrategy> fmt::Debug for SlotGuard<'_, S> {
 /// Per-thread slots of one cache, and the orphans of exited threads.
 #[derive(Debug, Default)]
 struct ThreadRegistry {
-    slots: Mutex<Vec<Arc<CpuSlot>>>,
+    slots: Mutex<Vec<Arc<Slot>>>,
     /// Orphaned slots and handed-over sheaves waiting to be adopted.
     orphans: AtomicUsize,
     /// Sheaves that live threads handed over on a drain request, with their slot's node.
@@ -480,7 +481,7 @@ struct ThreadRegistry {
 
 struct ThreadEntry {
     cache_id: u64,
-    slot: Arc<CpuSlot>,
+    slot: Arc<Slot>,
     registry: Weak<ThreadRegistry>,
 }
 
@@ -528,7 +529,7 @@ struct LastSlot {
     /// [`REVOKED`].
     id: AtomicU64,
     /// The slot last used by this thread, or null.
-    slot: AtomicPtr<CpuSlot>,
+    slot: AtomicPtr<Slot>,
 }
 
 /// A thread-local id that no cache has: a taker stored it to send the owner's next operation
@@ -548,9 +549,9 @@ impl LastSlot {
     /// The swap and the load are ordered (sequentially consistent) against the taker's
     /// compare-exchange of the lock and its read of `id`: either the taker reads `id` after
     /// the swap and sees the slot in use, or this load sees the taker's lock.
-    fn claim(&self, id: u64, slot: &CpuSlot) -> bool {
+    fn claim(&self, id: u64, slot: &Slot) -> bool {
         self.slot
-            .store(slot as *const CpuSlot as *mut CpuSlot, Ordering::Relaxed);
+            .store(slot as *const Slot as *mut Slot, Ordering::Relaxed);
         self.id.swap(id, Ordering::SeqCst);
         if slot.lock.load(Ordering::SeqCst) != FREE {
             self.id.store(REVOKED, Ordering::Relaxed);
@@ -569,10 +570,13 @@ thread_local! {
     static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
 }
 
-/// One inlined attempt at the caller's CPU slot.
+/// The outcome of one inlined attempt at the slot of the CPU the caller runs on (per-CPU,
+/// restartable sequences); [`slab::rseq::LocalOutcome`] is that of the sequence itself.
 #[cfg(not(loom))]
-enum Attempt<T> {
+enum OwnCpuOutcome<T> {
+    /// The caller holds this slot.
     Locked(T),
+    /// Another thread holds it.
     Busy,
     /// Migrated or preempted inside the sequence: the slow path retries.
     Retry,
@@ -581,7 +585,7 @@ enum Attempt<T> {
 /// How a table's per-CPU slot locks are taken, fixed for its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LockKind {
-    /// A compare-exchange ([`CpuSlot::try_lock`]): per-thread tables (which do not use the
+    /// A compare-exchange ([`Slot::try_lock`]): per-thread tables (which do not use the
     /// lock), and per-CPU ones where restartable sequences are unsupported.
     Atomic,
     /// A restartable sequence on the slot's CPU (`slab::rseq`), with the rseq area at this
@@ -611,7 +615,7 @@ pub(crate) struct SlotTable<S: SlotStrategy> {
     /// or take the lock (a thread that migrated, `shrink`); without padding, neighbouring
     /// CPUs' fast paths would bounce one line between them. 128 bytes on x86-64, because the
     /// adjacent-line prefetcher pulls lines in pairs.
-    cpus: Box<[CachePadded<CpuSlot>]>,
+    cpus: Box<[CachePadded<Slot>]>,
     threads: Arc<ThreadRegistry>,
     cpu_source: CpuSource,
     lock_kind: LockKind,
@@ -626,7 +630,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         let cpus = if S::PER_CPU {
             cpu_nodes
                 .iter()
-                .map(|&node| CachePadded::new(CpuSlot::new(node)))
+                .map(|&node| CachePadded::new(Slot::new(node)))
                 .collect()
         } else {
             Box::default()
@@ -661,8 +665,8 @@ impl<S: SlotStrategy> SlotTable<S> {
             match self.lock_kind {
                 #[cfg(not(loom))]
                 LockKind::Rseq { offset } => match self.try_lock_rseq_once(offset) {
-                    Some(Attempt::Locked(slot)) => slot,
-                    Some(Attempt::Busy) => return None,
+                    Some(OwnCpuOutcome::Locked(slot)) => slot,
+                    Some(OwnCpuOutcome::Busy) => return None,
                     _ => self.try_lock_rseq(offset)?,
                 },
                 LockKind::Atomic => {
@@ -707,7 +711,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// CPU beyond the table (then [`SlotTable::try_lock_rseq`] deals with it).
     #[cfg(not(loom))]
     #[inline(always)]
-    fn try_lock_rseq_once(&self, offset: isize) -> Option<Attempt<&CpuSlot>> {
+    fn try_lock_rseq_once(&self, offset: isize) -> Option<OwnCpuOutcome<&Slot>> {
         let cpu = cpu::rseq_cpu(offset)?;
         let slot = self.cpus.get(cpu as usize)?;
         // SAFETY: `offset` is the one `rseq::support` reported; per-CPU slot locks are only
@@ -716,10 +720,10 @@ impl<S: SlotStrategy> SlotTable<S> {
         // release store of `FREE`.
         Some(
             match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
-                rseq::Attempt::Locked => Attempt::Locked(slot),
-                rseq::Attempt::Busy => Attempt::Busy,
+                rseq::LocalOutcome::Locked => OwnCpuOutcome::Locked(slot),
+                rseq::LocalOutcome::Busy => OwnCpuOutcome::Busy,
                 // Migrated since the CPU was read, or preempted inside.
-                rseq::Attempt::Moved | rseq::Attempt::Aborted => Attempt::Retry,
+                rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => OwnCpuOutcome::Retry,
             },
         )
     }
@@ -730,12 +734,12 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[cfg(not(loom))]
     #[cold]
     #[inline(never)]
-    fn try_lock_rseq(&self, offset: isize) -> Option<&CpuSlot> {
+    fn try_lock_rseq(&self, offset: isize) -> Option<&Slot> {
         loop {
             match self.try_lock_rseq_once(offset) {
-                Some(Attempt::Locked(slot)) => return Some(slot),
-                Some(Attempt::Busy) => return None,
-                Some(Attempt::Retry) => {}
+                Some(OwnCpuOutcome::Locked(slot)) => return Some(slot),
+                Some(OwnCpuOutcome::Busy) => return None,
+                Some(OwnCpuOutcome::Retry) => {}
                 // No rseq area of its own (the kernel would not abort this thread's
                 // sequences), or a CPU beyond the table: lock as a remote thread does.
                 None => {
@@ -743,7 +747,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                         Some(cpu) => cpu as usize,
                         None => cpu::current_cpu(CpuSource::SchedGetcpu),
                     };
-                    return self.try_lock_remote(cpu);
+                    return self.try_lock_from_afar(cpu);
                 }
             }
         }
@@ -755,7 +759,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[cfg(not(loom))]
     #[cold]
     #[inline(never)]
-    fn try_lock_remote(&self, cpu: usize) -> Option<&CpuSlot> {
+    fn try_lock_from_afar(&self, cpu: usize) -> Option<&Slot> {
         let index = cpu % self.cpus.len();
         let slot = &self.cpus[index];
         // SAFETY: as in `try_lock_rseq`; `index` is the CPU the slot belongs to.
@@ -765,7 +769,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Per-CPU: takes CPU `cpu`'s slot, waiting (yielding) while it is held; for paths that
     /// visit every slot. `None` for a slot abandoned at a fork (`slab::rseq::ABANDONED`): its
     /// holder may not exist in this process, and its sheaves are out of reach.
-    fn lock_waiting(&self, cpu: usize) -> Option<&CpuSlot> {
+    fn lock_waiting(&self, cpu: usize) -> Option<&Slot> {
         let slot = &self.cpus[cpu];
         loop {
             if slot.lock.load(Ordering::Relaxed) == ABANDONED {
@@ -790,7 +794,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// not create one, or is exiting.
     #[cold]
     #[inline(never)]
-    fn thread_slot_slow(&self, create: bool) -> Option<&CpuSlot> {
+    fn thread_slot_slow(&self, create: bool) -> Option<&Slot> {
         if LAST_SLOT.with(LastSlot::holds_a_slot) {
             return None;
         }
@@ -809,7 +813,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// objects, `shrink`, `barrier`, the accounting check) takes them. `false` when a taker
     /// holds the slot now (it empties the slot itself).
     #[cold]
-    fn hand_over(&self, slot: &CpuSlot) -> bool {
+    fn hand_over(&self, slot: &Slot) -> bool {
         if !LAST_SLOT.with(|last| last.claim(0, slot)) {
             return false;
         }
@@ -854,7 +858,7 @@ impl<S: SlotStrategy> SlotTable<S> {
 
     /// Per-thread: the calling thread's slot, from its list (created and registered when
     /// `create` is set and there is none).
-    fn thread_slot_lookup(&self, create: bool) -> Option<*const CpuSlot> {
+    fn thread_slot_lookup(&self, create: bool) -> Option<*const Slot> {
         THREAD_SLOTS
             .try_with(|slots| {
                 let mut entries = slots.entries.try_borrow_mut().ok()?;
@@ -865,7 +869,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                 if !create {
                     return None;
                 }
-                let slot = Arc::new(CpuSlot::for_this_thread(self.current_node()));
+                let slot = Arc::new(Slot::for_this_thread(self.current_node()));
                 self.threads
                     .slots
                     .lock()
@@ -923,7 +927,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             if let Some(mut own) = self.hold_own_slot() {
                 let (counters, node) = (own.counters(), own.node());
                 f(own.sheaves(), counters, node);
-                break own.slot as *const CpuSlot;
+                break own.slot as *const Slot;
             }
             let Some(own) = self.thread_slot_lookup(false) else {
                 break std::ptr::null();
@@ -939,7 +943,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         };
         // A snapshot, so that `f` (which may call the page source, and so this cache) runs
         // without the registry's lock; the `Arc`s keep the slots alive meanwhile.
-        let mut others: Vec<Arc<CpuSlot>> = self
+        let mut others: Vec<Arc<Slot>> = self
             .threads
             .slots
             .lock()
@@ -993,7 +997,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Otherwise a drain request is left on the slot and the lock released: the owner's next
     /// operation (its id is revoked, or its current slow path revokes it on release) hands
     /// the sheaves over.
-    fn take_remote(&self, slot: &CpuSlot) -> Take {
+    fn take_remote(&self, slot: &Slot) -> Take {
         match slot
             .lock
             .compare_exchange(FREE, REMOTE, Ordering::SeqCst, Ordering::Relaxed)
@@ -1299,7 +1303,7 @@ mod tests {
     #[test]
     fn a_padded_slot_is_256_bytes() {
         assert_eq!(
-            std::mem::size_of::<crossbeam_utils::CachePadded<crate::slot::CpuSlot>>(),
+            std::mem::size_of::<crossbeam_utils::CachePadded<crate::slot::Slot>>(),
             256
         );
     }
