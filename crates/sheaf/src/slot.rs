@@ -162,7 +162,7 @@ impl SlotSheaves {
 /// (the fast paths' ones, see `Stat`) share the slot's first cache line, so an allocation or
 /// a free touches one line of the slot. The per-thread fields fill the padding after the
 /// lock and the last 8 bytes of 256: a padded per-CPU slot stays 256 bytes, so indexing the
-/// table stays one shift (384 bytes cost the fast path an instruction per lookup).
+/// table stays one shift (a larger slot costs the fast path an instruction per lookup).
 #[repr(C)]
 pub(crate) struct Slot {
     /// Per-CPU: the try-lock (`slab::rseq`'s `FREE`, `LOCAL` or `REMOTE`). Unused by

@@ -1,7 +1,7 @@
 //! A per-CPU try-lock taken without a locked instruction: a restartable sequence.
 //!
-//! A per-CPU structure guarded by a try-lock costs one atomic compare-exchange per operation
-//! (about 5.7 ns on the reference VM, more than the rest of an allocation). With restartable
+//! A per-CPU structure guarded by a try-lock costs one atomic compare-exchange per operation,
+//! more than the rest of an allocation (`docs/decisions.md` has the figure). With restartable
 //! sequences the kernel makes a short instruction sequence atomic *with respect to the CPU*:
 //! if the thread is preempted, migrated or interrupted by a signal before the sequence's
 //! final store (its commit), the kernel moves it to an abort handler instead of resuming it.

@@ -213,9 +213,9 @@ impl<S: SlotStrategy> CacheCore<S> {
 impl<S: SlotStrategy> DeferTarget for CacheCore<S> {
     fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
         // One try per live thread's slot (the hand-over thread comes back every tick), and no
-        // adoption of exited threads' slots from this thread: with it, a per-thread race test
-        // lost objects (counted in use by the slabs, found nowhere) in 3 of 12 runs under
-        // load, for a cause not found yet. Orphans are adopted by the cache's own paths.
+        // adoption of exited threads' slots from this thread: with it, objects were lost, for
+        // a cause not found yet (`docs/decisions.md`). Orphans are adopted by the cache's own
+        // paths.
         let (reservation, rcu) =
             self.take_rcu_sheaves_from(false, Duration::ZERO, || deferrer.reserve());
         let any = !rcu.is_empty();

@@ -23,8 +23,8 @@
 //! thread holds further up the stack. So `shrink`, `barrier` and `check_invariants` of a
 //! per-CPU cache must not be called from code that runs inside an operation of that same
 //! cache, such as its page source: they would wait forever. (Per-thread visits skip the
-//! held slot. Tracking held CPU slots in a thread-local would lift this; it was tried, and
-//! cost 2.8-3.5% more instructions on every bulk allocation and free.)
+//! held slot. Tracking held CPU slots in a thread-local would lift this, at a cost on every
+//! bulk allocation and free: see `docs/decisions.md`.)
 
 use std::sync::atomic::Ordering;
 

@@ -45,10 +45,9 @@
 //! Assumption behind step 3: a signal handler that interrupts an operation of a per-thread
 //! cache neither calls into that cache (which the one-entry cache already rules out) nor
 //! sleeps in the kernel before it returns. A per-thread slot's owner pays nothing on its fast
-//! path for any of this: a marker store at the start and the end of each fast path (the
-//! alternative, which would let a taker use `membarrier` instead of `/proc`) costs two
-//! instructions per operation: an alloc+free pair of 28 instructions in a bare loop under
-//! callgrind becomes 32.
+//! path for any of this; a marker store at the start and the end of each fast path, which
+//! would let a taker use `membarrier` instead of `/proc`, would cost two instructions per
+//! operation (`docs/decisions.md`).
 //!
 //! A deferred free that completes (the epoch collector runs it on whichever thread pins
 //! next) goes straight to the slabs under this strategy instead of into a foreign thread's
