@@ -307,7 +307,8 @@ impl<S: SlotStrategy> Cache<S> {
         self.core().stats()
     }
 
-    /// Verifies `objects_in_use == live + in_cpu_sheaves + in_barn` and the slabs' own
+    /// Verifies the cache's accounting (see [`implementation`](crate::implementation): every
+    /// object the slabs count in use is live or cached in a sheaf) and the slabs' own
     /// invariants; panics with the figures if either fails. Call it at a quiescent point (no
     /// operation in flight, no deferred free pending, e.g. after [`Cache::barrier`]).
     ///

@@ -117,7 +117,12 @@ impl SlotStrategy for PerThread {
     const PER_CPU: bool = false;
 }
 
-/// The sheaves of one slot.
+/// The sheaves of one slot. Who may touch them: the module's "Invariants".
+///
+/// Invariants: `main` is always a sheaf of the cache's capacity or the capacity-0 sentinel;
+/// `spare`, when present, is a sheaf of the cache's capacity holding any number of objects;
+/// `rcu_free`, when present, is never full (a full one waits in `rcu_waiting`). No oversize
+/// sheaf is ever here.
 #[derive(Debug)]
 pub(crate) struct SlotSheaves {
     /// Allocations pop from and frees push to this sheaf; the sentinel until first needed.

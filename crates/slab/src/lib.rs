@@ -11,12 +11,10 @@
 //!   moves objects between slabs and a caller's array in bulk (the refill and flush of a
 //!   sheaf), keeping a few empty slabs per node and releasing the rest.
 //!
-//! The invariant every slab keeps, checked at slow-path points in debug builds (and in release
-//! builds with `DebugOptions::check_invariants`) and by [`SlabPool::check_invariants`]:
-//!
-//! ```text
-//! inuse + free == objects        (free = objects on the free list + objects never carved)
-//! ```
+//! Every slab's objects in use, on its free list and never carved add up to its objects (the
+//! equation is stated in module `pool`, with the slab header it is about); debug builds check
+//! it at slow-path points (release builds with `DebugOptions::check_invariants`), and so does
+//! [`SlabPool::check_invariants`].
 //!
 //! The pool does not zero objects: callers honour `AllocFlags::ZERO` themselves.
 //!

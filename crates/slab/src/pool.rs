@@ -813,8 +813,8 @@ impl SlabPool {
         stats
     }
 
-    /// Checks one slab's accounting: `inuse + |freelist| + (objects - carved) == objects`, and
-    /// that every free-list entry is an object start of this slab below `carved`.
+    /// Checks one slab's accounting (the per-slab equation of the module docs), and that every
+    /// free-list entry is an object start of this slab below `carved`.
     ///
     /// # Safety
     ///
@@ -862,8 +862,8 @@ impl SlabPool {
         );
     }
 
-    /// Panics with a message naming the slab if `inuse + free != objects` anywhere, or if a
-    /// node's list or counts disagree with its slabs.
+    /// Panics with a message naming the slab if a slab's counts do not add up to its objects
+    /// anywhere (see the crate docs), or if a node's list or counts disagree with its slabs.
     pub fn check_invariants(&self) {
         let objects = self.layout.objects_per_slab as u64;
         for node in 0..self.nodes.len() {

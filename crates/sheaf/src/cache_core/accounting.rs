@@ -1,16 +1,26 @@
 //! Accounting: live objects from the counters, the `stats()` snapshot, and the cache's
-//! accounting equation.
+//! accounting equation, which is stated here and nowhere else.
 //!
-//! Objects the slabs count as in use are, at every quiescent point,
+//! # The accounting equation
+//!
+//! At every quiescent point (no operation in flight, no deferred callback pending):
 //!
 //! ```text
-//! objects_in_use == live + in_slot_sheaves + in_barn
+//! objects_in_use == live + in_slot_sheaves + in_barn + lost_at_fork
 //! ```
 //!
-//! where `live` (see `stats`) counts objects handed out, objects reserved in outstanding
-//! prefilled sheaves, and objects deferred but not yet past their grace period (those in
-//! `rcu_free` sheaves included). [`CacheCore::check_accounting`] verifies it by walking every
-//! sheaf; tests call it after every step.
+//! - `objects_in_use`: what the slabs count as handed out (`SlabStats::objects_in_use`);
+//! - `live`: the live-object gauge computed from the counters (module `stats` defines it):
+//!   objects handed out, reserved in outstanding prefilled sheaves, or deferred and not yet
+//!   past their grace period (those in `rcu_free` sheaves included);
+//! - `in_slot_sheaves`: objects in the slots' `main` and `spare` sheaves;
+//! - `in_barn`: objects in the barns' full sheaves;
+//! - `lost_at_fork`: 0, except in a child process, where it counts the objects lost with the
+//!   other threads at the fork (module `fork` measures it).
+//!
+//! [`CacheCore::check_accounting`] verifies it by walking every sheaf
+//! ([`Cache::check_invariants`](crate::Cache::check_invariants)); tests call it after every
+//! step.
 
 use object_alloc::AllocStats;
 
@@ -71,9 +81,9 @@ impl<S: SlotStrategy> CacheCore<S> {
         stats
     }
 
-    /// Checks `objects_in_use == live + in_slot_sheaves + in_barn` and the slabs' own
-    /// invariants; panics with the figures when it does not hold. Meaningful at a quiescent
-    /// point only (no operation in flight, no deferred callback pending). Per-thread slots of
+    /// Checks the accounting equation (module docs) and the slabs' own invariants; panics
+    /// with the figures when it does not hold. Meaningful at a quiescent point only. Per-thread
+    /// slots of
     /// other live threads are counted when they can be taken (see
     /// `SlotTable::for_each_reachable`); if one cannot (its thread runs), the equation is not
     /// checked and `false` is returned. In a child process, objects lost at the fork with the
