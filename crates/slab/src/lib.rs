@@ -12,9 +12,9 @@
 //!   sheaf), keeping a few empty slabs per node and releasing the rest.
 //!
 //! Every slab's objects in use, on its free list and never carved add up to its objects (the
-//! equation is stated in module `pool`, with the slab header it is about); debug builds check
-//! it at slow-path points (release builds with `DebugOptions::check_invariants`), and so does
-//! [`SlabPool::check_invariants`].
+//! equation is stated in module `pool::node`, with the slab header it is about); debug builds
+//! check it at slow-path points (release builds with `DebugOptions::check_invariants`), and so
+//! does [`SlabPool::check_invariants`].
 //!
 //! The pool does not zero objects: callers honour `AllocFlags::ZERO` themselves.
 //!
