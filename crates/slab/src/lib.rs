@@ -22,6 +22,21 @@
 //! configuration with a `ConfigError` naming the field (the rules of
 //! `CacheConfig::validate`), so every layout they build keeps each object inside its slab.
 //!
+//! # Module map
+//!
+//! - `pages`: the page sources ([`MmapPages`], [`LimitedPages`], [`page_source_for`]); owns
+//!   **natural alignment of every chunk**.
+//! - `layout`: [`SlabLayout`], how a chunk is carved into objects; owns **every object lies
+//!   inside its slab**.
+//! - `pool`: [`SlabPool`] and its paths; `pool::node` the slab header and a node's partial
+//!   list (owns **the per-slab equation** and **the list and count invariants**);
+//!   `pool::check` the self-checks.
+//! - `numa`: the CPU-to-node map ([`node_count`], [`node_of_cpu`], [`possible_cpus`]).
+//! - [`cpu`]: which CPU the caller runs on, from the rseq area or `sched_getcpu`.
+//! - [`rseq`]: the per-CPU try-lock taken by a restartable sequence; owns **the lock states**
+//!   (`FREE`, `LOCAL`, `REMOTE`, `ABANDONED`) and who may write each.
+//! - [`fork`]: locks taken around `fork()` and the child's repair of registered structures.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::mem::MaybeUninit;
