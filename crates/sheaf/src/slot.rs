@@ -9,20 +9,12 @@
 //!   (`last_slot`, the one-entry cache and hold marker) and registered with its cache
 //!   (`registry`, which also keeps exited threads' slots for adoption); other threads reach
 //!   a live thread's slot without waiting for it;
-//! - `fork`: what a `fork` takes and repairs.
+//! - `fork`: which slot locks a `fork` takes, and how the child repairs or abandons the slots
+//!   other threads held.
 //!
 //! An operation finds its slot with [`SlotTable::acquire_fast`] (a [`FastSlot`], for code
 //! that calls out to nothing) or [`SlotTable::acquire`] (a held [`SlotGuard`]); the paths that
 //! visit every slot use [`SlotTable::for_each_reachable`].
-//!
-//! # fork
-//!
-//! A child process has only the forking thread. Before the fork every CPU slot lock is taken
-//! (bounded wait, see `slab::fork`); in the child a slot still held belonged to a thread that
-//! is gone and is reset with its sheaves unread, or, when the fork came from inside a page
-//! source, marked `ABANDONED` (busy to every operation, skipped by the paths that visit every
-//! slot, released only by its holder). Other threads' per-thread slots are abandoned in the
-//! child (module `fork`).
 //!
 //! # Invariants
 //!

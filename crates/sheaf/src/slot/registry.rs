@@ -14,6 +14,7 @@ use slab::rseq::{FREE, LOCAL};
 /// Per-thread slots of one cache, and the orphans of exited threads.
 #[derive(Debug, Default)]
 pub(super) struct ThreadRegistry {
+    /// Every slot of a live thread, and every orphan not yet adopted.
     pub(super) slots: Mutex<Vec<Arc<Slot>>>,
     /// Orphaned slots and handed-over sheaves waiting to be adopted.
     pub(super) orphans: AtomicUsize,
@@ -21,6 +22,8 @@ pub(super) struct ThreadRegistry {
     pub(super) handed: Mutex<Vec<(SlotSheaves, usize)>>,
 }
 
+/// One entry of a thread's list: its slot of the cache `cache_id`, and that cache's registry
+/// (dead once the cache is dropped).
 pub(super) struct ThreadEntry {
     pub(super) cache_id: u64,
     pub(super) slot: Arc<Slot>,
