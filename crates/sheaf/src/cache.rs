@@ -10,8 +10,8 @@ use object_alloc::{
     AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc,
 };
 
-use crate::prefill::PrefilledSheaf;
-use crate::shared::Shared;
+use crate::cache_core::CacheCore;
+use crate::cache_core::PrefilledSheaf;
 use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
 use crate::slot::{PerCpu, REACH_PATIENCE, SlotStrategy};
 
@@ -35,7 +35,7 @@ use crate::slot::{PerCpu, REACH_PATIENCE, SlotStrategy};
 /// # Ok::<(), object_alloc::ConfigError>(())
 /// ```
 pub struct Cache<S: SlotStrategy = PerCpu> {
-    deferrer: Deferrer<Shared<S>>,
+    deferrer: Deferrer<CacheCore<S>>,
 }
 
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
@@ -59,42 +59,42 @@ impl<S: SlotStrategy> Cache<S> {
         }
         let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
         let cache = Self {
-            deferrer: Deferrer::new(Shared::new(config, id)?),
+            deferrer: Deferrer::new(CacheCore::new(config, id)?),
         };
         #[cfg(not(loom))]
         // SAFETY: the shared state stays where the deferrer put it (behind an `Arc`) until it
         // is dropped, and its `drop` unregisters it first.
         unsafe {
-            slab::fork::register(cache.shared())
+            slab::fork::register(cache.core())
         };
         Ok(cache)
     }
 
     #[inline(always)]
-    pub(crate) fn shared(&self) -> &Shared<S> {
+    pub(crate) fn core(&self) -> &CacheCore<S> {
         self.deferrer.get()
     }
 
     /// Objects per sheaf (0: the cache has no sheaves).
     pub fn sheaf_capacity(&self) -> usize {
-        self.shared().capacity()
+        self.core().capacity()
     }
 
     /// Bytes of every object.
     pub fn object_size(&self) -> usize {
-        self.shared().object_size()
+        self.core().object_size()
     }
 
     /// The page source the cache's slabs come from.
     pub fn page_source(&self) -> &std::sync::Arc<dyn object_alloc::PageSource> {
-        self.shared().pool().page_source()
+        self.core().pool().page_source()
     }
 
     /// Allocates one object: `None` when memory cannot be had (with `NOWAIT`: without growing
     /// the cache). With `ZERO` the object reads as zeroes.
     #[inline]
     pub fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
-        self.shared().alloc(flags)
+        self.core().alloc(flags)
     }
 
     /// Frees one object, on any thread.
@@ -106,7 +106,7 @@ impl<S: SlotStrategy> Cache<S> {
     #[inline]
     pub unsafe fn free(&self, object: NonNull<u8>) {
         // SAFETY: forwarded.
-        unsafe { self.shared().free(object) }
+        unsafe { self.core().free(object) }
     }
 
     /// Fills every slot of `out` with a distinct object, or fails having allocated nothing
@@ -116,7 +116,7 @@ impl<S: SlotStrategy> Cache<S> {
         flags: AllocFlags,
         out: &mut [MaybeUninit<NonNull<u8>>],
     ) -> Result<(), AllocError> {
-        self.shared().alloc_bulk(flags, out)
+        self.core().alloc_bulk(flags, out)
     }
 
     /// Frees objects from any mix of slabs and threads (C-BULK-2), into the CPU's sheaves
@@ -128,7 +128,7 @@ impl<S: SlotStrategy> Cache<S> {
     /// - Nothing uses them after this call.
     pub unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
         // SAFETY: forwarded.
-        unsafe { self.shared().free_bulk(objects) }
+        unsafe { self.core().free_bulk(objects) }
     }
 
     /// Frees `object` once every read-side section ([`object_alloc::rcu::read`]) active now
@@ -161,16 +161,15 @@ impl<S: SlotStrategy> Cache<S> {
     /// - No new reference to it is published after this call.
     #[inline]
     pub unsafe fn free_deferred(&self, object: NonNull<u8>) {
-        let shared = self.shared();
-        if !shared.batching() {
-            shared
-                .counters()
+        let core = self.core();
+        if !core.batching() {
+            core.counters()
                 .add_shared(crate::stats::Stat::DeferredObjects, 1);
             // SAFETY: the caller hands the live object over.
             unsafe { self.deferrer.defer_free(object) };
             return;
         }
-        match shared.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm()) {
+        match core.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm()) {
             Ok(None) => {}
             Ok(Some((reservation, group))) => self.submit_reserved(reservation, group),
             // SAFETY: the caller hands the live object over.
@@ -186,7 +185,7 @@ impl<S: SlotStrategy> Cache<S> {
 
     /// [`submit_rcu_sheaves`] on this cache's deferrer.
     #[inline(never)]
-    fn submit_reserved(&self, reservation: Reservation<Shared<S>>, group: Vec<OwnedSheaf>) {
+    fn submit_reserved(&self, reservation: Reservation<CacheCore<S>>, group: Vec<OwnedSheaf>) {
         submit_rcu_sheaves(&self.deferrer, reservation, group);
     }
 
@@ -227,8 +226,8 @@ impl<S: SlotStrategy> Cache<S> {
         flags: AllocFlags,
         count: usize,
     ) -> Result<PrefilledSheaf<'_, S>, AllocError> {
-        let sheaf = self.shared().prefill(flags, count)?;
-        Ok(PrefilledSheaf::new(self.shared(), sheaf))
+        let sheaf = self.core().prefill(flags, count)?;
+        Ok(PrefilledSheaf::new(self.core(), sheaf))
     }
 
     /// Submits every partly filled or waiting `rcu_free` sheaf and waits until every deferred
@@ -257,7 +256,7 @@ impl<S: SlotStrategy> Cache<S> {
         // Reserved before any sheaf is taken: until then they are where a concurrent barrier
         // looks.
         let (reservation, rcu, _) = self
-            .shared()
+            .core()
             .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
         self.submit_reserved(reservation, rcu);
         self.deferrer.barrier();
@@ -280,10 +279,10 @@ impl<S: SlotStrategy> Cache<S> {
         // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
         // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.
         let (reservation, rcu, _) = self
-            .shared()
+            .core()
             .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
         self.submit_reserved(reservation, rcu);
-        self.shared().shrink();
+        self.core().shrink();
     }
 
     /// A snapshot of the cache's gauges and counters.
@@ -309,10 +308,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// `barn_full_sheaves` and `barn_empty_sheaves`, the sheaves held by all barns now; and
     /// `slabs`, the slabs held now.
     pub fn stats(&self) -> AllocStats {
-        self.shared().stats()
+        self.core().stats()
     }
 
-    /// Verifies `objects_in_use == live + in_cpu_sheaves + in_barn` and the slabs' own
+    /// Verifies the cache's accounting (see [`implementation`](crate::implementation): every
+    /// object the slabs count in use is live or cached in a sheaf) and the slabs' own
     /// invariants; panics with the figures if either fails. Call it at a quiescent point (no
     /// operation in flight, no deferred free pending, e.g. after [`Cache::barrier`]).
     ///
@@ -325,7 +325,7 @@ impl<S: SlotStrategy> Cache<S> {
     /// is not checked (`false`) in a child forked from inside a page source, where that count
     /// is unknown.
     pub fn check_invariants(&self) -> bool {
-        self.shared().check_accounting()
+        self.core().check_accounting()
     }
 
     /// Deferred callbacks not yet run.
@@ -339,19 +339,19 @@ impl<S: SlotStrategy> Cache<S> {
 /// was taken before the sheaves were taken out of the slots: a concurrent barrier that finds
 /// them gone waits for it.
 pub(crate) fn submit_rcu_sheaves<S: SlotStrategy>(
-    deferrer: &Deferrer<Shared<S>>,
-    reservation: Reservation<Shared<S>>,
+    deferrer: &Deferrer<CacheCore<S>>,
+    reservation: Reservation<CacheCore<S>>,
     group: Vec<OwnedSheaf>,
 ) {
     if group.is_empty() {
         return;
     }
-    unsafe fn after_grace_period<S: SlotStrategy>(shared: &Shared<S>, payload: NonNull<()>) {
+    unsafe fn after_grace_period<S: SlotStrategy>(core: &CacheCore<S>, payload: NonNull<()>) {
         // SAFETY: `payload` is the boxed group passed to `defer_reserved` below, owned by
         // this callback alone, and the grace period has passed.
         let group = unsafe { Box::from_raw(payload.cast::<Vec<OwnedSheaf>>().as_ptr()) };
         for sheaf in *group {
-            shared.recycle_rcu_sheaf(sheaf);
+            core.recycle_rcu_sheaf(sheaf);
         }
     }
     let payload = NonNull::from(Box::leak(Box::new(group))).cast::<()>();
@@ -369,7 +369,7 @@ impl<S: SlotStrategy> Drop for Cache<S> {
         self.deferrer.close();
         // SAFETY: `&mut self` means no thread is inside an operation on this cache, and the
         // hand-over thread no longer calls in.
-        let rcu = unsafe { self.shared().take_rcu_sheaves_exclusive() };
+        let rcu = unsafe { self.core().take_rcu_sheaves_exclusive() };
         self.submit(rcu);
     }
 }
@@ -378,7 +378,7 @@ impl<S: SlotStrategy> fmt::Debug for Cache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("name", &S::NAME)
-            .field("shared", self.shared())
+            .field("core", self.core())
             .finish()
     }
 }

@@ -12,24 +12,22 @@
 //! of the sheaf and the barn. This crate renders the design in userspace Rust; the code is
 //! its own.
 //!
-//! # Layers and invariants
+//! # Layers, and where each states its invariants
 //!
-//! - **Sheaf** (`sheaf`): `size <= capacity`; entries `0..size` are free objects owned by
-//!   whoever owns the sheaf. The header is 16 bytes, within `SHEAF_HEADER_BYTES`, so the
-//!   kernel-style default capacity (60 pointers below 256-byte objects) fills a 512-byte
-//!   allocation.
-//! - **CPU slot** (`slot`): `main` is always a sheaf of the cache's capacity or the
-//!   capacity-0 sentinel; `spare`, when present, is a sheaf of the cache's capacity holding
-//!   any number of objects; `rcu_free`, when present, is never full (a full one waits in
-//!   `rcu_waiting` until four can be handed over together). Only the slot's holder touches
-//!   them.
-//! - **Barn** (`barn`): at most `barn_max_full` full and `barn_max_empty` empty sheaves; full
-//!   means exactly `capacity` objects. No oversize sheaf ever enters a slot or the barn.
-//! - **Cache** (`shared`): at a quiescent point,
-//!   `objects_in_use == live + in_slot_sheaves + in_barn`, where the slabs count
-//!   `objects_in_use` and `live` counts objects handed out, reserved in outstanding
-//!   prefilled sheaves, or deferred and not yet past their grace period.
+//! Each invariant is written once, in the docs of the (private) module that holds the data:
+//!
+//! - **Sheaf** (`sheaf`): an array of free objects with its size and capacity, owned by one
+//!   holder at a time; the capacity-0 sentinel. The header is 16 bytes, so the kernel-style
+//!   default capacity (60 pointers below 256-byte objects) fills a 512-byte allocation.
+//! - **Slot** (`slot`, `SlotSheaves`): the shape of `main`, `spare` and `rcu_free`, and which
+//!   party may touch them under each strategy.
+//! - **Barn** (`barn`): its limits, and what full and empty mean there.
+//! - **Cache** (`cache_core::accounting`): the accounting equation. At a quiescent point every
+//!   object the slabs count in use is live (handed out, reserved in a prefilled sheaf, or
+//!   deferred and not yet past its grace period) or cached in a slot's or a barn's sheaf;
 //!   [`Cache::check_invariants`](crate::Cache::check_invariants) checks it.
+//! - **Slab** (crate `slab`, module `pool`): each slab's count of objects in use, free and
+//!   never carved.
 //!
 //! # Userspace differences from the kernel
 //!

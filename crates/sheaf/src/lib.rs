@@ -54,6 +54,32 @@
 //! The design note [`implementation`] explains where the ideas come from and which invariant
 //! each layer keeps.
 //!
+//! # Module map
+//!
+//! What lives where, and the invariants each module states (each is written once, there):
+//!
+//! - `cache`: [`Cache`], the public face; forwards to the core and hands `rcu_free` sheaves to
+//!   grace periods.
+//! - `cache_core`: `CacheCore`, the state a cache shares between threads and its deferred
+//!   callbacks, with one file per path: `alloc` (alloc and free of one object), `bulk`,
+//!   `prefill` (the [`PrefilledSheaf`] handle and prefill, refill, return), `deferred`
+//!   (`free_deferred`, grace periods, the hand-over thread), `quiescent` (orphan adoption,
+//!   shrink), `accounting` (stats; owns **the accounting equation**), `sheaves` (sheaf
+//!   bookkeeping every path uses), `fork` (the locks a fork takes, the lost-object count).
+//! - `slot`: CPU-local sheaves. `Slot` and `SlotSheaves` (owns **the shape of `main`, `spare`
+//!   and `rcu_free`** and **who may touch a slot**), `SlotTable` with `FastSlot` and
+//!   `SlotGuard`; `per_cpu` (the try-lock, rseq or compare-exchange), `per_thread` (the
+//!   lookup's slow path, drain requests, reaching live threads' slots), `registry`
+//!   (per-thread slots of a cache, orphans), `last_slot` (the thread-local one-entry cache and
+//!   its states), `fork` (repair in the child).
+//! - `barn`: the per-node store of full and empty sheaves (owns **the barn's limits**).
+//! - `sheaf`: `OwnedSheaf` (owns **`size <= capacity`, sole ownership, the sentinel**).
+//! - `stats`: the event counters and **how live objects follow from them**.
+//! - `typed`: [`TypedCache`], [`Owned`], [`TypedPrefill`].
+//! - [`implementation`]: the design note (origin, layers, departures from the kernel).
+//! - `sync`: std or loom primitives for the slot lock and the barn; `loom_models`: the loom
+//!   models; `slowdown`: the fast-path hooks of the `slowdown` feature.
+//!
 //! # Unsafe code
 //!
 //! Confined to `sheaf` (the sheaf's memory), `slot` (exclusive access to a slot's sheaves),
@@ -62,9 +88,8 @@
 
 mod barn;
 mod cache;
+mod cache_core;
 pub mod implementation;
-mod prefill;
-mod shared;
 mod sheaf;
 mod slot;
 #[cfg(feature = "slowdown")]
@@ -92,7 +117,7 @@ mod typed;
 mod loom_models;
 
 pub use cache::Cache;
-pub use prefill::PrefilledSheaf;
+pub use cache_core::PrefilledSheaf;
 pub use slot::{PerCpu, PerThread, SlotStrategy};
 pub use typed::{Owned, TypedCache, TypedPrefill};
 

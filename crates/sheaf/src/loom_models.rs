@@ -10,7 +10,7 @@ use loom::thread;
 
 use crate::barn::Barn;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::CpuSlot;
+use crate::slot::Slot;
 
 /// Two threads race for one slot: whoever wins the try-lock has exclusive access (loom
 /// checks every access to the guarded cell for a data race), the loser never waits, and
@@ -18,7 +18,7 @@ use crate::slot::CpuSlot;
 #[test]
 fn loom_slot_try_lock_is_exclusive_and_never_waits() {
     loom::model(|| {
-        let slot = Arc::new(CpuSlot::new(0));
+        let slot = Arc::new(Slot::new(0));
         let guarded = Arc::new(UnsafeCell::new(0u32));
         let threads: Vec<_> = (0..2)
             .map(|_| {
@@ -139,13 +139,13 @@ fn loom_barn_put_full_respects_the_limit_under_a_race() {
 // `Arc`s), so this model repeats its exact sequence of synchronising operations on loom's
 // types; each step names the code it stands for, so a change there is mirrored here.
 //
-// | model                    | `crate::slot` / `crate::shared`                               |
+// | model                    | `crate::slot` / `crate::cache_core`                           |
 // |--------------------------|---------------------------------------------------------------|
-// | `OrphanSlot::objects`    | `CpuSlot`'s sheaves (plain memory, owner-only while live)     |
-// | `OrphanSlot::counter`    | `CpuSlot::counters` (relaxed atomics written by the owner)     |
+// | `OrphanSlot::objects`    | `Slot`'s sheaves (plain memory, owner-only while live)        |
+// | `OrphanSlot::counter`    | `Slot::counters` (relaxed atomics written by the owner)        |
 // | `OrphanSlot::exit`       | `ThreadSlots::drop`: `orphaned` Release, `orphans` += 1 Release |
-// | `Orphans::adopt`         | `SlotTable::adopt_orphans` + `Shared::adopt_orphans`'s callback |
-// | `Orphans::take_rcu`      | the orphan part of `Shared::take_rcu_sheaves`                  |
+// | `Orphans::adopt`         | `SlotTable::adopt_orphans` + `CacheCore::adopt_orphans`'s callback |
+// | `Orphans::take_rcu`      | the orphan part of `CacheCore::take_rcu_sheaves`                  |
 // | `Orphans::sum`           | `SlotTable::sum_counters`                                      |
 
 use loom::sync::Mutex;
@@ -340,7 +340,7 @@ fn loom_folding_counters_outside_the_lock_loses_events_in_a_sum() {
 // |-------------------------|-----------------------------------------------------------------|
 // | `reserve`               | `Deferrer::reserve`: `Arc::clone`, a Relaxed increment          |
 // | `slot` (a mutex)        | the CPU slot's lock around its `rcu_free` sheaf                  |
-// | `take_and_submit`       | `Shared::take_rcu_sheaves` then `Cache::submit_reserved`          |
+// | `take_and_submit`       | `CacheCore::take_rcu_sheaves` then `Cache::submit_reserved`          |
 // | `complete`              | the callback after its grace period: objects back, `Arc` dropped |
 // |                         | (a Release decrement)                                            |
 // | `all_run`               | `Deferrer::all_run`: `strong_count` (a Relaxed load), then an     |

@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use object_alloc::{AllocError, AllocFlags, CacheConfig, ConfigError};
 
 use crate::cache::Cache;
-use crate::prefill::PrefilledSheaf;
+use crate::cache_core::PrefilledSheaf;
 use crate::slot::{PerCpu, SlotStrategy};
 
 /// A cache of `T` values: each allocation holds one `T`, dropped and freed with its

@@ -3,8 +3,8 @@
 //! glibc (2.35 and later) registers a restartable-sequences area for every thread and exports
 //! its offset from the thread pointer as `__rseq_offset`, and its size as `__rseq_size` (0 when
 //! registration is off or failed). The kernel keeps the area's `cpu_id` field (offset 4)
-//! current on every migration, so reading the CPU is one load relative to the thread pointer:
-//! about 0.23 ns on the reference machine, against 1.55 ns for `sched_getcpu`.
+//! current on every migration, so reading the CPU is one load relative to the thread pointer,
+//! several times cheaper than `sched_getcpu` (figures in `docs/decisions.md`).
 //!
 //! The symbols are looked up once with `dlsym`, so the crate still links and runs on a libc
 //! without them; then, when glibc reports the area unregistered (`__rseq_size` 0, as under

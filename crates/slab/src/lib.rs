@@ -11,18 +11,31 @@
 //!   moves objects between slabs and a caller's array in bulk (the refill and flush of a
 //!   sheaf), keeping a few empty slabs per node and releasing the rest.
 //!
-//! The invariant every slab keeps, checked at slow-path points in debug builds (and in release
-//! builds with `DebugOptions::check_invariants`) and by [`SlabPool::check_invariants`]:
-//!
-//! ```text
-//! inuse + free == objects        (free = objects on the free list + objects never carved)
-//! ```
+//! Every slab's objects in use, on its free list and never carved add up to its objects (the
+//! equation is stated in module `pool::node`, with the slab header it is about); debug builds
+//! check it at slow-path points (release builds with `DebugOptions::check_invariants`), and so
+//! does [`SlabPool::check_invariants`].
 //!
 //! The pool does not zero objects: callers honour `AllocFlags::ZERO` themselves.
 //!
 //! [`SlabLayout::new`], [`SlabPool::new`] and [`SlabPool::with_min_partial`] refuse an invalid
 //! configuration with a `ConfigError` naming the field (the rules of
 //! `CacheConfig::validate`), so every layout they build keeps each object inside its slab.
+//!
+//! # Module map
+//!
+//! - `pages`: the page sources ([`MmapPages`], [`LimitedPages`], [`page_source_for`]); owns
+//!   **natural alignment of every chunk**.
+//! - `layout`: [`SlabLayout`], how a chunk is carved into objects; owns **every object lies
+//!   inside its slab**.
+//! - `pool`: [`SlabPool`] and its paths; `pool::node` the slab header and a node's partial
+//!   list (owns **the per-slab equation** and **the list and count invariants**);
+//!   `pool::check` the self-checks.
+//! - `numa`: the CPU-to-node map ([`node_count`], [`node_of_cpu`], [`possible_cpus`]).
+//! - [`cpu`]: which CPU the caller runs on, from the rseq area or `sched_getcpu`.
+//! - [`rseq`]: the per-CPU try-lock taken by a restartable sequence; owns **the lock states**
+//!   (`FREE`, `LOCAL`, `REMOTE`, `ABANDONED`) and who may write each.
+//! - [`fork`]: locks taken around `fork()` and the child's repair of registered structures.
 //!
 //! ```
 //! use std::sync::Arc;

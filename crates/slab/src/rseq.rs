@@ -1,7 +1,7 @@
 //! A per-CPU try-lock taken without a locked instruction: a restartable sequence.
 //!
-//! A per-CPU structure guarded by a try-lock costs one atomic compare-exchange per operation
-//! (about 5.7 ns on the reference VM, more than the rest of an allocation). With restartable
+//! A per-CPU structure guarded by a try-lock costs one atomic compare-exchange per operation,
+//! more than the rest of an allocation (`docs/decisions.md` has the figure). With restartable
 //! sequences the kernel makes a short instruction sequence atomic *with respect to the CPU*:
 //! if the thread is preempted, migrated or interrupted by a signal before the sequence's
 //! final store (its commit), the kernel moves it to an abort handler instead of resuming it.
@@ -94,7 +94,7 @@ pub const ABANDONED: u8 = 3;
 
 /// The outcome of one attempt at [`try_lock_local`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attempt {
+pub enum LocalOutcome {
     /// The lock is now held by the caller.
     Locked,
     /// Somebody holds the lock.
@@ -175,7 +175,7 @@ pub fn aborts() -> u64 {
 /// - `lock` is only ever taken through this function and [`try_lock_remote`] (or
 ///   [`lock_remote`]), and released by its holder with a release store of [`FREE`].
 #[inline(always)]
-pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> Attempt {
+pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> LocalOutcome {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     {
         let outcome: u32;
@@ -229,12 +229,12 @@ pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> Attemp
             );
         }
         match outcome {
-            0 => Attempt::Locked,
-            1 => Attempt::Busy,
-            2 => Attempt::Moved,
+            0 => LocalOutcome::Locked,
+            1 => LocalOutcome::Busy,
+            2 => LocalOutcome::Moved,
             _ => {
                 ABORTS.fetch_add(1, Ordering::Relaxed);
-                Attempt::Aborted
+                LocalOutcome::Aborted
             }
         }
     }
@@ -449,11 +449,11 @@ pub(crate) mod tests {
             let attempt = unsafe { try_lock_local(&locks[target], target as u32, offset) };
             assert_eq!(rseq_cs_field(offset), 0, "{attempt:?} left rseq_cs set");
             seen[attempt as usize] = true;
-            if attempt == Attempt::Locked && round % 2 == 0 {
+            if attempt == LocalOutcome::Locked && round % 2 == 0 {
                 locks[target].store(FREE, Ordering::Release);
             }
         }
-        assert!(seen[Attempt::Locked as usize] && seen[Attempt::Busy as usize]);
+        assert!(seen[LocalOutcome::Locked as usize] && seen[LocalOutcome::Busy as usize]);
     }
 
     /// A barrier that fails on every command makes a remote lock report the lock busy and
@@ -488,9 +488,9 @@ pub(crate) mod tests {
             // SAFETY: `offset` came from `support`; these locks are only taken here, by
             // `lock_remote` and released with a plain store.
             match unsafe { try_lock_local(&locks[cpu], cpu as u32, offset) } {
-                Attempt::Locked => return Some(cpu),
-                Attempt::Busy => return None,
-                Attempt::Moved | Attempt::Aborted => continue,
+                LocalOutcome::Locked => return Some(cpu),
+                LocalOutcome::Busy => return None,
+                LocalOutcome::Moved | LocalOutcome::Aborted => continue,
             }
         }
     }
@@ -509,7 +509,7 @@ pub(crate) mod tests {
             // SAFETY: as in `lock_here`.
             let attempt = unsafe { try_lock_local(&locks[cpu], cpu as u32, offset) };
             assert!(
-                matches!(attempt, Attempt::Busy | Attempt::Aborted),
+                matches!(attempt, LocalOutcome::Busy | LocalOutcome::Aborted),
                 "{attempt:?}"
             );
         }
@@ -519,7 +519,7 @@ pub(crate) mod tests {
             // SAFETY: as above.
             let attempt = unsafe { try_lock_local(&locks[other], other as u32, offset) };
             assert!(
-                matches!(attempt, Attempt::Moved | Attempt::Aborted),
+                matches!(attempt, LocalOutcome::Moved | LocalOutcome::Aborted),
                 "{attempt:?}"
             );
             assert_eq!(locks[other].load(Ordering::Relaxed), FREE);

@@ -4,15 +4,15 @@
 //! Prepare takes, besides the slot locks, the per-thread registry, then `orphan_rcu` (the
 //! order adoption nests them), then every barn; the slab pool's node locks are registered by
 //! the pool itself. In the child the slot table repairs or abandons what other threads held,
-//! and the accounting equation (`Shared::check_accounting`) gets a term for the objects lost
-//! with them: measured right there, when only the forking thread exists, as the objects the
+//! and the accounting equation (module `accounting`) gets its `lost_at_fork` term for the
+//! objects lost with them: measured right there, when only the forking thread exists, as the objects the
 //! slabs count in use that are neither live nor cached in a reachable sheaf. Every later
 //! operation must keep the equation with that term, so a child still checks its accounting.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 #[cfg(not(loom))]
-use super::{Shared, SlotStrategy};
+use super::{CacheCore, SlotStrategy};
 
 /// What the last `fork` left a cache in this process.
 #[derive(Debug, Default)]
@@ -32,7 +32,7 @@ impl ForkState {
 }
 
 #[cfg(not(loom))]
-impl<S: SlotStrategy> slab::fork::AtFork for Shared<S> {
+impl<S: SlotStrategy> slab::fork::AtFork for CacheCore<S> {
     fn slot_locks(&self, out: &mut Vec<slab::fork::SlotLock>) {
         self.slots.fork_slot_locks(out);
     }

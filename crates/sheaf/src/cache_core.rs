@@ -1,0 +1,157 @@
+//! The cache core ([`CacheCore`]): the state a cache shares between threads, and every path
+//! over it, CPU-local sheaves over the barn over the slabs. One file per path:
+//!
+//! - `alloc`: alloc and free of one object (the fast paths and their refill and overflow);
+//! - `bulk`: bulk alloc and free;
+//! - `prefill`: the prefilled-sheaf handle and its paths (prefill, refill, return);
+//! - `deferred`: deferred frees (`rcu_free` sheaves, grace periods, the hand-over thread);
+//! - `quiescent`: orphan adoption and shrink;
+//! - `accounting`: live objects, the stats snapshot, and the accounting equation;
+//! - `sheaves`: sheaf bookkeeping every path uses (new, free, flush, stash, refill);
+//! - `fork`: the locks a `fork` takes and the child's repair.
+//!
+//! The alloc, free, prefill, return and deferred-free fast paths use the slot as a `FastSlot`
+//! (they call out to nothing); every slow path holds it first (see `slot`).
+
+use std::mem;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use object_alloc::{CacheConfig, ConfigError};
+use slab::SlabPool;
+
+use crate::barn::Barn;
+use crate::sheaf::OwnedSheaf;
+use crate::slot::{SlotStrategy, SlotTable};
+use crate::stats::{Counters, Tally};
+
+mod accounting;
+mod alloc;
+mod bulk;
+mod deferred;
+mod fork;
+mod prefill;
+mod quiescent;
+mod sheaves;
+mod transit;
+
+pub use prefill::PrefilledSheaf;
+
+/// The cache core: everything a [`Cache`](crate::Cache) shares between threads and with its
+/// deferred callbacks (slots, barns, slabs, counters), and every allocation path over them.
+pub(crate) struct CacheCore<S: SlotStrategy> {
+    slots: SlotTable<S>,
+    barns: Box<[Barn]>,
+    pool: SlabPool,
+    capacity: usize,
+    object_size: usize,
+    batching: bool,
+    /// Events counted without a slot (slow paths and deferred callbacks).
+    counters: Counters,
+    /// `rcu_free` sheaves of adopted orphan slots, waiting to be submitted by the cache.
+    orphan_rcu: Mutex<Vec<OwnedSheaf>>,
+    /// What a `fork` left this process (in a child: the objects lost with the other threads).
+    fork: fork::ForkState,
+    /// Adoptions whose sheaves are on their way to the slabs (see `transit`).
+    transit: transit::InTransit,
+}
+
+impl<S: SlotStrategy> CacheCore<S> {
+    /// Builds the layers for `config`, refusing an invalid one; `id` is unique among caches.
+    pub(crate) fn new(config: &CacheConfig, id: u64) -> Result<Self, ConfigError> {
+        let pool = SlabPool::new(config)?;
+        let nodes = pool.nodes().max(1);
+        let cpu_nodes: Box<[usize]> = (0..slab::possible_cpus().max(1))
+            .map(|cpu| slab::node_of_cpu(config.nodes, cpu) % nodes)
+            .collect();
+        let barns = (0..nodes)
+            .map(|_| Barn::new(config.barn_max_full, config.barn_max_empty))
+            .collect();
+        Ok(Self {
+            slots: SlotTable::new(id, cpu_nodes),
+            barns,
+            pool,
+            capacity: config.effective_sheaf_capacity(),
+            object_size: config.object_size,
+            batching: config.deferred_batching,
+            counters: Counters::default(),
+            orphan_rcu: Mutex::new(Vec::new()),
+            fork: fork::ForkState::default(),
+            transit: transit::InTransit::default(),
+        })
+    }
+
+    /// Objects per sheaf (0: no sheaves).
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of every object.
+    #[inline]
+    pub(crate) fn object_size(&self) -> usize {
+        self.object_size
+    }
+
+    /// The slab layer.
+    pub(crate) fn pool(&self) -> &SlabPool {
+        &self.pool
+    }
+
+    /// Whether deferred frees are batched in sheaves.
+    pub(crate) fn batching(&self) -> bool {
+        self.batching && self.capacity > 0
+    }
+
+    /// The shared counter block.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    #[inline]
+    fn zero(&self, object: NonNull<u8>) {
+        // SAFETY: every object spans `object_size` writable bytes, and it belongs to the
+        // caller that is being handed it.
+        unsafe { object.as_ptr().write_bytes(0, self.object_size) };
+    }
+}
+
+impl<S: SlotStrategy> Drop for CacheCore<S> {
+    fn drop(&mut self) {
+        // First: a fork being prepared may be using the locks (this waits for it to finish).
+        #[cfg(not(loom))]
+        slab::fork::unregister(self);
+        let tally = Tally::shared(&self.counters);
+        let mut left = Vec::new();
+        // SAFETY: `&mut self`: no thread can be inside an operation on this cache.
+        unsafe {
+            self.slots.for_each_exclusive(|sheaves| {
+                left.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
+                left.extend(sheaves.spare.take());
+                left.extend(sheaves.take_rcu());
+            });
+        }
+        left.extend(mem::take(
+            &mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        for barn in self.barns.iter() {
+            left.extend(barn.drain());
+        }
+        for sheaf in left {
+            self.discard(sheaf, tally);
+        }
+        self.pool.shrink();
+    }
+}
+
+impl<S: SlotStrategy> std::fmt::Debug for CacheCore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheCore")
+            .field("slots", &self.slots)
+            .field("barns", &self.barns)
+            .field("pool", &self.pool)
+            .field("capacity", &self.capacity)
+            .field("object_size", &self.object_size)
+            .finish_non_exhaustive()
+    }
+}

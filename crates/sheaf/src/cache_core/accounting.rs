@@ -1,0 +1,161 @@
+//! Accounting: live objects from the counters, the `stats()` snapshot, and the cache's
+//! accounting equation, which is stated here and nowhere else.
+//!
+//! # The accounting equation
+//!
+//! At every quiescent point (no operation in flight, no deferred callback pending):
+//!
+//! ```text
+//! objects_in_use == live + in_slot_sheaves + in_barn + lost_at_fork
+//! ```
+//!
+//! - `objects_in_use`: what the slabs count as handed out (`SlabStats::objects_in_use`);
+//! - `live`: the live-object gauge computed from the counters (module `stats` defines it):
+//!   objects handed out, reserved in outstanding prefilled sheaves, or deferred and not yet
+//!   past their grace period (those in `rcu_free` sheaves included);
+//! - `in_slot_sheaves`: objects in the slots' `main` and `spare` sheaves;
+//! - `in_barn`: objects in the barns' full sheaves;
+//! - `lost_at_fork`: 0, except in a child process, where it counts the objects lost with the
+//!   other threads at the fork (module `fork` measures it).
+//!
+//! [`CacheCore::check_accounting`] verifies it by walking every sheaf
+//! ([`Cache::check_invariants`](crate::Cache::check_invariants)); tests call it after every
+//! step.
+
+use object_alloc::AllocStats;
+
+use super::CacheCore;
+use crate::slot::{REACH_PATIENCE, Reach, SlotStrategy};
+use crate::stats::Stat;
+
+impl<S: SlotStrategy> CacheCore<S> {
+    /// Sums every counter block.
+    fn totals(&self) -> [u64; Stat::ALL.len()] {
+        let mut totals = [0; Stat::ALL.len()];
+        self.slots.sum_counters(&self.counters, &mut totals);
+        totals
+    }
+
+    /// Objects handed out (or reserved, or deferred) and not yet back.
+    pub(crate) fn live_objects(&self) -> u64 {
+        let t = self.totals();
+        live_from(&t)
+    }
+
+    /// The snapshot reported by `stats()`.
+    pub(crate) fn stats(&self) -> AllocStats {
+        let totals = self.totals();
+        let live = live_from(&totals);
+        let slabs = self.pool.stats();
+        let mut stats = AllocStats {
+            live_objects: Some(live),
+            cached_objects: Some(slabs.objects_in_use.saturating_sub(live)),
+            slab_bytes: Some(slabs.slab_bytes),
+            ..AllocStats::default()
+        };
+        for &stat in Stat::ALL {
+            stats.add(stat.name(), totals[stat as usize]);
+        }
+        let (mut full, mut empty) = (0, 0);
+        let (mut get, mut get_fail, mut put, mut put_fail, mut contended) = (0, 0, 0, 0, 0);
+        for barn in self.barns.iter() {
+            let snapshot = barn.snapshot();
+            full += snapshot.full as u64;
+            empty += snapshot.empty as u64;
+            get += snapshot.counters.get;
+            get_fail += snapshot.counters.get_fail;
+            put += snapshot.counters.put;
+            put_fail += snapshot.counters.put_fail;
+            contended += snapshot.contended;
+        }
+        stats.add("barn_get", get);
+        stats.add("barn_get_fail", get_fail);
+        stats.add("barn_put", put);
+        stats.add("barn_put_fail", put_fail);
+        stats.add("barn_lock_contended", contended);
+        stats.add("barn_full_sheaves", full);
+        stats.add("barn_empty_sheaves", empty);
+        stats.add("alloc_slab", slabs.alloc_slab);
+        stats.add("free_slab", slabs.free_slab);
+        stats.add("slabs", slabs.slabs);
+        if !S::PER_CPU {
+            stats.add("slot_drained", self.slots.drained());
+        }
+        stats
+    }
+
+    /// Checks the accounting equation (module docs) and the slabs' own invariants; panics
+    /// with the figures when it does not hold. Meaningful at a quiescent point only. Per-thread
+    /// slots of
+    /// other live threads are counted when they can be taken (see
+    /// `SlotTable::for_each_reachable`); if one cannot (its thread runs), the equation is not
+    /// checked and `false` is returned. In a child process, objects lost at the fork with the
+    /// other threads are a term of their own (see `fork`).
+    pub(crate) fn check_accounting(&self) -> bool {
+        self.pool.check_invariants();
+        // A thread whose exit is still running its thread-local destructors (a scoped
+        // thread, once its closure returned) orphans its slot during the walk: adopted on the
+        // next round, as long as the patience lasts.
+        let start = std::time::Instant::now();
+        let in_slots = loop {
+            self.adopt_orphans();
+            self.transit.wait_for_others();
+            let mut in_slots = 0u64;
+            let unreached =
+                self.slots
+                    .for_each_reachable(REACH_PATIENCE, Reach::All, |sheaves, _, _| {
+                        in_slots += sheaves.main.size() as u64;
+                        in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
+                        for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
+                            assert!(
+                                sheaf.is_none() || sheaf.capacity() == self.capacity,
+                                "slot sheaf {sheaf:?} has capacity other than {}",
+                                self.capacity
+                            );
+                        }
+                    });
+            if unreached > 0 {
+                return false;
+            }
+            // Slots orphaned, or sheaves handed over by threads that found a drain request,
+            // during the walk.
+            if !self.slots.has_orphans() {
+                break in_slots;
+            }
+            if start.elapsed() >= REACH_PATIENCE {
+                return false;
+            }
+            std::thread::yield_now();
+        };
+        let mut in_barn = 0u64;
+        for barn in self.barns.iter() {
+            in_barn += barn.snapshot().objects as u64;
+        }
+        // In a child forked from inside a page source the objects lost are unknown.
+        let Some(lost) = self.fork.lost() else {
+            return false;
+        };
+        let live = self.live_objects();
+        let in_use = self.pool.stats().objects_in_use;
+        let expected = (live + in_slots + in_barn) as i64 + lost;
+        assert_eq!(
+            in_use as i64, expected,
+            "accounting: slabs count {in_use} objects in use, but live {live} + in slot \
+             sheaves {in_slots} + in barn {in_barn} + lost at a fork {lost} = {expected}",
+        );
+        true
+    }
+}
+
+/// Live objects from summed counters (see the `stats` module docs).
+fn live_from(t: &[u64; Stat::ALL.len()]) -> u64 {
+    let out = t[Stat::AllocFastpath as usize]
+        .wrapping_add(t[Stat::AllocSlowpath as usize])
+        .wrapping_add(t[Stat::PrefillReserved as usize]);
+    let back = t[Stat::FreeFastpath as usize]
+        .wrapping_add(t[Stat::FreeSlowpath as usize])
+        .wrapping_add(t[Stat::PrefillUnused as usize])
+        .wrapping_add(t[Stat::RcuObjectsCompleted as usize]);
+    // Relaxed reads of counters being written may briefly see more frees than allocations.
+    out.saturating_sub(back)
+}

@@ -1,0 +1,231 @@
+//! Deferred frees (`kfree_rcu`): the slot's `rcu_free` sheaf, grace periods, recycling.
+//!
+//! `free_deferred` pushes on the slot's `rcu_free` sheaf; full ones wait on the slot until
+//! there are `RCU_GROUP` of them, which are handed to one grace period together, and
+//! afterwards each is recycled into the barn as a full sheaf (or flushed). Starting a new
+//! `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
+//! slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`).
+
+use std::mem;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use object_alloc::rcu::{DeferTarget, Deferrer};
+
+use super::CacheCore;
+use crate::sheaf::OwnedSheaf;
+use crate::slot::{FastSlot, RCU_GROUP, Reach, SlotStrategy};
+use crate::stats::{Stat, Tally};
+
+impl<S: SlotStrategy> CacheCore<S> {
+    /// Puts `object` in the slot's `rcu_free` sheaf; a full one joins the slot's waiting
+    /// sheaves, and when [`RCU_GROUP`] are waiting they are returned (to be handed to one grace
+    /// period by the caller). Gives the object back when no sheaf can be used (to be deferred
+    /// on its own).
+    ///
+    /// `arm` runs when a new `rcu_free` sheaf gets its first object, with the slot held: from
+    /// then until the sheaf leaves the slot, the cache must be armed for the hand-over thread
+    /// (see [`CacheCore::take_rcu_sheaves`]), so that no sheaf waits there longer than a tick.
+    ///
+    /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
+    /// inlined and calls out to nothing.
+    #[inline]
+    pub(crate) fn push_deferred<R>(
+        &self,
+        object: NonNull<u8>,
+        reserve: impl FnOnce() -> R,
+        arm: impl FnOnce(),
+    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
+        let Some(mut slot) = self.slots.acquire_fast() else {
+            return self.push_deferred_busy(object);
+        };
+        let counters = slot.counters();
+        if let Some(rcu) = &mut slot.sheaves().rcu_free
+            && rcu.room() > 1
+        {
+            rcu.push(object).expect("the sheaf has room");
+            counters.add_owned(Stat::DeferredObjects, 1);
+            counters.add_owned(Stat::FreeRcuSheaf, 1);
+            return Ok(None);
+        }
+        self.push_deferred_slow(slot, object, reserve, arm)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_deferred_busy<R>(
+        &self,
+        object: NonNull<u8>,
+    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
+        let tally = Tally::shared(&self.counters);
+        tally.add(Stat::CpuSlotBusy, 1);
+        tally.add(Stat::DeferredObjects, 1);
+        tally.add(Stat::FreeRcuSheafFail, 1);
+        Err(object)
+    }
+
+    /// The slot has no `rcu_free` sheaf yet, or `object` fills it.
+    #[cold]
+    #[inline(never)]
+    fn push_deferred_slow<R>(
+        &self,
+        slot: FastSlot<'_, S>,
+        object: NonNull<u8>,
+        reserve: impl FnOnce() -> R,
+        arm: impl FnOnce(),
+    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
+        // Held from here on: getting an empty sheaf may call out (barn, allocation).
+        let mut slot = slot.hold();
+        let tally = Tally::owned(slot.counters());
+        let node = slot.node();
+        tally.add(Stat::DeferredObjects, 1);
+        let started = slot.sheaves().rcu_free.is_none();
+        if started {
+            slot.note_rcu_started();
+        }
+        let sheaves = slot.sheaves();
+        if started {
+            // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
+            let empty = match sheaves.spare.take_if(|spare| spare.is_empty()) {
+                Some(spare) => spare,
+                None => self.empty_sheaf(node, tally),
+            };
+            sheaves.rcu_free = Some(empty);
+        }
+        let rcu = sheaves.rcu_free.as_mut().expect("just ensured");
+        rcu.push(object)
+            .expect("a full rcu_free sheaf is never kept");
+        tally.add(Stat::FreeRcuSheaf, 1);
+        if started {
+            // With the slot held: a hand-over that disarmed the cache before this either
+            // takes the sheaf after us, or we see it disarmed and arm it again.
+            arm();
+        }
+        if rcu.is_full() {
+            let full = sheaves.rcu_free.take().expect("just pushed on it");
+            sheaves.rcu_waiting.push(full);
+            if sheaves.rcu_waiting.len() == RCU_GROUP {
+                tally.add(Stat::RcuSheafSubmitted, RCU_GROUP as u64);
+                // Reserved before the group leaves the slot, where a barrier looks for it.
+                let reservation = reserve();
+                return Ok(Some((
+                    reservation,
+                    mem::replace(&mut sheaves.rcu_waiting, Vec::with_capacity(RCU_GROUP)),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After its grace period: a full `rcu_free` sheaf goes to the barn as a full sheaf when
+    /// there is room (recycled), else its objects go back to the slabs.
+    pub(crate) fn recycle_rcu_sheaf(&self, mut sheaf: OwnedSheaf) {
+        let tally = Tally::shared(&self.counters);
+        tally.add(Stat::RcuObjectsCompleted, sheaf.size() as u64);
+        let node = self.slots.current_node();
+        if sheaf.is_full() {
+            match self.barns[node].put_full(sheaf) {
+                Ok(()) => {
+                    tally.add(Stat::RcuSheafRecycled, 1);
+                    return;
+                }
+                Err(full) => sheaf = full,
+            }
+        }
+        tally.add(Stat::RcuSheafFlushed, 1);
+        self.flush(&mut sheaf, tally);
+        self.stash_empty(sheaf, node, tally);
+    }
+
+    /// Takes every partly filled `rcu_free` sheaf the caller can reach (and those of adopted
+    /// orphans), for the cache to submit. The hand-over thread calls it once a tick while the
+    /// cache is armed, which bounds how long a sheaf waits in a slot that stops deferring.
+    ///
+    /// `reserve` runs after orphans are adopted (adoption flushes sheaves, which may call the
+    /// page source) and before any sheaf is taken: from then on, until the caller submits,
+    /// nothing here calls out, so a barrier called from a page source never waits for a
+    /// reservation of its own thread.
+    pub(crate) fn take_rcu_sheaves<R>(
+        &self,
+        patience: Duration,
+        reserve: impl FnOnce() -> R,
+    ) -> (R, Vec<OwnedSheaf>, usize) {
+        self.adopt_orphans();
+        let reservation = reserve();
+        let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
+        let unreached = self
+            .slots
+            .for_each_reachable(patience, Reach::Rcu, |sheaves, _, _| {
+                taken.extend(sheaves.take_rcu());
+            });
+        (reservation, self.prepare_submission(taken), unreached)
+    }
+
+    /// Empty sheaves are stashed; the rest are counted as submitted and returned.
+    fn prepare_submission(&self, sheaves: Vec<OwnedSheaf>) -> Vec<OwnedSheaf> {
+        let tally = Tally::shared(&self.counters);
+        let node = self.slots.current_node();
+        let mut submit = Vec::with_capacity(sheaves.len());
+        for sheaf in sheaves {
+            if sheaf.is_empty() {
+                self.stash_empty(sheaf, node, tally);
+            } else {
+                tally.add(Stat::RcuSheafSubmitted, 1);
+                submit.push(sheaf);
+            }
+        }
+        submit
+    }
+
+    /// Every `rcu_free` sheaf of every slot (the cache is being dropped).
+    ///
+    /// # Safety
+    ///
+    /// - No thread is inside an operation on this cache, nor will start one.
+    pub(crate) unsafe fn take_rcu_sheaves_exclusive(&self) -> Vec<OwnedSheaf> {
+        let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
+        if S::PER_CPU {
+            // Under each slot's lock: the cache's deferred callbacks may still be running on
+            // other threads, and per-CPU ones free into the slots (`free_now`).
+            self.slots
+                .for_each_reachable(Duration::ZERO, Reach::Rcu, |sheaves, _, _| {
+                    taken.extend(sheaves.take_rcu());
+                });
+        } else {
+            // SAFETY: forwarded; per-thread slots are touched by no deferred callback.
+            unsafe {
+                self.slots.for_each_exclusive(|sheaves| {
+                    taken.extend(sheaves.take_rcu());
+                });
+            }
+        }
+        self.prepare_submission(taken)
+    }
+}
+
+impl<S: SlotStrategy> DeferTarget for CacheCore<S> {
+    fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
+        // One try per live thread's slot: the hand-over thread comes back every tick while
+        // `rcu_free` sheaves may be left in a slot it could not take, or in one of an exited
+        // thread.
+        let (reservation, rcu, unreached) =
+            self.take_rcu_sheaves(Duration::ZERO, || deferrer.reserve());
+        let again = !rcu.is_empty() || unreached > 0 || self.slots.has_orphans();
+        crate::cache::submit_rcu_sheaves(deferrer, reservation, rcu);
+        again
+    }
+
+    unsafe fn free_now(&self, object: NonNull<u8>) {
+        if S::PER_CPU {
+            // SAFETY: a deferred object of this cache whose grace period has passed.
+            unsafe { self.free(object) };
+        } else {
+            // The epoch collector runs callbacks on whichever thread pins next, often one
+            // that never uses this cache: a per-thread slot there would keep the object
+            // until that thread exits, out of reach of `shrink`. Straight to the slabs.
+            self.counters.add_shared(Stat::FreeSlowpath, 1);
+            // SAFETY: as above.
+            unsafe { self.pool.free(object) };
+        }
+    }
+}

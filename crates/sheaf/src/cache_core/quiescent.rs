@@ -1,0 +1,73 @@
+//! Orphans and shrink: the paths that empty slots other than the caller's.
+//!
+//! Exited threads' per-thread slots (orphans) are adopted by the next slow path that looks
+//! for objects, by `shrink`, `barrier` and the accounting check; `shrink` empties every slot it
+//! can reach and the barns, then gives the empty slabs back.
+
+use std::mem;
+
+use super::CacheCore;
+use crate::sheaf::OwnedSheaf;
+use crate::slot::{REACH_PATIENCE, Reach, SlotSheaves, SlotStrategy};
+use crate::stats::{Counters, Stat, Tally};
+
+impl<S: SlotStrategy> CacheCore<S> {
+    /// Per-thread: flushes the sheaves of exited threads' slots and folds their counters into
+    /// the shared block; their `rcu_free` sheaves wait in `orphan_rcu` for the cache.
+    pub(super) fn adopt_orphans(&self) {
+        // Flushed after the registry lock is released: a flush may release a slab, and the
+        // page source may call into this cache (whose slot lookups and `stats` take the lock).
+        let mut retired = Vec::new();
+        let mut transit = None;
+        self.slots.adopt_orphans(
+            &mut |sheaves: &mut SlotSheaves, counters: &Counters, _node| {
+                // Under the registry lock, before the slot leaves it.
+                transit.get_or_insert_with(|| self.transit.begin());
+                retired.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
+                retired.extend(sheaves.spare.take());
+                // Into `orphan_rcu` before the slot leaves the registry (whose lock is held):
+                // a barrier that finds the orphan gone finds its sheaves there.
+                self.orphan_rcu
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(sheaves.take_rcu());
+                for &stat in Stat::ALL {
+                    self.counters.add_shared(stat, counters.get(stat));
+                }
+            },
+        );
+        let tally = Tally::shared(&self.counters);
+        for sheaf in retired {
+            self.discard(sheaf, tally);
+        }
+        drop(transit);
+    }
+
+    /// Empties a slot's `main` and `spare` into the slabs and frees them.
+    fn retire(&self, sheaves: &mut SlotSheaves, _node: usize) {
+        let tally = Tally::shared(&self.counters);
+        let main = mem::replace(&mut sheaves.main, OwnedSheaf::none());
+        self.discard(main, tally);
+        if let Some(spare) = sheaves.spare.take() {
+            self.discard(spare, tally);
+        }
+    }
+
+    /// Returns every cached sheaf and empty slab the caller can reach (C-OBJ-5). The cache
+    /// takes and submits the `rcu_free` sheaves first ([`CacheCore::take_rcu_sheaves`]).
+    pub(crate) fn shrink(&self) {
+        // Another thread's adoption still holds sheaves of exited threads.
+        self.transit.wait_for_others();
+        self.slots
+            .for_each_reachable(REACH_PATIENCE, Reach::All, |sheaves, _, node| {
+                self.retire(sheaves, node)
+            });
+        let tally = Tally::shared(&self.counters);
+        for barn in self.barns.iter() {
+            for sheaf in barn.drain() {
+                self.discard(sheaf, tally);
+            }
+        }
+        self.pool.shrink();
+    }
+}

@@ -1,0 +1,311 @@
+//! Per-thread slots ([`PerThread`](crate::PerThread), for comparison): the lookup's slow path,
+//! the hand-over on a drain request, and how other threads reach a live thread's slot.
+//!
+//! One slot per (thread, cache), created on the thread's first operation. Only its thread
+//! ever touches it while the thread lives. It is found through the thread-local one-entry
+//! cache of `last_slot`, whose states say whether the thread holds a slot; a miss looks the
+//! slot up in the thread's list (`registry`), creating it on the cache's first use. When the
+//! thread exits, its slot is marked orphaned; the cache adopts orphaned slots (flushes their
+//! sheaves) on its next slow path that looks for objects, at `shrink`, at `barrier` and at
+//! drop (C-CONC-2).
+//!
+//! # Reaching other live threads' slots
+//!
+//! `shrink`, `barrier` and the accounting check reach every live thread's slot too
+//! (C-CONC-4), without waiting for its owner ([`SlotTable::take_remote`]). Since the fast path
+//! writes no flag, whether an owner is between operations is decided from outside, and a
+//! fourth thread-local state exists: `id` is [`REVOKED`], a value no cache has, stored by a
+//! *taker* (another thread) so that the owner's next operation takes the lookup's slow path.
+//! A taker:
+//!
+//! 1. takes the slot's `lock` byte (`REMOTE`; per-thread slots use it for takers only), which
+//!    the owner's lookup slow path checks after publishing its id ([`LastSlot::claim`]: a
+//!    swap and a load, sequentially consistent against the taker's compare-exchange and
+//!    read, so one of the two sees the other) and which the owner's exit waits for;
+//! 2. revokes the owner's `id` if it names this cache (a compare-exchange): from then on
+//!    the owner's operations find the slot busy and go to the slabs, as with a busy CPU slot;
+//!    if `id` marks this slot held, the owner is inside a slow path and is not taken;
+//! 3. reads the owner's scheduling state from `/proc/self/task/<tid>/stat`: only a thread
+//!    asleep in the kernel (`S`: blocked on a lock, a channel, a sleep, I/O) is taken. Fast
+//!    paths make no system call, so such a thread is not inside one. A running, runnable,
+//!    stopped (`T`) or uninterruptible (`D`) thread may be, and is not waited for;
+//! 4. reads `id` again (an owner that was inside a fast path at step 2 may have gone on to
+//!    hold the slot and sleep inside a slow path), and then empties the slot under its lock.
+//!
+//! An owner that cannot be taken gets a drain request (`drain`) and its `id` revoked; its
+//! next operation on the cache (or the release of the slow path it is in, which looks at the
+//! request after a swap of `id`) moves the sheaves asked for out to the cache's registry
+//! (every sheaf for `shrink` and the accounting check; only the `rcu_free` ones for `barrier`
+//! and the hand-over thread, which also skip a slot whose `rcu_pending` mark says it has none,
+//! so that a thread that never defers is never disturbed by them), where
+//! the next adoption (a slow path looking for objects, `shrink`, `barrier`, the accounting
+//! check) flushes them or submits their `rcu_free` sheaves. So `shrink` and `barrier` reach
+//! at once every thread that is asleep, exited or the caller; a thread that is running when
+//! they look is reached at its next operation, by the next `shrink` or `barrier`; and
+//! neither waits for any thread to run. The accounting check counts every slot it reaches
+//! and checks the equation only when it reached them all.
+//!
+//! Assumption behind step 3: a signal handler that interrupts an operation of a per-thread
+//! cache neither calls into that cache (which the one-entry cache already rules out) nor
+//! sleeps in the kernel before it returns. A per-thread slot's owner pays nothing on its fast
+//! path for any of this; a marker store at the start and the end of each fast path, which
+//! would let a taker use `membarrier` instead of `/proc`, would cost two instructions per
+//! operation (`docs/decisions.md`).
+//!
+//! A deferred free that completes (the epoch collector runs it on whichever thread pins
+//! next) goes straight to the slabs under this strategy instead of into a foreign thread's
+//! slot.
+
+use std::marker::PhantomData;
+use std::mem;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::last_slot::{LAST_SLOT, LastSlot, REVOKED};
+use super::{Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
+use crate::stats::Counters;
+use slab::rseq::{FREE, LOCAL, REMOTE};
+
+/// Per-thread: how long `shrink`, `barrier` and the accounting check keep trying a live
+/// thread's slot that they could not take (its owner was running), before they leave the drain
+/// request.
+pub(crate) const REACH_PATIENCE: Duration = Duration::from_millis(20);
+
+/// The outcome of [`SlotTable::take_remote`].
+enum Take {
+    /// The caller holds the slot (`REMOTE`) and may empty it; it releases the lock.
+    Taken,
+    /// Orphaned, or being orphaned by its exiting owner: adoption deals with it.
+    Gone,
+    /// The owner may be inside an operation (a drain request was left), or another taker
+    /// holds the slot: not reached now.
+    Requested,
+}
+
+/// Whether thread `tid` of this process is asleep in the kernel (state `S` in `/proc`), and
+/// so not inside a fast path, which makes no system call. `false` when it cannot be told.
+#[cfg(not(loom))]
+fn thread_sleeps(tid: i32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`: the command may contain spaces and parentheses.
+    let Some(close) = stat.iter().rposition(|&byte| byte == b')') else {
+        return false;
+    };
+    stat.get(close + 2) == Some(&b'S')
+}
+
+#[cfg(loom)]
+fn thread_sleeps(_tid: i32) -> bool {
+    false
+}
+
+impl<S: SlotStrategy> SlotTable<S> {
+    /// Per-thread: the calling thread's slot, found in the thread's list (created and
+    /// registered when `create` is set and there is none) and left in the thread-local with
+    /// this cache's id. `None` when the thread holds a slot (re-entry), has no slot and may
+    /// not create one, or is exiting.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn thread_slot_slow(&self, create: bool) -> Option<&Slot> {
+        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+            return None;
+        }
+        // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
+        let slot = unsafe { &*self.thread_slot_lookup(create)? };
+        if slot.drain.load(Ordering::Acquire) != 0 && !self.hand_over(slot) {
+            return None;
+        }
+        LAST_SLOT
+            .with(|last| last.claim(self.id, slot))
+            .then_some(slot)
+    }
+
+    /// Per-thread: a taker asked for the calling thread's `slot`; moves its sheaves out to the
+    /// registry, where the cache's next adoption of orphans (any slow path that looks for
+    /// objects, `shrink`, `barrier`, the accounting check) takes them. `false` when a taker
+    /// holds the slot now (it empties the slot itself).
+    #[cold]
+    fn hand_over(&self, slot: &Slot) -> bool {
+        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+            return false;
+        }
+        let asked = slot.drain.swap(0, Ordering::Relaxed);
+        // SAFETY: this thread holds its slot (the thread-local marks it held and no taker
+        // holds its lock, see `LastSlot::claim`).
+        let mine = unsafe { slot.sheaves_mut() };
+        let sheaves = if asked == Reach::Rcu as u8 {
+            SlotSheaves {
+                rcu_waiting: mine.take_rcu().collect(),
+                ..SlotSheaves::new()
+            }
+        } else {
+            self.threads.drained.fetch_add(1, Ordering::Relaxed);
+            mem::replace(mine, SlotSheaves::new())
+        };
+        slot.rcu_pending.store(false, Ordering::Relaxed);
+        let empty = sheaves.main.is_none()
+            && sheaves.spare.is_none()
+            && sheaves.rcu_free.is_none()
+            && sheaves.rcu_waiting.is_empty();
+        if !empty {
+            self.threads
+                .handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((sheaves, slot.node));
+            self.threads.orphans.fetch_add(1, Ordering::Release);
+        }
+        LAST_SLOT.with(|last| last.id.store(REVOKED, Ordering::Relaxed));
+        true
+    }
+
+    /// Per-thread: holds the calling thread's slot if it has one (never creates it), and
+    /// withdraws any drain request: the caller empties what it needs itself.
+    fn hold_own_slot(&self) -> Option<SlotGuard<'_, S>> {
+        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+            return None;
+        }
+        // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
+        let slot = unsafe { &*self.thread_slot_lookup(false)? };
+        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+            return None;
+        }
+        slot.drain.store(0, Ordering::Relaxed);
+        Some(SlotGuard {
+            slot,
+            cache_id: self.id,
+            _strategy: PhantomData,
+        })
+    }
+
+    /// Per-thread part of [`SlotTable::for_each_reachable`]; see there.
+    pub(super) fn for_each_thread_slot(
+        &self,
+        patience: Duration,
+        reach: Reach,
+        f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize),
+    ) -> usize {
+        let start = Instant::now();
+        let mut own_unreached = 0;
+        let own = loop {
+            if let Some(mut own) = self.hold_own_slot() {
+                let (counters, node) = (own.counters(), own.node());
+                f(own.sheaves(), counters, node);
+                own.slot.note_rcu_left(own.sheaves());
+                break own.slot as *const Slot;
+            }
+            let Some(own) = self.thread_slot_lookup(false) else {
+                break std::ptr::null();
+            };
+            // The caller's own slot exists but cannot be held: this thread is inside an
+            // operation (re-entry), or another thread (a shrink, a barrier, the hand-over
+            // thread) is emptying it from outside, which takes a moment.
+            if LAST_SLOT.with(LastSlot::holds_a_slot) || start.elapsed() >= patience {
+                own_unreached = 1;
+                break own;
+            }
+            std::thread::yield_now();
+        };
+        // A snapshot, so that `f` (which may call the page source, and so this cache) runs
+        // without the registry's lock; the `Arc`s keep the slots alive meanwhile.
+        let mut others: Vec<Arc<Slot>> = self
+            .threads
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|slot| !std::ptr::eq(Arc::as_ptr(slot), own))
+            .filter(|slot| reach == Reach::All || slot.rcu_pending.load(Ordering::SeqCst))
+            .cloned()
+            .collect();
+        for attempt in 0.. {
+            if attempt > 0 {
+                if start.elapsed() >= patience {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            others.retain(|slot| match self.take_remote(slot, reach) {
+                Take::Taken => {
+                    // SAFETY: `take_remote` took the slot: its owner is outside every
+                    // operation and cannot start one on it until we release the lock.
+                    let sheaves = unsafe { slot.sheaves_mut() };
+                    f(sheaves, &slot.counters, slot.node);
+                    slot.note_rcu_left(sheaves);
+                    slot.unlock();
+                    false
+                }
+                Take::Gone => false,
+                Take::Requested => true,
+            });
+            if others.is_empty() {
+                break;
+            }
+        }
+        others.len() + own_unreached
+    }
+
+    /// Per-thread: tries to take another live thread's `slot` without waiting for its owner.
+    ///
+    /// The owner's fast paths write no flag (they only compare the thread-local's id with
+    /// the cache's), so whether the owner is between operations is decided from outside:
+    ///
+    /// 1. the slot's lock is taken (`REMOTE`), which the owner's lookup slow path checks
+    ///    (see [`LastSlot::claim`]) and the owner's exit waits for;
+    /// 2. the owner's thread-local id, if it names this cache, is revoked: any operation the
+    ///    owner starts from now on takes the lookup's slow path, finds the lock and goes
+    ///    to the slabs directly, as with a busy CPU slot. If the thread-local marks this
+    ///    slot held, the owner is inside a slow path: no take;
+    /// 3. the owner's scheduling state is read from `/proc`: only a thread asleep in the
+    ///    kernel (`S`) is taken. Fast paths make no system calls, so a sleeping owner is not
+    ///    inside one; a running, runnable, stopped or uninterruptible one may be;
+    /// 4. the thread-local is read again: an owner that was inside a fast path when the id
+    ///    was revoked, then held the slot and slept inside a slow path, shows it held.
+    ///
+    /// Otherwise a drain request is left on the slot and the lock released: the owner's next
+    /// operation (its id is revoked, or its current slow path revokes it on release) hands
+    /// the sheaves over.
+    fn take_remote(&self, slot: &Slot, reach: Reach) -> Take {
+        match slot
+            .lock
+            .compare_exchange(FREE, REMOTE, Ordering::SeqCst, Ordering::Relaxed)
+        {
+            Ok(_) => {}
+            // The exiting owner, which orphans it for adoption.
+            Err(LOCAL) => return Take::Gone,
+            // Another taker (a shrink, a barrier, an accounting check), which may take only
+            // part of it (the `rcu_free` sheaves): not reached, tried again.
+            Err(_) => return Take::Requested,
+        }
+        if slot.orphaned.load(Ordering::Acquire) {
+            slot.unlock();
+            return Take::Gone;
+        }
+        // SAFETY: the slot is not orphaned and we hold its lock, so its owner has not passed
+        // the point of its exit that waits for the lock: its thread-local is alive.
+        let owner = unsafe { &*slot.owner };
+        let in_use = |id: u64| {
+            id == self.id || (id == 0 && std::ptr::eq(owner.slot.load(Ordering::Relaxed), slot))
+        };
+        let _ = owner
+            .id
+            .compare_exchange(self.id, REVOKED, Ordering::SeqCst, Ordering::Relaxed);
+        if !in_use(owner.id.load(Ordering::SeqCst))
+            && thread_sleeps(slot.tid)
+            && !in_use(owner.id.load(Ordering::SeqCst))
+        {
+            return Take::Taken;
+        }
+        // The request before the revocation: an owner that releases a hold after the
+        // compare-exchange failed on it sees the request (see `SlotGuard`'s drop).
+        slot.drain.fetch_max(reach as u8, Ordering::SeqCst);
+        let _ = owner
+            .id
+            .compare_exchange(self.id, REVOKED, Ordering::SeqCst, Ordering::Relaxed);
+        slot.unlock();
+        Take::Requested
+    }
+}

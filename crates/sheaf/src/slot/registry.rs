@@ -1,0 +1,160 @@
+//! The per-thread registry: every per-thread slot of a cache, each thread's list of its slots
+//! across caches, and what exited threads (orphans) and drained ones leave for adoption.
+
+use std::cell::RefCell;
+use std::mem;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::last_slot::{LAST_SLOT, LastSlot};
+use super::{Slot, SlotSheaves, SlotStrategy, SlotTable};
+use crate::stats::Counters;
+use slab::rseq::{FREE, LOCAL};
+
+/// Per-thread slots of one cache, and the orphans of exited threads.
+#[derive(Debug, Default)]
+pub(super) struct ThreadRegistry {
+    /// Every slot of a live thread, and every orphan not yet adopted.
+    pub(super) slots: Mutex<Vec<Arc<Slot>>>,
+    /// Orphaned slots and handed-over sheaves waiting to be adopted.
+    pub(super) orphans: AtomicUsize,
+    /// Sheaves that live threads handed over on a drain request, with their slot's node.
+    pub(super) handed: Mutex<Vec<(SlotSheaves, usize)>>,
+    /// Drain requests for every sheaf that owners honoured (`slot_drained` in the stats;
+    /// a counter of its own, as a slot's counter block has no room left in its 256 bytes).
+    pub(super) drained: AtomicU64,
+}
+
+/// One entry of a thread's list: its slot of the cache `cache_id`, and that cache's registry
+/// (dead once the cache is dropped).
+pub(super) struct ThreadEntry {
+    pub(super) cache_id: u64,
+    pub(super) slot: Arc<Slot>,
+    registry: Weak<ThreadRegistry>,
+}
+
+/// The calling thread's per-thread slots, across caches.
+pub(super) struct ThreadSlots {
+    pub(super) entries: RefCell<Vec<ThreadEntry>>,
+}
+
+impl Drop for ThreadSlots {
+    fn drop(&mut self) {
+        // Later thread-local destructors must not reach a slot through the one-entry cache.
+        let _ = LAST_SLOT.try_with(|last| {
+            last.id.store(0, Ordering::Relaxed);
+            last.slot.store(std::ptr::null_mut(), Ordering::Relaxed);
+        });
+        for entry in self.entries.get_mut().drain(..) {
+            if let Some(registry) = entry.registry.upgrade() {
+                // A taker reads this thread's thread-local while it holds the slot's lock and
+                // finds the slot not orphaned: wait out the one at work (a short section that
+                // runs no operation of ours) before the thread-local can go away.
+                while entry
+                    .slot
+                    .lock
+                    .compare_exchange(FREE, LOCAL, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    std::thread::yield_now();
+                }
+                // Release: the adopter that sees the flag sees every write this thread made
+                // to the slot.
+                entry.slot.orphaned.store(true, Ordering::Release);
+                entry.slot.unlock();
+                registry.orphans.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+thread_local! {
+    pub(super) static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
+}
+
+impl Slot {
+    /// Per-thread: a slot owned by the calling thread.
+    pub(super) fn for_this_thread(node: usize) -> Self {
+        Self {
+            owner: LAST_SLOT.with(|last| last as *const LastSlot),
+            #[cfg(not(loom))]
+            tid: rustix::thread::gettid().as_raw_nonzero().get(),
+            ..Self::new(node)
+        }
+    }
+}
+
+impl<S: SlotStrategy> SlotTable<S> {
+    /// Per-thread: the calling thread's slot, from its list (created and registered when
+    /// `create` is set and there is none).
+    pub(super) fn thread_slot_lookup(&self, create: bool) -> Option<*const Slot> {
+        THREAD_SLOTS
+            .try_with(|slots| {
+                let mut entries = slots.entries.try_borrow_mut().ok()?;
+                entries.retain(|entry| entry.registry.strong_count() > 0);
+                if let Some(entry) = entries.iter().find(|entry| entry.cache_id == self.id) {
+                    return Some(Arc::as_ptr(&entry.slot));
+                }
+                if !create {
+                    return None;
+                }
+                let slot = Arc::new(Slot::for_this_thread(self.current_node()));
+                self.threads
+                    .slots
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Arc::clone(&slot));
+                let raw = Arc::as_ptr(&slot);
+                entries.push(ThreadEntry {
+                    cache_id: self.id,
+                    slot,
+                    registry: Arc::downgrade(&self.threads),
+                });
+                Some(raw)
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Whether exited threads left slots to adopt (one load).
+    #[inline]
+    pub(crate) fn has_orphans(&self) -> bool {
+        // Acquire, paired with the adopter's release: one that finds no orphans left sees
+        // what their adopter put in the cache's `orphan_rcu`.
+        !S::PER_CPU && self.threads.orphans.load(Ordering::Acquire) != 0
+    }
+
+    /// Per-thread: runs `f` on each orphaned slot, then unregisters it. Its counters are
+    /// passed to `f` so the caller can fold them into the shared block.
+    /// Sheaves that live threads handed over on a drain request are passed too, with an
+    /// empty counter block (their counters stay in the live slot).
+    pub(crate) fn adopt_orphans(&self, f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize)) {
+        if !self.has_orphans() {
+            return;
+        }
+        let mut slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let handed = mem::take(
+            &mut *self
+                .threads
+                .handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut adopted = handed.len();
+        let none = Counters::default();
+        for (mut sheaves, node) in handed {
+            f(&mut sheaves, &none, node);
+        }
+        slots.retain(|slot| {
+            if !slot.orphaned.load(Ordering::Acquire) {
+                return true;
+            }
+            // SAFETY: the owner thread has exited (Acquire pairs with its Release store), and
+            // adoption runs under the registry mutex, so no one else touches the slot.
+            f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
+            adopted += 1;
+            false
+        });
+        self.threads.orphans.fetch_sub(adopted, Ordering::Release);
+    }
+}
