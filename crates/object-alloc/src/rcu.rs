@@ -54,6 +54,8 @@
 //!   owns "one side at a time holds a buffer" and the in-flight count;
 //! - `handover`: the hand-over thread and its tick; owns "no callback waits for its own
 //!   thread to run again";
+//! - `thread`: starts the hand-over thread without `std::thread`, whose start takes a
+//!   process-wide lock that a fork can leave held in the child;
 //! - `deferrer`: [`Deferrer`], [`Reservation`], [`DeferTarget`]; owns the pending count.
 
 mod buffer;
@@ -62,6 +64,7 @@ mod generation;
 mod handover;
 #[cfg(test)]
 mod tests;
+mod thread;
 
 use std::time::Duration;
 

@@ -53,12 +53,10 @@ impl Generation {
         state.started = true;
         self.monitor.awake.store(true, Ordering::SeqCst);
         // If the thread cannot be started, callbacks still start their grace period when a
-        // buffer fills or a barrier runs.
-        let _ = std::thread::Builder::new()
-            .name("rcu-hand-over".into())
-            // It runs deferred callbacks (design code, page sources), nothing deeper.
-            .stack_size(256 << 10)
-            .spawn(move || self.monitor_loop());
+        // buffer fills or a barrier runs. It runs deferred callbacks (design code, page
+        // sources), nothing deeper than 256 KiB of stack.
+        let _ =
+            super::thread::spawn_detached(c"rcu-hand-over", 256 << 10, move || self.monitor_loop());
     }
 
     fn monitor_loop(&'static self) {

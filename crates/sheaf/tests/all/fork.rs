@@ -112,6 +112,35 @@ fn hammer<S: SlotStrategy>(cache: &Cache<S>, stop: &AtomicBool, shrinks: bool) {
     unsafe { cache.free_bulk(&kept) };
 }
 
+/// Runs `body` on a new thread started with `pthread_create` and joins it; `false` if it
+/// could not start or panicked.
+///
+/// Not `std::thread::spawn`: the standard library registers each thread it starts or ends in
+/// a table behind a process-wide mutex, which stays locked for ever in a child forked while a
+/// parent thread held it (the test harness starts and ends threads all the time), and the
+/// child's spawn would hang on it. That is the standard library's limit, not the cache's.
+fn pthread_run(body: impl FnOnce() -> bool + Send) -> bool {
+    type Body<'a> = Box<dyn FnOnce() -> bool + Send + 'a>;
+    extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the `Body` boxed below for this thread alone, taken once.
+        let body = unsafe { Box::from_raw(arg.cast::<Body<'_>>()) };
+        let passed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(false);
+        usize::from(passed) as *mut libc::c_void
+    }
+    let arg = Box::into_raw(Box::new(Box::new(body) as Body<'_>));
+    let mut thread = MaybeUninit::<libc::pthread_t>::uninit();
+    // SAFETY: `start` owns `arg` when the thread starts (taken back here otherwise), and the
+    // thread is joined before this function returns, so `body`'s borrows outlive it.
+    unsafe {
+        if libc::pthread_create(thread.as_mut_ptr(), std::ptr::null(), start, arg.cast()) != 0 {
+            drop(Box::from_raw(arg));
+            return false;
+        }
+        let mut result = std::ptr::null_mut();
+        libc::pthread_join(thread.assume_init(), &mut result) == 0 && !result.is_null()
+    }
+}
+
 /// What a child does with the cache: every operation, checking that no object it gets is one
 /// the forking thread holds or one it already has; then it drops the cache.
 fn child_body<S: SlotStrategy>(cache: &Arc<Cache<S>>, mine: &[NonNull<u8>]) -> bool {
@@ -146,7 +175,7 @@ fn child_body<S: SlotStrategy>(cache: &Arc<Cache<S>>, mine: &[NonNull<u8>]) -> b
     }
     // A thread started in the child uses the cache too.
     let (cache2, count) = (Arc::clone(cache), objects.len());
-    let other = std::thread::spawn(move || {
+    let other = pthread_run(move || {
         let objects: Vec<_> = (0..100)
             .map_while(|_| cache2.alloc(AllocFlags::empty()))
             .collect();
@@ -155,7 +184,7 @@ fn child_body<S: SlotStrategy>(cache: &Arc<Cache<S>>, mine: &[NonNull<u8>]) -> b
         unsafe { cache2.free_bulk(&objects) };
         distinct
     });
-    if !other.join().unwrap_or(false) || !objects.iter().all(|&object| stamped(object)) {
+    if !other || !objects.iter().all(|&object| stamped(object)) {
         return false;
     }
     let (first, rest) = objects.split_at(count / 2);
@@ -250,4 +279,65 @@ fn c_conc_3_fork_per_cpu_cache_without_sheaves() {
 #[test]
 fn c_conc_3_fork_per_thread_cache() {
     fork_stress::<PerThread>(16, false);
+}
+
+/// A child's first deferral starts the child's hand-over thread (the parent's is gone), here
+/// in children forked while two parent threads start and end threads without pause. The
+/// standard library's thread start takes a process-wide lock that such a fork may leave held
+/// in the child, so the hand-over thread is started without it; the child's deferred free
+/// completes without a barrier (the hand-over thread runs its grace period).
+#[test]
+fn c_conc_3_child_deferral_starts_the_hand_over_thread() {
+    const CHILDREN: usize = 150;
+    let cache: Arc<Cache<PerCpu>> = Arc::new(Cache::new(&CacheConfig::new(64)).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let churners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::spawn(|| {}).join().unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for _ in 0..CHILDREN {
+        let outcome = in_child(CHILD_TIMEOUT, || {
+            let Some(object) = cache.alloc(AllocFlags::empty()) else {
+                return false;
+            };
+            let live = || cache.stats().live_objects.unwrap_or(u64::MAX);
+            let before = live();
+            // SAFETY: allocated just above, freed once, never read.
+            unsafe { cache.free_deferred(object) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while live() >= before {
+                if std::time::Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            true
+        });
+        outcomes.push(outcome);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for churner in churners {
+        churner.join().unwrap();
+    }
+    let passed = outcomes
+        .iter()
+        .filter(|&&outcome| outcome == ChildOutcome::Passed)
+        .count();
+    let hung = outcomes
+        .iter()
+        .filter(|&&outcome| outcome == ChildOutcome::Hung)
+        .count();
+    assert_eq!(
+        passed,
+        CHILDREN,
+        "of {CHILDREN} children, {hung} hung and {} failed",
+        CHILDREN - passed - hung
+    );
 }

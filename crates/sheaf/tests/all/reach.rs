@@ -302,7 +302,8 @@ unsafe impl PageSource for GatedPages {
     }
 
     unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
-        let hand_over = std::thread::current().name() == Some("rcu-hand-over");
+        let hand_over = std::fs::read_to_string("/proc/thread-self/comm")
+            .is_ok_and(|name| name.trim_end() == "rcu-hand-over");
         while hand_over && self.shut.load(Ordering::Acquire) {
             self.blocked.store(true, Ordering::Release);
             std::thread::sleep(Duration::from_millis(1));
