@@ -18,7 +18,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use object_alloc::{AllocError, CacheConfig, ConfigError, PageSource};
@@ -106,6 +106,12 @@ pub struct SlabPool {
     check_slow_paths: bool,
     alloc_slab: AtomicU64,
     free_slab: AtomicU64,
+    /// Empty slabs that frees unlinked where the page source must not be called (see
+    /// [`SlabPool::free_bulk_queued`]), linked through `next`, waiting to be given back.
+    queued: AtomicPtr<SlabHeader>,
+    /// How many slabs `queued` holds (still held from the page source, so counted in the
+    /// stats' `slabs`).
+    queued_slabs: AtomicU64,
 }
 
 impl fmt::Debug for SlabPool {
@@ -154,6 +160,8 @@ impl SlabPool {
             check_slow_paths: cfg!(debug_assertions) || config.debug.check_invariants,
             alloc_slab: AtomicU64::new(0),
             free_slab: AtomicU64::new(0),
+            queued: AtomicPtr::new(ptr::null_mut()),
+            queued_slabs: AtomicU64::new(0),
         };
         // Once the pool is whole (its `drop` unregisters them).
         for node in pool.nodes.iter() {
@@ -374,7 +382,8 @@ impl SlabPool {
 
     /// Gives the slabs of a `release` list (linked through `next`) back to the page source.
     #[cold]
-    fn release_slabs(&self, mut release: *mut SlabHeader) {
+    fn release_slabs(&self, mut release: *mut SlabHeader) -> u64 {
+        let mut released = 0;
         while let Some(slab) = NonNull::new(release) {
             // SAFETY: released slabs are unlinked from every list, so this is the only
             // reference to them.
@@ -390,7 +399,9 @@ impl SlabPool {
             // object of it is live.
             unsafe { self.source.free_chunk(slab.cast(), self.layout.slab_bytes) };
             self.free_slab.fetch_add(1, Ordering::Relaxed);
+            released += 1;
         }
+        released
     }
 
     #[inline]
@@ -411,6 +422,17 @@ impl SlabPool {
     ///
     /// As [`SlabPool::free_bulk`].
     unsafe fn free_objects(&self, objects: &[NonNull<u8>]) {
+        // SAFETY: forwarded.
+        unsafe { self.free_objects_then(objects, false) }
+    }
+
+    /// Frees `objects` without poisoning them; the slabs to release are queued instead when
+    /// `queue` is set.
+    ///
+    /// # Safety
+    ///
+    /// As [`SlabPool::free_bulk`].
+    unsafe fn free_objects_then(&self, objects: &[NonNull<u8>], queue: bool) {
         let layout = &self.layout;
         let mut start = 0;
         while start < objects.len() {
@@ -448,9 +470,55 @@ impl SlabPool {
                 }
             }
             if !release.is_null() {
-                self.release_slabs(release);
+                if queue {
+                    self.queue_slabs(release);
+                } else {
+                    let _ = self.release_slabs(release);
+                }
             }
         }
+    }
+
+    /// Pushes a `release` list (linked through `next`) on the queue of slabs to give back.
+    #[cold]
+    fn queue_slabs(&self, release: *mut SlabHeader) {
+        let (mut last, mut count) = (release, 1);
+        // SAFETY: the listed slabs are unlinked from every list and ours alone.
+        while let Some(next) = NonNull::new(unsafe { (*last).next }) {
+            last = next.as_ptr();
+            count += 1;
+        }
+        self.queued_slabs.fetch_add(count, Ordering::Relaxed);
+        let mut head = self.queued.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: as above; `last` is published only by the exchange below.
+            unsafe { (*last).next = head };
+            // Release: the thread that takes the list sees the links written here. The whole
+            // list is only ever taken at once (a swap), so a head seen here cannot come back
+            // as another slab's link.
+            match self.queued.compare_exchange_weak(
+                head,
+                release,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(current) => head = current,
+            }
+        }
+    }
+
+    /// Gives back the slabs that [`SlabPool::free_bulk_queued`] queued (one load when there
+    /// are none). Call it where the page source may be called.
+    #[inline]
+    pub fn release_queued(&self) {
+        if self.queued.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        // Acquire: pairs with the pushes' release.
+        let release = self.queued.swap(ptr::null_mut(), Ordering::Acquire);
+        let released = self.release_slabs(release);
+        self.queued_slabs.fetch_sub(released, Ordering::Relaxed);
     }
 
     /// Frees objects from any mix of slabs and nodes; slabs that become empty beyond
@@ -471,6 +539,25 @@ impl SlabPool {
         unsafe { self.free_objects(objects) }
     }
 
+    /// [`SlabPool::free_bulk`] for a caller that must not call the page source now (it holds
+    /// a CPU slot that other threads on its CPU would find busy meanwhile, as the kernel
+    /// drops its CPU lock around the page allocator): slabs that become empty beyond
+    /// `min_partial` are queued, and given back by the next [`SlabPool::release_queued`] (which
+    /// the caller makes once it can), [`SlabPool::shrink`] or the pool's drop.
+    ///
+    /// # Safety
+    ///
+    /// As [`SlabPool::free_bulk`].
+    pub unsafe fn free_bulk_queued(&self, objects: &[NonNull<u8>]) {
+        if self.poison {
+            for &object in objects {
+                self.poison_object(object);
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_objects_then(objects, true) }
+    }
+
     /// Frees one object.
     ///
     /// # Safety
@@ -482,8 +569,9 @@ impl SlabPool {
         unsafe { self.free_bulk(std::slice::from_ref(&object)) }
     }
 
-    /// Releases every empty slab to the page source.
+    /// Releases every empty slab to the page source (queued ones too).
     pub fn shrink(&self) {
+        self.release_queued();
         for node in 0..self.nodes.len() {
             let mut release: *mut SlabHeader = ptr::null_mut();
             {
@@ -508,7 +596,7 @@ impl SlabPool {
                     slab = prev;
                 }
             }
-            self.release_slabs(release);
+            let _ = self.release_slabs(release);
         }
     }
 
@@ -526,6 +614,7 @@ impl SlabPool {
             stats.objects_free += state.free_objects;
             stats.objects_in_use += state.slabs * per_slab - state.free_objects;
         }
+        stats.slabs += self.queued_slabs.load(Ordering::Relaxed);
         stats.slab_bytes = stats.slabs * self.layout.slab_bytes as u64;
         stats
     }

@@ -262,16 +262,19 @@ impl<S: SlotStrategy> CacheCore<S> {
         if self.capacity == 0 {
             tally.add(Stat::FreeSlowpath, 1);
             // SAFETY: the caller's object, live, of this cache.
-            unsafe { self.pool.free(object) };
-            return;
+            unsafe { self.pool.free_bulk_queued(std::slice::from_ref(&object)) };
+        } else {
+            let sheaves = slot.sheaves();
+            self.make_room(sheaves, node, tally);
+            sheaves.main.push(object).expect("make_room leaves room");
+            tally.add(Stat::FreeFastpath, 1);
         }
-        let sheaves = slot.sheaves();
-        self.make_room(sheaves, node, tally);
-        sheaves.main.push(object).expect("make_room leaves room");
-        tally.add(Stat::FreeFastpath, 1);
+        drop(slot);
+        self.pool.release_queued();
     }
 
-    /// Makes a full `main` (or the sentinel) have room: spare, barn, else flush.
+    /// Makes a full `main` (or the sentinel) have room: spare, barn, else flush. The caller
+    /// holds the slot, and releases queued slabs after it lets the slot go.
     pub(super) fn make_room(&self, sheaves: &mut SlotSheaves, node: usize, tally: Tally<'_>) {
         debug_assert!(sheaves.main.is_full());
         if sheaves.main.is_none() {
@@ -295,7 +298,7 @@ impl<S: SlotStrategy> CacheCore<S> {
             Ok(Some(empty)) => empty,
             Ok(None) => self.new_sheaf(tally),
             Err(mut full) => {
-                self.flush(&mut full, tally);
+                self.flush_held(&mut full, tally);
                 full
             }
         };

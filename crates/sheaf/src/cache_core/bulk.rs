@@ -108,6 +108,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let node = slot.node();
         let sheaves = slot.sheaves();
         let mut rest = objects;
+        let mut made_room = false;
         loop {
             // A block copy into `main`'s room, not one push per object.
             rest = &rest[sheaves.main.push_slice(rest)..];
@@ -116,7 +117,12 @@ impl<S: SlotStrategy> CacheCore<S> {
             }
             // `main` is full (or the sentinel): `make_room` leaves it room for at least one.
             self.make_room(sheaves, node, tally);
+            made_room = true;
         }
         tally.add(Stat::FreeFastpath, objects.len() as u64);
+        if made_room {
+            drop(slot);
+            self.pool.release_queued();
+        }
     }
 }

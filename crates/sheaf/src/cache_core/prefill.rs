@@ -216,8 +216,10 @@ impl<S: SlotStrategy> CacheCore<S> {
                 match slot.as_mut() {
                     Some(slot) if from_spare => slot.sheaves().spare = Some(sheaf),
                     _ if sheaf.is_empty() => self.stash_empty(sheaf, node, tally),
-                    _ => self.discard(sheaf, tally),
+                    _ => self.discard_held(sheaf, tally),
                 }
+                drop(slot);
+                self.pool.release_queued();
                 return Err(error);
             }
         }

@@ -43,13 +43,14 @@ impl<S: SlotStrategy> CacheCore<S> {
         drop(transit);
     }
 
-    /// Empties a slot's `main` and `spare` into the slabs and frees them.
+    /// Empties a slot's `main` and `spare` into the slabs and frees them; the slot is held,
+    /// so emptied slabs are queued for the shrink's end.
     fn retire(&self, sheaves: &mut SlotSheaves, _node: usize) {
         let tally = Tally::shared(&self.counters);
         let main = mem::replace(&mut sheaves.main, OwnedSheaf::none());
-        self.discard(main, tally);
+        self.discard_held(main, tally);
         if let Some(spare) = sheaves.spare.take() {
-            self.discard(spare, tally);
+            self.discard_held(spare, tally);
         }
     }
 

@@ -40,9 +40,29 @@ impl<S: SlotStrategy> CacheCore<S> {
         tally.add(Stat::SheafFlush, 1);
     }
 
+    /// [`CacheCore::flush`] for a caller that holds a CPU slot: slabs it empties beyond what
+    /// the pool keeps are queued, not given to the page source, which the caller's
+    /// `SlabPool::release_queued` does once the slot is released (as the kernel drops its
+    /// CPU lock around the page allocator), or the next shrink.
+    pub(super) fn flush_held(&self, sheaf: &mut OwnedSheaf, tally: Tally<'_>) {
+        if sheaf.is_empty() {
+            return;
+        }
+        // SAFETY: a sheaf holds free objects of this cache, each once; they leave the sheaf.
+        unsafe { self.pool.free_bulk_queued(sheaf.objects()) };
+        sheaf.clear();
+        tally.add(Stat::SheafFlush, 1);
+    }
+
     /// Flushes and frees a sheaf.
     pub(super) fn discard(&self, mut sheaf: OwnedSheaf, tally: Tally<'_>) {
         self.flush(&mut sheaf, tally);
+        self.free_sheaf(sheaf, tally);
+    }
+
+    /// [`CacheCore::discard`] with a CPU slot held (see [`CacheCore::flush_held`]).
+    pub(super) fn discard_held(&self, mut sheaf: OwnedSheaf, tally: Tally<'_>) {
+        self.flush_held(&mut sheaf, tally);
         self.free_sheaf(sheaf, tally);
     }
 

@@ -1,6 +1,6 @@
 //! No operation waits for a descheduled thread (C-CONC-4): a thread blocked inside the page
-//! source, in the middle of a refill, holds up no other thread on its CPU, and the refill
-//! does not keep the CPU slot while the page source runs.
+//! source, in the middle of a refill or of a flush that gives slabs back, holds up no other
+//! thread on its CPU, and does not keep the CPU slot while the page source runs.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +12,15 @@ use sheaf::{Cache, SlotStrategy};
 
 use crate::common::*;
 
-/// Pages whose next `alloc_chunk` after [`GatedPages::arm`] blocks until
-/// [`GatedPages::open`] (or a time-out, so that a failing test cannot hang): the caller is
-/// descheduled inside the allocator, as a page allocator that sleeps would leave it.
+/// Pages whose next `alloc_chunk` after [`GatedPages::arm`] (or next `free_chunk` after
+/// [`GatedPages::arm_free`]) blocks until [`GatedPages::open`] (or a time-out, so that a
+/// failing test cannot hang): the caller is descheduled inside the allocator, as a page
+/// allocator that sleeps would leave it.
 #[derive(Debug, Default)]
 struct GatedPages {
     inner: slab::MmapPages,
     armed: AtomicBool,
+    armed_free: AtomicBool,
     /// (a caller is blocked inside, the gate is open)
     state: Mutex<(bool, bool)>,
     changed: Condvar,
@@ -28,6 +30,22 @@ impl GatedPages {
     fn arm(&self) {
         *self.state.lock().unwrap() = (false, false);
         self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn arm_free(&self) {
+        *self.state.lock().unwrap() = (false, false);
+        self.armed_free.store(true, Ordering::SeqCst);
+    }
+
+    /// Blocks the caller until the gate opens (at most 10 s).
+    fn block(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        self.changed.notify_all();
+        let _ = self
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(10), |(_, open)| !*open)
+            .unwrap();
     }
 
     /// Waits until a caller is blocked inside; `false` after 10 s.
@@ -54,18 +72,15 @@ unsafe impl PageSource for GatedPages {
 
     fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, PageError> {
         if self.armed.swap(false, Ordering::SeqCst) {
-            let mut state = self.state.lock().unwrap();
-            state.0 = true;
-            self.changed.notify_all();
-            let _ = self
-                .changed
-                .wait_timeout_while(state, Duration::from_secs(10), |(_, open)| !*open)
-                .unwrap();
+            self.block();
         }
         self.inner.alloc_chunk(bytes)
     }
 
     unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+        if self.armed_free.swap(false, Ordering::SeqCst) {
+            self.block();
+        }
         // SAFETY: forwarded: the chunk came from `inner`.
         unsafe { self.inner.free_chunk(chunk, bytes) }
     }
@@ -98,18 +113,30 @@ fn busy<S: SlotStrategy>(cache: &Cache<S>) -> u64 {
 /// allocation and free find the CPU slot free (the first thread released it before calling
 /// the page source). `first` returns an object it allocated, which is freed here.
 fn blocked_in_the_page_source<S: SlotStrategy>(first: impl FnOnce(&Cache<S>) -> usize + Send) {
+    blocked_in_the_page_source_with::<S>(CacheConfig::new(64), GatedPages::arm, |cache, _| {
+        first(cache)
+    });
+}
+
+/// [`blocked_in_the_page_source`] with a config (its page source replaced) and the gate
+/// armed by `arm`; `first` gets the gate too, to arm it itself when it is ready.
+fn blocked_in_the_page_source_with<S: SlotStrategy>(
+    config: CacheConfig,
+    arm: fn(&GatedPages),
+    first: impl FnOnce(&Cache<S>, &GatedPages) -> usize + Send,
+) {
     let pages = Arc::new(GatedPages::default());
-    let config = CacheConfig::new(64)
+    let config = config
         .with_sheaf_capacity(8)
         .with_page_source(pages.clone() as Arc<dyn PageSource>);
     let cache: Cache<S> = Cache::new(&config).unwrap();
     let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
     pin(cpu);
     std::thread::scope(|s| {
-        pages.arm();
+        arm(&pages);
         let blocked = s.spawn(|| {
             pin(cpu);
-            first(&cache)
+            first(&cache, &pages)
         });
         assert!(
             pages.wait_blocked(),
@@ -179,6 +206,26 @@ both_strategies! {
                 out.iter().map(|o| unsafe { o.assume_init() }).collect();
             // SAFETY: allocated just above, each freed once; the first is handed back.
             unsafe { cache.free_bulk(&objects[1..]) };
+            objects[0].as_ptr() as usize
+        });
+    }
+}
+
+both_strategies! {
+    /// The first thread blocks in the page source while a free gives slabs back: its slot's
+    /// sheaves are full and the barn takes none, so the free flushes a sheaf, which empties
+    /// more slabs than the pool keeps (C-CONC-4).
+    fn c_conc_4_a_thread_blocked_releasing_slabs_in_a_free_holds_up_no_one<S>() {
+        let config = CacheConfig::new(1024).with_barn_limits(0, 0);
+        blocked_in_the_page_source_with::<S>(config, |_| {}, |cache, pages| {
+            let objects: Vec<NonNull<u8>> = (0..400)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            pages.arm_free();
+            for &object in &objects[1..] {
+                // SAFETY: allocated just above, freed once; the first is handed back.
+                unsafe { cache.free(object) };
+            }
             objects[0].as_ptr() as usize
         });
     }

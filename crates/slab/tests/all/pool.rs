@@ -286,6 +286,48 @@ fn empty_slabs_beyond_min_partial_are_released_on_free() {
     assert_eq!(pool.stats().slabs, 0);
 }
 
+/// A free made where the page source must not be called queues the slabs it empties beyond
+/// `min_partial`: they stay held (and counted) until `release_queued`, or a shrink, gives
+/// them back.
+#[test]
+fn queued_frees_release_their_slabs_only_when_asked() {
+    for shrink in [false, true] {
+        let pages = Arc::new(LimitedPages::unlimited());
+        let config = CacheConfig::new(256).with_page_source(pages.clone());
+        let pool = SlabPool::with_min_partial(&config, 2).unwrap();
+        let per_slab = pool.layout().objects_per_slab;
+        let slab_bytes = pool.layout().slab_bytes;
+        let mut out = slots(per_slab * 6);
+        pool.alloc_bulk(0, true, &mut out).unwrap();
+        let objects = taken(&out, out.len());
+        let (first, second) = objects.split_at(objects.len() / 2);
+        for half in [first, second] {
+            // SAFETY: live objects of the pool, each freed once.
+            unsafe { pool.free_bulk_queued(half) };
+        }
+        let stats = pool.stats();
+        assert_eq!((stats.slabs, stats.free_slab), (6, 0), "{stats:?}");
+        assert_eq!(stats.slab_bytes, 6 * slab_bytes as u64);
+        assert_eq!(pages.stats().held_bytes, 6 * slab_bytes);
+        pool.check_invariants();
+        let kept = if shrink {
+            pool.shrink();
+            0
+        } else {
+            pool.release_queued();
+            2
+        };
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.slabs, stats.free_slab),
+            (kept, 6 - kept),
+            "{stats:?}"
+        );
+        assert_eq!(pages.stats().held_bytes, kept as usize * slab_bytes);
+        pool.check_invariants();
+    }
+}
+
 #[test]
 fn partially_used_slabs_are_filled_before_empty_ones() {
     let pool = SlabPool::new(&CacheConfig::new(128)).unwrap();
