@@ -252,9 +252,13 @@ fn fork_stress<S: SlotStrategy>(capacity: usize, worker_shrinks: bool) {
     assert_eq!(
         failure,
         None,
-        "{} capacity {capacity}: child {} of {FORKS} did not finish ({finished} did before it)",
+        "{} capacity {capacity}: child {} of {FORKS} {} ({finished} passed before it)",
         S::NAME,
         failure.map_or(0, |(fork, _)| fork + 1),
+        match failure.map(|(_, outcome)| outcome) {
+            Some(ChildOutcome::Hung) => "hung and was killed",
+            _ => "failed (a check returned false or panicked)",
+        },
     );
     cache.barrier();
     cache.shrink();
