@@ -142,11 +142,21 @@ fn blocked_in_the_page_source_with<S: SlotStrategy>(
             pages.wait_blocked(),
             "the first thread never reached the page source"
         );
-        let before = busy(&cache);
-        let object = cache.alloc(AllocFlags::empty()).expect("memory");
-        // SAFETY: allocated just above, freed once.
-        unsafe { cache.free(object) };
-        let slot_busy = busy(&cache) - before;
+        // A fork made by another test of this process holds every slot of every cache for a
+        // moment (`slab::fork`): tried a few times, a slot that the blocked thread held would
+        // be busy every time.
+        let mut slot_busy = 0;
+        for _ in 0..20 {
+            let before = busy(&cache);
+            let object = cache.alloc(AllocFlags::empty()).expect("memory");
+            // SAFETY: allocated just above, freed once.
+            unsafe { cache.free(object) };
+            slot_busy = busy(&cache) - before;
+            if slot_busy == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut sheaf = cache.prefill(AllocFlags::empty(), 5).expect("memory");
         let object = sheaf.alloc(AllocFlags::empty()).expect("reserved");
         drop(sheaf);
