@@ -28,18 +28,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bootstrap::{self, Interval, Verdict};
+use harness::stats::{self, Bootstrap, Interval, Verdict};
+
 use crate::util::{self, TaskError, TaskResult};
 
 /// The ratio the batched side must reach.
 const TARGET: f64 = 3.0;
 
-/// Confidence of the paired interval.
-const CONFIDENCE: f64 = 0.95;
-/// Bootstrap resamples of the paired interval.
-const RESAMPLES: usize = 10_000;
-/// Seed of the resampling (fixed: the same rounds always give the same interval).
-const SEED: u64 = 0xBA7C_4ED0;
+/// The paired interval: the default resamples and confidence, from the task's own seed.
+const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0xBA7C_4ED0);
 
 /// Spec fields the task sets itself, which `--set` may not override.
 const RESERVED: [&str; 2] = ["deferred_batching", "threads"];
@@ -202,7 +199,7 @@ pub(crate) fn batching(args: &[String]) -> TaskResult {
                 "estimate": i.estimate,
                 "low": i.low,
                 "high": i.high,
-                "confidence": CONFIDENCE,
+                "confidence": BOOTSTRAP.confidence,
                 "statistic": "geometric mean of per-round batched/per-object throughput ratios",
             })),
             "fastest_ratio": r.fastest,
@@ -298,9 +295,9 @@ impl Row {
         let flushed: u64 = batched.iter().map(|m| m.flushed).sum();
         Self {
             allocator: allocator.to_owned(),
-            batched: util::median(&ops(batched)),
-            per_object: util::median(&ops(per_object)),
-            ratio: bootstrap::bootstrap_interval(&ratios, RESAMPLES, CONFIDENCE, SEED),
+            batched: stats::median(&ops(batched)),
+            per_object: stats::median(&ops(per_object)),
+            ratio: BOOTSTRAP.geometric_mean(&ratios),
             fastest: match (fastest(batched), fastest(per_object)) {
                 (Some(b), Some(p)) => Some(b / p),
                 _ => None,
@@ -367,7 +364,7 @@ fn render(rows: &[Row], options: &Options) -> String {
          {:.0}% bootstrap interval; fastest: fastest batched round over fastest per-object round\nrecycled/s: rcu_free sheaves put back in the barn per measured second (batched side); \
          flushed: share of completed rcu_free sheaves flushed to the slabs instead; fallbacks: objects deferred one by one\n\
          >= {TARGET:.0}x: yes when the whole interval is at or above {TARGET:.0}, NO when it is below, unresolved when it straddles\n",
-        CONFIDENCE * 100.0,
+        BOOTSTRAP.confidence * 100.0,
     ));
     text
 }

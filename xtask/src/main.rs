@@ -15,7 +15,6 @@
 
 mod batching;
 mod bench;
-mod bootstrap;
 mod conformance;
 mod gate;
 mod maple_share;

@@ -29,18 +29,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bootstrap::{self, Interval, Verdict};
+use harness::stats::{self, Bootstrap, Interval, Verdict};
+
 use crate::util::{self, TaskError, TaskResult};
 
 /// The allowed difference between the two figures, a fraction.
 const WITHIN: f64 = 0.05;
 
-/// Confidence of the paired interval.
-const CONFIDENCE: f64 = 0.95;
-/// Bootstrap resamples of the paired interval.
-const RESAMPLES: usize = 10_000;
-/// Seed of the resampling (fixed: the same rounds always give the same interval).
-const SEED: u64 = 0x0FE4_11EA;
+/// The paired interval: the default resamples and confidence, from the task's own seed.
+const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0x0FE4_11EA);
 
 /// The workload both sides run.
 const WORKLOAD: &str = "churn-lifo.yaml";
@@ -158,7 +155,7 @@ pub(crate) fn overhead(args: &[String]) -> TaskResult {
                 "estimate": i.estimate,
                 "low": i.low,
                 "high": i.high,
-                "confidence": CONFIDENCE,
+                "confidence": BOOTSTRAP.confidence,
                 "statistic": "geometric mean of per-round harness/criterion ratios",
             })),
             "fastest_difference": r.best,
@@ -288,9 +285,9 @@ impl Row {
             .collect();
         Self {
             allocator: allocator.to_owned(),
-            criterion_ns: util::median(criterion),
-            harness_ns: util::median(harness),
-            paired: bootstrap::bootstrap_interval(&ratios, RESAMPLES, CONFIDENCE, SEED),
+            criterion_ns: stats::median(criterion),
+            harness_ns: stats::median(harness),
+            paired: BOOTSTRAP.geometric_mean(&ratios),
             best: match (fastest(criterion), fastest(harness)) {
                 (Some(c), Some(h)) if c > 0.0 => Some(h / c - 1.0),
                 _ => None,
@@ -353,7 +350,7 @@ fn render(rows: &[Row]) -> String {
          with its {:.0}% bootstrap interval; fastest: fastest harness round against fastest criterion round\n\
          within {:.0}%: yes when the paired interval lies within {:.0}% of parity, NO when it lies beyond, \
          unresolved when it straddles the limit\n",
-        CONFIDENCE * 100.0,
+        BOOTSTRAP.confidence * 100.0,
         WITHIN * 100.0,
         WITHIN * 100.0,
     ));

@@ -310,17 +310,6 @@ pub(crate) fn dirty_paths() -> TaskResult<Vec<String>> {
     Ok(text.lines().map(str::to_owned).collect())
 }
 
-/// The median of `values`; `None` when there are none.
-pub(crate) fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[n / 2]),
-        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
 /// The median over a `sheafbench` result's runs (one entry of its `runs`) of each run's
 /// throughput, ops/s; `None` when it holds no positive sample (a failed measurement).
 pub(crate) fn median_run_throughput(run: &serde_json::Value) -> Option<f64> {
@@ -331,7 +320,7 @@ pub(crate) fn median_run_throughput(run: &serde_json::Value) -> Option<f64> {
         .filter_map(|sample| sample["throughput_ops_per_s"].as_f64())
         .filter(|ops| ops.is_finite() && *ops > 0.0)
         .collect();
-    median(&samples)
+    harness::stats::median(&samples)
 }
 
 /// Reads a JSON file.

@@ -23,6 +23,7 @@ pub mod histogram;
 pub mod machine;
 pub mod result;
 pub mod spec;
+pub mod stats;
 pub mod steal;
 pub mod timer;
 pub mod warnings;

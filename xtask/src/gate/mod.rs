@@ -7,7 +7,7 @@
 //!    the code path without false alarms from a noisy machine.
 //! 2. Wall-clock throughput ratios of sheaf against fixed comparators measured in the same
 //!    run (`ratios`), as a bootstrap confidence interval over interleaved rounds
-//!    (`bootstrap`): catches what instruction counts cannot see (cache misses, contention),
+//!    (`harness::stats`): catches what instruction counts cannot see (cache misses, contention),
 //!    and flags a regression only when the whole interval is worse than the reference by
 //!    more than the threshold.
 //!
@@ -25,7 +25,8 @@ mod reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::bootstrap::{self, Interval};
+use harness::stats::{Bootstrap, Interval};
+
 use crate::util::{self, TaskError, TaskResult};
 use decide::Row;
 
@@ -37,12 +38,8 @@ const TOLERANCE: f64 = 0.01;
 /// 0.34 and prefill-burst 3.05 to 3.91, each with an interval of about +-8%, and a 2% threshold
 /// failed a clean gate there.
 const THRESHOLD: f64 = 0.20;
-/// Confidence level of the ratio intervals.
-const CONFIDENCE: f64 = 0.95;
-/// Bootstrap resamples.
-const RESAMPLES: usize = 10_000;
-/// Seed of the bootstrap (fixed: the interval is a function of the samples alone).
-const SEED: u64 = 0x5EAF_0BE7;
+/// The ratio intervals: the default resamples and confidence, from the gate's own seed.
+const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0x5EAF_0BE7);
 /// Further runs of the instruction benchmarks while a figure looks worse than its reference.
 const MEASURE_AGAIN: usize = 2;
 
@@ -253,7 +250,10 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         "duration": options.duration,
         "threads": 1,
         "statistic": "geometric mean of per-round ratios",
-        "interval": format!("percentile bootstrap, {RESAMPLES} resamples, confidence {CONFIDENCE}"),
+        "interval": format!(
+            "percentile bootstrap, {} resamples, confidence {}",
+            BOOTSTRAP.resamples, BOOTSTRAP.confidence
+        ),
     });
     let measured = serde_json::json!({
         "provenance": provenance,
@@ -382,7 +382,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         settings.push(format!(
             "ratio threshold {:.1}% ({}% intervals, {} rounds of {})",
             options.threshold * 100.0,
-            CONFIDENCE * 100.0,
+            BOOTSTRAP.confidence * 100.0,
             options.rounds,
             options.duration
         ));
@@ -452,7 +452,8 @@ fn intervals_of(samples: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, (Inter
     samples
         .iter()
         .filter_map(|(name, values)| {
-            bootstrap::bootstrap_interval(values, RESAMPLES, CONFIDENCE, SEED)
+            BOOTSTRAP
+                .geometric_mean(values)
                 .map(|i| (name.clone(), (i, values.len())))
         })
         .collect()

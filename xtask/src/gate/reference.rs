@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::bootstrap::Interval;
 use crate::util::{self, TaskError, TaskResult};
+use harness::stats::Interval;
 
 /// `results/reference/`: the committed references.
 pub(crate) fn committed_dir() -> PathBuf {
