@@ -140,10 +140,10 @@ pub(crate) fn describe(command: &Command) -> String {
 }
 
 /// Builds `sheafbench` in release and returns the path of the binary, read from cargo's JSON
-/// messages. With `slowdown_permille`, sheaf is built with its `slowdown` feature and
-/// `SHEAF_SLOWDOWN_PERMILLE` set for the build (the delay is fixed at compile time), in a
+/// messages. With `slowdown_instructions`, sheaf is built with its `slowdown` feature and
+/// `SHEAF_SLOWDOWN_INSTRUCTIONS` set for the build (the delay is fixed at compile time), in a
 /// target directory of its own.
-pub(crate) fn build_sheafbench(slowdown_permille: Option<u32>) -> TaskResult<PathBuf> {
+pub(crate) fn build_sheafbench(slowdown_instructions: Option<u64>) -> TaskResult<PathBuf> {
     let mut build = cargo();
     build.args([
         "build",
@@ -152,16 +152,16 @@ pub(crate) fn build_sheafbench(slowdown_permille: Option<u32>) -> TaskResult<Pat
         "sheafbench",
         "--message-format=json-render-diagnostics",
     ]);
-    match slowdown_permille {
-        Some(permille) => {
+    match slowdown_instructions {
+        Some(instructions) => {
             build
                 .args(["--features", "sheaf/slowdown"])
                 .arg("--target-dir")
                 .arg(slowdown_target_dir())
-                .env("SHEAF_SLOWDOWN_PERMILLE", permille.to_string());
+                .env(SLOWDOWN_VARIABLE, instructions.to_string());
         }
         None => {
-            build.env_remove("SHEAF_SLOWDOWN_PERMILLE");
+            build.env_remove(SLOWDOWN_VARIABLE);
         }
     }
     built_executable(build, "sheafbench")
@@ -187,6 +187,9 @@ pub(crate) fn built_executable(command: Command, target: &str) -> TaskResult<Pat
         "cargo built {target} but named no executable for it"
     )))
 }
+
+/// The build-time setting of sheaf's `slowdown` feature: instructions added to every pair.
+pub(crate) const SLOWDOWN_VARIABLE: &str = "SHEAF_SLOWDOWN_INSTRUCTIONS";
 
 /// A separate target directory for builds with the `slowdown` feature, so that switching
 /// between the clean and the slowed build does not rebuild either.

@@ -13,9 +13,9 @@
 //!
 //! `--bless` rewrites both reference files from a real run of this tree (refused on a dirty
 //! tree, so that a reference always names the revision it measured). `--slowdown N` builds
-//! sheaf with its `slowdown` feature and `SHEAF_SLOWDOWN_PERMILLE=N` in the build's
-//! environment (N per mille of the per-thread fast-path pair's instructions, fixed at compile
-//! time; 50 is 2 instructions per pair): the check that the gate catches an injected slowdown.
+//! sheaf with its `slowdown` feature adding N per mille of the per-thread fast-path pair's
+//! reference instruction count to every pair (fixed at compile time; 50 is 2 instructions at a
+//! 48-instruction pair): the check that the gate catches an injected slowdown.
 
 mod decide;
 mod instructions;
@@ -61,8 +61,8 @@ pub(crate) const USAGE: &str =
     "cargo xtask gate [--bless] [--slowdown PERMILLE] [--rounds N] [--duration D]
                   [--only instructions|ratios] [--tolerance F] [--threshold F]
   --bless            rewrite results/reference/{instructions,ratios}.json (clean tree only)
-  --slowdown N       build sheaf with feature `slowdown` and SHEAF_SLOWDOWN_PERMILLE=N
-                     (per mille of the per-thread pair's instructions; 50: 2 per pair)
+  --slowdown N       build sheaf with feature `slowdown`, adding N per mille of the
+                     per-thread pair's reference instruction count to every pair
   --rounds N         interleaved rounds of the wall-clock ratios (default 10)
   --duration D       measured time of each run of a round (default 100ms)
   --only SIGNAL      check one signal only
@@ -174,6 +174,13 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         .clone()
         .unwrap_or_else(reference::committed_dir);
 
+    // The slowdown's size, in instructions per pair, from the reference it is judged against.
+    let slowdown = options
+        .slowdown_permille
+        .map(|permille| reference::slowdown_instructions(&reference_dir, permille))
+        .transpose()?;
+    let slowdown_instructions = slowdown.map(|(instructions, _)| instructions);
+
     let mut remeasured: Vec<String> = Vec::new();
     // Signal 1: instruction counts. Without valgrind there is no callgrind: the signal is
     // reported as not measured (and --bless refuses), never passed in silence.
@@ -191,7 +198,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     };
     let counts = if options.instructions && !valgrind_missing {
         let path = instructions::ensure_runner()?;
-        let mut counts = instructions::measure(&path, options.slowdown_permille)?;
+        let mut counts = instructions::measure(&path, slowdown_instructions)?;
         // Measured again while a figure looks worse than its reference (or, to bless, once
         // more in any case); each figure keeps its lowest count. A slower code path counts
         // high in every run; a run disturbed by something outside the code does not repeat.
@@ -212,7 +219,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
                 attempt + 1,
                 suspects.join(", ")
             );
-            let again = instructions::measure(&path, options.slowdown_permille)?;
+            let again = instructions::measure(&path, slowdown_instructions)?;
             for name in &suspects {
                 if let (Some(now), Some(&other)) = (counts.get_mut(name), again.get(name)) {
                     if other != *now {
@@ -229,7 +236,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
 
     // Signal 2: wall-clock ratios.
     let intervals = if options.ratios {
-        let exe = util::build_sheafbench(options.slowdown_permille)?;
+        let exe = util::build_sheafbench(slowdown_instructions)?;
         let plan = ratios::RatioPlan {
             rounds: options.rounds,
             duration: options.duration.clone(),
@@ -258,6 +265,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     let measured = serde_json::json!({
         "provenance": provenance,
         "slowdown_permille": options.slowdown_permille,
+        "slowdown_instructions_per_pair": slowdown_instructions,
         "instruction_counts_differed": remeasured,
         "instructions": counts,
         "ratios": intervals.as_ref().map(|i| reference::ratios_json(i, method.clone(), &provenance)["figures"].clone()),
@@ -347,8 +355,11 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         }
     }
     println!("this run: {}", reference::describe_provenance(&provenance));
-    if let Some(permille) = options.slowdown_permille {
-        println!("slowdown injected: {permille} per mille (feature sheaf/slowdown)");
+    if let (Some(permille), Some((instructions, base))) = (options.slowdown_permille, slowdown) {
+        println!(
+            "slowdown injected: {permille} per mille of the per-thread pair's {base} reference \
+             instructions, {instructions} instructions per pair (feature sheaf/slowdown)"
+        );
     }
     for note in &remeasured {
         println!("instruction count differed between runs, lowest kept: {note}");
