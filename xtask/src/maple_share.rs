@@ -261,17 +261,17 @@ pub(crate) fn maple_share(args: &[String]) -> TaskResult {
 
 /// Builds the example in release and returns its executable.
 fn build_example() -> TaskResult<PathBuf> {
-    let mut build = util::cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "sheafbench",
-        "--example",
+    util::build_executable(
+        &[
+            "build",
+            "--release",
+            "-p",
+            "sheafbench",
+            "--example",
+            "maple_instructions",
+        ],
         "maple_instructions",
-        "--message-format=json-render-diagnostics",
-    ]);
-    util::built_executable(build, "maple_instructions")
+    )
 }
 
 /// Runs the example for `name` under callgrind and splits the profile.

@@ -238,17 +238,10 @@ fn criterion_ns_per_pair(
 
 /// Builds the `pair` criterion benchmark (bench profile) and returns its executable.
 fn build_pair_bench() -> TaskResult<PathBuf> {
-    let mut build = util::cargo();
-    build.args([
-        "bench",
-        "-p",
-        "sheafbench",
-        "--bench",
+    util::build_executable(
+        &["bench", "-p", "sheafbench", "--bench", "pair", "--no-run"],
         "pair",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ]);
-    util::built_executable(build, "pair")
+    )
 }
 
 /// criterion's headline estimate: the slope of its linear sampling, else the mean.

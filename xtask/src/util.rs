@@ -144,14 +144,7 @@ pub(crate) fn describe(command: &Command) -> String {
 /// `SHEAF_SLOWDOWN_INSTRUCTIONS` set for the build (the delay is fixed at compile time), in a
 /// target directory of its own.
 pub(crate) fn build_sheafbench(slowdown_instructions: Option<u64>) -> TaskResult<PathBuf> {
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "sheafbench",
-        "--message-format=json-render-diagnostics",
-    ]);
+    let mut build = build_command(&["build", "--release", "-p", "sheafbench"]);
     match slowdown_instructions {
         Some(instructions) => {
             build
@@ -167,9 +160,24 @@ pub(crate) fn build_sheafbench(slowdown_instructions: Option<u64>) -> TaskResult
     built_executable(build, "sheafbench")
 }
 
-/// Runs a cargo build `command` that was given `--message-format=json-render-diagnostics` and
-/// returns the executable cargo reports for the target named `target`.
-pub(crate) fn built_executable(command: Command, target: &str) -> TaskResult<PathBuf> {
+/// `cargo <args>` with the JSON messages that [`built_executable`] reads.
+fn build_command(args: &[&str]) -> Command {
+    let mut build = cargo();
+    build
+        .args(args)
+        .arg("--message-format=json-render-diagnostics");
+    build
+}
+
+/// Runs `cargo <args>` (a build of some target: `build`, `bench --no-run`, ...) and returns
+/// the executable it reports for the target named `target`.
+pub(crate) fn build_executable(args: &[&str], target: &str) -> TaskResult<PathBuf> {
+    built_executable(build_command(args), target)
+}
+
+/// Runs a cargo build `command` made by [`build_command`] and returns the executable cargo
+/// reports for the target named `target`.
+fn built_executable(command: Command, target: &str) -> TaskResult<PathBuf> {
     eprintln!("xtask: running {}", describe(&command));
     let stdout = capture(command)?;
     for line in stdout.lines() {
