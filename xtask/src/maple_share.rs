@@ -44,7 +44,9 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::util::{self, TaskError, TaskResult};
+use clap::Parser;
+
+use crate::util::{self, Names, TaskError, TaskResult};
 
 /// Source-file fragments of allocator code: the designs' crates (including the registry of the
 /// CLI, which defines `sheaf-bulkprefill`), the libraries they link (crossbeam, mimalloc,
@@ -112,59 +114,46 @@ const TREE_FUNCTION: &str = "maple::";
 /// `registry` module is the CLI's registry, an allocator's.
 const REPLAY_FUNCTION: &str = "maple_instructions::";
 
-/// Options of `cargo xtask maple-share`.
-#[derive(Debug, PartialEq)]
-struct Options {
-    /// Designs to measure; empty: every design the example lists.
-    allocators: Vec<String>,
-    spec: PathBuf,
+/// Instructions per maple-tree write under callgrind, split between the allocator and the
+/// tree, per design.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Designs (default: every design `maple_instructions --list` prints).
+    #[arg(long = "alloc", value_name = "LIST", value_parser = util::allocator_list)]
+    allocators: Option<Names>,
+    /// A maple-tree workload spec (default workloads/maple-tree.yaml).
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+    /// Measured passes over the stream.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = util::positive::<u32>)]
     passes: u32,
+    /// Also write the rows as JSON.
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
 
-const USAGE: &str = "cargo xtask maple-share [--alloc a,b] [--spec FILE] [--passes N] [--json FILE]
-  --alloc LIST    designs (default: every design `maple_instructions --list` prints)
-  --spec FILE     a maple-tree workload spec (default workloads/maple-tree.yaml)
-  --passes N      measured passes over the stream (default 2)
-  --json FILE     also write the rows as JSON";
-
-fn parse(args: &[String]) -> TaskResult<Options> {
-    let mut options = Options {
-        allocators: Vec::new(),
-        spec: util::root().join("workloads").join("maple-tree.yaml"),
-        passes: 2,
-        json: None,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next().cloned().ok_or_else(|| {
-                TaskError::Usage(format!("maple-share: {name} needs a value\n{USAGE}"))
-            })
+impl Options {
+    /// The spec, absolute (the example runs in the workspace root): `--spec`, or the
+    /// workspace's maple-tree.yaml.
+    fn spec(&self) -> TaskResult<PathBuf> {
+        let spec = match &self.spec {
+            Some(spec) => {
+                std::path::absolute(spec).map_err(|e| format!("--spec {}: {e}", spec.display()))?
+            }
+            None => util::root().join("workloads").join("maple-tree.yaml"),
         };
-        match arg.as_str() {
-            "--alloc" => {
-                options.allocators = util::allocator_list("maple-share", &value("--alloc")?)?
-            }
-            "--spec" => options.spec = PathBuf::from(value("--spec")?),
-            "--passes" => {
-                options.passes =
-                    util::positive_number("maple-share", "--passes", &value("--passes")?)?
-            }
-            "--json" => options.json = Some(PathBuf::from(value("--json")?)),
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "maple-share: unknown option `{other}`\n{USAGE}"
-                )));
-            }
+        if !spec.is_file() {
+            return Err(TaskError::Usage(format!(
+                "maple-share: --spec {}: no such file",
+                spec.display()
+            )));
         }
+        Ok(spec)
     }
-    Ok(options)
 }
 
 /// `cargo xtask maple-share`.
-pub(crate) fn maple_share(args: &[String]) -> TaskResult {
-    let mut options = parse(args)?;
+pub(crate) fn maple_share(options: Options) -> TaskResult {
     // `callgrind_annotate --version` exits with an error status in some versions: that it
     // starts at all is the check.
     let annotate_present = Command::new("callgrind_annotate")
@@ -184,17 +173,11 @@ pub(crate) fn maple_share(args: &[String]) -> TaskResult {
             )));
         }
     }
-    // The example runs in the workspace root: a relative spec is the caller's.
-    options.spec = std::path::absolute(&options.spec)
-        .map_err(|e| format!("--spec {}: {e}", options.spec.display()))?;
-    if !options.spec.is_file() {
-        return Err(TaskError::Usage(format!(
-            "maple-share: --spec {}: no such file",
-            options.spec.display()
-        )));
-    }
+    let spec = options.spec()?;
     let exe = build_example()?;
-    let allocators = if options.allocators.is_empty() {
+    let allocators = if let Some(names) = &options.allocators {
+        names.0.clone()
+    } else {
         let mut list = Command::new(&exe);
         list.current_dir(util::root()).arg("--list");
         let names: Vec<String> = util::capture(list)?
@@ -210,8 +193,6 @@ pub(crate) fn maple_share(args: &[String]) -> TaskResult {
             )));
         }
         names
-    } else {
-        options.allocators.clone()
     };
     let dir = env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| util::root().join("target"), PathBuf::from)
@@ -225,14 +206,14 @@ pub(crate) fn maple_share(args: &[String]) -> TaskResult {
             i + 1,
             allocators.len()
         );
-        rows.push(measure(&exe, name, &options, &dir)?);
+        rows.push(measure(&exe, name, &spec, options.passes, &dir)?);
     }
     let table = render(&rows);
     print!("{table}");
     if let Some(path) = &options.json {
         let report = serde_json::json!({
             "provenance": util::provenance(),
-            "spec": options.spec.display().to_string(),
+            "spec": spec.display().to_string(),
             "passes": options.passes,
             "unit": "instructions per tree write, one thread, under callgrind",
             "lowest_rest_per_write": lowest_rest(&rows).map(|(_, rest)| rest),
@@ -275,7 +256,7 @@ fn build_example() -> TaskResult<PathBuf> {
 }
 
 /// Runs the example for `name` under callgrind and splits the profile.
-fn measure(exe: &Path, name: &str, options: &Options, dir: &Path) -> TaskResult<Share> {
+fn measure(exe: &Path, name: &str, spec: &Path, passes: u32, dir: &Path) -> TaskResult<Share> {
     let profile = dir.join(format!("callgrind.out.{name}"));
     let mut callgrind = Command::new("valgrind");
     callgrind
@@ -289,8 +270,8 @@ fn measure(exe: &Path, name: &str, options: &Options, dir: &Path) -> TaskResult<
         .arg(format!("--callgrind-out-file={}", profile.display()))
         .arg(exe)
         .arg(name)
-        .arg(&options.spec)
-        .arg(options.passes.to_string());
+        .arg(spec)
+        .arg(passes.to_string());
     eprintln!("xtask: running {}", util::describe(&callgrind));
     let output = callgrind
         .output()
@@ -627,8 +608,8 @@ fn render(rows: &[Share]) -> String {
 mod tests {
     use super::*;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
+    fn parse(args: &[&str]) -> TaskResult<Options> {
+        crate::parse_task_args(args)
     }
 
     const ANNOTATE: &str = "\
@@ -838,11 +819,11 @@ Ir                  file:function
     #[test]
     fn options_have_defaults_and_refuse_bad_values() {
         let o = parse(&[]).expect("defaults");
-        assert!(o.allocators.is_empty());
-        assert!(o.spec.ends_with("workloads/maple-tree.yaml"));
+        assert_eq!(o.allocators, None);
+        assert!(o.spec().unwrap().ends_with("workloads/maple-tree.yaml"));
         assert_eq!(o.passes, 2);
         assert_eq!(o.json, None);
-        let o = parse(&strings(&[
+        let o = parse(&[
             "--alloc",
             "sheaf, mimalloc",
             "--passes",
@@ -851,23 +832,26 @@ Ir                  file:function
             "x.yaml",
             "--json",
             "out.json",
-        ]))
+        ])
         .expect("valid");
-        assert_eq!(o.allocators, ["sheaf", "mimalloc"]);
+        assert_eq!(o.allocators.as_ref().unwrap().0, ["sheaf", "mimalloc"]);
         assert_eq!(o.passes, 3);
-        assert_eq!(o.spec, PathBuf::from("x.yaml"));
+        assert_eq!(o.spec, Some(PathBuf::from("x.yaml")));
+        assert!(matches!(o.spec(), Err(TaskError::Usage(e)) if e.contains("no such file")));
         assert_eq!(o.json, Some(PathBuf::from("out.json")));
-        for bad in [
-            &["--passes", "0"][..],
-            &["--passes", "two"],
-            &["--alloc", ","],
-            &["--json"],
-            &["--fast"],
+        for (args, message) in [
+            (&["--passes", "0"][..], "expected a whole number above 0"),
+            (&["--passes", "two"], "expected a whole number above 0"),
+            (&["--alloc", ","], "at least one allocator name"),
+            (&["--json"], "a value is required"),
+            (&["--fast"], "--fast"),
         ] {
-            assert!(
-                matches!(parse(&strings(bad)), Err(TaskError::Usage(_))),
-                "{bad:?}"
-            );
+            match parse(args) {
+                Err(TaskError::Usage(error)) => {
+                    assert!(error.contains(message), "{args:?}: {error}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
         }
     }
 

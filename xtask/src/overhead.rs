@@ -31,7 +31,9 @@ use std::process::Command;
 
 use harness::stats::{self, Bootstrap, Interval, Verdict};
 
-use crate::util::{self, TaskError, TaskResult};
+use clap::Parser;
+
+use crate::util::{self, Names, TaskError, TaskResult};
 
 /// The allowed difference between the two figures, a fraction.
 const WITHIN: f64 = 0.05;
@@ -42,69 +44,40 @@ const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0x0FE4_11EA);
 /// The workload both sides run.
 const WORKLOAD: &str = "churn-lifo.yaml";
 
-/// Options of `cargo xtask overhead`.
-#[derive(Debug, PartialEq)]
-struct Options {
-    allocators: Vec<String>,
+/// sheafbench's churn-lifo figure beside criterion's for the same loop, per allocator.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Allocators.
+    #[arg(
+        long = "alloc",
+        value_name = "LIST",
+        value_parser = util::allocator_list,
+        default_value = "sheaf,sheaf-thread,mimalloc,jemalloc,system"
+    )]
+    allocators: Names,
+    /// Alternating rounds, each running both sides once.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = util::positive::<usize>)]
     rounds: usize,
+    /// criterion's measurement time per benchmark, seconds.
+    #[arg(
+        long = "measurement-time",
+        value_name = "SECS",
+        default_value_t = 3,
+        value_parser = util::positive::<u32>
+    )]
     measurement_secs: u32,
 }
 
-const USAGE: &str = "cargo xtask overhead [--alloc a,b] [--rounds N] [--measurement-time SECS]
-  --alloc LIST            allocators (default: sheaf,sheaf-thread,mimalloc,jemalloc,system)
-  --rounds N              alternating rounds, each running both sides once (default 5)
-  --measurement-time S    criterion's measurement time per benchmark, seconds (default 3)";
-
-fn parse(args: &[String]) -> TaskResult<Options> {
-    let mut options = Options {
-        allocators: ["sheaf", "sheaf-thread", "mimalloc", "jemalloc", "system"]
-            .map(str::to_owned)
-            .to_vec(),
-        rounds: 5,
-        measurement_secs: 3,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .cloned()
-                .ok_or_else(|| TaskError::Usage(format!("overhead: {name} needs a value\n{USAGE}")))
-        };
-        match arg.as_str() {
-            "--alloc" => options.allocators = util::allocator_list("overhead", &value("--alloc")?)?,
-            "--rounds" => {
-                options.rounds = util::positive_number("overhead", "--rounds", &value("--rounds")?)?
-            }
-            "--measurement-time" => {
-                let secs: usize = util::positive_number(
-                    "overhead",
-                    "--measurement-time",
-                    &value("--measurement-time")?,
-                )?;
-                options.measurement_secs = u32::try_from(secs).map_err(|_| {
-                    TaskError::Usage("overhead: --measurement-time is too large".into())
-                })?;
-            }
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "overhead: unknown option `{other}`\n{USAGE}"
-                )));
-            }
-        }
-    }
-    Ok(options)
-}
-
 /// `cargo xtask overhead`.
-pub(crate) fn overhead(args: &[String]) -> TaskResult {
-    let options = parse(args)?;
+pub(crate) fn overhead(options: Options) -> TaskResult {
+    let allocators = &options.allocators.0;
     let exe = util::build_sheafbench(None)?;
     let bench_exe = build_pair_bench()?;
     let dir = util::new_run_dir()?;
     let criterion_home = dir.join("criterion");
     let spec = util::root().join("workloads").join(WORKLOAD);
 
-    let mut order = options.allocators.clone();
+    let mut order = allocators.clone();
     let mut harness: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut criterion: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..options.rounds {
@@ -132,8 +105,7 @@ pub(crate) fn overhead(args: &[String]) -> TaskResult {
         order.rotate_left(1);
     }
 
-    let rows: Vec<Row> = options
-        .allocators
+    let rows: Vec<Row> = allocators
         .iter()
         .map(|name| Row::new(name, &criterion[name], &harness[name]))
         .collect();
@@ -354,20 +326,31 @@ fn render(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
+    fn parse(args: &[&str]) -> TaskResult<Options> {
+        crate::parse_task_args(args)
     }
 
     #[test]
     fn options_parse_and_refuse_bad_values() {
-        let o = parse(&strings(&["--alloc", "sheaf, mimalloc", "--rounds", "5"])).expect("valid");
-        assert_eq!(o.allocators, ["sheaf", "mimalloc"]);
+        let o = parse(&["--alloc", "sheaf, mimalloc", "--rounds", "5"]).expect("valid");
+        assert_eq!(o.allocators.0, ["sheaf", "mimalloc"]);
         assert_eq!(o.rounds, 5);
         assert_eq!(o.measurement_secs, 3);
-        assert!(parse(&strings(&["--rounds", "0"])).is_err());
-        assert!(parse(&strings(&["--alloc", ","])).is_err());
-        assert!(parse(&strings(&["--measurement-time"])).is_err());
-        assert!(parse(&strings(&["--fast"])).is_err());
+        let o = parse(&[]).expect("defaults");
+        assert_eq!(o.allocators.0.len(), 5);
+        for (args, message) in [
+            (&["--rounds", "0"][..], "expected a whole number above 0"),
+            (&["--alloc", ","], "at least one allocator name"),
+            (&["--measurement-time"], "a value is required"),
+            (&["--fast"], "--fast"),
+        ] {
+            match parse(args) {
+                Err(TaskError::Usage(error)) => {
+                    assert!(error.contains(message), "{args:?}: {error}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -15,31 +15,24 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
+
 use crate::util::{self, TaskError, TaskResult};
 
-/// `cargo xtask report <results.json> [--out DIR]`.
-pub(crate) fn report(args: &[String]) -> TaskResult {
-    let mut input = None;
-    let mut out = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--out" => {
-                out = Some(PathBuf::from(args.next().ok_or_else(|| {
-                    TaskError::Usage("report: --out needs a directory".into())
-                })?));
-            }
-            other if other.starts_with('-') => {
-                return Err(TaskError::Usage(format!(
-                    "report: unknown option `{other}`"
-                )));
-            }
-            file => input = Some(PathBuf::from(file)),
-        }
-    }
-    let input = input.ok_or_else(|| {
-        TaskError::Usage("report: which result file? report <results.json> [--out DIR]".into())
-    })?;
+/// SVG charts from a result file of `sheafbench run`.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// The result file (`sheafbench run --json`).
+    #[arg(value_name = "RESULTS_JSON")]
+    input: PathBuf,
+    /// Where to write the charts (default: beside the result file).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// `cargo xtask report`.
+pub(crate) fn report(options: Options) -> TaskResult {
+    let Options { input, out } = options;
     let out = out.unwrap_or_else(|| {
         input
             .parent()

@@ -44,9 +44,12 @@ pub(crate) fn root() -> PathBuf {
         .map_or(manifest.clone(), Path::to_path_buf)
 }
 
-/// The names of a comma-separated `--alloc` list (blanks dropped); `task` names the task in
-/// the error when none is left.
-pub(crate) fn allocator_list(task: &str, list: &str) -> TaskResult<Vec<String>> {
+/// The allocators of an `--alloc` option, in the order given.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Names(pub(crate) Vec<String>);
+
+/// Parses a comma-separated `--alloc` list (blanks dropped; at least one name left).
+pub(crate) fn allocator_list(list: &str) -> Result<Names, String> {
     let names: Vec<String> = list
         .split(',')
         .map(str::trim)
@@ -54,25 +57,29 @@ pub(crate) fn allocator_list(task: &str, list: &str) -> TaskResult<Vec<String>> 
         .map(str::to_owned)
         .collect();
     if names.is_empty() {
-        return Err(TaskError::Usage(format!(
-            "{task}: --alloc needs at least one allocator name"
-        )));
+        return Err("--alloc needs at least one allocator name".into());
     }
-    Ok(names)
+    Ok(Names(names))
 }
 
-/// The value of a numeric option that must be a whole number above 0; `task` and `option`
-/// name them in the error.
-pub(crate) fn positive_number<T>(task: &str, option: &str, text: &str) -> TaskResult<T>
+/// Parses a numeric option that must be a whole number above 0.
+pub(crate) fn positive<T>(text: &str) -> Result<T, String>
 where
     T: std::str::FromStr + From<u8> + PartialOrd,
 {
     match text.parse::<T>() {
         Ok(n) if n > T::from(0) => Ok(n),
-        _ => Err(TaskError::Usage(format!(
-            "{task}: {option} {text}: expected a whole number above 0"
-        ))),
+        _ => Err("expected a whole number above 0".into()),
     }
+}
+
+/// Parses a path option naming an existing file, made absolute: the tasks run their
+/// children in the workspace root, not where the task was started.
+pub(crate) fn existing_file(text: &str) -> Result<PathBuf, String> {
+    std::fs::canonicalize(text)
+        .ok()
+        .filter(|path| path.is_file())
+        .ok_or_else(|| "no such file".to_owned())
 }
 
 /// A `cargo` command (the one running us, when we run under cargo) in the workspace root.
@@ -344,16 +351,35 @@ mod tests {
 
     #[test]
     fn positive_numbers_are_whole_and_above_zero() {
-        assert_eq!(positive_number::<usize>("t", "--n", "12").unwrap(), 12);
-        assert_eq!(positive_number::<u32>("t", "--n", "1").unwrap(), 1);
+        assert_eq!(positive::<usize>("12").unwrap(), 12);
+        assert_eq!(positive::<u32>("1").unwrap(), 1);
         for bad in ["0", "-1", "1.5", "x", ""] {
-            let error = positive_number::<usize>("t", "--n", bad).unwrap_err();
-            assert_eq!(
-                error.to_string(),
-                format!("t: --n {bad}: expected a whole number above 0")
-            );
+            let error = positive::<usize>(bad).unwrap_err();
+            assert_eq!(error, "expected a whole number above 0");
         }
-        assert!(positive_number::<u32>("t", "--n", "4294967296").is_err());
+        assert!(positive::<u32>("4294967296").is_err());
+    }
+
+    #[test]
+    fn allocator_lists_drop_blanks_and_keep_the_order() {
+        assert_eq!(
+            allocator_list(" sheaf, ,mimalloc ").unwrap(),
+            Names(vec!["sheaf".into(), "mimalloc".into()])
+        );
+        for bad in ["", ",", " , "] {
+            assert!(allocator_list(bad).unwrap_err().contains("at least one"));
+        }
+    }
+
+    #[test]
+    fn existing_files_are_made_absolute() {
+        let manifest = existing_file("Cargo.toml").unwrap();
+        assert!(manifest.is_absolute() && manifest.ends_with("Cargo.toml"));
+        assert_eq!(
+            existing_file("no/such/file.yaml").unwrap_err(),
+            "no such file"
+        );
+        assert!(existing_file(".").is_err(), "a directory is not a file");
     }
 
     #[test]
