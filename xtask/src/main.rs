@@ -16,7 +16,7 @@
 //! - `batching`: batched deferred frees against per-object ones on `deferred-churn`.
 //!
 //! Shared pieces: `util` (the workspace, child processes, builds, option parsers, provenance);
-//! the statistics (`harness::stats`) are the CLI's too.
+//! the statistics (`harness::stats`) and the charts (`harness::chart`) are the CLI's too.
 //! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
 
 mod batching;

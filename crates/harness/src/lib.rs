@@ -18,6 +18,7 @@
 //!   with the reason ([`counters`]).
 
 pub mod benchmark;
+pub mod chart;
 pub mod counters;
 pub mod histogram;
 pub mod machine;
