@@ -36,9 +36,7 @@ use decide::Row;
 const TOLERANCE: f64 = 0.01;
 /// Ratios whose whole interval lies more than this fraction below the reference are
 /// regressions. Wide, because one gate's interval does not cover the drift between gates on a
-/// shared VM: six gates within an hour on one machine gave churn-lifo sheaf/mimalloc 0.23 to
-/// 0.34 and prefill-burst 3.05 to 3.91, each with an interval of about +-8%, and a 2% threshold
-/// failed a clean gate there.
+/// shared VM (docs/decisions.md, "xtask").
 const THRESHOLD: f64 = 0.20;
 /// The ratio intervals: the default resamples and confidence, from the gate's own seed.
 const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0x5EAF_0BE7);

@@ -175,10 +175,8 @@ pub(crate) fn ratios_json(
 /// `reference`, or `None` when they can. Instruction counts depend on the compiler and on
 /// valgrind; wall-clock ratios on the machine (CPU model, core count, kernel release) and the
 /// compiler. The kernel release is there because a hypervisor may name every host's CPU
-/// alike: two VMs both reporting "AMD EPYC" with 2 cores, told apart only by their kernel
-/// builds, gave the same allocators' pair 2x apart in relative cost (a locked
-/// read-modify-write cost twice as much, relative to plain code, on one of them). A field
-/// that either side could not record counts as a difference: nothing vouches for it.
+/// alike (docs/decisions.md, "xtask"). A field that either side could not record counts as a
+/// difference: nothing vouches for it.
 pub(crate) fn incomparable(
     signal: &str,
     reference: &serde_json::Value,
