@@ -29,9 +29,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use harness::stats::{self, Bootstrap, Interval, Verdict};
-
 use clap::Parser;
+use harness::stats::{self, Bootstrap, Interval, Verdict};
 
 use crate::util::{self, Names, TaskError, TaskResult};
 

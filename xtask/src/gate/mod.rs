@@ -25,9 +25,8 @@ mod reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use harness::stats::{Bootstrap, Interval};
-
 use clap::{Parser, ValueEnum};
+use harness::stats::{Bootstrap, Interval};
 
 use crate::util::{self, TaskError, TaskResult};
 use decide::Row;
