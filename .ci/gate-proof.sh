@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does the gate work? Runs the clean gate CLEAN times (default 20) and the gate with an
-# injected slowdown (feature sheaf/slowdown, SHEAF_SLOWDOWN_PERMILLE, default 50 = 5% of
-# the per-thread fast-path pair's instructions, 2 per pair)
+# injected slowdown (feature sheaf/slowdown; PERMILLE, default 50, is a share of the
+# per-thread fast-path pair's reference instruction count: 2 instructions at 48)
 # SLOWED times (default 10), and tallies false alarms and detections.
 #   .ci/gate-proof.sh [CLEAN] [SLOWED] [PERMILLE]
 # Exit status of each gate: 0 pass, 1 regression, anything else: the gate could not run

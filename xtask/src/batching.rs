@@ -28,96 +28,72 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bootstrap::{self, Interval, Verdict};
-use crate::util::{self, TaskError, TaskResult};
+use clap::Parser;
+use harness::stats::{self, Bootstrap, Interval, Verdict};
+
+use crate::util::{self, Names, TaskError, TaskResult};
 
 /// The ratio the batched side must reach.
 const TARGET: f64 = 3.0;
 
-/// Confidence of the paired interval.
-const CONFIDENCE: f64 = 0.95;
-/// Bootstrap resamples of the paired interval.
-const RESAMPLES: usize = 10_000;
-/// Seed of the resampling (fixed: the same rounds always give the same interval).
-const SEED: u64 = 0xBA7C_4ED0;
+/// The paired interval: the default resamples and confidence, from the task's own seed.
+const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0xBA7C_4ED0);
 
 /// Spec fields the task sets itself, which `--set` may not override.
 const RESERVED: [&str; 2] = ["deferred_batching", "threads"];
 
-/// Options of `cargo xtask batching`.
-#[derive(Debug, PartialEq)]
-struct Options {
-    allocators: Vec<String>,
+/// deferred-churn at one writer, deferred batching on against off, per allocator.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Allocators (mimalloc has no batching and is the control, ratio 1).
+    #[arg(
+        long = "alloc",
+        value_name = "LIST",
+        value_parser = util::allocator_list,
+        default_value = "sheaf,sheaf-thread,mimalloc"
+    )]
+    allocators: Names,
+    /// Rounds, each running every allocator batched and per-object.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = util::positive::<usize>)]
     rounds: usize,
-    spec: PathBuf,
+    /// The deferred-churn spec (default workloads/deferred-churn.yaml).
+    #[arg(long, value_name = "FILE", value_parser = util::existing_file)]
+    spec: Option<PathBuf>,
+    /// Spec override passed to every run (e.g. readers=0, sheaf_capacity=64; comma-separated
+    /// or repeated); deferred_batching and threads are the task's own.
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = spec_override
+    )]
     sets: Vec<String>,
 }
 
-const USAGE: &str =
-    "cargo xtask batching [--alloc a,b] [--rounds N] [--spec FILE] [--set key=value]...
-  --alloc LIST      allocators (default: sheaf,sheaf-thread,mimalloc; mimalloc has no batching
-                    and is the control, ratio 1)
-  --rounds N        rounds, each running every allocator batched and per-object (default 5)
-  --spec FILE       the deferred-churn spec (default workloads/deferred-churn.yaml)
-  --set key=value   spec override passed to every run (e.g. readers=0, sheaf_capacity=64);
-                    deferred_batching and threads are the task's own";
-
-fn parse(args: &[String]) -> TaskResult<Options> {
-    let mut options = Options {
-        allocators: ["sheaf", "sheaf-thread", "mimalloc"]
-            .map(str::to_owned)
-            .to_vec(),
-        rounds: 5,
-        spec: util::root().join("workloads").join("deferred-churn.yaml"),
-        sets: Vec::new(),
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .cloned()
-                .ok_or_else(|| TaskError::Usage(format!("batching: {name} needs a value\n{USAGE}")))
-        };
-        match arg.as_str() {
-            "--alloc" => options.allocators = util::allocator_list("batching", &value("--alloc")?)?,
-            "--rounds" => {
-                options.rounds = util::positive_number("batching", "--rounds", &value("--rounds")?)?
-            }
-            "--spec" => options.spec = PathBuf::from(value("--spec")?),
-            "--set" => {
-                for pair in value("--set")?.split(',').map(str::trim) {
-                    let Some((key, _)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-                        return Err(TaskError::Usage(format!(
-                            "batching: --set {pair}: expected key=value"
-                        )));
-                    };
-                    if RESERVED.contains(&key.trim()) {
-                        return Err(TaskError::Usage(format!(
-                            "batching: --set {pair}: `{}` is set by the task itself",
-                            key.trim()
-                        )));
-                    }
-                    options.sets.push(pair.to_owned());
-                }
-            }
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "batching: unknown option `{other}`\n{USAGE}"
-                )));
+impl Options {
+    /// The spec: `--spec`, or the workspace's deferred-churn.yaml.
+    fn spec(&self) -> TaskResult<PathBuf> {
+        match &self.spec {
+            Some(spec) => Ok(spec.clone()),
+            None => {
+                let default = util::root().join("workloads").join("deferred-churn.yaml");
+                util::existing_file(&default.to_string_lossy())
+                    .map_err(|e| TaskError::Failed(format!("{}: {e}", default.display())))
             }
         }
     }
-    // Absolute: the runs start in the workspace root, not where the task was started.
-    options.spec = std::fs::canonicalize(&options.spec)
-        .ok()
-        .filter(|path| path.is_file())
-        .ok_or_else(|| {
-            TaskError::Usage(format!(
-                "batching: --spec {}: no such file",
-                options.spec.display()
-            ))
-        })?;
-    Ok(options)
+}
+
+/// Parses one `--set key=value`, refusing the fields the task sets itself.
+fn spec_override(pair: &str) -> Result<String, String> {
+    let pair = pair.trim();
+    let Some((key, _)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+        return Err("expected key=value".into());
+    };
+    if RESERVED.contains(&key.trim()) {
+        return Err(format!("`{}` is set by the task itself", key.trim()));
+    }
+    Ok(pair.to_owned())
 }
 
 /// One measurement's figures.
@@ -149,12 +125,13 @@ impl Measured {
 }
 
 /// `cargo xtask batching`.
-pub(crate) fn batching(args: &[String]) -> TaskResult {
-    let options = parse(args)?;
+pub(crate) fn batching(options: Options) -> TaskResult {
+    let spec = options.spec()?;
+    let allocators = &options.allocators.0;
     let exe = util::build_sheafbench(None)?;
     let dir = util::new_run_dir()?;
 
-    let mut order = options.allocators.clone();
+    let mut order = allocators.clone();
     let mut batched: BTreeMap<String, Vec<Measured>> = BTreeMap::new();
     let mut per_object: BTreeMap<String, Vec<Measured>> = BTreeMap::new();
     for round in 0..options.rounds {
@@ -172,7 +149,7 @@ pub(crate) fn batching(args: &[String]) -> TaskResult {
             };
             for on in modes {
                 let json = dir.join(format!("{name}-{round}-batching-{on}.json"));
-                let figures = measure(&exe, &options, name, on, &json)?;
+                let figures = measure(&exe, &options, &spec, name, on, &json)?;
                 let side = if on { &mut batched } else { &mut per_object };
                 side.entry(name.clone()).or_default().push(figures);
             }
@@ -180,16 +157,15 @@ pub(crate) fn batching(args: &[String]) -> TaskResult {
         order.rotate_left(1);
     }
 
-    let rows: Vec<Row> = options
-        .allocators
+    let rows: Vec<Row> = allocators
         .iter()
         .map(|name| Row::new(name, &batched[name], &per_object[name]))
         .collect();
-    let table = render(&rows, &options);
+    let table = render(&rows, &options, &spec);
     print!("{table}");
     let report = serde_json::json!({
         "provenance": util::provenance(),
-        "spec": options.spec.display().to_string(),
+        "spec": spec.display().to_string(),
         "sets": options.sets,
         "threads": 1,
         "rounds": options.rounds,
@@ -202,7 +178,7 @@ pub(crate) fn batching(args: &[String]) -> TaskResult {
                 "estimate": i.estimate,
                 "low": i.low,
                 "high": i.high,
-                "confidence": CONFIDENCE,
+                "confidence": BOOTSTRAP.confidence,
                 "statistic": "geometric mean of per-round batched/per-object throughput ratios",
             })),
             "fastest_ratio": r.fastest,
@@ -237,6 +213,7 @@ fn round_json(m: &Measured) -> serde_json::Value {
 fn measure(
     exe: &Path,
     options: &Options,
+    spec: &Path,
     name: &str,
     on: bool,
     json: &Path,
@@ -244,7 +221,7 @@ fn measure(
     let mut run = Command::new(exe);
     run.current_dir(util::root())
         .arg("run")
-        .arg(&options.spec)
+        .arg(spec)
         .args(["--alloc", name, "--threads", "1", "--set"])
         .arg(format!("deferred_batching={on}"));
     for set in &options.sets {
@@ -298,9 +275,9 @@ impl Row {
         let flushed: u64 = batched.iter().map(|m| m.flushed).sum();
         Self {
             allocator: allocator.to_owned(),
-            batched: util::median(&ops(batched)),
-            per_object: util::median(&ops(per_object)),
-            ratio: bootstrap::bootstrap_interval(&ratios, RESAMPLES, CONFIDENCE, SEED),
+            batched: stats::median(&ops(batched)),
+            per_object: stats::median(&ops(per_object)),
+            ratio: BOOTSTRAP.geometric_mean(&ratios),
             fastest: match (fastest(batched), fastest(per_object)) {
                 (Some(b), Some(p)) => Some(b / p),
                 _ => None,
@@ -317,7 +294,7 @@ impl Row {
     }
 }
 
-fn render(rows: &[Row], options: &Options) -> String {
+fn render(rows: &[Row], options: &Options, spec: &Path) -> String {
     let sets = if options.sets.is_empty() {
         String::new()
     } else {
@@ -325,7 +302,7 @@ fn render(rows: &[Row], options: &Options) -> String {
     };
     let mut text = format!(
         "{} at 1 writer thread, {} rounds{sets}\n{:<14} {:>12} {:>14} {:>22} {:>8} {:>12} {:>8} {:>10}  >= {TARGET:.0}x\n",
-        options.spec.display(),
+        spec.display(),
         options.rounds,
         "allocator",
         "batched M/s",
@@ -367,7 +344,7 @@ fn render(rows: &[Row], options: &Options) -> String {
          {:.0}% bootstrap interval; fastest: fastest batched round over fastest per-object round\nrecycled/s: rcu_free sheaves put back in the barn per measured second (batched side); \
          flushed: share of completed rcu_free sheaves flushed to the slabs instead; fallbacks: objects deferred one by one\n\
          >= {TARGET:.0}x: yes when the whole interval is at or above {TARGET:.0}, NO when it is below, unresolved when it straddles\n",
-        CONFIDENCE * 100.0,
+        BOOTSTRAP.confidence * 100.0,
     ));
     text
 }
@@ -376,8 +353,8 @@ fn render(rows: &[Row], options: &Options) -> String {
 mod tests {
     use super::*;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
+    fn parse(args: &[&str]) -> TaskResult<Options> {
+        crate::parse_task_args(args)
     }
 
     fn measured(ops_per_s: f64, recycled: u64, flushed: u64) -> Measured {
@@ -392,27 +369,39 @@ mod tests {
 
     #[test]
     fn options_parse_and_refuse_bad_values() {
-        let o = parse(&strings(&[
+        let o = parse(&[
             "--alloc",
             "sheaf",
             "--rounds",
             "3",
             "--set",
-            "readers=0,sheaf_capacity=64",
-        ]))
+            "readers=0, sheaf_capacity=64",
+            "--set",
+            "writers=1",
+        ])
         .expect("valid");
-        assert_eq!(o.allocators, ["sheaf"]);
+        assert_eq!(o.allocators.0, ["sheaf"]);
         assert_eq!(o.rounds, 3);
-        assert_eq!(o.sets, ["readers=0", "sheaf_capacity=64"]);
-        assert!(o.spec.ends_with("workloads/deferred-churn.yaml"));
-        assert!(parse(&strings(&["--rounds", "0"])).is_err());
-        assert!(parse(&strings(&["--rounds"])).is_err());
-        assert!(parse(&strings(&["--set", "readers"])).is_err());
-        assert!(parse(&strings(&["--spec", "no/such/spec.yaml"])).is_err());
-        assert!(parse(&strings(&["--fast"])).is_err());
-        for reserved in ["deferred_batching=false", "threads=2"] {
-            let error = parse(&strings(&["--set", reserved])).unwrap_err();
-            assert!(error.to_string().contains("set by the task"), "{error}");
+        assert_eq!(o.sets, ["readers=0", "sheaf_capacity=64", "writers=1"]);
+        assert!(o.spec().unwrap().ends_with("workloads/deferred-churn.yaml"));
+        let defaults = parse(&[]).expect("defaults");
+        assert_eq!(defaults.allocators.0, ["sheaf", "sheaf-thread", "mimalloc"]);
+        assert_eq!(defaults.rounds, 5);
+        for (args, message) in [
+            (&["--rounds", "0"][..], "expected a whole number above 0"),
+            (&["--rounds"], "a value is required"),
+            (&["--set", "readers"], "expected key=value"),
+            (&["--spec", "no/such/spec.yaml"], "no such file"),
+            (&["--fast"], "--fast"),
+            (&["--set", "deferred_batching=false"], "set by the task"),
+            (&["--set", "threads=2"], "set by the task"),
+        ] {
+            match parse(args) {
+                Err(TaskError::Usage(error)) => {
+                    assert!(error.contains(message), "{args:?}: {error}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
         }
     }
 
@@ -481,8 +470,8 @@ mod tests {
         let one = Row::new("sheaf", &[measured(90e6, 1, 0)], &[measured(30e6, 0, 0)]);
         assert_eq!(one.verdict(), Verdict::NoInterval);
 
-        let options = parse(&strings(&["--set", "readers=0"])).expect("valid");
-        let table = render(&[row, met, one], &options);
+        let options = parse(&["--set", "readers=0"]).expect("valid");
+        let table = render(&[row, met, one], &options, &options.spec().unwrap());
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].ends_with("--set readers=0"), "{table}");
         assert!(

@@ -13,29 +13,25 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use clap::Parser;
+
 use crate::report;
 use crate::util::{self, TaskError, TaskResult};
 
-/// `cargo xtask bench [--quick] [--alloc a,b]`.
-pub(crate) fn bench(args: &[String]) -> TaskResult {
-    let mut quick = false;
-    let mut alloc = "all".to_owned();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--alloc" => {
-                alloc = args.next().cloned().ok_or_else(|| {
-                    TaskError::Usage("bench: --alloc needs a list, e.g. sheaf,mimalloc".into())
-                })?;
-            }
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "bench: unknown option `{other}` (expected --quick, --alloc LIST)"
-                )));
-            }
-        }
-    }
+/// The default suite, every allocator, at one thread and at the CPU count.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Short smoke runs (`sheafbench run --quick`).
+    #[arg(long)]
+    quick: bool,
+    /// Allocators, e.g. sheaf,mimalloc, as `sheafbench run --alloc` takes them.
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    alloc: String,
+}
+
+/// `cargo xtask bench`.
+pub(crate) fn bench(options: Options) -> TaskResult {
+    let Options { quick, alloc } = options;
     let started = Instant::now();
     let exe = util::build_sheafbench(None)?;
     let specs = util::default_suite()?;

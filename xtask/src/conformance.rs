@@ -2,22 +2,21 @@
 
 use std::process::Command;
 
-use crate::util::{self, TaskError, TaskResult};
+use clap::Parser;
+
+use crate::util::{self, TaskResult};
+
+/// The contract clauses on every allocator.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Short smoke run (`sheafbench conformance --quick`): fewer rounds, same clauses.
+    #[arg(long)]
+    quick: bool,
+}
 
 /// Builds `sheafbench`, runs `sheafbench conformance --alloc all --json
 /// results/runs/<time>/conformance.json`; fails when any applicable clause fails.
-pub(crate) fn conformance(args: &[String]) -> TaskResult {
-    let mut quick = false;
-    for arg in args {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "conformance: unknown option `{other}` (expected --quick)"
-                )));
-            }
-        }
-    }
+pub(crate) fn conformance(options: Options) -> TaskResult {
     let exe = util::build_sheafbench(None)?;
     let dir = util::new_run_dir()?;
     let json = dir.join("conformance.json");
@@ -25,7 +24,7 @@ pub(crate) fn conformance(args: &[String]) -> TaskResult {
     run.current_dir(util::root())
         .args(["conformance", "--alloc", "all", "--json"])
         .arg(&json);
-    if quick {
+    if options.quick {
         run.arg("--quick");
     }
     let outcome = util::run(run);

@@ -1,5 +1,7 @@
-//! Project automation, run as `cargo xtask <task>`; one module per task.
+//! Project automation, run as `cargo xtask <task>`; one module per task, each declaring its
+//! own options (clap derive, as the CLI's), and the [`Task`] enum naming them all.
 //!
+//! Everyday tasks:
 //! - `test`: formatting check, clippy with warnings denied, and every test (what CI runs).
 //! - `bench`: the default benchmark suite with every allocator, into `results/runs/<time>/`.
 //! - `sweep`: sheaf capacity and barn limits swept over the workloads that depend on them.
@@ -7,15 +9,18 @@
 //!   wall-clock ratios); `--bless` records new references.
 //! - `conformance`: the contract clauses on every allocator.
 //! - `report`: charts (SVG) from a result file of `sheafbench run`.
+//!
+//! Studies (measurements behind design choices, listed apart in `--help`):
 //! - `overhead`: the harness's figure for `churn-lifo` beside criterion's for the same loop.
 //! - `maple-share`: each design's share of a maple-tree write's instructions, under callgrind.
 //! - `batching`: batched deferred frees against per-object ones on `deferred-churn`.
 //!
+//! Shared pieces: `util` (the workspace, child processes, builds, option parsers, provenance);
+//! the statistics (`harness::stats`) and the charts (`harness::chart`) are the CLI's too.
 //! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
 
 mod batching;
 mod bench;
-mod bootstrap;
 mod conformance;
 mod gate;
 mod maple_share;
@@ -25,64 +30,115 @@ mod sweep;
 mod test;
 mod util;
 
-use std::env;
 use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use util::TaskError;
 
-const USAGE: &str = "usage: cargo xtask <task> [options]
+/// Project automation for sheafbench.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true,
+    after_help = "exit status: 0 success, 1 the gate found a regression, 2 anything else went wrong"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
 
-tasks:
-  test          cargo fmt --check, clippy -D warnings, and every test (what CI runs)
-  bench         default suite (workloads/*.yaml with `suite: default`), every allocator, at 1
-                thread and at the CPU count, into results/runs/<time>/ (JSON, Markdown, SVG)
-                [--quick] [--alloc a,b]
-  sweep         sheaf capacity and barn limits over burst, prefill and maple-tree workloads
-                [--quick] [--capacities 4,8,...] [--workload FILE]...
-  gate          regression gate against results/reference/ (run `cargo xtask gate --help`)
-  conformance   the contract clauses on every allocator [--quick]
-  report        SVG charts from a result file: report <results.json> [--out DIR]
-  overhead      sheafbench's churn-lifo figure beside criterion's for the same loop, per
-                allocator [--alloc a,b] [--rounds N] [--measurement-time SECS]
-  maple-share   instructions per maple-tree write under callgrind, split between the
-                allocator and the tree, per design
-                [--alloc a,b] [--spec FILE] [--passes N] [--json FILE]
-  batching      deferred-churn at one writer, deferred batching on against off, per
-                allocator: the paired ratio with its interval, recycled sheaves per second
-                [--alloc a,b] [--rounds N] [--spec FILE] [--set key=value]...
+/// The tasks. Studies are hidden from the main list and shown apart by [`command`].
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// cargo fmt --check, clippy -D warnings, and every test (what CI runs).
+    Test(test::Options),
+    /// The default suite, every allocator, at 1 thread and at the CPU count.
+    ///
+    /// Runs the workloads/*.yaml marked `suite: default` into results/runs/<time>/ (JSON,
+    /// Markdown, SVG).
+    Bench(bench::Options),
+    /// Sheaf capacity and barn limits over burst, prefill and maple-tree workloads.
+    Sweep(sweep::Options),
+    /// Regression gate against results/reference/ (instruction counts, wall-clock ratios).
+    Gate(gate::Options),
+    /// The contract clauses on every allocator.
+    Conformance(conformance::Options),
+    /// SVG charts from a result file of `sheafbench run`.
+    Report(report::Options),
+    /// Study: sheafbench's churn-lifo figure beside criterion's, per allocator.
+    ///
+    /// Both run the same loop; the paired ratio of the rounds, with its interval, says
+    /// whether the harness's own measuring adds to what it measures.
+    #[command(hide = true)]
+    Overhead(overhead::Options),
+    /// Study: each design's share of a maple-tree write's instructions, under callgrind.
+    ///
+    /// Splits the instructions of each write between the allocator and the tree, per design.
+    #[command(hide = true)]
+    MapleShare(maple_share::Options),
+    /// Study: deferred batching on against off on deferred-churn, per allocator.
+    ///
+    /// One writer thread; the paired ratio with its interval, and the recycled sheaves per
+    /// second.
+    #[command(hide = true)]
+    Batching(batching::Options),
+}
 
-exit status: 0 success, 1 the gate found a regression, 2 anything else went wrong";
+/// The command line, with the hidden studies listed under a heading of their own (clap has
+/// one heading for all subcommands).
+fn command() -> clap::Command {
+    let command = Cli::command();
+    let studies: Vec<String> = command
+        .get_subcommands()
+        .filter(|task| task.is_hide_set())
+        .map(|task| {
+            let about = task
+                .get_about()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            format!(
+                "  {:<11}  {}",
+                task.get_name(),
+                about.trim_start_matches("Study: ")
+            )
+        })
+        .collect();
+    let after = command
+        .get_after_help()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    command.after_help(format!(
+        "Studies (measurements behind design choices; `cargo xtask <study> --help`):\n{}\n\n{after}",
+        studies.join("\n")
+    ))
+}
+
+/// Parses the options of one task from `args` (without the task's name), as the command line
+/// would: a usage error is [`TaskError::Usage`] with clap's message.
+#[cfg(test)]
+fn parse_task_args<T: Parser>(args: &[&str]) -> util::TaskResult<T> {
+    T::try_parse_from(std::iter::once("task").chain(args.iter().copied()))
+        .map_err(|error| TaskError::Usage(error.to_string()))
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = env::args().skip(1).collect();
-    let Some((task, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+    // clap prints help (exit status 0) and usage errors (exit status 2) itself.
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
     };
-    let wants_help = rest.iter().any(|a| a == "-h" || a == "--help");
-    let result = match task.as_str() {
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        "gate" if wants_help => {
-            println!("usage: {}", gate::USAGE);
-            Ok(())
-        }
-        _ if wants_help => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        "test" => test::test(rest),
-        "bench" => bench::bench(rest),
-        "sweep" => sweep::sweep(rest),
-        "gate" => gate::gate(rest),
-        "conformance" => conformance::conformance(rest),
-        "report" => report::report(rest),
-        "overhead" => overhead::overhead(rest),
-        "maple-share" => maple_share::maple_share(rest),
-        "batching" => batching::batching(rest),
-        other => Err(TaskError::Usage(format!("unknown task `{other}`\n{USAGE}"))),
+    let result = match cli.task {
+        Task::Test(options) => test::test(options),
+        Task::Bench(options) => bench::bench(options),
+        Task::Sweep(options) => sweep::sweep(options),
+        Task::Gate(options) => gate::gate(options),
+        Task::Conformance(options) => conformance::conformance(options),
+        Task::Report(options) => report::report(options),
+        Task::Overhead(options) => overhead::overhead(options),
+        Task::MapleShare(options) => maple_share::maple_share(options),
+        Task::Batching(options) => batching::batching(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,5 +150,52 @@ fn main() -> ExitCode {
             eprintln!("xtask: {error}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_everyday_tasks_before_the_studies() {
+        let help = command().render_help().to_string();
+        let position = |name: &str| {
+            help.find(&format!("  {name} "))
+                .unwrap_or_else(|| panic!("{name} missing from:\n{help}"))
+        };
+        let heading = help.find("Studies").expect("a heading for the studies");
+        for task in ["test", "bench", "sweep", "gate", "conformance", "report"] {
+            assert!(position(task) < heading, "{task}:\n{help}");
+        }
+        for study in ["overhead", "maple-share", "batching"] {
+            assert!(position(study) > heading, "{study}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn every_task_name_parses() {
+        for args in [
+            &["xtask", "test"][..],
+            &["xtask", "test", "-p", "sheaf", "--", "--nocapture"],
+            &["xtask", "bench", "--quick"],
+            &["xtask", "sweep", "--no-barn"],
+            &["xtask", "gate", "--only", "instructions"],
+            &["xtask", "conformance", "--quick"],
+            &["xtask", "report", "results.json"],
+            &["xtask", "overhead", "--rounds", "2"],
+            &["xtask", "maple-share", "--passes", "1"],
+            &["xtask", "batching", "--rounds", "2"],
+        ] {
+            let matches = command().try_get_matches_from(args);
+            assert!(matches.is_ok(), "{args:?}: {:?}", matches.err());
+        }
+        let unknown = command().try_get_matches_from(["xtask", "frobnicate"]);
+        assert!(unknown.is_err());
     }
 }

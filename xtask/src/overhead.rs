@@ -29,85 +29,54 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bootstrap::{self, Interval, Verdict};
-use crate::util::{self, TaskError, TaskResult};
+use clap::Parser;
+use harness::stats::{self, Bootstrap, Interval, Verdict};
+
+use crate::util::{self, Names, TaskError, TaskResult};
 
 /// The allowed difference between the two figures, a fraction.
 const WITHIN: f64 = 0.05;
 
-/// Confidence of the paired interval.
-const CONFIDENCE: f64 = 0.95;
-/// Bootstrap resamples of the paired interval.
-const RESAMPLES: usize = 10_000;
-/// Seed of the resampling (fixed: the same rounds always give the same interval).
-const SEED: u64 = 0x0FE4_11EA;
+/// The paired interval: the default resamples and confidence, from the task's own seed.
+const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0x0FE4_11EA);
 
 /// The workload both sides run.
 const WORKLOAD: &str = "churn-lifo.yaml";
 
-/// Options of `cargo xtask overhead`.
-#[derive(Debug, PartialEq)]
-struct Options {
-    allocators: Vec<String>,
+/// sheafbench's churn-lifo figure beside criterion's for the same loop, per allocator.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Allocators.
+    #[arg(
+        long = "alloc",
+        value_name = "LIST",
+        value_parser = util::allocator_list,
+        default_value = "sheaf,sheaf-thread,mimalloc,jemalloc,system"
+    )]
+    allocators: Names,
+    /// Alternating rounds, each running both sides once.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = util::positive::<usize>)]
     rounds: usize,
+    /// criterion's measurement time per benchmark, seconds.
+    #[arg(
+        long = "measurement-time",
+        value_name = "SECS",
+        default_value_t = 3,
+        value_parser = util::positive::<u32>
+    )]
     measurement_secs: u32,
 }
 
-const USAGE: &str = "cargo xtask overhead [--alloc a,b] [--rounds N] [--measurement-time SECS]
-  --alloc LIST            allocators (default: sheaf,sheaf-thread,mimalloc,jemalloc,system)
-  --rounds N              alternating rounds, each running both sides once (default 5)
-  --measurement-time S    criterion's measurement time per benchmark, seconds (default 3)";
-
-fn parse(args: &[String]) -> TaskResult<Options> {
-    let mut options = Options {
-        allocators: ["sheaf", "sheaf-thread", "mimalloc", "jemalloc", "system"]
-            .map(str::to_owned)
-            .to_vec(),
-        rounds: 5,
-        measurement_secs: 3,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .cloned()
-                .ok_or_else(|| TaskError::Usage(format!("overhead: {name} needs a value\n{USAGE}")))
-        };
-        match arg.as_str() {
-            "--alloc" => options.allocators = util::allocator_list("overhead", &value("--alloc")?)?,
-            "--rounds" => {
-                options.rounds = util::positive_number("overhead", "--rounds", &value("--rounds")?)?
-            }
-            "--measurement-time" => {
-                let secs: usize = util::positive_number(
-                    "overhead",
-                    "--measurement-time",
-                    &value("--measurement-time")?,
-                )?;
-                options.measurement_secs = u32::try_from(secs).map_err(|_| {
-                    TaskError::Usage("overhead: --measurement-time is too large".into())
-                })?;
-            }
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "overhead: unknown option `{other}`\n{USAGE}"
-                )));
-            }
-        }
-    }
-    Ok(options)
-}
-
 /// `cargo xtask overhead`.
-pub(crate) fn overhead(args: &[String]) -> TaskResult {
-    let options = parse(args)?;
+pub(crate) fn overhead(options: Options) -> TaskResult {
+    let allocators = &options.allocators.0;
     let exe = util::build_sheafbench(None)?;
     let bench_exe = build_pair_bench()?;
     let dir = util::new_run_dir()?;
     let criterion_home = dir.join("criterion");
     let spec = util::root().join("workloads").join(WORKLOAD);
 
-    let mut order = options.allocators.clone();
+    let mut order = allocators.clone();
     let mut harness: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut criterion: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..options.rounds {
@@ -135,8 +104,7 @@ pub(crate) fn overhead(args: &[String]) -> TaskResult {
         order.rotate_left(1);
     }
 
-    let rows: Vec<Row> = options
-        .allocators
+    let rows: Vec<Row> = allocators
         .iter()
         .map(|name| Row::new(name, &criterion[name], &harness[name]))
         .collect();
@@ -158,7 +126,7 @@ pub(crate) fn overhead(args: &[String]) -> TaskResult {
                 "estimate": i.estimate,
                 "low": i.low,
                 "high": i.high,
-                "confidence": CONFIDENCE,
+                "confidence": BOOTSTRAP.confidence,
                 "statistic": "geometric mean of per-round harness/criterion ratios",
             })),
             "fastest_difference": r.best,
@@ -241,17 +209,10 @@ fn criterion_ns_per_pair(
 
 /// Builds the `pair` criterion benchmark (bench profile) and returns its executable.
 fn build_pair_bench() -> TaskResult<PathBuf> {
-    let mut build = util::cargo();
-    build.args([
-        "bench",
-        "-p",
-        "sheafbench",
-        "--bench",
+    util::build_executable(
+        &["bench", "-p", "sheafbench", "--bench", "pair", "--no-run"],
         "pair",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ]);
-    util::built_executable(build, "pair")
+    )
 }
 
 /// criterion's headline estimate: the slope of its linear sampling, else the mean.
@@ -288,9 +249,9 @@ impl Row {
             .collect();
         Self {
             allocator: allocator.to_owned(),
-            criterion_ns: util::median(criterion),
-            harness_ns: util::median(harness),
-            paired: bootstrap::bootstrap_interval(&ratios, RESAMPLES, CONFIDENCE, SEED),
+            criterion_ns: stats::median(criterion),
+            harness_ns: stats::median(harness),
+            paired: BOOTSTRAP.geometric_mean(&ratios),
             best: match (fastest(criterion), fastest(harness)) {
                 (Some(c), Some(h)) if c > 0.0 => Some(h / c - 1.0),
                 _ => None,
@@ -353,7 +314,7 @@ fn render(rows: &[Row]) -> String {
          with its {:.0}% bootstrap interval; fastest: fastest harness round against fastest criterion round\n\
          within {:.0}%: yes when the paired interval lies within {:.0}% of parity, NO when it lies beyond, \
          unresolved when it straddles the limit\n",
-        CONFIDENCE * 100.0,
+        BOOTSTRAP.confidence * 100.0,
         WITHIN * 100.0,
         WITHIN * 100.0,
     ));
@@ -364,20 +325,31 @@ fn render(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
+    fn parse(args: &[&str]) -> TaskResult<Options> {
+        crate::parse_task_args(args)
     }
 
     #[test]
     fn options_parse_and_refuse_bad_values() {
-        let o = parse(&strings(&["--alloc", "sheaf, mimalloc", "--rounds", "5"])).expect("valid");
-        assert_eq!(o.allocators, ["sheaf", "mimalloc"]);
+        let o = parse(&["--alloc", "sheaf, mimalloc", "--rounds", "5"]).expect("valid");
+        assert_eq!(o.allocators.0, ["sheaf", "mimalloc"]);
         assert_eq!(o.rounds, 5);
         assert_eq!(o.measurement_secs, 3);
-        assert!(parse(&strings(&["--rounds", "0"])).is_err());
-        assert!(parse(&strings(&["--alloc", ","])).is_err());
-        assert!(parse(&strings(&["--measurement-time"])).is_err());
-        assert!(parse(&strings(&["--fast"])).is_err());
+        let o = parse(&[]).expect("defaults");
+        assert_eq!(o.allocators.0.len(), 5);
+        for (args, message) in [
+            (&["--rounds", "0"][..], "expected a whole number above 0"),
+            (&["--alloc", ","], "at least one allocator name"),
+            (&["--measurement-time"], "a value is required"),
+            (&["--fast"], "--fast"),
+        ] {
+            match parse(args) {
+                Err(TaskError::Usage(error)) => {
+                    assert!(error.contains(message), "{args:?}: {error}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

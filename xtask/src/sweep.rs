@@ -15,6 +15,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
+use clap::Parser;
+
 use crate::util::{self, TaskError, TaskResult};
 
 /// Workload specs swept by default (a missing one is skipped with a note).
@@ -29,33 +31,37 @@ const CAPACITIES: &str = "4,8,16,32,60,120";
 /// Full-sheaf limits of the barn tried by default.
 const BARN_LIMITS: &str = "2,4,8,16,32";
 
-/// `cargo xtask sweep [--quick] [--capacities LIST] [--barn LIST] [--workload FILE]...`.
-pub(crate) fn sweep(args: &[String]) -> TaskResult {
-    let mut quick = false;
-    let mut capacities = CAPACITIES.to_owned();
-    let mut barn = Some(BARN_LIMITS.to_owned());
-    let mut workloads: Vec<PathBuf> = Vec::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .cloned()
-                .ok_or_else(|| TaskError::Usage(format!("sweep: {name} needs a value")))
-        };
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--capacities" => capacities = value("--capacities")?,
-            "--barn" => barn = Some(value("--barn")?),
-            "--no-barn" => barn = None,
-            "--workload" => workloads.push(PathBuf::from(value("--workload")?)),
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "sweep: unknown option `{other}` (expected --quick, --capacities LIST, --barn LIST, \
-                     --no-barn, --workload FILE)"
-                )));
-            }
-        }
-    }
+/// Sheaf capacities and barn limits swept over the workloads that depend on them.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Short smoke runs (`sheafbench sweep --quick`).
+    #[arg(long)]
+    quick: bool,
+    /// Sheaf capacities to try.
+    #[arg(long, value_name = "LIST", default_value = CAPACITIES)]
+    capacities: String,
+    /// The barn's full-sheaf limits to try.
+    #[arg(long, value_name = "LIST", default_value = BARN_LIMITS)]
+    barn: String,
+    /// Do not sweep the barn's limit.
+    #[arg(long, conflicts_with = "barn")]
+    no_barn: bool,
+    /// A workload spec to sweep (repeatable; default: burst, prefill-burst, maple-tree and
+    /// prefill-contention).
+    #[arg(long = "workload", value_name = "FILE")]
+    workloads: Vec<PathBuf>,
+}
+
+/// `cargo xtask sweep`.
+pub(crate) fn sweep(options: Options) -> TaskResult {
+    let Options {
+        quick,
+        capacities,
+        barn,
+        no_barn,
+        mut workloads,
+    } = options;
+    let barn = (!no_barn).then_some(barn);
     if workloads.is_empty() {
         for name in WORKLOADS {
             let path = util::root().join("workloads").join(name);

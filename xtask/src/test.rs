@@ -1,10 +1,23 @@
 //! `cargo xtask test`: what CI checks on every change.
 
+use clap::Parser;
+
 use crate::util::{self, TaskResult};
 
-/// Formatting, clippy with warnings denied, then every test of the workspace; extra
-/// arguments go to `cargo test`.
-pub(crate) fn test(extra: &[String]) -> TaskResult {
+/// Formatting, clippy with warnings denied, then every test of the workspace.
+#[derive(Debug, Parser)]
+pub(crate) struct Options {
+    /// Extra arguments for `cargo test` (e.g. `-p sheaf -- --nocapture`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CARGO_TEST_ARGS"
+    )]
+    extra: Vec<String>,
+}
+
+/// `cargo xtask test`.
+pub(crate) fn test(options: Options) -> TaskResult {
     let mut fmt = util::cargo();
     fmt.args(["fmt", "--all", "--check"]);
     util::run(fmt)?;
@@ -19,6 +32,6 @@ pub(crate) fn test(extra: &[String]) -> TaskResult {
     ]);
     util::run(clippy)?;
     let mut tests = util::cargo();
-    tests.args(["test", "--workspace"]).args(extra);
+    tests.args(["test", "--workspace"]).args(&options.extra);
     util::run(tests)
 }

@@ -44,9 +44,12 @@ pub(crate) fn root() -> PathBuf {
         .map_or(manifest.clone(), Path::to_path_buf)
 }
 
-/// The names of a comma-separated `--alloc` list (blanks dropped); `task` names the task in
-/// the error when none is left.
-pub(crate) fn allocator_list(task: &str, list: &str) -> TaskResult<Vec<String>> {
+/// The allocators of an `--alloc` option, in the order given.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Names(pub(crate) Vec<String>);
+
+/// Parses a comma-separated `--alloc` list (blanks dropped; at least one name left).
+pub(crate) fn allocator_list(list: &str) -> Result<Names, String> {
     let names: Vec<String> = list
         .split(',')
         .map(str::trim)
@@ -54,25 +57,29 @@ pub(crate) fn allocator_list(task: &str, list: &str) -> TaskResult<Vec<String>> 
         .map(str::to_owned)
         .collect();
     if names.is_empty() {
-        return Err(TaskError::Usage(format!(
-            "{task}: --alloc needs at least one allocator name"
-        )));
+        return Err("--alloc needs at least one allocator name".into());
     }
-    Ok(names)
+    Ok(Names(names))
 }
 
-/// The value of a numeric option that must be a whole number above 0; `task` and `option`
-/// name them in the error.
-pub(crate) fn positive_number<T>(task: &str, option: &str, text: &str) -> TaskResult<T>
+/// Parses a numeric option that must be a whole number above 0.
+pub(crate) fn positive<T>(text: &str) -> Result<T, String>
 where
     T: std::str::FromStr + From<u8> + PartialOrd,
 {
     match text.parse::<T>() {
         Ok(n) if n > T::from(0) => Ok(n),
-        _ => Err(TaskError::Usage(format!(
-            "{task}: {option} {text}: expected a whole number above 0"
-        ))),
+        _ => Err("expected a whole number above 0".into()),
     }
+}
+
+/// Parses a path option naming an existing file, made absolute: the tasks run their
+/// children in the workspace root, not where the task was started.
+pub(crate) fn existing_file(text: &str) -> Result<PathBuf, String> {
+    std::fs::canonicalize(text)
+        .ok()
+        .filter(|path| path.is_file())
+        .ok_or_else(|| "no such file".to_owned())
 }
 
 /// A `cargo` command (the one running us, when we run under cargo) in the workspace root.
@@ -140,36 +147,44 @@ pub(crate) fn describe(command: &Command) -> String {
 }
 
 /// Builds `sheafbench` in release and returns the path of the binary, read from cargo's JSON
-/// messages. With `slowdown_permille`, sheaf is built with its `slowdown` feature and
-/// `SHEAF_SLOWDOWN_PERMILLE` set for the build (the delay is fixed at compile time), in a
+/// messages. With `slowdown_instructions`, sheaf is built with its `slowdown` feature and
+/// `SHEAF_SLOWDOWN_INSTRUCTIONS` set for the build (the delay is fixed at compile time), in a
 /// target directory of its own.
-pub(crate) fn build_sheafbench(slowdown_permille: Option<u32>) -> TaskResult<PathBuf> {
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "sheafbench",
-        "--message-format=json-render-diagnostics",
-    ]);
-    match slowdown_permille {
-        Some(permille) => {
+pub(crate) fn build_sheafbench(slowdown_instructions: Option<u64>) -> TaskResult<PathBuf> {
+    let mut build = build_command(&["build", "--release", "-p", "sheafbench"]);
+    match slowdown_instructions {
+        Some(instructions) => {
             build
                 .args(["--features", "sheaf/slowdown"])
                 .arg("--target-dir")
                 .arg(slowdown_target_dir())
-                .env("SHEAF_SLOWDOWN_PERMILLE", permille.to_string());
+                .env(SLOWDOWN_VARIABLE, instructions.to_string());
         }
         None => {
-            build.env_remove("SHEAF_SLOWDOWN_PERMILLE");
+            build.env_remove(SLOWDOWN_VARIABLE);
         }
     }
     built_executable(build, "sheafbench")
 }
 
-/// Runs a cargo build `command` that was given `--message-format=json-render-diagnostics` and
-/// returns the executable cargo reports for the target named `target`.
-pub(crate) fn built_executable(command: Command, target: &str) -> TaskResult<PathBuf> {
+/// `cargo <args>` with the JSON messages that [`built_executable`] reads.
+fn build_command(args: &[&str]) -> Command {
+    let mut build = cargo();
+    build
+        .args(args)
+        .arg("--message-format=json-render-diagnostics");
+    build
+}
+
+/// Runs `cargo <args>` (a build of some target: `build`, `bench --no-run`, ...) and returns
+/// the executable it reports for the target named `target`.
+pub(crate) fn build_executable(args: &[&str], target: &str) -> TaskResult<PathBuf> {
+    built_executable(build_command(args), target)
+}
+
+/// Runs a cargo build `command` made by [`build_command`] and returns the executable cargo
+/// reports for the target named `target`.
+fn built_executable(command: Command, target: &str) -> TaskResult<PathBuf> {
     eprintln!("xtask: running {}", describe(&command));
     let stdout = capture(command)?;
     for line in stdout.lines() {
@@ -187,6 +202,9 @@ pub(crate) fn built_executable(command: Command, target: &str) -> TaskResult<Pat
         "cargo built {target} but named no executable for it"
     )))
 }
+
+/// The build-time setting of sheaf's `slowdown` feature: instructions added to every pair.
+pub(crate) const SLOWDOWN_VARIABLE: &str = "SHEAF_SLOWDOWN_INSTRUCTIONS";
 
 /// A separate target directory for builds with the `slowdown` feature, so that switching
 /// between the clean and the slowed build does not rebuild either.
@@ -247,26 +265,10 @@ pub(crate) fn timestamp() -> String {
     format_timestamp(seconds)
 }
 
-/// `seconds` since the Unix epoch as `YYYY-MM-DDTHH-MM-SSZ`.
+/// `seconds` since the Unix epoch as `YYYY-MM-DDTHH-MM-SSZ`: the harness's UTC time with
+/// dashes for colons.
 pub(crate) fn format_timestamp(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    harness::machine::format_utc(seconds).replace(':', "-")
 }
 
 /// A new directory `results/runs/<timestamp>/`.
@@ -310,17 +312,6 @@ pub(crate) fn dirty_paths() -> TaskResult<Vec<String>> {
     Ok(text.lines().map(str::to_owned).collect())
 }
 
-/// The median of `values`; `None` when there are none.
-pub(crate) fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[n / 2]),
-        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
 /// The median over a `sheafbench` result's runs (one entry of its `runs`) of each run's
 /// throughput, ops/s; `None` when it holds no positive sample (a failed measurement).
 pub(crate) fn median_run_throughput(run: &serde_json::Value) -> Option<f64> {
@@ -331,7 +322,7 @@ pub(crate) fn median_run_throughput(run: &serde_json::Value) -> Option<f64> {
         .filter_map(|sample| sample["throughput_ops_per_s"].as_f64())
         .filter(|ops| ops.is_finite() && *ops > 0.0)
         .collect();
-    median(&samples)
+    harness::stats::median(&samples)
 }
 
 /// Reads a JSON file.
@@ -360,16 +351,35 @@ mod tests {
 
     #[test]
     fn positive_numbers_are_whole_and_above_zero() {
-        assert_eq!(positive_number::<usize>("t", "--n", "12").unwrap(), 12);
-        assert_eq!(positive_number::<u32>("t", "--n", "1").unwrap(), 1);
+        assert_eq!(positive::<usize>("12").unwrap(), 12);
+        assert_eq!(positive::<u32>("1").unwrap(), 1);
         for bad in ["0", "-1", "1.5", "x", ""] {
-            let error = positive_number::<usize>("t", "--n", bad).unwrap_err();
-            assert_eq!(
-                error.to_string(),
-                format!("t: --n {bad}: expected a whole number above 0")
-            );
+            let error = positive::<usize>(bad).unwrap_err();
+            assert_eq!(error, "expected a whole number above 0");
         }
-        assert!(positive_number::<u32>("t", "--n", "4294967296").is_err());
+        assert!(positive::<u32>("4294967296").is_err());
+    }
+
+    #[test]
+    fn allocator_lists_drop_blanks_and_keep_the_order() {
+        assert_eq!(
+            allocator_list(" sheaf, ,mimalloc ").unwrap(),
+            Names(vec!["sheaf".into(), "mimalloc".into()])
+        );
+        for bad in ["", ",", " , "] {
+            assert!(allocator_list(bad).unwrap_err().contains("at least one"));
+        }
+    }
+
+    #[test]
+    fn existing_files_are_made_absolute() {
+        let manifest = existing_file("Cargo.toml").unwrap();
+        assert!(manifest.is_absolute() && manifest.ends_with("Cargo.toml"));
+        assert_eq!(
+            existing_file("no/such/file.yaml").unwrap_err(),
+            "no such file"
+        );
+        assert!(existing_file(".").is_err(), "a directory is not a file");
     }
 
     #[test]

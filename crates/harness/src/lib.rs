@@ -39,11 +39,13 @@
 //!   measured on; [`warnings`]: the caveats attached to a figure, each with what to do.
 
 pub mod benchmark;
+pub mod chart;
 pub mod counters;
 pub mod histogram;
 pub mod machine;
 pub mod result;
 pub mod spec;
+pub mod stats;
 pub mod steal;
 pub mod timer;
 pub mod warnings;

@@ -1,38 +1,24 @@
 //! An injected slowdown of the fast paths, compiled in only with the `slowdown` feature.
 //!
 //! It exists to prove that the regression gate (`cargo xtask gate`) catches a small slowdown.
-//! The size is chosen when the crate is *built*: `SHEAF_SLOWDOWN_PERMILLE=N` in the build's
-//! environment (cargo rebuilds the crate when it changes) asks for N per mille more work in
-//! an alloc+free pair, counted in instructions: the per-thread fast-path pair executes
-//! [`REFERENCE_PAIR_INSTRUCTIONS`] instructions (callgrind, at the blessed references), so N
-//! per mille becomes `round(N × REFERENCE_PAIR_INSTRUCTIONS / 1000)` extra instructions per
-//! pair (at least one when N > 0), the first half on the allocation, the rest on the free.
-//! At 50 per mille that is 2: +4.7% of the per-thread pair, +1.6% of the per-CPU one.
+//! The size is chosen when the crate is *built*: `SHEAF_SLOWDOWN_INSTRUCTIONS=N` in the
+//! build's environment (cargo rebuilds the crate when it changes) adds N instructions to every
+//! alloc+free pair, the first half on the allocation, the rest on the free. The crate knows
+//! nothing of what a pair costs: `cargo xtask gate --slowdown PERMILLE` turns a share of the
+//! per-thread pair's reference count (`results/reference/instructions.json`) into N, so the
+//! injected share follows the references as the code changes.
 //!
 //! Each extra instruction is a single-cycle `add 0` chained on the object's address, unrolled
-//! in place: no counter, no branch, no check, so the instruction count grows by exactly that
-//! number. What it costs in *time* is not assumed: an out-of-order core can overlap such a
-//! short chain with the pair's own work, and on the reference machine the wall-clock ratios
-//! of a 50 per mille build did not move measurably (the gate-proof logs show it). A value that
-//! is not a number stops the build with a message; without the feature none of this exists.
+//! in place: no counter, no branch, no check, so the instruction count grows by exactly N.
+//! What it costs in *time* is not assumed: an out-of-order core can overlap such a short chain
+//! with the pair's own work. A value that is not a number stops the build with a message;
+//! without the feature none of this exists.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 
-/// Instructions of one per-thread fast-path alloc+free pair under callgrind, at the blessed
-/// references (`alloc_free_pair_per_thread` in `results/reference/instructions.json`).
-pub(crate) const REFERENCE_PAIR_INSTRUCTIONS: u32 = 43;
-
-/// The slowdown asked for at build time, in per mille of a pair.
-pub(crate) const PERMILLE: u32 = parse_permille(option_env!("SHEAF_SLOWDOWN_PERMILLE"));
-
-/// Single-cycle instructions added to every pair.
-pub(crate) const PAIR_STEPS: u32 = if PERMILLE == 0 {
-    0
-} else {
-    let steps = (PERMILLE * REFERENCE_PAIR_INSTRUCTIONS + 500) / 1000;
-    if steps == 0 { 1 } else { steps }
-};
+/// Instructions added to every pair, as asked for at build time.
+pub(crate) const PAIR_STEPS: u32 = parse_steps(option_env!("SHEAF_SLOWDOWN_INSTRUCTIONS"));
 
 /// The allocation's share of [`PAIR_STEPS`].
 const ALLOC_STEPS: u32 = PAIR_STEPS.div_ceil(2);
@@ -40,32 +26,33 @@ const ALLOC_STEPS: u32 = PAIR_STEPS.div_ceil(2);
 /// The free's share of [`PAIR_STEPS`].
 const FREE_STEPS: u32 = PAIR_STEPS / 2;
 
-/// Parses the build-time setting: absent or empty is 0; anything but decimal digits stops the
-/// build.
-const fn parse_permille(value: Option<&str>) -> u32 {
+/// Parses the build-time setting: absent or empty is 0; anything but decimal digits, or more
+/// than the bound, stops the build.
+const fn parse_steps(value: Option<&str>) -> u32 {
     let bytes = match value {
         Some(value) => value.as_bytes(),
         None => return 0,
     };
-    let mut permille: u32 = 0;
+    let mut steps: u32 = 0;
     let mut index = 0;
     while index < bytes.len() {
         let byte = bytes[index];
         assert!(
             byte.is_ascii_digit(),
-            "SHEAF_SLOWDOWN_PERMILLE must be a whole number of per mille, such as 50"
+            "SHEAF_SLOWDOWN_INSTRUCTIONS must be a whole number of instructions per pair, such as 2"
         );
-        permille = match permille.checked_mul(10) {
+        steps = match steps.checked_mul(10) {
             Some(tens) => tens + (byte - b'0') as u32,
-            None => panic!("SHEAF_SLOWDOWN_PERMILLE is too large"),
+            None => panic!("SHEAF_SLOWDOWN_INSTRUCTIONS is too large"),
         };
         index += 1;
     }
+    // Every step is unrolled at each fast-path site: the bound keeps the code size sane.
     assert!(
-        permille <= 10_000,
-        "SHEAF_SLOWDOWN_PERMILLE is at most 10000 (a pair ten times slower)"
+        steps <= 1_000,
+        "SHEAF_SLOWDOWN_INSTRUCTIONS is at most 1000 per pair"
     );
-    permille
+    steps
 }
 
 /// Delays an allocation's result by its share of the slowdown.
@@ -130,19 +117,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn permille_parses_and_maps_to_steps() {
-        assert_eq!(parse_permille(None), 0);
-        assert_eq!(parse_permille(Some("")), 0);
-        assert_eq!(parse_permille(Some("50")), 50);
-        assert_eq!(parse_permille(Some("1000")), 1000);
+    fn the_setting_parses_as_instructions_per_pair() {
+        assert_eq!(parse_steps(None), 0);
+        assert_eq!(parse_steps(Some("")), 0);
+        assert_eq!(parse_steps(Some("2")), 2);
+        assert_eq!(parse_steps(Some("1000")), 1000);
     }
 
     #[test]
-    fn steps_are_the_asked_share_of_the_reference_pair() {
-        let steps = |permille: u32| (permille * REFERENCE_PAIR_INSTRUCTIONS + 500) / 1000;
-        assert_eq!(steps(50), 2);
-        assert_eq!(steps(100), 4);
-        assert_eq!(steps(1000), REFERENCE_PAIR_INSTRUCTIONS);
+    #[should_panic(expected = "whole number of instructions")]
+    fn a_setting_that_is_not_a_number_is_refused() {
+        parse_steps(Some("5%"));
     }
 
     #[test]

@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 
-use crate::bootstrap::Interval;
+use harness::stats::Interval;
 
 /// The outcome for one figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -74,22 +74,24 @@ pub(crate) fn ensure_runner() -> TaskResult<OsString> {
 }
 
 /// Runs the instruction benchmarks and returns the count of each, by benchmark name.
+/// With `slowdown_instructions`, sheaf is built with its `slowdown` feature adding that many
+/// instructions to every pair.
 pub(crate) fn measure(
     path: &OsString,
-    slowdown_permille: Option<u32>,
+    slowdown_instructions: Option<u64>,
 ) -> TaskResult<BTreeMap<String, u64>> {
     let mut bench = util::cargo();
     bench.args(["bench", "-p", "sheaf", "--bench", "instructions"]);
-    if slowdown_permille.is_some() {
+    if slowdown_instructions.is_some() {
         bench
             .args(["--features", "slowdown"])
             .arg("--target-dir")
             .arg(util::slowdown_target_dir());
     }
     bench.args(["--", "--output-format=json"]).env("PATH", path);
-    match slowdown_permille {
-        Some(permille) => bench.env("SHEAF_SLOWDOWN_PERMILLE", permille.to_string()),
-        None => bench.env_remove("SHEAF_SLOWDOWN_PERMILLE"),
+    match slowdown_instructions {
+        Some(instructions) => bench.env(util::SLOWDOWN_VARIABLE, instructions.to_string()),
+        None => bench.env_remove(util::SLOWDOWN_VARIABLE),
     };
     eprintln!("xtask: running {}", util::describe(&bench));
     let stdout = util::capture(bench)?;

@@ -7,15 +7,15 @@
 //!    the code path without false alarms from a noisy machine.
 //! 2. Wall-clock throughput ratios of sheaf against fixed comparators measured in the same
 //!    run (`ratios`), as a bootstrap confidence interval over interleaved rounds
-//!    (`bootstrap`): catches what instruction counts cannot see (cache misses, contention),
+//!    (`harness::stats`): catches what instruction counts cannot see (cache misses, contention),
 //!    and flags a regression only when the whole interval is worse than the reference by
 //!    more than the threshold.
 //!
 //! `--bless` rewrites both reference files from a real run of this tree (refused on a dirty
 //! tree, so that a reference always names the revision it measured). `--slowdown N` builds
-//! sheaf with its `slowdown` feature and `SHEAF_SLOWDOWN_PERMILLE=N` in the build's
-//! environment (N per mille of the per-thread fast-path pair's instructions, fixed at compile
-//! time; 50 is 2 instructions per pair): the check that the gate catches an injected slowdown.
+//! sheaf with its `slowdown` feature adding N per mille of the per-thread fast-path pair's
+//! reference instruction count to every pair (fixed at compile time; 50 is 2 instructions at a
+//! 48-instruction pair): the check that the gate catches an injected slowdown.
 
 mod decide;
 mod instructions;
@@ -25,7 +25,9 @@ mod reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::bootstrap::{self, Interval};
+use clap::{Parser, ValueEnum};
+use harness::stats::{Bootstrap, Interval};
+
 use crate::util::{self, TaskError, TaskResult};
 use decide::Row;
 
@@ -33,131 +35,101 @@ use decide::Row;
 const TOLERANCE: f64 = 0.01;
 /// Ratios whose whole interval lies more than this fraction below the reference are
 /// regressions. Wide, because one gate's interval does not cover the drift between gates on a
-/// shared VM: six gates within an hour on one machine gave churn-lifo sheaf/mimalloc 0.23 to
-/// 0.34 and prefill-burst 3.05 to 3.91, each with an interval of about +-8%, and a 2% threshold
-/// failed a clean gate there.
+/// shared VM (docs/decisions.md, "xtask").
 const THRESHOLD: f64 = 0.20;
-/// Confidence level of the ratio intervals.
-const CONFIDENCE: f64 = 0.95;
-/// Bootstrap resamples.
-const RESAMPLES: usize = 10_000;
-/// Seed of the bootstrap (fixed: the interval is a function of the samples alone).
-const SEED: u64 = 0x5EAF_0BE7;
+/// The ratio intervals: the default resamples and confidence, from the gate's own seed.
+const BOOTSTRAP: Bootstrap = Bootstrap::with_seed(0x5EAF_0BE7);
 /// Further runs of the instruction benchmarks while a figure looks worse than its reference.
 const MEASURE_AGAIN: usize = 2;
 
-/// Options of `cargo xtask gate`.
-#[derive(Debug)]
-struct Options {
+/// The regression gate against results/reference/: instruction counts under callgrind and
+/// wall-clock ratios against comparators.
+#[derive(Debug, Parser)]
+#[command(after_help = "exit status: 0 pass, 1 regression, 2 the gate could not run")]
+pub(crate) struct Options {
+    /// Rewrite results/reference/{instructions,ratios}.json (clean tree only).
+    #[arg(long)]
     bless: bool,
+    /// Build sheaf with feature `slowdown`, adding N per mille of the per-thread pair's
+    /// reference instruction count to every pair.
+    #[arg(
+        long = "slowdown",
+        value_name = "N",
+        value_parser = non_negative,
+        allow_hyphen_values = true
+    )]
     slowdown_permille: Option<u32>,
+    /// Interleaved rounds of the wall-clock ratios.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_two)]
     rounds: usize,
+    /// Measured time of each run of a round.
+    #[arg(long, value_name = "D", default_value = "100ms")]
     duration: String,
-    instructions: bool,
-    ratios: bool,
+    /// Check one signal only.
+    #[arg(long, value_name = "SIGNAL")]
+    only: Option<Signal>,
+    /// Instruction-count tolerance, a fraction.
+    #[arg(long, value_name = "F", default_value_t = TOLERANCE, value_parser = fraction)]
     tolerance: f64,
+    /// Ratio threshold, a fraction.
+    #[arg(long, value_name = "F", default_value_t = THRESHOLD, value_parser = fraction)]
     threshold: f64,
+    /// Read (or, with --bless, write) references in D instead of results/reference/;
+    /// blessing into D is allowed on a dirty tree (for experiments such as
+    /// .ci/gate-proof.sh), and the provenance says so.
+    #[arg(long, value_name = "D")]
     reference_dir: Option<PathBuf>,
 }
 
-pub(crate) const USAGE: &str =
-    "cargo xtask gate [--bless] [--slowdown PERMILLE] [--rounds N] [--duration D]
-                  [--only instructions|ratios] [--tolerance F] [--threshold F]
-  --bless            rewrite results/reference/{instructions,ratios}.json (clean tree only)
-  --slowdown N       build sheaf with feature `slowdown` and SHEAF_SLOWDOWN_PERMILLE=N
-                     (per mille of the per-thread pair's instructions; 50: 2 per pair)
-  --rounds N         interleaved rounds of the wall-clock ratios (default 10)
-  --duration D       measured time of each run of a round (default 100ms)
-  --only SIGNAL      check one signal only
-  --tolerance F      instruction-count tolerance, a fraction (default 0.01)
-  --threshold F      ratio threshold, a fraction (default 0.20)
-  --reference-dir D  read (or, with --bless, write) references in D instead of
-                     results/reference/; blessing into D is allowed on a dirty tree (for
-                     experiments such as .ci/gate-proof.sh), and the provenance says so
-exit status: 0 pass, 1 regression, 2 the gate could not run";
+/// The gate's two signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Signal {
+    /// Instruction counts under callgrind.
+    Instructions,
+    /// Wall-clock ratios against the comparators.
+    Ratios,
+}
 
-fn parse(args: &[String]) -> TaskResult<Options> {
-    let mut options = Options {
-        bless: false,
-        slowdown_permille: None,
-        rounds: 10,
-        duration: "100ms".into(),
-        instructions: true,
-        ratios: true,
-        tolerance: TOLERANCE,
-        threshold: THRESHOLD,
-        reference_dir: None,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .cloned()
-                .ok_or_else(|| TaskError::Usage(format!("gate: {name} needs a value\n{USAGE}")))
-        };
-        match arg.as_str() {
-            "--bless" => options.bless = true,
-            "--slowdown" => {
-                options.slowdown_permille = Some(number(&value("--slowdown")?, "--slowdown")?)
-            }
-            "--rounds" => {
-                options.rounds = number(&value("--rounds")?, "--rounds")?;
-                if options.rounds < 2 {
-                    return Err(TaskError::Usage("gate: --rounds must be at least 2".into()));
-                }
-            }
-            "--duration" => options.duration = value("--duration")?,
-            "--only" => match value("--only")?.as_str() {
-                "instructions" => options.ratios = false,
-                "ratios" => options.instructions = false,
-                other => {
-                    return Err(TaskError::Usage(format!(
-                        "gate: --only {other}: expected `instructions` or `ratios`"
-                    )));
-                }
-            },
-            "--reference-dir" => {
-                options.reference_dir = Some(PathBuf::from(value("--reference-dir")?))
-            }
-            "--tolerance" => options.tolerance = fraction(&value("--tolerance")?, "--tolerance")?,
-            "--threshold" => options.threshold = fraction(&value("--threshold")?, "--threshold")?,
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "gate: unknown option `{other}`\n{USAGE}"
-                )));
-            }
-        }
+impl Options {
+    /// Whether the instruction counts are checked.
+    fn instructions(&self) -> bool {
+        self.only != Some(Signal::Ratios)
     }
-    Ok(options)
+
+    /// Whether the wall-clock ratios are checked.
+    fn ratios(&self) -> bool {
+        self.only != Some(Signal::Instructions)
+    }
 }
 
-fn number<T: std::str::FromStr>(text: &str, name: &str) -> TaskResult<T> {
-    text.parse().map_err(|_| {
-        TaskError::Usage(format!(
-            "gate: {name} {text}: expected a non-negative integer"
-        ))
-    })
+fn non_negative(text: &str) -> Result<u32, String> {
+    text.parse()
+        .map_err(|_| "expected a non-negative integer".to_owned())
 }
 
-fn fraction(text: &str, name: &str) -> TaskResult<f64> {
+fn at_least_two(text: &str) -> Result<usize, String> {
+    match non_negative(text)? {
+        rounds if rounds >= 2 => Ok(rounds as usize),
+        _ => Err("must be at least 2".into()),
+    }
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
-        _ => Err(TaskError::Usage(format!(
-            "gate: {name} {text}: expected a fraction in [0, 1), e.g. 0.02"
-        ))),
+        _ => Err("expected a fraction in [0, 1), e.g. 0.02".into()),
     }
 }
 
 /// `cargo xtask gate`.
-pub(crate) fn gate(args: &[String]) -> TaskResult {
-    let options = parse(args)?;
+pub(crate) fn gate(options: Options) -> TaskResult {
     if options.bless {
         if options.slowdown_permille.is_some() {
             return Err(TaskError::Usage(
                 "gate: --bless with --slowdown would record a slowed build".into(),
             ));
         }
-        if !(options.instructions && options.ratios) {
+        if !(options.instructions() && options.ratios()) {
             return Err(TaskError::Usage(
                 "gate: --bless records both signals; drop --only".into(),
             ));
@@ -177,24 +149,32 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         .clone()
         .unwrap_or_else(reference::committed_dir);
 
+    // The slowdown's size, in instructions per pair, from the reference it is judged against.
+    let slowdown = options
+        .slowdown_permille
+        .map(|permille| reference::slowdown_instructions(&reference_dir, permille))
+        .transpose()?;
+    let slowdown_instructions = slowdown.map(|(instructions, _)| instructions);
+
     let mut remeasured: Vec<String> = Vec::new();
     // Signal 1: instruction counts. Without valgrind there is no callgrind: the signal is
     // reported as not measured (and --bless refuses), never passed in silence.
-    let valgrind_missing = options.instructions && util::fact("valgrind", &["--version"]).is_none();
+    let valgrind_missing =
+        options.instructions() && util::fact("valgrind", &["--version"]).is_none();
     if valgrind_missing && options.bless {
         return Err(TaskError::Failed(
             "gate --bless: valgrind is not installed, and the instruction signal needs callgrind"
                 .into(),
         ));
     }
-    let reference_counts = if options.instructions && !options.bless {
+    let reference_counts = if options.instructions() && !options.bless {
         reference::load_instructions(&reference_dir)?
     } else {
         None
     };
-    let counts = if options.instructions && !valgrind_missing {
+    let counts = if options.instructions() && !valgrind_missing {
         let path = instructions::ensure_runner()?;
-        let mut counts = instructions::measure(&path, options.slowdown_permille)?;
+        let mut counts = instructions::measure(&path, slowdown_instructions)?;
         // Measured again while a figure looks worse than its reference (or, to bless, once
         // more in any case); each figure keeps its lowest count. A slower code path counts
         // high in every run; a run disturbed by something outside the code does not repeat.
@@ -215,7 +195,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
                 attempt + 1,
                 suspects.join(", ")
             );
-            let again = instructions::measure(&path, options.slowdown_permille)?;
+            let again = instructions::measure(&path, slowdown_instructions)?;
             for name in &suspects {
                 if let (Some(now), Some(&other)) = (counts.get_mut(name), again.get(name)) {
                     if other != *now {
@@ -231,8 +211,8 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     };
 
     // Signal 2: wall-clock ratios.
-    let intervals = if options.ratios {
-        let exe = util::build_sheafbench(options.slowdown_permille)?;
+    let intervals = if options.ratios() {
+        let exe = util::build_sheafbench(slowdown_instructions)?;
         let plan = ratios::RatioPlan {
             rounds: options.rounds,
             duration: options.duration.clone(),
@@ -253,11 +233,15 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         "duration": options.duration,
         "threads": 1,
         "statistic": "geometric mean of per-round ratios",
-        "interval": format!("percentile bootstrap, {RESAMPLES} resamples, confidence {CONFIDENCE}"),
+        "interval": format!(
+            "percentile bootstrap, {} resamples, confidence {}",
+            BOOTSTRAP.resamples, BOOTSTRAP.confidence
+        ),
     });
     let measured = serde_json::json!({
         "provenance": provenance,
         "slowdown_permille": options.slowdown_permille,
+        "slowdown_instructions_per_pair": slowdown_instructions,
         "instruction_counts_differed": remeasured,
         "instructions": counts,
         "ratios": intervals.as_ref().map(|i| reference::ratios_json(i, method.clone(), &provenance)["figures"].clone()),
@@ -297,7 +281,7 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         return Ok(());
     }
 
-    let reference_ratios = if options.ratios {
+    let reference_ratios = if options.ratios() {
         reference::load_ratios(&reference_dir)?
     } else {
         None
@@ -323,9 +307,9 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         ),
     ] {
         let wanted = if signal == "instructions" {
-            options.instructions
+            options.instructions()
         } else {
-            options.ratios
+            options.ratios()
         };
         match loaded {
             Some(provenance) => println!(
@@ -347,8 +331,11 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
         }
     }
     println!("this run: {}", reference::describe_provenance(&provenance));
-    if let Some(permille) = options.slowdown_permille {
-        println!("slowdown injected: {permille} per mille (feature sheaf/slowdown)");
+    if let (Some(permille), Some((instructions, base))) = (options.slowdown_permille, slowdown) {
+        println!(
+            "slowdown injected: {permille} per mille of the per-thread pair's {base} reference \
+             instructions, {instructions} instructions per pair (feature sheaf/slowdown)"
+        );
     }
     for note in &remeasured {
         println!("instruction count differed between runs, lowest kept: {note}");
@@ -372,17 +359,17 @@ pub(crate) fn gate(args: &[String]) -> TaskResult {
     }
     print!("{}", decide::render_table(&rows));
     let mut settings = Vec::new();
-    if options.instructions {
+    if options.instructions() {
         settings.push(format!(
             "instruction tolerance {:.1}%",
             options.tolerance * 100.0
         ));
     }
-    if options.ratios {
+    if options.ratios() {
         settings.push(format!(
             "ratio threshold {:.1}% ({}% intervals, {} rounds of {})",
             options.threshold * 100.0,
-            CONFIDENCE * 100.0,
+            BOOTSTRAP.confidence * 100.0,
             options.rounds,
             options.duration
         ));
@@ -452,7 +439,8 @@ fn intervals_of(samples: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, (Inter
     samples
         .iter()
         .filter_map(|(name, values)| {
-            bootstrap::bootstrap_interval(values, RESAMPLES, CONFIDENCE, SEED)
+            BOOTSTRAP
+                .geometric_mean(values)
                 .map(|i| (name.clone(), (i, values.len())))
         })
         .collect()
@@ -507,48 +495,36 @@ fn pretty(value: &serde_json::Value) -> String {
 mod tests {
     use super::*;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
+    fn parse(args: &[&str]) -> TaskResult<Options> {
+        crate::parse_task_args(args)
     }
 
     #[test]
     fn options_parse_and_reject_bad_values() {
-        let o = parse(&strings(&[
-            "--slowdown",
-            "50",
-            "--rounds",
-            "12",
-            "--only",
-            "ratios",
-        ]))
-        .unwrap();
+        let o = parse(&["--slowdown", "50", "--rounds", "12", "--only", "ratios"]).unwrap();
         assert_eq!(o.slowdown_permille, Some(50));
         assert_eq!(o.rounds, 12);
-        assert!(o.ratios && !o.instructions);
-        assert!(matches!(
-            parse(&strings(&["--rounds", "1"])),
-            Err(TaskError::Usage(_))
-        ));
-        assert!(matches!(
-            parse(&strings(&["--slowdown"])),
-            Err(TaskError::Usage(_))
-        ));
-        assert!(matches!(
-            parse(&strings(&["--slowdown", "-3"])),
-            Err(TaskError::Usage(_))
-        ));
-        assert!(matches!(
-            parse(&strings(&["--threshold", "2"])),
-            Err(TaskError::Usage(_))
-        ));
-        assert!(matches!(
-            parse(&strings(&["--only", "both"])),
-            Err(TaskError::Usage(_))
-        ));
-        assert!(matches!(
-            parse(&strings(&["--frobnicate"])),
-            Err(TaskError::Usage(_))
-        ));
+        assert!(o.ratios() && !o.instructions());
+        let o = parse(&[]).unwrap();
+        assert!(o.ratios() && o.instructions());
+        assert_eq!((o.rounds, o.duration.as_str()), (10, "100ms"));
+        assert_eq!((o.tolerance, o.threshold), (TOLERANCE, THRESHOLD));
+        for (args, message) in [
+            (&["--rounds", "1"][..], "must be at least 2"),
+            (&["--slowdown"], "a value is required"),
+            (&["--slowdown", "-3"], "expected a non-negative integer"),
+            (&["--slowdown", "x"], "expected a non-negative integer"),
+            (&["--threshold", "2"], "expected a fraction in [0, 1)"),
+            (&["--only", "both"], "instructions, ratios"),
+            (&["--frobnicate"], "--frobnicate"),
+        ] {
+            match parse(args) {
+                Err(TaskError::Usage(error)) => {
+                    assert!(error.contains(message), "{args:?}: {error}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

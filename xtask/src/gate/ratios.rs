@@ -5,7 +5,7 @@
 //! measured run each, one thread, pinned. The allocator order rotates from round to round,
 //! so that no allocator always runs first (or last) in a round. From each round and workload
 //! comes one ratio per comparator, `sheaf / comparator` throughput; the rounds then give a
-//! bootstrap interval of the ratio (see `bootstrap`).
+//! bootstrap interval of the ratio (see `harness::stats`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

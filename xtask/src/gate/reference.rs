@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::bootstrap::Interval;
+use harness::stats::Interval;
+
 use crate::util::{self, TaskError, TaskResult};
 
 /// `results/reference/`: the committed references.
@@ -91,6 +92,45 @@ fn load<T>(
     }))
 }
 
+/// The benchmark whose reference count `--slowdown` takes its per mille of: the per-thread
+/// fast-path alloc+free pair.
+pub(crate) const SLOWDOWN_BASE: &str = "alloc_free_pair_per_thread::per_thread";
+
+/// The most instructions sheaf's `slowdown` feature accepts per pair.
+const SLOWDOWN_LIMIT: u64 = 1_000;
+
+/// The instructions to add to every pair for a slowdown of `permille` per mille of the
+/// [`SLOWDOWN_BASE`] reference count in `dir`, and that count.
+pub(crate) fn slowdown_instructions(dir: &Path, permille: u32) -> TaskResult<(u64, u64)> {
+    let path = instructions_path(dir);
+    let base = load_instructions(dir)?
+        .and_then(|loaded| loaded.figures.get(SLOWDOWN_BASE).copied())
+        .ok_or_else(|| {
+            TaskError::Failed(format!(
+                "gate --slowdown: {} has no reference count of `{SLOWDOWN_BASE}`, of which the \
+                 slowdown is a share; bless references first (`cargo xtask gate --bless`)",
+                path.display()
+            ))
+        })?;
+    let instructions = share_of(permille, base);
+    if instructions > SLOWDOWN_LIMIT {
+        return Err(TaskError::Usage(format!(
+            "gate: --slowdown {permille}: {instructions} instructions per pair, above the \
+             feature's limit of {SLOWDOWN_LIMIT}"
+        )));
+    }
+    Ok((instructions, base))
+}
+
+/// `permille` per mille of `base`, rounded to the nearest whole instruction, and at least one
+/// when `permille` is not 0.
+fn share_of(permille: u32, base: u64) -> u64 {
+    if permille == 0 {
+        return 0;
+    }
+    ((u64::from(permille) * base + 500) / 1000).max(1)
+}
+
 /// The JSON of an instruction-count reference file.
 pub(crate) fn instructions_json(
     counts: &BTreeMap<String, u64>,
@@ -135,10 +175,8 @@ pub(crate) fn ratios_json(
 /// `reference`, or `None` when they can. Instruction counts depend on the compiler and on
 /// valgrind; wall-clock ratios on the machine (CPU model, core count, kernel release) and the
 /// compiler. The kernel release is there because a hypervisor may name every host's CPU
-/// alike: two VMs both reporting "AMD EPYC" with 2 cores, told apart only by their kernel
-/// builds, gave the same allocators' pair 2x apart in relative cost (a locked
-/// read-modify-write cost twice as much, relative to plain code, on one of them). A field
-/// that either side could not record counts as a difference: nothing vouches for it.
+/// alike (docs/decisions.md, "xtask"). A field that either side could not record counts as a
+/// difference: nothing vouches for it.
 pub(crate) fn incomparable(
     signal: &str,
     reference: &serde_json::Value,
@@ -279,5 +317,48 @@ mod comparability_tests {
         b["valgrind"] = serde_json::Value::Null;
         let reason = incomparable("instructions", &a, &b).expect("unknown valgrind");
         assert!(reason.contains("valgrind unknown here"), "{reason}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reference directory of its own under the system's temporary directory.
+    fn reference_dir(name: &str, figures: serde_json::Value) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("xtask-reference-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = serde_json::json!({"provenance": {}, "figures": figures});
+        std::fs::write(instructions_path(&dir), json.to_string()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_slowdown_is_a_share_of_the_reference_pair() {
+        // 5% of the 48-instruction pair: 2.4, rounded to 2.
+        let dir = reference_dir("48", serde_json::json!({SLOWDOWN_BASE: 48, "other": 1000}));
+        assert_eq!(slowdown_instructions(&dir, 50).unwrap(), (2, 48));
+        // The share follows the reference when the pair grows: 5% of 200 is 10.
+        let dir = reference_dir("200", serde_json::json!({SLOWDOWN_BASE: 200}));
+        assert_eq!(slowdown_instructions(&dir, 50).unwrap(), (10, 200));
+        assert_eq!(slowdown_instructions(&dir, 100).unwrap(), (20, 200));
+        // Too large for the feature.
+        assert!(matches!(
+            slowdown_instructions(&dir, 6000),
+            Err(TaskError::Usage(_))
+        ));
+        // No reference of the pair: nothing to take a share of.
+        let dir = reference_dir("none", serde_json::json!({"other": 1000}));
+        let error = slowdown_instructions(&dir, 50).unwrap_err().to_string();
+        assert!(error.contains(SLOWDOWN_BASE), "{error}");
+    }
+
+    #[test]
+    fn a_share_is_rounded_and_never_zero_when_asked_for() {
+        assert_eq!(share_of(0, 48), 0);
+        assert_eq!(share_of(1, 48), 1);
+        assert_eq!(share_of(50, 43), 2);
+        assert_eq!(share_of(1000, 48), 48);
     }
 }

@@ -4,53 +4,24 @@
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
+use harness::stats::{Bootstrap, Interval};
 use harness::{Measurement, ResultFile};
 
 use crate::cli::CompareArgs;
 use crate::error::CliError;
 use crate::output::format;
 
-/// Bootstrap resamples per interval.
-const RESAMPLES: usize = 10_000;
+/// Seed of the intervals (fixed: the same files always give the same intervals).
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// A bootstrap interval of `mean(new) / mean(old)`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Interval {
-    pub(crate) low: f64,
-    pub(crate) high: f64,
-}
-
-/// Percentile bootstrap of the ratio of means, resampling each side with replacement;
-/// `None` when either side has fewer than two samples. Deterministic (fixed seed).
-pub(crate) fn bootstrap_ratio(old: &[f64], new: &[f64], confidence: f64) -> Option<Interval> {
-    if old.len() < 2 || new.len() < 2 {
-        return None;
+/// The percentile-bootstrap interval of `mean(new) / mean(old)` at `confidence`; `None` when
+/// either side has fewer than two samples.
+fn ratio_interval(old: &[f64], new: &[f64], confidence: f64) -> Option<Interval> {
+    Bootstrap {
+        confidence,
+        ..Bootstrap::with_seed(SEED)
     }
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        ((u128::from(state) * n as u128) >> 64) as usize
-    };
-    let mut ratios = Vec::with_capacity(RESAMPLES);
-    for _ in 0..RESAMPLES {
-        let o: f64 = (0..old.len()).map(|_| old[next(old.len())]).sum::<f64>() / old.len() as f64;
-        let n: f64 = (0..new.len()).map(|_| new[next(new.len())]).sum::<f64>() / new.len() as f64;
-        if o > 0.0 {
-            ratios.push(n / o);
-        }
-    }
-    if ratios.is_empty() {
-        return None;
-    }
-    ratios.sort_by(f64::total_cmp);
-    let tail = (1.0 - confidence) / 2.0;
-    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
-    Some(Interval {
-        low: at(tail),
-        high: at(1.0 - tail),
-    })
+    .ratio_of_means(old, new)
 }
 
 fn key(m: &Measurement) -> (String, String, u32) {
@@ -99,7 +70,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         };
         let old_samples: Vec<f64> = o.samples.iter().map(|s| s.throughput_ops_per_s).collect();
         let new_samples: Vec<f64> = n.samples.iter().map(|s| s.throughput_ops_per_s).collect();
-        let (interval, verdict) = match bootstrap_ratio(&old_samples, &new_samples, args.confidence)
+        let (interval, verdict) = match ratio_interval(&old_samples, &new_samples, args.confidence)
         {
             None => ("-".to_owned(), "too few runs (need 2+ each)".to_owned()),
             Some(i) => {
@@ -171,14 +142,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_clear_change_is_significant_and_noise_is_not() {
+    fn the_interval_widens_with_the_confidence_asked_for() {
         let old = [100.0, 101.0, 99.0, 100.5, 99.5];
         let faster = [110.0, 111.0, 109.0, 110.5, 109.5];
-        let i = bootstrap_ratio(&old, &faster, 0.95).unwrap();
-        assert!(i.low > 1.0 && i.high < 1.2, "{i:?}");
-        let same = [100.2, 99.1, 100.9, 99.8, 100.1];
-        let i = bootstrap_ratio(&old, &same, 0.95).unwrap();
-        assert!(i.low < 1.0 && i.high > 1.0, "{i:?}");
-        assert_eq!(bootstrap_ratio(&[1.0], &same, 0.95), None);
+        let narrow = ratio_interval(&old, &faster, 0.5).unwrap();
+        let wide = ratio_interval(&old, &faster, 0.99).unwrap();
+        assert!(
+            wide.low < narrow.low && narrow.high < wide.high,
+            "{narrow:?} {wide:?}"
+        );
+        assert!(narrow.low > 1.0, "a 10% gain is significant: {narrow:?}");
+        assert_eq!(ratio_interval(&[1.0], &faster, 0.95), None);
     }
 }

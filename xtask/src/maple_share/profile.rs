@@ -1,11 +1,4 @@
-//! `cargo xtask maple-share`: how large a share of a maple-tree write is the allocator?
-//!
-//! For each design, `crates/cli/examples/maple_instructions.rs` replays the stream of a
-//! `maple-tree` spec on one thread under callgrind, which collects only the measured writes
-//! (`--toggle-collect='*measured_writes*'`). `callgrind_annotate --inclusive=no
-//! --tree=caller` then gives the instructions of each `file:function` pair, where `file` is the
-//! source file the instructions came from (inlined code keeps its own file) and `function` the
-//! symbol they were compiled into, and the callers of each function.
+//! The annotated callgrind profile of a maple-share run, and whose code each of its lines is.
 //!
 //! The allocator's instructions are those whose source or enclosing function is allocator
 //! code ([`ALLOCATOR_FILES`], [`ALLOCATOR_FUNCTIONS`]: the designs' crates, the CLI's registry
@@ -20,31 +13,8 @@
 //! calls, so that a `memcpy` of the allocator's goes to the allocator and one of the tree's to
 //! the tree. Everything that is not the allocator's is *the rest*: the tree's own work and the
 //! replay loop.
-//!
-//! The table gives, per design: the instructions per write (callgrind's total divided by the
-//! writes the example reports), the allocator's and the rest's, the allocator's share, the
-//! total against sheaf's, and a *zero-cost bound*: the design's total divided by the lowest
-//! rest per write of all rows, i.e. how many times fewer instructions a write would take if
-//! that design's allocator cost nothing and the tree did no more work than in the leanest row.
-//!
-//! How to read it:
-//! - Instruction counts are exact and repeatable for a given binary, but they are not time:
-//!   the cache misses of the node copies a write makes are not counted, nor is contention
-//!   (one thread), so a share of instructions is not a share of time.
-//! - valgrind does not support rseq, so under it the per-CPU designs read the CPU with
-//!   `sched_getcpu` on every operation, which real runs do not pay: their allocator figures
-//!   (and shares) are upper bounds.
-//!
-//! Options: `--alloc a,b` (default: every design the example lists), `--spec FILE` (default
-//! `workloads/maple-tree.yaml`), `--passes N` (measured passes, default 2), `--json FILE`
-//! (also write the rows as JSON). The callgrind profiles stay in `<target>/maple-share/`.
 
 use std::collections::BTreeMap;
-use std::env;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use crate::util::{self, TaskError, TaskResult};
 
 /// Source-file fragments of allocator code: the designs' crates (including the registry of the
 /// CLI, which defines `sheaf-bulkprefill`), the libraries they link (crossbeam, mimalloc,
@@ -112,249 +82,11 @@ const TREE_FUNCTION: &str = "maple::";
 /// `registry` module is the CLI's registry, an allocator's.
 const REPLAY_FUNCTION: &str = "maple_instructions::";
 
-/// Options of `cargo xtask maple-share`.
-#[derive(Debug, PartialEq)]
-struct Options {
-    /// Designs to measure; empty: every design the example lists.
-    allocators: Vec<String>,
-    spec: PathBuf,
-    passes: u32,
-    json: Option<PathBuf>,
-}
-
-const USAGE: &str = "cargo xtask maple-share [--alloc a,b] [--spec FILE] [--passes N] [--json FILE]
-  --alloc LIST    designs (default: every design `maple_instructions --list` prints)
-  --spec FILE     a maple-tree workload spec (default workloads/maple-tree.yaml)
-  --passes N      measured passes over the stream (default 2)
-  --json FILE     also write the rows as JSON";
-
-fn parse(args: &[String]) -> TaskResult<Options> {
-    let mut options = Options {
-        allocators: Vec::new(),
-        spec: util::root().join("workloads").join("maple-tree.yaml"),
-        passes: 2,
-        json: None,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next().cloned().ok_or_else(|| {
-                TaskError::Usage(format!("maple-share: {name} needs a value\n{USAGE}"))
-            })
-        };
-        match arg.as_str() {
-            "--alloc" => {
-                options.allocators = util::allocator_list("maple-share", &value("--alloc")?)?
-            }
-            "--spec" => options.spec = PathBuf::from(value("--spec")?),
-            "--passes" => {
-                options.passes =
-                    util::positive_number("maple-share", "--passes", &value("--passes")?)?
-            }
-            "--json" => options.json = Some(PathBuf::from(value("--json")?)),
-            other => {
-                return Err(TaskError::Usage(format!(
-                    "maple-share: unknown option `{other}`\n{USAGE}"
-                )));
-            }
-        }
-    }
-    Ok(options)
-}
-
-/// `cargo xtask maple-share`.
-pub(crate) fn maple_share(args: &[String]) -> TaskResult {
-    let mut options = parse(args)?;
-    // `callgrind_annotate --version` exits with an error status in some versions: that it
-    // starts at all is the check.
-    let annotate_present = Command::new("callgrind_annotate")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    for (tool, present) in [
-        ("valgrind", util::fact("valgrind", &["--version"]).is_some()),
-        ("callgrind_annotate", annotate_present),
-    ] {
-        if !present {
-            return Err(TaskError::Failed(format!(
-                "{tool} not found (the instruction counts run under callgrind): install \
-                 valgrind, e.g. `apt-get install valgrind`"
-            )));
-        }
-    }
-    // The example runs in the workspace root: a relative spec is the caller's.
-    options.spec = std::path::absolute(&options.spec)
-        .map_err(|e| format!("--spec {}: {e}", options.spec.display()))?;
-    if !options.spec.is_file() {
-        return Err(TaskError::Usage(format!(
-            "maple-share: --spec {}: no such file",
-            options.spec.display()
-        )));
-    }
-    let exe = build_example()?;
-    let allocators = if options.allocators.is_empty() {
-        let mut list = Command::new(&exe);
-        list.current_dir(util::root()).arg("--list");
-        let names: Vec<String> = util::capture(list)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if names.is_empty() {
-            return Err(TaskError::Failed(format!(
-                "{} --list printed no design",
-                exe.display()
-            )));
-        }
-        names
-    } else {
-        options.allocators.clone()
-    };
-    let dir = env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| util::root().join("target"), PathBuf::from)
-        .join("maple-share");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-
-    let mut rows = Vec::new();
-    for (i, name) in allocators.iter().enumerate() {
-        eprintln!(
-            "xtask: maple-share {}/{}: {name} under callgrind",
-            i + 1,
-            allocators.len()
-        );
-        rows.push(measure(&exe, name, &options, &dir)?);
-    }
-    let table = render(&rows);
-    print!("{table}");
-    if let Some(path) = &options.json {
-        let report = serde_json::json!({
-            "provenance": util::provenance(),
-            "spec": options.spec.display().to_string(),
-            "passes": options.passes,
-            "unit": "instructions per tree write, one thread, under callgrind",
-            "lowest_rest_per_write": lowest_rest(&rows).map(|(_, rest)| rest),
-            "rows": rows.iter().map(|r| serde_json::json!({
-                "design": r.design,
-                "writes": r.writes,
-                "instructions": r.total,
-                "allocator_instructions": r.allocator,
-                "rest_instructions": r.rest(),
-                "per_write": r.per_write(r.total),
-                "allocator_per_write": r.per_write(r.allocator),
-                "rest_per_write": r.per_write(r.rest()),
-                "allocator_share": r.share(),
-                "total_vs_sheaf": vs_sheaf(&rows, r),
-                "zero_cost_bound": zero_cost_bound(&rows, r),
-            })).collect::<Vec<_>>(),
-        });
-        let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| report.to_string());
-        text.push('\n');
-        util::write_atomic(path, &text)?;
-        println!("rows in {}", path.display());
-    }
-    eprintln!("xtask: callgrind profiles in {}", dir.display());
-    Ok(())
-}
-
-/// Builds the example in release and returns its executable.
-fn build_example() -> TaskResult<PathBuf> {
-    let mut build = util::cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "sheafbench",
-        "--example",
-        "maple_instructions",
-        "--message-format=json-render-diagnostics",
-    ]);
-    util::built_executable(build, "maple_instructions")
-}
-
-/// Runs the example for `name` under callgrind and splits the profile.
-fn measure(exe: &Path, name: &str, options: &Options, dir: &Path) -> TaskResult<Share> {
-    let profile = dir.join(format!("callgrind.out.{name}"));
-    let mut callgrind = Command::new("valgrind");
-    callgrind
-        .current_dir(util::root())
-        .args([
-            "-q",
-            "--tool=callgrind",
-            "--collect-atstart=no",
-            "--toggle-collect=*measured_writes*",
-        ])
-        .arg(format!("--callgrind-out-file={}", profile.display()))
-        .arg(exe)
-        .arg(name)
-        .arg(&options.spec)
-        .arg(options.passes.to_string());
-    eprintln!("xtask: running {}", util::describe(&callgrind));
-    let output = callgrind
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", util::describe(&callgrind)))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        return Err(TaskError::Failed(format!(
-            "{} failed ({}):\n{}",
-            util::describe(&callgrind),
-            output.status,
-            stderr.trim_end()
-        )));
-    }
-    let writes = parse_writes(&stdout).ok_or_else(|| {
-        TaskError::Failed(format!(
-            "{name}: the example printed no `writes N` line (N above 0); stdout:\n{}\nstderr:\n{}",
-            stdout.trim_end(),
-            stderr.trim_end()
-        ))
-    })?;
-
-    let mut annotate = Command::new("callgrind_annotate");
-    annotate
-        .current_dir(util::root())
-        .args([
-            "--inclusive=no",
-            "--tree=caller",
-            "--auto=no",
-            "--threshold=100",
-        ])
-        .arg(&profile);
-    let text = util::capture(annotate)?;
-    let profile_lines = parse_annotate(&text).map_err(|e| format!("{}: {e}", profile.display()))?;
-    let allocator = allocator_instructions(&profile_lines);
-    let listed: u64 = profile_lines.lines.iter().map(|l| l.count).sum();
-    if listed != profile_lines.total {
-        eprintln!(
-            "xtask: {name}: the listed lines sum to {listed}, the profile's total is {}; the \
-             difference counts as the rest",
-            profile_lines.total
-        );
-    }
-    Ok(Share {
-        design: name.to_owned(),
-        writes,
-        total: profile_lines.total,
-        allocator,
-    })
-}
-
-/// The `N` of the example's `writes N` line, if above zero.
-fn parse_writes(stdout: &str) -> Option<u64> {
-    stdout
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("writes "))
-        .and_then(|n| n.trim().parse().ok())
-        .filter(|&n| n > 0)
-}
-
 /// One line of `callgrind_annotate`: instructions of a `file:function` pair.
 #[derive(Debug, PartialEq)]
-struct Line {
-    count: u64,
+pub(super) struct Line {
+    /// Instructions.
+    pub(super) count: u64,
     file: String,
     function: String,
 }
@@ -363,9 +95,11 @@ struct Line {
 /// instructions of every `file:function` pair, and the callers of each function with the
 /// inclusive instructions of their calls.
 #[derive(Debug, Default, PartialEq)]
-struct Profile {
-    total: u64,
-    lines: Vec<Line>,
+pub(super) struct Profile {
+    /// The program's total.
+    pub(super) total: u64,
+    /// Every `file:function` line.
+    pub(super) lines: Vec<Line>,
     /// By function name: each call site (`file:function` of the caller) and the inclusive
     /// instructions of its calls.
     callers: BTreeMap<String, Vec<Line>>,
@@ -376,7 +110,7 @@ struct Profile {
 /// with thousands separators) and, with `--tree=caller`, the `COUNT [(PERCENT)] < FILE:FUNCTION
 /// (Nx) [OBJECT]` lines that precede a function's `*` line and name its callers; every other
 /// line (header, rules, column titles) is skipped.
-fn parse_annotate(text: &str) -> Result<Profile, String> {
+pub(super) fn parse_annotate(text: &str) -> Result<Profile, String> {
     let mut profile = Profile::default();
     let mut total = None;
     let mut pending: Vec<Line> = Vec::new();
@@ -495,7 +229,7 @@ fn owner(file: &str, function: &str) -> Owner {
 
 /// The allocator's instructions in `profile`: every allocator line, and of every helper line
 /// the fraction that its callers' calls attribute to the allocator.
-fn allocator_instructions(profile: &Profile) -> u64 {
+pub(super) fn allocator_instructions(profile: &Profile) -> u64 {
     let mut fractions = BTreeMap::new();
     let allocator: f64 = profile
         .lines
@@ -549,87 +283,9 @@ fn allocator_fraction(
     fraction
 }
 
-/// One design's instructions over the measured writes.
-#[derive(Debug)]
-struct Share {
-    design: String,
-    writes: u64,
-    total: u64,
-    allocator: u64,
-}
-
-impl Share {
-    fn rest(&self) -> u64 {
-        self.total.saturating_sub(self.allocator)
-    }
-
-    fn per_write(&self, instructions: u64) -> f64 {
-        instructions as f64 / self.writes as f64
-    }
-
-    /// The allocator's fraction of the total.
-    fn share(&self) -> Option<f64> {
-        (self.total > 0).then(|| self.allocator as f64 / self.total as f64)
-    }
-}
-
-/// The row with the fewest rest instructions per write, and that figure.
-fn lowest_rest(rows: &[Share]) -> Option<(&str, f64)> {
-    rows.iter()
-        .map(|r| (r.design.as_str(), r.per_write(r.rest())))
-        .filter(|(_, rest)| *rest > 0.0)
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-}
-
-/// `row`'s total per write over sheaf's, when sheaf is a row.
-fn vs_sheaf(rows: &[Share], row: &Share) -> Option<f64> {
-    let sheaf = rows.iter().find(|r| r.design == "sheaf")?;
-    let base = sheaf.per_write(sheaf.total);
-    (base > 0.0).then(|| row.per_write(row.total) / base)
-}
-
-/// `row`'s total per write over the lowest rest per write of all rows.
-fn zero_cost_bound(rows: &[Share], row: &Share) -> Option<f64> {
-    lowest_rest(rows).map(|(_, rest)| row.per_write(row.total) / rest)
-}
-
-fn render(rows: &[Share]) -> String {
-    let mut text = format!(
-        "{:<18} {:>10} {:>10} {:>10} {:>7} {:>9} {:>10}\n",
-        "design", "Ir/write", "alloc", "rest", "share", "vs sheaf", "zero-cost"
-    );
-    let ratio = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}x"));
-    for row in rows {
-        text.push_str(&format!(
-            "{:<18} {:>10.1} {:>10.1} {:>10.1} {:>7} {:>9} {:>10}\n",
-            row.design,
-            row.per_write(row.total),
-            row.per_write(row.allocator),
-            row.per_write(row.rest()),
-            row.share()
-                .map_or_else(|| "-".into(), |s| format!("{:.1}%", s * 100.0)),
-            ratio(vs_sheaf(rows, row)),
-            ratio(zero_cost_bound(rows, row)),
-        ));
-    }
-    match lowest_rest(rows) {
-        Some((design, rest)) => text.push_str(&format!(
-            "\nlowest rest: {rest:.1} instructions per write ({design}); zero-cost = Ir/write / \
-             {rest:.1}, how many times fewer instructions a write would take if its allocator \
-             cost nothing\n"
-        )),
-        None => text.push_str("\nno row has a rest above zero: no zero-cost bound\n"),
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
-    }
 
     const ANNOTATE: &str = "\
 --------------------------------------------------------------------------------
@@ -833,77 +489,5 @@ Ir                  file:function
         };
         // Timespec::now: 3/4 allocator; clock_gettime: only from it, 3/4 too.
         assert_eq!(allocator_instructions(&profile), 75 + 225);
-    }
-
-    #[test]
-    fn options_have_defaults_and_refuse_bad_values() {
-        let o = parse(&[]).expect("defaults");
-        assert!(o.allocators.is_empty());
-        assert!(o.spec.ends_with("workloads/maple-tree.yaml"));
-        assert_eq!(o.passes, 2);
-        assert_eq!(o.json, None);
-        let o = parse(&strings(&[
-            "--alloc",
-            "sheaf, mimalloc",
-            "--passes",
-            "3",
-            "--spec",
-            "x.yaml",
-            "--json",
-            "out.json",
-        ]))
-        .expect("valid");
-        assert_eq!(o.allocators, ["sheaf", "mimalloc"]);
-        assert_eq!(o.passes, 3);
-        assert_eq!(o.spec, PathBuf::from("x.yaml"));
-        assert_eq!(o.json, Some(PathBuf::from("out.json")));
-        for bad in [
-            &["--passes", "0"][..],
-            &["--passes", "two"],
-            &["--alloc", ","],
-            &["--json"],
-            &["--fast"],
-        ] {
-            assert!(
-                matches!(parse(&strings(bad)), Err(TaskError::Usage(_))),
-                "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn writes_are_read_from_the_example_output() {
-        assert_eq!(parse_writes("writes 4096\n"), Some(4096));
-        assert_eq!(parse_writes("writes 0\n"), None);
-        assert_eq!(parse_writes("nothing\n"), None);
-    }
-
-    #[test]
-    fn table_gives_shares_ratios_and_the_bound() {
-        let rows = [
-            Share {
-                design: "sheaf".into(),
-                writes: 100,
-                total: 100_000,
-                allocator: 20_000,
-            },
-            Share {
-                design: "mimalloc".into(),
-                writes: 100,
-                total: 150_000,
-                allocator: 75_000,
-            },
-        ];
-        let expected = "\
-design               Ir/write      alloc       rest   share  vs sheaf  zero-cost
-sheaf                  1000.0      200.0      800.0   20.0%     1.00x      1.33x
-mimalloc               1500.0      750.0      750.0   50.0%     1.50x      2.00x
-
-lowest rest: 750.0 instructions per write (mimalloc); zero-cost = Ir/write / 750.0, how \
-many times fewer instructions a write would take if its allocator cost nothing
-";
-        assert_eq!(render(&rows), expected);
-        let alone = render(&rows[1..]);
-        assert!(alone.contains("   50.0%         -      2.00x"), "{alone}");
     }
 }

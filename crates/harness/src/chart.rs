@@ -1,0 +1,485 @@
+//! SVG charts of results, drawn with plotters: the one chart code path of the CLI
+//! (`sheafbench sweep --svg`) and of the xtask (`cargo xtask report`, `cargo xtask bench`).
+//!
+//! Three shapes, each a function returning the SVG text (the caller writes it):
+//! - [`sweep`]: throughput and p99 latency against a swept spec value, one line per
+//!   allocator, two panels side by side;
+//! - [`bars`]: one horizontal bar per row (e.g. an allocator at a thread count), with its
+//!   figure printed and an optional whisker of its spread, coloured by group;
+//! - [`log_dots`]: several figures per row (e.g. latency percentiles) as dots on a logarithmic
+//!   axis, coloured by figure.
+//!
+//! They share the canvas (white, titled, [`FONT`]), the palette (plotters' `Palette99`, in
+//! the order of the series or groups), the row labels of the two row charts, and the legend.
+
+use std::fmt;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// The font family of every text.
+pub const FONT: &str = "sans-serif";
+
+/// Drawing failed (the SVG backend reports its errors as text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartError(String);
+
+impl fmt::Display for ChartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "drawing the chart failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ChartError {}
+
+fn failed<E: fmt::Display>(error: E) -> ChartError {
+    ChartError(error.to_string())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// An SVG of `size` pixels: a white canvas with `title` on top, the rest handed to `draw`.
+fn canvas(
+    size: (u32, u32),
+    title: &str,
+    draw: impl FnOnce(&Area<'_>) -> Result<(), ChartError>,
+) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(failed)?;
+        let root = root.titled(title, (FONT, 22)).map_err(failed)?;
+        draw(&root)?;
+        root.present().map_err(failed)?;
+    }
+    Ok(svg)
+}
+
+/// The colour of the `index`-th series or group.
+fn color(index: usize) -> RGBAColor {
+    Palette99::pick(index).to_rgba()
+}
+
+/// The legend of the series labelled so far, in the upper right corner of the plot.
+fn legend<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+) -> Result<(), ChartError>
+where
+    X: Ranged,
+    Y: Ranged,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(failed)
+}
+
+/// How a legend entry of [`side_legend`] is marked.
+#[derive(Clone, Copy, Debug)]
+enum Marker {
+    Square,
+    Dot,
+}
+
+/// A legend in an area of its own (right of a row chart's plot, so that no row hides under
+/// it): one entry per name, coloured as [`color`] colours that index.
+fn side_legend(area: &Area<'_>, names: &[&str], marker: Marker) -> Result<(), ChartError> {
+    for (index, name) in names.iter().enumerate() {
+        let color = color(index);
+        let (x, y) = (10, 30 + 22 * i32::try_from(index).unwrap_or(0));
+        match marker {
+            Marker::Square => area.draw(&Rectangle::new(
+                [(x, y - 5), (x + 12, y + 5)],
+                color.filled(),
+            )),
+            Marker::Dot => area.draw(&Circle::new((x + 6, y), 4, color.filled())),
+        }
+        .map_err(failed)?;
+        area.draw(&Text::new(name.to_string(), (x + 20, y - 7), (FONT, 13)))
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The label of the category at `position` (a whole number from 0 up) of `labels`, and
+/// nothing between categories: plotters puts key points where it likes on a numeric axis.
+fn category(labels: &[String], position: f64) -> String {
+    let index = position.round();
+    if (position - index).abs() < 1e-6 && index >= 0.0 && (index as usize) < labels.len() {
+        labels[index as usize].clone()
+    } else {
+        String::new()
+    }
+}
+
+/// One allocator's points of a sweep: its name and, per swept value, (value index,
+/// throughput in ops/s, p99 in ns).
+pub type SweepSeries = (String, Vec<(usize, f64, f64)>);
+
+/// A sweep: throughput (Mops/s) and p99 latency per sample (µs) against the swept `param`,
+/// whose values are `values`, one line per series, two panels side by side.
+pub fn sweep(
+    title: &str,
+    param: &str,
+    values: &[String],
+    series: &[SweepSeries],
+) -> Result<String, ChartError> {
+    canvas((1200, 480), title, |root| {
+        let (left, right) = root.split_horizontally(600);
+        sweep_panel(
+            &left,
+            "throughput (Mops/s)",
+            param,
+            values,
+            series,
+            |(_, t, _)| t / 1e6,
+        )?;
+        sweep_panel(
+            &right,
+            "p99 latency per sample (µs)",
+            param,
+            values,
+            series,
+            |(_, _, p)| p / 1e3,
+        )
+    })
+}
+
+fn sweep_panel(
+    area: &Area<'_>,
+    y_label: &str,
+    param: &str,
+    values: &[String],
+    series: &[SweepSeries],
+    y: impl Fn(&(usize, f64, f64)) -> f64,
+) -> Result<(), ChartError> {
+    let y_max = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(&y))
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let n = values.len().max(1);
+    let mut chart = ChartBuilder::on(area)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.25f64..(n as f64 - 0.75), 0.0..y_max)
+        .map_err(failed)?;
+    chart
+        .configure_mesh()
+        .x_desc(param)
+        .y_desc(y_label)
+        .x_labels(n)
+        .x_label_formatter(&|x| category(values, *x))
+        .draw()
+        .map_err(failed)?;
+    for (index, (name, points)) in series.iter().enumerate() {
+        let color = color(index);
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.0 as f64, y(p))),
+                color.stroke_width(2),
+            ))
+            .map_err(failed)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p.0 as f64, y(p)), 3, color.filled())),
+            )
+            .map_err(failed)?;
+    }
+    legend(&mut chart)
+}
+
+/// Pixels per row of the row charts, and around their plots.
+const ROW: u32 = 24;
+const CHROME: u32 = 130;
+/// Width of the row charts, of their row labels and of the legend right of their plots.
+const WIDTH: u32 = 1000;
+const LABELS: u32 = 200;
+const LEGEND: u32 = 150;
+
+/// The height of a row chart of `rows` rows.
+fn row_chart_height(rows: usize) -> u32 {
+    CHROME + ROW * rows.clamp(1, 10_000) as u32
+}
+
+/// The y coordinate of row `index` of `rows`: the first row on top.
+fn row_y(index: usize, rows: usize) -> f64 {
+    (rows - 1 - index) as f64
+}
+
+/// The row labels in y order (bottom to top), for [`category`].
+fn labels_bottom_up<'a>(labels: impl DoubleEndedIterator<Item = &'a String>) -> Vec<String> {
+    labels.rev().cloned().collect()
+}
+
+/// The colour of whiskers: darker than any bar, and unlike the axes' black.
+const WHISKER: RGBColor = RGBColor(0x33, 0x33, 0x33);
+
+/// One bar of [`bars`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bar {
+    /// The row label, left of the axis.
+    pub label: String,
+    /// The bar's length; printed beside it with two decimals.
+    pub value: f64,
+    /// Half the whisker's length (e.g. one standard deviation); none when 0.
+    pub spread: f64,
+    /// Index into the groups, which colour the bars and name them in the legend.
+    pub group: usize,
+}
+
+/// Horizontal bars from 0, one per row, top to bottom in the order given; `value_desc` names
+/// the axis, `groups` the legend entries.
+pub fn bars(
+    title: &str,
+    value_desc: &str,
+    groups: &[String],
+    bars: &[Bar],
+) -> Result<String, ChartError> {
+    let rows = bars.len().max(1);
+    let labels = labels_bottom_up(bars.iter().map(|bar| &bar.label));
+    let max = bars
+        .iter()
+        .map(|bar| bar.value + bar.spread)
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    canvas((WIDTH, row_chart_height(rows)), title, |root| {
+        let (plot, key) = root.split_horizontally(WIDTH - LEGEND);
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(LABELS)
+            // Room right of the longest bar for its figure.
+            .build_cartesian_2d(0.0..max * 1.15, -0.5..(rows as f64 - 0.5))
+            .map_err(failed)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc(value_desc)
+            .y_labels(2 * rows + 2)
+            .y_label_formatter(&|y| category(&labels, *y))
+            .draw()
+            .map_err(failed)?;
+        for group in 0..groups.len() {
+            let color = color(group);
+            let members = bars
+                .iter()
+                .enumerate()
+                .filter(|(_, bar)| bar.group == group);
+            chart
+                .draw_series(members.map(|(index, bar)| {
+                    let y = row_y(index, rows);
+                    Rectangle::new([(0.0, y - 0.35), (bar.value, y + 0.35)], color.filled())
+                }))
+                .map_err(failed)?;
+        }
+        let whiskers = bars.iter().enumerate().filter(|(_, bar)| bar.spread > 0.0);
+        chart
+            .draw_series(whiskers.map(|(index, bar)| {
+                let y = row_y(index, rows);
+                let low = (bar.value - bar.spread).max(0.0);
+                PathElement::new(vec![(low, y), (bar.value + bar.spread, y)], WHISKER)
+            }))
+            .map_err(failed)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(index, bar)| {
+                let at = (bar.value + bar.spread + max * 0.01, row_y(index, rows));
+                Text::new(format!("{:.2}", bar.value), at, (FONT, 13))
+            }))
+            .map_err(failed)?;
+        let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+        side_legend(&key, &names, Marker::Square)
+    })
+}
+
+/// One row of [`log_dots`]: its label and one value per figure (0 or less: not drawn).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DotRow {
+    /// The row label, left of the axis.
+    pub label: String,
+    /// The figures, in the order of the chart's `figures`.
+    pub values: Vec<f64>,
+}
+
+/// Dots on a logarithmic axis spanning whole decades, one row per [`DotRow`], one colour per
+/// figure (named in the legend by `figures`); `value_desc` names the axis and `format` writes
+/// its labels.
+pub fn log_dots(
+    title: &str,
+    value_desc: &str,
+    figures: &[&str],
+    rows: &[DotRow],
+    format: impl Fn(f64) -> String,
+) -> Result<String, ChartError> {
+    let count = rows.len().max(1);
+    let labels = labels_bottom_up(rows.iter().map(|row| &row.label));
+    let positive = rows
+        .iter()
+        .flat_map(|row| row.values.iter().copied())
+        .filter(|v| *v > 0.0);
+    let (low, high) = positive.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (low, high) = if high > 0.0 {
+        let low = low.log10().floor();
+        (
+            10f64.powf(low),
+            10f64.powf(high.log10().ceil().max(low + 1.0)),
+        )
+    } else {
+        (1.0, 10.0)
+    };
+    canvas((WIDTH, row_chart_height(count)), title, |root| {
+        let (plot, key) = root.split_horizontally(WIDTH - LEGEND);
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(LABELS)
+            .build_cartesian_2d((low..high).log_scale(), -0.5..(count as f64 - 0.5))
+            .map_err(failed)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc(value_desc)
+            .x_label_formatter(&|x| format(*x))
+            .y_labels(2 * count + 2)
+            .y_label_formatter(&|y| category(&labels, *y))
+            .draw()
+            .map_err(failed)?;
+        for figure in 0..figures.len() {
+            let color = color(figure);
+            let dots = rows.iter().enumerate().filter_map(|(index, row)| {
+                let value = row.values.get(figure).copied().filter(|v| *v > 0.0)?;
+                Some(Circle::new((value, row_y(index, count)), 4, color.filled()))
+            });
+            chart.draw_series(dots).map_err(failed)?;
+        }
+        side_legend(&key, figures, Marker::Dot)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(svg: &str, what: &str) -> usize {
+        svg.matches(what).count()
+    }
+
+    /// How many `<text>` elements of `svg` say exactly `what`.
+    fn texts(svg: &str, what: &str) -> usize {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|element| element.split_once('>'))
+            .filter(|(_, rest)| rest.split("</text>").next().map(str::trim) == Some(what))
+            .count()
+    }
+
+    #[test]
+    fn a_sweep_has_two_panels_with_every_series_and_value() {
+        let series: Vec<SweepSeries> = vec![
+            ("sheaf".into(), vec![(0, 2.0e8, 900.0), (1, 2.2e8, 800.0)]),
+            ("<odd>".into(), vec![(0, 1.0e8, 1500.0), (1, 1.1e8, 1400.0)]),
+        ];
+        let values = ["8".to_owned(), "32".to_owned()];
+        let svg = sweep("t: sweep", "sheaf_capacity", &values, &series).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(texts(&svg, "t: sweep"), 1);
+        // Each panel names the swept field, its values and the series.
+        for text in ["sheaf_capacity", "8", "32", "sheaf"] {
+            assert!(texts(&svg, text) >= 2, "{text} in {svg}");
+        }
+        assert!(
+            !svg.contains("<odd>") && svg.contains("&lt;odd&gt;"),
+            "names are escaped"
+        );
+        // Two points per series per panel.
+        assert_eq!(count(&svg, "<circle"), 8);
+    }
+
+    #[test]
+    fn bars_label_every_row_with_its_figure_and_whisker() {
+        let groups = ["1 thread".to_owned(), "2 threads".to_owned()];
+        let rows = [
+            Bar {
+                label: "sheaf (1 thr)".into(),
+                value: 200.0,
+                spread: 10.0,
+                group: 0,
+            },
+            Bar {
+                label: "sheaf (2 thr)".into(),
+                value: 350.0,
+                spread: 0.0,
+                group: 1,
+            },
+            Bar {
+                label: "mimalloc (1 thr)".into(),
+                value: 100.0,
+                spread: 0.0,
+                group: 0,
+            },
+        ];
+        let svg = bars("w: throughput", "Mops/s", &groups, &rows).unwrap();
+        for text in [
+            "sheaf (1 thr)",
+            "sheaf (2 thr)",
+            "mimalloc (1 thr)",
+            "200.00",
+            "350.00",
+            "100.00",
+            "1 thread",
+            "2 threads",
+            "Mops/s",
+        ] {
+            assert_eq!(texts(&svg, text), 1, "{text} in {svg}");
+        }
+        // The first row on top: its label is drawn above (at a smaller y than) the last's.
+        let y_of = |text: &str| {
+            let at = svg.find(&format!("\n{text}\n")).unwrap();
+            let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+            let y = tag.split("y=\"").nth(1).unwrap().split('"').next().unwrap();
+            y.parse::<f64>().unwrap()
+        };
+        assert!(y_of("sheaf (1 thr)") < y_of("mimalloc (1 thr)"));
+        // One whisker: the only row with a spread.
+        assert_eq!(count(&svg, "#333333"), 1);
+    }
+
+    #[test]
+    fn log_dots_skip_missing_figures() {
+        let rows = [
+            DotRow {
+                label: "a".into(),
+                values: vec![900.0, 2000.0, 9000.0],
+            },
+            DotRow {
+                label: "b".into(),
+                values: vec![1800.0, 0.0, 4000.0],
+            },
+        ];
+        let svg = log_dots("w: latency", "ns", &["p50", "p99", "p99.9"], &rows, |v| {
+            format!("{v:.0} ns")
+        })
+        .unwrap();
+        // 3 + 2 dots, and one per legend entry.
+        assert_eq!(count(&svg, "<circle"), 5 + 3);
+        for text in ["a", "b", "p50", "p99.9", "100 ns", "10000 ns"] {
+            assert_eq!(texts(&svg, text), 1, "{text} in {svg}");
+        }
+        // No positive value: a default decade, still a chart.
+        let empty = [DotRow {
+            label: "none".into(),
+            values: vec![0.0],
+        }];
+        assert!(log_dots("e", "ns", &["p50"], &empty, |v| format!("{v}")).is_ok());
+    }
+}
