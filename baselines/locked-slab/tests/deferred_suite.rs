@@ -2,5 +2,5 @@
 
 #[test]
 fn deferred_free_waits_for_readers() {
-    object_alloc::testing::deferred_free_waits_for_readers::<locked_slab::LockedSlab>();
+    conformance::testing::deferred_free_waits_for_readers::<locked_slab::LockedSlab>();
 }

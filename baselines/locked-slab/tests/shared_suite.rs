@@ -1,3 +1,3 @@
-//! The allocator checks every design runs (`object_alloc::testing`).
+//! The allocator checks every design runs (`conformance::testing`).
 
-object_alloc::allocator_tests!(locked_slab::LockedSlab);
+conformance::allocator_tests!(locked_slab::LockedSlab);

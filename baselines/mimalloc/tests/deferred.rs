@@ -3,5 +3,5 @@
 
 #[test]
 fn deferred_free_waits_for_readers() {
-    object_alloc::testing::deferred_free_waits_for_readers::<baseline_mimalloc::MimallocCache>();
+    conformance::testing::deferred_free_waits_for_readers::<baseline_mimalloc::MimallocCache>();
 }

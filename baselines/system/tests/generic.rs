@@ -1,3 +1,3 @@
 //! The generic allocator test suite on `system`.
 
-object_alloc::allocator_tests!(baseline_system::SystemCache);
+conformance::allocator_tests!(baseline_system::SystemCache);

@@ -62,6 +62,7 @@ mod findings;
 mod objects;
 mod pages;
 mod rng;
+pub mod testing;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

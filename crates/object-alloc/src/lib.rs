@@ -11,8 +11,8 @@
 //! [`ConfigError`], [`AllocStats`], the [`PageSource`] seam, the read-side section and
 //! deferral machinery of [`rcu`], and [`BulkPrefill`], the prefill emulation for designs
 //! without a native one, with [`bulk::alloc_bulk_with`], the all-or-nothing loop for designs
-//! without a batch path of their own. Behind the `testing` feature, `testing` holds the
-//! generic test suite every design runs.
+//! without a batch path of their own. The generic test suite every design runs lives in the
+//! `conformance` crate (`conformance::testing`), beside the contract checks.
 //!
 //! ```
 //! use object_alloc::{AllocFlags, CacheConfig};
@@ -32,8 +32,6 @@ pub mod page;
 mod prefill;
 pub mod rcu;
 mod stats;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;

@@ -9,22 +9,20 @@
 //!
 //! ```ignore
 //! // tests/generic.rs
-//! object_alloc::allocator_tests!(my_design::MyCache);
+//! conformance::allocator_tests!(my_design::MyCache);
 //!
 //! // tests/deferred.rs: a binary of its own (see `deferred_free_waits_for_readers`)
 //! #[test]
 //! fn deferred_free_waits_for_readers() {
-//!     object_alloc::testing::deferred_free_waits_for_readers::<my_design::MyCache>();
+//!     conformance::testing::deferred_free_waits_for_readers::<my_design::MyCache>();
 //! }
 //! ```
 //!
 //! What a check cannot observe it does not pretend to: accounting is checked only for designs
-//! whose [`Capabilities::tracks_live_objects`](crate::Capabilities) is set, and a bulk
+//! whose [`Capabilities::tracks_live_objects`](object_alloc::Capabilities) is set, and a bulk
 //! allocation's failure path only where a test can force a failure (not here: a
-//! general-purpose allocator cannot be made to fail on demand; see [`crate::bulk`]'s tests for
+//! general-purpose allocator cannot be made to fail on demand; see `object_alloc::bulk`'s tests for
 //! the shared failure loop).
-//!
-//! Enabled by the `testing` cargo feature; meant for dev-dependencies.
 
 use std::collections::HashSet;
 use std::mem::MaybeUninit;
@@ -32,7 +30,7 @@ use std::ptr::NonNull;
 use std::sync::{Barrier, mpsc};
 use std::thread;
 
-use crate::{AllocFlags, CacheConfig, ObjectAlloc, Prefill, rcu};
+use object_alloc::{AllocFlags, CacheConfig, ObjectAlloc, Prefill, rcu};
 
 /// Object sizes the layout checks cover.
 pub const SIZES: [usize; 4] = [8, 64, 256, 4096];
@@ -407,7 +405,7 @@ fn take<P: Prefill>(
 }
 
 /// C-PREFILL-1..5, 7, 8 and C-REFILL-1..3, through the design's `Prefill` handle (native or
-/// [`BulkPrefill`](crate::BulkPrefill)): sizes, exhaustion, refill in place and oversize,
+/// [`BulkPrefill`](object_alloc::BulkPrefill)): sizes, exhaustion, refill in place and oversize,
 /// return by call and by drop, and freeing the objects taken by every free path.
 pub fn prefill_serves_what_it_promised<A: ObjectAlloc>() {
     let size = 64;
@@ -590,7 +588,7 @@ pub fn deferred_free_waits_for_readers<A: ObjectAlloc>() {
     );
 }
 
-/// Expands to one `#[test]` per check of [`object_alloc::testing`](crate::testing), run on the
+/// Expands to one `#[test]` per check of [`conformance::testing`](crate::testing), run on the
 /// design `$alloc`, except [`deferred_free_waits_for_readers`], which needs a test binary of
 /// its own.
 #[macro_export]
