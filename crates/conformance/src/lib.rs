@@ -56,6 +56,12 @@
 //! `n/a` with the reason when the promise is not made: page accounting and fault injection need
 //! `uses_page_source`, `NOWAIT` clauses need `honours_nowait`, live-object accounting needs
 //! `tracks_live_objects`, barn limits need `sheaf_layer`.
+//!
+//! # The generic test suite
+//!
+//! [`testing`] holds the short, deterministic checks that every design's integration tests
+//! run under `cargo test` (one `#[test]` each, through [`allocator_tests!`] and
+//! [`page_source_tests!`]); they panic on the first violation instead of recording findings.
 
 mod checks;
 mod findings;

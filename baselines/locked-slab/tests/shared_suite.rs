@@ -1,3 +1,0 @@
-//! The allocator checks every design runs (`conformance::testing`).
-
-conformance::allocator_tests!(locked_slab::LockedSlab);
