@@ -11,7 +11,9 @@
 //! [`ConfigError`], [`AllocStats`], the [`PageSource`] seam, the read-side section and
 //! deferral machinery of [`rcu`], and [`BulkPrefill`], the prefill emulation for designs
 //! without a native one, with [`bulk::alloc_bulk_with`], the all-or-nothing loop for designs
-//! without a batch path of their own. The generic test suite every design runs lives in the
+//! without a batch path of their own. Three macros ([`emulated_prefill_and_deferral!`],
+//! [`bulk_by_single_calls!`], [`object_ops_via!`]) write the trait methods that designs share
+//! word for word. The generic test suite every design runs lives in the
 //! `conformance` crate (`conformance::testing`), beside the contract checks.
 //!
 //! ```
@@ -26,6 +28,7 @@
 
 pub mod bulk;
 mod config;
+mod delegate;
 mod error;
 mod flags;
 pub mod page;
