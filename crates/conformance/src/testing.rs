@@ -1102,51 +1102,18 @@ pub fn poison_on_free<A: ObjectAlloc>() {
 #[macro_export]
 macro_rules! allocator_tests {
     ($alloc:ty) => {
-        #[test]
-        fn config_is_validated() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::config_is_validated::<$alloc>();
-        }
-        #[test]
-        fn objects_are_aligned_and_writable() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::objects_are_aligned_and_writable::<$alloc>();
-        }
-        #[test]
-        fn objects_do_not_overlap() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::objects_do_not_overlap::<$alloc>();
-        }
-        #[test]
-        fn objects_cross_threads_intact() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::objects_cross_threads_intact::<$alloc>();
-        }
-        #[test]
-        fn zero_holds_on_reused_memory() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::zero_holds_on_reused_memory::<$alloc>();
-        }
-        #[test]
-        fn remote_free_is_allowed() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::remote_free_is_allowed::<$alloc>();
-        }
-        #[test]
-        fn simulated_nodes() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::simulated_nodes::<$alloc>();
-        }
-        #[test]
-        fn bulk_alloc_fills_every_slot() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::bulk_alloc_fills_every_slot::<$alloc>();
-        }
-        #[test]
-        fn prefill_serves_what_it_promised() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::prefill_serves_what_it_promised::<$alloc>();
-        }
+        $crate::suite_tests!(
+            $alloc;
+            config_is_validated,
+            objects_are_aligned_and_writable,
+            objects_do_not_overlap,
+            objects_cross_threads_intact,
+            zero_holds_on_reused_memory,
+            remote_free_is_allowed,
+            simulated_nodes,
+            bulk_alloc_fills_every_slot,
+            prefill_serves_what_it_promised,
+        );
         #[test]
         fn deferred_free_waits_for_readers() {
             $crate::testing::in_own_process(
@@ -1164,25 +1131,28 @@ macro_rules! allocator_tests {
 #[macro_export]
 macro_rules! page_source_tests {
     ($alloc:ty) => {
-        #[test]
-        fn bulk_all_or_nothing() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::bulk_all_or_nothing::<$alloc>();
-        }
-        #[test]
-        fn prefill_holds_when_pages_run_out() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::prefill_holds_when_pages_run_out::<$alloc>();
-        }
-        #[test]
-        fn nowait_takes_no_page() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::nowait_takes_no_page::<$alloc>();
-        }
-        #[test]
-        fn poison_on_free() {
-            let _suite = $crate::testing::suite_guard();
-            $crate::testing::poison_on_free::<$alloc>();
-        }
+        $crate::suite_tests!(
+            $alloc;
+            bulk_all_or_nothing,
+            prefill_holds_when_pages_run_out,
+            nowait_takes_no_page,
+            poison_on_free,
+        );
+    };
+}
+
+/// One `#[test]` per named check of [`conformance::testing`](crate::testing), each holding
+/// [`suite_guard`] while it runs; the building block of the two macros above.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! suite_tests {
+    ($alloc:ty; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let _suite = $crate::testing::suite_guard();
+                $crate::testing::$check::<$alloc>();
+            }
+        )*
     };
 }
