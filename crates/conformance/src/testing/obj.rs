@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, mpsc};
 use std::thread;
 
-use object_alloc::{AllocFlags, CacheConfig, NodeMap, ObjectAlloc, Prefill};
+use object_alloc::{AllocFlags, CacheConfig, NodeMap, ObjectAlloc, PAGE_SIZE, Prefill};
 
 use super::{
     ALIGNS, MORE_LAYOUTS, REUSE_WINDOW, SIZES, bulk, check_aligned, fill, new_cache, release_all,
@@ -35,36 +35,35 @@ pub fn config_is_validated<A: ObjectAlloc>() {
 
 /// C-OBJ-1: for every size of [`SIZES`] with every alignment of [`ALIGNS`], and for tiny, odd
 /// and large layouts besides, objects are aligned and every byte of the configured size holds
-/// what was written while a few slabs' worth of objects are live.
+/// what was written while a few slabs' worth of objects are live (300 objects; 32 of those
+/// larger than a page, each of which fills a slab or more).
 pub fn objects_are_aligned_and_writable<A: ObjectAlloc>() {
-    const OBJECTS: usize = 300;
     let layouts = SIZES
         .into_iter()
         .flat_map(|size| ALIGNS.map(|align| (size, align)))
         .chain(MORE_LAYOUTS);
     for (size, align) in layouts {
-        {
-            let config = CacheConfig::new(size).with_align(align);
-            let fixture = new_cache::<A>(config.clone());
-            let cache = &fixture.cache;
-            let objects: Vec<_> = (0..OBJECTS)
-                .map(|_| {
-                    cache
-                        .alloc(AllocFlags::empty())
-                        .unwrap_or_else(|| panic!("{}: allocation failed for {config:?}", A::NAME))
-                })
-                .collect();
-            for (tag, &object) in objects.iter().enumerate() {
-                check_aligned(A::NAME, object, align);
-                // SAFETY: a live object of `size` bytes that this check owns.
-                unsafe { fill(object, size, tag) };
-            }
-            for (tag, &object) in objects.iter().enumerate() {
-                // SAFETY: as above.
-                unsafe { verify(A::NAME, object, size, tag) };
-            }
-            release_all(&fixture, &objects);
+        let config = CacheConfig::new(size).with_align(align);
+        let fixture = new_cache::<A>(config.clone());
+        let cache = &fixture.cache;
+        let count = if size > PAGE_SIZE { 32 } else { 300 };
+        let objects: Vec<_> = (0..count)
+            .map(|_| {
+                cache
+                    .alloc(AllocFlags::empty())
+                    .unwrap_or_else(|| panic!("{}: allocation failed for {config:?}", A::NAME))
+            })
+            .collect();
+        for (tag, &object) in objects.iter().enumerate() {
+            check_aligned(A::NAME, object, align);
+            // SAFETY: a live object of `size` bytes that this check owns.
+            unsafe { fill(object, size, tag) };
         }
+        for (tag, &object) in objects.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { verify(A::NAME, object, size, tag) };
+        }
+        release_all(&fixture, &objects);
     }
 }
 
