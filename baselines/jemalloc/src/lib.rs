@@ -27,7 +27,8 @@
 //! - `NOWAIT` cannot be honoured: jemalloc maps new extents when it needs to, and has no "only
 //!   from memory already held" call. [`Capabilities::honours_nowait`] is false, so
 //!   conformance reports the NOWAIT clauses not applicable.
-//! - There is no native prefill: [`BulkPrefill`](object_alloc::BulkPrefill) emulates it with single allocations.
+//! - There is no native prefill: [`BulkPrefill`](object_alloc::BulkPrefill) emulates it with
+//!   single allocations.
 //! - Live objects are not counted: counting would add a shared counter or a per-thread lookup
 //!   to a path that otherwise is exactly jemalloc's. [`AllocStats::live_objects`] is `None`.
 //!

@@ -20,8 +20,8 @@
 //! accounting, fault injection and slab sizes match the slab-based designs; the slab header
 //! area is left unused. There is no per-CPU or per-node state and no cache above the list:
 //! every thread contends on the one lock, which is the point of the baseline. Prefill is
-//! emulated with [`BulkPrefill`](object_alloc::BulkPrefill); deferred frees defer each object on its own through
-//! [`Deferrer`].
+//! emulated with [`BulkPrefill`](object_alloc::BulkPrefill); deferred frees defer each object
+//! on its own through [`Deferrer`].
 //!
 //! Invariant, under the lock: `free == |list|` and
 //! `slabs × objects_per_slab == free + live` (deferred frees still pending count as live).

@@ -62,8 +62,9 @@
 //!
 //! Slab geometry comes from [`SlabLayout`], pages from the config's page source. SLUB has no
 //! sheaves and no barn: `barn_max_full`/`barn_max_empty` do not apply, `sheaf_capacity` is
-//! only the capacity reported by [`BulkPrefill`](object_alloc::BulkPrefill) handles, and deferred frees are always
-//! per object (`deferred_batching` does not apply). `debug.poison` fills freed objects.
+//! only the capacity reported by [`BulkPrefill`](object_alloc::BulkPrefill) handles, and
+//! deferred frees are always per object (`deferred_batching` does not apply). `debug.poison`
+//! fills freed objects.
 //!
 //! # What is not modelled
 //!

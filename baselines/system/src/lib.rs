@@ -12,7 +12,8 @@
 //! - `NOWAIT` cannot be honoured: `malloc` grows its heap when it needs to, and no call says
 //!   "only from memory already held". [`Capabilities::honours_nowait`] is false, so conformance
 //!   reports the NOWAIT clauses not applicable.
-//! - There is no native prefill: [`BulkPrefill`](object_alloc::BulkPrefill) emulates it with single allocations.
+//! - There is no native prefill: [`BulkPrefill`](object_alloc::BulkPrefill) emulates it with
+//!   single allocations.
 //! - Live objects are not counted: counting them would put a shared counter (or a per-thread
 //!   lookup) on a path that otherwise is exactly glibc's. [`AllocStats::live_objects`] is `None`.
 //!
