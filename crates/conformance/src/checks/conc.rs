@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use object_alloc::{AllocFlags, ObjectAlloc, Prefill};
 
+use super::obj::{exchange_step, live_objects};
 use super::{
     Ctx, Fixture, Hand, alloc_bulk, cpus, describe, join, move_to_cpu, prefill, standard_config,
 };
@@ -232,7 +233,7 @@ pub(crate) fn concurrent_mix<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
                                         drop(guard);
                                     }
                                     9..=11 => {
-                                        super::obj::exchange_step(&fixture.cache, scope, &mut rng, &mut hand, exchange, size);
+                                        exchange_step(&fixture.cache, scope, &mut rng, &mut hand, exchange, size);
                                     }
                                     _ => {}
                                 }
@@ -246,7 +247,7 @@ pub(crate) fn concurrent_mix<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
                     .collect();
                 workers.into_iter().map(join).collect()
             });
-            let all = super::obj::live_objects(&hands, &exchange);
+            let all = live_objects(&hands, &exchange);
             if let Some((a, b)) = objects::first_overlap(&all, size) {
                 scope.violation(
                     "C-OBJ-2",
