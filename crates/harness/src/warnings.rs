@@ -95,6 +95,18 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
             unsupported.join(", ")
         ));
     }
+    let not_counted: Vec<&str> = m
+        .counters
+        .iter()
+        .filter(|(_, r)| matches!(r, CounterReading::NotCounted { .. }))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !not_counted.is_empty() {
+        warnings.push(format!(
+            "counters not counted: {} opened but never ran during the measured runs (time_running 0), so no figure is given; another user of the PMU (a perf session, the NMI watchdog) may hold it",
+            not_counted.join(", ")
+        ));
+    }
     warnings
 }
 

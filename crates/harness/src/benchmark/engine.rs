@@ -471,9 +471,6 @@ fn run_phases<W: Work>(
         let measured = phase > 0;
         let quota = if measured { quota } else { None };
         let switches_before = thread_switches();
-        if measured {
-            counters.enable();
-        }
         control.barrier.wait();
         if primary {
             while control.secondaries_in.load(Ordering::Acquire) < control.secondaries {
@@ -481,6 +478,11 @@ fn run_phases<W: Work>(
             }
         } else {
             control.secondaries_in.fetch_add(1, Ordering::Release);
+        }
+        // Counted from here to the end of the loop: neither barrier nor the wait for the
+        // helpers is the measured work.
+        if measured {
+            counters.enable();
         }
         let mut ops = 0u64;
         let mut units = 0u64;
@@ -509,6 +511,9 @@ fn run_phases<W: Work>(
                 off_cpu += u64::from(rustix::thread::sched_getcpu() != cpu.id);
             }
         }
+        if measured {
+            counters.disable();
+        }
         work.end_phase();
         if primary && W::SELF_TIMED {
             work.take_samples(measured, &mut histogram);
@@ -522,7 +527,6 @@ fn run_phases<W: Work>(
         }
         control.barrier.wait();
         if measured {
-            counters.disable();
             switches = match (switches, switches_before, thread_switches()) {
                 (Some((v, i)), Some((v0, i0)), Some((v1, i1))) => {
                     Some((v + (v1 - v0), i + (i1 - i0)))
@@ -584,6 +588,56 @@ mod tests {
                 secondary >= 2,
                 "run {run}: the secondaries did {secondary} units"
             );
+        }
+    }
+
+    /// One operation per unit, then a phase end of `spins` iterations of CPU work (a fixed
+    /// amount of CPU time however loaded the machine is).
+    struct BusyEnd {
+        spins: u64,
+    }
+
+    impl Work for BusyEnd {
+        fn unit(&mut self) -> u64 {
+            1
+        }
+
+        fn end_phase(&mut self) {
+            let mut x = 0u64;
+            for i in 0..self.spins {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+    }
+
+    #[test]
+    fn counters_count_the_measured_work_not_the_phase_boundaries() {
+        let plan = DrivePlan {
+            primaries: 1,
+            secondaries: 0,
+            cpus: None,
+            warmup: Duration::ZERO,
+            length: RunLength::Ops(1),
+            runs: 3,
+            open_counters: crate::counters::open_perf_counter,
+            hogs: 0,
+        };
+        let outcome = drive(
+            &plan,
+            |_| BusyEnd { spins: 10_000_000 },
+            |_| -> NoWork { unreachable!() },
+            || (),
+        );
+        match &outcome.counters.report(3)["task-clock"] {
+            crate::counters::CounterReading::Ok { value, .. } => {
+                // Three runs of one trivial operation each (about 0.1 ms counted); the busy
+                // phase ends (tens of ms of CPU each) lie outside the counted window.
+                assert!(
+                    *value < 3e6,
+                    "task-clock counted {value} ns of three one-operation runs"
+                );
+            }
+            other => eprintln!("note: task-clock cannot be counted here ({other:?}); skipped"),
         }
     }
 }
