@@ -32,6 +32,8 @@
 //!   (`maple-tree`, `trace-replay`) say what each kind's threads do, each object held by
 //!   exactly one owner and freed once; `hogs.rs` runs busy threads beside a measurement,
 //!   `sched.rs` reads the threads' scheduler times.
+//! - [`cpus`]: which CPUs a pinned measurement uses (one per physical core before SMT
+//!   siblings) and pinning a thread to one.
 //! - [`timer`]: the clock and its measured cost; [`histogram`]: per-thread latency histograms
 //!   with fixed bounds, so recording never allocates; [`counters`]: per-thread `perf_event`
 //!   counters and their fallbacks; [`steal`]: hypervisor steal time over a measurement.
@@ -40,6 +42,7 @@
 
 pub mod benchmark;
 pub mod counters;
+pub mod cpus;
 pub mod histogram;
 pub mod machine;
 pub mod result;

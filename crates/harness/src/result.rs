@@ -181,8 +181,9 @@ pub struct Memory {
     pub live_objects: Option<u64>,
 }
 
-/// Whether pinned threads stayed on their CPUs, checked by sampling the CPU at every unit
-/// boundary (`cpu-migrations` cannot be trusted on every kernel).
+/// Whether pinned threads got and stayed on their CPUs: the result of pinning each, and the
+/// CPU sampled at every unit boundary (`cpu-migrations` cannot be trusted on every kernel).
+/// The CPUs are one per physical core first, SMT siblings after (see [`crate::cpus`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pinning {
     /// Whether threads were pinned.
@@ -200,6 +201,10 @@ pub struct Pinning {
     /// shares their CPUs, waking twice per run).
     #[serde(default)]
     pub coordinator_cpu: Option<usize>,
+    /// Threads that could not be pinned to their CPU (`thread T to CPU C: error`); they ran
+    /// wherever the scheduler put them, and their CPU was not sampled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
 }
 
 /// One (workload, allocator, threads) measurement.

@@ -52,6 +52,14 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
             latency.figures.p50, latency.unit, latency.timer_overhead_ns
         ));
     }
+    if !m.pinning.failures.is_empty() {
+        warnings.push(format!(
+            "pinning failed: {} of {} threads could not be pinned and ran unpinned ({}); their figures may include migrations and shared CPUs: check the process's CPU affinity and cpuset",
+            m.pinning.failures.len(),
+            m.config.os_threads,
+            m.pinning.failures.join("; ")
+        ));
+    }
     if m.pinning.threads_moved > 0 {
         warnings.push(format!(
             "migrations: {} pinned thread(s) were found off their CPU in {} of {} samples; the figures include migrations (another process may be changing affinities)",

@@ -249,6 +249,33 @@ fn pinned_threads_stay_on_their_cpus() {
 }
 
 #[test]
+fn a_pinned_measurement_whose_cpu_refuses_is_refused_before_it_runs() {
+    fn refuse(_: usize) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(22))
+    }
+    let mut spec = WorkloadSpec::from_yaml(
+        "t.yaml",
+        "name: t\nkind: churn\nobject_size: 64\nwarmup: 1ms\nduration: 10ms\nruns: 1\n",
+    )
+    .unwrap();
+    spec.pinned = true;
+    let workload = spec.validate("t.yaml", 1).unwrap();
+    let options = MeasureOptions {
+        pin: refuse,
+        ..options()
+    };
+    let err = measure::<TestAlloc>(&workload, 1, &options).unwrap_err();
+    assert!(
+        matches!(err, harness::MeasureError::PinningRefused { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("cannot pin a thread to CPU"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_coordinator_takes_a_cpu_left_free_and_gives_it_back() {
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     let m = pinned_churn();

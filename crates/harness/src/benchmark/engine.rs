@@ -3,7 +3,7 @@
 //! A measurement has *primary* threads (the workers whose operations are counted: churners,
 //! producers, writers) and *secondary* threads (consumers, readers) that serve them. Every
 //! thread is spawned once, pinned to its own CPU (the CPU ids are read before any thread is
-//! pinned), opens its counters and allocates its histogram, and then runs the phases: a
+//! pinned; a thread that cannot be pinned says so in the result), opens its counters and allocates its histogram, and then runs the phases: a
 //! warm-up, then each measured run. A phase starts when the coordinator and every thread
 //! have reached the barrier, and ends at the same barrier; the coordinator's clock between
 //! the two is the run's wall time.
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::counters::{CounterOpener, CounterTotals, ThreadCounters, thread_switches};
+use crate::cpus::CpuPinner;
 use crate::histogram::{merge, new_latency_histogram};
 use crate::result::Pinning;
 use crate::spec::RunLength;
@@ -86,6 +87,8 @@ pub(crate) struct DrivePlan {
     pub(crate) length: RunLength,
     pub(crate) runs: u32,
     pub(crate) open_counters: CounterOpener,
+    /// Pins a thread to a CPU of `cpus`.
+    pub(crate) pin: CpuPinner,
     /// Busy threads to run beside every phase, pinned round-robin to `cpus` (to every CPU
     /// this process may use when unpinned).
     pub(crate) hogs: usize,
@@ -145,6 +148,8 @@ struct Control {
 }
 
 struct ThreadReport {
+    /// Why the thread could not be pinned to its CPU, if it could not.
+    pin_error: Option<String>,
     phase_ops: Vec<u64>,
     histogram: Histogram<u64>,
     counters: CounterTotals,
@@ -208,15 +213,23 @@ where
             let make_primary = &make_primary;
             let make_secondary = &make_secondary;
             let open = plan.open_counters;
+            let pin = plan.pin;
             let handle = std::thread::Builder::new()
                 .name(format!("{}-{t}", if primary { "worker" } else { "helper" }))
                 .spawn_scoped(scope, move || {
-                    if let Some(cpu) = cpu {
-                        core_affinity::set_for_current(cpu);
-                    }
+                    // A thread that could not be pinned runs where the scheduler puts it: its
+                    // CPU is not checked (every sample would count as a move), and the
+                    // failure is reported instead.
+                    let (cpu, pin_error) = match cpu {
+                        Some(core) => match pin(core.id) {
+                            Ok(()) => (Some(core), None),
+                            Err(e) => (None, Some(format!("thread {t} to CPU {}: {e}", core.id))),
+                        },
+                        None => (None, None),
+                    };
                     control.tids[t].store(current_tid(), Ordering::Relaxed);
                     let counters = ThreadCounters::open(open);
-                    if primary {
+                    let mut report = if primary {
                         run_phases(control, phases, quota, cpu, counters, true, make_primary(t))
                     } else {
                         let s = t - plan.primaries;
@@ -229,7 +242,9 @@ where
                             false,
                             make_secondary(s),
                         )
-                    }
+                    };
+                    report.pin_error = pin_error;
+                    report
                 })
                 .expect("spawning a measuring thread");
             handles.push(handle);
@@ -349,6 +364,7 @@ where
             pinning.samples += r.samples;
             pinning.off_cpu_samples += r.off_cpu;
             pinning.threads_moved += u64::from(r.off_cpu > 0);
+            pinning.failures.extend(r.pin_error.clone());
             switches = match (switches, r.switches) {
                 (Some((a, b)), Some((c, d))) => Some((a + c, b + d)),
                 _ => None,
@@ -539,6 +555,7 @@ fn run_phases<W: Work>(
     control.barrier.wait();
     drop(work);
     ThreadReport {
+        pin_error: None,
         phase_ops,
         histogram,
         counters: counters.read(),
@@ -578,6 +595,7 @@ mod tests {
             length: RunLength::Ops(1),
             runs: 200,
             open_counters: no_counters,
+            pin: crate::cpus::pin_current_thread,
             hogs: 0,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
@@ -620,6 +638,7 @@ mod tests {
             length: RunLength::Ops(1),
             runs: 3,
             open_counters: crate::counters::open_perf_counter,
+            pin: crate::cpus::pin_current_thread,
             hogs: 0,
         };
         let outcome = drive(
@@ -639,5 +658,37 @@ mod tests {
             }
             other => eprintln!("note: task-clock cannot be counted here ({other:?}); skipped"),
         }
+    }
+
+    #[test]
+    fn a_thread_that_could_not_be_pinned_is_reported() {
+        fn refuse_second(cpu: usize) -> std::io::Result<()> {
+            if cpu == 1 {
+                Err(std::io::Error::from_raw_os_error(22))
+            } else {
+                Ok(())
+            }
+        }
+        let plan = DrivePlan {
+            primaries: 2,
+            secondaries: 0,
+            cpus: Some(vec![
+                core_affinity::CoreId { id: 0 },
+                core_affinity::CoreId { id: 1 },
+            ]),
+            warmup: Duration::ZERO,
+            length: RunLength::Ops(2),
+            runs: 1,
+            open_counters: no_counters,
+            pin: refuse_second,
+            hogs: 0,
+        };
+        let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
+        assert_eq!(outcome.pinning.failures.len(), 1, "{:?}", outcome.pinning);
+        assert!(
+            outcome.pinning.failures[0].starts_with("thread 1 to CPU 1: "),
+            "{:?}",
+            outcome.pinning.failures
+        );
     }
 }

@@ -22,6 +22,7 @@ use object_alloc::{AllocStats, ObjectAlloc};
 use thiserror::Error;
 
 use crate::counters::{CounterOpener, open_perf_counter};
+use crate::cpus::{CpuPinner, measurement_cpus, pin_current_thread, probe_pinning};
 use crate::histogram::LatencyFigures;
 use crate::machine::peak_rss_bytes;
 use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
@@ -58,6 +59,16 @@ pub enum MeasureError {
         /// CPUs available.
         available: usize,
     },
+    /// Pinning was asked for but a chosen CPU refused the calling thread.
+    #[error(
+        "cannot pin a thread to CPU {cpu}: {error}; check the process's CPU affinity (taskset) and cpuset, or use `pinned: false` (--set pinned=false)"
+    )]
+    PinningRefused {
+        /// The CPU.
+        cpu: usize,
+        /// What `sched_setaffinity` said.
+        error: String,
+    },
     /// The workload's input could not be prepared (a trace file changed since validation,
     /// a stream without writes, a tree that could not be created).
     #[error("workload `{workload}` on allocator `{allocator}`: {what}")]
@@ -88,6 +99,8 @@ pub struct MeasureOptions {
     pub open_counters: CounterOpener,
     /// Clock reads used to measure the clock's cost.
     pub timer_calibration_reads: u32,
+    /// Pins a thread to a CPU (tests inject failures).
+    pub pin: CpuPinner,
 }
 
 impl Default for MeasureOptions {
@@ -95,6 +108,7 @@ impl Default for MeasureOptions {
         Self {
             open_counters: open_perf_counter,
             timer_calibration_reads: 200_000,
+            pin: pin_current_thread,
         }
     }
 }
@@ -105,6 +119,28 @@ pub fn measure<A: ObjectAlloc>(
     threads: u32,
     options: &MeasureOptions,
 ) -> Result<Measurement, MeasureError> {
+    let spec = &workload.spec;
+    let os_threads = workload.kind.os_threads(threads);
+    // Checked before anything runs: a measurement asked to be pinned is pinned or refused.
+    let cpus = if spec.pinned {
+        let Some(cpus) = measurement_cpus(os_threads) else {
+            return Err(MeasureError::Pinning {
+                needed: os_threads,
+                available: crate::cpus::allowed_cpus().len(),
+            });
+        };
+        probe_pinning(&cpus, options.pin).map_err(|(cpu, e)| MeasureError::PinningRefused {
+            cpu,
+            error: e.to_string(),
+        })?;
+        Some(
+            cpus.into_iter()
+                .map(|id| core_affinity::CoreId { id })
+                .collect(),
+        )
+    } else {
+        None
+    };
     let timer_overhead_ns = timer::instant_overhead_ns(options.timer_calibration_reads);
     let config = workload.cache_config();
     let cache = A::new(&config).map_err(|source| MeasureError::Config {
@@ -112,20 +148,6 @@ pub fn measure<A: ObjectAlloc>(
         workload: workload.spec.name.clone(),
         source,
     })?;
-    let spec = &workload.spec;
-    let os_threads = workload.kind.os_threads(threads);
-    let cpus = if spec.pinned {
-        let ids = core_affinity::get_core_ids().unwrap_or_default();
-        if ids.len() < os_threads {
-            return Err(MeasureError::Pinning {
-                needed: os_threads,
-                available: ids.len(),
-            });
-        }
-        Some(ids[..os_threads].to_vec())
-    } else {
-        None
-    };
     let threads_usize = threads as usize;
     let secondaries = os_threads - threads_usize;
     let plan = DrivePlan {
@@ -136,6 +158,7 @@ pub fn measure<A: ObjectAlloc>(
         length: workload.length,
         runs: spec.runs,
         open_counters: options.open_counters,
+        pin: options.pin,
         hogs: spec.hogs as usize,
     };
     let snapshot = || cache.stats();
