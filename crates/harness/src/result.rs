@@ -163,6 +163,12 @@ pub struct Latency {
     pub clock: String,
     /// Mean cost of one clock read, measured at start-up; each sample includes one.
     pub timer_overhead_ns: f64,
+    /// Mean cost of the engine's bookkeeping between two units (the stop-flag load, the
+    /// histogram record and, for pinned threads, the CPU check), measured at start-up; each
+    /// engine-timed sample includes it once. 0 for the kinds that time each operation
+    /// themselves (the range-tree kinds), whose samples hold no bookkeeping.
+    #[serde(default)]
+    pub bookkeeping_ns: f64,
     /// The percentiles, in nanoseconds per sample.
     #[serde(flatten)]
     pub figures: LatencyFigures,

@@ -227,6 +227,33 @@ fn a_counter_that_fails_to_open_is_reported_unsupported() {
     );
 }
 
+#[test]
+fn the_engines_bookkeeping_is_measured_and_counts_towards_timer_domination() {
+    let workload = quick("kind: churn\nparams: {working_set: 8, batch: 8}\n");
+    let mut m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    assert!(m.latency_ns.bookkeeping_ns > 0.0, "{:?}", m.latency_ns);
+    // A median of 100 ns beside a 5 ns clock read is not clock-dominated by the clock alone,
+    // but is once 10 ns of bookkeeping sit in every sample too.
+    m.latency_ns.figures.p50 = 100;
+    m.latency_ns.timer_overhead_ns = 5.0;
+    m.latency_ns.bookkeeping_ns = 10.0;
+    let warnings = harness::warnings::for_measurement(&m);
+    let dominated = warnings
+        .iter()
+        .find(|w| w.starts_with("timer-dominated"))
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(
+        dominated.contains("10.0 ns of the engine's bookkeeping"),
+        "{dominated}"
+    );
+    m.latency_ns.bookkeeping_ns = 0.0;
+    let warnings = harness::warnings::for_measurement(&m);
+    assert!(
+        !warnings.iter().any(|w| w.starts_with("timer-dominated")),
+        "{warnings:?}"
+    );
+}
+
 /// A short pinned churn measurement on one thread.
 fn pinned_churn() -> harness::result::Measurement {
     let mut spec = WorkloadSpec::from_yaml(
@@ -312,6 +339,10 @@ fn maple_tree_takes_one_sample_per_write_and_replays_its_stream() {
             assert_eq!(sample.ops, 2000, "{sample:?}");
         }
         assert_eq!(m.latency_ns.figures.samples, m.ops, "one sample per write");
+        assert_eq!(
+            m.latency_ns.bookkeeping_ns, 0.0,
+            "a write's sample holds no bookkeeping"
+        );
         // 300 operations make at most 300 writes: 4000 writes need several passes, each
         // checked against the model before the tree is emptied.
         assert!(m.extra["passes"] >= 10.0, "{:?}", m.extra);

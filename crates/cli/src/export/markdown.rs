@@ -29,8 +29,12 @@ impl Exporter for MarkdownExporter {
             let first = group[0];
             md.push_str(&format!("## {name}\n\n"));
             md.push_str(&format!(
-                "Kind `{}`; one operation = {}; one latency sample = {} (includes one clock read of {:.1} ns).\n\n",
-                first.kind, first.op_unit, first.latency_ns.unit, first.latency_ns.timer_overhead_ns
+                "Kind `{}`; one operation = {}; one latency sample = {} (includes one clock read of {:.1} ns and {:.1} ns of the harness's bookkeeping).\n\n",
+                first.kind,
+                first.op_unit,
+                first.latency_ns.unit,
+                first.latency_ns.timer_overhead_ns,
+                first.latency_ns.bookkeeping_ns
             ));
             if first.config.hogs > 0 {
                 md.push_str(&format!(

@@ -14,9 +14,13 @@
 //! that the measured work always runs beside the helpers its spec names (released from the
 //! barrier, a secondary may otherwise wait for a CPU until a short run is over). A secondary
 //! runs at least one unit, then until every primary has finished the phase and it has
-//! nothing left (a consumer drains its queue). Each unit ends with one clock read, which is
-//! also the start of the next unit; in measured phases a primary records the unit's time in its
-//! histogram, which was sized up front so recording never allocates. Self-timed work
+//! nothing left (a consumer drains its queue). Each unit of an engine-timed primary ends with
+//! one clock read, which is also the start of the next unit; in measured phases a primary records the unit's time in its
+//! histogram, which was sized up front so recording never allocates. A sample therefore
+//! covers the unit, one clock read and the engine's bookkeeping between two units (the
+//! stop-flag load, the histogram record and, pinned, the CPU check); both costs are measured
+//! at start-up and reported beside the figures (`timer_overhead_ns`, `bookkeeping_ns`).
+//! Secondaries and self-timed work read no clock in the loop. Self-timed work
 //! ([`Work::SELF_TIMED`], the tree kinds) records one sample per operation itself, timing
 //! only the operation, and hands its samples over at the end of each measured phase.
 //!
@@ -480,8 +484,7 @@ fn run_phases<W: Work>(
 ) -> ThreadReport {
     let mut histogram = new_latency_histogram();
     let mut phase_ops = vec![0; phases];
-    let mut samples = 0u64;
-    let mut off_cpu = 0u64;
+    let mut cpu_check = CpuCheck::default();
     let mut switches = Some((0u64, 0u64));
     for (phase, phase_ops) in phase_ops.iter_mut().enumerate() {
         let measured = phase > 0;
@@ -502,6 +505,7 @@ fn run_phases<W: Work>(
         }
         let mut ops = 0u64;
         let mut units = 0u64;
+        let timed = primary && !W::SELF_TIMED;
         let mut last = Instant::now();
         loop {
             let done = if primary {
@@ -516,16 +520,13 @@ fn run_phases<W: Work>(
             }
             ops += work.unit();
             units += 1;
-            let now = Instant::now();
-            if measured && primary && !W::SELF_TIMED {
-                let nanos = u64::try_from((now - last).as_nanos()).unwrap_or(u64::MAX);
-                histogram.saturating_record(nanos.max(1));
+            let mut sample = None;
+            if timed {
+                let now = Instant::now();
+                sample = measured.then(|| now - last);
+                last = now;
             }
-            last = now;
-            if let Some(cpu) = cpu {
-                samples += 1;
-                off_cpu += u64::from(rustix::thread::sched_getcpu() != cpu.id);
-            }
+            after_unit(&mut histogram, sample, cpu.map(|c| c.id), &mut cpu_check);
         }
         if measured {
             counters.disable();
@@ -559,10 +560,67 @@ fn run_phases<W: Work>(
         phase_ops,
         histogram,
         counters: counters.read(),
-        samples,
-        off_cpu,
+        samples: cpu_check.samples,
+        off_cpu: cpu_check.off_cpu,
         switches,
     }
+}
+
+/// Samples of a pinned thread's CPU, and those that found it elsewhere.
+#[derive(Default)]
+struct CpuCheck {
+    samples: u64,
+    off_cpu: u64,
+}
+
+/// A timed thread's work between two clock reads besides its unit: recording the `sample`
+/// (measured phases), checking the CPU (pinned threads). With the loop's stop-flag load it
+/// is inside every engine-timed sample; [`bookkeeping_overhead_ns`] measures it.
+#[inline(always)]
+fn after_unit(
+    histogram: &mut Histogram<u64>,
+    sample: Option<Duration>,
+    cpu: Option<usize>,
+    check: &mut CpuCheck,
+) {
+    if let Some(sample) = sample {
+        let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+        histogram.saturating_record(nanos.max(1));
+    }
+    if let Some(cpu) = cpu {
+        check.samples += 1;
+        check.off_cpu += u64::from(rustix::thread::sched_getcpu() != cpu);
+    }
+}
+
+/// Mean cost in nanoseconds of the engine's bookkeeping inside one engine-timed sample, beside
+/// its clock read: the stop-flag load, the histogram record and, when `pinned`, the CPU check
+/// (the best of three rounds of `rounds` iterations, as for the clock).
+pub(crate) fn bookkeeping_overhead_ns(rounds: u32, pinned: bool) -> f64 {
+    let rounds = rounds.max(1);
+    let stop = AtomicBool::new(false);
+    let mut histogram = new_latency_histogram();
+    let mut check = CpuCheck::default();
+    let cpu = pinned.then(rustix::thread::sched_getcpu);
+    // A plausible sample: its size changes which histogram bucket is touched, not the cost.
+    let sample = Duration::from_nanos(1000);
+    (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..rounds {
+                if std::hint::black_box(&stop).load(Ordering::Relaxed) {
+                    break;
+                }
+                after_unit(
+                    &mut histogram,
+                    Some(std::hint::black_box(sample)),
+                    cpu,
+                    &mut check,
+                );
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(rounds)
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 #[cfg(test)]

@@ -142,6 +142,15 @@ pub fn measure<A: ObjectAlloc>(
         None
     };
     let timer_overhead_ns = timer::instant_overhead_ns(options.timer_calibration_reads);
+    // The range-tree kinds time each write themselves: their samples hold no bookkeeping.
+    let bookkeeping_ns = if matches!(
+        workload.kind,
+        Kind::MapleTree { .. } | Kind::TraceReplay { .. }
+    ) {
+        0.0
+    } else {
+        engine::bookkeeping_overhead_ns(options.timer_calibration_reads, spec.pinned)
+    };
     let config = workload.cache_config();
     let cache = A::new(&config).map_err(|source| MeasureError::Config {
         allocator: A::NAME.to_owned(),
@@ -496,6 +505,7 @@ pub fn measure<A: ObjectAlloc>(
             unit: workload.kind.sample_unit(),
             clock: timer::CLOCK.to_owned(),
             timer_overhead_ns,
+            bookkeeping_ns,
             figures: LatencyFigures::of(&outcome.histogram),
         },
         counters: outcome.counters.report(ops),
