@@ -9,10 +9,12 @@
 //!
 //! What the figures mean:
 //! - **throughput**: operations (see [`spec::Kind::op_unit`]) per second of wall time, from
-//!   the release of the threads to the end of the last one, one sample per measured run;
+//!   the release of the threads to the end of the last one, one sample per measured run
+//!   (`maple-tree` leaves each writer's per-pass model check and emptying store out of it);
 //! - **latency**: one sample per unit of work (a batch of operations, one burst, one write;
-//!   see [`spec::Kind::sample_unit`]), including one clock read whose cost is measured at
-//!   start-up and reported ([`timer`]); the range-tree kinds (`maple-tree`, `trace-replay`)
+//!   see [`spec::Kind::sample_unit`]), including one clock read and the engine's bookkeeping
+//!   between units, both measured at start-up and reported ([`timer`],
+//!   `latency_ns.bookkeeping_ns`); the range-tree kinds (`maple-tree`, `trace-replay`)
 //!   time each tree write alone, one sample per write;
 //! - **counters**: per-thread `perf_event` counters over the measured runs, or `unsupported`
 //!   with the reason ([`counters`]).

@@ -148,7 +148,9 @@ pub struct RunConfig {
 pub struct RunSample {
     /// Operations done.
     pub ops: u64,
-    /// Wall time from the release of the threads until the last one finished.
+    /// Wall time from the release of the threads until the last one finished, less the
+    /// workers' untimed upkeep where a kind has some (`maple-tree`: the model check and the
+    /// emptying store at the end of each pass; `extra.upkeep_seconds` sums what was left out).
     pub seconds: f64,
     /// `ops / seconds`.
     pub throughput_ops_per_s: f64,

@@ -61,6 +61,12 @@ pub(crate) trait Work {
     /// Called when the thread leaves a phase's loop, before it reports the phase finished.
     fn end_phase(&mut self) {}
 
+    /// Primaries: nanoseconds of this phase's units spent on upkeep that is not the measured
+    /// work (a check, a reset), since the last call. The run's measured time leaves it out.
+    fn take_upkeep_ns(&mut self) -> u64 {
+        0
+    }
+
     /// Whether the work records its own latency samples (one per operation, timing only the
     /// operation) instead of the engine timing each unit.
     const SELF_TIMED: bool = false;
@@ -100,8 +106,8 @@ pub(crate) struct DrivePlan {
 
 /// What the threads found.
 pub(crate) struct DriveOutcome<R> {
-    /// Per measured run: (primary ops, secondary ops, wall seconds).
-    pub(crate) runs: Vec<(u64, u64, f64)>,
+    /// Per measured run.
+    pub(crate) runs: Vec<RunFigures>,
     pub(crate) histogram: Histogram<u64>,
     pub(crate) counters: CounterTotals,
     pub(crate) pinning: Pinning,
@@ -136,6 +142,50 @@ impl<R> DriveOutcome<R> {
     }
 }
 
+/// What one measured run found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct RunFigures {
+    /// Operations of the primaries.
+    pub(crate) primary_ops: u64,
+    /// Operations of the secondaries.
+    pub(crate) secondary_ops: u64,
+    /// Seconds from the release of the threads to the end of the last one.
+    pub(crate) wall: f64,
+    /// The seconds the primaries' operations took, their upkeep left out: `primary_ops`
+    /// over the sum of each primary's rate over its own time (`wall` less its upkeep);
+    /// `wall` when no primary reported upkeep.
+    pub(crate) measured: f64,
+}
+
+impl RunFigures {
+    /// The figures of a run of `wall` seconds whose primaries did `(ops, upkeep_ns)` each.
+    fn of(wall: f64, primaries: &[(u64, u64)], secondary_ops: u64) -> Self {
+        let primary_ops = primaries.iter().map(|&(ops, _)| ops).sum();
+        let measured = if primaries.iter().all(|&(_, upkeep)| upkeep == 0) {
+            wall
+        } else {
+            let rate: f64 = primaries
+                .iter()
+                .map(|&(ops, upkeep)| {
+                    let own = wall - upkeep as f64 * 1e-9;
+                    if own > 0.0 { ops as f64 / own } else { 0.0 }
+                })
+                .sum();
+            if rate > 0.0 {
+                primary_ops as f64 / rate
+            } else {
+                wall
+            }
+        };
+        Self {
+            primary_ops,
+            secondary_ops,
+            wall,
+            measured,
+        }
+    }
+}
+
 struct Control {
     barrier: Barrier,
     stop: AtomicBool,
@@ -155,6 +205,8 @@ struct ThreadReport {
     /// Why the thread could not be pinned to its CPU, if it could not.
     pin_error: Option<String>,
     phase_ops: Vec<u64>,
+    /// Upkeep nanoseconds per phase (primaries).
+    phase_upkeep: Vec<u64>,
     histogram: Histogram<u64>,
     counters: CounterTotals,
     samples: u64,
@@ -341,15 +393,15 @@ where
 
         let mut runs = Vec::with_capacity(plan.runs as usize);
         for (phase, &wall) in walls.iter().enumerate().skip(1) {
-            let primary_ops = reports[..plan.primaries]
+            let primaries: Vec<(u64, u64)> = reports[..plan.primaries]
                 .iter()
-                .map(|r| r.phase_ops[phase])
-                .sum();
+                .map(|r| (r.phase_ops[phase], r.phase_upkeep[phase]))
+                .collect();
             let secondary_ops = reports[plan.primaries..]
                 .iter()
                 .map(|r| r.phase_ops[phase])
                 .sum();
-            runs.push((primary_ops, secondary_ops, wall));
+            runs.push(RunFigures::of(wall, &primaries, secondary_ops));
         }
         let mut counters = CounterTotals::default();
         let mut pinning = Pinning {
@@ -484,6 +536,7 @@ fn run_phases<W: Work>(
 ) -> ThreadReport {
     let mut histogram = new_latency_histogram();
     let mut phase_ops = vec![0; phases];
+    let mut phase_upkeep = vec![0; phases];
     let mut cpu_check = CpuCheck::default();
     let mut switches = Some((0u64, 0u64));
     for (phase, phase_ops) in phase_ops.iter_mut().enumerate() {
@@ -552,12 +605,14 @@ fn run_phases<W: Work>(
             };
         }
         *phase_ops = ops;
+        phase_upkeep[phase] = work.take_upkeep_ns();
     }
     control.barrier.wait();
     drop(work);
     ThreadReport {
         pin_error: None,
         phase_ops,
+        phase_upkeep,
         histogram,
         counters: counters.read(),
         samples: cpu_check.samples,
@@ -658,7 +713,8 @@ mod tests {
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);
-        for (run, &(primary, secondary, _)) in outcome.runs.iter().enumerate() {
+        for (run, figures) in outcome.runs.iter().enumerate() {
+            let (primary, secondary) = (figures.primary_ops, figures.secondary_ops);
             assert_eq!(primary, 1, "run {run}");
             assert!(
                 secondary >= 2,
@@ -748,5 +804,66 @@ mod tests {
             "{:?}",
             outcome.pinning.failures
         );
+    }
+
+    #[test]
+    fn upkeep_is_left_out_of_each_primarys_time() {
+        // One primary: its own time is the wall less its upkeep.
+        let one = RunFigures::of(1.0, &[(1000, 250_000_000)], 7);
+        assert!((one.measured - 0.75).abs() < 1e-12, "{one:?}");
+        assert_eq!(
+            (one.primary_ops, one.secondary_ops, one.wall),
+            (1000, 7, 1.0)
+        );
+        // Two: 1000 ops in 0.5 s and 1000 in 1 s are 3000 ops/s, so 2000 ops take 2/3 s.
+        let two = RunFigures::of(1.0, &[(1000, 500_000_000), (1000, 0)], 0);
+        assert!((two.measured - 2.0 / 3.0).abs() < 1e-12, "{two:?}");
+        // No upkeep: the wall time.
+        assert_eq!(RunFigures::of(0.5, &[(10, 0), (20, 0)], 0).measured, 0.5);
+    }
+
+    /// One operation per unit, and a reported upkeep of 2 ms after each.
+    struct Upkeep {
+        pending: u64,
+    }
+
+    impl Work for Upkeep {
+        fn unit(&mut self) -> u64 {
+            std::thread::sleep(Duration::from_millis(2));
+            self.pending += 2_000_000;
+            1
+        }
+
+        fn take_upkeep_ns(&mut self) -> u64 {
+            std::mem::take(&mut self.pending)
+        }
+    }
+
+    #[test]
+    fn a_runs_measured_time_leaves_the_upkeep_out() {
+        let plan = DrivePlan {
+            primaries: 1,
+            secondaries: 0,
+            cpus: None,
+            warmup: Duration::ZERO,
+            length: RunLength::Ops(5),
+            runs: 2,
+            open_counters: no_counters,
+            pin: crate::cpus::pin_current_thread,
+            hogs: 0,
+        };
+        let outcome = drive(
+            &plan,
+            |_| Upkeep { pending: 0 },
+            |_| -> NoWork { unreachable!() },
+            || (),
+        );
+        for run in &outcome.runs {
+            assert!(run.wall >= 0.010, "{run:?}");
+            assert!(
+                (run.measured - (run.wall - 0.010)).abs() < 1e-9,
+                "{run:?}: 10 ms of upkeep"
+            );
+        }
     }
 }

@@ -367,11 +367,11 @@ pub fn measure<A: ObjectAlloc>(
     let samples: Vec<RunSample> = outcome
         .runs
         .iter()
-        .map(|&(ops, _, seconds)| RunSample {
-            ops,
-            seconds,
-            throughput_ops_per_s: if seconds > 0.0 {
-                ops as f64 / seconds
+        .map(|run| RunSample {
+            ops: run.primary_ops,
+            seconds: run.measured,
+            throughput_ops_per_s: if run.measured > 0.0 {
+                run.primary_ops as f64 / run.measured
             } else {
                 0.0
             },
@@ -379,7 +379,13 @@ pub fn measure<A: ObjectAlloc>(
         .collect();
     let ops: u64 = samples.iter().map(|s| s.ops).sum();
     let seconds: f64 = samples.iter().map(|s| s.seconds).sum();
-    let secondary_ops: u64 = outcome.runs.iter().map(|r| r.1).sum();
+    // The threads' shares and the secondaries' rates are of the wall time: secondaries work
+    // through the primaries' upkeep.
+    let wall_seconds: f64 = outcome.runs.iter().map(|r| r.wall).sum();
+    if wall_seconds > seconds {
+        extra.insert("upkeep_seconds".to_owned(), wall_seconds - seconds);
+    }
+    let secondary_ops: u64 = outcome.runs.iter().map(|r| r.secondary_ops).sum();
     match workload.kind {
         Kind::MapleTree { .. } | Kind::TraceReplay { .. } => {
             let writes = figures.writes.load(Ordering::Relaxed).max(1) as f64;
@@ -399,12 +405,18 @@ pub fn measure<A: ObjectAlloc>(
             );
             if matches!(workload.kind, Kind::MapleTree { readers, .. } if readers > 0) {
                 extra.insert("lookups".to_owned(), secondary_ops as f64);
-                extra.insert("lookups_per_s".to_owned(), secondary_ops as f64 / seconds);
+                extra.insert(
+                    "lookups_per_s".to_owned(),
+                    secondary_ops as f64 / wall_seconds,
+                );
             }
         }
         Kind::DeferredChurn { readers, .. } if readers > 0 => {
             extra.insert("reads".to_owned(), secondary_ops as f64);
-            extra.insert("reads_per_s".to_owned(), secondary_ops as f64 / seconds);
+            extra.insert(
+                "reads_per_s".to_owned(),
+                secondary_ops as f64 / wall_seconds,
+            );
         }
         Kind::ProducerConsumer { .. } => {
             extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
@@ -433,19 +445,19 @@ pub fn measure<A: ObjectAlloc>(
         }
         let blocked_seconds = (producer.blocked_ns + consumer.blocked_ns) as f64 * 1e-9;
         extra.insert("handoff_blocked_seconds".to_owned(), blocked_seconds);
-        if seconds > 0.0 {
+        if wall_seconds > 0.0 {
             // Of the pairs' threads' measured time, the share spent blocked in hand-offs.
             extra.insert(
                 "handoff_blocked_time_share".to_owned(),
-                blocked_seconds / (seconds * os_threads as f64),
+                blocked_seconds / (wall_seconds * os_threads as f64),
             );
         }
     }
     if let Some(threads) = outcome.thread_sched
-        && seconds > 0.0
+        && wall_seconds > 0.0
     {
         // Shares of the measured threads' wall time: on a CPU, and runnable but waiting.
-        let thread_seconds = seconds * os_threads as f64 * 1e9;
+        let thread_seconds = wall_seconds * os_threads as f64 * 1e9;
         extra.insert(
             "threads_cpu_share".to_owned(),
             threads.run_ns as f64 / thread_seconds,
