@@ -40,11 +40,13 @@
 //!   with fixed bounds, so recording never allocates; [`counters`]: per-thread `perf_event`
 //!   counters and their fallbacks; [`steal`]: hypervisor steal time over a measurement.
 //! - [`result`]: the JSON result model, written atomically; [`machine`]: what a result was
-//!   measured on; [`warnings`]: the caveats attached to a figure, each with what to do.
+//!   measured on, with its [`environment`] (rseq, tunables, governor, SMT, THP, ASLR, NUMA,
+//!   cgroup CPU limit); [`warnings`]: the caveats attached to a figure, each with what to do.
 
 pub mod benchmark;
 pub mod counters;
 pub mod cpus;
+pub mod environment;
 pub mod histogram;
 pub mod machine;
 pub mod result;

@@ -18,6 +18,13 @@ impl Exporter for MarkdownExporter {
             "{} · {} CPUs · Linux {} · {} · git {} · {}\n\n",
             m.cpu, m.cores, m.kernel, m.rustc, m.git, results.date
         ));
+        let environment: Vec<String> = m
+            .environment
+            .describe()
+            .into_iter()
+            .map(|(label, value)| format!("{label}: {value}"))
+            .collect();
+        md.push_str(&format!("Environment: {}.\n\n", environment.join(" · ")));
         let mut workloads: Vec<&str> = Vec::new();
         for r in &results.runs {
             if !workloads.contains(&r.workload.as_str()) {
