@@ -209,8 +209,9 @@ pub struct Pinning {
     /// shares their CPUs, waking twice per run).
     #[serde(default)]
     pub coordinator_cpu: Option<usize>,
-    /// Threads that could not be pinned to their CPU (`thread T to CPU C: error`); they ran
-    /// wherever the scheduler put them, and their CPU was not sampled.
+    /// Threads that could not be pinned to their CPU (`thread T to CPU C: error`, or `hog H
+    /// to CPU C: error` for a busy thread); they ran wherever the scheduler put them, and a
+    /// measuring thread's CPU was not sampled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
 }

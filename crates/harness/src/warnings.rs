@@ -57,9 +57,8 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
     }
     if !m.pinning.failures.is_empty() {
         warnings.push(format!(
-            "pinning failed: {} of {} threads could not be pinned and ran unpinned ({}); their figures may include migrations and shared CPUs: check the process's CPU affinity and cpuset",
+            "pinning failed: {} thread(s) could not be pinned and ran unpinned ({}); the figures may include migrations and shared CPUs: check the process's CPU affinity and cpuset",
             m.pinning.failures.len(),
-            m.config.os_threads,
             m.pinning.failures.join("; ")
         ));
     }

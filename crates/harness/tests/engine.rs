@@ -303,6 +303,23 @@ fn a_pinned_measurement_whose_cpu_refuses_is_refused_before_it_runs() {
 }
 
 #[test]
+fn a_thread_left_unpinned_is_warned_about() {
+    let mut m = pinned_churn();
+    assert!(m.pinning.failures.is_empty(), "{:?}", m.pinning);
+    assert!(!m.warnings.iter().any(|w| w.starts_with("pinning failed")));
+    m.pinning
+        .failures
+        .push("thread 0 to CPU 0: Invalid argument (os error 22)".into());
+    let warnings = harness::warnings::for_measurement(&m);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("pinning failed: 1 thread(s)") && w.contains("os error 22")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn the_coordinator_takes_a_cpu_left_free_and_gives_it_back() {
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     let m = pinned_churn();

@@ -246,7 +246,7 @@ where
         .clone()
         .or_else(core_affinity::get_core_ids)
         .unwrap_or_default();
-    let hogs = (plan.hogs > 0).then(|| Hogs::start(plan.hogs, &hog_cpus));
+    let hogs = (plan.hogs > 0).then(|| Hogs::start(plan.hogs, &hog_cpus, plan.pin));
     let phases = plan.runs as usize + 1;
     let quotas: Vec<Option<u64>> = (0..plan.primaries)
         .map(|i| match plan.length {
@@ -379,6 +379,7 @@ where
         // The threads wait for this last release before they drop their work and exit, so
         // the readings and the snapshot above saw them all alive and idle.
         control.barrier.wait();
+        let hog_pin_failures = hogs.as_ref().map(Hogs::pin_failures).unwrap_or_default();
         drop(hogs);
         let coordinator_cpu = coordinator.cpu;
         drop(coordinator);
@@ -426,6 +427,7 @@ where
                 _ => None,
             };
         }
+        pinning.failures.extend(hog_pin_failures);
         let histogram = merge(reports[..plan.primaries].iter().map(|r| &r.histogram));
         DriveOutcome {
             runs,
@@ -795,15 +797,16 @@ mod tests {
             runs: 1,
             open_counters: no_counters,
             pin: refuse_second,
-            hogs: 0,
+            hogs: 2,
         };
         let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
-        assert_eq!(outcome.pinning.failures.len(), 1, "{:?}", outcome.pinning);
+        let failures = &outcome.pinning.failures;
+        assert_eq!(failures.len(), 2, "{:?}", outcome.pinning);
         assert!(
-            outcome.pinning.failures[0].starts_with("thread 1 to CPU 1: "),
-            "{:?}",
-            outcome.pinning.failures
+            failures[0].starts_with("thread 1 to CPU 1: "),
+            "{failures:?}"
         );
+        assert!(failures[1].starts_with("hog 1 to CPU 1: "), "{failures:?}");
     }
 
     #[test]
