@@ -51,6 +51,10 @@ macro_rules! emulated_prefill_and_deferral {
         fn barrier(&self) {
             self.$deferrer.barrier();
         }
+
+        fn deferred_pending(&self) -> ::core::option::Option<usize> {
+            ::core::option::Option::Some(self.$deferrer.pending())
+        }
     };
 }
 

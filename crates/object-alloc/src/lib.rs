@@ -151,6 +151,13 @@ pub trait ObjectAlloc: Send + Sync + Sized + 'static {
     /// without waiting for any other thread to run again (C-DEFER-3).
     fn barrier(&self);
 
+    /// Deferred frees not yet completed, for a design that counts them (`None` otherwise):
+    /// lets a check see that a deferred free completed wherever it ran, where the design
+    /// keeps no live-object count.
+    fn deferred_pending(&self) -> Option<usize> {
+        None
+    }
+
     /// Gives back every cached object and empty slab the design can release; after all
     /// objects are freed, a barrier and a shrink, a slab-based design holds no page (C-OBJ-5).
     fn shrink(&self) {}

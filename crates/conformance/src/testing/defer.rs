@@ -69,6 +69,17 @@ pub fn deferred_free_waits_for_readers<A: ObjectAlloc>() {
         leave.send(()).unwrap();
     });
     cache.barrier();
+    let pending = cache.deferred_pending();
+    if let Some(pending) = pending {
+        // Counted where the free ran: the hand-over thread may have run it, and a
+        // general-purpose allocator then keeps the object in that thread's cache.
+        assert_eq!(
+            pending,
+            0,
+            "{}: barrier() returned with a deferred free not yet completed (C-DEFER-2)",
+            A::NAME
+        );
+    }
     if A::CAPABILITIES.tracks_live_objects {
         // The count shows the free wherever it ran: the hand-over thread may have run it, and
         // a per-CPU or per-thread cache then holds the object where this thread may never
@@ -80,7 +91,8 @@ pub fn deferred_free_waits_for_readers<A: ObjectAlloc>() {
              counts as live (C-DEFER-2)",
             A::NAME
         );
-    } else {
+    } else if pending.is_none() {
+        // Neither count: the object must come back to this thread.
         let mut held = Vec::new();
         let mut found = false;
         while held.len() < REUSE_WINDOW && !found {
