@@ -97,6 +97,17 @@ pub struct CacheConfig {
     /// Whether deferred frees are batched (sheaf: whole `rcu_free` sheaves per grace period).
     /// `false` defers each object on its own, the baseline behaviour, for comparison.
     pub deferred_batching: bool,
+    /// sheaf: a `NOWAIT` allocation that finds its CPU sheaf empty may not refill it (from
+    /// the spare, the barn or the slabs): it takes one object straight from the slabs. This
+    /// models the Linux 7.0 regression for comparison; off by default, where a `NOWAIT`
+    /// refill uses everything but new slabs. Designs without sheaves ignore it, as they do the
+    /// barn limits ([`Capabilities::sheaf_layer`](crate::Capabilities::sheaf_layer)).
+    pub nowait_no_refill: bool,
+    /// sheaf: a prefill (or refill) short of objects takes them from the barn, through a
+    /// per-node *partial sheaf* that keeps what is left of the full sheaf it opened, before
+    /// it goes to the slabs. Off: a prefill takes barn objects only by trading an empty CPU
+    /// `main` for a full barn sheaf. Designs without sheaves ignore it.
+    pub barn_partial: bool,
     /// Debugging aids.
     pub debug: DebugOptions,
 }
@@ -120,6 +131,8 @@ impl CacheConfig {
             nodes: NodeMap::Host,
             page_source: None,
             deferred_batching: true,
+            nowait_no_refill: false,
+            barn_partial: true,
             debug: DebugOptions::default(),
         }
     }
@@ -158,6 +171,18 @@ impl CacheConfig {
     /// Switches batching of deferred frees on or off.
     pub fn with_deferred_batching(mut self, on: bool) -> Self {
         self.deferred_batching = on;
+        self
+    }
+
+    /// Switches the `NOWAIT` no-refill model on or off ([`CacheConfig::nowait_no_refill`]).
+    pub fn with_nowait_no_refill(mut self, on: bool) -> Self {
+        self.nowait_no_refill = on;
+        self
+    }
+
+    /// Switches the barn's partial sheaf on or off ([`CacheConfig::barn_partial`]).
+    pub fn with_barn_partial(mut self, on: bool) -> Self {
+        self.barn_partial = on;
         self
     }
 
@@ -246,6 +271,8 @@ impl fmt::Debug for CacheConfig {
             .field("nodes", &self.nodes)
             .field("page_source", &self.page_source.as_ref().map(|s| s.name()))
             .field("deferred_batching", &self.deferred_batching)
+            .field("nowait_no_refill", &self.nowait_no_refill)
+            .field("barn_partial", &self.barn_partial)
             .field("debug", &self.debug)
             .finish()
     }

@@ -11,6 +11,9 @@
 //! - `full.len <= max_full` and `empty.len <= max_empty` at every moment (C-RETURN-3).
 //! - Every sheaf on `full` holds exactly its capacity (the cache's capacity); every sheaf on
 //!   `empty` holds nothing. No oversize sheaf is ever here (C-RETURN-4).
+//! - `partial` (used with [`CacheConfig::barn_partial`](object_alloc::CacheConfig)) is
+//!   absent or a sheaf of the cache's capacity holding at least one object and fewer than its
+//!   capacity: what a prefill left of a full sheaf it opened ([`Barn::take_objects`]).
 //! - The lists are intrusive (the sheaf header's link), so a put or a get allocates nothing
 //!   and the lock is held for a handful of instructions.
 //!
@@ -72,13 +75,21 @@ pub(crate) struct BarnCounters {
     pub(crate) put: u64,
     /// Sheaves refused because a list was at its limit.
     pub(crate) put_fail: u64,
+    /// Objects handed to prefills through [`Barn::take_objects`].
+    pub(crate) partial_objects: u64,
 }
 
 struct BarnLists {
     full: SheafList,
     empty: SheafList,
+    /// Leftover objects of a full sheaf opened by a prefill (see the invariants).
+    partial: Option<OwnedSheaf>,
     counters: BarnCounters,
 }
+
+/// Emptied sheaves the barn had no room for, for the caller to free (at most two: the
+/// partial sheaf and a full sheaf, both emptied by one [`Barn::take_objects`]).
+pub(crate) type Refused = [Option<OwnedSheaf>; 2];
 
 /// A snapshot of one barn.
 #[derive(Clone, Copy, Debug, Default)]
@@ -106,6 +117,7 @@ impl Barn {
             lists: Mutex::new(BarnLists {
                 full: SheafList::new(),
                 empty: SheafList::new(),
+                partial: None,
                 counters: BarnCounters::default(),
             }),
             nr_full: AtomicUsize::new(0),
@@ -256,10 +268,71 @@ impl Barn {
         Ok(empty)
     }
 
-    /// Takes every sheaf out (shrink, drop): full ones first.
+    /// Moves objects into `into` until it is full (a prefill's top-up): from the partial
+    /// sheaf first, then from full sheaves, whose leftover becomes the partial sheaf. Returns
+    /// how many moved, and the sheaves emptied here that the empty list had no room for.
+    pub(crate) fn take_objects(&self, into: &mut OwnedSheaf) -> (usize, Refused) {
+        let mut refused: Refused = [None, None];
+        if into.room() == 0 {
+            return (0, refused);
+        }
+        let mut lists = self.lock();
+        let mut moved = 0;
+        for refused in refused.iter_mut() {
+            if into.room() == 0 {
+                break;
+            }
+            let mut source = match lists.partial.take() {
+                Some(partial) => partial,
+                None => match lists.full.pop() {
+                    Some(full) => {
+                        lists.counters.get += 1;
+                        full
+                    }
+                    None => break,
+                },
+            };
+            moved += source.move_to(into, usize::MAX);
+            if source.is_empty() {
+                *refused = self.stash_empty_locked(&mut lists, source);
+            } else {
+                lists.partial = Some(source);
+            }
+        }
+        lists.counters.partial_objects += moved as u64;
+        self.publish(&lists);
+        (moved, refused)
+    }
+
+    /// Keeps `sheaf` (of the cache's capacity, neither empty nor full) as the partial sheaf
+    /// if there is none: objects a prefill gathered before it failed. Gives it back otherwise.
+    pub(crate) fn put_partial(&self, sheaf: OwnedSheaf) -> Result<(), OwnedSheaf> {
+        if sheaf.is_empty() || sheaf.is_full() {
+            return Err(sheaf);
+        }
+        let mut lists = self.lock();
+        if lists.partial.is_some() {
+            return Err(sheaf);
+        }
+        lists.partial = Some(sheaf);
+        Ok(())
+    }
+
+    /// An emptied sheaf goes on the empty list if it has room; else it is given back.
+    fn stash_empty_locked(&self, lists: &mut BarnLists, sheaf: OwnedSheaf) -> Option<OwnedSheaf> {
+        if lists.empty.len < self.max_empty {
+            lists.empty.push(sheaf);
+            None
+        } else {
+            Some(sheaf)
+        }
+    }
+
+    /// Takes every sheaf out (shrink, drop): the partial sheaf and full ones first.
     pub(crate) fn drain(&self) -> Vec<OwnedSheaf> {
         let mut lists = self.lock();
-        let mut out = Vec::with_capacity(lists.full.len + lists.empty.len);
+        let mut out = Vec::with_capacity(lists.full.len + lists.empty.len + 1);
+        out.extend(lists.partial.take());
         while let Some(sheaf) = lists.full.pop() {
             out.push(sheaf);
         }
@@ -282,6 +355,7 @@ impl Barn {
             objects += sheaf.size();
             cursor = sheaf.next();
         }
+        objects += lists.partial.as_ref().map_or(0, OwnedSheaf::size);
         BarnSnapshot {
             full: lists.full.len,
             empty: lists.empty.len,
@@ -318,5 +392,73 @@ impl fmt::Debug for Barn {
             .field("max_full", &self.max_full)
             .field("max_empty", &self.max_empty)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::ptr::NonNull;
+
+    use super::*;
+
+    fn sheaf_of(capacity: usize, objects: std::ops::Range<usize>) -> OwnedSheaf {
+        let mut sheaf = OwnedSheaf::new(capacity);
+        for i in objects {
+            sheaf
+                .push(NonNull::new((i * 16) as *mut u8).unwrap())
+                .unwrap();
+        }
+        sheaf
+    }
+
+    fn free_all(sheaves: impl IntoIterator<Item = OwnedSheaf>) {
+        for mut sheaf in sheaves {
+            // The tokens are not objects: forget them before freeing the sheaf.
+            sheaf.clear();
+            sheaf.free();
+        }
+    }
+
+    #[test]
+    fn take_objects_drains_the_partial_sheaf_then_opens_a_full_one_and_keeps_its_leftover() {
+        let barn = Barn::new(4, 0);
+        barn.put_full(sheaf_of(4, 1..5)).unwrap();
+        barn.put_full(sheaf_of(4, 5..9)).unwrap();
+        let mut into = sheaf_of(4, 100..101);
+        let (moved, refused) = barn.take_objects(&mut into);
+        assert_eq!(moved, 3);
+        assert!(into.is_full());
+        assert!(refused.iter().all(Option::is_none));
+        let snapshot = barn.snapshot();
+        // One full sheaf left, and the opened one's last object as the partial sheaf.
+        assert_eq!((snapshot.full, snapshot.objects), (1, 5));
+        assert_eq!(snapshot.counters.partial_objects, 3);
+        // Next: the partial sheaf's object first, then the other full sheaf. With no room
+        // on the empty list (limit 0), the emptied partial sheaf is handed back.
+        let mut next = OwnedSheaf::new(4);
+        let (moved, refused) = barn.take_objects(&mut next);
+        assert_eq!(moved, 4);
+        assert_eq!(refused.iter().flatten().count(), 1);
+        assert_eq!(barn.snapshot().objects, 1);
+        free_all([into, next]);
+        free_all(refused.into_iter().flatten());
+        free_all(barn.drain());
+    }
+
+    #[test]
+    fn put_partial_keeps_a_partly_filled_sheaf_only_where_there_is_none() {
+        let barn = Barn::new(4, 4);
+        assert!(barn.put_partial(sheaf_of(4, 1..5)).is_err(), "a full sheaf");
+        assert!(
+            barn.put_partial(OwnedSheaf::new(4)).is_err(),
+            "an empty sheaf"
+        );
+        barn.put_partial(sheaf_of(4, 1..3)).unwrap();
+        let refused = barn.put_partial(sheaf_of(4, 3..4)).unwrap_err();
+        assert_eq!(barn.snapshot().objects, 2);
+        let mut into = OwnedSheaf::new(4);
+        assert_eq!(barn.take_objects(&mut into).0, 2);
+        free_all([into, refused]);
+        free_all(barn.drain());
     }
 }

@@ -23,7 +23,7 @@ use slab::SlabPool;
 use crate::barn::Barn;
 use crate::sheaf::OwnedSheaf;
 use crate::slot::{SlotStrategy, SlotTable};
-use crate::stats::{Counters, Tally};
+use crate::stats::{Counters, NowaitCounters, Tally};
 
 mod accounting;
 mod alloc;
@@ -46,8 +46,14 @@ pub(crate) struct CacheCore<S: SlotStrategy> {
     capacity: usize,
     object_size: usize,
     batching: bool,
+    /// `NOWAIT` allocations may not refill `main` (`CacheConfig::nowait_no_refill`).
+    nowait_no_refill: bool,
+    /// Prefill top-ups go through the barn's partial sheaf (`CacheConfig::barn_partial`).
+    barn_partial: bool,
     /// Events counted without a slot (slow paths and deferred callbacks).
     counters: Counters,
+    /// Where `NOWAIT` allocations were served beyond `main` (counted only here).
+    nowait: NowaitCounters,
     /// `rcu_free` sheaves of adopted orphan slots, waiting to be submitted by the cache.
     orphan_rcu: Mutex<Vec<OwnedSheaf>>,
     /// What a `fork` left this process (in a child: the objects lost with the other threads).
@@ -74,7 +80,10 @@ impl<S: SlotStrategy> CacheCore<S> {
             capacity: config.effective_sheaf_capacity(),
             object_size: config.object_size,
             batching: config.deferred_batching,
+            nowait_no_refill: config.nowait_no_refill,
+            barn_partial: config.barn_partial,
             counters: Counters::default(),
+            nowait: NowaitCounters::default(),
             orphan_rcu: Mutex::new(Vec::new()),
             fork: fork::ForkState::default(),
             transit: transit::InTransit::default(),

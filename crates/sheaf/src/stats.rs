@@ -164,3 +164,63 @@ impl<'a> Tally<'a> {
         }
     }
 }
+
+/// Where a `NOWAIT` allocation that did not find its object in `main` was served: counted on
+/// the slow paths only, in the cache's block of [`NowaitCounters`] with `fetch_add` (a CPU
+/// slot's block has no room for them: a padded slot stays 256 bytes, see `slot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum NowaitPath {
+    /// `NOWAIT` allocations whose empty `main` was refilled by swapping in the spare.
+    RefillSpare,
+    /// `NOWAIT` allocations whose empty `main` was refilled with a full barn sheaf.
+    RefillBarn,
+    /// `NOWAIT` allocations whose empty `main` was refilled from free objects of the slabs.
+    RefillSlabs,
+    /// `NOWAIT` allocations served with one object straight from the slabs: the slot was
+    /// busy, or `nowait_no_refill` forbade refilling `main`.
+    FromSlabs,
+    /// `NOWAIT` allocations that failed: only a new slab could have served them.
+    Failed,
+}
+
+impl NowaitPath {
+    /// Every path, in discriminant order.
+    pub(crate) const ALL: &'static [NowaitPath] = &[
+        NowaitPath::RefillSpare,
+        NowaitPath::RefillBarn,
+        NowaitPath::RefillSlabs,
+        NowaitPath::FromSlabs,
+        NowaitPath::Failed,
+    ];
+
+    /// The name reported in `AllocStats::counters`.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            NowaitPath::RefillSpare => "nowait_refill_spare",
+            NowaitPath::RefillBarn => "nowait_refill_barn",
+            NowaitPath::RefillSlabs => "nowait_refill_slabs",
+            NowaitPath::FromSlabs => "nowait_from_slabs",
+            NowaitPath::Failed => "nowait_failed",
+        }
+    }
+}
+
+/// The cache's block of [`NowaitPath`] counters.
+#[derive(Debug, Default)]
+pub(crate) struct NowaitCounters {
+    values: [AtomicU64; NowaitPath::ALL.len()],
+}
+
+impl NowaitCounters {
+    /// Counts one event.
+    #[inline]
+    pub(crate) fn add(&self, stat: NowaitPath) {
+        self.values[stat as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current value of `stat`.
+    pub(crate) fn get(&self, stat: NowaitPath) -> u64 {
+        self.values[stat as usize].load(Ordering::Relaxed)
+    }
+}

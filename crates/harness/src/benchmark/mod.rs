@@ -7,6 +7,7 @@
 //! [`Measurement`]: throughput per run, merged latency percentiles, counters, memory, the
 //! design's counters over the measured runs, the pinning check and warnings.
 
+mod cross_cpu;
 mod deferred;
 mod engine;
 mod hogs;
@@ -187,6 +188,9 @@ pub fn measure<A: ObjectAlloc>(
     let figures = TreeFigures::default();
     // Producer-consumer: the hand-off waits over the measured runs (producer, consumer).
     let mut handoff_waits: Option<(WaitCounts, WaitCounts)> = None;
+    // Cross-cpu with NOWAIT: allocations that failed and were retried without it (warm-up
+    // included).
+    let mut nowait_fallbacks: Option<u64> = None;
     let outcome = match workload.kind.clone() {
         Kind::Churn {
             order,
@@ -214,9 +218,19 @@ pub fn measure<A: ObjectAlloc>(
             |_| -> NoWork { unreachable!("prefill-burst has no helper threads") },
             snapshot,
         ),
-        Kind::ProducerConsumer { queue, batch } => {
+        Kind::ProducerConsumer { .. } | Kind::CrossCpu { .. } => {
+            let (queue, batch, nowait) = match workload.kind {
+                Kind::ProducerConsumer { queue, batch } => (queue, batch, false),
+                Kind::CrossCpu {
+                    ring,
+                    batch,
+                    nowait,
+                } => (ring, batch, nowait),
+                _ => unreachable!("matched above"),
+            };
             let rings: Vec<Ring> = (0..threads_usize).map(|_| Ring::new(queue)).collect();
             let out_of_sequence = AtomicU64::new(0);
+            let fallbacks = AtomicU64::new(0);
             let waits = || {
                 rings.iter().map(Ring::waits).fold(
                     (WaitCounts::default(), WaitCounts::default()),
@@ -225,13 +239,23 @@ pub fn measure<A: ObjectAlloc>(
             };
             let outcome = drive(
                 &plan,
-                |t| Producer::new(cache, &rings[t], batch),
+                |t| {
+                    let producer = Producer::new(cache, &rings[t], batch);
+                    if nowait {
+                        producer.nowait(&fallbacks)
+                    } else {
+                        producer
+                    }
+                },
                 |t| Consumer::new(cache, &rings[t], batch, &out_of_sequence),
                 || (snapshot(), waits()),
             );
             let ((_, (p0, c0)), (_, (p1, c1))) = &outcome.snapshots;
             handoff_waits = Some((p1.since(*p0), c1.since(*c0)));
             let outcome = outcome.map_snapshots(|(stats, _)| stats);
+            if nowait {
+                nowait_fallbacks = Some(fallbacks.load(Ordering::Relaxed));
+            }
             let corrupted = out_of_sequence.load(Ordering::Relaxed);
             if corrupted > 0 {
                 return Err(broken(format!(
@@ -418,7 +442,7 @@ pub fn measure<A: ObjectAlloc>(
                 secondary_ops as f64 / wall_seconds,
             );
         }
-        Kind::ProducerConsumer { .. } => {
+        Kind::ProducerConsumer { .. } | Kind::CrossCpu { .. } => {
             extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
         }
         _ => {}
@@ -478,6 +502,10 @@ pub fn measure<A: ObjectAlloc>(
         extra.insert("switches_involuntary".to_owned(), involuntary as f64);
     }
     let (before, after): (AllocStats, AllocStats) = outcome.snapshots;
+    if let Some(fallbacks) = nowait_fallbacks {
+        extra.insert("nowait_fallbacks".to_owned(), fallbacks as f64);
+        cross_cpu::nowait_shares(&before, &after, ops, &mut extra);
+    }
     let stats = after
         .counters
         .iter()

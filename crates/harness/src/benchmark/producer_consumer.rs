@@ -11,7 +11,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use object_alloc::ObjectAlloc;
+use object_alloc::{AllocFlags, ObjectAlloc};
 
 use super::engine::Work;
 use super::kinds::alloc_one;
@@ -224,8 +224,8 @@ impl Ring {
     }
 }
 
-/// The producer of a `producer-consumer` pair: allocates a batch, stamps sequence numbers,
-/// hands the batch over.
+/// The producer of a `producer-consumer` (or `cross-cpu`) pair: allocates a batch, stamps
+/// sequence numbers, hands the batch over.
 pub(crate) struct Producer<'a, A: ObjectAlloc> {
     cache: &'a A,
     ring: &'a Ring,
@@ -233,6 +233,8 @@ pub(crate) struct Producer<'a, A: ObjectAlloc> {
     size: usize,
     sequence: u64,
     waits: WaitCounts,
+    /// `NOWAIT` allocations, retried without the flag when they fail (`cross-cpu`).
+    nowait: Option<&'a AtomicU64>,
 }
 
 impl<'a, A: ObjectAlloc> Producer<'a, A> {
@@ -246,6 +248,28 @@ impl<'a, A: ObjectAlloc> Producer<'a, A> {
             size: batch,
             sequence: 0,
             waits: WaitCounts::default(),
+            nowait: None,
+        }
+    }
+
+    /// Makes the producer allocate with `NOWAIT`; an allocation that fails is retried
+    /// without it and counted in `fallbacks`.
+    pub(crate) fn nowait(mut self, fallbacks: &'a AtomicU64) -> Self {
+        self.nowait = Some(fallbacks);
+        self
+    }
+
+    #[inline]
+    fn alloc(&self) -> NonNull<u8> {
+        match self.nowait {
+            None => alloc_one(self.cache),
+            Some(fallbacks) => match self.cache.alloc(AllocFlags::NOWAIT) {
+                Some(object) => object,
+                None => {
+                    fallbacks.fetch_add(1, Ordering::Relaxed);
+                    alloc_one(self.cache)
+                }
+            },
         }
     }
 }
@@ -254,7 +278,7 @@ impl<A: ObjectAlloc> Work for Producer<'_, A> {
     #[inline]
     fn unit(&mut self) -> u64 {
         for _ in 0..self.size {
-            let object = alloc_one(self.cache);
+            let object = self.alloc();
             self.sequence += 1;
             // SAFETY: the object is at least 8 bytes (validated for this kind), aligned to
             // at least 8 or written unaligned below, and owned by this thread until pushed.

@@ -55,6 +55,29 @@ declare_kinds! {
         );
     }
 
+    /// Allocations that may not block, freed on other CPUs: the block layer's pattern.
+    CrossCpu = "cross-cpu",
+        "per pair, a pinned producer allocates (with NOWAIT if `nowait`) and hands objects over in batches through a ring to a consumer pinned on another CPU, which frees them"
+    {
+        #[check(min_object_size(spec, file, "objects carry a sequence number"))]
+        /// Capacity of each pair's ring of pointers.
+        ring: usize = positive(1024, 1 << 20).check(
+            |&ring| ring >= 2,
+            || "at least 2 (the ring holds two hand-off batches)".into(),
+        ), written as usize;
+        /// Objects per hand-off and per latency sample (producer side).
+        batch: usize = positive(64, 1 << 20).check(
+            |&batch| batch <= ring / 2,
+            || format!(
+                "at most half of params.ring ({}): the producer fills one hand-off batch while the consumer frees another",
+                ring / 2
+            ),
+        );
+        /// The producers allocate with `NOWAIT` (no new slab; a failed allocation is retried
+        /// without it and counted as `nowait_fallbacks`).
+        nowait: bool = or(true), written as bool;
+    }
+
     /// The maple-tree pattern without the tree: prefill a worst case, use a few, return.
     PrefillBurst = "prefill-burst",
         "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects"
@@ -186,7 +209,7 @@ impl Kind {
     pub fn os_threads(&self, threads: u32) -> usize {
         let threads = threads as usize;
         match self {
-            Kind::ProducerConsumer { .. } => 2 * threads,
+            Kind::ProducerConsumer { .. } | Kind::CrossCpu { .. } => 2 * threads,
             Kind::DeferredChurn { readers, .. } | Kind::MapleTree { readers, .. } => {
                 threads + readers
             }
@@ -200,6 +223,7 @@ impl Kind {
             Kind::Churn { .. } => "free+alloc pair",
             Kind::Burst { .. } => "object allocated and freed",
             Kind::ProducerConsumer { .. } => "object allocated, passed and freed remotely",
+            Kind::CrossCpu { .. } => "object allocated, passed to another CPU and freed there",
             Kind::PrefillBurst { .. } => "prefill burst (one write)",
             Kind::DeferredChurn { .. } => "replacement (alloc, publish, free_deferred)",
             Kind::MapleTree { .. } | Kind::TraceReplay { .. } => "write",
@@ -220,6 +244,10 @@ impl Kind {
             Kind::ProducerConsumer { batch, .. } => {
                 format!("batch of {batch} allocs handed to the consumer (producer side)")
             }
+            Kind::CrossCpu { batch, nowait, .. } => format!(
+                "batch of {batch} allocs{} handed to the consumer (producer side)",
+                if nowait { " (NOWAIT)" } else { "" }
+            ),
             Kind::PrefillBurst {
                 reserve,
                 used,

@@ -57,6 +57,9 @@ fn default_true() -> bool {
 fn default_warmup() -> SpecDuration {
     SpecDuration(Duration::from_millis(200))
 }
+fn default_barn_partial() -> bool {
+    CacheConfig::new(8).barn_partial
+}
 fn default_seed() -> u64 {
     0x5eaf_5eed
 }
@@ -95,6 +98,14 @@ pub struct WorkloadSpec {
     /// Whether deferred frees are batched (designs that can switch it).
     #[serde(default = "default_true")]
     pub deferred_batching: bool,
+    /// sheaf: a `NOWAIT` allocation may not refill the CPU's sheaf (the model of a kernel
+    /// regression; `CacheConfig::nowait_no_refill`). Designs without sheaves ignore it.
+    #[serde(default)]
+    pub nowait_no_refill: bool,
+    /// sheaf: prefills top up through the barn's partial sheaf (`CacheConfig::barn_partial`).
+    /// Designs without sheaves ignore it.
+    #[serde(default = "default_barn_partial")]
+    pub barn_partial: bool,
     /// Thread counts to measure (worker threads; see the kind for extra threads).
     #[serde(default = "default_threads")]
     pub threads: ThreadCounts,
@@ -176,7 +187,9 @@ impl Workload {
         };
         let mut config = base
             .with_barn_limits(self.spec.barn_max_full, self.spec.barn_max_empty)
-            .with_deferred_batching(self.spec.deferred_batching);
+            .with_deferred_batching(self.spec.deferred_batching)
+            .with_nowait_no_refill(self.spec.nowait_no_refill)
+            .with_barn_partial(self.spec.barn_partial);
         if let Some(capacity) = self.spec.sheaf_capacity {
             config = config.with_sheaf_capacity(capacity);
         }
@@ -423,7 +436,7 @@ pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
 }
 
 /// Top-level spec fields, for `--set` lookups.
-const TOP_LEVEL_FIELDS: [&str; 17] = [
+const TOP_LEVEL_FIELDS: [&str; 19] = [
     "name",
     "kind",
     "suite",
@@ -433,6 +446,8 @@ const TOP_LEVEL_FIELDS: [&str; 17] = [
     "barn_max_full",
     "barn_max_empty",
     "deferred_batching",
+    "nowait_no_refill",
+    "barn_partial",
     "threads",
     "pinned",
     "warmup",

@@ -101,6 +101,55 @@ fn pinned_threads_beyond_the_cpus_are_refused() {
 }
 
 #[test]
+fn a_cross_cpu_spec_with_more_pinned_threads_than_cpus_is_refused() {
+    let yaml =
+        "name: x\nkind: cross-cpu\nobject_size: 64\nthreads: [1, 2]\nparams:\n  nowait: true\n";
+    let spec = WorkloadSpec::from_yaml("x.yaml", yaml).unwrap();
+    // Two pairs are four pinned threads.
+    let err = spec.validate("x.yaml", 2).unwrap_err().to_string();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        err.contains("`threads` = 2") && err.contains("4 threads for kind `cross-cpu`"),
+        "{err}"
+    );
+    let workload = spec.validate("x.yaml", 4).unwrap();
+    assert_eq!(
+        workload.kind,
+        Kind::CrossCpu {
+            ring: 1024,
+            batch: 64,
+            nowait: true
+        }
+    );
+    assert_eq!(workload.kind.os_threads(2), 4);
+}
+
+#[test]
+fn cross_cpu_batches_fit_half_the_ring_and_the_sheaf_switches_reach_the_config() {
+    let yaml = "name: x\nkind: cross-cpu\nobject_size: 64\nnowait_no_refill: true\nbarn_partial: false\nparams:\n  ring: 64\n  batch: 33\n";
+    let spec = WorkloadSpec::from_yaml("x.yaml", yaml).unwrap();
+    let err = spec.validate("x.yaml", 8).unwrap_err().to_string();
+    assert!(
+        err.contains("params.batch") && err.contains("half of params.ring (32)"),
+        "{err}"
+    );
+    let mut fits = spec.clone();
+    fits.apply_overrides(&["batch=32".into()]).unwrap();
+    let config = fits.validate("x.yaml", 8).unwrap().cache_config();
+    assert!(config.nowait_no_refill && !config.barn_partial);
+    let defaults = WorkloadSpec::from_yaml("x.yaml", "name: x\nkind: cross-cpu\nobject_size: 64\n")
+        .unwrap()
+        .validate("x.yaml", 8)
+        .unwrap()
+        .cache_config();
+    assert!(!defaults.nowait_no_refill);
+    assert_eq!(
+        defaults.barn_partial,
+        object_alloc::CacheConfig::new(64).barn_partial
+    );
+}
+
+#[test]
 fn deferred_churn_needs_a_slot_per_writer() {
     let yaml = "name: d\nkind: deferred-churn\nobject_size: 64\nthreads: [1, 4]\npinned: false\nparams:\n  slots: 3\n";
     let spec = WorkloadSpec::from_yaml("d.yaml", yaml).unwrap();
@@ -385,6 +434,7 @@ fn kind_descriptions_list_the_parameters_each_kind_takes() {
             "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch)",
             "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst)",
             "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring (params: queue, batch)",
+            "per pair, a pinned producer allocates (with NOWAIT if `nowait`) and hands objects over in batches through a ring to a consumer pinned on another CPU, which frees them (params: ring, batch, nowait)",
             "prefill `reserve`, allocate `used` from the sheaf, return it, free the used objects (params: reserve, used, batch)",
             "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections (params: slots, readers, batch, reads_per_section)",
             "writes of a generated mmap/munmap/mprotect/brk stream to a maple-like range tree, worst-case prefill per write, readers looking up addresses (params: stream, readers, reads_per_section, single_node_alloc)",
@@ -398,6 +448,7 @@ fn kind_descriptions_list_the_parameters_each_kind_takes() {
             "churn",
             "burst",
             "producer-consumer",
+            "cross-cpu",
             "prefill-burst",
             "deferred-churn",
             "maple-tree",
@@ -431,6 +482,11 @@ fn every_kind_refuses_a_parameter_it_does_not_take_and_lists_those_it_does() {
             "producer-consumer",
             "{order: lifo}",
             "`params.order` does not apply to kind `producer-consumer`; it takes: queue, batch",
+        ),
+        (
+            "cross-cpu",
+            "{queue: 4}",
+            "`params.queue` does not apply to kind `cross-cpu`; it takes: ring, batch, nowait",
         ),
         (
             "prefill-burst",

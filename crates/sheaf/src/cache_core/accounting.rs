@@ -26,7 +26,7 @@ use object_alloc::AllocStats;
 
 use super::CacheCore;
 use crate::slot::{REACH_PATIENCE, Reach, SlotStrategy};
-use crate::stats::Stat;
+use crate::stats::{NowaitPath, Stat};
 
 impl<S: SlotStrategy> CacheCore<S> {
     /// Sums every counter block.
@@ -56,8 +56,12 @@ impl<S: SlotStrategy> CacheCore<S> {
         for &stat in Stat::ALL {
             stats.add(stat.name(), totals[stat as usize]);
         }
+        for &stat in NowaitPath::ALL {
+            stats.add(stat.name(), self.nowait.get(stat));
+        }
         let (mut full, mut empty) = (0, 0);
         let (mut get, mut get_fail, mut put, mut put_fail, mut contended) = (0, 0, 0, 0, 0);
+        let mut partial_objects = 0;
         for barn in self.barns.iter() {
             let snapshot = barn.snapshot();
             full += snapshot.full as u64;
@@ -67,12 +71,14 @@ impl<S: SlotStrategy> CacheCore<S> {
             put += snapshot.counters.put;
             put_fail += snapshot.counters.put_fail;
             contended += snapshot.contended;
+            partial_objects += snapshot.counters.partial_objects;
         }
         stats.add("barn_get", get);
         stats.add("barn_get_fail", get_fail);
         stats.add("barn_put", put);
         stats.add("barn_put_fail", put_fail);
         stats.add("barn_lock_contended", contended);
+        stats.add("barn_partial_objects", partial_objects);
         stats.add("barn_full_sheaves", full);
         stats.add("barn_empty_sheaves", empty);
         stats.add("alloc_slab", slabs.alloc_slab);

@@ -4,7 +4,10 @@
 //!   non-empty `spare`; else trade the empty `main` at the barn for a full sheaf; else refill
 //!   `main` from the slabs' free objects in bulk; else (a new slab is needed) release the
 //!   slot, fill a new sheaf from a new slab, and take a slot again to keep it. A busy slot, or
-//!   a cache without sheaves, takes one object straight from the slabs.
+//!   a cache without sheaves, takes one object straight from the slabs. A `NOWAIT`
+//!   allocation refills the same way but never takes a new slab (it fails instead); with
+//!   `nowait_no_refill` (a model of a kernel that let it refill nothing) it takes one object
+//!   straight from the slabs. The `nowait_*` counters say where each one was served.
 //! - **free** mirrors it: push on `main`; when full, swap with a non-full `spare` (or make
 //!   `main` the spare); else trade the full `main` at the barn for an empty sheaf; else, the
 //!   barn being at its full limit, flush `main` to the slabs.
@@ -17,7 +20,18 @@ use object_alloc::{AllocError, AllocFlags};
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
 use crate::slot::{FastSlot, SlotSheaves, SlotStrategy};
-use crate::stats::{Stat, Tally};
+use crate::stats::{NowaitPath, Stat, Tally};
+
+/// Where [`CacheCore::fill_main`] found the objects it put in `main`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refilled {
+    /// The slot's spare sheaf.
+    Spare,
+    /// A full sheaf of the barn.
+    Barn,
+    /// Free objects of the node's slabs (no new slab: that is the caller's `alloc_grown`).
+    Slabs,
+}
 
 impl<S: SlotStrategy> CacheCore<S> {
     /// One object straight from the slabs.
@@ -63,7 +77,25 @@ impl<S: SlotStrategy> CacheCore<S> {
     fn alloc_busy(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
         let tally = Tally::shared(&self.counters);
         tally.add(Stat::CpuSlotBusy, 1);
-        self.alloc_from_slabs(self.slots.current_node(), flags, tally)
+        self.nowait_from_slabs(self.slots.current_node(), flags, tally)
+    }
+
+    /// [`CacheCore::alloc_from_slabs`], counting where a `NOWAIT` allocation went.
+    fn nowait_from_slabs(
+        &self,
+        node: usize,
+        flags: AllocFlags,
+        tally: Tally<'_>,
+    ) -> Option<NonNull<u8>> {
+        let object = self.alloc_from_slabs(node, flags, tally);
+        if !flags.may_grow() {
+            self.nowait.add(if object.is_some() {
+                NowaitPath::FromSlabs
+            } else {
+                NowaitPath::Failed
+            });
+        }
+        object
     }
 
     /// The slot's `main` is empty: make it hold objects, then pop.
@@ -78,22 +110,36 @@ impl<S: SlotStrategy> CacheCore<S> {
         // Held from here on: the refill may call out (barn, slabs).
         let mut slot = slot.hold();
         let node = slot.node();
-        if self.capacity == 0 {
+        // The `NOWAIT` no-refill model: `main` stays empty and each such allocation takes one
+        // object from the slabs.
+        if self.capacity == 0 || (self.nowait_no_refill && !flags.may_grow()) {
             drop(slot);
-            return self.alloc_from_slabs(node, flags, Tally::shared(&self.counters));
+            return self.nowait_from_slabs(node, flags, Tally::shared(&self.counters));
         }
         let tally = Tally::owned(slot.counters());
         match self.fill_main(slot.sheaves(), node, false, true, tally) {
-            Ok(()) => {
+            Ok(source) => {
                 let object = slot.sheaves().main.pop()?;
                 tally.add(Stat::AllocFastpath, 1);
+                if !flags.may_grow() {
+                    self.nowait.add(match source {
+                        Refilled::Spare => NowaitPath::RefillSpare,
+                        Refilled::Barn => NowaitPath::RefillBarn,
+                        Refilled::Slabs => NowaitPath::RefillSlabs,
+                    });
+                }
                 Some(object)
             }
             Err(AllocError::WouldGrow) if flags.may_grow() => {
                 drop(slot);
                 self.alloc_grown(node)
             }
-            Err(_) => None,
+            Err(_) => {
+                if !flags.may_grow() {
+                    self.nowait.add(NowaitPath::Failed);
+                }
+                None
+            }
         }
     }
 
@@ -147,7 +193,8 @@ impl<S: SlotStrategy> CacheCore<S> {
         Some(object)
     }
 
-    /// Makes an empty `main` hold objects: spare, barn, then (if `from_slabs`) the slabs.
+    /// Makes an empty `main` hold objects: spare, barn, then (if `from_slabs`) the slabs;
+    /// says which.
     pub(super) fn fill_main(
         &self,
         sheaves: &mut SlotSheaves,
@@ -155,7 +202,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         may_grow: bool,
         from_slabs: bool,
         tally: Tally<'_>,
-    ) -> Result<(), AllocError> {
+    ) -> Result<Refilled, AllocError> {
         debug_assert!(sheaves.main.is_empty());
         if let Some(spare) = sheaves.spare.as_mut()
             && !spare.is_empty()
@@ -164,7 +211,7 @@ impl<S: SlotStrategy> CacheCore<S> {
             if spare.is_none() {
                 sheaves.spare = None;
             }
-            return Ok(());
+            return Ok(Refilled::Spare);
         }
         if self.slots.has_orphans() {
             self.adopt_orphans();
@@ -197,7 +244,7 @@ impl<S: SlotStrategy> CacheCore<S> {
                 if let Some(empty) = refused {
                     self.free_sheaf(empty, tally);
                 }
-                Ok(())
+                Ok(Refilled::Barn)
             }
             Err(main) => {
                 let mut main = if main.is_none() {
@@ -207,7 +254,7 @@ impl<S: SlotStrategy> CacheCore<S> {
                 };
                 let result = if from_slabs {
                     self.refill_from_slabs(&mut main, node, may_grow, 1, tally)
-                        .map(|_| ())
+                        .map(|_| Refilled::Slabs)
                 } else {
                     Err(AllocError::WouldGrow)
                 };

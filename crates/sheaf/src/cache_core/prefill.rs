@@ -3,7 +3,9 @@
 //!
 //! - **prefill** takes the slot's spare, else a barn sheaf (full, else empty), else a new one;
 //!   tops it up only if it holds fewer than requested, from the slot's `main` first (one block
-//!   copy) and then the slabs (a top-up that needs a new slab releases the slot first).
+//!   copy), then the barn (its partial sheaf and full sheaves with `barn_partial`, else a
+//!   full sheaf traded for an empty `main`), then the slabs (a top-up that needs a new slab
+//!   releases the slot first).
 //!   Larger requests get a dedicated oversize sheaf that is never cached. The common case, a
 //!   spare that already holds enough, is inlined.
 //! - **refill** tops a prefilled sheaf up in place the same way, or replaces it by an
@@ -259,15 +261,20 @@ impl<S: SlotStrategy> CacheCore<S> {
     }
 
     /// Tops `sheaf` up to at least `count` (and towards its capacity): objects of the slot's
-    /// `main` first; when `main` was empty, a full barn sheaf traded for it (as an allocation
-    /// would), then the slabs. On failure the sheaf is exactly as before and every object
-    /// moved out of `main` is back in it.
+    /// `main` first; then barn objects: with `barn_partial`, from the barn's partial sheaf
+    /// and full sheaves ([`Barn::take_objects`](crate::barn::Barn::take_objects)), else (when
+    /// `main` was empty) by trading `main` for a full barn sheaf as an allocation would; then
+    /// the slabs. On failure the sheaf is exactly as before, every object moved out of
+    /// `main` is back in it, and barn objects gathered become the barn's partial sheaf (or,
+    /// if it has one, go back to the slabs).
     ///
     /// The barn step matters when objects come back through deferred frees: a workload that
     /// allocates only from prefilled sheaves (the maple tree) never empties `main` by
     /// allocating, so without it the barn's full sheaves (recycled `rcu_free` sheaves among
     /// them) would sit unused, the barn would stay full, and every later recycled sheaf would
-    /// be flushed to the slabs while the prefills refill from the slabs.
+    /// be flushed to the slabs while the prefills refill from the slabs. The trade of `main`
+    /// alone still leaves a prefill whose `main` held a few objects to the slabs; the
+    /// partial sheaf takes barn objects whatever `main` held.
     fn top_up(
         &self,
         sheaf: &mut OwnedSheaf,
@@ -278,6 +285,7 @@ impl<S: SlotStrategy> CacheCore<S> {
     ) -> Result<(), AllocError> {
         let before = sheaf.size();
         let mut sheaves = slot;
+        let held = sheaves.is_some();
         let mut moved = match sheaves.as_deref_mut() {
             Some(sheaves) => sheaves.main.move_to(sheaf, usize::MAX),
             None => 0,
@@ -286,15 +294,28 @@ impl<S: SlotStrategy> CacheCore<S> {
             return Ok(());
         }
         let tally = Tally::shared(&self.counters);
-        // `main` is empty (it had nothing to give): trade it for a full barn sheaf. Nothing
-        // was moved out of the old `main`, so on a later failure the objects moved out of
-        // the new one fit back into it.
-        if moved == 0
+        let barn = &self.barns[node];
+        let mut from_barn = 0;
+        if self.barn_partial {
+            if sheaf.capacity() == self.capacity {
+                let (taken, refused) = barn.take_objects(sheaf);
+                for empty in refused.into_iter().flatten() {
+                    self.free_sheaf(empty, tally);
+                }
+                if sheaf.size() >= count {
+                    return Ok(());
+                }
+                from_barn = taken;
+            }
+        } else if moved == 0
             && let Some(sheaves) = sheaves.as_deref_mut()
-            && self.barns[node].may_have_full()
+            && barn.may_have_full()
         {
+            // `main` is empty (it had nothing to give): trade it for a full barn sheaf.
+            // Nothing was moved out of the old `main`, so on a later failure the objects
+            // moved out of the new one fit back into it.
             let empty = mem::replace(&mut sheaves.main, OwnedSheaf::none());
-            match self.barns[node].exchange_empty(empty) {
+            match barn.exchange_empty(empty) {
                 Ok((full, refused)) => {
                     sheaves.main = full;
                     if let Some(empty) = refused {
@@ -313,6 +334,19 @@ impl<S: SlotStrategy> CacheCore<S> {
         match self.refill_from_slabs(sheaf, node, may_grow, min, tally) {
             Ok(_) => Ok(()),
             Err(error) => {
+                if from_barn > 0 {
+                    // The barn's objects were moved last: they are the top of the sheaf.
+                    let mut gathered = self.new_sheaf(tally);
+                    let back = sheaf.move_to(&mut gathered, from_barn);
+                    debug_assert_eq!(back, from_barn);
+                    if let Err(gathered) = barn.put_partial(gathered) {
+                        if held {
+                            self.discard_held(gathered, tally);
+                        } else {
+                            self.discard(gathered, tally);
+                        }
+                    }
+                }
                 if let Some(main) = main {
                     let back = sheaf.move_to(main, moved);
                     debug_assert_eq!(back, moved);
@@ -351,7 +385,11 @@ impl<S: SlotStrategy> CacheCore<S> {
             None => self.slots.current_node(),
         };
         let sheaves = slot.as_mut().map(|slot| slot.sheaves());
-        self.top_up(sheaf, sheaves, node, flags.may_grow(), count)?;
+        if let Err(error) = self.top_up(sheaf, sheaves, node, flags.may_grow(), count) {
+            drop(slot);
+            self.pool.release_queued();
+            return Err(error);
+        }
         let added = (sheaf.size() - before) as u64;
         match &slot {
             Some(slot) => slot.counters().add_owned(Stat::PrefillReserved, added),

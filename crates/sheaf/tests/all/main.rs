@@ -8,6 +8,7 @@ mod conf;
 mod deferred;
 mod deschedule;
 mod fork;
+mod kernel_switches;
 mod liveness;
 mod model;
 mod objects;
