@@ -148,6 +148,10 @@ pub(crate) struct TraceImportArgs {
     /// Where to write the trace (written atomically); stdout if absent.
     #[arg(short, long)]
     pub(crate) output: Option<PathBuf>,
+    /// Write the trace even when the log gives no record (an empty file, or no line read as
+    /// a memory call); without it such a log is refused with exit code 2.
+    #[arg(long)]
+    pub(crate) lenient: bool,
 }
 
 /// `__measure` (internal).

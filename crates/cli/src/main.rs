@@ -8,7 +8,7 @@
 //! sheafbench sweep <workload.yaml> --param key=v1,v2,.. [--alloc ..] [--svg FILE] [--json FILE]
 //! sheafbench compare <old.json> <new.json> [--confidence 0.95]
 //! sheafbench conformance [--alloc a,b|all] [--json FILE] [--quick] [--only C-ID,..]
-//! sheafbench trace import <strace.log> [-o out.trace]
+//! sheafbench trace import <strace.log> [-o out.trace] [--lenient]
 //! ```
 //!
 //! Every (workload, allocator, threads) measurement runs in a child process of its own (the

@@ -614,6 +614,68 @@ fn trace_import_reproduces_the_shipped_trace() {
 }
 
 #[test]
+fn trace_import_refuses_a_log_with_nothing_to_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let empty = write_spec(d, "empty.strace", "");
+    let garbage = write_spec(d, "garbage.strace", "hello\nthis is not strace\n");
+    for log in [&empty, &garbage] {
+        let out = log.with_extension("trace");
+        let err = bad_input(
+            &[
+                "trace",
+                "import",
+                log.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            d,
+        );
+        assert!(err.contains("no memory call read"), "{err}");
+        assert!(!out.exists(), "a refused import wrote {}", out.display());
+        // --lenient writes the empty trace.
+        let result = sheafbench()
+            .args(["trace", "import", "--lenient", log.to_str().unwrap(), "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(result.status.success(), "{result:?}");
+        assert!(out.exists());
+    }
+}
+
+#[test]
+fn trace_import_warns_when_tasks_cannot_be_grouped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mmap = "mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x10000";
+    let log = write_spec(
+        dir.path(),
+        "threads.strace",
+        &format!("10 {mmap}\n11 {mmap}\n"),
+    );
+    let result = sheafbench()
+        .args(["trace", "import", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("2 tasks but no process events"),
+        "{stderr}"
+    );
+    // The shipped log has process events: no warning.
+    let result = sheafbench()
+        .args(["trace", "import", "workloads/traces/gcc-hello.strace"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8(result.stderr)
+            .unwrap()
+            .contains("warning")
+    );
+}
+
+#[test]
 fn tree_kinds_refuse_bad_specs_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
