@@ -61,7 +61,7 @@ pub(crate) struct MeasureSelection {
     #[arg(long)]
     pub(crate) quick: bool,
     /// Longest a measurement may take before it is killed and reported as failed, in
-    /// seconds (default: three times its planned length plus 30 s).
+    /// seconds, at least 1 (default: three times its planned length plus 30 s).
     #[arg(long)]
     pub(crate) timeout: Option<u64>,
 }

@@ -614,6 +614,21 @@ fn trace_import_reproduces_the_shipped_trace() {
 }
 
 #[test]
+fn a_timeout_of_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_spec(dir.path(), "good.yaml", GOOD);
+    let good = good.to_str().unwrap();
+    for command in ["run", "sweep"] {
+        let mut args = vec![command, good, "--alloc", "system", "--timeout", "0"];
+        if command == "sweep" {
+            args.extend(["--param", "batch=8,16"]);
+        }
+        let err = bad_input(&args, dir.path());
+        assert!(err.contains("--timeout 0: "), "{err}");
+    }
+}
+
+#[test]
 fn trace_import_refuses_a_log_with_nothing_to_import() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

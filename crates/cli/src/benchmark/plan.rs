@@ -66,12 +66,21 @@ pub(crate) fn load(
 }
 
 /// Applies `--quick`, `--set` (then `extra`), `--threads`, `--duration`, `--runs` and
-/// `--hogs`.
+/// `--hogs`, and checks `--timeout`.
 pub(crate) fn apply_selection(
     spec: &mut WorkloadSpec,
     selection: &MeasureSelection,
     extra: &[String],
 ) -> Result<(), CliError> {
+    if selection.timeout == Some(0) {
+        return Err(CliError::Usage {
+            option: "--timeout 0".into(),
+            message: "a time-out of 0 s would kill every measurement as it starts; give at \
+                      least 1 second, or leave --timeout out for the default (three times the \
+                      planned length plus 30 s)"
+                .into(),
+        });
+    }
     if selection.quick {
         spec.make_quick();
     }
@@ -172,7 +181,8 @@ pub(crate) fn check_output(option: &str, path: Option<&Path>) -> Result<(), CliE
 /// length plus 30 s (5 minutes per run for runs of a fixed operation count).
 pub(crate) fn timeout(workload: &Workload, explicit: Option<u64>) -> Duration {
     if let Some(secs) = explicit {
-        return Duration::from_secs(secs.max(1));
+        // `apply_selection` refused 0.
+        return Duration::from_secs(secs);
     }
     let per_run = match workload.length {
         RunLength::Duration(d) => d,
