@@ -38,8 +38,9 @@ pub(crate) enum Command {
 /// Options shared by `run` and `sweep`.
 #[derive(Debug, Args)]
 pub(crate) struct MeasureSelection {
-    /// Allocators to run: comma-separated names, or `all`.
-    #[arg(long, value_delimiter = ',', default_value = "all")]
+    /// Allocators to run: comma-separated names, or `all` (the default; `sweep` over
+    /// `sheaf_capacity` or a barn limit defaults to the designs that field changes).
+    #[arg(long, value_delimiter = ',')]
     pub(crate) alloc: Vec<String>,
     /// Thread counts (overrides the spec's `threads`).
     #[arg(long, value_delimiter = ',')]

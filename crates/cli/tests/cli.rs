@@ -614,6 +614,57 @@ fn trace_import_reproduces_the_shipped_trace() {
 }
 
 #[test]
+fn a_sweep_of_sheaf_capacity_runs_the_designs_it_changes_and_marks_no_sheaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "good.yaml", GOOD);
+    let json = dir.path().join("sweep.json");
+    let out = sheafbench()
+        .args([
+            "sweep",
+            spec.to_str().unwrap(),
+            "--param",
+            "sheaf_capacity=0,8",
+        ])
+        .args(["--threads", "1", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("± sd"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "note: sheaf_capacity changes only sheaf, sheaf-thread, sheaf-bulkprefill, magazine"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sheaf_capacity 0 means no sheaves"),
+        "{stderr}"
+    );
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    for run in file["runs"].as_array().unwrap() {
+        let allocator = run["allocator"].as_str().unwrap().to_owned();
+        let capacity = run["config"]["sheaf_capacity"].as_u64().unwrap();
+        let marked = run["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("no sheaves: "));
+        assert_eq!(marked, capacity == 0, "{allocator} at capacity {capacity}");
+        if !seen.contains(&allocator) {
+            seen.push(allocator);
+        }
+    }
+    assert_eq!(
+        seen,
+        ["sheaf", "sheaf-thread", "sheaf-bulkprefill", "magazine"]
+    );
+}
+
+#[test]
 fn a_timeout_of_zero_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let good = write_spec(dir.path(), "good.yaml", GOOD);

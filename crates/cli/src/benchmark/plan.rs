@@ -62,6 +62,13 @@ pub(crate) fn load(
         }
     }
     let workload = spec.validate(&name, cpus)?;
+    if workload.spec.sheaf_capacity == Some(0) {
+        eprintln!(
+            "note: {name}: sheaf_capacity 0 means no sheaves: the designs with sheaves (and \
+             magazine) send every allocation and free to the slabs, often tens of times slower; \
+             their results carry a `no sheaves` warning"
+        );
+    }
     Ok(Planned { skipped, workload })
 }
 
@@ -115,9 +122,13 @@ pub(crate) fn apply_selection(
     Ok(())
 }
 
-/// Resolves `--alloc` (names or `all`) to registered names, refusing unknown ones.
+/// Resolves `--alloc` (names or `all`; none given means `all`) to registered names,
+/// refusing unknown ones.
 pub(crate) fn allocators(requested: &[String]) -> Result<Vec<&'static str>, CliError> {
     let known = registry::names();
+    if requested.is_empty() {
+        return Ok(known);
+    }
     let mut chosen: Vec<&'static str> = Vec::new();
     for name in requested {
         let name = name.trim();
