@@ -75,7 +75,8 @@ pub(crate) struct RunArgs {
     pub(crate) workloads: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) selection: MeasureSelection,
-    /// Write the results as JSON (the result schema of `harness::result`, plus per-run samples and machine facts).
+    /// Write the results as JSON: the machine, and every measurement with its per-run samples,
+    /// spec and warnings (schema documented in the repository's docs/results.md).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
     /// Write the results as a Markdown report.
@@ -99,7 +100,7 @@ pub(crate) struct SweepArgs {
     /// Write an SVG chart: throughput and p99 against the value, one line per allocator.
     #[arg(long)]
     pub(crate) svg: Option<PathBuf>,
-    /// Write every measurement as JSON.
+    /// Write every measurement as JSON (the layout of `run --json`, docs/results.md).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
 }

@@ -664,6 +664,64 @@ fn a_sweep_of_sheaf_capacity_runs_the_designs_it_changes_and_marks_no_sheaves() 
     );
 }
 
+/// Every field name under `value`, except the names of maps whose keys are data (counter,
+/// statistic and parameter names), whose values are still walked.
+fn field_names(value: &Value, parent: &str, names: &mut std::collections::BTreeSet<String>) {
+    const MAPS: [&str; 4] = ["counters", "stats", "extra", "params"];
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if !MAPS.contains(&parent) {
+                    names.insert(key.clone());
+                }
+                field_names(child, key, names);
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| field_names(item, parent, names)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_result_schema_doc_names_every_field_and_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "good.yaml", GOOD);
+    let json = dir.path().join("r.json");
+    let out = sheafbench()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--alloc",
+            "sheaf,system",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let doc = std::fs::read_to_string(workspace().join("docs/results.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    field_names(&file, "", &mut names);
+    // A counter reading's fields, whichever this machine gave.
+    names.extend(["status", "value", "per_op", "note", "reason"].map(String::from));
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/results.md does not name {missing:?}"
+    );
+    let version = file["schema"].as_u64().unwrap();
+    assert!(
+        doc.contains(&format!("now **{version}**")),
+        "docs/results.md does not give schema {version}"
+    );
+}
+
 #[test]
 fn a_timeout_of_zero_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,6 @@
 //! The result model: what one measurement found, and the result file that gathers many.
+//! `docs/results.md` documents the JSON form field by field; a change to it changes that page
+//! and, unless it only adds a field with a default, raises [`SCHEMA`].
 //!
 //! The JSON form: one object per file with `schema`, `machine` and `runs`, one entry per
 //! measurement (workload, allocator, config, ops, seconds, throughput, latency, counters,
