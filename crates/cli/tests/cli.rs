@@ -911,3 +911,19 @@ fn an_interrupted_run_keeps_every_finished_measurement_and_leaves_no_child() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_contract_page_has_every_clause_of_the_checks_in_their_order() {
+    let page = std::fs::read_to_string(workspace().join("docs/contract.md")).unwrap();
+    // Each clause is a bullet that opens with its ID in bold.
+    let on_page: Vec<&str> = page
+        .lines()
+        .filter_map(|line| line.strip_prefix("- **C-"))
+        .filter_map(|rest| rest.split_once("**").map(|(id, _)| id))
+        .collect();
+    let checked: Vec<&str> = conformance::CLAUSES
+        .iter()
+        .map(|clause| clause.id.strip_prefix("C-").unwrap())
+        .collect();
+    assert_eq!(on_page, checked, "docs/contract.md against conformance::CLAUSES");
+}
