@@ -842,13 +842,13 @@ fn an_interrupted_run_keeps_every_finished_measurement_and_leaves_no_child() {
             .replace("duration: 20ms", "duration: 60s"),
     );
     let json = dir.path().join("r.json");
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_sheafbench"))
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sheafbench"))
         .current_dir(workspace())
         .args(["run", short.to_str().unwrap(), long.to_str().unwrap()])
         .args(["--alloc", "system", "--json"])
         .arg(&json)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
 
@@ -884,8 +884,21 @@ fn an_interrupted_run_keeps_every_finished_measurement_and_leaves_no_child() {
     // so a test runner started that way would see the run finish instead).
     let pid = rustix::process::Pid::from_raw(i32::try_from(run.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = run.wait().unwrap();
-    assert!(!status.success());
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "the status of an interrupted run"
+    );
+    // It says what it kept, and where.
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "interrupted: 1 finished measurement(s) kept in {}",
+            json.display()
+        )),
+        "{stderr}"
+    );
 
     let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = value["runs"].as_array().unwrap();
@@ -925,5 +938,8 @@ fn the_contract_page_has_every_clause_of_the_checks_in_their_order() {
         .iter()
         .map(|clause| clause.id.strip_prefix("C-").unwrap())
         .collect();
-    assert_eq!(on_page, checked, "docs/contract.md against conformance::CLAUSES");
+    assert_eq!(
+        on_page, checked,
+        "docs/contract.md against conformance::CLAUSES"
+    );
 }

@@ -188,6 +188,16 @@ pub(crate) fn check_output(option: &str, path: Option<&Path>) -> Result<(), CliE
     Ok(())
 }
 
+/// How long a measurement of `workload` is planned to take: its warm-up and measured runs
+/// (a run of a fixed operation count is counted as one second: its length is not known).
+pub(crate) fn planned_length(workload: &Workload) -> Duration {
+    let per_run = match workload.length {
+        RunLength::Duration(d) => d,
+        RunLength::Ops(_) => Duration::from_secs(1),
+    };
+    workload.spec.warmup.0 + per_run * workload.spec.runs
+}
+
 /// Longest a measurement may take: `timeout` seconds if given, else three times its planned
 /// length plus 30 s (5 minutes per run for runs of a fixed operation count).
 pub(crate) fn timeout(workload: &Workload, explicit: Option<u64>) -> Duration {
