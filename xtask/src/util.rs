@@ -84,6 +84,40 @@ fn is_workspace(dir: &Path) -> bool {
             .is_ok_and(|manifest| manifest.lines().any(|l| l.trim() == "[workspace]"))
 }
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: `signal` and `raise` are async-signal-safe; with the default action back,
+        // the second interrupt ends the process as it would have without a handler.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+}
+
+/// Catches Ctrl-C (SIGINT) and SIGTERM so that a task can finish its files and say what it
+/// kept ([`interrupted`]); a second one ends the process at once. A signal inherited as
+/// ignored stays ignored.
+pub(crate) fn catch_interrupts() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only sets an atomic, or restores the default and re-raises
+        // (async-signal-safe); replacing a disposition has no other effect.
+        unsafe {
+            let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            if libc::signal(signal, handler) == libc::SIG_IGN {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+        }
+    }
+}
+
+/// Whether Ctrl-C or SIGTERM came since [`catch_interrupts`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The allocators of an `--alloc` option, in the order given.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Names(pub(crate) Vec<String>);

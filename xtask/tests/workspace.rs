@@ -98,6 +98,62 @@ fn bench_uses_and_names_the_workspace_it_was_started_in() {
 }
 
 #[test]
+fn bench_shows_workload_k_of_n_and_on_an_interrupt_says_what_it_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("clone");
+    write(&ws.join("Cargo.toml"), "[workspace]\nmembers = []\n");
+    write(&ws.join("xtask/Cargo.toml"), "");
+    write(&ws.join("workloads/a.yaml"), "name: a\nsuite: default\n");
+    write(&ws.join("workloads/b.yaml"), "name: b\nsuite: default\n");
+    write(&ws.join("workloads/c.yaml"), "name: c\nsuite: default\n");
+    let tools = tmp.path().join("tools");
+    // The stand-in keeps a measurement; on workload b it is interrupted as Ctrl-C would
+    // interrupt the whole process group: xtask gets the signal, sheafbench exits 130.
+    script(
+        &tools.join("sheafbench"),
+        "#!/bin/sh\nspec=\"$2\"\nwhile [ $# -gt 0 ]; do\n  case \"$1\" in\n    --json) shift; printf '{\"schema\":1,\"runs\":[{\"workload\":\"x\"}],\"failures\":[]}' > \"$1\";;\n  esac\n  shift\ndone\ncase \"$spec\" in\n  */b.yaml) kill -TERM $PPID; exit 130;;\nesac\n",
+    );
+    script(
+        &tools.join("cargo"),
+        &format!(
+            "#!/bin/sh\necho '{{\"reason\":\"compiler-artifact\",\"target\":{{\"name\":\"sheafbench\"}},\"executable\":\"{}\"}}'\n",
+            tools.join("sheafbench").display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("bench")
+        .current_dir(&ws)
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env("CARGO", tools.join("cargo"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("xtask: workload 1 of 3: a (0s elapsed)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("xtask: workload 2 of 3: b ("), "{stderr}");
+    assert!(
+        !stderr.contains("workload 3 of 3"),
+        "c ran after the interrupt: {stderr}"
+    );
+    let runs = entries(&ws.join("results/runs"));
+    assert!(
+        stdout.contains(&format!(
+            "interrupted during workload 2 of 3: kept the finished measurements of 2 workload(s) in {}",
+            runs[0].display()
+        )),
+        "{stdout}"
+    );
+    let merged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(merged["runs"].as_array().unwrap().len(), 2, "{merged}");
+}
+
+#[test]
 fn outside_any_workspace_a_task_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
