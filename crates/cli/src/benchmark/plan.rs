@@ -65,7 +65,7 @@ pub(crate) fn load(
     if workload.spec.sheaf_capacity == Some(0) {
         eprintln!(
             "note: {name}: sheaf_capacity 0 means no sheaves: the designs with sheaves (and \
-             magazine) send every allocation and free to the slabs, often tens of times slower; \
+             magazine) send every allocation and free to the slabs, many times slower; \
              their results carry a `no sheaves` warning"
         );
     }

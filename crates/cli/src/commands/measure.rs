@@ -51,7 +51,7 @@ pub(crate) fn no_sheaves(workload: &Workload, alloc: &str) -> Option<String> {
     (workload.spec.sheaf_capacity == Some(0) && registry::reads_field(alloc, "sheaf_capacity"))
         .then(|| {
             "no sheaves: sheaf_capacity is 0, so every allocation and free goes to the slabs \
-             (often tens of times slower than with the default capacity); leave sheaf_capacity \
+             (many times slower than with the default capacity); leave sheaf_capacity \
              out for the default"
                 .to_owned()
         })
