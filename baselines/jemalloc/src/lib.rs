@@ -27,7 +27,8 @@
 //! - `NOWAIT` cannot be honoured: jemalloc maps new extents when it needs to, and has no "only
 //!   from memory already held" call. [`Capabilities::honours_nowait`] is false, so
 //!   conformance reports the NOWAIT clauses not applicable.
-//! - There is no native prefill: [`BulkPrefill`] emulates it with single allocations.
+//! - There is no native prefill: [`BulkPrefill`](object_alloc::BulkPrefill) emulates it with
+//!   single allocations.
 //! - Live objects are not counted: counting would add a shared counter or a per-thread lookup
 //!   to a path that otherwise is exactly jemalloc's. [`AllocStats::live_objects`] is `None`.
 //!
@@ -42,11 +43,10 @@ use std::ffi::{CStr, c_int, c_void};
 use std::mem::MaybeUninit;
 use std::ptr::{NonNull, null_mut};
 
-use object_alloc::bulk::alloc_bulk_with;
+use object_alloc::bulk::{alloc_each, free_each};
 use object_alloc::rcu::{DeferTarget, Deferrer};
 use object_alloc::{
-    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
-    ObjectAlloc,
+    AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc,
 };
 use tikv_jemalloc_sys as je;
 
@@ -179,8 +179,6 @@ impl ObjectAlloc for JemallocCache {
         sheaf_layer: false,
     };
 
-    type Prefill<'a> = BulkPrefill<'a, Self>;
-
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let size = config.object_size.next_multiple_of(config.align);
@@ -233,36 +231,20 @@ impl ObjectAlloc for JemallocCache {
         {
             return self.batch_alloc(mib, flags, out);
         }
-        alloc_bulk_with(
-            out,
-            || self.alloc(flags).ok_or(AllocError::OutOfMemory),
-            // SAFETY: the gathered objects were just allocated by this cache, once each.
-            |gathered| unsafe { self.free_bulk(gathered) },
-        )
+        alloc_each(self, flags, out)
     }
 
     #[inline]
     unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
-        for &object in objects {
-            // SAFETY: the caller guarantees each is a live object of this cache, listed once.
-            unsafe { self.free(object) };
-        }
+        // SAFETY: the caller's contract of `free_bulk` is `free_each`'s.
+        unsafe { free_each(self, objects) };
     }
 
-    #[inline]
-    unsafe fn free_deferred(&self, object: NonNull<u8>) {
-        // SAFETY: a live object of this cache, handed over; `Shared::free_now` frees it with
-        // the same size and flags.
-        unsafe { self.deferrer.defer_free(object) };
-    }
-
-    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
-        BulkPrefill::new(self, self.object_size, self.sheaf_capacity, flags, count)
-    }
-
-    fn barrier(&self) {
-        self.deferrer.barrier();
-    }
+    object_alloc::emulated_prefill_and_deferral!(
+        deferrer: deferrer,
+        object_size: object_size,
+        sheaf_capacity: sheaf_capacity
+    );
 
     /// Flushes the calling thread's tcache (`thread.tcache.flush`): the objects it caches go
     /// back to their slabs, where the batch path can hand them out again. jemalloc returns

@@ -1,3 +1,3 @@
-//! The generic allocator test suite on `jemalloc`.
+//! The generic allocator test suite on `jemalloc`: the one integration-test binary of the crate.
 
-object_alloc::allocator_tests!(baseline_jemalloc::JemallocCache);
+conformance::allocator_tests!(baseline_jemalloc::JemallocCache);

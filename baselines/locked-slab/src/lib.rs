@@ -20,8 +20,8 @@
 //! accounting, fault injection and slab sizes match the slab-based designs; the slab header
 //! area is left unused. There is no per-CPU or per-node state and no cache above the list:
 //! every thread contends on the one lock, which is the point of the baseline. Prefill is
-//! emulated with [`BulkPrefill`]; deferred frees defer each object on its own through
-//! [`Deferrer`].
+//! emulated with [`BulkPrefill`](object_alloc::BulkPrefill); deferred frees defer each object
+//! on its own through [`Deferrer`].
 //!
 //! Invariant, under the lock: `free == |list|` and
 //! `slabs × objects_per_slab == free + live` (deferred frees still pending count as live).
@@ -54,8 +54,8 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use object_alloc::rcu::{DeferTarget, Deferrer};
 use object_alloc::{
-    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
-    ObjectAlloc, PageSource,
+    AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc,
+    PageSource,
 };
 use slab::{SlabLayout, page_source_for};
 
@@ -342,8 +342,6 @@ impl ObjectAlloc for LockedSlab {
         sheaf_layer: false,
     };
 
-    type Prefill<'a> = BulkPrefill<'a, Self>;
-
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
         let layout = SlabLayout::new(config)?;
         let shared = Shared {
@@ -428,19 +426,11 @@ impl ObjectAlloc for LockedSlab {
         unsafe { self.shared().free_objects(objects) }
     }
 
-    unsafe fn free_deferred(&self, object: NonNull<u8>) {
-        // SAFETY: the caller hands over a live object; `free_now` frees it after the grace
-        // period, as `free` would.
-        unsafe { self.deferrer.defer_free(object) }
-    }
-
-    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
-        BulkPrefill::new(self, self.object_size, self.sheaf_capacity, flags, count)
-    }
-
-    fn barrier(&self) {
-        self.deferrer.barrier();
-    }
+    object_alloc::emulated_prefill_and_deferral!(
+        deferrer: deferrer,
+        object_size: object_size,
+        sheaf_capacity: sheaf_capacity
+    );
 
     fn shrink(&self) {
         self.shared().shrink();

@@ -37,7 +37,7 @@
 //! - `sheaf_capacity`: the starting rounds per magazine when given (a magazine is the analog
 //!   of a sheaf; `Some(0)` disables the magazine layer, as libumem's `UMF_NOMAGAZINE`); when
 //!   `None`, libumem's magazine type for the object size (15 rounds for 64-byte objects). It is
-//!   also the capacity of [`BulkPrefill`] handles.
+//!   also the capacity of [`BulkPrefill`](object_alloc::BulkPrefill) handles.
 //! - `barn_max_full` / `barn_max_empty`: hard limits on the depot's full and empty lists.
 //!   libumem bounds the depot instead by reaping, each interval, the magazines its working set
 //!   did not use; the limits play the same role (bounding memory cached above the slabs) and
@@ -80,16 +80,12 @@ mod lock;
 #[cfg(test)]
 mod tests;
 
-use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_alloc::rcu::{DeferTarget, Deferrer};
-use object_alloc::{
-    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
-    ObjectAlloc, PageSource,
-};
+use object_alloc::{AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc, PageSource};
 
 use crate::cache::Cache;
 
@@ -169,52 +165,17 @@ impl ObjectAlloc for MagazineCache {
         sheaf_layer: false,
     };
 
-    type Prefill<'a> = BulkPrefill<'a, Self>;
-
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
         Self::with_tuning(config, MagazineTuning::default())
     }
 
-    #[inline]
-    fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
-        self.cache().alloc(flags)
-    }
+    object_alloc::object_ops_via!(cache);
 
-    #[inline]
-    unsafe fn free(&self, object: NonNull<u8>) {
-        // SAFETY: the caller's contract is the cache's.
-        unsafe { self.cache().free(object) };
-    }
-
-    fn alloc_bulk(
-        &self,
-        flags: AllocFlags,
-        out: &mut [MaybeUninit<NonNull<u8>>],
-    ) -> Result<(), AllocError> {
-        self.cache().alloc_bulk(flags, out)
-    }
-
-    unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
-        // SAFETY: the caller's contract is the cache's.
-        unsafe { self.cache().free_bulk(objects) };
-    }
-
-    unsafe fn free_deferred(&self, object: NonNull<u8>) {
-        // SAFETY: a live object of this cache; `free_now` frees it after the grace period.
-        unsafe { self.deferrer.defer_free(object) };
-    }
-
-    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
-        BulkPrefill::new(self, self.object_size, self.prefill_capacity, flags, count)
-    }
-
-    fn barrier(&self) {
-        self.deferrer.barrier();
-    }
-
-    fn shrink(&self) {
-        self.cache().shrink();
-    }
+    object_alloc::emulated_prefill_and_deferral!(
+        deferrer: deferrer,
+        object_size: object_size,
+        sheaf_capacity: prefill_capacity
+    );
 
     fn stats(&self) -> AllocStats {
         let mut stats = self.cache().stats();

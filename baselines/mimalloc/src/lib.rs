@@ -18,7 +18,8 @@
 //! - `NOWAIT` cannot be honoured: mimalloc takes new pages from the OS when it needs to, and
 //!   has no "only from memory already held" call. [`Capabilities::honours_nowait`] is false, so
 //!   conformance reports the NOWAIT clauses not applicable.
-//! - There is no native prefill: [`BulkPrefill`] emulates it with single allocations.
+//! - There is no native prefill: [`BulkPrefill`](object_alloc::BulkPrefill) emulates it with
+//!   single allocations.
 //! - Live objects are not counted: counting would add a shared counter or a per-thread lookup
 //!   to a path that otherwise is exactly mimalloc's. [`AllocStats::live_objects`] is `None`.
 //!
@@ -28,16 +29,11 @@
 //!
 //! Deferred frees go through [`Deferrer`], one callback per object.
 
-use std::mem::MaybeUninit;
 use std::ptr::{NonNull, null_mut};
 
 use libmimalloc_sys as mi;
-use object_alloc::bulk::alloc_bulk_with;
 use object_alloc::rcu::{DeferTarget, Deferrer};
-use object_alloc::{
-    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
-    ObjectAlloc,
-};
+use object_alloc::{AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc};
 
 /// The largest alignment every mimalloc block of more than 8 bytes has (`MI_MAX_ALIGN_SIZE`).
 const MIMALLOC_NATURAL_ALIGN: usize = 16;
@@ -96,8 +92,6 @@ impl ObjectAlloc for MimallocCache {
         sheaf_layer: false,
     };
 
-    type Prefill<'a> = BulkPrefill<'a, Self>;
-
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let size = config.object_size.next_multiple_of(config.align);
@@ -144,40 +138,13 @@ impl ObjectAlloc for MimallocCache {
         unsafe { mi::mi_free(object.as_ptr().cast()) };
     }
 
-    fn alloc_bulk(
-        &self,
-        flags: AllocFlags,
-        out: &mut [MaybeUninit<NonNull<u8>>],
-    ) -> Result<(), AllocError> {
-        alloc_bulk_with(
-            out,
-            || self.alloc(flags).ok_or(AllocError::OutOfMemory),
-            // SAFETY: the gathered objects were just allocated by this cache, once each.
-            |gathered| unsafe { self.free_bulk(gathered) },
-        )
-    }
+    object_alloc::bulk_by_single_calls!();
 
-    #[inline]
-    unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
-        for &object in objects {
-            // SAFETY: the caller guarantees each is a live object of this cache, listed once.
-            unsafe { self.free(object) };
-        }
-    }
-
-    #[inline]
-    unsafe fn free_deferred(&self, object: NonNull<u8>) {
-        // SAFETY: a live object of this cache, handed over; `Shared::free_now` frees it.
-        unsafe { self.deferrer.defer_free(object) };
-    }
-
-    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
-        BulkPrefill::new(self, self.object_size, self.sheaf_capacity, flags, count)
-    }
-
-    fn barrier(&self) {
-        self.deferrer.barrier();
-    }
+    object_alloc::emulated_prefill_and_deferral!(
+        deferrer: deferrer,
+        object_size: object_size,
+        sheaf_capacity: sheaf_capacity
+    );
 
     /// Process-wide figures from `mi_process_info` (see the crate docs):
     /// `process_mimalloc_committed_bytes` and `process_mimalloc_peak_committed_bytes` (memory

@@ -1,3 +1,3 @@
-//! The generic allocator test suite on `mimalloc`.
+//! The generic allocator test suite on `mimalloc`: the one integration-test binary of the crate.
 
-object_alloc::allocator_tests!(baseline_mimalloc::MimallocCache);
+conformance::allocator_tests!(baseline_mimalloc::MimallocCache);

@@ -62,8 +62,9 @@
 //!
 //! Slab geometry comes from [`SlabLayout`], pages from the config's page source. SLUB has no
 //! sheaves and no barn: `barn_max_full`/`barn_max_empty` do not apply, `sheaf_capacity` is
-//! only the capacity reported by [`BulkPrefill`] handles, and deferred frees are always
-//! per object (`deferred_batching` does not apply). `debug.poison` fills freed objects.
+//! only the capacity reported by [`BulkPrefill`](object_alloc::BulkPrefill) handles, and
+//! deferred frees are always per object (`deferred_batching` does not apply). `debug.poison`
+//! fills freed objects.
 //!
 //! # What is not modelled
 //!
@@ -106,15 +107,11 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use object_alloc::rcu::{DeferTarget, Deferrer};
-use object_alloc::{
-    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
-    ObjectAlloc, PageSource,
-};
+use object_alloc::{AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc, PageSource};
 use slab::SlabLayout;
 
 use crate::cache::Cache;
@@ -168,8 +165,6 @@ impl ObjectAlloc for SlubCpuSlab {
         sheaf_layer: false,
     };
 
-    type Prefill<'a> = BulkPrefill<'a, Self>;
-
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
         if !pair::supported() {
             return Err(ConfigError::new(
@@ -189,46 +184,13 @@ impl ObjectAlloc for SlubCpuSlab {
         Ok(cache)
     }
 
-    #[inline]
-    fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
-        self.cache().alloc(flags)
-    }
+    object_alloc::object_ops_via!(cache);
 
-    #[inline]
-    unsafe fn free(&self, object: NonNull<u8>) {
-        // SAFETY: the caller's contract is the cache's.
-        unsafe { self.cache().free(object) };
-    }
-
-    fn alloc_bulk(
-        &self,
-        flags: AllocFlags,
-        out: &mut [MaybeUninit<NonNull<u8>>],
-    ) -> Result<(), AllocError> {
-        self.cache().alloc_bulk(flags, out)
-    }
-
-    unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
-        // SAFETY: the caller's contract is the cache's.
-        unsafe { self.cache().free_bulk(objects) };
-    }
-
-    unsafe fn free_deferred(&self, object: NonNull<u8>) {
-        // SAFETY: a live object of this cache; `free_now` frees it after the grace period.
-        unsafe { self.deferrer.defer_free(object) };
-    }
-
-    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
-        BulkPrefill::new(self, self.object_size, self.prefill_capacity, flags, count)
-    }
-
-    fn barrier(&self) {
-        self.deferrer.barrier();
-    }
-
-    fn shrink(&self) {
-        self.cache().shrink();
-    }
+    object_alloc::emulated_prefill_and_deferral!(
+        deferrer: deferrer,
+        object_size: object_size,
+        sheaf_capacity: prefill_capacity
+    );
 
     fn stats(&self) -> AllocStats {
         let mut stats = self.cache().stats();

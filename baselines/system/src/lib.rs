@@ -12,7 +12,8 @@
 //! - `NOWAIT` cannot be honoured: `malloc` grows its heap when it needs to, and no call says
 //!   "only from memory already held". [`Capabilities::honours_nowait`] is false, so conformance
 //!   reports the NOWAIT clauses not applicable.
-//! - There is no native prefill: [`BulkPrefill`] emulates it with single allocations.
+//! - There is no native prefill: [`BulkPrefill`](object_alloc::BulkPrefill) emulates it with
+//!   single allocations.
 //! - Live objects are not counted: counting them would put a shared counter (or a per-thread
 //!   lookup) on a path that otherwise is exactly glibc's. [`AllocStats::live_objects`] is `None`.
 //!
@@ -24,15 +25,10 @@
 //! allocator with `kfree_rcu`-style deferral would do.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
-use object_alloc::bulk::alloc_bulk_with;
 use object_alloc::rcu::{DeferTarget, Deferrer};
-use object_alloc::{
-    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
-    ObjectAlloc,
-};
+use object_alloc::{AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc};
 
 /// A cache of fixed-size objects served by the platform allocator.
 #[derive(Debug)]
@@ -92,8 +88,6 @@ impl ObjectAlloc for SystemCache {
         sheaf_layer: false,
     };
 
-    type Prefill<'a> = BulkPrefill<'a, Self>;
-
     fn new(config: &CacheConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let layout = object_layout(config)?;
@@ -125,41 +119,13 @@ impl ObjectAlloc for SystemCache {
         unsafe { System.dealloc(object.as_ptr(), self.layout) };
     }
 
-    fn alloc_bulk(
-        &self,
-        flags: AllocFlags,
-        out: &mut [MaybeUninit<NonNull<u8>>],
-    ) -> Result<(), AllocError> {
-        alloc_bulk_with(
-            out,
-            || self.alloc(flags).ok_or(AllocError::OutOfMemory),
-            // SAFETY: the gathered objects were just allocated by this cache, once each.
-            |gathered| unsafe { self.free_bulk(gathered) },
-        )
-    }
+    object_alloc::bulk_by_single_calls!();
 
-    #[inline]
-    unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
-        for &object in objects {
-            // SAFETY: the caller guarantees each is a live object of this cache, listed once.
-            unsafe { self.free(object) };
-        }
-    }
-
-    #[inline]
-    unsafe fn free_deferred(&self, object: NonNull<u8>) {
-        // SAFETY: a live object of this cache, handed over; `Shared::free_now` frees it with
-        // the same layout.
-        unsafe { self.deferrer.defer_free(object) };
-    }
-
-    fn prefill(&self, flags: AllocFlags, count: usize) -> Result<Self::Prefill<'_>, AllocError> {
-        BulkPrefill::new(self, self.object_size, self.sheaf_capacity, flags, count)
-    }
-
-    fn barrier(&self) {
-        self.deferrer.barrier();
-    }
+    object_alloc::emulated_prefill_and_deferral!(
+        deferrer: deferrer,
+        object_size: object_size,
+        sheaf_capacity: sheaf_capacity
+    );
 
     /// Process-wide figures of glibc's heap, from `mallinfo2()` (see the crate docs):
     /// `process_malloc_in_use_bytes` (arena chunks in use plus mmapped chunks),

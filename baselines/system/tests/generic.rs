@@ -1,3 +1,3 @@
-//! The generic allocator test suite on `system`.
+//! The generic allocator test suite on `system`: the one integration-test binary of the crate.
 
-object_alloc::allocator_tests!(baseline_system::SystemCache);
+conformance::allocator_tests!(baseline_system::SystemCache);

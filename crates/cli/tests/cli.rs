@@ -185,6 +185,12 @@ fn shape(value: &Value, key: &str) -> Value {
                 .map(|k| (k.clone(), Value::from("[reading]")))
                 .collect(),
         ),
+        // Values of this machine, each possibly unknown (null): only the keys are fixed.
+        Value::Object(map) if key == "environment" => Value::Object(
+            map.keys()
+                .map(|k| (k.clone(), Value::from("[this machine]")))
+                .collect(),
+        ),
         Value::Object(map) => {
             Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v, k))).collect())
         }

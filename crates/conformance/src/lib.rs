@@ -67,12 +67,19 @@
 //! - `objects`: object stamps; owns "every byte of a live object is checked before its free".
 //! - `pages`: the page source of the checks; `rng`: the seeded generator every choice derives
 //!   from.
+//!
+//! # The generic test suite
+//!
+//! [`testing`] holds the short, deterministic checks that every design's integration tests
+//! run under `cargo test` (one `#[test]` each, through [`allocator_tests!`] and
+//! [`page_source_tests!`]); they panic on the first violation instead of recording findings.
 
 mod checks;
 mod findings;
 mod objects;
 mod pages;
 mod rng;
+pub mod testing;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

@@ -6,7 +6,11 @@
 //! that is refused (`EACCES`, as for non-root users under `perf_event_paranoid` 2) it is
 //! opened again counting user space only, and the reading says so. A counter that cannot be
 //! opened at all (`ENOENT` on a machine without a PMU) is reported as unsupported, with the
-//! reason — never as 0. Context switches and CPU migrations happen in the kernel: counted in
+//! reason — never as 0. A counter that opened but never ran (`time_running` 0: the kernel
+//! could not schedule it, for example a PMU taken by another user) is reported as not counted,
+//! not as 0. The measuring threads enable their counters once a measured run has started
+//! (after the start barrier and the wait for helper threads) and disable them as soon as their
+//! work ends, so neither barrier is counted. Context switches and CPU migrations happen in the kernel: counted in
 //! user space only they always read 0, so that fallback is reported as unsupported too, and
 //! the `/proc/thread-self/status` switch counts (the figures `getrusage` gives) stand in.
 
@@ -155,18 +159,12 @@ impl ThreadCounters {
             let entry = match slot {
                 Slot::Unsupported { reason } => Total::Unsupported(reason.clone()),
                 Slot::Open { counter, user_only } => match counter.read_count_and_time() {
-                    Ok(reading) => {
-                        let mut value = reading.count as f64;
-                        let mut notes = Vec::new();
-                        if *user_only {
-                            notes.push(USER_ONLY_NOTE.to_owned());
-                        }
-                        if reading.time_running > 0 && reading.time_running < reading.time_enabled {
-                            value *= reading.time_enabled as f64 / reading.time_running as f64;
-                            notes.push("scaled: the kernel multiplexed this counter".to_owned());
-                        }
-                        Total::Counted { value, notes }
-                    }
+                    Ok(reading) => total_of(
+                        reading.count,
+                        reading.time_enabled,
+                        reading.time_running,
+                        *user_only,
+                    ),
                     Err(e) => Total::Unsupported(format!("reading the counter failed: {e}")),
                 },
             };
@@ -174,6 +172,28 @@ impl ThreadCounters {
         }
         totals
     }
+}
+
+/// One thread's reading of a counter that was open: `count` over `running` of the `enabled`
+/// nanoseconds, scaled up where the kernel multiplexed it, and not counted where it never ran.
+fn total_of(count: u64, enabled: u64, running: u64, user_only: bool) -> Total {
+    if running == 0 {
+        return Total::NotCounted(if enabled == 0 {
+            "the counter was never enabled during a measured run".to_owned()
+        } else {
+            "the kernel never ran the counter while it was enabled (time_running 0: the PMU may be in use by another user, e.g. the NMI watchdog or another perf session)".to_owned()
+        });
+    }
+    let mut value = count as f64;
+    let mut notes = Vec::new();
+    if user_only {
+        notes.push(USER_ONLY_NOTE.to_owned());
+    }
+    if running < enabled {
+        value *= enabled as f64 / running as f64;
+        notes.push("scaled: the kernel multiplexed this counter".to_owned());
+    }
+    Total::Counted { value, notes }
 }
 
 const USER_ONLY_NOTE: &str = "user-space only: kernel-side counting was refused (EACCES; see /proc/sys/kernel/perf_event_paranoid)";
@@ -221,7 +241,12 @@ fn open_failure(e: &io::Error) -> String {
 /// One counter's reading, summed over threads.
 #[derive(Clone, Debug, PartialEq)]
 enum Total {
-    Counted { value: f64, notes: Vec<String> },
+    Counted {
+        value: f64,
+        notes: Vec<String>,
+    },
+    /// Opened, but it never ran on this thread: its 0 would be no reading at all.
+    NotCounted(String),
     Unsupported(String),
 }
 
@@ -232,7 +257,8 @@ pub struct CounterTotals {
 }
 
 impl CounterTotals {
-    /// Adds another thread's readings. An event unsupported on any thread is unsupported.
+    /// Adds another thread's readings. An event unsupported on any thread is unsupported; one
+    /// not counted on any thread is not counted (a sum missing a thread would be too low).
     pub fn merge(&mut self, other: CounterTotals) {
         for (name, theirs) in other.events {
             match self.events.get_mut(name) {
@@ -246,6 +272,9 @@ impl CounterTotals {
                     ) {
                         (Total::Unsupported(r), _) | (_, Total::Unsupported(r)) => {
                             Total::Unsupported(r)
+                        }
+                        (Total::NotCounted(r), _) | (_, Total::NotCounted(r)) => {
+                            Total::NotCounted(r)
                         }
                         (
                             Total::Counted {
@@ -283,6 +312,9 @@ impl CounterTotals {
                     Total::Unsupported(reason) => CounterReading::Unsupported {
                         reason: reason.clone(),
                     },
+                    Total::NotCounted(reason) => CounterReading::NotCounted {
+                        reason: reason.clone(),
+                    },
                     Total::Counted { value, notes } => CounterReading::Ok {
                         value: *value,
                         per_op: if ops > 0 { value / ops as f64 } else { 0.0 },
@@ -297,7 +329,7 @@ impl CounterTotals {
 
 /// A counter in a result file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
+#[serde(tag = "status", rename_all = "kebab-case")]
 pub enum CounterReading {
     /// Counted.
     Ok {
@@ -308,6 +340,12 @@ pub enum CounterReading {
         /// How it was counted, where that matters (user-only, multiplexed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+    },
+    /// Opened, but the kernel never ran it during the measured runs (`time_running` 0 on at
+    /// least one thread): there is no reading, not a reading of 0.
+    NotCounted {
+        /// Why.
+        reason: String,
     },
     /// The machine cannot provide it.
     Unsupported {
@@ -411,6 +449,7 @@ mod tests {
                 assert!(note.as_deref().unwrap_or("").contains("user-space only"))
             }
             CounterReading::Unsupported { reason } => assert!(!reason.is_empty()),
+            CounterReading::NotCounted { reason } => panic!("task-clock enabled but {reason}"),
         }
     }
 
@@ -454,6 +493,54 @@ mod tests {
             report["cycles"],
             CounterReading::Unsupported { .. }
         ));
+    }
+
+    #[test]
+    fn a_counter_that_never_ran_is_not_counted_rather_than_zero() {
+        assert_eq!(
+            total_of(0, 5_000, 0, false),
+            Total::NotCounted(
+                "the kernel never ran the counter while it was enabled (time_running 0: the PMU may be in use by another user, e.g. the NMI watchdog or another perf session)".to_owned()
+            )
+        );
+        assert!(matches!(total_of(0, 0, 0, false), Total::NotCounted(_)));
+        assert_eq!(
+            total_of(10, 200, 100, false),
+            Total::Counted {
+                value: 20.0,
+                notes: vec!["scaled: the kernel multiplexed this counter".to_owned()]
+            }
+        );
+        // A sum over threads is not counted when one thread's counter never ran.
+        let mut a = CounterTotals::default();
+        a.events.insert("cycles", total_of(7, 100, 100, false));
+        let mut b = CounterTotals::default();
+        b.events.insert("cycles", total_of(0, 100, 0, false));
+        a.merge(b);
+        let report = a.report(1);
+        assert!(
+            matches!(report["cycles"], CounterReading::NotCounted { .. }),
+            "{report:?}"
+        );
+        let json = serde_json::to_value(&report["cycles"]).unwrap();
+        assert_eq!(json["status"], "not-counted");
+        assert!(json.get("value").is_none());
+    }
+
+    #[test]
+    fn an_open_counter_never_enabled_reads_as_not_counted() {
+        // Real software counters: opened, never enabled, read.
+        let mut counters = ThreadCounters::open(open_perf_counter);
+        let report = counters.read().report(1);
+        for (name, reading) in &report {
+            assert!(
+                matches!(
+                    reading,
+                    CounterReading::NotCounted { .. } | CounterReading::Unsupported { .. }
+                ),
+                "{name}: {reading:?}"
+            );
+        }
     }
 
     #[test]

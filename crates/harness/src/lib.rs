@@ -9,10 +9,12 @@
 //!
 //! What the figures mean:
 //! - **throughput**: operations (see [`spec::Kind::op_unit`]) per second of wall time, from
-//!   the release of the threads to the end of the last one, one sample per measured run;
+//!   the release of the threads to the end of the last one, one sample per measured run
+//!   (`maple-tree` leaves each writer's per-pass model check and emptying store out of it);
 //! - **latency**: one sample per unit of work (a batch of operations, one burst, one write;
-//!   see [`spec::Kind::sample_unit`]), including one clock read whose cost is measured at
-//!   start-up and reported ([`timer`]); the range-tree kinds (`maple-tree`, `trace-replay`)
+//!   see [`spec::Kind::sample_unit`]), including one clock read and the engine's bookkeeping
+//!   between units, both measured at start-up and reported ([`timer`],
+//!   `latency_ns.bookkeeping_ns`); the range-tree kinds (`maple-tree`, `trace-replay`)
 //!   time each tree write alone, one sample per write;
 //! - **counters**: per-thread `perf_event` counters over the measured runs, or `unsupported`
 //!   with the reason ([`counters`]).
@@ -32,15 +34,20 @@
 //!   (`maple-tree`, `trace-replay`) say what each kind's threads do, each object held by
 //!   exactly one owner and freed once; `hogs.rs` runs busy threads beside a measurement,
 //!   `sched.rs` reads the threads' scheduler times.
+//! - [`cpus`]: which CPUs a pinned measurement uses (one per physical core before SMT
+//!   siblings) and pinning a thread to one.
 //! - [`timer`]: the clock and its measured cost; [`histogram`]: per-thread latency histograms
 //!   with fixed bounds, so recording never allocates; [`counters`]: per-thread `perf_event`
 //!   counters and their fallbacks; [`steal`]: hypervisor steal time over a measurement.
 //! - [`result`]: the JSON result model, written atomically; [`machine`]: what a result was
-//!   measured on; [`warnings`]: the caveats attached to a figure, each with what to do.
+//!   measured on, with its [`environment`] (rseq, tunables, governor, SMT, THP, ASLR, NUMA,
+//!   cgroup CPU limit); [`warnings`]: the caveats attached to a figure, each with what to do.
 
 pub mod benchmark;
 pub mod chart;
 pub mod counters;
+pub mod cpus;
+pub mod environment;
 pub mod histogram;
 pub mod machine;
 pub mod result;

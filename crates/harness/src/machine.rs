@@ -1,9 +1,12 @@
-//! What a result was measured on: CPU, cores, kernel, compiler, source revision, date, and
-//! the memory the measuring process used.
+//! What a result was measured on: CPU, cores, kernel, compiler, source revision, the
+//! settings that change allocator figures ([`Environment`]), date, and the memory the
+//! measuring process used.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::environment::Environment;
 
 /// The machine and build a result comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +22,10 @@ pub struct Machine {
     /// Source revision (`git rev-parse HEAD`, `-dirty` when the tree has changes), or
     /// `unknown` outside a checkout.
     pub git: String,
+    /// The settings of the machine and process that change allocator figures (absent in
+    /// files written before it was recorded: every value then reads as unknown).
+    #[serde(default)]
+    pub environment: Environment,
 }
 
 impl Machine {
@@ -42,6 +49,7 @@ impl Machine {
             kernel,
             rustc: env!("HARNESS_RUSTC_VERSION").to_owned(),
             git: git_revision(),
+            environment: Environment::detect(),
         }
     }
 }

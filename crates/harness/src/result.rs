@@ -159,7 +159,9 @@ pub struct RunConfig {
 pub struct RunSample {
     /// Operations done.
     pub ops: u64,
-    /// Wall time from the release of the threads until the last one finished.
+    /// Wall time from the release of the threads until the last one finished, less the
+    /// workers' untimed upkeep where a kind has some (`maple-tree`: the model check and the
+    /// emptying store at the end of each pass; `extra.upkeep_seconds` sums what was left out).
     pub seconds: f64,
     /// `ops / seconds`.
     pub throughput_ops_per_s: f64,
@@ -174,6 +176,12 @@ pub struct Latency {
     pub clock: String,
     /// Mean cost of one clock read, measured at start-up; each sample includes one.
     pub timer_overhead_ns: f64,
+    /// Mean cost of the engine's bookkeeping between two units (the stop-flag load, the
+    /// histogram record and, for pinned threads, the CPU check), measured at start-up; each
+    /// engine-timed sample includes it once. 0 for the kinds that time each operation
+    /// themselves (the range-tree kinds), whose samples hold no bookkeeping.
+    #[serde(default)]
+    pub bookkeeping_ns: f64,
     /// The percentiles, in nanoseconds per sample.
     #[serde(flatten)]
     pub figures: LatencyFigures,
@@ -192,8 +200,9 @@ pub struct Memory {
     pub live_objects: Option<u64>,
 }
 
-/// Whether pinned threads stayed on their CPUs, checked by sampling the CPU at every unit
-/// boundary (`cpu-migrations` cannot be trusted on every kernel).
+/// Whether pinned threads got and stayed on their CPUs: the result of pinning each, and the
+/// CPU sampled at every unit boundary (`cpu-migrations` cannot be trusted on every kernel).
+/// The CPUs are one per physical core first, SMT siblings after (see [`crate::cpus`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pinning {
     /// Whether threads were pinned.
@@ -211,6 +220,11 @@ pub struct Pinning {
     /// shares their CPUs, waking twice per run).
     #[serde(default)]
     pub coordinator_cpu: Option<usize>,
+    /// Threads that could not be pinned to their CPU (`thread T to CPU C: error`, or `hog H
+    /// to CPU C: error` for a busy thread); they ran wherever the scheduler put them, and a
+    /// measuring thread's CPU was not sampled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
 }
 
 /// One (workload, allocator, threads) measurement.

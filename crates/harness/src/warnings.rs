@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::counters::CounterReading;
 use crate::result::Measurement;
 
-/// A latency sample within this factor of the clock's own cost is dominated by the clock.
+/// A latency sample within this factor of the clock's own cost plus the engine's bookkeeping
+/// is dominated by them.
 pub const TIMER_DOMINATED_FACTOR: f64 = 10.0;
 
 /// Run-to-run coefficient of variation of the throughput above which a warning is given.
@@ -38,8 +39,10 @@ pub const HANDOFF_BLOCKED_TIME_SHARE: f64 = 0.5;
 pub fn for_measurement(m: &Measurement) -> Vec<String> {
     let mut warnings = Vec::new();
     let latency = &m.latency_ns;
+    // What every sample holds besides the work: one clock read and the engine's bookkeeping.
+    let fixed_ns = latency.timer_overhead_ns + latency.bookkeeping_ns;
     if latency.figures.samples > 0
-        && (latency.figures.p50 as f64) < TIMER_DOMINATED_FACTOR * latency.timer_overhead_ns
+        && (latency.figures.p50 as f64) < TIMER_DOMINATED_FACTOR * fixed_ns
     {
         // The tree kinds take one sample per write by definition: there is no batch to raise.
         let advice = if matches!(m.kind.as_str(), "maple-tree" | "trace-replay") {
@@ -48,8 +51,15 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
             "raise params.batch"
         };
         warnings.push(format!(
-            "timer-dominated: the median sample ({} ns per {}) is less than {TIMER_DOMINATED_FACTOR}x the clock's own cost ({:.1} ns); latency figures are mostly clock, {advice}",
-            latency.figures.p50, latency.unit, latency.timer_overhead_ns
+            "timer-dominated: the median sample ({} ns per {}) is less than {TIMER_DOMINATED_FACTOR}x what each sample holds besides the work ({:.1} ns: a clock read of {:.1} ns and {:.1} ns of the engine's bookkeeping); latency figures are mostly clock, {advice}",
+            latency.figures.p50, latency.unit, fixed_ns, latency.timer_overhead_ns, latency.bookkeeping_ns
+        ));
+    }
+    if !m.pinning.failures.is_empty() {
+        warnings.push(format!(
+            "pinning failed: {} thread(s) could not be pinned and ran unpinned ({}); the figures may include migrations and shared CPUs: check the process's CPU affinity and cpuset",
+            m.pinning.failures.len(),
+            m.pinning.failures.join("; ")
         ));
     }
     if m.pinning.threads_moved > 0 {
@@ -93,6 +103,18 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
         warnings.push(format!(
             "counters unsupported on this machine: {} (see `sheafbench list` for the reasons)",
             unsupported.join(", ")
+        ));
+    }
+    let not_counted: Vec<&str> = m
+        .counters
+        .iter()
+        .filter(|(_, r)| matches!(r, CounterReading::NotCounted { .. }))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !not_counted.is_empty() {
+        warnings.push(format!(
+            "counters not counted: {} opened but never ran during the measured runs (time_running 0), so no figure is given; another user of the PMU (a perf session, the NMI watchdog) may hold it",
+            not_counted.join(", ")
         ));
     }
     warnings

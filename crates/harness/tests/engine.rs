@@ -227,6 +227,33 @@ fn a_counter_that_fails_to_open_is_reported_unsupported() {
     );
 }
 
+#[test]
+fn the_engines_bookkeeping_is_measured_and_counts_towards_timer_domination() {
+    let workload = quick("kind: churn\nparams: {working_set: 8, batch: 8}\n");
+    let mut m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    assert!(m.latency_ns.bookkeeping_ns > 0.0, "{:?}", m.latency_ns);
+    // A median of 100 ns beside a 5 ns clock read is not clock-dominated by the clock alone,
+    // but is once 10 ns of bookkeeping sit in every sample too.
+    m.latency_ns.figures.p50 = 100;
+    m.latency_ns.timer_overhead_ns = 5.0;
+    m.latency_ns.bookkeeping_ns = 10.0;
+    let warnings = harness::warnings::for_measurement(&m);
+    let dominated = warnings
+        .iter()
+        .find(|w| w.starts_with("timer-dominated"))
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(
+        dominated.contains("10.0 ns of the engine's bookkeeping"),
+        "{dominated}"
+    );
+    m.latency_ns.bookkeeping_ns = 0.0;
+    let warnings = harness::warnings::for_measurement(&m);
+    assert!(
+        !warnings.iter().any(|w| w.starts_with("timer-dominated")),
+        "{warnings:?}"
+    );
+}
+
 /// A short pinned churn measurement on one thread.
 fn pinned_churn() -> harness::result::Measurement {
     let mut spec = WorkloadSpec::from_yaml(
@@ -246,6 +273,50 @@ fn pinned_threads_stay_on_their_cpus() {
     assert_eq!(m.pinning.cpus.len(), 1);
     assert!(m.pinning.samples > 0);
     assert_eq!(m.pinning.threads_moved, 0, "{:?}", m.pinning);
+}
+
+#[test]
+fn a_pinned_measurement_whose_cpu_refuses_is_refused_before_it_runs() {
+    fn refuse(_: usize) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(22))
+    }
+    let mut spec = WorkloadSpec::from_yaml(
+        "t.yaml",
+        "name: t\nkind: churn\nobject_size: 64\nwarmup: 1ms\nduration: 10ms\nruns: 1\n",
+    )
+    .unwrap();
+    spec.pinned = true;
+    let workload = spec.validate("t.yaml", 1).unwrap();
+    let options = MeasureOptions {
+        pin: refuse,
+        ..options()
+    };
+    let err = measure::<TestAlloc>(&workload, 1, &options).unwrap_err();
+    assert!(
+        matches!(err, harness::MeasureError::PinningRefused { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("cannot pin a thread to CPU"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_thread_left_unpinned_is_warned_about() {
+    let mut m = pinned_churn();
+    assert!(m.pinning.failures.is_empty(), "{:?}", m.pinning);
+    assert!(!m.warnings.iter().any(|w| w.starts_with("pinning failed")));
+    m.pinning
+        .failures
+        .push("thread 0 to CPU 0: Invalid argument (os error 22)".into());
+    let warnings = harness::warnings::for_measurement(&m);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("pinning failed: 1 thread(s)") && w.contains("os error 22")),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -285,9 +356,15 @@ fn maple_tree_takes_one_sample_per_write_and_replays_its_stream() {
             assert_eq!(sample.ops, 2000, "{sample:?}");
         }
         assert_eq!(m.latency_ns.figures.samples, m.ops, "one sample per write");
+        assert_eq!(
+            m.latency_ns.bookkeeping_ns, 0.0,
+            "a write's sample holds no bookkeeping"
+        );
         // 300 operations make at most 300 writes: 4000 writes need several passes, each
         // checked against the model before the tree is emptied.
         assert!(m.extra["passes"] >= 10.0, "{:?}", m.extra);
+        // Their checks and emptying stores are left out of the measured time.
+        assert!(m.extra["upkeep_seconds"] > 0.0, "{:?}", m.extra);
         assert_eq!(m.extra["nodes_outside_reserve"], 0.0);
         let reserved = m.extra["nodes_reserved_per_write"];
         let used = m.extra["nodes_used_per_write"];

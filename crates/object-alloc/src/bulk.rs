@@ -4,7 +4,8 @@
 //! one object at a time. The only subtle part is the failure path: when the `k`-th allocation
 //! fails, the `k - 1` objects already gathered must go back before the error is returned, so
 //! that a failed bulk allocation allocates nothing. [`alloc_bulk_with`] is that loop, written
-//! once for every such design.
+//! once for every such design; [`alloc_each`] and [`free_each`] apply it, and the plain free
+//! loop, to a design's own `alloc` and `free`.
 //!
 //! Invariant: on return with an error, every object `alloc` produced during the call has been
 //! passed to `free` exactly once, and `out` holds nothing the caller owns.
@@ -12,7 +13,7 @@
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
-use crate::AllocError;
+use crate::{AllocError, AllocFlags, ObjectAlloc};
 
 /// Fills every slot of `out` with an object from `alloc`; all or nothing.
 ///
@@ -57,6 +58,37 @@ pub fn alloc_bulk_with(
         }
     }
     Ok(())
+}
+
+/// Fills every slot of `out` with an object of `cache.alloc(flags)`, all or nothing: the
+/// `alloc_bulk` of a design without a batch path.
+#[inline]
+pub fn alloc_each<A: ObjectAlloc>(
+    cache: &A,
+    flags: AllocFlags,
+    out: &mut [MaybeUninit<NonNull<u8>>],
+) -> Result<(), AllocError> {
+    alloc_bulk_with(
+        out,
+        || cache.alloc(flags).ok_or(AllocError::OutOfMemory),
+        // SAFETY: the gathered objects were just allocated by this cache, once each.
+        |gathered| unsafe { free_each(cache, gathered) },
+    )
+}
+
+/// Frees each of `objects` with `cache.free`: the `free_bulk` of a design without a batch
+/// path.
+///
+/// # Safety
+///
+/// - Each object was allocated by `cache`, is live, and appears once.
+/// - Nothing uses them after this call.
+#[inline]
+pub unsafe fn free_each<A: ObjectAlloc>(cache: &A, objects: &[NonNull<u8>]) {
+    for &object in objects {
+        // SAFETY: the caller guarantees each is a live object of this cache, listed once.
+        unsafe { cache.free(object) };
+    }
 }
 
 #[cold]

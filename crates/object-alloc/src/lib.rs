@@ -11,8 +11,10 @@
 //! [`ConfigError`], [`AllocStats`], the [`PageSource`] seam, the read-side section and
 //! deferral machinery of [`rcu`], and [`BulkPrefill`], the prefill emulation for designs
 //! without a native one, with [`bulk::alloc_bulk_with`], the all-or-nothing loop for designs
-//! without a batch path of their own. Behind the `testing` feature, `testing` holds the
-//! generic test suite every design runs.
+//! without a batch path of their own. Three macros ([`emulated_prefill_and_deferral!`],
+//! [`bulk_by_single_calls!`], [`object_ops_via!`]) write the trait methods that designs share
+//! word for word. The generic test suite every design runs lives in the
+//! `conformance` crate (`conformance::testing`), beside the contract checks.
 //!
 //! # Modules
 //!
@@ -40,14 +42,13 @@
 
 pub mod bulk;
 mod config;
+mod delegate;
 mod error;
 mod flags;
 pub mod page;
 mod prefill;
 pub mod rcu;
 mod stats;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;

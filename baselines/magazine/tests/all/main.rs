@@ -1,9 +1,6 @@
-//! Integration tests of `magazine`: the generic slab-design tests shared with the other
-//! slab-based baselines.
+//! Integration tests of `magazine`: the generic allocator suite.
 
-#[path = "../../../slub-cpu-slab/tests/generic/mod.rs"]
-mod generic;
-
-use magazine::MagazineCache;
-
-generic_tests!(MagazineCache);
+mod generic {
+    conformance::allocator_tests!(magazine::MagazineCache);
+    conformance::page_source_tests!(magazine::MagazineCache);
+}

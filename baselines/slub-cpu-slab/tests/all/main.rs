@@ -1,10 +1,9 @@
-//! Integration tests of `slub-cpu-slab`: the generic slab-design tests, and stress of the
+//! Integration tests of `slub-cpu-slab`: the generic allocator suite, and stress of the
 //! lockless paths with migrating threads.
 
-#[path = "../generic/mod.rs"]
-mod generic;
 mod migration;
 
-use slub_cpu_slab::SlubCpuSlab;
-
-generic_tests!(SlubCpuSlab);
+mod generic {
+    conformance::allocator_tests!(slub_cpu_slab::SlubCpuSlab);
+    conformance::page_source_tests!(slub_cpu_slab::SlubCpuSlab);
+}

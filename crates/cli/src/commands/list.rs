@@ -1,5 +1,5 @@
 //! `sheafbench list`: allocators (and how `sheaf` locks its CPU slots here), workload kinds,
-//! counters and whether each is supported here.
+//! counters and whether each is supported here, and the environment results record.
 
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
@@ -8,7 +8,7 @@ use harness::spec::KindName;
 
 use crate::registry::ALLOCATORS;
 
-/// Prints the three lists.
+/// Prints the three lists and the environment.
 pub(crate) fn run() {
     let mut allocators = Table::new();
     allocators.load_style(UTF8_FULL_CONDENSED);
@@ -42,4 +42,12 @@ pub(crate) fn run() {
         table.add_row(vec![event.name().to_owned(), status]);
     }
     println!("Counters:\n{table}");
+
+    let mut environment = Table::new();
+    environment.load_style(UTF8_FULL_CONDENSED);
+    environment.set_header(vec!["setting", "on this machine"]);
+    for (label, value) in harness::environment::Environment::detect().describe() {
+        environment.add_row(vec![label.to_owned(), value]);
+    }
+    println!("\nEnvironment (recorded in every result's `machine.environment`):\n{environment}");
 }

@@ -18,6 +18,13 @@ impl Exporter for MarkdownExporter {
             "{} · {} CPUs · Linux {} · {} · git {} · {}\n\n",
             m.cpu, m.cores, m.kernel, m.rustc, m.git, results.date
         ));
+        let environment: Vec<String> = m
+            .environment
+            .describe()
+            .into_iter()
+            .map(|(label, value)| format!("{label}: {value}"))
+            .collect();
+        md.push_str(&format!("Environment: {}.\n\n", environment.join(" · ")));
         let mut workloads: Vec<&str> = Vec::new();
         for r in &results.runs {
             if !workloads.contains(&r.workload.as_str()) {
@@ -29,8 +36,12 @@ impl Exporter for MarkdownExporter {
             let first = group[0];
             md.push_str(&format!("## {name}\n\n"));
             md.push_str(&format!(
-                "Kind `{}`; one operation = {}; one latency sample = {} (includes one clock read of {:.1} ns).\n\n",
-                first.kind, first.op_unit, first.latency_ns.unit, first.latency_ns.timer_overhead_ns
+                "Kind `{}`; one operation = {}; one latency sample = {} (includes one clock read of {:.1} ns and {:.1} ns of the harness's bookkeeping).\n\n",
+                first.kind,
+                first.op_unit,
+                first.latency_ns.unit,
+                first.latency_ns.timer_overhead_ns,
+                first.latency_ns.bookkeeping_ns
             ));
             if first.config.hogs > 0 {
                 md.push_str(&format!(

@@ -29,8 +29,12 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
             String::new()
         };
         out.push_str(&format!(
-            "{name} ({}): op = {}; latency sample = {}; clock read {:.1} ns{hogs}\n",
-            first.kind, first.op_unit, first.latency_ns.unit, first.latency_ns.timer_overhead_ns
+            "{name} ({}): op = {}; latency sample = {}; clock read {:.1} ns + bookkeeping {:.1} ns{hogs}\n",
+            first.kind,
+            first.op_unit,
+            first.latency_ns.unit,
+            first.latency_ns.timer_overhead_ns,
+            first.latency_ns.bookkeeping_ns
         ));
         // The producer-consumer hand-off's waits per operation, and the share that blocked.
         let handoff = group

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use object_alloc::{AllocFlags, ObjectAlloc, Prefill};
 
+use super::obj::{exchange_step, live_objects};
 use super::{
     Ctx, Fixture, Hand, alloc_bulk, cpus, describe, join, move_to_cpu, prefill, standard_config,
 };
@@ -232,25 +233,7 @@ pub(crate) fn concurrent_mix<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
                                         drop(guard);
                                     }
                                     9..=11 => {
-                                        let mut shared = exchange.lock().unwrap_or_else(|e| e.into_inner());
-                                        if rng.chance(1, 2) {
-                                            for _ in 0..rng.range(1, 8) {
-                                                if let Some(stamped) = hand.pop_random(scope, &mut rng) {
-                                                    shared.push(stamped);
-                                                }
-                                            }
-                                        } else {
-                                            let remote: Vec<Stamped> = shared.drain(..).collect();
-                                            drop(shared);
-                                            for stamped in remote {
-                                                // SAFETY: live, stamped by its allocating thread.
-                                                if let Err(what) = unsafe { objects::verify(stamped.object, size, stamped.stamp) } {
-                                                    scope.violation("C-OBJ-2", what);
-                                                }
-                                                // SAFETY: live, handed over once.
-                                                unsafe { fixture.cache.free(stamped.object) };
-                                            }
-                                        }
+                                        exchange_step(&fixture.cache, scope, &mut rng, &mut hand, exchange, size);
                                     }
                                     _ => {}
                                 }
@@ -264,14 +247,7 @@ pub(crate) fn concurrent_mix<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
                     .collect();
                 workers.into_iter().map(join).collect()
             });
-            let mut all: Vec<NonNull<u8>> = hands.iter().flat_map(Hand::addresses).collect();
-            all.extend(
-                exchange
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .map(|s| s.object),
-            );
+            let all = live_objects(&hands, &exchange);
             if let Some((a, b)) = objects::first_overlap(&all, size) {
                 scope.violation(
                     "C-OBJ-2",

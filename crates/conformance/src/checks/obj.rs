@@ -185,31 +185,58 @@ pub(crate) fn churn_step<A: ObjectAlloc>(
         }
         _ => {
             if let Some(exchange) = exchange {
-                let mut shared = exchange.lock().unwrap_or_else(|e| e.into_inner());
-                if rng.chance(1, 2) {
-                    for _ in 0..rng.range(1, 8) {
-                        if let Some(stamped) = hand.pop_random(scope, rng) {
-                            shared.push(stamped);
-                        }
-                    }
-                } else {
-                    let remote: Vec<Stamped> = shared.drain(..).collect();
-                    drop(shared);
-                    for stamped in remote {
-                        if let Err(what) =
-                            // SAFETY: the object is live and was stamped by its allocating thread.
-                            unsafe { objects::verify(stamped.object, size, stamped.stamp) }
-                        {
-                            scope.violation("C-OBJ-2", what);
-                        }
-                        // SAFETY: allocated by `cache` on another thread, live, handed over once.
-                        unsafe { cache.free(stamped.object) };
-                    }
-                }
+                exchange_step(cache, scope, rng, hand, exchange, size);
             }
         }
     }
     0
+}
+
+/// One remote hand-off step: with even odds, moves up to 7 of `hand`'s objects into
+/// `exchange` for other threads, or frees every object other threads left there, verifying
+/// each pattern first (C-OBJ-2, C-OBJ-4).
+pub(crate) fn exchange_step<A: ObjectAlloc>(
+    cache: &A,
+    scope: &Scope<'_>,
+    rng: &mut Rng,
+    hand: &mut Hand,
+    exchange: &Mutex<Vec<Stamped>>,
+    size: usize,
+) {
+    let mut shared = exchange.lock().unwrap_or_else(|e| e.into_inner());
+    if rng.chance(1, 2) {
+        for _ in 0..rng.range(1, 8) {
+            if let Some(stamped) = hand.pop_random(scope, rng) {
+                shared.push(stamped);
+            }
+        }
+    } else {
+        let remote: Vec<Stamped> = shared.drain(..).collect();
+        drop(shared);
+        for stamped in remote {
+            if let Err(what) =
+                // SAFETY: the object is live and was stamped by its allocating thread.
+                unsafe { objects::verify(stamped.object, size, stamped.stamp) }
+            {
+                scope.violation("C-OBJ-2", what);
+            }
+            // SAFETY: allocated by `cache` on another thread, live, handed over once.
+            unsafe { cache.free(stamped.object) };
+        }
+    }
+}
+
+/// Every object live at a quiescent point: those in `hands` and those left in `exchange`.
+pub(crate) fn live_objects(hands: &[Hand], exchange: &Mutex<Vec<Stamped>>) -> Vec<NonNull<u8>> {
+    let mut all: Vec<NonNull<u8>> = hands.iter().flat_map(Hand::addresses).collect();
+    all.extend(
+        exchange
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.object),
+    );
+    all
 }
 
 /// Frees the objects left in `exchange`, verifying each.
@@ -284,14 +311,7 @@ pub(crate) fn no_overlap<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
                 .collect();
             workers.into_iter().map(join).collect()
         });
-        let mut all: Vec<NonNull<u8>> = hands.iter().flat_map(Hand::addresses).collect();
-        all.extend(
-            exchange
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|s| s.object),
-        );
+        let all = live_objects(&hands, &exchange);
         total += all.len();
         if let Some((a, b)) = objects::first_overlap(&all, size) {
             scope.violation(

@@ -232,15 +232,21 @@ pub(crate) fn replace<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
     ))
 }
 
-/// A failed refill must leave size() and capacity() as they were, with every object usable.
-fn after_failed_refill<P: Prefill>(
+/// A failed refill must leave size() and capacity() as they were, with every object usable,
+/// and the live count must then match the objects of `hand` and `elsewhere` more held outside
+/// it, `when` naming the moment (C-REFILL-4).
+#[allow(clippy::too_many_arguments)]
+fn after_failed_refill<A: ObjectAlloc, P: Prefill>(
+    fixture: &Fixture<A>,
     sheaf: &mut P,
     hand: &mut Hand,
     scope: &Scope<'_>,
-    size: usize,
     before: (usize, usize),
     what: &str,
+    when: &str,
+    elsewhere: usize,
 ) {
+    let size = fixture.size();
     if (sheaf.size(), sheaf.capacity()) != before {
         scope.violation(
             "C-REFILL-4",
@@ -282,6 +288,13 @@ fn after_failed_refill<P: Prefill>(
             ),
         );
     }
+    fixture.check_live(
+        scope,
+        "C-REFILL-4",
+        when,
+        hand.len() + elsewhere,
+        sheaf.size(),
+    );
 }
 
 /// C-REFILL-4: refills that must fail (everything drained and the budget frozen; NOWAIT with
@@ -359,19 +372,14 @@ pub(crate) fn failed_refill<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
                 Err(_) => {
                     failures += 1;
                     after_failed_refill(
+                        &fixture,
                         &mut sheaf,
                         &mut hand,
                         &scope,
-                        fixture.size(),
                         before,
                         &what,
-                    );
-                    fixture.check_live(
-                        &scope,
-                        "C-REFILL-4",
                         &format!("after {what}"),
-                        hand.len() + drained.len(),
-                        sheaf.size(),
+                        drained.len(),
                     );
                 }
             }
@@ -448,19 +456,14 @@ pub(crate) fn failed_refill<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
                     fault_failures += 1;
                     fixture.pages.fail_with_probability(0.0, 0);
                     after_failed_refill(
+                        &fixture,
                         &mut sheaf,
                         &mut hand,
                         &scope,
-                        fixture.size(),
                         before,
                         &what,
-                    );
-                    fixture.check_live(
-                        &scope,
-                        "C-REFILL-4",
                         &format!("after {what} failed"),
-                        hand.len(),
-                        sheaf.size(),
+                        0,
                     );
                     true
                 }

@@ -3,7 +3,7 @@
 //! A measurement has *primary* threads (the workers whose operations are counted: churners,
 //! producers, writers) and *secondary* threads (consumers, readers) that serve them. Every
 //! thread is spawned once, pinned to its own CPU (the CPU ids are read before any thread is
-//! pinned), opens its counters and allocates its histogram, and then runs the phases: a
+//! pinned; a thread that cannot be pinned says so in the result), opens its counters and allocates its histogram, and then runs the phases: a
 //! warm-up, then each measured run. A phase starts when the coordinator and every thread
 //! have reached the barrier, and ends at the same barrier; the coordinator's clock between
 //! the two is the run's wall time.
@@ -14,9 +14,13 @@
 //! that the measured work always runs beside the helpers its spec names (released from the
 //! barrier, a secondary may otherwise wait for a CPU until a short run is over). A secondary
 //! runs at least one unit, then until every primary has finished the phase and it has
-//! nothing left (a consumer drains its queue). Each unit ends with one clock read, which is
-//! also the start of the next unit; in measured phases a primary records the unit's time in its
-//! histogram, which was sized up front so recording never allocates. Self-timed work
+//! nothing left (a consumer drains its queue). Each unit of an engine-timed primary ends with
+//! one clock read, which is also the start of the next unit; in measured phases a primary records the unit's time in its
+//! histogram, which was sized up front so recording never allocates. A sample therefore
+//! covers the unit, one clock read and the engine's bookkeeping between two units (the
+//! stop-flag load, the histogram record and, pinned, the CPU check); both costs are measured
+//! at start-up and reported beside the figures (`timer_overhead_ns`, `bookkeeping_ns`).
+//! Secondaries and self-timed work read no clock in the loop. Self-timed work
 //! ([`Work::SELF_TIMED`], the tree kinds) records one sample per operation itself, timing
 //! only the operation, and hands its samples over at the end of each measured phase.
 //!
@@ -35,6 +39,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::counters::{CounterOpener, CounterTotals, ThreadCounters, thread_switches};
+use crate::cpus::CpuPinner;
 use crate::histogram::{merge, new_latency_histogram};
 use crate::result::Pinning;
 use crate::spec::RunLength;
@@ -55,6 +60,12 @@ pub(crate) trait Work {
 
     /// Called when the thread leaves a phase's loop, before it reports the phase finished.
     fn end_phase(&mut self) {}
+
+    /// Primaries: nanoseconds of this phase's units spent on upkeep that is not the measured
+    /// work (a check, a reset), since the last call. The run's measured time leaves it out.
+    fn take_upkeep_ns(&mut self) -> u64 {
+        0
+    }
 
     /// Whether the work records its own latency samples (one per operation, timing only the
     /// operation) instead of the engine timing each unit.
@@ -86,6 +97,8 @@ pub(crate) struct DrivePlan {
     pub(crate) length: RunLength,
     pub(crate) runs: u32,
     pub(crate) open_counters: CounterOpener,
+    /// Pins a thread to a CPU of `cpus`.
+    pub(crate) pin: CpuPinner,
     /// Busy threads to run beside every phase, pinned round-robin to `cpus` (to every CPU
     /// this process may use when unpinned).
     pub(crate) hogs: usize,
@@ -93,8 +106,8 @@ pub(crate) struct DrivePlan {
 
 /// What the threads found.
 pub(crate) struct DriveOutcome<R> {
-    /// Per measured run: (primary ops, secondary ops, wall seconds).
-    pub(crate) runs: Vec<(u64, u64, f64)>,
+    /// Per measured run.
+    pub(crate) runs: Vec<RunFigures>,
     pub(crate) histogram: Histogram<u64>,
     pub(crate) counters: CounterTotals,
     pub(crate) pinning: Pinning,
@@ -129,6 +142,50 @@ impl<R> DriveOutcome<R> {
     }
 }
 
+/// What one measured run found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct RunFigures {
+    /// Operations of the primaries.
+    pub(crate) primary_ops: u64,
+    /// Operations of the secondaries.
+    pub(crate) secondary_ops: u64,
+    /// Seconds from the release of the threads to the end of the last one.
+    pub(crate) wall: f64,
+    /// The seconds the primaries' operations took, their upkeep left out: `primary_ops`
+    /// over the sum of each primary's rate over its own time (`wall` less its upkeep);
+    /// `wall` when no primary reported upkeep.
+    pub(crate) measured: f64,
+}
+
+impl RunFigures {
+    /// The figures of a run of `wall` seconds whose primaries did `(ops, upkeep_ns)` each.
+    fn of(wall: f64, primaries: &[(u64, u64)], secondary_ops: u64) -> Self {
+        let primary_ops = primaries.iter().map(|&(ops, _)| ops).sum();
+        let measured = if primaries.iter().all(|&(_, upkeep)| upkeep == 0) {
+            wall
+        } else {
+            let rate: f64 = primaries
+                .iter()
+                .map(|&(ops, upkeep)| {
+                    let own = wall - upkeep as f64 * 1e-9;
+                    if own > 0.0 { ops as f64 / own } else { 0.0 }
+                })
+                .sum();
+            if rate > 0.0 {
+                primary_ops as f64 / rate
+            } else {
+                wall
+            }
+        };
+        Self {
+            primary_ops,
+            secondary_ops,
+            wall,
+            measured,
+        }
+    }
+}
+
 struct Control {
     barrier: Barrier,
     stop: AtomicBool,
@@ -145,7 +202,11 @@ struct Control {
 }
 
 struct ThreadReport {
+    /// Why the thread could not be pinned to its CPU, if it could not.
+    pin_error: Option<String>,
     phase_ops: Vec<u64>,
+    /// Upkeep nanoseconds per phase (primaries).
+    phase_upkeep: Vec<u64>,
     histogram: Histogram<u64>,
     counters: CounterTotals,
     samples: u64,
@@ -185,7 +246,7 @@ where
         .clone()
         .or_else(core_affinity::get_core_ids)
         .unwrap_or_default();
-    let hogs = (plan.hogs > 0).then(|| Hogs::start(plan.hogs, &hog_cpus));
+    let hogs = (plan.hogs > 0).then(|| Hogs::start(plan.hogs, &hog_cpus, plan.pin));
     let phases = plan.runs as usize + 1;
     let quotas: Vec<Option<u64>> = (0..plan.primaries)
         .map(|i| match plan.length {
@@ -208,15 +269,23 @@ where
             let make_primary = &make_primary;
             let make_secondary = &make_secondary;
             let open = plan.open_counters;
+            let pin = plan.pin;
             let handle = std::thread::Builder::new()
                 .name(format!("{}-{t}", if primary { "worker" } else { "helper" }))
                 .spawn_scoped(scope, move || {
-                    if let Some(cpu) = cpu {
-                        core_affinity::set_for_current(cpu);
-                    }
+                    // A thread that could not be pinned runs where the scheduler puts it: its
+                    // CPU is not checked (every sample would count as a move), and the
+                    // failure is reported instead.
+                    let (cpu, pin_error) = match cpu {
+                        Some(core) => match pin(core.id) {
+                            Ok(()) => (Some(core), None),
+                            Err(e) => (None, Some(format!("thread {t} to CPU {}: {e}", core.id))),
+                        },
+                        None => (None, None),
+                    };
                     control.tids[t].store(current_tid(), Ordering::Relaxed);
                     let counters = ThreadCounters::open(open);
-                    if primary {
+                    let mut report = if primary {
                         run_phases(control, phases, quota, cpu, counters, true, make_primary(t))
                     } else {
                         let s = t - plan.primaries;
@@ -229,7 +298,9 @@ where
                             false,
                             make_secondary(s),
                         )
-                    }
+                    };
+                    report.pin_error = pin_error;
+                    report
                 })
                 .expect("spawning a measuring thread");
             handles.push(handle);
@@ -308,6 +379,7 @@ where
         // The threads wait for this last release before they drop their work and exit, so
         // the readings and the snapshot above saw them all alive and idle.
         control.barrier.wait();
+        let hog_pin_failures = hogs.as_ref().map(Hogs::pin_failures).unwrap_or_default();
         drop(hogs);
         let coordinator_cpu = coordinator.cpu;
         drop(coordinator);
@@ -322,15 +394,15 @@ where
 
         let mut runs = Vec::with_capacity(plan.runs as usize);
         for (phase, &wall) in walls.iter().enumerate().skip(1) {
-            let primary_ops = reports[..plan.primaries]
+            let primaries: Vec<(u64, u64)> = reports[..plan.primaries]
                 .iter()
-                .map(|r| r.phase_ops[phase])
-                .sum();
+                .map(|r| (r.phase_ops[phase], r.phase_upkeep[phase]))
+                .collect();
             let secondary_ops = reports[plan.primaries..]
                 .iter()
                 .map(|r| r.phase_ops[phase])
                 .sum();
-            runs.push((primary_ops, secondary_ops, wall));
+            runs.push(RunFigures::of(wall, &primaries, secondary_ops));
         }
         let mut counters = CounterTotals::default();
         let mut pinning = Pinning {
@@ -349,11 +421,13 @@ where
             pinning.samples += r.samples;
             pinning.off_cpu_samples += r.off_cpu;
             pinning.threads_moved += u64::from(r.off_cpu > 0);
+            pinning.failures.extend(r.pin_error.clone());
             switches = match (switches, r.switches) {
                 (Some((a, b)), Some((c, d))) => Some((a + c, b + d)),
                 _ => None,
             };
         }
+        pinning.failures.extend(hog_pin_failures);
         let histogram = merge(reports[..plan.primaries].iter().map(|r| &r.histogram));
         DriveOutcome {
             runs,
@@ -464,16 +538,13 @@ fn run_phases<W: Work>(
 ) -> ThreadReport {
     let mut histogram = new_latency_histogram();
     let mut phase_ops = vec![0; phases];
-    let mut samples = 0u64;
-    let mut off_cpu = 0u64;
+    let mut phase_upkeep = vec![0; phases];
+    let mut cpu_check = CpuCheck::default();
     let mut switches = Some((0u64, 0u64));
     for (phase, phase_ops) in phase_ops.iter_mut().enumerate() {
         let measured = phase > 0;
         let quota = if measured { quota } else { None };
         let switches_before = thread_switches();
-        if measured {
-            counters.enable();
-        }
         control.barrier.wait();
         if primary {
             while control.secondaries_in.load(Ordering::Acquire) < control.secondaries {
@@ -482,8 +553,14 @@ fn run_phases<W: Work>(
         } else {
             control.secondaries_in.fetch_add(1, Ordering::Release);
         }
+        // Counted from here to the end of the loop: neither barrier nor the wait for the
+        // helpers is the measured work.
+        if measured {
+            counters.enable();
+        }
         let mut ops = 0u64;
         let mut units = 0u64;
+        let timed = primary && !W::SELF_TIMED;
         let mut last = Instant::now();
         loop {
             let done = if primary {
@@ -498,16 +575,16 @@ fn run_phases<W: Work>(
             }
             ops += work.unit();
             units += 1;
-            let now = Instant::now();
-            if measured && primary && !W::SELF_TIMED {
-                let nanos = u64::try_from((now - last).as_nanos()).unwrap_or(u64::MAX);
-                histogram.saturating_record(nanos.max(1));
+            let mut sample = None;
+            if timed {
+                let now = Instant::now();
+                sample = measured.then(|| now - last);
+                last = now;
             }
-            last = now;
-            if let Some(cpu) = cpu {
-                samples += 1;
-                off_cpu += u64::from(rustix::thread::sched_getcpu() != cpu.id);
-            }
+            after_unit(&mut histogram, sample, cpu.map(|c| c.id), &mut cpu_check);
+        }
+        if measured {
+            counters.disable();
         }
         work.end_phase();
         if primary && W::SELF_TIMED {
@@ -522,7 +599,6 @@ fn run_phases<W: Work>(
         }
         control.barrier.wait();
         if measured {
-            counters.disable();
             switches = match (switches, switches_before, thread_switches()) {
                 (Some((v, i)), Some((v0, i0)), Some((v1, i1))) => {
                     Some((v + (v1 - v0), i + (i1 - i0)))
@@ -531,17 +607,77 @@ fn run_phases<W: Work>(
             };
         }
         *phase_ops = ops;
+        phase_upkeep[phase] = work.take_upkeep_ns();
     }
     control.barrier.wait();
     drop(work);
     ThreadReport {
+        pin_error: None,
         phase_ops,
+        phase_upkeep,
         histogram,
         counters: counters.read(),
-        samples,
-        off_cpu,
+        samples: cpu_check.samples,
+        off_cpu: cpu_check.off_cpu,
         switches,
     }
+}
+
+/// Samples of a pinned thread's CPU, and those that found it elsewhere.
+#[derive(Default)]
+struct CpuCheck {
+    samples: u64,
+    off_cpu: u64,
+}
+
+/// A timed thread's work between two clock reads besides its unit: recording the `sample`
+/// (measured phases), checking the CPU (pinned threads). With the loop's stop-flag load it
+/// is inside every engine-timed sample; [`bookkeeping_overhead_ns`] measures it.
+#[inline(always)]
+fn after_unit(
+    histogram: &mut Histogram<u64>,
+    sample: Option<Duration>,
+    cpu: Option<usize>,
+    check: &mut CpuCheck,
+) {
+    if let Some(sample) = sample {
+        let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+        histogram.saturating_record(nanos.max(1));
+    }
+    if let Some(cpu) = cpu {
+        check.samples += 1;
+        check.off_cpu += u64::from(rustix::thread::sched_getcpu() != cpu);
+    }
+}
+
+/// Mean cost in nanoseconds of the engine's bookkeeping inside one engine-timed sample, beside
+/// its clock read: the stop-flag load, the histogram record and, when `pinned`, the CPU check
+/// (the best of three rounds of `rounds` iterations, as for the clock).
+pub(crate) fn bookkeeping_overhead_ns(rounds: u32, pinned: bool) -> f64 {
+    let rounds = rounds.max(1);
+    let stop = AtomicBool::new(false);
+    let mut histogram = new_latency_histogram();
+    let mut check = CpuCheck::default();
+    let cpu = pinned.then(rustix::thread::sched_getcpu);
+    // A plausible sample: its size changes which histogram bucket is touched, not the cost.
+    let sample = Duration::from_nanos(1000);
+    (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..rounds {
+                if std::hint::black_box(&stop).load(Ordering::Relaxed) {
+                    break;
+                }
+                after_unit(
+                    &mut histogram,
+                    Some(std::hint::black_box(sample)),
+                    cpu,
+                    &mut check,
+                );
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(rounds)
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 #[cfg(test)]
@@ -574,15 +710,162 @@ mod tests {
             length: RunLength::Ops(1),
             runs: 200,
             open_counters: no_counters,
+            pin: crate::cpus::pin_current_thread,
             hogs: 0,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);
-        for (run, &(primary, secondary, _)) in outcome.runs.iter().enumerate() {
+        for (run, figures) in outcome.runs.iter().enumerate() {
+            let (primary, secondary) = (figures.primary_ops, figures.secondary_ops);
             assert_eq!(primary, 1, "run {run}");
             assert!(
                 secondary >= 2,
                 "run {run}: the secondaries did {secondary} units"
+            );
+        }
+    }
+
+    /// One operation per unit, then a phase end of `spins` iterations of CPU work (a fixed
+    /// amount of CPU time however loaded the machine is).
+    struct BusyEnd {
+        spins: u64,
+    }
+
+    impl Work for BusyEnd {
+        fn unit(&mut self) -> u64 {
+            1
+        }
+
+        fn end_phase(&mut self) {
+            let mut x = 0u64;
+            for i in 0..self.spins {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+    }
+
+    #[test]
+    fn counters_count_the_measured_work_not_the_phase_boundaries() {
+        let plan = DrivePlan {
+            primaries: 1,
+            secondaries: 0,
+            cpus: None,
+            warmup: Duration::ZERO,
+            length: RunLength::Ops(1),
+            runs: 3,
+            open_counters: crate::counters::open_perf_counter,
+            pin: crate::cpus::pin_current_thread,
+            hogs: 0,
+        };
+        let outcome = drive(
+            &plan,
+            |_| BusyEnd { spins: 10_000_000 },
+            |_| -> NoWork { unreachable!() },
+            || (),
+        );
+        match &outcome.counters.report(3)["task-clock"] {
+            crate::counters::CounterReading::Ok { value, .. } => {
+                // Three runs of one trivial operation each (about 0.1 ms counted); the busy
+                // phase ends (tens of ms of CPU each) lie outside the counted window.
+                assert!(
+                    *value < 3e6,
+                    "task-clock counted {value} ns of three one-operation runs"
+                );
+            }
+            other => eprintln!("note: task-clock cannot be counted here ({other:?}); skipped"),
+        }
+    }
+
+    #[test]
+    fn a_thread_that_could_not_be_pinned_is_reported() {
+        fn refuse_second(cpu: usize) -> std::io::Result<()> {
+            if cpu == 1 {
+                Err(std::io::Error::from_raw_os_error(22))
+            } else {
+                Ok(())
+            }
+        }
+        let plan = DrivePlan {
+            primaries: 2,
+            secondaries: 0,
+            cpus: Some(vec![
+                core_affinity::CoreId { id: 0 },
+                core_affinity::CoreId { id: 1 },
+            ]),
+            warmup: Duration::ZERO,
+            length: RunLength::Ops(2),
+            runs: 1,
+            open_counters: no_counters,
+            pin: refuse_second,
+            hogs: 2,
+        };
+        let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
+        let failures = &outcome.pinning.failures;
+        assert_eq!(failures.len(), 2, "{:?}", outcome.pinning);
+        assert!(
+            failures[0].starts_with("thread 1 to CPU 1: "),
+            "{failures:?}"
+        );
+        assert!(failures[1].starts_with("hog 1 to CPU 1: "), "{failures:?}");
+    }
+
+    #[test]
+    fn upkeep_is_left_out_of_each_primarys_time() {
+        // One primary: its own time is the wall less its upkeep.
+        let one = RunFigures::of(1.0, &[(1000, 250_000_000)], 7);
+        assert!((one.measured - 0.75).abs() < 1e-12, "{one:?}");
+        assert_eq!(
+            (one.primary_ops, one.secondary_ops, one.wall),
+            (1000, 7, 1.0)
+        );
+        // Two: 1000 ops in 0.5 s and 1000 in 1 s are 3000 ops/s, so 2000 ops take 2/3 s.
+        let two = RunFigures::of(1.0, &[(1000, 500_000_000), (1000, 0)], 0);
+        assert!((two.measured - 2.0 / 3.0).abs() < 1e-12, "{two:?}");
+        // No upkeep: the wall time.
+        assert_eq!(RunFigures::of(0.5, &[(10, 0), (20, 0)], 0).measured, 0.5);
+    }
+
+    /// One operation per unit, and a reported upkeep of 2 ms after each.
+    struct Upkeep {
+        pending: u64,
+    }
+
+    impl Work for Upkeep {
+        fn unit(&mut self) -> u64 {
+            std::thread::sleep(Duration::from_millis(2));
+            self.pending += 2_000_000;
+            1
+        }
+
+        fn take_upkeep_ns(&mut self) -> u64 {
+            std::mem::take(&mut self.pending)
+        }
+    }
+
+    #[test]
+    fn a_runs_measured_time_leaves_the_upkeep_out() {
+        let plan = DrivePlan {
+            primaries: 1,
+            secondaries: 0,
+            cpus: None,
+            warmup: Duration::ZERO,
+            length: RunLength::Ops(5),
+            runs: 2,
+            open_counters: no_counters,
+            pin: crate::cpus::pin_current_thread,
+            hogs: 0,
+        };
+        let outcome = drive(
+            &plan,
+            |_| Upkeep { pending: 0 },
+            |_| -> NoWork { unreachable!() },
+            || (),
+        );
+        for run in &outcome.runs {
+            assert!(run.wall >= 0.010, "{run:?}");
+            assert!(
+                (run.measured - (run.wall - 0.010)).abs() < 1e-9,
+                "{run:?}: 10 ms of upkeep"
             );
         }
     }

@@ -6,11 +6,12 @@
 //! The coordinator activates the hogs before it releases each phase (warm-up and measured
 //! runs) and pauses them once the phase has ended; a paused hog blocks in `park`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::sched::{SchedTimes, read_sched};
+use crate::cpus::CpuPinner;
 
 struct Control {
     active: AtomicBool,
@@ -22,12 +23,15 @@ pub(crate) struct Hogs {
     control: Arc<Control>,
     handles: Vec<JoinHandle<()>>,
     tids: Vec<Arc<AtomicI32>>,
+    /// Hogs that could not be pinned (`hog I to CPU C: error`).
+    pin_failures: Arc<Mutex<Vec<String>>>,
 }
 
 impl Hogs {
     /// Starts `count` paused hogs, hog `i` pinned to `cpus[i % cpus.len()]` (unpinned when
-    /// `cpus` is empty).
-    pub(crate) fn start(count: usize, cpus: &[core_affinity::CoreId]) -> Self {
+    /// `cpus` is empty) with `pin`.
+    pub(crate) fn start(count: usize, cpus: &[core_affinity::CoreId], pin: CpuPinner) -> Self {
+        let pin_failures = Arc::new(Mutex::new(Vec::new()));
         let control = Arc::new(Control {
             active: AtomicBool::new(false),
             quit: AtomicBool::new(false),
@@ -39,11 +43,17 @@ impl Hogs {
             let control = Arc::clone(&control);
             let tid = Arc::new(AtomicI32::new(0));
             tids.push(Arc::clone(&tid));
+            let failures = Arc::clone(&pin_failures);
             let handle = std::thread::Builder::new()
                 .name(format!("hog-{i}"))
                 .spawn(move || {
-                    if let Some(cpu) = cpu {
-                        core_affinity::set_for_current(cpu);
+                    if let Some(cpu) = cpu
+                        && let Err(e) = pin(cpu.id)
+                    {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(format!("hog {i} to CPU {}: {e}", cpu.id));
                     }
                     tid.store(rustix::thread::gettid().as_raw_pid(), Ordering::Release);
                     spin(&control);
@@ -55,7 +65,16 @@ impl Hogs {
             control,
             handles,
             tids,
+            pin_failures,
         }
+    }
+
+    /// The hogs that could not be pinned so far.
+    pub(crate) fn pin_failures(&self) -> Vec<String> {
+        self.pin_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Makes every hog busy.

@@ -22,6 +22,7 @@ use object_alloc::{AllocStats, ObjectAlloc};
 use thiserror::Error;
 
 use crate::counters::{CounterOpener, open_perf_counter};
+use crate::cpus::{CpuPinner, measurement_cpus, pin_current_thread, probe_pinning};
 use crate::histogram::LatencyFigures;
 use crate::machine::peak_rss_bytes;
 use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
@@ -58,6 +59,16 @@ pub enum MeasureError {
         /// CPUs available.
         available: usize,
     },
+    /// Pinning was asked for but a chosen CPU refused the calling thread.
+    #[error(
+        "cannot pin a thread to CPU {cpu}: {error}; check the process's CPU affinity (taskset) and cpuset, or use `pinned: false` (--set pinned=false)"
+    )]
+    PinningRefused {
+        /// The CPU.
+        cpu: usize,
+        /// What `sched_setaffinity` said.
+        error: String,
+    },
     /// The workload's input could not be prepared (a trace file changed since validation,
     /// a stream without writes, a tree that could not be created).
     #[error("workload `{workload}` on allocator `{allocator}`: {what}")]
@@ -88,6 +99,8 @@ pub struct MeasureOptions {
     pub open_counters: CounterOpener,
     /// Clock reads used to measure the clock's cost.
     pub timer_calibration_reads: u32,
+    /// Pins a thread to a CPU (tests inject failures).
+    pub pin: CpuPinner,
 }
 
 impl Default for MeasureOptions {
@@ -95,6 +108,7 @@ impl Default for MeasureOptions {
         Self {
             open_counters: open_perf_counter,
             timer_calibration_reads: 200_000,
+            pin: pin_current_thread,
         }
     }
 }
@@ -105,27 +119,44 @@ pub fn measure<A: ObjectAlloc>(
     threads: u32,
     options: &MeasureOptions,
 ) -> Result<Measurement, MeasureError> {
+    let spec = &workload.spec;
+    let os_threads = workload.kind.os_threads(threads);
+    // Checked before anything runs: a measurement asked to be pinned is pinned or refused.
+    let cpus = if spec.pinned {
+        let Some(cpus) = measurement_cpus(os_threads) else {
+            return Err(MeasureError::Pinning {
+                needed: os_threads,
+                available: crate::cpus::allowed_cpus().len(),
+            });
+        };
+        probe_pinning(&cpus, options.pin).map_err(|(cpu, e)| MeasureError::PinningRefused {
+            cpu,
+            error: e.to_string(),
+        })?;
+        Some(
+            cpus.into_iter()
+                .map(|id| core_affinity::CoreId { id })
+                .collect(),
+        )
+    } else {
+        None
+    };
     let timer_overhead_ns = timer::instant_overhead_ns(options.timer_calibration_reads);
+    // The range-tree kinds time each write themselves: their samples hold no bookkeeping.
+    let bookkeeping_ns = if matches!(
+        workload.kind,
+        Kind::MapleTree { .. } | Kind::TraceReplay { .. }
+    ) {
+        0.0
+    } else {
+        engine::bookkeeping_overhead_ns(options.timer_calibration_reads, spec.pinned)
+    };
     let config = workload.cache_config();
     let cache = A::new(&config).map_err(|source| MeasureError::Config {
         allocator: A::NAME.to_owned(),
         workload: workload.spec.name.clone(),
         source,
     })?;
-    let spec = &workload.spec;
-    let os_threads = workload.kind.os_threads(threads);
-    let cpus = if spec.pinned {
-        let ids = core_affinity::get_core_ids().unwrap_or_default();
-        if ids.len() < os_threads {
-            return Err(MeasureError::Pinning {
-                needed: os_threads,
-                available: ids.len(),
-            });
-        }
-        Some(ids[..os_threads].to_vec())
-    } else {
-        None
-    };
     let threads_usize = threads as usize;
     let secondaries = os_threads - threads_usize;
     let plan = DrivePlan {
@@ -136,6 +167,7 @@ pub fn measure<A: ObjectAlloc>(
         length: workload.length,
         runs: spec.runs,
         open_counters: options.open_counters,
+        pin: options.pin,
         hogs: spec.hogs as usize,
     };
     let snapshot = || cache.stats();
@@ -335,11 +367,11 @@ pub fn measure<A: ObjectAlloc>(
     let samples: Vec<RunSample> = outcome
         .runs
         .iter()
-        .map(|&(ops, _, seconds)| RunSample {
-            ops,
-            seconds,
-            throughput_ops_per_s: if seconds > 0.0 {
-                ops as f64 / seconds
+        .map(|run| RunSample {
+            ops: run.primary_ops,
+            seconds: run.measured,
+            throughput_ops_per_s: if run.measured > 0.0 {
+                run.primary_ops as f64 / run.measured
             } else {
                 0.0
             },
@@ -347,7 +379,13 @@ pub fn measure<A: ObjectAlloc>(
         .collect();
     let ops: u64 = samples.iter().map(|s| s.ops).sum();
     let seconds: f64 = samples.iter().map(|s| s.seconds).sum();
-    let secondary_ops: u64 = outcome.runs.iter().map(|r| r.1).sum();
+    // The threads' shares and the secondaries' rates are of the wall time: secondaries work
+    // through the primaries' upkeep.
+    let wall_seconds: f64 = outcome.runs.iter().map(|r| r.wall).sum();
+    if wall_seconds > seconds {
+        extra.insert("upkeep_seconds".to_owned(), wall_seconds - seconds);
+    }
+    let secondary_ops: u64 = outcome.runs.iter().map(|r| r.secondary_ops).sum();
     match workload.kind {
         Kind::MapleTree { .. } | Kind::TraceReplay { .. } => {
             let writes = figures.writes.load(Ordering::Relaxed).max(1) as f64;
@@ -367,12 +405,18 @@ pub fn measure<A: ObjectAlloc>(
             );
             if matches!(workload.kind, Kind::MapleTree { readers, .. } if readers > 0) {
                 extra.insert("lookups".to_owned(), secondary_ops as f64);
-                extra.insert("lookups_per_s".to_owned(), secondary_ops as f64 / seconds);
+                extra.insert(
+                    "lookups_per_s".to_owned(),
+                    secondary_ops as f64 / wall_seconds,
+                );
             }
         }
         Kind::DeferredChurn { readers, .. } if readers > 0 => {
             extra.insert("reads".to_owned(), secondary_ops as f64);
-            extra.insert("reads_per_s".to_owned(), secondary_ops as f64 / seconds);
+            extra.insert(
+                "reads_per_s".to_owned(),
+                secondary_ops as f64 / wall_seconds,
+            );
         }
         Kind::ProducerConsumer { .. } => {
             extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
@@ -401,19 +445,19 @@ pub fn measure<A: ObjectAlloc>(
         }
         let blocked_seconds = (producer.blocked_ns + consumer.blocked_ns) as f64 * 1e-9;
         extra.insert("handoff_blocked_seconds".to_owned(), blocked_seconds);
-        if seconds > 0.0 {
+        if wall_seconds > 0.0 {
             // Of the pairs' threads' measured time, the share spent blocked in hand-offs.
             extra.insert(
                 "handoff_blocked_time_share".to_owned(),
-                blocked_seconds / (seconds * os_threads as f64),
+                blocked_seconds / (wall_seconds * os_threads as f64),
             );
         }
     }
     if let Some(threads) = outcome.thread_sched
-        && seconds > 0.0
+        && wall_seconds > 0.0
     {
         // Shares of the measured threads' wall time: on a CPU, and runnable but waiting.
-        let thread_seconds = seconds * os_threads as f64 * 1e9;
+        let thread_seconds = wall_seconds * os_threads as f64 * 1e9;
         extra.insert(
             "threads_cpu_share".to_owned(),
             threads.run_ns as f64 / thread_seconds,
@@ -473,6 +517,7 @@ pub fn measure<A: ObjectAlloc>(
             unit: workload.kind.sample_unit(),
             clock: timer::CLOCK.to_owned(),
             timer_overhead_ns,
+            bookkeeping_ns,
             figures: LatencyFigures::of(&outcome.histogram),
         },
         counters: outcome.counters.report(ops),

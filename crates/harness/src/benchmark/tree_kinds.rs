@@ -10,8 +10,9 @@
 //! untimed store over the whole key space (an `exit_mmap`), and replays the same stream
 //! from the start: the tree is never rebuilt (readers keep their reference), every pass
 //! starts from an empty tree, so one model checks every pass. The emptying store and the
-//! check are not latency samples, but they are part of the run's wall time (one per pass;
-//! `stream_passes` in the result says how many).
+//! check are neither latency samples nor measured time: each writer times them and the run's
+//! measured time leaves them out (`upkeep_seconds` in the result's `extra` says how much;
+//! `passes` how many).
 //!
 //! `trace-replay` replays the whole trace per unit of work ([`maple::run::replay`]: one
 //! tree per address space, created and dropped as the trace says); a run ends at the first
@@ -145,6 +146,8 @@ pub(crate) struct TreeWriter<'t, 'a, A: ObjectAlloc> {
     figures: &'t TreeFigures,
     next: usize,
     tally: WriteTally,
+    /// Nanoseconds spent checking and emptying the tree since the engine last asked.
+    upkeep_ns: u64,
 }
 
 impl<'t, 'a, A: ObjectAlloc> TreeWriter<'t, 'a, A> {
@@ -159,6 +162,7 @@ impl<'t, 'a, A: ObjectAlloc> TreeWriter<'t, 'a, A> {
             figures,
             next: 0,
             tally: WriteTally::new(),
+            upkeep_ns: 0,
         }
     }
 
@@ -188,6 +192,7 @@ impl<'t, 'a, A: ObjectAlloc> TreeWriter<'t, 'a, A> {
     /// End of the stream: check, empty the tree (untimed), start over.
     #[cold]
     fn restart(&mut self) {
+        let started = Instant::now();
         self.check(self.next);
         if let Err(e) = self.tree.store(0..u64::MAX, None) {
             self.figures
@@ -195,6 +200,7 @@ impl<'t, 'a, A: ObjectAlloc> TreeWriter<'t, 'a, A> {
         }
         self.figures.passes.fetch_add(1, Ordering::Relaxed);
         self.next = 0;
+        self.upkeep_ns += u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     }
 }
 
@@ -225,6 +231,10 @@ impl<A: ObjectAlloc> Work for TreeWriter<'_, '_, A> {
 
     fn end_phase(&mut self) {
         self.tally.flush(self.figures);
+    }
+
+    fn take_upkeep_ns(&mut self) -> u64 {
+        std::mem::take(&mut self.upkeep_ns)
     }
 
     fn take_samples(&mut self, keep: bool, histogram: &mut Histogram<u64>) {

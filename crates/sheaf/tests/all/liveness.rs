@@ -185,7 +185,11 @@ fn c_defer_3_batched_per_thread_deferral_of_a_thread_that_runs_then_exits() {
 /// `rcu_free` sheaves handed to a grace period so far.
 fn submitted<S: SlotStrategy>(cache: &Cache<S>) -> u64 {
     let stats = cache.stats();
-    stats.counters.get("rcu_sheaf_submitted").copied().unwrap_or(0)
+    stats
+        .counters
+        .get("rcu_sheaf_submitted")
+        .copied()
+        .unwrap_or(0)
 }
 
 /// The hand-over thread wants only `rcu_free` sheaves: while it keeps a cache armed (another
@@ -242,7 +246,10 @@ fn c_defer_3_hand_over_takes_only_rcu_sheaves_from_running_threads() {
     });
     let stats = cache.stats();
     let count = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
-    assert!(count("rcu_sheaf_submitted") > 0, "nothing was handed over in 5 s");
+    assert!(
+        count("rcu_sheaf_submitted") > 0,
+        "nothing was handed over in 5 s"
+    );
     assert_eq!(
         count("slot_drained"),
         0,

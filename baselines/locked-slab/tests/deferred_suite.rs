@@ -1,6 +1,0 @@
-//! The shared deferred-free check, in a binary of its own as it requires.
-
-#[test]
-fn deferred_free_waits_for_readers() {
-    object_alloc::testing::deferred_free_waits_for_readers::<locked_slab::LockedSlab>();
-}

@@ -1,7 +1,0 @@
-//! Deferred free on `mimalloc`, alone in its binary: the read-side machinery is process-wide, and
-//! another test's epoch collection could otherwise run the deferred free on its own thread.
-
-#[test]
-fn deferred_free_waits_for_readers() {
-    object_alloc::testing::deferred_free_waits_for_readers::<baseline_mimalloc::MimallocCache>();
-}
