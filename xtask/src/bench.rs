@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -42,6 +42,13 @@ pub(crate) fn bench(options: Options) -> TaskResult {
     } else {
         "1".to_owned()
     };
+    let thread_counts = if cpus > 1 { 2 } else { 1 };
+    let weights: Vec<Duration> = specs
+        .iter()
+        .map(|spec| planned_weight(spec, quick, thread_counts))
+        .collect();
+    util::catch_interrupts();
+    let mut interrupted = None;
 
     // One `sheafbench run` per workload: a kind whose pinned threads at the CPU count exceed
     // the CPUs (a producer-consumer pair is two threads) is refused by the CLI before it runs
@@ -49,13 +56,29 @@ pub(crate) fn bench(options: Options) -> TaskResult {
     let mut parts = Vec::new();
     let mut notes = Vec::new();
     let mut failures = Vec::new();
-    for spec in &specs {
+    for (index, spec) in specs.iter().enumerate() {
         let stem = spec
             .file_stem()
             .map_or_else(|| "workload".into(), |s| s.to_string_lossy().into_owned());
+        let elapsed = started.elapsed();
+        let eta = eta(elapsed, &weights[..index], &weights[index..])
+            .map_or_else(String::new, |eta| format!(", ETA {}", minutes(eta)));
+        eprintln!(
+            "xtask: workload {} of {}: {stem} ({} elapsed{eta})",
+            index + 1,
+            specs.len(),
+            minutes(elapsed)
+        );
         let json = dir.join(format!("{stem}.json"));
         let markdown = dir.join(format!("{stem}.md"));
         let mut status = run_workload(&exe, spec, &alloc, &all_threads, quick, &json, &markdown)?;
+        if util::interrupted() || status == Some(INTERRUPTED_STATUS) {
+            if json.exists() {
+                parts.push((json, markdown));
+            }
+            interrupted = Some(index + 1);
+            break;
+        }
         if status == Some(2) && all_threads != "1" {
             notes.push(format!(
                 "{stem}: refused at {all_threads} threads (pinned threads would exceed the {cpus} CPUs); ran at 1 thread"
@@ -109,6 +132,18 @@ pub(crate) fn bench(options: Options) -> TaskResult {
     for note in &notes {
         println!("note: {note}");
     }
+    if let Some(at) = interrupted {
+        println!(
+            "\ninterrupted during workload {at} of {}: kept the finished measurements of {} workload(s) in {}:",
+            specs.len(),
+            parts.len(),
+            dir.display()
+        );
+        for file in &files {
+            println!("  {}", file.strip_prefix(&dir).unwrap_or(file).display());
+        }
+        return Err(TaskError::Failed("interrupted".into()));
+    }
     println!(
         "\nbench finished in {:.0} s; files in {}:",
         started.elapsed().as_secs_f64(),
@@ -125,6 +160,41 @@ pub(crate) fn bench(options: Options) -> TaskResult {
             "some workloads failed:\n{}",
             failures.join("\n")
         )))
+    }
+}
+
+/// The exit status of a `sheafbench run` stopped by Ctrl-C (it keeps what finished).
+const INTERRUPTED_STATUS: i32 = 130;
+
+/// What one workload is planned to cost, for the ETA: its warm-up and measured runs at each
+/// thread count (a run of a fixed operation count, or a spec that cannot be read, counts one
+/// second). Every workload runs the same allocators, so their number cancels out of the ETA.
+fn planned_weight(spec: &Path, quick: bool, thread_counts: u32) -> Duration {
+    let Ok(mut spec) = harness::WorkloadSpec::from_file(spec) else {
+        return Duration::from_secs(1);
+    };
+    if quick {
+        spec.make_quick();
+    }
+    let per_run = spec.duration.map_or(Duration::from_secs(1), |d| d.0);
+    (spec.warmup.0 + per_run * spec.runs) * thread_counts
+}
+
+/// The time left: the elapsed time scaled by the planned weight left over the weight done
+/// (`None` before anything is done).
+fn eta(elapsed: Duration, done: &[Duration], left: &[Duration]) -> Option<Duration> {
+    let done: Duration = done.iter().sum();
+    let left: Duration = left.iter().sum();
+    (!done.is_zero()).then(|| elapsed.mul_f64(left.as_secs_f64() / done.as_secs_f64()))
+}
+
+/// `1m05s`, or `42s` under a minute.
+fn minutes(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
     }
 }
 
@@ -176,6 +246,16 @@ fn run_workload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_eta_scales_the_elapsed_time_by_the_planned_weight_left() {
+        let s = Duration::from_secs;
+        assert_eq!(eta(s(10), &[], &[s(1), s(2)]), None);
+        assert_eq!(eta(s(10), &[s(1)], &[s(2), s(2)]), Some(s(40)));
+        assert_eq!(eta(s(10), &[s(1), s(1)], &[]), Some(s(0)));
+        assert_eq!(minutes(s(42)), "42s");
+        assert_eq!(minutes(s(125)), "2m05s");
+    }
 
     #[test]
     fn merged_results_keep_the_first_header_and_every_run_and_failure() {

@@ -129,6 +129,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    // Every task works in the workspace it was started in; say which, since results are
+    // written there.
+    let root = match util::locate_root() {
+        Ok(root) => root,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("xtask: workspace {}", root.display());
     let result = match cli.task {
         Task::Test(options) => test::test(options),
         Task::Bench(options) => bench::bench(options),

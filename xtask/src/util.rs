@@ -36,12 +36,86 @@ impl From<String> for TaskError {
 /// Result of a task.
 pub(crate) type TaskResult<T = ()> = Result<T, TaskError>;
 
-/// The workspace root: the parent of this crate's manifest directory.
+/// The workspace the task works on, found by [`locate_root`] when first asked for.
+static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The workspace root the task works on (see [`locate_root`]); the current directory if no
+/// workspace was found (`main` refuses to start a task then).
 pub(crate) fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map_or(manifest.clone(), Path::to_path_buf)
+    ROOT.get_or_init(|| {
+        locate_root().unwrap_or_else(|_| env::current_dir().unwrap_or_else(|_| ".".into()))
+    })
+    .clone()
+}
+
+/// Finds the workspace at run time: where `cargo xtask` was run, not where this binary was
+/// built. Cargo reuses one built xtask for every clone or worktree that shares a target
+/// directory (their sources are identical), so a path fixed at compile time would send one
+/// clone's tasks to another's workloads and results. Cargo names the package it runs in
+/// `CARGO_MANIFEST_DIR` at run time (`cargo xtask` is `cargo run -p xtask`), so its parent
+/// comes first; a binary run by hand searches from the current directory upward.
+pub(crate) fn locate_root() -> TaskResult<PathBuf> {
+    let cwd = env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    find_root(env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from), &cwd).ok_or_else(|| {
+        TaskError::Usage(format!(
+            "no sheafbench workspace (a Cargo.toml with [workspace] beside xtask/) at or above {}: \
+             run cargo xtask inside a clone",
+            cwd.display()
+        ))
+    })
+}
+
+/// The workspace root from cargo's run-time manifest directory of xtask, else the first
+/// directory at or above `cwd` that is one (see [`is_workspace`]).
+pub(crate) fn find_root(manifest_dir: Option<PathBuf>, cwd: &Path) -> Option<PathBuf> {
+    manifest_dir
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|dir| is_workspace(dir))
+        .or_else(|| cwd.ancestors().find(|dir| is_workspace(dir)))
+        .map(Path::to_path_buf)
+}
+
+/// Whether `dir` is the root of a sheafbench workspace: a `Cargo.toml` that declares a
+/// workspace, and the xtask package beside it.
+fn is_workspace(dir: &Path) -> bool {
+    dir.join("xtask").join("Cargo.toml").is_file()
+        && std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|manifest| manifest.lines().any(|l| l.trim() == "[workspace]"))
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: `signal` and `raise` are async-signal-safe; with the default action back,
+        // the second interrupt ends the process as it would have without a handler.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+}
+
+/// Catches Ctrl-C (SIGINT) and SIGTERM so that a task can finish its files and say what it
+/// kept ([`interrupted`]); a second one ends the process at once. A signal inherited as
+/// ignored stays ignored.
+pub(crate) fn catch_interrupts() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only sets an atomic, or restores the default and re-raises
+        // (async-signal-safe); replacing a disposition has no other effect.
+        unsafe {
+            let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            if libc::signal(signal, handler) == libc::SIG_IGN {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+        }
+    }
+}
+
+/// Whether Ctrl-C or SIGTERM came since [`catch_interrupts`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The allocators of an `--alloc` option, in the order given.
@@ -348,6 +422,28 @@ pub(crate) fn write_atomic(path: &Path, contents: &str) -> TaskResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workspace_is_cargos_manifest_parent_else_the_nearest_above_the_cwd() {
+        let tmp = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(dir.join("xtask")).unwrap();
+            std::fs::create_dir_all(dir.join("deep/er")).unwrap();
+            std::fs::write(dir.join("xtask/Cargo.toml"), "").unwrap();
+            std::fs::write(dir.join("Cargo.toml"), "[package]\n\n[workspace]\n").unwrap();
+            dir
+        };
+        let (a, b) = (make("a"), make("b"));
+        let deep = b.join("deep/er");
+        assert_eq!(find_root(None, &deep), Some(b.clone()));
+        assert_eq!(find_root(Some(a.join("xtask")), &deep), Some(a.clone()));
+        // A manifest directory that is not in a workspace is passed over.
+        assert_eq!(find_root(Some(tmp.path().join("xtask")), &deep), Some(b));
+        // A Cargo.toml without [workspace] is not a workspace root.
+        std::fs::write(a.join("Cargo.toml"), "[package]\n").unwrap();
+        assert_eq!(find_root(None, &a.join("deep")), None);
+    }
 
     #[test]
     fn positive_numbers_are_whole_and_above_zero() {

@@ -38,8 +38,9 @@ pub(crate) enum Command {
 /// Options shared by `run` and `sweep`.
 #[derive(Debug, Args)]
 pub(crate) struct MeasureSelection {
-    /// Allocators to run: comma-separated names, or `all`.
-    #[arg(long, value_delimiter = ',', default_value = "all")]
+    /// Allocators to run: comma-separated names, or `all` (the default; `sweep` over
+    /// `sheaf_capacity` or a barn limit defaults to the designs that field changes).
+    #[arg(long, value_delimiter = ',')]
     pub(crate) alloc: Vec<String>,
     /// Thread counts (overrides the spec's `threads`).
     #[arg(long, value_delimiter = ',')]
@@ -61,7 +62,7 @@ pub(crate) struct MeasureSelection {
     #[arg(long)]
     pub(crate) quick: bool,
     /// Longest a measurement may take before it is killed and reported as failed, in
-    /// seconds (default: three times its planned length plus 30 s).
+    /// seconds, at least 1 (default: three times its planned length plus 30 s).
     #[arg(long)]
     pub(crate) timeout: Option<u64>,
 }
@@ -74,7 +75,8 @@ pub(crate) struct RunArgs {
     pub(crate) workloads: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) selection: MeasureSelection,
-    /// Write the results as JSON (the result schema of `harness::result`, plus per-run samples and machine facts).
+    /// Write the results as JSON: the machine, and every measurement with its per-run samples,
+    /// spec and warnings (schema documented in the repository's docs/results.md).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
     /// Write the results as a Markdown report.
@@ -98,7 +100,7 @@ pub(crate) struct SweepArgs {
     /// Write an SVG chart: throughput and p99 against the value, one line per allocator.
     #[arg(long)]
     pub(crate) svg: Option<PathBuf>,
-    /// Write every measurement as JSON.
+    /// Write every measurement as JSON (the layout of `run --json`, docs/results.md).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
 }
@@ -148,6 +150,10 @@ pub(crate) struct TraceImportArgs {
     /// Where to write the trace (written atomically); stdout if absent.
     #[arg(short, long)]
     pub(crate) output: Option<PathBuf>,
+    /// Write the trace even when the log gives no record (an empty file, or no line read as
+    /// a memory call); without it such a log is refused with exit code 2.
+    #[arg(long)]
+    pub(crate) lenient: bool,
 }
 
 /// `__measure` (internal).

@@ -1,5 +1,5 @@
 //! Errors of the command line. Bad input exits with code 2 before anything runs; failed
-//! measurements or conformance failures exit with code 1.
+//! measurements or conformance failures exit with code 1; an interrupted run with 130.
 
 use harness::SpecError;
 use harness::result::ResultError;
@@ -51,6 +51,14 @@ pub(crate) enum CliError {
     /// A measurement found a problem (child side).
     #[error(transparent)]
     Measure(#[from] harness::MeasureError),
+    /// Ctrl-C or SIGTERM stopped the run; what was finished is kept.
+    #[error("interrupted: {kept} finished measurement(s) {files}")]
+    Interrupted {
+        /// Measurements finished (results and failures).
+        kept: usize,
+        /// Where they were kept.
+        files: String,
+    },
     /// Some applicable contract clause failed.
     #[error("conformance: {0} applicable clause check(s) failed")]
     ConformanceFailed(usize),
@@ -64,6 +72,8 @@ impl CliError {
             | CliError::ConformanceFailed(_)
             | CliError::Measure(_) => 1,
             CliError::Result(ResultError::Write { .. }) => 1,
+            // The shell's status for a process ended by SIGINT.
+            CliError::Interrupted { .. } => 130,
             _ => 2,
         }
     }

@@ -8,7 +8,7 @@
 //! sheafbench sweep <workload.yaml> --param key=v1,v2,.. [--alloc ..] [--svg FILE] [--json FILE]
 //! sheafbench compare <old.json> <new.json> [--confidence 0.95]
 //! sheafbench conformance [--alloc a,b|all] [--json FILE] [--quick] [--only C-ID,..]
-//! sheafbench trace import <strace.log> [-o out.trace]
+//! sheafbench trace import <strace.log> [-o out.trace] [--lenient]
 //! ```
 //!
 //! Every (workload, allocator, threads) measurement runs in a child process of its own (the
@@ -19,7 +19,7 @@
 //!
 //! Exit codes: 0 success; 1 a measurement failed or a conformance clause failed; 2 bad input
 //! (a spec, an override, an allocator name, an output path), reported in one line before
-//! anything runs.
+//! anything runs; 130 a run stopped by Ctrl-C or SIGTERM (what finished is kept).
 //!
 //! Module map: `cli` (the clap types) → `commands` (one module per subcommand) →
 //! `benchmark` (`plan`: specs and options validated before anything runs; `executor`: one

@@ -142,6 +142,36 @@ pub(crate) fn names() -> Vec<&'static str> {
     ALLOCATORS.iter().map(|e| e.name).collect()
 }
 
+struct Caps;
+impl AllocVisitor for Caps {
+    type Output = Capabilities;
+    fn visit<A: ObjectAlloc>(self) -> Capabilities {
+        A::CAPABILITIES
+    }
+}
+
+/// Whether the spec field `field` changes how design `name` works. Only the sheaf-layer
+/// fields are selective: `sheaf_capacity` sizes the sheaves of the designs that have a sheaf
+/// layer and the magazines of `magazine`, while every other design reads it only as the
+/// capacity its emulated prefill handle reports; the barn limits apply to sheaf layers only.
+/// Every other field applies to every design.
+pub(crate) fn reads_field(name: &str, field: &str) -> bool {
+    let sheaf_layer = with_allocator(name, Caps).is_some_and(|c| c.sheaf_layer);
+    match field {
+        "sheaf_capacity" => sheaf_layer || name == <magazine::MagazineCache as ObjectAlloc>::NAME,
+        "barn_max_full" | "barn_max_empty" => sheaf_layer,
+        _ => true,
+    }
+}
+
+/// The registered designs that `field` changes, in registry order (see [`reads_field`]).
+pub(crate) fn reading(field: &str) -> Vec<&'static str> {
+    names()
+        .into_iter()
+        .filter(|name| reads_field(name, field))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +192,19 @@ mod tests {
             assert_eq!(with_allocator(entry.name, Name), Some(entry.name));
         }
         assert_eq!(with_allocator("no-such-design", Name), None);
+    }
+
+    #[test]
+    fn the_sheaf_fields_select_the_designs_that_read_them() {
+        assert_eq!(
+            reading("sheaf_capacity"),
+            ["sheaf", "sheaf-thread", "sheaf-bulkprefill", "magazine"]
+        );
+        assert_eq!(
+            reading("barn_max_full"),
+            ["sheaf", "sheaf-thread", "sheaf-bulkprefill"]
+        );
+        assert_eq!(reading("object_size"), names());
+        assert!(!reads_field("system", "sheaf_capacity"));
     }
 }

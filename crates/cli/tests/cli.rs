@@ -620,6 +620,192 @@ fn trace_import_reproduces_the_shipped_trace() {
 }
 
 #[test]
+fn a_sweep_of_sheaf_capacity_runs_the_designs_it_changes_and_marks_no_sheaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "good.yaml", GOOD);
+    let json = dir.path().join("sweep.json");
+    let out = sheafbench()
+        .args([
+            "sweep",
+            spec.to_str().unwrap(),
+            "--param",
+            "sheaf_capacity=0,8",
+        ])
+        .args(["--threads", "1", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("± sd"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "note: sheaf_capacity changes only sheaf, sheaf-thread, sheaf-bulkprefill, magazine"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sheaf_capacity 0 means no sheaves"),
+        "{stderr}"
+    );
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    for run in file["runs"].as_array().unwrap() {
+        let allocator = run["allocator"].as_str().unwrap().to_owned();
+        let capacity = run["config"]["sheaf_capacity"].as_u64().unwrap();
+        let marked = run["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("no sheaves: "));
+        assert_eq!(marked, capacity == 0, "{allocator} at capacity {capacity}");
+        if !seen.contains(&allocator) {
+            seen.push(allocator);
+        }
+    }
+    assert_eq!(
+        seen,
+        ["sheaf", "sheaf-thread", "sheaf-bulkprefill", "magazine"]
+    );
+}
+
+/// Every field name under `value`, except the names of maps whose keys are data (counter,
+/// statistic and parameter names), whose values are still walked.
+fn field_names(value: &Value, parent: &str, names: &mut std::collections::BTreeSet<String>) {
+    const MAPS: [&str; 4] = ["counters", "stats", "extra", "params"];
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if !MAPS.contains(&parent) {
+                    names.insert(key.clone());
+                }
+                field_names(child, key, names);
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| field_names(item, parent, names)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_result_schema_doc_names_every_field_and_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "good.yaml", GOOD);
+    let json = dir.path().join("r.json");
+    let out = sheafbench()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--alloc",
+            "sheaf,system",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let doc = std::fs::read_to_string(workspace().join("docs/results.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    field_names(&file, "", &mut names);
+    // A counter reading's fields, whichever this machine gave.
+    names.extend(["status", "value", "per_op", "note", "reason"].map(String::from));
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/results.md does not name {missing:?}"
+    );
+    let version = file["schema"].as_u64().unwrap();
+    assert!(
+        doc.contains(&format!("now **{version}**")),
+        "docs/results.md does not give schema {version}"
+    );
+}
+
+#[test]
+fn a_timeout_of_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_spec(dir.path(), "good.yaml", GOOD);
+    let good = good.to_str().unwrap();
+    for command in ["run", "sweep"] {
+        let mut args = vec![command, good, "--alloc", "system", "--timeout", "0"];
+        if command == "sweep" {
+            args.extend(["--param", "batch=8,16"]);
+        }
+        let err = bad_input(&args, dir.path());
+        assert!(err.contains("--timeout 0: "), "{err}");
+    }
+}
+
+#[test]
+fn trace_import_refuses_a_log_with_nothing_to_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let empty = write_spec(d, "empty.strace", "");
+    let garbage = write_spec(d, "garbage.strace", "hello\nthis is not strace\n");
+    for log in [&empty, &garbage] {
+        let out = log.with_extension("trace");
+        let err = bad_input(
+            &[
+                "trace",
+                "import",
+                log.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            d,
+        );
+        assert!(err.contains("no memory call read"), "{err}");
+        assert!(!out.exists(), "a refused import wrote {}", out.display());
+        // --lenient writes the empty trace.
+        let result = sheafbench()
+            .args(["trace", "import", "--lenient", log.to_str().unwrap(), "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(result.status.success(), "{result:?}");
+        assert!(out.exists());
+    }
+}
+
+#[test]
+fn trace_import_warns_when_tasks_cannot_be_grouped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mmap = "mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x10000";
+    let log = write_spec(
+        dir.path(),
+        "threads.strace",
+        &format!("10 {mmap}\n11 {mmap}\n"),
+    );
+    let result = sheafbench()
+        .args(["trace", "import", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("2 tasks but no process events"),
+        "{stderr}"
+    );
+    // The shipped log has process events: no warning.
+    let result = sheafbench()
+        .args(["trace", "import", "workloads/traces/gcc-hello.strace"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8(result.stderr)
+            .unwrap()
+            .contains("warning")
+    );
+}
+
+#[test]
 fn tree_kinds_refuse_bad_specs_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -662,13 +848,13 @@ fn an_interrupted_run_keeps_every_finished_measurement_and_leaves_no_child() {
             .replace("duration: 20ms", "duration: 60s"),
     );
     let json = dir.path().join("r.json");
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_sheafbench"))
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sheafbench"))
         .current_dir(workspace())
         .args(["run", short.to_str().unwrap(), long.to_str().unwrap()])
         .args(["--alloc", "system", "--json"])
         .arg(&json)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
 
@@ -704,8 +890,21 @@ fn an_interrupted_run_keeps_every_finished_measurement_and_leaves_no_child() {
     // so a test runner started that way would see the run finish instead).
     let pid = rustix::process::Pid::from_raw(i32::try_from(run.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = run.wait().unwrap();
-    assert!(!status.success());
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "the status of an interrupted run"
+    );
+    // It says what it kept, and where.
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "interrupted: 1 finished measurement(s) kept in {}",
+            json.display()
+        )),
+        "{stderr}"
+    );
 
     let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = value["runs"].as_array().unwrap();
@@ -730,4 +929,23 @@ fn an_interrupted_run_keeps_every_finished_measurement_and_leaves_no_child() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[test]
+fn the_contract_page_has_every_clause_of_the_checks_in_their_order() {
+    let page = std::fs::read_to_string(workspace().join("docs/contract.md")).unwrap();
+    // Each clause is a bullet that opens with its ID in bold.
+    let on_page: Vec<&str> = page
+        .lines()
+        .filter_map(|line| line.strip_prefix("- **C-"))
+        .filter_map(|rest| rest.split_once("**").map(|(id, _)| id))
+        .collect();
+    let checked: Vec<&str> = conformance::CLAUSES
+        .iter()
+        .map(|clause| clause.id.strip_prefix("C-").unwrap())
+        .collect();
+    assert_eq!(
+        on_page, checked,
+        "docs/contract.md against conformance::CLAUSES"
+    );
 }

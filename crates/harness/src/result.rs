@@ -1,4 +1,6 @@
 //! The result model: what one measurement found, and the result file that gathers many.
+//! `docs/results.md` documents the JSON form field by field; a change to it changes that page
+//! and, unless it only adds a field with a default, raises [`SCHEMA`].
 //!
 //! The JSON form: one object per file with `schema`, `machine` and `runs`, one entry per
 //! measurement (workload, allocator, config, ops, seconds, throughput, latency, counters,
@@ -100,7 +102,8 @@ pub enum ResultError {
 }
 
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, synced,
-/// then renamed over `path`.
+/// then renamed over `path`. The file gets mode 0666 less the umask (0644 under the usual
+/// 022), like any file a program creates, so result files and charts read alike.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ResultError> {
     let err = |source| ResultError::Write {
         file: path.display().to_string(),
@@ -110,7 +113,15 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ResultError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    // A temporary file is created 0600 by default; the mode given here is filtered by the
+    // umask when the file is opened.
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(err)?;
     tmp.write_all(contents).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
@@ -315,5 +326,23 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let err = write_atomic(&dir.path().join("missing/r.json"), b"x").unwrap_err();
         assert!(err.to_string().contains("missing/r.json"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_gives_the_mode_of_a_created_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        write_atomic(&path, b"x").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // A file created the ordinary way gets 0666 less the umask.
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let expected = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, expected,
+            "mode {mode:o}, a created file gets {expected:o}"
+        );
     }
 }

@@ -57,6 +57,28 @@ pub struct ImportStats {
     pub spaces: u64,
     /// Records written.
     pub records: u64,
+    /// Distinct tasks (pids) whose calls the log holds; a log without pids counts as one.
+    pub tasks: u64,
+}
+
+/// The system calls that create tasks or give one a new address space.
+const PROCESS_CALLS: [&str; 6] = ["clone", "clone3", "fork", "vfork", "execve", "execveat"];
+
+impl ImportStats {
+    /// Process events (`clone`, `fork`, `execve`, ...) the log holds, failed ones included.
+    pub fn process_events(&self) -> u64 {
+        PROCESS_CALLS
+            .iter()
+            .filter_map(|name| self.calls.get(*name))
+            .sum()
+    }
+
+    /// Whether the log had several tasks but no process event to tell which of them share
+    /// an address space (`strace -e trace=memory` without `process`): each task then got a
+    /// space of its own, so the threads of one process replay as separate processes.
+    pub fn tasks_ungrouped(&self) -> bool {
+        self.tasks > 1 && self.process_events() == 0
+    }
 }
 
 impl fmt::Display for ImportStats {
@@ -99,6 +121,8 @@ struct Importer {
     provisional: HashSet<u32>,
     spaces: HashMap<u32, SpaceState>,
     pending: HashMap<u32, String>,
+    /// Every pid that made a call.
+    seen: HashSet<u32>,
     next_space: u32,
     records: Vec<TraceRecord>,
     stats: ImportStats,
@@ -113,6 +137,7 @@ pub fn import(log: &str) -> Import {
     }
     importer.stats.records = importer.records.len() as u64;
     importer.stats.spaces = u64::from(importer.next_space);
+    importer.stats.tasks = importer.seen.len() as u64;
     Import {
         trace: Trace {
             records: importer.records,
@@ -282,6 +307,7 @@ impl Importer {
             return;
         };
         *self.stats.calls.entry(call.name.to_owned()).or_default() += 1;
+        self.seen.insert(pid);
         let known = matches!(
             call.name,
             "mmap"

@@ -82,6 +82,11 @@ pub(crate) fn run_child(
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
+            Ok(None) if crate::output::interrupt::requested() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err("interrupted".to_owned());
+            }
             Ok(None) if start.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -62,16 +62,32 @@ pub(crate) fn load(
         }
     }
     let workload = spec.validate(&name, cpus)?;
+    if workload.spec.sheaf_capacity == Some(0) {
+        eprintln!(
+            "note: {name}: sheaf_capacity 0 means no sheaves: the designs with sheaves (and \
+             magazine) send every allocation and free to the slabs, many times slower; \
+             their results carry a `no sheaves` warning"
+        );
+    }
     Ok(Planned { skipped, workload })
 }
 
 /// Applies `--quick`, `--set` (then `extra`), `--threads`, `--duration`, `--runs` and
-/// `--hogs`.
+/// `--hogs`, and checks `--timeout`.
 pub(crate) fn apply_selection(
     spec: &mut WorkloadSpec,
     selection: &MeasureSelection,
     extra: &[String],
 ) -> Result<(), CliError> {
+    if selection.timeout == Some(0) {
+        return Err(CliError::Usage {
+            option: "--timeout 0".into(),
+            message: "a time-out of 0 s would kill every measurement as it starts; give at \
+                      least 1 second, or leave --timeout out for the default (three times the \
+                      planned length plus 30 s)"
+                .into(),
+        });
+    }
     if selection.quick {
         spec.make_quick();
     }
@@ -106,9 +122,13 @@ pub(crate) fn apply_selection(
     Ok(())
 }
 
-/// Resolves `--alloc` (names or `all`) to registered names, refusing unknown ones.
+/// Resolves `--alloc` (names or `all`; none given means `all`) to registered names,
+/// refusing unknown ones.
 pub(crate) fn allocators(requested: &[String]) -> Result<Vec<&'static str>, CliError> {
     let known = registry::names();
+    if requested.is_empty() {
+        return Ok(known);
+    }
     let mut chosen: Vec<&'static str> = Vec::new();
     for name in requested {
         let name = name.trim();
@@ -168,11 +188,22 @@ pub(crate) fn check_output(option: &str, path: Option<&Path>) -> Result<(), CliE
     Ok(())
 }
 
+/// How long a measurement of `workload` is planned to take: its warm-up and measured runs
+/// (a run of a fixed operation count is counted as one second: its length is not known).
+pub(crate) fn planned_length(workload: &Workload) -> Duration {
+    let per_run = match workload.length {
+        RunLength::Duration(d) => d,
+        RunLength::Ops(_) => Duration::from_secs(1),
+    };
+    workload.spec.warmup.0 + per_run * workload.spec.runs
+}
+
 /// Longest a measurement may take: `timeout` seconds if given, else three times its planned
 /// length plus 30 s (5 minutes per run for runs of a fixed operation count).
 pub(crate) fn timeout(workload: &Workload, explicit: Option<u64>) -> Duration {
     if let Some(secs) = explicit {
-        return Duration::from_secs(secs.max(1));
+        // `apply_selection` refused 0.
+        return Duration::from_secs(secs);
     }
     let per_run = match workload.length {
         RunLength::Duration(d) => d,

@@ -44,6 +44,19 @@ fn die_with_parent() {
     }
 }
 
+/// The warning for a run without sheaves (`sheaf_capacity: 0`) of a design that has them:
+/// a legal setting, but every allocation and free then takes the slab path, so the figures
+/// are those of another configuration, many times slower.
+pub(crate) fn no_sheaves(workload: &Workload, alloc: &str) -> Option<String> {
+    (workload.spec.sheaf_capacity == Some(0) && registry::reads_field(alloc, "sheaf_capacity"))
+        .then(|| {
+            "no sheaves: sheaf_capacity is 0, so every allocation and free goes to the slabs \
+             (many times slower than with the default capacity); leave sheaf_capacity \
+             out for the default"
+                .to_owned()
+        })
+}
+
 /// Runs the measurement and prints it.
 pub(crate) fn run(args: MeasureArgs) -> Result<(), CliError> {
     die_with_parent();
@@ -62,6 +75,10 @@ pub(crate) fn run(args: MeasureArgs) -> Result<(), CliError> {
             known: registry::names().join(", "),
         }
     })??;
+    let mut measurement = measurement;
+    if let Some(note) = no_sheaves(&workload, &args.alloc) {
+        measurement.warnings.push(note);
+    }
     println!(
         "{}",
         serde_json::to_string(&measurement).expect("a measurement serializes")

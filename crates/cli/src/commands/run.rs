@@ -10,7 +10,7 @@ use crate::benchmark::plan::{self, Planned};
 use crate::cli::{MeasureSelection, RunArgs};
 use crate::error::CliError;
 use crate::export::{self, JsonExporter, MarkdownExporter};
-use crate::output::{progress, table, warnings};
+use crate::output::{interrupt, progress, table, warnings};
 
 /// Where results go as they come.
 pub(crate) struct Sinks<'a> {
@@ -20,6 +20,20 @@ pub(crate) struct Sinks<'a> {
 }
 
 impl Sinks<'_> {
+    /// The files written, for messages.
+    fn describe(&self) -> String {
+        let files: Vec<String> = [self.json, self.markdown]
+            .into_iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect();
+        if files.is_empty() {
+            "and none written (no --json or --markdown)".to_owned()
+        } else {
+            format!("kept in {}", files.join(" and "))
+        }
+    }
+
     fn write(&self, results: &ResultFile) -> Result<(), CliError> {
         if let Some(path) = self.json {
             export::write(&JsonExporter, results, self.baseline, path)?;
@@ -68,15 +82,26 @@ pub(crate) fn execute(
     for note in planned.iter().flat_map(|p| &p.skipped) {
         eprintln!("note: {note}");
     }
-    let bar = progress::bar(total as u64);
+    let planned_time = planned
+        .iter()
+        .map(|p| {
+            plan::planned_length(&p.workload)
+                * (p.workload.spec.threads.0.len() * allocators.len()) as u32
+        })
+        .sum();
+    interrupt::install();
+    let mut bar = progress::Progress::new(total, planned_time);
     for p in planned {
         let timeout = plan::timeout(&p.workload, selection.timeout);
+        let length = plan::planned_length(&p.workload);
         for &threads in &p.workload.spec.threads.0 {
             for &allocator in allocators {
                 let name = &p.workload.spec.name;
-                bar.set_message(format!("{name} / {allocator} / {threads} threads"));
+                bar.start(&format!("{name} / {allocator} / {threads} threads"));
                 match executor::run_child(&p.workload, allocator, threads, timeout) {
                     Outcome::Measured(m) => results.runs.push(*m),
+                    // The measurement an interrupt cut short is not a failure.
+                    Outcome::Failed { .. } if interrupt::requested() => {}
                     Outcome::Failed { error, stderr } => {
                         bar.suspend(|| {
                             eprintln!("error: {name} / {allocator} / {threads} threads: {error}");
@@ -94,11 +119,18 @@ pub(crate) fn execute(
                     }
                 }
                 sinks.write(results)?;
-                bar.inc(1);
+                if interrupt::requested() {
+                    bar.finish();
+                    return Err(CliError::Interrupted {
+                        kept: results.runs.len() + results.failures.len(),
+                        files: sinks.describe(),
+                    });
+                }
+                bar.finish_one(length);
             }
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use crate::commands::run::{Sinks, execute};
 use crate::error::CliError;
 use crate::export::svg::{self, Series};
 use crate::output::{format, warnings};
+use crate::registry;
 
 /// `sweep`.
 pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
@@ -32,7 +33,20 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
             message: "no values given after `=`".into(),
         });
     }
-    let allocators = plan::allocators(&args.selection.alloc)?;
+    // A field that only some designs read defaults to those: the rest would give the same
+    // figures at every value.
+    let allocators = if args.selection.alloc.is_empty() {
+        let reading = registry::reading(key);
+        if reading.len() < registry::names().len() {
+            eprintln!(
+                "note: {key} changes only {}: sweeping those (--alloc all runs every design)",
+                reading.join(", ")
+            );
+        }
+        reading
+    } else {
+        plan::allocators(&args.selection.alloc)?
+    };
     plan::check_output("--svg", args.svg.as_deref())?;
     plan::check_output("--json", args.json.as_deref())?;
     // Every value is validated before anything runs.
@@ -67,6 +81,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         "threads",
         "allocator",
         "throughput",
+        "± sd",
         "p50",
         "p99",
         "p99.9",
@@ -78,12 +93,13 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
             m.config.threads.to_string(),
             m.allocator.clone(),
             format::throughput(m.throughput_ops_per_s),
+            spread(m),
             format::nanos(l.p50 as f64),
             format::nanos(l.p99 as f64),
             format::nanos(l.p999 as f64),
         ]);
     }
-    for col in 3..7 {
+    for col in 3..8 {
         if let Some(column) = table.column_mut(col) {
             column.set_cell_alignment(CellAlignment::Right);
         }
@@ -131,4 +147,14 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         });
     }
     Ok(())
+}
+
+/// The run-to-run spread of a measurement's throughput: the sample standard deviation of its
+/// runs as a share of their mean (`-` with fewer than two runs).
+fn spread(m: &harness::Measurement) -> String {
+    let (mean, sd) = m.throughput_mean_sd();
+    if m.samples.len() < 2 || mean <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.1}%", 100.0 * sd / mean)
 }

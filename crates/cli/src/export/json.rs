@@ -1,4 +1,5 @@
-//! JSON: the result schema of `harness::result` with per-run samples.
+//! JSON: the result schema of `harness::result` with per-run samples (documented, versioned,
+//! in `docs/results.md`).
 
 use harness::ResultFile;
 

@@ -335,3 +335,28 @@ fn a_vfork_child_that_execs_before_vfork_returns_keeps_its_new_space() {
     );
     replay_checked(&imported.trace);
 }
+
+#[test]
+fn the_stats_tell_whether_tasks_could_be_grouped_into_processes() {
+    let mmap = "mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x10000";
+    // Two tasks, memory calls only: no way to tell threads from processes.
+    let memory_only = import(&format!("10 {mmap}\n11 {mmap}\n"));
+    assert_eq!(memory_only.stats.tasks, 2);
+    assert_eq!(memory_only.stats.process_events(), 0);
+    assert!(memory_only.stats.tasks_ungrouped());
+    // The same with the clone that made task 11 a thread of 10.
+    let with_clone = import(&format!(
+        "10 {mmap}\n10 clone(child_stack=0x1, flags=CLONE_VM|CLONE_THREAD) = 11\n11 {mmap}\n"
+    ));
+    assert_eq!(with_clone.stats.tasks, 2);
+    assert_eq!(with_clone.stats.process_events(), 1);
+    assert!(!with_clone.stats.tasks_ungrouped());
+    // One task without process events is fine.
+    let single = import(&format!("{mmap}\n"));
+    assert_eq!(single.stats.tasks, 1);
+    assert!(!single.stats.tasks_ungrouped());
+    // Nothing readable: no tasks, no records.
+    let garbage = import("hello world\n\u{1}\u{2}\n");
+    assert_eq!((garbage.stats.tasks, garbage.stats.records), (0, 0));
+    assert_eq!(garbage.stats.unreadable, 2);
+}
