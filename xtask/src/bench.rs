@@ -129,12 +129,12 @@ pub(crate) fn bench(options: Options) -> TaskResult {
 }
 
 /// One result file from several: the first file's header (schema, date, machine) with the
-/// `runs` and `failures` of all of them, in order. `None` when there is no file.
+/// `runs`, `failures` and `paired` ratios of all of them, in order. `None` when there is no file.
 fn merge_results(parts: Vec<serde_json::Value>) -> Option<serde_json::Value> {
     let mut parts = parts.into_iter();
     let mut all = parts.next()?;
     for part in parts {
-        for key in ["runs", "failures"] {
+        for key in ["runs", "failures", "paired"] {
             let extra = part[key].as_array().cloned().unwrap_or_default();
             match all[key].as_array_mut() {
                 Some(list) => list.extend(extra),
@@ -182,7 +182,7 @@ mod tests {
         let a = serde_json::json!({"schema": 1, "machine": {"cores": 2}, "runs": [{"workload": "a"}], "failures": []});
         let b = serde_json::json!({"schema": 1, "machine": {"cores": 9}, "runs": [{"workload": "b"}],
                                    "failures": [{"workload": "b", "allocator": "x"}]});
-        let c = serde_json::json!({"runs": [{"workload": "c"}]});
+        let c = serde_json::json!({"runs": [{"workload": "c"}], "paired": [{"workload": "c"}]});
         let merged = merge_results(vec![a, b, c]).unwrap();
         assert_eq!(merged["machine"]["cores"], 2);
         let workloads: Vec<&str> = merged["runs"]
@@ -193,6 +193,7 @@ mod tests {
             .collect();
         assert_eq!(workloads, ["a", "b", "c"]);
         assert_eq!(merged["failures"].as_array().unwrap().len(), 1);
+        assert_eq!(merged["paired"].as_array().unwrap().len(), 1);
         assert!(merge_results(Vec::new()).is_none());
     }
 }
