@@ -467,6 +467,14 @@ fn set_rounds(m: &mut Value, throughputs: &[f64], latency: [u64; 3]) {
     m["warnings"] = Value::Array(Vec::new());
 }
 
+/// Sets the file's first paired ratio to the given rounds.
+fn set_paired(file: &mut Value, rounds: &[f64]) {
+    let p = &mut file["paired"][0];
+    p["rounds"] = rounds.to_vec().into();
+    let mean_log = rounds.iter().map(|r| r.ln()).sum::<f64>() / rounds.len() as f64;
+    p["estimate"] = mean_log.exp().into();
+}
+
 fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_string(value).unwrap()).unwrap();
@@ -483,8 +491,8 @@ fn compare(args: &[&Path], extra: &[&str]) -> std::process::Output {
 }
 
 /// OLD and NEW with fixed figures: `system` unchanged within 1%, `locked-slab` 20% slower
-/// in throughput and 20% higher in latency; NEW has a row OLD lacks and OLD one NEW lacks;
-/// one NEW measurement is flagged busy.
+/// in throughput and 20% higher in latency, and so 20% lower against `system`; NEW has a row
+/// OLD lacks and OLD one NEW lacks; a NEW measurement is flagged busy.
 fn fixed_pair(dir: &Path) -> (PathBuf, PathBuf) {
     let base = two_allocator_file("5");
     let mut old = base.clone();
@@ -494,15 +502,24 @@ fn fixed_pair(dir: &Path) -> (PathBuf, PathBuf) {
     set_rounds(&mut new["runs"][0], &around(100.5e6), [100, 201, 400]);
     set_rounds(&mut old["runs"][1], &around(50e6), [200, 400, 800]);
     set_rounds(&mut new["runs"][1], &around(40e6), [240, 480, 960]);
+    set_paired(&mut old, &around(0.5));
+    set_paired(&mut new, &around(0.4));
     let mut gone = old["runs"][1].clone();
     gone["workload"] = "gone".into();
     old["runs"].as_array_mut().unwrap().push(gone);
     let mut added = new["runs"][0].clone();
     added["workload"] = "added".into();
-    added["warnings"] = Value::Array(vec![
+    let mut busy = new["runs"][0].clone();
+    busy["workload"] = "busy".into();
+    let mut busy_old = old["runs"][0].clone();
+    busy_old["workload"] = "busy".into();
+    set_rounds(&mut busy, &around(50e6), [100, 200, 400]);
+    busy["warnings"] = Value::Array(vec![
         "machine busy: 900 involuntary context switches of the measuring threads in 0.10 s; another process competes for the CPUs".into(),
     ]);
     new["runs"].as_array_mut().unwrap().push(added);
+    new["runs"].as_array_mut().unwrap().push(busy);
+    old["runs"].as_array_mut().unwrap().push(busy_old);
     (
         write_json(dir, "old.json", &old),
         write_json(dir, "new.json", &new),

@@ -1,16 +1,18 @@
 //! `sheafbench compare`: each figure of two result files side by side, with a verdict only
 //! where the change is larger than the noise.
 //!
-//! A figure's noise is calibrated per figure kind (throughput, p50, p99, p99.9): from an A/A
-//! pair of files (two runs of one build, `--calibrate A1 A2`), the 95th percentile of the
-//! changes between them; otherwise from the spread of the rounds within the two files
-//! compared (twice the pooled standard deviation of one round's logarithm around its row's
-//! mean). A change inside the threshold is "no change"; "faster" or "slower" needs the whole
-//! bootstrap interval of the change beyond it.
+//! The figures: per measurement throughput, p50, p99 and p99.9, and per paired ratio (an
+//! allocator over a reference, round by round) the ratio. Each kind has a noise threshold:
+//! from an A/A pair of files (two runs of one build, `--calibrate A1 A2`), the 95th
+//! percentile of the changes between them; otherwise from the spread of the rounds within
+//! the two files compared (see [`from_spread`]). A change inside the threshold is "no
+//! change"; "faster" or "slower" needs the whole bootstrap interval of the change beyond it.
+//! A measurement's figure that changed beyond the noise while either file flagged it busy
+//! or stolen from gets no verdict: the other load may be the cause.
 //!
 //! Files made with different settings (capacity, duration, runs...) are refused unless
 //! `--allow-config-change` is given, and then compared under a warning. Files with
-//! measurements flagged busy or stolen-from are named, and so are the rows present in only
+//! measurements flagged busy or stolen from are named, and so are the rows present in only
 //! one of the two files.
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use std::path::Path;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
+use harness::result::PairedRatio;
 use harness::stats::{self, Bootstrap, Interval, Verdict};
 use harness::{Measurement, ResultFile};
 
@@ -54,20 +57,36 @@ fn key(m: &Measurement) -> Key {
     (m.workload.clone(), m.allocator.clone(), m.config.threads)
 }
 
+fn pair_key(p: &PairedRatio) -> (&str, u32, &str, &str) {
+    (&p.workload, p.threads, &p.allocator, &p.versus)
+}
+
 fn label(k: &Key) -> String {
     format!("{}/{}/{}t", k.0, k.1, k.2)
 }
 
-/// The kinds of figure compared; for all but throughput, lower is better.
+/// The kinds of figure compared; for latency, lower is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Figure {
     Throughput,
     P50,
     P99,
     P999,
+    /// A paired ratio of throughput (the allocator over a reference, round by round).
+    Ratio,
 }
 
+/// The figures of a measurement.
 const FIGURES: [Figure; 4] = [Figure::Throughput, Figure::P50, Figure::P99, Figure::P999];
+
+/// Every kind, each with a threshold of its own.
+const KINDS: [Figure; 5] = [
+    Figure::Throughput,
+    Figure::P50,
+    Figure::P99,
+    Figure::P999,
+    Figure::Ratio,
+];
 
 impl Figure {
     fn name(self) -> &'static str {
@@ -76,6 +95,7 @@ impl Figure {
             Self::P50 => "p50",
             Self::P99 => "p99",
             Self::P999 => "p99.9",
+            Self::Ratio => "paired ratio",
         }
     }
 
@@ -87,6 +107,7 @@ impl Figure {
             Self::P50 => l.p50 as f64,
             Self::P99 => l.p99 as f64,
             Self::P999 => l.p999 as f64,
+            Self::Ratio => f64::NAN,
         }
     }
 
@@ -99,6 +120,7 @@ impl Figure {
                 Self::P50 => s.latency_ns.as_ref().map(|l| l.p50 as f64),
                 Self::P99 => s.latency_ns.as_ref().map(|l| l.p99 as f64),
                 Self::P999 => s.latency_ns.as_ref().map(|l| l.p999 as f64),
+                Self::Ratio => None,
             })
             .filter(|v| *v > 0.0 && v.is_finite())
             .collect()
@@ -107,6 +129,7 @@ impl Figure {
     fn show(self, value: f64) -> String {
         match self {
             Self::Throughput => format::throughput(value),
+            Self::Ratio => format::ratio(value),
             _ => format::nanos(value),
         }
     }
@@ -125,26 +148,54 @@ impl Threshold {
     }
 }
 
-/// Thresholds from the spread of rounds within `files`: `SPREAD_FACTOR` times the pooled
-/// standard deviation of one round's log figure around its row's mean log figure.
-fn from_spread(files: &[&ResultFile]) -> BTreeMap<Figure, Option<Threshold>> {
-    FIGURES
+/// Sample standard deviation of the logarithms of `values`; `None` with fewer than two.
+fn log_sd(values: &[f64]) -> Option<f64> {
+    let logs: Vec<f64> = values
         .iter()
-        .map(|&figure| {
-            let (mut squares, mut freedom) = (0.0, 0usize);
-            for m in files.iter().flat_map(|f| &f.runs) {
-                let logs: Vec<f64> = figure.rounds(m).iter().map(|v| v.ln()).collect();
-                if logs.len() < 2 {
-                    continue;
+        .filter(|v| **v > 0.0 && v.is_finite())
+        .map(|v| v.ln())
+        .collect();
+    (logs.len() >= 2).then(|| stats::standard_deviation(&logs))
+}
+
+/// The rounds of each row of `kind` in `file`: a measurement's figure per round, or a paired
+/// ratio's per-round ratios.
+fn row_rounds(file: &ResultFile, kind: Figure) -> Vec<Vec<f64>> {
+    match kind {
+        Figure::Ratio => file.paired.iter().map(|p| p.rounds.clone()).collect(),
+        figure => file.runs.iter().map(|m| figure.rounds(m)).collect(),
+    }
+}
+
+/// Thresholds from the spread of rounds within `files`, from `sd`, the median over rows of
+/// the standard deviation of one round's log figure (a few wild rows do not set every row's
+/// threshold: each row's own spread widens its interval). For a measurement's figures,
+/// `SPREAD_FACTOR * sd`: the two files were measured at different times, and drift between
+/// them is not in either file's rounds. For paired ratios, the standard error of the
+/// difference of two means of `n` rounds, `sd * sqrt(2 / n)`: drift reaches both sides of a
+/// round, and every round is a process of its own, so the rounds of one file vary as much as
+/// those of two.
+fn from_spread(files: &[&ResultFile]) -> BTreeMap<Figure, Option<Threshold>> {
+    KINDS
+        .iter()
+        .map(|&kind| {
+            let rows: Vec<Vec<f64>> = files.iter().flat_map(|f| row_rounds(f, kind)).collect();
+            let sds: Vec<f64> = rows.iter().filter_map(|r| log_sd(r)).collect();
+            let lengths: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.len() >= 2)
+                .map(|r| r.len() as f64)
+                .collect();
+            let threshold = stats::median(&sds).map(|sd| {
+                let log = match kind {
+                    Figure::Ratio => sd * (2.0 / stats::median(&lengths).unwrap_or(2.0)).sqrt(),
+                    _ => SPREAD_FACTOR * sd,
+                };
+                Threshold {
+                    log: log.max(FLOOR.ln_1p()),
                 }
-                let mean = logs.iter().sum::<f64>() / logs.len() as f64;
-                squares += logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>();
-                freedom += logs.len() - 1;
-            }
-            let threshold = (freedom > 0).then(|| Threshold {
-                log: (SPREAD_FACTOR * (squares / freedom as f64).sqrt()).max(FLOOR.ln_1p()),
             });
-            (figure, threshold)
+            (kind, threshold)
         })
         .collect()
 }
@@ -152,17 +203,31 @@ fn from_spread(files: &[&ResultFile]) -> BTreeMap<Figure, Option<Threshold>> {
 /// Thresholds from an A/A pair: the `AA_QUANTILE` quantile of |log(a2 / a1)| over the rows
 /// both files have.
 fn from_aa(a1: &ResultFile, a2: &ResultFile) -> BTreeMap<Figure, Option<Threshold>> {
-    FIGURES
+    KINDS
         .iter()
         .map(|&figure| {
-            let mut changes: Vec<f64> = a2
-                .runs
-                .iter()
-                .filter_map(|n| {
-                    let o = a1.runs.iter().find(|o| key(o) == key(n))?;
-                    let (x, y) = (figure.of(o), figure.of(n));
-                    (x > 0.0 && y > 0.0).then(|| (y / x).ln().abs())
-                })
+            let pairs: Vec<(f64, f64)> = match figure {
+                Figure::Ratio => a2
+                    .paired
+                    .iter()
+                    .filter_map(|n| {
+                        let o = a1.paired.iter().find(|o| pair_key(o) == pair_key(n))?;
+                        Some((o.estimate, n.estimate))
+                    })
+                    .collect(),
+                figure => a2
+                    .runs
+                    .iter()
+                    .filter_map(|n| {
+                        let o = a1.runs.iter().find(|o| key(o) == key(n))?;
+                        Some((figure.of(o), figure.of(n)))
+                    })
+                    .collect(),
+            };
+            let mut changes: Vec<f64> = pairs
+                .into_iter()
+                .filter(|&(x, y)| x > 0.0 && y > 0.0)
+                .map(|(x, y)| (y / x).ln().abs())
                 .collect();
             changes.sort_by(f64::total_cmp);
             let threshold = (!changes.is_empty()).then(|| Threshold {
@@ -213,6 +278,37 @@ fn config_differences(old: &ResultFile, new: &ResultFile) -> Vec<String> {
     out
 }
 
+/// The verdict on a figure of a measurement flagged busy or stolen from in either file,
+/// where the figures differ by more than the noise: the other load may be the cause. Paired
+/// ratios are not withheld: the other load reached both allocators of a round.
+const BUSY: &str = "no verdict (busy)";
+
+/// Warnings that say another process or guest took the measurement's CPUs.
+const LOADED: [&str; 2] = ["machine busy", "hypervisor steal"];
+
+/// Whether `m` was flagged busy or stolen from.
+fn is_flagged(m: &Measurement) -> bool {
+    m.warnings
+        .iter()
+        .any(|w| LOADED.iter().any(|p| w.starts_with(p)))
+}
+
+/// One compared figure.
+struct Row {
+    workload: String,
+    allocator: String,
+    threads: u32,
+    figure: Figure,
+    /// The figure column: the kind, or `vs REFERENCE` for a paired ratio.
+    label: String,
+    old: f64,
+    new: f64,
+    old_rounds: Vec<f64>,
+    new_rounds: Vec<f64>,
+    /// Either side was flagged busy or stolen from.
+    busy: bool,
+}
+
 /// The measurements of `file` with a warning starting with `prefix`.
 fn flagged(file: &ResultFile, prefix: &str) -> Vec<String> {
     file.runs
@@ -243,7 +339,7 @@ fn verdict(
     };
     let band = (-threshold.log).exp()..=threshold.log.exp();
     let inside = band.contains(&ratio);
-    let up_is_better = figure == Figure::Throughput;
+    let up_is_better = matches!(figure, Figure::Throughput | Figure::Ratio);
     match Verdict::read(interval, band.clone()) {
         Verdict::Yes => "no change",
         Verdict::No if interval.is_some_and(|i| i.low > 1.0) == up_is_better => "faster",
@@ -302,7 +398,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         None => (
             from_spread(&[&old, &new]),
             format!(
-                "the spread of rounds within the two files ({SPREAD_FACTOR} standard deviations)"
+                "the spread of rounds within the two files ({SPREAD_FACTOR} standard deviations of a round; for paired ratios the standard error of a change)"
             ),
         ),
     };
@@ -322,50 +418,90 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         "verdict",
     ]);
     let mut only_new = Vec::new();
-    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut rows: Vec<Row> = Vec::new();
     for n in &new.runs {
         let Some(o) = old.runs.iter().find(|o| key(o) == key(n)) else {
             only_new.push(label(&key(n)));
             continue;
         };
+        let busy = is_flagged(o) || is_flagged(n);
         for figure in FIGURES {
-            let (a, b) = (figure.of(o), figure.of(n));
-            let interval = ratio_interval(&figure.rounds(o), &figure.rounds(n), args.confidence);
-            let shown = interval.map_or_else(
-                || "-".to_owned(),
-                |i| {
-                    format!(
-                        "{:+.1}% .. {:+.1}%",
-                        100.0 * (i.low - 1.0),
-                        100.0 * (i.high - 1.0)
-                    )
-                },
-            );
-            let verdict = if a > 0.0 {
-                verdict(figure, b / a, interval, thresholds[&figure])
-            } else {
-                "-"
-            };
-            *tally.entry(verdict).or_default() += 1;
-            table.add_row(vec![
-                n.workload.clone(),
-                n.allocator.clone(),
-                n.config.threads.to_string(),
-                figure.name().into(),
-                figure.show(a),
-                figure.show(b),
-                change(a, b),
-                shown,
-                verdict.into(),
-            ]);
+            rows.push(Row {
+                workload: n.workload.clone(),
+                allocator: n.allocator.clone(),
+                threads: n.config.threads,
+                figure,
+                label: figure.name().to_owned(),
+                old: figure.of(o),
+                new: figure.of(n),
+                old_rounds: figure.rounds(o),
+                new_rounds: figure.rounds(n),
+                busy,
+            });
         }
+    }
+    for n in &new.paired {
+        let Some(o) = old.paired.iter().find(|o| pair_key(o) == pair_key(n)) else {
+            continue;
+        };
+        rows.push(Row {
+            workload: n.workload.clone(),
+            allocator: n.allocator.clone(),
+            threads: n.threads,
+            figure: Figure::Ratio,
+            label: format!("vs {}", n.versus),
+            old: o.estimate,
+            new: n.estimate,
+            old_rounds: o.rounds.clone(),
+            new_rounds: n.rounds.clone(),
+            busy: false,
+        });
+    }
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for row in &rows {
+        let interval = ratio_interval(&row.old_rounds, &row.new_rounds, args.confidence);
+        let shown = interval.map_or_else(
+            || "-".to_owned(),
+            |i| {
+                format!(
+                    "{:+.1}% .. {:+.1}%",
+                    100.0 * (i.low - 1.0),
+                    100.0 * (i.high - 1.0)
+                )
+            },
+        );
+        let verdict = if !(row.old > 0.0) {
+            "-"
+        } else {
+            match verdict(
+                row.figure,
+                row.new / row.old,
+                interval,
+                thresholds[&row.figure],
+            ) {
+                "faster" | "slower" | "unresolved" if row.busy => BUSY,
+                verdict => verdict,
+            }
+        };
+        *tally.entry(verdict).or_default() += 1;
+        table.add_row(vec![
+            row.workload.clone(),
+            row.allocator.clone(),
+            row.threads.to_string(),
+            row.label.clone(),
+            row.figure.show(row.old),
+            row.figure.show(row.new),
+            change(row.old, row.new),
+            shown,
+            verdict.into(),
+        ]);
     }
     for col in 4..7 {
         if let Some(column) = table.column_mut(col) {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
-    let noise: Vec<String> = FIGURES
+    let noise: Vec<String> = KINDS
         .iter()
         .map(|f| match thresholds[f] {
             Some(t) => format!("{} ±{:.1}%", f.name(), t.percent()),
