@@ -454,6 +454,8 @@ fn set_rounds(m: &mut Value, throughputs: &[f64], latency: [u64; 3]) {
     assert_eq!(samples.len(), throughputs.len());
     for (s, &t) in samples.iter_mut().zip(throughputs) {
         s["throughput_ops_per_s"] = t.into();
+        // The threads ran the whole time: per CPU-second is the throughput.
+        s["cpu_seconds"] = (s["ops"].as_f64().unwrap() / t).into();
         for (key, v) in ["p50", "p99", "p999"].iter().zip(latency) {
             s["latency_ns"][key] = v.into();
         }

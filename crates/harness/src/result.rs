@@ -197,6 +197,11 @@ pub struct RunSample {
     /// figures cover every run).
     #[serde(default)]
     pub latency_ns: Option<LatencyFigures>,
+    /// CPU time of the measuring threads over the run, summed over threads (the
+    /// `task-clock` counter of the round; `None`: not made in rounds, or not counted). On a
+    /// loaded machine `ops / cpu_seconds` leaves out the time the threads waited for a CPU.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// Latency of units of work.

@@ -59,6 +59,14 @@ fn median_figures(figures: &[&LatencyFigures]) -> LatencyFigures {
     }
 }
 
+/// The CPU time of a one-run measurement's threads, from its `task-clock` counter (in ns).
+fn cpu_seconds(m: &Measurement) -> Option<f64> {
+    match m.counters.get("task-clock")? {
+        harness::counters::CounterReading::Ok { value, .. } if *value > 0.0 => Some(value / 1e9),
+        _ => None,
+    }
+}
+
 /// Merges the rounds of one (workload, allocator, threads) into one measurement: one sample
 /// per round (with its round, place and latency figures), throughput and latency
 /// percentiles the medians over the rounds (the maximum latency the maximum), ops and
@@ -74,6 +82,7 @@ pub(crate) fn merge(rounds: &[RoundResult], spec: &harness::WorkloadSpec) -> Opt
                 round: Some(r.round),
                 position: Some(r.position),
                 latency_ns: Some(r.measurement.latency_ns.figures.clone()),
+                cpu_seconds: cpu_seconds(&r.measurement),
                 ..s.clone()
             });
         }

@@ -1,14 +1,16 @@
 //! `sheafbench compare`: each figure of two result files side by side, with a verdict only
 //! where the change is larger than the noise.
 //!
-//! The figures: per measurement throughput, p50, p99 and p99.9, and per paired ratio (an
+//! The figures: per measurement throughput, operations per CPU-second of the measuring
+//! threads, p50, p99 and p99.9, and per paired ratio (an
 //! allocator over a reference, round by round) the ratio. Each kind has a noise threshold:
 //! from an A/A pair of files (two runs of one build, `--calibrate A1 A2`), the 95th
 //! percentile of the changes between them; otherwise from the spread of the rounds within
 //! the two files compared (see [`from_spread`]). A change inside the threshold is "no
 //! change"; "faster" or "slower" needs the whole bootstrap interval of the change beyond it.
 //! A measurement's figure that changed beyond the noise while either file flagged it busy
-//! or stolen from gets no verdict: the other load may be the cause.
+//! or stolen from gets no verdict, the other load may be the cause; but for the figure per
+//! CPU-second, which leaves out the time spent waiting for a CPU.
 //!
 //! Files made with different settings (capacity, duration, runs...) are refused unless
 //! `--allow-config-change` is given, and then compared under a warning. Files with
@@ -69,6 +71,9 @@ fn label(k: &Key) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Figure {
     Throughput,
+    /// Operations per CPU-second of the measuring threads: blind to the time they waited
+    /// for a CPU, which a loaded machine adds to the wall time.
+    CpuThroughput,
     P50,
     P99,
     P999,
@@ -77,11 +82,18 @@ enum Figure {
 }
 
 /// The figures of a measurement.
-const FIGURES: [Figure; 4] = [Figure::Throughput, Figure::P50, Figure::P99, Figure::P999];
+const FIGURES: [Figure; 5] = [
+    Figure::Throughput,
+    Figure::CpuThroughput,
+    Figure::P50,
+    Figure::P99,
+    Figure::P999,
+];
 
 /// Every kind, each with a threshold of its own.
-const KINDS: [Figure; 5] = [
+const KINDS: [Figure; 6] = [
     Figure::Throughput,
+    Figure::CpuThroughput,
     Figure::P50,
     Figure::P99,
     Figure::P999,
@@ -92,6 +104,7 @@ impl Figure {
     fn name(self) -> &'static str {
         match self {
             Self::Throughput => "throughput",
+            Self::CpuThroughput => "per CPU-s",
             Self::P50 => "p50",
             Self::P99 => "p99",
             Self::P999 => "p99.9",
@@ -104,6 +117,7 @@ impl Figure {
         let l = &m.latency_ns.figures;
         match self {
             Self::Throughput => m.throughput_ops_per_s,
+            Self::CpuThroughput => stats::median(&self.rounds(m)).unwrap_or(0.0),
             Self::P50 => l.p50 as f64,
             Self::P99 => l.p99 as f64,
             Self::P999 => l.p999 as f64,
@@ -117,6 +131,7 @@ impl Figure {
             .iter()
             .filter_map(|s| match self {
                 Self::Throughput => Some(s.throughput_ops_per_s),
+                Self::CpuThroughput => s.cpu_seconds.map(|cpu| s.ops as f64 / cpu),
                 Self::P50 => s.latency_ns.as_ref().map(|l| l.p50 as f64),
                 Self::P99 => s.latency_ns.as_ref().map(|l| l.p99 as f64),
                 Self::P999 => s.latency_ns.as_ref().map(|l| l.p999 as f64),
@@ -128,7 +143,7 @@ impl Figure {
 
     fn show(self, value: f64) -> String {
         match self {
-            Self::Throughput => format::throughput(value),
+            Self::Throughput | Self::CpuThroughput => format::throughput(value),
             Self::Ratio => format::ratio(value),
             _ => format::nanos(value),
         }
@@ -339,7 +354,10 @@ fn verdict(
     };
     let band = (-threshold.log).exp()..=threshold.log.exp();
     let inside = band.contains(&ratio);
-    let up_is_better = matches!(figure, Figure::Throughput | Figure::Ratio);
+    let up_is_better = matches!(
+        figure,
+        Figure::Throughput | Figure::CpuThroughput | Figure::Ratio
+    );
     match Verdict::read(interval, band.clone()) {
         Verdict::Yes => "no change",
         Verdict::No if interval.is_some_and(|i| i.low > 1.0) == up_is_better => "faster",
@@ -426,6 +444,10 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         };
         let busy = is_flagged(o) || is_flagged(n);
         for figure in FIGURES {
+            // A measurement without CPU times (not counted) has no such row.
+            if figure == Figure::CpuThroughput && figure.rounds(o).is_empty() {
+                continue;
+            }
             rows.push(Row {
                 workload: n.workload.clone(),
                 allocator: n.allocator.clone(),
@@ -436,7 +458,8 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
                 new: figure.of(n),
                 old_rounds: figure.rounds(o),
                 new_rounds: figure.rounds(n),
-                busy,
+                // Time spent waiting for a CPU is not in this figure.
+                busy: busy && figure != Figure::CpuThroughput,
             });
         }
     }

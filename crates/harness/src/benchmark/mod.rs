@@ -346,6 +346,7 @@ pub fn measure<A: ObjectAlloc>(
             round: None,
             position: None,
             latency_ns: None,
+            cpu_seconds: None,
         })
         .collect();
     let ops: u64 = samples.iter().map(|s| s.ops).sum();
