@@ -493,9 +493,8 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
                 )
             },
         );
-        let verdict = if !(row.old > 0.0) {
-            "-"
-        } else {
+        // A figure that was not positive before gives no ratio (NaN included).
+        let verdict = if row.old > 0.0 {
             match verdict(
                 row.figure,
                 row.new / row.old,
@@ -505,6 +504,8 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
                 "faster" | "slower" | "unresolved" if row.busy => BUSY,
                 verdict => verdict,
             }
+        } else {
+            "-"
         };
         *tally.entry(verdict).or_default() += 1;
         table.add_row(vec![
