@@ -27,11 +27,39 @@ pub(crate) struct Options {
     /// Allocators, e.g. sheaf,mimalloc, as `sheafbench run --alloc` takes them.
     #[arg(long, value_name = "LIST", default_value = "all")]
     alloc: String,
+    /// Rounds per (workload, threads), as `sheafbench run --runs` takes them (default: each
+    /// spec's `runs`).
+    #[arg(long, value_name = "N")]
+    runs: Option<u32>,
+    /// Length of each measured run, as `sheafbench run --duration` takes it (default: each
+    /// spec's).
+    #[arg(long, value_name = "TIME")]
+    duration: Option<String>,
+}
+
+/// Options passed through to every `sheafbench run`.
+#[derive(Debug)]
+struct RunOptions<'a> {
+    alloc: &'a str,
+    quick: bool,
+    runs: Option<u32>,
+    duration: Option<&'a str>,
 }
 
 /// `cargo xtask bench`.
 pub(crate) fn bench(options: Options) -> TaskResult {
-    let Options { quick, alloc } = options;
+    let Options {
+        quick,
+        alloc,
+        runs,
+        duration,
+    } = options;
+    let pass = RunOptions {
+        alloc: &alloc,
+        quick,
+        runs,
+        duration: duration.as_deref(),
+    };
     let started = Instant::now();
     let exe = util::build_sheafbench(None)?;
     let specs = util::default_suite()?;
@@ -55,12 +83,12 @@ pub(crate) fn bench(options: Options) -> TaskResult {
             .map_or_else(|| "workload".into(), |s| s.to_string_lossy().into_owned());
         let json = dir.join(format!("{stem}.json"));
         let markdown = dir.join(format!("{stem}.md"));
-        let mut status = run_workload(&exe, spec, &alloc, &all_threads, quick, &json, &markdown)?;
+        let mut status = run_workload(&exe, spec, &pass, &all_threads, &json, &markdown)?;
         if status == Some(2) && all_threads != "1" {
             notes.push(format!(
                 "{stem}: refused at {all_threads} threads (pinned threads would exceed the {cpus} CPUs); ran at 1 thread"
             ));
-            status = run_workload(&exe, spec, &alloc, "1", quick, &json, &markdown)?;
+            status = run_workload(&exe, spec, &pass, "1", &json, &markdown)?;
         }
         if status != Some(0) {
             failures.push(format!(
@@ -149,9 +177,8 @@ fn merge_results(parts: Vec<serde_json::Value>) -> Option<serde_json::Value> {
 fn run_workload(
     exe: &Path,
     spec: &Path,
-    alloc: &str,
+    pass: &RunOptions<'_>,
     threads: &str,
-    quick: bool,
     json: &Path,
     markdown: &Path,
 ) -> TaskResult<Option<i32>> {
@@ -159,12 +186,18 @@ fn run_workload(
     run.current_dir(util::root())
         .arg("run")
         .arg(spec)
-        .args(["--alloc", alloc, "--threads", threads, "--json"])
+        .args(["--alloc", pass.alloc, "--threads", threads, "--json"])
         .arg(json)
         .arg("--markdown")
         .arg(markdown);
-    if quick {
+    if pass.quick {
         run.arg("--quick");
+    }
+    if let Some(runs) = pass.runs {
+        run.args(["--runs", &runs.to_string()]);
+    }
+    if let Some(duration) = pass.duration {
+        run.args(["--duration", duration]);
     }
     eprintln!("xtask: running {}", util::describe(&run));
     let status = run
