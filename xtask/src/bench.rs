@@ -27,11 +27,39 @@ pub(crate) struct Options {
     /// Allocators, e.g. sheaf,mimalloc, as `sheafbench run --alloc` takes them.
     #[arg(long, value_name = "LIST", default_value = "all")]
     alloc: String,
+    /// Rounds per (workload, threads), as `sheafbench run --runs` takes them (default: each
+    /// spec's `runs`).
+    #[arg(long, value_name = "N")]
+    runs: Option<u32>,
+    /// Length of each measured run, as `sheafbench run --duration` takes it (default: each
+    /// spec's).
+    #[arg(long, value_name = "TIME")]
+    duration: Option<String>,
+}
+
+/// Options passed through to every `sheafbench run`.
+#[derive(Debug)]
+struct RunOptions<'a> {
+    alloc: &'a str,
+    quick: bool,
+    runs: Option<u32>,
+    duration: Option<&'a str>,
 }
 
 /// `cargo xtask bench`.
 pub(crate) fn bench(options: Options) -> TaskResult {
-    let Options { quick, alloc } = options;
+    let Options {
+        quick,
+        alloc,
+        runs,
+        duration,
+    } = options;
+    let pass = RunOptions {
+        alloc: &alloc,
+        quick,
+        runs,
+        duration: duration.as_deref(),
+    };
     let started = Instant::now();
     let exe = util::build_sheafbench(None)?;
     let specs = util::default_suite()?;
@@ -71,7 +99,7 @@ pub(crate) fn bench(options: Options) -> TaskResult {
         );
         let json = dir.join(format!("{stem}.json"));
         let markdown = dir.join(format!("{stem}.md"));
-        let mut status = run_workload(&exe, spec, &alloc, &all_threads, quick, &json, &markdown)?;
+        let mut status = run_workload(&exe, spec, &pass, &all_threads, &json, &markdown)?;
         if util::interrupted() || status == Some(INTERRUPTED_STATUS) {
             if json.exists() {
                 parts.push((json, markdown));
@@ -83,7 +111,7 @@ pub(crate) fn bench(options: Options) -> TaskResult {
             notes.push(format!(
                 "{stem}: refused at {all_threads} threads (pinned threads would exceed the {cpus} CPUs); ran at 1 thread"
             ));
-            status = run_workload(&exe, spec, &alloc, "1", quick, &json, &markdown)?;
+            status = run_workload(&exe, spec, &pass, "1", &json, &markdown)?;
         }
         if status != Some(0) {
             failures.push(format!(
@@ -199,12 +227,12 @@ fn minutes(d: Duration) -> String {
 }
 
 /// One result file from several: the first file's header (schema, date, machine) with the
-/// `runs` and `failures` of all of them, in order. `None` when there is no file.
+/// `runs`, `failures` and `paired` ratios of all of them, in order. `None` when there is no file.
 fn merge_results(parts: Vec<serde_json::Value>) -> Option<serde_json::Value> {
     let mut parts = parts.into_iter();
     let mut all = parts.next()?;
     for part in parts {
-        for key in ["runs", "failures"] {
+        for key in ["runs", "failures", "paired"] {
             let extra = part[key].as_array().cloned().unwrap_or_default();
             match all[key].as_array_mut() {
                 Some(list) => list.extend(extra),
@@ -219,9 +247,8 @@ fn merge_results(parts: Vec<serde_json::Value>) -> Option<serde_json::Value> {
 fn run_workload(
     exe: &Path,
     spec: &Path,
-    alloc: &str,
+    pass: &RunOptions<'_>,
     threads: &str,
-    quick: bool,
     json: &Path,
     markdown: &Path,
 ) -> TaskResult<Option<i32>> {
@@ -229,12 +256,18 @@ fn run_workload(
     run.current_dir(util::root())
         .arg("run")
         .arg(spec)
-        .args(["--alloc", alloc, "--threads", threads, "--json"])
+        .args(["--alloc", pass.alloc, "--threads", threads, "--json"])
         .arg(json)
         .arg("--markdown")
         .arg(markdown);
-    if quick {
+    if pass.quick {
         run.arg("--quick");
+    }
+    if let Some(runs) = pass.runs {
+        run.args(["--runs", &runs.to_string()]);
+    }
+    if let Some(duration) = pass.duration {
+        run.args(["--duration", duration]);
     }
     eprintln!("xtask: running {}", util::describe(&run));
     let status = run
@@ -262,7 +295,7 @@ mod tests {
         let a = serde_json::json!({"schema": 1, "machine": {"cores": 2}, "runs": [{"workload": "a"}], "failures": []});
         let b = serde_json::json!({"schema": 1, "machine": {"cores": 9}, "runs": [{"workload": "b"}],
                                    "failures": [{"workload": "b", "allocator": "x"}]});
-        let c = serde_json::json!({"runs": [{"workload": "c"}]});
+        let c = serde_json::json!({"runs": [{"workload": "c"}], "paired": [{"workload": "c"}]});
         let merged = merge_results(vec![a, b, c]).unwrap();
         assert_eq!(merged["machine"]["cores"], 2);
         let workloads: Vec<&str> = merged["runs"]
@@ -273,6 +306,7 @@ mod tests {
             .collect();
         assert_eq!(workloads, ["a", "b", "c"]);
         assert_eq!(merged["failures"].as_array().unwrap().len(), 1);
+        assert_eq!(merged["paired"].as_array().unwrap().len(), 1);
         assert!(merge_results(Vec::new()).is_none());
     }
 }

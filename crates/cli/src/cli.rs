@@ -22,7 +22,7 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Run one workload over a list of values of one spec field.
     Sweep(SweepArgs),
-    /// Compare two result files figure by figure, with significance.
+    /// Compare two result files figure by figure: a verdict where a change exceeds the noise.
     Compare(CompareArgs),
     /// Check the API contract clauses on allocators.
     Conformance(ConformanceArgs),
@@ -48,7 +48,8 @@ pub(crate) struct MeasureSelection {
     /// Length of each measured run, e.g. 2s or 500ms (overrides `duration`/`ops`).
     #[arg(long)]
     pub(crate) duration: Option<String>,
-    /// Measured runs per measurement (overrides `runs`).
+    /// Rounds (overrides `runs`): each round measures every allocator once, in an order
+    /// rotated from round to round; figures are medians over rounds, ratios paired by round.
     #[arg(long)]
     pub(crate) runs: Option<u32>,
     /// Busy threads to run beside each measurement, pinned round-robin to the measured CPUs
@@ -75,8 +76,9 @@ pub(crate) struct RunArgs {
     pub(crate) workloads: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) selection: MeasureSelection,
-    /// Write the results as JSON: the machine, and every measurement with its per-run samples,
-    /// spec and warnings (schema documented in the repository's docs/results.md).
+    /// Write the results as JSON: the machine, and every measurement with every round's
+    /// figures, the paired ratios, spec and warnings (schema documented in the repository's
+    /// docs/results.md).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
     /// Write the results as a Markdown report.
@@ -115,6 +117,14 @@ pub(crate) struct CompareArgs {
     /// Confidence level of the bootstrap intervals.
     #[arg(long, default_value_t = 0.95)]
     pub(crate) confidence: f64,
+    /// Two result files of one build (an A/A pair) whose changes set the noise threshold of
+    /// each figure kind (default: the spread of rounds within OLD and NEW).
+    #[arg(long, num_args = 2, value_names = ["A1", "A2"])]
+    pub(crate) calibrate: Option<Vec<PathBuf>>,
+    /// Compare files measured with different settings (capacity, duration, runs...) instead
+    /// of refusing them; a warning says which settings differ.
+    #[arg(long)]
+    pub(crate) allow_config_change: bool,
 }
 
 /// `conformance`.

@@ -59,6 +59,11 @@ pub(crate) enum CliError {
         /// Where they were kept.
         files: String,
     },
+    /// `compare` was given files measured with different settings.
+    #[error(
+        "compare: the files were measured with different settings ({0}); pass --allow-config-change to compare them anyway"
+    )]
+    ConfigsDiffer(String),
     /// Some applicable contract clause failed.
     #[error("conformance: {0} applicable clause check(s) failed")]
     ConformanceFailed(usize),

@@ -233,6 +233,7 @@ fn table_layout_and_json_shape() {
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\d+(\.\d+)? ?(ns|µs|ms|s|[kMG]?/s)", "[t]");
     settings.add_filter(r"\d+\.\d+%", "[x]");
+    settings.add_filter(r"\d+\.\d+ \[\d+\.\d+\.\.\d+\.\d+\]", "[r]");
     settings.add_filter(r"┆ +\d+\.\d+ +│", "┆ [x] │");
     settings.add_filter(r"[─═]+", "─");
     settings.add_filter(r" +", " ");
@@ -302,7 +303,7 @@ fn quick_run_of_every_shipped_workload_gives_complete_json() {
     args.extend(specs.iter().map(String::as_str));
     args.extend(["--quick", "--threads", "1", "--alloc", "system,sheaf"]);
     let (json, _) = run_json(&args);
-    assert_eq!(json["schema"], 1);
+    assert_eq!(json["schema"], 2);
     for key in ["cpu", "cores", "kernel", "rustc", "git"] {
         assert!(!json["machine"][key].is_null(), "machine.{key}");
     }
@@ -426,40 +427,281 @@ fn a_crashing_measurement_is_reported_and_the_run_goes_on() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("tiny / system / 1 threads: timed out"),
+        stderr.contains("tiny / system / 1 threads (round 1): timed out"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("tiny / locked-slab / 1 threads: timed out"),
+        stderr.contains("tiny / locked-slab / 1 threads (round 1): timed out"),
         "{stderr}"
     );
     let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(value["failures"].as_array().unwrap().len(), 2);
 }
 
-#[test]
-fn compare_reports_each_figure() {
+/// A result file of `system` and `locked-slab` on the tiny spec in `rounds` rounds.
+fn two_allocator_file(rounds: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
-    let (json, _) = run_json(&["run", spec.to_str().unwrap(), "--alloc", "system"]);
-    let old = dir.path().join("old.json");
-    std::fs::write(&old, serde_json::to_string(&json).unwrap()).unwrap();
-    let out = sheafbench()
-        .args(["compare", old.to_str().unwrap(), old.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    for figure in [
-        "throughput",
-        "p50",
-        "p99",
-        "p99.9",
-        "+0.0%",
-        "no significant change",
-    ] {
-        assert!(stdout.contains(figure), "{figure}:\n{stdout}");
+    let (json, _) = run_json(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--alloc",
+        "system,locked-slab",
+        "--runs",
+        rounds,
+    ]);
+    json
+}
+
+/// Sets one measurement's rounds to the given throughputs and p50/p99/p99.9 latencies (the
+/// same per round), the measurement's figures to their medians, and clears its warnings.
+fn set_rounds(m: &mut Value, throughputs: &[f64], latency: [u64; 3]) {
+    let samples = m["samples"].as_array_mut().unwrap();
+    assert_eq!(samples.len(), throughputs.len());
+    for (s, &t) in samples.iter_mut().zip(throughputs) {
+        s["throughput_ops_per_s"] = t.into();
+        // The threads ran the whole time: per CPU-second is the throughput.
+        s["cpu_seconds"] = (s["ops"].as_f64().unwrap() / t).into();
+        for (key, v) in ["p50", "p99", "p999"].iter().zip(latency) {
+            s["latency_ns"][key] = v.into();
+        }
     }
+    let mut sorted = throughputs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    m["throughput_ops_per_s"] = sorted[sorted.len() / 2].into();
+    for (key, v) in ["p50", "p99", "p999"].iter().zip(latency) {
+        m["latency_ns"][key] = v.into();
+    }
+    m["warnings"] = Value::Array(Vec::new());
+}
+
+/// Sets the file's first paired ratio to the given rounds.
+fn set_paired(file: &mut Value, rounds: &[f64]) {
+    let p = &mut file["paired"][0];
+    p["rounds"] = rounds.to_vec().into();
+    let mean_log = rounds.iter().map(|r| r.ln()).sum::<f64>() / rounds.len() as f64;
+    p["estimate"] = mean_log.exp().into();
+}
+
+fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string(value).unwrap()).unwrap();
+    path
+}
+
+fn compare(args: &[&Path], extra: &[&str]) -> std::process::Output {
+    sheafbench()
+        .arg("compare")
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// OLD and NEW with fixed figures: `system` unchanged within 1%, `locked-slab` 20% slower
+/// in throughput and 20% higher in latency, and so 20% lower against `system`; NEW has a row
+/// OLD lacks and OLD one NEW lacks; a NEW measurement is flagged busy.
+fn fixed_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let base = two_allocator_file("5");
+    let mut old = base.clone();
+    let mut new = base;
+    let around = |x: f64| [x * 1.00, x * 1.01, x * 0.99, x * 1.005, x * 0.995];
+    set_rounds(&mut old["runs"][0], &around(100e6), [100, 200, 400]);
+    set_rounds(&mut new["runs"][0], &around(100.5e6), [100, 201, 400]);
+    set_rounds(&mut old["runs"][1], &around(50e6), [200, 400, 800]);
+    set_rounds(&mut new["runs"][1], &around(40e6), [240, 480, 960]);
+    set_paired(&mut old, &around(0.5));
+    set_paired(&mut new, &around(0.4));
+    let mut gone = old["runs"][1].clone();
+    gone["workload"] = "gone".into();
+    old["runs"].as_array_mut().unwrap().push(gone);
+    let mut added = new["runs"][0].clone();
+    added["workload"] = "added".into();
+    let mut busy = new["runs"][0].clone();
+    busy["workload"] = "busy".into();
+    let mut busy_old = old["runs"][0].clone();
+    busy_old["workload"] = "busy".into();
+    set_rounds(&mut busy, &around(50e6), [100, 200, 400]);
+    busy["warnings"] = Value::Array(vec![
+        "machine busy: 900 involuntary context switches of the measuring threads in 0.10 s; another process competes for the CPUs".into(),
+    ]);
+    new["runs"].as_array_mut().unwrap().push(added);
+    new["runs"].as_array_mut().unwrap().push(busy);
+    old["runs"].as_array_mut().unwrap().push(busy_old);
+    (
+        write_json(dir, "old.json", &old),
+        write_json(dir, "new.json", &new),
+    )
+}
+
+#[test]
+fn compare_table_gives_verdicts_only_beyond_the_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = fixed_pair(dir.path());
+    let out = compare(&[&old, &new], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(&dir.path().display().to_string()), "[dir]");
+    settings.add_filter(r"[─═]+", "─");
+    settings.bind(|| insta::assert_snapshot!("compare_table", stdout));
+}
+
+/// A/A calibration widens the threshold: a 5% change that the tight rounds of the two files
+/// call significant is no change against an A/A pair that differed by 8%.
+#[test]
+fn compare_calibrated_by_an_a_a_pair_says_no_change_inside_its_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = two_allocator_file("3");
+    let files: Vec<PathBuf> = [
+        ("old", 100e6, 50e6),
+        ("new", 95e6, 50e6),
+        ("a1", 100e6, 50e6),
+        ("a2", 92e6, 46e6),
+    ]
+    .iter()
+    .map(|&(name, system, locked)| {
+        let mut f = base.clone();
+        let tight = |x: f64| [x, x * 1.002, x * 0.998];
+        set_rounds(&mut f["runs"][0], &tight(system), [100, 200, 400]);
+        set_rounds(&mut f["runs"][1], &tight(locked), [100, 200, 400]);
+        write_json(dir.path(), &format!("{name}.json"), &f)
+    })
+    .collect();
+    let row = |stdout: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains("system") && l.contains("throughput"))
+            .unwrap()
+            .to_owned()
+    };
+    let out = compare(&[&files[0], &files[1]], &[]);
+    let plain = String::from_utf8(out.stdout).unwrap();
+    assert!(row(&plain).contains("slower"), "{plain}");
+    let out = compare(
+        &[&files[0], &files[1]],
+        &[
+            "--calibrate",
+            files[2].to_str().unwrap(),
+            files[3].to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let calibrated = String::from_utf8(out.stdout).unwrap();
+    assert!(row(&calibrated).contains("no change"), "{calibrated}");
+    assert!(
+        calibrated.contains("noise thresholds from the A/A pair")
+            && calibrated.contains("throughput ±8.7%"),
+        "{calibrated}"
+    );
+}
+
+#[test]
+fn compare_refuses_files_measured_with_different_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = two_allocator_file("2");
+    let mut other = base.clone();
+    for m in other["runs"].as_array_mut().unwrap() {
+        m["config"]["sheaf_capacity"] = 0.into();
+        m["spec"]["duration"] = "500ms".into();
+    }
+    let old = write_json(dir.path(), "old.json", &base);
+    let new = write_json(dir.path(), "new.json", &other);
+    let out = compare(&[&old, &new], &[]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("sheaf_capacity")
+            && stderr.contains("vs 0")
+            && stderr.contains("duration")
+            && stderr.contains("--allow-config-change"),
+        "{stderr}"
+    );
+    let out = compare(&[&old, &new], &["--allow-config-change"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("WARNING: the files were measured with different settings"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("throughput")
+    );
+}
+
+#[test]
+fn run_interleaves_rounds_and_pairs_ratios_by_round() {
+    let json = two_allocator_file("3");
+    assert_eq!(json["schema"], 2);
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (index, m) in runs.iter().enumerate() {
+        let samples = m["samples"].as_array().unwrap();
+        let rounds: Vec<u64> = samples
+            .iter()
+            .map(|s| s["round"].as_u64().unwrap())
+            .collect();
+        assert_eq!(rounds, [0, 1, 2]);
+        // The order rotates: system first in rounds 0 and 2, locked-slab first in round 1.
+        let positions: Vec<u64> = samples
+            .iter()
+            .map(|s| s["position"].as_u64().unwrap())
+            .collect();
+        let expected = if index == 0 { [0, 1, 0] } else { [1, 0, 1] };
+        assert_eq!(positions, expected, "{}", m["allocator"]);
+        for s in samples {
+            assert!(s["latency_ns"]["p99"].as_u64().unwrap() > 0);
+        }
+        let mut tps: Vec<f64> = samples
+            .iter()
+            .map(|s| s["throughput_ops_per_s"].as_f64().unwrap())
+            .collect();
+        tps.sort_by(f64::total_cmp);
+        assert_eq!(
+            m["throughput_ops_per_s"].as_f64().unwrap(),
+            tps[1],
+            "the median round"
+        );
+        assert_eq!(m["spec"]["runs"], 3);
+    }
+    let paired = json["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 1, "locked-slab against the baseline, system");
+    let p = &paired[0];
+    assert_eq!(
+        (p["allocator"].as_str(), p["versus"].as_str()),
+        (Some("locked-slab"), Some("system"))
+    );
+    let ratios: Vec<f64> = p["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    for (r, ratio) in ratios.iter().enumerate() {
+        let tp = |m: &Value| m["samples"][r]["throughput_ops_per_s"].as_f64().unwrap();
+        assert!((ratio - tp(&runs[1]) / tp(&runs[0])).abs() < 1e-9);
+    }
+    let interval = p["interval"].as_array().unwrap();
+    assert!(interval[0].as_f64().unwrap() <= p["estimate"].as_f64().unwrap());
+    assert!(p["estimate"].as_f64().unwrap() <= interval[1].as_f64().unwrap());
+}
+
+/// `s` with every regex metacharacter escaped.
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
 
 #[test]

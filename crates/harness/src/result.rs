@@ -3,9 +3,18 @@
 //! and, unless it only adds a field with a default, raises [`SCHEMA`].
 //!
 //! The JSON form: one object per file with `schema`, `machine` and `runs`, one entry per
-//! measurement (workload, allocator, config, ops, seconds, throughput, latency, counters,
-//! memory, stats), extended with the per-run
-//! samples, the full spec, pinning checks and warnings. Files are written atomically (a
+//! (workload, allocator, threads) (config, ops, seconds, throughput, latency, counters,
+//! memory, stats), extended with one sample per round, the full spec, pinning checks and
+//! warnings, and `paired`: the per-round ratios of each allocator to the reference
+//! allocators measured in the same rounds, with their bootstrap intervals.
+//!
+//! Schema 2 (this one) measures in interleaved rounds: each round runs every allocator once,
+//! in an order rotated from round to round, so that drift of the machine reaches every
+//! allocator alike. A measurement's `samples` hold one entry per round (with the round's
+//! index, the allocator's place in the round's order, and the round's latency figures), its
+//! `throughput_ops_per_s` and latency figures are medians over the rounds, and `paired`
+//! holds the ratios. Schema 1 had one child process per measurement whose `samples` were
+//! back-to-back runs and no `paired`; it is not read. Files are written atomically (a
 //! temporary file in the same directory, then a rename), so a reader never sees half a file
 //! and an interrupted run keeps every measurement written before it.
 
@@ -22,7 +31,7 @@ use crate::machine::Machine;
 use crate::spec::WorkloadSpec;
 
 /// Version of the result-file schema.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// A result file: the machine and every measurement of one invocation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +47,31 @@ pub struct ResultFile {
     /// Measurements that crashed, timed out or were refused.
     #[serde(default)]
     pub failures: Vec<Failure>,
+    /// Per-round ratios of throughput between allocators measured in the same rounds.
+    #[serde(default)]
+    pub paired: Vec<PairedRatio>,
+}
+
+/// The throughput of `allocator` over that of `versus`, round by round, for one (workload,
+/// threads): both were measured in each round, so drift common to the round cancels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedRatio {
+    /// Workload name.
+    pub workload: String,
+    /// Worker threads.
+    pub threads: u32,
+    /// The allocator in the numerator.
+    pub allocator: String,
+    /// The reference allocator in the denominator.
+    pub versus: String,
+    /// One ratio per round both completed, in round order.
+    pub rounds: Vec<f64>,
+    /// Geometric mean of `rounds`.
+    pub estimate: f64,
+    /// Bootstrap interval of the geometric mean (`None` with fewer than two rounds).
+    pub interval: Option<(f64, f64)>,
+    /// Confidence level of `interval`.
+    pub confidence: f64,
 }
 
 impl ResultFile {
@@ -49,6 +83,7 @@ impl ResultFile {
             machine,
             runs: Vec::new(),
             failures: Vec::new(),
+            paired: Vec::new(),
         }
     }
 
@@ -165,6 +200,21 @@ pub struct RunSample {
     pub seconds: f64,
     /// `ops / seconds`.
     pub throughput_ops_per_s: f64,
+    /// The round this run belongs to (`None`: a run of a measurement not made in rounds).
+    #[serde(default)]
+    pub round: Option<u32>,
+    /// The allocator's place in its round's order (0: measured first).
+    #[serde(default)]
+    pub position: Option<u32>,
+    /// The round's latency figures (`None`: not made in rounds; the measurement's
+    /// figures cover every run).
+    #[serde(default)]
+    pub latency_ns: Option<LatencyFigures>,
+    /// CPU time of the measuring threads over the run, summed over threads (the
+    /// `task-clock` counter of the round; `None`: not made in rounds, or not counted). On a
+    /// loaded machine `ops / cpu_seconds` leaves out the time the threads waited for a CPU.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// Latency of units of work.

@@ -1,10 +1,29 @@
-//! `sheafbench compare`: each figure of two result files side by side, with its change and,
-//! for throughput, whether the change is significant: a bootstrap confidence interval of the
-//! ratio of mean throughputs, from the per-run samples.
+//! `sheafbench compare`: each figure of two result files side by side, with a verdict only
+//! where the change is larger than the noise.
+//!
+//! The figures: per measurement throughput, operations per CPU-second of the measuring
+//! threads, p50, p99 and p99.9, and per paired ratio (an
+//! allocator over a reference, round by round) the ratio. Each kind has a noise threshold:
+//! from an A/A pair of files (two runs of one build, `--calibrate A1 A2`), the 95th
+//! percentile of the changes between them; otherwise from the spread of the rounds within
+//! the two files compared (see [`from_spread`]). A change inside the threshold is "no
+//! change"; "faster" or "slower" needs the whole bootstrap interval of the change beyond it.
+//! A measurement's figure that changed beyond the noise while either file flagged it busy
+//! or stolen from gets no verdict, the other load may be the cause; but for the figure per
+//! CPU-second, which leaves out the time spent waiting for a CPU.
+//!
+//! Files made with different settings (capacity, duration, runs...) are refused unless
+//! `--allow-config-change` is given, and then compared under a warning. Files with
+//! measurements flagged busy or stolen from are named, and so are the rows present in only
+//! one of the two files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
-use harness::stats::{Bootstrap, Interval};
+use harness::result::PairedRatio;
+use harness::stats::{self, Bootstrap, Interval, Verdict};
 use harness::{Measurement, ResultFile};
 
 use crate::cli::CompareArgs;
@@ -13,6 +32,16 @@ use crate::output::format;
 
 /// Seed of the intervals (fixed: the same files always give the same intervals).
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The smallest noise threshold, as a share: below it a change is never called.
+const FLOOR: f64 = 0.01;
+
+/// Multiple of the pooled per-round standard deviation taken as the threshold when no A/A
+/// pair is given.
+const SPREAD_FACTOR: f64 = 2.0;
+
+/// Share of A/A changes the calibrated threshold covers.
+const AA_QUANTILE: f64 = 0.95;
 
 /// The percentile-bootstrap interval of `mean(new) / mean(old)` at `confidence`; `None` when
 /// either side has fewer than two samples.
@@ -24,8 +53,284 @@ fn ratio_interval(old: &[f64], new: &[f64], confidence: f64) -> Option<Interval>
     .ratio_of_means(old, new)
 }
 
-fn key(m: &Measurement) -> (String, String, u32) {
+type Key = (String, String, u32);
+
+fn key(m: &Measurement) -> Key {
     (m.workload.clone(), m.allocator.clone(), m.config.threads)
+}
+
+fn pair_key(p: &PairedRatio) -> (&str, u32, &str, &str) {
+    (&p.workload, p.threads, &p.allocator, &p.versus)
+}
+
+fn label(k: &Key) -> String {
+    format!("{}/{}/{}t", k.0, k.1, k.2)
+}
+
+/// The kinds of figure compared; for latency, lower is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Figure {
+    Throughput,
+    /// Operations per CPU-second of the measuring threads: blind to the time they waited
+    /// for a CPU, which a loaded machine adds to the wall time.
+    CpuThroughput,
+    P50,
+    P99,
+    P999,
+    /// A paired ratio of throughput (the allocator over a reference, round by round).
+    Ratio,
+}
+
+/// The figures of a measurement.
+const FIGURES: [Figure; 5] = [
+    Figure::Throughput,
+    Figure::CpuThroughput,
+    Figure::P50,
+    Figure::P99,
+    Figure::P999,
+];
+
+/// Every kind, each with a threshold of its own.
+const KINDS: [Figure; 6] = [
+    Figure::Throughput,
+    Figure::CpuThroughput,
+    Figure::P50,
+    Figure::P99,
+    Figure::P999,
+    Figure::Ratio,
+];
+
+impl Figure {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Throughput => "throughput",
+            Self::CpuThroughput => "per CPU-s",
+            Self::P50 => "p50",
+            Self::P99 => "p99",
+            Self::P999 => "p99.9",
+            Self::Ratio => "paired ratio",
+        }
+    }
+
+    /// The figure of the whole measurement (the median over rounds).
+    fn of(self, m: &Measurement) -> f64 {
+        let l = &m.latency_ns.figures;
+        match self {
+            Self::Throughput => m.throughput_ops_per_s,
+            Self::CpuThroughput => stats::median(&self.rounds(m)).unwrap_or(0.0),
+            Self::P50 => l.p50 as f64,
+            Self::P99 => l.p99 as f64,
+            Self::P999 => l.p999 as f64,
+            Self::Ratio => f64::NAN,
+        }
+    }
+
+    /// The figure of each round (empty for latency when the rounds carry no latency).
+    fn rounds(self, m: &Measurement) -> Vec<f64> {
+        m.samples
+            .iter()
+            .filter_map(|s| match self {
+                Self::Throughput => Some(s.throughput_ops_per_s),
+                Self::CpuThroughput => s.cpu_seconds.map(|cpu| s.ops as f64 / cpu),
+                Self::P50 => s.latency_ns.as_ref().map(|l| l.p50 as f64),
+                Self::P99 => s.latency_ns.as_ref().map(|l| l.p99 as f64),
+                Self::P999 => s.latency_ns.as_ref().map(|l| l.p999 as f64),
+                Self::Ratio => None,
+            })
+            .filter(|v| *v > 0.0 && v.is_finite())
+            .collect()
+    }
+
+    fn show(self, value: f64) -> String {
+        match self {
+            Self::Throughput | Self::CpuThroughput => format::throughput(value),
+            Self::Ratio => format::ratio(value),
+            _ => format::nanos(value),
+        }
+    }
+}
+
+/// A noise threshold of one figure kind: the largest change, as a natural logarithm of the
+/// ratio, that is still called noise, and where it came from.
+#[derive(Clone, Copy, Debug)]
+struct Threshold {
+    log: f64,
+}
+
+impl Threshold {
+    fn percent(self) -> f64 {
+        100.0 * (self.log.exp() - 1.0)
+    }
+}
+
+/// Sample standard deviation of the logarithms of `values`; `None` with fewer than two.
+fn log_sd(values: &[f64]) -> Option<f64> {
+    let logs: Vec<f64> = values
+        .iter()
+        .filter(|v| **v > 0.0 && v.is_finite())
+        .map(|v| v.ln())
+        .collect();
+    (logs.len() >= 2).then(|| stats::standard_deviation(&logs))
+}
+
+/// The rounds of each row of `kind` in `file`: a measurement's figure per round, or a paired
+/// ratio's per-round ratios.
+fn row_rounds(file: &ResultFile, kind: Figure) -> Vec<Vec<f64>> {
+    match kind {
+        Figure::Ratio => file.paired.iter().map(|p| p.rounds.clone()).collect(),
+        figure => file.runs.iter().map(|m| figure.rounds(m)).collect(),
+    }
+}
+
+/// Thresholds from the spread of rounds within `files`, from `sd`, the median over rows of
+/// the standard deviation of one round's log figure (a few wild rows do not set every row's
+/// threshold: each row's own spread widens its interval). For a measurement's figures,
+/// `SPREAD_FACTOR * sd`: the two files were measured at different times, and drift between
+/// them is not in either file's rounds. For paired ratios, the standard error of the
+/// difference of two means of `n` rounds, `sd * sqrt(2 / n)`: drift reaches both sides of a
+/// round, and every round is a process of its own, so the rounds of one file vary as much as
+/// those of two.
+fn from_spread(files: &[&ResultFile]) -> BTreeMap<Figure, Option<Threshold>> {
+    KINDS
+        .iter()
+        .map(|&kind| {
+            let rows: Vec<Vec<f64>> = files.iter().flat_map(|f| row_rounds(f, kind)).collect();
+            let sds: Vec<f64> = rows.iter().filter_map(|r| log_sd(r)).collect();
+            let lengths: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.len() >= 2)
+                .map(|r| r.len() as f64)
+                .collect();
+            let threshold = stats::median(&sds).map(|sd| {
+                let log = match kind {
+                    Figure::Ratio => sd * (2.0 / stats::median(&lengths).unwrap_or(2.0)).sqrt(),
+                    _ => SPREAD_FACTOR * sd,
+                };
+                Threshold {
+                    log: log.max(FLOOR.ln_1p()),
+                }
+            });
+            (kind, threshold)
+        })
+        .collect()
+}
+
+/// Thresholds from an A/A pair: the `AA_QUANTILE` quantile of |log(a2 / a1)| over the rows
+/// both files have.
+fn from_aa(a1: &ResultFile, a2: &ResultFile) -> BTreeMap<Figure, Option<Threshold>> {
+    KINDS
+        .iter()
+        .map(|&figure| {
+            let pairs: Vec<(f64, f64)> = match figure {
+                Figure::Ratio => a2
+                    .paired
+                    .iter()
+                    .filter_map(|n| {
+                        let o = a1.paired.iter().find(|o| pair_key(o) == pair_key(n))?;
+                        Some((o.estimate, n.estimate))
+                    })
+                    .collect(),
+                figure => a2
+                    .runs
+                    .iter()
+                    .filter_map(|n| {
+                        let o = a1.runs.iter().find(|o| key(o) == key(n))?;
+                        Some((figure.of(o), figure.of(n)))
+                    })
+                    .collect(),
+            };
+            let mut changes: Vec<f64> = pairs
+                .into_iter()
+                .filter(|&(x, y)| x > 0.0 && y > 0.0)
+                .map(|(x, y)| (y / x).ln().abs())
+                .collect();
+            changes.sort_by(f64::total_cmp);
+            let threshold = (!changes.is_empty()).then(|| Threshold {
+                log: stats::percentile(&changes, AA_QUANTILE).max(FLOOR.ln_1p()),
+            });
+            (figure, threshold)
+        })
+        .collect()
+}
+
+/// The settings of a measurement that must match for its figures to be compared: the
+/// configuration and the spec, less the thread count (part of the row's key) and the name.
+fn settings(m: &Measurement) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for value in [
+        serde_json::to_value(&m.config).unwrap_or_default(),
+        serde_json::to_value(&m.spec).unwrap_or_default(),
+    ] {
+        if let serde_json::Value::Object(map) = value {
+            for (k, v) in map {
+                if !matches!(k.as_str(), "threads" | "name" | "suite" | "os_threads") {
+                    out.insert(k, v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each setting that differs between matched rows, once: `key OLD vs NEW`.
+fn config_differences(old: &ResultFile, new: &ResultFile) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in &new.runs {
+        let Some(o) = old.runs.iter().find(|o| key(o) == key(n)) else {
+            continue;
+        };
+        let (a, b) = (settings(o), settings(n));
+        for (k, va) in &a {
+            let vb = b.get(k).cloned().unwrap_or(serde_json::Value::Null);
+            if *va != vb {
+                let line = format!("{k} {va} vs {vb}");
+                if !out.contains(&line) {
+                    out.push(line);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The verdict on a figure of a measurement flagged busy or stolen from in either file,
+/// where the figures differ by more than the noise: the other load may be the cause. Paired
+/// ratios are not withheld: the other load reached both allocators of a round.
+const BUSY: &str = "no verdict (busy)";
+
+/// Warnings that say another process or guest took the measurement's CPUs.
+const LOADED: [&str; 2] = ["machine busy", "hypervisor steal"];
+
+/// Whether `m` was flagged busy or stolen from.
+fn is_flagged(m: &Measurement) -> bool {
+    m.warnings
+        .iter()
+        .any(|w| LOADED.iter().any(|p| w.starts_with(p)))
+}
+
+/// One compared figure.
+struct Row {
+    workload: String,
+    allocator: String,
+    threads: u32,
+    figure: Figure,
+    /// The figure column: the kind, or `vs REFERENCE` for a paired ratio.
+    label: String,
+    old: f64,
+    new: f64,
+    old_rounds: Vec<f64>,
+    new_rounds: Vec<f64>,
+    /// Either side was flagged busy or stolen from.
+    busy: bool,
+}
+
+/// The measurements of `file` with a warning starting with `prefix`.
+fn flagged(file: &ResultFile, prefix: &str) -> Vec<String> {
+    file.runs
+        .iter()
+        .filter(|m| m.warnings.iter().any(|w| w.starts_with(prefix)))
+        .map(|m| label(&key(m)))
+        .collect()
 }
 
 fn change(old: f64, new: f64) -> String {
@@ -33,6 +338,34 @@ fn change(old: f64, new: f64) -> String {
         return "-".into();
     }
     format!("{:+.1}%", 100.0 * (new / old - 1.0))
+}
+
+/// The verdict on one figure: "no change" inside the threshold, "faster"/"slower" when the
+/// whole interval lies beyond it, "unresolved" when the estimate lies beyond it but the
+/// interval does not.
+fn verdict(
+    figure: Figure,
+    ratio: f64,
+    interval: Option<Interval>,
+    threshold: Option<Threshold>,
+) -> &'static str {
+    let Some(threshold) = threshold else {
+        return "no noise estimate (need 2+ rounds)";
+    };
+    let band = (-threshold.log).exp()..=threshold.log.exp();
+    let inside = band.contains(&ratio);
+    let up_is_better = matches!(
+        figure,
+        Figure::Throughput | Figure::CpuThroughput | Figure::Ratio
+    );
+    match Verdict::read(interval, band.clone()) {
+        Verdict::Yes => "no change",
+        Verdict::No if interval.is_some_and(|i| i.low > 1.0) == up_is_better => "faster",
+        Verdict::No => "slower",
+        Verdict::Unresolved | Verdict::NoInterval if inside => "no change",
+        Verdict::Unresolved => "unresolved",
+        Verdict::NoInterval => "unresolved (need 2+ rounds)",
+    }
 }
 
 /// `compare`.
@@ -45,6 +378,49 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
     }
     let old = ResultFile::load(&args.old)?;
     let new = ResultFile::load(&args.new)?;
+    let calibration = match args.calibrate.as_deref() {
+        Some([a1, a2]) => Some((
+            a1,
+            a2,
+            ResultFile::load(Path::new(a1))?,
+            ResultFile::load(Path::new(a2))?,
+        )),
+        Some(_) => {
+            return Err(CliError::Usage {
+                option: "--calibrate".into(),
+                message: "expected two result files of one build (an A/A pair)".into(),
+            });
+        }
+        None => None,
+    };
+    let differences = config_differences(&old, &new);
+    if !differences.is_empty() {
+        let list = differences.join(", ");
+        if !args.allow_config_change {
+            return Err(CliError::ConfigsDiffer(list));
+        }
+        eprintln!(
+            "WARNING: the files were measured with different settings ({list}); every change below mixes the settings' effect with the code's"
+        );
+    }
+    let (thresholds, source) = match &calibration {
+        Some((a1, a2, f1, f2)) => (
+            from_aa(f1, f2),
+            format!(
+                "the A/A pair {} and {} ({:.0}th percentile of their changes)",
+                a1.display(),
+                a2.display(),
+                AA_QUANTILE * 100.0
+            ),
+        ),
+        None => (
+            from_spread(&[&old, &new]),
+            format!(
+                "the spread of rounds within the two files ({SPREAD_FACTOR} standard deviations of a round; for paired ratios the standard error of a change)"
+            ),
+        ),
+    };
+
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     let level = format!("{:.0}% interval", args.confidence * 100.0);
@@ -59,80 +435,134 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         &level,
         "verdict",
     ]);
-    let mut unmatched = Vec::new();
+    let mut only_new = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for n in &new.runs {
         let Some(o) = old.runs.iter().find(|o| key(o) == key(n)) else {
-            unmatched.push(format!(
-                "{}/{}/{}t",
-                n.workload, n.allocator, n.config.threads
-            ));
+            only_new.push(label(&key(n)));
             continue;
         };
-        let old_samples: Vec<f64> = o.samples.iter().map(|s| s.throughput_ops_per_s).collect();
-        let new_samples: Vec<f64> = n.samples.iter().map(|s| s.throughput_ops_per_s).collect();
-        let (interval, verdict) = match ratio_interval(&old_samples, &new_samples, args.confidence)
-        {
-            None => ("-".to_owned(), "too few runs (need 2+ each)".to_owned()),
-            Some(i) => {
-                let verdict = if i.low > 1.0 {
-                    "faster"
-                } else if i.high < 1.0 {
-                    "slower"
-                } else {
-                    "no significant change"
-                };
-                (
-                    format!(
-                        "{:+.1}% .. {:+.1}%",
-                        100.0 * (i.low - 1.0),
-                        100.0 * (i.high - 1.0)
-                    ),
-                    verdict.to_owned(),
-                )
+        let busy = is_flagged(o) || is_flagged(n);
+        for figure in FIGURES {
+            // A measurement without CPU times (not counted) has no such row.
+            if figure == Figure::CpuThroughput && figure.rounds(o).is_empty() {
+                continue;
             }
-        };
-        table.add_row(vec![
-            n.workload.clone(),
-            n.allocator.clone(),
-            n.config.threads.to_string(),
-            "throughput".into(),
-            format::throughput(o.throughput_ops_per_s),
-            format::throughput(n.throughput_ops_per_s),
-            change(o.throughput_ops_per_s, n.throughput_ops_per_s),
-            interval,
-            verdict,
-        ]);
-        let (ol, nl) = (&o.latency_ns.figures, &n.latency_ns.figures);
-        for (figure, a, b) in [
-            ("p50", ol.p50, nl.p50),
-            ("p99", ol.p99, nl.p99),
-            ("p99.9", ol.p999, nl.p999),
-        ] {
-            table.add_row(vec![
-                n.workload.clone(),
-                n.allocator.clone(),
-                n.config.threads.to_string(),
-                figure.into(),
-                format::nanos(a as f64),
-                format::nanos(b as f64),
-                change(a as f64, b as f64),
-                "-".into(),
-                "one figure per file: no test".into(),
-            ]);
+            rows.push(Row {
+                workload: n.workload.clone(),
+                allocator: n.allocator.clone(),
+                threads: n.config.threads,
+                figure,
+                label: figure.name().to_owned(),
+                old: figure.of(o),
+                new: figure.of(n),
+                old_rounds: figure.rounds(o),
+                new_rounds: figure.rounds(n),
+                // Time spent waiting for a CPU is not in this figure.
+                busy: busy && figure != Figure::CpuThroughput,
+            });
         }
+    }
+    for n in &new.paired {
+        let Some(o) = old.paired.iter().find(|o| pair_key(o) == pair_key(n)) else {
+            continue;
+        };
+        rows.push(Row {
+            workload: n.workload.clone(),
+            allocator: n.allocator.clone(),
+            threads: n.threads,
+            figure: Figure::Ratio,
+            label: format!("vs {}", n.versus),
+            old: o.estimate,
+            new: n.estimate,
+            old_rounds: o.rounds.clone(),
+            new_rounds: n.rounds.clone(),
+            busy: false,
+        });
+    }
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for row in &rows {
+        let interval = ratio_interval(&row.old_rounds, &row.new_rounds, args.confidence);
+        let shown = interval.map_or_else(
+            || "-".to_owned(),
+            |i| {
+                format!(
+                    "{:+.1}% .. {:+.1}%",
+                    100.0 * (i.low - 1.0),
+                    100.0 * (i.high - 1.0)
+                )
+            },
+        );
+        // A figure that was not positive before gives no ratio (NaN included).
+        let verdict = if row.old > 0.0 {
+            match verdict(
+                row.figure,
+                row.new / row.old,
+                interval,
+                thresholds[&row.figure],
+            ) {
+                "faster" | "slower" | "unresolved" if row.busy => BUSY,
+                verdict => verdict,
+            }
+        } else {
+            "-"
+        };
+        *tally.entry(verdict).or_default() += 1;
+        table.add_row(vec![
+            row.workload.clone(),
+            row.allocator.clone(),
+            row.threads.to_string(),
+            row.label.clone(),
+            row.figure.show(row.old),
+            row.figure.show(row.new),
+            change(row.old, row.new),
+            shown,
+            verdict.into(),
+        ]);
     }
     for col in 4..7 {
         if let Some(column) = table.column_mut(col) {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
+    let noise: Vec<String> = KINDS
+        .iter()
+        .map(|f| match thresholds[f] {
+            Some(t) => format!("{} ±{:.1}%", f.name(), t.percent()),
+            None => format!("{} unknown", f.name()),
+        })
+        .collect();
+    println!("noise thresholds from {source}: {}", noise.join(", "));
     println!("{table}");
-    if !unmatched.is_empty() {
-        eprintln!(
-            "Warning: only in {}: {}",
-            args.new.display(),
-            unmatched.join(", ")
-        );
+    let verdicts: Vec<String> = tally.iter().map(|(v, n)| format!("{n} {v}")).collect();
+    println!("verdicts: {}", verdicts.join(", "));
+    let only_old: Vec<String> = old
+        .runs
+        .iter()
+        .filter(|o| !new.runs.iter().any(|n| key(n) == key(o)))
+        .map(|o| label(&key(o)))
+        .collect();
+    for (path, rows) in [(&args.old, &only_old), (&args.new, &only_new)] {
+        if !rows.is_empty() {
+            println!("only in {}: {}", path.display(), rows.join(", "));
+        }
+    }
+    for (path, file) in [(&args.old, &old), (&args.new, &new)] {
+        for (what, prefix) in [
+            ("busy (involuntary context switches)", "machine busy"),
+            ("stolen from (hypervisor steal)", "hypervisor steal"),
+        ] {
+            let rows = flagged(file, prefix);
+            if !rows.is_empty() {
+                println!(
+                    "{} was flagged {what} in {} of {} measurements: {}",
+                    path.display(),
+                    rows.len(),
+                    file.runs.len(),
+                    rows.join(", ")
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -153,5 +583,47 @@ mod tests {
         );
         assert!(narrow.low > 1.0, "a 10% gain is significant: {narrow:?}");
         assert_eq!(ratio_interval(&[1.0], &faster, 0.95), None);
+    }
+
+    #[test]
+    fn a_verdict_needs_the_whole_interval_beyond_the_noise() {
+        let t = Some(Threshold {
+            log: 0.05f64.ln_1p(),
+        });
+        let i = |low, high| {
+            Some(Interval {
+                estimate: (low + high) / 2.0,
+                low,
+                high,
+            })
+        };
+        // Significant by the interval alone, but inside the noise: no change.
+        assert_eq!(
+            verdict(Figure::Throughput, 1.03, i(1.02, 1.04), t),
+            "no change"
+        );
+        assert_eq!(
+            verdict(Figure::Throughput, 1.10, i(1.07, 1.13), t),
+            "faster"
+        );
+        assert_eq!(
+            verdict(Figure::Throughput, 0.90, i(0.87, 0.93), t),
+            "slower"
+        );
+        // Latency: higher is slower.
+        assert_eq!(verdict(Figure::P99, 1.10, i(1.07, 1.13), t), "slower");
+        assert_eq!(verdict(Figure::P99, 0.90, i(0.87, 0.93), t), "faster");
+        assert_eq!(
+            verdict(Figure::Throughput, 1.10, i(1.01, 1.2), t),
+            "unresolved"
+        );
+        assert_eq!(
+            verdict(Figure::Throughput, 1.01, i(0.9, 1.2), t),
+            "no change"
+        );
+        assert_eq!(
+            verdict(Figure::Throughput, 1.5, i(1.4, 1.6), None),
+            "no noise estimate (need 2+ rounds)"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use harness::ResultFile;
 
 use super::Exporter;
-use crate::output::{format, warnings};
+use crate::output::{format, table, warnings};
 
 /// A Markdown report.
 #[derive(Debug)]
@@ -49,27 +49,28 @@ impl Exporter for MarkdownExporter {
                     first.config.hogs, first.config.hogs
                 ));
             }
-            let ratio_header = baseline
-                .map(|b| format!("vs {b}"))
-                .unwrap_or_else(|| "vs -".into());
             md.push_str(&format!(
-                "| threads | allocator | throughput | ± sd | p50 | p99 | p99.9 | max | {ratio_header} |\n"
+                "{} rounds, allocators interleaved (order rotated each round); throughput and latency are medians over the rounds, `± sd` the rounds' coefficient of variation, and each ratio is paired by round with its 95% bootstrap interval.\n\n",
+                table::rounds(&group)
             ));
-            md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+            let references = table::references(&group, baseline);
+            let ratio_headers: String = references.iter().map(|r| format!(" vs {r} |")).collect();
+            md.push_str(&format!(
+                "| threads | allocator | throughput | ± sd | p50 | p99 | p99.9 | max |{ratio_headers}\n"
+            ));
+            md.push_str(&format!(
+                "|---:|---|---:|---:|---:|---:|---:|---:|{}\n",
+                "---:|".repeat(references.len())
+            ));
             for r in &group {
                 let (mean, sd) = r.throughput_mean_sd();
-                let ratio = baseline
-                    .and_then(|b| {
-                        group
-                            .iter()
-                            .find(|o| o.allocator == b && o.config.threads == r.config.threads)
-                    })
-                    .filter(|b| b.throughput_ops_per_s > 0.0)
-                    .map(|b| format::ratio(r.throughput_ops_per_s / b.throughput_ops_per_s))
-                    .unwrap_or_else(|| "-".into());
+                let ratios: String = references
+                    .iter()
+                    .map(|v| format!(" {} |", table::ratio_cell(r, v, &results.paired)))
+                    .collect();
                 let l = &r.latency_ns.figures;
                 md.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |{}\n",
                     r.config.threads,
                     r.allocator,
                     format::throughput(r.throughput_ops_per_s),
@@ -82,7 +83,7 @@ impl Exporter for MarkdownExporter {
                     format::nanos(l.p99 as f64),
                     format::nanos(l.p999 as f64),
                     format::nanos(l.max as f64),
-                    ratio
+                    ratios
                 ));
             }
             md.push('\n');

@@ -1,15 +1,63 @@
-//! The results table: one block per (workload, threads), one row per allocator, with
-//! throughput (mean ± standard deviation over runs), latency percentiles per sample and the
-//! ratio of throughput to the baseline allocator.
+//! The results table: one block per workload, one row per (threads, allocator), with
+//! throughput (median over rounds, and the rounds' coefficient of variation), latency
+//! percentiles per sample (medians over rounds) and, per reference allocator, the paired
+//! ratio of throughput with its bootstrap interval.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use harness::Measurement;
+use harness::result::PairedRatio;
 
 use super::format;
 
+/// The cell of a ratio column: the paired ratio of `m` over `reference` with its interval,
+/// `1` in the reference's own row, `-` where there is none.
+pub(crate) fn ratio_cell(m: &Measurement, reference: &str, paired: &[PairedRatio]) -> String {
+    if m.allocator == reference {
+        return "1".to_owned();
+    }
+    let found = paired.iter().find(|p| {
+        p.workload == m.workload
+            && p.threads == m.config.threads
+            && p.allocator == m.allocator
+            && p.versus == reference
+    });
+    match found {
+        Some(p) => match p.interval {
+            Some((low, high)) => format!(
+                "{} [{}..{}]",
+                format::ratio(p.estimate),
+                format::ratio(low),
+                format::ratio(high)
+            ),
+            None => format::ratio(p.estimate),
+        },
+        None => "-".to_owned(),
+    }
+}
+
+/// The reference allocators of a workload's ratio columns.
+pub(crate) fn references<'a>(group: &[&'a Measurement], baseline: Option<&'a str>) -> Vec<&'a str> {
+    let mut ran: Vec<&str> = Vec::new();
+    for m in group {
+        if !ran.contains(&m.allocator.as_str()) {
+            ran.push(&m.allocator);
+        }
+    }
+    crate::benchmark::rounds::references(baseline, &ran)
+}
+
+/// The rounds a workload's measurements were made in (the most of any row).
+pub(crate) fn rounds(group: &[&Measurement]) -> usize {
+    group.iter().map(|m| m.samples.len()).max().unwrap_or(0)
+}
+
 /// A table caption and body per workload.
-pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> String {
+pub(crate) fn render(
+    measurements: &[Measurement],
+    paired: &[PairedRatio],
+    baseline: Option<&str>,
+) -> String {
     let mut out = String::new();
     let mut workloads: Vec<&str> = Vec::new();
     for m in measurements {
@@ -29,12 +77,13 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
             String::new()
         };
         out.push_str(&format!(
-            "{name} ({}): op = {}; latency sample = {}; clock read {:.1} ns + bookkeeping {:.1} ns{hogs}\n",
+            "{name} ({}): op = {}; latency sample = {}; clock read {:.1} ns + bookkeeping {:.1} ns; {} rounds, allocators interleaved; medians over rounds, ratios paired by round [95% interval]{hogs}\n",
             first.kind,
             first.op_unit,
             first.latency_ns.unit,
             first.latency_ns.timer_overhead_ns,
-            first.latency_ns.bookkeeping_ns
+            first.latency_ns.bookkeeping_ns,
+            rounds(&group)
         ));
         // The producer-consumer hand-off's waits per operation, and the share that blocked.
         let handoff = group
@@ -42,10 +91,8 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
             .any(|m| m.extra.contains_key("handoff_waits_per_op"));
         let mut table = Table::new();
         table.load_style(UTF8_FULL_CONDENSED);
-        let ratio_header = match baseline {
-            Some(b) => format!("vs {b}"),
-            None => "vs -".to_owned(),
-        };
+        let references = references(&group, baseline);
+        let ratio_headers: Vec<String> = references.iter().map(|r| format!("vs {r}")).collect();
         let mut header = vec![
             "threads",
             "allocator",
@@ -55,25 +102,14 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
             "p99",
             "p99.9",
             "max",
-            &ratio_header,
         ];
+        header.extend(ratio_headers.iter().map(String::as_str));
         if handoff {
             header.push("waits/op (blocked)");
         }
         table.set_header(header);
         for m in &group {
             let (mean, sd) = m.throughput_mean_sd();
-            let base = baseline.and_then(|b| {
-                group
-                    .iter()
-                    .find(|o| o.allocator == b && o.config.threads == m.config.threads)
-            });
-            let ratio = match base {
-                Some(b) if b.throughput_ops_per_s > 0.0 => {
-                    format::ratio(m.throughput_ops_per_s / b.throughput_ops_per_s)
-                }
-                _ => "-".to_owned(),
-            };
             let lat = &m.latency_ns.figures;
             let mut row = vec![
                 m.config.threads.to_string(),
@@ -88,8 +124,8 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
                 format::nanos(lat.p99 as f64),
                 format::nanos(lat.p999 as f64),
                 format::nanos(lat.max as f64),
-                ratio,
             ];
+            row.extend(references.iter().map(|r| ratio_cell(m, r, paired)));
             if handoff {
                 row.push(match m.extra.get("handoff_waits_per_op") {
                     Some(per_op) => format!(
@@ -101,7 +137,7 @@ pub(crate) fn render(measurements: &[Measurement], baseline: Option<&str>) -> St
             }
             table.add_row(row);
         }
-        for col in 2..9 + usize::from(handoff) {
+        for col in 2..8 + references.len() + usize::from(handoff) {
             if let Some(column) = table.column_mut(col) {
                 column.set_cell_alignment(CellAlignment::Right);
             }

@@ -399,6 +399,10 @@ pub fn measure<A: ObjectAlloc>(
             } else {
                 0.0
             },
+            round: None,
+            position: None,
+            latency_ns: None,
+            cpu_seconds: None,
         })
         .collect();
     let ops: u64 = samples.iter().map(|s| s.ops).sum();
