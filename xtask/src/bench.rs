@@ -124,20 +124,38 @@ pub(crate) fn bench(options: Options) -> TaskResult {
         }
     }
 
-    // Merge: one results.json and one report.md for the whole suite.
-    let mut report_md = String::from("# sheafbench: default suite\n\n");
+    // Merge: one results.json and one report.md for the whole suite: the machine once, one
+    // summary of every workload, then each workload's sections.
     let mut results = Vec::new();
+    let mut sections = String::new();
+    let mut machine = String::new();
     for (json, markdown) in &parts {
         results.push(util::read_json(json)?);
         if let Ok(text) = std::fs::read_to_string(markdown) {
-            report_md.push_str(&text);
-            report_md.push('\n');
+            let (head, body) = split_report(&text);
+            if machine.is_empty() {
+                machine = head.to_owned();
+            }
+            // Each workload's warnings and failures sit under its own heading.
+            sections.push_str(
+                &body
+                    .replace("## Warnings\n", "### Warnings\n")
+                    .replace("## Failures\n", "### Failures\n"),
+            );
+            sections.push('\n');
         }
     }
-    let merged = merge_results(results);
-    for note in &notes {
-        report_md.push_str(&format!("- note: {note}\n"));
+    let mut merged = merge_results(results);
+    if let Some(all) = merged.as_mut() {
+        let mut list = all["notes"].as_array().cloned().unwrap_or_default();
+        list.extend(notes.iter().map(|n| serde_json::Value::String(n.clone())));
+        all["notes"] = serde_json::Value::Array(list);
     }
+    let summary = merged
+        .as_ref()
+        .and_then(|all| serde_json::from_value::<harness::ResultFile>(all.clone()).ok())
+        .map_or_else(String::new, |file| harness::summary::markdown(&file));
+    let report_md = format!("# sheafbench: default suite\n\n{machine}{summary}{sections}");
     let mut files = Vec::new();
     if let Some(all) = merged {
         let json = dir.join("results.json");
@@ -228,11 +246,27 @@ fn minutes(d: Duration) -> String {
 
 /// One result file from several: the first file's header (schema, date, machine) with the
 /// `runs`, `failures` and `paired` ratios of all of them, in order. `None` when there is no file.
+/// A workload's Markdown as the CLI writes it, split into the machine lines (after the title)
+/// and the workload's own sections (after its summary).
+fn split_report(text: &str) -> (&str, &str) {
+    let head_start = text.find("\n\n").map_or(0, |i| i + 2);
+    let head_end = text
+        .find("## Summary")
+        .unwrap_or(head_start)
+        .max(head_start);
+    let body_start = text[head_end..]
+        .match_indices("\n## ")
+        .map(|(i, _)| head_end + i + 1)
+        .find(|&i| !text[i..].starts_with("## Summary"))
+        .unwrap_or(text.len());
+    (&text[head_start..head_end], &text[body_start..])
+}
+
 fn merge_results(parts: Vec<serde_json::Value>) -> Option<serde_json::Value> {
     let mut parts = parts.into_iter();
     let mut all = parts.next()?;
     for part in parts {
-        for key in ["runs", "failures", "paired"] {
+        for key in ["runs", "failures", "paired", "notes"] {
             let extra = part[key].as_array().cloned().unwrap_or_default();
             match all[key].as_array_mut() {
                 Some(list) => list.extend(extra),
@@ -308,5 +342,13 @@ mod tests {
         assert_eq!(merged["failures"].as_array().unwrap().len(), 1);
         assert_eq!(merged["paired"].as_array().unwrap().len(), 1);
         assert!(merge_results(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_workload_report_splits_into_its_machine_lines_and_its_own_sections() {
+        let text = "# sheafbench results\n\nCPU · 2 CPUs\n\nEnvironment: x.\n\n## Summary\n\n| a |\n\nNot measured:\n\n- n\n\n## burst\n\ntable\n\n## Warnings\n\n- w\n";
+        let (head, body) = split_report(text);
+        assert_eq!(head, "CPU · 2 CPUs\n\nEnvironment: x.\n\n");
+        assert_eq!(body, "## burst\n\ntable\n\n## Warnings\n\n- w\n");
     }
 }

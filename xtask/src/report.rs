@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use harness::{chart, stats};
+use harness::chart;
 
 use crate::util::{self, TaskError, TaskResult};
 
@@ -69,8 +69,11 @@ struct Point {
     allocator: String,
     threads: u64,
     throughput: f64,
-    spread: f64,
+    /// Throughput of every round.
+    rounds: Vec<f64>,
     unit: String,
+    /// The measurement carries a `timer-dominated` warning.
+    timer_dominated: bool,
     /// In the order of [`PERCENTILES`].
     percentiles: [f64; 4],
 }
@@ -101,7 +104,13 @@ pub(crate) fn charts(result: &serde_json::Value) -> TaskResult<Vec<(String, Stri
                 allocator: allocator.to_owned(),
                 threads: run["config"]["threads"].as_u64().unwrap_or(0),
                 throughput,
-                spread: stats::standard_deviation(&samples),
+                rounds: samples,
+                timer_dominated: run["warnings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|w| w.as_str())
+                    .any(|w| w.starts_with("timer-dominated")),
                 unit: latency["unit"]
                     .as_str()
                     .unwrap_or("unit of work")
@@ -109,6 +118,14 @@ pub(crate) fn charts(result: &serde_json::Value) -> TaskResult<Vec<(String, Stri
                 percentiles: PERCENTILES.map(|(_, key)| figure(key)),
             });
     }
+    let machine = &result["machine"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let footer = chart::footer(
+        &text(&machine["git"]),
+        &text(&machine["cpu"]),
+        machine["cores"].as_u64().unwrap_or(0) as usize,
+        &text(&result["date"]),
+    );
     let mut charts = Vec::new();
     for (workload, mut points) in by_workload {
         points.sort_by(|a, b| {
@@ -120,11 +137,11 @@ pub(crate) fn charts(result: &serde_json::Value) -> TaskResult<Vec<(String, Stri
         let drawn = |e: chart::ChartError| TaskError::Failed(format!("{workload}: {e}"));
         charts.push((
             format!("throughput-{file}.svg"),
-            throughput_chart(&workload, &points).map_err(drawn)?,
+            throughput_chart(&workload, &points, &footer).map_err(drawn)?,
         ));
         charts.push((
             format!("latency-{file}.svg"),
-            latency_chart(&workload, &points).map_err(drawn)?,
+            latency_chart(&workload, &points, &footer).map_err(drawn)?,
         ));
     }
     Ok(charts)
@@ -155,7 +172,11 @@ fn row_label(point: &Point) -> String {
 }
 
 /// Throughput bars, in millions of operations per second, coloured by thread count.
-fn throughput_chart(workload: &str, points: &[Point]) -> Result<String, chart::ChartError> {
+fn throughput_chart(
+    workload: &str,
+    points: &[Point],
+    footer: &str,
+) -> Result<String, chart::ChartError> {
     let mut threads: Vec<u64> = points.iter().map(|p| p.threads).collect();
     threads.sort_unstable();
     threads.dedup();
@@ -168,34 +189,44 @@ fn throughput_chart(workload: &str, points: &[Point]) -> Result<String, chart::C
         .map(|point| chart::Bar {
             label: row_label(point),
             value: point.throughput / 1e6,
-            spread: point.spread / 1e6,
+            spread: 0.0,
             group: threads.binary_search(&point.threads).unwrap_or(0),
+            rounds: point.rounds.iter().map(|t| t / 1e6).collect(),
         })
         .collect();
     chart::bars(
         &format!("{workload}: throughput"),
-        "million operations per second (higher is better); whisker: ± 1 sd of the runs",
+        "throughput, million operations per second (higher is better); bar: median of the rounds, circles: each round",
         &groups,
         &bars,
+        footer,
     )
 }
 
 /// Percentile dots on a log axis, in nanoseconds per unit of work.
-fn latency_chart(workload: &str, points: &[Point]) -> Result<String, chart::ChartError> {
+fn latency_chart(
+    workload: &str,
+    points: &[Point],
+    footer: &str,
+) -> Result<String, chart::ChartError> {
     let unit = points.first().map_or("unit of work", |p| p.unit.as_str());
     let rows: Vec<chart::DotRow> = points
         .iter()
         .map(|point| chart::DotRow {
             label: row_label(point),
             values: point.percentiles.to_vec(),
+            flag: point
+                .timer_dominated
+                .then(|| "timer-dominated: mostly clock".to_owned()),
         })
         .collect();
     chart::log_dots(
         &format!("{workload}: latency percentiles"),
-        &format!("nanoseconds per sample, log scale (lower is better); one sample: {unit}"),
+        &format!("time per sample, log scale (lower is better); one sample: {unit}"),
         &PERCENTILES.map(|(label, _)| label),
         &rows,
         format_ns,
+        footer,
     )
 }
 
@@ -217,6 +248,8 @@ mod tests {
 
     fn result() -> serde_json::Value {
         serde_json::json!({
+            "date": "2026-01-01T00:00:00Z",
+            "machine": {"git": "1a2b3c", "cpu": "Test CPU", "cores": 2},
             "runs": [
                 {"workload": "churn-lifo", "allocator": "sheaf", "config": {"threads": 1},
                  "throughput_ops_per_s": 2.0e8,
@@ -224,7 +257,8 @@ mod tests {
                  "latency_ns": {"unit": "batch of 256 pairs", "p50": 900, "p90": 1000, "p99": 2000, "p999": 9000}},
                 {"workload": "churn-lifo", "allocator": "mimalloc", "config": {"threads": 1},
                  "throughput_ops_per_s": 1.0e8, "samples": [],
-                 "latency_ns": {"unit": "batch of 256 pairs", "p50": 1800, "p90": 2000, "p99": 4000, "p999": 0}},
+                 "latency_ns": {"unit": "batch of 256 pairs", "p50": 1800, "p90": 2000, "p99": 4000, "p999": 0},
+                 "warnings": ["timer-dominated: the median sample is mostly clock"]},
                 {"workload": "a/b c", "allocator": "<odd>", "config": {"threads": 2},
                  "throughput_ops_per_s": 5.0, "latency_ns": {}},
                 {"workload": "broken"}
@@ -277,8 +311,21 @@ mod tests {
             1,
             "the legend names the thread count"
         );
-        // sheaf has two samples: a whisker (the harness's whisker colour); mimalloc none.
-        assert_eq!(svg.matches("#333333").count(), 1, "{svg}");
+        // sheaf's two rounds are circles beside its median bar; mimalloc has none.
+        assert_eq!(svg.matches("<circle").count(), 2, "{svg}");
+        assert_eq!(
+            svg.matches("#333333").count(),
+            0,
+            "no whisker: the rounds show the spread"
+        );
+        assert_eq!(
+            texts(
+                &svg,
+                "git 1a2b3c · Test CPU · 2 CPUs · 2026-01-01T00:00:00Z"
+            ),
+            1,
+            "the footer names the revision and the machine"
+        );
     }
 
     #[test]
@@ -291,6 +338,10 @@ mod tests {
         for label in ["100 ns", "1 µs", "10 µs", "p99.9"] {
             assert_eq!(texts(&svg, label), 1, "{label} in {svg}");
         }
+        // The axis title gives no unit of its own: the ticks carry theirs.
+        assert!(svg.contains("time per sample, log scale"), "{svg}");
+        // Only mimalloc's row was warned timer-dominated.
+        assert_eq!(texts(&svg, "timer-dominated: mostly clock"), 1, "{svg}");
     }
 
     #[test]

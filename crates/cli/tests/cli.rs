@@ -1191,3 +1191,55 @@ fn the_contract_page_has_every_clause_of_the_checks_in_their_order() {
         "docs/contract.md against conformance::CLAUSES"
     );
 }
+
+/// Several workloads: stdout and the Markdown open with one summary of every (workload,
+/// threads) (winner, paired ratio over the runner-up, machine load) and say which thread
+/// counts were left out and why; the machine is named once.
+#[test]
+fn several_workloads_open_with_one_summary_and_the_counts_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let churn = write_spec(
+        dir.path(),
+        "tiny.yaml",
+        &GOOD.replace("pinned: false", "pinned: true"),
+    );
+    let pc = write_spec(
+        dir.path(),
+        "pc.yaml",
+        "name: pc\nkind: producer-consumer\nobject_size: 64\nwarmup: 5ms\nduration: 20ms\nruns: 2\nparams: {queue: 64, batch: 8}\n",
+    );
+    let markdown = dir.path().join("r.md");
+    let (json, stdout) = run_json(&[
+        "run",
+        churn.to_str().unwrap(),
+        pc.to_str().unwrap(),
+        "--alloc",
+        "system,locked-slab",
+        "--threads",
+        "1,4096",
+        "--runs",
+        "3",
+        "--markdown",
+        markdown.to_str().unwrap(),
+    ]);
+    assert_eq!(json["notes"].as_array().unwrap().len(), 2, "{json}");
+    let md = std::fs::read_to_string(&markdown).unwrap();
+    assert_eq!(md.matches("# sheafbench results").count(), 1, "{md}");
+    assert_eq!(md.matches("## Summary").count(), 1, "{md}");
+    let summary_text = &stdout[..stdout.find("tiny (churn)").expect("the tables follow")];
+    let summary_md = &md[md.find("## Summary").unwrap()..md.find("## tiny").unwrap()];
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d+\.\d+ \[\d+\.\d+\.\.\d+\.\d+\]( \(tie\))?", "[r]");
+    settings.add_filter(r"\b(system|locked-slab)\b", "[a]");
+    settings.add_filter(
+        r"(?m)(quiet|machine busy|hypervisor steal)(, hypervisor steal)? ([│|])$",
+        "[load] $3",
+    );
+    settings.add_filter(r"\d+ CPUs", "[n] CPUs");
+    settings.add_filter(r"[─═]+", "─");
+    settings.add_filter(r" +", " ");
+    settings.bind(|| {
+        insta::assert_snapshot!("summary_stdout", summary_text);
+        insta::assert_snapshot!("summary_markdown", summary_md);
+    });
+}

@@ -38,21 +38,38 @@ fn failed<E: fmt::Display>(error: E) -> ChartError {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-/// An SVG of `size` pixels: a white canvas with `title` on top, the rest handed to `draw`.
+/// Pixels of the footer line under every chart.
+const FOOTER: u32 = 24;
+
+/// An SVG of `size` pixels: a white canvas with `title` on top, `footer` (the revision and
+/// the machine) in small grey type at the bottom, the rest handed to `draw`.
 fn canvas(
     size: (u32, u32),
     title: &str,
+    footer: &str,
     draw: impl FnOnce(&Area<'_>) -> Result<(), ChartError>,
 ) -> Result<String, ChartError> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (size.0, size.1 + FOOTER)).into_drawing_area();
         root.fill(&WHITE).map_err(failed)?;
-        let root = root.titled(title, (FONT, 22)).map_err(failed)?;
-        draw(&root)?;
+        let (body, foot) = root.split_vertically(size.1);
+        foot.draw(&Text::new(
+            footer.to_owned(),
+            (10, 4),
+            (FONT, 12).into_font().color(&RGBColor(0x55, 0x55, 0x55)),
+        ))
+        .map_err(failed)?;
+        let body = body.titled(title, (FONT, 22)).map_err(failed)?;
+        draw(&body)?;
         root.present().map_err(failed)?;
     }
     Ok(svg)
+}
+
+/// The footer of a chart: the revision and the machine it was measured on.
+pub fn footer(git: &str, cpu: &str, cores: usize, date: &str) -> String {
+    format!("git {git} · {cpu} · {cores} CPUs · {date}")
 }
 
 /// The colour of the `index`-th series or group.
@@ -60,27 +77,12 @@ fn color(index: usize) -> RGBAColor {
     Palette99::pick(index).to_rgba()
 }
 
-/// The legend of the series labelled so far, in the upper right corner of the plot.
-fn legend<'a, X, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
-) -> Result<(), ChartError>
-where
-    X: Ranged,
-    Y: Ranged,
-{
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(failed)
-}
-
 /// How a legend entry of [`side_legend`] is marked.
 #[derive(Clone, Copy, Debug)]
 enum Marker {
     Square,
     Dot,
+    Line,
 }
 
 /// A legend in an area of its own (right of a row chart's plot, so that no row hides under
@@ -95,6 +97,10 @@ fn side_legend(area: &Area<'_>, names: &[&str], marker: Marker) -> Result<(), Ch
                 color.filled(),
             )),
             Marker::Dot => area.draw(&Circle::new((x + 6, y), 4, color.filled())),
+            Marker::Line => area.draw(&PathElement::new(
+                vec![(x, y), (x + 14, y)],
+                color.stroke_width(2),
+            )),
         }
         .map_err(failed)?;
         area.draw(&Text::new(name.to_string(), (x + 20, y - 7), (FONT, 13)))
@@ -119,15 +125,20 @@ fn category(labels: &[String], position: f64) -> String {
 pub type SweepSeries = (String, Vec<(usize, f64, f64)>);
 
 /// A sweep: throughput (Mops/s) and p99 latency per sample (µs) against the swept `param`,
-/// whose values are `values`, one line per series, two panels side by side.
+/// whose values are `values`, one line per series, two panels side by side and the legend
+/// right of them; `footer` under them.
 pub fn sweep(
     title: &str,
     param: &str,
     values: &[String],
     series: &[SweepSeries],
+    footer: &str,
 ) -> Result<String, ChartError> {
-    canvas((1200, 480), title, |root| {
-        let (left, right) = root.split_horizontally(600);
+    canvas((1200 + LEGEND, 480), title, footer, |root| {
+        let (panels, key) = root.split_horizontally(1200);
+        let names: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
+        side_legend(&key, &names, Marker::Line)?;
+        let (left, right) = panels.split_horizontally(600);
         sweep_panel(
             &left,
             "throughput (Mops/s)",
@@ -176,16 +187,14 @@ fn sweep_panel(
         .x_label_formatter(&|x| category(values, *x))
         .draw()
         .map_err(failed)?;
-    for (index, (name, points)) in series.iter().enumerate() {
+    for (index, (_, points)) in series.iter().enumerate() {
         let color = color(index);
         chart
             .draw_series(LineSeries::new(
                 points.iter().map(|p| (p.0 as f64, y(p))),
                 color.stroke_width(2),
             ))
-            .map_err(failed)?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            .map_err(failed)?;
         chart
             .draw_series(
                 points
@@ -194,7 +203,7 @@ fn sweep_panel(
             )
             .map_err(failed)?;
     }
-    legend(&mut chart)
+    Ok(())
 }
 
 /// Pixels per row of the row charts, and around their plots.
@@ -234,24 +243,29 @@ pub struct Bar {
     pub spread: f64,
     /// Index into the groups, which colour the bars and name them in the legend.
     pub group: usize,
+    /// The figure of every round, drawn as dots under the bar (a strip plot); the bar's
+    /// `value` is normally their median.
+    pub rounds: Vec<f64>,
 }
 
-/// Horizontal bars from 0, one per row, top to bottom in the order given; `value_desc` names
-/// the axis, `groups` the legend entries.
+/// Horizontal bars from 0, one per row, top to bottom in the order given, each with its
+/// rounds as dots in a strip under it; `value_desc` names the axis, `groups` the legend
+/// entries, `footer` goes under the chart.
 pub fn bars(
     title: &str,
     value_desc: &str,
     groups: &[String],
     bars: &[Bar],
+    footer: &str,
 ) -> Result<String, ChartError> {
     let rows = bars.len().max(1);
     let labels = labels_bottom_up(bars.iter().map(|bar| &bar.label));
     let max = bars
         .iter()
-        .map(|bar| bar.value + bar.spread)
+        .flat_map(|bar| bar.rounds.iter().copied().chain([bar.value + bar.spread]))
         .fold(0.0, f64::max)
         .max(1e-9);
-    canvas((WIDTH, row_chart_height(rows)), title, |root| {
+    canvas((WIDTH, row_chart_height(rows)), title, footer, |root| {
         let (plot, key) = root.split_horizontally(WIDTH - LEGEND);
         let mut chart = ChartBuilder::on(&plot)
             .margin(15)
@@ -277,7 +291,24 @@ pub fn bars(
             chart
                 .draw_series(members.map(|(index, bar)| {
                     let y = row_y(index, rows);
-                    Rectangle::new([(0.0, y - 0.35), (bar.value, y + 0.35)], color.filled())
+                    Rectangle::new([(0.0, y - 0.02), (bar.value, y + 0.38)], color.filled())
+                }))
+                .map_err(failed)?;
+        }
+        // The strip: each round a hollow dot in the lower half of its row, spread a little
+        // up and down so that equal figures stay visible.
+        for (index, bar) in bars.iter().enumerate() {
+            let color = color(bar.group);
+            let y = row_y(index, rows) - 0.22;
+            let n = bar.rounds.len();
+            chart
+                .draw_series(bar.rounds.iter().enumerate().map(|(k, &v)| {
+                    let jitter = if n > 1 {
+                        0.24 * (k as f64 / (n - 1) as f64 - 0.5)
+                    } else {
+                        0.0
+                    };
+                    Circle::new((v, y + jitter), 3, color.stroke_width(1))
                 }))
                 .map_err(failed)?;
         }
@@ -291,7 +322,13 @@ pub fn bars(
             .map_err(failed)?;
         chart
             .draw_series(bars.iter().enumerate().map(|(index, bar)| {
-                let at = (bar.value + bar.spread + max * 0.01, row_y(index, rows));
+                // Right of the bar, its whisker and its rounds' dots.
+                let right = bar
+                    .rounds
+                    .iter()
+                    .copied()
+                    .fold(bar.value + bar.spread, f64::max);
+                let at = (right + max * 0.015, row_y(index, rows) + 0.3);
                 Text::new(format!("{:.2}", bar.value), at, (FONT, 13))
             }))
             .map_err(failed)?;
@@ -307,17 +344,23 @@ pub struct DotRow {
     pub label: String,
     /// The figures, in the order of the chart's `figures`.
     pub values: Vec<f64>,
+    /// A caveat printed right of the row's dots (e.g. `timer-dominated`).
+    pub flag: Option<String>,
 }
 
+/// The colour of a row's flag.
+const FLAG: RGBColor = RGBColor(0xB0, 0x20, 0x20);
+
 /// Dots on a logarithmic axis spanning whole decades, one row per [`DotRow`], one colour per
-/// figure (named in the legend by `figures`); `value_desc` names the axis and `format` writes
-/// its labels.
+/// figure (named in the legend by `figures`), each row's flag right of its dots; `value_desc`
+/// names the axis, `format` writes its labels, `footer` goes under the chart.
 pub fn log_dots(
     title: &str,
     value_desc: &str,
     figures: &[&str],
     rows: &[DotRow],
     format: impl Fn(f64) -> String,
+    footer: &str,
 ) -> Result<String, ChartError> {
     let count = rows.len().max(1);
     let labels = labels_bottom_up(rows.iter().map(|row| &row.label));
@@ -337,7 +380,7 @@ pub fn log_dots(
     } else {
         (1.0, 10.0)
     };
-    canvas((WIDTH, row_chart_height(count)), title, |root| {
+    canvas((WIDTH, row_chart_height(count)), title, footer, |root| {
         let (plot, key) = root.split_horizontally(WIDTH - LEGEND);
         let mut chart = ChartBuilder::on(&plot)
             .margin(15)
@@ -362,6 +405,17 @@ pub fn log_dots(
             });
             chart.draw_series(dots).map_err(failed)?;
         }
+        let flags = rows.iter().enumerate().filter_map(|(index, row)| {
+            let flag = row.flag.as_ref()?;
+            let right = row.values.iter().copied().fold(low, f64::max);
+            // Just right of the rightmost dot, in the row's middle.
+            Some(Text::new(
+                flag.clone(),
+                (right * 1.15, row_y(index, count) + 0.25),
+                (FONT, 12).into_font().color(&FLAG),
+            ))
+        });
+        chart.draw_series(flags).map_err(failed)?;
         side_legend(&key, figures, Marker::Dot)
     })
 }
@@ -390,13 +444,23 @@ mod tests {
             ("<odd>".into(), vec![(0, 1.0e8, 1500.0), (1, 1.1e8, 1400.0)]),
         ];
         let values = ["8".to_owned(), "32".to_owned()];
-        let svg = sweep("t: sweep", "sheaf_capacity", &values, &series).unwrap();
+        let svg = sweep(
+            "t: sweep",
+            "sheaf_capacity",
+            &values,
+            &series,
+            "git abc · cpu",
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(texts(&svg, "t: sweep"), 1);
-        // Each panel names the swept field, its values and the series.
-        for text in ["sheaf_capacity", "8", "32", "sheaf"] {
-            assert!(texts(&svg, text) >= 2, "{text} in {svg}");
+        // Each panel names the swept field and its values; the legend, beside the panels
+        // rather than over them, names each series once; the footer says where it ran.
+        for text in ["sheaf_capacity", "8", "32"] {
+            assert_eq!(texts(&svg, text), 2, "{text} in {svg}");
         }
+        assert_eq!(texts(&svg, "sheaf"), 1, "{svg}");
+        assert_eq!(texts(&svg, "git abc · cpu"), 1, "{svg}");
         assert!(
             !svg.contains("<odd>") && svg.contains("&lt;odd&gt;"),
             "names are escaped"
@@ -414,21 +478,24 @@ mod tests {
                 value: 200.0,
                 spread: 10.0,
                 group: 0,
+                rounds: vec![190.0, 200.0, 215.0],
             },
             Bar {
                 label: "sheaf (2 thr)".into(),
                 value: 350.0,
                 spread: 0.0,
                 group: 1,
+                rounds: vec![340.0, 350.0, 360.0],
             },
             Bar {
                 label: "mimalloc (1 thr)".into(),
                 value: 100.0,
                 spread: 0.0,
                 group: 0,
+                rounds: Vec::new(),
             },
         ];
-        let svg = bars("w: throughput", "Mops/s", &groups, &rows).unwrap();
+        let svg = bars("w: throughput", "Mops/s", &groups, &rows, "git abc").unwrap();
         for text in [
             "sheaf (1 thr)",
             "sheaf (2 thr)",
@@ -452,6 +519,9 @@ mod tests {
         assert!(y_of("sheaf (1 thr)") < y_of("mimalloc (1 thr)"));
         // One whisker: the only row with a spread.
         assert_eq!(count(&svg, "#333333"), 1);
+        // Every round a circle (none in the legend, whose markers are squares).
+        assert_eq!(count(&svg, "<circle"), 6);
+        assert_eq!(texts(&svg, "git abc"), 1);
     }
 
     #[test]
@@ -460,16 +530,24 @@ mod tests {
             DotRow {
                 label: "a".into(),
                 values: vec![900.0, 2000.0, 9000.0],
+                flag: None,
             },
             DotRow {
                 label: "b".into(),
                 values: vec![1800.0, 0.0, 4000.0],
+                flag: Some("timer-dominated".into()),
             },
         ];
-        let svg = log_dots("w: latency", "ns", &["p50", "p99", "p99.9"], &rows, |v| {
-            format!("{v:.0} ns")
-        })
+        let svg = log_dots(
+            "w: latency",
+            "ns",
+            &["p50", "p99", "p99.9"],
+            &rows,
+            |v| format!("{v:.0} ns"),
+            "git abc",
+        )
         .unwrap();
+        assert_eq!(texts(&svg, "timer-dominated"), 1, "{svg}");
         // 3 + 2 dots, and one per legend entry.
         assert_eq!(count(&svg, "<circle"), 5 + 3);
         for text in ["a", "b", "p50", "p99.9", "100 ns", "10000 ns"] {
@@ -479,7 +557,8 @@ mod tests {
         let empty = [DotRow {
             label: "none".into(),
             values: vec![0.0],
+            flag: None,
         }];
-        assert!(log_dots("e", "ns", &["p50"], &empty, |v| format!("{v}")).is_ok());
+        assert!(log_dots("e", "ns", &["p50"], &empty, |v| format!("{v}"), "").is_ok());
     }
 }

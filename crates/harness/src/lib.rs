@@ -54,6 +54,7 @@ pub mod result;
 pub mod spec;
 pub mod stats;
 pub mod steal;
+pub mod summary;
 pub mod timer;
 pub mod warnings;
 

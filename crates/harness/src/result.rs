@@ -50,6 +50,9 @@ pub struct ResultFile {
     /// Per-round ratios of throughput between allocators measured in the same rounds.
     #[serde(default)]
     pub paired: Vec<PairedRatio>,
+    /// Notes on what was planned but not measured (a thread count left out, and why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The throughput of `allocator` over that of `versus`, round by round, for one (workload,
@@ -84,6 +87,7 @@ impl ResultFile {
             runs: Vec::new(),
             failures: Vec::new(),
             paired: Vec::new(),
+            notes: Vec::new(),
         }
     }
 

@@ -87,6 +87,7 @@ pub(crate) fn execute(
         .sum();
     for note in planned.iter().flat_map(|p| &p.skipped) {
         eprintln!("note: {note}");
+        results.notes.push(note.clone());
     }
     // Each (allocator, round) is one measured run of the workload's length.
     let planned_time = planned
@@ -208,6 +209,9 @@ pub(crate) fn run(args: RunArgs) -> Result<(), CliError> {
         baseline: Some(baseline),
     };
     execute(&planned, &allocators, &args.selection, &mut results, &sinks)?;
+    if planned.len() > 1 {
+        print!("{}", table::summary(&results));
+    }
     print!(
         "{}",
         table::render(&results.runs, &results.paired, Some(baseline))

@@ -138,6 +138,12 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
             key,
             &values,
             &series,
+            &harness::chart::footer(
+                &results.machine.git,
+                &results.machine.cpu,
+                results.machine.cores,
+                &results.date,
+            ),
         )?;
     }
     if !results.failures.is_empty() {

@@ -1,4 +1,5 @@
-//! Markdown: the machine, then one table per workload, then warnings and failures.
+//! Markdown: the machine, the summary (winner per workload and thread count), then one table
+//! per workload, then warnings and failures.
 
 use harness::ResultFile;
 
@@ -25,6 +26,7 @@ impl Exporter for MarkdownExporter {
             .map(|(label, value)| format!("{label}: {value}"))
             .collect();
         md.push_str(&format!("Environment: {}.\n\n", environment.join(" · ")));
+        md.push_str(&harness::summary::markdown(results));
         let mut workloads: Vec<&str> = Vec::new();
         for r in &results.runs {
             if !workloads.contains(&r.workload.as_str()) {

@@ -8,17 +8,20 @@ use crate::error::CliError;
 /// One allocator's points: (value index, throughput in ops/s, p99 in ns).
 pub(crate) use harness::chart::SweepSeries as Series;
 
-/// Draws the two charts side by side into `path`.
+/// Draws the two charts side by side into `path`, `footer` (revision and machine) under them.
 pub(crate) fn sweep_chart(
     path: &Path,
     title: &str,
     param: &str,
     values: &[String],
     series: &[Series],
+    footer: &str,
 ) -> Result<(), CliError> {
-    let svg = harness::chart::sweep(title, param, values, series).map_err(|e| CliError::Usage {
-        option: "--svg".into(),
-        message: e.to_string(),
+    let svg = harness::chart::sweep(title, param, values, series, footer).map_err(|e| {
+        CliError::Usage {
+            option: "--svg".into(),
+            message: e.to_string(),
+        }
     })?;
     harness::result::write_atomic(path, svg.as_bytes())?;
     Ok(())

@@ -147,3 +147,45 @@ pub(crate) fn render(
     }
     out
 }
+
+/// The summary printed above the tables when several workloads ran: one row per (workload,
+/// threads) with the winner, its paired ratio over the runner-up and the machine's load,
+/// then the thread counts left out.
+pub(crate) fn summary(results: &harness::ResultFile) -> String {
+    let rows = harness::summary::rows(results);
+    let mut out = String::from(
+        "summary: winner = highest median throughput; ratio = winner / runner-up, paired by round [95% interval]\n",
+    );
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "workload",
+        "threads",
+        "rounds × run",
+        "winner",
+        "runner-up",
+        "ratio [95%]",
+        "machine",
+    ]);
+    for r in &rows {
+        table.add_row(vec![
+            r.workload.clone(),
+            r.threads.to_string(),
+            format!("{} × {}", r.rounds, r.run_length),
+            r.winner.clone(),
+            r.runner_up.clone().unwrap_or_else(|| "-".to_owned()),
+            r.ratio_text(),
+            r.machine_text(),
+        ]);
+    }
+    if let Some(column) = table.column_mut(1) {
+        column.set_cell_alignment(CellAlignment::Right);
+    }
+    out.push_str(&table.to_string());
+    out.push('\n');
+    for note in &results.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out.push('\n');
+    out
+}
