@@ -182,6 +182,14 @@ pub struct RunConfig {
     pub barn_max_empty: usize,
     /// Whether deferred frees are batched.
     pub deferred_batching: bool,
+    /// sheaf's barn partial sheaf for prefill top-ups (`barn_partial`; off in files written
+    /// before the switch existed, which is how those runs ran).
+    #[serde(default)]
+    pub barn_partial: bool,
+    /// sheaf's model of a `NOWAIT` allocation that may not refill its sheaf
+    /// (`nowait_no_refill`).
+    #[serde(default)]
+    pub nowait_no_refill: bool,
     /// Worker threads.
     pub threads: u32,
     /// OS threads, counting consumers and readers.

@@ -71,7 +71,7 @@ pub fn for_measurement(m: &Measurement) -> Vec<String> {
     let (mean, sd) = m.throughput_mean_sd();
     if m.samples.len() >= 2 && mean > 0.0 && sd / mean > HIGH_VARIANCE_CV {
         warnings.push(format!(
-            "high variance: throughput varied by {:.0}% (coefficient of variation) over {} runs; the machine may be busy: use more --runs, a longer --duration or a quieter machine",
+            "high variance: throughput varied by {:.0}% (coefficient of variation) over {} runs (rounds); the machine may be busy: use more --runs, a longer --duration or a quieter machine",
             100.0 * sd / mean,
             m.samples.len()
         ));

@@ -298,8 +298,7 @@ fn config_differences(old: &ResultFile, new: &ResultFile) -> Vec<String> {
 /// ratios are not withheld: the other load reached both allocators of a round.
 const BUSY: &str = "no verdict (busy)";
 
-/// Warnings that say another process or guest took the measurement's CPUs.
-const LOADED: [&str; 2] = ["machine busy", "hypervisor steal"];
+use harness::summary::LOADED;
 
 /// Whether `m` was flagged busy or stolen from.
 fn is_flagged(m: &Measurement) -> bool {

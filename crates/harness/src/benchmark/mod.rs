@@ -531,6 +531,8 @@ pub fn measure<A: ObjectAlloc>(
             barn_max_full: config.barn_max_full,
             barn_max_empty: config.barn_max_empty,
             deferred_batching: config.deferred_batching,
+            barn_partial: config.barn_partial,
+            nowait_no_refill: config.nowait_no_refill,
             threads,
             os_threads,
             pinned: spec.pinned,
