@@ -123,6 +123,18 @@ fn parse_task_args<T: Parser>(args: &[&str]) -> util::TaskResult<T> {
         .map_err(|error| TaskError::Usage(error.to_string()))
 }
 
+/// Asserts that each `args` is refused as a usage error whose message contains the text given
+/// beside it.
+#[cfg(test)]
+fn assert_usage_errors<T: Parser + std::fmt::Debug>(cases: &[(&[&str], &str)]) {
+    for &(args, message) in cases {
+        match parse_task_args::<T>(args) {
+            Err(TaskError::Usage(error)) => assert!(error.contains(message), "{args:?}: {error}"),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // clap prints help (exit status 0) and usage errors (exit status 2) itself.
     let cli = match Cli::from_arg_matches(&command().get_matches()) {

@@ -337,19 +337,12 @@ mod tests {
         assert_eq!(o.measurement_secs, 3);
         let o = parse(&[]).expect("defaults");
         assert_eq!(o.allocators.0.len(), 5);
-        for (args, message) in [
+        crate::assert_usage_errors::<Options>(&[
             (&["--rounds", "0"][..], "expected a whole number above 0"),
             (&["--alloc", ","], "at least one allocator name"),
             (&["--measurement-time"], "a value is required"),
             (&["--fast"], "--fast"),
-        ] {
-            match parse(args) {
-                Err(TaskError::Usage(error)) => {
-                    assert!(error.contains(message), "{args:?}: {error}")
-                }
-                other => panic!("{args:?}: {other:?}"),
-            }
-        }
+        ]);
     }
 
     #[test]

@@ -362,20 +362,13 @@ mod tests {
         assert_eq!(o.spec, Some(PathBuf::from("x.yaml")));
         assert!(matches!(o.spec(), Err(TaskError::Usage(e)) if e.contains("no such file")));
         assert_eq!(o.json, Some(PathBuf::from("out.json")));
-        for (args, message) in [
+        crate::assert_usage_errors::<Options>(&[
             (&["--passes", "0"][..], "expected a whole number above 0"),
             (&["--passes", "two"], "expected a whole number above 0"),
             (&["--alloc", ","], "at least one allocator name"),
             (&["--json"], "a value is required"),
             (&["--fast"], "--fast"),
-        ] {
-            match parse(args) {
-                Err(TaskError::Usage(error)) => {
-                    assert!(error.contains(message), "{args:?}: {error}")
-                }
-                other => panic!("{args:?}: {other:?}"),
-            }
-        }
+        ]);
     }
 
     #[test]
