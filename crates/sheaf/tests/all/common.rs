@@ -2,9 +2,11 @@
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use object_alloc::{AllocFlags, CacheConfig, PageSource};
+use object_alloc::{AllocFlags, CacheConfig, PageError, PageSource, PageSourceStats};
 use sheaf::{Cache, SlotStrategy};
 use slab::LimitedPages;
 
@@ -113,4 +115,104 @@ pub(crate) fn is_zero(object: NonNull<u8>, size: usize) -> bool {
     unsafe { std::slice::from_raw_parts(object.as_ptr(), size) }
         .iter()
         .all(|&b| b == 0)
+}
+
+/// Pages whose next `alloc_chunk` after [`GatedPages::arm`] (or next `free_chunk` after
+/// [`GatedPages::arm_free`]) blocks until [`GatedPages::open`] (or a time-out, so that a
+/// failing test cannot hang): the caller is descheduled inside the allocator, as a page
+/// allocator that sleeps would leave it.
+#[derive(Debug, Default)]
+pub(crate) struct GatedPages {
+    inner: slab::MmapPages,
+    armed: AtomicBool,
+    armed_free: AtomicBool,
+    /// Where set, only a `free_chunk` on the thread of this name (`/proc/thread-self/comm`)
+    /// meets the armed gate.
+    free_thread: Mutex<Option<&'static str>>,
+    /// (a caller is blocked inside, the gate is open)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl GatedPages {
+    pub(crate) fn arm(&self) {
+        *self.state.lock().unwrap() = (false, false);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn arm_free(&self) {
+        *self.state.lock().unwrap() = (false, false);
+        self.armed_free.store(true, Ordering::SeqCst);
+    }
+
+    /// [`GatedPages::arm_free`] for a `free_chunk` made on the thread named `thread` only.
+    pub(crate) fn arm_free_on(&self, thread: &'static str) {
+        *self.free_thread.lock().unwrap() = Some(thread);
+        self.arm_free();
+    }
+
+    /// Whether a `free_chunk` on the calling thread meets the armed gate.
+    fn free_here(&self) -> bool {
+        self.free_thread.lock().unwrap().is_none_or(|thread| {
+            std::fs::read_to_string("/proc/thread-self/comm")
+                .is_ok_and(|name| name.trim_end() == thread)
+        })
+    }
+
+    /// Blocks the caller until the gate opens (at most 10 s).
+    fn block(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        self.changed.notify_all();
+        let _ = self
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(10), |(_, open)| !*open)
+            .unwrap();
+    }
+
+    /// Waits until a caller is blocked inside; `false` after 10 s.
+    pub(crate) fn wait_blocked(&self) -> bool {
+        self.wait_blocked_for(Duration::from_secs(10))
+    }
+
+    /// Waits until a caller is blocked inside; `false` after `time`.
+    pub(crate) fn wait_blocked_for(&self, time: Duration) -> bool {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, time, |(inside, _)| !*inside)
+            .unwrap();
+        state.0
+    }
+
+    pub(crate) fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+// SAFETY: every chunk comes from `inner` and goes back to it.
+unsafe impl PageSource for GatedPages {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, PageError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.block();
+        }
+        self.inner.alloc_chunk(bytes)
+    }
+
+    unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+        if self.free_here() && self.armed_free.swap(false, Ordering::SeqCst) {
+            self.block();
+        }
+        // SAFETY: forwarded: the chunk came from `inner`.
+        unsafe { self.inner.free_chunk(chunk, bytes) }
+    }
+
+    fn stats(&self) -> PageSourceStats {
+        self.inner.stats()
+    }
 }

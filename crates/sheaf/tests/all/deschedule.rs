@@ -3,92 +3,13 @@
 //! thread on its CPU, and does not keep the CPU slot while the page source runs.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use object_alloc::{AllocFlags, CacheConfig, PageError, PageSource, PageSourceStats};
+use object_alloc::{AllocFlags, CacheConfig, PageSource};
 use sheaf::{Cache, SlotStrategy};
 
 use crate::common::*;
-
-/// Pages whose next `alloc_chunk` after [`GatedPages::arm`] (or next `free_chunk` after
-/// [`GatedPages::arm_free`]) blocks until [`GatedPages::open`] (or a time-out, so that a
-/// failing test cannot hang): the caller is descheduled inside the allocator, as a page
-/// allocator that sleeps would leave it.
-#[derive(Debug, Default)]
-struct GatedPages {
-    inner: slab::MmapPages,
-    armed: AtomicBool,
-    armed_free: AtomicBool,
-    /// (a caller is blocked inside, the gate is open)
-    state: Mutex<(bool, bool)>,
-    changed: Condvar,
-}
-
-impl GatedPages {
-    fn arm(&self) {
-        *self.state.lock().unwrap() = (false, false);
-        self.armed.store(true, Ordering::SeqCst);
-    }
-
-    fn arm_free(&self) {
-        *self.state.lock().unwrap() = (false, false);
-        self.armed_free.store(true, Ordering::SeqCst);
-    }
-
-    /// Blocks the caller until the gate opens (at most 10 s).
-    fn block(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.0 = true;
-        self.changed.notify_all();
-        let _ = self
-            .changed
-            .wait_timeout_while(state, Duration::from_secs(10), |(_, open)| !*open)
-            .unwrap();
-    }
-
-    /// Waits until a caller is blocked inside; `false` after 10 s.
-    fn wait_blocked(&self) -> bool {
-        let state = self.state.lock().unwrap();
-        let (state, _) = self
-            .changed
-            .wait_timeout_while(state, Duration::from_secs(10), |(inside, _)| !*inside)
-            .unwrap();
-        state.0
-    }
-
-    fn open(&self) {
-        self.state.lock().unwrap().1 = true;
-        self.changed.notify_all();
-    }
-}
-
-// SAFETY: every chunk comes from `inner` and goes back to it.
-unsafe impl PageSource for GatedPages {
-    fn name(&self) -> &'static str {
-        "gated"
-    }
-
-    fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, PageError> {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.block();
-        }
-        self.inner.alloc_chunk(bytes)
-    }
-
-    unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
-        if self.armed_free.swap(false, Ordering::SeqCst) {
-            self.block();
-        }
-        // SAFETY: forwarded: the chunk came from `inner`.
-        unsafe { self.inner.free_chunk(chunk, bytes) }
-    }
-
-    fn stats(&self) -> PageSourceStats {
-        self.inner.stats()
-    }
-}
 
 /// Pins the calling thread to `cpu` (where the machine allows it).
 fn pin(cpu: usize) {

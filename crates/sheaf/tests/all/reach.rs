@@ -282,48 +282,13 @@ both_strategies! {
     }
 }
 
-/// Pages whose release blocks on the rcu module's hand-over thread while the gate is shut, so
-/// a test can hold that thread in the middle of flushing an exited thread's sheaves.
-#[derive(Debug, Default)]
-struct GatedPages {
-    inner: slab::MmapPages,
-    shut: AtomicBool,
-    blocked: AtomicBool,
-}
-
-// SAFETY: every chunk comes from `inner` and goes back to it.
-unsafe impl PageSource for GatedPages {
-    fn name(&self) -> &'static str {
-        "gated"
-    }
-
-    fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, object_alloc::PageError> {
-        self.inner.alloc_chunk(bytes)
-    }
-
-    unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
-        let hand_over = std::fs::read_to_string("/proc/thread-self/comm")
-            .is_ok_and(|name| name.trim_end() == "rcu-hand-over");
-        while hand_over && self.shut.load(Ordering::Acquire) {
-            self.blocked.store(true, Ordering::Release);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // SAFETY: forwarded: the chunk came from `inner`.
-        unsafe { self.inner.free_chunk(chunk, bytes) }
-    }
-
-    fn stats(&self) -> object_alloc::PageSourceStats {
-        self.inner.stats()
-    }
-}
-
 /// Opens the gate when dropped, so that a failing test does not leave the process's
-/// hand-over thread (shared with the other tests) blocked.
+/// hand-over thread (shared with the other tests) blocked until the gate's time-out.
 struct Reopen<'a>(&'a GatedPages);
 
 impl Drop for Reopen<'_> {
     fn drop(&mut self) {
-        self.0.shut.store(false, Ordering::Release);
+        self.0.open();
     }
 }
 
@@ -339,7 +304,7 @@ fn c_conc_4_shrink_and_check_wait_for_an_adoption_in_transit() {
         .with_barn_limits(0, 0)
         .with_page_source(pages.clone());
     let cache: Cache<sheaf::PerThread> = Cache::new(&config).unwrap();
-    pages.shut.store(true, Ordering::Release);
+    pages.arm_free_on("rcu-hand-over");
     let _reopen = Reopen(&pages);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -362,18 +327,14 @@ fn c_conc_4_shrink_and_check_wait_for_an_adoption_in_transit() {
     });
     // The thread has exited: its slot waits for adoption, and its deferral armed the
     // hand-over thread, which adopts it at its next tick and blocks in the page source.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pages.blocked.load(Ordering::Acquire) {
-        assert!(
-            Instant::now() < deadline,
-            "the hand-over thread never released a slab"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        pages.wait_blocked_for(Duration::from_secs(5)),
+        "the hand-over thread never released a slab"
+    );
     std::thread::scope(|s| {
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(100));
-            pages.shut.store(false, Ordering::Release);
+            pages.open();
         });
         cache.shrink();
         assert!(cache.check_invariants());
