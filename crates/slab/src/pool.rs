@@ -338,7 +338,7 @@ impl SlabPool {
             std::slice::from_raw_parts(gathered.as_ptr().cast::<NonNull<u8>>(), gathered.len())
         };
         // SAFETY: the objects were just taken from this pool and never handed out.
-        unsafe { self.free_objects(objects) };
+        unsafe { self.free_objects(objects, false) };
     }
 
     #[cold]
@@ -416,23 +416,13 @@ impl SlabPool {
         };
     }
 
-    /// Frees `objects` without poisoning them.
-    ///
-    /// # Safety
-    ///
-    /// As [`SlabPool::free_bulk`].
-    unsafe fn free_objects(&self, objects: &[NonNull<u8>]) {
-        // SAFETY: forwarded.
-        unsafe { self.free_objects_then(objects, false) }
-    }
-
     /// Frees `objects` without poisoning them; the slabs to release are queued instead when
     /// `queue` is set.
     ///
     /// # Safety
     ///
     /// As [`SlabPool::free_bulk`].
-    unsafe fn free_objects_then(&self, objects: &[NonNull<u8>], queue: bool) {
+    unsafe fn free_objects(&self, objects: &[NonNull<u8>], queue: bool) {
         let layout = &self.layout;
         let mut start = 0;
         while start < objects.len() {
@@ -530,13 +520,9 @@ impl SlabPool {
     /// - Each object was allocated from this pool, is live, and appears once.
     /// - Nothing uses them after this call.
     pub unsafe fn free_bulk(&self, objects: &[NonNull<u8>]) {
-        if self.poison {
-            for &object in objects {
-                self.poison_object(object);
-            }
-        }
+        self.poison_objects(objects);
         // SAFETY: forwarded from the caller.
-        unsafe { self.free_objects(objects) }
+        unsafe { self.free_objects(objects, false) }
     }
 
     /// [`SlabPool::free_bulk`] for a caller that must not call the page source now (it holds
@@ -549,13 +535,19 @@ impl SlabPool {
     ///
     /// As [`SlabPool::free_bulk`].
     pub unsafe fn free_bulk_queued(&self, objects: &[NonNull<u8>]) {
+        self.poison_objects(objects);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_objects(objects, true) }
+    }
+
+    /// Poisons objects being freed, when the pool poisons.
+    #[inline]
+    fn poison_objects(&self, objects: &[NonNull<u8>]) {
         if self.poison {
             for &object in objects {
                 self.poison_object(object);
             }
         }
-        // SAFETY: forwarded from the caller.
-        unsafe { self.free_objects_then(objects, true) }
     }
 
     /// Frees one object.
