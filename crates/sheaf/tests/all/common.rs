@@ -57,6 +57,11 @@ pub(crate) fn live<S: SlotStrategy>(cache: &Cache<S>) -> u64 {
         .expect("sheaf reports live objects")
 }
 
+/// The cache's counter `name` now (0 when the design does not report it).
+pub(crate) fn counter<S: SlotStrategy>(cache: &Cache<S>, name: &str) -> u64 {
+    cache.stats().counters.get(name).copied().unwrap_or(0)
+}
+
 /// Bytes the page source still holds.
 pub(crate) fn held(pages: &LimitedPages) -> usize {
     pages.stats().held_bytes

@@ -19,15 +19,6 @@ fn pin(cpu: usize) {
     let _ = sched_setaffinity(None, &set);
 }
 
-fn busy<S: SlotStrategy>(cache: &Cache<S>) -> u64 {
-    cache
-        .stats()
-        .counters
-        .get("cpu_slot_busy")
-        .copied()
-        .unwrap_or(0)
-}
-
 /// A thread blocks in the page source during `first` (an operation that needs a new slab
 /// for an empty cache); another thread on the same CPU allocates, frees, prefills and returns
 /// meanwhile. Every one of those completes while the first thread is still blocked, and the
@@ -68,11 +59,11 @@ fn blocked_in_the_page_source_with<S: SlotStrategy>(
         // be busy every time.
         let mut slot_busy = 0;
         for _ in 0..20 {
-            let before = busy(&cache);
+            let before = counter(&cache, "cpu_slot_busy");
             let object = cache.alloc(AllocFlags::empty()).expect("memory");
             // SAFETY: allocated just above, freed once.
             unsafe { cache.free(object) };
-            slot_busy = busy(&cache) - before;
+            slot_busy = counter(&cache, "cpu_slot_busy") - before;
             if slot_busy == 0 {
                 break;
             }

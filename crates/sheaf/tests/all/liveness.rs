@@ -182,16 +182,6 @@ fn c_defer_3_batched_per_thread_deferral_of_a_thread_that_runs_then_exits() {
     free_all_and_check_empty(&pages, &cache, []);
 }
 
-/// `rcu_free` sheaves handed to a grace period so far.
-fn submitted<S: SlotStrategy>(cache: &Cache<S>) -> u64 {
-    let stats = cache.stats();
-    stats
-        .counters
-        .get("rcu_sheaf_submitted")
-        .copied()
-        .unwrap_or(0)
-}
-
 /// The hand-over thread wants only `rcu_free` sheaves: while it keeps a cache armed (another
 /// thread defers now and then), a thread that runs without calling the cache keeps its
 /// `main` and `spare` sheaves, and one it catches running hands over only its `rcu_free` ones.
@@ -232,7 +222,8 @@ fn c_defer_3_hand_over_takes_only_rcu_sheaves_from_running_threads() {
             // until the hand-over thread has taken some of the other thread's deferrals.
             let start = Instant::now();
             while start.elapsed() < HANDOVER_TICK * 8
-                || (submitted(cache) == 0 && start.elapsed() < Duration::from_secs(5))
+                || (counter(cache, "rcu_sheaf_submitted") == 0
+                    && start.elapsed() < Duration::from_secs(5))
             {
                 spin(HANDOVER_TICK);
             }
@@ -244,14 +235,12 @@ fn c_defer_3_hand_over_takes_only_rcu_sheaves_from_running_threads() {
         stop_tx.send(()).unwrap();
         deferring.join().unwrap();
     });
-    let stats = cache.stats();
-    let count = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
     assert!(
-        count("rcu_sheaf_submitted") > 0,
+        counter(&cache, "rcu_sheaf_submitted") > 0,
         "nothing was handed over in 5 s"
     );
     assert_eq!(
-        count("slot_drained"),
+        counter(&cache, "slot_drained"),
         0,
         "a running thread's main and spare sheaves were taken from it"
     );
