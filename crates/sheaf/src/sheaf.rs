@@ -26,14 +26,46 @@ use std::ptr::{self, NonNull};
 use object_alloc::SHEAF_HEADER_BYTES;
 
 /// The header in front of a sheaf's object array.
+///
+/// `size` and `fast_budget` form one 8-byte word that the per-CPU restartable sequences
+/// (`slot::rseq_ops`) commit with a single store: each push or pop by a sequence changes
+/// `size` by one and takes one from `fast_budget`, so an aborted sequence changes neither and
+/// a committed one both. A sequence that finds the budget spent misses (the locked path runs
+/// instead), so the count of sequence operations, `FAST_BUDGET - fast_budget`, never wraps.
+/// With `size_at_rebase` that count splits exactly into pushes and pops
+/// ([`OwnedSheaf::take_fast_counts`]); the slot's lock holders take the counts and re-base
+/// the sheaf ([`OwnedSheaf::rebase`]). Code other than the sequences never changes the
+/// budget.
 #[repr(C)]
 pub(crate) struct SheafHeader {
     /// Objects held: entries `0..size` of the array.
     size: u32,
+    /// Operations the sequences may still commit before the next re-base.
+    fast_budget: u32,
     /// Entries in the array.
     capacity: u32,
+    /// `size` at the last re-base.
+    size_at_rebase: u32,
     /// Link for the barn's intrusive lists; null elsewhere.
     next: *mut SheafHeader,
+}
+
+/// The budget a re-base sets: the most sequence operations between two re-bases.
+const FAST_BUDGET: u32 = u32::MAX;
+
+/// Byte offsets in [`SheafHeader`] used by the restartable sequences.
+pub(crate) mod layout {
+    use super::SheafHeader;
+    use std::mem::offset_of;
+
+    /// The word of `size` (low half) and `fast_budget` (high half).
+    pub(crate) const WORD: usize = offset_of!(SheafHeader, size);
+    /// `capacity`.
+    pub(crate) const CAPACITY: usize = offset_of!(SheafHeader, capacity);
+    /// The first entry of the object array.
+    pub(crate) const OBJECTS: usize = size_of::<SheafHeader>();
+
+    const _: () = assert!(WORD == 0 && offset_of!(SheafHeader, fast_budget) == 4);
 }
 
 const _: () = assert!(size_of::<SheafHeader>() <= SHEAF_HEADER_BYTES);
@@ -48,7 +80,9 @@ unsafe impl Sync for Sentinel {}
 
 static NO_SHEAF: Sentinel = Sentinel(SheafHeader {
     size: 0,
+    fast_budget: 0,
     capacity: 0,
+    size_at_rebase: 0,
     next: ptr::null_mut(),
 });
 
@@ -59,6 +93,7 @@ pub(crate) const MAX_CAPACITY: usize = u32::MAX as usize / 2;
 ///
 /// Not `Drop`: a sheaf holds objects that must go back to their slabs first, so every sheaf
 /// is released explicitly with [`OwnedSheaf::free`] once empty.
+#[repr(transparent)]
 pub(crate) struct OwnedSheaf {
     header: NonNull<SheafHeader>,
 }
@@ -104,7 +139,9 @@ impl OwnedSheaf {
         unsafe {
             header.write(SheafHeader {
                 size: 0,
+                fast_budget: FAST_BUDGET,
                 capacity: capacity as u32,
+                size_at_rebase: 0,
                 next: ptr::null_mut(),
             });
         }
@@ -342,6 +379,42 @@ impl OwnedSheaf {
     /// - `raw` came from `into_raw`, and ownership is taken back exactly once.
     pub(crate) unsafe fn from_raw(raw: NonNull<()>) -> Self {
         Self { header: raw.cast() }
+    }
+
+    /// The pushes and pops the restartable sequences committed on this sheaf since its last
+    /// re-base, `(pops, pushes)`. The caller excludes the sequences (it holds the slot whose
+    /// `main` this is, or the sheaf is no slot's `main`), and re-bases the sheaf before they
+    /// may run on it again.
+    #[inline]
+    pub(crate) fn take_fast_counts(&self) -> (u64, u64) {
+        if self.is_none() {
+            return (0, 0);
+        }
+        let header = self.header();
+        let ops = u64::from(FAST_BUDGET - header.fast_budget);
+        if ops == 0 {
+            return (0, 0);
+        }
+        // Every operation moved `size` by one: `pushes - pops` is the change since the
+        // re-base, `pushes + pops` the operations.
+        let grown = i64::from(header.size) - i64::from(header.size_at_rebase);
+        let pushes = (ops as i64 + grown) / 2;
+        (ops - pushes as u64, pushes as u64)
+    }
+
+    /// Starts a new count for the restartable sequences: after [`OwnedSheaf::take_fast_counts`]
+    /// or a change of `size` by other code, before the sequences may run on the sheaf again.
+    #[inline(always)]
+    pub(crate) fn rebase(&mut self) {
+        if self.is_none() {
+            return;
+        }
+        let header = self.header.as_ptr();
+        // SAFETY: a live, non-sentinel header that we own.
+        unsafe {
+            (*header).size_at_rebase = (*header).size;
+            (*header).fast_budget = FAST_BUDGET;
+        }
     }
 
     /// The list link.

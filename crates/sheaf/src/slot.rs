@@ -55,6 +55,13 @@ mod last_slot;
 mod per_cpu;
 mod per_thread;
 mod registry;
+#[cfg(all(
+    not(loom),
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_env = "gnu"
+))]
+mod rseq_ops;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
@@ -221,9 +228,12 @@ impl Slot {
             .is_ok()
     }
 
-    /// Per-CPU: releases the lock, however it was taken.
+    /// Per-CPU: releases the lock, however it was taken. `main` is re-based first, so that
+    /// the restartable sequences that may run on it next count from here (`rseq_ops`).
     #[inline(always)]
     pub(crate) fn unlock(&self) {
+        // SAFETY: the caller holds the lock.
+        unsafe { self.sheaves_mut() }.main.rebase();
         self.lock.store(FREE, Ordering::Release);
     }
 
@@ -250,6 +260,29 @@ impl Slot {
 }
 
 impl Slot {
+    /// The address of the `main` sheaf pointer, for the restartable sequences (`rseq_ops`).
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn main_field(&self) -> *const OwnedSheaf {
+        // SAFETY: a place projection through the cell's raw pointer; no reference is made.
+        unsafe { &raw const (*self.sheaves.get()).main }
+    }
+
+    /// Per-CPU with restartable sequences, by a new lock holder: adds the pushes and pops
+    /// that the sequences committed on `main` since the previous holder re-based it to the
+    /// slot's counters (see `rseq_ops`); [`Slot::unlock`] re-bases it again.
+    #[inline(always)]
+    fn take_fast_counts(&self) {
+        // SAFETY: the caller holds the slot's lock, which excludes the sequences.
+        let (pops, pushes) = unsafe { self.sheaves_mut() }.main.take_fast_counts();
+        if pops | pushes != 0 {
+            self.counters
+                .add_owned(crate::stats::Stat::AllocFastpath, pops);
+            self.counters
+                .add_owned(crate::stats::Stat::FreeFastpath, pushes);
+        }
+    }
+
     /// Replaces the sheaves with empty ones without reading or dropping the old ones: they
     /// may have been half-updated by a thread that does not exist in this process, and the
     /// objects in them are lost.

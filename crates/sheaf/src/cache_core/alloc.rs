@@ -53,23 +53,42 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// Allocates one object.
     #[inline]
     pub(crate) fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
-        let object = match self.slots.acquire_fast() {
-            Some(mut slot) => {
-                let counters = slot.counters();
-                match slot.sheaves().main.pop() {
-                    Some(object) => {
-                        counters.add_owned(Stat::AllocFastpath, 1);
-                        crate::slowdown::on_alloc(object)
-                    }
-                    None => self.alloc_refill(slot, flags)?,
-                }
-            }
-            None => self.alloc_busy(flags)?,
+        let object = match self.slots.pop_fast() {
+            Some(object) => crate::slowdown::on_alloc(object),
+            None if S::PER_CPU => self.alloc_locked_cold(flags)?,
+            None => self.alloc_locked(flags)?,
         };
         if flags.zero() {
             self.zero(object);
         }
         Some(object)
+    }
+
+    /// [`CacheCore::alloc_locked`] out of line: per-CPU, after the restartable sequence
+    /// missed (or where there is none).
+    #[cold]
+    #[inline(never)]
+    fn alloc_locked_cold(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
+        self.alloc_locked(flags)
+    }
+
+    /// Allocates one object with the slot held: the per-thread fast path, and the per-CPU
+    /// one where restartable sequences are unavailable.
+    #[inline(always)]
+    fn alloc_locked(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
+        match self.slots.acquire_fast() {
+            Some(mut slot) => {
+                let counters = slot.counters();
+                match slot.sheaves().main.pop() {
+                    Some(object) => {
+                        counters.add_owned(Stat::AllocFastpath, 1);
+                        Some(crate::slowdown::on_alloc(object))
+                    }
+                    None => self.alloc_refill(slot, flags),
+                }
+            }
+            None => self.alloc_busy(flags),
+        }
     }
 
     #[cold]
@@ -273,6 +292,35 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// - `object` is a live object of this cache, not used after this call.
     #[inline]
     pub(crate) unsafe fn free(&self, object: NonNull<u8>) {
+        if S::PER_CPU {
+            // SAFETY: the caller's object, given up to the cache.
+            if let Err(object) = unsafe { self.slots.push_fast(crate::slowdown::on_free(object)) } {
+                // SAFETY: forwarded.
+                unsafe { self.free_locked_cold(object) };
+            }
+        } else {
+            // SAFETY: forwarded.
+            unsafe { self.free_locked(object) };
+        }
+    }
+
+    /// [`CacheCore::free_locked`] out of line: per-CPU, after the restartable sequence
+    /// missed (or where there is none).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_locked_cold(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded.
+        unsafe { self.free_locked(object) };
+    }
+
+    /// Frees one object with the slot held: the per-thread fast path, and the per-CPU one
+    /// where restartable sequences are unavailable.
+    ///
+    /// # Safety
+    ///
+    /// - As for [`CacheCore::free`].
+    #[inline(always)]
+    unsafe fn free_locked(&self, object: NonNull<u8>) {
         match self.slots.acquire_fast() {
             Some(mut slot) => {
                 let counters = slot.counters();

@@ -89,7 +89,10 @@ impl<S: SlotStrategy> SlotTable<S> {
         // release store of `FREE`.
         Some(
             match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
-                rseq::LocalOutcome::Locked => OwnCpuOutcome::Locked(slot),
+                rseq::LocalOutcome::Locked => {
+                    slot.take_fast_counts();
+                    OwnCpuOutcome::Locked(slot)
+                }
                 rseq::LocalOutcome::Busy => OwnCpuOutcome::Busy,
                 // Migrated since the CPU was read, or preempted inside.
                 rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => OwnCpuOutcome::Retry,
@@ -132,7 +135,87 @@ impl<S: SlotStrategy> SlotTable<S> {
         let index = cpu % self.cpus.len();
         let slot = &self.cpus[index];
         // SAFETY: as in `try_lock_rseq`; `index` is the CPU the slot belongs to.
-        unsafe { rseq::try_lock_remote(&slot.lock, index as u32) }.then_some(&**slot)
+        let locked = unsafe { rseq::try_lock_remote(&slot.lock, index as u32) };
+        if !locked {
+            return None;
+        }
+        slot.take_fast_counts();
+        Some(slot)
+    }
+
+    /// Per-CPU with restartable sequences: pops from the `main` of the caller's CPU slot in
+    /// one sequence, without the slot lock (`rseq_ops`); `None` on any miss, after which the
+    /// caller takes the locked path. Always `None` for other tables and targets.
+    #[inline(always)]
+    pub(crate) fn pop_fast(&self) -> Option<std::ptr::NonNull<u8>> {
+        #[cfg(all(
+            not(loom),
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))]
+        if S::PER_CPU
+            && let LockKind::Rseq { offset } = self.lock_kind
+        {
+            let cpu = cpu::rseq_cpu(offset)?;
+            let slot = self.cpus.get(cpu as usize)?;
+            // SAFETY: the table's lock kind is `Rseq` with this offset (fixed for its life),
+            // and `slot` is CPU `cpu`'s.
+            return unsafe { super::rseq_ops::pop(slot, cpu, offset) };
+        }
+        None
+    }
+
+    /// Per-CPU with restartable sequences: pushes `object` onto the `main` of the caller's
+    /// CPU slot in one sequence (`rseq_ops`); gives it back on any miss, after which the
+    /// caller takes the locked path.
+    ///
+    /// # Safety
+    ///
+    /// - `object` is a free object of this table's cache, owned by the caller.
+    #[inline(always)]
+    pub(crate) unsafe fn push_fast(
+        &self,
+        object: std::ptr::NonNull<u8>,
+    ) -> Result<(), std::ptr::NonNull<u8>> {
+        #[cfg(all(
+            not(loom),
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))]
+        if S::PER_CPU
+            && let LockKind::Rseq { offset } = self.lock_kind
+        {
+            let Some(cpu) = cpu::rseq_cpu(offset) else {
+                return Err(object);
+            };
+            let Some(slot) = self.cpus.get(cpu as usize) else {
+                return Err(object);
+            };
+            // SAFETY: as in `pop_fast`; the object is the caller's, free.
+            return unsafe { super::rseq_ops::push(slot, object, cpu, offset) };
+        }
+        Err(object)
+    }
+
+    /// Per-CPU with restartable sequences: moves the counts of the sequences into every
+    /// slot's counters that can be taken now (`rseq_ops`), for a reader of the statistics.
+    /// A held slot has none to move: its holder moved them when it took the lock.
+    pub(crate) fn fold_fast_counts(&self) {
+        #[cfg(not(loom))]
+        if S::PER_CPU && matches!(self.lock_kind, LockKind::Rseq { .. }) {
+            for (cpu, slot) in self.cpus.iter().enumerate() {
+                if slot.lock.load(Ordering::Relaxed) != slab::rseq::FREE {
+                    continue;
+                }
+                // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+                if unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) } {
+                    slot.take_fast_counts();
+                    slot.unlock();
+                }
+            }
+        }
     }
 
     /// Per-CPU: takes CPU `cpu`'s slot, waiting (yielding) while it is held; for paths that
@@ -151,6 +234,9 @@ impl<S: SlotStrategy> SlotTable<S> {
                 LockKind::Atomic => slot.try_lock(),
             };
             if locked {
+                if self.lock_kind != LockKind::Atomic {
+                    slot.take_fast_counts();
+                }
                 return Some(slot);
             }
             std::thread::yield_now();

@@ -1,0 +1,365 @@
+//! The per-CPU fast paths as single restartable sequences: an allocation pops from its CPU
+//! slot's `main` and a free pushes onto it without taking the slot's lock.
+//!
+//! The slot lock of `per_cpu` costs a lock store before the work and a release store after
+//! it, around a sequence of its own. Here the work *is* the sequence, and it commits with
+//! one store (the scheme of TCMalloc's per-CPU caches). `size` and `budget` share one 8-byte
+//! word of the sheaf header (`sheaf::layout`):
+//!
+//! ```text
+//! pop:   if rseq.cpu_id != cpu or slot.lock != FREE          -> miss
+//!        (size, budget) = main.word; if size == 0             -> miss
+//!        object = main.objects[size - 1]
+//!        if budget == 0                                       -> miss
+//!        main.word = (size - 1, budget - 1)                      (commit)
+//! push:  if rseq.cpu_id != cpu or slot.lock != FREE          -> miss
+//!        (size, budget) = main.word; if size == capacity      -> miss
+//!        main.objects[size] = object                             (unheld if aborted: harmless)
+//!        if budget == 0                                       -> miss
+//!        main.word = (size + 1, budget - 1)                      (commit)
+//! ```
+//!
+//! Each commit is one subtraction on the word (`0x1_0000_0001` for a pop, `0xFFFF_FFFF` for
+//! a push), whose borrow out of the high half says the budget was spent. Loads and stores of
+//! the word all have the same address and width, so the next operation's load is forwarded
+//! from the previous one's store.
+//!
+//! Why this is safe:
+//!
+//! - Two sequences on one CPU never interleave (the kernel aborts the one preempted inside),
+//!   and a sequence for CPU `c`'s slot commits only while running on `c`.
+//! - A sequence reads the lock before anything else and commits only if it was free. Whoever
+//!   takes the lock excludes every later sequence on that slot: a thread on `c` took it by a
+//!   sequence on `c` (so no other sequence on `c` is in flight while it does), and a remote
+//!   locker runs the rseq membarrier on `c` after marking the lock (`slab::rseq`), which
+//!   aborts the sequences in flight there. So while the lock is held, `main` is the holder's
+//!   alone, as the module docs of `slot` require, and the holder may replace or free it.
+//! - The store that commits changes the size and the budget together, so the counts are
+//!   exact: a sequence aborted before it changed neither, and is retried. The next lock
+//!   holder adds the operations since the last re-base to the slot's statistics
+//!   ([`Slot::take_fast_counts`](super::Slot::take_fast_counts)), and the release re-bases
+//!   `main`; statistics readers take each free slot's lock to see the counts
+//!   (`SlotTable::fold_fast_counts`). A spent budget (4 billion operations without a lock
+//!   holder) sends one operation to the locked path, which re-bases.
+//! - Every exit sets the thread's `rseq_cs` back to null, as `slab::rseq` explains.
+//!
+//! A miss of any kind (another CPU's number, a held slot, an empty or full `main`, an abort)
+//! sends the operation to the locked path, which sorts each case out as before; so the paths
+//! that replace `main` are unchanged.
+
+use std::ptr::NonNull;
+
+use super::Slot;
+use crate::sheaf::layout;
+
+/// Pops from CPU `cpu`'s slot, `slot`, in one restartable sequence; `None` on a miss.
+///
+/// # Safety
+///
+/// - `offset` is the rseq offset that `slab::rseq::support` reported, and `slot`'s lock is
+///   taken only through `slab::rseq` (the table's lock kind is `Rseq`).
+/// - `slot` is CPU `cpu`'s slot.
+#[inline(always)]
+pub(super) unsafe fn pop(slot: &Slot, cpu: u32, offset: isize) -> Option<NonNull<u8>> {
+    let object: usize;
+    // SAFETY: a restartable sequence on glibc's rseq area, laid out as in
+    // `slab::rseq::try_lock_local` (descriptor in `__rseq_cs`, signature before the abort
+    // handler, `rseq_cs` cleared on every exit). It checks `cpu_id` and the lock first and
+    // commits with its last instruction, so an aborted attempt has written nothing but
+    // `rseq_cs`. While the lock is free and the thread runs on `cpu`, `main` belongs to this
+    // sequence (module docs): `main` points to a live header (a sheaf of this slot or the
+    // never-written sentinel, whose size 0 stops the sequence before it writes), and entry
+    // `size - 1` of its array is an object it holds.
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 4f, (5f - 4f), 6f",
+            ".popsection",
+            "movabs {step}, 0x100000001",
+            "lea {hdr}, [rip + 3b]",
+            "mov qword ptr fs:[{offset} + 8], {hdr}",
+            "4:",
+            "cmp dword ptr fs:[{offset} + 4], {cpu:e}",
+            "jne 7f",
+            "cmp byte ptr [{lock}], 0",
+            "jne 7f",
+            "mov {hdr}, qword ptr [{main}]",
+            "mov {word}, qword ptr [{hdr} + {word_at}]",
+            "test {word:e}, {word:e}",
+            "jz 7f",
+            "lea {index:e}, [{word} - 1]",
+            "mov {object}, qword ptr [{hdr} + {index} * 8 + {objects_at}]",
+            "sub {word}, {step}",
+            "jb 7f",
+            "mov qword ptr [{hdr} + {word_at}], {word}",
+            "5:",
+            "jmp 9f",
+            ".long 0x53053053",
+            "6:",
+            "mov {object:e}, 1",
+            "jmp 9f",
+            "7:",
+            "xor {object:e}, {object:e}",
+            "9:",
+            "mov qword ptr fs:[{offset} + 8], 0",
+            offset = in(reg) offset,
+            cpu = in(reg) cpu,
+            lock = in(reg) slot.lock.as_ptr(),
+            main = in(reg) slot.main_field(),
+            word_at = const layout::WORD,
+            objects_at = const layout::OBJECTS,
+            step = out(reg) _,
+            hdr = out(reg) _,
+            word = out(reg) _,
+            index = out(reg) _,
+            object = out(reg) object,
+            options(nostack),
+        );
+    }
+    if object > 1 {
+        // SAFETY: a popped entry is a non-null object pointer.
+        return Some(unsafe { NonNull::new_unchecked(object as *mut u8) });
+    }
+    if object == 1 {
+        slab::rseq::count_abort();
+    }
+    None
+}
+
+/// Pushes `object` onto CPU `cpu`'s slot, `slot`, in one restartable sequence; gives it
+/// back on a miss.
+///
+/// # Safety
+///
+/// - As for [`pop`]; `object` is a free object of the slot's cache, owned by the caller.
+#[inline(always)]
+pub(super) unsafe fn push(
+    slot: &Slot,
+    object: NonNull<u8>,
+    cpu: u32,
+    offset: isize,
+) -> Result<(), NonNull<u8>> {
+    let outcome: u32;
+    // SAFETY: as in `pop`. The object is written to entry `size`, beyond the held range,
+    // before the commit: an aborted or missed attempt leaves it there unheld, which is
+    // harmless. `size < capacity` was checked, so that entry lies inside the array of a sheaf
+    // that is not the sentinel (capacity 0).
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 4f, (5f - 4f), 6f",
+            ".popsection",
+            "mov {step:e}, 0xFFFFFFFF",
+            "lea {hdr}, [rip + 3b]",
+            "mov qword ptr fs:[{offset} + 8], {hdr}",
+            "4:",
+            "cmp dword ptr fs:[{offset} + 4], {cpu:e}",
+            "jne 7f",
+            "cmp byte ptr [{lock}], 0",
+            "jne 7f",
+            "mov {hdr}, qword ptr [{main}]",
+            "mov {word}, qword ptr [{hdr} + {word_at}]",
+            "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]",
+            "je 7f",
+            "mov {index:e}, {word:e}",
+            "mov qword ptr [{hdr} + {index} * 8 + {objects_at}], {object}",
+            "sub {word}, {step}",
+            "jb 7f",
+            "mov qword ptr [{hdr} + {word_at}], {word}",
+            "5:",
+            "xor {outcome:e}, {outcome:e}",
+            "jmp 9f",
+            ".long 0x53053053",
+            "6:",
+            "mov {outcome:e}, 2",
+            "jmp 9f",
+            "7:",
+            "mov {outcome:e}, 1",
+            "9:",
+            "mov qword ptr fs:[{offset} + 8], 0",
+            offset = in(reg) offset,
+            cpu = in(reg) cpu,
+            lock = in(reg) slot.lock.as_ptr(),
+            main = in(reg) slot.main_field(),
+            object = in(reg) object.as_ptr(),
+            word_at = const layout::WORD,
+            capacity_at = const layout::CAPACITY,
+            objects_at = const layout::OBJECTS,
+            step = out(reg) _,
+            hdr = out(reg) _,
+            word = out(reg) _,
+            index = out(reg) _,
+            outcome = out(reg) outcome,
+            options(nostack),
+        );
+    }
+    if outcome == 0 {
+        return Ok(());
+    }
+    if outcome == 2 {
+        slab::rseq::count_abort();
+    }
+    Err(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::ptr::NonNull;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use object_alloc::{AllocFlags, CacheConfig};
+
+    use crate::{Cache, PerCpu};
+
+    /// Whether the sequences run here; fails under `SHEAF_REQUIRE_RSEQ=1` when they do not.
+    fn sequences_run() -> bool {
+        let usable = matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. });
+        assert!(
+            usable || std::env::var_os("SHEAF_REQUIRE_RSEQ").is_none_or(|v| v != "1"),
+            "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable"
+        );
+        if !usable {
+            eprintln!("skipped: restartable sequences unsupported here");
+        }
+        usable
+    }
+
+    /// Pins the calling thread to CPU `cpu`; `false` if that is refused.
+    fn pin(cpu: usize) -> bool {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).is_ok()
+    }
+
+    fn counter(cache: &Cache<PerCpu>, name: &str) -> u64 {
+        cache.stats().counters.get(name).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn sequences_pop_and_push_and_count_exactly() {
+        if !sequences_run() {
+            return;
+        }
+        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+        assert!(pin(cpu), "pinning to the current CPU");
+        let cache = Cache::<PerCpu>::new(&CacheConfig::new(64)).unwrap();
+        let slots = cache.core().slots();
+        // An empty `main` (the sentinel at first) is a miss.
+        assert_eq!(slots.pop_fast(), None);
+        let objects: Vec<NonNull<u8>> = (0..10)
+            .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
+            .collect();
+        let (allocs, frees) = (
+            counter(&cache, "alloc_fastpath"),
+            counter(&cache, "free_fastpath"),
+        );
+        for &object in &objects {
+            // SAFETY: allocated above, freed once.
+            assert_eq!(unsafe { slots.push_fast(object) }, Ok(()));
+        }
+        let popped: Vec<NonNull<u8>> = (0..10).map(|_| slots.pop_fast().unwrap()).collect();
+        // Last in, first out, and every push and pop counted once.
+        let mut expected = objects.clone();
+        expected.reverse();
+        assert_eq!(popped, expected);
+        assert_eq!(counter(&cache, "free_fastpath"), frees + 10);
+        assert_eq!(counter(&cache, "alloc_fastpath"), allocs + 10);
+        // A held slot sends both to the locked path.
+        {
+            let _held = slots.acquire_fast().expect("the slot is free");
+            assert_eq!(slots.pop_fast(), None);
+            // SAFETY: as above; given back on the miss.
+            assert_eq!(unsafe { slots.push_fast(popped[0]) }, Err(popped[0]));
+        }
+        for object in popped {
+            // SAFETY: as above.
+            unsafe { cache.free(object) };
+        }
+        assert!(cache.check_invariants());
+    }
+
+    /// Threads on one CPU preempt each other inside the sequences (aborts), while another
+    /// thread takes the slot from afar (`shrink`) and reads the counters: no object is handed
+    /// out twice, and the counters add up to every operation.
+    #[test]
+    fn preempted_and_fenced_sequences_lose_nothing() {
+        if !sequences_run() {
+            return;
+        }
+        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+        let cache =
+            Arc::new(Cache::<PerCpu>::new(&CacheConfig::new(64).with_sheaf_capacity(8)).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        const OPS: usize = 2_000_000;
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                std::thread::spawn(move || {
+                    let pinned = pin(cpu);
+                    let mut held = Vec::with_capacity(16);
+                    let mut allocs = 0u64;
+                    for i in 0..OPS {
+                        if held.len() < 12 && (i % 3 != 0 || held.is_empty()) {
+                            held.push(cache.alloc(AllocFlags::empty()).unwrap());
+                            allocs += 1;
+                        } else {
+                            let object = held.pop().unwrap();
+                            // SAFETY: allocated by this thread, freed once.
+                            unsafe { cache.free(object) };
+                        }
+                    }
+                    let held: Vec<usize> = held.iter().map(|o| o.as_ptr() as usize).collect();
+                    (pinned, held, allocs)
+                })
+            })
+            .collect();
+        let fencer = {
+            let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    cache.shrink();
+                    let _ = cache.stats();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let mut all = HashSet::new();
+        let mut remaining = Vec::new();
+        let mut expected_allocs = 0;
+        for worker in workers {
+            let (pinned, held, allocs) = worker.join().unwrap();
+            assert!(pinned);
+            expected_allocs += allocs;
+            for address in held {
+                assert!(all.insert(address), "{address:#x} handed out twice");
+                remaining.push(NonNull::new(address as *mut u8).unwrap());
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        fencer.join().unwrap();
+        let stats = cache.stats();
+        let get = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
+        let allocs = get("alloc_fastpath") + get("alloc_slowpath");
+        let frees = get("free_fastpath") + get("free_slowpath");
+        assert_eq!(allocs, expected_allocs);
+        assert_eq!(frees, expected_allocs - remaining.len() as u64);
+        eprintln!(
+            "{} aborted sequences in the process so far",
+            slab::rseq::aborts()
+        );
+        assert!(cache.check_invariants());
+        for object in remaining {
+            // SAFETY: allocated by a worker, freed once.
+            unsafe { cache.free(object) };
+        }
+        assert!(cache.check_invariants());
+    }
+}
