@@ -6,9 +6,11 @@
 //! bytes (sheaf capacity 60 by default). The figures are instruction counts (`Ir`), identical
 //! from run to run of the same binary, so the gate compares them with a tolerance of about 1%.
 //!
-//! Under valgrind the rseq area is not registered, so the per-CPU strategy finds its slot with
-//! `sched_getcpu` and takes its lock with a compare-exchange: the counts cover that fallback
-//! path, not the rseq read and the restartable sequence.
+//! Valgrind registers no rseq area, so every setup first installs a stand-in one
+//! (`slab::rseq::stand_in`): the calling thread's unregistered area receives its CPU number,
+//! and the per-CPU strategy runs its restartable sequences, the path users run, on that one
+//! pinned thread (no abort can happen there, as on an uninterrupted CPU). Outside valgrind
+//! glibc's registered area serves and the stand-in stays unused.
 //!
 //! Run with `cargo bench -p sheaf --bench instructions` (needs `gungraun-runner` 0.20.0 on
 //! `PATH`; `cargo xtask gate` installs it).
@@ -41,6 +43,9 @@ const PREFILL_USED: usize = 3;
 /// or `sched_getcpu`), not from rustix's vDSO call, which valgrind does not map.
 fn pin_to_this_cpu() {
     use rustix::thread::{CpuSet, sched_setaffinity};
+    // SAFETY: before anything asked for the CPU source; the benchmarks run on this one
+    // thread, pinned just below to the CPU whose number the stand-in area receives.
+    unsafe { slab::rseq::stand_in::install() };
     let mut set = CpuSet::new();
     set.set(slab::cpu::current_cpu(slab::cpu::cpu_source()));
     let _ = sched_setaffinity(None, &set);

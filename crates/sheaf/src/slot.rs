@@ -260,14 +260,6 @@ impl Slot {
 }
 
 impl Slot {
-    /// The address of the `main` sheaf pointer, for the restartable sequences (`rseq_ops`).
-    #[cfg(not(loom))]
-    #[inline(always)]
-    fn main_field(&self) -> *const OwnedSheaf {
-        // SAFETY: a place projection through the cell's raw pointer; no reference is made.
-        unsafe { &raw const (*self.sheaves.get()).main }
-    }
-
     /// Per-CPU with restartable sequences, by a new lock holder: adds the pushes and pops
     /// that the sequences committed on `main` since the previous holder re-based it to the
     /// slot's counters (see `rseq_ops`); [`Slot::unlock`] re-bases it again.

@@ -38,8 +38,9 @@ pub fn cpu_source() -> CpuSource {
     *SOURCE.get_or_init(detect)
 }
 
+/// glibc's `__rseq_offset` and `__rseq_size`, where this libc has them.
 #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
-fn detect() -> CpuSource {
+fn glibc_area() -> Option<(isize, u32)> {
     use std::ffi::{c_char, c_void};
 
     unsafe extern "C" {
@@ -53,13 +54,45 @@ fn detect() -> CpuSource {
         )
     };
     if offset.is_null() || size.is_null() {
-        return CpuSource::SchedGetcpu;
+        return None;
     }
     // SAFETY: glibc defines `__rseq_offset` as a `ptrdiff_t` and `__rseq_size` as an
     // `unsigned int`, both constant after start-up.
-    let (offset, size) = unsafe { (*offset.cast::<isize>(), *size.cast::<u32>()) };
+    Some(unsafe { (*offset.cast::<isize>(), *size.cast::<u32>()) })
+}
+
+/// Whether glibc registered its rseq area with the kernel: `None` on a libc without one.
+pub(crate) fn registered_by_glibc() -> Option<bool> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    return glibc_area().map(|(_, size)| size >= 8);
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+fn detect() -> CpuSource {
+    let Some((offset, size)) = glibc_area() else {
+        return CpuSource::SchedGetcpu;
+    };
     // The area holds `cpu_id_start` and `cpu_id` (8 bytes) at least when registered.
     if size < 8 {
+        if crate::rseq::stand_in::requested() {
+            // SAFETY: glibc reserves its rseq area in every thread's control block at
+            // `__rseq_offset` whether or not the kernel accepted it; unregistered, nobody but
+            // this thread reads or writes it. Its `cpu_id_start` and `cpu_id` (bytes 0 and 4)
+            // receive the current CPU.
+            unsafe {
+                let cpu = sched_getcpu() as u32;
+                std::arch::asm!(
+                    "mov dword ptr fs:[{offset}], {cpu:e}",
+                    "mov dword ptr fs:[{offset} + 4], {cpu:e}",
+                    offset = in(reg) offset,
+                    cpu = in(reg) cpu,
+                    options(nostack, preserves_flags)
+                );
+            }
+            return CpuSource::Rseq { offset };
+        }
         return CpuSource::SchedGetcpu;
     }
     CpuSource::Rseq { offset }

@@ -150,6 +150,11 @@ fn detect() -> Support {
             "glibc has not registered an rseq area (valgrind, or glibc.pthread.rseq=0)",
         );
     };
+    if stand_in::requested() {
+        // The kernel knows nothing of the area: no sequence is ever aborted, and no remote
+        // lock is needed by a single thread.
+        return Support::Rseq { offset };
+    }
     use rustix::thread::{MembarrierCommand, membarrier, membarrier_query};
     if !membarrier_query().contains_command(MembarrierCommand::PrivateExpeditedRseq) {
         return Support::Unsupported("the kernel has no rseq membarrier (Linux 5.10 or later)");
@@ -160,18 +165,47 @@ fn detect() -> Support {
     Support::Rseq { offset }
 }
 
-static ABORTS: AtomicU64 = AtomicU64::new(0);
+/// A stand-in rseq area for counting instructions under valgrind, which registers none.
+pub mod stand_in {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+    /// Makes this process run the restartable-sequence paths on the calling thread even where
+    /// glibc has not registered an rseq area (valgrind): the thread's unregistered area gets
+    /// its current CPU number written in once, and [`super::support`] reports sequences as
+    /// usable. The kernel then neither updates the CPU number nor aborts a sequence, so the
+    /// paths run exactly as on an uninterrupted CPU, which is what an instruction count
+    /// wants. Returns whether the stand-in is in use: `false` where glibc did register an area
+    /// (the real one serves), and where the CPU source or the support was already decided.
+    ///
+    /// # Safety
+    ///
+    /// - Only for single-threaded measurements: no thread other than the caller may use a
+    ///   per-CPU structure of this process afterwards (nothing would keep two threads'
+    ///   sequences apart), and the caller must stay on its CPU (pin it first).
+    /// - Called before anything in the process has asked for the CPU source or the support.
+    #[doc(hidden)]
+    pub unsafe fn install() -> bool {
+        REQUESTED.store(true, Ordering::Relaxed);
+        matches!(crate::cpu::cpu_source(), crate::cpu::CpuSource::Rseq { .. })
+            && matches!(super::support(), super::Support::Rseq { .. })
+            && crate::cpu::registered_by_glibc() == Some(false)
+    }
+
+    pub(crate) fn requested() -> bool {
+        REQUESTED.load(Ordering::Relaxed)
+    }
+}
+
+/// The count behind [`aborts`]. Sequences built on this scheme elsewhere (the allocation
+/// fast paths of `sheaf`) add to it from their abort handlers, so that it covers every
+/// sequence of the process.
+pub static ABORTS: AtomicU64 = AtomicU64::new(0);
 
 /// How many sequences the kernel has aborted in this process so far (each then retried).
 pub fn aborts() -> u64 {
     ABORTS.load(Ordering::Relaxed)
-}
-
-/// Counts one aborted sequence that is not this module's (a fast path built on the same
-/// scheme elsewhere), so that [`aborts`] covers every sequence of the process.
-#[inline]
-pub fn count_abort() {
-    ABORTS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One attempt to take `lock`, which belongs to CPU `cpu`, from that CPU.

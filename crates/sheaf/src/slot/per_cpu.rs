@@ -157,11 +157,9 @@ impl<S: SlotStrategy> SlotTable<S> {
         if S::PER_CPU
             && let LockKind::Rseq { offset } = self.lock_kind
         {
-            let cpu = cpu::rseq_cpu(offset)?;
-            let slot = self.cpus.get(cpu as usize)?;
             // SAFETY: the table's lock kind is `Rseq` with this offset (fixed for its life),
-            // and `slot` is CPU `cpu`'s.
-            return unsafe { super::rseq_ops::pop(slot, cpu, offset) };
+            // and slot `c` of `cpus` is CPU `c`'s.
+            return unsafe { super::rseq_ops::pop(self.cpus.as_ptr(), self.cpus.len(), offset) };
         }
         None
     }
@@ -187,14 +185,10 @@ impl<S: SlotStrategy> SlotTable<S> {
         if S::PER_CPU
             && let LockKind::Rseq { offset } = self.lock_kind
         {
-            let Some(cpu) = cpu::rseq_cpu(offset) else {
-                return Err(object);
-            };
-            let Some(slot) = self.cpus.get(cpu as usize) else {
-                return Err(object);
-            };
             // SAFETY: as in `pop_fast`; the object is the caller's, free.
-            return unsafe { super::rseq_ops::push(slot, object, cpu, offset) };
+            return unsafe {
+                super::rseq_ops::push(self.cpus.as_ptr(), self.cpus.len(), offset, object)
+            };
         }
         Err(object)
     }

@@ -43,33 +43,54 @@
 //!   holder) sends one operation to the locked path, which re-bases.
 //! - Every exit sets the thread's `rseq_cs` back to null, as `slab::rseq` explains.
 //!
-//! A miss of any kind (another CPU's number, a held slot, an empty or full `main`, an abort)
+//! A miss of any kind (a CPU beyond the table, a held slot, an empty or full `main`, a spent
+//! budget, an abort)
 //! sends the operation to the locked path, which sorts each case out as before; so the paths
 //! that replace `main` are unchanged.
 
+use std::mem::offset_of;
 use std::ptr::NonNull;
 
-use super::Slot;
+use crossbeam_utils::CachePadded;
+
+use super::{Slot, SlotSheaves};
 use crate::sheaf::layout;
 
-/// Pops from CPU `cpu`'s slot, `slot`, in one restartable sequence; `None` on a miss.
+/// `log2` of the distance between two CPU slots in the table.
+const STRIDE_SHIFT: u32 = 8;
+/// The slot lock's offset in a padded slot.
+const LOCK_AT: usize = offset_of!(Slot, lock);
+/// The `main` sheaf pointer's offset in a padded slot.
+const MAIN_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, main);
+
+const _: () = assert!(size_of::<CachePadded<Slot>>() == 1 << STRIDE_SHIFT);
+
+/// Pops from the `main` of the caller's CPU slot in `cpus` (a table of `ncpus` slots, one
+/// per CPU number) in one restartable sequence; `None` on a miss.
 ///
 /// # Safety
 ///
-/// - `offset` is the rseq offset that `slab::rseq::support` reported, and `slot`'s lock is
-///   taken only through `slab::rseq` (the table's lock kind is `Rseq`).
-/// - `slot` is CPU `cpu`'s slot.
+/// - `offset` is the rseq offset that `slab::rseq::support` reported, and the slots' locks
+///   are taken only through `slab::rseq` (the table's lock kind is `Rseq`).
+/// - `cpus` points to `ncpus` live slots, slot `c` being CPU `c`'s.
 #[inline(always)]
-pub(super) unsafe fn pop(slot: &Slot, cpu: u32, offset: isize) -> Option<NonNull<u8>> {
+pub(super) unsafe fn pop(
+    cpus: *const CachePadded<Slot>,
+    ncpus: usize,
+    offset: isize,
+) -> Option<NonNull<u8>> {
     let object: usize;
     // SAFETY: a restartable sequence on glibc's rseq area, laid out as in
     // `slab::rseq::try_lock_local` (descriptor in `__rseq_cs`, signature before the abort
-    // handler, `rseq_cs` cleared on every exit). It checks `cpu_id` and the lock first and
-    // commits with its last instruction, so an aborted attempt has written nothing but
-    // `rseq_cs`. While the lock is free and the thread runs on `cpu`, `main` belongs to this
-    // sequence (module docs): `main` points to a live header (a sheaf of this slot or the
+    // handler, `rseq_cs` cleared on every exit). It reads the CPU number inside the sequence
+    // (so the slot is the CPU's own until the commit), bounds it by the table, checks the
+    // lock and commits with its last instruction, so an aborted attempt has written nothing
+    // but `rseq_cs`. While the lock is free and the thread runs on that CPU, `main` belongs
+    // to this sequence (module docs): it points to a live header (a sheaf of this slot or the
     // never-written sentinel, whose size 0 stops the sequence before it writes), and entry
-    // `size - 1` of its array is an object it holds.
+    // `size - 1` of its array is an object it holds. The miss and abort paths live in a
+    // section of their own, so that the taken path runs straight through; the abort handler
+    // counts in `slab::rseq::ABORTS`, an `AtomicU64`.
     unsafe {
         std::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
@@ -82,67 +103,67 @@ pub(super) unsafe fn pop(slot: &Slot, cpu: u32, offset: isize) -> Option<NonNull
             "lea {hdr}, [rip + 3b]",
             "mov qword ptr fs:[{offset} + 8], {hdr}",
             "4:",
-            "cmp dword ptr fs:[{offset} + 4], {cpu:e}",
+            "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
+            "cmp {cpu}, {ncpus}",
+            "jae 7f",
+            "shl {cpu}, {stride_shift}",
+            "cmp byte ptr [{cpus} + {cpu} + {lock_at}], 0",
             "jne 7f",
-            "cmp byte ptr [{lock}], 0",
-            "jne 7f",
-            "mov {hdr}, qword ptr [{main}]",
+            "mov {hdr}, qword ptr [{cpus} + {cpu} + {main_at}]",
             "mov {word}, qword ptr [{hdr} + {word_at}]",
             "test {word:e}, {word:e}",
             "jz 7f",
-            "lea {index:e}, [{word} - 1]",
-            "mov {object}, qword ptr [{hdr} + {index} * 8 + {objects_at}]",
+            "lea {cpu:e}, [{word} - 1]",
+            "mov {object}, qword ptr [{hdr} + {cpu} * 8 + {objects_at}]",
             "sub {word}, {step}",
             "jb 7f",
             "mov qword ptr [{hdr} + {word_at}], {word}",
             "5:",
-            "jmp 9f",
+            "mov qword ptr fs:[{offset} + 8], 0",
+            "8:",
+            ".pushsection .text.sheaf_rseq_miss, \"ax\"",
             ".long 0x53053053",
             "6:",
-            "mov {object:e}, 1",
-            "jmp 9f",
+            "lock inc qword ptr [rip + {aborts}]",
             "7:",
             "xor {object:e}, {object:e}",
-            "9:",
             "mov qword ptr fs:[{offset} + 8], 0",
+            "jmp 8b",
+            ".popsection",
             offset = in(reg) offset,
-            cpu = in(reg) cpu,
-            lock = in(reg) slot.lock.as_ptr(),
-            main = in(reg) slot.main_field(),
+            cpus = in(reg) cpus,
+            ncpus = in(reg) ncpus,
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const LOCK_AT,
+            main_at = const MAIN_AT,
             word_at = const layout::WORD,
             objects_at = const layout::OBJECTS,
+            aborts = sym slab::rseq::ABORTS,
             step = out(reg) _,
             hdr = out(reg) _,
+            cpu = out(reg) _,
             word = out(reg) _,
-            index = out(reg) _,
             object = out(reg) object,
             options(nostack),
         );
     }
-    if object > 1 {
-        // SAFETY: a popped entry is a non-null object pointer.
-        return Some(unsafe { NonNull::new_unchecked(object as *mut u8) });
-    }
-    if object == 1 {
-        slab::rseq::count_abort();
-    }
-    None
+    NonNull::new(object as *mut u8)
 }
 
-/// Pushes `object` onto CPU `cpu`'s slot, `slot`, in one restartable sequence; gives it
-/// back on a miss.
+/// Pushes `object` onto the `main` of the caller's CPU slot in `cpus` in one restartable
+/// sequence; gives it back on a miss.
 ///
 /// # Safety
 ///
-/// - As for [`pop`]; `object` is a free object of the slot's cache, owned by the caller.
+/// - As for [`pop`]; `object` is a free object of the slots' cache, owned by the caller.
 #[inline(always)]
 pub(super) unsafe fn push(
-    slot: &Slot,
-    object: NonNull<u8>,
-    cpu: u32,
+    cpus: *const CachePadded<Slot>,
+    ncpus: usize,
     offset: isize,
+    object: NonNull<u8>,
 ) -> Result<(), NonNull<u8>> {
-    let outcome: u32;
+    let missed: usize;
     // SAFETY: as in `pop`. The object is written to entry `size`, beyond the held range,
     // before the commit: an aborted or missed attempt leaves it there unheld, which is
     // harmless. `size < capacity` was checked, so that entry lies inside the array of a sheaf
@@ -159,53 +180,54 @@ pub(super) unsafe fn push(
             "lea {hdr}, [rip + 3b]",
             "mov qword ptr fs:[{offset} + 8], {hdr}",
             "4:",
-            "cmp dword ptr fs:[{offset} + 4], {cpu:e}",
+            "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
+            "cmp {cpu}, {ncpus}",
+            "jae 7f",
+            "shl {cpu}, {stride_shift}",
+            "cmp byte ptr [{cpus} + {cpu} + {lock_at}], 0",
             "jne 7f",
-            "cmp byte ptr [{lock}], 0",
-            "jne 7f",
-            "mov {hdr}, qword ptr [{main}]",
+            "mov {hdr}, qword ptr [{cpus} + {cpu} + {main_at}]",
             "mov {word}, qword ptr [{hdr} + {word_at}]",
             "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]",
             "je 7f",
-            "mov {index:e}, {word:e}",
-            "mov qword ptr [{hdr} + {index} * 8 + {objects_at}], {object}",
+            "mov {cpu:e}, {word:e}",
+            "mov qword ptr [{hdr} + {cpu} * 8 + {objects_at}], {object}",
             "sub {word}, {step}",
             "jb 7f",
             "mov qword ptr [{hdr} + {word_at}], {word}",
             "5:",
-            "xor {outcome:e}, {outcome:e}",
-            "jmp 9f",
+            "mov qword ptr fs:[{offset} + 8], 0",
+            "xor {missed:e}, {missed:e}",
+            "8:",
+            ".pushsection .text.sheaf_rseq_miss, \"ax\"",
             ".long 0x53053053",
             "6:",
-            "mov {outcome:e}, 2",
-            "jmp 9f",
+            "lock inc qword ptr [rip + {aborts}]",
             "7:",
-            "mov {outcome:e}, 1",
-            "9:",
+            "mov {missed:e}, 1",
             "mov qword ptr fs:[{offset} + 8], 0",
+            "jmp 8b",
+            ".popsection",
             offset = in(reg) offset,
-            cpu = in(reg) cpu,
-            lock = in(reg) slot.lock.as_ptr(),
-            main = in(reg) slot.main_field(),
+            cpus = in(reg) cpus,
+            ncpus = in(reg) ncpus,
             object = in(reg) object.as_ptr(),
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const LOCK_AT,
+            main_at = const MAIN_AT,
             word_at = const layout::WORD,
             capacity_at = const layout::CAPACITY,
             objects_at = const layout::OBJECTS,
+            aborts = sym slab::rseq::ABORTS,
             step = out(reg) _,
             hdr = out(reg) _,
+            cpu = out(reg) _,
             word = out(reg) _,
-            index = out(reg) _,
-            outcome = out(reg) outcome,
+            missed = out(reg) missed,
             options(nostack),
         );
     }
-    if outcome == 0 {
-        return Ok(());
-    }
-    if outcome == 2 {
-        slab::rseq::count_abort();
-    }
-    Err(object)
+    if missed == 0 { Ok(()) } else { Err(object) }
 }
 
 #[cfg(test)]
