@@ -228,12 +228,25 @@ impl Slot {
             .is_ok()
     }
 
-    /// Per-CPU: releases the lock, however it was taken. `main` is re-based first, so that
-    /// the restartable sequences that may run on it next count from here (`rseq_ops`).
+    /// Per-thread (a taker's `REMOTE` hold): releases the lock. The owner may be using its
+    /// sheaves meanwhile (its fast path does not look at the lock), so they are not touched.
     #[inline(always)]
     pub(crate) fn unlock(&self) {
-        // SAFETY: the caller holds the lock.
-        unsafe { self.sheaves_mut() }.main.rebase();
+        self.lock.store(FREE, Ordering::Release);
+    }
+
+    /// Per-CPU: releases the lock, however it was taken. `main` and `rcu_free` are re-based
+    /// first, so that the restartable sequences that may run on them next count from here
+    /// (`rseq_ops`).
+    #[inline(always)]
+    pub(crate) fn unlock_cpu(&self) {
+        // SAFETY: the caller holds the lock of a per-CPU slot, whose sheaves only the holder
+        // touches.
+        let sheaves = unsafe { self.sheaves_mut() };
+        sheaves.main.rebase();
+        if let Some(rcu) = &mut sheaves.rcu_free {
+            rcu.rebase();
+        }
         self.lock.store(FREE, Ordering::Release);
     }
 
@@ -260,18 +273,26 @@ impl Slot {
 }
 
 impl Slot {
-    /// Per-CPU with restartable sequences, by a new lock holder: adds the pushes and pops
-    /// that the sequences committed on `main` since the previous holder re-based it to the
-    /// slot's counters (see `rseq_ops`); [`Slot::unlock`] re-bases it again.
+    /// Per-CPU with restartable sequences, by a new lock holder: adds what the sequences
+    /// committed since the previous holder re-based the sheaves (`rseq_ops`) to the slot's
+    /// counters: pops and pushes on `main`, deferred frees on `rcu_free`. [`Slot::unlock_cpu`]
+    /// re-bases them again.
     #[inline(always)]
     fn take_fast_counts(&self) {
+        use crate::stats::Stat;
         // SAFETY: the caller holds the slot's lock, which excludes the sequences.
-        let (pops, pushes) = unsafe { self.sheaves_mut() }.main.take_fast_counts();
+        let sheaves = unsafe { self.sheaves_mut() };
+        let (pops, pushes) = sheaves.main.take_fast_counts();
         if pops | pushes != 0 {
-            self.counters
-                .add_owned(crate::stats::Stat::AllocFastpath, pops);
-            self.counters
-                .add_owned(crate::stats::Stat::FreeFastpath, pushes);
+            self.counters.add_owned(Stat::AllocFastpath, pops);
+            self.counters.add_owned(Stat::FreeFastpath, pushes);
+        }
+        if let Some(rcu) = &sheaves.rcu_free {
+            let (_, deferred) = rcu.take_fast_counts();
+            if deferred != 0 {
+                self.counters.add_owned(Stat::DeferredObjects, deferred);
+                self.counters.add_owned(Stat::FreeRcuSheaf, deferred);
+            }
         }
     }
 
@@ -353,7 +374,7 @@ impl<S: SlotStrategy> Drop for FastSlot<'_, S> {
     #[inline(always)]
     fn drop(&mut self) {
         if S::PER_CPU {
-            self.slot.unlock();
+            self.slot.unlock_cpu();
         }
     }
 }
@@ -411,7 +432,7 @@ impl<S: SlotStrategy> Drop for SlotGuard<'_, S> {
     #[inline(always)]
     fn drop(&mut self) {
         if S::PER_CPU {
-            self.slot.unlock();
+            self.slot.unlock_cpu();
         } else {
             // The thread-local still names this slot: while it is held no other hold (which
             // would overwrite it) can succeed on this thread. Storing the id back releases it

@@ -36,6 +36,11 @@ impl<S: SlotStrategy> CacheCore<S> {
         reserve: impl FnOnce() -> R,
         arm: impl FnOnce(),
     ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
+        // SAFETY: the caller's live object, handed over for a deferred free.
+        let object = match unsafe { self.slots.push_rcu_fast(object) } {
+            Ok(()) => return Ok(None),
+            Err(object) => object,
+        };
         let Some(mut slot) = self.slots.acquire_fast() else {
             return self.push_deferred_busy(object);
         };

@@ -193,6 +193,36 @@ impl<S: SlotStrategy> SlotTable<S> {
         Err(object)
     }
 
+    /// Per-CPU with restartable sequences: pushes `object` onto the `rcu_free` sheaf of the
+    /// caller's CPU slot in one sequence when it has room for this one and more
+    /// (`rseq_ops::push_rcu`); gives it back on any miss, after which the caller takes the
+    /// locked path.
+    ///
+    /// # Safety
+    ///
+    /// - `object` is a live object of this table's cache, handed over for a deferred free.
+    #[inline(always)]
+    pub(crate) unsafe fn push_rcu_fast(
+        &self,
+        object: std::ptr::NonNull<u8>,
+    ) -> Result<(), std::ptr::NonNull<u8>> {
+        #[cfg(all(
+            not(loom),
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))]
+        if S::PER_CPU
+            && let LockKind::Rseq { offset } = self.lock_kind
+        {
+            // SAFETY: as in `pop_fast`; the object is the caller's, handed over.
+            return unsafe {
+                super::rseq_ops::push_rcu(self.cpus.as_ptr(), self.cpus.len(), offset, object)
+            };
+        }
+        Err(object)
+    }
+
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every
     /// slot's counters that can be taken now (`rseq_ops`), for a reader of the statistics.
     /// A held slot has none to move: its holder moved them when it took the lock.
@@ -206,7 +236,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                 // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
                 if unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) } {
                     slot.take_fast_counts();
-                    slot.unlock();
+                    slot.unlock_cpu();
                 }
             }
         }
@@ -246,7 +276,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             };
             // SAFETY: we hold the slot's lock.
             f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
-            slot.unlock();
+            slot.unlock_cpu();
         }
     }
 }

@@ -63,7 +63,11 @@ const LOCK_AT: usize = offset_of!(Slot, lock);
 /// The `main` sheaf pointer's offset in a padded slot.
 const MAIN_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, main);
 
+/// The `rcu_free` sheaf pointer's offset in a padded slot (null for none).
+const RCU_FREE_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, rcu_free);
+
 const _: () = assert!(size_of::<CachePadded<Slot>>() == 1 << STRIDE_SHIFT);
+const _: () = assert!(size_of::<Option<crate::sheaf::OwnedSheaf>>() == size_of::<usize>());
 
 /// Pops from the `main` of the caller's CPU slot in `cpus` (a table of `ncpus` slots, one
 /// per CPU number) in one restartable sequence; `None` on a miss.
@@ -230,6 +234,91 @@ pub(super) unsafe fn push(
     if missed == 0 { Ok(()) } else { Err(object) }
 }
 
+/// Pushes `object` onto the `rcu_free` sheaf of the caller's CPU slot in `cpus` in one
+/// restartable sequence, when the slot has one with room for this object and one more (the
+/// last entry is left to the locked path, which hands a full sheaf on); gives it back on a
+/// miss. The budget word counts these pushes as deferred objects.
+///
+/// # Safety
+///
+/// - As for [`push`]; `object` is a live object of the slots' cache handed over for a
+///   deferred free.
+#[inline(always)]
+pub(super) unsafe fn push_rcu(
+    cpus: *const CachePadded<Slot>,
+    ncpus: usize,
+    offset: isize,
+    object: NonNull<u8>,
+) -> Result<(), NonNull<u8>> {
+    let missed: usize;
+    // SAFETY: as in `push`, on the slot's `rcu_free` sheaf, which the lock protects like
+    // `main`: a null pointer (no sheaf) is a miss before anything is written, and
+    // `size + 1 < capacity` keeps the written entry inside the array.
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 4f, (5f - 4f), 6f",
+            ".popsection",
+            "mov {step:e}, 0xFFFFFFFF",
+            "lea {hdr}, [rip + 3b]",
+            "mov qword ptr fs:[{offset} + 8], {hdr}",
+            "4:",
+            "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
+            "cmp {cpu}, {ncpus}",
+            "jae 7f",
+            "shl {cpu}, {stride_shift}",
+            "cmp byte ptr [{cpus} + {cpu} + {lock_at}], 0",
+            "jne 7f",
+            "mov {hdr}, qword ptr [{cpus} + {cpu} + {rcu_at}]",
+            "test {hdr}, {hdr}",
+            "jz 7f",
+            "mov {word}, qword ptr [{hdr} + {word_at}]",
+            "lea {cpu:e}, [{word} + 1]",
+            "cmp {cpu:e}, dword ptr [{hdr} + {capacity_at}]",
+            "jae 7f",
+            "mov {cpu:e}, {word:e}",
+            "mov qword ptr [{hdr} + {cpu} * 8 + {objects_at}], {object}",
+            "sub {word}, {step}",
+            "jb 7f",
+            "mov qword ptr [{hdr} + {word_at}], {word}",
+            "5:",
+            "mov qword ptr fs:[{offset} + 8], 0",
+            "xor {missed:e}, {missed:e}",
+            "8:",
+            ".pushsection .text.sheaf_rseq_miss, \"ax\"",
+            ".long 0x53053053",
+            "6:",
+            "lock inc qword ptr [rip + {aborts}]",
+            "7:",
+            "mov {missed:e}, 1",
+            "mov qword ptr fs:[{offset} + 8], 0",
+            "jmp 8b",
+            ".popsection",
+            offset = in(reg) offset,
+            cpus = in(reg) cpus,
+            ncpus = in(reg) ncpus,
+            object = in(reg) object.as_ptr(),
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const LOCK_AT,
+            rcu_at = const RCU_FREE_AT,
+            word_at = const layout::WORD,
+            capacity_at = const layout::CAPACITY,
+            objects_at = const layout::OBJECTS,
+            aborts = sym slab::rseq::ABORTS,
+            step = out(reg) _,
+            hdr = out(reg) _,
+            cpu = out(reg) _,
+            word = out(reg) _,
+            missed = out(reg) missed,
+            options(nostack),
+        );
+    }
+    if missed == 0 { Ok(()) } else { Err(object) }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -308,9 +397,48 @@ mod tests {
         assert!(cache.check_invariants());
     }
 
+    #[test]
+    fn deferred_frees_take_the_sequence_and_are_counted() {
+        if !sequences_run() {
+            return;
+        }
+        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+        assert!(pin(cpu), "pinning to the current CPU");
+        let cache = Cache::<PerCpu>::new(&CacheConfig::new(64).with_sheaf_capacity(16)).unwrap();
+        let slots = cache.core().slots();
+        let objects: Vec<NonNull<u8>> = (0..40)
+            .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
+            .collect();
+        // No `rcu_free` sheaf yet: a miss, and the object comes back.
+        // SAFETY: allocated above; given back on the miss.
+        assert_eq!(unsafe { slots.push_rcu_fast(objects[0]) }, Err(objects[0]));
+        // The locked path starts a sheaf; the next 14 fit with room to spare; the 16th
+        // entry is left to the locked path, which hands the full sheaf on.
+        // SAFETY: live objects of this cache, each freed once.
+        unsafe { cache.free_deferred(objects[0]) };
+        for &object in &objects[1..15] {
+            // SAFETY: as above.
+            assert_eq!(unsafe { slots.push_rcu_fast(object) }, Ok(()));
+        }
+        // SAFETY: as above; given back on the miss.
+        let missed = unsafe { slots.push_rcu_fast(objects[15]) };
+        assert_eq!(missed, Err(objects[15]));
+        assert_eq!(counter(&cache, "deferred_objects"), 15);
+        assert_eq!(counter(&cache, "free_rcu_sheaf"), 15);
+        for &object in &objects[15..] {
+            // SAFETY: as above.
+            unsafe { cache.free_deferred(object) };
+        }
+        assert_eq!(counter(&cache, "deferred_objects"), 40);
+        cache.barrier();
+        assert_eq!(counter(&cache, "rcu_objects_completed"), 40);
+        assert!(cache.check_invariants());
+    }
+
     /// Threads on one CPU preempt each other inside the sequences (aborts), while another
-    /// thread takes the slot from afar (`shrink`) and reads the counters: no object is handed
-    /// out twice, and the counters add up to every operation.
+    /// thread takes the slot from afar (`shrink`) and reads the counters, and the hand-over
+    /// thread takes the `rcu_free` sheaves: no object is handed out twice, and the counters
+    /// add up to every operation.
     #[test]
     fn preempted_and_fenced_sequences_lose_nothing() {
         if !sequences_run() {
@@ -328,18 +456,25 @@ mod tests {
                     let pinned = pin(cpu);
                     let mut held = Vec::with_capacity(16);
                     let mut allocs = 0u64;
+                    let mut deferred = 0u64;
                     for i in 0..OPS {
                         if held.len() < 12 && (i % 3 != 0 || held.is_empty()) {
                             held.push(cache.alloc(AllocFlags::empty()).unwrap());
                             allocs += 1;
                         } else {
                             let object = held.pop().unwrap();
-                            // SAFETY: allocated by this thread, freed once.
-                            unsafe { cache.free(object) };
+                            if i % 7 == 0 {
+                                deferred += 1;
+                                // SAFETY: allocated by this thread, freed once.
+                                unsafe { cache.free_deferred(object) };
+                            } else {
+                                // SAFETY: allocated by this thread, freed once.
+                                unsafe { cache.free(object) };
+                            }
                         }
                     }
                     let held: Vec<usize> = held.iter().map(|o| o.as_ptr() as usize).collect();
-                    (pinned, held, allocs)
+                    (pinned, held, allocs, deferred)
                 })
             })
             .collect();
@@ -356,10 +491,12 @@ mod tests {
         let mut all = HashSet::new();
         let mut remaining = Vec::new();
         let mut expected_allocs = 0;
+        let mut expected_deferred = 0;
         for worker in workers {
-            let (pinned, held, allocs) = worker.join().unwrap();
+            let (pinned, held, allocs, deferred) = worker.join().unwrap();
             assert!(pinned);
             expected_allocs += allocs;
+            expected_deferred += deferred;
             for address in held {
                 assert!(all.insert(address), "{address:#x} handed out twice");
                 remaining.push(NonNull::new(address as *mut u8).unwrap());
@@ -367,12 +504,15 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         fencer.join().unwrap();
+        cache.barrier();
         let stats = cache.stats();
         let get = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
         let allocs = get("alloc_fastpath") + get("alloc_slowpath");
-        let frees = get("free_fastpath") + get("free_slowpath");
         assert_eq!(allocs, expected_allocs);
-        assert_eq!(frees, expected_allocs - remaining.len() as u64);
+        assert_eq!(get("deferred_objects"), expected_deferred);
+        // After the barrier every deferred free has completed: what is live is what the
+        // workers still hold.
+        assert_eq!(stats.live_objects, Some(remaining.len() as u64));
         eprintln!(
             "{} aborted sequences in the process so far",
             slab::rseq::aborts()
