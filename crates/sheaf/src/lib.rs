@@ -41,9 +41,12 @@
 //! 1. Public API: [`Cache`], [`TypedCache`] with its owning [`Owned`] handle,
 //!    [`PrefilledSheaf`]; [`Cache`] implements [`object_alloc::ObjectAlloc`].
 //! 2. CPU-local sheaves (`slot`): per CPU (or per thread, [`PerThread`]) `main`, `spare`,
-//!    `rcu_free`, found through rseq's `cpu_id` (`slab::cpu`) and held with a non-spinning
-//!    try-lock, taken by a restartable sequence where the machine allows (`slab::rseq`,
-//!    [`per_cpu_slot_lock`]): no locked instruction on the fast paths.
+//!    `rcu_free`, found through rseq's `cpu_id` (`slab::cpu`). Per CPU, where the machine
+//!    allows restartable sequences ([`per_cpu_slot_lock`]), an allocation, a free and a
+//!    batched deferred free are each one sequence that commits with a single store, without
+//!    the slot's lock (`slot::rseq_ops`); the slow paths hold the slot with a non-spinning
+//!    try-lock (`slab::rseq`), which those sequences respect. No locked instruction on the
+//!    fast paths.
 //! 3. Barn (`barn`): per node, full and empty sheaves with limits, one short lock.
 //! 4. Slabs and page sources: crate `slab`.
 //!
@@ -68,12 +71,14 @@
 //!   bookkeeping every path uses), `fork` (the locks a fork takes, the lost-object count).
 //! - `slot`: CPU-local sheaves. `Slot` and `SlotSheaves` (owns **the shape of `main`, `spare`
 //!   and `rcu_free`** and **who may touch a slot**), `SlotTable` with `FastSlot` and
-//!   `SlotGuard`; `per_cpu` (the try-lock, rseq or compare-exchange), `per_thread` (the
+//!   `SlotGuard`; `per_cpu` (the try-lock, rseq or compare-exchange), `rseq_ops` (the
+//!   lock-free per-CPU fast paths, and how their counts reach `stats`), `per_thread` (the
 //!   lookup's slow path, drain requests, reaching live threads' slots), `registry`
 //!   (per-thread slots of a cache, orphans), `last_slot` (the thread-local one-entry cache and
 //!   its states), `fork` (repair in the child).
 //! - `barn`: the per-node store of full and empty sheaves (owns **the barn's limits**).
-//! - `sheaf`: `OwnedSheaf` (owns **`size <= capacity`, sole ownership, the sentinel**).
+//! - `sheaf`: `OwnedSheaf` (owns **`size <= capacity`, sole ownership, the sentinel**, and the
+//!   header's budget word that counts the restartable sequences' operations).
 //! - `stats`: the event counters and **how live objects follow from them**.
 //! - `typed`: [`TypedCache`], [`Owned`], [`TypedPrefill`].
 //! - [`implementation`]: the design note (origin, layers, departures from the kernel).
@@ -82,7 +87,8 @@
 //!
 //! # Unsafe code
 //!
-//! Confined to `sheaf` (the sheaf's memory), `slot` (exclusive access to a slot's sheaves),
+//! Confined to `sheaf` (the sheaf's memory), `slot` (exclusive access to a slot's sheaves, and
+//! the restartable sequences of `slot::rseq_ops`),
 //! `slab::cpu` (the rseq read, shared with the per-CPU baselines), `slab::rseq` (the slot
 //! lock's restartable sequence), and the object pointers handed out (zeroing, typed values).
 
