@@ -1373,7 +1373,8 @@ fn a_corrupt_history_fails_history_commands_but_not_a_run() {
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("history")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(warnings[0].contains("not a database"), "{stderr}");
-    for args in [&["history", "list"][..], &["history", "import", "."]] {
+    let import_dir = dir.path().to_str().unwrap();
+    for args in [&["history", "list"][..], &["history", "import", import_dir]] {
         let out = sheafbench()
             .args(args)
             .arg("--db")
@@ -1416,7 +1417,15 @@ fn import_records_result_files_once() {
     );
     assert!(out.status.success(), "{out:?}");
     std::fs::write(runs.join("gate.json"), "{}").unwrap();
-    for expected in ["imported 1 result file(s)", "imported 0 result file(s)"] {
+    // A gate's rounds are left out; a bench directory gives its merged file only.
+    std::fs::copy(&json, runs.join("ratio-round-0.json")).unwrap();
+    let bench = dir.path().join("runs/bench");
+    std::fs::create_dir_all(&bench).unwrap();
+    for name in ["results.json", "tiny.json"] {
+        std::fs::copy(&json, bench.join(name)).unwrap();
+    }
+    std::fs::write(bench.join("report.md"), "# report\n").unwrap();
+    for expected in ["imported 2 result file(s)", "imported 0 result file(s)"] {
         let out = sheafbench()
             .args(["history", "import"])
             .arg(dir.path().join("runs"))
@@ -1428,4 +1437,11 @@ fn import_records_result_files_once() {
         assert!(out.status.success(), "{out:?}");
         assert!(stdout.contains(expected), "{stdout}");
     }
+    let out = sheafbench()
+        .args(["history", "list", "--kind", "bench", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("1 run(s) in"), "{stdout}");
 }

@@ -245,6 +245,7 @@ pub fn trend(
             .configure_mesh()
             .x_desc("run (oldest first)")
             .y_desc(y_label)
+            .y_label_formatter(&|y| compact(*y))
             .x_labels(n.min(30))
             .x_label_formatter(&|x| category(runs, *x))
             .draw()
@@ -277,6 +278,24 @@ pub fn trend(
         }
         Ok(())
     })
+}
+
+/// `value` in at most four significant digits with an SI prefix (`2.05G`, `131.7M`, `0.867`),
+/// short enough for an axis label.
+fn compact(value: f64) -> String {
+    let magnitude = value.abs();
+    let (scaled, suffix) = if magnitude >= 1e9 {
+        (value / 1e9, "G")
+    } else if magnitude >= 1e6 {
+        (value / 1e6, "M")
+    } else if magnitude >= 1e3 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    let text = format!("{scaled:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{suffix}")
 }
 
 /// Pixels per row of the row charts, and around their plots.
@@ -595,6 +614,15 @@ mod tests {
         // Every round a circle (none in the legend, whose markers are squares).
         assert_eq!(count(&svg, "<circle"), 6);
         assert_eq!(texts(&svg, "git abc"), 1);
+    }
+
+    #[test]
+    fn axis_labels_are_compact() {
+        assert_eq!(compact(202_470_550.7), "202.471M");
+        assert_eq!(compact(2.5e9), "2.5G");
+        assert_eq!(compact(1500.0), "1.5k");
+        assert_eq!(compact(0.8671), "0.867");
+        assert_eq!(compact(0.0), "0");
     }
 
     #[test]

@@ -222,9 +222,10 @@ fn trend(args: crate::cli::HistoryTrendArgs) -> Result<(), CliError> {
             &labels,
             &series,
             &format!(
-                "{} runs, {first} to {last} · {}",
+                "{} runs, {first} to {last} · revisions {} to {}",
                 runs.len(),
-                store.location()
+                short(points.first()),
+                short(points.last()),
             ),
         )
         .map_err(|e| CliError::Usage {
@@ -237,25 +238,44 @@ fn trend(args: crate::cli::HistoryTrendArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Every `*.json` under `path` (itself when a file), sorted.
-fn json_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if path.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
-        entries.sort();
-        for entry in entries {
-            if entry.is_dir() || entry.extension().is_some_and(|e| e == "json") {
-                json_files(&entry, out)?;
-            }
+/// The first ten digits of a point's revision, for a chart's footer.
+fn short(point: Option<&history::Point>) -> String {
+    point.map_or_else(String::new, |p| p.revision.chars().take(10).collect())
+}
+
+/// The result files under `path` (itself when a file), sorted, each with the kind it is
+/// recorded as. A directory of `cargo xtask bench` (it holds `results.json` and `report.md`)
+/// gives its merged `results.json` only, as a bench: the per-workload files beside it hold
+/// the same measurements. The rounds of a gate (`ratio-round-*.json`) are the gate's own.
+fn json_files(path: &Path, out: &mut Vec<(PathBuf, RunKind)>) -> std::io::Result<()> {
+    if !path.is_dir() {
+        out.push((path.to_path_buf(), RunKind::Run));
+        return Ok(());
+    }
+    let merged = path.join("results.json");
+    if merged.is_file() && path.join("report.md").is_file() {
+        out.push((merged, RunKind::Bench));
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for entry in entries {
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        if entry.is_dir() {
+            json_files(&entry, out)?;
+        } else if name.ends_with(".json") && !name.starts_with("ratio-round-") {
+            out.push((entry, RunKind::Run));
         }
-    } else {
-        out.push(path.to_path_buf());
     }
     Ok(())
 }
 
 fn import(paths: &[PathBuf], db: &DbArg) -> Result<(), CliError> {
+    // The store first: one that cannot be opened fails before any directory is searched.
+    let mut store = history::open(&location(db))?;
     let mut files = Vec::new();
     for path in paths {
         json_files(path, &mut files).map_err(|source| {
@@ -265,7 +285,6 @@ fn import(paths: &[PathBuf], db: &DbArg) -> Result<(), CliError> {
             })
         })?;
     }
-    let mut store = history::open(&location(db))?;
     // A file already recorded (same source and date) is not recorded twice.
     let known: Vec<(Option<String>, String)> = store
         .list(&Filter::default())?
@@ -273,7 +292,7 @@ fn import(paths: &[PathBuf], db: &DbArg) -> Result<(), CliError> {
         .map(|r| (r.source, r.time))
         .collect();
     let (mut imported, mut skipped, mut unreadable) = (0, 0, 0);
-    for file in &files {
+    for (file, kind) in &files {
         let result = match ResultFile::load(file) {
             Ok(result) => result,
             Err(error) => {
@@ -288,7 +307,7 @@ fn import(paths: &[PathBuf], db: &DbArg) -> Result<(), CliError> {
             skipped += 1;
             continue;
         }
-        let mut run = NewRun::from_result_file(RunKind::Run, &result);
+        let mut run = NewRun::from_result_file(*kind, &result);
         run.source = Some(source);
         run.config = serde_json::json!({ "imported": true });
         store.record(&run)?;
