@@ -1445,3 +1445,39 @@ fn import_records_result_files_once() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("1 run(s) in"), "{stdout}");
 }
+
+#[test]
+fn conformance_is_recorded_with_a_figure_per_applicable_clause() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
+    let out = sheafbench()
+        .args([
+            "conformance",
+            "--alloc",
+            "system,sheaf",
+            "--quick",
+            "--only",
+            "C-OBJ-1",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = sheafbench()
+        .args([
+            "history",
+            "list",
+            "--kind",
+            "conformance",
+            "--alloc",
+            "sheaf",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 run(s) in"), "{stdout}");
+}
