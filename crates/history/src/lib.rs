@@ -165,12 +165,5 @@ pub fn open(location: &Location) -> Result<Box<dyn Store>, HistoryError> {
     }
 }
 
-/// Opens the store and records `run`: for the commands that record by default, where a
-/// failure is reported in one line and never fails the command. Returns the message to
-/// print (`recorded as run N in ...` or the error).
-pub fn record_quietly(location: &Location, run: &NewRun) -> Result<RunId, HistoryError> {
-    open(location)?.record(run)
-}
-
 #[cfg(test)]
 mod tests;
