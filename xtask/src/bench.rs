@@ -35,6 +35,8 @@ pub(crate) struct Options {
     /// spec's).
     #[arg(long, value_name = "TIME")]
     duration: Option<String>,
+    #[command(flatten)]
+    history: crate::history::HistoryOptions,
 }
 
 /// Options passed through to every `sheafbench run`.
@@ -53,6 +55,7 @@ pub(crate) fn bench(options: Options) -> TaskResult {
         alloc,
         runs,
         duration,
+        history,
     } = options;
     let pass = RunOptions {
         alloc: &alloc,
@@ -167,6 +170,20 @@ pub(crate) fn bench(options: Options) -> TaskResult {
             ),
         )?;
         files.push(json.clone());
+        if interrupted.is_none() {
+            match serde_json::from_value::<harness::ResultFile>(all.clone()) {
+                Ok(file) => {
+                    let mut run =
+                        ::history::NewRun::from_result_file(::history::RunKind::Bench, &file);
+                    run.source = Some(json.display().to_string());
+                    run.config = serde_json::json!({
+                        "quick": quick, "alloc": alloc, "runs": runs, "duration": duration,
+                    });
+                    history.record(run);
+                }
+                Err(error) => eprintln!("xtask: not recorded in the results history ({error})"),
+            }
+        }
         match report::write_charts(&json, &dir) {
             Ok(charts) => files.extend(charts),
             Err(error) => eprintln!("xtask: charts not drawn: {error}"),
@@ -290,7 +307,14 @@ fn run_workload(
     run.current_dir(util::root())
         .arg("run")
         .arg(spec)
-        .args(["--alloc", pass.alloc, "--threads", threads, "--json"])
+        .args([
+            "--no-history",
+            "--alloc",
+            pass.alloc,
+            "--threads",
+            threads,
+            "--json",
+        ])
         .arg(json)
         .arg("--markdown")
         .arg(markdown);

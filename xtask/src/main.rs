@@ -23,6 +23,7 @@ mod batching;
 mod bench;
 mod conformance;
 mod gate;
+mod history;
 mod maple_share;
 mod overhead;
 mod report;

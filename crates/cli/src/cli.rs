@@ -29,6 +29,9 @@ pub(crate) enum Command {
     /// Address-space traces for the `trace-replay` kind.
     #[command(subcommand)]
     Trace(TraceCommand),
+    /// The results history: every run, sweep, bench, gate and conformance result recorded.
+    #[command(subcommand)]
+    History(HistoryCommand),
     /// Measure one (workload, allocator, threads) and print the result as JSON (internal:
     /// the parent process runs every measurement in a child of its own).
     #[command(name = "__measure", hide = true)]
@@ -68,6 +71,25 @@ pub(crate) struct MeasureSelection {
     pub(crate) timeout: Option<u64>,
 }
 
+/// Where the history is (`run`, `sweep`, `conformance`, `compare`, `history`).
+#[derive(Debug, Args)]
+pub(crate) struct DbArg {
+    /// The results history: a SQLite file or a `postgres://` URL (default: $SHEAFBENCH_DB,
+    /// else results/history.sqlite of the checkout).
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) db: Option<String>,
+}
+
+/// Recording into the history (`run`, `sweep`, `conformance`).
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// Do not record this run in the results history.
+    #[arg(long)]
+    pub(crate) no_history: bool,
+    #[command(flatten)]
+    pub(crate) db: DbArg,
+}
+
 /// `run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -87,6 +109,8 @@ pub(crate) struct RunArgs {
     /// Allocator the ratio column is relative to.
     #[arg(long)]
     pub(crate) baseline: Option<String>,
+    #[command(flatten)]
+    pub(crate) history: HistoryArgs,
 }
 
 /// `sweep`.
@@ -105,14 +129,17 @@ pub(crate) struct SweepArgs {
     /// Write every measurement as JSON (the layout of `run --json`, docs/results.md).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) history: HistoryArgs,
 }
 
 /// `compare`.
 #[derive(Debug, Args)]
 pub(crate) struct CompareArgs {
-    /// The earlier result file.
+    /// The earlier result: a file, or a run of the history (`latest`, `latest~N`, a run id,
+    /// a revision).
     pub(crate) old: PathBuf,
-    /// The later result file.
+    /// The later result: a file or a run of the history.
     pub(crate) new: PathBuf,
     /// Confidence level of the bootstrap intervals.
     #[arg(long, default_value_t = 0.95)]
@@ -125,6 +152,8 @@ pub(crate) struct CompareArgs {
     /// of refusing them; a warning says which settings differ.
     #[arg(long)]
     pub(crate) allow_config_change: bool,
+    #[command(flatten)]
+    pub(crate) db: DbArg,
 }
 
 /// `conformance`.
@@ -142,6 +171,79 @@ pub(crate) struct ConformanceArgs {
     /// Check only these clause IDs (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Option<Vec<String>>,
+    #[command(flatten)]
+    pub(crate) history: HistoryArgs,
+}
+
+/// `history` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum HistoryCommand {
+    /// List recorded runs, oldest first.
+    List(HistoryListArgs),
+    /// One figure of a (workload, allocator) over the recorded runs, as a table and a chart.
+    Trend(HistoryTrendArgs),
+    /// Record existing result files (of `run`, `sweep` or `cargo xtask bench`); directories
+    /// are searched for `*.json`.
+    Import(HistoryImportArgs),
+}
+
+/// `history list`.
+#[derive(Debug, Args)]
+pub(crate) struct HistoryListArgs {
+    /// Runs with a figure of this workload.
+    #[arg(long)]
+    pub(crate) workload: Option<String>,
+    /// Runs with a figure of this allocator.
+    #[arg(long)]
+    pub(crate) alloc: Option<String>,
+    /// Runs on this machine: a fingerprint (prefix) or part of the CPU model.
+    #[arg(long)]
+    pub(crate) machine: Option<String>,
+    /// Runs of this revision (prefix).
+    #[arg(long)]
+    pub(crate) revision: Option<String>,
+    /// Runs at or after this date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Runs of this kind: run, bench, sweep, gate or conformance.
+    #[arg(long)]
+    pub(crate) kind: Option<String>,
+    #[command(flatten)]
+    pub(crate) db: DbArg,
+}
+
+/// `history trend`.
+#[derive(Debug, Args)]
+pub(crate) struct HistoryTrendArgs {
+    /// Workload name.
+    pub(crate) workload: String,
+    /// Allocator name.
+    pub(crate) allocator: String,
+    /// The figure: throughput_ops_per_s, latency_p50_ns, latency_p99_ns, latency_p999_ns,
+    /// ratio_vs_<allocator>, or a gate figure such as ratio_vs_mimalloc.
+    #[arg(long, default_value = "throughput_ops_per_s")]
+    pub(crate) figure: String,
+    /// Only this thread count.
+    #[arg(long)]
+    pub(crate) threads: Option<u32>,
+    /// Only this machine (a fingerprint prefix or part of the CPU model).
+    #[arg(long)]
+    pub(crate) machine: Option<String>,
+    /// Write an SVG chart: one line per machine and thread count.
+    #[arg(long)]
+    pub(crate) svg: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) db: DbArg,
+}
+
+/// `history import`.
+#[derive(Debug, Args)]
+pub(crate) struct HistoryImportArgs {
+    /// Result files, or directories to search for them (e.g. results/runs).
+    #[arg(required = true)]
+    pub(crate) paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) db: DbArg,
 }
 
 /// `trace` subcommands.

@@ -64,6 +64,10 @@ pub(crate) enum CliError {
         "compare: the files were measured with different settings ({0}); pass --allow-config-change to compare them anyway"
     )]
     ConfigsDiffer(String),
+    /// The results history cannot be read or written (`history` commands, `compare` of
+    /// history references).
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
     /// Some applicable contract clause failed.
     #[error("conformance: {0} applicable clause check(s) failed")]
     ConformanceFailed(usize),

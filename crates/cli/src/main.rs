@@ -9,6 +9,9 @@
 //! sheafbench compare <old.json> <new.json> [--confidence 0.95]
 //! sheafbench conformance [--alloc a,b|all] [--json FILE] [--quick] [--only C-ID,..]
 //! sheafbench trace import <strace.log> [-o out.trace] [--lenient]
+//! sheafbench history list [--workload W] [--alloc A] [--machine M] [--revision R] [--since D]
+//! sheafbench history trend <workload> <allocator> [--figure F] [--svg FILE]
+//! sheafbench history import <files or dirs>...
 //! ```
 //!
 //! Every (workload, allocator, threads) measurement runs in a child process of its own (the
@@ -63,6 +66,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(args) => commands::compare::run(args)?,
         Command::Conformance(args) => commands::conformance::run(args)?,
         Command::Trace(cli::TraceCommand::Import(args)) => commands::trace::import(args)?,
+        Command::History(command) => commands::history::run(command)?,
         Command::Measure(args) => commands::measure::run(args)?,
     }
     Ok(())

@@ -11,9 +11,14 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The binary, run in the workspace, recording into a history of the tests' own (never the
+/// checkout's `results/history.sqlite`).
 fn sheafbench() -> Command {
     let mut cmd = Command::cargo_bin("sheafbench").unwrap();
-    cmd.current_dir(workspace());
+    cmd.current_dir(workspace()).env(
+        "SHEAFBENCH_DB",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-history.sqlite"),
+    );
     cmd
 }
 
@@ -1242,4 +1247,237 @@ fn several_workloads_open_with_one_summary_and_the_counts_left_out() {
         insta::assert_snapshot!("summary_stdout", summary_text);
         insta::assert_snapshot!("summary_markdown", summary_md);
     });
+}
+
+/// A quick run of the tiny spec recording into `db`; returns its output.
+fn recorded_run(dir: &Path, db: &Path, extra: &[&str]) -> std::process::Output {
+    let spec = write_spec(dir, "good.yaml", GOOD);
+    sheafbench()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--alloc",
+            "sheaf,system",
+            "--db",
+        ])
+        .arg(db)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn runs_are_recorded_in_the_history_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
+    let json = dir.path().join("r.json");
+    let out = recorded_run(dir.path(), &db, &["--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = recorded_run(dir.path(), &db, &["--no-history"]);
+    assert!(out.status.success(), "{out:?}");
+    let list = sheafbench()
+        .args([
+            "history",
+            "list",
+            "--workload",
+            "tiny",
+            "--alloc",
+            "sheaf",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(list.stdout).unwrap();
+    assert!(list.status.success(), "{stdout}");
+    assert!(stdout.contains("1 run(s) in"), "{stdout}");
+    // The recorded document is the result file as written.
+    let trend = sheafbench()
+        .args([
+            "history",
+            "trend",
+            "tiny",
+            "sheaf",
+            "--figure",
+            "ratio_vs_sheaf",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(trend.status.code(), Some(2), "no such figure: {trend:?}");
+    let svg = dir.path().join("trend.svg");
+    let trend = sheafbench()
+        .args([
+            "history",
+            "trend",
+            "tiny",
+            "system",
+            "--figure",
+            "ratio_vs_sheaf",
+            "--db",
+        ])
+        .arg(&db)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(trend.status.success(), "{trend:?}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}
+
+#[test]
+fn compare_takes_history_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
+    let json = dir.path().join("r.json");
+    for _ in 0..2 {
+        let out = recorded_run(dir.path(), &db, &["--json", json.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = sheafbench()
+        .args(["compare", "latest~1", "latest", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("verdicts:"), "{stdout}");
+    // A file against a run of the history.
+    let out = sheafbench()
+        .args(["compare", json.to_str().unwrap(), "1", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = sheafbench()
+        .args(["compare", "latest~7", "latest", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no run matches `latest~7`"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_history_fails_history_commands_but_not_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
+    std::fs::write(&db, vec![0x5a; 4096]).unwrap();
+    let json = dir.path().join("r.json");
+    let out = recorded_run(dir.path(), &db, &["--json", json.to_str().unwrap()]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(json.exists(), "the result file is written");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("history")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("not a database"), "{stderr}");
+    let import_dir = dir.path().to_str().unwrap();
+    for args in [&["history", "list"][..], &["history", "import", import_dir]] {
+        let out = sheafbench()
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // An unreachable server: the run goes on and says so once.
+    let out = recorded_run(
+        dir.path(),
+        Path::new("postgres://nobody@127.0.0.1:1/none?connect_timeout=2"),
+        &[],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("not recorded in the results history")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn import_records_result_files_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
+    let runs = dir.path().join("runs/2026");
+    std::fs::create_dir_all(&runs).unwrap();
+    let json = runs.join("r.json");
+    let out = recorded_run(
+        dir.path(),
+        &db,
+        &["--no-history", "--json", json.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(runs.join("gate.json"), "{}").unwrap();
+    // A gate's rounds are left out; a bench directory gives its merged file only.
+    std::fs::copy(&json, runs.join("ratio-round-0.json")).unwrap();
+    let bench = dir.path().join("runs/bench");
+    std::fs::create_dir_all(&bench).unwrap();
+    for name in ["results.json", "tiny.json"] {
+        std::fs::copy(&json, bench.join(name)).unwrap();
+    }
+    std::fs::write(bench.join("report.md"), "# report\n").unwrap();
+    for expected in ["imported 2 result file(s)", "imported 0 result file(s)"] {
+        let out = sheafbench()
+            .args(["history", "import"])
+            .arg(dir.path().join("runs"))
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains(expected), "{stdout}");
+    }
+    let out = sheafbench()
+        .args(["history", "list", "--kind", "bench", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("1 run(s) in"), "{stdout}");
+}
+
+#[test]
+fn conformance_is_recorded_with_a_figure_per_applicable_clause() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
+    let out = sheafbench()
+        .args([
+            "conformance",
+            "--alloc",
+            "system,sheaf",
+            "--quick",
+            "--only",
+            "C-OBJ-1",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = sheafbench()
+        .args([
+            "history",
+            "list",
+            "--kind",
+            "conformance",
+            "--alloc",
+            "sheaf",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 run(s) in"), "{stdout}");
 }

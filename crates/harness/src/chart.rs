@@ -7,7 +7,9 @@
 //! - [`bars`]: one horizontal bar per row (e.g. an allocator at a thread count), with its
 //!   figure printed and an optional whisker of its spread, coloured by group;
 //! - [`log_dots`]: several figures per row (e.g. latency percentiles) as dots on a logarithmic
-//!   axis, coloured by figure.
+//!   axis, coloured by figure;
+//! - [`trend`]: one figure over recorded runs (`sheafbench history trend`), one line per
+//!   series (a machine, a thread count), with each run's interval as a whisker.
 //!
 //! They share the canvas (white, titled, [`FONT`]), the palette (plotters' `Palette99`, in
 //! the order of the series or groups), the row labels of the two row charts, and the legend.
@@ -204,6 +206,96 @@ fn sweep_panel(
             .map_err(failed)?;
     }
     Ok(())
+}
+
+/// One line of a [`trend`]: its name and, per run it has a figure for, (run index, value,
+/// interval when recorded).
+pub type TrendSeries = (String, Vec<(usize, f64, Option<(f64, f64)>)>);
+
+/// A figure over runs: `runs` labels the x axis (oldest first), one line per series with a
+/// dot per run and a whisker where the run recorded an interval; `y_label` names the figure.
+pub fn trend(
+    title: &str,
+    y_label: &str,
+    runs: &[String],
+    series: &[TrendSeries],
+    footer: &str,
+) -> Result<String, ChartError> {
+    let width = 1000u32.max(60 * runs.len().min(60) as u32);
+    canvas((width + LEGEND, 480), title, footer, |root| {
+        let (plot, key) = root.split_horizontally(width);
+        let names: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
+        side_legend(&key, &names, Marker::Line)?;
+        let top = |p: &(usize, f64, Option<(f64, f64)>)| p.2.map_or(p.1, |(_, high)| high.max(p.1));
+        let y_max = series
+            .iter()
+            .flat_map(|(_, points)| points.iter().map(top))
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let n = runs.len().max(1);
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(15)
+            .x_label_area_size(60)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..y_max)
+            .map_err(failed)?;
+        chart
+            .configure_mesh()
+            .x_desc("run (oldest first)")
+            .y_desc(y_label)
+            .y_label_formatter(&|y| compact(*y))
+            .x_labels(n.min(30))
+            .x_label_formatter(&|x| category(runs, *x))
+            .draw()
+            .map_err(failed)?;
+        for (index, (_, points)) in series.iter().enumerate() {
+            let color = color(index);
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|p| (p.0 as f64, p.1)),
+                    color.stroke_width(2),
+                ))
+                .map_err(failed)?;
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|p| Circle::new((p.0 as f64, p.1), 3, color.filled())),
+                )
+                .map_err(failed)?;
+            chart
+                .draw_series(points.iter().filter_map(|p| {
+                    p.2.map(|(low, high)| {
+                        PathElement::new(
+                            vec![(p.0 as f64, low), (p.0 as f64, high)],
+                            WHISKER.stroke_width(1),
+                        )
+                    })
+                }))
+                .map_err(failed)?;
+        }
+        Ok(())
+    })
+}
+
+/// `value` in at most four significant digits with an SI prefix (`2.05G`, `131.7M`, `0.867`),
+/// short enough for an axis label.
+fn compact(value: f64) -> String {
+    let magnitude = value.abs();
+    let (scaled, suffix) = if magnitude >= 1e9 {
+        (value / 1e9, "G")
+    } else if magnitude >= 1e6 {
+        (value / 1e6, "M")
+    } else if magnitude >= 1e3 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    let text = format!("{scaled:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{suffix}")
 }
 
 /// Pixels per row of the row charts, and around their plots.
@@ -522,6 +614,33 @@ mod tests {
         // Every round a circle (none in the legend, whose markers are squares).
         assert_eq!(count(&svg, "<circle"), 6);
         assert_eq!(texts(&svg, "git abc"), 1);
+    }
+
+    #[test]
+    fn axis_labels_are_compact() {
+        assert_eq!(compact(202_470_550.7), "202.471M");
+        assert_eq!(compact(2.5e9), "2.5G");
+        assert_eq!(compact(1500.0), "1.5k");
+        assert_eq!(compact(0.8671), "0.867");
+        assert_eq!(compact(0.0), "0");
+    }
+
+    #[test]
+    fn a_trend_draws_every_run_with_its_whiskers() {
+        let runs: Vec<String> = ["#1", "#2", "#3"].map(String::from).to_vec();
+        let series = vec![
+            (
+                "machine a".to_owned(),
+                vec![(0, 1.0, Some((0.9, 1.1))), (2, 1.2, None)],
+            ),
+            ("machine b".to_owned(), vec![(1, 2.0, Some((1.8, 2.2)))]),
+        ];
+        let svg = trend("churn-lifo", "ratio", &runs, &series, "footer").unwrap();
+        assert_eq!(count(&svg, "<circle"), 3);
+        assert_eq!(texts(&svg, "machine a") + texts(&svg, "machine b"), 2);
+        for run in &runs {
+            assert_eq!(texts(&svg, run), 1, "{run}");
+        }
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //!    and flags a regression only when the whole interval is worse than the reference by
 //!    more than the threshold.
 //!
+//! With at least `--min-history` earlier gate runs of this machine in the results history
+//! (`noise`), a ratio is judged against that history's noise fence instead of the blessed
+//! reference; every gate run is recorded there (tagged, and so left out of the history, when
+//! it injects a slowdown or changes the rounds or duration).
+//!
 //! `--bless` rewrites both reference files from a real run of this tree (refused on a dirty
 //! tree, so that a reference always names the revision it measured). `--slowdown N` builds
 //! sheaf with its `slowdown` feature adding N per mille of the per-thread fast-path pair's
@@ -19,6 +24,7 @@
 
 mod decide;
 mod instructions;
+mod noise;
 mod ratios;
 mod reference;
 
@@ -79,6 +85,12 @@ pub(crate) struct Options {
     /// .ci/gate-proof.sh), and the provenance says so.
     #[arg(long, value_name = "D")]
     reference_dir: Option<PathBuf>,
+    /// Earlier gate runs of this machine the results history needs before it judges the
+    /// ratios by its noise fence instead of the reference (0: never).
+    #[arg(long, value_name = "N", default_value_t = noise::MIN_RUNS)]
+    min_history: usize,
+    #[command(flatten)]
+    history: crate::history::HistoryOptions,
 }
 
 /// The gate's two signals.
@@ -211,16 +223,33 @@ pub(crate) fn gate(options: Options) -> TaskResult {
     };
 
     // Signal 2: wall-clock ratios.
-    let intervals = if options.ratios() {
+    let (samples, intervals) = if options.ratios() {
         let exe = util::build_sheafbench(slowdown_instructions)?;
         let plan = ratios::RatioPlan {
             rounds: options.rounds,
             duration: options.duration.clone(),
         };
         let samples = ratios::measure(&exe, &plan, &run_dir)?;
-        Some(intervals_of(&samples))
+        let intervals = intervals_of(&samples);
+        (Some(samples), Some(intervals))
     } else {
-        None
+        (None, None)
+    };
+    // This machine's earlier gate runs, read before this one is recorded.
+    let machine = history::Fingerprint::of(&harness::machine::Machine::detect()).id();
+    let histories = match &intervals {
+        Some(intervals) if !options.history.no_history && options.min_history > 0 => {
+            match history::open(&options.history.location()).and_then(|mut store| {
+                noise::histories(store.as_mut(), &machine, intervals.keys().cloned())
+            }) {
+                Ok(histories) => histories,
+                Err(error) => {
+                    eprintln!("xtask: the results history is not read ({error})");
+                    BTreeMap::new()
+                }
+            }
+        }
+        _ => BTreeMap::new(),
     };
 
     let mut provenance = util::provenance();
@@ -247,6 +276,16 @@ pub(crate) fn gate(options: Options) -> TaskResult {
         "ratios": intervals.as_ref().map(|i| reference::ratios_json(i, method.clone(), &provenance)["figures"].clone()),
     });
     util::write_atomic(&run_dir.join("gate.json"), &pretty(&measured))?;
+    let mut run = noise::gate_run(
+        &measured,
+        counts.as_ref(),
+        samples.as_ref(),
+        intervals.as_ref(),
+        tag(&options),
+    );
+    run.config = method.clone();
+    run.source = Some(run_dir.join("gate.json").display().to_string());
+    options.history.record(run);
 
     if options.bless {
         let (Some(counts), Some(intervals)) = (&counts, &intervals) else {
@@ -357,7 +396,19 @@ pub(crate) fn gate(options: Options) -> TaskResult {
             row.judgement = row.judgement.unjudged();
         }
     }
+    let by_history = intervals.as_ref().map_or(0, |intervals| {
+        noise::judge_by_history(&mut rows, intervals, &histories, options.min_history)
+    });
     print!("{}", decide::render_table(&rows));
+    if options.ratios() {
+        let longest = histories.values().map(Vec::len).max().unwrap_or(0);
+        println!(
+            "\nratios judged by this machine's history ({machine}): {by_history} of {} \
+             (it needs {} earlier untagged gate runs, has {longest}); the rest by the reference",
+            intervals.as_ref().map_or(0, BTreeMap::len),
+            options.min_history
+        );
+    }
     let mut settings = Vec::new();
     if options.instructions() {
         settings.push(format!(
@@ -410,6 +461,22 @@ pub(crate) fn gate(options: Options) -> TaskResult {
             names.join(", ")
         )))
     }
+}
+
+/// The tag of a gate run that the history of clean runs leaves out: an injected slowdown, or
+/// rounds and duration other than the defaults (a different noise).
+fn tag(options: &Options) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(permille) = options.slowdown_permille {
+        parts.push(format!("slowdown={permille}"));
+    }
+    if options.rounds != 10 || options.duration != "100ms" {
+        parts.push(format!(
+            "rounds={},duration={}",
+            options.rounds, options.duration
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 /// The figures counted above their reference by more than `tolerance`.
@@ -581,6 +648,22 @@ mod tests {
                 ("r", decide::Verdict::Pass),
             ]
         );
+    }
+
+    #[test]
+    fn runs_other_than_the_clean_default_are_tagged_out_of_the_history() {
+        assert_eq!(tag(&parse(&[]).unwrap()), None);
+        assert_eq!(
+            tag(&parse(&["--slowdown", "50"]).unwrap()).as_deref(),
+            Some("slowdown=50")
+        );
+        assert_eq!(
+            tag(&parse(&["--rounds", "4", "--slowdown", "5"]).unwrap()).as_deref(),
+            Some("slowdown=5,rounds=4,duration=100ms")
+        );
+        let o = parse(&["--min-history", "8", "--no-history", "--db", "x.sqlite"]).unwrap();
+        assert_eq!(o.min_history, 8);
+        assert!(o.history.no_history);
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub(crate) fn measure(
         let mut run = Command::new(sheafbench);
         run.current_dir(util::root())
             .arg("run")
+            .arg("--no-history")
             .args(&specs)
             .arg("--alloc")
             .arg(allocators.join(","))

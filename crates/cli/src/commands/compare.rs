@@ -375,8 +375,8 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
             message: "expected a level between 0.5 and 1 (exclusive), e.g. 0.95".into(),
         });
     }
-    let old = ResultFile::load(&args.old)?;
-    let new = ResultFile::load(&args.new)?;
+    let old = super::history::load_result(&args.old, &args.db)?;
+    let new = super::history::load_result(&args.new, &args.db)?;
     let calibration = match args.calibrate.as_deref() {
         Some([a1, a2]) => Some((
             a1,

@@ -75,6 +75,9 @@ pub(crate) fn run(args: ConformanceArgs) -> Result<(), CliError> {
         table.add_row(row);
     }
     println!("{table}");
+    if !args.history.no_history {
+        super::history::record(&args.history, history_run(&reports, &args));
+    }
     let mut failed = 0;
     for report in &reports {
         for clause in report.clauses.iter().filter(|c| c.status == Status::Fail) {
@@ -89,4 +92,36 @@ pub(crate) fn run(args: ConformanceArgs) -> Result<(), CliError> {
         return Err(CliError::ConformanceFailed(failed));
     }
     Ok(())
+}
+
+/// The reports as a history run: one figure per (allocator, applicable clause), 1 for pass
+/// and 0 for fail (a clause that does not apply is in the document only).
+fn history_run(reports: &[AllocatorReport], args: &ConformanceArgs) -> history::NewRun {
+    let machine = harness::machine::Machine::detect();
+    let document = serde_json::to_value(reports).unwrap_or(serde_json::Value::Null);
+    let mut run = history::NewRun::new(
+        history::RunKind::Conformance,
+        &harness::machine::utc_now(),
+        &machine,
+        document,
+    );
+    run.config = serde_json::json!({
+        "args": std::env::args().skip(1).collect::<Vec<_>>(),
+        "quick": args.quick,
+    });
+    run.source = args.json.as_ref().map(|p| p.display().to_string());
+    for report in reports {
+        for clause in &report.clauses {
+            let value = match clause.status {
+                Status::Pass => 1.0,
+                Status::Fail => 0.0,
+                Status::NotApplicable => continue,
+            };
+            run.figures.push(history::Figure {
+                workload: None,
+                ..history::Figure::point("", &report.allocator, &clause.id, value)
+            });
+        }
+    }
+    run
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod compare;
 pub(crate) mod conformance;
+pub(crate) mod history;
 pub(crate) mod list;
 pub(crate) mod measure;
 pub(crate) mod run;

@@ -209,6 +209,10 @@ pub(crate) fn run(args: RunArgs) -> Result<(), CliError> {
         baseline: Some(baseline),
     };
     execute(&planned, &allocators, &args.selection, &mut results, &sinks)?;
+    super::history::record(
+        &args.history,
+        super::history::of_result_file(history::RunKind::Run, &results, args.json.as_deref()),
+    );
     if planned.len() > 1 {
         print!("{}", table::summary(&results));
     }

@@ -72,6 +72,10 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         )?;
         per_value.extend(results.runs[before..].iter().map(|m| (index, m.clone())));
     }
+    super::history::record(
+        &args.history,
+        super::history::of_result_file(history::RunKind::Sweep, &results, args.json.as_deref()),
+    );
 
     let name = planned[0].workload.spec.name.clone();
     let mut table = Table::new();
