@@ -9,7 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
+find_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+PG_BIN="${PG_BIN:-$(find_pg_bin)}"
+if [[ -z "$PG_BIN" || ! -x "$PG_BIN/initdb" ]] && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "postgres.sh: installing the distribution's postgresql package" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1; } \
+        || true
+    PG_BIN="$(find_pg_bin)"
+fi
 if [[ -z "$PG_BIN" || ! -x "$PG_BIN/initdb" ]]; then
     echo "postgres.sh: no PostgreSQL server binaries (install the distribution's postgresql package, or set PG_BIN)" >&2
     exit 2
