@@ -448,17 +448,14 @@ mod tests {
     #[test]
     fn put_partial_keeps_a_partly_filled_sheaf_only_where_there_is_none() {
         let barn = Barn::new(4, 4);
-        assert!(barn.put_partial(sheaf_of(4, 1..5)).is_err(), "a full sheaf");
-        assert!(
-            barn.put_partial(OwnedSheaf::new(4)).is_err(),
-            "an empty sheaf"
-        );
+        let full = barn.put_partial(sheaf_of(4, 1..5)).expect_err("a full sheaf");
+        let empty = barn.put_partial(OwnedSheaf::new(4)).expect_err("an empty sheaf");
         barn.put_partial(sheaf_of(4, 1..3)).unwrap();
         let refused = barn.put_partial(sheaf_of(4, 3..4)).unwrap_err();
         assert_eq!(barn.snapshot().objects, 2);
         let mut into = OwnedSheaf::new(4);
         assert_eq!(barn.take_objects(&mut into).0, 2);
-        free_all([into, refused]);
+        free_all([into, refused, full, empty]);
         free_all(barn.drain());
     }
 }
