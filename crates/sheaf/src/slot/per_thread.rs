@@ -2,9 +2,10 @@
 //! the hand-over on a drain request, and how other threads reach a live thread's slot.
 //!
 //! One slot per (thread, cache), created on the thread's first operation. Only its thread
-//! ever touches it while the thread lives. It is found through the thread-local one-entry
-//! cache of `last_slot`, whose states say whether the thread holds a slot; a miss looks the
-//! slot up in the thread's list (`registry`), creating it on the cache's first use. When the
+//! ever touches it while the thread lives. It is found through the thread-local slot cache
+//! of `last_slot` (one entry per cache id modulo its size), whose entries' states say
+//! whether the thread holds a slot; a miss looks the slot up in the thread's list
+//! (`registry`, a sorted list searched by halving), creating it on the cache's first use. When the
 //! thread exits, its slot is marked orphaned; the cache adopts orphaned slots (flushes their
 //! sheaves) on its next slow path that looks for objects, at `shrink`, at `barrier` and at
 //! drop (C-CONC-2).
@@ -14,8 +15,10 @@
 //! `shrink`, `barrier` and the accounting check reach every live thread's slot too
 //! (C-CONC-4), without waiting for its owner ([`SlotTable::take_remote`]). Since the fast path
 //! writes no flag, whether an owner is between operations is decided from outside, and a
-//! fourth thread-local state exists: `id` is [`REVOKED`], a value no cache has, stored by a
-//! *taker* (another thread) so that the owner's next operation takes the lookup's slow path.
+//! fourth state of a thread-local entry exists: `id` is [`REVOKED`], a value no cache has,
+//! stored by a *taker* (another thread) so that the owner's next operation takes the
+//! lookup's slow path. A taker looks only at the entry of the slot's cache (the slot records
+//! its address): the owner marks a slot in use in no other.
 //! A taker:
 //!
 //! 1. takes the slot's `lock` byte (`REMOTE`; per-thread slots use it for takers only), which
@@ -46,7 +49,7 @@
 //! and checks the equation only when it reached them all.
 //!
 //! Assumption behind step 3: a signal handler that interrupts an operation of a per-thread
-//! cache neither calls into that cache (which the one-entry cache already rules out) nor
+//! cache neither calls into that cache (which the slot cache already rules out) nor
 //! sleeps in the kernel before it returns. A per-thread slot's owner pays nothing on its fast
 //! path for any of this; a marker store at the start and the end of each fast path, which
 //! would let a taker use `membarrier` instead of `/proc`, would cost two instructions per
@@ -62,7 +65,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::last_slot::{LAST_SLOT, LastSlot, REVOKED};
+use super::last_slot::{LAST_SLOTS, LastSlot, REVOKED};
 use super::{Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
 use slab::rseq::{FREE, LOCAL, REMOTE};
@@ -104,13 +107,13 @@ fn thread_sleeps(_tid: i32) -> bool {
 
 impl<S: SlotStrategy> SlotTable<S> {
     /// Per-thread: the calling thread's slot, found in the thread's list (created and
-    /// registered when `create` is set and there is none) and left in the thread-local with
-    /// this cache's id. `None` when the thread holds a slot (re-entry), has no slot and may
-    /// not create one, or is exiting.
+    /// registered when `create` is set and there is none) and left in this cache's
+    /// thread-local entry with its id. `None` when the thread holds the slot of that entry
+    /// (re-entry), has no slot and may not create one, or is exiting.
     #[cold]
     #[inline(never)]
     pub(super) fn thread_slot_slow(&self, create: bool) -> Option<&Slot> {
-        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+        if self.with_entry(LastSlot::holds_a_slot) {
             return None;
         }
         // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
@@ -118,9 +121,13 @@ impl<S: SlotStrategy> SlotTable<S> {
         if slot.drain.load(Ordering::Acquire) != 0 && !self.hand_over(slot) {
             return None;
         }
-        LAST_SLOT
-            .with(|last| last.claim(self.id, slot))
+        self.with_entry(|last| last.claim(self.id, slot))
             .then_some(slot)
+    }
+
+    /// Per-thread: runs `f` on this cache's entry of the calling thread's slot cache.
+    fn with_entry<R>(&self, f: impl FnOnce(&LastSlot) -> R) -> R {
+        LAST_SLOTS.with(|last| f(last.entry(self.id)))
     }
 
     /// Per-thread: a taker asked for the calling thread's `slot`; moves its sheaves out to the
@@ -129,11 +136,11 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// holds the slot now (it empties the slot itself).
     #[cold]
     fn hand_over(&self, slot: &Slot) -> bool {
-        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+        if !self.with_entry(|last| last.claim(0, slot)) {
             return false;
         }
         let asked = slot.drain.swap(0, Ordering::Relaxed);
-        // SAFETY: this thread holds its slot (the thread-local marks it held and no taker
+        // SAFETY: this thread holds its slot (its entry marks it held and no taker
         // holds its lock, see `LastSlot::claim`).
         let mine = unsafe { slot.sheaves_mut() };
         let sheaves = if asked == Reach::Rcu as u8 {
@@ -158,19 +165,19 @@ impl<S: SlotStrategy> SlotTable<S> {
                 .push((sheaves, slot.node));
             self.threads.orphans.fetch_add(1, Ordering::Release);
         }
-        LAST_SLOT.with(|last| last.id.store(REVOKED, Ordering::Relaxed));
+        self.with_entry(|last| last.id.store(REVOKED, Ordering::Relaxed));
         true
     }
 
     /// Per-thread: holds the calling thread's slot if it has one (never creates it), and
     /// withdraws any drain request: the caller empties what it needs itself.
     fn hold_own_slot(&self) -> Option<SlotGuard<'_, S>> {
-        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+        if self.with_entry(LastSlot::holds_a_slot) {
             return None;
         }
         // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
         let slot = unsafe { &*self.thread_slot_lookup(false)? };
-        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+        if !self.with_entry(|last| last.claim(0, slot)) {
             return None;
         }
         slot.drain.store(0, Ordering::Relaxed);
@@ -201,9 +208,10 @@ impl<S: SlotStrategy> SlotTable<S> {
                 break std::ptr::null();
             };
             // The caller's own slot exists but cannot be held: this thread is inside an
-            // operation (re-entry), or another thread (a shrink, a barrier, the hand-over
-            // thread) is emptying it from outside, which takes a moment.
-            if LAST_SLOT.with(LastSlot::holds_a_slot) || start.elapsed() >= patience {
+            // operation on a cache of the same entry (re-entry), or another thread (a
+            // shrink, a barrier, the hand-over thread) is emptying it from outside, which
+            // takes a moment.
+            if self.with_entry(LastSlot::holds_a_slot) || start.elapsed() >= patience {
                 own_unreached = 1;
                 break own;
             }
