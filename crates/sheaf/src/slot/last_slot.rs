@@ -153,3 +153,9 @@ thread_local! {
         }
     };
 }
+
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread took the lookup's slow path (tests only).
+    pub(super) static SLOW_LOOKUPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}

@@ -113,6 +113,8 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[cold]
     #[inline(never)]
     pub(super) fn thread_slot_slow(&self, create: bool) -> Option<&Slot> {
+        #[cfg(test)]
+        super::last_slot::SLOW_LOOKUPS.with(|n| n.set(n.get() + 1));
         if self.with_entry(LastSlot::holds_a_slot) {
             return None;
         }
