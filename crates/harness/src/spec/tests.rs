@@ -14,10 +14,29 @@ fn parses_a_spec_with_defaults() {
         Kind::Churn {
             order: ChurnOrder::Lifo,
             working_set: 512,
-            batch: 256
+            batch: 256,
+            caches: 1
         }
     );
     assert_eq!(workload.length, RunLength::Duration(Duration::from_secs(1)));
+}
+
+#[test]
+fn churn_over_several_caches_is_lifo_only() {
+    let text = format!("{CHURN}  caches: 8\n");
+    let workload = WorkloadSpec::from_yaml("x", &text)
+        .unwrap()
+        .validate("x", 2)
+        .unwrap();
+    assert!(matches!(workload.kind, Kind::Churn { caches: 8, .. }));
+    let random = text.replace("order: lifo", "order: random");
+    let err = WorkloadSpec::from_yaml("x", &random)
+        .unwrap()
+        .validate("x", 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("params.caches"), "{err}");
+    assert!(err.contains("1 unless params.order is lifo"), "{err}");
 }
 
 #[test]
@@ -525,7 +544,8 @@ fn parameter_defaults_are_resolved_per_kind() {
         Kind::Churn {
             order: ChurnOrder::Lifo,
             working_set: 1024,
-            batch: 256
+            batch: 256,
+            caches: 1
         }
     );
     assert_eq!(resolved("burst"), Kind::Burst { burst: 256 });
