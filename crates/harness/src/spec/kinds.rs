@@ -252,7 +252,9 @@ impl Kind {
                     ChurnOrder::Random => "random-order",
                 };
                 if caches > 1 {
-                    format!("batch of {batch} {order} free+alloc pairs, round robin over {caches} caches")
+                    format!(
+                        "batch of {batch} {order} free+alloc pairs, round robin over {caches} caches"
+                    )
                 } else {
                     format!("batch of {batch} {order} free+alloc pairs")
                 }
