@@ -6,7 +6,7 @@ use std::mem;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::last_slot::{LAST_SLOTS, LastSlot};
+use super::last_slot::{LAST_SLOTS, LastSlots};
 use super::{Slot, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
 use slab::rseq::{FREE, LOCAL};
@@ -88,10 +88,10 @@ thread_local! {
 }
 
 impl Slot {
-    /// Per-thread: a slot of cache `cache_id` owned by the calling thread.
-    pub(super) fn for_this_thread(node: usize, cache_id: u64) -> Self {
+    /// Per-thread: a slot owned by the calling thread.
+    pub(super) fn for_this_thread(node: usize) -> Self {
         Self {
-            owner: LAST_SLOTS.with(|last| last.entry(cache_id) as *const LastSlot),
+            owner: LAST_SLOTS.with(|slots| slots as *const LastSlots),
             #[cfg(not(loom))]
             tid: rustix::thread::gettid().as_raw_nonzero().get(),
             ..Self::new(node)
@@ -119,7 +119,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                 } else {
                     at
                 };
-                let slot = Arc::new(Slot::for_this_thread(self.current_node(), self.id));
+                let slot = Arc::new(Slot::for_this_thread(self.current_node()));
                 self.threads
                     .slots
                     .lock()

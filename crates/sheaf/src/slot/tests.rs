@@ -134,31 +134,33 @@ fn per_cpu_reentry_is_served_without_the_held_slot() {
     reentry_is_served_without_the_held_slot::<PerCpu>();
 }
 
-// The per-thread slot cache: a direct-mapped table of (cache id, slot) entries.
+// The per-thread slot cache: `last`, then a direct-mapped table of (cache id, slot) entries.
 
-use super::last_slot::{ENTRIES, LAST_SLOTS, REVOKED, SLOW_LOOKUPS, entry_index};
+use super::last_slot::{ENTRIES, LAST_SLOTS, LIST_LOOKUPS, REVOKED, entry_index};
 use super::registry::THREAD_SLOTS;
 
-/// Times this thread took the per-thread lookup's slow path.
+/// Times this thread's per-thread lookup missed both levels and searched its list.
 fn slow_lookups() -> u64 {
-    SLOW_LOOKUPS.with(std::cell::Cell::get)
+    LIST_LOOKUPS.with(std::cell::Cell::get)
 }
 
 fn id_of(cache: &Cache<PerThread>) -> u64 {
     cache.core().slots().id
 }
 
-/// What the calling thread's entry for `cache` holds: (id, slot).
+/// What the calling thread's table entry for `cache` holds: (id, slot).
 fn entry_of(cache: &Cache<PerThread>) -> (u64, *const super::Slot) {
-    LAST_SLOTS.with(|last| {
-        let entry = last.entry(id_of(cache));
-        (
-            entry.id.load(std::sync::atomic::Ordering::Relaxed),
-            entry
-                .slot
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .cast_const(),
-        )
+    LAST_SLOTS.with(|slots| {
+        let (id, slot) = slots.entry(id_of(cache)).get();
+        (id, slot.cast_const())
+    })
+}
+
+/// What the calling thread's `last` holds: (id, slot).
+fn last() -> (u64, *const super::Slot) {
+    LAST_SLOTS.with(|slots| {
+        let (id, slot) = slots.last.get();
+        (id, slot.cast_const())
     })
 }
 
@@ -259,11 +261,11 @@ fn per_thread_colliding_caches_share_an_entry_and_stay_correct() {
     }
 }
 
-/// While a slot is held, a cache of the same entry is served without a slot (its lookup
-/// leaves the held entry alone), a cache of another entry keeps its fast path, and the
-/// release leaves the held slot cached again.
+/// While a slot is held (its table entry may name it too), every cache is served without a
+/// slot, through its entry or not, the entries are left alone, and the release leaves the
+/// held slot cached again.
 #[test]
-fn per_thread_a_held_entry_is_not_taken_by_a_colliding_cache() {
+fn per_thread_a_held_slot_blocks_every_entry() {
     let a = new_cache();
     let colliding = colliding_with(&a);
     let other = caches_with_distinct_entries(2)
@@ -271,26 +273,55 @@ fn per_thread_a_held_entry_is_not_taken_by_a_colliding_cache() {
         .find(|c| entry_index(id_of(c)) != entry_index(id_of(&a)))
         .unwrap();
     on_new_thread(|| {
-        pair(&a);
         pair(&other);
-        let held = a.core().slots().acquire().expect("the slot is free");
+        pair(&a);
         let slot = entry_of(&a).1;
-        assert_eq!(entry_of(&a).0, 0, "a hold marks the entry");
-        let busy = counter(&colliding, "cpu_slot_busy");
-        pair(&colliding);
-        assert!(counter(&colliding, "cpu_slot_busy") > busy);
-        assert_eq!(entry_of(&a), (0, slot), "the held entry was overwritten");
-        let before = slow_lookups();
-        pair(&other);
-        assert_eq!(slow_lookups(), before, "another entry lost its fast path");
-        drop(held);
+        let other_entry = entry_of(&other);
+        assert_eq!(other_entry.0, id_of(&other));
+        let held = a.core().slots().acquire().expect("the slot is free");
+        assert_eq!(last(), (0, slot), "a hold marks `last`");
+        for cache in [&colliding, &other, &a] {
+            let busy = counter(cache, "cpu_slot_busy");
+            pair(cache);
+            assert!(counter(cache, "cpu_slot_busy") > busy, "served from a slot");
+        }
+        assert_eq!(last(), (0, slot), "the hold was overwritten");
         assert_eq!(entry_of(&a), (id_of(&a), slot));
+        assert_eq!(entry_of(&other), other_entry);
+        drop(held);
+        assert_eq!(last(), (id_of(&a), slot));
+        let before = slow_lookups();
         pair(&a);
+        pair(&other);
         assert_eq!(slow_lookups(), before);
     });
     for cache in [&a, &colliding, &other] {
         assert_eq!(cache.stats().live_objects, Some(0));
         assert!(cache.check_invariants());
+    }
+}
+
+/// A slot found in the table (`last` names another cache) is held through `last`, and its
+/// release leaves it there.
+#[test]
+fn per_thread_a_slot_found_in_the_table_is_held_through_last() {
+    let caches = caches_with_distinct_entries(2);
+    let (a, b) = (&caches[0], &caches[1]);
+    on_new_thread(|| {
+        pair(a);
+        pair(b);
+        assert_eq!(last().0, id_of(b));
+        let slot = entry_of(a).1;
+        let held = a.core().slots().acquire().expect("the slot is free");
+        assert_eq!(last(), (0, slot));
+        let busy = counter(b, "cpu_slot_busy");
+        pair(b);
+        assert!(counter(b, "cpu_slot_busy") > busy);
+        drop(held);
+        assert_eq!(last(), (id_of(a), slot));
+    });
+    for cache in [a, b] {
+        assert_eq!(cache.stats().live_objects, Some(0));
     }
 }
 
@@ -351,7 +382,7 @@ fn per_thread_a_taker_revokes_an_entry_that_is_not_the_most_recent() {
             pair(b);
             ready_tx.send(()).unwrap();
             go_rx.recv().unwrap();
-            let (a_entry, b_entry) = (entry_of(a), entry_of(b));
+            let (a_entry, b_entry, last) = (entry_of(a), entry_of(b), last());
             let before = slow_lookups();
             pair(b);
             let after_b = slow_lookups();
@@ -359,6 +390,7 @@ fn per_thread_a_taker_revokes_an_entry_that_is_not_the_most_recent() {
             (
                 a_entry.0,
                 b_entry.0,
+                last.0,
                 after_b - before,
                 slow_lookups() - after_b,
             )
@@ -368,9 +400,14 @@ fn per_thread_a_taker_revokes_an_entry_that_is_not_the_most_recent() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         a.shrink();
         go_tx.send(()).unwrap();
-        let (a_id, b_id, b_misses, a_misses) = owner.join().unwrap();
+        let (a_id, b_id, last_id, b_misses, a_misses) = owner.join().unwrap();
         assert_eq!(a_id, REVOKED, "the taker did not revoke the older entry");
         assert_eq!(b_id, id_of(b), "the taker touched another cache's entry");
+        assert_eq!(
+            last_id,
+            id_of(b),
+            "the taker touched `last`, which names another cache"
+        );
         assert_eq!(b_misses, 0);
         assert_eq!(a_misses, 1);
     });
@@ -397,7 +434,7 @@ fn per_thread_exit_with_several_entries_orphans_every_slot() {
                 unsafe { cache.free(object) };
             }
         }
-        assert_ne!(entry_of(&caches[5]).0, id_of(&caches[0]));
+        assert_ne!(entry_of(&caches[0]).0, id_of(&caches[0]), "not evicted");
     });
     for cache in &caches {
         assert_eq!(cache.core().slots().len(), 1, "the exited thread's slot");
