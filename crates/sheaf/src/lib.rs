@@ -70,8 +70,10 @@
 //!   and `rcu_free`** and **who may touch a slot**), `SlotTable` with `FastSlot` and
 //!   `SlotGuard`; `per_cpu` (the try-lock, rseq or compare-exchange), `per_thread` (the
 //!   lookup's slow path, drain requests, reaching live threads' slots), `registry`
-//!   (per-thread slots of a cache, orphans), `last_slot` (the thread-local slot cache, one
-//!   `(cache id, slot)` entry per id modulo 16, and its states), `fork` (repair in the child).
+//!   (per-thread slots of a cache, orphans), `last_slot` (the thread-local slot cache: the
+//!   last slot claimed, which is also the hold marker, then a table of 16 `(cache id, slot)`
+//!   entries for a thread that uses several caches; and their states), `fork` (repair in the
+//!   child).
 //! - `barn`: the per-node store of full and empty sheaves (owns **the barn's limits**).
 //! - `sheaf`: `OwnedSheaf` (owns **`size <= capacity`, sole ownership, the sentinel**).
 //! - `stats`: the event counters and **how live objects follow from them**.

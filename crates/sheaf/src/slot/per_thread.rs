@@ -114,7 +114,6 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// path. Out of line, so that the fast path of a thread that uses one cache stays as
     /// short as a one-entry cache's. `last` is left as it is: copying the entry into it cost
     /// more than this probe saves on the next operation (`docs/decisions.md`).
-    #[cold]
     #[inline(never)]
     pub(super) fn thread_slot_miss(&self, last_id: u64) -> Option<&Slot> {
         if last_id != 0 {
