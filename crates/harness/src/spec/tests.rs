@@ -450,7 +450,7 @@ fn kind_descriptions_list_the_parameters_each_kind_takes() {
     assert_eq!(
         described,
         [
-            "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch)",
+            "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch, caches)",
             "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst)",
             "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring (params: queue, batch)",
             "per pair, a pinned producer allocates (with NOWAIT if `nowait`) and hands objects over in batches through a ring to a consumer pinned on another CPU, which frees them (params: ring, batch, nowait)",
@@ -490,7 +490,7 @@ fn every_kind_refuses_a_parameter_it_does_not_take_and_lists_those_it_does() {
         (
             "churn",
             "{burst: 1}",
-            "`params.burst` does not apply to kind `churn`; it takes: order, working_set, batch",
+            "`params.burst` does not apply to kind `churn`; it takes: order, working_set, batch, caches",
         ),
         (
             "burst",
