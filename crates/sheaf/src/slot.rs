@@ -6,7 +6,7 @@
 //! - `per_cpu`: one slot per CPU ([`PerCpu`], the kernel's design), held with a try-lock
 //!   taken by a restartable sequence or a compare-exchange;
 //! - `per_thread`: one slot per (thread, cache) ([`PerThread`]), found through a thread-local
-//!   (`last_slot`: the last slot used, which is also the hold marker, and a small
+//!   (`last_slot`: the last slot claimed, which is also the hold marker, and a small
 //!   direct-mapped table of `(cache id, slot)` entries) and registered with its cache
 //!   (`registry`, which also keeps exited threads' slots for adoption); other threads reach
 //!   a live thread's slot without waiting for it;
@@ -22,8 +22,9 @@
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
 //!   own thread (per-thread) while the thread-local marks it held or, on a fast path that
 //!   calls out to nothing, while no slot of the thread is held and the thread-local (`last`
-//!   or the cache's table entry) names the slot with its cache's id; or by a taker that holds the per-thread slot's lock (`REMOTE`)
-//!   after the steps in `per_thread` ("Reaching other live threads' slots"); or by whoever
+//!   or the cache's table entry) names the slot with its cache's id; or by a taker that holds
+//!   the per-thread slot's lock (`REMOTE`) after the steps in `per_thread` ("Reaching other
+//!   live threads' slots"); or by whoever
 //!   adopts an orphaned slot (its thread has exited; adoption happens under the registry's
 //!   mutex), or with exclusive access to the whole cache (drop).
 //! - The owner publishes "in use" for a per-thread slot of cache `c` only in `last` and in

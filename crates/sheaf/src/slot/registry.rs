@@ -115,7 +115,9 @@ impl<S: SlotStrategy> SlotTable<S> {
                 let at = if entries.len() >= slots.sweep_at.get() {
                     entries.retain(|entry| entry.registry.strong_count() > 0);
                     slots.sweep_at.set((entries.len() * 2).max(MIN_SWEEP));
-                    ThreadSlots::find(&entries, self.id).unwrap_err()
+                    // Still absent: the sweep removed only dropped caches' entries.
+                    let (Ok(at) | Err(at)) = ThreadSlots::find(&entries, self.id);
+                    at
                 } else {
                     at
                 };
