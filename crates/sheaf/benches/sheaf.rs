@@ -184,5 +184,64 @@ fn deferred(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pair, prefill_n, prefill_13_use_3, bulk, deferred);
+/// A thread that alternates between caches: each iteration is one pair (or one prefill
+/// cycle) on the next of `n` caches in turn, so consecutive operations never use the same
+/// cache unless `n` is 1. The loop is the same for every `n`, so the ratio to `n` = 1 is
+/// what switching caches costs.
+fn multicache(c: &mut Criterion) {
+    fn run<S: SlotStrategy>(
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        cycle: bool,
+    ) {
+        for n in [1, 2, 8] {
+            let caches: Vec<Cache<S>> = (0..n).map(|_| cache::<S>()).collect();
+            let mut next = 0;
+            group.bench_with_input(BenchmarkId::new(S::NAME, n), &n, |b, _| {
+                b.iter(|| {
+                    let cache = &caches[next];
+                    next = if next + 1 == caches.len() {
+                        0
+                    } else {
+                        next + 1
+                    };
+                    if cycle {
+                        let mut sheaf = cache.prefill(AllocFlags::empty(), 13).unwrap();
+                        let used = [
+                            sheaf.alloc(AllocFlags::empty()).unwrap(),
+                            sheaf.alloc(AllocFlags::empty()).unwrap(),
+                            sheaf.alloc(AllocFlags::empty()).unwrap(),
+                        ];
+                        sheaf.return_with(AllocFlags::empty());
+                        for o in black_box(used) {
+                            // SAFETY: live objects, freed once.
+                            unsafe { cache.free(o) };
+                        }
+                    } else {
+                        let o = cache.alloc(AllocFlags::empty()).unwrap();
+                        // SAFETY: live object, freed once.
+                        unsafe { cache.free(black_box(o)) };
+                    }
+                })
+            });
+        }
+    }
+    let mut group = c.benchmark_group("multicache_pair");
+    run::<PerCpu>(&mut group, false);
+    run::<PerThread>(&mut group, false);
+    group.finish();
+    let mut group = c.benchmark_group("multicache_prefill13_use3");
+    run::<PerCpu>(&mut group, true);
+    run::<PerThread>(&mut group, true);
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    pair,
+    prefill_n,
+    prefill_13_use_3,
+    bulk,
+    deferred,
+    multicache
+);
 criterion_main!(benches);

@@ -123,6 +123,12 @@ impl<S: SlotStrategy> CacheCore<S> {
         &self.counters
     }
 
+    /// The slots, for the slot module's tests.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> &SlotTable<S> {
+        &self.slots
+    }
+
     #[inline]
     fn zero(&self, object: NonNull<u8>) {
         // SAFETY: every object spans `object_size` writable bytes, and it belongs to the

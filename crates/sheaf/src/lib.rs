@@ -74,8 +74,10 @@
 //!   `SlotGuard`; `per_cpu` (the try-lock, rseq or compare-exchange), `rseq_ops` (the
 //!   lock-free per-CPU fast paths, and how their counts reach `stats`), `per_thread` (the
 //!   lookup's slow path, drain requests, reaching live threads' slots), `registry`
-//!   (per-thread slots of a cache, orphans), `last_slot` (the thread-local one-entry cache and
-//!   its states), `fork` (repair in the child).
+//!   (per-thread slots of a cache, orphans), `last_slot` (the thread-local slot cache: the
+//!   last slot claimed, which is also the hold marker, then a table of 16 `(cache id, slot)`
+//!   entries for a thread that uses several caches; and their states), `fork` (repair in the
+//!   child).
 //! - `barn`: the per-node store of full and empty sheaves (owns **the barn's limits**).
 //! - `sheaf`: `OwnedSheaf` (owns **`size <= capacity`, sole ownership, the sentinel**, and the
 //!   header's budget word that counts the restartable sequences' operations).

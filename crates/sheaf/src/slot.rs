@@ -6,7 +6,8 @@
 //! - `per_cpu`: one slot per CPU ([`PerCpu`], the kernel's design), held with a try-lock
 //!   taken by a restartable sequence or a compare-exchange;
 //! - `per_thread`: one slot per (thread, cache) ([`PerThread`]), found through a thread-local
-//!   (`last_slot`, the one-entry cache and hold marker) and registered with its cache
+//!   (`last_slot`: the last slot claimed, which is also the hold marker, and a small
+//!   direct-mapped table of `(cache id, slot)` entries) and registered with its cache
 //!   (`registry`, which also keeps exited threads' slots for adoption); other threads reach
 //!   a live thread's slot without waiting for it;
 //! - `fork`: which slot locks a `fork` takes, and how the child repairs or abandons the slots
@@ -20,14 +21,17 @@
 //!
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
 //!   own thread (per-thread) while the thread-local marks it held or, on a fast path that
-//!   calls out to nothing, while no slot of the thread is held and the thread-local names the
-//!   slot with its cache's id; or by a taker that holds the per-thread slot's lock (`REMOTE`)
-//!   after the steps in `per_thread` ("Reaching other live threads' slots"); or by whoever
+//!   calls out to nothing, while no slot of the thread is held and the thread-local (`last`
+//!   or the cache's table entry) names the slot with its cache's id; or by a taker that holds
+//!   the per-thread slot's lock (`REMOTE`) after the steps in `per_thread` ("Reaching other
+//!   live threads' slots"); or by whoever
 //!   adopts an orphaned slot (its thread has exited; adoption happens under the registry's
 //!   mutex), or with exclusive access to the whole cache (drop).
-//! - The owner publishes "in use" for a per-thread slot of cache `c` only by `id == c`
-//!   (fast path) or `id == 0` with `slot` naming it (held), and it sets either only through
-//!   `claim`, which backs off when a taker holds the lock; a taker revokes only `id == c`.
+//! - The owner publishes "in use" for a per-thread slot of cache `c` only in `last` and in
+//!   the table entry of `c` (`entry_index(c)`): by `id == c` there (fast path) or `last`'s
+//!   `id == 0` with `slot` naming it (held). It names a slot with `c` only through `claim`,
+//!   which backs off when a taker holds the lock, or by storing the id back after a hold; it
+//!   holds only a slot that a lookup found. A taker revokes only `id == c`.
 //! - A per-thread slot's owner marks it orphaned only while holding its lock (`LOCAL`), so a
 //!   taker that holds the lock and finds it not orphaned may read the owner's thread-local.
 //! - A slot's counters are written by the same parties only, and read by anyone (relaxed);
@@ -65,14 +69,14 @@ mod rseq_ops;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-use last_slot::{LAST_SLOT, LastSlot, REVOKED};
+use last_slot::{LAST_SLOTS, LastSlots};
 use per_cpu::LockKind;
 #[cfg(not(loom))]
 use per_cpu::OwnCpuOutcome;
 pub(crate) use per_thread::REACH_PATIENCE;
-#[cfg(not(loom))]
-use registry::THREAD_SLOTS;
 use registry::ThreadRegistry;
+#[cfg(not(loom))]
+use registry::{THREAD_SLOTS, ThreadSlots};
 
 mod sealed {
     pub trait Sealed {}
@@ -189,10 +193,10 @@ pub(crate) struct Slot {
     pub(crate) counters: Counters,
     /// The memory node whose barn and partial slabs this slot uses.
     pub(crate) node: usize,
-    /// Per-thread: the owner's one-entry cache (its thread-local), read and revoked by takers
+    /// Per-thread: the owner's slot cache (its thread-local), read and revoked by takers
     /// while they hold the slot's lock and the slot is not orphaned (the owner's exit waits
     /// for the lock before it marks the slot orphaned, and the thread-local lives until then).
-    owner: *const LastSlot,
+    owner: *const LastSlots,
 }
 
 // SAFETY: `sheaves` is only accessed under the protocol of the module docs (lock holder,
@@ -351,16 +355,16 @@ impl<'a, S: SlotStrategy> FastSlot<'a, S> {
         &self.slot.counters
     }
 
-    /// Marks the slot held (per-thread: the thread-local's id becomes 0, so that re-entry on
-    /// this thread finds every slot busy), for code that may call out.
+    /// Marks the slot held (per-thread: the thread-local's `last` names it with id 0, so that
+    /// re-entry on this thread finds every slot busy), for code that may call out.
     #[inline(always)]
     pub(crate) fn hold(self) -> SlotGuard<'a, S> {
         let this = ManuallyDrop::new(self);
         if !S::PER_CPU {
-            // The lookup left the thread-local naming this slot with this cache's id. A
-            // taker that revoked the id meanwhile finds the slot held when it looks again
-            // (see `SlotTable::take_remote`).
-            LAST_SLOT.with(|last| last.id.store(0, Ordering::Relaxed));
+            // The lookup found this slot in `last` or in the table. A taker that revoked the
+            // id meanwhile finds the slot held in `last` when it looks again (see
+            // `SlotTable::take_remote`).
+            LAST_SLOTS.with(|slots| slots.hold(this.slot));
         }
         SlotGuard {
             slot: this.slot,
@@ -434,16 +438,16 @@ impl<S: SlotStrategy> Drop for SlotGuard<'_, S> {
         if S::PER_CPU {
             self.slot.unlock_cpu();
         } else {
-            // The thread-local still names this slot: while it is held no other hold (which
-            // would overwrite it) can succeed on this thread. Storing the id back releases it
-            // and leaves it cached for the next operation, unless a taker asked for the slot
+            // `last` still names this slot: while it is held no other hold (which would
+            // overwrite it) can succeed on this thread. Storing the id back releases it and
+            // leaves it cached for the next operation, unless a taker asked for the slot
             // while it was held: then the next operation takes the lookup's slow path, which
             // hands the sheaves over. The swap orders the release before the load of the
             // request, against the taker's store of the request and its read of the id.
-            LAST_SLOT.with(|last| {
-                last.id.swap(self.cache_id, Ordering::SeqCst);
+            LAST_SLOTS.with(|slots| {
+                slots.last.id.swap(self.cache_id, Ordering::SeqCst);
                 if self.slot.drain.load(Ordering::SeqCst) != 0 {
-                    last.id.store(REVOKED, Ordering::Relaxed);
+                    slots.revoke(self.cache_id);
                 }
             });
         }
@@ -530,21 +534,16 @@ impl<S: SlotStrategy> SlotTable<S> {
                 }
             }
         } else {
-            let (id, slot) = LAST_SLOT.with(|last| {
-                (
-                    last.id.load(Ordering::Relaxed),
-                    last.slot.load(Ordering::Relaxed),
-                )
-            });
+            let (id, slot) = LAST_SLOTS.with(|slots| slots.last.get());
             if id == self.id {
-                // SAFETY: the thread-local named this slot together with this cache's id, so
-                // it is a slot of this cache registered by this thread, and no hold is active
-                // on this thread (a hold sets the id to 0); the registry keeps the slot alive
-                // until the thread has exited (then the thread-local is reset) or the cache is
-                // dropped (which `&self` rules out).
+                // SAFETY: `last` named this slot together with this cache's id, so it is a
+                // slot of this cache registered by this thread, and this thread holds no
+                // slot (a hold sets the id to 0); the registry keeps the slot alive until the
+                // thread has exited (then the thread-local is reset) or the cache is dropped
+                // (which `&self` rules out).
                 unsafe { &*slot }
             } else {
-                self.thread_slot_slow(true)?
+                self.thread_slot_miss(id)?
             }
         };
         Some(FastSlot {

@@ -63,10 +63,15 @@ pub(super) fn alloc_one<A: ObjectAlloc>(cache: &A) -> NonNull<u8> {
 }
 
 /// `churn`: a working set of live objects; each operation frees one and allocates its
-/// replacement, the most recent one (LIFO) or one chosen at random.
+/// replacement, the most recent one (LIFO) or one chosen at random. With several caches
+/// (LIFO only), each has a working set of its own and the pairs go to them in turn.
 pub(crate) struct Churn<'a, A: ObjectAlloc> {
-    cache: &'a A,
-    live: Vec<NonNull<u8>>,
+    /// The caches, each with its working set in `live` at the same index.
+    caches: Vec<&'a A>,
+    /// The working sets; with several caches, each one's most recent object is in `tops`.
+    live: Vec<Vec<NonNull<u8>>>,
+    /// With several caches: each cache's most recent object, the one its pairs replace.
+    tops: Vec<NonNull<u8>>,
     order: ChurnOrder,
     batch: usize,
     rng: Rng,
@@ -74,16 +79,27 @@ pub(crate) struct Churn<'a, A: ObjectAlloc> {
 
 impl<'a, A: ObjectAlloc> Churn<'a, A> {
     pub(crate) fn new(
-        cache: &'a A,
+        caches: Vec<&'a A>,
         order: ChurnOrder,
         working_set: usize,
         batch: usize,
         rng: Rng,
     ) -> Self {
-        let live = (0..working_set).map(|_| alloc_one(cache)).collect();
+        let mut live: Vec<Vec<NonNull<u8>>> = caches
+            .iter()
+            .map(|&cache| (0..working_set).map(|_| alloc_one(cache)).collect())
+            .collect();
+        let tops = if caches.len() > 1 {
+            live.iter_mut()
+                .map(|set| set.pop().expect("a churn working set holds objects"))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
-            cache,
+            caches,
             live,
+            tops,
             order,
             batch,
             rng,
@@ -94,15 +110,21 @@ impl<'a, A: ObjectAlloc> Churn<'a, A> {
 impl<A: ObjectAlloc> Work for Churn<'_, A> {
     #[inline]
     fn unit(&mut self) -> u64 {
-        let len = self.live.len();
+        let cache = self.caches[0];
+        let live = &mut self.live[0];
+        let len = live.len();
         match self.order {
-            ChurnOrder::Lifo => churn_lifo_pairs(self.cache, &mut self.live, self.batch),
+            ChurnOrder::Lifo if self.caches.len() > 1 => {
+                churn_lifo_round_robin(&self.caches, &mut self.tops, self.batch);
+            }
+            ChurnOrder::Lifo => churn_lifo_pairs(cache, live, self.batch),
             ChurnOrder::Random => {
                 for _ in 0..self.batch {
                     let i = self.rng.below(len);
-                    // SAFETY: as above, for slot `i`.
-                    unsafe { self.cache.free(self.live[i]) };
-                    self.live[i] = alloc_one(self.cache);
+                    // SAFETY: `live[i]` is a live object of `cache` held only here; it is
+                    // replaced right after, so it is freed once.
+                    unsafe { cache.free(live[i]) };
+                    live[i] = alloc_one(cache);
                 }
             }
         }
@@ -131,11 +153,46 @@ pub fn churn_lifo_pairs<A: ObjectAlloc>(cache: &A, live: &mut [NonNull<u8>], pai
     }
 }
 
+/// `pairs` LIFO churn pairs over several caches in turn: pair `i` frees `tops[i % n]` to
+/// `caches[i % n]` and allocates its replacement there (`n` caches, one top object each).
+///
+/// The measured loop of `churn` with several caches, out of line for the reason
+/// [`churn_lifo_pairs`] is.
+///
+/// # Panics
+///
+/// If `caches` is empty or `tops` is shorter, or the allocator fails an allocation (the
+/// measurement is void).
+#[inline(never)]
+pub fn churn_lifo_round_robin<A: ObjectAlloc>(
+    caches: &[&A],
+    tops: &mut [NonNull<u8>],
+    pairs: usize,
+) {
+    assert!(!caches.is_empty() && tops.len() >= caches.len());
+    let mut next = 0;
+    for _ in 0..pairs {
+        let (cache, top) = (caches[next], &mut tops[next]);
+        // SAFETY: `*top` is a live object of `cache` that only the caller holds; it is
+        // replaced right after, so it is freed once.
+        unsafe { cache.free(*top) };
+        *top = alloc_one(cache);
+        next += 1;
+        if next == caches.len() {
+            next = 0;
+        }
+    }
+}
+
 impl<A: ObjectAlloc> Drop for Churn<'_, A> {
     fn drop(&mut self) {
-        for &object in &self.live {
-            // SAFETY: every object of `live` is live and held only here.
-            unsafe { self.cache.free(object) };
+        for (i, &cache) in self.caches.iter().enumerate() {
+            let top = self.tops.get(i).copied();
+            for object in self.live[i].iter().copied().chain(top) {
+                // SAFETY: every object of `live[i]` and `tops[i]` is a live object of
+                // `caches[i]`, held only here.
+                unsafe { cache.free(object) };
+            }
         }
     }
 }

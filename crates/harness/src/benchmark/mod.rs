@@ -31,8 +31,8 @@ use crate::spec::{Kind, Workload};
 use crate::timer;
 use deferred::{Published, Reader, Writer};
 use engine::{DrivePlan, NoWork, drive};
-pub use kinds::churn_lifo_pairs;
 use kinds::{Burst, Churn, PrefillBurst, Rng};
+pub use kinds::{churn_lifo_pairs, churn_lifo_round_robin};
 pub use producer_consumer::HANDOFF_SPIN;
 use producer_consumer::{Consumer, Producer, Ring, WaitCounts};
 use tree_kinds::{PreparedStream, TraceWriter, TreeFigures, TreeReader, TreeWriter};
@@ -196,12 +196,30 @@ pub fn measure<A: ObjectAlloc>(
             order,
             working_set,
             batch,
-        } => drive(
-            &plan,
-            |t| Churn::new(cache, order, working_set, batch, Rng::new(seed, t as u64)),
-            |_| -> NoWork { unreachable!("churn has no helper threads") },
-            snapshot,
-        ),
+            caches,
+        } => {
+            // The other caches, made like the first; stats and memory figures are the
+            // first one's (a general-purpose design reports its process-wide figures from
+            // each, so a sum would count them several times).
+            let others = (1..caches)
+                .map(|_| A::new(&config))
+                .collect::<Result<Vec<A>, _>>()
+                .map_err(|source| MeasureError::Config {
+                    allocator: A::NAME.to_owned(),
+                    workload: workload.spec.name.clone(),
+                    source,
+                })?;
+            let all: Vec<&A> = std::iter::once(cache).chain(&others).collect();
+            drive(
+                &plan,
+                |t| {
+                    let rng = Rng::new(seed, t as u64);
+                    Churn::new(all.clone(), order, working_set, batch, rng)
+                },
+                |_| -> NoWork { unreachable!("churn has no helper threads") },
+                snapshot,
+            )
+        }
         Kind::Burst { burst } => drive(
             &plan,
             |_| Burst::new(cache, burst),

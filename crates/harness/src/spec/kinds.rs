@@ -25,6 +25,14 @@ declare_kinds! {
         working_set: usize = positive(1024, 1 << 24), written as usize;
         /// Free+alloc pairs per latency sample.
         batch: usize = positive(256, 1 << 20), written as usize;
+        /// Caches of the design that each thread's pairs go to in turn (round robin), each
+        /// with a working set of its own: a thread that uses several caches, as the kernel
+        /// uses one for maple nodes and one for VMAs. A design without per-cache state
+        /// serves every one of them from the same heap. LIFO order only.
+        caches: usize = positive(1, 64).check(
+            |&caches| caches == 1 || order == ChurnOrder::Lifo,
+            || "1 unless params.order is lifo".into(),
+        ), written as usize;
     }
 
     /// `burst` allocations then as many frees, crossing the sheaf capacity.
@@ -233,12 +241,23 @@ impl Kind {
     /// What one latency sample covers.
     pub fn sample_unit(&self) -> String {
         match *self {
-            Kind::Churn { batch, order, .. } => {
+            Kind::Churn {
+                batch,
+                order,
+                caches,
+                ..
+            } => {
                 let order = match order {
                     ChurnOrder::Lifo => "LIFO",
                     ChurnOrder::Random => "random-order",
                 };
-                format!("batch of {batch} {order} free+alloc pairs")
+                if caches > 1 {
+                    format!(
+                        "batch of {batch} {order} free+alloc pairs, round robin over {caches} caches"
+                    )
+                } else {
+                    format!("batch of {batch} {order} free+alloc pairs")
+                }
             }
             Kind::Burst { burst } => format!("burst of {burst} allocs then {burst} frees"),
             Kind::ProducerConsumer { batch, .. } => {

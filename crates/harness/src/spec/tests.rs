@@ -14,10 +14,29 @@ fn parses_a_spec_with_defaults() {
         Kind::Churn {
             order: ChurnOrder::Lifo,
             working_set: 512,
-            batch: 256
+            batch: 256,
+            caches: 1
         }
     );
     assert_eq!(workload.length, RunLength::Duration(Duration::from_secs(1)));
+}
+
+#[test]
+fn churn_over_several_caches_is_lifo_only() {
+    let text = format!("{CHURN}  caches: 8\n");
+    let workload = WorkloadSpec::from_yaml("x", &text)
+        .unwrap()
+        .validate("x", 2)
+        .unwrap();
+    assert!(matches!(workload.kind, Kind::Churn { caches: 8, .. }));
+    let random = text.replace("order: lifo", "order: random");
+    let err = WorkloadSpec::from_yaml("x", &random)
+        .unwrap()
+        .validate("x", 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("params.caches"), "{err}");
+    assert!(err.contains("1 unless params.order is lifo"), "{err}");
 }
 
 #[test]
@@ -431,7 +450,7 @@ fn kind_descriptions_list_the_parameters_each_kind_takes() {
     assert_eq!(
         described,
         [
-            "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch)",
+            "free+alloc pairs over a per-thread working set (params: order lifo|random, working_set, batch, caches)",
             "`burst` allocations then `burst` frees, crossing the sheaf capacity (params: burst)",
             "per pair, one thread allocates and another frees (remote frees), handing objects over in batches through a bounded ring (params: queue, batch)",
             "per pair, a pinned producer allocates (with NOWAIT if `nowait`) and hands objects over in batches through a ring to a consumer pinned on another CPU, which frees them (params: ring, batch, nowait)",
@@ -471,7 +490,7 @@ fn every_kind_refuses_a_parameter_it_does_not_take_and_lists_those_it_does() {
         (
             "churn",
             "{burst: 1}",
-            "`params.burst` does not apply to kind `churn`; it takes: order, working_set, batch",
+            "`params.burst` does not apply to kind `churn`; it takes: order, working_set, batch, caches",
         ),
         (
             "burst",
@@ -525,7 +544,8 @@ fn parameter_defaults_are_resolved_per_kind() {
         Kind::Churn {
             order: ChurnOrder::Lifo,
             working_set: 1024,
-            batch: 256
+            batch: 256,
+            caches: 1
         }
     );
     assert_eq!(resolved("burst"), Kind::Burst { burst: 256 });

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use slab::fork::{ChildFork, Held, SlotLock};
 use slab::rseq::{ABANDONED, FREE};
 
-use super::{LockKind, SlotStrategy, SlotTable, THREAD_SLOTS};
+use super::{LockKind, SlotStrategy, SlotTable, THREAD_SLOTS, ThreadSlots};
 use crate::stats::Counters;
 
 impl<S: SlotStrategy> SlotTable<S> {
@@ -92,10 +92,8 @@ impl<S: SlotStrategy> SlotTable<S> {
         let own = THREAD_SLOTS
             .try_with(|slots| {
                 let entries = slots.entries.try_borrow().ok()?;
-                entries
-                    .iter()
-                    .find(|entry| entry.cache_id == self.id)
-                    .map(|entry| Arc::as_ptr(&entry.slot))
+                let found = ThreadSlots::find(&entries, self.id).ok()?;
+                Some(Arc::as_ptr(&entries[found].slot))
             })
             .ok()
             .flatten();

@@ -2,9 +2,11 @@
 //! the hand-over on a drain request, and how other threads reach a live thread's slot.
 //!
 //! One slot per (thread, cache), created on the thread's first operation. Only its thread
-//! ever touches it while the thread lives. It is found through the thread-local one-entry
-//! cache of `last_slot`, whose states say whether the thread holds a slot; a miss looks the
-//! slot up in the thread's list (`registry`), creating it on the cache's first use. When the
+//! ever touches it while the thread lives. It is found through the thread-local slot cache
+//! of `last_slot` (the last slot used, then a table with one entry per cache id modulo its
+//! size), whose states say whether the thread holds a slot; a miss in both looks the slot up
+//! in the thread's list (`registry`, sorted by cache id), creating it on the cache's first
+//! use. When the
 //! thread exits, its slot is marked orphaned; the cache adopts orphaned slots (flushes their
 //! sheaves) on its next slow path that looks for objects, at `shrink`, at `barrier` and at
 //! drop (C-CONC-2).
@@ -14,22 +16,26 @@
 //! `shrink`, `barrier` and the accounting check reach every live thread's slot too
 //! (C-CONC-4), without waiting for its owner ([`SlotTable::take_remote`]). Since the fast path
 //! writes no flag, whether an owner is between operations is decided from outside, and a
-//! fourth thread-local state exists: `id` is [`REVOKED`], a value no cache has, stored by a
-//! *taker* (another thread) so that the owner's next operation takes the lookup's slow path.
+//! fourth state of the thread-local's entries exists: `id` is [`REVOKED`], a value no cache
+//! has, stored by a *taker* (another thread) so that the owner's next operation takes the
+//! lookup's slow path. A taker looks at `last` and at the table entry of the slot's cache
+//! (the slot records the thread-local's address): the owner marks a slot in use nowhere
+//! else.
 //! A taker:
 //!
 //! 1. takes the slot's `lock` byte (`REMOTE`; per-thread slots use it for takers only), which
-//!    the owner's lookup slow path checks after publishing its id ([`LastSlot::claim`]: a
+//!    the owner's lookup slow path checks after publishing its id ([`LastSlots::claim`]: a
 //!    swap and a load, sequentially consistent against the taker's compare-exchange and
 //!    read, so one of the two sees the other) and which the owner's exit waits for;
-//! 2. revokes the owner's `id` if it names this cache (a compare-exchange): from then on
-//!    the owner's operations find the slot busy and go to the slabs, as with a busy CPU slot;
-//!    if `id` marks this slot held, the owner is inside a slow path and is not taken;
+//! 2. revokes the owner's `last` and the cache's table entry where they name this cache
+//!    (compare-exchanges): from then on the owner's operations find the slot busy and go to
+//!    the slabs, as with a busy CPU slot; if `last` marks this slot held, the owner is inside
+//!    a slow path and is not taken;
 //! 3. reads the owner's scheduling state from `/proc/self/task/<tid>/stat`: only a thread
 //!    asleep in the kernel (`S`: blocked on a lock, a channel, a sleep, I/O) is taken. Fast
 //!    paths make no system call, so such a thread is not inside one. A running, runnable,
 //!    stopped (`T`) or uninterruptible (`D`) thread may be, and is not waited for;
-//! 4. reads `id` again (an owner that was inside a fast path at step 2 may have gone on to
+//! 4. reads both again (an owner that was inside a fast path at step 2 may have gone on to
 //!    hold the slot and sleep inside a slow path), and then empties the slot under its lock.
 //!
 //! An owner that cannot be taken gets a drain request (`drain`) and its `id` revoked; its
@@ -46,7 +52,7 @@
 //! and checks the equation only when it reached them all.
 //!
 //! Assumption behind step 3: a signal handler that interrupts an operation of a per-thread
-//! cache neither calls into that cache (which the one-entry cache already rules out) nor
+//! cache neither calls into that cache (which the slot cache already rules out) nor
 //! sleeps in the kernel before it returns. A per-thread slot's owner pays nothing on its fast
 //! path for any of this; a marker store at the start and the end of each fast path, which
 //! would let a taker use `membarrier` instead of `/proc`, would cost two instructions per
@@ -62,7 +68,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::last_slot::{LAST_SLOT, LastSlot, REVOKED};
+use super::last_slot::{LAST_SLOTS, LastSlots, REVOKED};
 use super::{Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
 use slab::rseq::{FREE, LOCAL, REMOTE};
@@ -103,23 +109,45 @@ fn thread_sleeps(_tid: i32) -> bool {
 }
 
 impl<S: SlotStrategy> SlotTable<S> {
+    /// Per-thread: the calling thread's slot when `last` names another cache (its id is
+    /// `last_id`): the cache's table entry, unless this thread holds a slot; else the slow
+    /// path. Out of line, so that the fast path of a thread that uses one cache stays as
+    /// short as a one-entry cache's. `last` is left as it is: copying the entry into it cost
+    /// more than this probe saves on the next operation (`docs/decisions.md`).
+    #[inline(never)]
+    pub(super) fn thread_slot_miss(&self, last_id: u64) -> Option<&Slot> {
+        if last_id != 0 {
+            let (id, slot) = LAST_SLOTS.with(|slots| slots.entry(self.id).get());
+            if id == self.id {
+                // SAFETY: this cache's entry named this slot together with this cache's id,
+                // so it is a slot of this cache registered by this thread, and this thread
+                // holds no slot (`last`'s id is not 0); the registry keeps it alive as long
+                // as the cache (`&self`), and the thread-local is reset when the thread exits.
+                return Some(unsafe { &*slot });
+            }
+        }
+        self.thread_slot_slow(true)
+    }
+
     /// Per-thread: the calling thread's slot, found in the thread's list (created and
-    /// registered when `create` is set and there is none) and left in the thread-local with
-    /// this cache's id. `None` when the thread holds a slot (re-entry), has no slot and may
-    /// not create one, or is exiting.
+    /// registered when `create` is set and there is none) and left in the thread-local's
+    /// `last` and this cache's table entry with its id. `None` when the thread holds a slot
+    /// (re-entry), has no slot and may not create one, or is exiting.
     #[cold]
     #[inline(never)]
     pub(super) fn thread_slot_slow(&self, create: bool) -> Option<&Slot> {
-        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+        if LAST_SLOTS.with(LastSlots::holds_a_slot) {
             return None;
         }
+        #[cfg(test)]
+        super::last_slot::LIST_LOOKUPS.with(|n| n.set(n.get() + 1));
         // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
         let slot = unsafe { &*self.thread_slot_lookup(create)? };
         if slot.drain.load(Ordering::Acquire) != 0 && !self.hand_over(slot) {
             return None;
         }
-        LAST_SLOT
-            .with(|last| last.claim(self.id, slot))
+        LAST_SLOTS
+            .with(|slots| slots.claim(self.id, self.id, slot))
             .then_some(slot)
     }
 
@@ -129,12 +157,12 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// holds the slot now (it empties the slot itself).
     #[cold]
     fn hand_over(&self, slot: &Slot) -> bool {
-        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+        if !LAST_SLOTS.with(|slots| slots.claim(self.id, 0, slot)) {
             return false;
         }
         let asked = slot.drain.swap(0, Ordering::Relaxed);
-        // SAFETY: this thread holds its slot (the thread-local marks it held and no taker
-        // holds its lock, see `LastSlot::claim`).
+        // SAFETY: this thread holds its slot (its entry marks it held and no taker
+        // holds its lock, see `LastSlots::claim`).
         let mine = unsafe { slot.sheaves_mut() };
         let sheaves = if asked == Reach::Rcu as u8 {
             SlotSheaves {
@@ -158,19 +186,19 @@ impl<S: SlotStrategy> SlotTable<S> {
                 .push((sheaves, slot.node));
             self.threads.orphans.fetch_add(1, Ordering::Release);
         }
-        LAST_SLOT.with(|last| last.id.store(REVOKED, Ordering::Relaxed));
+        LAST_SLOTS.with(|slots| slots.revoke(self.id));
         true
     }
 
     /// Per-thread: holds the calling thread's slot if it has one (never creates it), and
     /// withdraws any drain request: the caller empties what it needs itself.
     fn hold_own_slot(&self) -> Option<SlotGuard<'_, S>> {
-        if LAST_SLOT.with(LastSlot::holds_a_slot) {
+        if LAST_SLOTS.with(LastSlots::holds_a_slot) {
             return None;
         }
         // SAFETY: the registry holds the slot alive as long as the cache (`&self`).
         let slot = unsafe { &*self.thread_slot_lookup(false)? };
-        if !LAST_SLOT.with(|last| last.claim(0, slot)) {
+        if !LAST_SLOTS.with(|slots| slots.claim(self.id, 0, slot)) {
             return None;
         }
         slot.drain.store(0, Ordering::Relaxed);
@@ -203,7 +231,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             // The caller's own slot exists but cannot be held: this thread is inside an
             // operation (re-entry), or another thread (a shrink, a barrier, the hand-over
             // thread) is emptying it from outside, which takes a moment.
-            if LAST_SLOT.with(LastSlot::holds_a_slot) || start.elapsed() >= patience {
+            if LAST_SLOTS.with(LastSlots::holds_a_slot) || start.elapsed() >= patience {
                 own_unreached = 1;
                 break own;
             }
@@ -254,11 +282,12 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// the cache's), so whether the owner is between operations is decided from outside:
     ///
     /// 1. the slot's lock is taken (`REMOTE`), which the owner's lookup slow path checks
-    ///    (see [`LastSlot::claim`]) and the owner's exit waits for;
-    /// 2. the owner's thread-local id, if it names this cache, is revoked: any operation the
-    ///    owner starts from now on takes the lookup's slow path, finds the lock and goes
-    ///    to the slabs directly, as with a busy CPU slot. If the thread-local marks this
-    ///    slot held, the owner is inside a slow path: no take;
+    ///    (see [`LastSlots::claim`]) and the owner's exit waits for;
+    /// 2. the owner's thread-local ids (`last` and the cache's table entry), where they name
+    ///    this cache, are revoked: any operation the owner starts on the cache from now on
+    ///    takes the lookup's slow path, finds the lock and goes to the slabs directly, as
+    ///    with a busy CPU slot. If the thread-local marks this slot held, the owner is inside
+    ///    a slow path: no take;
     /// 3. the owner's scheduling state is read from `/proc`: only a thread asleep in the
     ///    kernel (`S`) is taken. Fast paths make no system calls, so a sleeping owner is not
     ///    inside one; a running, runnable, stopped or uninterruptible one may be;
@@ -287,24 +316,31 @@ impl<S: SlotStrategy> SlotTable<S> {
         // SAFETY: the slot is not orphaned and we hold its lock, so its owner has not passed
         // the point of its exit that waits for the lock: its thread-local is alive.
         let owner = unsafe { &*slot.owner };
-        let in_use = |id: u64| {
-            id == self.id || (id == 0 && std::ptr::eq(owner.slot.load(Ordering::Relaxed), slot))
+        let (last, entry) = (&owner.last, owner.entry(self.id));
+        let in_use = || {
+            let id = last.id.load(Ordering::SeqCst);
+            id == self.id
+                || (id == 0 && std::ptr::eq(last.slot.load(Ordering::SeqCst), slot))
+                || entry.id.load(Ordering::SeqCst) == self.id
         };
-        let _ = owner
-            .id
-            .compare_exchange(self.id, REVOKED, Ordering::SeqCst, Ordering::Relaxed);
-        if !in_use(owner.id.load(Ordering::SeqCst))
-            && thread_sleeps(slot.tid)
-            && !in_use(owner.id.load(Ordering::SeqCst))
-        {
+        let revoke = || {
+            for named in [entry, last] {
+                let _ = named.id.compare_exchange(
+                    self.id,
+                    REVOKED,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                );
+            }
+        };
+        revoke();
+        if !in_use() && thread_sleeps(slot.tid) && !in_use() {
             return Take::Taken;
         }
         // The request before the revocation: an owner that releases a hold after the
         // compare-exchange failed on it sees the request (see `SlotGuard`'s drop).
         slot.drain.fetch_max(reach as u8, Ordering::SeqCst);
-        let _ = owner
-            .id
-            .compare_exchange(self.id, REVOKED, Ordering::SeqCst, Ordering::Relaxed);
+        revoke();
         slot.unlock();
         Take::Requested
     }

@@ -1,12 +1,12 @@
 //! The per-thread registry: every per-thread slot of a cache, each thread's list of its slots
 //! across caches, and what exited threads (orphans) and drained ones leave for adoption.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::last_slot::{LAST_SLOT, LastSlot};
+use super::last_slot::{LAST_SLOTS, LastSlots};
 use super::{Slot, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
 use slab::rseq::{FREE, LOCAL};
@@ -35,16 +35,29 @@ pub(super) struct ThreadEntry {
 
 /// The calling thread's per-thread slots, across caches.
 pub(super) struct ThreadSlots {
+    /// Sorted by `cache_id`, so that a lookup is a binary search whatever the number of
+    /// caches the thread has used. May name dropped caches until the next sweep.
     pub(super) entries: RefCell<Vec<ThreadEntry>>,
+    /// The length of `entries` at which the next insertion first drops the entries of
+    /// dropped caches: twice the live length after the last sweep, so that sweeps cost a
+    /// constant amount per insertion however many caches the thread has seen.
+    sweep_at: Cell<usize>,
+}
+
+/// The smallest `ThreadSlots::sweep_at`.
+const MIN_SWEEP: usize = 8;
+
+impl ThreadSlots {
+    /// The slot of cache `id`, if this thread has one.
+    pub(super) fn find(entries: &[ThreadEntry], id: u64) -> Result<usize, usize> {
+        entries.binary_search_by_key(&id, |entry| entry.cache_id)
+    }
 }
 
 impl Drop for ThreadSlots {
     fn drop(&mut self) {
-        // Later thread-local destructors must not reach a slot through the one-entry cache.
-        let _ = LAST_SLOT.try_with(|last| {
-            last.id.store(0, Ordering::Relaxed);
-            last.slot.store(std::ptr::null_mut(), Ordering::Relaxed);
-        });
+        // Later thread-local destructors must not reach a slot through the slot cache.
+        let _ = LAST_SLOTS.try_with(|last| last.clear());
         for entry in self.entries.get_mut().drain(..) {
             if let Some(registry) = entry.registry.upgrade() {
                 // A taker reads this thread's thread-local while it holds the slot's lock and
@@ -69,14 +82,16 @@ impl Drop for ThreadSlots {
 }
 
 thread_local! {
-    pub(super) static THREAD_SLOTS: ThreadSlots = const { ThreadSlots { entries: RefCell::new(Vec::new()) } };
+    pub(super) static THREAD_SLOTS: ThreadSlots = const {
+        ThreadSlots { entries: RefCell::new(Vec::new()), sweep_at: Cell::new(MIN_SWEEP) }
+    };
 }
 
 impl Slot {
     /// Per-thread: a slot owned by the calling thread.
     pub(super) fn for_this_thread(node: usize) -> Self {
         Self {
-            owner: LAST_SLOT.with(|last| last as *const LastSlot),
+            owner: LAST_SLOTS.with(|slots| slots as *const LastSlots),
             #[cfg(not(loom))]
             tid: rustix::thread::gettid().as_raw_nonzero().get(),
             ..Self::new(node)
@@ -86,18 +101,26 @@ impl Slot {
 
 impl<S: SlotStrategy> SlotTable<S> {
     /// Per-thread: the calling thread's slot, from its list (created and registered when
-    /// `create` is set and there is none).
+    /// `create` is set and there is none). A binary search; entries of dropped caches are
+    /// swept when an insertion finds the list twice as long as after the last sweep.
     pub(super) fn thread_slot_lookup(&self, create: bool) -> Option<*const Slot> {
         THREAD_SLOTS
             .try_with(|slots| {
                 let mut entries = slots.entries.try_borrow_mut().ok()?;
-                entries.retain(|entry| entry.registry.strong_count() > 0);
-                if let Some(entry) = entries.iter().find(|entry| entry.cache_id == self.id) {
-                    return Some(Arc::as_ptr(&entry.slot));
-                }
-                if !create {
-                    return None;
-                }
+                let at = match ThreadSlots::find(&entries, self.id) {
+                    Ok(found) => return Some(Arc::as_ptr(&entries[found].slot)),
+                    Err(_) if !create => return None,
+                    Err(at) => at,
+                };
+                let at = if entries.len() >= slots.sweep_at.get() {
+                    entries.retain(|entry| entry.registry.strong_count() > 0);
+                    slots.sweep_at.set((entries.len() * 2).max(MIN_SWEEP));
+                    // Still absent: the sweep removed only dropped caches' entries.
+                    let (Ok(at) | Err(at)) = ThreadSlots::find(&entries, self.id);
+                    at
+                } else {
+                    at
+                };
                 let slot = Arc::new(Slot::for_this_thread(self.current_node()));
                 self.threads
                     .slots
@@ -105,11 +128,14 @@ impl<S: SlotStrategy> SlotTable<S> {
                     .unwrap_or_else(|p| p.into_inner())
                     .push(Arc::clone(&slot));
                 let raw = Arc::as_ptr(&slot);
-                entries.push(ThreadEntry {
-                    cache_id: self.id,
-                    slot,
-                    registry: Arc::downgrade(&self.threads),
-                });
+                entries.insert(
+                    at,
+                    ThreadEntry {
+                        cache_id: self.id,
+                        slot,
+                        registry: Arc::downgrade(&self.threads),
+                    },
+                );
                 Some(raw)
             })
             .ok()

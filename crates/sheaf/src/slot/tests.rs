@@ -133,3 +133,314 @@ fn per_thread_reentry_is_served_without_the_held_slot() {
 fn per_cpu_reentry_is_served_without_the_held_slot() {
     reentry_is_served_without_the_held_slot::<PerCpu>();
 }
+
+// The per-thread slot cache: `last`, then a direct-mapped table of (cache id, slot) entries.
+
+use super::last_slot::{ENTRIES, LAST_SLOTS, LIST_LOOKUPS, REVOKED, entry_index};
+use super::registry::THREAD_SLOTS;
+
+/// Times this thread's per-thread lookup missed both levels and searched its list.
+fn slow_lookups() -> u64 {
+    LIST_LOOKUPS.with(std::cell::Cell::get)
+}
+
+fn id_of(cache: &Cache<PerThread>) -> u64 {
+    cache.core().slots().id
+}
+
+/// What the calling thread's table entry for `cache` holds: (id, slot).
+fn entry_of(cache: &Cache<PerThread>) -> (u64, *const super::Slot) {
+    LAST_SLOTS.with(|slots| {
+        let (id, slot) = slots.entry(id_of(cache)).get();
+        (id, slot.cast_const())
+    })
+}
+
+/// What the calling thread's `last` holds: (id, slot).
+fn last() -> (u64, *const super::Slot) {
+    LAST_SLOTS.with(|slots| {
+        let (id, slot) = slots.last.get();
+        (id, slot.cast_const())
+    })
+}
+
+fn new_cache() -> Cache<PerThread> {
+    Cache::new(&CacheConfig::new(64)).unwrap()
+}
+
+/// `n` caches that use `n` different entries (other tests create caches at the same time,
+/// so consecutive creations need not have consecutive ids).
+fn caches_with_distinct_entries(n: usize) -> Vec<Cache<PerThread>> {
+    assert!(n <= ENTRIES);
+    let mut caches: Vec<Cache<PerThread>> = Vec::new();
+    while caches.len() < n {
+        let cache = new_cache();
+        if caches
+            .iter()
+            .all(|c| entry_index(id_of(c)) != entry_index(id_of(&cache)))
+        {
+            caches.push(cache);
+        }
+    }
+    caches
+}
+
+/// A cache whose entry is `cache`'s.
+fn colliding_with(cache: &Cache<PerThread>) -> Cache<PerThread> {
+    loop {
+        let other = new_cache();
+        if entry_index(id_of(&other)) == entry_index(id_of(cache)) {
+            return other;
+        }
+    }
+}
+
+fn pair(cache: &Cache<PerThread>) {
+    let object = cache.alloc(AllocFlags::empty()).expect("memory");
+    // SAFETY: allocated just above from this cache, freed once.
+    unsafe { cache.free(object) };
+}
+
+/// Runs `f` on a new thread (a fresh slot cache) and returns its result.
+fn on_new_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
+/// A thread alternating between as many caches as the table has entries (each with an entry
+/// of its own) finds every slot on the fast path after the first use of each.
+#[test]
+fn per_thread_alternating_caches_each_keep_their_entry() {
+    let caches = caches_with_distinct_entries(ENTRIES);
+    on_new_thread(|| {
+        caches.iter().for_each(pair);
+        let before = slow_lookups();
+        for _ in 0..50 {
+            caches.iter().for_each(pair);
+        }
+        assert_eq!(
+            slow_lookups(),
+            before,
+            "a switch between caches missed the table"
+        );
+        for cache in &caches {
+            assert_eq!(entry_of(cache).0, id_of(cache));
+            assert_eq!(counter(cache, "alloc_fastpath"), 51);
+        }
+    });
+    for cache in &caches {
+        assert_eq!(cache.stats().live_objects, Some(0));
+        assert!(cache.check_invariants());
+    }
+}
+
+/// Two caches of one entry evict each other: each switch takes the slow lookup, and both
+/// stay correct.
+#[test]
+fn per_thread_colliding_caches_share_an_entry_and_stay_correct() {
+    let a = new_cache();
+    let b = colliding_with(&a);
+    on_new_thread(|| {
+        pair(&a);
+        pair(&b);
+        let before = slow_lookups();
+        for _ in 0..20 {
+            let x = a.alloc(AllocFlags::empty()).unwrap();
+            let y = b.alloc(AllocFlags::empty()).unwrap();
+            // SAFETY: each allocated just above from its cache, freed once.
+            unsafe {
+                a.free(x);
+                b.free(y);
+            }
+        }
+        assert_eq!(slow_lookups(), before + 80);
+        assert_eq!(entry_of(&b).0, id_of(&b));
+    });
+    for cache in [&a, &b] {
+        assert_eq!(cache.stats().live_objects, Some(0));
+        assert!(cache.check_invariants());
+    }
+}
+
+/// While a slot is held (its table entry may name it too), every cache is served without a
+/// slot, through its entry or not, the entries are left alone, and the release leaves the
+/// held slot cached again.
+#[test]
+fn per_thread_a_held_slot_blocks_every_entry() {
+    let a = new_cache();
+    let colliding = colliding_with(&a);
+    let other = caches_with_distinct_entries(2)
+        .into_iter()
+        .find(|c| entry_index(id_of(c)) != entry_index(id_of(&a)))
+        .unwrap();
+    on_new_thread(|| {
+        pair(&other);
+        pair(&a);
+        let slot = entry_of(&a).1;
+        let other_entry = entry_of(&other);
+        assert_eq!(other_entry.0, id_of(&other));
+        let held = a.core().slots().acquire().expect("the slot is free");
+        assert_eq!(last(), (0, slot), "a hold marks `last`");
+        for cache in [&colliding, &other, &a] {
+            let busy = counter(cache, "cpu_slot_busy");
+            pair(cache);
+            assert!(counter(cache, "cpu_slot_busy") > busy, "served from a slot");
+        }
+        assert_eq!(last(), (0, slot), "the hold was overwritten");
+        assert_eq!(entry_of(&a), (id_of(&a), slot));
+        assert_eq!(entry_of(&other), other_entry);
+        drop(held);
+        assert_eq!(last(), (id_of(&a), slot));
+        let before = slow_lookups();
+        pair(&a);
+        pair(&other);
+        assert_eq!(slow_lookups(), before);
+    });
+    for cache in [&a, &colliding, &other] {
+        assert_eq!(cache.stats().live_objects, Some(0));
+        assert!(cache.check_invariants());
+    }
+}
+
+/// A slot found in the table (`last` names another cache) is held through `last`, and its
+/// release leaves it there.
+#[test]
+fn per_thread_a_slot_found_in_the_table_is_held_through_last() {
+    let caches = caches_with_distinct_entries(2);
+    let (a, b) = (&caches[0], &caches[1]);
+    on_new_thread(|| {
+        pair(a);
+        pair(b);
+        assert_eq!(last().0, id_of(b));
+        let slot = entry_of(a).1;
+        let held = a.core().slots().acquire().expect("the slot is free");
+        assert_eq!(last(), (0, slot));
+        let busy = counter(b, "cpu_slot_busy");
+        pair(b);
+        assert!(counter(b, "cpu_slot_busy") > busy);
+        drop(held);
+        assert_eq!(last(), (id_of(a), slot));
+    });
+    for cache in [a, b] {
+        assert_eq!(cache.stats().live_objects, Some(0));
+    }
+}
+
+/// A dropped cache's entry is never used again: a new cache of the same entry takes it, and
+/// the thread's list drops dropped caches in batches, so that it stays short.
+#[test]
+fn per_thread_a_dropped_cache_leaves_its_entry_to_a_new_one() {
+    on_new_thread(|| {
+        let kept = new_cache();
+        pair(&kept);
+        let dropped = new_cache();
+        pair(&dropped);
+        let stale = entry_of(&dropped);
+        assert_eq!(stale.0, id_of(&dropped));
+        let heir = colliding_with(&dropped);
+        drop(dropped);
+        let object = heir.alloc(AllocFlags::empty()).unwrap();
+        assert_ne!(
+            entry_of(&heir).1,
+            stale.1,
+            "the dropped cache's slot was reused"
+        );
+        assert_eq!(entry_of(&heir).0, id_of(&heir));
+        // SAFETY: allocated just above, freed once.
+        unsafe { heir.free(object) };
+        assert_eq!(heir.stats().live_objects, Some(0));
+        for _ in 0..100 {
+            pair(&new_cache());
+        }
+        let listed = THREAD_SLOTS.with(|slots| slots.entries.borrow().len());
+        assert!(listed <= 16, "{listed} slots listed for 2 live caches");
+        let before = slow_lookups();
+        pair(&kept);
+        pair(&heir);
+        assert!(slow_lookups() - before <= 2);
+        assert_eq!(kept.stats().live_objects, Some(0));
+    });
+}
+
+/// A taker (a shrink on another thread) revokes the entry of its cache even when the owner
+/// used another cache since: that entry is left alone, the revoked one sends the owner's
+/// next operation on the cache through the slow path, and the objects are all accounted.
+#[test]
+fn per_thread_a_taker_revokes_an_entry_that_is_not_the_most_recent() {
+    let caches = caches_with_distinct_entries(2);
+    let (a, b) = (&caches[0], &caches[1]);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let owner = s.spawn(move || {
+            let objects: Vec<_> = (0..20)
+                .map(|_| a.alloc(AllocFlags::empty()).unwrap())
+                .collect();
+            for object in objects {
+                // SAFETY: allocated above, freed once.
+                unsafe { a.free(object) };
+            }
+            pair(b);
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            let (a_entry, b_entry, last) = (entry_of(a), entry_of(b), last());
+            let before = slow_lookups();
+            pair(b);
+            let after_b = slow_lookups();
+            pair(a);
+            (
+                a_entry.0,
+                b_entry.0,
+                last.0,
+                after_b - before,
+                slow_lookups() - after_b,
+            )
+        });
+        ready_rx.recv().unwrap();
+        // Let the owner fall asleep in `recv`, so that the shrink can take its slot.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        a.shrink();
+        go_tx.send(()).unwrap();
+        let (a_id, b_id, last_id, b_misses, a_misses) = owner.join().unwrap();
+        assert_eq!(a_id, REVOKED, "the taker did not revoke the older entry");
+        assert_eq!(b_id, id_of(b), "the taker touched another cache's entry");
+        assert_eq!(
+            last_id,
+            id_of(b),
+            "the taker touched `last`, which names another cache"
+        );
+        assert_eq!(b_misses, 0);
+        assert_eq!(a_misses, 1);
+    });
+    for cache in [a, b] {
+        assert_eq!(cache.stats().live_objects, Some(0));
+        assert!(cache.check_invariants());
+    }
+}
+
+/// A thread that exits with slots of several caches in its table (and one only in its
+/// list, evicted by a colliding cache) leaves each as an orphan that its cache adopts.
+#[test]
+fn per_thread_exit_with_several_entries_orphans_every_slot() {
+    let mut caches = caches_with_distinct_entries(5);
+    let evicted = colliding_with(&caches[0]);
+    caches.push(evicted);
+    on_new_thread(|| {
+        for cache in &caches {
+            let objects: Vec<_> = (0..10)
+                .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
+                .collect();
+            for object in objects {
+                // SAFETY: allocated above, freed once.
+                unsafe { cache.free(object) };
+            }
+        }
+        assert_ne!(entry_of(&caches[0]).0, id_of(&caches[0]), "not evicted");
+    });
+    for cache in &caches {
+        assert_eq!(cache.core().slots().len(), 1, "the exited thread's slot");
+        cache.shrink();
+        assert_eq!(cache.core().slots().len(), 0, "the orphan was not adopted");
+        assert_eq!(cache.stats().live_objects, Some(0));
+        assert!(cache.check_invariants());
+    }
+}
