@@ -63,12 +63,6 @@ pub(crate) struct CacheCore<S: SlotStrategy> {
 }
 
 impl<S: SlotStrategy> CacheCore<S> {
-    /// The slot table, for the slot module's tests.
-    #[cfg(test)]
-    pub(crate) fn slots(&self) -> &SlotTable<S> {
-        &self.slots
-    }
-
     /// Builds the layers for `config`, refusing an invalid one; `id` is unique among caches.
     pub(crate) fn new(config: &CacheConfig, id: u64) -> Result<Self, ConfigError> {
         let pool = SlabPool::new(config)?;
