@@ -448,8 +448,12 @@ mod tests {
     #[test]
     fn put_partial_keeps_a_partly_filled_sheaf_only_where_there_is_none() {
         let barn = Barn::new(4, 4);
-        let full = barn.put_partial(sheaf_of(4, 1..5)).expect_err("a full sheaf");
-        let empty = barn.put_partial(OwnedSheaf::new(4)).expect_err("an empty sheaf");
+        let full = barn
+            .put_partial(sheaf_of(4, 1..5))
+            .expect_err("a full sheaf");
+        let empty = barn
+            .put_partial(OwnedSheaf::new(4))
+            .expect_err("an empty sheaf");
         barn.put_partial(sheaf_of(4, 1..3)).unwrap();
         let refused = barn.put_partial(sheaf_of(4, 3..4)).unwrap_err();
         assert_eq!(barn.snapshot().objects, 2);

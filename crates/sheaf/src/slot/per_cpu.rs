@@ -48,6 +48,10 @@ pub(super) enum OwnCpuOutcome<T> {
     Retry,
 }
 
+/// How long, in all, a statistics reader waits for held slots before it reads their
+/// counters as they are (see [`SlotTable::fold_fast_counts`]).
+const FOLD_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// How a table's per-CPU slot locks are taken, fixed for its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LockKind {
@@ -224,19 +228,35 @@ impl<S: SlotStrategy> SlotTable<S> {
     }
 
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every
-    /// slot's counters that can be taken now (`rseq_ops`), for a reader of the statistics.
-    /// A held slot has none to move: its holder moved them when it took the lock.
+    /// slot's counters (`rseq_ops`), for a reader of the statistics. Each slot's lock is
+    /// taken from afar; a slot found held is tried again, yielding, for up to
+    /// [`FOLD_PATIENCE`]: its holder adds the counts when it takes the lock, which a reader
+    /// arriving just then would otherwise miss. A slot held longer (its holder preempted, or
+    /// the reader itself inside an operation of the cache) is left as it is, and its counts
+    /// appear at the next reading.
     pub(crate) fn fold_fast_counts(&self) {
         #[cfg(not(loom))]
         if S::PER_CPU && matches!(self.lock_kind, LockKind::Rseq { .. }) {
+            let mut started = None;
             for (cpu, slot) in self.cpus.iter().enumerate() {
-                if slot.lock.load(Ordering::Relaxed) != slab::rseq::FREE {
-                    continue;
-                }
-                // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
-                if unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) } {
-                    slot.take_fast_counts();
-                    slot.unlock_cpu();
+                loop {
+                    let state = slot.lock.load(Ordering::Relaxed);
+                    if state == ABANDONED {
+                        break;
+                    }
+                    // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+                    if state == slab::rseq::FREE
+                        && unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) }
+                    {
+                        slot.take_fast_counts();
+                        slot.unlock_cpu();
+                        break;
+                    }
+                    let since = *started.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= FOLD_PATIENCE {
+                        break;
+                    }
+                    std::thread::yield_now();
                 }
             }
         }
