@@ -244,10 +244,10 @@ impl<S: SlotStrategy> SlotTable<S> {
                     if state == ABANDONED {
                         break;
                     }
-                    // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
-                    if state == slab::rseq::FREE
-                        && unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) }
-                    {
+                    let taken = state == slab::rseq::FREE
+                        // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+                        && unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) };
+                    if taken {
                         slot.take_fast_counts();
                         slot.unlock_cpu();
                         break;
