@@ -913,9 +913,10 @@ fn a_sweep_of_sheaf_capacity_runs_the_designs_it_changes_and_marks_no_sheaves() 
 }
 
 /// Every field name under `value`, except the names of maps whose keys are data (counter,
-/// statistic and parameter names), whose values are still walked.
+/// statistic and parameter names, and the stats that moved between timeline readings), whose
+/// values are still walked.
 fn field_names(value: &Value, parent: &str, names: &mut std::collections::BTreeSet<String>) {
-    const MAPS: [&str; 4] = ["counters", "stats", "extra", "params"];
+    const MAPS: [&str; 5] = ["counters", "stats", "extra", "params", "moved"];
     match value {
         Value::Object(map) => {
             for (key, child) in map {

@@ -1,9 +1,11 @@
 //! SVG charts of results, drawn with plotters: the one chart code path of the CLI
 //! (`sheafbench sweep --svg`) and of the xtask (`cargo xtask report`, `cargo xtask bench`).
 //!
-//! Three shapes, each a function returning the SVG text (the caller writes it):
+//! Four shapes, each a function returning the SVG text (the caller writes it):
 //! - [`sweep`]: throughput and p99 latency against a swept spec value, one line per
 //!   allocator, two panels side by side;
+//! - [`memory`]: memory over time (slab pages and the process's resident set), one line
+//!   per allocator, two panels side by side;
 //! - [`bars`]: one horizontal bar per row (e.g. an allocator at a thread count), with its
 //!   figure printed and an optional whisker of its spread, coloured by group;
 //! - [`log_dots`]: several figures per row (e.g. latency percentiles) as dots on a logarithmic
@@ -201,6 +203,58 @@ fn sweep_panel(
                     .iter()
                     .map(|p| Circle::new((p.0 as f64, y(p)), 3, color.filled())),
             )
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// One allocator's timeline: its name and, per reading, (seconds, slab bytes, RSS bytes).
+pub type MemorySeries = (String, Vec<(f64, Option<u64>, Option<u64>)>);
+
+/// Memory over time: slab pages held (MiB, designs with slabs) and the resident set of the
+/// process (MiB) against seconds since the sampler started, one line per series, two panels
+/// side by side and the legend right of them; `footer` under them.
+pub fn memory(title: &str, series: &[MemorySeries], footer: &str) -> Result<String, ChartError> {
+    canvas((1200 + LEGEND, 480), title, footer, |root| {
+        let (panels, key) = root.split_horizontally(1200);
+        let names: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
+        side_legend(&key, &names, Marker::Line)?;
+        let (left, right) = panels.split_horizontally(600);
+        let mib = |bytes: Option<u64>| bytes.map(|b| b as f64 / (1 << 20) as f64);
+        memory_panel(&left, "slab pages held (MiB)", series, |p| mib(p.1))?;
+        memory_panel(&right, "resident set of the process (MiB)", series, |p| {
+            mib(p.2)
+        })
+    })
+}
+
+fn memory_panel(
+    area: &Area<'_>,
+    y_label: &str,
+    series: &[MemorySeries],
+    y: impl Fn(&(f64, Option<u64>, Option<u64>)) -> Option<f64>,
+) -> Result<(), ChartError> {
+    let points = || series.iter().flat_map(|(_, points)| points.iter());
+    let x_max = points().map(|p| p.0).fold(0.0f64, f64::max).max(1e-3);
+    let y_max = points().filter_map(&y).fold(0.0f64, f64::max).max(1e-3) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(failed)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc(y_label)
+        .draw()
+        .map_err(failed)?;
+    for (index, (_, points)) in series.iter().enumerate() {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().filter_map(|p| Some((p.0, y(p)?))),
+                color(index).stroke_width(2),
+            ))
             .map_err(failed)?;
     }
     Ok(())

@@ -53,6 +53,10 @@ pub struct SlabStats {
     pub objects_in_use: u64,
     /// Free objects in the held slabs.
     pub objects_free: u64,
+    /// Slabs with objects in use and free objects both (on a partial list, not empty).
+    pub partial_slabs: u64,
+    /// Empty slabs held (on a partial list or queued for release).
+    pub empty_slabs: u64,
     /// Slabs taken from the page source, over the pool's life.
     pub alloc_slab: u64,
     /// Slabs given back to the page source, over the pool's life.
@@ -605,8 +609,12 @@ impl SlabPool {
             stats.slabs += state.slabs;
             stats.objects_free += state.free_objects;
             stats.objects_in_use += state.slabs * per_slab - state.free_objects;
+            stats.partial_slabs += state.nr_partial - state.nr_empty;
+            stats.empty_slabs += state.nr_empty;
         }
-        stats.slabs += self.queued_slabs.load(Ordering::Relaxed);
+        let queued = self.queued_slabs.load(Ordering::Relaxed);
+        stats.slabs += queued;
+        stats.empty_slabs += queued;
         stats.slab_bytes = stats.slabs * self.layout.slab_bytes as u64;
         stats
     }

@@ -12,7 +12,9 @@ mod deferred;
 mod engine;
 mod hogs;
 mod kinds;
+mod memory;
 mod producer_consumer;
+mod sampler;
 mod sched;
 mod tree_kinds;
 
@@ -102,6 +104,9 @@ pub struct MeasureOptions {
     pub timer_calibration_reads: u32,
     /// Pins a thread to a CPU (tests inject failures).
     pub pin: CpuPinner,
+    /// Runs the memory sampler (the result's `timeline`) at the spec's `sample_interval`;
+    /// off only to measure what the sampler costs.
+    pub timeline: bool,
 }
 
 impl Default for MeasureOptions {
@@ -110,6 +115,7 @@ impl Default for MeasureOptions {
             open_counters: open_perf_counter,
             timer_calibration_reads: 200_000,
             pin: pin_current_thread,
+            timeline: true,
         }
     }
 }
@@ -160,6 +166,9 @@ pub fn measure<A: ObjectAlloc>(
     })?;
     let threads_usize = threads as usize;
     let secondaries = os_threads - threads_usize;
+    let caches: Vec<(&A, usize)> = vec![(&cache, config.object_size)];
+    let read = || memory::read_caches(&caches);
+    let probe = || memory::pages_touched(caches[0].0).unwrap_or(u64::MAX);
     let plan = DrivePlan {
         primaries: threads_usize,
         secondaries,
@@ -170,6 +179,11 @@ pub fn measure<A: ObjectAlloc>(
         open_counters: options.open_counters,
         pin: options.pin,
         hogs: spec.hogs as usize,
+        sampler: options.timeline.then_some(sampler::SamplerPlan {
+            interval: spec.sample_interval.0,
+            read: &read,
+        }),
+        probe: Some(&probe),
     };
     let snapshot = || cache.stats();
     let seed = spec.seed;
@@ -387,6 +401,12 @@ pub fn measure<A: ObjectAlloc>(
         }
     };
     let peak_rss = peak_rss_bytes();
+    // Every kind has freed its objects by now (the threads' work was dropped, the trees
+    // and published objects freed); deferred frees are waited for.
+    cache.barrier();
+    let after_free = read();
+    cache.shrink();
+    let after_shrink = read();
 
     let samples: Vec<RunSample> = outcome
         .runs
@@ -505,6 +525,15 @@ pub fn measure<A: ObjectAlloc>(
         extra.insert("switches_voluntary".to_owned(), voluntary as f64);
         extra.insert("switches_involuntary".to_owned(), involuntary as f64);
     }
+    let counters = outcome.counters.report(ops);
+    let figures = memory::figures(
+        &outcome.phase_ends,
+        outcome.timeline.as_ref(),
+        &after_free,
+        &after_shrink,
+        outcome.probe.filter(|&p| p != u64::MAX),
+        &counters,
+    );
     let (before, after): (AllocStats, AllocStats) = outcome.snapshots;
     if let Some(fallbacks) = nowait_fallbacks {
         extra.insert("nowait_fallbacks".to_owned(), fallbacks as f64);
@@ -554,13 +583,15 @@ pub fn measure<A: ObjectAlloc>(
             bookkeeping_ns,
             figures: LatencyFigures::of(&outcome.histogram),
         },
-        counters: outcome.counters.report(ops),
+        counters,
         memory: Memory {
             peak_rss_bytes: peak_rss,
             slab_bytes: after.slab_bytes,
             cached_objects: after.cached_objects,
             live_objects: after.live_objects,
+            figures: Some(figures),
         },
+        timeline: outcome.timeline,
         stats,
         extra,
         pinning: outcome.pinning,

@@ -66,6 +66,12 @@ fn default_seed() -> u64 {
 fn default_runs() -> u32 {
     5
 }
+fn default_sample_interval() -> SpecDuration {
+    SpecDuration(DEFAULT_SAMPLE_INTERVAL)
+}
+
+/// The memory sampler's interval when a spec gives none.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The most busy threads (`hogs`) a spec may ask for.
 pub const MAX_HOGS: u32 = 256;
@@ -134,6 +140,11 @@ pub struct WorkloadSpec {
     /// their CPU time is reported (`hog_cpu_seconds`). At most [`MAX_HOGS`].
     #[serde(default)]
     pub hogs: u32,
+    /// Interval of the memory sampler that records the result's `timeline` (RSS, slab
+    /// pages, live and cached objects, the counters that moved): at least the clock's
+    /// resolution; shorter intervals cost the sampler's CPU more time.
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval: SpecDuration,
     /// The kind's parameters.
     #[serde(default)]
     pub params: Params,
@@ -348,6 +359,17 @@ impl WorkloadSpec {
                 &format!("a number of busy threads between 0 and {MAX_HOGS}"),
             ));
         }
+        let resolution = crate::timer::resolution();
+        if self.sample_interval.0.is_zero() || self.sample_interval.0 < resolution {
+            return Err(invalid(
+                "sample_interval",
+                &self.sample_interval,
+                &format!(
+                    "a duration of at least the clock's resolution ({}ns), such as 10ms",
+                    resolution.as_nanos()
+                ),
+            ));
+        }
         if self.threads.0.is_empty() {
             return Err(invalid("threads", &"[]", "at least one thread count"));
         }
@@ -436,7 +458,7 @@ pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
 }
 
 /// Top-level spec fields, for `--set` lookups.
-const TOP_LEVEL_FIELDS: [&str; 19] = [
+const TOP_LEVEL_FIELDS: [&str; 20] = [
     "name",
     "kind",
     "suite",
@@ -456,6 +478,7 @@ const TOP_LEVEL_FIELDS: [&str; 19] = [
     "seed",
     "runs",
     "hogs",
+    "sample_interval",
 ];
 
 /// Joins a possibly multi-line message into one line.

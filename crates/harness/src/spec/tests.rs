@@ -617,3 +617,30 @@ fn range_and_condition_refusals_name_field_value_and_expectation() {
         );
     }
 }
+
+#[test]
+fn the_sample_interval_defaults_to_10ms_and_refuses_zero_and_sub_resolution_values() {
+    let spec = WorkloadSpec::from_yaml("c.yaml", CHURN).unwrap();
+    assert_eq!(spec.sample_interval.0, DEFAULT_SAMPLE_INTERVAL);
+    let mut spec = spec;
+    spec.apply_overrides(&["sample_interval=2ms".into()])
+        .unwrap();
+    assert_eq!(spec.sample_interval.0, Duration::from_millis(2));
+    assert!(spec.validate("c.yaml", 2).is_ok());
+    let resolution = crate::timer::resolution();
+    let mut below = vec!["0ms".to_owned()];
+    if resolution > Duration::from_nanos(1) {
+        below.push(format!("{}ns", resolution.as_nanos() - 1));
+    }
+    for value in below {
+        let text = format!("{CHURN}sample_interval: {value}\n");
+        let err = WorkloadSpec::from_yaml("c.yaml", &text)
+            .unwrap()
+            .validate("c.yaml", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`sample_interval`"), "{err}");
+        assert!(err.contains("resolution"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}

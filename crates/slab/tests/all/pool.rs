@@ -552,3 +552,39 @@ fn pools_and_sources_are_shareable_between_threads() {
     shareable::<LimitedPages>();
     shareable::<slab::MmapPages>();
 }
+
+#[test]
+fn stats_count_partly_used_and_empty_slabs_apart() {
+    let (_pages, pool) = limited_pool(256, usize::MAX);
+    let per_slab = pool.layout().objects_per_slab;
+    // Three full slabs.
+    let mut out = slots(3 * per_slab);
+    pool.alloc_bulk(0, true, &mut out).unwrap();
+    let objects = taken(&out, 3 * per_slab);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.slabs, stats.partial_slabs, stats.empty_slabs),
+        (3, 0, 0)
+    );
+    // One object freed from the first slab, every object of the second: one partly used
+    // slab, one empty one, one full one.
+    free_all(&pool, &objects[..1]);
+    free_all(&pool, &objects[per_slab..2 * per_slab]);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.slabs, stats.partial_slabs, stats.empty_slabs),
+        (3, 1, 1)
+    );
+    pool.check_invariants();
+    free_all(&pool, &objects[1..per_slab]);
+    free_all(&pool, &objects[2 * per_slab..]);
+    pool.shrink();
+    assert_eq!(
+        pool.stats(),
+        slab::SlabStats {
+            alloc_slab: 3,
+            free_slab: 3,
+            ..Default::default()
+        }
+    );
+}
