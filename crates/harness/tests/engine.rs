@@ -497,3 +497,23 @@ fn the_sampler_records_a_timeline_and_the_figures_say_what_is_unsupported() {
             .is_none()
     );
 }
+
+#[test]
+fn lifetimes_cycles_through_its_caches_locally_and_remotely() {
+    for remote in [false, true] {
+        let workload = quick(&format!(
+            "kind: lifetimes\nparams: {{sizes: [32, 96], lifetime: {{distribution: exponential, mean: 50}}, working_set: 256, ramp: 32, hold: 128, drain: 32, remote_frees: {remote}, batch: 8}}\n"
+        ));
+        let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+        assert!(m.ops > 0);
+        assert!(m.extra["cycles"] >= 1.0, "{remote}: {:?}", m.extra);
+        assert_eq!(m.extra.contains_key("objects_freed_remotely"), remote);
+        assert_eq!(m.config.os_threads, 1 + usize::from(remote));
+        let figures = m.memory.figures.as_ref().unwrap();
+        assert!(figures.pages_per_1000_allocs.value().is_some());
+        // At the end of the last run, the two caches together hold at most the working set
+        // (remotely: plus what waits in the mailbox, at most one hand-off short of it).
+        let live = m.memory.live_objects.unwrap();
+        assert!(live <= 256 + 64, "{remote}: {live} live");
+    }
+}

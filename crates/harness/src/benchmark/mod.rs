@@ -12,6 +12,7 @@ mod deferred;
 mod engine;
 mod hogs;
 mod kinds;
+mod lifetimes;
 mod memory;
 mod producer_consumer;
 mod sampler;
@@ -166,7 +167,28 @@ pub fn measure<A: ObjectAlloc>(
     })?;
     let threads_usize = threads as usize;
     let secondaries = os_threads - threads_usize;
-    let caches: Vec<(&A, usize)> = vec![(&cache, config.object_size)];
+    // `lifetimes` has a cache per object size; every other kind the one above.
+    let sized: Vec<(A, usize)> = match &workload.kind {
+        Kind::Lifetimes { sizes, .. } => sizes
+            .iter()
+            .map(|&size| {
+                let mut sized = config.clone();
+                sized.object_size = size;
+                A::new(&sized).map(|cache| (cache, size))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|source| MeasureError::Config {
+                allocator: A::NAME.to_owned(),
+                workload: workload.spec.name.clone(),
+                source,
+            })?,
+        _ => Vec::new(),
+    };
+    let caches: Vec<(&A, usize)> = if sized.is_empty() {
+        vec![(&cache, config.object_size)]
+    } else {
+        sized.iter().map(|(cache, size)| (cache, *size)).collect()
+    };
     let read = || memory::read_caches(&caches);
     let probe = || memory::pages_touched(caches[0].0).unwrap_or(u64::MAX);
     let plan = DrivePlan {
@@ -185,7 +207,7 @@ pub fn measure<A: ObjectAlloc>(
         }),
         probe: Some(&probe),
     };
-    let snapshot = || cache.stats();
+    let snapshot = || read().stats;
     let seed = spec.seed;
     let cache = &cache;
     let mut extra = BTreeMap::new();
@@ -205,7 +227,46 @@ pub fn measure<A: ObjectAlloc>(
     // Cross-cpu with NOWAIT: allocations that failed and were retried without it (warm-up
     // included).
     let mut nowait_fallbacks: Option<u64> = None;
+    let cycle_log = lifetimes::CycleLog::new();
     let outcome = match workload.kind.clone() {
+        Kind::Lifetimes {
+            lifetime,
+            working_set,
+            ramp,
+            hold,
+            drain,
+            remote_frees,
+            batch,
+            ..
+        } => {
+            let cycle = lifetimes::Cycle {
+                lifetime,
+                working_set,
+                ramp,
+                hold,
+                drain,
+                batch,
+            };
+            let mailboxes: Vec<lifetimes::Mailbox> = (0..threads_usize)
+                .map(|_| lifetimes::Mailbox::default())
+                .collect();
+            let caches = &caches;
+            let read: sampler::ReadFn<'_> = &read;
+            drive(
+                &plan,
+                |t| {
+                    lifetimes::Lifetimes::new(
+                        caches,
+                        cycle,
+                        Rng::new(seed, t as u64),
+                        remote_frees.then(|| &mailboxes[t]),
+                        (t == 0).then_some((&cycle_log, read)),
+                    )
+                },
+                |r| lifetimes::Freer::new(caches, &mailboxes[r]),
+                snapshot,
+            )
+        }
         Kind::Churn {
             order,
             working_set,
@@ -403,9 +464,13 @@ pub fn measure<A: ObjectAlloc>(
     let peak_rss = peak_rss_bytes();
     // Every kind has freed its objects by now (the threads' work was dropped, the trees
     // and published objects freed); deferred frees are waited for.
-    cache.barrier();
+    for (cache, _) in &caches {
+        cache.barrier();
+    }
     let after_free = read();
-    cache.shrink();
+    for (cache, _) in &caches {
+        cache.shrink();
+    }
     let after_shrink = read();
 
     let samples: Vec<RunSample> = outcome
@@ -468,6 +533,12 @@ pub fn measure<A: ObjectAlloc>(
         }
         Kind::ProducerConsumer { .. } | Kind::CrossCpu { .. } => {
             extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
+        }
+        Kind::Lifetimes { remote_frees, .. } => {
+            if remote_frees {
+                extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
+            }
+            cycle_figures(&cycle_log.points(), &mut extra);
         }
         _ => {}
     }
@@ -600,4 +671,41 @@ pub fn measure<A: ObjectAlloc>(
     };
     measurement.warnings = crate::warnings::for_measurement(&measurement);
     Ok(measurement)
+}
+
+/// The `lifetimes` figures of the first worker's cycle notes: `cycles` (drains completed),
+/// the slab bytes and resident set at the end of the drains (`drain_floor_*`: first, lowest,
+/// highest) and the least-squares slopes of both over the ends of the holds
+/// (`hold_*_slope_bytes_per_s`), in `extra`.
+fn cycle_figures(points: &[lifetimes::CyclePoint], extra: &mut BTreeMap<String, f64>) {
+    let drains: Vec<&lifetimes::CyclePoint> = points.iter().filter(|p| p.drained).collect();
+    extra.insert("cycles".to_owned(), drains.len() as f64);
+    for (name, value) in [
+        (
+            "slab_bytes",
+            (|p: &lifetimes::CyclePoint| p.slab_bytes) as fn(&_) -> _,
+        ),
+        ("rss_bytes", |p: &lifetimes::CyclePoint| p.rss_bytes),
+    ] {
+        let floors: Vec<f64> = drains
+            .iter()
+            .filter_map(|p| value(p))
+            .map(|v| v as f64)
+            .collect();
+        if let Some(&first) = floors.first() {
+            let low = floors.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = floors.iter().copied().fold(0.0, f64::max);
+            extra.insert(format!("drain_floor_{name}_first"), first);
+            extra.insert(format!("drain_floor_{name}_min"), low);
+            extra.insert(format!("drain_floor_{name}_max"), high);
+        }
+        let holds: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| !p.drained)
+            .filter_map(|p| Some((p.t, value(p)? as f64)))
+            .collect();
+        if let Some(slope) = lifetimes::slope(&holds) {
+            extra.insert(format!("hold_{name}_slope_bytes_per_s"), slope);
+        }
+    }
 }

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use object_alloc::{CacheConfig, MAX_OBJECT_SIZE, PAGE_SIZE};
 
 pub use error::SpecError;
-pub use kinds::{ChurnOrder, Kind, KindName, Params};
+pub use kinds::{ChurnOrder, Kind, KindName, Lifetime, Params};
 pub use values::{SpecDuration, ThreadCounts};
 
 fn default_align() -> usize {
