@@ -190,6 +190,9 @@ pub struct RunConfig {
     /// (`nowait_no_refill`).
     #[serde(default)]
     pub nowait_no_refill: bool,
+    /// sheaf's one-slab refill (`refill_one_slab`; off in files written before it existed).
+    #[serde(default)]
+    pub refill_one_slab: bool,
     /// Worker threads.
     pub threads: u32,
     /// OS threads, counting consumers and readers.

@@ -633,6 +633,7 @@ pub fn measure<A: ObjectAlloc>(
             deferred_batching: config.deferred_batching,
             barn_partial: config.barn_partial,
             nowait_no_refill: config.nowait_no_refill,
+            refill_one_slab: config.refill_one_slab,
             threads,
             os_threads,
             pinned: spec.pinned,

@@ -112,6 +112,10 @@ pub struct WorkloadSpec {
     /// Designs without sheaves ignore it.
     #[serde(default = "default_barn_partial")]
     pub barn_partial: bool,
+    /// sheaf: a refill from the slabs takes its objects from one slab where it can
+    /// (`CacheConfig::refill_one_slab`). Designs without sheaves ignore it.
+    #[serde(default)]
+    pub refill_one_slab: bool,
     /// Thread counts to measure (worker threads; see the kind for extra threads).
     #[serde(default = "default_threads")]
     pub threads: ThreadCounts,
@@ -200,7 +204,8 @@ impl Workload {
             .with_barn_limits(self.spec.barn_max_full, self.spec.barn_max_empty)
             .with_deferred_batching(self.spec.deferred_batching)
             .with_nowait_no_refill(self.spec.nowait_no_refill)
-            .with_barn_partial(self.spec.barn_partial);
+            .with_barn_partial(self.spec.barn_partial)
+            .with_refill_one_slab(self.spec.refill_one_slab);
         if let Some(capacity) = self.spec.sheaf_capacity {
             config = config.with_sheaf_capacity(capacity);
         }
@@ -458,7 +463,7 @@ pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
 }
 
 /// Top-level spec fields, for `--set` lookups.
-const TOP_LEVEL_FIELDS: [&str; 20] = [
+const TOP_LEVEL_FIELDS: [&str; 21] = [
     "name",
     "kind",
     "suite",
@@ -470,6 +475,7 @@ const TOP_LEVEL_FIELDS: [&str; 20] = [
     "deferred_batching",
     "nowait_no_refill",
     "barn_partial",
+    "refill_one_slab",
     "threads",
     "pinned",
     "warmup",
