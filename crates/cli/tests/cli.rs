@@ -1244,3 +1244,68 @@ fn several_workloads_open_with_one_summary_and_the_counts_left_out() {
         insta::assert_snapshot!("summary_markdown", summary_md);
     });
 }
+
+/// The nodes sheaf keeps per-node lists for on this machine (sysfs; 1 where it says nothing).
+fn host_nodes() -> u64 {
+    std::fs::read_dir("/sys/devices/system/node")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.strip_prefix("node")
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
+                .count() as u64
+        })
+        .unwrap_or(0)
+        .max(1)
+}
+
+#[test]
+fn sheaf_after_the_drain_and_shrink_holds_no_slab_beyond_its_minimum_partial_on_every_spec() {
+    // The pool's default: empty slabs a node may keep.
+    const MIN_PARTIAL: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let specs: Vec<PathBuf> = std::fs::read_dir(workspace().join("workloads"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(specs.len() >= 10, "{specs:?}");
+    let out = sheafbench()
+        .arg("run")
+        .args(&specs)
+        .args([
+            "--alloc",
+            "sheaf",
+            "--threads",
+            "1",
+            "--quick",
+            "--set",
+            "pinned=false",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = file["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), specs.len(), "one measurement per spec");
+    let bound = MIN_PARTIAL * host_nodes();
+    for m in runs {
+        let figures = &m["memory"]["figures"];
+        let name = m["workload"].as_str().unwrap();
+        let slabs = figures["retained_after_shrink"]["slabs"].as_f64();
+        let slabs = slabs.unwrap_or_else(|| panic!("{name}: {figures}"));
+        assert!(
+            slabs <= bound as f64,
+            "{name}: {slabs} slabs held after shrink"
+        );
+        // shrink() gives slabs back, never takes more.
+        let before = figures["retained_after_free"]["slabs"].as_f64().unwrap();
+        assert!(before >= slabs, "{name}: {before} before, {slabs} after");
+    }
+}
