@@ -1,9 +1,11 @@
 //! SVG charts of results, drawn with plotters: the one chart code path of the CLI
 //! (`sheafbench sweep --svg`) and of the xtask (`cargo xtask report`, `cargo xtask bench`).
 //!
-//! Four shapes, each a function returning the SVG text (the caller writes it):
+//! Five shapes, each a function returning the SVG text (the caller writes it):
 //! - [`sweep`]: throughput and p99 latency against a swept spec value, one line per
 //!   allocator, two panels side by side;
+//! - [`trade_off`]: memory held against throughput, one labelled point per setting, a line
+//!   per series;
 //! - [`memory`]: memory over time (slab pages and the process's resident set), one line
 //!   per allocator, two panels side by side;
 //! - [`bars`]: one horizontal bar per row (e.g. an allocator at a thread count), with its
@@ -206,6 +208,78 @@ fn sweep_panel(
             .map_err(failed)?;
     }
     Ok(())
+}
+
+/// One setting of a sweep on the trade-off chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TradeOffPoint {
+    /// The series (allocator, perhaps with its thread count).
+    pub series: String,
+    /// The setting, printed beside the point.
+    pub label: String,
+    /// Memory held, in bytes (slab pages).
+    pub memory_bytes: f64,
+    /// Operations per second.
+    pub throughput: f64,
+}
+
+/// Memory held (MiB, x) against throughput (Mops/s, y): one point per setting, labelled with
+/// it, joined in the order given per series; the legend right of the plot.
+pub fn trade_off(
+    title: &str,
+    points: &[TradeOffPoint],
+    footer: &str,
+) -> Result<String, ChartError> {
+    let mut names: Vec<&str> = Vec::new();
+    for p in points {
+        if !names.contains(&p.series.as_str()) {
+            names.push(&p.series);
+        }
+    }
+    canvas((800 + LEGEND, 520), title, footer, |root| {
+        let (plot, key) = root.split_horizontally(800);
+        side_legend(&key, &names, Marker::Line)?;
+        let mib = |p: &TradeOffPoint| p.memory_bytes / (1 << 20) as f64;
+        let x_max = points.iter().map(mib).fold(0.0f64, f64::max).max(1e-3) * 1.1;
+        let y_max = points
+            .iter()
+            .map(|p| p.throughput / 1e6)
+            .fold(0.0f64, f64::max)
+            .max(1e-3)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .map_err(failed)?;
+        chart
+            .configure_mesh()
+            .x_desc("slab pages held idle, every object freed (MiB)")
+            .y_desc("throughput (Mops/s)")
+            .draw()
+            .map_err(failed)?;
+        for (index, name) in names.iter().enumerate() {
+            let color = color(index);
+            let series: Vec<&TradeOffPoint> = points.iter().filter(|p| p.series == *name).collect();
+            chart
+                .draw_series(LineSeries::new(
+                    series.iter().map(|p| (mib(p), p.throughput / 1e6)),
+                    color.stroke_width(1),
+                ))
+                .map_err(failed)?;
+            for p in series {
+                let at = (mib(p), p.throughput / 1e6);
+                chart
+                    .draw_series([Circle::new(at, 4, color.filled())])
+                    .map_err(failed)?;
+                chart
+                    .draw_series([Text::new(p.label.clone(), at, (FONT, 12))])
+                    .map_err(failed)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// One allocator's timeline: its name and, per reading, (seconds, slab bytes, RSS bytes).
