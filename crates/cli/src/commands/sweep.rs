@@ -251,14 +251,13 @@ fn smallest_within(
                 .iter()
                 .filter(|(_, m)| m.allocator == allocator && m.config.threads == threads)
                 .collect();
-            let best = points
+            let throughputs: Vec<(usize, f64)> = points
                 .iter()
-                .max_by(|a, b| a.1.throughput_ops_per_s.total_cmp(&b.1.throughput_ops_per_s))?;
-            let floor = best.1.throughput_ops_per_s * (1.0 - within);
-            let smallest = points
-                .iter()
-                .filter(|(_, m)| m.throughput_ops_per_s >= floor)
-                .min_by_key(|(index, _)| *index)?;
+                .map(|(index, m)| (*index, m.throughput_ops_per_s))
+                .collect();
+            let (smallest, best) = smallest_and_best(&throughputs, within)?;
+            let at = |index: usize| points.iter().find(|(i, _)| *i == index);
+            let (smallest, best) = (at(smallest)?, at(best)?);
             Some(format!(
                 "{allocator} ({threads}t): smallest setting within {:.0}% of the best throughput: {} ({}, {} held idle); best {} ({}, {} held idle)",
                 within * 100.0,
@@ -283,4 +282,31 @@ fn idle_bytes(m: &harness::Measurement) -> Option<f64> {
         .retained_after_free
         .slab_bytes
         .value()
+}
+
+/// Of `(value index, throughput)` points: the lowest index whose throughput is within
+/// `within` of the best, and the best's index.
+fn smallest_and_best(points: &[(usize, f64)], within: f64) -> Option<(usize, usize)> {
+    let &(best, top) = points.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let smallest = points
+        .iter()
+        .filter(|&&(_, t)| t >= top * (1.0 - within))
+        .map(|&(index, _)| index)
+        .min()?;
+    Some((smallest, best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_setting_within_five_percent_of_the_best_is_named() {
+        // Capacities 4, 8, 16, 32: 16 is the best, 8 within 5% of it, 4 not.
+        let points = [(0, 80.0), (1, 96.0), (2, 100.0), (3, 99.0)];
+        assert_eq!(smallest_and_best(&points, 0.05), Some((1, 2)));
+        assert_eq!(smallest_and_best(&points, 0.0), Some((2, 2)));
+        assert_eq!(smallest_and_best(&points, 0.5), Some((0, 2)));
+        assert_eq!(smallest_and_best(&[], 0.05), None);
+    }
 }
