@@ -9,6 +9,8 @@
 //!   wall-clock ratios); `--bless` records new references.
 //! - `conformance`: the contract clauses on every allocator.
 //! - `report`: charts (SVG) from a result file of `sheafbench run`.
+//! - `soak`: the long `lifetimes` specs (`suite: soak`): memory back to its floor at every
+//!   drain, no growth over time.
 //!
 //! Studies (measurements behind design choices, listed apart in `--help`):
 //! - `overhead`: the harness's figure for `churn-lifo` beside criterion's for the same loop.
@@ -27,6 +29,7 @@ mod history;
 mod maple_share;
 mod overhead;
 mod report;
+mod soak;
 mod sweep;
 mod test;
 mod util;
@@ -68,6 +71,10 @@ enum Task {
     Conformance(conformance::Options),
     /// SVG charts from a result file of `sheafbench run`.
     Report(report::Options),
+    /// The soak specs (suite: soak): memory back to its floor at each drain, no growth.
+    ///
+    /// Minutes per spec; `--duration 30s` for a short check.
+    Soak(soak::Options),
     /// Study: sheafbench's churn-lifo figure beside criterion's, per allocator.
     ///
     /// Both run the same loop; the paired ratio of the rounds, with its interval, says
@@ -159,6 +166,7 @@ fn main() -> ExitCode {
         Task::Gate(options) => gate::gate(options),
         Task::Conformance(options) => conformance::conformance(options),
         Task::Report(options) => report::report(options),
+        Task::Soak(options) => soak::soak(options),
         Task::Overhead(options) => overhead::overhead(options),
         Task::MapleShare(options) => maple_share::maple_share(options),
         Task::Batching(options) => batching::batching(options),

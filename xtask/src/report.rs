@@ -1,6 +1,6 @@
 //! `cargo xtask report`: SVG charts from a result file of `sheafbench run`.
 //!
-//! Per workload, two charts, drawn by the harness's charts (`harness::chart`, which also
+//! Per workload, two or three charts, drawn by the harness's charts (`harness::chart`, which also
 //! draws the CLI's sweep charts):
 //!
 //! - `throughput-<workload>.svg`: one horizontal bar per (allocator, threads), coloured by
@@ -8,7 +8,9 @@
 //!   per-run samples where there are several runs;
 //! - `latency-<workload>.svg`: per (allocator, threads), the p50, p90, p99 and p99.9 of one
 //!   unit of work on a logarithmic axis (the unit, e.g. "batch of 256 pairs", is on the axis:
-//!   these are not per-operation latencies unless the unit is one operation).
+//!   these are not per-operation latencies unless the unit is one operation);
+//! - `memory-<workload>.svg`, where the measurements carry a `timeline`: slab pages held and
+//!   the process's resident set over time, one line per (allocator, threads).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,8 @@ struct Point {
     timer_dominated: bool,
     /// In the order of [`PERCENTILES`].
     percentiles: [f64; 4],
+    /// The timeline's readings: (seconds, slab bytes, RSS bytes); empty without one.
+    timeline: Vec<(f64, Option<u64>, Option<u64>)>,
 }
 
 /// File name and SVG text of every chart of a result file.
@@ -116,6 +120,18 @@ pub(crate) fn charts(result: &serde_json::Value) -> TaskResult<Vec<(String, Stri
                     .unwrap_or("unit of work")
                     .to_owned(),
                 percentiles: PERCENTILES.map(|(_, key)| figure(key)),
+                timeline: run["timeline"]["samples"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| {
+                        Some((
+                            s["t"].as_f64()?,
+                            s["slab_bytes"].as_u64(),
+                            s["rss_bytes"].as_u64(),
+                        ))
+                    })
+                    .collect(),
             });
     }
     let machine = &result["machine"];
@@ -143,6 +159,18 @@ pub(crate) fn charts(result: &serde_json::Value) -> TaskResult<Vec<(String, Stri
             format!("latency-{file}.svg"),
             latency_chart(&workload, &points, &footer).map_err(drawn)?,
         ));
+        let series: Vec<chart::MemorySeries> = points
+            .iter()
+            .filter(|p| !p.timeline.is_empty())
+            .map(|p| (row_label(p), p.timeline.clone()))
+            .collect();
+        if !series.is_empty() {
+            charts.push((
+                format!("memory-{file}.svg"),
+                chart::memory(&format!("{workload}: memory over time"), &series, &footer)
+                    .map_err(drawn)?,
+            ));
+        }
     }
     Ok(charts)
 }
@@ -278,6 +306,39 @@ mod tests {
     fn chart(name: &str) -> String {
         let charts = charts(&result()).unwrap();
         charts.into_iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    #[test]
+    fn a_workload_with_timelines_gets_a_memory_chart_with_a_line_per_allocator() {
+        let mut result = result();
+        let timeline = |slab: u64| {
+            serde_json::json!({"interval_ns": 10_000_000, "sampling_ns": 1, "samples": [
+                {"t": 0.0, "phase": 0, "slab_bytes": slab, "rss_bytes": 8 << 20},
+                {"t": 0.01, "phase": 1, "slab_bytes": 2 * slab, "rss_bytes": 9 << 20}
+            ]})
+        };
+        result["runs"][0]["timeline"] = timeline(1 << 20);
+        result["runs"][1]["timeline"] = timeline(1 << 21);
+        let charts = charts(&result).unwrap();
+        let names: Vec<&str> = charts.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"memory-churn-lifo.svg"), "{names:?}");
+        assert!(!names.contains(&"memory-a_b_c.svg"), "{names:?}");
+        let svg = chart("throughput-churn-lifo.svg");
+        assert!(svg.starts_with("<svg"));
+        let memory = &charts
+            .iter()
+            .find(|(n, _)| n == "memory-churn-lifo.svg")
+            .unwrap()
+            .1;
+        assert_eq!(texts(memory, "sheaf (1 thr)"), 1, "legend entry");
+        assert_eq!(texts(memory, "mimalloc (1 thr)"), 1, "legend entry");
+        let lines = memory
+            .split("<polyline")
+            .skip(1)
+            .filter(|element| element.contains("stroke-width=\"2\""))
+            .count();
+        // One line per allocator in each panel, and one legend mark each.
+        assert_eq!(lines, 6, "two lines per panel and two legend marks");
     }
 
     #[test]

@@ -446,6 +446,7 @@ impl ObjectAlloc for LockedSlab {
             live_objects: Some(live),
             cached_objects: Some(0),
             slab_bytes: Some((slabs * shared.layout.slab_bytes) as u64),
+            slabs: Some(slabs as u64),
             ..AllocStats::default()
         };
         stats.add("alloc_slab", alloc_slab);

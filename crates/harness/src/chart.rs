@@ -1,15 +1,19 @@
 //! SVG charts of results, drawn with plotters: the one chart code path of the CLI
 //! (`sheafbench sweep --svg`) and of the xtask (`cargo xtask report`, `cargo xtask bench`).
 //!
-//! Three shapes, each a function returning the SVG text (the caller writes it):
+//! Six shapes, each a function returning the SVG text (the caller writes it):
 //! - [`sweep`]: throughput and p99 latency against a swept spec value, one line per
 //!   allocator, two panels side by side;
+//! - [`trade_off`]: memory held against throughput, one labelled point per setting, a line
+//!   per series;
+//! - [`memory`]: memory over time (slab pages and the process's resident set), one line
+//!   per allocator, two panels side by side;
 //! - [`bars`]: one horizontal bar per row (e.g. an allocator at a thread count), with its
 //!   figure printed and an optional whisker of its spread, coloured by group;
-//! - [`log_dots`]: several figures per row (e.g. latency percentiles) as dots on a logarithmic
-//!   axis, coloured by figure;
 //! - [`trend`]: one figure over recorded runs (`sheafbench history trend`), one line per
-//!   series (a machine, a thread count), with each run's interval as a whisker.
+//!   series (a machine, a thread count), with each run's interval as a whisker;
+//! - [`log_dots`]: several figures per row (e.g. latency percentiles) as dots on a logarithmic
+//!   axis, coloured by figure.
 //!
 //! They share the canvas (white, titled, [`FONT`]), the palette (plotters' `Palette99`, in
 //! the order of the series or groups), the row labels of the two row charts, and the legend.
@@ -208,94 +212,128 @@ fn sweep_panel(
     Ok(())
 }
 
-/// One line of a [`trend`]: its name and, per run it has a figure for, (run index, value,
-/// interval when recorded).
-pub type TrendSeries = (String, Vec<(usize, f64, Option<(f64, f64)>)>);
+/// One setting of a sweep on the trade-off chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TradeOffPoint {
+    /// The series (allocator, perhaps with its thread count).
+    pub series: String,
+    /// The setting, printed beside the point.
+    pub label: String,
+    /// Memory held, in bytes (slab pages).
+    pub memory_bytes: f64,
+    /// Operations per second.
+    pub throughput: f64,
+}
 
-/// A figure over runs: `runs` labels the x axis (oldest first), one line per series with a
-/// dot per run and a whisker where the run recorded an interval; `y_label` names the figure.
-pub fn trend(
+/// Memory held (MiB, x) against throughput (Mops/s, y): one point per setting, labelled with
+/// it, joined in the order given per series; the legend right of the plot.
+pub fn trade_off(
     title: &str,
-    y_label: &str,
-    runs: &[String],
-    series: &[TrendSeries],
+    points: &[TradeOffPoint],
     footer: &str,
 ) -> Result<String, ChartError> {
-    let width = 1000u32.max(60 * runs.len().min(60) as u32);
-    canvas((width + LEGEND, 480), title, footer, |root| {
-        let (plot, key) = root.split_horizontally(width);
-        let names: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
+    let mut names: Vec<&str> = Vec::new();
+    for p in points {
+        if !names.contains(&p.series.as_str()) {
+            names.push(&p.series);
+        }
+    }
+    canvas((800 + LEGEND, 520), title, footer, |root| {
+        let (plot, key) = root.split_horizontally(800);
         side_legend(&key, &names, Marker::Line)?;
-        let top = |p: &(usize, f64, Option<(f64, f64)>)| p.2.map_or(p.1, |(_, high)| high.max(p.1));
-        let y_max = series
+        let mib = |p: &TradeOffPoint| p.memory_bytes / (1 << 20) as f64;
+        let x_max = points.iter().map(mib).fold(0.0f64, f64::max).max(1e-3) * 1.1;
+        let y_max = points
             .iter()
-            .flat_map(|(_, points)| points.iter().map(top))
-            .filter(|v| v.is_finite())
+            .map(|p| p.throughput / 1e6)
             .fold(0.0f64, f64::max)
-            .max(1e-9)
+            .max(1e-3)
             * 1.1;
-        let n = runs.len().max(1);
         let mut chart = ChartBuilder::on(&plot)
             .margin(15)
-            .x_label_area_size(60)
-            .y_label_area_size(80)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..y_max)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
             .map_err(failed)?;
         chart
             .configure_mesh()
-            .x_desc("run (oldest first)")
-            .y_desc(y_label)
-            .y_label_formatter(&|y| compact(*y))
-            .x_labels(n.min(30))
-            .x_label_formatter(&|x| category(runs, *x))
+            .x_desc("slab pages held idle, every object freed (MiB)")
+            .y_desc("throughput (Mops/s)")
             .draw()
             .map_err(failed)?;
-        for (index, (_, points)) in series.iter().enumerate() {
+        for (index, name) in names.iter().enumerate() {
             let color = color(index);
+            let series: Vec<&TradeOffPoint> = points.iter().filter(|p| p.series == *name).collect();
             chart
                 .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.0 as f64, p.1)),
-                    color.stroke_width(2),
+                    series.iter().map(|p| (mib(p), p.throughput / 1e6)),
+                    color.stroke_width(1),
                 ))
                 .map_err(failed)?;
-            chart
-                .draw_series(
-                    points
-                        .iter()
-                        .map(|p| Circle::new((p.0 as f64, p.1), 3, color.filled())),
-                )
-                .map_err(failed)?;
-            chart
-                .draw_series(points.iter().filter_map(|p| {
-                    p.2.map(|(low, high)| {
-                        PathElement::new(
-                            vec![(p.0 as f64, low), (p.0 as f64, high)],
-                            WHISKER.stroke_width(1),
-                        )
-                    })
-                }))
-                .map_err(failed)?;
+            for p in series {
+                let at = (mib(p), p.throughput / 1e6);
+                chart
+                    .draw_series([Circle::new(at, 4, color.filled())])
+                    .map_err(failed)?;
+                chart
+                    .draw_series([Text::new(p.label.clone(), at, (FONT, 12))])
+                    .map_err(failed)?;
+            }
         }
         Ok(())
     })
 }
 
-/// `value` in at most four significant digits with an SI prefix (`2.05G`, `131.7M`, `0.867`),
-/// short enough for an axis label.
-fn compact(value: f64) -> String {
-    let magnitude = value.abs();
-    let (scaled, suffix) = if magnitude >= 1e9 {
-        (value / 1e9, "G")
-    } else if magnitude >= 1e6 {
-        (value / 1e6, "M")
-    } else if magnitude >= 1e3 {
-        (value / 1e3, "k")
-    } else {
-        (value, "")
-    };
-    let text = format!("{scaled:.3}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text}{suffix}")
+/// One allocator's timeline: its name and, per reading, (seconds, slab bytes, RSS bytes).
+pub type MemorySeries = (String, Vec<(f64, Option<u64>, Option<u64>)>);
+
+/// Memory over time: slab pages held (MiB, designs with slabs) and the resident set of the
+/// process (MiB) against seconds since the sampler started, one line per series, two panels
+/// side by side and the legend right of them; `footer` under them.
+pub fn memory(title: &str, series: &[MemorySeries], footer: &str) -> Result<String, ChartError> {
+    canvas((1200 + LEGEND, 480), title, footer, |root| {
+        let (panels, key) = root.split_horizontally(1200);
+        let names: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
+        side_legend(&key, &names, Marker::Line)?;
+        let (left, right) = panels.split_horizontally(600);
+        let mib = |bytes: Option<u64>| bytes.map(|b| b as f64 / (1 << 20) as f64);
+        memory_panel(&left, "slab pages held (MiB)", series, |p| mib(p.1))?;
+        memory_panel(&right, "resident set of the process (MiB)", series, |p| {
+            mib(p.2)
+        })
+    })
+}
+
+fn memory_panel(
+    area: &Area<'_>,
+    y_label: &str,
+    series: &[MemorySeries],
+    y: impl Fn(&(f64, Option<u64>, Option<u64>)) -> Option<f64>,
+) -> Result<(), ChartError> {
+    let points = || series.iter().flat_map(|(_, points)| points.iter());
+    let x_max = points().map(|p| p.0).fold(0.0f64, f64::max).max(1e-3);
+    let y_max = points().filter_map(&y).fold(0.0f64, f64::max).max(1e-3) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(failed)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc(y_label)
+        .draw()
+        .map_err(failed)?;
+    for (index, (_, points)) in series.iter().enumerate() {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().filter_map(|p| Some((p.0, y(p)?))),
+                color(index).stroke_width(2),
+            ))
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Pixels per row of the row charts, and around their plots.
@@ -510,6 +548,96 @@ pub fn log_dots(
         chart.draw_series(flags).map_err(failed)?;
         side_legend(&key, figures, Marker::Dot)
     })
+}
+
+/// One line of a [`trend`]: its name and, per run it has a figure for, (run index, value,
+/// interval when recorded).
+pub type TrendSeries = (String, Vec<(usize, f64, Option<(f64, f64)>)>);
+
+/// A figure over runs: `runs` labels the x axis (oldest first), one line per series with a
+/// dot per run and a whisker where the run recorded an interval; `y_label` names the figure.
+pub fn trend(
+    title: &str,
+    y_label: &str,
+    runs: &[String],
+    series: &[TrendSeries],
+    footer: &str,
+) -> Result<String, ChartError> {
+    let width = 1000u32.max(60 * runs.len().min(60) as u32);
+    canvas((width + LEGEND, 480), title, footer, |root| {
+        let (plot, key) = root.split_horizontally(width);
+        let names: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
+        side_legend(&key, &names, Marker::Line)?;
+        let top = |p: &(usize, f64, Option<(f64, f64)>)| p.2.map_or(p.1, |(_, high)| high.max(p.1));
+        let y_max = series
+            .iter()
+            .flat_map(|(_, points)| points.iter().map(top))
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let n = runs.len().max(1);
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(15)
+            .x_label_area_size(60)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..y_max)
+            .map_err(failed)?;
+        chart
+            .configure_mesh()
+            .x_desc("run (oldest first)")
+            .y_desc(y_label)
+            .y_label_formatter(&|y| compact(*y))
+            .x_labels(n.min(30))
+            .x_label_formatter(&|x| category(runs, *x))
+            .draw()
+            .map_err(failed)?;
+        for (index, (_, points)) in series.iter().enumerate() {
+            let color = color(index);
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|p| (p.0 as f64, p.1)),
+                    color.stroke_width(2),
+                ))
+                .map_err(failed)?;
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|p| Circle::new((p.0 as f64, p.1), 3, color.filled())),
+                )
+                .map_err(failed)?;
+            chart
+                .draw_series(points.iter().filter_map(|p| {
+                    p.2.map(|(low, high)| {
+                        PathElement::new(
+                            vec![(p.0 as f64, low), (p.0 as f64, high)],
+                            WHISKER.stroke_width(1),
+                        )
+                    })
+                }))
+                .map_err(failed)?;
+        }
+        Ok(())
+    })
+}
+
+/// `value` in at most four significant digits with an SI prefix (`2.05G`, `131.7M`, `0.867`),
+/// short enough for an axis label.
+fn compact(value: f64) -> String {
+    let magnitude = value.abs();
+    let (scaled, suffix) = if magnitude >= 1e9 {
+        (value / 1e9, "G")
+    } else if magnitude >= 1e6 {
+        (value / 1e6, "M")
+    } else if magnitude >= 1e3 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    let text = format!("{scaled:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{suffix}")
 }
 
 #[cfg(test)]

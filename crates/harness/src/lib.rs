@@ -30,10 +30,13 @@
 //!   found into a [`Measurement`]; `engine.rs` spawns, pins and releases them phase by phase
 //!   (every thread is spawned once, and its histogram sized before the warm-up so recording
 //!   a sample never allocates); `kinds.rs` (`churn`, `burst`, `prefill-burst`),
-//!   `producer_consumer.rs`, `deferred.rs` (`deferred-churn`) and `tree_kinds.rs`
-//!   (`maple-tree`, `trace-replay`) say what each kind's threads do, each object held by
-//!   exactly one owner and freed once; `hogs.rs` runs busy threads beside a measurement,
-//!   `sched.rs` reads the threads' scheduler times.
+//!   `producer_consumer.rs`, `deferred.rs` (`deferred-churn`), `tree_kinds.rs`
+//!   (`maple-tree`, `trace-replay`) and `lifetimes.rs` say what each kind's threads do, each
+//!   object held by exactly one owner and freed once; `hogs.rs` runs busy threads beside a
+//!   measurement, `sched.rs` reads the threads' scheduler times; `sampler.rs` is the memory
+//!   sampler thread (the result's timeline) and `memory.rs` turns its readings, the readings
+//!   after the work and the locality probe into the fragmentation, retention and locality
+//!   figures.
 //! - [`cpus`]: which CPUs a pinned measurement uses (one per physical core before SMT
 //!   siblings) and pinning a thread to one.
 //! - [`timer`]: the clock and its measured cost; [`histogram`]: per-thread latency histograms

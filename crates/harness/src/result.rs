@@ -190,6 +190,9 @@ pub struct RunConfig {
     /// (`nowait_no_refill`).
     #[serde(default)]
     pub nowait_no_refill: bool,
+    /// sheaf's one-slab refill (`refill_one_slab`; off in files written before it existed).
+    #[serde(default)]
+    pub refill_one_slab: bool,
     /// Worker threads.
     pub threads: u32,
     /// OS threads, counting consumers and readers.
@@ -250,7 +253,7 @@ pub struct Latency {
 }
 
 /// Memory held by the measuring process and the cache.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     /// Peak resident set size of the measuring process (`VmHWM`).
     pub peak_rss_bytes: Option<u64>,
@@ -260,6 +263,126 @@ pub struct Memory {
     pub cached_objects: Option<u64>,
     /// Live objects after the last run (the workload's working set).
     pub live_objects: Option<u64>,
+    /// Fragmentation, retention and locality figures (absent in files written before they
+    /// were measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<MemoryFigures>,
+}
+
+/// A figure a design may be unable to give: its value, or why it has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Figure {
+    /// The value.
+    Value(f64),
+    /// Why there is no value.
+    Unsupported {
+        /// The reason.
+        unsupported: String,
+    },
+}
+
+impl Figure {
+    /// `value`, or unsupported for `reason` when it is `None`.
+    pub fn or_unsupported(value: Option<f64>, reason: &str) -> Self {
+        match value {
+            Some(v) if v.is_finite() => Figure::Value(v),
+            _ => Figure::Unsupported {
+                unsupported: reason.to_owned(),
+            },
+        }
+    }
+
+    /// The value, if there is one.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Figure::Value(v) => Some(*v),
+            Figure::Unsupported { .. } => None,
+        }
+    }
+}
+
+/// Fragmentation of a cache at one point: how much of its slab memory live objects use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fragmentation {
+    /// Where the figures were taken: `warmup`, `run N` (the end of that measured phase) or
+    /// `peak` (the timeline sample with the most slab bytes).
+    pub at: String,
+    /// Bytes of slab pages held over bytes of live objects (1 is no waste; above 1, pages
+    /// hold free objects or cached ones).
+    pub slab_over_live: Figure,
+    /// Slabs with both used and free objects over all slabs held.
+    pub partial_share: Figure,
+}
+
+/// Memory still held by the cache (and the process) at one point after the work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Bytes of slab pages the cache still held.
+    pub slab_bytes: Figure,
+    /// Slabs still held.
+    pub slabs: Figure,
+    /// Free objects still cached above the slabs.
+    pub cached_objects: Figure,
+    /// Resident set of the whole process (`/proc/self/statm`).
+    pub rss_bytes: Figure,
+}
+
+/// Fragmentation, retention and locality of one measurement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryFigures {
+    /// At the end of each phase (warm-up, then each measured run) and at the peak.
+    pub fragmentation: Vec<Fragmentation>,
+    /// After the workload freed every object it held.
+    pub retained_after_free: Retention,
+    /// After that, and `shrink()`.
+    pub retained_after_shrink: Retention,
+    /// Distinct 4 KiB pages holding 1,000 objects allocated back to back on one measuring
+    /// thread after the last run (the cache's state as the workload left it); freed again
+    /// at once, outside any timed interval.
+    pub pages_per_1000_allocs: Figure,
+    /// dTLB load misses per operation over the measured runs, where the hardware counts them.
+    pub dtlb_misses_per_op: Figure,
+}
+
+/// Memory over time: what a sampler thread (not one of the measured threads) read every
+/// `interval_ns` during the warm-up and the measured runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The sampling interval, in nanoseconds.
+    pub interval_ns: u64,
+    /// Nanoseconds the sampler spent reading, summed over its samples (its own CPU time
+    /// is not the measured threads' unless they share a CPU).
+    pub sampling_ns: u64,
+    /// One entry per sample, in time order.
+    pub samples: Vec<TimelineSample>,
+}
+
+/// One reading of the sampler.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelineSample {
+    /// Seconds since the warm-up was released.
+    pub t: f64,
+    /// The phase under way (or last ended): 0 the warm-up, `n` the n-th measured run.
+    pub phase: u32,
+    /// Resident set of the process in bytes (`/proc/self/statm`).
+    pub rss_bytes: Option<u64>,
+    /// Bytes of slab pages the cache held.
+    pub slab_bytes: Option<u64>,
+    /// Slabs held.
+    pub slabs: Option<u64>,
+    /// Slabs with both used and free objects.
+    pub partial_slabs: Option<u64>,
+    /// Objects handed out and not yet freed.
+    pub live_objects: Option<u64>,
+    /// Bytes of those objects (object size times live objects, summed over the caches).
+    pub live_bytes: Option<u64>,
+    /// Free objects cached above the slabs (sheaves and barn, magazines and depot).
+    pub cached_objects: Option<u64>,
+    /// The design's counters that changed since the previous sample, by how much (gauges
+    /// among them may go down).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub moved: BTreeMap<String, i64>,
 }
 
 /// Whether pinned threads got and stayed on their CPUs: the result of pinning each, and the
@@ -316,6 +439,9 @@ pub struct Measurement {
     pub counters: BTreeMap<String, CounterReading>,
     /// Memory.
     pub memory: Memory,
+    /// Memory over time (absent when the sampler was off, and in files written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
     /// The design's counters over the measured runs (`stats()` after minus before).
     pub stats: BTreeMap<String, u64>,
     /// Kind-specific figures (for example `reads_per_s`) and thread context switches.

@@ -24,6 +24,17 @@ pub fn instant_overhead_ns(reads: u32) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// The resolution of the clock [`Instant::now`] reads (`clock_getres`); 1 ns where the
+/// kernel does not say.
+pub fn resolution() -> std::time::Duration {
+    let res = rustix::time::clock_getres(rustix::time::ClockId::Monotonic);
+    let nanos = u64::try_from(res.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(res.tv_nsec).unwrap_or(0));
+    std::time::Duration::from_nanos(nanos.max(1))
+}
+
 /// The name of the clock, for result files.
 pub const CLOCK: &str = "Instant::now (clock_gettime CLOCK_MONOTONIC)";
 

@@ -447,3 +447,73 @@ fn a_quick_pair_hands_over_without_blocking_much() {
     }
     assert_eq!(m.extra["objects_freed_remotely"], m.ops as f64);
 }
+
+#[test]
+fn the_sampler_records_a_timeline_and_the_figures_say_what_is_unsupported() {
+    let workload =
+        quick("sample_interval: 1ms\nkind: churn\nparams: {working_set: 64, batch: 16}\n");
+    let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+    let timeline = m.timeline.as_ref().expect("the sampler is on by default");
+    assert_eq!(timeline.interval_ns, 1_000_000);
+    // 5 ms of warm-up and two runs of 20 ms at 1 ms: about 45 readings; a loaded machine
+    // delays some.
+    let n = timeline.samples.len();
+    assert!((10..=60).contains(&n), "{n} readings");
+    assert!(
+        timeline
+            .samples
+            .windows(2)
+            .all(|w| w[1].t > w[0].t && w[1].phase >= w[0].phase)
+    );
+    assert_eq!(timeline.samples.last().unwrap().phase, 2);
+    assert!(timeline.samples.iter().all(|s| s.rss_bytes.unwrap() > 0));
+    // The test allocator tells its live objects (64 per thread) and nothing about slabs.
+    assert!(timeline.samples.iter().any(|s| s.live_objects == Some(64)));
+    assert!(timeline.samples.iter().all(|s| s.slab_bytes.is_none()));
+    let figures = m.memory.figures.as_ref().unwrap();
+    let at: Vec<&str> = figures
+        .fragmentation
+        .iter()
+        .map(|f| f.at.as_str())
+        .collect();
+    assert_eq!(at, ["warmup", "run 1", "run 2", "peak"]);
+    assert!(
+        figures
+            .fragmentation
+            .iter()
+            .all(|f| f.slab_over_live.value().is_none())
+    );
+    // The objects were freed: nothing live, and the probe found its 1,000 objects.
+    let pages = figures.pages_per_1000_allocs.value().unwrap();
+    assert!((1.0..=1000.0).contains(&pages), "{pages}");
+    let off = MeasureOptions {
+        timeline: false,
+        ..options()
+    };
+    assert!(
+        measure::<TestAlloc>(&workload, 1, &off)
+            .unwrap()
+            .timeline
+            .is_none()
+    );
+}
+
+#[test]
+fn lifetimes_cycles_through_its_caches_locally_and_remotely() {
+    for remote in [false, true] {
+        let workload = quick(&format!(
+            "kind: lifetimes\nparams: {{sizes: [32, 96], lifetime: {{distribution: exponential, mean: 50}}, working_set: 256, ramp: 32, hold: 128, drain: 32, remote_frees: {remote}, batch: 8}}\n"
+        ));
+        let m = measure::<TestAlloc>(&workload, 1, &options()).unwrap();
+        assert!(m.ops > 0);
+        assert!(m.extra["cycles"] >= 1.0, "{remote}: {:?}", m.extra);
+        assert_eq!(m.extra.contains_key("objects_freed_remotely"), remote);
+        assert_eq!(m.config.os_threads, 1 + usize::from(remote));
+        let figures = m.memory.figures.as_ref().unwrap();
+        assert!(figures.pages_per_1000_allocs.value().is_some());
+        // At the end of the last run, the two caches together hold at most the working set
+        // (remotely: plus what waits in the mailbox, at most one hand-off short of it).
+        let live = m.memory.live_objects.unwrap();
+        assert!(live <= 256 + 64, "{remote}: {live} live");
+    }
+}

@@ -108,6 +108,12 @@ pub struct CacheConfig {
     /// it goes to the slabs. Off: a prefill takes barn objects only by trading an empty CPU
     /// `main` for a full barn sheaf. Designs without sheaves ignore it.
     pub barn_partial: bool,
+    /// sheaf: a sheaf refilled from the slabs takes its objects from one slab (the first
+    /// partial slab's free objects, or a new slab's), topping up from other slabs only to
+    /// the minimum the refill needs: the per-CPU slab's locality, for comparison. Off: a
+    /// refill gathers from as many partial slabs as it takes to fill the sheaf. Designs
+    /// without sheaves ignore it.
+    pub refill_one_slab: bool,
     /// Debugging aids.
     pub debug: DebugOptions,
 }
@@ -133,6 +139,7 @@ impl CacheConfig {
             deferred_batching: true,
             nowait_no_refill: false,
             barn_partial: true,
+            refill_one_slab: false,
             debug: DebugOptions::default(),
         }
     }
@@ -183,6 +190,12 @@ impl CacheConfig {
     /// Switches the barn's partial sheaf on or off ([`CacheConfig::barn_partial`]).
     pub fn with_barn_partial(mut self, on: bool) -> Self {
         self.barn_partial = on;
+        self
+    }
+
+    /// Switches one-slab refills on or off ([`CacheConfig::refill_one_slab`]).
+    pub fn with_refill_one_slab(mut self, on: bool) -> Self {
+        self.refill_one_slab = on;
         self
     }
 

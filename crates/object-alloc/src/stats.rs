@@ -18,6 +18,13 @@ pub struct AllocStats {
     pub cached_objects: Option<u64>,
     /// Bytes of pages currently held from the page source.
     pub slab_bytes: Option<u64>,
+    /// Slabs currently held (full, partly used and empty); `None` for a design without slabs.
+    #[serde(default)]
+    pub slabs: Option<u64>,
+    /// Slabs that hold both objects in use and free objects: the fragmentation a cache's
+    /// free pattern leaves behind. `None` for a design that does not count them.
+    #[serde(default)]
+    pub partial_slabs: Option<u64>,
     /// Per-path event counters, by name.
     pub counters: BTreeMap<String, u64>,
 }

@@ -53,6 +53,10 @@ pub struct SlabStats {
     pub objects_in_use: u64,
     /// Free objects in the held slabs.
     pub objects_free: u64,
+    /// Slabs with objects in use and free objects both (on a partial list, not empty).
+    pub partial_slabs: u64,
+    /// Empty slabs held (on a partial list or queued for release).
+    pub empty_slabs: u64,
     /// Slabs taken from the page source, over the pool's life.
     pub alloc_slab: u64,
     /// Slabs given back to the page source, over the pool's life.
@@ -102,6 +106,8 @@ pub struct SlabPool {
     nodes: Box<[NodeSlot]>,
     source: Arc<dyn PageSource>,
     min_partial: u64,
+    /// `refill` prefers one slab (`CacheConfig::refill_one_slab`).
+    refill_one_slab: bool,
     poison: bool,
     check_slow_paths: bool,
     alloc_slab: AtomicU64,
@@ -156,6 +162,7 @@ impl SlabPool {
             nodes,
             source: page_source_for(config),
             min_partial: min_partial as u64,
+            refill_one_slab: config.refill_one_slab,
             poison: config.debug.poison,
             check_slow_paths: cfg!(debug_assertions) || config.debug.check_invariants,
             alloc_slab: AtomicU64::new(0),
@@ -230,7 +237,8 @@ impl SlabPool {
         may_grow: bool,
         out: &mut [MaybeUninit<NonNull<u8>>],
     ) -> Result<(), AllocError> {
-        self.gather(node, may_grow, out.len(), out).map(|_| ())
+        self.gather(node, may_grow, out.len(), false, out)
+            .map(|_| ())
     }
 
     /// Best effort: fills up to `out.len()` objects, at least `min`; returns how many were
@@ -240,6 +248,10 @@ impl SlabPool {
     /// Objects already in `node`'s partial slabs are taken up to `out.len()`; new slabs are
     /// taken only while fewer than `min` were found (and only if `may_grow`), and each new
     /// slab is carved up to `out.len()`. `node` is taken modulo [`SlabPool::nodes`].
+    ///
+    /// With `CacheConfig::refill_one_slab`, the objects come from one slab where they can: the
+    /// first partial slab's free objects (however few), then other partial slabs only up to
+    /// `min`, then a new slab carved up to `out.len()`.
     pub fn refill(
         &self,
         node: usize,
@@ -247,7 +259,7 @@ impl SlabPool {
         min: usize,
         out: &mut [MaybeUninit<NonNull<u8>>],
     ) -> Result<usize, AllocError> {
-        self.gather(node, may_grow, min, out)
+        self.gather(node, may_grow, min, self.refill_one_slab, out)
     }
 
     fn gather(
@@ -255,6 +267,7 @@ impl SlabPool {
         node: usize,
         may_grow: bool,
         min: usize,
+        one_slab: bool,
         out: &mut [MaybeUninit<NonNull<u8>>],
     ) -> Result<usize, AllocError> {
         let max = out.len();
@@ -268,8 +281,18 @@ impl SlabPool {
             node % self.nodes.len()
         };
         let layout = &self.layout;
-        // SAFETY: the node lock is held for the call.
-        let mut got = unsafe { self.lock(node).take_partial(layout, out) };
+        let mut got = {
+            let mut state = self.lock(node);
+            if one_slab {
+                // SAFETY: the node lock is held for the calls.
+                let first = unsafe { state.take_partial_from(layout, out, 1) };
+                // SAFETY: as above.
+                first + unsafe { state.take_partial(layout, &mut out[first..min.max(first)]) }
+            } else {
+                // SAFETY: the node lock is held for the call.
+                unsafe { state.take_partial(layout, out) }
+            }
+        };
         while got < min {
             if !may_grow {
                 self.give_back(&out[..got]);
@@ -295,7 +318,7 @@ impl SlabPool {
             if taken < layout.objects_per_slab {
                 // SAFETY: a new slab with free objects joins the partial list, lock held.
                 unsafe { state.push_head(slab.as_ptr()) };
-            } else if got < max {
+            } else if got < max && !one_slab {
                 // Others may have freed objects while the lock was dropped.
                 // SAFETY: the lock is held.
                 got += unsafe { state.take_partial(layout, &mut out[got..]) };
@@ -605,8 +628,12 @@ impl SlabPool {
             stats.slabs += state.slabs;
             stats.objects_free += state.free_objects;
             stats.objects_in_use += state.slabs * per_slab - state.free_objects;
+            stats.partial_slabs += state.nr_partial - state.nr_empty;
+            stats.empty_slabs += state.nr_empty;
         }
-        stats.slabs += self.queued_slabs.load(Ordering::Relaxed);
+        let queued = self.queued_slabs.load(Ordering::Relaxed);
+        stats.slabs += queued;
+        stats.empty_slabs += queued;
         stats.slab_bytes = stats.slabs * self.layout.slab_bytes as u64;
         stats
     }

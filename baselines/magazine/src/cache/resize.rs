@@ -90,6 +90,8 @@ impl Cache {
         stats.live_objects = Some(slabs.objects_in_use.saturating_sub(cached));
         stats.cached_objects = Some(cached);
         stats.slab_bytes = Some(slabs.slab_bytes);
+        stats.slabs = Some(slabs.slabs);
+        stats.partial_slabs = Some(slabs.partial_slabs);
         stats
     }
 

@@ -52,8 +52,13 @@ impl Cache {
             stats.add(stat.name(), total);
         }
         let mut in_slabs = 0u64;
-        self.metas
-            .for_each_bound(|meta| in_slabs += u64::from(meta.load().inuse));
+        let mut partial = 0u64;
+        let objects = self.geometry.objects();
+        self.metas.for_each_bound(|meta| {
+            let inuse = meta.load().inuse;
+            in_slabs += u64::from(inuse);
+            partial += u64::from(inuse > 0 && inuse < objects);
+        });
         let mut on_cpu_lists = 0u64;
         for slot in self.slots.iter() {
             let _partial = lock(&slot.partial);
@@ -82,6 +87,10 @@ impl Cache {
         stats.cached_objects = Some(0);
         let slabs = self.slabs.load(Ordering::Relaxed);
         stats.slab_bytes = Some(slabs * self.geometry.layout.slab_bytes as u64);
+        stats.slabs = Some(slabs);
+        // By the slabs' `inuse`: objects on a CPU free list count as used, as objects cached
+        // in sheaves or magazines do in the other designs' figures.
+        stats.partial_slabs = Some(partial);
         stats
     }
 

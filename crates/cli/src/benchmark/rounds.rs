@@ -70,8 +70,8 @@ fn cpu_seconds(m: &Measurement) -> Option<f64> {
 /// Merges the rounds of one (workload, allocator, threads) into one measurement: one sample
 /// per round (with its round, place and latency figures), throughput and latency
 /// percentiles the medians over the rounds (the maximum latency the maximum), ops and
-/// seconds the sums, peak RSS the highest; counters, design stats, memory and kind figures
-/// those of the round with the median throughput. `spec` is the spec as planned (its
+/// seconds the sums, peak RSS the highest; counters, design stats, memory, the timeline and
+/// kind figures those of the round with the median throughput. `spec` is the spec as planned (its
 /// `runs` is the number of rounds). `None` when there is no round.
 pub(crate) fn merge(rounds: &[RoundResult], spec: &harness::WorkloadSpec) -> Option<Measurement> {
     let first = &rounds.first()?.measurement;
@@ -117,6 +117,7 @@ pub(crate) fn merge(rounds: &[RoundResult], spec: &harness::WorkloadSpec) -> Opt
             ..middle.memory.clone()
         },
         stats: middle.stats.clone(),
+        timeline: middle.timeline.clone(),
         extra: middle.extra.clone(),
         pinning: harness::result::Pinning {
             samples: rounds.iter().map(|r| r.measurement.pinning.samples).sum(),

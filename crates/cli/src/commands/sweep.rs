@@ -89,6 +89,10 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         "p50",
         "p99",
         "p99.9",
+        "slab MiB",
+        "idle MiB",
+        "cached",
+        "cached/CPU",
     ]);
     for (index, m) in &per_value {
         let l = &m.latency_ns.figures;
@@ -101,9 +105,18 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
             format::nanos(l.p50 as f64),
             format::nanos(l.p99 as f64),
             format::nanos(l.p999 as f64),
+            held(m.memory.slab_bytes.map(|b| b as f64 / 1048576.0), 2),
+            held(idle_bytes(m).map(|b| b / 1048576.0), 2),
+            held(m.memory.cached_objects.map(|c| c as f64), 0),
+            held(
+                m.memory
+                    .cached_objects
+                    .map(|c| c as f64 / results.machine.cores.max(1) as f64),
+                0,
+            ),
         ]);
     }
-    for col in 3..8 {
+    for col in 3..12 {
         if let Some(column) = table.column_mut(col) {
             column.set_cell_alignment(CellAlignment::Right);
         }
@@ -115,6 +128,9 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         );
     }
     println!("{table}");
+    for line in smallest_within(&per_value, &values, WITHIN) {
+        println!("{line}");
+    }
     warnings::print(&warnings::collect(&results.runs));
 
     if let Some(path) = &args.svg {
@@ -135,6 +151,43 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
                 Some((_, points)) => points.push(point),
                 None => series.push((label, vec![point])),
             }
+        }
+        let trade_off: Vec<harness::chart::TradeOffPoint> = per_value
+            .iter()
+            .filter_map(|(index, m)| {
+                Some(harness::chart::TradeOffPoint {
+                    series: if several_thread_counts {
+                        format!("{} ({}t)", m.allocator, m.config.threads)
+                    } else {
+                        m.allocator.clone()
+                    },
+                    label: values[*index].clone(),
+                    memory_bytes: idle_bytes(m)?,
+                    throughput: m.throughput_ops_per_s,
+                })
+            })
+            .collect();
+        if !trade_off.is_empty() {
+            let memory_path = path.with_file_name(format!(
+                "{}-memory.svg",
+                path.file_stem()
+                    .map_or_else(|| "sweep".into(), |s| s.to_string_lossy())
+            ));
+            let svg = harness::chart::trade_off(
+                &format!("{name}: memory held against throughput, one point per {key}"),
+                &trade_off,
+                &harness::chart::footer(
+                    &results.machine.git,
+                    &results.machine.cpu,
+                    results.machine.cores,
+                    &results.date,
+                ),
+            )
+            .map_err(|e| CliError::Usage {
+                option: "--svg".into(),
+                message: e.to_string(),
+            })?;
+            harness::result::write_atomic(&memory_path, svg.as_bytes())?;
         }
         svg::sweep_chart(
             path,
@@ -167,4 +220,97 @@ fn spread(m: &harness::Measurement) -> String {
         return "-".into();
     }
     format!("{:.1}%", 100.0 * sd / mean)
+}
+
+/// How close to the best throughput a setting must come to count in [`smallest_within`].
+const WITHIN: f64 = 0.05;
+
+/// A memory figure with `decimals`, or `-` where the design does not report it.
+fn held(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// Per (allocator, threads): the first swept value (the values in the order given, smallest
+/// first for a sweep over sizes) whose throughput is within `within` of the best, with the
+/// memory it holds beside the best's.
+fn smallest_within(
+    per_value: &[(usize, harness::Measurement)],
+    values: &[String],
+    within: f64,
+) -> Vec<String> {
+    let mut groups: Vec<(String, u32)> = Vec::new();
+    for (_, m) in per_value {
+        let key = (m.allocator.clone(), m.config.threads);
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    let mib = |m: &harness::Measurement| {
+        idle_bytes(m).map_or("-".to_owned(), |b| format!("{:.2} MiB", b / 1048576.0))
+    };
+    groups
+        .into_iter()
+        .filter_map(|(allocator, threads)| {
+            let points: Vec<&(usize, harness::Measurement)> = per_value
+                .iter()
+                .filter(|(_, m)| m.allocator == allocator && m.config.threads == threads)
+                .collect();
+            let throughputs: Vec<(usize, f64)> = points
+                .iter()
+                .map(|(index, m)| (*index, m.throughput_ops_per_s))
+                .collect();
+            let (smallest, best) = smallest_and_best(&throughputs, within)?;
+            let at = |index: usize| points.iter().find(|(i, _)| *i == index);
+            let (smallest, best) = (at(smallest)?, at(best)?);
+            Some(format!(
+                "{allocator} ({threads}t): smallest setting within {:.0}% of the best throughput: {} ({}, {} held idle); best {} ({}, {} held idle)",
+                within * 100.0,
+                values[smallest.0],
+                format::throughput(smallest.1.throughput_ops_per_s),
+                mib(&smallest.1),
+                values[best.0],
+                format::throughput(best.1.throughput_ops_per_s),
+                mib(&best.1),
+            ))
+        })
+        .collect()
+}
+
+/// Bytes of slab pages the cache still held once the workload had freed every object: what a
+/// setting costs an idle cache (objects cached in sheaves, barn or magazines, and the slabs
+/// under them).
+fn idle_bytes(m: &harness::Measurement) -> Option<f64> {
+    m.memory
+        .figures
+        .as_ref()?
+        .retained_after_free
+        .slab_bytes
+        .value()
+}
+
+/// Of `(value index, throughput)` points: the lowest index whose throughput is within
+/// `within` of the best, and the best's index.
+fn smallest_and_best(points: &[(usize, f64)], within: f64) -> Option<(usize, usize)> {
+    let &(best, top) = points.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let smallest = points
+        .iter()
+        .filter(|&&(_, t)| t >= top * (1.0 - within))
+        .map(|&(index, _)| index)
+        .min()?;
+    Some((smallest, best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_setting_within_five_percent_of_the_best_is_named() {
+        // Capacities 4, 8, 16, 32: 16 is the best, 8 within 5% of it, 4 not.
+        let points = [(0, 80.0), (1, 96.0), (2, 100.0), (3, 99.0)];
+        assert_eq!(smallest_and_best(&points, 0.05), Some((1, 2)));
+        assert_eq!(smallest_and_best(&points, 0.0), Some((2, 2)));
+        assert_eq!(smallest_and_best(&points, 0.5), Some((0, 2)));
+        assert_eq!(smallest_and_best(&[], 0.05), None);
+    }
 }

@@ -32,7 +32,7 @@
 //! scheduler times (run time and time waiting for a CPU) and, with `hogs`, activates the
 //! busy threads before a release and pauses them after the end.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,11 +41,12 @@ use hdrhistogram::Histogram;
 use crate::counters::{CounterOpener, CounterTotals, ThreadCounters, thread_switches};
 use crate::cpus::CpuPinner;
 use crate::histogram::{merge, new_latency_histogram};
-use crate::result::Pinning;
+use crate::result::{Pinning, Timeline};
 use crate::spec::RunLength;
 use crate::steal::{self, CpuTicks};
 
 use super::hogs::Hogs;
+use super::sampler::{Reading, SamplerPlan, SamplerState};
 use super::sched::{SchedTimes, current_tid, read_sched};
 
 /// One thread's work, one unit at a time.
@@ -88,7 +89,7 @@ impl Work for NoWork {
 }
 
 /// How to drive the threads.
-pub(crate) struct DrivePlan {
+pub(crate) struct DrivePlan<'a> {
     pub(crate) primaries: usize,
     pub(crate) secondaries: usize,
     /// CPU for each OS thread (primaries first), or `None` when unpinned.
@@ -102,6 +103,13 @@ pub(crate) struct DrivePlan {
     /// Busy threads to run beside every phase, pinned round-robin to `cpus` (to every CPU
     /// this process may use when unpinned).
     pub(crate) hogs: usize,
+    /// The memory sampler, if the timeline is recorded: it runs on its own thread from
+    /// before the warm-up to the end of the last run, and the coordinator takes one more
+    /// reading at the end of each phase, while the threads wait.
+    pub(crate) sampler: Option<SamplerPlan<'a>>,
+    /// Run by the first primary after the last phase (outside every timed interval and
+    /// after the last snapshot), before its work is dropped; its figure is returned.
+    pub(crate) probe: Option<&'a (dyn Fn() -> u64 + Sync)>,
 }
 
 /// What the threads found.
@@ -122,6 +130,12 @@ pub(crate) struct DriveOutcome<R> {
     pub(crate) thread_sched: Option<SchedTimes>,
     /// Scheduler times of the hogs over the measured runs, summed (`None` without hogs).
     pub(crate) hog_sched: Option<SchedTimes>,
+    /// The sampler's timeline (`None` without a sampler).
+    pub(crate) timeline: Option<Timeline>,
+    /// With a sampler: a reading at the end of each phase (the warm-up first).
+    pub(crate) phase_ends: Vec<Reading>,
+    /// What the plan's probe returned.
+    pub(crate) probe: Option<u64>,
 }
 
 impl<R> DriveOutcome<R> {
@@ -138,6 +152,9 @@ impl<R> DriveOutcome<R> {
             snapshots: (f(warm), f(last)),
             thread_sched: self.thread_sched,
             hog_sched: self.hog_sched,
+            timeline: self.timeline,
+            phase_ends: self.phase_ends,
+            probe: self.probe,
         }
     }
 }
@@ -219,7 +236,7 @@ struct ThreadReport {
 /// runs on the coordinator while every thread waits: after the warm-up and after the last
 /// measured run.
 pub(crate) fn drive<P, S, R>(
-    plan: &DrivePlan,
+    plan: &DrivePlan<'_>,
     make_primary: impl Fn(usize) -> P + Sync,
     make_secondary: impl Fn(usize) -> S + Sync,
     snapshot: impl Fn() -> R,
@@ -248,6 +265,10 @@ where
         .unwrap_or_default();
     let hogs = (plan.hogs > 0).then(|| Hogs::start(plan.hogs, &hog_cpus, plan.pin));
     let phases = plan.runs as usize + 1;
+    // Spawned below by the coordinator once it sits on its own CPU, whose affinity the
+    // sampler thread inherits.
+    let sampler = plan.sampler.map(|s| (s, SamplerState::new(s.interval)));
+    let probed = AtomicU64::new(u64::MAX);
     let quotas: Vec<Option<u64>> = (0..plan.primaries)
         .map(|i| match plan.length {
             RunLength::Duration(_) => None,
@@ -261,6 +282,13 @@ where
 
     std::thread::scope(|scope| {
         let control = &control;
+        let sampler_thread = sampler.as_ref().map(|(plan, state)| {
+            std::thread::Builder::new()
+                .name("sampler".into())
+                .spawn_scoped(scope, move || state.run(*plan))
+                .expect("spawning the memory sampler")
+        });
+        let probed = &probed;
         let mut handles = Vec::new();
         for t in 0..plan.primaries + plan.secondaries {
             let cpu = plan.cpus.as_ref().map(|cpus| cpus[t]);
@@ -270,6 +298,7 @@ where
             let make_secondary = &make_secondary;
             let open = plan.open_counters;
             let pin = plan.pin;
+            let probe = if t == 0 { plan.probe } else { None };
             let handle = std::thread::Builder::new()
                 .name(format!("{}-{t}", if primary { "worker" } else { "helper" }))
                 .spawn_scoped(scope, move || {
@@ -286,18 +315,15 @@ where
                     control.tids[t].store(current_tid(), Ordering::Relaxed);
                     let counters = ThreadCounters::open(open);
                     let mut report = if primary {
-                        run_phases(control, phases, quota, cpu, counters, true, make_primary(t))
+                        let role = Role::Primary {
+                            quota,
+                            probe: probe.map(|probe| (probe, probed)),
+                        };
+                        run_phases(control, phases, role, cpu, counters, make_primary(t))
                     } else {
                         let s = t - plan.primaries;
-                        run_phases(
-                            control,
-                            phases,
-                            None,
-                            cpu,
-                            counters,
-                            false,
-                            make_secondary(s),
-                        )
+                        let work = make_secondary(s);
+                        run_phases(control, phases, Role::Secondary, cpu, counters, work)
                     };
                     report.pin_error = pin_error;
                     report
@@ -315,7 +341,11 @@ where
         let mut ticks = Some(CpuTicks::default());
         let mut thread_sched = Some(SchedTimes::default());
         let mut hog_sched = hogs.as_ref().map(|_| SchedTimes::default());
+        let mut phase_ends = Vec::new();
         for phase in 0..phases {
+            if let Some((_, state)) = &sampler {
+                state.phase.store(phase as u32, Ordering::Relaxed);
+            }
             // Read before the threads are released and after they have stopped, so that the
             // read itself takes no CPU from a measured thread.
             let ticks_before = if phase == 0 {
@@ -355,6 +385,9 @@ where
             if let Some(hogs) = &hogs {
                 hogs.pause();
             }
+            if let Some((plan, _)) = &sampler {
+                phase_ends.push((plan.read)());
+            }
             if phase > 0 {
                 thread_sched =
                     add_since(thread_sched, sched_before.0, threads_sched(&control.tids));
@@ -376,6 +409,16 @@ where
             }
         }
         let last = snapshot();
+        let timeline = sampler.as_ref().map(|(_, state)| {
+            state.stop();
+            if let Some(thread) = sampler_thread {
+                thread.thread().unpark();
+                if let Err(panic) = thread.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            state.take()
+        });
         // The threads wait for this last release before they drop their work and exit, so
         // the readings and the snapshot above saw them all alive and idle.
         control.barrier.wait();
@@ -439,6 +482,12 @@ where
             snapshots: (after_warmup.expect("the warm-up phase always runs"), last),
             thread_sched,
             hog_sched,
+            timeline,
+            phase_ends,
+            probe: match probed.load(Ordering::Relaxed) {
+                u64::MAX => None,
+                figure => Some(figure),
+            },
         }
     })
 }
@@ -527,15 +576,30 @@ impl Drop for CoordinatorCpu {
     }
 }
 
+/// What a thread of the measurement is.
+enum Role<'p> {
+    /// A measured worker: its share of a counted run's operations, and the probe to run
+    /// after the last phase with where to put its figure.
+    Primary {
+        quota: Option<u64>,
+        probe: Option<(&'p (dyn Fn() -> u64 + Sync), &'p AtomicU64)>,
+    },
+    /// A helper (consumer, reader).
+    Secondary,
+}
+
 fn run_phases<W: Work>(
     control: &Control,
     phases: usize,
-    quota: Option<u64>,
+    role: Role<'_>,
     cpu: Option<core_affinity::CoreId>,
     mut counters: ThreadCounters,
-    primary: bool,
     mut work: W,
 ) -> ThreadReport {
+    let (primary, quota, probe) = match role {
+        Role::Primary { quota, probe } => (true, quota, probe),
+        Role::Secondary => (false, None, None),
+    };
     let mut histogram = new_latency_histogram();
     let mut phase_ops = vec![0; phases];
     let mut phase_upkeep = vec![0; phases];
@@ -610,6 +674,9 @@ fn run_phases<W: Work>(
         phase_upkeep[phase] = work.take_upkeep_ns();
     }
     control.barrier.wait();
+    if let Some((probe, figure)) = probe {
+        figure.store(probe(), Ordering::Relaxed);
+    }
     drop(work);
     ThreadReport {
         pin_error: None,
@@ -712,6 +779,8 @@ mod tests {
             open_counters: no_counters,
             pin: crate::cpus::pin_current_thread,
             hogs: 0,
+            sampler: None,
+            probe: None,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);
@@ -756,6 +825,8 @@ mod tests {
             open_counters: crate::counters::open_perf_counter,
             pin: crate::cpus::pin_current_thread,
             hogs: 0,
+            sampler: None,
+            probe: None,
         };
         let outcome = drive(
             &plan,
@@ -798,6 +869,8 @@ mod tests {
             open_counters: no_counters,
             pin: refuse_second,
             hogs: 2,
+            sampler: None,
+            probe: None,
         };
         let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
         let failures = &outcome.pinning.failures;
@@ -854,6 +927,8 @@ mod tests {
             open_counters: no_counters,
             pin: crate::cpus::pin_current_thread,
             hogs: 0,
+            sampler: None,
+            probe: None,
         };
         let outcome = drive(
             &plan,

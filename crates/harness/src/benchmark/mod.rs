@@ -12,7 +12,10 @@ mod deferred;
 mod engine;
 mod hogs;
 mod kinds;
+mod lifetimes;
+mod memory;
 mod producer_consumer;
+mod sampler;
 mod sched;
 mod tree_kinds;
 
@@ -102,6 +105,9 @@ pub struct MeasureOptions {
     pub timer_calibration_reads: u32,
     /// Pins a thread to a CPU (tests inject failures).
     pub pin: CpuPinner,
+    /// Runs the memory sampler (the result's `timeline`) at the spec's `sample_interval`;
+    /// off only to measure what the sampler costs.
+    pub timeline: bool,
 }
 
 impl Default for MeasureOptions {
@@ -110,6 +116,7 @@ impl Default for MeasureOptions {
             open_counters: open_perf_counter,
             timer_calibration_reads: 200_000,
             pin: pin_current_thread,
+            timeline: true,
         }
     }
 }
@@ -160,6 +167,30 @@ pub fn measure<A: ObjectAlloc>(
     })?;
     let threads_usize = threads as usize;
     let secondaries = os_threads - threads_usize;
+    // `lifetimes` has a cache per object size; every other kind the one above.
+    let sized: Vec<(A, usize)> = match &workload.kind {
+        Kind::Lifetimes { sizes, .. } => sizes
+            .iter()
+            .map(|&size| {
+                let mut sized = config.clone();
+                sized.object_size = size;
+                A::new(&sized).map(|cache| (cache, size))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|source| MeasureError::Config {
+                allocator: A::NAME.to_owned(),
+                workload: workload.spec.name.clone(),
+                source,
+            })?,
+        _ => Vec::new(),
+    };
+    let caches: Vec<(&A, usize)> = if sized.is_empty() {
+        vec![(&cache, config.object_size)]
+    } else {
+        sized.iter().map(|(cache, size)| (cache, *size)).collect()
+    };
+    let read = || memory::read_caches(&caches);
+    let probe = || memory::pages_touched(caches[0].0).unwrap_or(u64::MAX);
     let plan = DrivePlan {
         primaries: threads_usize,
         secondaries,
@@ -170,8 +201,13 @@ pub fn measure<A: ObjectAlloc>(
         open_counters: options.open_counters,
         pin: options.pin,
         hogs: spec.hogs as usize,
+        sampler: options.timeline.then_some(sampler::SamplerPlan {
+            interval: spec.sample_interval.0,
+            read: &read,
+        }),
+        probe: Some(&probe),
     };
-    let snapshot = || cache.stats();
+    let snapshot = || read().stats;
     let seed = spec.seed;
     let cache = &cache;
     let mut extra = BTreeMap::new();
@@ -191,7 +227,46 @@ pub fn measure<A: ObjectAlloc>(
     // Cross-cpu with NOWAIT: allocations that failed and were retried without it (warm-up
     // included).
     let mut nowait_fallbacks: Option<u64> = None;
+    let cycle_log = lifetimes::CycleLog::new();
     let outcome = match workload.kind.clone() {
+        Kind::Lifetimes {
+            lifetime,
+            working_set,
+            ramp,
+            hold,
+            drain,
+            remote_frees,
+            batch,
+            ..
+        } => {
+            let cycle = lifetimes::Cycle {
+                lifetime,
+                working_set,
+                ramp,
+                hold,
+                drain,
+                batch,
+            };
+            let mailboxes: Vec<lifetimes::Mailbox> = (0..threads_usize)
+                .map(|_| lifetimes::Mailbox::default())
+                .collect();
+            let caches = &caches;
+            let read: sampler::ReadFn<'_> = &read;
+            drive(
+                &plan,
+                |t| {
+                    lifetimes::Lifetimes::new(
+                        caches,
+                        cycle,
+                        Rng::new(seed, t as u64),
+                        remote_frees.then(|| &mailboxes[t]),
+                        (t == 0).then_some((&cycle_log, read)),
+                    )
+                },
+                |r| lifetimes::Freer::new(caches, &mailboxes[r]),
+                snapshot,
+            )
+        }
         Kind::Churn {
             order,
             working_set,
@@ -405,6 +480,16 @@ pub fn measure<A: ObjectAlloc>(
         }
     };
     let peak_rss = peak_rss_bytes();
+    // Every kind has freed its objects by now (the threads' work was dropped, the trees
+    // and published objects freed); deferred frees are waited for.
+    for (cache, _) in &caches {
+        cache.barrier();
+    }
+    let after_free = read();
+    for (cache, _) in &caches {
+        cache.shrink();
+    }
+    let after_shrink = read();
 
     let samples: Vec<RunSample> = outcome
         .runs
@@ -467,6 +552,12 @@ pub fn measure<A: ObjectAlloc>(
         Kind::ProducerConsumer { .. } | Kind::CrossCpu { .. } => {
             extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
         }
+        Kind::Lifetimes { remote_frees, .. } => {
+            if remote_frees {
+                extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
+            }
+            cycle_figures(&cycle_log.points(), &mut extra);
+        }
         _ => {}
     }
     if let Some((producer, consumer)) = handoff_waits {
@@ -523,6 +614,15 @@ pub fn measure<A: ObjectAlloc>(
         extra.insert("switches_voluntary".to_owned(), voluntary as f64);
         extra.insert("switches_involuntary".to_owned(), involuntary as f64);
     }
+    let counters = outcome.counters.report(ops);
+    let figures = memory::figures(
+        &outcome.phase_ends,
+        outcome.timeline.as_ref(),
+        &after_free,
+        &after_shrink,
+        outcome.probe.filter(|&p| p != u64::MAX),
+        &counters,
+    );
     let (before, after): (AllocStats, AllocStats) = outcome.snapshots;
     if let Some(fallbacks) = nowait_fallbacks {
         extra.insert("nowait_fallbacks".to_owned(), fallbacks as f64);
@@ -551,6 +651,7 @@ pub fn measure<A: ObjectAlloc>(
             deferred_batching: config.deferred_batching,
             barn_partial: config.barn_partial,
             nowait_no_refill: config.nowait_no_refill,
+            refill_one_slab: config.refill_one_slab,
             threads,
             os_threads,
             pinned: spec.pinned,
@@ -572,13 +673,15 @@ pub fn measure<A: ObjectAlloc>(
             bookkeeping_ns,
             figures: LatencyFigures::of(&outcome.histogram),
         },
-        counters: outcome.counters.report(ops),
+        counters,
         memory: Memory {
             peak_rss_bytes: peak_rss,
             slab_bytes: after.slab_bytes,
             cached_objects: after.cached_objects,
             live_objects: after.live_objects,
+            figures: Some(figures),
         },
+        timeline: outcome.timeline,
         stats,
         extra,
         pinning: outcome.pinning,
@@ -587,4 +690,41 @@ pub fn measure<A: ObjectAlloc>(
     };
     measurement.warnings = crate::warnings::for_measurement(&measurement);
     Ok(measurement)
+}
+
+/// The `lifetimes` figures of the first worker's cycle notes: `cycles` (drains completed),
+/// the slab bytes and resident set at the end of the drains (`drain_floor_*`: first, lowest,
+/// highest) and the least-squares slopes of both over the ends of the holds
+/// (`hold_*_slope_bytes_per_s`), in `extra`.
+fn cycle_figures(points: &[lifetimes::CyclePoint], extra: &mut BTreeMap<String, f64>) {
+    let drains: Vec<&lifetimes::CyclePoint> = points.iter().filter(|p| p.drained).collect();
+    extra.insert("cycles".to_owned(), drains.len() as f64);
+    for (name, value) in [
+        (
+            "slab_bytes",
+            (|p: &lifetimes::CyclePoint| p.slab_bytes) as fn(&_) -> _,
+        ),
+        ("rss_bytes", |p: &lifetimes::CyclePoint| p.rss_bytes),
+    ] {
+        let floors: Vec<f64> = drains
+            .iter()
+            .filter_map(|p| value(p))
+            .map(|v| v as f64)
+            .collect();
+        if let Some(&first) = floors.first() {
+            let low = floors.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = floors.iter().copied().fold(0.0, f64::max);
+            extra.insert(format!("drain_floor_{name}_first"), first);
+            extra.insert(format!("drain_floor_{name}_min"), low);
+            extra.insert(format!("drain_floor_{name}_max"), high);
+        }
+        let holds: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| !p.drained)
+            .filter_map(|p| Some((p.t, value(p)? as f64)))
+            .collect();
+        if let Some(slope) = lifetimes::slope(&holds) {
+            extra.insert(format!("hold_{name}_slope_bytes_per_s"), slope);
+        }
+    }
 }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::declare::declare_kinds;
-use super::rules::{Param, Rule, at_most, or, positive, stream, trace_file};
+use super::rules::{
+    Param, Rule, at_most, lifetime, object_sizes, or, positive, stream, trace_file,
+};
 use super::{SpecError, WorkloadSpec};
 
 declare_kinds! {
@@ -153,6 +155,75 @@ declare_kinds! {
         /// a prefilled sheaf, as the kernel does.
         single_node_alloc: bool = or(false);
     }
+
+    /// Objects that live for a drawn number of ticks, in cycles that ramp a working set
+    /// up, hold it and drain it, over several object sizes (one cache per size).
+    Lifetimes = "lifetimes",
+        "per thread, cycles of ramp (the working set grows to `working_set`), hold and drain (to nothing); each tick frees the objects whose drawn lifetime ended and tops the set up (or drains it), objects of the `sizes` (one cache each), freed on a helper thread with `remote_frees`"
+    {
+        /// Object sizes in bytes, one cache each; every allocation picks one at random
+        /// (default: the spec's `object_size` alone).
+        sizes: Vec<usize> = object_sizes(spec.object_size), written as Vec<usize>;
+        /// The lifetime distribution, in ticks: `{distribution: exponential, mean}` or
+        /// `{distribution: pareto, shape, scale}` (shape above 1, so that the mean is finite).
+        lifetime: Lifetime = lifetime(), written as Lifetime;
+        /// Objects each thread holds during the hold phase.
+        working_set: usize = positive(4096, 1 << 22);
+        /// Ticks over which the working set grows from nothing to `working_set`.
+        ramp: usize = positive(1024, 1 << 30), written as usize;
+        /// Ticks the working set is held, dying objects replaced.
+        hold: usize = positive(8192, 1 << 30), written as usize;
+        /// Ticks over which the working set shrinks to nothing (the objects closest to
+        /// their end first); a cycle must drain.
+        drain: usize = at_most(1024, 1 << 30).check(
+            |&drain| drain > 0,
+            || "at least 1 tick: a cycle that never drains never gives its memory back".into(),
+        ), written as usize;
+        /// Objects are freed by a helper thread per worker (handed over in batches), not
+        /// by the thread that allocated them.
+        remote_frees: bool = or(false), written as bool;
+        /// Ticks per latency sample.
+        batch: usize = positive(64, 1 << 20);
+    }
+}
+
+/// How long a `lifetimes` object lives, in ticks of its thread.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "distribution", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Lifetime {
+    /// Exponential with mean `mean` ticks.
+    Exponential {
+        /// The mean lifetime in ticks, at least 1.
+        mean: f64,
+    },
+    /// Pareto (type I): at least `scale` ticks, tail index `shape` (above 1).
+    Pareto {
+        /// Tail index: the larger, the lighter the tail; above 1 so the mean is finite.
+        shape: f64,
+        /// The shortest lifetime in ticks, at least 1.
+        scale: f64,
+    },
+}
+
+impl Lifetime {
+    /// A lifetime drawn from `u`, uniform in (0, 1]: whole ticks, at least 1.
+    pub fn draw(&self, u: f64) -> u64 {
+        let ticks = match *self {
+            Lifetime::Exponential { mean } => -mean * u.ln(),
+            Lifetime::Pareto { shape, scale } => scale / u.powf(1.0 / shape),
+        };
+        // Far tails are cut at about 2^40 ticks (hours of a fast run): such an object
+        // outlives every run and is freed by the drain.
+        ticks.clamp(1.0, (1u64 << 40) as f64).ceil() as u64
+    }
+
+    /// The mean lifetime in ticks.
+    pub fn mean(&self) -> f64 {
+        match *self {
+            Lifetime::Exponential { mean } => mean,
+            Lifetime::Pareto { shape, scale } => shape * scale / (shape - 1.0),
+        }
+    }
 }
 
 impl fmt::Display for KindName {
@@ -221,6 +292,9 @@ impl Kind {
             Kind::DeferredChurn { readers, .. } | Kind::MapleTree { readers, .. } => {
                 threads + readers
             }
+            Kind::Lifetimes {
+                remote_frees: true, ..
+            } => 2 * threads,
             _ => threads,
         }
     }
@@ -235,6 +309,7 @@ impl Kind {
             Kind::PrefillBurst { .. } => "prefill burst (one write)",
             Kind::DeferredChurn { .. } => "replacement (alloc, publish, free_deferred)",
             Kind::MapleTree { .. } | Kind::TraceReplay { .. } => "write",
+            Kind::Lifetimes { .. } => "allocation or free",
         }
     }
 
@@ -286,6 +361,18 @@ impl Kind {
                 "one tree write (prefill of its worst case{}, copy-on-write, publish, free_deferred of replaced nodes)",
                 if single_node_alloc {
                     "; a single node by plain alloc"
+                } else {
+                    ""
+                }
+            ),
+            Kind::Lifetimes {
+                batch,
+                remote_frees,
+                ..
+            } => format!(
+                "{batch} ticks (frees of ended lifetimes{}, allocations topping the working set up)",
+                if remote_frees {
+                    " handed to the helper"
                 } else {
                     ""
                 }

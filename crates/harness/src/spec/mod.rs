@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use object_alloc::{CacheConfig, MAX_OBJECT_SIZE, PAGE_SIZE};
 
 pub use error::SpecError;
-pub use kinds::{ChurnOrder, Kind, KindName, Params};
+pub use kinds::{ChurnOrder, Kind, KindName, Lifetime, Params};
 pub use values::{SpecDuration, ThreadCounts};
 
 fn default_align() -> usize {
@@ -66,6 +66,12 @@ fn default_seed() -> u64 {
 fn default_runs() -> u32 {
     5
 }
+fn default_sample_interval() -> SpecDuration {
+    SpecDuration(DEFAULT_SAMPLE_INTERVAL)
+}
+
+/// The memory sampler's interval when a spec gives none.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The most busy threads (`hogs`) a spec may ask for.
 pub const MAX_HOGS: u32 = 256;
@@ -106,6 +112,10 @@ pub struct WorkloadSpec {
     /// Designs without sheaves ignore it.
     #[serde(default = "default_barn_partial")]
     pub barn_partial: bool,
+    /// sheaf: a refill from the slabs takes its objects from one slab where it can
+    /// (`CacheConfig::refill_one_slab`). Designs without sheaves ignore it.
+    #[serde(default)]
+    pub refill_one_slab: bool,
     /// Thread counts to measure (worker threads; see the kind for extra threads).
     #[serde(default = "default_threads")]
     pub threads: ThreadCounts,
@@ -134,6 +144,11 @@ pub struct WorkloadSpec {
     /// their CPU time is reported (`hog_cpu_seconds`). At most [`MAX_HOGS`].
     #[serde(default)]
     pub hogs: u32,
+    /// Interval of the memory sampler that records the result's `timeline` (RSS, slab
+    /// pages, live and cached objects, the counters that moved): at least the clock's
+    /// resolution; shorter intervals cost the sampler's CPU more time.
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval: SpecDuration,
     /// The kind's parameters.
     #[serde(default)]
     pub params: Params,
@@ -189,7 +204,8 @@ impl Workload {
             .with_barn_limits(self.spec.barn_max_full, self.spec.barn_max_empty)
             .with_deferred_batching(self.spec.deferred_batching)
             .with_nowait_no_refill(self.spec.nowait_no_refill)
-            .with_barn_partial(self.spec.barn_partial);
+            .with_barn_partial(self.spec.barn_partial)
+            .with_refill_one_slab(self.spec.refill_one_slab);
         if let Some(capacity) = self.spec.sheaf_capacity {
             config = config.with_sheaf_capacity(capacity);
         }
@@ -348,6 +364,17 @@ impl WorkloadSpec {
                 &format!("a number of busy threads between 0 and {MAX_HOGS}"),
             ));
         }
+        let resolution = crate::timer::resolution();
+        if self.sample_interval.0.is_zero() || self.sample_interval.0 < resolution {
+            return Err(invalid(
+                "sample_interval",
+                &self.sample_interval,
+                &format!(
+                    "a duration of at least the clock's resolution ({}ns), such as 10ms",
+                    resolution.as_nanos()
+                ),
+            ));
+        }
         if self.threads.0.is_empty() {
             return Err(invalid("threads", &"[]", "at least one thread count"));
         }
@@ -436,7 +463,7 @@ pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
 }
 
 /// Top-level spec fields, for `--set` lookups.
-const TOP_LEVEL_FIELDS: [&str; 19] = [
+const TOP_LEVEL_FIELDS: [&str; 21] = [
     "name",
     "kind",
     "suite",
@@ -448,6 +475,7 @@ const TOP_LEVEL_FIELDS: [&str; 19] = [
     "deferred_batching",
     "nowait_no_refill",
     "barn_partial",
+    "refill_one_slab",
     "threads",
     "pinned",
     "warmup",
@@ -456,6 +484,7 @@ const TOP_LEVEL_FIELDS: [&str; 19] = [
     "seed",
     "runs",
     "hogs",
+    "sample_interval",
 ];
 
 /// Joins a possibly multi-line message into one line.

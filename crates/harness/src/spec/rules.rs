@@ -6,6 +6,7 @@
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
+use super::kinds::Lifetime;
 use super::{SpecError, load_trace};
 
 /// The parameter being resolved: where its errors point.
@@ -209,5 +210,93 @@ impl Rule for TraceFile {
             message,
         })?;
         Ok(path)
+    }
+}
+
+/// The most object sizes (caches) one `lifetimes` spec may name.
+pub(super) const MAX_SIZES: usize = 16;
+
+/// A list of distinct object sizes, `[default]` when left out.
+pub(super) fn object_sizes(default: usize) -> ObjectSizes {
+    ObjectSizes(default)
+}
+
+/// See [`object_sizes`].
+pub(super) struct ObjectSizes(usize);
+
+impl Rule for ObjectSizes {
+    type Given = Vec<usize>;
+    type Value = Vec<usize>;
+
+    fn resolve(&self, given: Option<Vec<usize>>, at: &Param<'_>) -> Result<Vec<usize>, SpecError> {
+        let sizes = given.unwrap_or_else(|| vec![self.0]);
+        let shown = || format!("{sizes:?}");
+        if sizes.is_empty() || sizes.len() > MAX_SIZES {
+            return Err(at.invalid(&shown(), &format!("between 1 and {MAX_SIZES} sizes")));
+        }
+        for (i, &size) in sizes.iter().enumerate() {
+            if size == 0 || size > object_alloc::MAX_OBJECT_SIZE {
+                return Err(at.invalid_at(
+                    &format!("[{i}]"),
+                    &size,
+                    &format!("between 1 and {} bytes", object_alloc::MAX_OBJECT_SIZE),
+                ));
+            }
+            if sizes[..i].contains(&size) {
+                return Err(at.invalid_at(
+                    &format!("[{i}]"),
+                    &size,
+                    "a size not listed before (one cache per size)",
+                ));
+            }
+        }
+        Ok(sizes)
+    }
+}
+
+/// A lifetime distribution, exponential with a mean of 1,000 ticks when left out; a
+/// parameter that makes no distribution (or one without a finite mean) is named by its path
+/// (`params.lifetime.shape`).
+pub(super) fn lifetime() -> LifetimeRule {
+    LifetimeRule
+}
+
+/// See [`lifetime`].
+pub(super) struct LifetimeRule;
+
+impl Rule for LifetimeRule {
+    type Given = Lifetime;
+    type Value = Lifetime;
+
+    fn resolve(&self, given: Option<Lifetime>, at: &Param<'_>) -> Result<Lifetime, SpecError> {
+        let lifetime = given.unwrap_or(Lifetime::Exponential { mean: 1000.0 });
+        let bad = match lifetime {
+            Lifetime::Exponential { mean } => (!(mean.is_finite() && mean >= 1.0)).then_some((
+                ".mean",
+                mean,
+                "a finite mean of at least 1 tick",
+            )),
+            Lifetime::Pareto { shape, scale } => {
+                if !(shape.is_finite() && shape > 1.0) {
+                    Some((
+                        ".shape",
+                        shape,
+                        "a finite tail index above 1 (at or below 1 the mean lifetime is infinite)",
+                    ))
+                } else if !(scale.is_finite() && scale >= 1.0) {
+                    Some((
+                        ".scale",
+                        scale,
+                        "a finite shortest lifetime of at least 1 tick",
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        match bad {
+            Some((path, value, expected)) => Err(at.invalid_at(path, &value, expected)),
+            None => Ok(lifetime),
+        }
     }
 }

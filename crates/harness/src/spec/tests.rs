@@ -458,6 +458,7 @@ fn kind_descriptions_list_the_parameters_each_kind_takes() {
             "writers replace published objects (each its own share of the slots, published with a release store) and free the old ones deferred; readers read them in read-side sections (params: slots, readers, batch, reads_per_section)",
             "writes of a generated mmap/munmap/mprotect/brk stream to a maple-like range tree, worst-case prefill per write, readers looking up addresses (params: stream, readers, reads_per_section, single_node_alloc)",
             "replays a recorded address-space trace into maple-like range trees, one per address space (params: trace, single_node_alloc)",
+            "per thread, cycles of ramp (the working set grows to `working_set`), hold and drain (to nothing); each tick frees the objects whose drawn lifetime ended and tops the set up (or drains it), objects of the `sizes` (one cache each), freed on a helper thread with `remote_frees` (params: sizes, lifetime, working_set, ramp, hold, drain, remote_frees, batch)",
         ]
     );
     let names: Vec<&str> = KindName::ALL.iter().map(|k| k.as_str()).collect();
@@ -471,7 +472,8 @@ fn kind_descriptions_list_the_parameters_each_kind_takes() {
             "prefill-burst",
             "deferred-churn",
             "maple-tree",
-            "trace-replay"
+            "trace-replay",
+            "lifetimes"
         ]
     );
 }
@@ -636,4 +638,103 @@ fn range_and_condition_refusals_name_field_value_and_expectation() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn the_sample_interval_defaults_to_10ms_and_refuses_zero_and_sub_resolution_values() {
+    let spec = WorkloadSpec::from_yaml("c.yaml", CHURN).unwrap();
+    assert_eq!(spec.sample_interval.0, DEFAULT_SAMPLE_INTERVAL);
+    let mut spec = spec;
+    spec.apply_overrides(&["sample_interval=2ms".into()])
+        .unwrap();
+    assert_eq!(spec.sample_interval.0, Duration::from_millis(2));
+    assert!(spec.validate("c.yaml", 2).is_ok());
+    let resolution = crate::timer::resolution();
+    let mut below = vec!["0ms".to_owned()];
+    if resolution > Duration::from_nanos(1) {
+        below.push(format!("{}ns", resolution.as_nanos() - 1));
+    }
+    for value in below {
+        let text = format!("{CHURN}sample_interval: {value}\n");
+        let err = WorkloadSpec::from_yaml("c.yaml", &text)
+            .unwrap()
+            .validate("c.yaml", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`sample_interval`"), "{err}");
+        assert!(err.contains("resolution"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+const LIFETIMES: &str = "name: lt\nkind: lifetimes\nobject_size: 64\nthreads: 1\nparams:\n  sizes: [64, 192]\n  lifetime: {distribution: pareto, shape: 1.5, scale: 100}\n  drain: 16\n";
+
+#[test]
+fn lifetimes_resolves_its_sizes_distribution_and_cycle() {
+    let workload = WorkloadSpec::from_yaml("lt.yaml", LIFETIMES)
+        .unwrap()
+        .validate("lt.yaml", 2)
+        .unwrap();
+    let Kind::Lifetimes {
+        sizes,
+        lifetime,
+        drain,
+        remote_frees,
+        ..
+    } = workload.kind
+    else {
+        panic!("{:?}", workload.kind);
+    };
+    assert_eq!(sizes, [64, 192]);
+    assert_eq!(
+        lifetime,
+        Lifetime::Pareto {
+            shape: 1.5,
+            scale: 100.0
+        }
+    );
+    assert_eq!((drain, remote_frees), (16, false));
+    // Remote frees add a helper thread per worker.
+    let remote = format!("{LIFETIMES}  remote_frees: true\n");
+    let workload = WorkloadSpec::from_yaml("lt.yaml", &remote)
+        .unwrap()
+        .validate("lt.yaml", 2)
+        .unwrap();
+    assert_eq!(workload.kind.os_threads(1), 2);
+}
+
+#[test]
+fn impossible_lifetimes_and_cycles_that_never_drain_are_refused_naming_the_field() {
+    for (from, to, field) in [
+        ("shape: 1.5", "shape: 1.0", "`params.lifetime.shape` = 1"),
+        ("shape: 1.5", "shape: -2", "`params.lifetime.shape` = -2"),
+        ("scale: 100", "scale: 0", "`params.lifetime.scale` = 0"),
+        (
+            "{distribution: pareto, shape: 1.5, scale: 100}",
+            "{distribution: exponential, mean: 0}",
+            "`params.lifetime.mean` = 0",
+        ),
+        ("drain: 16", "drain: 0", "`params.drain` = 0"),
+        (
+            "sizes: [64, 192]",
+            "sizes: [64, 64]",
+            "`params.sizes[1]` = 64",
+        ),
+        ("sizes: [64, 192]", "sizes: []", "`params.sizes` = []"),
+    ] {
+        let text = LIFETIMES.replace(from, to);
+        assert_ne!(text, LIFETIMES, "{from}");
+        let err = WorkloadSpec::from_yaml("lt.yaml", &text)
+            .unwrap()
+            .validate("lt.yaml", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{to}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let text = LIFETIMES.replace("distribution: pareto", "distribution: uniform");
+    let err = WorkloadSpec::from_yaml("lt.yaml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("params.lifetime"), "{err}");
 }

@@ -53,6 +53,8 @@ impl<S: SlotStrategy> CacheCore<S> {
             live_objects: Some(live),
             cached_objects: Some(slabs.objects_in_use.saturating_sub(live)),
             slab_bytes: Some(slabs.slab_bytes),
+            slabs: Some(slabs.slabs),
+            partial_slabs: Some(slabs.partial_slabs),
             ..AllocStats::default()
         };
         for &stat in Stat::ALL {

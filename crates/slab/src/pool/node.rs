@@ -201,8 +201,27 @@ impl NodeState {
         layout: &SlabLayout,
         out: &mut [MaybeUninit<NonNull<u8>>],
     ) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.take_partial_from(layout, out, usize::MAX) }
+    }
+
+    /// Takes up to `out.len()` objects from at most `slabs` slabs of the partial list, head
+    /// first.
+    ///
+    /// # Safety
+    ///
+    /// The node lock is held; `layout` is the pool's.
+    #[inline]
+    pub(super) unsafe fn take_partial_from(
+        &mut self,
+        layout: &SlabLayout,
+        out: &mut [MaybeUninit<NonNull<u8>>],
+        slabs: usize,
+    ) -> usize {
         let mut got = 0;
-        while got < out.len() {
+        let mut visited = 0;
+        while got < out.len() && visited < slabs {
+            visited += 1;
             let Some(slab) = NonNull::new(self.head) else {
                 break;
             };

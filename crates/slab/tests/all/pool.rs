@@ -552,3 +552,81 @@ fn pools_and_sources_are_shareable_between_threads() {
     shareable::<LimitedPages>();
     shareable::<slab::MmapPages>();
 }
+
+#[test]
+fn stats_count_partly_used_and_empty_slabs_apart() {
+    let (_pages, pool) = limited_pool(256, usize::MAX);
+    let per_slab = pool.layout().objects_per_slab;
+    // Three full slabs.
+    let mut out = slots(3 * per_slab);
+    pool.alloc_bulk(0, true, &mut out).unwrap();
+    let objects = taken(&out, 3 * per_slab);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.slabs, stats.partial_slabs, stats.empty_slabs),
+        (3, 0, 0)
+    );
+    // One object freed from the first slab, every object of the second: one partly used
+    // slab, one empty one, one full one.
+    free_all(&pool, &objects[..1]);
+    free_all(&pool, &objects[per_slab..2 * per_slab]);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.slabs, stats.partial_slabs, stats.empty_slabs),
+        (3, 1, 1)
+    );
+    pool.check_invariants();
+    free_all(&pool, &objects[1..per_slab]);
+    free_all(&pool, &objects[2 * per_slab..]);
+    pool.shrink();
+    assert_eq!(
+        pool.stats(),
+        slab::SlabStats {
+            alloc_slab: 3,
+            free_slab: 3,
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn a_one_slab_refill_takes_one_partial_slab_and_tops_up_only_to_its_minimum() {
+    for one_slab in [false, true] {
+        let pages = Arc::new(LimitedPages::new(usize::MAX));
+        let config = CacheConfig::new(256)
+            .with_page_source(pages.clone())
+            .with_refill_one_slab(one_slab);
+        let pool = SlabPool::new(&config).unwrap();
+        let per_slab = pool.layout().objects_per_slab;
+        // Two full slabs, then three objects of each freed: two partial slabs.
+        let mut out = slots(2 * per_slab);
+        pool.alloc_bulk(0, true, &mut out).unwrap();
+        let objects = taken(&out, 2 * per_slab);
+        free_all(&pool, &objects[..3]);
+        free_all(&pool, &objects[per_slab..per_slab + 3]);
+        let slab_of = |o: &NonNull<u8>| pool.layout().slab_base(*o);
+        let mut sheaf = slots(32);
+        let got = pool.refill(0, true, 1, &mut sheaf).unwrap();
+        let refilled = taken(&sheaf, got);
+        let slabs: HashSet<_> = refilled.iter().map(slab_of).collect();
+        if one_slab {
+            assert_eq!((got, slabs.len()), (3, 1), "one slab's free objects");
+        } else {
+            assert_eq!((got, slabs.len()), (6, 2), "every partial slab's");
+        }
+        // Below its minimum, a one-slab refill tops up from the other partial slab before
+        // it takes a new one.
+        free_all(&pool, &refilled);
+        let got = pool.refill(0, true, 5, &mut sheaf).unwrap();
+        assert!(got >= 5, "{one_slab}: {got}");
+        assert_eq!(pool.stats().slabs, 2, "{one_slab}: no new slab");
+        free_all(&pool, &taken(&sheaf, got));
+        let rest: Vec<NonNull<u8>> = objects[3..per_slab]
+            .iter()
+            .chain(&objects[per_slab + 3..])
+            .copied()
+            .collect();
+        free_all(&pool, &rest);
+        pool.check_invariants();
+    }
+}
