@@ -208,6 +208,36 @@ pub fn aborts() -> u64 {
     ABORTS.load(Ordering::Relaxed)
 }
 
+/// The assembly that opens a restartable sequence, for `asm!` templates (here and in the
+/// allocation fast paths of `sheaf`): the sequence's descriptor in the `__rseq_cs` section
+/// (start at label `4`, commit just before label `5`, abort handler at label `6`, which the
+/// caller must precede with glibc's signature `.long 0x53053053`), then the store of its
+/// address into the thread's `rseq_cs` field through the scratch register operand named by
+/// the argument, and label `4`. The template must have an `offset` operand holding
+/// `__rseq_offset`, and must set `rseq_cs` back to null on every exit (module docs, "The
+/// descriptor pointer").
+#[doc(hidden)]
+#[macro_export]
+macro_rules! rseq_sequence_start {
+    ($scratch:literal) => {
+        concat!(
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "3:\n",
+            ".long 0, 0\n",
+            ".quad 4f, (5f - 4f), 6f\n",
+            ".popsection\n",
+            "lea {",
+            $scratch,
+            "}, [rip + 3b]\n",
+            "mov qword ptr fs:[{offset} + 8], {",
+            $scratch,
+            "}\n",
+            "4:",
+        )
+    };
+}
+
 /// One attempt to take `lock`, which belongs to CPU `cpu`, from that CPU.
 ///
 /// # Safety
@@ -233,15 +263,7 @@ pub unsafe fn try_lock_local(lock: &AtomicU8, cpu: u32, offset: isize) -> LocalO
         // binary numbers.
         unsafe {
             std::arch::asm!(
-                ".pushsection __rseq_cs, \"aw\"",
-                ".balign 32",
-                "3:",
-                ".long 0, 0",
-                ".quad 4f, (5f - 4f), 6f",
-                ".popsection",
-                "lea {tmp}, [rip + 3b]",
-                "mov qword ptr fs:[{offset} + 8], {tmp}",
-                "4:",
+                crate::rseq_sequence_start!("tmp"),
                 "cmp dword ptr fs:[{offset} + 4], {cpu:e}",
                 "jne 7f",
                 "cmp byte ptr [{lock}], 0",

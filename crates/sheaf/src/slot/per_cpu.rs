@@ -48,6 +48,48 @@ pub(super) enum OwnCpuOutcome<T> {
     Retry,
 }
 
+#[cfg(all(
+    not(loom),
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_env = "gnu"
+))]
+use super::rseq_ops as sequences;
+
+/// Stand-ins for `rseq_ops` where it does not exist: never called, since
+/// [`SlotTable::sequence_table`] is `None` there.
+#[cfg(not(all(
+    not(loom),
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_env = "gnu"
+)))]
+mod sequences {
+    use crossbeam_utils::CachePadded;
+    use std::ptr::NonNull;
+
+    use super::Slot;
+
+    pub(super) unsafe fn pop(
+        _: *const CachePadded<Slot>,
+        _: usize,
+        _: isize,
+    ) -> Option<NonNull<u8>> {
+        None
+    }
+
+    pub(super) unsafe fn push(
+        _: *const CachePadded<Slot>,
+        _: usize,
+        _: isize,
+        object: NonNull<u8>,
+    ) -> Result<(), NonNull<u8>> {
+        Err(object)
+    }
+
+    pub(super) use push as push_rcu;
+}
+
 /// How long, in all, a statistics reader waits for held slots before it reads their
 /// counters as they are (see [`SlotTable::fold_fast_counts`]).
 const FOLD_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
@@ -147,11 +189,10 @@ impl<S: SlotStrategy> SlotTable<S> {
         Some(slot)
     }
 
-    /// Per-CPU with restartable sequences: pops from the `main` of the caller's CPU slot in
-    /// one sequence, without the slot lock (`rseq_ops`); `None` on any miss, after which the
-    /// caller takes the locked path. Always `None` for other tables and targets.
+    /// Per-CPU with restartable sequences: the table as the sequences of `rseq_ops` take it
+    /// (its slots, their number, the rseq offset); `None` for other tables and targets.
     #[inline(always)]
-    pub(crate) fn pop_fast(&self) -> Option<std::ptr::NonNull<u8>> {
+    fn sequence_table(&self) -> Option<(*const crossbeam_utils::CachePadded<Slot>, usize, isize)> {
         #[cfg(all(
             not(loom),
             target_arch = "x86_64",
@@ -161,11 +202,20 @@ impl<S: SlotStrategy> SlotTable<S> {
         if S::PER_CPU
             && let LockKind::Rseq { offset } = self.lock_kind
         {
-            // SAFETY: the table's lock kind is `Rseq` with this offset (fixed for its life),
-            // and slot `c` of `cpus` is CPU `c`'s.
-            return unsafe { super::rseq_ops::pop(self.cpus.as_ptr(), self.cpus.len(), offset) };
+            return Some((self.cpus.as_ptr(), self.cpus.len(), offset));
         }
         None
+    }
+
+    /// Per-CPU with restartable sequences: pops from the `main` of the caller's CPU slot in
+    /// one sequence, without the slot lock (`rseq_ops`); `None` on any miss, after which the
+    /// caller takes the locked path. Always `None` for other tables and targets.
+    #[inline(always)]
+    pub(crate) fn pop_fast(&self) -> Option<std::ptr::NonNull<u8>> {
+        let (cpus, ncpus, offset) = self.sequence_table()?;
+        // SAFETY: the table's lock kind is `Rseq` with this offset (fixed for its life), and
+        // slot `c` of `cpus` is CPU `c`'s.
+        unsafe { sequences::pop(cpus, ncpus, offset) }
     }
 
     /// Per-CPU with restartable sequences: pushes `object` onto the `main` of the caller's
@@ -180,21 +230,11 @@ impl<S: SlotStrategy> SlotTable<S> {
         &self,
         object: std::ptr::NonNull<u8>,
     ) -> Result<(), std::ptr::NonNull<u8>> {
-        #[cfg(all(
-            not(loom),
-            target_arch = "x86_64",
-            target_os = "linux",
-            target_env = "gnu"
-        ))]
-        if S::PER_CPU
-            && let LockKind::Rseq { offset } = self.lock_kind
-        {
-            // SAFETY: as in `pop_fast`; the object is the caller's, free.
-            return unsafe {
-                super::rseq_ops::push(self.cpus.as_ptr(), self.cpus.len(), offset, object)
-            };
-        }
-        Err(object)
+        let Some((cpus, ncpus, offset)) = self.sequence_table() else {
+            return Err(object);
+        };
+        // SAFETY: as in `pop_fast`; the object is the caller's, free.
+        unsafe { sequences::push(cpus, ncpus, offset, object) }
     }
 
     /// Per-CPU with restartable sequences: pushes `object` onto the `rcu_free` sheaf of the
@@ -210,21 +250,11 @@ impl<S: SlotStrategy> SlotTable<S> {
         &self,
         object: std::ptr::NonNull<u8>,
     ) -> Result<(), std::ptr::NonNull<u8>> {
-        #[cfg(all(
-            not(loom),
-            target_arch = "x86_64",
-            target_os = "linux",
-            target_env = "gnu"
-        ))]
-        if S::PER_CPU
-            && let LockKind::Rseq { offset } = self.lock_kind
-        {
-            // SAFETY: as in `pop_fast`; the object is the caller's, handed over.
-            return unsafe {
-                super::rseq_ops::push_rcu(self.cpus.as_ptr(), self.cpus.len(), offset, object)
-            };
-        }
-        Err(object)
+        let Some((cpus, ncpus, offset)) = self.sequence_table() else {
+            return Err(object);
+        };
+        // SAFETY: as in `pop_fast`; the object is the caller's, handed over.
+        unsafe { sequences::push_rcu(cpus, ncpus, offset, object) }
     }
 
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every

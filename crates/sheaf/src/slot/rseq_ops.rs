@@ -69,6 +69,46 @@ const RCU_FREE_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, r
 const _: () = assert!(size_of::<CachePadded<Slot>>() == 1 << STRIDE_SHIFT);
 const _: () = assert!(size_of::<Option<crate::sheaf::OwnedSheaf>>() == size_of::<usize>());
 
+/// The part every sequence here shares after [`slab::rseq_sequence_start`]: reads the CPU
+/// number into `cpu`, misses (label `7`) when it is beyond the table's `ncpus` slots or the
+/// slot's lock is held, and leaves the slot's offset in the table `cpus` in `cpu`.
+macro_rules! own_free_slot {
+    () => {
+        concat!(
+            "mov {cpu:e}, dword ptr fs:[{offset} + 4]\n",
+            "cmp {cpu}, {ncpus}\n",
+            "jae 7f\n",
+            "shl {cpu}, {stride_shift}\n",
+            "cmp byte ptr [{cpus} + {cpu} + {lock_at}], 0\n",
+            "jne 7f",
+        )
+    };
+}
+
+/// The end of a push sequence, right after its commit: `rseq_cs` cleared and `missed` 0 on
+/// the taken path; the abort handler (counting in `slab::rseq::ABORTS`) and the misses set
+/// `missed` to 1, clear `rseq_cs` and come back, from a section of their own so that the
+/// taken path runs straight through.
+macro_rules! push_end {
+    () => {
+        concat!(
+            "5:\n",
+            "mov qword ptr fs:[{offset} + 8], 0\n",
+            "xor {missed:e}, {missed:e}\n",
+            "8:\n",
+            ".pushsection .text.sheaf_rseq_miss, \"ax\"\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "lock inc qword ptr [rip + {aborts}]\n",
+            "7:\n",
+            "mov {missed:e}, 1\n",
+            "mov qword ptr fs:[{offset} + 8], 0\n",
+            "jmp 8b\n",
+            ".popsection",
+        )
+    };
+}
+
 /// Pops from the `main` of the caller's CPU slot in `cpus` (a table of `ncpus` slots, one
 /// per CPU number) in one restartable sequence; `None` on a miss.
 ///
@@ -97,22 +137,9 @@ pub(super) unsafe fn pop(
     // counts in `slab::rseq::ABORTS`, an `AtomicU64`.
     unsafe {
         std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 4f, (5f - 4f), 6f",
-            ".popsection",
             "movabs {step}, 0x100000001",
-            "lea {hdr}, [rip + 3b]",
-            "mov qword ptr fs:[{offset} + 8], {hdr}",
-            "4:",
-            "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
-            "cmp {cpu}, {ncpus}",
-            "jae 7f",
-            "shl {cpu}, {stride_shift}",
-            "cmp byte ptr [{cpus} + {cpu} + {lock_at}], 0",
-            "jne 7f",
+            slab::rseq_sequence_start!("hdr"),
+            own_free_slot!(),
             "mov {hdr}, qword ptr [{cpus} + {cpu} + {main_at}]",
             "mov {word}, qword ptr [{hdr} + {word_at}]",
             "test {word:e}, {word:e}",
@@ -174,22 +201,9 @@ pub(super) unsafe fn push(
     // that is not the sentinel (capacity 0).
     unsafe {
         std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 4f, (5f - 4f), 6f",
-            ".popsection",
             "mov {step:e}, 0xFFFFFFFF",
-            "lea {hdr}, [rip + 3b]",
-            "mov qword ptr fs:[{offset} + 8], {hdr}",
-            "4:",
-            "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
-            "cmp {cpu}, {ncpus}",
-            "jae 7f",
-            "shl {cpu}, {stride_shift}",
-            "cmp byte ptr [{cpus} + {cpu} + {lock_at}], 0",
-            "jne 7f",
+            slab::rseq_sequence_start!("hdr"),
+            own_free_slot!(),
             "mov {hdr}, qword ptr [{cpus} + {cpu} + {main_at}]",
             "mov {word}, qword ptr [{hdr} + {word_at}]",
             "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]",
@@ -199,19 +213,7 @@ pub(super) unsafe fn push(
             "sub {word}, {step}",
             "jb 7f",
             "mov qword ptr [{hdr} + {word_at}], {word}",
-            "5:",
-            "mov qword ptr fs:[{offset} + 8], 0",
-            "xor {missed:e}, {missed:e}",
-            "8:",
-            ".pushsection .text.sheaf_rseq_miss, \"ax\"",
-            ".long 0x53053053",
-            "6:",
-            "lock inc qword ptr [rip + {aborts}]",
-            "7:",
-            "mov {missed:e}, 1",
-            "mov qword ptr fs:[{offset} + 8], 0",
-            "jmp 8b",
-            ".popsection",
+            push_end!(),
             offset = in(reg) offset,
             cpus = in(reg) cpus,
             ncpus = in(reg) ncpus,
@@ -256,22 +258,9 @@ pub(super) unsafe fn push_rcu(
     // `size + 1 < capacity` keeps the written entry inside the array.
     unsafe {
         std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 4f, (5f - 4f), 6f",
-            ".popsection",
             "mov {step:e}, 0xFFFFFFFF",
-            "lea {hdr}, [rip + 3b]",
-            "mov qword ptr fs:[{offset} + 8], {hdr}",
-            "4:",
-            "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
-            "cmp {cpu}, {ncpus}",
-            "jae 7f",
-            "shl {cpu}, {stride_shift}",
-            "cmp byte ptr [{cpus} + {cpu} + {lock_at}], 0",
-            "jne 7f",
+            slab::rseq_sequence_start!("hdr"),
+            own_free_slot!(),
             "mov {hdr}, qword ptr [{cpus} + {cpu} + {rcu_at}]",
             "test {hdr}, {hdr}",
             "jz 7f",
@@ -284,19 +273,7 @@ pub(super) unsafe fn push_rcu(
             "sub {word}, {step}",
             "jb 7f",
             "mov qword ptr [{hdr} + {word_at}], {word}",
-            "5:",
-            "mov qword ptr fs:[{offset} + 8], 0",
-            "xor {missed:e}, {missed:e}",
-            "8:",
-            ".pushsection .text.sheaf_rseq_miss, \"ax\"",
-            ".long 0x53053053",
-            "6:",
-            "lock inc qword ptr [rip + {aborts}]",
-            "7:",
-            "mov {missed:e}, 1",
-            "mov qword ptr fs:[{offset} + 8], 0",
-            "jmp 8b",
-            ".popsection",
+            push_end!(),
             offset = in(reg) offset,
             cpus = in(reg) cpus,
             ncpus = in(reg) ncpus,
