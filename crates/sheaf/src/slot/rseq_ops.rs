@@ -1,5 +1,6 @@
 //! The per-CPU fast paths as single restartable sequences: an allocation pops from its CPU
-//! slot's `main` and a free pushes onto it without taking the slot's lock.
+//! slot's `main`, a free pushes onto it, and a batched deferred free pushes onto its
+//! `rcu_free`, without taking the slot's lock.
 //!
 //! The slot lock of `per_cpu` costs a lock store before the work and a release store after
 //! it, around a sequence of its own. Here the work *is* the sequence, and it commits with
@@ -7,17 +8,21 @@
 //! word of the sheaf header (`sheaf::layout`):
 //!
 //! ```text
-//! pop:   if rseq.cpu_id != cpu or slot.lock != FREE          -> miss
+//! pop:   cpu = rseq.cpu_id; slot = slots[cpu]
+//!        if cpu >= slots.len or slot.lock != FREE             -> miss
 //!        (size, budget) = main.word; if size == 0             -> miss
 //!        object = main.objects[size - 1]
 //!        if budget == 0                                       -> miss
 //!        main.word = (size - 1, budget - 1)                      (commit)
-//! push:  if rseq.cpu_id != cpu or slot.lock != FREE          -> miss
+//! push:  cpu, slot and the lock as for a pop
 //!        (size, budget) = main.word; if size == capacity      -> miss
 //!        main.objects[size] = object                             (unheld if aborted: harmless)
 //!        if budget == 0                                       -> miss
 //!        main.word = (size + 1, budget - 1)                      (commit)
 //! ```
+//!
+//! The deferred free is the push on `rcu_free` (a miss when the slot has none), stopping one
+//! entry short of full so that the locked path hands the full sheaf on.
 //!
 //! Each commit is one subtraction on the word (`0x1_0000_0001` for a pop, `0xFFFF_FFFF` for
 //! a push), whose borrow out of the high half says the budget was spent. Loads and stores of
@@ -27,7 +32,8 @@
 //! Why this is safe:
 //!
 //! - Two sequences on one CPU never interleave (the kernel aborts the one preempted inside),
-//!   and a sequence for CPU `c`'s slot commits only while running on `c`.
+//!   and a sequence reads the CPU number inside itself, so it commits to CPU `c`'s slot only
+//!   while running on `c` (a migration aborts it).
 //! - A sequence reads the lock before anything else and commits only if it was free. Whoever
 //!   takes the lock excludes every later sequence on that slot: a thread on `c` took it by a
 //!   sequence on `c` (so no other sequence on `c` is in flight while it does), and a remote
@@ -43,10 +49,9 @@
 //!   holder) sends one operation to the locked path, which re-bases.
 //! - Every exit sets the thread's `rseq_cs` back to null, as `slab::rseq` explains.
 //!
-//! A miss of any kind (a CPU beyond the table, a held slot, an empty or full `main`, a spent
-//! budget, an abort)
-//! sends the operation to the locked path, which sorts each case out as before; so the paths
-//! that replace `main` are unchanged.
+//! A miss of any kind (a CPU beyond the table, a held slot, an empty or full sheaf, a spent
+//! budget, an abort) sends the operation to the locked path, which sorts each case out as
+//! before; so the paths that replace `main` are unchanged.
 
 use std::mem::offset_of;
 use std::ptr::NonNull;
