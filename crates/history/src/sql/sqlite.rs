@@ -32,9 +32,22 @@ pub(crate) fn open(path: &Path) -> Result<Sqlite, HistoryError> {
     let conn = rusqlite::Connection::open(path).map_err(|e| err(&e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| err(&e))?;
     // The first statement that reads the file: a file that is not a database fails here.
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(|e| err(&e))?;
+    // Switching a new file to WAL needs it to itself, and SQLite answers "busy" at once,
+    // without the busy handler, while another process is creating or switching it too: so
+    // that one is waited for here, up to the same timeout.
+    let started = std::time::Instant::now();
+    let mode: String = loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Ok(mode) => break mode,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(err(&e)),
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(err(&format!("cannot switch to WAL mode (got {mode})")));
     }
