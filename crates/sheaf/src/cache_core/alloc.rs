@@ -1,5 +1,10 @@
 //! The single-object paths, alloc and free.
 //!
+//! Per CPU with restartable sequences, the common case of each (a pop from, or a push onto,
+//! `main`) is one sequence without the slot lock (`slot::rseq_ops`); any miss comes here
+//! with the slot held, as every operation does elsewhere (per thread, or per CPU with the
+//! compare-exchange lock).
+//!
 //! - **alloc**: pop from the slot's `main`. When it is empty (cold path): swap with a
 //!   non-empty `spare`; else trade the empty `main` at the barn for a full sheaf; else refill
 //!   `main` from the slabs' free objects in bulk; else (a new slab is needed) release the
