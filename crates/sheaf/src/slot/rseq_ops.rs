@@ -186,6 +186,76 @@ pub(super) unsafe fn pop(
     NonNull::new(object as *mut u8)
 }
 
+/// Loads the sheaf pointer at `sheaf_at` in the slot (`cpu` holding the slot's offset in the
+/// table) into `hdr` and its word into `word`, and misses (label `7`) when it is full: the
+/// push onto `main`.
+macro_rules! main_with_room {
+    () => {
+        concat!(
+            "mov {hdr}, qword ptr [{cpus} + {cpu} + {sheaf_at}]\n",
+            "mov {word}, qword ptr [{hdr} + {word_at}]\n",
+            "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]\n",
+            "je 7f",
+        )
+    };
+}
+
+/// As [`main_with_room`], for the push onto `rcu_free`: also misses when there is no sheaf
+/// (a null pointer), or room for fewer than two objects (the last entry is left to the
+/// locked path).
+macro_rules! rcu_free_with_room {
+    () => {
+        concat!(
+            "mov {hdr}, qword ptr [{cpus} + {cpu} + {sheaf_at}]\n",
+            "test {hdr}, {hdr}\n",
+            "jz 7f\n",
+            "mov {word}, qword ptr [{hdr} + {word_at}]\n",
+            "lea {cpu:e}, [{word} + 1]\n",
+            "cmp {cpu:e}, dword ptr [{hdr} + {capacity_at}]\n",
+            "jae 7f",
+        )
+    };
+}
+
+/// One push sequence onto the sheaf at `$sheaf_at` in the caller's CPU slot, checked by
+/// `$find` (one of the two macros above); evaluates to `true` on a miss. Used inside an
+/// `unsafe` block whose caller keeps the contract of [`push`].
+macro_rules! push_sequence {
+    ($find:ident, $sheaf_at:expr, $cpus:expr, $ncpus:expr, $offset:expr, $object:expr) => {{
+        let missed: usize;
+        std::arch::asm!(
+            "mov {step:e}, 0xFFFFFFFF",
+            slab::rseq_sequence_start!("hdr"),
+            own_free_slot!(),
+            $find!(),
+            "mov {cpu:e}, {word:e}",
+            "mov qword ptr [{hdr} + {cpu} * 8 + {objects_at}], {object}",
+            "sub {word}, {step}",
+            "jb 7f",
+            "mov qword ptr [{hdr} + {word_at}], {word}",
+            push_end!(),
+            offset = in(reg) $offset,
+            cpus = in(reg) $cpus,
+            ncpus = in(reg) $ncpus,
+            object = in(reg) $object.as_ptr(),
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const LOCK_AT,
+            sheaf_at = const $sheaf_at,
+            word_at = const layout::WORD,
+            capacity_at = const layout::CAPACITY,
+            objects_at = const layout::OBJECTS,
+            aborts = sym slab::rseq::ABORTS,
+            step = out(reg) _,
+            hdr = out(reg) _,
+            cpu = out(reg) _,
+            word = out(reg) _,
+            missed = out(reg) missed,
+            options(nostack),
+        );
+        missed != 0
+    }};
+}
+
 /// Pushes `object` onto the `main` of the caller's CPU slot in `cpus` in one restartable
 /// sequence; gives it back on a miss.
 ///
@@ -199,46 +269,12 @@ pub(super) unsafe fn push(
     offset: isize,
     object: NonNull<u8>,
 ) -> Result<(), NonNull<u8>> {
-    let missed: usize;
     // SAFETY: as in `pop`. The object is written to entry `size`, beyond the held range,
     // before the commit: an aborted or missed attempt leaves it there unheld, which is
     // harmless. `size < capacity` was checked, so that entry lies inside the array of a sheaf
     // that is not the sentinel (capacity 0).
-    unsafe {
-        std::arch::asm!(
-            "mov {step:e}, 0xFFFFFFFF",
-            slab::rseq_sequence_start!("hdr"),
-            own_free_slot!(),
-            "mov {hdr}, qword ptr [{cpus} + {cpu} + {main_at}]",
-            "mov {word}, qword ptr [{hdr} + {word_at}]",
-            "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]",
-            "je 7f",
-            "mov {cpu:e}, {word:e}",
-            "mov qword ptr [{hdr} + {cpu} * 8 + {objects_at}], {object}",
-            "sub {word}, {step}",
-            "jb 7f",
-            "mov qword ptr [{hdr} + {word_at}], {word}",
-            push_end!(),
-            offset = in(reg) offset,
-            cpus = in(reg) cpus,
-            ncpus = in(reg) ncpus,
-            object = in(reg) object.as_ptr(),
-            stride_shift = const STRIDE_SHIFT,
-            lock_at = const LOCK_AT,
-            main_at = const MAIN_AT,
-            word_at = const layout::WORD,
-            capacity_at = const layout::CAPACITY,
-            objects_at = const layout::OBJECTS,
-            aborts = sym slab::rseq::ABORTS,
-            step = out(reg) _,
-            hdr = out(reg) _,
-            cpu = out(reg) _,
-            word = out(reg) _,
-            missed = out(reg) missed,
-            options(nostack),
-        );
-    }
-    if missed == 0 { Ok(()) } else { Err(object) }
+    let missed = unsafe { push_sequence!(main_with_room, MAIN_AT, cpus, ncpus, offset, object) };
+    if missed { Err(object) } else { Ok(()) }
 }
 
 /// Pushes `object` onto the `rcu_free` sheaf of the caller's CPU slot in `cpus` in one
@@ -257,48 +293,12 @@ pub(super) unsafe fn push_rcu(
     offset: isize,
     object: NonNull<u8>,
 ) -> Result<(), NonNull<u8>> {
-    let missed: usize;
     // SAFETY: as in `push`, on the slot's `rcu_free` sheaf, which the lock protects like
     // `main`: a null pointer (no sheaf) is a miss before anything is written, and
     // `size + 1 < capacity` keeps the written entry inside the array.
-    unsafe {
-        std::arch::asm!(
-            "mov {step:e}, 0xFFFFFFFF",
-            slab::rseq_sequence_start!("hdr"),
-            own_free_slot!(),
-            "mov {hdr}, qword ptr [{cpus} + {cpu} + {rcu_at}]",
-            "test {hdr}, {hdr}",
-            "jz 7f",
-            "mov {word}, qword ptr [{hdr} + {word_at}]",
-            "lea {cpu:e}, [{word} + 1]",
-            "cmp {cpu:e}, dword ptr [{hdr} + {capacity_at}]",
-            "jae 7f",
-            "mov {cpu:e}, {word:e}",
-            "mov qword ptr [{hdr} + {cpu} * 8 + {objects_at}], {object}",
-            "sub {word}, {step}",
-            "jb 7f",
-            "mov qword ptr [{hdr} + {word_at}], {word}",
-            push_end!(),
-            offset = in(reg) offset,
-            cpus = in(reg) cpus,
-            ncpus = in(reg) ncpus,
-            object = in(reg) object.as_ptr(),
-            stride_shift = const STRIDE_SHIFT,
-            lock_at = const LOCK_AT,
-            rcu_at = const RCU_FREE_AT,
-            word_at = const layout::WORD,
-            capacity_at = const layout::CAPACITY,
-            objects_at = const layout::OBJECTS,
-            aborts = sym slab::rseq::ABORTS,
-            step = out(reg) _,
-            hdr = out(reg) _,
-            cpu = out(reg) _,
-            word = out(reg) _,
-            missed = out(reg) missed,
-            options(nostack),
-        );
-    }
-    if missed == 0 { Ok(()) } else { Err(object) }
+    let missed =
+        unsafe { push_sequence!(rcu_free_with_room, RCU_FREE_AT, cpus, ncpus, offset, object) };
+    if missed { Err(object) } else { Ok(()) }
 }
 
 #[cfg(test)]
