@@ -90,25 +90,22 @@ macro_rules! own_free_slot {
     };
 }
 
-/// The end of a push sequence, right after its commit: `rseq_cs` cleared and `missed` 0 on
-/// the taken path; the abort handler (counting in `slab::rseq::ABORTS`) and the misses set
-/// `missed` to 1, clear `rseq_cs` and come back, from a section of their own so that the
-/// taken path runs straight through.
+/// The end of a push sequence, right after its commit: `rseq_cs` cleared, and the taken path
+/// falls through. The abort handler (counting in `slab::rseq::ABORTS`) and the misses clear
+/// `rseq_cs` and jump to the asm's `miss` label, from a section of their own so that the
+/// taken path runs straight through and sets no flag for the caller to test.
 macro_rules! push_end {
     () => {
         concat!(
             "5:\n",
             "mov qword ptr fs:[{offset} + 8], 0\n",
-            "xor {missed:e}, {missed:e}\n",
-            "8:\n",
             ".pushsection .text.sheaf_rseq_miss, \"ax\"\n",
             ".long 0x53053053\n",
             "6:\n",
             "lock inc qword ptr [rip + {aborts}]\n",
             "7:\n",
-            "mov {missed:e}, 1\n",
             "mov qword ptr fs:[{offset} + 8], 0\n",
-            "jmp 8b\n",
+            "jmp {miss}\n",
             ".popsection",
         )
     };
@@ -218,11 +215,12 @@ macro_rules! rcu_free_with_room {
 }
 
 /// One push sequence onto the sheaf at `$sheaf_at` in the caller's CPU slot, checked by
-/// `$find` (one of the two macros above); evaluates to `true` on a miss. Used inside an
-/// `unsafe` block whose caller keeps the contract of [`push`].
+/// `$find` (one of the two macros above); on a miss it *returns* `Err($object)` from the
+/// function it is expanded in (the asm's `miss` label), and otherwise evaluates to `()`. Used
+/// inside an `unsafe` block whose caller keeps the contract of [`push`].
 macro_rules! push_sequence {
     ($find:ident, $sheaf_at:expr, $cpus:expr, $ncpus:expr, $offset:expr, $object:expr) => {{
-        let missed: usize;
+        let object: NonNull<u8> = $object;
         std::arch::asm!(
             "mov {step:e}, 0xFFFFFFFF",
             slab::rseq_sequence_start!("hdr"),
@@ -237,7 +235,7 @@ macro_rules! push_sequence {
             offset = in(reg) $offset,
             cpus = in(reg) $cpus,
             ncpus = in(reg) $ncpus,
-            object = in(reg) $object.as_ptr(),
+            object = in(reg) object.as_ptr(),
             stride_shift = const STRIDE_SHIFT,
             lock_at = const LOCK_AT,
             sheaf_at = const $sheaf_at,
@@ -249,10 +247,11 @@ macro_rules! push_sequence {
             hdr = out(reg) _,
             cpu = out(reg) _,
             word = out(reg) _,
-            missed = out(reg) missed,
+            miss = label {
+                return Err(object);
+            },
             options(nostack),
         );
-        missed != 0
     }};
 }
 
@@ -273,8 +272,8 @@ pub(super) unsafe fn push(
     // before the commit: an aborted or missed attempt leaves it there unheld, which is
     // harmless. `size < capacity` was checked, so that entry lies inside the array of a sheaf
     // that is not the sentinel (capacity 0).
-    let missed = unsafe { push_sequence!(main_with_room, MAIN_AT, cpus, ncpus, offset, object) };
-    if missed { Err(object) } else { Ok(()) }
+    unsafe { push_sequence!(main_with_room, MAIN_AT, cpus, ncpus, offset, object) };
+    Ok(())
 }
 
 /// Pushes `object` onto the `rcu_free` sheaf of the caller's CPU slot in `cpus` in one
@@ -296,9 +295,8 @@ pub(super) unsafe fn push_rcu(
     // SAFETY: as in `push`, on the slot's `rcu_free` sheaf, which the lock protects like
     // `main`: a null pointer (no sheaf) is a miss before anything is written, and
     // `size + 1 < capacity` keeps the written entry inside the array.
-    let missed =
-        unsafe { push_sequence!(rcu_free_with_room, RCU_FREE_AT, cpus, ncpus, offset, object) };
-    if missed { Err(object) } else { Ok(()) }
+    unsafe { push_sequence!(rcu_free_with_room, RCU_FREE_AT, cpus, ncpus, offset, object) };
+    Ok(())
 }
 
 #[cfg(test)]
