@@ -556,7 +556,7 @@ pub fn measure<A: ObjectAlloc>(
             if remote_frees {
                 extra.insert("objects_freed_remotely".to_owned(), secondary_ops as f64);
             }
-            cycle_figures(&cycle_log.points(), &mut extra);
+            cycle_figures(&cycle_log.tally(), &mut extra);
         }
         _ => {}
     }
@@ -696,34 +696,15 @@ pub fn measure<A: ObjectAlloc>(
 /// the slab bytes and resident set at the end of the drains (`drain_floor_*`: first, lowest,
 /// highest) and the least-squares slopes of both over the ends of the holds
 /// (`hold_*_slope_bytes_per_s`), in `extra`.
-fn cycle_figures(points: &[lifetimes::CyclePoint], extra: &mut BTreeMap<String, f64>) {
-    let drains: Vec<&lifetimes::CyclePoint> = points.iter().filter(|p| p.drained).collect();
-    extra.insert("cycles".to_owned(), drains.len() as f64);
-    for (name, value) in [
-        (
-            "slab_bytes",
-            (|p: &lifetimes::CyclePoint| p.slab_bytes) as fn(&_) -> _,
-        ),
-        ("rss_bytes", |p: &lifetimes::CyclePoint| p.rss_bytes),
-    ] {
-        let floors: Vec<f64> = drains
-            .iter()
-            .filter_map(|p| value(p))
-            .map(|v| v as f64)
-            .collect();
-        if let Some(&first) = floors.first() {
-            let low = floors.iter().copied().fold(f64::INFINITY, f64::min);
-            let high = floors.iter().copied().fold(0.0, f64::max);
+fn cycle_figures(tally: &lifetimes::CycleTally, extra: &mut BTreeMap<String, f64>) {
+    extra.insert("cycles".to_owned(), tally.drains as f64);
+    for (i, name) in lifetimes::CycleTally::METRICS.iter().enumerate() {
+        if let Some((first, low, high)) = tally.floors[i].seen {
             extra.insert(format!("drain_floor_{name}_first"), first);
             extra.insert(format!("drain_floor_{name}_min"), low);
             extra.insert(format!("drain_floor_{name}_max"), high);
         }
-        let holds: Vec<(f64, f64)> = points
-            .iter()
-            .filter(|p| !p.drained)
-            .filter_map(|p| Some((p.t, value(p)? as f64)))
-            .collect();
-        if let Some(slope) = lifetimes::slope(&holds) {
+        if let Some(slope) = tally.holds[i].slope() {
             extra.insert(format!("hold_{name}_slope_bytes_per_s"), slope);
         }
     }
