@@ -241,22 +241,29 @@ thread_local! {
     static INSIDE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The calling thread is inside the front-end while this lives.
-struct Inside(());
+/// The calling thread is inside the front-end while this lives. It keeps the flag's address,
+/// so that leaving costs no second thread-local lookup (a call to `__tls_get_addr` in the
+/// shared library).
+struct Inside(NonNull<Cell<bool>>);
 
 impl Inside {
     /// Enters the front-end; `None` if the thread is already inside (a nested request).
     #[inline]
     fn enter() -> Option<Inside> {
-        // Lazily: an `Inside` made and dropped on the nested path would clear the flag.
-        INSIDE.with(|inside| (!inside.replace(true)).then(|| Inside(())))
+        INSIDE.with(|inside| {
+            // Lazily: an `Inside` made and dropped on the nested path would clear the flag.
+            (!inside.replace(true)).then(|| Inside(NonNull::from(inside)))
+        })
     }
 }
 
 impl Drop for Inside {
     #[inline]
     fn drop(&mut self) {
-        INSIDE.with(|inside| inside.set(false));
+        // SAFETY: the flag of the thread that made this guard, which drops it before it
+        // returns from the front-end (the guard is neither `Send` nor stored); the flag has no
+        // destructor, so its storage lives as long as the thread.
+        unsafe { self.0.as_ref() }.set(false);
     }
 }
 
