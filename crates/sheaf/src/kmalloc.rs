@@ -30,7 +30,8 @@
 //! lock), never by a cache. `free` goes by the page map's tag, whoever calls it. A class
 //! object freed from inside the front-end would have been allocated by the caches' own code
 //! outside it, which the caches never do; such a free is leaked rather than re-entering a
-//! cache that may hold a lock.
+//! cache that may hold a lock. The front-end never defers a free, so the caches' grace-period
+//! hand-over thread (which runs cache code outside the front-end) is never started.
 //!
 //! # fork and thread exit
 //!
@@ -158,8 +159,14 @@ struct HeapCell {
 }
 
 // SAFETY: `heap` is written once, by the thread that moved `state` to `BUILDING`, and read
-// only after `state` is `READY` (release, then acquire).
+// only after `state` is `READY` (release, then acquire); the caches themselves are shared
+// between threads, which the assertion below checks they allow.
 unsafe impl Sync for HeapCell {}
+
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Heap>();
+};
 
 static HEAP: HeapCell = HeapCell {
     state: AtomicU8::new(UNINIT),
