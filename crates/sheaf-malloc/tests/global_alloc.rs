@@ -97,6 +97,49 @@ fn many_short_lived_threads_allocate_and_exit() {
     }
 }
 
+/// Thread-local values whose destructors free and allocate while their thread exits.
+#[test]
+fn thread_local_destructors_free_and_allocate_at_exit() {
+    static REPORTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    struct Reporter(Vec<String>);
+    impl Drop for Reporter {
+        fn drop(&mut self) {
+            // Allocates (the report) and frees (the strings) during thread exit.
+            let report = format!("{} {}", self.0.len(), self.0.concat().len());
+            self.0.clear();
+            self.0.shrink_to_fit();
+            REPORTS.lock().unwrap().push(report);
+        }
+    }
+    thread_local! {
+        static HELD: std::cell::RefCell<Reporter> =
+            const { std::cell::RefCell::new(Reporter(Vec::new())) };
+    }
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            std::thread::spawn(move || {
+                HELD.with(|held| {
+                    let mut held = held.borrow_mut();
+                    for i in 0..(100 + t) {
+                        held.0.push("z".repeat(i % 700));
+                    }
+                })
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let mut reports = std::mem::take(&mut *REPORTS.lock().unwrap());
+    reports.sort();
+    let mut expected: Vec<String> = (0..16)
+        .map(|t| {
+            let n = 100 + t;
+            format!("{n} {}", (0..n).map(|i| i % 700).sum::<usize>())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(reports, expected);
+}
+
 #[test]
 fn growing_and_aligned_collections_keep_their_contents() {
     let mut v: Vec<u64> = Vec::new();

@@ -238,8 +238,22 @@ static void drop_object(unsigned char *p) {
     free(p);
 }
 
+/* A thread-specific value whose destructor, run as its thread exits, checks, frees and
+ * allocates. */
+static pthread_key_t exit_key;
+static atomic_int exit_destructors;
+
+static void at_thread_exit(void *value) {
+    unsigned seed = 3;
+    drop_object(value);
+    unsigned char *late = new_object(&seed);
+    drop_object(late);
+    atomic_fetch_add(&exit_destructors, 1);
+}
+
 static void *worker(void *arg) {
     unsigned seed = (unsigned)(uintptr_t)arg * 7919 + 1;
+    CHECK(pthread_setspecific(exit_key, new_object(&seed)) == 0, "pthread_setspecific");
     unsigned char *own[64] = {0};
     for (int r = 0; r < ROUNDS; r++) {
         unsigned slot = (seed >> 4) % 64;
@@ -258,6 +272,7 @@ static void *worker(void *arg) {
 
 static void check_threads(void) {
     pthread_t threads[THREADS];
+    CHECK(pthread_key_create(&exit_key, at_thread_exit) == 0, "pthread_key_create");
     for (uintptr_t t = 0; t < THREADS; t++)
         CHECK(pthread_create(&threads[t], NULL, worker, (void *)t) == 0, "pthread_create");
     for (int t = 0; t < THREADS; t++) pthread_join(threads[t], NULL);
@@ -265,6 +280,8 @@ static void check_threads(void) {
         unsigned char *p = atomic_exchange(&shared[i], NULL);
         if (p) drop_object(p);
     }
+    CHECK(atomic_load(&exit_destructors) == THREADS, "%d exit destructors ran",
+          atomic_load(&exit_destructors));
     printf("ok threads\n");
 }
 
