@@ -86,7 +86,9 @@ fn contract_binary() -> PathBuf {
     let output = run(Command::new("cc")
         .args(["-O1", "-pthread", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&binary)
-        .arg(&source));
+        .arg(&source)
+        // `dlsym` and `dladdr` live in libdl before glibc 2.34 (an empty stub after).
+        .arg("-ldl"));
     check_success(
         &output,
         "cc malloc_contract.c (a C compiler is needed: install gcc)",
