@@ -4,7 +4,7 @@
 //! the `/sys` reads that find the CPUs), and so do the standard library and the C library on
 //! the threads that call them. When such a request reaches the front-end while the same
 //! thread is already inside it, serving it from a cache could deadlock on a lock the thread
-//! holds or recurse without end, so it is served here instead (see `Nested` in the parent
+//! holds or recurse without end, so it is served here instead (see `Inside` in the parent
 //! module).
 //!
 //! A small power-of-two allocator under one spin lock: 1 MiB blocks mapped with `mmap` and
