@@ -101,24 +101,30 @@ fn c_malloc_contract_holds_for_glibc_and_when_preloaded() {
     let binary = contract_binary();
     let plain = run(&mut Command::new(&binary));
     check_success(&plain, "the contract test under the C library's malloc");
-    let sheaf = run(preloaded(binary.to_str().expect("a UTF-8 path")).env("SHEAF_EXPECT", "1"));
-    check_success(
-        &sheaf,
-        "the contract test with libsheaf_malloc.so preloaded",
-    );
-    let printed = String::from_utf8_lossy(&sheaf.stdout);
-    for section in [
-        "sizes",
-        "alignments",
-        "realloc",
-        "calloc",
-        "threads",
-        "fork",
-    ] {
-        assert!(
-            printed.contains(&format!("ok {section}\n")),
-            "section {section} did not pass:\n{printed}"
+    // Both ways the per-CPU caches take their slot: restartable sequences where the machine
+    // has them, and the compare-exchange lock (`SHEAF_RSEQ=0`).
+    for rseq in ["1", "0"] {
+        let sheaf = run(preloaded(binary.to_str().expect("a UTF-8 path"))
+            .env("SHEAF_EXPECT", "1")
+            .env("SHEAF_RSEQ", rseq));
+        check_success(
+            &sheaf,
+            &format!("the contract test with libsheaf_malloc.so preloaded, SHEAF_RSEQ={rseq}"),
         );
+        let printed = String::from_utf8_lossy(&sheaf.stdout);
+        for section in [
+            "sizes",
+            "alignments",
+            "realloc",
+            "calloc",
+            "threads",
+            "fork",
+        ] {
+            assert!(
+                printed.contains(&format!("ok {section}\n")),
+                "section {section} did not pass (SHEAF_RSEQ={rseq}):\n{printed}"
+            );
+        }
     }
 }
 
