@@ -83,6 +83,9 @@
 //!   header's budget word that counts the restartable sequences' operations).
 //! - `stats`: the event counters and **how live objects follow from them**.
 //! - `typed`: [`TypedCache`], [`Owned`], [`TypedPrefill`].
+//! - `kmalloc`: [`Kmalloc`], the general-purpose front-end (size classes of caches, the page
+//!   map that finds an object's class, the bootstrap arena for its own nested requests, large
+//!   mappings).
 //! - [`implementation`]: the design note (origin, layers, departures from the kernel).
 //! - `sync`: std or loom primitives for the slot lock and the barn; `loom_models`: the loom
 //!   models; `slowdown`: the fast-path hooks of the `slowdown` feature.
@@ -92,12 +95,14 @@
 //! Confined to `sheaf` (the sheaf's memory), `slot` (exclusive access to a slot's sheaves, and
 //! the restartable sequences of `slot::rseq_ops`),
 //! `slab::cpu` (the rseq read, shared with the per-CPU baselines), `slab::rseq` (the slot
-//! lock's restartable sequence), and the object pointers handed out (zeroing, typed values).
+//! lock's restartable sequence), the object pointers handed out (zeroing, typed values), and
+//! `kmalloc` (its page map, arena and large mappings, and the pointers of the C interface).
 
 mod barn;
 mod cache;
 mod cache_core;
 pub mod implementation;
+mod kmalloc;
 mod sheaf;
 mod slot;
 #[cfg(feature = "slowdown")]
@@ -126,6 +131,7 @@ mod loom_models;
 
 pub use cache::Cache;
 pub use cache_core::PrefilledSheaf;
+pub use kmalloc::Kmalloc;
 pub use slot::{PerCpu, PerThread, SlotStrategy};
 pub use typed::{Owned, TypedCache, TypedPrefill};
 
