@@ -256,8 +256,9 @@ pub struct RunSample {
     #[serde(default)]
     pub latency_ns: Option<LatencyFigures>,
     /// CPU time of the measuring threads over the run, summed over threads (the
-    /// `task-clock` counter of the round; `None`: not made in rounds, or not counted). On a
-    /// loaded machine `ops / cpu_seconds` leaves out the time the threads waited for a CPU.
+    /// `task-clock` counter of the round, else the scheduler's run time of its threads;
+    /// `None`: not made in rounds, or neither known). On a loaded machine
+    /// `ops / cpu_seconds` leaves out the time the threads waited for a CPU.
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
 }

@@ -60,12 +60,19 @@ fn median_figures(figures: &[&LatencyFigures]) -> LatencyFigures {
     }
 }
 
-/// The CPU time of a one-run measurement's threads, from its `task-clock` counter (in ns).
+/// The CPU time of a one-run measurement's threads: their `task-clock` counters (enabled
+/// around the timed loop only), or where those were not counted (no perf events), the run
+/// time the scheduler gave the threads over the run's wall time (`threads_cpu_share`, read
+/// from their schedstat before and after the run, so around their barriers too).
 fn cpu_seconds(m: &Measurement) -> Option<f64> {
-    match m.counters.get("task-clock")? {
-        harness::counters::CounterReading::Ok { value, .. } if *value > 0.0 => Some(value / 1e9),
-        _ => None,
+    if let Some(harness::counters::CounterReading::Ok { value, .. }) = m.counters.get("task-clock")
+        && *value > 0.0
+    {
+        return Some(value / 1e9);
     }
+    let share = m.extra.get("threads_cpu_share")?;
+    let wall = m.seconds + m.extra.get("upkeep_seconds").copied().unwrap_or(0.0);
+    Some(share * wall * m.config.os_threads as f64).filter(|cpu| *cpu > 0.0)
 }
 
 /// Merges the rounds of one (workload, allocator, threads) into one measurement: one sample
@@ -375,6 +382,27 @@ mod tests {
             &[(100.0, Some(0.002)), (100.0, None), (100.0, Some(0.002))],
         );
         assert!(paired(&a, &c).unwrap().per_cpu_second.is_none());
+    }
+
+    #[test]
+    fn without_task_clock_the_cpu_time_is_the_schedulers() {
+        let mut m = measurement("w", "a", &[(100.0, None)]);
+        m.config.os_threads = 2;
+        assert_eq!(cpu_seconds(&m), None);
+        // Two threads on a CPU for 40% of a 0.5 s run and 0.1 s of upkeep.
+        m.extra.insert("threads_cpu_share".into(), 0.4);
+        m.extra.insert("upkeep_seconds".into(), 0.1);
+        assert!((cpu_seconds(&m).unwrap() - 0.48).abs() < 1e-12);
+        // A counted task-clock wins.
+        m.counters.insert(
+            "task-clock".into(),
+            harness::counters::CounterReading::Ok {
+                value: 2.5e8,
+                per_op: 0.0,
+                note: None,
+            },
+        );
+        assert!((cpu_seconds(&m).unwrap() - 0.25).abs() < 1e-12);
     }
 
     #[test]
