@@ -51,8 +51,9 @@ pub(crate) struct MeasureSelection {
     /// Length of each measured run, e.g. 2s or 500ms (overrides `duration`/`ops`).
     #[arg(long)]
     pub(crate) duration: Option<String>,
-    /// Rounds (overrides `runs`): each round measures every allocator once, in an order
-    /// rotated from round to round; figures are medians over rounds, ratios paired by round.
+    /// Rounds (overrides `runs`): each round measures every allocator (in `sweep`, every
+    /// value on every allocator) once, in an order rotated from round to round; figures are
+    /// medians over rounds, ratios paired by round.
     #[arg(long)]
     pub(crate) runs: Option<u32>,
     /// Busy threads to run beside each measurement, pinned round-robin to the measured CPUs

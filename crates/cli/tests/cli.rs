@@ -794,6 +794,66 @@ fn sweep_prints_every_value_and_draws_svg() {
 }
 
 #[test]
+fn a_sweep_interleaves_its_values_in_rounds_and_pairs_each_with_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    let json = dir.path().join("sweep.json");
+    let out = sheafbench()
+        .args([
+            "sweep",
+            spec.to_str().unwrap(),
+            "--param",
+            "working_set=8,64",
+            "--alloc",
+            "system",
+            "--runs",
+            "3",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("vs working_set=8 [95%]"), "{stdout}");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Both values in every round, in an order rotated from round to round.
+    let places = |working_set: u64| -> Vec<(u64, u64)> {
+        let run = file["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["spec"]["params"]["working_set"].as_u64() == Some(working_set))
+            .unwrap();
+        assert_eq!(run["spec"]["runs"], 3);
+        run["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["round"].as_u64().unwrap(),
+                    s["position"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(places(8), [(0, 0), (1, 1), (2, 0)]);
+    assert_eq!(places(64), [(0, 1), (1, 0), (2, 1)]);
+    // The second value over the first, paired by round.
+    let paired = file["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 1, "{paired:?}");
+    assert_eq!(paired[0]["allocator"], "system working_set=64");
+    assert_eq!(paired[0]["versus"], "system working_set=8");
+    assert_eq!(paired[0]["rounds"].as_array().unwrap().len(), 3);
+    assert!(paired[0]["interval"].is_array(), "{paired:?}");
+}
+
+#[test]
 fn thread_counts_from_the_command_line_that_cannot_be_pinned_are_left_out_with_a_note() {
     // A producer-consumer pair is two pinned threads: with `--threads` beyond half the CPUs
     // the count is left out for that spec (and said so), the others run.
@@ -1242,7 +1302,7 @@ fn several_workloads_open_with_one_summary_and_the_counts_left_out() {
     settings.add_filter(r"\d+\.\d+ \[\d+\.\d+\.\.\d+\.\d+\]( \(tie\))?", "[r]");
     settings.add_filter(r"\b(system|locked-slab)\b", "[a]");
     settings.add_filter(
-        r"(?m)(quiet|machine busy|hypervisor steal)(, hypervisor steal)? ([│|])$",
+        r"(?m)(quiet|machine busy|hypervisor steal)(, hypervisor steal)? +([│|])$",
         "[load] $3",
     );
     settings.add_filter(r"\d+ CPUs", "[n] CPUs");

@@ -15,6 +15,9 @@
 //! - [`log_dots`]: several figures per row (e.g. latency percentiles) as dots on a logarithmic
 //!   axis, coloured by figure.
 //!
+//! Value axes print their ticks in their shortest form (`10`, not `10.0`); an axis of a whole
+//! quantity (a count in every point, such as instructions) labels whole ticks only, and an
+//! axis of categories (swept values, runs, rows) labels each category and nothing between.
 //! They share the canvas (white, titled, [`FONT`]), the palette (plotters' `Palette99`, in
 //! the order of the series or groups), the row labels of the two row charts, and the legend.
 
@@ -189,6 +192,7 @@ fn sweep_panel(
         .configure_mesh()
         .x_desc(param)
         .y_desc(y_label)
+        .y_label_formatter(&|y| tick(*y))
         .x_labels(n)
         .x_label_formatter(&|x| category(values, *x))
         .draw()
@@ -259,6 +263,8 @@ pub fn trade_off(
             .configure_mesh()
             .x_desc("slab pages held idle, every object freed (MiB)")
             .y_desc("throughput (Mops/s)")
+            .x_label_formatter(&|x| tick(*x))
+            .y_label_formatter(&|y| tick(*y))
             .draw()
             .map_err(failed)?;
         for (index, name) in names.iter().enumerate() {
@@ -321,8 +327,10 @@ fn memory_panel(
         .map_err(failed)?;
     chart
         .configure_mesh()
-        .x_desc("seconds")
+        .x_desc("time since the sampler started (s)")
         .y_desc(y_label)
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
         .draw()
         .map_err(failed)?;
     for (index, (_, points)) in series.iter().enumerate() {
@@ -408,6 +416,7 @@ pub fn bars(
             .configure_mesh()
             .disable_y_mesh()
             .x_desc(value_desc)
+            .x_label_formatter(&|x| tick(*x))
             .y_labels(2 * rows + 2)
             .y_label_formatter(&|y| category(&labels, *y))
             .draw()
@@ -577,6 +586,13 @@ pub fn trend(
             .max(1e-9)
             * 1.1;
         let n = runs.len().max(1);
+        // A figure that is a count (instructions, objects) in every run gets whole ticks.
+        let whole = series.iter().flat_map(|(_, points)| points).all(|p| {
+            [Some(p.1), p.2.map(|i| i.0), p.2.map(|i| i.1)]
+                .into_iter()
+                .flatten()
+                .all(|v| v.fract() == 0.0)
+        });
         let mut chart = ChartBuilder::on(&plot)
             .margin(15)
             .x_label_area_size(60)
@@ -587,7 +603,7 @@ pub fn trend(
             .configure_mesh()
             .x_desc("run (oldest first)")
             .y_desc(y_label)
-            .y_label_formatter(&|y| compact(*y))
+            .y_label_formatter(&|y| if whole { whole_tick(*y) } else { compact(*y) })
             .x_labels(n.min(30))
             .x_label_formatter(&|x| category(runs, *x))
             .draw()
@@ -620,6 +636,24 @@ pub fn trend(
         }
         Ok(())
     })
+}
+
+/// An axis tick of a measured quantity: its shortest decimal form after rounding to six
+/// decimals, so that whole ticks read `10`, not `10.0`, and fractional ones `0.25`.
+fn tick(value: f64) -> String {
+    let rounded = (value * 1e6).round() / 1e6 + 0.0;
+    format!("{rounded}")
+}
+
+/// An axis tick of a whole quantity (a count): the whole number, and nothing at a tick that
+/// falls between two (a count has no `73.5`).
+fn whole_tick(value: f64) -> String {
+    let nearest = value.round();
+    if (value - nearest).abs() < 1e-6 {
+        compact(nearest)
+    } else {
+        String::new()
+    }
 }
 
 /// `value` in at most four significant digits with an SI prefix (`2.05G`, `131.7M`, `0.867`),
@@ -742,6 +776,116 @@ mod tests {
         // Every round a circle (none in the legend, whose markers are squares).
         assert_eq!(count(&svg, "<circle"), 6);
         assert_eq!(texts(&svg, "git abc"), 1);
+    }
+
+    /// The texts of `svg` that are numbers (axis ticks), in document order.
+    fn ticks(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|element| element.split_once('>'))
+            .filter_map(|(_, rest)| rest.split("</text>").next().map(str::trim))
+            .filter(|t| t.trim_end_matches(['k', 'M', 'G']).parse::<f64>().is_ok())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn value_ticks_read_10_not_10_point_0() {
+        assert_eq!(tick(10.0), "10");
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(-0.0), "0");
+        assert_eq!(tick(2.5), "2.5");
+        assert_eq!(tick(0.1 + 0.2), "0.3");
+        assert_eq!(whole_tick(74.0), "74");
+        assert_eq!(whole_tick(73.5), "");
+        // A sweep of about 90 Mops/s and 7 µs: the category axis has the swept values.
+        let series: Vec<SweepSeries> =
+            vec![("sheaf".into(), vec![(0, 9.0e7, 6500.0), (1, 8.5e7, 6200.0)])];
+        let values = ["8".to_owned(), "28".to_owned()];
+        let svg = sweep("t", "sheaf_capacity", &values, &series, "f").unwrap();
+        assert_eq!(
+            ticks(&svg),
+            [
+                "0", "10", "20", "30", "40", "50", "60", "70", "80", "90", "8", "28", "0", "1",
+                "2", "3", "4", "5", "6", "7", "8", "28"
+            ]
+        );
+        let points = [
+            TradeOffPoint {
+                series: "sheaf".into(),
+                label: "8".into(),
+                memory_bytes: 0.03 * 1048576.0,
+                throughput: 9.0e7,
+            },
+            TradeOffPoint {
+                series: "sheaf".into(),
+                label: "28".into(),
+                memory_bytes: 0.05 * 1048576.0,
+                throughput: 8.5e7,
+            },
+        ];
+        let svg = trade_off("t", &points, "f").unwrap();
+        assert_eq!(
+            ticks(&svg),
+            [
+                "0", "10", "20", "30", "40", "50", "60", "70", "80", "90", "0", "0.01", "0.02",
+                "0.03", "0.04", "0.05", "8", "28"
+            ]
+        );
+        let timeline: Vec<MemorySeries> = vec![(
+            "sheaf".into(),
+            (0..=10)
+                .map(|i| (f64::from(i) * 0.1, Some(i as u64 * 1048576), Some(20 << 20)))
+                .collect(),
+        )];
+        let svg = memory("t", &timeline, "f").unwrap();
+        assert!(
+            texts(&svg, "time since the sampler started (s)") == 2,
+            "{svg}"
+        );
+        for t in ticks(&svg) {
+            assert!(!t.ends_with(".0"), "{t} in {:?}", ticks(&svg));
+        }
+        let bar = Bar {
+            label: "sheaf".into(),
+            value: 20.0,
+            spread: 0.0,
+            group: 0,
+            rounds: vec![19.0, 21.0],
+        };
+        let svg = bars("t", "Mops/s", &["1 thread".into()], &[bar], "f").unwrap();
+        // The ticks, then the bar's own figure.
+        let bar_ticks = ticks(&svg);
+        assert_eq!(bar_ticks.last().map(String::as_str), Some("20.00"));
+        assert_eq!(
+            bar_ticks[..bar_ticks.len() - 1],
+            ["0", "5", "10", "15", "20"],
+            "{bar_ticks:?}"
+        );
+    }
+
+    #[test]
+    fn a_trend_of_a_count_labels_whole_ticks_only() {
+        // Sheaves held over three runs: a small count, so no tick such as 0.5.
+        let runs: Vec<String> = ["#1", "#2", "#3"].map(String::from).to_vec();
+        let series = vec![(
+            "machine".to_owned(),
+            vec![(0, 3.0, None), (1, 3.0, Some((2.0, 4.0))), (2, 4.0, None)],
+        )];
+        let svg = trend("pair", "sheaves", &runs, &series, "f").unwrap();
+        let labels = ticks(&svg);
+        assert!(!labels.is_empty());
+        for t in &labels {
+            assert!(t.parse::<u64>().is_ok(), "{t} in {labels:?}");
+        }
+        // A ratio is not a count: fractional ticks stay.
+        let series = vec![("machine".to_owned(), vec![(0, 1.04, None), (1, 0.98, None)])];
+        let svg = trend("pair", "ratio", &runs, &series, "f").unwrap();
+        assert!(
+            ticks(&svg).iter().any(|t| t.contains('.')),
+            "{:?}",
+            ticks(&svg)
+        );
     }
 
     #[test]

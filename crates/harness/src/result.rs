@@ -75,6 +75,36 @@ pub struct PairedRatio {
     pub interval: Option<(f64, f64)>,
     /// Confidence level of `interval`.
     pub confidence: f64,
+    /// The same ratio of operations per CPU-second of the measured threads (their CPU time
+    /// in each round, from the `task-clock` counter): blind to the time a thread waited for a
+    /// CPU, which a loaded machine adds to the wall time of one side and not the other.
+    /// `None` where a round has no CPU time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_cpu_second: Option<RatioRounds>,
+}
+
+/// A ratio paired by round: one ratio per round, their geometric mean and its bootstrap
+/// interval (at the confidence of the [`PairedRatio`] that holds it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RatioRounds {
+    /// One ratio per round both sides have a figure of, in round order.
+    pub rounds: Vec<f64>,
+    /// Geometric mean of `rounds`.
+    pub estimate: f64,
+    /// Bootstrap interval of the geometric mean (`None` with fewer than two rounds).
+    pub interval: Option<(f64, f64)>,
+}
+
+impl RatioRounds {
+    /// The ratio the other way round: the geometric mean and its percentile interval invert
+    /// exactly.
+    pub fn inverted(&self) -> Self {
+        Self {
+            rounds: self.rounds.iter().map(|r| 1.0 / r).collect(),
+            estimate: 1.0 / self.estimate,
+            interval: self.interval.map(|(low, high)| (1.0 / high, 1.0 / low)),
+        }
+    }
 }
 
 impl ResultFile {
@@ -226,8 +256,9 @@ pub struct RunSample {
     #[serde(default)]
     pub latency_ns: Option<LatencyFigures>,
     /// CPU time of the measuring threads over the run, summed over threads (the
-    /// `task-clock` counter of the round; `None`: not made in rounds, or not counted). On a
-    /// loaded machine `ops / cpu_seconds` leaves out the time the threads waited for a CPU.
+    /// `task-clock` counter of the round, else the scheduler's run time of its threads;
+    /// `None`: not made in rounds, or neither known). On a loaded machine
+    /// `ops / cpu_seconds` leaves out the time the threads waited for a CPU.
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
 }

@@ -208,14 +208,27 @@ impl Bootstrap {
         self.resamples > 0 && (0.0..1.0).contains(&self.confidence)
     }
 
-    /// The two tail percentiles of the resampled `statistics`.
+    /// The two tail percentiles of the resampled `statistics`: the elements of the ranks
+    /// [`percentile`] reads from the sorted statistics, selected without sorting them all
+    /// (a sort was a sixth of `compare`'s time).
     fn interval(&self, estimate: f64, mut statistics: Vec<f64>) -> Interval {
-        statistics.sort_by(f64::total_cmp);
         let tail = (1.0 - self.confidence) / 2.0;
+        let last = statistics.len() - 1;
+        let rank = |q: f64| ((q * last as f64).round() as usize).min(last);
+        let (low_rank, high_rank) = (rank(tail), rank(1.0 - tail));
+        let (_, &mut low, above) = statistics.select_nth_unstable_by(low_rank, f64::total_cmp);
+        // The high rank is at or above the low one: select it among the elements above.
+        let high = if high_rank == low_rank {
+            low
+        } else {
+            *above
+                .select_nth_unstable_by(high_rank - low_rank - 1, f64::total_cmp)
+                .1
+        };
         Interval {
             estimate,
-            low: percentile(&statistics, tail),
-            high: percentile(&statistics, 1.0 - tail),
+            low,
+            high,
         }
     }
 }
@@ -430,6 +443,26 @@ mod tests {
             Verdict::Unresolved
         );
         assert_eq!(Verdict::Unresolved.label(), "unresolved");
+    }
+
+    #[test]
+    fn the_selected_tails_are_those_of_the_sorted_statistics() {
+        let mut rng = SplitMix64::new(9);
+        for n in [1usize, 2, 3, 40, 1001] {
+            let statistics: Vec<f64> = (0..n).map(|_| (rng.next_u64() % 50) as f64).collect();
+            let mut sorted = statistics.clone();
+            sorted.sort_by(f64::total_cmp);
+            for confidence in [0.0, 0.5, 0.95, 0.999] {
+                let b = Bootstrap {
+                    confidence,
+                    ..Bootstrap::with_seed(1)
+                };
+                let tail = (1.0 - confidence) / 2.0;
+                let i = b.interval(1.0, statistics.clone());
+                assert_eq!(i.low, percentile(&sorted, tail), "{n} {confidence}");
+                assert_eq!(i.high, percentile(&sorted, 1.0 - tail), "{n} {confidence}");
+            }
+        }
     }
 
     #[test]

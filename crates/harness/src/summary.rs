@@ -141,6 +141,7 @@ fn ratio(a: &Measurement, b: &Measurement, paired: &[PairedRatio]) -> Option<Pai
             rounds: p.rounds.iter().map(|r| 1.0 / r).collect(),
             estimate: 1.0 / p.estimate,
             interval: p.interval.map(|(low, high)| (1.0 / high, 1.0 / low)),
+            per_cpu_second: p.per_cpu_second.as_ref().map(|c| c.inverted()),
             ..p.clone()
         });
     }
@@ -165,6 +166,7 @@ fn ratio(a: &Measurement, b: &Measurement, paired: &[PairedRatio]) -> Option<Pai
         rounds,
         estimate,
         confidence: bootstrap.confidence,
+        per_cpu_second: None,
     })
 }
 
@@ -279,6 +281,7 @@ mod tests {
             estimate: 0.8,
             interval: Some((0.5, 1.25)),
             confidence: 0.95,
+            per_cpu_second: None,
         }];
         file.notes = vec!["pc: 4 threads left out: too many".into()];
         let rows = rows(&file);

@@ -7,15 +7,16 @@
 
 use harness::Measurement;
 use harness::histogram::LatencyFigures;
-use harness::result::{PairedRatio, RunSample};
+use harness::result::{PairedRatio, RatioRounds, RunSample};
 use harness::stats::{self, Bootstrap, CONFIDENCE};
+use rayon::prelude::*;
 
 /// Seed of the paired-ratio intervals (fixed: the same rounds always give the same interval).
 pub(crate) const SEED: u64 = 0x5EAF_2B0D;
 
 /// The order of `allocators` in round `round`: rotated left by `round`, so that over as
 /// many rounds as there are allocators each one is measured once in every place.
-pub(crate) fn order<'a>(allocators: &[&'a str], round: u32) -> Vec<&'a str> {
+pub(crate) fn order<T: Clone>(allocators: &[T], round: u32) -> Vec<T> {
     let mut order = allocators.to_vec();
     if !order.is_empty() {
         let shift = round as usize % order.len();
@@ -59,12 +60,19 @@ fn median_figures(figures: &[&LatencyFigures]) -> LatencyFigures {
     }
 }
 
-/// The CPU time of a one-run measurement's threads, from its `task-clock` counter (in ns).
+/// The CPU time of a one-run measurement's threads: their `task-clock` counters (enabled
+/// around the timed loop only), or where those were not counted (no perf events), the run
+/// time the scheduler gave the threads over the run's wall time (`threads_cpu_share`, read
+/// from their schedstat before and after the run, so around their barriers too).
 fn cpu_seconds(m: &Measurement) -> Option<f64> {
-    match m.counters.get("task-clock")? {
-        harness::counters::CounterReading::Ok { value, .. } if *value > 0.0 => Some(value / 1e9),
-        _ => None,
+    if let Some(harness::counters::CounterReading::Ok { value, .. }) = m.counters.get("task-clock")
+        && *value > 0.0
+    {
+        return Some(value / 1e9);
     }
+    let share = m.extra.get("threads_cpu_share")?;
+    let wall = m.seconds + m.extra.get("upkeep_seconds").copied().unwrap_or(0.0);
+    Some(share * wall * m.config.os_threads as f64).filter(|cpu| *cpu > 0.0)
 }
 
 /// Merges the rounds of one (workload, allocator, threads) into one measurement: one sample
@@ -172,12 +180,19 @@ pub(crate) fn references<'a>(baseline: Option<&'a str>, ran: &[&'a str]) -> Vec<
     refs
 }
 
-/// The throughput of each sample by round.
-fn by_round(m: &Measurement) -> Vec<(u32, f64)> {
+/// A figure of each sample by round: `figure` of the samples that have a round.
+fn by_round(m: &Measurement, figure: impl Fn(&RunSample) -> Option<f64>) -> Vec<(u32, f64)> {
     m.samples
         .iter()
-        .filter_map(|s| Some((s.round?, s.throughput_ops_per_s)))
+        .filter_map(|s| Some((s.round?, figure(s)?)))
         .collect()
+}
+
+/// Operations per CPU-second of the measured threads in one round; `None` without its CPU time.
+pub(crate) fn ops_per_cpu_second(s: &RunSample) -> Option<f64> {
+    s.cpu_seconds
+        .filter(|cpu| *cpu > 0.0)
+        .map(|cpu| s.ops as f64 / cpu)
 }
 
 /// `a / b` for every round both have a positive figure of, in the order of `a`.
@@ -190,29 +205,50 @@ fn round_ratios(a: &[(u32, f64)], b: &[(u32, f64)]) -> Vec<f64> {
         .collect()
 }
 
-/// The paired ratio of `m` over `versus`: one ratio per round both completed.
-pub(crate) fn paired(m: &Measurement, versus: &Measurement) -> Option<PairedRatio> {
-    let rounds = round_ratios(&by_round(m), &by_round(versus));
+/// The ratio of `a` over `b` paired by round, with its interval; `None` without a round both
+/// have.
+fn ratio_rounds(a: &[(u32, f64)], b: &[(u32, f64)]) -> Option<RatioRounds> {
+    let rounds = round_ratios(a, b);
     let estimate = stats::geometric_mean(&rounds)?;
     let interval = Bootstrap::with_seed(SEED)
         .geometric_mean(&rounds)
         .map(|i| (i.low, i.high));
+    Some(RatioRounds {
+        rounds,
+        estimate,
+        interval,
+    })
+}
+
+/// The paired ratio of `m` over `versus`: one ratio per round both completed, of throughput
+/// and, where every round of both has its CPU time, of operations per CPU-second.
+pub(crate) fn paired(m: &Measurement, versus: &Measurement) -> Option<PairedRatio> {
+    let wall = |s: &RunSample| Some(s.throughput_ops_per_s);
+    let throughput = ratio_rounds(&by_round(m, wall), &by_round(versus, wall))?;
+    let per_cpu_second = ratio_rounds(
+        &by_round(m, ops_per_cpu_second),
+        &by_round(versus, ops_per_cpu_second),
+    )
+    .filter(|cpu| cpu.rounds.len() == throughput.rounds.len());
     Some(PairedRatio {
         workload: m.workload.clone(),
         threads: m.config.threads,
         allocator: m.allocator.clone(),
         versus: versus.allocator.clone(),
-        rounds,
-        estimate,
-        interval,
+        rounds: throughput.rounds,
+        estimate: throughput.estimate,
+        interval: throughput.interval,
         confidence: CONFIDENCE,
+        per_cpu_second,
     })
 }
 
 /// Every paired ratio of `runs` against each of `references`, per (workload, threads), in
-/// the order of `runs`.
+/// the order of `runs`. The intervals are computed in parallel (each has its own fixed seed,
+/// so they are the same on any number of threads); call it between measurements, never
+/// while one runs.
 pub(crate) fn all_paired(runs: &[Measurement], references: &[&str]) -> Vec<PairedRatio> {
-    let mut out = Vec::new();
+    let mut pairs: Vec<(&Measurement, &Measurement)> = Vec::new();
     for m in runs {
         for &reference in references {
             if m.allocator == reference {
@@ -223,12 +259,15 @@ pub(crate) fn all_paired(runs: &[Measurement], references: &[&str]) -> Vec<Paire
                     && o.workload == m.workload
                     && o.config.threads == m.config.threads
             });
-            if let Some(p) = versus.and_then(|v| paired(m, v)) {
-                out.push(p);
+            if let Some(v) = versus {
+                pairs.push((m, v));
             }
         }
     }
-    out
+    pairs
+        .into_par_iter()
+        .filter_map(|(m, v)| paired(m, v))
+        .collect()
 }
 
 #[cfg(test)]
@@ -275,5 +314,139 @@ mod tests {
         );
         assert_eq!(references(Some("sheaf"), &["sheaf", "system"]), ["sheaf"]);
         assert_eq!(references(None, &["system"]), Vec::<&str>::new());
+    }
+
+    /// A measurement of `allocator` with one sample per round: (throughput, CPU seconds of
+    /// its threads for 1,000 ops).
+    fn measurement(workload: &str, allocator: &str, rounds: &[(f64, Option<f64>)]) -> Measurement {
+        let figures = serde_json::json!({
+            "samples": 1, "mean": 1.0, "p50": 1, "p90": 1, "p99": 1, "p999": 1, "p9999": 1, "max": 1,
+            "unit": "op", "clock": "tsc", "timer_overhead_ns": 1.0
+        });
+        serde_json::from_value(serde_json::json!({
+            "workload": workload, "kind": "churn", "allocator": allocator,
+            "config": {"object_size": 64, "align": 8, "sheaf_capacity": 32, "barn_max_full": 4,
+                "barn_max_empty": 4, "deferred_batching": false, "threads": 1,
+                "os_threads": 1, "pinned": true},
+            "op_unit": "op", "ops": 1000, "seconds": 0.5, "throughput_ops_per_s": rounds[0].0,
+            "samples": rounds.iter().enumerate().map(|(i, (t, cpu))| serde_json::json!({
+                "ops": 1000, "seconds": 0.5, "throughput_ops_per_s": t, "round": i,
+                "cpu_seconds": cpu
+            })).collect::<Vec<_>>(),
+            "latency_ns": figures,
+            "counters": {}, "memory": {"peak_rss_bytes": null, "slab_bytes": null,
+                "cached_objects": null, "live_objects": null},
+            "stats": {}, "extra": {},
+            "pinning": {"pinned": true, "cpus": [0], "samples": 0, "off_cpu_samples": 0,
+                "threads_moved": 0},
+            "warnings": [],
+            "spec": {"name": workload, "kind": "churn", "object_size": 64, "duration": "500ms"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_cpu_second_ratio_is_paired_beside_the_wall_clock_one() {
+        // `a` lost half of round 1's wall time waiting for a CPU: its wall-clock ratio
+        // wobbles, its CPU-second ratio does not.
+        let a = measurement(
+            "w",
+            "a",
+            &[
+                (200.0, Some(0.001)),
+                (100.0, Some(0.001)),
+                (200.0, Some(0.001)),
+            ],
+        );
+        let b = measurement(
+            "w",
+            "b",
+            &[
+                (100.0, Some(0.002)),
+                (100.0, Some(0.002)),
+                (100.0, Some(0.002)),
+            ],
+        );
+        let p = paired(&a, &b).unwrap();
+        assert_eq!(p.rounds, [2.0, 1.0, 2.0]);
+        let cpu = p.per_cpu_second.unwrap();
+        assert_eq!(cpu.rounds, [2.0, 2.0, 2.0]);
+        assert!((cpu.estimate - 2.0).abs() < 1e-12);
+        let (low, high) = cpu.interval.unwrap();
+        assert!((low - 2.0).abs() < 1e-12 && (high - 2.0).abs() < 1e-12);
+        // A round without its CPU time gives no CPU-second ratio at all (not one of fewer
+        // rounds than the wall-clock one).
+        let c = measurement(
+            "w",
+            "c",
+            &[(100.0, Some(0.002)), (100.0, None), (100.0, Some(0.002))],
+        );
+        assert!(paired(&a, &c).unwrap().per_cpu_second.is_none());
+    }
+
+    #[test]
+    fn without_task_clock_the_cpu_time_is_the_schedulers() {
+        let mut m = measurement("w", "a", &[(100.0, None)]);
+        m.config.os_threads = 2;
+        assert_eq!(cpu_seconds(&m), None);
+        // Two threads on a CPU for 40% of a 0.5 s run and 0.1 s of upkeep.
+        m.extra.insert("threads_cpu_share".into(), 0.4);
+        m.extra.insert("upkeep_seconds".into(), 0.1);
+        assert!((cpu_seconds(&m).unwrap() - 0.48).abs() < 1e-12);
+        // A counted task-clock wins.
+        m.counters.insert(
+            "task-clock".into(),
+            harness::counters::CounterReading::Ok {
+                value: 2.5e8,
+                per_op: 0.0,
+                note: None,
+            },
+        );
+        assert!((cpu_seconds(&m).unwrap() - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_intervals_are_the_same_on_any_number_of_threads() {
+        // Many pairs of noisy rounds: computed on one thread and on four, every interval is
+        // the same to the bit.
+        let mut runs = Vec::new();
+        let mut state = 0x1234_5678_u64;
+        let mut noise = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            1.0 + ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.2
+        };
+        for w in 0..8 {
+            for alloc in ["sheaf", "mimalloc", "system"] {
+                let rounds: Vec<(f64, Option<f64>)> = (0..7)
+                    .map(|_| (100.0 * noise(), Some(0.01 * noise())))
+                    .collect();
+                runs.push(measurement(&format!("w{w}"), alloc, &rounds));
+            }
+        }
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| all_paired(&runs, &["sheaf", "mimalloc"]))
+        };
+        let one = on(1);
+        assert_eq!(one.len(), 8 * 4);
+        assert!(
+            one.iter()
+                .all(|p| p.interval.is_some() && p.per_cpu_second.is_some())
+        );
+        assert_eq!(one, on(4));
+        // In the order of the runs, then of the references.
+        assert_eq!(
+            (one[0].allocator.as_str(), one[0].versus.as_str()),
+            ("sheaf", "mimalloc")
+        );
+        assert_eq!(
+            (one[1].allocator.as_str(), one[1].versus.as_str()),
+            ("mimalloc", "sheaf")
+        );
     }
 }

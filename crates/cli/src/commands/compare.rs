@@ -25,6 +25,7 @@ use comfy_table::{CellAlignment, Table};
 use harness::result::PairedRatio;
 use harness::stats::{self, Bootstrap, Interval, Verdict};
 use harness::{Measurement, ResultFile};
+use rayon::prelude::*;
 
 use crate::cli::CompareArgs;
 use crate::error::CliError;
@@ -479,9 +480,14 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
             busy: false,
         });
     }
+    // The resampling is the slow part of a comparison: every row's interval at once (each
+    // from the fixed seed, so the same on any number of threads).
+    let intervals: Vec<Option<Interval>> = rows
+        .par_iter()
+        .map(|row| ratio_interval(&row.old_rounds, &row.new_rounds, args.confidence))
+        .collect();
     let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
-    for row in &rows {
-        let interval = ratio_interval(&row.old_rounds, &row.new_rounds, args.confidence);
+    for (row, interval) in rows.iter().zip(intervals) {
         let shown = interval.map_or_else(
             || "-".to_owned(),
             |i| {

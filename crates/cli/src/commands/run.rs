@@ -68,6 +68,56 @@ pub(crate) fn baseline<'a>(
     }
 }
 
+/// One thing each round of a [`Group`] measures: a workload (one measured run, a sweep's
+/// value applied) on an allocator.
+pub(crate) struct Entry<'a> {
+    /// The workload of one measured run.
+    pub(crate) workload: harness::Workload,
+    /// The allocator.
+    pub(crate) allocator: &'a str,
+    /// How the progress line and errors name it (the allocator, and a sweep's value).
+    pub(crate) label: String,
+}
+
+/// Entries measured together in interleaved rounds, at one thread count: each round
+/// measures every entry once, in an order rotated from round to round.
+pub(crate) struct Group<'a> {
+    /// The workload's name, for messages.
+    pub(crate) name: String,
+    /// Worker threads.
+    pub(crate) threads: u32,
+    /// Rounds planned.
+    pub(crate) rounds: u32,
+    /// What each round measures.
+    pub(crate) entries: Vec<Entry<'a>>,
+}
+
+/// The groups of `run`: per planned workload and thread count, every allocator.
+fn run_groups<'a>(planned: &[Planned], allocators: &[&'a str]) -> Vec<Group<'a>> {
+    let mut groups = Vec::new();
+    for p in planned {
+        // Each child makes one measured run: the rounds are the runs.
+        let mut one_run = p.workload.clone();
+        one_run.spec.runs = 1;
+        for &threads in &p.workload.spec.threads.0 {
+            groups.push(Group {
+                name: p.workload.spec.name.clone(),
+                threads,
+                rounds: p.workload.spec.runs,
+                entries: allocators
+                    .iter()
+                    .map(|&allocator| Entry {
+                        workload: one_run.clone(),
+                        allocator,
+                        label: allocator.to_owned(),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    groups
+}
+
 /// Runs every planned workload on every allocator in interleaved rounds: for each (workload,
 /// threads), `runs` rounds, each measuring every allocator once (one measured run in a child
 /// process) in an order rotated from round to round. Records the merged measurements,
@@ -81,114 +131,142 @@ pub(crate) fn execute(
     results: &mut ResultFile,
     sinks: &Sinks<'_>,
 ) -> Result<(), CliError> {
-    let total: usize = planned
-        .iter()
-        .map(|p| p.workload.spec.threads.0.len() * allocators.len() * p.workload.spec.runs as usize)
-        .sum();
     for note in planned.iter().flat_map(|p| &p.skipped) {
         eprintln!("note: {note}");
         results.notes.push(note.clone());
     }
-    // Each (allocator, round) is one measured run of the workload's length.
-    let planned_time = planned
+    let references = rounds::references(sinks.baseline, allocators);
+    execute_groups(
+        &run_groups(planned, allocators),
+        selection,
+        results,
+        sinks,
+        |_, merged| {
+            let runs: Vec<harness::Measurement> = merged.iter().flatten().cloned().collect();
+            rounds::all_paired(&runs, &references)
+        },
+    )
+    .map(drop)
+}
+
+/// Measures every group in interleaved rounds (each (entry, round) one measured run in a
+/// child process), merging each entry's rounds into one measurement. After each child the
+/// group's measurements so far replace those it had in `results.runs`, `pair` (given the
+/// group's index and its measurements, one per entry, `None` where none finished) gives the
+/// group's paired ratios, and `sinks`
+/// are written. An entry whose child fails is reported once and left out of the group's
+/// later rounds. Returns each group's merged measurements, one per entry.
+pub(crate) fn execute_groups(
+    groups: &[Group<'_>],
+    selection: &MeasureSelection,
+    results: &mut ResultFile,
+    sinks: &Sinks<'_>,
+    pair: impl Fn(usize, &[Option<harness::Measurement>]) -> Vec<harness::result::PairedRatio>,
+) -> Result<Vec<Vec<Option<harness::Measurement>>>, CliError> {
+    let total: usize = groups
         .iter()
-        .map(|p| {
-            let mut one_run = p.workload.clone();
-            one_run.spec.runs = 1;
-            plan::planned_length(&one_run)
-                * (p.workload.spec.threads.0.len()
-                    * allocators.len()
-                    * p.workload.spec.runs as usize) as u32
+        .map(|g| g.entries.len() * g.rounds as usize)
+        .sum();
+    let planned_time = groups
+        .iter()
+        .flat_map(|g| {
+            g.entries
+                .iter()
+                .map(|e| plan::planned_length(&e.workload) * g.rounds)
         })
         .sum();
     interrupt::install();
-    let references = rounds::references(sinks.baseline, allocators);
     let mut bar = progress::Progress::new(total, planned_time);
-    for p in planned {
-        let rounds_planned = p.workload.spec.runs;
-        // Each child makes one measured run: the rounds are the runs.
-        let mut one_run = p.workload.clone();
-        one_run.spec.runs = 1;
-        let timeout = plan::timeout(&one_run, selection.timeout);
-        let length = plan::planned_length(&one_run);
-        let name = &p.workload.spec.name;
-        for &threads in &p.workload.spec.threads.0 {
-            let mut done: Vec<(&str, Vec<rounds::RoundResult>)> =
-                allocators.iter().map(|&a| (a, Vec::new())).collect();
-            let mut failed: Vec<&str> = Vec::new();
-            let first_new = results.runs.len();
-            let first_paired = results.paired.len();
-            for round in 0..rounds_planned {
-                for (position, allocator) in
-                    rounds::order(allocators, round).into_iter().enumerate()
-                {
-                    bar.start(&format!(
-                        "{name} / {allocator} / {threads} threads / round {} of {rounds_planned}",
-                        round + 1
-                    ));
-                    if failed.contains(&allocator) {
-                        bar.finish_one(length);
-                        continue;
-                    }
-                    match executor::run_child(&one_run, allocator, threads, timeout) {
-                        Outcome::Measured(m) => {
-                            let slot = done.iter_mut().find(|(a, _)| *a == allocator);
-                            if let Some((_, list)) = slot {
-                                list.push(rounds::RoundResult {
-                                    round,
-                                    position: position as u32,
-                                    measurement: *m,
-                                });
+    let mut all = Vec::new();
+    for (group_index, group) in groups.iter().enumerate() {
+        let (name, threads) = (&group.name, group.threads);
+        let indices: Vec<usize> = (0..group.entries.len()).collect();
+        let mut done: Vec<Vec<rounds::RoundResult>> = vec![Vec::new(); group.entries.len()];
+        let mut merged: Vec<Option<harness::Measurement>> = vec![None; group.entries.len()];
+        let mut failed: Vec<usize> = Vec::new();
+        let first_new = results.runs.len();
+        let first_paired = results.paired.len();
+        for round in 0..group.rounds {
+            for (position, index) in rounds::order(&indices, round).into_iter().enumerate() {
+                let entry = &group.entries[index];
+                let label = &entry.label;
+                let length = plan::planned_length(&entry.workload);
+                bar.start(&format!(
+                    "{name} / {label} / {threads} threads / round {} of {}",
+                    round + 1,
+                    group.rounds
+                ));
+                if failed.contains(&index) {
+                    bar.finish_one(length);
+                    continue;
+                }
+                let timeout = plan::timeout(&entry.workload, selection.timeout);
+                match executor::run_child(&entry.workload, entry.allocator, threads, timeout) {
+                    Outcome::Measured(m) => done[index].push(rounds::RoundResult {
+                        round,
+                        position: position as u32,
+                        measurement: *m,
+                    }),
+                    // The measurement an interrupt cut short is not a failure.
+                    Outcome::Failed { .. } if interrupt::requested() => {}
+                    Outcome::Failed { error, stderr } => {
+                        failed.push(index);
+                        bar.suspend(|| {
+                            eprintln!(
+                                "error: {name} / {label} / {threads} threads (round {}): {error}",
+                                round + 1
+                            );
+                            for line in stderr.lines() {
+                                eprintln!("  | {line}");
                             }
-                        }
-                        // The measurement an interrupt cut short is not a failure.
-                        Outcome::Failed { .. } if interrupt::requested() => {}
-                        Outcome::Failed { error, stderr } => {
-                            failed.push(allocator);
-                            bar.suspend(|| {
-                                eprintln!(
-                                    "error: {name} / {allocator} / {threads} threads (round {}): {error}",
-                                    round + 1
-                                );
-                                for line in stderr.lines() {
-                                    eprintln!("  | {line}");
-                                }
-                            });
-                            results.failures.push(Failure {
-                                workload: name.clone(),
-                                allocator: allocator.to_owned(),
-                                threads,
-                                error,
-                                stderr,
-                            });
-                        }
-                    }
-                    // The measurements of this (workload, threads) so far, merged anew.
-                    results.runs.truncate(first_new);
-                    results.runs.extend(
-                        done.iter()
-                            .filter(|(a, _)| !failed.contains(a))
-                            .filter_map(|(_, list)| rounds::merge(list, &p.workload.spec)),
-                    );
-                    results.paired.truncate(first_paired);
-                    results
-                        .paired
-                        .extend(rounds::all_paired(&results.runs[first_new..], &references));
-                    sinks.write(results)?;
-                    if interrupt::requested() {
-                        bar.finish();
-                        return Err(CliError::Interrupted {
-                            kept: results.runs.len() + results.failures.len(),
-                            files: sinks.describe(),
+                        });
+                        results.failures.push(Failure {
+                            workload: name.clone(),
+                            allocator: entry.allocator.to_owned(),
+                            threads,
+                            error,
+                            stderr,
                         });
                     }
-                    bar.finish_one(length);
                 }
+                // The measurements of this group so far, merged anew.
+                merged = done
+                    .iter()
+                    .enumerate()
+                    .map(|(i, list)| {
+                        if failed.contains(&i) {
+                            None
+                        } else {
+                            rounds::merge(list, &group.entries[i].workload.spec)
+                                .map(|m| with_rounds(m, group.rounds))
+                        }
+                    })
+                    .collect();
+                results.runs.truncate(first_new);
+                results.runs.extend(merged.iter().flatten().cloned());
+                results.paired.truncate(first_paired);
+                results.paired.extend(pair(group_index, &merged));
+                sinks.write(results)?;
+                if interrupt::requested() {
+                    bar.finish();
+                    return Err(CliError::Interrupted {
+                        kept: results.runs.len() + results.failures.len(),
+                        files: sinks.describe(),
+                    });
+                }
+                bar.finish_one(length);
             }
         }
+        all.push(merged);
     }
     bar.finish();
-    Ok(())
+    Ok(all)
+}
+
+/// `m` with the spec's `runs` set back to the rounds planned (each child ran one).
+fn with_rounds(mut m: harness::Measurement, planned_rounds: u32) -> harness::Measurement {
+    m.spec.runs = planned_rounds;
+    m
 }
 
 /// `run`.

@@ -6,8 +6,9 @@ use harness::ResultFile;
 use harness::machine::Machine;
 
 use crate::benchmark::plan;
+use crate::benchmark::rounds;
 use crate::cli::SweepArgs;
-use crate::commands::run::{Sinks, execute};
+use crate::commands::run::{Entry, Group, Sinks, execute_groups};
 use crate::error::CliError;
 use crate::export::svg::{self, Series};
 use crate::output::{format, warnings};
@@ -55,23 +56,36 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         .map(|v| plan::load(&args.workload, &args.selection, &[format!("{key}={v}")]))
         .collect::<Result<Vec<_>, _>>()?;
     let mut results = ResultFile::new(Machine::detect());
+    for note in planned.iter().flat_map(|p| &p.skipped) {
+        if !results.notes.contains(note) {
+            eprintln!("note: {note}");
+            results.notes.push(note.clone());
+        }
+    }
     let sinks = Sinks {
         json: args.json.as_deref(),
         markdown: None,
         baseline: None,
     };
-    let mut per_value = Vec::new();
-    for (index, p) in planned.iter().enumerate() {
-        let before = results.runs.len();
-        execute(
-            std::slice::from_ref(p),
-            &allocators,
-            &args.selection,
-            &mut results,
-            &sinks,
-        )?;
-        per_value.extend(results.runs[before..].iter().map(|m| (index, m.clone())));
-    }
+    let (groups, members) = groups(&planned, &allocators, key, &values);
+    let merged = execute_groups(
+        &groups,
+        &args.selection,
+        &mut results,
+        &sinks,
+        |group, merged| paired_with_first(&groups[group], &members[group], merged),
+    )?;
+    // In the order of the values, then threads, then allocators.
+    let mut per_value: Vec<(usize, harness::Measurement)> = merged
+        .iter()
+        .zip(&members)
+        .flat_map(|(ms, values)| {
+            ms.iter()
+                .zip(values)
+                .filter_map(|(m, &v)| Some((v, m.clone()?)))
+        })
+        .collect();
+    per_value.sort_by_key(|(v, m)| (*v, m.config.threads));
     super::history::record(
         &args.history,
         super::history::of_result_file(history::RunKind::Sweep, &results, args.json.as_deref()),
@@ -93,6 +107,8 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         "idle MiB",
         "cached",
         "cached/CPU",
+        &format!("vs {key}={} [95%]", values[0]),
+        "per CPU-s [95%]",
     ]);
     for (index, m) in &per_value {
         let l = &m.latency_ns.figures;
@@ -114,9 +130,11 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
                     .map(|c| c as f64 / results.machine.cores.max(1) as f64),
                 0,
             ),
+            ratio_with_first(m, *index, key, &values, &results.paired, false),
+            ratio_with_first(m, *index, key, &values, &results.paired, true),
         ]);
     }
-    for col in 3..12 {
+    for col in 3..14 {
         if let Some(column) = table.column_mut(col) {
             column.set_cell_alignment(CellAlignment::Right);
         }
@@ -210,6 +228,119 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         });
     }
     Ok(())
+}
+
+/// The label of `allocator` at a swept value, as paired ratios name it.
+fn label(allocator: &str, key: &str, value: &str) -> String {
+    format!("{allocator} {key}={value}")
+}
+
+/// The groups of a sweep: per thread count, every (value, allocator) measured in the same
+/// interleaved rounds, so that each value meets the machine's drift alike and can be paired
+/// with the first value round by round. Beside each group, the value index of each entry.
+fn groups<'a>(
+    planned: &[plan::Planned],
+    allocators: &[&'a str],
+    key: &str,
+    values: &[String],
+) -> (Vec<Group<'a>>, Vec<Vec<usize>>) {
+    let mut thread_counts: Vec<u32> = Vec::new();
+    for p in planned {
+        for &t in &p.workload.spec.threads.0 {
+            if !thread_counts.contains(&t) {
+                thread_counts.push(t);
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    let mut members = Vec::new();
+    for threads in thread_counts {
+        let mut entries = Vec::new();
+        let mut indices = Vec::new();
+        for (index, p) in planned.iter().enumerate() {
+            if !p.workload.spec.threads.0.contains(&threads) {
+                continue;
+            }
+            let mut one_run = p.workload.clone();
+            one_run.spec.runs = 1;
+            for &allocator in allocators {
+                entries.push(Entry {
+                    workload: one_run.clone(),
+                    allocator,
+                    label: label(allocator, key, &values[index]),
+                });
+                indices.push(index);
+            }
+        }
+        groups.push(Group {
+            name: planned[0].workload.spec.name.clone(),
+            threads,
+            rounds: planned
+                .iter()
+                .map(|p| p.workload.spec.runs)
+                .max()
+                .unwrap_or(1),
+            entries,
+        });
+        members.push(indices);
+    }
+    (groups, members)
+}
+
+/// Each entry of a sweep's group over the same allocator at the group's first value, paired
+/// by round (named by [`label`]).
+fn paired_with_first(
+    group: &Group<'_>,
+    values_of: &[usize],
+    merged: &[Option<harness::Measurement>],
+) -> Vec<harness::result::PairedRatio> {
+    let Some(&first) = values_of.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, entry) in group.entries.iter().enumerate() {
+        if values_of[i] == first {
+            continue;
+        }
+        let versus = group
+            .entries
+            .iter()
+            .zip(values_of)
+            .position(|(e, &v)| v == first && e.allocator == entry.allocator);
+        let (Some(m), Some(Some(v))) = (&merged[i], versus.map(|j| &merged[j])) else {
+            continue;
+        };
+        let versus_label = &group.entries[versus.unwrap_or(i)].label;
+        if let Some(p) = rounds::paired(m, v) {
+            out.push(harness::result::PairedRatio {
+                allocator: entry.label.clone(),
+                versus: versus_label.clone(),
+                ..p
+            });
+        }
+    }
+    out
+}
+
+/// The cell of the paired ratio of `m` (at value `index`) over the same allocator at the
+/// first value: of throughput, or of operations per CPU-second with `cpu`.
+fn ratio_with_first(
+    m: &harness::Measurement,
+    index: usize,
+    key: &str,
+    values: &[String],
+    paired: &[harness::result::PairedRatio],
+    cpu: bool,
+) -> String {
+    if index == 0 {
+        return "1".to_owned();
+    }
+    let found = paired.iter().find(|p| {
+        p.threads == m.config.threads
+            && p.allocator == label(&m.allocator, key, &values[index])
+            && p.versus == label(&m.allocator, key, &values[0])
+    });
+    crate::output::table::ratio_text(found, cpu)
 }
 
 /// The run-to-run spread of a measurement's throughput: the sample standard deviation of its

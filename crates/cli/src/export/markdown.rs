@@ -52,27 +52,36 @@ impl Exporter for MarkdownExporter {
                 ));
             }
             md.push_str(&format!(
-                "{} rounds, allocators interleaved (order rotated each round); throughput and latency are medians over the rounds, `± sd` the rounds' coefficient of variation, and each ratio is paired by round with its 95% bootstrap interval.\n\n",
+                "{} rounds, allocators interleaved (order rotated each round); throughput and latency are medians over the rounds, `± sd` the rounds' coefficient of variation, `per CPU-s` the operations per CPU-second of the measured threads (blind to time spent waiting for a CPU), and each ratio is paired by round with its 95% bootstrap interval.\n\n",
                 table::rounds(&group)
             ));
             let references = table::references(&group, baseline);
-            let ratio_headers: String = references.iter().map(|r| format!(" vs {r} |")).collect();
+            let cpu_reference = references.first();
+            let ratio_headers: String = references
+                .iter()
+                .map(|r| format!(" vs {r} |"))
+                .chain(cpu_reference.map(|r| format!(" per CPU-s vs {r} |")))
+                .collect();
             md.push_str(&format!(
-                "| threads | allocator | throughput | ± sd | p50 | p99 | p99.9 | max |{ratio_headers}\n"
+                "| threads | allocator | throughput | ± sd | per CPU-s | p50 | p99 | p99.9 | max |{ratio_headers}\n"
             ));
             md.push_str(&format!(
-                "|---:|---|---:|---:|---:|---:|---:|---:|{}\n",
-                "---:|".repeat(references.len())
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|{}\n",
+                "---:|".repeat(references.len() + usize::from(cpu_reference.is_some()))
             ));
             for r in &group {
                 let (mean, sd) = r.throughput_mean_sd();
-                let ratios: String = references
-                    .iter()
-                    .map(|v| format!(" {} |", table::ratio_cell(r, v, &results.paired)))
-                    .collect();
+                let ratios: String =
+                    references
+                        .iter()
+                        .map(|v| format!(" {} |", table::ratio_cell(r, v, &results.paired, false)))
+                        .chain(cpu_reference.map(|v| {
+                            format!(" {} |", table::ratio_cell(r, v, &results.paired, true))
+                        }))
+                        .collect();
                 let l = &r.latency_ns.figures;
                 md.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |{}\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |{}\n",
                     r.config.threads,
                     r.allocator,
                     format::throughput(r.throughput_ops_per_s),
@@ -81,6 +90,7 @@ impl Exporter for MarkdownExporter {
                     } else {
                         "-".into()
                     },
+                    table::per_cpu_second(r),
                     format::nanos(l.p50 as f64),
                     format::nanos(l.p99 as f64),
                     format::nanos(l.p999 as f64),

@@ -1,7 +1,8 @@
 //! The results table: one block per workload, one row per (threads, allocator), with
 //! throughput (median over rounds, and the rounds' coefficient of variation), latency
-//! percentiles per sample (medians over rounds) and, per reference allocator, the paired
-//! ratio of throughput with its bootstrap interval.
+//! percentiles per sample (medians over rounds), operations per CPU-second of the measured
+//! threads and, per reference allocator, the paired ratio of throughput with its bootstrap
+//! interval (and for the first reference, the paired ratio per CPU-second as well).
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
@@ -11,8 +12,14 @@ use harness::result::PairedRatio;
 use super::format;
 
 /// The cell of a ratio column: the paired ratio of `m` over `reference` with its interval,
-/// `1` in the reference's own row, `-` where there is none.
-pub(crate) fn ratio_cell(m: &Measurement, reference: &str, paired: &[PairedRatio]) -> String {
+/// `1` in the reference's own row, `-` where there is none. With `cpu`, the ratio of
+/// operations per CPU-second instead of throughput.
+pub(crate) fn ratio_cell(
+    m: &Measurement,
+    reference: &str,
+    paired: &[PairedRatio],
+    cpu: bool,
+) -> String {
     if m.allocator == reference {
         return "1".to_owned();
     }
@@ -22,18 +29,41 @@ pub(crate) fn ratio_cell(m: &Measurement, reference: &str, paired: &[PairedRatio
             && p.allocator == m.allocator
             && p.versus == reference
     });
-    match found {
-        Some(p) => match p.interval {
-            Some((low, high)) => format!(
-                "{} [{}..{}]",
-                format::ratio(p.estimate),
-                format::ratio(low),
-                format::ratio(high)
-            ),
-            None => format::ratio(p.estimate),
-        },
+    ratio_text(found, cpu)
+}
+
+/// A paired ratio with its interval (of operations per CPU-second with `cpu`), `-` where
+/// there is none.
+pub(crate) fn ratio_text(found: Option<&PairedRatio>, cpu: bool) -> String {
+    let figure = found.and_then(|p| {
+        if cpu {
+            let c = p.per_cpu_second.as_ref()?;
+            Some((c.estimate, c.interval))
+        } else {
+            Some((p.estimate, p.interval))
+        }
+    });
+    match figure {
+        Some((estimate, Some((low, high)))) => format!(
+            "{} [{}..{}]",
+            format::ratio(estimate),
+            format::ratio(low),
+            format::ratio(high)
+        ),
+        Some((estimate, None)) => format::ratio(estimate),
         None => "-".to_owned(),
     }
+}
+
+/// Operations per CPU-second of the measured threads, the median over the rounds that have
+/// their CPU time; `-` where none has.
+pub(crate) fn per_cpu_second(m: &Measurement) -> String {
+    let figures: Vec<f64> = m
+        .samples
+        .iter()
+        .filter_map(crate::benchmark::rounds::ops_per_cpu_second)
+        .collect();
+    harness::stats::median(&figures).map_or_else(|| "-".to_owned(), format::throughput)
 }
 
 /// The reference allocators of a workload's ratio columns.
@@ -92,12 +122,15 @@ pub(crate) fn render(
         let mut table = Table::new();
         table.load_style(UTF8_FULL_CONDENSED);
         let references = references(&group, baseline);
-        let ratio_headers: Vec<String> = references.iter().map(|r| format!("vs {r}")).collect();
+        let mut ratio_headers: Vec<String> = references.iter().map(|r| format!("vs {r}")).collect();
+        // The first reference's ratio again, of operations per CPU-second.
+        ratio_headers.extend(references.first().map(|r| format!("per CPU-s vs {r}")));
         let mut header = vec![
             "threads",
             "allocator",
             "throughput",
             "± sd",
+            "per CPU-s",
             "p50",
             "p99",
             "p99.9",
@@ -120,12 +153,14 @@ pub(crate) fn render(
                 } else {
                     "-".to_owned()
                 },
+                per_cpu_second(m),
                 format::nanos(lat.p50 as f64),
                 format::nanos(lat.p99 as f64),
                 format::nanos(lat.p999 as f64),
                 format::nanos(lat.max as f64),
             ];
-            row.extend(references.iter().map(|r| ratio_cell(m, r, paired)));
+            row.extend(references.iter().map(|r| ratio_cell(m, r, paired, false)));
+            row.extend(references.first().map(|r| ratio_cell(m, r, paired, true)));
             if handoff {
                 row.push(match m.extra.get("handoff_waits_per_op") {
                     Some(per_op) => format!(
@@ -137,7 +172,7 @@ pub(crate) fn render(
             }
             table.add_row(row);
         }
-        for col in 2..8 + references.len() + usize::from(handoff) {
+        for col in 2..ratio_headers.len() + 9 + usize::from(handoff) {
             if let Some(column) = table.column_mut(col) {
                 column.set_cell_alignment(CellAlignment::Right);
             }
