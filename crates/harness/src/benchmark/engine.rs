@@ -110,6 +110,9 @@ pub(crate) struct DrivePlan<'a> {
     /// Run by the first primary after the last phase (outside every timed interval and
     /// after the last snapshot), before its work is dropped; its figure is returned.
     pub(crate) probe: Option<&'a (dyn Fn() -> u64 + Sync)>,
+    /// Called by the coordinator before it releases the threads into the warm-up (see
+    /// `MeasureOptions::start_gate`).
+    pub(crate) start_gate: Option<fn()>,
 }
 
 /// What the threads found.
@@ -361,6 +364,11 @@ where
                     hogs.as_ref().and_then(Hogs::sched),
                 )
             };
+            if phase == 0
+                && let Some(gate) = plan.start_gate
+            {
+                gate();
+            }
             if let Some(hogs) = &hogs {
                 hogs.activate();
             }
@@ -781,6 +789,7 @@ mod tests {
             hogs: 0,
             sampler: None,
             probe: None,
+            start_gate: None,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);
@@ -827,6 +836,7 @@ mod tests {
             hogs: 0,
             sampler: None,
             probe: None,
+            start_gate: None,
         };
         let outcome = drive(
             &plan,
@@ -871,6 +881,7 @@ mod tests {
             hogs: 2,
             sampler: None,
             probe: None,
+            start_gate: None,
         };
         let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
         let failures = &outcome.pinning.failures;
@@ -929,6 +940,7 @@ mod tests {
             hogs: 0,
             sampler: None,
             probe: None,
+            start_gate: None,
         };
         let outcome = drive(
             &plan,

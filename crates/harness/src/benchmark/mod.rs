@@ -108,6 +108,15 @@ pub struct MeasureOptions {
     /// Runs the memory sampler (the result's `timeline`) at the spec's `sample_interval`;
     /// off only to measure what the sampler costs.
     pub timeline: bool,
+    /// This measurement as task `index` of `tasks` identical ones, each in a process of its
+    /// own (`sheafbench scale --mode process`): pinned, it takes the `index`-th share of the
+    /// CPUs that all the tasks' threads together would be given, so that the processes never
+    /// share a CPU. `None`: the measurement is alone.
+    pub task: Option<(usize, usize)>,
+    /// Called on the coordinating thread once the cache, the kind's input (streams, trees)
+    /// and the threads are set up, just before the warm-up; the warm-up starts when it
+    /// returns. Several processes measured together wait here for each other.
+    pub start_gate: Option<fn()>,
 }
 
 impl Default for MeasureOptions {
@@ -117,6 +126,8 @@ impl Default for MeasureOptions {
             timer_calibration_reads: 200_000,
             pin: pin_current_thread,
             timeline: true,
+            task: None,
+            start_gate: None,
         }
     }
 }
@@ -131,12 +142,17 @@ pub fn measure<A: ObjectAlloc>(
     let os_threads = workload.kind.os_threads(threads);
     // Checked before anything runs: a measurement asked to be pinned is pinned or refused.
     let cpus = if spec.pinned {
-        let Some(cpus) = measurement_cpus(os_threads) else {
+        let (index, tasks) = options.task.map_or((0, 1), |(i, n)| (i, n.max(1)));
+        let needed = os_threads * tasks;
+        let Some(mut cpus) = measurement_cpus(needed) else {
             return Err(MeasureError::Pinning {
-                needed: os_threads,
+                needed,
                 available: crate::cpus::allowed_cpus().len(),
             });
         };
+        // This task's share: the other tasks' processes take the rest.
+        cpus.drain(..os_threads * index.min(tasks - 1));
+        cpus.truncate(os_threads);
         probe_pinning(&cpus, options.pin).map_err(|(cpu, e)| MeasureError::PinningRefused {
             cpu,
             error: e.to_string(),
@@ -206,6 +222,7 @@ pub fn measure<A: ObjectAlloc>(
             read: &read,
         }),
         probe: Some(&probe),
+        start_gate: options.start_gate,
     };
     let snapshot = || read().stats;
     let seed = spec.seed;
