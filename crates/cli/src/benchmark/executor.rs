@@ -417,3 +417,79 @@ fn tail(text: &str, max: usize) -> String {
     }
     format!("...{}", &text[start..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for a gated measuring process: a shell script.
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(script);
+        command
+    }
+
+    /// Says ready, waits for go, prints its pid and what it heard.
+    const GOOD: &str = "echo ready; read go; echo \"$$ $go\"";
+
+    #[test]
+    fn processes_start_together_and_each_returns_its_output() {
+        let finished = run_together(vec![sh(GOOD), sh(GOOD)], Duration::from_secs(60)).unwrap();
+        assert_eq!(finished.len(), 2);
+        for f in &finished {
+            let out = String::from_utf8_lossy(&f.stdout);
+            // Each heard the start signal, and the pid reported is its own.
+            assert_eq!(out.trim(), format!("{} go", f.pid), "{out}");
+        }
+        assert_ne!(finished[0].pid, finished[1].pid);
+    }
+
+    #[test]
+    fn a_process_that_crashes_is_reported_and_the_others_are_killed_not_waited_for() {
+        // The second would run for a minute; the first crashes once started. The time-out is
+        // longer than the crash needs and shorter than the sleeper's minute: waiting for the
+        // sleeper would end in a time-out instead of the crash.
+        let crash = "echo ready; read go; echo 'about to crash' >&2; kill -SEGV $$";
+        let sleeper = "echo ready; read go; exec sleep 60";
+        let failure =
+            run_together(vec![sh(crash), sh(sleeper)], Duration::from_secs(30)).unwrap_err();
+        assert_eq!(failure.index, 0);
+        assert!(
+            failure.error.contains("signal 11 (SIGSEGV)"),
+            "{}",
+            failure.error
+        );
+        assert!(
+            failure.stderr.contains("about to crash"),
+            "{}",
+            failure.stderr
+        );
+    }
+
+    #[test]
+    fn a_process_that_never_gets_ready_is_killed_at_the_time_out() {
+        let failure = run_together(
+            vec![sh(GOOD), sh("exec sleep 60")],
+            Duration::from_millis(500),
+        )
+        .unwrap_err();
+        assert_eq!(failure.index, 1);
+        assert!(
+            failure.error.contains("before it was ready to start"),
+            "{}",
+            failure.error
+        );
+    }
+
+    #[test]
+    fn a_process_that_fails_while_setting_up_is_reported_with_its_status_and_stderr() {
+        let failure = run_together(
+            vec![sh(GOOD), sh("echo 'no such workload' >&2; exit 3")],
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
+        assert_eq!(failure.index, 1);
+        assert!(failure.error.contains("status 3"), "{}", failure.error);
+        assert_eq!(failure.stderr, "no such workload");
+    }
+}

@@ -266,3 +266,29 @@ pub(crate) fn timeout(workload: &Workload, explicit: Option<u64>) -> Duration {
     let planned = workload.spec.warmup.0 + per_run * workload.spec.runs;
     planned * 3 + Duration::from_secs(30)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_take_lists_and_ranges() {
+        assert_eq!(thread_counts("1,2,4").unwrap(), [1, 2, 4]);
+        assert_eq!(thread_counts("1..4").unwrap(), [1, 2, 3, 4]);
+        assert_eq!(thread_counts("1..=3,8").unwrap(), [1, 2, 3, 8]);
+        assert_eq!(thread_counts(" 2 , 1..2 ").unwrap(), [2, 1]);
+        for (bad, says) in [
+            ("0", "0 threads"),
+            ("1..0", "0 threads"),
+            ("3..1", "runs backwards"),
+            ("x", "`x` is not a count"),
+            ("1,,2", "an empty item"),
+            ("1..", "`` is not a count"),
+            ("5000", "more than 4096"),
+        ] {
+            let err = thread_counts(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("--threads {bad}: ")), "{err}");
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}

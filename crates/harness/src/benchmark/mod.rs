@@ -183,6 +183,10 @@ pub fn measure<A: ObjectAlloc>(
     })?;
     let threads_usize = threads as usize;
     let secondaries = os_threads - threads_usize;
+    // The task number of the first worker thread: as one task of several processes, its
+    // seeds (and a tree's stream) are those that worker would have had as a thread of one
+    // process running them all.
+    let first_task = options.task.map_or(0, |(index, _)| index * threads_usize);
     // `lifetimes` has a cache per object size; every other kind the one above.
     let sized: Vec<(A, usize)> = match &workload.kind {
         Kind::Lifetimes { sizes, .. } => sizes
@@ -275,7 +279,7 @@ pub fn measure<A: ObjectAlloc>(
                     lifetimes::Lifetimes::new(
                         caches,
                         cycle,
-                        Rng::new(seed, t as u64),
+                        Rng::new(seed, (first_task + t) as u64),
                         remote_frees.then(|| &mailboxes[t]),
                         (t == 0).then_some((&cycle_log, read)),
                     )
@@ -305,7 +309,7 @@ pub fn measure<A: ObjectAlloc>(
             drive(
                 &plan,
                 |t| {
-                    let rng = Rng::new(seed, t as u64);
+                    let rng = Rng::new(seed, (first_task + t) as u64);
                     Churn::new(all.clone(), order, working_set, batch, rng)
                 },
                 |_| -> NoWork { unreachable!("churn has no helper threads") },
@@ -389,7 +393,7 @@ pub fn measure<A: ObjectAlloc>(
                         &published,
                         (t, threads_usize),
                         batch,
-                        Rng::new(seed, t as u64),
+                        Rng::new(seed, (first_task + t) as u64),
                     )
                 },
                 |r| {
@@ -421,7 +425,7 @@ pub fn measure<A: ObjectAlloc>(
             let mut streams = Vec::with_capacity(threads_usize);
             for t in 0..threads_usize {
                 let spec_t = maple::StreamSpec {
-                    seed: stream.seed.wrapping_add(t as u64),
+                    seed: stream.seed.wrapping_add((first_task + t) as u64),
                     ..stream.clone()
                 };
                 let ops = maple::ops::generate(&spec_t).map_err(|e| input(e.to_string()))?;
