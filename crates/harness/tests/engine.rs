@@ -543,6 +543,13 @@ fn a_task_of_several_processes_is_pinned_to_its_own_cpu_share_after_its_start_ga
         let m = measure::<TestAlloc>(&workload, 1, &options).unwrap();
         // Task `index` of 2 takes the `index`-th of the CPUs two pinned threads would take.
         assert_eq!(m.pinning.cpus, [*cpu], "task {index}");
+        // The coordinator keeps off the other task's CPU too (where there is no other CPU, it
+        // is not pinned).
+        assert!(
+            m.pinning.coordinator_cpu.is_none_or(|c| !cpus.contains(&c)),
+            "task {index}: coordinator on {:?}",
+            m.pinning.coordinator_cpu
+        );
         assert_eq!(GATE_CALLS.load(Ordering::SeqCst), before + 1);
     }
 }

@@ -113,6 +113,10 @@ pub(crate) struct DrivePlan<'a> {
     /// Called by the coordinator before it releases the threads into the warm-up (see
     /// `MeasureOptions::start_gate`).
     pub(crate) start_gate: Option<fn()>,
+    /// Pinned as one task of several processes: the CPUs of all of them, where the
+    /// coordinator (and the sampler, which inherits its affinity) must not sit; `None`: the
+    /// measurement's own `cpus`.
+    pub(crate) all_tasks: Option<Vec<core_affinity::CoreId>>,
 }
 
 /// What the threads found.
@@ -260,7 +264,7 @@ where
             .map(|_| AtomicI32::new(0))
             .collect(),
     };
-    let coordinator = CoordinatorCpu::pin_apart(plan.cpus.as_deref());
+    let coordinator = CoordinatorCpu::pin_apart(plan.all_tasks.as_deref().or(plan.cpus.as_deref()));
     let hog_cpus = plan
         .cpus
         .clone()
@@ -790,6 +794,7 @@ mod tests {
             sampler: None,
             probe: None,
             start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);
@@ -837,6 +842,7 @@ mod tests {
             sampler: None,
             probe: None,
             start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(
             &plan,
@@ -882,6 +888,7 @@ mod tests {
             sampler: None,
             probe: None,
             start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
         let failures = &outcome.pinning.failures;
@@ -941,6 +948,7 @@ mod tests {
             sampler: None,
             probe: None,
             start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(
             &plan,

@@ -141,6 +141,8 @@ pub fn measure<A: ObjectAlloc>(
     let spec = &workload.spec;
     let os_threads = workload.kind.os_threads(threads);
     // Checked before anything runs: a measurement asked to be pinned is pinned or refused.
+    // The CPUs of every task measured together, kept free of this process's coordinator.
+    let mut all_tasks = None;
     let cpus = if spec.pinned {
         let (index, tasks) = options.task.map_or((0, 1), |(i, n)| (i, n.max(1)));
         let needed = os_threads * tasks;
@@ -150,6 +152,11 @@ pub fn measure<A: ObjectAlloc>(
                 available: crate::cpus::allowed_cpus().len(),
             });
         };
+        all_tasks = Some(
+            cpus.iter()
+                .map(|&id| core_affinity::CoreId { id })
+                .collect::<Vec<_>>(),
+        );
         // This task's share: the other tasks' processes take the rest.
         cpus.drain(..os_threads * index.min(tasks - 1));
         cpus.truncate(os_threads);
@@ -227,6 +234,7 @@ pub fn measure<A: ObjectAlloc>(
         }),
         probe: Some(&probe),
         start_gate: options.start_gate,
+        all_tasks,
     };
     let snapshot = || read().stats;
     let seed = spec.seed;
