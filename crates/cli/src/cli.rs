@@ -22,6 +22,9 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Run one workload over a list of values of one spec field.
     Sweep(SweepArgs),
+    /// Scaling curves: one workload at 1..N tasks, as threads sharing a cache and as
+    /// processes with a cache each, throughput per task count.
+    Scale(ScaleArgs),
     /// Compare two result files figure by figure: a verdict where a change exceeds the noise.
     Compare(CompareArgs),
     /// Check the API contract clauses on allocators.
@@ -45,9 +48,10 @@ pub(crate) struct MeasureSelection {
     /// `sheaf_capacity` or a barn limit defaults to the designs that field changes).
     #[arg(long, value_delimiter = ',')]
     pub(crate) alloc: Vec<String>,
-    /// Thread counts (overrides the spec's `threads`).
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) threads: Option<Vec<u32>>,
+    /// Thread counts (overrides the spec's `threads`): a list (1,2,4), a range (1..4, both
+    /// ends included) or both (1..4,8); for `scale`, the task counts (default 1..CPUs).
+    #[arg(long)]
+    pub(crate) threads: Option<String>,
     /// Length of each measured run, e.g. 2s or 500ms (overrides `duration`/`ops`).
     #[arg(long)]
     pub(crate) duration: Option<String>,
@@ -132,6 +136,31 @@ pub(crate) struct SweepArgs {
     pub(crate) json: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) history: HistoryArgs,
+}
+
+/// `scale`.
+#[derive(Debug, Args)]
+pub(crate) struct ScaleArgs {
+    /// Workload spec file (YAML).
+    pub(crate) workload: PathBuf,
+    /// `thread` (the tasks are threads of one process, sharing one cache), `process` (each
+    /// task a process of its own, with its own cache and, for `maple-tree`, its own tree) or
+    /// `both`.
+    #[arg(long, default_value = "both")]
+    pub(crate) mode: String,
+    #[command(flatten)]
+    pub(crate) selection: MeasureSelection,
+    /// Allocator the ratio column is relative to (default: the first of --alloc).
+    #[arg(long)]
+    pub(crate) baseline: Option<String>,
+    /// Write the curves as an SVG chart: total and per-task throughput against the task
+    /// count, one line per (allocator, mode), with each point's paired interval.
+    #[arg(long)]
+    pub(crate) svg: Option<PathBuf>,
+    /// Write every round's figures as JSON (`scaling`, docs/results.md); the chart goes
+    /// beside it (`<name>-curves.svg`) unless --svg names another file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
 }
 
 /// `compare`.
@@ -281,4 +310,14 @@ pub(crate) struct MeasureArgs {
     /// The validated workload, as JSON.
     #[arg(long)]
     pub(crate) workload_json: String,
+    /// This process is task `TASK` of `--tasks` measured together (`scale --mode process`):
+    /// pinned, it takes that task's share of the CPUs.
+    #[arg(long, requires = "tasks")]
+    pub(crate) task: Option<usize>,
+    /// How many tasks are measured together.
+    #[arg(long, requires = "task")]
+    pub(crate) tasks: Option<usize>,
+    /// Print `ready` on stdout once set up and wait for `go` on stdin before the warm-up.
+    #[arg(long)]
+    pub(crate) start_gate: bool,
 }

@@ -6,6 +6,8 @@
 //!                [--runs N] [--set key=value,..] [--quick] [--json FILE] [--markdown FILE]
 //!                [--baseline NAME] [--timeout SECS] [--hogs N]
 //! sheafbench sweep <workload.yaml> --param key=v1,v2,.. [--alloc ..] [--svg FILE] [--json FILE]
+//! sheafbench scale <workload.yaml> [--threads 1..N] [--mode thread|process|both] [--alloc ..]
+//!                [--svg FILE] [--json FILE]
 //! sheafbench compare <old.json> <new.json> [--confidence 0.95]
 //! sheafbench conformance [--alloc a,b|all] [--json FILE] [--quick] [--only C-ID,..]
 //! sheafbench trace import <strace.log> [-o out.trace] [--lenient]
@@ -63,6 +65,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::List => commands::list::run(),
         Command::Run(args) => commands::run::run(args)?,
         Command::Sweep(args) => commands::sweep::run(args)?,
+        Command::Scale(args) => commands::scale::run(args)?,
         Command::Compare(args) => commands::compare::run(args)?,
         Command::Conformance(args) => commands::conformance::run(args)?,
         Command::Trace(cli::TraceCommand::Import(args)) => commands::trace::import(args)?,

@@ -1023,6 +1023,25 @@ fn the_result_schema_doc_names_every_field_and_the_version() {
     let doc = std::fs::read_to_string(workspace().join("docs/results.md")).unwrap();
     let mut names = std::collections::BTreeSet::new();
     field_names(&file, "", &mut names);
+    // `scale` writes the same layout with its curves.
+    let scaled = dir.path().join("s.json");
+    let out = sheafbench()
+        .args([
+            "scale",
+            spec.to_str().unwrap(),
+            "--alloc",
+            "sheaf,system",
+            "--threads",
+            "1,2",
+            "--json",
+        ])
+        .arg(&scaled)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let scaled: Value = serde_json::from_str(&std::fs::read_to_string(&scaled).unwrap()).unwrap();
+    assert!(!scaled["scaling"].as_array().unwrap().is_empty());
+    field_names(&scaled, "", &mut names);
     // A counter reading's fields, whichever this machine gave.
     names.extend(["status", "value", "per_op", "note", "reason"].map(String::from));
     let missing: Vec<&String> = names
@@ -1609,5 +1628,179 @@ fn sheaf_after_the_drain_and_shrink_holds_no_slab_beyond_its_minimum_partial_on_
         // shrink() gives slabs back, never takes more.
         let before = figures["retained_after_free"]["slabs"].as_f64().unwrap();
         assert!(before >= slabs, "{name}: {before} before, {slabs} after");
+    }
+}
+
+/// A `scale` of the tiny spec: its JSON, stdout and stderr.
+fn scale(dir: &Path, extra: &[&str]) -> (Option<Value>, String, String, Option<i32>) {
+    let spec = write_spec(dir, "tiny.yaml", GOOD);
+    let json = dir.join("scale.json");
+    let out = sheafbench()
+        .arg("scale")
+        .arg(&spec)
+        .args(extra)
+        .arg("--json")
+        .arg(&json)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let value = std::fs::read_to_string(&json)
+        .ok()
+        .map(|text| serde_json::from_str(&text).unwrap());
+    (
+        value,
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.code(),
+    )
+}
+
+#[test]
+fn scale_runs_each_task_of_process_mode_in_a_process_of_its_own_and_draws_the_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, stdout, stderr, code) = scale(
+        dir.path(),
+        &[
+            "--threads",
+            "1..3",
+            "--mode",
+            "both",
+            "--alloc",
+            "system,sheaf",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let json = json.unwrap();
+    let cores = json["machine"]["cores"].as_u64().unwrap();
+    let points = json["scaling"].as_array().unwrap();
+    // Every (mode, tasks, allocator), each in both rounds.
+    assert_eq!(points.len(), 2 * 3 * 2);
+    let mut thread_pids = Vec::new();
+    let mut process_pids = Vec::new();
+    for p in points {
+        let tasks = p["tasks"].as_u64().unwrap();
+        let mode = p["mode"].as_str().unwrap();
+        assert_eq!(p["oversubscribed"].as_bool().unwrap(), tasks > cores, "{p}");
+        assert_eq!(p["efficiency"].is_null(), tasks == 1, "{p}");
+        let rounds = p["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 2);
+        for r in rounds {
+            let processes = r["processes"].as_array().unwrap();
+            let pids: Vec<u64> = processes
+                .iter()
+                .map(|q| q["pid"].as_u64().unwrap())
+                .collect();
+            let summed: f64 = processes
+                .iter()
+                .map(|q| q["throughput_ops_per_s"].as_f64().unwrap())
+                .sum();
+            let total = r["total_ops_per_s"].as_f64().unwrap();
+            assert!((summed - total).abs() <= 1e-9 * total.max(1.0), "{r}");
+            match mode {
+                // One process runs every task as a thread.
+                "thread" => {
+                    assert_eq!(pids.len(), 1);
+                    thread_pids.extend(pids);
+                }
+                // A process per task, each a different one.
+                "process" => {
+                    assert_eq!(pids.len() as u64, tasks);
+                    let mut distinct = pids.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    assert_eq!(distinct.len(), pids.len(), "{r}");
+                    process_pids.extend(pids);
+                }
+                other => panic!("mode {other}"),
+            }
+        }
+    }
+    assert!(process_pids.iter().all(|p| !thread_pids.contains(p)));
+    let svg = std::fs::read_to_string(dir.path().join("scale-curves.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert!(svg.contains("sheaf (process)") && svg.contains("system (thread)"));
+    // The band's label, on a line of its own (the legend's hint says more).
+    let band = svg.lines().any(|line| line.trim() == "oversubscribed");
+    assert_eq!(band, cores < 3);
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d+(\.\d+)? ?(ns|µs|ms|s|[kMG]?/s)", "[t]");
+    settings.add_filter(r"\d+\.\d+ \[\d+\.\d+\.\.\d+\.\d+\]", "[r]");
+    settings.add_filter(r"no \(oversubscribed\)", "no");
+    settings.add_filter(r"[─═]+", "─");
+    settings.add_filter(r" +", " ");
+    settings.bind(|| insta::assert_snapshot!("scale_table", stdout));
+}
+
+#[test]
+fn scale_reports_a_task_process_that_hangs_and_kills_it() {
+    // Runs of five seconds with a time-out of one: each task's process is killed and the
+    // failure named, instead of the run waiting for it.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "long.yaml",
+        &GOOD.replace("duration: 20ms", "duration: 5s"),
+    );
+    let json = dir.path().join("r.json");
+    let out = sheafbench()
+        .arg("scale")
+        .arg(&spec)
+        .args([
+            "--threads",
+            "2",
+            "--mode",
+            "process",
+            "--alloc",
+            "system",
+            "--timeout",
+            "1",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tiny / system / process mode / 2 tasks (round 1): task 1 of 2: timed out after 1 s while measuring"),
+        "{stderr}"
+    );
+    let value: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let failures = value["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("process mode, 2 tasks: task 1 of 2: timed out")
+    );
+}
+
+#[test]
+fn scale_refuses_bad_input_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = write_spec(d, "good.yaml", GOOD);
+    let good = good.to_str().unwrap();
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("scale_zero_tasks", vec!["scale", good, "--threads", "0"]),
+        (
+            "scale_malformed_threads",
+            vec!["scale", good, "--threads", "1..x"],
+        ),
+        (
+            "scale_backwards_range",
+            vec!["scale", good, "--threads", "4..2"],
+        ),
+        ("scale_unknown_mode", vec!["scale", good, "--mode", "fibre"]),
+        (
+            "scale_process_mode_with_shared_readers",
+            vec!["scale", "workloads/maple-tree.yaml", "--mode", "process"],
+        ),
+    ];
+    for (name, args) in cases {
+        let message = bad_input(&args, d);
+        insta::assert_snapshot!(format!("bad_input__{name}"), message);
     }
 }

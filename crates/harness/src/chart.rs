@@ -1,7 +1,7 @@
 //! SVG charts of results, drawn with plotters: the one chart code path of the CLI
 //! (`sheafbench sweep --svg`) and of the xtask (`cargo xtask report`, `cargo xtask bench`).
 //!
-//! Six shapes, each a function returning the SVG text (the caller writes it):
+//! Seven shapes, each a function returning the SVG text (the caller writes it):
 //! - [`sweep`]: throughput and p99 latency against a swept spec value, one line per
 //!   allocator, two panels side by side;
 //! - [`trade_off`]: memory held against throughput, one labelled point per setting, a line
@@ -13,7 +13,10 @@
 //! - [`trend`]: one figure over recorded runs (`sheafbench history trend`), one line per
 //!   series (a machine, a thread count), with each run's interval as a whisker;
 //! - [`log_dots`]: several figures per row (e.g. latency percentiles) as dots on a logarithmic
-//!   axis, coloured by figure.
+//!   axis, coloured by figure;
+//! - [`scaling`]: total and per-task throughput against the number of tasks, one line per
+//!   (allocator, mode), each point's paired interval as an error bar and the oversubscribed
+//!   points hollow on a shaded band.
 //!
 //! Value axes print their ticks in their shortest form (`10`, not `10.0`); an axis of a whole
 //! quantity (a count in every point, such as instructions) labels whole ticks only, and an
@@ -212,6 +215,159 @@ fn sweep_panel(
                     .map(|p| Circle::new((p.0 as f64, y(p)), 3, color.filled())),
             )
             .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// One point of a [`scaling`] curve.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Tasks run at once.
+    pub tasks: u32,
+    /// The tasks' summed throughput (ops/s).
+    pub total: f64,
+    /// Throughput per task (ops/s).
+    pub per_task: f64,
+    /// Interval of `per_task` (ops/s), drawn as an error bar (scaled by `tasks` on the
+    /// total panel); `None`: no bar.
+    pub interval: Option<(f64, f64)>,
+    /// Measured with more threads than CPUs (unpinned): drawn hollow.
+    pub oversubscribed: bool,
+}
+
+/// One line of a [`scaling`] chart: its name (an allocator and a mode) and its points in
+/// task order.
+pub type CurveSeries = (String, Vec<CurvePoint>);
+
+/// Scaling curves: total throughput and throughput per task (Mops/s) against the number of
+/// tasks, one line per series, two panels side by side and the legend right of them. Task
+/// counts above `cpus` are on a shaded band labelled oversubscribed; `footer` under them.
+pub fn scaling(
+    title: &str,
+    series: &[CurveSeries],
+    cpus: u32,
+    footer: &str,
+) -> Result<String, ChartError> {
+    canvas((1200 + LEGEND + 60, 480), title, footer, |root| {
+        let (panels, key) = root.split_horizontally(1200);
+        let names: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
+        side_legend(&key, &names, Marker::Line)?;
+        let hint = 40 + 22 * i32::try_from(names.len()).unwrap_or(0);
+        for (row, line) in [
+            "hollow: oversubscribed",
+            "(unpinned, tasks share CPUs)",
+            "bars: paired 95% interval",
+            "of the ratio to the",
+            "smallest task count",
+        ]
+        .iter()
+        .enumerate()
+        {
+            key.draw(&Text::new(
+                line.to_string(),
+                (10, hint + 16 * row as i32),
+                (FONT, 12),
+            ))
+            .map_err(failed)?;
+        }
+        let (left, right) = panels.split_horizontally(600);
+        scaling_panel(&left, "total throughput (Mops/s)", series, cpus, |p| {
+            f64::from(p.tasks)
+        })?;
+        scaling_panel(&right, "throughput per task (Mops/s)", series, cpus, |_| {
+            1.0
+        })
+    })
+}
+
+/// One panel of [`scaling`]: per-task figures times `factor` of the point.
+fn scaling_panel(
+    area: &Area<'_>,
+    y_label: &str,
+    series: &[CurveSeries],
+    cpus: u32,
+    factor: impl Fn(&CurvePoint) -> f64,
+) -> Result<(), ChartError> {
+    let points = || series.iter().flat_map(|(_, points)| points.iter());
+    let top = |p: &CurvePoint| {
+        p.interval
+            .map_or(p.per_task, |(_, high)| high.max(p.per_task))
+    };
+    let y_max = points()
+        .map(|p| top(p) * factor(p) / 1e6)
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let x_max = points().map(|p| p.tasks).max().unwrap_or(1).max(1);
+    let x_range = 0.5f64..(f64::from(x_max) + 0.5);
+    let mut chart = ChartBuilder::on(area)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_range, 0.0..y_max)
+        .map_err(failed)?;
+    if x_max > cpus {
+        let band = RGBColor(0xEE, 0xEE, 0xEE);
+        chart
+            .draw_series([Rectangle::new(
+                [
+                    (f64::from(cpus) + 0.5, 0.0),
+                    (f64::from(x_max) + 0.5, y_max),
+                ],
+                band.filled(),
+            )])
+            .map_err(failed)?;
+        chart
+            .draw_series([Text::new(
+                "oversubscribed".to_owned(),
+                (f64::from(cpus) + 0.55, y_max * 0.98),
+                (FONT, 12),
+            )])
+            .map_err(failed)?;
+    }
+    let labels: Vec<String> = (0..=x_max).map(|t| t.to_string()).collect();
+    chart
+        .configure_mesh()
+        .x_desc("tasks")
+        .y_desc(y_label)
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&|x| category(&labels, *x))
+        .draw()
+        .map_err(failed)?;
+    for (index, (_, points)) in series.iter().enumerate() {
+        let color = color(index);
+        let at = |p: &CurvePoint| (f64::from(p.tasks), p.per_task * factor(p) / 1e6);
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(at),
+                color.stroke_width(2),
+            ))
+            .map_err(failed)?;
+        for p in points {
+            let (x, y) = at(p);
+            if let Some((low, high)) = p.interval {
+                let (low, high) = (low * factor(p) / 1e6, high * factor(p) / 1e6);
+                chart
+                    .draw_series([
+                        PathElement::new(vec![(x, low), (x, high)], color.stroke_width(1)),
+                        PathElement::new(
+                            vec![(x - 0.04, low), (x + 0.04, low)],
+                            color.stroke_width(1),
+                        ),
+                        PathElement::new(
+                            vec![(x - 0.04, high), (x + 0.04, high)],
+                            color.stroke_width(1),
+                        ),
+                    ])
+                    .map_err(failed)?;
+            }
+            let marker = if p.oversubscribed {
+                Circle::new((x, y), 4, color.stroke_width(2))
+            } else {
+                Circle::new((x, y), 4, color.filled())
+            };
+            chart.draw_series([marker]).map_err(failed)?;
+        }
     }
     Ok(())
 }

@@ -53,6 +53,87 @@ pub struct ResultFile {
     /// Notes on what was planned but not measured (a thread count left out, and why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The points of scaling curves (`sheafbench scale`), each allocator at each task count
+    /// in each mode; empty for other commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaling: Vec<ScalePoint>,
+}
+
+/// One point of a scaling curve: one allocator running `tasks` copies of a workload's work
+/// at once, as threads of one process sharing one cache (`thread` mode) or as processes with
+/// a cache each (`process` mode), measured in interleaved rounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScalePoint {
+    /// Workload name.
+    pub workload: String,
+    /// Allocator name.
+    pub allocator: String,
+    /// `thread` or `process`.
+    pub mode: String,
+    /// Tasks run at once.
+    pub tasks: u32,
+    /// Whether the tasks' threads were pinned, one per CPU.
+    pub pinned: bool,
+    /// More threads than CPUs: measured unpinned, the tasks sharing CPUs.
+    pub oversubscribed: bool,
+    /// What one operation is.
+    pub op_unit: String,
+    /// Every round's figures, in round order.
+    pub rounds: Vec<ScaleRound>,
+    /// Geometric mean over the rounds of the tasks' summed throughput (ops/s).
+    pub total_ops_per_s: f64,
+    /// `total_ops_per_s` per task.
+    pub per_task_ops_per_s: f64,
+    /// Per-task throughput over that of the same allocator and mode at the smallest task
+    /// count, paired by round (1.0: perfect scaling); `None` at the smallest count itself.
+    pub efficiency: Option<ScaleRatio>,
+    /// This point's throughput over each other allocator's at the same mode and task count,
+    /// and (process mode) over the same allocator's in thread mode, paired by round.
+    pub versus: Vec<ScaleRatio>,
+    /// Warnings of the measurements, one of each kind.
+    pub warnings: Vec<String>,
+}
+
+/// One round of a [`ScalePoint`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRound {
+    /// Round index.
+    pub round: u32,
+    /// Place of the point in the round's order.
+    pub position: u32,
+    /// Summed throughput of the tasks (ops/s).
+    pub total_ops_per_s: f64,
+    /// One entry per measuring process: one in thread mode, one per task in process mode.
+    pub processes: Vec<ScaleProcess>,
+}
+
+/// One measuring process of a [`ScaleRound`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleProcess {
+    /// Its process id.
+    pub pid: u32,
+    /// Operations of its measured run.
+    pub ops: u64,
+    /// Length of its measured run.
+    pub seconds: f64,
+    /// `ops / seconds`.
+    pub throughput_ops_per_s: f64,
+}
+
+/// A ratio of two points' throughput, paired by round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRatio {
+    /// The point in the denominator: an allocator name, `thread` (the same allocator in
+    /// thread mode) or `N tasks` (the same allocator and mode at N tasks).
+    pub versus: String,
+    /// One ratio per round both points completed, in round order.
+    pub rounds: Vec<f64>,
+    /// Geometric mean of `rounds`.
+    pub estimate: f64,
+    /// Bootstrap interval of the geometric mean (`None` with fewer than two rounds).
+    pub interval: Option<(f64, f64)>,
+    /// Confidence level of `interval`.
+    pub confidence: f64,
 }
 
 /// The throughput of `allocator` over that of `versus`, round by round, for one (workload,
@@ -118,6 +199,7 @@ impl ResultFile {
             failures: Vec::new(),
             paired: Vec::new(),
             notes: Vec::new(),
+            scaling: Vec::new(),
         }
     }
 

@@ -517,3 +517,39 @@ fn lifetimes_cycles_through_its_caches_locally_and_remotely() {
         assert!(live <= 256 + 64, "{remote}: {live} live");
     }
 }
+
+static GATE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_gate() {
+    GATE_CALLS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn a_task_of_several_processes_is_pinned_to_its_own_cpu_share_after_its_start_gate() {
+    let cpus = harness::cpus::measurement_cpus(2);
+    let Some(cpus) = cpus else {
+        eprintln!("skipped: fewer than 2 CPUs");
+        return;
+    };
+    let mut workload = quick("kind: churn\nparams: {working_set: 8, batch: 8}\n");
+    workload.spec.pinned = true;
+    for (index, cpu) in cpus.iter().enumerate() {
+        let before = GATE_CALLS.load(Ordering::SeqCst);
+        let options = MeasureOptions {
+            task: Some((index, 2)),
+            start_gate: Some(count_gate),
+            ..options()
+        };
+        let m = measure::<TestAlloc>(&workload, 1, &options).unwrap();
+        // Task `index` of 2 takes the `index`-th of the CPUs two pinned threads would take.
+        assert_eq!(m.pinning.cpus, [*cpu], "task {index}");
+        // The coordinator keeps off the other task's CPU too (where there is no other CPU, it
+        // is not pinned).
+        assert!(
+            m.pinning.coordinator_cpu.is_none_or(|c| !cpus.contains(&c)),
+            "task {index}: coordinator on {:?}",
+            m.pinning.coordinator_cpu
+        );
+        assert_eq!(GATE_CALLS.load(Ordering::SeqCst), before + 1);
+    }
+}

@@ -94,7 +94,7 @@ pub(crate) fn apply_selection(
     spec.apply_overrides(&selection.set)?;
     spec.apply_overrides(extra)?;
     if let Some(threads) = &selection.threads {
-        spec.threads = ThreadCounts(threads.clone());
+        spec.threads = ThreadCounts(thread_counts(threads)?);
     }
     if let Some(duration) = &selection.duration {
         let d: SpecDuration = duration.parse().map_err(|message| CliError::Usage {
@@ -120,6 +120,60 @@ pub(crate) fn apply_selection(
             })?;
     }
     Ok(())
+}
+
+/// The most threads (or tasks) one `--threads` item may ask for.
+pub(crate) const MAX_COUNT: u32 = 4096;
+
+/// Parses `--threads`: comma-separated counts and inclusive ranges (`1,2,4`, `1..4`,
+/// `1..=4`, `1..4,8`), each at least 1 and at most [`MAX_COUNT`]; repeats are dropped, the
+/// order is kept.
+pub(crate) fn thread_counts(text: &str) -> Result<Vec<u32>, CliError> {
+    let bad = |message: String| CliError::Usage {
+        option: format!("--threads {text}"),
+        message,
+    };
+    let count = |item: &str| -> Result<u32, CliError> {
+        let n: u32 = item.trim().parse().map_err(|_| {
+            bad(format!(
+                "`{}` is not a count; expected counts and ranges such as 1,2,4 or 1..4",
+                item.trim()
+            ))
+        })?;
+        if n == 0 {
+            return Err(bad("0 threads: every count must be at least 1".into()));
+        }
+        if n > MAX_COUNT {
+            return Err(bad(format!("{n} is more than {MAX_COUNT}")));
+        }
+        Ok(n)
+    };
+    let mut counts: Vec<u32> = Vec::new();
+    for item in text.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(bad(
+                "an empty item; expected counts and ranges such as 1,2,4 or 1..4".into(),
+            ));
+        }
+        let range = item.split_once("..=").or_else(|| item.split_once(".."));
+        let items: Vec<u32> = match range {
+            Some((from, to)) => {
+                let (from, to) = (count(from)?, count(to)?);
+                if from > to {
+                    return Err(bad(format!("the range {item} runs backwards")));
+                }
+                (from..=to).collect()
+            }
+            None => vec![count(item)?],
+        };
+        for n in items {
+            if !counts.contains(&n) {
+                counts.push(n);
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// Resolves `--alloc` (names or `all`; none given means `all`) to registered names,
@@ -211,4 +265,30 @@ pub(crate) fn timeout(workload: &Workload, explicit: Option<u64>) -> Duration {
     };
     let planned = workload.spec.warmup.0 + per_run * workload.spec.runs;
     planned * 3 + Duration::from_secs(30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_take_lists_and_ranges() {
+        assert_eq!(thread_counts("1,2,4").unwrap(), [1, 2, 4]);
+        assert_eq!(thread_counts("1..4").unwrap(), [1, 2, 3, 4]);
+        assert_eq!(thread_counts("1..=3,8").unwrap(), [1, 2, 3, 8]);
+        assert_eq!(thread_counts(" 2 , 1..2 ").unwrap(), [2, 1]);
+        for (bad, says) in [
+            ("0", "0 threads"),
+            ("1..0", "0 threads"),
+            ("3..1", "runs backwards"),
+            ("x", "`x` is not a count"),
+            ("1,,2", "an empty item"),
+            ("1..", "`` is not a count"),
+            ("5000", "more than 4096"),
+        ] {
+            let err = thread_counts(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("--threads {bad}: ")), "{err}");
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 }

@@ -38,7 +38,7 @@ pub(crate) struct RoundResult {
 
 /// Warnings of a one-run child that say nothing once its rounds are merged: the run-to-run
 /// spread is that of the rounds, judged again on the merged samples.
-const PER_CHILD_ONLY: [&str; 2] = ["one run only", "high variance"];
+pub(crate) const PER_CHILD_ONLY: [&str; 2] = ["one run only", "high variance"];
 
 fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
     let values: Vec<f64> = values.map(|v| v as f64).collect();
@@ -196,7 +196,7 @@ pub(crate) fn ops_per_cpu_second(s: &RunSample) -> Option<f64> {
 }
 
 /// `a / b` for every round both have a positive figure of, in the order of `a`.
-fn round_ratios(a: &[(u32, f64)], b: &[(u32, f64)]) -> Vec<f64> {
+pub(crate) fn round_ratios(a: &[(u32, f64)], b: &[(u32, f64)]) -> Vec<f64> {
     a.iter()
         .filter_map(|&(round, x)| {
             let &(_, y) = b.iter().find(|(r, _)| *r == round)?;

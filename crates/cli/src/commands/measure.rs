@@ -11,12 +11,35 @@ use crate::registry::{self, AllocVisitor};
 struct Measure<'a> {
     workload: &'a Workload,
     threads: u32,
+    options: MeasureOptions,
 }
 
 impl AllocVisitor for Measure<'_> {
     type Output = Result<Measurement, MeasureError>;
     fn visit<A: ObjectAlloc>(self) -> Self::Output {
-        measure::<A>(self.workload, self.threads, &MeasureOptions::default())
+        measure::<A>(self.workload, self.threads, &self.options)
+    }
+}
+
+/// The line a gated child prints on stdout once it is set up (before its measurement's
+/// JSON), and the line it then waits for on stdin.
+pub(crate) const READY: &str = "ready";
+/// See [`READY`].
+pub(crate) const GO: &str = "go";
+
+/// The start gate of `__measure --start-gate`: says [`READY`] on stdout and waits for [`GO`]
+/// on stdin. Anything else (the parent closed the pipe: it gave up or died) ends the process
+/// before it measures.
+fn wait_for_go() {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::stdout().lock();
+    let said = writeln!(out, "{READY}").and_then(|()| out.flush());
+    drop(out);
+    let mut line = String::new();
+    let heard = std::io::stdin().lock().read_line(&mut line);
+    if said.is_err() || heard.is_err() || line.trim() != GO {
+        eprintln!("sheafbench: no start signal from the parent; not measuring");
+        std::process::exit(1);
     }
 }
 
@@ -65,9 +88,15 @@ pub(crate) fn run(args: MeasureArgs) -> Result<(), CliError> {
             option: "--workload-json".into(),
             message: format!("not a workload: {e}"),
         })?;
+    let options = MeasureOptions {
+        task: args.task.zip(args.tasks),
+        start_gate: args.start_gate.then_some(wait_for_go as fn()),
+        ..MeasureOptions::default()
+    };
     let visitor = Measure {
         workload: &workload,
         threads: args.threads,
+        options,
     };
     let measurement = registry::with_allocator(&args.alloc, visitor).ok_or_else(|| {
         CliError::UnknownAllocator {

@@ -6,5 +6,6 @@ pub(crate) mod history;
 pub(crate) mod list;
 pub(crate) mod measure;
 pub(crate) mod run;
+pub(crate) mod scale;
 pub(crate) mod sweep;
 pub(crate) mod trace;

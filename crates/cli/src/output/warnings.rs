@@ -8,11 +8,23 @@ const SHOWN_SUBJECTS: usize = 4;
 
 /// One line per kind of warning (the text before the first `:`), in order of appearance.
 pub(crate) fn collect(measurements: &[Measurement]) -> Vec<String> {
+    collect_by_subject(measurements.iter().map(|m| {
+        (
+            format!("{}/{}/{}t", m.workload, m.allocator, m.config.threads),
+            m.warnings.as_slice(),
+        )
+    }))
+}
+
+/// [`collect`] of the warnings of named subjects.
+pub(crate) fn collect_by_subject<'a>(
+    subjects: impl Iterator<Item = (String, &'a [String])>,
+) -> Vec<String> {
     let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
-    for m in measurements {
-        for w in &m.warnings {
+    for (subject, warnings) in subjects {
+        for w in warnings {
             let (kind, detail) = w.split_once(": ").unwrap_or((w.as_str(), ""));
-            let subject = format!("{}/{}/{}t", m.workload, m.allocator, m.config.threads);
+            let subject = subject.clone();
             match groups.iter_mut().find(|(k, _, _)| k == kind) {
                 Some((_, _, subjects)) => subjects.push(subject),
                 None => groups.push((kind.to_owned(), detail.to_owned(), vec![subject])),

@@ -110,6 +110,13 @@ pub(crate) struct DrivePlan<'a> {
     /// Run by the first primary after the last phase (outside every timed interval and
     /// after the last snapshot), before its work is dropped; its figure is returned.
     pub(crate) probe: Option<&'a (dyn Fn() -> u64 + Sync)>,
+    /// Called by the coordinator before it releases the threads into the warm-up (see
+    /// `MeasureOptions::start_gate`).
+    pub(crate) start_gate: Option<fn()>,
+    /// Pinned as one task of several processes: the CPUs of all of them, where the
+    /// coordinator (and the sampler, which inherits its affinity) must not sit; `None`: the
+    /// measurement's own `cpus`.
+    pub(crate) all_tasks: Option<Vec<core_affinity::CoreId>>,
 }
 
 /// What the threads found.
@@ -257,7 +264,7 @@ where
             .map(|_| AtomicI32::new(0))
             .collect(),
     };
-    let coordinator = CoordinatorCpu::pin_apart(plan.cpus.as_deref());
+    let coordinator = CoordinatorCpu::pin_apart(plan.all_tasks.as_deref().or(plan.cpus.as_deref()));
     let hog_cpus = plan
         .cpus
         .clone()
@@ -361,6 +368,11 @@ where
                     hogs.as_ref().and_then(Hogs::sched),
                 )
             };
+            if phase == 0
+                && let Some(gate) = plan.start_gate
+            {
+                gate();
+            }
             if let Some(hogs) = &hogs {
                 hogs.activate();
             }
@@ -781,6 +793,8 @@ mod tests {
             hogs: 0,
             sampler: None,
             probe: None,
+            start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);
@@ -827,6 +841,8 @@ mod tests {
             hogs: 0,
             sampler: None,
             probe: None,
+            start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(
             &plan,
@@ -871,6 +887,8 @@ mod tests {
             hogs: 2,
             sampler: None,
             probe: None,
+            start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
         let failures = &outcome.pinning.failures;
@@ -929,6 +947,8 @@ mod tests {
             hogs: 0,
             sampler: None,
             probe: None,
+            start_gate: None,
+            all_tasks: None,
         };
         let outcome = drive(
             &plan,

@@ -108,6 +108,15 @@ pub struct MeasureOptions {
     /// Runs the memory sampler (the result's `timeline`) at the spec's `sample_interval`;
     /// off only to measure what the sampler costs.
     pub timeline: bool,
+    /// This measurement as task `index` of `tasks` identical ones, each in a process of its
+    /// own (`sheafbench scale --mode process`): pinned, it takes the `index`-th share of the
+    /// CPUs that all the tasks' threads together would be given, so that the processes never
+    /// share a CPU. `None`: the measurement is alone.
+    pub task: Option<(usize, usize)>,
+    /// Called on the coordinating thread once the cache, the kind's input (streams, trees)
+    /// and the threads are set up, just before the warm-up; the warm-up starts when it
+    /// returns. Several processes measured together wait here for each other.
+    pub start_gate: Option<fn()>,
 }
 
 impl Default for MeasureOptions {
@@ -117,6 +126,8 @@ impl Default for MeasureOptions {
             timer_calibration_reads: 200_000,
             pin: pin_current_thread,
             timeline: true,
+            task: None,
+            start_gate: None,
         }
     }
 }
@@ -130,13 +141,25 @@ pub fn measure<A: ObjectAlloc>(
     let spec = &workload.spec;
     let os_threads = workload.kind.os_threads(threads);
     // Checked before anything runs: a measurement asked to be pinned is pinned or refused.
+    // The CPUs of every task measured together, kept free of this process's coordinator.
+    let mut all_tasks = None;
     let cpus = if spec.pinned {
-        let Some(cpus) = measurement_cpus(os_threads) else {
+        let (index, tasks) = options.task.map_or((0, 1), |(i, n)| (i, n.max(1)));
+        let needed = os_threads * tasks;
+        let Some(mut cpus) = measurement_cpus(needed) else {
             return Err(MeasureError::Pinning {
-                needed: os_threads,
+                needed,
                 available: crate::cpus::allowed_cpus().len(),
             });
         };
+        all_tasks = Some(
+            cpus.iter()
+                .map(|&id| core_affinity::CoreId { id })
+                .collect::<Vec<_>>(),
+        );
+        // This task's share: the other tasks' processes take the rest.
+        cpus.drain(..os_threads * index.min(tasks - 1));
+        cpus.truncate(os_threads);
         probe_pinning(&cpus, options.pin).map_err(|(cpu, e)| MeasureError::PinningRefused {
             cpu,
             error: e.to_string(),
@@ -167,6 +190,10 @@ pub fn measure<A: ObjectAlloc>(
     })?;
     let threads_usize = threads as usize;
     let secondaries = os_threads - threads_usize;
+    // The task number of the first worker thread: as one task of several processes, its
+    // seeds (and a tree's stream) are those that worker would have had as a thread of one
+    // process running them all.
+    let first_task = options.task.map_or(0, |(index, _)| index * threads_usize);
     // `lifetimes` has a cache per object size; every other kind the one above.
     let sized: Vec<(A, usize)> = match &workload.kind {
         Kind::Lifetimes { sizes, .. } => sizes
@@ -206,6 +233,8 @@ pub fn measure<A: ObjectAlloc>(
             read: &read,
         }),
         probe: Some(&probe),
+        start_gate: options.start_gate,
+        all_tasks,
     };
     let snapshot = || read().stats;
     let seed = spec.seed;
@@ -258,7 +287,7 @@ pub fn measure<A: ObjectAlloc>(
                     lifetimes::Lifetimes::new(
                         caches,
                         cycle,
-                        Rng::new(seed, t as u64),
+                        Rng::new(seed, (first_task + t) as u64),
                         remote_frees.then(|| &mailboxes[t]),
                         (t == 0).then_some((&cycle_log, read)),
                     )
@@ -288,7 +317,7 @@ pub fn measure<A: ObjectAlloc>(
             drive(
                 &plan,
                 |t| {
-                    let rng = Rng::new(seed, t as u64);
+                    let rng = Rng::new(seed, (first_task + t) as u64);
                     Churn::new(all.clone(), order, working_set, batch, rng)
                 },
                 |_| -> NoWork { unreachable!("churn has no helper threads") },
@@ -372,7 +401,7 @@ pub fn measure<A: ObjectAlloc>(
                         &published,
                         (t, threads_usize),
                         batch,
-                        Rng::new(seed, t as u64),
+                        Rng::new(seed, (first_task + t) as u64),
                     )
                 },
                 |r| {
@@ -404,7 +433,7 @@ pub fn measure<A: ObjectAlloc>(
             let mut streams = Vec::with_capacity(threads_usize);
             for t in 0..threads_usize {
                 let spec_t = maple::StreamSpec {
-                    seed: stream.seed.wrapping_add(t as u64),
+                    seed: stream.seed.wrapping_add((first_task + t) as u64),
                     ..stream.clone()
                 };
                 let ops = maple::ops::generate(&spec_t).map_err(|e| input(e.to_string()))?;
