@@ -136,7 +136,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let node = slot.node();
         // The `NOWAIT` no-refill model: `main` stays empty and each such allocation takes one
         // object from the slabs.
-        if self.capacity == 0 || (self.nowait_no_refill && !flags.may_grow()) {
+        if !self.has_sheaves || (self.nowait_no_refill && !flags.may_grow()) {
             drop(slot);
             return self.nowait_from_slabs(node, flags, Tally::shared(&self.counters));
         }
@@ -228,6 +228,11 @@ impl<S: SlotStrategy> CacheCore<S> {
         tally: Tally<'_>,
     ) -> Result<Refilled, AllocError> {
         debug_assert!(sheaves.main.is_empty());
+        // An empty sheaf of an old capacity is not refilled (see `resize`).
+        if self.is_stale(&sheaves.main) {
+            let stale = mem::replace(&mut sheaves.main, OwnedSheaf::none());
+            self.retire_empty(stale, tally);
+        }
         if let Some(spare) = sheaves.spare.as_mut()
             && !spare.is_empty()
         {
@@ -359,7 +364,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
-        if self.capacity == 0 {
+        if !self.has_sheaves {
             tally.add(Stat::FreeSlowpath, 1);
             // SAFETY: the caller's object, live, of this cache.
             unsafe { self.pool.free_bulk_queued(std::slice::from_ref(&object)) };
@@ -395,7 +400,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         }
         let full = mem::replace(&mut sheaves.main, OwnedSheaf::none());
         sheaves.main = match self.barns[node].exchange_full(full) {
-            Ok(Some(empty)) => empty,
+            Ok(Some(empty)) => self.current_empty(empty, tally),
             Ok(None) => self.new_sheaf(tally),
             Err(mut full) => {
                 self.flush_held(&mut full, tally);
