@@ -228,19 +228,21 @@ impl<S: SlotStrategy> CacheCore<S> {
         tally: Tally<'_>,
     ) -> Result<Refilled, AllocError> {
         debug_assert!(sheaves.main.is_empty());
-        // An empty sheaf of an old capacity is not refilled (see `resize`).
-        if self.is_stale(&sheaves.main) {
-            let stale = mem::replace(&mut sheaves.main, OwnedSheaf::none());
-            self.retire_empty(stale, tally);
-        }
         if let Some(spare) = sheaves.spare.as_mut()
             && !spare.is_empty()
         {
             mem::swap(&mut sheaves.main, spare);
-            if spare.is_none() {
-                sheaves.spare = None;
+            // The old `main`, now the spare, is kept unless it is the sentinel or, after a
+            // run-time change, of an old capacity (one comparison covers both).
+            if spare.capacity() != self.capacity() {
+                self.drop_empty_spare(sheaves, tally);
             }
             return Ok(Refilled::Spare);
+        }
+        // An empty sheaf of an old capacity is not refilled (see `resize`).
+        if self.is_stale(&sheaves.main) {
+            let stale = mem::replace(&mut sheaves.main, OwnedSheaf::none());
+            self.retire_empty(stale, tally);
         }
         if self.slots.has_orphans() {
             self.adopt_orphans();
@@ -290,6 +292,17 @@ impl<S: SlotStrategy> CacheCore<S> {
                 sheaves.main = main;
                 result
             }
+        }
+    }
+
+    /// Drops an empty spare that is the sentinel or stale; keeps any other.
+    #[cold]
+    #[inline(never)]
+    fn drop_empty_spare(&self, sheaves: &mut SlotSheaves, tally: Tally<'_>) {
+        match sheaves.spare.take() {
+            Some(spare) if spare.is_none() => {}
+            Some(spare) if self.is_stale(&spare) => self.retire_empty(spare, tally),
+            other => sheaves.spare = other,
         }
     }
 
