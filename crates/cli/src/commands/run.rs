@@ -81,6 +81,7 @@ pub(crate) fn execute(
     results: &mut ResultFile,
     sinks: &Sinks<'_>,
 ) -> Result<(), CliError> {
+    plan::check_phases(planned, allocators)?;
     let total: usize = planned
         .iter()
         .map(|p| p.workload.spec.threads.0.len() * allocators.len() * p.workload.spec.runs as usize)
@@ -193,8 +194,7 @@ pub(crate) fn execute(
 
 /// `run`.
 pub(crate) fn run(args: RunArgs) -> Result<(), CliError> {
-    let allocators = plan::allocators(&args.selection.alloc)?;
-    let baseline = baseline(args.baseline.as_deref(), &allocators)?;
+    let mut allocators = plan::allocators(&args.selection.alloc)?;
     plan::check_output("--json", args.json.as_deref())?;
     plan::check_output("--markdown", args.markdown.as_deref())?;
     let planned = args
@@ -202,6 +202,8 @@ pub(crate) fn run(args: RunArgs) -> Result<(), CliError> {
         .iter()
         .map(|file| plan::load(file, &args.selection, &[]))
         .collect::<Result<Vec<_>, _>>()?;
+    plan::default_to_changing(&mut allocators, &args.selection.alloc, &planned);
+    let baseline = baseline(args.baseline.as_deref(), &allocators)?;
     let mut results = ResultFile::new(Machine::detect());
     let sinks = Sinks {
         json: args.json.as_deref(),
