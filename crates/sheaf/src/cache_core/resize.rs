@@ -39,6 +39,10 @@ use crate::stats::{Stat, Tally};
 
 impl<S: SlotStrategy> CacheCore<S> {
     /// Whether `sheaf` is a sheaf of a capacity the cache had before a run-time change.
+    ///
+    /// Read without ordering against a concurrent change: a sheaf of a capacity set a moment
+    /// ago may then look oversize (a return flushes it instead of keeping it) or current (it
+    /// is kept until a later slow path sees it); neither touches a promise.
     #[inline]
     pub(super) fn is_stale(&self, sheaf: &OwnedSheaf) -> bool {
         let capacity = sheaf.capacity();
