@@ -8,8 +8,8 @@ use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use object_alloc::{
-    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ConfigError,
-    ObjectAlloc,
+    AllocError, AllocFlags, AllocStats, BulkPrefill, CacheConfig, Capabilities, ChangeReport,
+    ConfigError, LimitChange, ObjectAlloc,
 };
 
 /// Something to do with a design, given as a type.
@@ -135,6 +135,13 @@ impl ObjectAlloc for SheafBulkPrefill {
     fn stats(&self) -> AllocStats {
         self.inner.stats()
     }
+
+    const LIMIT_CHANGES: bool = true;
+
+    fn change_limits(&self, change: &LimitChange) -> Result<ChangeReport, ConfigError> {
+        // The emulated prefill keeps reporting the capacity the cache was made with.
+        self.inner.change_limits(change)
+    }
 }
 
 /// The names of every registered design.
@@ -162,6 +169,20 @@ pub(crate) fn reads_field(name: &str, field: &str) -> bool {
         "barn_max_full" | "barn_max_empty" => sheaf_layer,
         _ => true,
     }
+}
+
+struct LimitChanges;
+impl AllocVisitor for LimitChanges {
+    type Output = bool;
+    fn visit<A: ObjectAlloc>(self) -> bool {
+        A::LIMIT_CHANGES
+    }
+}
+
+/// Whether design `name` can change its sheaf capacity and barn limits at run time (a spec's
+/// `phases`).
+pub(crate) fn changes_limits(name: &str) -> bool {
+    with_allocator(name, LimitChanges).unwrap_or(false)
 }
 
 /// The registered designs that `field` changes, in registry order (see [`reads_field`]).

@@ -300,10 +300,12 @@ fn producer_consumer_reports_its_hand_off_waits() {
 
 #[test]
 fn quick_run_of_every_shipped_workload_gives_complete_json() {
+    // Specs with run-time changes refuse `system` (tested on their own below).
     let mut specs: Vec<String> = std::fs::read_dir(workspace().join("workloads"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("\nphases:"))
         .map(|p| p.display().to_string())
         .collect();
     specs.sort();
@@ -1803,4 +1805,115 @@ fn scale_refuses_bad_input_in_one_line() {
         let message = bad_input(&args, d);
         insta::assert_snapshot!(format!("bad_input__{name}"), message);
     }
+}
+
+/// The shipped capacity-change specs (default and flush-everything).
+fn capacity_change_specs() -> [String; 2] {
+    ["capacity-change.yaml", "capacity-change-flush.yaml"]
+        .map(|f| workspace().join("workloads").join(f).display().to_string())
+}
+
+#[test]
+fn run_time_changes_are_reported_per_change_in_the_json_and_the_table_and_documented() {
+    let [default, flush] = capacity_change_specs();
+    let (json, stdout) = run_json(&[
+        "run",
+        &default,
+        &flush,
+        "--quick",
+        "--threads",
+        "1",
+        "--alloc",
+        "sheaf",
+        "--no-history",
+    ]);
+    assert!(stdout.contains("run-time changes (phases)"), "{stdout}");
+    assert!(stdout.contains("sheaf_capacity 16"), "{stdout}");
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let flushing = run["config"]["resize_by_flush"].as_bool().unwrap();
+        assert_eq!(flushing, run["workload"] == "capacity-change-flush");
+        let changes = run["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 2, "{run}");
+        assert_eq!(changes[0]["sheaf_capacity"], 16);
+        for change in changes {
+            let applied = change["applied"].as_array().unwrap();
+            assert_eq!(applied.len(), 2, "one per round: {change}");
+            for a in applied {
+                assert!(a["took_s"].as_f64().unwrap() >= 0.0);
+                assert!(a["applied_at_s"].as_f64().unwrap() > 0.0);
+            }
+            for window in ["before", "after"] {
+                let w = &change[window];
+                assert!(w["to_s"].as_f64().unwrap() > w["from_s"].as_f64().unwrap());
+                assert!(w["ops"].as_u64().unwrap() > 0, "{window}: {change}");
+            }
+        }
+        // The counters of the change are reported by sheaf.
+        assert!(run["stats"].get("resize_flushed").is_some(), "{run}");
+        let flushed: u64 = changes
+            .iter()
+            .flat_map(|c| c["applied"].as_array().unwrap())
+            .map(|a| a["flushed_objects"].as_u64().unwrap())
+            .sum();
+        if flushing {
+            assert!(
+                flushed > 0,
+                "a flush-everything change flushes the cached objects"
+            );
+        }
+    }
+    let doc = std::fs::read_to_string(workspace().join("docs/results.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    field_names(&json, "", &mut names);
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/results.md does not name {missing:?}"
+    );
+}
+
+#[test]
+fn run_time_changes_on_a_design_without_sheaves_or_out_of_the_run_are_refused_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let [default, _] = capacity_change_specs();
+    let system = bad_input(&["run", &default, "--alloc", "sheaf,system"], dir.path());
+    assert!(system.contains("`phases[0].sheaf_capacity`"), "{system}");
+    assert!(system.contains("`system`"), "{system}");
+    let beyond = bad_input(
+        &["run", &default, "--alloc", "sheaf", "--duration", "300ms"],
+        dir.path(),
+    );
+    assert!(beyond.contains("`phases[0].at` = 400ms"), "{beyond}");
+    let past = write_spec(
+        dir.path(),
+        "past.yaml",
+        &format!(
+            "{GOOD}phases:\n  - at: 10ms\n    sheaf_capacity: 8\n  - at: 5ms\n    sheaf_capacity: 16\n"
+        ),
+    );
+    let past = bad_input(
+        &["run", past.to_str().unwrap(), "--alloc", "sheaf"],
+        dir.path(),
+    );
+    assert!(past.contains("`phases[1].at` = 5ms"), "{past}");
+    let no_sheaves = bad_input(
+        &[
+            "run",
+            &default,
+            "--alloc",
+            "sheaf",
+            "--set",
+            "sheaf_capacity=0",
+        ],
+        dir.path(),
+    );
+    assert!(
+        no_sheaves.contains("`phases[0].sheaf_capacity`"),
+        "{no_sheaves}"
+    );
 }

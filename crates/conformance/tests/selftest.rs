@@ -69,7 +69,7 @@ fn the_reference_design_passes_every_clause() {
     let all: Vec<&str> = CLAUSES.iter().map(|c| c.id).collect();
     assert_eq!(ids, all, "every clause is reported, in order");
     for clause in &report.clauses {
-        // No design changes its limits at run time yet.
+        // The reference design fixes its limits when it is created.
         let expected = if clause.id == "C-CONF-4" {
             Status::NotApplicable
         } else {

@@ -305,6 +305,10 @@ pub struct RunConfig {
     /// sheaf's one-slab refill (`refill_one_slab`; off in files written before it existed).
     #[serde(default)]
     pub refill_one_slab: bool,
+    /// sheaf's flush-everything run-time changes (`resize_by_flush`; off in files written
+    /// before it existed).
+    #[serde(default)]
+    pub resize_by_flush: bool,
     /// Worker threads.
     pub threads: u32,
     /// OS threads, counting consumers and readers.
@@ -565,6 +569,65 @@ pub struct Measurement {
     pub warnings: Vec<String>,
     /// The spec as run.
     pub spec: WorkloadSpec,
+    /// The run-time changes of the spec's `phases`, in order, with the figures around each
+    /// (absent without phases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<LimitChangeResult>,
+}
+
+/// One run-time change of the cache's limits (a phase of the spec) and the figures around it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LimitChangeResult {
+    /// The phase's offset into each measured run, in seconds.
+    pub at_s: f64,
+    /// The new sheaf capacity, if the phase sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheaf_capacity: Option<usize>,
+    /// The new full-sheaf limit, if the phase sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barn_max_full: Option<usize>,
+    /// The new empty-sheaf limit, if the phase sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barn_max_empty: Option<usize>,
+    /// Per measured run: when it was applied, how long it took, what it flushed.
+    pub applied: Vec<ChangeApplied>,
+    /// The window before the change (up to 100 ms, not before the previous change).
+    pub before: ChangeWindow,
+    /// The window after the change (up to 100 ms, not past the next change or the run's end).
+    pub after: ChangeWindow,
+    /// `after.p999_ns / before.p999_ns`, where both have samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p999_ratio: Option<f64>,
+}
+
+/// What one change did in one measured run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeApplied {
+    /// Seconds from the run's start to the change's start.
+    pub applied_at_s: f64,
+    /// Seconds the change took (on the coordinator thread, which measures nothing).
+    pub took_s: f64,
+    /// Objects the change gave back to the slabs.
+    pub flushed_objects: u64,
+}
+
+/// The measured threads' figures in a window around a change, over every measured run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeWindow {
+    /// Start of the window, seconds into each run.
+    pub from_s: f64,
+    /// End of the window, seconds into each run.
+    pub to_s: f64,
+    /// Operations of the samples that ended in the window, all runs and workers.
+    pub ops: u64,
+    /// `ops` over the window's length times the runs.
+    pub throughput_ops_per_s: f64,
+    /// Latency samples that ended in the window.
+    pub samples: u64,
+    /// Their 99.9th percentile, in nanoseconds per sample (`None` without samples, and for
+    /// kinds that time their own operations, whose samples are not split by window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p999_ns: Option<u64>,
 }
 
 impl Measurement {

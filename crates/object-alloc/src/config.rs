@@ -114,6 +114,13 @@ pub struct CacheConfig {
     /// refill gathers from as many partial slabs as it takes to fill the sheaf. Designs
     /// without sheaves ignore it.
     pub refill_one_slab: bool,
+    /// sheaf: a run-time change of the sheaf capacity or the barn limits
+    /// ([`ObjectAlloc::change_limits`](crate::ObjectAlloc::change_limits)) first waits for
+    /// the deferred frees so far and flushes every CPU slot's sheaves and every barn to the
+    /// slabs, then goes on with the new values: the flush-everything way, for comparison. Off
+    /// (the default): the change takes effect without a flush, each sheaf keeping its own
+    /// capacity until a slow path retires or resizes it. Designs without sheaves ignore it.
+    pub resize_by_flush: bool,
     /// Debugging aids.
     pub debug: DebugOptions,
 }
@@ -140,6 +147,7 @@ impl CacheConfig {
             nowait_no_refill: false,
             barn_partial: true,
             refill_one_slab: false,
+            resize_by_flush: false,
             debug: DebugOptions::default(),
         }
     }
@@ -196,6 +204,12 @@ impl CacheConfig {
     /// Switches one-slab refills on or off ([`CacheConfig::refill_one_slab`]).
     pub fn with_refill_one_slab(mut self, on: bool) -> Self {
         self.refill_one_slab = on;
+        self
+    }
+
+    /// Switches flush-everything run-time changes on or off ([`CacheConfig::resize_by_flush`]).
+    pub fn with_resize_by_flush(mut self, on: bool) -> Self {
+        self.resize_by_flush = on;
         self
     }
 
@@ -286,6 +300,7 @@ impl fmt::Debug for CacheConfig {
             .field("deferred_batching", &self.deferred_batching)
             .field("nowait_no_refill", &self.nowait_no_refill)
             .field("barn_partial", &self.barn_partial)
+            .field("resize_by_flush", &self.resize_by_flush)
             .field("debug", &self.debug)
             .finish()
     }

@@ -19,6 +19,7 @@
 //! # Modules
 //!
 //! - this file: the [`ObjectAlloc`] trait (its safety contract) and [`Capabilities`];
+//! - `change`: [`LimitChange`] and [`ChangeReport`], run-time limit changes;
 //! - `config`: [`CacheConfig`], its limits and its validation, which names the refused field;
 //! - `error`, `flags`, `stats`: [`AllocError`] and [`ConfigError`], [`AllocFlags`],
 //!   [`AllocStats`];
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod bulk;
+mod change;
 mod config;
 mod delegate;
 mod error;
@@ -53,6 +55,7 @@ mod stats;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
+pub use change::{ChangeReport, LimitChange};
 pub use config::{
     CacheConfig, DebugOptions, MAX_BARN_LIMIT, MAX_OBJECT_SIZE, MAX_SHEAF_CAPACITY,
     MAX_SIMULATED_NODES, NodeMap, SHEAF_HEADER_BYTES, default_sheaf_capacity,
@@ -165,5 +168,21 @@ pub trait ObjectAlloc: Send + Sync + Sized + 'static {
     /// A snapshot of the design's gauges and counters.
     fn stats(&self) -> AllocStats {
         AllocStats::default()
+    }
+
+    /// Whether [`ObjectAlloc::change_limits`] can change anything in this design (known before
+    /// a cache exists, so that a run that asks for a change is refused before it starts).
+    const LIMIT_CHANGES: bool = false;
+
+    /// Changes the sheaf capacity and barn limits while the cache is in use, without making an
+    /// allocation fail or breaking a prefill guarantee (C-CONF-4). The default refuses, naming
+    /// the first field the change sets: the design fixes its limits when it is created.
+    fn change_limits(&self, change: &LimitChange) -> Result<ChangeReport, ConfigError> {
+        let (field, value) = change.first_field().unwrap_or(("sheaf_capacity", 0));
+        Err(ConfigError::new(
+            field,
+            value,
+            format!("{} fixes it when the cache is created", Self::NAME),
+        ))
     }
 }

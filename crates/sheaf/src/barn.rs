@@ -8,12 +8,19 @@
 //!
 //! # Invariants
 //!
-//! - `full.len <= max_full` and `empty.len <= max_empty` at every moment (C-RETURN-3).
-//! - Every sheaf on `full` holds exactly its capacity (the cache's capacity); every sheaf on
-//!   `empty` holds nothing. No oversize sheaf is ever here (C-RETURN-4).
+//! - `full.len <= max_full` and `empty.len <= max_empty` at every moment (C-RETURN-3): the
+//!   limits change only under the lock, and [`Barn::set_limits`] hands back what is beyond
+//!   new, lower ones.
+//! - Every sheaf on `full` holds exactly its own capacity; every sheaf on `empty` holds
+//!   nothing. No oversize sheaf is ever here (C-RETURN-4).
 //! - `partial` (used with [`CacheConfig::barn_partial`](object_alloc::CacheConfig)) is
-//!   absent or a sheaf of the cache's capacity holding at least one object and fewer than its
-//!   capacity: what a prefill left of a full sheaf it opened ([`Barn::take_objects`]).
+//!   absent or a sheaf holding at least one object and fewer than its capacity: what a
+//!   prefill left of a full sheaf it opened ([`Barn::take_objects`]).
+//! - Sheaves of several capacities may be here together after a run-time capacity change
+//!   (the cache's `resize` module): the barn hands out whatever it holds, LIFO, whatever its
+//!   capacity, and a full sheaf of an old capacity is as full as any. The taker deals with a
+//!   sheaf of an old capacity: an empty one is freed instead of used, a full one serves until
+//!   it runs empty, a prefill's is resized.
 //! - The lists are intrusive (the sheaf header's link), so a put or a get allocates nothing
 //!   and the lock is held for a handful of instructions.
 //!
@@ -106,8 +113,9 @@ pub(crate) struct Barn {
     lists: Mutex<BarnLists>,
     nr_full: AtomicUsize,
     contended: AtomicU64,
-    max_full: usize,
-    max_empty: usize,
+    /// Written under the lock only; read outside it by the racy hint of `may_take_full`.
+    max_full: AtomicUsize,
+    max_empty: AtomicUsize,
 }
 
 impl Barn {
@@ -122,9 +130,39 @@ impl Barn {
             }),
             nr_full: AtomicUsize::new(0),
             contended: AtomicU64::new(0),
-            max_full,
-            max_empty,
+            max_full: AtomicUsize::new(max_full),
+            max_empty: AtomicUsize::new(max_empty),
         }
+    }
+
+    fn max_full(&self) -> usize {
+        self.max_full.load(Ordering::Relaxed)
+    }
+
+    fn max_empty(&self) -> usize {
+        self.max_empty.load(Ordering::Relaxed)
+    }
+
+    /// The limits `(max_full, max_empty)`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        (self.max_full(), self.max_empty())
+    }
+
+    /// Sets the limits at run time and takes out the sheaves beyond them (full ones first)
+    /// for the caller to flush and free, so the limits hold from the moment they change.
+    pub(crate) fn set_limits(&self, max_full: usize, max_empty: usize) -> Vec<OwnedSheaf> {
+        let mut lists = self.lock();
+        self.max_full.store(max_full, Ordering::Relaxed);
+        self.max_empty.store(max_empty, Ordering::Relaxed);
+        let mut out = Vec::new();
+        while lists.full.len > max_full {
+            out.extend(lists.full.pop());
+        }
+        while lists.empty.len > max_empty {
+            out.extend(lists.empty.pop());
+        }
+        self.publish(&lists);
+        out
     }
 
     fn lock(&self) -> MutexGuard<'_, BarnLists> {
@@ -152,7 +190,7 @@ impl Barn {
 
     /// Whether the full list looked short of its limit a moment ago (racy, as a hint).
     pub(crate) fn may_take_full(&self) -> bool {
-        self.nr_full.load(Ordering::Relaxed) < self.max_full
+        self.nr_full.load(Ordering::Relaxed) < self.max_full()
     }
 
     /// Whether the full list looked non-empty a moment ago (racy, as a hint that saves
@@ -194,7 +232,7 @@ impl Barn {
     pub(crate) fn put_full(&self, sheaf: OwnedSheaf) -> Result<(), OwnedSheaf> {
         debug_assert!(sheaf.is_full() && !sheaf.is_none(), "put_full of {sheaf:?}");
         let mut lists = self.lock();
-        if lists.full.len >= self.max_full {
+        if lists.full.len >= self.max_full() {
             lists.counters.put_fail += 1;
             return Err(sheaf);
         }
@@ -211,7 +249,7 @@ impl Barn {
             "put_empty of {sheaf:?}"
         );
         let mut lists = self.lock();
-        if lists.empty.len >= self.max_empty {
+        if lists.empty.len >= self.max_empty() {
             lists.counters.put_fail += 1;
             return Err(sheaf);
         }
@@ -235,7 +273,7 @@ impl Barn {
         lists.counters.get += 1;
         let refused = if empty.is_none() {
             Some(empty)
-        } else if lists.empty.len < self.max_empty {
+        } else if lists.empty.len < self.max_empty() {
             lists.empty.push(empty);
             lists.counters.put += 1;
             None
@@ -256,7 +294,7 @@ impl Barn {
             "exchange_full of {full:?}"
         );
         let mut lists = self.lock();
-        if lists.full.len >= self.max_full {
+        if lists.full.len >= self.max_full() {
             lists.counters.put_fail += 1;
             return Err(full);
         }
@@ -320,7 +358,7 @@ impl Barn {
 
     /// An emptied sheaf goes on the empty list if it has room; else it is given back.
     fn stash_empty_locked(&self, lists: &mut BarnLists, sheaf: OwnedSheaf) -> Option<OwnedSheaf> {
-        if lists.empty.len < self.max_empty {
+        if lists.empty.len < self.max_empty() {
             lists.empty.push(sheaf);
             None
         } else {
@@ -389,8 +427,8 @@ impl fmt::Debug for Barn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barn")
             .field("nr_full", &self.nr_full.load(Ordering::Relaxed))
-            .field("max_full", &self.max_full)
-            .field("max_empty", &self.max_empty)
+            .field("max_full", &self.max_full())
+            .field("max_empty", &self.max_empty())
             .finish_non_exhaustive()
     }
 }
@@ -460,6 +498,30 @@ mod tests {
         let mut into = OwnedSheaf::new(4);
         assert_eq!(barn.take_objects(&mut into).0, 2);
         free_all([into, refused, full, empty]);
+        free_all(barn.drain());
+    }
+
+    #[test]
+    fn sheaves_of_two_capacities_are_kept_and_handed_out_alike_and_new_limits_hold_at_once() {
+        let barn = Barn::new(4, 4);
+        barn.put_full(sheaf_of(4, 1..5)).unwrap();
+        barn.put_full(sheaf_of(8, 5..13)).unwrap();
+        barn.put_empty(OwnedSheaf::new(4)).unwrap();
+        barn.put_empty(OwnedSheaf::new(8)).unwrap();
+        assert_eq!(barn.snapshot().objects, 12);
+        // LIFO whatever the capacity: the taker decides what to do with an old one.
+        let (full, refused) = barn.exchange_empty(OwnedSheaf::new(8)).unwrap();
+        assert_eq!((full.capacity(), full.size()), (8, 8));
+        assert!(refused.is_none());
+        // Lowered limits: what is beyond them comes out at once, full sheaves first.
+        let beyond = barn.set_limits(0, 1);
+        assert_eq!(barn.limits(), (0, 1));
+        assert_eq!(beyond.len(), 3, "one full, two of the three empty");
+        let snapshot = barn.snapshot();
+        assert_eq!((snapshot.full, snapshot.empty, snapshot.objects), (0, 1, 0));
+        let refused = barn.put_full(sheaf_of(4, 20..24)).unwrap_err();
+        free_all([full, refused]);
+        free_all(beyond);
         free_all(barn.drain());
     }
 }

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use object_alloc::rcu::{Deferrer, Reservation};
 use object_alloc::{
-    AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ConfigError, ObjectAlloc,
+    AllocError, AllocFlags, AllocStats, CacheConfig, Capabilities, ChangeReport, ConfigError,
+    LimitChange, ObjectAlloc,
 };
 
 use crate::cache_core::CacheCore;
@@ -75,9 +76,92 @@ impl<S: SlotStrategy> Cache<S> {
         self.deferrer.get()
     }
 
-    /// Objects per sheaf (0: the cache has no sheaves).
+    /// Objects per sheaf made from now on (0: the cache has no sheaves). After a run-time
+    /// change ([`Cache::set_sheaf_capacity`]) sheaves of an earlier capacity may still be in
+    /// use for a while.
     pub fn sheaf_capacity(&self) -> usize {
         self.core().capacity()
+    }
+
+    /// The barn limits `(max_full, max_empty)`, per node.
+    pub fn barn_limits(&self) -> (usize, usize) {
+        self.core().barn_limits()
+    }
+
+    /// Changes the sheaf capacity while the cache is in use (C-CONF-4): sheaves made or
+    /// refilled from now on hold `capacity` objects. `capacity` is `1..=`
+    /// [`MAX_SHEAF_CAPACITY`](object_alloc::MAX_SHEAF_CAPACITY); 0 is refused, as is any
+    /// change of a cache created with capacity 0: sheaves are not switched off or on while a
+    /// cache runs.
+    ///
+    /// Nothing stops and nothing is flushed: each sheaf keeps the capacity it was made with
+    /// (the fast paths read it from the sheaf), an empty sheaf of the old capacity is freed
+    /// when a slow path meets it, a non-empty one serves until it runs empty, and a sheaf
+    /// out on [`prefill`](Cache::prefill) keeps its capacity, and its guarantee, until it
+    /// is returned, when it is resized. The barn may hold full sheaves of both capacities
+    /// meanwhile, and hands them out alike. With
+    /// [`CacheConfig::resize_by_flush`] the change instead waits for the deferred frees
+    /// ([`Cache::barrier`]) and flushes every CPU slot's sheaves and the barns to the slabs
+    /// first (the `stats` counter `resize_flushed` counts the objects).
+    ///
+    /// ```
+    /// use object_alloc::{AllocFlags, CacheConfig};
+    /// use sheaf::Cache;
+    ///
+    /// let cache: Cache = Cache::new(&CacheConfig::new(64).with_sheaf_capacity(32))?;
+    /// let mut reserve = cache.prefill(AllocFlags::empty(), 20)?;
+    /// cache.set_sheaf_capacity(8)?;
+    /// assert_eq!(cache.sheaf_capacity(), 8);
+    /// // The loan keeps its capacity and its objects.
+    /// assert!(reserve.size() >= 20 && reserve.capacity() == 32);
+    /// let object = reserve.alloc(AllocFlags::empty()).unwrap();
+    /// drop(reserve);
+    /// // SAFETY: allocated by this cache, live, not used afterwards.
+    /// unsafe { cache.free(object) };
+    /// assert!(cache.set_sheaf_capacity(0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_sheaf_capacity(&self, capacity: usize) -> Result<ChangeReport, ConfigError> {
+        self.change_limits(&LimitChange {
+            sheaf_capacity: Some(capacity),
+            ..LimitChange::default()
+        })
+    }
+
+    /// Changes the barn limits while the cache is in use (C-CONF-4), each up to
+    /// [`MAX_BARN_LIMIT`](object_alloc::MAX_BARN_LIMIT): they hold at once, and the sheaves
+    /// beyond lowered limits are flushed to the slabs and freed (counted in the report and in
+    /// `resize_flushed`). Refused for a cache created with capacity 0. With
+    /// [`CacheConfig::resize_by_flush`] every sheaf is flushed first, as for
+    /// [`Cache::set_sheaf_capacity`].
+    pub fn set_barn_limits(
+        &self,
+        max_full: usize,
+        max_empty: usize,
+    ) -> Result<ChangeReport, ConfigError> {
+        self.change_limits(&LimitChange {
+            sheaf_capacity: None,
+            barn_max_full: Some(max_full),
+            barn_max_empty: Some(max_empty),
+        })
+    }
+
+    /// [`Cache::set_sheaf_capacity`] and [`Cache::set_barn_limits`] in one change; fields
+    /// left `None` keep their value. Changes are serialised; one that is refused changes
+    /// nothing.
+    pub fn change_limits(&self, change: &LimitChange) -> Result<ChangeReport, ConfigError> {
+        change.validate()?;
+        let core = self.core();
+        let _serial = core.lock_resizing();
+        let mut flushed = core.apply_change(change)?;
+        if core.resize_by_flush() && change.first_field().is_some() {
+            // The kernel RFC's sequence: wait for the deferred frees, flush everything, go on
+            // with the new values (already in place, so nothing refilled meanwhile is of the
+            // old capacity for long).
+            self.barrier();
+            flushed += core.flush_everything();
+        }
+        Ok(crate::cache_core::change_report(flushed))
     }
 
     /// Bytes of every object.
@@ -298,7 +382,9 @@ impl<S: SlotStrategy> Cache<S> {
     /// `sheaf_prefill_fast`, `sheaf_prefill_slow`, `sheaf_prefill_oversize`,
     /// `sheaf_return_fast`, `sheaf_return_slow`, `alloc_slab`, `free_slab`; for deferred frees
     /// `deferred_objects`, `rcu_sheaf_submitted`, `rcu_sheaf_recycled`, `rcu_sheaf_flushed`,
-    /// `rcu_objects_completed`; and `prefill_reserved`, `prefill_unused`, `cpu_slot_busy`; with
+    /// `rcu_objects_completed`; and `prefill_reserved`, `prefill_unused`, `cpu_slot_busy`; for
+    /// run-time changes `sheaf_retired` (sheaves of an earlier capacity freed or resized) and
+    /// `resize_flushed` (objects flushed because of a change); with
     /// [`PerThread`](crate::PerThread) slots also `slot_drained` (owners that handed every
     /// sheaf of their slot over because a `shrink` or an accounting check found them running;
     /// a request from `barrier` or the hand-over thread moves only `rcu_free` sheaves and is
@@ -444,5 +530,11 @@ impl<S: SlotStrategy> ObjectAlloc for Cache<S> {
 
     fn stats(&self) -> AllocStats {
         Cache::stats(self)
+    }
+
+    const LIMIT_CHANGES: bool = true;
+
+    fn change_limits(&self, change: &LimitChange) -> Result<ChangeReport, ConfigError> {
+        Cache::change_limits(self, change)
     }
 }

@@ -7,6 +7,7 @@
 //! - `deferred`: deferred frees (`rcu_free` sheaves, grace periods, the hand-over thread);
 //! - `quiescent`: orphan adoption and shrink;
 //! - `accounting`: live objects, the stats snapshot, and the accounting equation;
+//! - `resize`: run-time changes of the capacity and the barn limits (stale sheaves);
 //! - `sheaves`: sheaf bookkeeping every path uses (new, free, flush, stash, refill);
 //! - `fork`: the locks a `fork` takes and the child's repair.
 //!
@@ -16,6 +17,7 @@
 use std::mem;
 use std::ptr::NonNull;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use object_alloc::{CacheConfig, ConfigError};
 use slab::SlabPool;
@@ -23,7 +25,7 @@ use slab::SlabPool;
 use crate::barn::Barn;
 use crate::sheaf::OwnedSheaf;
 use crate::slot::{SlotStrategy, SlotTable};
-use crate::stats::{Counters, NowaitCounters, Tally};
+use crate::stats::{Counters, NowaitCounters, ResizeCounters, Tally};
 
 mod accounting;
 mod alloc;
@@ -32,10 +34,12 @@ mod deferred;
 mod fork;
 mod prefill;
 mod quiescent;
+mod resize;
 mod sheaves;
 mod transit;
 
 pub use prefill::PrefilledSheaf;
+pub(crate) use resize::change_report;
 
 /// The cache core: everything a [`Cache`](crate::Cache) shares between threads and with its
 /// deferred callbacks (slots, barns, slabs, counters), and every allocation path over them.
@@ -43,7 +47,18 @@ pub(crate) struct CacheCore<S: SlotStrategy> {
     slots: SlotTable<S>,
     barns: Box<[Barn]>,
     pool: SlabPool,
-    capacity: usize,
+    /// Objects per sheaf for new sheaves; changed at run time by `change_limits` (see
+    /// `resize`). Each sheaf keeps the capacity it was made with.
+    capacity: AtomicUsize,
+    /// The largest capacity the cache has had: a sheaf of another capacity up to this one is
+    /// a *stale* sheaf of the cache (retired or resized at a slow path); above it, oversize.
+    max_capacity: AtomicUsize,
+    /// Whether the cache has sheaves (a capacity above 0); fixed at creation.
+    has_sheaves: bool,
+    /// Run-time changes flush every sheaf first (`CacheConfig::resize_by_flush`).
+    resize_by_flush: bool,
+    /// Serialises run-time changes.
+    resizing: Mutex<()>,
     object_size: usize,
     batching: bool,
     /// `NOWAIT` allocations may not refill `main` (`CacheConfig::nowait_no_refill`).
@@ -54,6 +69,8 @@ pub(crate) struct CacheCore<S: SlotStrategy> {
     counters: Counters,
     /// Where `NOWAIT` allocations were served beyond `main` (counted only here).
     nowait: NowaitCounters,
+    /// What run-time changes retired and flushed (counted only here).
+    resize_counts: ResizeCounters,
     /// `rcu_free` sheaves of adopted orphan slots, waiting to be submitted by the cache.
     orphan_rcu: Mutex<Vec<OwnedSheaf>>,
     /// What a `fork` left this process (in a child: the objects lost with the other threads).
@@ -77,23 +94,28 @@ impl<S: SlotStrategy> CacheCore<S> {
             slots: SlotTable::new(id, cpu_nodes),
             barns,
             pool,
-            capacity: config.effective_sheaf_capacity(),
+            capacity: AtomicUsize::new(config.effective_sheaf_capacity()),
+            max_capacity: AtomicUsize::new(config.effective_sheaf_capacity()),
+            has_sheaves: config.effective_sheaf_capacity() > 0,
+            resize_by_flush: config.resize_by_flush,
+            resizing: Mutex::new(()),
             object_size: config.object_size,
             batching: config.deferred_batching,
             nowait_no_refill: config.nowait_no_refill,
             barn_partial: config.barn_partial,
             counters: Counters::default(),
             nowait: NowaitCounters::default(),
+            resize_counts: ResizeCounters::default(),
             orphan_rcu: Mutex::new(Vec::new()),
             fork: fork::ForkState::default(),
             transit: transit::InTransit::default(),
         })
     }
 
-    /// Objects per sheaf (0: no sheaves).
+    /// Objects per sheaf for sheaves made or refilled from now on (0: no sheaves).
     #[inline]
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
     }
 
     /// Bytes of every object.
@@ -109,7 +131,7 @@ impl<S: SlotStrategy> CacheCore<S> {
 
     /// Whether deferred frees are batched in sheaves.
     pub(crate) fn batching(&self) -> bool {
-        self.batching && self.capacity > 0
+        self.batching && self.has_sheaves
     }
 
     /// The shared counter block.
@@ -165,7 +187,7 @@ impl<S: SlotStrategy> std::fmt::Debug for CacheCore<S> {
             .field("slots", &self.slots)
             .field("barns", &self.barns)
             .field("pool", &self.pool)
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.capacity())
             .field("object_size", &self.object_size)
             .finish_non_exhaustive()
     }

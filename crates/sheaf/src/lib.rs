@@ -67,8 +67,10 @@
 //!   callbacks, with one file per path: `alloc` (alloc and free of one object), `bulk`,
 //!   `prefill` (the [`PrefilledSheaf`] handle and prefill, refill, return), `deferred`
 //!   (`free_deferred`, grace periods, the hand-over thread), `quiescent` (orphan adoption,
-//!   shrink), `accounting` (stats; owns **the accounting equation**), `sheaves` (sheaf
-//!   bookkeeping every path uses), `fork` (the locks a fork takes, the lost-object count).
+//!   shrink), `accounting` (stats; owns **the accounting equation**), `resize` (run-time
+//!   changes of the capacity and the barn limits; owns **what a stale sheaf is and where it is
+//!   retired**), `sheaves` (sheaf bookkeeping every path uses), `fork` (the locks a fork takes,
+//!   the lost-object count).
 //! - `slot`: CPU-local sheaves. `Slot` and `SlotSheaves` (owns **the shape of `main`, `spare`
 //!   and `rcu_free`** and **who may touch a slot**), `SlotTable` with `FastSlot` and
 //!   `SlotGuard`; `per_cpu` (the try-lock, rseq or compare-exchange), `rseq_ops` (the

@@ -122,10 +122,10 @@ impl SlotStrategy for PerThread {
 
 /// The sheaves of one slot. Who may touch them: the module's "Invariants".
 ///
-/// Invariants: `main` is always a sheaf of the cache's capacity or the capacity-0 sentinel;
-/// `spare`, when present, is a sheaf of the cache's capacity holding any number of objects;
-/// `rcu_free`, when present, is never full (a full one waits in `rcu_waiting`). No oversize
-/// sheaf is ever here.
+/// Invariants: `main` is always a sheaf of the cache's capacity (or, after a run-time change,
+/// of a capacity it had: see `cache_core::resize`) or the capacity-0 sentinel; `spare`, when
+/// present, is such a sheaf holding any number of objects; `rcu_free`, when present, is never
+/// full (a full one waits in `rcu_waiting`). No oversize sheaf is ever here.
 #[derive(Debug)]
 pub(crate) struct SlotSheaves {
     /// Allocations pop from and frees push to this sheaf; the sentinel until first needed.

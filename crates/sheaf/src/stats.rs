@@ -224,3 +224,39 @@ impl NowaitCounters {
         self.values[stat as usize].load(Ordering::Relaxed)
     }
 }
+
+/// Counters of run-time changes of the capacity and the barn limits, kept in the cache's own
+/// block like [`NowaitCounters`] (a CPU slot's block has no room for them), counted on slow
+/// paths only.
+#[derive(Debug, Default)]
+pub(crate) struct ResizeCounters {
+    /// Sheaves of a capacity the cache had before a run-time change, freed (empty) or
+    /// resized (a prefill's) at a slow path: `sheaf_retired`.
+    retired: AtomicU64,
+    /// Objects given back to the slabs because of a run-time change (every cached object with
+    /// `resize_by_flush`; otherwise those of the sheaves beyond a lowered barn limit and
+    /// those of a resized sheaf beyond the new capacity): `resize_flushed`.
+    flushed: AtomicU64,
+}
+
+impl ResizeCounters {
+    /// Counts one stale sheaf retired or resized.
+    pub(crate) fn retired(&self) {
+        self.retired.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` objects flushed because of a change.
+    pub(crate) fn flushed(&self, n: u64) {
+        if n > 0 {
+            self.flushed.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// `(name, value)` of each counter, as reported in `AllocStats::counters`.
+    pub(crate) fn values(&self) -> [(&'static str, u64); 2] {
+        [
+            ("sheaf_retired", self.retired.load(Ordering::Relaxed)),
+            ("resize_flushed", self.flushed.load(Ordering::Relaxed)),
+        ]
+    }
+}

@@ -267,6 +267,57 @@ pub(crate) fn timeout(workload: &Workload, explicit: Option<u64>) -> Duration {
     planned * 3 + Duration::from_secs(30)
 }
 
+/// Refuses, before anything runs, a spec with `phases` for a design that cannot change its
+/// limits at run time, naming the first field the first phase changes.
+pub(crate) fn check_phases(planned: &[Planned], allocators: &[&str]) -> Result<(), CliError> {
+    for p in planned {
+        let Some(phase) = p.workload.spec.phases.first() else {
+            continue;
+        };
+        let (field, value) = phase
+            .change()
+            .first_field()
+            .unwrap_or(("sheaf_capacity", 0));
+        if let Some(name) = allocators
+            .iter()
+            .find(|name| !registry::changes_limits(name))
+        {
+            let able: Vec<&str> = registry::names()
+                .into_iter()
+                .filter(|name| registry::changes_limits(name))
+                .collect();
+            return Err(CliError::Spec(harness::SpecError::Invalid {
+                file: p.workload.spec.name.clone(),
+                field: format!("phases[0].{field}"),
+                value: value.to_string(),
+                expected: format!(
+                    "a design that changes its limits at run time ({}); `{name}` has no sheaves to change (leave it out of --alloc)",
+                    able.join(", ")
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Without `--alloc`, a run of specs with `phases` measures only the designs that can
+/// change their limits at run time (as `sweep` over a sheaf field measures the designs it
+/// changes), and says so; a design named in `--alloc` is kept, for [`check_phases`] to refuse.
+pub(crate) fn default_to_changing(
+    allocators: &mut Vec<&'static str>,
+    requested: &[String],
+    planned: &[Planned],
+) {
+    if !requested.is_empty() || planned.iter().all(|p| p.workload.spec.phases.is_empty()) {
+        return;
+    }
+    allocators.retain(|name| registry::changes_limits(name));
+    eprintln!(
+        "note: the specs change limits at run time (phases): measuring the designs that can ({})",
+        allocators.join(", ")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

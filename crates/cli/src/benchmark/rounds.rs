@@ -45,6 +45,55 @@ fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
     stats::median(&values).map_or(0, |m| m.round() as u64)
 }
 
+/// The rounds' run-time changes as one: every round's applications, the windows' operations
+/// and samples summed, their throughputs and 99.9th percentiles (and the ratio) the medians
+/// over the rounds (percentiles of separate rounds cannot be merged exactly).
+fn merge_changes(rounds: &[RoundResult]) -> Vec<harness::result::LimitChangeResult> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    let window =
+        |i: usize,
+         pick: fn(&harness::result::LimitChangeResult) -> &harness::result::ChangeWindow| {
+            let all: Vec<&harness::result::ChangeWindow> = rounds
+                .iter()
+                .filter_map(|r| r.measurement.changes.get(i).map(pick))
+                .collect();
+            let throughputs: Vec<f64> = all.iter().map(|w| w.throughput_ops_per_s).collect();
+            let p999: Vec<u64> = all.iter().filter_map(|w| w.p999_ns).collect();
+            harness::result::ChangeWindow {
+                ops: all.iter().map(|w| w.ops).sum(),
+                samples: all.iter().map(|w| w.samples).sum(),
+                throughput_ops_per_s: stats::median(&throughputs).unwrap_or(0.0),
+                p999_ns: (!p999.is_empty()).then(|| median_u64(p999.into_iter())),
+                ..all.first().map(|w| (*w).clone()).unwrap_or_default()
+            }
+        };
+    first
+        .measurement
+        .changes
+        .iter()
+        .enumerate()
+        .map(|(i, change)| {
+            let ratios: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| r.measurement.changes.get(i)?.p999_ratio)
+                .collect();
+            harness::result::LimitChangeResult {
+                applied: rounds
+                    .iter()
+                    .filter_map(|r| r.measurement.changes.get(i))
+                    .flat_map(|c| c.applied.iter().cloned())
+                    .collect(),
+                before: window(i, |c| &c.before),
+                after: window(i, |c| &c.after),
+                p999_ratio: stats::median(&ratios),
+                ..change.clone()
+            }
+        })
+        .collect()
+}
+
 fn median_figures(figures: &[&LatencyFigures]) -> LatencyFigures {
     let pick = |f: fn(&LatencyFigures) -> u64| median_u64(figures.iter().map(|x| f(x)));
     let means: Vec<f64> = figures.iter().map(|f| f.mean).collect();
@@ -142,6 +191,7 @@ pub(crate) fn merge(rounds: &[RoundResult], spec: &harness::WorkloadSpec) -> Opt
         },
         warnings: Vec::new(),
         spec: spec.clone(),
+        changes: merge_changes(rounds),
         ..first.clone()
     };
     let mut warnings: Vec<String> = Vec::new();

@@ -131,6 +131,7 @@ pub(crate) fn execute(
     results: &mut ResultFile,
     sinks: &Sinks<'_>,
 ) -> Result<(), CliError> {
+    plan::check_phases(planned, allocators)?;
     for note in planned.iter().flat_map(|p| &p.skipped) {
         eprintln!("note: {note}");
         results.notes.push(note.clone());
@@ -271,8 +272,7 @@ fn with_rounds(mut m: harness::Measurement, planned_rounds: u32) -> harness::Mea
 
 /// `run`.
 pub(crate) fn run(args: RunArgs) -> Result<(), CliError> {
-    let allocators = plan::allocators(&args.selection.alloc)?;
-    let baseline = baseline(args.baseline.as_deref(), &allocators)?;
+    let mut allocators = plan::allocators(&args.selection.alloc)?;
     plan::check_output("--json", args.json.as_deref())?;
     plan::check_output("--markdown", args.markdown.as_deref())?;
     let planned = args
@@ -280,6 +280,8 @@ pub(crate) fn run(args: RunArgs) -> Result<(), CliError> {
         .iter()
         .map(|file| plan::load(file, &args.selection, &[]))
         .collect::<Result<Vec<_>, _>>()?;
+    plan::default_to_changing(&mut allocators, &args.selection.alloc, &planned);
+    let baseline = baseline(args.baseline.as_deref(), &allocators)?;
     let mut results = ResultFile::new(Machine::detect());
     let sinks = Sinks {
         json: args.json.as_deref(),

@@ -179,7 +179,71 @@ pub(crate) fn render(
         }
         out.push_str(&table.to_string());
         out.push_str("\n\n");
+        if group.iter().any(|m| !m.changes.is_empty()) {
+            out.push_str(&changes(&group));
+        }
     }
+    out
+}
+
+/// The run-time changes of a workload's measurements (its spec's `phases`): per change, how
+/// long it took and what it flushed, and the throughput and p99.9 in the windows before and
+/// after it.
+fn changes(group: &[&Measurement]) -> String {
+    let mut out = String::from(
+        "run-time changes (phases): took = median over runs (on the coordinator, not a measured thread); flushed = objects per run; windows of up to 100 ms before and after; p99.9 ratio = after / before (median over rounds); a failed allocation or a prefill short of its promise voids the run\n",
+    );
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "threads",
+        "allocator",
+        "change",
+        "took",
+        "flushed",
+        "throughput before → after",
+        "p99.9 before → after",
+        "p99.9 ratio",
+    ]);
+    for m in group {
+        for c in &m.changes {
+            let mut what = vec![format!("at {:.0} ms:", c.at_s * 1e3)];
+            for (name, value) in [
+                ("sheaf_capacity", c.sheaf_capacity),
+                ("barn_max_full", c.barn_max_full),
+                ("barn_max_empty", c.barn_max_empty),
+            ] {
+                if let Some(value) = value {
+                    what.push(format!("{name} {value}"));
+                }
+            }
+            let took: Vec<f64> = c.applied.iter().map(|a| a.took_s).collect();
+            let runs = c.applied.len().max(1) as f64;
+            let flushed = c.applied.iter().map(|a| a.flushed_objects).sum::<u64>() as f64 / runs;
+            let p999 = |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| format::nanos(ns as f64));
+            table.add_row(vec![
+                m.config.threads.to_string(),
+                m.allocator.clone(),
+                what.join(" "),
+                harness::stats::median(&took).map_or("-".to_owned(), |s| format::nanos(s * 1e9)),
+                format!("{flushed:.0}"),
+                format!(
+                    "{} → {}",
+                    format::throughput(c.before.throughput_ops_per_s),
+                    format::throughput(c.after.throughput_ops_per_s)
+                ),
+                format!("{} → {}", p999(c.before.p999_ns), p999(c.after.p999_ns)),
+                c.p999_ratio.map_or("-".to_owned(), |r| format!("{r:.2}x")),
+            ]);
+        }
+    }
+    for col in [3, 4, 7] {
+        if let Some(column) = table.column_mut(col) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    out.push_str(&table.to_string());
+    out.push_str("\n\n");
     out
 }
 

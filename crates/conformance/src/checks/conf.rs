@@ -1,6 +1,7 @@
 //! C-CONF-1/2: configurations refused with the field named; capacity 0 honours every prefill
 //! clause. C-CONF-3: no configuration a constructor accepts gives objects outside the memory
-//! the design mapped. C-CONF-4: run-time capacity and barn-limit changes (none exist yet).
+//! the design mapped. C-CONF-4: run-time capacity and barn-limit changes, for the designs that
+//! make them (`ObjectAlloc::LIMIT_CHANGES`).
 
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
@@ -316,13 +317,171 @@ pub(crate) fn unusable_geometries_refused<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verd
     ))
 }
 
-/// C-CONF-4: run-time changes of the sheaf capacity or the barn limits.
-pub(crate) fn runtime_changes<A: ObjectAlloc>(_ctx: &Ctx<'_>) -> Verdict {
-    Verdict::NotApplicable(format!(
-        "no run-time capacity or barn-limit changes exist yet: {} fixes both when the cache is \
-         created, and the ObjectAlloc interface has no call to change them (a design's own \
-         automatic resizing, such as magazine's on depot contention, is exercised only as far \
-         as the other clauses' scenarios happen to trigger it)",
-        A::NAME
+/// C-CONF-4: run-time changes of the sheaf capacity or the barn limits: a refused change
+/// names its field; a prefilled sheaf keeps its promise across changes; then workers allocate,
+/// free, prefill and use every promised object while a changer moves the capacity (across
+/// the prefill sizes) and the limits back and forth; nothing may fail, and everything is
+/// given back at the end.
+pub(crate) fn runtime_changes<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use object_alloc::{LimitChange, Prefill};
+
+    if !A::LIMIT_CHANGES {
+        return Verdict::NotApplicable(format!(
+            "{} fixes its sheaf capacity and barn limits when the cache is created \
+             (ObjectAlloc::LIMIT_CHANGES is false and change_limits refuses; a design's own \
+             automatic resizing, such as magazine's on depot contention, is exercised only as \
+             far as the other clauses' scenarios happen to trigger it)",
+            A::NAME
+        ));
+    }
+    const RUN: Duration = Duration::from_millis(300);
+    let config = super::standard_config().with_sheaf_capacity(16);
+    let fixture = super::Fixture::<A>::new(config.clone());
+    let scope = ctx.scope(describe(&config));
+    let cache = &fixture.cache;
+    let capacity = |n: usize| LimitChange {
+        sheaf_capacity: Some(n),
+        ..LimitChange::default()
+    };
+    match cache.change_limits(&capacity(0)) {
+        Ok(_) => scope.violation("C-CONF-4", "change_limits accepted sheaf_capacity 0"),
+        Err(e) if e.field != "sheaf_capacity" => scope.violation(
+            "C-CONF-4",
+            format!(
+                "change_limits refused sheaf_capacity 0 naming `{}`",
+                e.field
+            ),
+        ),
+        Err(_) => {}
+    }
+    // A loan of more than the coming capacity keeps its promise.
+    let mut loan = match super::prefill(cache, &scope, AllocFlags::empty(), 14) {
+        Ok(loan) => Some(loan),
+        Err(e) => {
+            scope.violation("C-CONF-4", format!("prefill(14) failed: {e}"));
+            None
+        }
+    };
+    if let Err(e) = cache.change_limits(&capacity(4)) {
+        scope.violation(
+            "C-CONF-4",
+            format!("change_limits(sheaf_capacity 4) refused: {e}"),
+        );
+    }
+    let mut hand = super::Hand::for_config(&config, 1);
+    if let Some(loan) = loan.as_mut() {
+        for i in 0..14 {
+            match loan.alloc(AllocFlags::empty()) {
+                Some(object) => {
+                    hand.take(&scope, object);
+                }
+                None => scope.violation(
+                    "C-CONF-4",
+                    format!("allocation {i} of 14 from a sheaf prefilled before the change failed"),
+                ),
+            }
+        }
+    }
+    drop(loan);
+    let stop = AtomicBool::new(false);
+    let failures = AtomicU64::new(0);
+    let prefills = AtomicU64::new(0);
+    let changes = std::thread::scope(|s| {
+        let (stop, failures, prefills) = (&stop, &failures, &prefills);
+        let workers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (scope, config) = (&scope, &config);
+                s.spawn(move || {
+                    let mut mine = super::Hand::for_config(config, 2 + t);
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        if i.is_multiple_of(3) {
+                            let n = 1 + (i * 5) % 24;
+                            match cache.prefill(AllocFlags::empty(), n) {
+                                Ok(mut loan) => {
+                                    prefills.fetch_add(1, Ordering::Relaxed);
+                                    if loan.size() < n {
+                                        failures.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    for _ in 0..n {
+                                        match loan.alloc(AllocFlags::empty()) {
+                                            Some(object) => {
+                                                mine.take(scope, object);
+                                            }
+                                            None => {
+                                                failures.fetch_add(1, Ordering::Relaxed);
+                                            }
+                                        }
+                                    }
+                                }
+                                Err(_) => {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        } else if mine.len() < 48 {
+                            match cache.alloc(AllocFlags::empty()) {
+                                Some(object) => {
+                                    mine.take(scope, object);
+                                }
+                                None => {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        } else {
+                            mine.free_all(scope, cache);
+                        }
+                    }
+                    mine.free_all(scope, cache);
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let mut k = 0usize;
+        while start.elapsed() < RUN {
+            let (full, empty) = [(0, 0), (10, 10), (2, 1)][k % 3];
+            let change = LimitChange {
+                sheaf_capacity: Some([4, 24, 8, 32][k % 4]),
+                barn_max_full: Some(full),
+                barn_max_empty: Some(empty),
+            };
+            if let Err(e) = cache.change_limits(&change) {
+                scope.violation(
+                    "C-CONF-4",
+                    format!("change_limits({change:?}) refused: {e}"),
+                );
+            }
+            k += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for worker in workers {
+            worker
+                .join()
+                .expect("a worker of the change scenario panicked");
+        }
+        k
+    });
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        scope.violation(
+            "C-CONF-4",
+            format!(
+                "{failed} allocations, prefills or allocations from prefilled sheaves failed \
+                 (or a prefilled sheaf held fewer than promised) while the limits changed"
+            ),
+        );
+    }
+    hand.free_all(&scope, cache);
+    fixture.expect_empty(&scope, "C-CONF-4", "after the run-time changes");
+    Verdict::Ran(format!(
+        "sheaf_capacity 0 refused by name; a loan of 14 used whole after the capacity fell to 4; \
+         {changes} changes of the capacity (4..32) and the barn limits beside 2 threads \
+         allocating, freeing and using {} prefills of 1..24 for {} ms, then everything given back",
+        prefills.load(Ordering::Relaxed),
+        RUN.as_millis()
     ))
 }

@@ -117,6 +117,64 @@ pub(crate) struct DrivePlan<'a> {
     /// coordinator (and the sampler, which inherits its affinity) must not sit; `None`: the
     /// measurement's own `cpus`.
     pub(crate) all_tasks: Option<Vec<core_affinity::CoreId>>,
+    /// Run-time changes of the cache's limits in each measured run (the spec's `phases`).
+    pub(crate) changes: Option<ChangePlan<'a>>,
+}
+
+/// Changes applied by the coordinator (never a measured thread) during each measured run of
+/// a timed plan, and the windows around them whose samples the primaries keep apart.
+pub(crate) struct ChangePlan<'a> {
+    /// Offsets of the changes into each measured run, increasing.
+    pub(crate) at: Vec<Duration>,
+    /// Applies change `i`; returns the objects it flushed, or why it failed.
+    pub(crate) apply: &'a (dyn Fn(usize) -> Result<u64, String> + Sync),
+    /// Restores the starting values before each measured run after the first (while every
+    /// thread waits); returns the objects it flushed.
+    pub(crate) reset: &'a (dyn Fn() -> Result<u64, String> + Sync),
+}
+
+/// How long the windows before and after each change are, at most.
+pub(crate) const CHANGE_WINDOW: Duration = Duration::from_millis(100);
+
+impl ChangePlan<'_> {
+    /// For each change, the window before it (up to [`CHANGE_WINDOW`], not before the
+    /// previous change) and the window after it (up to [`CHANGE_WINDOW`], not past the next
+    /// change or the end of the run), as offsets into the run: `2 * at.len()` windows.
+    pub(crate) fn windows(&self, run: Duration) -> Vec<(Duration, Duration)> {
+        let mut windows = Vec::with_capacity(2 * self.at.len());
+        for (i, &at) in self.at.iter().enumerate() {
+            let previous = if i == 0 {
+                Duration::ZERO
+            } else {
+                self.at[i - 1]
+            };
+            let next = self.at.get(i + 1).copied().unwrap_or(run);
+            windows.push((at.saturating_sub(CHANGE_WINDOW).max(previous), at));
+            windows.push((at, (at + CHANGE_WINDOW).min(next)));
+        }
+        windows
+    }
+}
+
+/// What one change did in one measured run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ChangeDone {
+    /// Seconds from the run's start to the start of the change.
+    pub(crate) applied_at: f64,
+    /// Seconds the change took.
+    pub(crate) took: f64,
+    /// Objects it flushed.
+    pub(crate) flushed: u64,
+    /// Why it failed, if it did.
+    pub(crate) error: Option<String>,
+}
+
+/// The primaries' samples inside one window of a [`ChangePlan`], over every measured run.
+pub(crate) struct WindowFigures {
+    /// Operations of units that ended inside the window.
+    pub(crate) ops: u64,
+    /// Their samples.
+    pub(crate) histogram: Histogram<u64>,
 }
 
 /// What the threads found.
@@ -143,6 +201,13 @@ pub(crate) struct DriveOutcome<R> {
     pub(crate) phase_ends: Vec<Reading>,
     /// What the plan's probe returned.
     pub(crate) probe: Option<u64>,
+    /// Per window of the change plan (see [`ChangePlan::windows`]), merged over primaries
+    /// and runs; empty without one.
+    pub(crate) windows: Vec<WindowFigures>,
+    /// Per measured run, what each change did; empty without a change plan.
+    pub(crate) changes: Vec<Vec<ChangeDone>>,
+    /// Objects flushed by the restores between runs.
+    pub(crate) reset_flushed: u64,
 }
 
 impl<R> DriveOutcome<R> {
@@ -162,6 +227,9 @@ impl<R> DriveOutcome<R> {
             timeline: self.timeline,
             phase_ends: self.phase_ends,
             probe: self.probe,
+            windows: self.windows,
+            changes: self.changes,
+            reset_flushed: self.reset_flushed,
         }
     }
 }
@@ -223,6 +291,8 @@ struct Control {
     finished: Condvar,
     /// Each OS thread's id, for its scheduler times.
     tids: Vec<AtomicI32>,
+    /// The change plan's windows (offsets into a measured run); empty without one.
+    windows: Vec<(Duration, Duration)>,
 }
 
 struct ThreadReport {
@@ -236,6 +306,8 @@ struct ThreadReport {
     samples: u64,
     off_cpu: u64,
     switches: Option<(u64, u64)>,
+    /// Per window: operations and samples (primaries, engine-timed work).
+    windows: Vec<(u64, Histogram<u64>)>,
 }
 
 /// Runs the plan. `make_primary(i)` and `make_secondary(i)` build each thread's work on that
@@ -263,6 +335,10 @@ where
         tids: (0..plan.primaries + plan.secondaries)
             .map(|_| AtomicI32::new(0))
             .collect(),
+        windows: match (&plan.changes, plan.length) {
+            (Some(changes), RunLength::Duration(run)) => changes.windows(run),
+            _ => Vec::new(),
+        },
     };
     let coordinator = CoordinatorCpu::pin_apart(plan.all_tasks.as_deref().or(plan.cpus.as_deref()));
     let hog_cpus = plan
@@ -349,7 +425,18 @@ where
         let mut thread_sched = Some(SchedTimes::default());
         let mut hog_sched = hogs.as_ref().map(|_| SchedTimes::default());
         let mut phase_ends = Vec::new();
+        let mut changes_done = Vec::new();
+        let mut reset_flushed = 0u64;
+        let mut reset_error = None;
         for phase in 0..phases {
+            if phase >= 2
+                && let Some(changes) = &plan.changes
+            {
+                match (changes.reset)() {
+                    Ok(flushed) => reset_flushed += flushed,
+                    Err(e) => reset_error = Some(e),
+                }
+            }
             if let Some((_, state)) = &sampler {
                 state.phase.store(phase as u32, Ordering::Relaxed);
             }
@@ -389,6 +476,11 @@ where
                 plan.length
             };
             if let RunLength::Duration(d) = length {
+                if phase > 0
+                    && let Some(changes) = &plan.changes
+                {
+                    changes_done.push(apply_changes(changes, start, control));
+                }
                 sleep_until(start + d, control);
                 control.stop.store(true, Ordering::Relaxed);
             }
@@ -484,7 +576,28 @@ where
         }
         pinning.failures.extend(hog_pin_failures);
         let histogram = merge(reports[..plan.primaries].iter().map(|r| &r.histogram));
+        let windows = (0..control.windows.len())
+            .map(|w| WindowFigures {
+                ops: reports[..plan.primaries]
+                    .iter()
+                    .map(|r| r.windows[w].0)
+                    .sum(),
+                histogram: merge(reports[..plan.primaries].iter().map(|r| &r.windows[w].1)),
+            })
+            .collect();
+        // A failed restore voids the measurement like a failed change.
+        if let Some(error) = reset_error
+            && let Some(run) = changes_done.first_mut()
+            && let Some(first) = run.first_mut()
+        {
+            first
+                .error
+                .get_or_insert(format!("restoring the starting values: {error}"));
+        }
         DriveOutcome {
+            windows,
+            changes: changes_done,
+            reset_flushed,
             runs,
             histogram,
             counters,
@@ -502,6 +615,34 @@ where
             },
         }
     })
+}
+
+/// Applies each change of `changes` at its offset from `start` (or at once when the primaries
+/// have all finished, which a timed run does not do before its end).
+fn apply_changes(changes: &ChangePlan<'_>, start: Instant, control: &Control) -> Vec<ChangeDone> {
+    let mut done = Vec::with_capacity(changes.at.len());
+    for (i, &at) in changes.at.iter().enumerate() {
+        sleep_until(start + at, control);
+        let began = Instant::now();
+        let outcome = (changes.apply)(i);
+        let took = began.elapsed().as_secs_f64();
+        let applied_at = (began - start).as_secs_f64();
+        done.push(match outcome {
+            Ok(flushed) => ChangeDone {
+                applied_at,
+                took,
+                flushed,
+                error: None,
+            },
+            Err(error) => ChangeDone {
+                applied_at,
+                took,
+                flushed: 0,
+                error: Some(error),
+            },
+        });
+    }
+    done
 }
 
 /// Blocks until `deadline`, or until every primary has finished the phase (the last one
@@ -613,6 +754,11 @@ fn run_phases<W: Work>(
         Role::Secondary => (false, None, None),
     };
     let mut histogram = new_latency_histogram();
+    let mut windows: Vec<(u64, Histogram<u64>)> = control
+        .windows
+        .iter()
+        .map(|_| (0, new_latency_histogram()))
+        .collect();
     let mut phase_ops = vec![0; phases];
     let mut phase_upkeep = vec![0; phases];
     let mut cpu_check = CpuCheck::default();
@@ -638,6 +784,10 @@ fn run_phases<W: Work>(
         let mut units = 0u64;
         let timed = primary && !W::SELF_TIMED;
         let mut last = Instant::now();
+        // Only with a change plan, engine-timed primaries in measured runs: which window
+        // each unit's end falls in.
+        let windowed = timed && measured && !windows.is_empty();
+        let phase_start = last;
         loop {
             let done = if primary {
                 control.stop.load(Ordering::Relaxed) || quota.is_some_and(|q| ops >= q)
@@ -649,12 +799,22 @@ fn run_phases<W: Work>(
             if done {
                 break;
             }
-            ops += work.unit();
+            let unit_ops = work.unit();
+            ops += unit_ops;
             units += 1;
             let mut sample = None;
             if timed {
                 let now = Instant::now();
                 sample = measured.then(|| now - last);
+                if windowed {
+                    record_window(
+                        &control.windows,
+                        &mut windows,
+                        now - phase_start,
+                        now - last,
+                        unit_ops,
+                    );
+                }
                 last = now;
             }
             after_unit(&mut histogram, sample, cpu.map(|c| c.id), &mut cpu_check);
@@ -699,6 +859,25 @@ fn run_phases<W: Work>(
         samples: cpu_check.samples,
         off_cpu: cpu_check.off_cpu,
         switches,
+        windows,
+    }
+}
+
+/// Adds a unit that ended `t` into the run, taking `sample` for `ops` operations, to every
+/// window it ended in (the window after one change may be the one before the next).
+fn record_window(
+    bounds: &[(Duration, Duration)],
+    windows: &mut [(u64, Histogram<u64>)],
+    t: Duration,
+    sample: Duration,
+    ops: u64,
+) {
+    let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+    for (&(from, to), window) in bounds.iter().zip(windows.iter_mut()) {
+        if from <= t && t < to {
+            window.0 += ops;
+            window.1.saturating_record(nanos.max(1));
+        }
     }
 }
 
@@ -795,6 +974,7 @@ mod tests {
             probe: None,
             start_gate: None,
             all_tasks: None,
+            changes: None,
         };
         let outcome = drive(&plan, |_| One, |_| One, || ());
         assert_eq!(outcome.runs.len(), 200);
@@ -843,6 +1023,7 @@ mod tests {
             probe: None,
             start_gate: None,
             all_tasks: None,
+            changes: None,
         };
         let outcome = drive(
             &plan,
@@ -889,6 +1070,7 @@ mod tests {
             probe: None,
             start_gate: None,
             all_tasks: None,
+            changes: None,
         };
         let outcome = drive(&plan, |_| One, |_| -> NoWork { unreachable!() }, || ());
         let failures = &outcome.pinning.failures;
@@ -949,6 +1131,7 @@ mod tests {
             probe: None,
             start_gate: None,
             all_tasks: None,
+            changes: None,
         };
         let outcome = drive(
             &plan,
@@ -963,5 +1146,55 @@ mod tests {
                 "{run:?}: 10 ms of upkeep"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    fn plan(at: &[u64]) -> Vec<(Duration, Duration)> {
+        ChangePlan {
+            at: at.iter().map(|&ms| Duration::from_millis(ms)).collect(),
+            apply: &|_| Ok(0),
+            reset: &|| Ok(0),
+        }
+        .windows(Duration::from_secs(1))
+    }
+
+    #[test]
+    fn windows_are_100_ms_either_side_clipped_by_the_neighbours_and_the_run() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            plan(&[400, 450, 980]),
+            vec![
+                (ms(300), ms(400)),
+                (ms(400), ms(450)),
+                (ms(400), ms(450)),
+                (ms(450), ms(550)),
+                (ms(880), ms(980)),
+                (ms(980), ms(1000)),
+            ]
+        );
+        assert_eq!(plan(&[50])[0], (ms(0), ms(50)));
+    }
+
+    #[test]
+    fn a_unit_counts_in_every_window_it_ended_in_and_in_no_other() {
+        let ms = Duration::from_millis;
+        let bounds = plan(&[400, 450]);
+        let mut windows: Vec<(u64, Histogram<u64>)> = bounds
+            .iter()
+            .map(|_| (0, new_latency_histogram()))
+            .collect();
+        record_window(&bounds, &mut windows, ms(420), Duration::from_micros(5), 16);
+        record_window(&bounds, &mut windows, ms(350), Duration::from_micros(7), 16);
+        record_window(&bounds, &mut windows, ms(600), Duration::from_micros(9), 16);
+        let ops: Vec<u64> = windows.iter().map(|w| w.0).collect();
+        assert_eq!(ops, [16, 16, 16, 0]);
+        let samples: Vec<u64> = windows.iter().map(|w| w.1.len()).collect();
+        assert_eq!(samples, [1, 1, 1, 0]);
+        // The unit that ended at 350 ms, of 7 µs, is the one before the first change.
+        assert!(windows[0].1.equivalent(windows[0].1.max(), 7_000));
     }
 }

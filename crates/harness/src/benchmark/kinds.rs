@@ -256,6 +256,9 @@ impl<'a, A: ObjectAlloc> PrefillBurst<'a, A> {
             Ok(sheaf) => sheaf,
             Err(_) => allocation_failed(A::NAME, "a prefill"),
         };
+        if sheaf.size() < self.reserve {
+            allocation_failed(A::NAME, "a prefill: the sheaf holds fewer than requested");
+        }
         for _ in 0..self.count {
             match sheaf.alloc(AllocFlags::empty()) {
                 Some(object) => self.used.push(object),

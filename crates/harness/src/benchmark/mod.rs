@@ -29,11 +29,14 @@ use crate::counters::{CounterOpener, open_perf_counter};
 use crate::cpus::{CpuPinner, measurement_cpus, pin_current_thread, probe_pinning};
 use crate::histogram::LatencyFigures;
 use crate::machine::peak_rss_bytes;
-use crate::result::{Latency, Measurement, Memory, RunConfig, RunSample};
-use crate::spec::{Kind, Workload};
+use crate::result::{
+    ChangeApplied, ChangeWindow, Latency, LimitChangeResult, Measurement, Memory, RunConfig,
+    RunSample,
+};
+use crate::spec::{Kind, RunLength, Workload, WorkloadSpec};
 use crate::timer;
 use deferred::{Published, Reader, Writer};
-use engine::{DrivePlan, NoWork, drive};
+use engine::{ChangeDone, ChangePlan, DrivePlan, NoWork, WindowFigures, drive};
 use kinds::{Burst, Churn, PrefillBurst, Rng};
 pub use kinds::{churn_lifo_pairs, churn_lifo_round_robin};
 pub use producer_consumer::HANDOFF_SPIN;
@@ -216,6 +219,49 @@ pub fn measure<A: ObjectAlloc>(
     } else {
         sized.iter().map(|(cache, size)| (cache, *size)).collect()
     };
+    // Run-time changes: refused before anything runs by a design that cannot make them;
+    // applied by the coordinator to every cache of the measurement.
+    if !spec.phases.is_empty() && !A::LIMIT_CHANGES {
+        let (field, value) = spec.phases[0]
+            .change()
+            .first_field()
+            .unwrap_or(("sheaf_capacity", 0));
+        return Err(MeasureError::Config {
+            allocator: A::NAME.to_owned(),
+            workload: spec.name.clone(),
+            source: object_alloc::ConfigError::new(
+                field,
+                value,
+                format!("{} cannot change it at run time (phases[0])", A::NAME),
+            ),
+        });
+    }
+    let apply_change = |i: usize| -> Result<u64, String> {
+        let change = spec.phases[i].change();
+        let mut flushed = 0;
+        for (cache, _) in &caches {
+            flushed += cache
+                .change_limits(&change)
+                .map_err(|e| e.to_string())?
+                .flushed_objects;
+        }
+        Ok(flushed)
+    };
+    let starting = object_alloc::LimitChange {
+        sheaf_capacity: Some(config.effective_sheaf_capacity()),
+        barn_max_full: Some(config.barn_max_full),
+        barn_max_empty: Some(config.barn_max_empty),
+    };
+    let reset_changes = || -> Result<u64, String> {
+        let mut flushed = 0;
+        for (cache, _) in &caches {
+            flushed += cache
+                .change_limits(&starting)
+                .map_err(|e| e.to_string())?
+                .flushed_objects;
+        }
+        Ok(flushed)
+    };
     let read = || memory::read_caches(&caches);
     let probe = || memory::pages_touched(caches[0].0).unwrap_or(u64::MAX);
     let plan = DrivePlan {
@@ -235,6 +281,11 @@ pub fn measure<A: ObjectAlloc>(
         probe: Some(&probe),
         start_gate: options.start_gate,
         all_tasks,
+        changes: (!spec.phases.is_empty()).then(|| ChangePlan {
+            at: spec.phases.iter().map(|p| p.at.0).collect(),
+            apply: &apply_change,
+            reset: &reset_changes,
+        }),
     };
     let snapshot = || read().stats;
     let seed = spec.seed;
@@ -508,6 +559,14 @@ pub fn measure<A: ObjectAlloc>(
             outcome
         }
     };
+    if let Some(error) = outcome
+        .changes
+        .iter()
+        .flatten()
+        .find_map(|done| done.error.clone())
+    {
+        return Err(broken(format!("a run-time change failed: {error}")));
+    }
     let peak_rss = peak_rss_bytes();
     // Every kind has freed its objects by now (the threads' work was dropped, the trees
     // and published objects freed); deferred frees are waited for.
@@ -681,6 +740,7 @@ pub fn measure<A: ObjectAlloc>(
             barn_partial: config.barn_partial,
             nowait_no_refill: config.nowait_no_refill,
             refill_one_slab: config.refill_one_slab,
+            resize_by_flush: config.resize_by_flush,
             threads,
             os_threads,
             pinned: spec.pinned,
@@ -716,6 +776,7 @@ pub fn measure<A: ObjectAlloc>(
         pinning: outcome.pinning,
         warnings: Vec::new(),
         spec: spec.clone(),
+        changes: change_results(spec, workload.length, &outcome.windows, &outcome.changes),
     };
     measurement.warnings = crate::warnings::for_measurement(&measurement);
     Ok(measurement)
@@ -737,4 +798,74 @@ fn cycle_figures(tally: &lifetimes::CycleTally, extra: &mut BTreeMap<String, f64
             extra.insert(format!("hold_{name}_slope_bytes_per_s"), slope);
         }
     }
+}
+
+/// The result's `changes`: each phase, what it did in each run, and the windows around it.
+fn change_results(
+    spec: &WorkloadSpec,
+    length: RunLength,
+    windows: &[WindowFigures],
+    done: &[Vec<ChangeDone>],
+) -> Vec<LimitChangeResult> {
+    let RunLength::Duration(run) = length else {
+        return Vec::new();
+    };
+    let plan_windows = ChangePlan {
+        at: spec.phases.iter().map(|p| p.at.0).collect(),
+        apply: &|_| Ok(0),
+        reset: &|| Ok(0),
+    }
+    .windows(run);
+    let runs = done.len().max(1) as f64;
+    let window = |w: usize| {
+        let (from, to) = plan_windows[w];
+        let figures = windows.get(w);
+        let samples = figures.map_or(0, |f| f.histogram.len());
+        let seconds = (to - from).as_secs_f64() * runs;
+        let ops = figures.map_or(0, |f| f.ops);
+        ChangeWindow {
+            from_s: from.as_secs_f64(),
+            to_s: to.as_secs_f64(),
+            ops,
+            throughput_ops_per_s: if seconds > 0.0 {
+                ops as f64 / seconds
+            } else {
+                0.0
+            },
+            samples,
+            p999_ns: figures
+                .filter(|_| samples > 0)
+                .map(|f| f.histogram.value_at_quantile(0.999)),
+        }
+    };
+    spec.phases
+        .iter()
+        .enumerate()
+        .map(|(i, phase)| {
+            let before = window(2 * i);
+            let after = window(2 * i + 1);
+            let p999_ratio = match (before.p999_ns, after.p999_ns) {
+                (Some(b), Some(a)) if b > 0 => Some(a as f64 / b as f64),
+                _ => None,
+            };
+            LimitChangeResult {
+                at_s: phase.at.0.as_secs_f64(),
+                sheaf_capacity: phase.sheaf_capacity,
+                barn_max_full: phase.barn_max_full,
+                barn_max_empty: phase.barn_max_empty,
+                applied: done
+                    .iter()
+                    .filter_map(|run| run.get(i))
+                    .map(|d| ChangeApplied {
+                        applied_at_s: d.applied_at,
+                        took_s: d.took,
+                        flushed_objects: d.flushed,
+                    })
+                    .collect(),
+                before,
+                after,
+                p999_ratio,
+            }
+        })
+        .collect()
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use object_alloc::{CacheConfig, MAX_OBJECT_SIZE, PAGE_SIZE};
+use object_alloc::{CacheConfig, LimitChange, MAX_OBJECT_SIZE, PAGE_SIZE};
 
 pub use error::SpecError;
 pub use kinds::{ChurnOrder, Kind, KindName, Lifetime, Params};
@@ -116,6 +116,18 @@ pub struct WorkloadSpec {
     /// (`CacheConfig::refill_one_slab`). Designs without sheaves ignore it.
     #[serde(default)]
     pub refill_one_slab: bool,
+    /// sheaf: a run-time change (`phases`) first waits for the deferred frees and flushes
+    /// every sheaf to the slabs, the flush-everything way (`CacheConfig::resize_by_flush`).
+    /// Designs without sheaves ignore it.
+    #[serde(default)]
+    pub resize_by_flush: bool,
+    /// Run-time changes of the cache's sheaf capacity and barn limits during each measured
+    /// run, in order of time (see [`Phase`]). Each measured run starts from the spec's own
+    /// values (restored between runs, outside the measured time) and applies every phase at
+    /// its offset; the warm-up applies none. Needs a `duration` (a counted run has no known
+    /// length) and a design that supports changes (`ObjectAlloc::LIMIT_CHANGES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
     /// Thread counts to measure (worker threads; see the kind for extra threads).
     #[serde(default = "default_threads")]
     pub threads: ThreadCounts,
@@ -152,6 +164,37 @@ pub struct WorkloadSpec {
     /// The kind's parameters.
     #[serde(default)]
     pub params: Params,
+}
+
+/// One run-time change of a `phases:` list: at `at` into each measured run, a non-measured
+/// control thread (the engine's coordinator) sets the fields given; the others keep their
+/// value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// Offset from the start of the measured run: after the run's start and the previous
+    /// phase, before the run's end.
+    pub at: SpecDuration,
+    /// The new objects per sheaf (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheaf_capacity: Option<usize>,
+    /// The new most full sheaves per barn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barn_max_full: Option<usize>,
+    /// The new most empty sheaves per barn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barn_max_empty: Option<usize>,
+}
+
+impl Phase {
+    /// The change the phase asks for.
+    pub fn change(&self) -> LimitChange {
+        LimitChange {
+            sheaf_capacity: self.sheaf_capacity,
+            barn_max_full: self.barn_max_full,
+            barn_max_empty: self.barn_max_empty,
+        }
+    }
 }
 
 /// How each measured run ends.
@@ -205,7 +248,8 @@ impl Workload {
             .with_deferred_batching(self.spec.deferred_batching)
             .with_nowait_no_refill(self.spec.nowait_no_refill)
             .with_barn_partial(self.spec.barn_partial)
-            .with_refill_one_slab(self.spec.refill_one_slab);
+            .with_refill_one_slab(self.spec.refill_one_slab)
+            .with_resize_by_flush(self.spec.resize_by_flush);
         if let Some(capacity) = self.spec.sheaf_capacity {
             config = config.with_sheaf_capacity(capacity);
         }
@@ -320,10 +364,20 @@ impl WorkloadSpec {
         Ok(())
     }
 
-    /// Shortens the spec for a smoke run: 20 ms warm-up, 2 runs of 50 ms.
+    /// Shortens the spec for a smoke run: 20 ms warm-up, 2 runs of 50 ms; `phases` keep
+    /// their places in the run (their offsets scaled by the same factor as its length).
     pub fn make_quick(&mut self) {
+        const QUICK: Duration = Duration::from_millis(50);
+        if let Some(SpecDuration(run)) = self.duration
+            && !run.is_zero()
+        {
+            let factor = QUICK.as_secs_f64() / run.as_secs_f64();
+            for phase in &mut self.phases {
+                phase.at = SpecDuration(phase.at.0.mul_f64(factor));
+            }
+        }
         self.warmup = SpecDuration(Duration::from_millis(20));
-        self.duration = Some(SpecDuration(Duration::from_millis(50)));
+        self.duration = Some(SpecDuration(QUICK));
         self.ops = None;
         self.runs = 2;
     }
@@ -405,6 +459,7 @@ impl WorkloadSpec {
             }
             (None, None) => RunLength::Duration(Duration::from_secs(1)),
         };
+        self.validate_phases(file, length)?;
         let allowed = self.kind.params();
         if let Some(stray) = self
             .params
@@ -451,6 +506,79 @@ impl WorkloadSpec {
     }
 }
 
+impl WorkloadSpec {
+    /// Checks `phases`: each one after the run's start and the previous one, before the run's
+    /// end, changing something valid, on a cache that has sheaves.
+    fn validate_phases(&self, file: &str, length: RunLength) -> Result<(), SpecError> {
+        let invalid =
+            |field: String, value: &dyn fmt::Display, expected: String| SpecError::Invalid {
+                file: file.to_owned(),
+                field,
+                value: value.to_string(),
+                expected,
+            };
+        let mut previous = Duration::ZERO;
+        for (i, phase) in self.phases.iter().enumerate() {
+            let at = phase.at.0;
+            let RunLength::Duration(run) = length else {
+                return Err(invalid(
+                    format!("phases[{i}].at"),
+                    &phase.at,
+                    "a run with a `duration` (a run of `ops` has no known length to place a \
+                     phase in)"
+                        .into(),
+                ));
+            };
+            if at <= previous {
+                let after = if i == 0 {
+                    "the start of the run (0s)".to_owned()
+                } else {
+                    format!("phases[{}].at ({})", i - 1, SpecDuration(previous))
+                };
+                return Err(invalid(
+                    format!("phases[{i}].at"),
+                    &phase.at,
+                    format!("a time after {after}"),
+                ));
+            }
+            if at >= run {
+                return Err(invalid(
+                    format!("phases[{i}].at"),
+                    &phase.at,
+                    format!(
+                        "a time before the end of the run (duration {})",
+                        SpecDuration(run)
+                    ),
+                ));
+            }
+            previous = at;
+            let change = phase.change();
+            let Some((field, value)) = change.first_field() else {
+                return Err(invalid(
+                    format!("phases[{i}]"),
+                    &"{}",
+                    "at least one of sheaf_capacity, barn_max_full, barn_max_empty".into(),
+                ));
+            };
+            if self.sheaf_capacity == Some(0) {
+                return Err(invalid(
+                    format!("phases[{i}].{field}"),
+                    &value,
+                    "no change: the spec's sheaf_capacity 0 means a cache without sheaves".into(),
+                ));
+            }
+            if let Err(e) = change.validate() {
+                return Err(invalid(
+                    format!("phases[{i}].{}", e.field),
+                    &e.value,
+                    e.expected,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads and parses a trace file; the error says what is wrong (a parse error names the
 /// line). A trace without any tree write is refused: replaying it would measure nothing.
 pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
@@ -463,7 +591,7 @@ pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
 }
 
 /// Top-level spec fields, for `--set` lookups.
-const TOP_LEVEL_FIELDS: [&str; 21] = [
+const TOP_LEVEL_FIELDS: [&str; 23] = [
     "name",
     "kind",
     "suite",
@@ -476,6 +604,8 @@ const TOP_LEVEL_FIELDS: [&str; 21] = [
     "nowait_no_refill",
     "barn_partial",
     "refill_one_slab",
+    "resize_by_flush",
+    "phases",
     "threads",
     "pinned",
     "warmup",

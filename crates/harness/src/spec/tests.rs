@@ -738,3 +738,103 @@ fn impossible_lifetimes_and_cycles_that_never_drain_are_refused_naming_the_field
         .to_string();
     assert!(err.contains("params.lifetime"), "{err}");
 }
+
+/// `CHURN` with `phases` (YAML list items) before its `params`.
+fn with_phases(phases: &str) -> String {
+    CHURN.replace("params:\n", &format!("phases:\n{phases}params:\n"))
+}
+
+fn phases_error(phases: &str) -> String {
+    WorkloadSpec::from_yaml("x", &with_phases(phases))
+        .unwrap()
+        .validate("x", 2)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn phases_are_parsed_in_order_and_kept_in_the_workload() {
+    let text = with_phases(
+        "  - at: 400ms\n    sheaf_capacity: 16\n  - at: 700ms\n    barn_max_full: 2\n    barn_max_empty: 0\n",
+    );
+    let workload = WorkloadSpec::from_yaml("x", &text)
+        .unwrap()
+        .validate("x", 2)
+        .unwrap();
+    let phases = &workload.spec.phases;
+    assert_eq!(phases.len(), 2);
+    assert_eq!(phases[0].at.0, Duration::from_millis(400));
+    assert_eq!(
+        phases[1].change(),
+        LimitChange {
+            sheaf_capacity: None,
+            barn_max_full: Some(2),
+            barn_max_empty: Some(0)
+        }
+    );
+}
+
+#[test]
+fn a_phase_not_after_the_start_or_the_previous_one_or_beyond_the_run_is_refused_by_field() {
+    let at_start = phases_error("  - at: 0s\n    sheaf_capacity: 16\n");
+    assert!(at_start.contains("`phases[0].at` = 0s"), "{at_start}");
+    assert!(
+        at_start.contains("after the start of the run"),
+        "{at_start}"
+    );
+    let backwards = phases_error(
+        "  - at: 500ms\n    sheaf_capacity: 16\n  - at: 500ms\n    sheaf_capacity: 8\n",
+    );
+    assert!(backwards.contains("`phases[1].at` = 500ms"), "{backwards}");
+    assert!(backwards.contains("phases[0].at (500ms)"), "{backwards}");
+    let beyond = phases_error("  - at: 1s\n    sheaf_capacity: 16\n");
+    assert!(beyond.contains("`phases[0].at` = 1s"), "{beyond}");
+    assert!(beyond.contains("before the end of the run"), "{beyond}");
+    let counted =
+        with_phases("  - at: 10ms\n    sheaf_capacity: 16\n").replace("duration: 1s", "ops: 1000");
+    let counted = WorkloadSpec::from_yaml("x", &counted)
+        .unwrap()
+        .validate("x", 2)
+        .unwrap_err()
+        .to_string();
+    assert!(counted.contains("`phases[0].at`"), "{counted}");
+    assert!(counted.contains("duration"), "{counted}");
+    assert!(!at_start.contains('\n'), "one line: {at_start}");
+}
+
+#[test]
+fn a_phase_that_changes_nothing_or_a_bad_value_or_a_cache_without_sheaves_is_refused() {
+    let empty = phases_error("  - at: 10ms\n");
+    assert!(empty.contains("`phases[0]`"), "{empty}");
+    let zero = phases_error("  - at: 10ms\n    sheaf_capacity: 0\n");
+    assert!(zero.contains("`phases[0].sheaf_capacity` = 0"), "{zero}");
+    let limit = phases_error("  - at: 10ms\n    barn_max_empty: 100000000\n");
+    assert!(limit.contains("`phases[0].barn_max_empty`"), "{limit}");
+    let no_sheaves = with_phases("  - at: 10ms\n    barn_max_full: 2\n")
+        .replace("object_size: 64", "object_size: 64\nsheaf_capacity: 0");
+    let no_sheaves = WorkloadSpec::from_yaml("x", &no_sheaves)
+        .unwrap()
+        .validate("x", 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        no_sheaves.contains("`phases[0].barn_max_full`"),
+        "{no_sheaves}"
+    );
+    assert!(no_sheaves.contains("without sheaves"), "{no_sheaves}");
+}
+
+#[test]
+fn quick_runs_keep_the_phases_in_place_in_the_shorter_run() {
+    let mut spec = WorkloadSpec::from_yaml(
+        "x",
+        &with_phases(
+            "  - at: 400ms\n    sheaf_capacity: 16\n  - at: 700ms\n    sheaf_capacity: 32\n",
+        ),
+    )
+    .unwrap();
+    spec.make_quick();
+    assert_eq!(spec.phases[0].at.0, Duration::from_millis(20));
+    assert_eq!(spec.phases[1].at.0, Duration::from_millis(35));
+    assert!(spec.validate("x", 2).is_ok());
+}

@@ -63,6 +63,9 @@ impl<S: SlotStrategy> CacheCore<S> {
         for &stat in NowaitPath::ALL {
             stats.add(stat.name(), self.nowait.get(stat));
         }
+        for (name, value) in self.resize_counts.values() {
+            stats.add(name, value);
+        }
         let (mut full, mut empty) = (0, 0);
         let (mut get, mut get_fail, mut put, mut put_fail, mut contended) = (0, 0, 0, 0, 0);
         let mut partial_objects = 0;
@@ -118,9 +121,12 @@ impl<S: SlotStrategy> CacheCore<S> {
                         in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
                         for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
                             assert!(
-                                sheaf.is_none() || sheaf.capacity() == self.capacity,
-                                "slot sheaf {sheaf:?} has capacity other than {}",
-                                self.capacity
+                                sheaf.is_none()
+                                    || sheaf.capacity() == self.capacity()
+                                    || self.is_stale(sheaf),
+                                "slot sheaf {sheaf:?} has capacity other than {} (or an \
+                                 earlier one)",
+                                self.capacity()
                             );
                         }
                     });

@@ -136,7 +136,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let node = slot.node();
         // The `NOWAIT` no-refill model: `main` stays empty and each such allocation takes one
         // object from the slabs.
-        if self.capacity == 0 || (self.nowait_no_refill && !flags.may_grow()) {
+        if !self.has_sheaves || (self.nowait_no_refill && !flags.may_grow()) {
             drop(slot);
             return self.nowait_from_slabs(node, flags, Tally::shared(&self.counters));
         }
@@ -232,10 +232,17 @@ impl<S: SlotStrategy> CacheCore<S> {
             && !spare.is_empty()
         {
             mem::swap(&mut sheaves.main, spare);
-            if spare.is_none() {
-                sheaves.spare = None;
+            // The old `main`, now the spare, is kept unless it is the sentinel or, after a
+            // run-time change, of an old capacity (one comparison covers both).
+            if spare.capacity() != self.capacity() {
+                self.drop_empty_spare(sheaves, tally);
             }
             return Ok(Refilled::Spare);
+        }
+        // An empty sheaf of an old capacity is not refilled (see `resize`).
+        if self.is_stale(&sheaves.main) {
+            let stale = mem::replace(&mut sheaves.main, OwnedSheaf::none());
+            self.retire_empty(stale, tally);
         }
         if self.slots.has_orphans() {
             self.adopt_orphans();
@@ -285,6 +292,17 @@ impl<S: SlotStrategy> CacheCore<S> {
                 sheaves.main = main;
                 result
             }
+        }
+    }
+
+    /// Drops an empty spare that is the sentinel or stale; keeps any other.
+    #[cold]
+    #[inline(never)]
+    fn drop_empty_spare(&self, sheaves: &mut SlotSheaves, tally: Tally<'_>) {
+        match sheaves.spare.take() {
+            Some(spare) if spare.is_none() => {}
+            Some(spare) if self.is_stale(&spare) => self.retire_empty(spare, tally),
+            other => sheaves.spare = other,
         }
     }
 
@@ -359,7 +377,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
-        if self.capacity == 0 {
+        if !self.has_sheaves {
             tally.add(Stat::FreeSlowpath, 1);
             // SAFETY: the caller's object, live, of this cache.
             unsafe { self.pool.free_bulk_queued(std::slice::from_ref(&object)) };
@@ -395,7 +413,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         }
         let full = mem::replace(&mut sheaves.main, OwnedSheaf::none());
         sheaves.main = match self.barns[node].exchange_full(full) {
-            Ok(Some(empty)) => empty,
+            Ok(Some(empty)) => self.current_empty(empty, tally),
             Ok(None) => self.new_sheaf(tally),
             Err(mut full) => {
                 self.flush_held(&mut full, tally);

@@ -27,7 +27,7 @@ impl<S: SlotStrategy> CacheCore<S> {
                 let tally = Tally::owned(slot.counters());
                 let node = slot.node();
                 let mut taken = 0;
-                if self.capacity > 0 {
+                if self.has_sheaves {
                     let sheaves = slot.sheaves();
                     loop {
                         // A block copy from the top of `main`, not one pop per object.
@@ -92,7 +92,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         if objects.is_empty() {
             return;
         }
-        let slot = if self.capacity > 0 {
+        let slot = if self.has_sheaves {
             self.slots.acquire()
         } else {
             None

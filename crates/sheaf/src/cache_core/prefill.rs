@@ -145,7 +145,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         flags: AllocFlags,
         count: usize,
     ) -> Result<OwnedSheaf, AllocError> {
-        if count > self.capacity || self.capacity == 0 {
+        if count > self.capacity() || !self.has_sheaves {
             return self.prefill_oversize(flags, count);
         }
         let mut slot = self.slots.acquire_fast();
@@ -193,6 +193,14 @@ impl<S: SlotStrategy> CacheCore<S> {
             Some(sheaf) => sheaf,
             None => self.new_sheaf(tally),
         };
+        // After a run-time change: a stale sheaf is resized to the current capacity, and a
+        // sheaf too small for `count` (the capacity fell since `prefill` compared) to `count`.
+        let capacity = self.capacity().max(count);
+        let mut resized = false;
+        if sheaf.capacity() != capacity && (sheaf.capacity() < count || self.is_stale(&sheaf)) {
+            sheaf = self.resize_sheaf(sheaf, capacity, slot.is_some(), tally).0;
+            resized = true;
+        }
         if sheaf.size() >= count {
             tally.add(Stat::SheafPrefillFast, 1);
         } else {
@@ -226,6 +234,10 @@ impl<S: SlotStrategy> CacheCore<S> {
             }
         }
         tally.add(Stat::PrefillReserved, sheaf.size() as u64);
+        if resized {
+            drop(slot);
+            self.pool.release_queued();
+        }
         Ok(sheaf)
     }
 
@@ -297,7 +309,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let barn = &self.barns[node];
         let mut from_barn = 0;
         if self.barn_partial {
-            if sheaf.capacity() == self.capacity {
+            if sheaf.capacity() == self.capacity() {
                 let (taken, refused) = barn.take_objects(sheaf);
                 for empty in refused.into_iter().flatten() {
                     self.free_sheaf(empty, tally);
@@ -375,7 +387,7 @@ impl<S: SlotStrategy> CacheCore<S> {
             return Ok(());
         }
         let before = sheaf.size();
-        let mut slot = if sheaf.capacity() == self.capacity {
+        let mut slot = if sheaf.capacity() == self.capacity() {
             self.slots.acquire()
         } else {
             None
@@ -405,8 +417,8 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// held.
     #[inline]
     pub(crate) fn return_sheaf(&self, sheaf: OwnedSheaf, flags: AllocFlags) {
-        if sheaf.capacity() != self.capacity || self.capacity == 0 {
-            return self.return_discard(sheaf);
+        if sheaf.capacity() != self.capacity() || !self.has_sheaves {
+            return self.return_discard(sheaf, flags);
         }
         let mut slot = self.slots.acquire_fast();
         if let Some(slot) = slot.as_mut() {
@@ -422,11 +434,20 @@ impl<S: SlotStrategy> CacheCore<S> {
         self.return_slow(slot.map(FastSlot::hold), sheaf, flags);
     }
 
-    /// An oversize (or capacity-0 cache's) sheaf is never cached: flushed and freed.
+    /// An oversize (or capacity-0 cache's) sheaf is never cached: flushed and freed. A stale
+    /// one (a run-time change came while it was out) is resized to the current capacity and
+    /// returned as such.
     #[cold]
     #[inline(never)]
-    fn return_discard(&self, sheaf: OwnedSheaf) {
+    fn return_discard(&self, sheaf: OwnedSheaf, flags: AllocFlags) {
         let tally = Tally::shared(&self.counters);
+        if self.has_sheaves && self.is_stale(&sheaf) {
+            let (resized, flushed) = self.resize_sheaf(sheaf, self.capacity(), false, tally);
+            // Objects of a sheaf on loan count as live until returned: those flushed are
+            // returned here, the rest by the return below.
+            tally.add(Stat::PrefillUnused, flushed as u64);
+            return self.return_sheaf(resized, flags);
+        }
         tally.add(Stat::PrefillUnused, sheaf.size() as u64);
         tally.add(Stat::SheafReturnSlow, 1);
         self.discard(sheaf, tally);

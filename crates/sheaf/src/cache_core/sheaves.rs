@@ -11,7 +11,7 @@ use crate::stats::{Stat, Tally};
 impl<S: SlotStrategy> CacheCore<S> {
     pub(super) fn new_sheaf(&self, tally: Tally<'_>) -> OwnedSheaf {
         tally.add(Stat::SheafAlloc, 1);
-        OwnedSheaf::new(self.capacity)
+        OwnedSheaf::new(self.capacity())
     }
 
     pub(super) fn free_sheaf(&self, sheaf: OwnedSheaf, tally: Tally<'_>) {
@@ -21,10 +21,10 @@ impl<S: SlotStrategy> CacheCore<S> {
         }
     }
 
-    /// An empty sheaf of the cache's capacity: from the barn, else new.
+    /// An empty sheaf of the cache's capacity: from the barn (unless stale), else new.
     pub(super) fn empty_sheaf(&self, node: usize, tally: Tally<'_>) -> OwnedSheaf {
         match self.barns[node].get_empty() {
-            Some(sheaf) => sheaf,
+            Some(sheaf) => self.current_empty(sheaf, tally),
             None => self.new_sheaf(tally),
         }
     }
@@ -66,10 +66,13 @@ impl<S: SlotStrategy> CacheCore<S> {
         self.free_sheaf(sheaf, tally);
     }
 
-    /// An empty sheaf goes to the barn if it has room, else is freed.
+    /// An empty sheaf goes to the barn if it has room, else is freed; a stale one is freed.
     pub(super) fn stash_empty(&self, sheaf: OwnedSheaf, node: usize, tally: Tally<'_>) {
         if sheaf.is_none() {
             return;
+        }
+        if self.is_stale(&sheaf) {
+            return self.retire_empty(sheaf, tally);
         }
         if let Err(sheaf) = self.barns[node].put_empty(sheaf) {
             self.free_sheaf(sheaf, tally);

@@ -16,6 +16,7 @@ mod prefill;
 mod races;
 mod reach;
 mod refill;
+mod resize;
 mod returns;
 mod stress;
 mod typed;
