@@ -216,23 +216,21 @@ fn trend(args: crate::cli::HistoryTrendArgs) -> Result<(), CliError> {
         let series: Vec<harness::chart::TrendSeries> = series.into_iter().collect();
         let first = points.first().map_or("", |p| p.time.as_str());
         let last = points.last().map_or("", |p| p.time.as_str());
-        let svg = harness::chart::trend(
-            &format!("{} / {}: {}", args.workload, args.allocator, args.figure),
-            &args.figure,
-            &labels,
-            &series,
-            &format!(
-                "{} runs, {first} to {last} · revisions {} to {}",
-                runs.len(),
-                short(points.first()),
-                short(points.last()),
+        crate::export::svg::write(
+            path,
+            harness::chart::trend(
+                &format!("{} / {}: {}", args.workload, args.allocator, args.figure),
+                &args.figure,
+                &labels,
+                &series,
+                &format!(
+                    "{} runs, {first} to {last} · revisions {} to {}",
+                    runs.len(),
+                    short(points.first()),
+                    short(points.last()),
+                ),
             ),
-        )
-        .map_err(|e| CliError::Usage {
-            option: "--svg".into(),
-            message: e.to_string(),
-        })?;
-        harness::result::write_atomic(path, svg.as_bytes())?;
+        )?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

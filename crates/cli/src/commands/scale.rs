@@ -582,22 +582,15 @@ fn chart(path: &Path, results: &ResultFile, cpus: u32) -> Result<(), CliError> {
         points.sort_by_key(|p| p.tasks);
     }
     let name = results.scaling.first().map_or("", |p| p.workload.as_str());
-    let svg = harness::chart::scaling(
-        &format!("{name}: throughput against tasks"),
-        &series,
-        cpus,
-        &harness::chart::footer(
-            &results.machine.git,
-            &results.machine.cpu,
-            results.machine.cores,
-            &results.date,
+    crate::export::svg::write(
+        path,
+        harness::chart::scaling(
+            &format!("{name}: throughput against tasks"),
+            &series,
+            cpus,
+            &crate::export::svg::footer(results),
         ),
-    )
-    .map_err(|e| CliError::Usage {
-        option: "--svg".into(),
-        message: e.to_string(),
-    })?;
-    harness::result::write_atomic(path, svg.as_bytes())?;
+    )?;
     Ok(())
 }
 

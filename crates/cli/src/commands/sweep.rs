@@ -191,21 +191,14 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
                 path.file_stem()
                     .map_or_else(|| "sweep".into(), |s| s.to_string_lossy())
             ));
-            let svg = harness::chart::trade_off(
-                &format!("{name}: memory held against throughput, one point per {key}"),
-                &trade_off,
-                &harness::chart::footer(
-                    &results.machine.git,
-                    &results.machine.cpu,
-                    results.machine.cores,
-                    &results.date,
+            svg::write(
+                &memory_path,
+                harness::chart::trade_off(
+                    &format!("{name}: memory held against throughput, one point per {key}"),
+                    &trade_off,
+                    &svg::footer(&results),
                 ),
-            )
-            .map_err(|e| CliError::Usage {
-                option: "--svg".into(),
-                message: e.to_string(),
-            })?;
-            harness::result::write_atomic(&memory_path, svg.as_bytes())?;
+            )?;
         }
         svg::sweep_chart(
             path,
@@ -213,12 +206,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
             key,
             &values,
             &series,
-            &harness::chart::footer(
-                &results.machine.git,
-                &results.machine.cpu,
-                results.machine.cores,
-                &results.date,
-            ),
+            &svg::footer(&results),
         )?;
     }
     if !results.failures.is_empty() {
