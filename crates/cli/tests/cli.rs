@@ -168,6 +168,21 @@ fn bad_input_is_one_line_and_exit_2() {
     }
 }
 
+/// Snapshot settings for a results table: times and rates become `[t]`, ratios with their
+/// interval `[r]`, then the `extra` filters in order, then box rules and runs of spaces are
+/// made uniform (column widths follow the figures).
+fn table_settings(extra: &[(&str, &str)]) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d+(\.\d+)? ?(ns|µs|ms|s|[kMG]?/s)", "[t]");
+    settings.add_filter(r"\d+\.\d+ \[\d+\.\d+\.\.\d+\.\d+\]", "[r]");
+    for &(pattern, replacement) in extra {
+        settings.add_filter(pattern, replacement);
+    }
+    settings.add_filter(r"[─═]+", "─");
+    settings.add_filter(r" +", " ");
+    settings
+}
+
 /// Replaces figures by `0` and machine- or run-specific text by a marker, keeping keys,
 /// nesting and array lengths.
 fn shape(value: &Value, key: &str) -> Value {
@@ -239,14 +254,8 @@ fn table_layout_and_json_shape() {
         "system",
     ]);
     insta::assert_json_snapshot!("json_shape", shape(&json, ""));
-    let mut settings = insta::Settings::clone_current();
-    settings.add_filter(r"\d+(\.\d+)? ?(ns|µs|ms|s|[kMG]?/s)", "[t]");
-    settings.add_filter(r"\d+\.\d+%", "[x]");
-    settings.add_filter(r"\d+\.\d+ \[\d+\.\d+\.\.\d+\.\d+\]", "[r]");
-    settings.add_filter(r"┆ +\d+\.\d+ +│", "┆ [x] │");
-    settings.add_filter(r"[─═]+", "─");
-    settings.add_filter(r" +", " ");
-    settings.bind(|| insta::assert_snapshot!("table_layout", stdout));
+    table_settings(&[(r"\d+\.\d+%", "[x]"), (r"┆ +\d+\.\d+ +│", "┆ [x] │")])
+        .bind(|| insta::assert_snapshot!("table_layout", stdout));
 }
 
 #[test]
@@ -1724,13 +1733,8 @@ fn scale_runs_each_task_of_process_mode_in_a_process_of_its_own_and_draws_the_cu
     // The band's label, on a line of its own (the legend's hint says more).
     let band = svg.lines().any(|line| line.trim() == "oversubscribed");
     assert_eq!(band, cores < 3);
-    let mut settings = insta::Settings::clone_current();
-    settings.add_filter(r"\d+(\.\d+)? ?(ns|µs|ms|s|[kMG]?/s)", "[t]");
-    settings.add_filter(r"\d+\.\d+ \[\d+\.\d+\.\.\d+\.\d+\]", "[r]");
-    settings.add_filter(r"no \(oversubscribed\)", "no");
-    settings.add_filter(r"[─═]+", "─");
-    settings.add_filter(r" +", " ");
-    settings.bind(|| insta::assert_snapshot!("scale_table", stdout));
+    table_settings(&[(r"no \(oversubscribed\)", "no")])
+        .bind(|| insta::assert_snapshot!("scale_table", stdout));
 }
 
 #[test]
