@@ -347,8 +347,11 @@ impl<S: SlotStrategy> CacheCore<S> {
             Ok(_) => Ok(()),
             Err(error) => {
                 if from_barn > 0 {
-                    // The barn's objects were moved last: they are the top of the sheaf.
-                    let mut gathered = self.new_sheaf(tally);
+                    // The barn's objects were moved last: they are the top of the sheaf. They
+                    // fit in a sheaf of its capacity, which was the cache's when they were
+                    // taken (a concurrent capacity change may have lowered it since).
+                    tally.add(Stat::SheafAlloc, 1);
+                    let mut gathered = OwnedSheaf::new(sheaf.capacity());
                     let back = sheaf.move_to(&mut gathered, from_barn);
                     debug_assert_eq!(back, from_barn);
                     if let Err(gathered) = barn.put_partial(gathered) {
