@@ -298,6 +298,10 @@ pub struct RunConfig {
     /// before the switch existed, which is how those runs ran).
     #[serde(default)]
     pub barn_partial: bool,
+    /// sheaf's hold, in hand-over ticks, of recycled `rcu_free` sheaves beyond the barn limit
+    /// (`rcu_hold_ticks`; 0 in files written before it existed, which is how those ran).
+    #[serde(default)]
+    pub rcu_hold_ticks: u32,
     /// sheaf's model of a `NOWAIT` allocation that may not refill its sheaf
     /// (`nowait_no_refill`).
     #[serde(default)]

@@ -16,6 +16,10 @@ pub const MAX_SHEAF_CAPACITY: usize = 1 << 16;
 /// The largest barn limit (full or empty sheaves per node) a configuration may ask for.
 pub const MAX_BARN_LIMIT: usize = 1 << 16;
 
+/// The longest hold of recycled `rcu_free` sheaves ([`CacheConfig::rcu_hold_ticks`]) a
+/// configuration may ask for: ten seconds of hand-over ticks.
+pub const MAX_RCU_HOLD_TICKS: u32 = 1000;
+
 /// The most simulated NUMA nodes a configuration may ask for.
 pub const MAX_SIMULATED_NODES: usize = 64;
 
@@ -108,6 +112,16 @@ pub struct CacheConfig {
     /// it goes to the slabs. Off: a prefill takes barn objects only by trading an empty CPU
     /// `main` for a full barn sheaf. Designs without sheaves ignore it.
     pub barn_partial: bool,
+    /// sheaf: a full `rcu_free` sheaf back from its grace period when the barn's full list
+    /// is at its limit is held in the barn, outside the limit, for at most this many
+    /// hand-over ticks ([`rcu::HANDOVER_TICK`](crate::rcu::HANDOVER_TICK) each), serving
+    /// takers of full sheaves first; one still unused then goes to the slabs. Grace periods
+    /// end in batches (a tick's worth of sheaves at once), so with a small barn much of a
+    /// batch would otherwise be flushed and refilled from the slabs moments later. What is
+    /// held is at most the sheaves whose grace periods ended in that many ticks; it counts
+    /// as cached and `shrink` frees it. 0: such a sheaf is flushed at once, as the kernel
+    /// does. At most [`MAX_RCU_HOLD_TICKS`]. Designs without sheaves ignore it.
+    pub rcu_hold_ticks: u32,
     /// sheaf: a sheaf refilled from the slabs takes its objects from one slab (the first
     /// partial slab's free objects, or a new slab's), topping up from other slabs only to
     /// the minimum the refill needs: the per-CPU slab's locality, for comparison. Off: a
@@ -146,6 +160,7 @@ impl CacheConfig {
             deferred_batching: true,
             nowait_no_refill: false,
             barn_partial: true,
+            rcu_hold_ticks: 4,
             refill_one_slab: false,
             resize_by_flush: false,
             debug: DebugOptions::default(),
@@ -198,6 +213,13 @@ impl CacheConfig {
     /// Switches the barn's partial sheaf on or off ([`CacheConfig::barn_partial`]).
     pub fn with_barn_partial(mut self, on: bool) -> Self {
         self.barn_partial = on;
+        self
+    }
+
+    /// Sets how many hand-over ticks recycled `rcu_free` sheaves beyond the barn limit are
+    /// held ([`CacheConfig::rcu_hold_ticks`]; 0: none).
+    pub fn with_rcu_hold_ticks(mut self, ticks: u32) -> Self {
+        self.rcu_hold_ticks = ticks;
         self
     }
 
@@ -274,6 +296,13 @@ impl CacheConfig {
                 format!("at most {MAX_BARN_LIMIT}"),
             ));
         }
+        if self.rcu_hold_ticks > MAX_RCU_HOLD_TICKS {
+            return Err(ConfigError::new(
+                "rcu_hold_ticks",
+                self.rcu_hold_ticks,
+                format!("at most {MAX_RCU_HOLD_TICKS}"),
+            ));
+        }
         if let NodeMap::Simulated { nodes } = self.nodes
             && (nodes == 0 || nodes > MAX_SIMULATED_NODES)
         {
@@ -300,6 +329,7 @@ impl fmt::Debug for CacheConfig {
             .field("deferred_batching", &self.deferred_batching)
             .field("nowait_no_refill", &self.nowait_no_refill)
             .field("barn_partial", &self.barn_partial)
+            .field("rcu_hold_ticks", &self.rcu_hold_ticks)
             .field("resize_by_flush", &self.resize_by_flush)
             .field("debug", &self.debug)
             .finish()
@@ -349,6 +379,14 @@ mod tests {
                 .unwrap_err()
                 .field,
             "nodes"
+        );
+        assert_eq!(
+            CacheConfig::new(64)
+                .with_rcu_hold_ticks(MAX_RCU_HOLD_TICKS + 1)
+                .validate()
+                .unwrap_err()
+                .field,
+            "rcu_hold_ticks"
         );
         assert!(
             CacheConfig::new(64)

@@ -57,8 +57,8 @@ use std::ptr::NonNull;
 
 pub use change::{ChangeReport, LimitChange};
 pub use config::{
-    CacheConfig, DebugOptions, MAX_BARN_LIMIT, MAX_OBJECT_SIZE, MAX_SHEAF_CAPACITY,
-    MAX_SIMULATED_NODES, NodeMap, SHEAF_HEADER_BYTES, default_sheaf_capacity,
+    CacheConfig, DebugOptions, MAX_BARN_LIMIT, MAX_OBJECT_SIZE, MAX_RCU_HOLD_TICKS,
+    MAX_SHEAF_CAPACITY, MAX_SIMULATED_NODES, NodeMap, SHEAF_HEADER_BYTES, default_sheaf_capacity,
 };
 pub use error::{AllocError, ConfigError};
 pub use flags::AllocFlags;

@@ -21,6 +21,13 @@
 //!   capacity, and a full sheaf of an old capacity is as full as any. The taker deals with a
 //!   sheaf of an old capacity: an empty one is freed instead of used, a full one serves until
 //!   it runs empty, a prefill's is resized.
+//! - `held` (used with [`CacheConfig::rcu_hold_ticks`](object_alloc::CacheConfig), one list
+//!   per tick of the hold) keeps full sheaves that came back from a grace period when `full`
+//!   was at its limit, grouped by the hand-over tick they came in. They are not counted
+//!   against `max_full`; they serve takers of full sheaves before `full` does, oldest first,
+//!   and [`Barn::age_held`], called once a tick, gives the oldest tick's back to be flushed,
+//!   so none stays longer than `rcu_hold_ticks` ticks. The lists are made with the barn:
+//!   holding allocates nothing.
 //! - The lists are intrusive (the sheaf header's link), so a put or a get allocates nothing
 //!   and the lock is held for a handful of instructions.
 //!
@@ -84,6 +91,12 @@ pub(crate) struct BarnCounters {
     pub(crate) put_fail: u64,
     /// Objects handed to prefills through [`Barn::take_objects`].
     pub(crate) partial_objects: u64,
+    /// Full sheaves taken onto the held list ([`Barn::hold`]).
+    pub(crate) held: u64,
+    /// Held sheaves handed out to takers of full sheaves.
+    pub(crate) held_used: u64,
+    /// Held sheaves given back by [`Barn::age_held`] unused (the caller flushes them).
+    pub(crate) held_aged: u64,
 }
 
 struct BarnLists {
@@ -91,7 +104,36 @@ struct BarnLists {
     empty: SheafList,
     /// Leftover objects of a full sheaf opened by a prefill (see the invariants).
     partial: Option<OwnedSheaf>,
+    /// Full sheaves back from a grace period beyond `max_full`, one list per tick of the
+    /// hold, a ring whose oldest list is `oldest` (see the invariants); empty without a hold.
+    held: Box<[SheafList]>,
+    oldest: usize,
     counters: BarnCounters,
+}
+
+impl BarnLists {
+    /// A full sheaf for a taker: held ones first, oldest first (they are flushed soonest if
+    /// unused), then the full list.
+    fn pop_full(&mut self) -> Option<OwnedSheaf> {
+        let ticks = self.held.len();
+        for i in 0..ticks {
+            if let Some(sheaf) = self.held[(self.oldest + i) % ticks].pop() {
+                self.counters.held_used += 1;
+                return Some(sheaf);
+            }
+        }
+        self.full.pop()
+    }
+
+    /// Held sheaves, every tick's.
+    fn nr_held(&self) -> usize {
+        self.held.iter().map(|list| list.len).sum()
+    }
+
+    /// Takes a held sheaf, any tick's (drain).
+    fn pop_held(&mut self) -> Option<OwnedSheaf> {
+        self.held.iter_mut().find_map(SheafList::pop)
+    }
 }
 
 /// Emptied sheaves the barn had no room for, for the caller to free (at most two: the
@@ -103,6 +145,8 @@ pub(crate) type Refused = [Option<OwnedSheaf>; 2];
 pub(crate) struct BarnSnapshot {
     pub(crate) full: usize,
     pub(crate) empty: usize,
+    /// Held full sheaves, every tick's.
+    pub(crate) held: usize,
     pub(crate) objects: usize,
     pub(crate) counters: BarnCounters,
     pub(crate) contended: u64,
@@ -115,20 +159,32 @@ pub(crate) struct Barn {
     contended: AtomicU64,
     /// Written under the lock only; read outside it by the racy hint of `may_take_full`.
     max_full: AtomicUsize,
+    /// Held sheaves, mirrored outside the lock for `may_have_full` and `has_held`.
+    nr_held: AtomicUsize,
     max_empty: AtomicUsize,
 }
 
 impl Barn {
-    /// An empty barn with the given limits.
+    /// An empty barn with the given limits and no hold.
+    #[cfg(any(test, loom))]
     pub(crate) fn new(max_full: usize, max_empty: usize) -> Self {
+        Self::with_hold(max_full, max_empty, 0)
+    }
+
+    /// An empty barn with the given limits that holds recycled sheaves beyond `max_full`
+    /// for up to `hold_ticks` hand-over ticks (0: no hold).
+    pub(crate) fn with_hold(max_full: usize, max_empty: usize, hold_ticks: usize) -> Self {
         Self {
             lists: Mutex::new(BarnLists {
                 full: SheafList::new(),
                 empty: SheafList::new(),
                 partial: None,
+                held: (0..hold_ticks).map(|_| SheafList::new()).collect(),
+                oldest: 0,
                 counters: BarnCounters::default(),
             }),
             nr_full: AtomicUsize::new(0),
+            nr_held: AtomicUsize::new(0),
             contended: AtomicU64::new(0),
             max_full: AtomicUsize::new(max_full),
             max_empty: AtomicUsize::new(max_empty),
@@ -186,6 +242,7 @@ impl Barn {
 
     fn publish(&self, lists: &BarnLists) {
         self.nr_full.store(lists.full.len, Ordering::Relaxed);
+        self.nr_held.store(lists.nr_held(), Ordering::Relaxed);
     }
 
     /// Whether the full list looked short of its limit a moment ago (racy, as a hint).
@@ -196,7 +253,48 @@ impl Barn {
     /// Whether the full list looked non-empty a moment ago (racy, as a hint that saves
     /// taking the lock for nothing).
     pub(crate) fn may_have_full(&self) -> bool {
-        self.nr_full.load(Ordering::Relaxed) > 0
+        self.nr_full.load(Ordering::Relaxed) > 0 || self.has_held()
+    }
+
+    /// Whether held sheaves looked present a moment ago (racy: the hand-over tick uses it
+    /// to keep ticking while some wait to be aged).
+    pub(crate) fn has_held(&self) -> bool {
+        self.nr_held.load(Ordering::Relaxed) > 0
+    }
+
+    /// Keeps a full sheaf back from a grace period that `put_full` refused, in this tick's
+    /// list (see the invariants); gives it back when the barn has no hold.
+    pub(crate) fn hold(&self, sheaf: OwnedSheaf) -> Result<(), OwnedSheaf> {
+        debug_assert!(sheaf.is_full() && !sheaf.is_none(), "hold of {sheaf:?}");
+        let mut lists = self.lock();
+        let ticks = lists.held.len();
+        if ticks == 0 {
+            return Err(sheaf);
+        }
+        let newest = (lists.oldest + ticks - 1) % ticks;
+        lists.held[newest].push(sheaf);
+        lists.counters.held += 1;
+        self.publish(&lists);
+        Ok(())
+    }
+
+    /// One hand-over tick: returns the oldest tick's held sheaves, unused, for the caller to
+    /// flush; their list becomes the newest.
+    pub(crate) fn age_held(&self) -> Vec<OwnedSheaf> {
+        if !self.has_held() {
+            return Vec::new();
+        }
+        let mut lists = self.lock();
+        let ticks = lists.held.len();
+        let oldest = lists.oldest;
+        let mut out = Vec::with_capacity(lists.held[oldest].len);
+        while let Some(sheaf) = lists.held[oldest].pop() {
+            out.push(sheaf);
+        }
+        lists.counters.held_aged += out.len() as u64;
+        lists.oldest = (oldest + 1) % ticks;
+        self.publish(&lists);
+        out
     }
 
     /// Takes an empty sheaf.
@@ -210,7 +308,7 @@ impl Barn {
     /// Takes a full sheaf.
     pub(crate) fn get_full(&self) -> Option<OwnedSheaf> {
         let mut lists = self.lock();
-        let sheaf = lists.full.pop();
+        let sheaf = lists.pop_full();
         count_get(&mut lists.counters, sheaf.is_some());
         self.publish(&lists);
         sheaf
@@ -219,7 +317,7 @@ impl Barn {
     /// Takes a full sheaf, else an empty one (prefill).
     pub(crate) fn get_full_or_empty(&self) -> Option<OwnedSheaf> {
         let mut lists = self.lock();
-        let sheaf = match lists.full.pop() {
+        let sheaf = match lists.pop_full() {
             Some(sheaf) => Some(sheaf),
             None => lists.empty.pop(),
         };
@@ -266,7 +364,7 @@ impl Barn {
         empty: OwnedSheaf,
     ) -> Result<(OwnedSheaf, Option<OwnedSheaf>), OwnedSheaf> {
         let mut lists = self.lock();
-        let Some(full) = lists.full.pop() else {
+        let Some(full) = lists.pop_full() else {
             lists.counters.get_fail += 1;
             return Err(empty);
         };
@@ -322,7 +420,7 @@ impl Barn {
             }
             let mut source = match lists.partial.take() {
                 Some(partial) => partial,
-                None => match lists.full.pop() {
+                None => match lists.pop_full() {
                     Some(full) => {
                         lists.counters.get += 1;
                         full
@@ -369,8 +467,11 @@ impl Barn {
     /// Takes every sheaf out (shrink, drop): the partial sheaf and full ones first.
     pub(crate) fn drain(&self) -> Vec<OwnedSheaf> {
         let mut lists = self.lock();
-        let mut out = Vec::with_capacity(lists.full.len + lists.empty.len + 1);
+        let mut out = Vec::with_capacity(lists.full.len + lists.nr_held() + lists.empty.len + 1);
         out.extend(lists.partial.take());
+        while let Some(sheaf) = lists.pop_held() {
+            out.push(sheaf);
+        }
         while let Some(sheaf) = lists.full.pop() {
             out.push(sheaf);
         }
@@ -385,18 +486,21 @@ impl Barn {
     pub(crate) fn snapshot(&self) -> BarnSnapshot {
         let lists = self.lock();
         let mut objects = 0;
-        let mut cursor = lists.full.head;
-        while let Some(raw) = cursor {
-            // SAFETY: a list member; we borrow it under the lock without taking ownership,
-            // and forget the handle so nothing is freed.
-            let sheaf = std::mem::ManuallyDrop::new(unsafe { OwnedSheaf::from_raw(raw) });
-            objects += sheaf.size();
-            cursor = sheaf.next();
+        for list in std::iter::once(&lists.full).chain(lists.held.iter()) {
+            let mut cursor = list.head;
+            while let Some(raw) = cursor {
+                // SAFETY: a list member; we borrow it under the lock without taking
+                // ownership, and forget the handle so nothing is freed.
+                let sheaf = std::mem::ManuallyDrop::new(unsafe { OwnedSheaf::from_raw(raw) });
+                objects += sheaf.size();
+                cursor = sheaf.next();
+            }
         }
         objects += lists.partial.as_ref().map_or(0, OwnedSheaf::size);
         BarnSnapshot {
             full: lists.full.len,
             empty: lists.empty.len,
+            held: lists.nr_held(),
             objects,
             counters: lists.counters,
             contended: self.contended.load(Ordering::Relaxed),
@@ -481,6 +585,54 @@ mod tests {
         free_all([into, next]);
         free_all(refused.into_iter().flatten());
         free_all(barn.drain());
+    }
+
+    #[test]
+    fn held_sheaves_stay_outside_the_limit_serve_takers_first_and_age_out_after_two_ticks() {
+        let barn = Barn::with_hold(1, 4, 2);
+        barn.put_full(sheaf_of(4, 1..5)).unwrap();
+        let refused = barn.put_full(sheaf_of(4, 5..9)).unwrap_err();
+        barn.hold(refused).unwrap();
+        barn.hold(sheaf_of(4, 9..13)).unwrap();
+        let snapshot = barn.snapshot();
+        // The limit holds for the full list; the held ones are counted as cached.
+        assert_eq!((snapshot.full, snapshot.held, snapshot.objects), (1, 2, 12));
+        assert!(barn.may_have_full() && barn.has_held());
+        // A taker gets a held sheaf before the full list's.
+        let taken = barn.get_full().unwrap();
+        assert_eq!(taken.objects()[0].as_ptr() as usize, 9 * 16);
+        assert_eq!(barn.snapshot().counters.held_used, 1);
+        // First tick: nothing was held since the tick before; this tick's are aged.
+        assert!(barn.age_held().is_empty());
+        assert_eq!(barn.snapshot().held, 1);
+        // Second tick: the aged one, still unused, comes back for the caller to flush.
+        let aged = barn.age_held();
+        assert_eq!(aged.len(), 1);
+        let snapshot = barn.snapshot();
+        assert_eq!((snapshot.full, snapshot.held, snapshot.objects), (1, 0, 4));
+        assert_eq!(
+            (snapshot.counters.held, snapshot.counters.held_aged),
+            (2, 1)
+        );
+        assert!(!barn.has_held());
+        free_all([taken]);
+        free_all(aged);
+        free_all(barn.drain());
+    }
+
+    #[test]
+    fn drain_takes_held_sheaves_too_and_a_barn_without_a_hold_refuses_to_hold() {
+        let barn = Barn::with_hold(0, 0, 3);
+        barn.hold(sheaf_of(4, 1..5)).unwrap();
+        assert!(barn.age_held().is_empty());
+        barn.hold(sheaf_of(4, 5..9)).unwrap();
+        let drained = barn.drain();
+        assert_eq!(drained.len(), 2);
+        assert!(!barn.has_held());
+        assert_eq!(barn.snapshot().objects, 0);
+        free_all(drained);
+        let refused = Barn::new(0, 0).hold(sheaf_of(4, 1..5)).unwrap_err();
+        free_all([refused]);
     }
 
     #[test]

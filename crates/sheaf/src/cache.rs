@@ -382,7 +382,10 @@ impl<S: SlotStrategy> Cache<S> {
     /// `sheaf_prefill_fast`, `sheaf_prefill_slow`, `sheaf_prefill_oversize`,
     /// `sheaf_return_fast`, `sheaf_return_slow`, `alloc_slab`, `free_slab`; for deferred frees
     /// `deferred_objects`, `rcu_sheaf_submitted`, `rcu_sheaf_recycled`, `rcu_sheaf_flushed`,
-    /// `rcu_objects_completed`; and `prefill_reserved`, `prefill_unused`, `cpu_slot_busy`; for
+    /// `rcu_objects_completed`, and with [`CacheConfig::rcu_hold_ticks`](object_alloc::CacheConfig)
+    /// `rcu_sheaf_held` (recycled sheaves held beyond the barn limit), `rcu_sheaf_held_used`
+    /// (those that then served a taker), `rcu_sheaf_held_aged` (those flushed unused, also
+    /// counted in `rcu_sheaf_flushed`) and the gauge `barn_held_sheaves`; and `prefill_reserved`, `prefill_unused`, `cpu_slot_busy`; for
     /// run-time changes `sheaf_retired` (sheaves of an earlier capacity freed or resized) and
     /// `resize_flushed` (objects flushed because of a change); with
     /// [`PerThread`](crate::PerThread) slots also `slot_drained` (owners that handed every

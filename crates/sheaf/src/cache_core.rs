@@ -88,7 +88,13 @@ impl<S: SlotStrategy> CacheCore<S> {
             .map(|cpu| slab::node_of_cpu(config.nodes, cpu) % nodes)
             .collect();
         let barns = (0..nodes)
-            .map(|_| Barn::new(config.barn_max_full, config.barn_max_empty))
+            .map(|_| {
+                Barn::with_hold(
+                    config.barn_max_full,
+                    config.barn_max_empty,
+                    config.rcu_hold_ticks as usize,
+                )
+            })
             .collect();
         Ok(Self {
             slots: SlotTable::new(id, cpu_nodes),

@@ -738,6 +738,7 @@ pub fn measure<A: ObjectAlloc>(
             barn_max_empty: config.barn_max_empty,
             deferred_batching: config.deferred_batching,
             barn_partial: config.barn_partial,
+            rcu_hold_ticks: config.rcu_hold_ticks,
             nowait_no_refill: config.nowait_no_refill,
             refill_one_slab: config.refill_one_slab,
             resize_by_flush: config.resize_by_flush,

@@ -60,6 +60,10 @@ fn default_warmup() -> SpecDuration {
 fn default_barn_partial() -> bool {
     CacheConfig::new(8).barn_partial
 }
+
+fn default_rcu_hold_ticks() -> u32 {
+    CacheConfig::new(8).rcu_hold_ticks
+}
 fn default_seed() -> u64 {
     0x5eaf_5eed
 }
@@ -112,6 +116,11 @@ pub struct WorkloadSpec {
     /// Designs without sheaves ignore it.
     #[serde(default = "default_barn_partial")]
     pub barn_partial: bool,
+    /// sheaf: full `rcu_free` sheaves back from a grace period that find the barn at its
+    /// limit are held for up to this many hand-over ticks (`CacheConfig::rcu_hold_ticks`; 0:
+    /// flushed at once). Designs without sheaves ignore it.
+    #[serde(default = "default_rcu_hold_ticks")]
+    pub rcu_hold_ticks: u32,
     /// sheaf: a refill from the slabs takes its objects from one slab where it can
     /// (`CacheConfig::refill_one_slab`). Designs without sheaves ignore it.
     #[serde(default)]
@@ -248,6 +257,7 @@ impl Workload {
             .with_deferred_batching(self.spec.deferred_batching)
             .with_nowait_no_refill(self.spec.nowait_no_refill)
             .with_barn_partial(self.spec.barn_partial)
+            .with_rcu_hold_ticks(self.spec.rcu_hold_ticks)
             .with_refill_one_slab(self.spec.refill_one_slab)
             .with_resize_by_flush(self.spec.resize_by_flush);
         if let Some(capacity) = self.spec.sheaf_capacity {
@@ -591,7 +601,7 @@ pub fn load_trace(path: &Path) -> Result<maple::Trace, String> {
 }
 
 /// Top-level spec fields, for `--set` lookups.
-const TOP_LEVEL_FIELDS: [&str; 23] = [
+const TOP_LEVEL_FIELDS: [&str; 24] = [
     "name",
     "kind",
     "suite",
@@ -603,6 +613,7 @@ const TOP_LEVEL_FIELDS: [&str; 23] = [
     "deferred_batching",
     "nowait_no_refill",
     "barn_partial",
+    "rcu_hold_ticks",
     "refill_one_slab",
     "resize_by_flush",
     "phases",

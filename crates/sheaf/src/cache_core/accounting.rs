@@ -69,6 +69,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let (mut full, mut empty) = (0, 0);
         let (mut get, mut get_fail, mut put, mut put_fail, mut contended) = (0, 0, 0, 0, 0);
         let mut partial_objects = 0;
+        let (mut held_now, mut held, mut held_used, mut held_aged) = (0, 0, 0, 0);
         for barn in self.barns.iter() {
             let snapshot = barn.snapshot();
             full += snapshot.full as u64;
@@ -79,6 +80,10 @@ impl<S: SlotStrategy> CacheCore<S> {
             put_fail += snapshot.counters.put_fail;
             contended += snapshot.contended;
             partial_objects += snapshot.counters.partial_objects;
+            held_now += snapshot.held as u64;
+            held += snapshot.counters.held;
+            held_used += snapshot.counters.held_used;
+            held_aged += snapshot.counters.held_aged;
         }
         stats.add("barn_get", get);
         stats.add("barn_get_fail", get_fail);
@@ -88,6 +93,10 @@ impl<S: SlotStrategy> CacheCore<S> {
         stats.add("barn_partial_objects", partial_objects);
         stats.add("barn_full_sheaves", full);
         stats.add("barn_empty_sheaves", empty);
+        stats.add("barn_held_sheaves", held_now);
+        stats.add("rcu_sheaf_held", held);
+        stats.add("rcu_sheaf_held_used", held_used);
+        stats.add("rcu_sheaf_held_aged", held_aged);
         stats.add("alloc_slab", slabs.alloc_slab);
         stats.add("free_slab", slabs.free_slab);
         stats.add("slabs", slabs.slabs);

@@ -123,7 +123,9 @@ impl<S: SlotStrategy> CacheCore<S> {
     }
 
     /// After its grace period: a full `rcu_free` sheaf goes to the barn as a full sheaf when
-    /// there is room (recycled), else its objects go back to the slabs.
+    /// there is room (recycled); else, with `rcu_hold_ticks`, onto the barn's held lists for
+    /// at most that many hand-over ticks ([`CacheCore::age_held`]); else its objects go back
+    /// to the slabs.
     pub(crate) fn recycle_rcu_sheaf(&self, mut sheaf: OwnedSheaf) {
         let tally = Tally::shared(&self.counters);
         tally.add(Stat::RcuObjectsCompleted, sheaf.size() as u64);
@@ -134,12 +136,33 @@ impl<S: SlotStrategy> CacheCore<S> {
                     tally.add(Stat::RcuSheafRecycled, 1);
                     return;
                 }
+                Err(full) if !self.is_stale(&full) => match self.barns[node].hold(full) {
+                    Ok(()) => return,
+                    Err(full) => sheaf = full,
+                },
                 Err(full) => sheaf = full,
             }
         }
         tally.add(Stat::RcuSheafFlushed, 1);
         self.flush(&mut sheaf, tally);
         self.stash_empty(sheaf, node, tally);
+    }
+
+    /// One hand-over tick for the barns' held sheaves: those held since the tick before and
+    /// still unused go back to the slabs (counted as flushed `rcu_free` sheaves); whether
+    /// some are still held.
+    pub(crate) fn age_held(&self) -> bool {
+        let tally = Tally::shared(&self.counters);
+        let mut left = false;
+        for (node, barn) in self.barns.iter().enumerate() {
+            for mut sheaf in barn.age_held() {
+                tally.add(Stat::RcuSheafFlushed, 1);
+                self.flush(&mut sheaf, tally);
+                self.stash_empty(sheaf, node, tally);
+            }
+            left |= barn.has_held();
+        }
+        left
     }
 
     /// Takes every partly filled `rcu_free` sheaf the caller can reach (and those of adopted
@@ -215,7 +238,8 @@ impl<S: SlotStrategy> DeferTarget for CacheCore<S> {
         // thread.
         let (reservation, rcu, unreached) =
             self.take_rcu_sheaves(Duration::ZERO, || deferrer.reserve());
-        let again = !rcu.is_empty() || unreached > 0 || self.slots.has_orphans();
+        let held = self.age_held();
+        let again = !rcu.is_empty() || unreached > 0 || self.slots.has_orphans() || held;
         crate::cache::submit_rcu_sheaves(deferrer, reservation, rcu);
         again
     }

@@ -93,8 +93,13 @@ both_strategies! {
         assert_eq!(stats.live_objects, Some(0));
         assert_eq!(stats.counter("deferred_objects"), 200);
         assert!(stats.counter("rcu_sheaf_submitted") >= 200 / 8 - 1, "{stats:?}");
+        // Each submitted sheaf was recycled into the barn, held beyond its limit, or flushed
+        // on arrival (held ones flushed later are counted as aged too).
         assert!(
-            stats.counter("rcu_sheaf_recycled") + stats.counter("rcu_sheaf_flushed")
+            stats.counter("rcu_sheaf_recycled")
+                + stats.counter("rcu_sheaf_held")
+                + stats.counter("rcu_sheaf_flushed")
+                - stats.counter("rcu_sheaf_held_aged")
                 == stats.counter("rcu_sheaf_submitted"),
             "{stats:?}"
         );
@@ -103,12 +108,17 @@ both_strategies! {
 }
 
 /// The recycled sheaves land in the barn as full sheaves, within its limit, and the next
-/// allocations take them.
+/// allocations take them; without a hold (`rcu_hold_ticks` 0) the rest are flushed on arrival.
 #[test]
 fn recycled_rcu_sheaves_feed_allocation() {
     let (pages, config) = limited_config(usize::MAX / 2);
-    let cache: Cache<PerThread> =
-        Cache::new(&config.with_sheaf_capacity(8).with_barn_limits(3, 10)).unwrap();
+    let cache: Cache<PerThread> = Cache::new(
+        &config
+            .with_sheaf_capacity(8)
+            .with_barn_limits(3, 10)
+            .with_rcu_hold_ticks(0),
+    )
+    .unwrap();
     let objects = bulk(&cache, AllocFlags::empty(), 80);
     for &o in &objects {
         // SAFETY: live objects, freed once.
@@ -127,6 +137,51 @@ fn recycled_rcu_sheaves_feed_allocation() {
         "recycled sheaves unused"
     );
     free_all_and_check_empty(&pages, &cache, again);
+}
+
+both_strategies! {
+    /// With a hold (`rcu_hold_ticks`, 4 by default), recycled sheaves beyond the barn's full
+    /// limit are held instead of flushed on arrival; within the hold each held one has either
+    /// served a taker or been flushed, and the barn's own limit held throughout.
+    fn recycled_rcu_sheaves_beyond_the_limit_are_held_then_used_or_aged_out<S>() {
+        let (pages, config) = limited_config(usize::MAX / 2);
+        let cache: Cache<S> =
+            Cache::new(&config.with_sheaf_capacity(8).with_barn_limits(3, 10)).unwrap();
+        let objects = bulk(&cache, AllocFlags::empty(), 80);
+        for &o in &objects {
+            // SAFETY: live objects, freed once.
+            unsafe { cache.free_deferred(o) };
+        }
+        cache.barrier();
+        let stats = cache.stats();
+        assert_eq!(stats.counter("rcu_sheaf_submitted"), 10, "{stats:?}");
+        assert_eq!(stats.counter("rcu_sheaf_recycled"), 3, "{stats:?}");
+        assert_eq!(stats.counter("rcu_sheaf_held"), 7, "{stats:?}");
+        // Nothing is flushed on arrival: a flush so far is a held sheaf aged out.
+        assert_eq!(
+            stats.counter("rcu_sheaf_flushed"),
+            stats.counter("rcu_sheaf_held_aged"),
+            "{stats:?}"
+        );
+        assert!(stats.counter("barn_full_sheaves") <= 3, "{stats:?}");
+        cache.check_invariants();
+        let again = bulk(&cache, AllocFlags::empty(), 24);
+        // The hand-over thread ages held sheaves once a tick (10 ms): give it a few seconds
+        // on a loaded machine.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cache.stats().counter("barn_held_sheaves") > 0 {
+            assert!(std::time::Instant::now() < deadline, "held sheaves never aged out");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let stats = cache.stats();
+        assert_eq!(
+            stats.counter("rcu_sheaf_held_used") + stats.counter("rcu_sheaf_held_aged"),
+            7,
+            "{stats:?}"
+        );
+        assert_eq!(stats.counter("rcu_sheaf_flushed"), stats.counter("rcu_sheaf_held_aged"));
+        free_all_and_check_empty(&pages, &cache, again);
+    }
 }
 
 /// Replacing objects (allocate one, free another deferred), the emptied `main` stays as the
