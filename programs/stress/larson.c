@@ -5,7 +5,7 @@
  * every lineage goes through `rounds` threads. The initial objects come from the main
  * thread, so the first frees cross threads too.
  *
- * usage: larson [threads=4] [rounds=8] [steps=250000] [slots=1000] [min=16] [max=512]
+ * usage: larson [threads=4] [rounds=8] [steps=400000] [slots=1000] [min=16] [max=512]
  * prints: the work's totals and a digest of every object's tag and size. */
 #include "common.h"
 
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
 {
     long threads = argument(argc, argv, 1, 4, "threads");
     long rounds = argument(argc, argv, 2, 8, "rounds");
-    long steps = argument(argc, argv, 3, 250000, "steps");
+    long steps = argument(argc, argv, 3, 400000, "steps");
     long slots = argument(argc, argv, 4, 1000, "slots");
     long min = argument(argc, argv, 5, 16, "min");
     long max = argument(argc, argv, 6, 512, "max");

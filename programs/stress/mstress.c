@@ -1,7 +1,7 @@
 /* mstress: long-lived objects that move between threads while the working set grows and
  * shrinks. Each of `threads` threads keeps a set of live objects; in each of `phases`
  * phases it runs `steps` steps, each an allocation, a free or a realloc of a random
- * object (sizes from four classes, 8 bytes to 32 KiB). Even phases favour allocation (the
+ * object (sizes from five classes, 8 bytes to 128 KiB). Even phases favour allocation (the
  * set grows towards `live` objects), odd ones favour frees (it shrinks). After each phase
  * every thread hands a quarter of its objects to the next thread, which keeps them for
  * later phases and eventually frees or reallocates them. A barrier orders the hand-over,
@@ -44,6 +44,9 @@ static size_t random_size(uint64_t *random)
         return 65 + random_below(random, 448);
     if (class < 99)
         return 513 + random_below(random, 3584);
+    /* A few above 32 KiB, which many allocators map on their own. */
+    if (random_below(random, 16) == 0)
+        return 32769 + random_below(random, 98304);
     return 4097 + random_below(random, 28672);
 }
 
