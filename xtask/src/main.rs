@@ -11,6 +11,8 @@
 //! - `report`: charts (SVG) from a result file of `sheafbench run`.
 //! - `soak`: the long `lifetimes` specs (`suite: soak`): memory back to its floor at every
 //!   drain, no growth over time.
+//! - `setup-programs`: installs (apt-get) the packaged programs that `sheafbench programs`
+//!   runs and the allocator libraries it preloads.
 //!
 //! Studies (measurements behind design choices, listed apart in `--help`):
 //! - `overhead`: the harness's figure for `churn-lifo` beside criterion's for the same loop.
@@ -29,6 +31,7 @@ mod history;
 mod maple_share;
 mod overhead;
 mod report;
+mod setup_programs;
 mod soak;
 mod sweep;
 mod test;
@@ -75,6 +78,12 @@ enum Task {
     ///
     /// Minutes per spec; `--duration 30s` for a short check.
     Soak(soak::Options),
+    /// Installs the packaged programs and allocator libraries `sheafbench programs` uses.
+    ///
+    /// apt-get, for the packages named by programs/programs.yaml's `requires` plus
+    /// libmimalloc2.0, libjemalloc2 and libtcmalloc-minimal4; skips what is installed.
+    /// Without root it prints the apt-get command and exits with status 2.
+    SetupPrograms(setup_programs::Options),
     /// Study: sheafbench's churn-lifo figure beside criterion's, per allocator.
     ///
     /// Both run the same loop; the paired ratio of the rounds, with its interval, says
@@ -167,6 +176,7 @@ fn main() -> ExitCode {
         Task::Conformance(options) => conformance::conformance(options),
         Task::Report(options) => report::report(options),
         Task::Soak(options) => soak::soak(options),
+        Task::SetupPrograms(options) => setup_programs::setup_programs(options),
         Task::Overhead(options) => overhead::overhead(options),
         Task::MapleShare(options) => maple_share::maple_share(options),
         Task::Batching(options) => batching::batching(options),
@@ -201,7 +211,15 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name} missing from:\n{help}"))
         };
         let heading = help.find("Studies").expect("a heading for the studies");
-        for task in ["test", "bench", "sweep", "gate", "conformance", "report"] {
+        for task in [
+            "test",
+            "bench",
+            "sweep",
+            "gate",
+            "conformance",
+            "report",
+            "setup-programs",
+        ] {
             assert!(position(task) < heading, "{task}:\n{help}");
         }
         for study in ["overhead", "maple-share", "batching"] {
@@ -219,6 +237,12 @@ mod tests {
             &["xtask", "gate", "--only", "instructions"],
             &["xtask", "conformance", "--quick"],
             &["xtask", "report", "results.json"],
+            &[
+                "xtask",
+                "setup-programs",
+                "--manifest",
+                "programs/programs.yaml",
+            ],
             &["xtask", "overhead", "--rounds", "2"],
             &["xtask", "maple-share", "--passes", "1"],
             &["xtask", "batching", "--rounds", "2"],

@@ -6,78 +6,25 @@
 //! `sort` and, where installed, `python3` run with and without the library and must print the
 //! same. Every child runs under a deadline and is killed past it, so a hang fails the test.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{check_success, library};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The library cargo built for this test, beside it in `target/<profile>/deps` (the copy in
-/// `target/<profile>` is refreshed only by `cargo build`).
-fn library() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let deps = exe.parent().expect("target/<profile>/deps/<test>");
-    let lib = deps.join("libsheaf_malloc.so");
-    assert!(
-        lib.exists(),
-        "{} is missing: cargo builds it with this package's tests",
-        lib.display()
-    );
-    lib
-}
-
 /// Runs `command` to completion within [`DEADLINE`], killing it past that.
 fn run(command: &mut Command) -> Output {
-    let what = format!("{command:?}");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("{what}: {err}"));
-    let started = Instant::now();
-    // Read the pipes on other threads so that a chatty child never blocks on them.
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut bytes).map(|_| bytes)
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut bytes).map(|_| bytes)
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} still running after {DEADLINE:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("reader").expect("stdout"),
-        stderr: err.join().expect("reader").expect("stderr"),
-    }
+    common::run(command, DEADLINE)
 }
 
 fn preloaded(program: &str) -> Command {
     let mut command = Command::new(program);
     command.env("LD_PRELOAD", library());
     command
-}
-
-fn check_success(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn contract_binary() -> PathBuf {
