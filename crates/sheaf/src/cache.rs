@@ -232,7 +232,8 @@ impl<S: SlotStrategy> Cache<S> {
     /// `rcu_free` sheaves in its slots, the process's hand-over thread (started by the
     /// first deferral) takes them every tick, and takes every thread's per-object
     /// callbacks likewise. Add the time that thread needs to be scheduled and to take each
-    /// CPU slot (held by an operation for that operation's length only). With
+    /// CPU slot's `rcu_free` lock (held for a few instructions at a time, see
+    /// [`Cache::barrier`]). With
     /// [`PerThread`](crate::PerThread) slots, the sheaves of a live thread are taken while it
     /// sleeps in the kernel; a thread that keeps running hands them over at its next
     /// operation on the cache, or when it exits.
@@ -333,9 +334,15 @@ impl<S: SlotStrategy> Cache<S> {
     /// to the cache at its next operation on it, for the next barrier or shrink to reach;
     /// deferred frees still in its `rcu_free` sheaf are not waited for by this barrier.
     ///
-    /// With [`PerCpu`](crate::PerCpu) slots, not to be called from inside an operation of
-    /// this cache (from its page source): it waits for every CPU slot, including one the
-    /// calling thread holds.
+    /// With [`PerCpu`](crate::PerCpu) slots, a CPU slot's `rcu_free` sheaves have a lock of
+    /// their own, apart from the slot's main lock, and the barrier takes only that one: a
+    /// thread holding the slot (in any slow path, descheduled or blocked there) does not hold
+    /// up the barrier, nor keep from it the deferred frees made on that CPU. The deferred-free
+    /// lock is held only for a few instructions that call out to nothing (a push, or putting
+    /// in place an empty sheaf got beforehand under the main lock); a thread preempted inside
+    /// them (or a barrier preempted while taking the sheaves) is the one case waited for, until
+    /// it runs again. With a slot holder parked indefinitely, barriers returned within 8 ms,
+    /// grace period included (`docs/decisions.md`).
     pub fn barrier(&self) {
         // Reserved before any sheaf is taken: until then they are where a concurrent barrier
         // looks.
@@ -356,9 +363,12 @@ impl<S: SlotStrategy> Cache<S> {
     /// for [`Cache::barrier`]; a running thread hands its sheaves over at its next operation
     /// on the cache, for the next shrink. No thread is waited for.
     ///
-    /// With [`PerCpu`](crate::PerCpu) slots, not to be called from inside an operation of
-    /// this cache (from its page source): it waits for every CPU slot, including one the
-    /// calling thread holds.
+    /// With [`PerCpu`](crate::PerCpu) slots, the `rcu_free` sheaves are taken and submitted
+    /// first, as [`Cache::barrier`] takes them, without waiting for a thread that holds a CPU
+    /// slot. The `main` and `spare` sheaves are then taken under each slot's main lock, which
+    /// it waits for: a slot held by a preempted thread is waited for until that thread runs
+    /// again and finishes its operation. So not to be called from inside an operation of this
+    /// cache (from its page source): it would wait for the slot the calling thread holds.
     pub fn shrink(&self) {
         // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
         // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.

@@ -168,10 +168,10 @@ impl<S: SlotStrategy> Drop for CacheCore<S> {
         let mut left = Vec::new();
         // SAFETY: `&mut self`: no thread can be inside an operation on this cache.
         unsafe {
-            self.slots.for_each_exclusive(|sheaves| {
+            self.slots.for_each_exclusive(|sheaves, rcu| {
                 left.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
                 left.extend(sheaves.spare.take());
-                left.extend(sheaves.take_rcu());
+                left.extend(rcu.take_rcu());
             });
         }
         left.extend(mem::take(

@@ -1,5 +1,6 @@
-//! loom models of the concurrency-critical structures: the CPU slot's try-lock, the barn, the
-//! adoption of exited threads' slots, and the barrier's reservation protocol.
+//! loom models of the concurrency-critical structures: the CPU slot's try-lock, its separate
+//! lock for deferred-free sheaves, the barn, the adoption of exited threads' slots, and the
+//! barrier's reservation protocol.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p sheaf --release loom` (use a separate
 //! `CARGO_TARGET_DIR`: the flag rebuilds every dependency).
@@ -50,6 +51,90 @@ fn loom_slot_try_lock_is_exclusive_and_never_waits() {
             "the first attempt of the first thread to run always succeeds"
         );
         slot.unlock();
+    });
+}
+
+/// Defers `object` as a per-CPU deferred free does: under the slot's `rcu_lock` alone into
+/// the slot's deferred-free sheaf (`rcu`), or, when the lock is held, on its own (`alone`).
+fn defer_under_rcu_lock(
+    slot: &Slot,
+    rcu: &UnsafeCell<Vec<u32>>,
+    alone: &mut Vec<u32>,
+    object: u32,
+) {
+    if slot.try_lock_rcu() {
+        // SAFETY: `rcu_lock` is held, so no other access exists.
+        rcu.with_mut(|objects| unsafe { (*objects).push(object) });
+        slot.unlock_rcu();
+    } else {
+        alone.push(object);
+    }
+}
+
+/// The per-CPU slot's two locks. One thread takes the slot's main lock (a slow path), defers
+/// an object from inside it, and never releases the lock (it is descheduled for good).
+/// Another thread defers two objects under `rcu_lock` alone. The barrier takes the
+/// deferred-free sheaf under `rcu_lock` alone, waiting only for that lock. In every
+/// interleaving the barrier returns (one that needed the main lock would spin for ever, and
+/// loom would fail), no access to the sheaf races, the deferrals that finished before the
+/// barrier began are in what it took (or were deferred on their own), and every object ends
+/// up in exactly one place.
+#[test]
+fn loom_barrier_takes_deferred_frees_past_a_held_slot_lock() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let slot = Arc::new(Slot::new(0));
+        let rcu = Arc::new(UnsafeCell::new(Vec::new()));
+        let deferred = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let (slot, rcu) = (slot.clone(), rcu.clone());
+            thread::spawn(move || {
+                let mut alone = Vec::new();
+                assert!(slot.try_lock(), "only this thread takes the main lock");
+                defer_under_rcu_lock(&slot, &rcu, &mut alone, 1);
+                // Descheduled here with the main lock held, for good.
+                alone
+            })
+        };
+        let deferrer = {
+            let (slot, rcu, deferred) = (slot.clone(), rcu.clone(), deferred.clone());
+            thread::spawn(move || {
+                let mut alone = Vec::new();
+                defer_under_rcu_lock(&slot, &rcu, &mut alone, 10);
+                defer_under_rcu_lock(&slot, &rcu, &mut alone, 11);
+                deferred.store(true, Ordering::Release);
+                alone
+            })
+        };
+        // The barrier.
+        let began_after = deferred.load(Ordering::Acquire);
+        let taken = loop {
+            if slot.try_lock_rcu() {
+                // SAFETY: `rcu_lock` is held.
+                let taken = rcu.with_mut(|objects| unsafe { std::mem::take(&mut *objects) });
+                slot.unlock_rcu();
+                break taken;
+            }
+            thread::yield_now();
+        };
+        let mut alone = holder.join().unwrap();
+        let deferrer_alone = deferrer.join().unwrap();
+        if began_after {
+            for object in [10, 11] {
+                assert!(
+                    taken.contains(&object) || deferrer_alone.contains(&object),
+                    "object {object}, deferred before the barrier began, was not reached"
+                );
+            }
+        }
+        alone.extend(deferrer_alone);
+        // SAFETY: every thread has joined.
+        let left = rcu.with_mut(|objects| unsafe { std::mem::take(&mut *objects) });
+        let mut all: Vec<u32> = taken.into_iter().chain(alone).chain(left).collect();
+        all.sort_unstable();
+        assert_eq!(all, [1, 10, 11], "objects lost or taken twice");
     });
 }
 

@@ -15,10 +15,17 @@
 //!
 //! An operation finds its slot with [`SlotTable::acquire_fast`] (a [`FastSlot`], for code
 //! that calls out to nothing) or [`SlotTable::acquire`] (a held [`SlotGuard`]); the paths that
-//! visit every slot use [`SlotTable::for_each_reachable`].
+//! visit every slot use [`SlotTable::for_each_reachable`] (`main` and `spare`) and
+//! [`SlotTable::for_each_rcu`] (the deferred-free sheaves).
 //!
 //! # Invariants
 //!
+//! - Per-CPU, a slot's deferred-free sheaves (`rcu`) are read or written only by the holder
+//!   of its `rcu_lock` (or with exclusive access to the whole cache), which is held for a few
+//!   instructions that call out to nothing, and taken inside the main lock when both are
+//!   held; the rest of the slot is the main lock's. So a thread that holds the main lock,
+//!   descheduled or blocked in a slow path, keeps no completed deferred free from a barrier.
+//!   Per-thread, `rcu` follows the rules below with the rest of the slot.
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
 //!   own thread (per-thread) while the thread-local marks it held or, on a fast path that
 //!   calls out to nothing, while no slot of the thread is held and the thread-local (`last`
@@ -35,7 +42,8 @@
 //! - A per-thread slot's owner marks it orphaned only while holding its lock (`LOCAL`), so a
 //!   taker that holds the lock and finds it not orphaned may read the owner's thread-local.
 //! - A slot's counters are written by the same parties only, and read by anyone (relaxed);
-//!   a taker never writes a live slot's counters.
+//!   a taker never writes a live slot's counters. Per-CPU, the deferred-free counters are
+//!   the `rcu_lock` holder's, the others the main lock holder's.
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -68,6 +76,8 @@ mod registry;
 mod rseq_ops;
 #[cfg(all(test, not(loom)))]
 mod tests;
+#[cfg(all(test, not(loom)))]
+mod tests_descheduled;
 
 use last_slot::{LAST_SLOTS, LastSlots};
 use per_cpu::LockKind;
@@ -120,18 +130,26 @@ impl SlotStrategy for PerThread {
     const PER_CPU: bool = false;
 }
 
-/// The sheaves of one slot. Who may touch them: the module's "Invariants".
+/// The allocation sheaves of one slot. Who may touch them: the module's "Invariants".
 ///
 /// Invariants: `main` is always a sheaf of the cache's capacity (or, after a run-time change,
 /// of a capacity it had: see `cache_core::resize`) or the capacity-0 sentinel; `spare`, when
-/// present, is such a sheaf holding any number of objects; `rcu_free`, when present, is never
-/// full (a full one waits in `rcu_waiting`). No oversize sheaf is ever here.
+/// present, is such a sheaf holding any number of objects. No oversize sheaf is ever here.
 #[derive(Debug)]
 pub(crate) struct SlotSheaves {
     /// Allocations pop from and frees push to this sheaf; the sentinel until first needed.
     pub(crate) main: OwnedSheaf,
     /// A second sheaf swapped with `main` when it runs empty or full.
     pub(crate) spare: Option<OwnedSheaf>,
+}
+
+/// The deferred-free sheaves of one slot. Per-CPU they have a lock of their own (the slot's
+/// `rcu_lock`, see `per_cpu`), so that a thread holding the slot's lock, and descheduled with
+/// it, never keeps them out of reach of a barrier. Per-thread they follow the slot's rules.
+///
+/// Invariant: `rcu_free`, when present, is never full (a full one waits in `rcu_waiting`).
+#[derive(Debug, Default)]
+pub(crate) struct RcuSheaves {
     /// Collects `free_deferred` objects until it is full.
     pub(crate) rcu_free: Option<OwnedSheaf>,
     /// Full `rcu_free` sheaves waiting to be handed to one grace period together, once there
@@ -149,17 +167,29 @@ impl SlotSheaves {
         Self {
             main: OwnedSheaf::none(),
             spare: None,
-            rcu_free: None,
-            rcu_waiting: Vec::new(),
         }
     }
+}
 
+impl RcuSheaves {
     /// Takes the slot's `rcu_free` sheaf (partly filled) and its waiting full ones.
     pub(crate) fn take_rcu(&mut self) -> impl Iterator<Item = OwnedSheaf> + use<> {
         self.rcu_free
             .take()
             .into_iter()
             .chain(mem::take(&mut self.rcu_waiting))
+    }
+
+    /// Whether there is no `rcu_free` sheaf and none waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rcu_free.is_none() && self.rcu_waiting.is_empty()
+    }
+
+    /// Deferred objects in the sheaves.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn objects(&self) -> usize {
+        self.rcu_free.as_ref().map_or(0, OwnedSheaf::size)
+            + self.rcu_waiting.iter().map(OwnedSheaf::size).sum::<usize>()
     }
 }
 
@@ -176,23 +206,33 @@ pub(crate) struct Slot {
     /// Per-CPU: the try-lock (`slab::rseq`'s `FREE`, `LOCAL` or `REMOTE`). Unused by
     /// per-thread slots (held through the thread-local).
     lock: AtomicU8,
+    /// Per-CPU: the try-lock of `rcu` (same states and ways of taking it as `lock`), held
+    /// only for a few instructions that call out to nothing. A holder of `lock` takes it
+    /// inside `lock`, never the other way round. Unused by per-thread slots.
+    rcu_lock: AtomicU8,
     /// Per-thread: set by the owner when its thread exits.
     orphaned: std::sync::atomic::AtomicBool,
     /// Per-thread: set by a taker that could not reach the slot (a [`Reach`] as `u8`, 0 for
     /// none); the owner hands the sheaves asked for over to the cache at its next operation
     /// on the cache.
     drain: std::sync::atomic::AtomicU8,
-    /// Per-thread: the slot may hold `rcu_free` sheaves. Set by the owner when it starts one
+    /// The slot may hold `rcu_free` sheaves. Per-thread: set by the owner when it starts one
     /// (before it arms the cache for the hand-over thread), cleared by whoever takes them
     /// all while holding the slot; the takers that want only those skip a slot without it.
+    /// Per-CPU: set when a sheaf is put in place and cleared when a taker leaves none, both
+    /// under `rcu_lock`; statistics readers skip a slot without it.
     rcu_pending: AtomicBool,
-    /// Per-thread: the owner's kernel thread id, to read its scheduling state.
-    tid: i32,
     sheaves: UnsafeCell<SlotSheaves>,
-    /// Events counted by the slot's holder.
+    /// Per-CPU: guarded by `rcu_lock`; per-thread: as `sheaves`.
+    rcu: UnsafeCell<RcuSheaves>,
+    /// Events counted by the slot's holder. Per-CPU, those of deferred frees
+    /// (`deferred_objects`, `free_rcu_sheaf`, `rcu_sheaf_submitted`) are counted by the holder
+    /// of `rcu_lock`, the others by the holder of `lock`.
     pub(crate) counters: Counters,
     /// The memory node whose barn and partial slabs this slot uses.
-    pub(crate) node: usize,
+    node: u32,
+    /// Per-thread: the owner's kernel thread id, to read its scheduling state.
+    tid: i32,
     /// Per-thread: the owner's slot cache (its thread-local), read and revoked by takers
     /// while they hold the slot's lock and the slot is not orphaned (the owner's exit waits
     /// for the lock before it marks the slot orphaned, and the thread-local lives until then).
@@ -210,13 +250,15 @@ impl Slot {
     pub(crate) fn new(node: usize) -> Self {
         Self {
             lock: AtomicU8::new(FREE),
+            rcu_lock: AtomicU8::new(FREE),
             orphaned: std::sync::atomic::AtomicBool::new(false),
             drain: std::sync::atomic::AtomicU8::new(0),
             rcu_pending: AtomicBool::new(false),
-            tid: 0,
             sheaves: UnsafeCell::new(SlotSheaves::new()),
+            rcu: UnsafeCell::new(RcuSheaves::default()),
             counters: Counters::default(),
-            node,
+            node: node as u32,
+            tid: 0,
             owner: std::ptr::null(),
         }
     }
@@ -232,6 +274,15 @@ impl Slot {
             .is_ok()
     }
 
+    /// Per-CPU, where restartable sequences are not in use: takes `rcu_lock` if free; never
+    /// waits (as [`Slot::try_lock`]).
+    #[inline(always)]
+    pub(crate) fn try_lock_rcu(&self) -> bool {
+        self.rcu_lock
+            .compare_exchange(FREE, LOCAL, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// Per-thread (a taker's `REMOTE` hold): releases the lock. The owner may be using its
     /// sheaves meanwhile (its fast path does not look at the lock), so they are not touched.
     #[inline(always)]
@@ -239,25 +290,40 @@ impl Slot {
         self.lock.store(FREE, Ordering::Release);
     }
 
-    /// Per-CPU: releases the lock, however it was taken. `main` and `rcu_free` are re-based
-    /// first, so that the restartable sequences that may run on them next count from here
-    /// (`rseq_ops`).
+    /// Per-CPU: releases the lock, however it was taken. `main` is re-based first, so that
+    /// the restartable sequences that may run on it next count from here (`rseq_ops`).
     #[inline(always)]
     pub(crate) fn unlock_cpu(&self) {
         // SAFETY: the caller holds the lock of a per-CPU slot, whose sheaves only the holder
         // touches.
         let sheaves = unsafe { self.sheaves_mut() };
         sheaves.main.rebase();
-        if let Some(rcu) = &mut sheaves.rcu_free {
-            rcu.rebase();
-        }
         self.lock.store(FREE, Ordering::Release);
     }
 
-    /// Per-thread, by the slot's holder after it took sheaves: clears the `rcu_pending` mark
-    /// if none is left.
-    fn note_rcu_left(&self, sheaves: &SlotSheaves) {
-        if sheaves.rcu_free.is_none() && sheaves.rcu_waiting.is_empty() {
+    /// Per-CPU: releases `rcu_lock`, however it was taken, re-basing `rcu_free` first (as
+    /// [`Slot::unlock_cpu`] does `main`).
+    #[inline(always)]
+    pub(crate) fn unlock_rcu(&self) {
+        // SAFETY: the caller holds `rcu_lock` of a per-CPU slot, which guards `rcu`.
+        if let Some(rcu) = &mut unsafe { self.rcu_mut() }.rcu_free {
+            rcu.rebase();
+        }
+        self.rcu_lock.store(FREE, Ordering::Release);
+    }
+
+    /// The slot's memory node.
+    #[inline(always)]
+    pub(crate) fn node(&self) -> usize {
+        self.node as usize
+    }
+
+    /// By the slot's holder (per-CPU: of `rcu_lock`) after it took sheaves: clears the
+    /// `rcu_pending` mark if none is left.
+    fn note_rcu_left(&self) {
+        // SAFETY: the caller holds the per-thread slot, which covers `rcu`, or the per-CPU
+        // slot's `rcu_lock`.
+        if unsafe { self.rcu_mut() }.is_empty() {
             self.rcu_pending.store(false, Ordering::Relaxed);
         }
     }
@@ -274,13 +340,26 @@ impl Slot {
         // SAFETY: exclusive by the caller's obligation.
         unsafe { &mut *self.sheaves.get() }
     }
+
+    /// The deferred-free sheaves, for code that has exclusive access by the module's
+    /// protocol.
+    ///
+    /// # Safety
+    ///
+    /// - Per-CPU: the caller holds `rcu_lock`, or has exclusive access to the whole cache.
+    ///   Per-thread: as for [`Slot::sheaves_mut`]. No other reference from this call is alive.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // exclusivity comes from the slot protocol, not from `&mut`
+    pub(crate) unsafe fn rcu_mut(&self) -> &mut RcuSheaves {
+        // SAFETY: exclusive by the caller's obligation.
+        unsafe { &mut *self.rcu.get() }
+    }
 }
 
 impl Slot {
     /// Per-CPU with restartable sequences, by a new lock holder: adds what the sequences
-    /// committed since the previous holder re-based the sheaves (`rseq_ops`) to the slot's
-    /// counters: pops and pushes on `main`, deferred frees on `rcu_free`. [`Slot::unlock_cpu`]
-    /// re-bases them again.
+    /// committed since the previous holder re-based `main` (`rseq_ops`) to the slot's
+    /// counters: its pops and pushes. [`Slot::unlock_cpu`] re-bases it again.
     #[inline(always)]
     fn take_fast_counts(&self) {
         use crate::stats::Stat;
@@ -291,7 +370,15 @@ impl Slot {
             self.counters.add_owned(Stat::AllocFastpath, pops);
             self.counters.add_owned(Stat::FreeFastpath, pushes);
         }
-        if let Some(rcu) = &sheaves.rcu_free {
+    }
+
+    /// As [`Slot::take_fast_counts`], by a new holder of `rcu_lock`, for the deferred frees
+    /// the sequences pushed on `rcu_free`; [`Slot::unlock_rcu`] re-bases it.
+    #[inline(always)]
+    fn take_rcu_fast_counts(&self) {
+        use crate::stats::Stat;
+        // SAFETY: the caller holds `rcu_lock`, which excludes the sequences on `rcu_free`.
+        if let Some(rcu) = &unsafe { self.rcu_mut() }.rcu_free {
             let (_, deferred) = rcu.take_fast_counts();
             if deferred != 0 {
                 self.counters.add_owned(Stat::DeferredObjects, deferred);
@@ -312,6 +399,18 @@ impl Slot {
         // old value.
         unsafe { self.sheaves.get().write(SlotSheaves::new()) };
     }
+
+    /// [`Slot::forget_sheaves`] for the deferred-free sheaves.
+    ///
+    /// # Safety
+    ///
+    /// - As for [`Slot::rcu_mut`].
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn forget_rcu(&self) {
+        // SAFETY: exclusive by the caller's obligation; `write` neither reads nor drops the
+        // old value.
+        unsafe { self.rcu.get().write(RcuSheaves::default()) };
+    }
 }
 
 impl fmt::Debug for Slot {
@@ -319,6 +418,10 @@ impl fmt::Debug for Slot {
         f.debug_struct("Slot")
             .field("node", &self.node)
             .field("locked", &(self.lock.load(Ordering::Relaxed) != FREE))
+            .field(
+                "rcu_locked",
+                &(self.rcu_lock.load(Ordering::Relaxed) != FREE),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -347,6 +450,15 @@ impl<'a, S: SlotStrategy> FastSlot<'a, S> {
         // is active on this thread (the lookup checked), and none can start while this value
         // lives (its user calls out to nothing); `&mut self` makes this the only reference.
         unsafe { self.slot.sheaves_mut() }
+    }
+
+    /// Per-thread: the slot's deferred-free sheaves (per-CPU ones have a lock of their own:
+    /// [`SlotTable::acquire_rcu`]).
+    #[inline(always)]
+    pub(crate) fn rcu(&mut self) -> &mut RcuSheaves {
+        debug_assert!(!S::PER_CPU);
+        // SAFETY: as in `sheaves`: per-thread, `rcu` follows the slot's rules.
+        unsafe { self.slot.rcu_mut() }
     }
 
     /// The slot's counters.
@@ -412,10 +524,18 @@ impl<'a, S: SlotStrategy> SlotGuard<'a, S> {
         &self.slot.counters
     }
 
+    /// Per-thread: the slot's deferred-free sheaves (see [`FastSlot::rcu`]).
+    #[inline(always)]
+    pub(crate) fn rcu(&mut self) -> &mut RcuSheaves {
+        debug_assert!(!S::PER_CPU);
+        // SAFETY: as in `sheaves`: per-thread, `rcu` follows the slot's rules.
+        unsafe { self.slot.rcu_mut() }
+    }
+
     /// The slot's node.
     #[inline(always)]
     pub(crate) fn node(&self) -> usize {
-        self.slot.node
+        self.slot.node()
     }
 
     /// Per-thread: the holder started an `rcu_free` sheaf; called before the cache is armed
@@ -572,20 +692,45 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// counters. Adopting them here, with a callback meant for live slots, would unregister a
     /// slot whose thread exited during the call with part of its contents still in it.
     ///
-    /// With [`Reach::Rcu`] the caller wants only the `rcu_free` sheaves: per-thread slots
-    /// that hold none (as their mark says) are skipped, and an unreached owner is asked to
-    /// hand over only those.
+    /// The deferred-free sheaves are not visited: [`SlotTable::for_each_rcu`] does.
     pub(crate) fn for_each_reachable(
         &self,
         patience: Duration,
-        reach: Reach,
         mut f: impl FnMut(&mut SlotSheaves, &Counters, usize),
     ) -> usize {
         if S::PER_CPU {
             self.for_each_cpu_slot(&mut f);
             return 0;
         }
-        self.for_each_thread_slot(patience, reach, &mut f)
+        self.for_each_thread_slot(patience, Reach::All, &mut |slot: &Slot| {
+            // SAFETY: the visit holds the slot.
+            f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node());
+        })
+    }
+
+    /// Runs `f` on the deferred-free sheaves of every slot of a CPU or of a live thread that
+    /// the caller can take now, and returns how many it could not.
+    ///
+    /// Per-CPU: every CPU slot's `rcu` under its own lock, waiting (yielding) for each; none
+    /// is left out, and a thread holding a slot's main lock is not waited for (`rcu_lock` is
+    /// held only for a few instructions that call out to nothing).
+    ///
+    /// Per-thread: as [`SlotTable::for_each_reachable`], but slots that hold no `rcu_free`
+    /// sheaves (as their mark says) are skipped, and an unreached owner is asked to hand over
+    /// only those.
+    pub(crate) fn for_each_rcu(
+        &self,
+        patience: Duration,
+        mut f: impl FnMut(&mut RcuSheaves),
+    ) -> usize {
+        if S::PER_CPU {
+            self.for_each_cpu_rcu(&mut f);
+            return 0;
+        }
+        self.for_each_thread_slot(patience, Reach::Rcu, &mut |slot: &Slot| {
+            // SAFETY: the visit holds the slot, which per-thread covers `rcu`.
+            f(unsafe { slot.rcu_mut() });
+        })
     }
 
     /// Runs `f` on every slot of every CPU or thread.
@@ -594,23 +739,30 @@ impl<S: SlotStrategy> SlotTable<S> {
     ///
     /// - No thread is inside an operation on this cache, and none will start one during the
     ///   call (the cache is being dropped).
-    pub(crate) unsafe fn for_each_exclusive(&self, mut f: impl FnMut(&mut SlotSheaves)) {
+    pub(crate) unsafe fn for_each_exclusive(
+        &self,
+        mut f: impl FnMut(&mut SlotSheaves, &mut RcuSheaves),
+    ) {
         for slot in self.cpus.iter() {
             if slot.lock.load(Ordering::Relaxed) == ABANDONED {
                 // Abandoned at a fork by a thread that is gone (no operation is in flight, so
                 // the forking thread would have released it): its sheaves may be half-updated.
+                // `rcu` has a lock of its own, never held across a call out, so never
+                // abandoned.
                 // SAFETY: exclusive access by the caller's obligation.
                 unsafe { slot.forget_sheaves() };
+                // SAFETY: as above.
+                f(&mut SlotSheaves::new(), unsafe { slot.rcu_mut() });
                 continue;
             }
             // SAFETY: exclusive access by the caller's obligation.
-            f(unsafe { slot.sheaves_mut() });
+            f(unsafe { slot.sheaves_mut() }, unsafe { slot.rcu_mut() });
         }
         let slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
         for slot in slots.iter() {
             // SAFETY: as above; a live thread that once used the cache keeps only an `Arc`
             // to the slot and never touches its sheaves again.
-            f(unsafe { slot.sheaves_mut() });
+            f(unsafe { slot.sheaves_mut() }, unsafe { slot.rcu_mut() });
         }
     }
 

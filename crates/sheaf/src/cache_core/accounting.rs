@@ -25,7 +25,7 @@
 use object_alloc::AllocStats;
 
 use super::CacheCore;
-use crate::slot::{REACH_PATIENCE, Reach, SlotStrategy};
+use crate::slot::{REACH_PATIENCE, SlotStrategy};
 use crate::stats::{NowaitPath, Stat};
 
 impl<S: SlotStrategy> CacheCore<S> {
@@ -123,22 +123,22 @@ impl<S: SlotStrategy> CacheCore<S> {
             self.adopt_orphans();
             self.transit.wait_for_others();
             let mut in_slots = 0u64;
-            let unreached =
-                self.slots
-                    .for_each_reachable(REACH_PATIENCE, Reach::All, |sheaves, _, _| {
-                        in_slots += sheaves.main.size() as u64;
-                        in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
-                        for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
-                            assert!(
-                                sheaf.is_none()
-                                    || sheaf.capacity() == self.capacity()
-                                    || self.is_stale(sheaf),
-                                "slot sheaf {sheaf:?} has capacity other than {} (or an \
+            let unreached = self
+                .slots
+                .for_each_reachable(REACH_PATIENCE, |sheaves, _, _| {
+                    in_slots += sheaves.main.size() as u64;
+                    in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
+                    for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
+                        assert!(
+                            sheaf.is_none()
+                                || sheaf.capacity() == self.capacity()
+                                || self.is_stale(sheaf),
+                            "slot sheaf {sheaf:?} has capacity other than {} (or an \
                                  earlier one)",
-                                self.capacity()
-                            );
-                        }
-                    });
+                            self.capacity()
+                        );
+                    }
+                });
             if unreached > 0 {
                 return false;
             }

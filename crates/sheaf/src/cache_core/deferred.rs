@@ -5,6 +5,13 @@
 //! afterwards each is recycled into the barn as a full sheaf (or flushed). Starting a new
 //! `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
 //! slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`).
+//!
+//! Per-CPU, a slot's deferred-free sheaves have a lock of their own (`rcu_lock`), held only
+//! for a few instructions that call out to nothing: a thread that holds the slot's main lock
+//! (in any slow path, descheduled or blocked there) keeps no completed deferred free from a
+//! barrier, which takes `rcu_lock` alone. Starting a sheaf needs an empty one, which may call
+//! out (barn, allocation): it is got under the main lock first, and `rcu_lock` is taken only
+//! to install it.
 
 use std::mem;
 use std::ptr::NonNull;
@@ -14,8 +21,13 @@ use object_alloc::rcu::{DeferTarget, Deferrer};
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{FastSlot, RCU_GROUP, Reach, SlotStrategy};
-use crate::stats::{Stat, Tally};
+use crate::slot::{FastSlot, RCU_GROUP, RcuSheaves, SlotStrategy};
+use crate::stats::{Counters, Stat, Tally};
+
+/// A `free_deferred` that went through a lock: `None`, or a group of full sheaves (with the
+/// reservation taken before they left the slot) for the caller to hand to a grace period;
+/// `Err` gives the object back to be deferred on its own.
+type Pushed<R> = Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>>;
 
 impl<S: SlotStrategy> CacheCore<S> {
     /// Puts `object` in the slot's `rcu_free` sheaf; a full one joins the slot's waiting
@@ -23,9 +35,10 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// period by the caller). Gives the object back when no sheaf can be used (to be deferred
     /// on its own).
     ///
-    /// `arm` runs when a new `rcu_free` sheaf gets its first object, with the slot held: from
-    /// then until the sheaf leaves the slot, the cache must be armed for the hand-over thread
-    /// (see [`CacheCore::take_rcu_sheaves`]), so that no sheaf waits there longer than a tick.
+    /// `arm` runs when a new `rcu_free` sheaf gets its first object, after the sheaf is in the
+    /// slot: from then until the sheaf leaves the slot, the cache must be armed for the
+    /// hand-over thread (see [`CacheCore::take_rcu_sheaves`]), so that no sheaf waits there
+    /// longer than a tick.
     ///
     /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
     /// inlined and calls out to nothing.
@@ -35,17 +48,20 @@ impl<S: SlotStrategy> CacheCore<S> {
         object: NonNull<u8>,
         reserve: impl FnOnce() -> R,
         arm: impl FnOnce(),
-    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
+    ) -> Pushed<R> {
         // SAFETY: the caller's live object, handed over for a deferred free.
         let object = match unsafe { self.slots.push_rcu_fast(object) } {
             Ok(()) => return Ok(None),
             Err(object) => object,
         };
+        if S::PER_CPU {
+            return self.push_deferred_cpu(object, reserve, arm);
+        }
         let Some(mut slot) = self.slots.acquire_fast() else {
             return self.push_deferred_busy(object);
         };
         let counters = slot.counters();
-        if let Some(rcu) = &mut slot.sheaves().rcu_free
+        if let Some(rcu) = &mut slot.rcu().rcu_free
             && rcu.room() > 1
         {
             rcu.push(object).expect("the sheaf has room");
@@ -56,12 +72,128 @@ impl<S: SlotStrategy> CacheCore<S> {
         self.push_deferred_slow(slot, object, reserve, arm)
     }
 
-    #[cold]
-    #[inline(never)]
-    fn push_deferred_busy<R>(
+    /// Per-CPU: under the slot's `rcu_lock` alone, onto an `rcu_free` sheaf if there is one
+    /// (a full one joins the waiting ones); otherwise a new sheaf is started.
+    #[inline]
+    fn push_deferred_cpu<R>(
         &self,
         object: NonNull<u8>,
-    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
+        reserve: impl FnOnce() -> R,
+        arm: impl FnOnce(),
+    ) -> Pushed<R> {
+        let Some(mut rcu) = self.slots.acquire_rcu() else {
+            return self.push_deferred_busy(object);
+        };
+        let counters = rcu.counters();
+        if let Some(sheaf) = &mut rcu.sheaves().rcu_free
+            && sheaf.room() > 1
+        {
+            sheaf.push(object).expect("the sheaf has room");
+            counters.add_owned(Stat::DeferredObjects, 1);
+            counters.add_owned(Stat::FreeRcuSheaf, 1);
+            return Ok(None);
+        }
+        if rcu.sheaves().rcu_free.is_some() {
+            return Ok(Self::push_rcu_locked(
+                rcu.sheaves(),
+                counters,
+                object,
+                reserve,
+            ));
+        }
+        drop(rcu);
+        self.start_rcu_sheaf_cpu(object, reserve, arm)
+    }
+
+    /// Pushes `object` on the `rcu_free` sheaf, which exists (and, by the invariant, has room);
+    /// a sheaf it fills joins the waiting ones, and a full group is returned. Calls out to
+    /// nothing but `reserve` (which takes no lock). Once per sheaf: out of line, so that the
+    /// callers' common path keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn push_rcu_locked<R>(
+        sheaves: &mut RcuSheaves,
+        counters: &Counters,
+        object: NonNull<u8>,
+        reserve: impl FnOnce() -> R,
+    ) -> Option<(R, Vec<OwnedSheaf>)> {
+        let tally = Tally::owned(counters);
+        let rcu = sheaves.rcu_free.as_mut().expect("the caller checked");
+        rcu.push(object)
+            .expect("a full rcu_free sheaf is never kept");
+        tally.add(Stat::DeferredObjects, 1);
+        tally.add(Stat::FreeRcuSheaf, 1);
+        if !rcu.is_full() {
+            return None;
+        }
+        let full = sheaves.rcu_free.take().expect("just pushed on it");
+        sheaves.rcu_waiting.push(full);
+        if sheaves.rcu_waiting.len() < RCU_GROUP {
+            return None;
+        }
+        tally.add(Stat::RcuSheafSubmitted, RCU_GROUP as u64);
+        // Reserved before the group leaves the slot, where a barrier looks for it.
+        let reservation = reserve();
+        Some((
+            reservation,
+            mem::replace(&mut sheaves.rcu_waiting, Vec::with_capacity(RCU_GROUP)),
+        ))
+    }
+
+    /// Per-CPU, the slot has no `rcu_free` sheaf: an empty one is got under the slot's main
+    /// lock (the spare if empty, else from the barn or new, which may call out), then
+    /// installed with `object` under `rcu_lock`.
+    #[cold]
+    #[inline(never)]
+    fn start_rcu_sheaf_cpu<R>(
+        &self,
+        object: NonNull<u8>,
+        reserve: impl FnOnce() -> R,
+        arm: impl FnOnce(),
+    ) -> Pushed<R> {
+        let Some(mut slot) = self.slots.acquire() else {
+            return self.push_deferred_busy(object);
+        };
+        let tally = Tally::owned(slot.counters());
+        let node = slot.node();
+        // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
+        let mut empty = match slot.sheaves().spare.take_if(|spare| spare.is_empty()) {
+            Some(spare) => spare,
+            None => self.empty_sheaf(node, tally),
+        };
+        let Some(mut rcu) = self.slots.lock_rcu_of(&slot) else {
+            // A barrier or the hand-over thread is taking the sheaves this moment.
+            self.stash_empty(empty, node, tally);
+            return self.push_deferred_busy(object);
+        };
+        let counters = rcu.counters();
+        let sheaves = rcu.sheaves();
+        if sheaves.rcu_free.is_some() {
+            // Another thread on this CPU put one in place between our two looks.
+            let group = Self::push_rcu_locked(sheaves, counters, object, reserve);
+            drop(rcu);
+            self.stash_empty(empty, node, tally);
+            return Ok(group);
+        }
+        empty.push(object).expect("an empty sheaf has room");
+        sheaves.rcu_free = Some(empty);
+        rcu.note_rcu_started();
+        counters.add_owned(Stat::DeferredObjects, 1);
+        counters.add_owned(Stat::FreeRcuSheaf, 1);
+        drop(rcu);
+        drop(slot);
+        // The sheaf is in the slot (the release of `rcu_lock`); the fence orders that before
+        // the arming's load of the armed flag, against the hand-over thread's disarm and its
+        // look (`SlotTable::for_each_cpu_rcu` fences too): either it finds the sheaf, or the
+        // arming finds the cache disarmed and arms it again.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        arm();
+        Ok(None)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_deferred_busy<R>(&self, object: NonNull<u8>) -> Pushed<R> {
         let tally = Tally::shared(&self.counters);
         tally.add(Stat::CpuSlotBusy, 1);
         tally.add(Stat::DeferredObjects, 1);
@@ -69,7 +201,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         Err(object)
     }
 
-    /// The slot has no `rcu_free` sheaf yet, or `object` fills it.
+    /// Per-thread: the slot has no `rcu_free` sheaf yet, or `object` fills it.
     #[cold]
     #[inline(never)]
     fn push_deferred_slow<R>(
@@ -78,48 +210,29 @@ impl<S: SlotStrategy> CacheCore<S> {
         object: NonNull<u8>,
         reserve: impl FnOnce() -> R,
         arm: impl FnOnce(),
-    ) -> Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>> {
+    ) -> Pushed<R> {
         // Held from here on: getting an empty sheaf may call out (barn, allocation).
         let mut slot = slot.hold();
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
-        tally.add(Stat::DeferredObjects, 1);
-        let started = slot.sheaves().rcu_free.is_none();
+        let started = slot.rcu().rcu_free.is_none();
         if started {
             slot.note_rcu_started();
-        }
-        let sheaves = slot.sheaves();
-        if started {
             // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
-            let empty = match sheaves.spare.take_if(|spare| spare.is_empty()) {
+            let empty = match slot.sheaves().spare.take_if(|spare| spare.is_empty()) {
                 Some(spare) => spare,
                 None => self.empty_sheaf(node, tally),
             };
-            sheaves.rcu_free = Some(empty);
+            slot.rcu().rcu_free = Some(empty);
         }
-        let rcu = sheaves.rcu_free.as_mut().expect("just ensured");
-        rcu.push(object)
-            .expect("a full rcu_free sheaf is never kept");
-        tally.add(Stat::FreeRcuSheaf, 1);
+        let counters = slot.counters();
+        let group = Self::push_rcu_locked(slot.rcu(), counters, object, reserve);
         if started {
             // With the slot held: a hand-over that disarmed the cache before this either
             // takes the sheaf after us, or we see it disarmed and arm it again.
             arm();
         }
-        if rcu.is_full() {
-            let full = sheaves.rcu_free.take().expect("just pushed on it");
-            sheaves.rcu_waiting.push(full);
-            if sheaves.rcu_waiting.len() == RCU_GROUP {
-                tally.add(Stat::RcuSheafSubmitted, RCU_GROUP as u64);
-                // Reserved before the group leaves the slot, where a barrier looks for it.
-                let reservation = reserve();
-                return Ok(Some((
-                    reservation,
-                    mem::replace(&mut sheaves.rcu_waiting, Vec::with_capacity(RCU_GROUP)),
-                )));
-            }
-        }
-        Ok(None)
+        Ok(group)
     }
 
     /// After its grace period: a full `rcu_free` sheaf goes to the barn as a full sheaf when
@@ -183,9 +296,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
         let unreached = self
             .slots
-            .for_each_reachable(patience, Reach::Rcu, |sheaves, _, _| {
-                taken.extend(sheaves.take_rcu());
-            });
+            .for_each_rcu(patience, |rcu| taken.extend(rcu.take_rcu()));
         (reservation, self.prepare_submission(taken), unreached)
     }
 
@@ -213,17 +324,16 @@ impl<S: SlotStrategy> CacheCore<S> {
     pub(crate) unsafe fn take_rcu_sheaves_exclusive(&self) -> Vec<OwnedSheaf> {
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
         if S::PER_CPU {
-            // Under each slot's lock: the cache's deferred callbacks may still be running on
-            // other threads, and per-CPU ones free into the slots (`free_now`).
+            // Under each slot's `rcu_lock`: the cache's deferred callbacks may still be running
+            // on other threads, and per-CPU ones free into the slots (`free_now`), which may
+            // start an `rcu_free` sheaf no longer.
             self.slots
-                .for_each_reachable(Duration::ZERO, Reach::Rcu, |sheaves, _, _| {
-                    taken.extend(sheaves.take_rcu());
-                });
+                .for_each_rcu(Duration::ZERO, |rcu| taken.extend(rcu.take_rcu()));
         } else {
             // SAFETY: forwarded; per-thread slots are touched by no deferred callback.
             unsafe {
-                self.slots.for_each_exclusive(|sheaves| {
-                    taken.extend(sheaves.take_rcu());
+                self.slots.for_each_exclusive(|_, rcu| {
+                    taken.extend(rcu.take_rcu());
                 });
             }
         }

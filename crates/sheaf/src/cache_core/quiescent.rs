@@ -8,7 +8,7 @@ use std::mem;
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{REACH_PATIENCE, Reach, SlotSheaves, SlotStrategy};
+use crate::slot::{REACH_PATIENCE, RcuSheaves, SlotSheaves, SlotStrategy};
 use crate::stats::{Counters, Stat, Tally};
 
 impl<S: SlotStrategy> CacheCore<S> {
@@ -19,23 +19,24 @@ impl<S: SlotStrategy> CacheCore<S> {
         // page source may call into this cache (whose slot lookups and `stats` take the lock).
         let mut retired = Vec::new();
         let mut transit = None;
-        self.slots.adopt_orphans(
-            &mut |sheaves: &mut SlotSheaves, counters: &Counters, _node| {
-                // Under the registry lock, before the slot leaves it.
-                transit.get_or_insert_with(|| self.transit.begin());
-                retired.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
-                retired.extend(sheaves.spare.take());
-                // Into `orphan_rcu` before the slot leaves the registry (whose lock is held):
-                // a barrier that finds the orphan gone finds its sheaves there.
-                self.orphan_rcu
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(sheaves.take_rcu());
-                for &stat in Stat::ALL {
-                    self.counters.add_shared(stat, counters.get(stat));
-                }
-            },
-        );
+        self.slots.adopt_orphans(&mut |sheaves: &mut SlotSheaves,
+                                       rcu: &mut RcuSheaves,
+                                       counters: &Counters,
+                                       _node| {
+            // Under the registry lock, before the slot leaves it.
+            transit.get_or_insert_with(|| self.transit.begin());
+            retired.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
+            retired.extend(sheaves.spare.take());
+            // Into `orphan_rcu` before the slot leaves the registry (whose lock is held):
+            // a barrier that finds the orphan gone finds its sheaves there.
+            self.orphan_rcu
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(rcu.take_rcu());
+            for &stat in Stat::ALL {
+                self.counters.add_shared(stat, counters.get(stat));
+            }
+        });
         let tally = Tally::shared(&self.counters);
         for sheaf in retired {
             self.discard(sheaf, tally);
@@ -60,7 +61,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         // Another thread's adoption still holds sheaves of exited threads.
         self.transit.wait_for_others();
         self.slots
-            .for_each_reachable(REACH_PATIENCE, Reach::All, |sheaves, _, node| {
+            .for_each_reachable(REACH_PATIENCE, |sheaves, _, node| {
                 self.retire(sheaves, node)
             });
         let tally = Tally::shared(&self.counters);

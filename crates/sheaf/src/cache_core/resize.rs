@@ -34,7 +34,7 @@ use object_alloc::{ChangeReport, ConfigError, LimitChange};
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{REACH_PATIENCE, Reach, SlotStrategy};
+use crate::slot::{REACH_PATIENCE, SlotStrategy};
 use crate::stats::{Stat, Tally};
 
 impl<S: SlotStrategy> CacheCore<S> {
@@ -141,7 +141,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let tally = Tally::shared(&self.counters);
         let mut flushed = 0u64;
         self.slots
-            .for_each_reachable(REACH_PATIENCE, Reach::All, |sheaves, _, _| {
+            .for_each_reachable(REACH_PATIENCE, |sheaves, _, _| {
                 let main = std::mem::replace(&mut sheaves.main, OwnedSheaf::none());
                 flushed += main.size() as u64;
                 self.discard_held(main, tally);

@@ -25,11 +25,15 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Per-CPU: every slot lock, for prepare to take before any mutex.
     pub(crate) fn fork_slot_locks(&self, out: &mut Vec<SlotLock>) {
         let rseq = matches!(self.lock_kind, LockKind::Rseq { .. });
-        out.extend(self.cpus.iter().enumerate().map(|(cpu, slot)| SlotLock {
-            lock: &slot.lock,
-            cpu: cpu as u32,
-            rseq,
-        }));
+        for (cpu, slot) in self.cpus.iter().enumerate() {
+            for lock in [&slot.lock, &slot.rcu_lock] {
+                out.push(SlotLock {
+                    lock,
+                    cpu: cpu as u32,
+                    rseq,
+                });
+            }
+        }
     }
 
     /// Locks the per-thread registry and its list of handed-over sheaves (taken before the
@@ -59,6 +63,14 @@ impl<S: SlotStrategy> SlotTable<S> {
     pub(crate) fn fork_child(&self, fork: ChildFork, mut fold: impl FnMut(&Counters)) -> usize {
         let mut lost = 0;
         for slot in self.cpus.iter() {
+            if slot.rcu_lock.load(Ordering::Relaxed) != FREE {
+                // Held by a thread that is gone (no thread holds it across a call out, so not
+                // the forking thread): its deferred-free sheaves may be half-updated.
+                // SAFETY: only this thread exists, and it holds no `rcu_lock`.
+                unsafe { slot.forget_rcu() };
+                slot.rcu_lock.store(FREE, Ordering::Release);
+                lost += 1;
+            }
             if slot.lock.load(Ordering::Relaxed) == FREE {
                 continue;
             }
@@ -108,6 +120,8 @@ impl<S: SlotStrategy> SlotTable<S> {
                     // SAFETY: only this thread exists, it is inside no operation of the cache,
                     // and the slot's holder no longer exists.
                     unsafe { slot.forget_sheaves() };
+                    // SAFETY: as above; per-thread, `rcu` follows the slot's rules.
+                    unsafe { slot.forget_rcu() };
                     slot.lock.store(FREE, Ordering::Release);
                     abandoned += 1;
                 }
@@ -138,7 +152,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         let mut objects = 0u64;
         // SAFETY: forwarded: nobody else can be inside an operation.
         unsafe {
-            self.for_each_exclusive(|sheaves| {
+            self.for_each_exclusive(|sheaves, _| {
                 objects += sheaves.main.size() as u64;
                 objects += sheaves
                     .spare
@@ -151,7 +165,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             .handed
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        for (sheaves, _) in handed.iter() {
+        for (sheaves, _, _) in handed.iter() {
             objects += sheaves.main.size() as u64;
             objects += sheaves
                 .spare

@@ -19,8 +19,16 @@
 //! Either way the release is a plain release store, and everything between acquisition and
 //! release is ordinary code under a lock.
 //!
-//! A path that visits every CPU slot waits for each one's lock, including one that its own
-//! thread holds further up the stack. So `shrink`, `barrier` and `check_invariants` of a
+//! Each slot has a second try-lock, `rcu_lock`, taken the same ways, for its deferred-free
+//! sheaves alone: a deferred free takes it (not the main lock) to push onto `rcu_free`, and
+//! `barrier` and the hand-over thread take it (not the main lock) to take the sheaves, so a
+//! thread that holds the main lock across a slow path, and is descheduled or blocked there,
+//! holds up neither (C-DEFER-3, C-CONC-4). It is held for a few instructions that call out to
+//! nothing: starting an `rcu_free` sheaf gets the empty sheaf under the main lock first, then
+//! takes `rcu_lock` inside it to put the sheaf in place (the only nesting, so no deadlock).
+//!
+//! A path that visits every CPU slot's main sheaves waits for each one's lock, including one
+//! that its own thread holds further up the stack. So `shrink` and `check_invariants` of a
 //! per-CPU cache must not be called from code that runs inside an operation of that same
 //! cache, such as its page source: they would wait forever. (Per-thread visits skip the
 //! held slot. Tracking held CPU slots in a thread-local would lift this, at a cost on every
@@ -28,13 +36,50 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Slot, SlotSheaves, SlotStrategy, SlotTable};
+use super::{RcuSheaves, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
 #[cfg(not(loom))]
 use slab::cpu::{self, CpuSource};
 #[cfg(not(loom))]
 use slab::rseq;
 use slab::rseq::ABANDONED;
+
+/// A per-CPU slot's `rcu_lock`, held: its deferred-free sheaves are the holder's until the
+/// guard is dropped, which re-bases `rcu_free` and releases the lock. Held for a few
+/// instructions that call out to nothing (see `Slot::rcu_lock`).
+pub(crate) struct RcuGuard<'a> {
+    slot: &'a Slot,
+}
+
+impl<'a> RcuGuard<'a> {
+    /// The slot's deferred-free sheaves.
+    #[inline(always)]
+    pub(crate) fn sheaves(&mut self) -> &mut RcuSheaves {
+        // SAFETY: the guard holds `rcu_lock`, and `&mut self` makes this the only reference
+        // handed out through it.
+        unsafe { self.slot.rcu_mut() }
+    }
+
+    /// The slot's counters (the guard's holder writes only those of deferred frees).
+    #[inline(always)]
+    pub(crate) fn counters(&self) -> &'a Counters {
+        &self.slot.counters
+    }
+
+    /// Marks the slot as holding deferred-free sheaves (`Slot::rcu_pending`), for readers of
+    /// the statistics; called when an `rcu_free` sheaf is put in place.
+    #[cold]
+    pub(crate) fn note_rcu_started(&self) {
+        self.slot.rcu_pending.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for RcuGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.slot.unlock_rcu();
+    }
+}
 
 /// The outcome of one inlined attempt at the slot of the CPU the caller runs on (per-CPU,
 /// restartable sequences); [`slab::rseq::LocalOutcome`] is that of the sequence itself.
@@ -111,8 +156,20 @@ pub(crate) enum LockKind {
     },
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: per-CPU tables made on this thread lock by compare-exchange, as where
+    /// restartable sequences are unavailable.
+    pub(super) static FORCE_ATOMIC_LOCKS: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
+}
+
 impl LockKind {
     pub(super) fn detect(per_cpu: bool) -> Self {
+        #[cfg(test)]
+        if FORCE_ATOMIC_LOCKS.with(std::cell::Cell::get) {
+            return LockKind::Atomic;
+        }
         #[cfg(not(loom))]
         if per_cpu && let rseq::Support::Rseq { offset } = rseq::support() {
             return LockKind::Rseq { offset };
@@ -260,8 +317,9 @@ impl<S: SlotStrategy> SlotTable<S> {
     }
 
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every
-    /// slot's counters (`rseq_ops`), for a reader of the statistics. Each slot's lock is
-    /// taken from afar; a slot found held is tried again, yielding, for up to
+    /// slot's counters (`rseq_ops`), for a reader of the statistics; those of deferred frees
+    /// under each slot's `rcu_lock`, which is waited for (it is held only briefly). Each
+    /// slot's lock is taken from afar; a slot found held is tried again, yielding, for up to
     /// [`FOLD_PATIENCE`] in all: its holder adds the counts only after it has the lock (a
     /// remote holder after its membarrier), so a reader that skipped it at once could miss
     /// them. A slot held longer (its holder preempted, or the reader itself inside an
@@ -290,7 +348,161 @@ impl<S: SlotStrategy> SlotTable<S> {
                     }
                     std::thread::yield_now();
                 }
+                // The deferred frees' counts, under the slot's other lock, which nobody holds
+                // for long; only where a sequence may have pushed since the last fold (a
+                // sheaf put in place and not yet taken), so that a cache without deferred
+                // frees costs no second membarrier.
+                if slot.rcu_pending.load(Ordering::Relaxed) {
+                    self.lock_rcu_waiting(cpu);
+                    slot.unlock_rcu();
+                }
             }
+        }
+    }
+
+    /// Per-CPU: takes the `rcu_lock` of the slot of the CPU the caller runs on, for a deferred
+    /// free that the sequence (`push_rcu_fast`) could not make; `None` when it is held (by a
+    /// barrier taking the sheaves, or another deferred free on this CPU: never waited for).
+    /// The slot's main lock is not needed, and may be held by another thread meanwhile.
+    #[inline(always)]
+    pub(crate) fn acquire_rcu(&self) -> Option<RcuGuard<'_>> {
+        let slot = match self.lock_kind {
+            #[cfg(not(loom))]
+            LockKind::Rseq { offset } => self.try_lock_rcu_rseq(offset)?,
+            LockKind::Atomic => {
+                let cpu = slab::cpu::current_cpu(self.cpu_source);
+                let slot = match self.cpus.get(cpu) {
+                    Some(slot) => slot,
+                    None => &self.cpus[cpu % self.cpus.len()],
+                };
+                if !slot.try_lock_rcu() {
+                    return None;
+                }
+                &**slot
+            }
+        };
+        Some(RcuGuard { slot })
+    }
+
+    /// Per-CPU: takes the `rcu_lock` of the slot `guard` holds (inside its main lock, the
+    /// only order in which both are held), wherever the caller runs now; `None` when it is
+    /// held.
+    pub(crate) fn lock_rcu_of<'a>(&'a self, guard: &SlotGuard<'a, S>) -> Option<RcuGuard<'a>> {
+        let slot = guard.slot;
+        let index = (std::ptr::from_ref(slot).addr() - self.cpus.as_ptr().addr())
+            / size_of::<crossbeam_utils::CachePadded<Slot>>();
+        debug_assert!(std::ptr::eq(&*self.cpus[index], slot));
+        let locked = match self.lock_kind {
+            #[cfg(not(loom))]
+            LockKind::Rseq { offset } => loop {
+                let here = cpu::rseq_cpu(offset);
+                if here == Some(index as u32) {
+                    // SAFETY: as in `try_lock_rseq`; the slot is CPU `index`'s.
+                    match unsafe { rseq::try_lock_local(&slot.rcu_lock, index as u32, offset) } {
+                        rseq::LocalOutcome::Locked => break true,
+                        rseq::LocalOutcome::Busy => break false,
+                        rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => continue,
+                    }
+                }
+                // Migrated since the slot was taken (or no rseq area): from afar.
+                // SAFETY: as above.
+                break unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) };
+            },
+            LockKind::Atomic => slot.try_lock_rcu(),
+        };
+        if !locked {
+            return None;
+        }
+        if self.lock_kind != LockKind::Atomic {
+            slot.take_rcu_fast_counts();
+        }
+        Some(RcuGuard { slot })
+    }
+
+    /// Tests: the deferred objects in the `rcu` sheaves of the slot `guard` holds.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn deferred_in_slot_of(&self, guard: &SlotGuard<'_, S>) -> usize {
+        loop {
+            if let Some(mut rcu) = self.lock_rcu_of(guard) {
+                return rcu.sheaves().objects();
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Per-CPU with restartable sequences: [`SlotTable::acquire_rcu`]'s lock, taken as
+    /// [`SlotTable::try_lock_rseq`] takes the main one.
+    #[cfg(not(loom))]
+    #[cold]
+    #[inline(never)]
+    fn try_lock_rcu_rseq(&self, offset: isize) -> Option<&Slot> {
+        loop {
+            let Some(cpu) = cpu::rseq_cpu(offset).filter(|&cpu| (cpu as usize) < self.cpus.len())
+            else {
+                // No rseq area of its own, or a CPU beyond the table: as a remote thread.
+                let cpu = match cpu::rseq_cpu(offset) {
+                    Some(cpu) => cpu as usize,
+                    None => cpu::current_cpu(CpuSource::SchedGetcpu),
+                };
+                let index = cpu % self.cpus.len();
+                let slot = &self.cpus[index];
+                // SAFETY: as in `try_lock_rseq`; `index` is the CPU the slot belongs to.
+                if !unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) } {
+                    return None;
+                }
+                slot.take_rcu_fast_counts();
+                return Some(slot);
+            };
+            let slot = &self.cpus[cpu as usize];
+            // SAFETY: as in `try_lock_rseq`; slot `cpu` is CPU `cpu`'s.
+            match unsafe { rseq::try_lock_local(&slot.rcu_lock, cpu, offset) } {
+                rseq::LocalOutcome::Locked => {
+                    slot.take_rcu_fast_counts();
+                    return Some(slot);
+                }
+                rseq::LocalOutcome::Busy => return None,
+                rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => {}
+            }
+        }
+    }
+
+    /// Per-CPU: takes CPU `cpu`'s `rcu_lock`, waiting (yielding) while it is held, which is
+    /// for a few instructions at a time (see `Slot::rcu_lock`); for paths that visit every
+    /// slot.
+    fn lock_rcu_waiting(&self, cpu: usize) -> &Slot {
+        let slot = &self.cpus[cpu];
+        loop {
+            let locked = match self.lock_kind {
+                #[cfg(not(loom))]
+                // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+                LockKind::Rseq { .. } => unsafe {
+                    rseq::try_lock_remote(&slot.rcu_lock, cpu as u32)
+                },
+                LockKind::Atomic => slot.try_lock_rcu(),
+            };
+            if locked {
+                if self.lock_kind != LockKind::Atomic {
+                    slot.take_rcu_fast_counts();
+                }
+                return slot;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Per-CPU part of [`SlotTable::for_each_rcu`]: every CPU slot's deferred-free sheaves,
+    /// each under its `rcu_lock` alone.
+    pub(super) fn for_each_cpu_rcu(&self, f: &mut impl FnMut(&mut RcuSheaves)) {
+        // Orders the looks below after the caller's earlier stores (the hand-over thread's
+        // disarm), against a deferred free that publishes a new sheaf and then checks that
+        // the cache is armed (`CacheCore::push_deferred`): one of the two sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for cpu in 0..self.cpus.len() {
+            let slot = self.lock_rcu_waiting(cpu);
+            // SAFETY: we hold the slot's `rcu_lock`.
+            f(unsafe { slot.rcu_mut() });
+            slot.note_rcu_left();
+            slot.unlock_rcu();
         }
     }
 
@@ -327,7 +539,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                 continue;
             };
             // SAFETY: we hold the slot's lock.
-            f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
+            f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node());
             slot.unlock_cpu();
         }
     }

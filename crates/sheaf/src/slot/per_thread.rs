@@ -69,8 +69,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::last_slot::{LAST_SLOTS, LastSlots, REVOKED};
-use super::{Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
-use crate::stats::Counters;
+use super::{RcuSheaves, Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use slab::rseq::{FREE, LOCAL, REMOTE};
 
 /// Per-thread: how long `shrink`, `barrier` and the accounting check keep trying a live
@@ -163,27 +162,25 @@ impl<S: SlotStrategy> SlotTable<S> {
         let asked = slot.drain.swap(0, Ordering::Relaxed);
         // SAFETY: this thread holds its slot (its entry marks it held and no taker
         // holds its lock, see `LastSlots::claim`).
-        let mine = unsafe { slot.sheaves_mut() };
+        let (mine, mine_rcu) = unsafe { (slot.sheaves_mut(), slot.rcu_mut()) };
+        let rcu = RcuSheaves {
+            rcu_free: None,
+            rcu_waiting: mine_rcu.take_rcu().collect(),
+        };
         let sheaves = if asked == Reach::Rcu as u8 {
-            SlotSheaves {
-                rcu_waiting: mine.take_rcu().collect(),
-                ..SlotSheaves::new()
-            }
+            SlotSheaves::new()
         } else {
             self.threads.drained.fetch_add(1, Ordering::Relaxed);
             mem::replace(mine, SlotSheaves::new())
         };
         slot.rcu_pending.store(false, Ordering::Relaxed);
-        let empty = sheaves.main.is_none()
-            && sheaves.spare.is_none()
-            && sheaves.rcu_free.is_none()
-            && sheaves.rcu_waiting.is_empty();
+        let empty = sheaves.main.is_none() && sheaves.spare.is_none() && rcu.is_empty();
         if !empty {
             self.threads
                 .handed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((sheaves, slot.node));
+                .push((sheaves, rcu, slot.node()));
             self.threads.orphans.fetch_add(1, Ordering::Release);
         }
         LAST_SLOTS.with(|slots| slots.revoke(self.id));
@@ -214,15 +211,14 @@ impl<S: SlotStrategy> SlotTable<S> {
         &self,
         patience: Duration,
         reach: Reach,
-        f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize),
+        f: &mut impl FnMut(&Slot),
     ) -> usize {
         let start = Instant::now();
         let mut own_unreached = 0;
         let own = loop {
-            if let Some(mut own) = self.hold_own_slot() {
-                let (counters, node) = (own.counters(), own.node());
-                f(own.sheaves(), counters, node);
-                own.slot.note_rcu_left(own.sheaves());
+            if let Some(own) = self.hold_own_slot() {
+                f(own.slot);
+                own.slot.note_rcu_left();
                 break own.slot as *const Slot;
             }
             let Some(own) = self.thread_slot_lookup(false) else {
@@ -258,11 +254,10 @@ impl<S: SlotStrategy> SlotTable<S> {
             }
             others.retain(|slot| match self.take_remote(slot, reach) {
                 Take::Taken => {
-                    // SAFETY: `take_remote` took the slot: its owner is outside every
-                    // operation and cannot start one on it until we release the lock.
-                    let sheaves = unsafe { slot.sheaves_mut() };
-                    f(sheaves, &slot.counters, slot.node);
-                    slot.note_rcu_left(sheaves);
+                    // `take_remote` took the slot: its owner is outside every operation and
+                    // cannot start one on it until we release the lock.
+                    f(slot);
+                    slot.note_rcu_left();
                     slot.unlock();
                     false
                 }

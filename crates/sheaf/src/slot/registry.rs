@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::last_slot::{LAST_SLOTS, LastSlots};
-use super::{Slot, SlotSheaves, SlotStrategy, SlotTable};
+use super::{RcuSheaves, Slot, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
 use slab::rseq::{FREE, LOCAL};
 
@@ -19,7 +19,7 @@ pub(super) struct ThreadRegistry {
     /// Orphaned slots and handed-over sheaves waiting to be adopted.
     pub(super) orphans: AtomicUsize,
     /// Sheaves that live threads handed over on a drain request, with their slot's node.
-    pub(super) handed: Mutex<Vec<(SlotSheaves, usize)>>,
+    pub(super) handed: Mutex<Vec<(SlotSheaves, RcuSheaves, usize)>>,
     /// Drain requests for every sheaf that owners honoured (`slot_drained` in the stats;
     /// a counter of its own, as a slot's counter block has no room left in its 256 bytes).
     pub(super) drained: AtomicU64,
@@ -154,7 +154,10 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// passed to `f` so the caller can fold them into the shared block.
     /// Sheaves that live threads handed over on a drain request are passed too, with an
     /// empty counter block (their counters stay in the live slot).
-    pub(crate) fn adopt_orphans(&self, f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize)) {
+    pub(crate) fn adopt_orphans(
+        &self,
+        f: &mut impl FnMut(&mut SlotSheaves, &mut RcuSheaves, &Counters, usize),
+    ) {
         if !self.has_orphans() {
             return;
         }
@@ -168,8 +171,8 @@ impl<S: SlotStrategy> SlotTable<S> {
         );
         let mut adopted = handed.len();
         let none = Counters::default();
-        for (mut sheaves, node) in handed {
-            f(&mut sheaves, &none, node);
+        for (mut sheaves, mut rcu, node) in handed {
+            f(&mut sheaves, &mut rcu, &none, node);
         }
         slots.retain(|slot| {
             if !slot.orphaned.load(Ordering::Acquire) {
@@ -177,7 +180,8 @@ impl<S: SlotStrategy> SlotTable<S> {
             }
             // SAFETY: the owner thread has exited (Acquire pairs with its Release store), and
             // adoption runs under the registry mutex, so no one else touches the slot.
-            f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node);
+            let (sheaves, rcu) = unsafe { (slot.sheaves_mut(), slot.rcu_mut()) };
+            f(sheaves, rcu, &slot.counters, slot.node());
             adopted += 1;
             false
         });

@@ -22,7 +22,10 @@
 //! ```
 //!
 //! The deferred free is the push on `rcu_free` (a miss when the slot has none), stopping one
-//! entry short of full so that the locked path hands the full sheaf on.
+//! entry short of full so that the locked path hands the full sheaf on. It checks the slot's
+//! `rcu_lock`, which guards `rcu_free`, instead of the main lock: a thread holding the main
+//! lock does not stop deferred frees on its CPU, nor the barrier that takes them, and every
+//! argument below holds for `rcu_lock` and `rcu_free` as for the main lock and `main`.
 //!
 //! Each commit is one subtraction on the word (`0x1_0000_0001` for a pop, `0xFFFF_FFFF` for
 //! a push), whose borrow out of the high half says the budget was spent. Loads and stores of
@@ -58,7 +61,7 @@ use std::ptr::NonNull;
 
 use crossbeam_utils::CachePadded;
 
-use super::{Slot, SlotSheaves};
+use super::{RcuSheaves, Slot, SlotSheaves};
 use crate::sheaf::layout;
 
 /// `log2` of the distance between two CPU slots in the table.
@@ -69,7 +72,10 @@ const LOCK_AT: usize = offset_of!(Slot, lock);
 const MAIN_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, main);
 
 /// The `rcu_free` sheaf pointer's offset in a padded slot (null for none).
-const RCU_FREE_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, rcu_free);
+const RCU_FREE_AT: usize = offset_of!(Slot, rcu) + offset_of!(RcuSheaves, rcu_free);
+/// The offset of the slot's `rcu_lock`, which guards `rcu_free` (not the main lock: a thread
+/// holding that one does not stop deferred frees, nor a barrier taking them).
+const RCU_LOCK_AT: usize = offset_of!(Slot, rcu_lock);
 
 const _: () = assert!(size_of::<CachePadded<Slot>>() == 1 << STRIDE_SHIFT);
 const _: () = assert!(size_of::<Option<crate::sheaf::OwnedSheaf>>() == size_of::<usize>());
@@ -214,12 +220,16 @@ macro_rules! rcu_free_with_room {
     };
 }
 
-/// One push sequence onto the sheaf at `$sheaf_at` in the caller's CPU slot, checked by
-/// `$find` (one of the two macros above); on a miss it *returns* `Err($object)` from the
-/// function it is expanded in (the asm's `miss` label), and otherwise evaluates to `()`. Used
-/// inside an `unsafe` block whose caller keeps the contract of [`push`].
+/// One push sequence onto the sheaf at `$sheaf_at` in the caller's CPU slot, whose lock at
+/// `$lock_at` must be free, checked by `$find` (one of the two macros above); on a miss it
+/// *returns* `Err($object)` from the function it is expanded in (the asm's `miss` label), and
+/// otherwise evaluates to `()`. Used inside an `unsafe` block whose caller keeps the contract
+/// of [`push`].
 macro_rules! push_sequence {
-    ($find:ident, $sheaf_at:expr, $cpus:expr, $ncpus:expr, $offset:expr, $object:expr) => {{
+    (
+        $find:ident, $lock_at:expr, $sheaf_at:expr,
+        $cpus:expr, $ncpus:expr, $offset:expr, $object:expr
+    ) => {{
         let object: NonNull<u8> = $object;
         std::arch::asm!(
             "mov {step:e}, 0xFFFFFFFF",
@@ -237,7 +247,7 @@ macro_rules! push_sequence {
             ncpus = in(reg) $ncpus,
             object = in(reg) object.as_ptr(),
             stride_shift = const STRIDE_SHIFT,
-            lock_at = const LOCK_AT,
+            lock_at = const $lock_at,
             sheaf_at = const $sheaf_at,
             word_at = const layout::WORD,
             capacity_at = const layout::CAPACITY,
@@ -272,7 +282,17 @@ pub(super) unsafe fn push(
     // before the commit: an aborted or missed attempt leaves it there unheld, which is
     // harmless. `size < capacity` was checked, so that entry lies inside the array of a sheaf
     // that is not the sentinel (capacity 0).
-    unsafe { push_sequence!(main_with_room, MAIN_AT, cpus, ncpus, offset, object) };
+    unsafe {
+        push_sequence!(
+            main_with_room,
+            LOCK_AT,
+            MAIN_AT,
+            cpus,
+            ncpus,
+            offset,
+            object
+        )
+    };
     Ok(())
 }
 
@@ -292,10 +312,20 @@ pub(super) unsafe fn push_rcu(
     offset: isize,
     object: NonNull<u8>,
 ) -> Result<(), NonNull<u8>> {
-    // SAFETY: as in `push`, on the slot's `rcu_free` sheaf, which the lock protects like
-    // `main`: a null pointer (no sheaf) is a miss before anything is written, and
+    // SAFETY: as in `push`, on the slot's `rcu_free` sheaf, which `rcu_lock` protects as the
+    // main lock does `main`: a null pointer (no sheaf) is a miss before anything is written, and
     // `size + 1 < capacity` keeps the written entry inside the array.
-    unsafe { push_sequence!(rcu_free_with_room, RCU_FREE_AT, cpus, ncpus, offset, object) };
+    unsafe {
+        push_sequence!(
+            rcu_free_with_room,
+            RCU_LOCK_AT,
+            RCU_FREE_AT,
+            cpus,
+            ncpus,
+            offset,
+            object
+        )
+    };
     Ok(())
 }
 
