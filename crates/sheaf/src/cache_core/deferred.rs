@@ -346,9 +346,11 @@ impl<S: SlotStrategy> DeferTarget for CacheCore<S> {
         // One try per live thread's slot: the hand-over thread comes back every tick while
         // `rcu_free` sheaves may be left in a slot it could not take, or in one of an exited
         // thread.
+        // Aged first: a flush may call the page source, which must not happen between the
+        // reservation and the submission (see `take_rcu_sheaves`).
+        let held = self.age_held();
         let (reservation, rcu, unreached) =
             self.take_rcu_sheaves(Duration::ZERO, || deferrer.reserve());
-        let held = self.age_held();
         let again = !rcu.is_empty() || unreached > 0 || self.slots.has_orphans() || held;
         crate::cache::submit_rcu_sheaves(deferrer, reservation, rcu);
         again
