@@ -335,6 +335,9 @@ impl NewRun {
     }
 }
 
+/// A figure of one round of a program.
+type RoundFigure = fn(&harness::result::ProgramRound) -> f64;
+
 /// The figures of `sheafbench programs`, the program as the workload: per (program,
 /// allocator) `wall_seconds`, `user_seconds`, `sys_seconds` and `peak_rss_bytes` (medians,
 /// with every round) and `wall_ratio_vs_<baseline>`, `rss_ratio_vs_<baseline>` (with their
@@ -356,7 +359,7 @@ fn program_figures(programs: &harness::result::ProgramsResult) -> Vec<Figure> {
     let versus = &programs.baseline;
     for p in &programs.programs {
         for a in &p.allocators {
-            let figures: [(&str, Option<f64>, fn(&harness::result::ProgramRound) -> f64); 4] = [
+            let figures: [(&str, Option<f64>, RoundFigure); 4] = [
                 ("wall_seconds", a.wall_seconds, |r| r.wall_seconds),
                 ("user_seconds", a.user_seconds, |r| r.user_seconds),
                 ("sys_seconds", a.sys_seconds, |r| r.sys_seconds),

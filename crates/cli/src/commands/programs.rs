@@ -199,6 +199,7 @@ fn run_once(
         output: String::new(),
     })?;
     let result = run_in(ctx, program, allocator, &dir, &work);
+    runner::reap_orphans();
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -625,6 +626,7 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
     })?;
     let out_dir = std::fs::canonicalize(&out_dir).unwrap_or(out_dir);
 
+    runner::become_subreaper().map_err(|e| usage("programs", e))?;
     let mut results = ResultFile::new(Machine::detect());
     let note = |results: &mut ResultFile, line: String| {
         eprintln!("note: {line}");

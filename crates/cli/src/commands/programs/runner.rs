@@ -87,10 +87,13 @@ pub(crate) struct Spec<'a> {
     pub(crate) stderr: &'a Path,
 }
 
-/// A spawned process, the leader of its own process group.
+/// A spawned process, in a process group of its own.
 #[derive(Debug)]
 pub(crate) struct Running {
+    /// The measured process.
     pid: libc::pid_t,
+    /// Its process group (the launcher's pid).
+    group: libc::pid_t,
     started: Instant,
 }
 
@@ -103,16 +106,112 @@ fn file(path: &Path, write: bool) -> Result<File, String> {
     opened.map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Spawns `spec` in a new process group, with `LD_PRELOAD` set to its library only (and
-/// removed otherwise, so that no preload of sheafbench's own environment leaks in).
+/// The launcher: a shell that forks the program's process, writes its pid to a file and
+/// exits. The forked process waits at a gate (a FIFO) until this process opens it, then
+/// execs the program, with `LD_PRELOAD` for it alone. The gate keeps a quick program from
+/// ending while the launcher lives (a shell may reap its children, and its rusage with it).
+/// `$1` is the library (or empty), `$2` the pid file, `$3` the gate, the rest the argv.
+const LAUNCHER: &str = r#"lib=$1; pidfile=$2; gate=$3; shift 3
+{ read go < "$gate" || exit 126; if [ -n "$lib" ]; then export LD_PRELOAD="$lib"; fi; exec "$@"; } <&0 &
+echo $! > "$pidfile""#;
+
+/// How long the gate may take to find its reader.
+const GATE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Opens the gate at `path`: waits for its reader (the forked process), then lets it go.
+fn open_gate(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let started = Instant::now();
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(mut gate) => {
+                return gate
+                    .write_all(b"go\n")
+                    .map_err(|e| format!("opening the gate: {e}"));
+            }
+            // No reader yet.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && started.elapsed() < GATE_LIMIT => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(format!("opening the gate {}: {e}", path.display())),
+        }
+    }
+}
+
+/// Makes a FIFO at `path`.
+fn make_gate(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let _ = std::fs::remove_file(path);
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: a NUL in the path", path.display()))?;
+    // SAFETY: `name` is a NUL-terminated path that lives across the call.
+    if unsafe { libc::mkfifo(name.as_ptr(), 0o600) } != 0 {
+        return Err(format!(
+            "cannot make the gate {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Makes this process the reaper of its orphaned descendants, so that it can `wait4` the
+/// programs its launchers start.
+pub(crate) fn become_subreaper() -> Result<(), String> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory of ours.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot become the subreaper of the programs: {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Reaps descendants orphaned by finished runs (a program's own background children).
+pub(crate) fn reap_orphans() {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is valid for writes; WNOHANG never blocks.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            break;
+        }
+    }
+}
+
+/// Spawns `spec` in a new process group through [`LAUNCHER`]: the measured process is the
+/// launcher's child, reparented to this process (see [`become_subreaper`]) when the launcher
+/// exits, and its wall time starts when it passes the gate. A process started by this one directly would report this process's own peak
+/// resident set as its own (Linux keeps a process's peak across `exec`, and the child of a
+/// `fork` starts with its parent's pages); a child of a small shell starts with the shell's.
 pub(crate) fn spawn(spec: &Spec<'_>) -> Result<Running, String> {
-    let (program, args) = spec
-        .argv
-        .split_first()
-        .ok_or_else(|| "an empty command".to_owned())?;
-    let mut command = Command::new(program);
+    if spec.argv.is_empty() {
+        return Err("an empty command".to_owned());
+    }
+    let pid_file = spec.stdout.with_extension("pid");
+    let gate = spec.stdout.with_extension("gate");
+    let _ = std::fs::remove_file(&pid_file);
+    make_gate(&gate)?;
+    let mut command = Command::new("/bin/sh");
     command
-        .args(args)
+        .arg("-c")
+        .arg(LAUNCHER)
+        .arg("sh")
+        .arg(
+            spec.preload
+                .map_or_else(Default::default, |p| p.as_os_str().to_owned()),
+        )
+        .arg(&pid_file)
+        .arg(&gate)
+        .args(spec.argv)
+        .env_remove("LD_PRELOAD")
         .current_dir(spec.cwd)
         .stdin(match spec.stdin {
             Some(path) => Stdio::from(file(path, false)?),
@@ -121,25 +220,52 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> Result<Running, String> {
         .stdout(file(spec.stdout, true)?)
         .stderr(file(spec.stderr, true)?)
         .process_group(0);
-    match spec.preload {
-        Some(library) => command.env("LD_PRELOAD", library),
-        None => command.env_remove("LD_PRELOAD"),
-    };
-    let started = Instant::now();
-    let child = command
+    let mut launcher = command
         .spawn()
-        .map_err(|e| format!("cannot start `{program}`: {e}"))?;
-    // The child is reaped by `wait4` below, never through `Child`.
-    let pid = child.id() as libc::pid_t;
-    drop(child);
-    Ok(Running { pid, started })
+        .map_err(|e| format!("cannot start /bin/sh to launch `{}`: {e}", spec.argv[0]))?;
+    let group = launcher.id() as libc::pid_t;
+    let status = launcher
+        .wait()
+        .map_err(|e| format!("waiting for the launcher: {e}"))?;
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<libc::pid_t>().ok())
+        .filter(|_| status.success());
+    let _ = std::fs::remove_file(&pid_file);
+    let kill_group = || {
+        // SAFETY: a signal to the launcher's group; `kill` touches no memory of ours.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    };
+    let Some(pid) = pid else {
+        kill_group();
+        let _ = std::fs::remove_file(&gate);
+        return Err(format!(
+            "the launcher of `{}` failed ({status})",
+            spec.argv[0]
+        ));
+    };
+    // The launcher is gone and its child is this process's: its run starts now.
+    let started = Instant::now();
+    let opened = open_gate(&gate);
+    let _ = std::fs::remove_file(&gate);
+    if let Err(e) = opened {
+        kill_group();
+        // SAFETY: reaping our (killed) child; the status pointer is valid for writes.
+        unsafe { libc::waitpid(pid, &mut 0, 0) };
+        return Err(e);
+    }
+    Ok(Running {
+        pid,
+        group,
+        started,
+    })
 }
 
 impl Running {
     /// Waits for the process, killing its process group at `timeout` after its start.
     pub(crate) fn wait(self, timeout: Duration) -> Result<Finished, String> {
         let (done, watch) = mpsc::channel::<()>();
-        let pid = self.pid;
+        let (pid, group) = (self.pid, self.group);
         let deadline = timeout.saturating_sub(self.started.elapsed());
         let watchdog = std::thread::spawn(move || {
             // Checked in steps, so that Ctrl-C stops the run too (the child is in a process
@@ -159,7 +285,7 @@ impl Running {
             if expired {
                 // SAFETY: `kill` touches no memory of ours. The group is the child's, not yet
                 // reaped: the waiter stops this thread as soon as `wait4` returns.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                unsafe { libc::kill(-group, libc::SIGKILL) };
                 true
             } else {
                 false
@@ -189,7 +315,7 @@ impl Running {
         }
         // The group's other processes (a shell's children) do not outlive the run.
         // SAFETY: a signal to a process group; ESRCH when none is left is ignored.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        unsafe { libc::kill(-group, libc::SIGKILL) };
         let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         Ok(Finished {
             status: ExitStatus::from_raw(status),
@@ -207,7 +333,7 @@ impl Running {
         // SAFETY: signalling the group this process leads, then reaping it; `status` is valid
         // for writes.
         unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
+            libc::kill(-self.group, libc::SIGKILL);
             let mut status = 0;
             libc::waitpid(self.pid, &mut status, 0);
         }
@@ -269,6 +395,7 @@ mod tests {
     use super::*;
 
     fn sh(script: &str, dir: &Path, timeout: Duration) -> Finished {
+        become_subreaper().unwrap();
         let argv = ["sh".to_owned(), "-c".to_owned(), script.to_owned()];
         run(
             &Spec {
@@ -282,6 +409,32 @@ mod tests {
             timeout,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_peak_resident_set_is_the_programs_not_this_processs() {
+        // This process holds 64 MiB; a shell that does nothing must not report them.
+        let held = vec![1u8; 64 << 20];
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(20);
+        let small = sh("true", dir.path(), t);
+        assert!(
+            small.peak_rss_bytes < 16 << 20,
+            "{} bytes for `true`",
+            small.peak_rss_bytes
+        );
+        assert!(small.peak_rss_bytes > 0);
+        std::hint::black_box(&held);
+        // A program that touches 48 MiB reports them.
+        if on_path("python3").is_some() {
+            let big = sh(
+                "python3 -c 'b = bytearray(48 << 20); print(len(b))'",
+                dir.path(),
+                t,
+            );
+            assert_eq!(big.failure(t), None);
+            assert!(big.peak_rss_bytes >= 48 << 20, "{}", big.peak_rss_bytes);
+        }
     }
 
     #[test]
