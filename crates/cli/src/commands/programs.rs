@@ -20,7 +20,7 @@ mod runner;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
 use comfy_table::{CellAlignment, Table};
 use harness::ResultFile;
 use harness::machine::Machine;
@@ -44,6 +44,8 @@ const TAIL_LINES: usize = 12;
 
 /// The result file's name in the output directory.
 pub(crate) const JSON: &str = "programs.json";
+/// The Markdown report's name in the output directory.
+pub(crate) const MARKDOWN: &str = "programs.md";
 
 fn usage(option: &str, message: impl Into<String>) -> CliError {
     CliError::Usage {
@@ -66,10 +68,13 @@ fn selected_allocators(list: &[String]) -> Result<(Vec<&'static str>, bool), Cli
     let mut out = Vec::new();
     for name in names {
         let Some(&known) = allocators::NAMES.iter().find(|n| **n == name) else {
-            return Err(CliError::UnknownAllocator {
-                name: name.to_owned(),
-                known: format!("{} (for `programs`)", allocators::NAMES.join(", ")),
-            });
+            return Err(usage(
+                &format!("--alloc {name}"),
+                format!(
+                    "unknown allocator; expected {} or all",
+                    allocators::NAMES.join(", ")
+                ),
+            ));
         };
         if !out.contains(&known) {
             out.push(known);
@@ -617,14 +622,14 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
     });
     let manifest = Manifest::load(&manifest_file).map_err(CliError::Manifest)?;
     let chosen = select(&manifest, args.suite.as_deref(), &args.program)?;
-    let out_dir = args.out.clone().unwrap_or_else(default_out);
-    std::fs::create_dir_all(&out_dir).map_err(|e| {
-        usage(
-            &format!("--out {}", out_dir.display()),
-            format!("cannot create it: {e}"),
-        )
-    })?;
-    let out_dir = std::fs::canonicalize(&out_dir).unwrap_or(out_dir);
+    if let Some(path) = &args.sheaf_malloc
+        && !path.exists()
+    {
+        return Err(usage(
+            &format!("--sheaf-malloc {}", path.display()),
+            "no such file (build it with `cargo build --release -p sheaf-malloc`)",
+        ));
+    }
 
     runner::become_subreaper().map_err(|e| usage("programs", e))?;
     let mut results = ResultFile::new(Machine::detect());
@@ -686,6 +691,14 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
         );
     }
 
+    let out_dir = args.out.clone().unwrap_or_else(default_out);
+    std::fs::create_dir_all(&out_dir).map_err(|e| {
+        usage(
+            &format!("--out {}", out_dir.display()),
+            format!("cannot create it: {e}"),
+        )
+    })?;
+    let out_dir = std::fs::canonicalize(&out_dir).unwrap_or(out_dir);
     let json = out_dir.join(JSON);
     let ctx_for = |program: &ProgramSpec| Context {
         manifest: &manifest,
@@ -867,7 +880,11 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
     bar.finish();
     let _ = std::fs::remove_dir_all(out_dir.join("programs-work"));
 
-    print!("{}", render(&summary, &found));
+    print!("{}", render(&summary, &found, false));
+    harness::result::write_atomic(
+        &out_dir.join(MARKDOWN),
+        markdown(&results, &summary, &found).as_bytes(),
+    )?;
     for (file, figure) in [
         ("programs-wall.svg", Figure::Wall),
         ("programs-rss.svg", Figure::Rss),
@@ -881,7 +898,7 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
         super::history::of_result_file(history::RunKind::Programs, &results, Some(&json)),
     );
     println!(
-        "files in {}: {JSON}, programs-wall.svg, programs-rss.svg",
+        "files in {}: {JSON}, {MARKDOWN}, programs-wall.svg, programs-rss.svg",
         out_dir.display()
     );
     if !missing_named.is_empty() {
@@ -947,11 +964,16 @@ fn mebibytes(b: Option<u64>) -> String {
     )
 }
 
-/// The table: a row per (program, allocator), then a geometric-mean row per allocator.
-fn render(summary: &ProgramsResult, allocators: &[Allocator]) -> String {
+/// The table: a row per (program, allocator), then a geometric-mean row per allocator; its
+/// caption first. `markdown`: a Markdown table instead of the terminal's.
+fn render(summary: &ProgramsResult, allocators: &[Allocator], markdown: bool) -> String {
     let base = &summary.baseline;
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED);
+    table.load_style(if markdown {
+        ASCII_MARKDOWN
+    } else {
+        UTF8_FULL_CONDENSED
+    });
     table.set_header(vec![
         "program".to_owned(),
         "allocator".to_owned(),
@@ -1017,12 +1039,43 @@ fn render(summary: &ProgramsResult, allocators: &[Allocator]) -> String {
             (Some(_), None) => a.name.to_owned(),
         })
         .collect();
-    format!(
-        "programs: {} rounds, allocators interleaved (order rotated each round): {}; medians over rounds; ratios over {base} paired by round [95% interval], lower is better; outputs checked against {}\n{table}\n",
+    let caption = format!(
+        "programs: {} rounds, allocators interleaved (order rotated each round): {}; medians over rounds; ratios over {base} paired by round [95% interval], lower is better; outputs checked against {}",
         summary.rounds,
         libraries.join(", "),
         summary.reference
-    )
+    );
+    if markdown {
+        format!("{caption}.\n\n{table}\n")
+    } else {
+        format!("{caption}\n{table}\n")
+    }
+}
+
+/// The Markdown report of the run (`programs.md`): the table, the failures and the notes.
+fn markdown(results: &ResultFile, summary: &ProgramsResult, allocators: &[Allocator]) -> String {
+    let mut md = format!(
+        "## Real programs\n\n{}\n",
+        render(summary, allocators, true)
+    );
+    if !results.failures.is_empty() {
+        md.push_str("### Failures\n\n");
+        for f in &results.failures {
+            md.push_str(&format!(
+                "- `{}` / `{}`: {}\n",
+                f.workload, f.allocator, f.error
+            ));
+        }
+        md.push('\n');
+    }
+    if !results.notes.is_empty() {
+        md.push_str("### Notes\n\n");
+        for n in &results.notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+        md.push('\n');
+    }
+    md
 }
 
 /// Which ratio a chart shows.
@@ -1221,6 +1274,6 @@ mod tests {
         let err = selected_allocators(&["hoard".into()])
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("unknown allocator `hoard`"), "{err}");
+        assert!(err.starts_with("--alloc hoard: unknown allocator"), "{err}");
     }
 }
