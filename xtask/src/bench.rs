@@ -502,6 +502,23 @@ mod tests {
     }
 
     #[test]
+    fn the_programs_suite_is_stress_packaged_or_all() {
+        assert_eq!(programs_suite("stress").unwrap().as_deref(), Some("stress"));
+        assert_eq!(programs_suite("all").unwrap(), None);
+        assert!(programs_suite("fast").is_err());
+        let options = Options::try_parse_from(["bench", "--programs"]).unwrap();
+        assert_eq!(options.programs.as_deref(), Some("stress"));
+        let options = Options::try_parse_from(["bench", "--programs", "all"]).unwrap();
+        assert_eq!(options.programs.as_deref(), Some("all"));
+        assert!(
+            Options::try_parse_from(["bench"])
+                .unwrap()
+                .programs
+                .is_none()
+        );
+    }
+
+    #[test]
     fn merged_results_keep_the_first_header_and_every_run_and_failure() {
         let a = serde_json::json!({"schema": 1, "machine": {"cores": 2}, "runs": [{"workload": "a"}], "failures": []});
         let b = serde_json::json!({"schema": 1, "machine": {"cores": 9}, "runs": [{"workload": "b"}],
