@@ -190,8 +190,9 @@ pub(crate) struct ProgramsArgs {
     /// Allocator the ratios are relative to (default: mimalloc where it runs, else glibc).
     #[arg(long)]
     pub(crate) baseline: Option<String>,
-    /// Output directory: programs.json, the charts programs-wall.svg and programs-rss.svg,
-    /// the compiled programs and their inputs (default: results/runs/<time>/).
+    /// Output directory: programs.json (rewritten after every run), programs.md, the charts
+    /// programs-wall.svg and programs-rss.svg, the compiled programs and their inputs
+    /// (default: results/runs/<time>/).
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<PathBuf>,
     /// Longest one run may take, in seconds; past it the run's process group is killed and

@@ -870,8 +870,15 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
             export_json(&results, &json)?;
             if interrupt::requested() {
                 bar.finish();
+                let _ = std::fs::remove_dir_all(out_dir.join("programs-work"));
                 return Err(CliError::Interrupted {
-                    kept: summary.programs.len(),
+                    kept: summary
+                        .programs
+                        .iter()
+                        .flat_map(|p| &p.allocators)
+                        .map(|a| a.rounds.len())
+                        .sum::<usize>()
+                        + results.failures.len(),
                     files: format!("kept in {}", json.display()),
                 });
             }
