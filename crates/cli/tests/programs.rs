@@ -396,3 +396,87 @@ fn a_named_allocator_that_is_not_installed_is_said_and_the_others_run() {
         1
     );
 }
+
+#[test]
+fn a_failed_build_setup_or_time_out_is_reported_and_the_others_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.c"),
+        "int main(void) { return undeclared; }\n",
+    )
+    .unwrap();
+    let manifest = "programs:
+  - name: broken
+    suite: stress
+    build: broken.c
+    command: [\"{bin}/broken\"]
+  - name: no-input
+    suite: stress
+    setup: [\"sh\", \"-c\", \"echo cannot write >&2; exit 4\"]
+    command: [\"true\"]
+  - name: slow
+    suite: stress
+    command: [\"sleep\", \"30\"]
+  - name: fine
+    suite: stress
+    command: [\"echo\", \"fine\"]
+";
+    let file = dir.path().join("programs.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let out_dir = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let out = sheafbench()
+        .args([
+            "programs",
+            "--no-history",
+            "--alloc",
+            "glibc",
+            "--rounds",
+            "1",
+        ])
+        .args(["--timeout", "1", "--manifest"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "the slow program was killed"
+    );
+    assert!(
+        stderr.contains("error: broken / all: build: `cc -O2 -pthread -o "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("undeclared"),
+        "the compiler's message: {stderr}"
+    );
+    assert!(
+        stderr.contains("error: no-input / all: setup: exit status 4\n  | stderr (last lines):\n  | cannot write\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: slow / glibc: round 1: timed out after 1 s (killed)"),
+        "{stderr}"
+    );
+    let json = std::fs::read_to_string(out_dir.join("programs.json")).unwrap();
+    let file: Value = serde_json::from_str(&json).unwrap();
+    let names: Vec<&str> = file["programs"]["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["slow", "fine"]);
+    assert_eq!(file["failures"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        file["programs"]["programs"][1]["allocators"][0]["rounds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
