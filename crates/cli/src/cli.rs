@@ -170,8 +170,9 @@ pub(crate) struct ScaleArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ProgramsArgs {
     /// Allocators to preload: comma-separated names among glibc (no preload), sheaf-malloc,
-    /// mimalloc, jemalloc and tcmalloc, or `all` (the default). Packaged ones that are not
-    /// installed are skipped with a note.
+    /// mimalloc, jemalloc and tcmalloc, or `all` (the default). The packaged ones are found
+    /// in /usr/lib/<arch>-linux-gnu (or $SHEAFBENCH_LIB_DIR); those not installed are skipped
+    /// with a note.
     #[arg(long, value_delimiter = ',')]
     pub(crate) alloc: Vec<String>,
     /// Only the programs of this suite: stress or packaged (default: both).

@@ -257,11 +257,21 @@ fn programs_run_under_each_allocator_and_failures_are_the_allocators() {
 
 /// Runs `programs` with `args` on a manifest of `text` and returns its exit code and stderr.
 fn refused(manifest: &str, args: &[&str]) -> (Option<i32>, String, tempfile::TempDir) {
+    refused_with(manifest, args, &[])
+}
+
+/// [`refused`] with variables `env` set.
+fn refused_with(
+    manifest: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> (Option<i32>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("programs.yaml");
     std::fs::write(&file, manifest).unwrap();
     let out_dir = dir.path().join("out");
     let out = sheafbench()
+        .envs(env.iter().copied())
         .args(["programs", "--no-history", "--manifest"])
         .arg(&file)
         .arg("--out")
@@ -353,13 +363,10 @@ fn impossible_options_and_bad_manifests_are_refused_before_anything_runs() {
 #[test]
 fn a_named_allocator_that_is_not_installed_is_said_and_the_others_run() {
     let Some(lib) = sheaf_malloc() else { return };
-    let multiarch = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
-    if Path::new(&multiarch).join("libjemalloc.so.2").exists() {
-        eprintln!("skipped: jemalloc is installed here");
-        return;
-    }
     let lib = lib.display().to_string();
-    let (code, stderr, dir) = refused(
+    // The packaged libraries looked for in an empty directory: none is installed.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, stderr, dir) = refused_with(
         SMALL,
         &[
             "--alloc",
@@ -369,6 +376,7 @@ fn a_named_allocator_that_is_not_installed_is_said_and_the_others_run() {
             "--sheaf-malloc",
             &lib,
         ],
+        &[("SHEAFBENCH_LIB_DIR", empty.path())],
     );
     assert_eq!(code, Some(0), "{stderr}");
     assert!(

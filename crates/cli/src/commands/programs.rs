@@ -637,7 +637,7 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
         eprintln!("note: {line}");
         results.notes.push(line);
     };
-    let lib_dir = allocators::multiarch_dir();
+    let lib_dir = allocators::lib_dir();
     let mut found: Vec<Allocator> = Vec::new();
     let mut missing_named = Vec::new();
     for name in names {

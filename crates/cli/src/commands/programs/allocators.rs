@@ -44,13 +44,21 @@ impl Allocator {
     }
 }
 
-/// The multiarch library directory of this machine (`/usr/lib/x86_64-linux-gnu`).
-pub(crate) fn multiarch_dir() -> PathBuf {
-    PathBuf::from(format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH))
+/// The variable that names another directory for the packaged libraries.
+pub(crate) const LIB_DIR_VARIABLE: &str = "SHEAFBENCH_LIB_DIR";
+
+/// Where the packaged libraries are: `$SHEAFBENCH_LIB_DIR`, else the multiarch library
+/// directory of this machine (`/usr/lib/x86_64-linux-gnu`).
+pub(crate) fn lib_dir() -> PathBuf {
+    match std::env::var_os(LIB_DIR_VARIABLE) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH)),
+    }
 }
 
 /// Where `libsheaf_malloc.so` is looked for without `--sheaf-malloc`: beside the running
-/// binary (`target/<profile>/`), then in its `deps/` (where `cargo test` builds it).
+/// binary (`target/<profile>/`, where `cargo build` leaves it) and in its `deps/` (where
+/// `cargo test` builds it); the newer of the two is taken.
 pub(crate) fn sheaf_malloc_candidates() -> Vec<PathBuf> {
     let Some(dir) = std::env::current_exe()
         .ok()
@@ -99,9 +107,12 @@ pub(crate) fn find(
                         path.display()
                     )
                 })?,
+                // The newer copy: `cargo test` refreshes the one in `deps/` only.
                 None => sheaf_malloc_candidates()
                     .into_iter()
-                    .find(|p| p.exists())
+                    .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+                    .max_by_key(|(modified, _)| *modified)
+                    .map(|(_, p)| p)
                     .ok_or_else(|| {
                         "sheaf-malloc: libsheaf_malloc.so is not built beside sheafbench (build it with `cargo build --release -p sheaf-malloc`, or give --sheaf-malloc PATH)".to_owned()
                     })?,
