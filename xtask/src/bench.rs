@@ -8,6 +8,12 @@
 //! `sheafbench run` (its `<workload>.json` and `.md` stay beside the merged files), so that a
 //! workload refused at the CPU count (pinned threads beyond the CPUs) runs at one thread
 //! instead of stopping the suite.
+//!
+//! `--programs [stress|packaged|all]` then runs `sheafbench programs` into the same directory
+//! (`programs.json`, `programs.md`, `programs-wall.svg`, `programs-rss.svg`; the library
+//! `libsheaf_malloc.so` is built beside the release binary first), records its result as a
+//! `programs` run, and ends `report.md` with its table; `--only-programs` runs the programs
+//! alone.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,6 +41,16 @@ pub(crate) struct Options {
     /// spec's).
     #[arg(long, value_name = "TIME")]
     duration: Option<String>,
+    /// After the suite, the real programs with each allocator preloaded (`sheafbench
+    /// programs`): the `stress` suite (the default), `packaged`, or `all`.
+    #[arg(long, value_name = "SUITE", num_args = 0..=1, default_missing_value = "stress")]
+    programs: Option<String>,
+    /// Only the real programs of --programs (default: stress), not the workload suite.
+    #[arg(long)]
+    only_programs: bool,
+    /// Rounds of the real programs (`sheafbench programs --rounds`; default: its own).
+    #[arg(long, value_name = "N")]
+    program_rounds: Option<u32>,
     #[command(flatten)]
     history: crate::history::HistoryOptions,
 }
@@ -55,8 +71,38 @@ pub(crate) fn bench(options: Options) -> TaskResult {
         alloc,
         runs,
         duration,
+        programs,
+        only_programs,
+        program_rounds,
         history,
     } = options;
+    let programs = match programs {
+        Some(suite) => Some(programs_suite(&suite)?),
+        None if only_programs => Some(Some("stress".to_owned())),
+        None => None,
+    };
+    if only_programs {
+        let exe = util::build_sheafbench(None)?;
+        let dir = util::new_run_dir()?;
+        let suite = programs.flatten();
+        let outcome = run_programs(&exe, &dir, suite.as_deref(), program_rounds, &history)?;
+        println!("\nfiles in {}:", dir.display());
+        if let Some(report) = &outcome.report {
+            let md = dir.join("report.md");
+            util::write_atomic(&md, &format!("# sheafbench: real programs\n\n{report}"))?;
+        }
+        for name in [
+            "report.md",
+            PROGRAMS_JSON,
+            "programs-wall.svg",
+            "programs-rss.svg",
+        ] {
+            if dir.join(name).exists() {
+                println!("  {name}");
+            }
+        }
+        return outcome.into_result();
+    }
     let pass = RunOptions {
         alloc: &alloc,
         quick,
@@ -158,7 +204,25 @@ pub(crate) fn bench(options: Options) -> TaskResult {
         .as_ref()
         .and_then(|all| serde_json::from_value::<harness::ResultFile>(all.clone()).ok())
         .map_or_else(String::new, |file| harness::summary::markdown(&file));
-    let report_md = format!("# sheafbench: default suite\n\n{machine}{summary}{sections}");
+    // The real programs, into the same directory; their table closes the report.
+    let mut programs_outcome = None;
+    if let Some(suite) = &programs
+        && interrupted.is_none()
+    {
+        programs_outcome = Some(run_programs(
+            &exe,
+            &dir,
+            suite.as_deref(),
+            program_rounds,
+            &history,
+        )?);
+    }
+    let programs_md = programs_outcome
+        .as_ref()
+        .and_then(|o| o.report.clone())
+        .unwrap_or_default();
+    let report_md =
+        format!("# sheafbench: default suite\n\n{machine}{summary}{sections}{programs_md}");
     let mut files = Vec::new();
     if let Some(all) = merged {
         let json = dir.join("results.json");
@@ -216,6 +280,14 @@ pub(crate) fn bench(options: Options) -> TaskResult {
         println!("  {}", file.strip_prefix(&dir).unwrap_or(file).display());
     }
     println!("  (per-workload <workload>.json and <workload>.md as the CLI wrote them)");
+    if let Some(outcome) = programs_outcome {
+        println!(
+            "  {PROGRAMS_JSON}, programs.md, programs-wall.svg, programs-rss.svg (real programs)"
+        );
+        if let Err(TaskError::Failed(why)) = outcome.into_result() {
+            failures.push(why);
+        }
+    }
     if failures.is_empty() {
         Ok(())
     } else {
@@ -224,6 +296,87 @@ pub(crate) fn bench(options: Options) -> TaskResult {
             failures.join("\n")
         )))
     }
+}
+
+/// The result file `sheafbench programs` writes into its output directory.
+const PROGRAMS_JSON: &str = "programs.json";
+
+/// `--programs`: `stress`, `packaged` or `all` (`None`: every suite).
+fn programs_suite(text: &str) -> TaskResult<Option<String>> {
+    match text {
+        "stress" | "packaged" => Ok(Some(text.to_owned())),
+        "all" => Ok(None),
+        other => Err(TaskError::Failed(format!(
+            "--programs {other}: expected stress, packaged or all"
+        ))),
+    }
+}
+
+/// What `sheafbench programs` left.
+struct ProgramsOutcome {
+    /// Its exit status (`None`: killed by a signal).
+    status: Option<i32>,
+    /// Its Markdown report (`programs.md`), where written.
+    report: Option<String>,
+}
+
+impl ProgramsOutcome {
+    fn into_result(self) -> TaskResult {
+        match self.status {
+            Some(0) => Ok(()),
+            status => Err(TaskError::Failed(format!(
+                "programs: sheafbench programs exited with {}",
+                status.map_or("a signal".into(), |c| c.to_string())
+            ))),
+        }
+    }
+}
+
+/// Builds `libsheaf_malloc.so` beside the release `sheafbench`, runs `sheafbench programs`
+/// into `dir` (every suite when `suite` is `None`), and records its result in the history.
+fn run_programs(
+    exe: &Path,
+    dir: &Path,
+    suite: Option<&str>,
+    rounds: Option<u32>,
+    history: &crate::history::HistoryOptions,
+) -> TaskResult<ProgramsOutcome> {
+    let mut build = util::cargo();
+    build.args(["build", "--release", "-p", "sheaf-malloc"]);
+    util::run(build)?;
+    let mut run = Command::new(exe);
+    run.current_dir(util::root())
+        .args(["programs", "--no-history", "--out"])
+        .arg(dir);
+    if let Some(suite) = suite {
+        run.args(["--suite", suite]);
+    }
+    if let Some(rounds) = rounds {
+        run.args(["--rounds", &rounds.to_string()]);
+    }
+    eprintln!("xtask: running {}", util::describe(&run));
+    let status = run
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", util::describe(&run)))?;
+    let json = dir.join(PROGRAMS_JSON);
+    if let Ok(text) = std::fs::read_to_string(&json) {
+        match serde_json::from_str::<harness::ResultFile>(&text) {
+            Ok(file) => {
+                let mut recorded =
+                    ::history::NewRun::from_result_file(::history::RunKind::Programs, &file);
+                recorded.source = Some(json.display().to_string());
+                recorded.config = serde_json::json!({ "suite": suite, "rounds": rounds });
+                history.record(recorded);
+            }
+            Err(error) => {
+                eprintln!("xtask: programs not recorded in the results history ({error})")
+            }
+        }
+    }
+    Ok(ProgramsOutcome {
+        status: status.code(),
+        report: std::fs::read_to_string(dir.join("programs.md")).ok(),
+    })
 }
 
 /// The exit status of a `sheafbench run` stopped by Ctrl-C (it keeps what finished).
@@ -346,6 +499,23 @@ mod tests {
         assert_eq!(eta(s(10), &[s(1), s(1)], &[]), Some(s(0)));
         assert_eq!(minutes(s(42)), "42s");
         assert_eq!(minutes(s(125)), "2m05s");
+    }
+
+    #[test]
+    fn the_programs_suite_is_stress_packaged_or_all() {
+        assert_eq!(programs_suite("stress").unwrap().as_deref(), Some("stress"));
+        assert_eq!(programs_suite("all").unwrap(), None);
+        assert!(programs_suite("fast").is_err());
+        let options = Options::try_parse_from(["bench", "--programs"]).unwrap();
+        assert_eq!(options.programs.as_deref(), Some("stress"));
+        let options = Options::try_parse_from(["bench", "--programs", "all"]).unwrap();
+        assert_eq!(options.programs.as_deref(), Some("all"));
+        assert!(
+            Options::try_parse_from(["bench"])
+                .unwrap()
+                .programs
+                .is_none()
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ enum Task {
     /// The default suite, every allocator, at 1 thread and at the CPU count.
     ///
     /// Runs the workloads/*.yaml marked `suite: default` into results/runs/<time>/ (JSON,
-    /// Markdown, SVG).
+    /// Markdown, SVG); `--programs` adds the real programs under preloaded allocators.
     Bench(bench::Options),
     /// Sheaf capacity and barn limits over burst, prefill and maple-tree workloads.
     Sweep(sweep::Options),

@@ -25,6 +25,9 @@ pub(crate) enum Command {
     /// Scaling curves: one workload at 1..N tasks, as threads sharing a cache and as
     /// processes with a cache each, throughput per task count.
     Scale(ScaleArgs),
+    /// Real programs with each allocator preloaded (LD_PRELOAD), in interleaved rounds: wall,
+    /// user and system time and peak RSS per program, with ratios to a baseline allocator.
+    Programs(ProgramsArgs),
     /// Compare two result files figure by figure: a verdict where a change exceeds the noise.
     Compare(CompareArgs),
     /// Check the API contract clauses on allocators.
@@ -163,6 +166,48 @@ pub(crate) struct ScaleArgs {
     pub(crate) json: Option<PathBuf>,
 }
 
+/// `programs`.
+#[derive(Debug, Args)]
+pub(crate) struct ProgramsArgs {
+    /// Allocators to preload: comma-separated names among glibc (no preload), sheaf-malloc,
+    /// mimalloc, jemalloc and tcmalloc, or `all` (the default). The packaged ones are found
+    /// in /usr/lib/<arch>-linux-gnu (or $SHEAFBENCH_LIB_DIR); those not installed are skipped
+    /// with a note.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) alloc: Vec<String>,
+    /// Only the programs of this suite: stress or packaged (default: both).
+    #[arg(long)]
+    pub(crate) suite: Option<String>,
+    /// The programs manifest (default: programs/programs.yaml of the checkout).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) manifest: Option<PathBuf>,
+    /// Rounds: each round runs every program once under every allocator, in an order
+    /// rotated from round to round; figures are medians over rounds, ratios paired by round.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: u32,
+    /// Only these programs (comma-separated names of the manifest).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub(crate) program: Vec<String>,
+    /// Allocator the ratios are relative to (default: mimalloc where it runs, else glibc).
+    #[arg(long)]
+    pub(crate) baseline: Option<String>,
+    /// Output directory: programs.json (rewritten after every run), programs.md, the charts
+    /// programs-wall.svg and programs-rss.svg, the compiled programs and their inputs
+    /// (default: results/runs/<time>/).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+    /// Longest one run may take, in seconds; past it the run's process group is killed and
+    /// the run is a failure of its allocator.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub(crate) timeout: u64,
+    /// The sheaf-malloc library to preload (default: libsheaf_malloc.so beside the
+    /// sheafbench binary, as `cargo build --release -p sheaf-malloc` leaves it).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) sheaf_malloc: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) history: HistoryArgs,
+}
+
 /// `compare`.
 #[derive(Debug, Args)]
 pub(crate) struct CompareArgs {
@@ -235,7 +280,7 @@ pub(crate) struct HistoryListArgs {
     /// Runs at or after this date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ).
     #[arg(long)]
     pub(crate) since: Option<String>,
-    /// Runs of this kind: run, bench, sweep, gate or conformance.
+    /// Runs of this kind: run, bench, sweep, gate, conformance or programs.
     #[arg(long)]
     pub(crate) kind: Option<String>,
     #[command(flatten)]

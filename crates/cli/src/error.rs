@@ -68,6 +68,13 @@ pub(crate) enum CliError {
     /// history references).
     #[error(transparent)]
     History(#[from] history::HistoryError),
+    /// The programs manifest is wrong (the message names the file, the program and the
+    /// field).
+    #[error("{0}")]
+    Manifest(String),
+    /// Some programs failed under some allocators (each was reported when it failed).
+    #[error("programs: {0} failure(s) (see above and `failures` in the result file)")]
+    ProgramsFailed(usize),
     /// Some applicable contract clause failed.
     #[error("conformance: {0} applicable clause check(s) failed")]
     ConformanceFailed(usize),
@@ -79,6 +86,7 @@ impl CliError {
         match self {
             CliError::MeasurementsFailed { .. }
             | CliError::ConformanceFailed(_)
+            | CliError::ProgramsFailed(_)
             | CliError::Measure(_) => 1,
             CliError::Result(ResultError::Write { .. }) => 1,
             // The shell's status for a process ended by SIGINT.

@@ -8,6 +8,9 @@
 //! sheafbench sweep <workload.yaml> --param key=v1,v2,.. [--alloc ..] [--svg FILE] [--json FILE]
 //! sheafbench scale <workload.yaml> [--threads 1..N] [--mode thread|process|both] [--alloc ..]
 //!                [--svg FILE] [--json FILE]
+//! sheafbench programs [--alloc glibc,sheaf-malloc,mimalloc,jemalloc,tcmalloc]
+//!                [--suite stress|packaged] [--manifest PATH] [--rounds N] [--program NAME,..]
+//!                [--baseline ALLOC] [--out DIR] [--timeout SECS] [--sheaf-malloc PATH]
 //! sheafbench compare <old.json> <new.json> [--confidence 0.95]
 //! sheafbench conformance [--alloc a,b|all] [--json FILE] [--quick] [--only C-ID,..]
 //! sheafbench trace import <strace.log> [-o out.trace] [--lenient]
@@ -66,6 +69,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => commands::run::run(args)?,
         Command::Sweep(args) => commands::sweep::run(args)?,
         Command::Scale(args) => commands::scale::run(args)?,
+        Command::Programs(args) => commands::programs::run(args)?,
         Command::Compare(args) => commands::compare::run(args)?,
         Command::Conformance(args) => commands::conformance::run(args)?,
         Command::Trace(cli::TraceCommand::Import(args)) => commands::trace::import(args)?,

@@ -57,6 +57,129 @@ pub struct ResultFile {
     /// in each mode; empty for other commands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scaling: Vec<ScalePoint>,
+    /// Real programs run with each allocator preloaded (`sheafbench programs`); `None` for
+    /// other commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programs: Option<ProgramsResult>,
+}
+
+/// What `sheafbench programs` found: every program's figures under every allocator, round by
+/// round, with the ratios to the baseline allocator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramsResult {
+    /// The manifest the programs came from.
+    pub manifest: String,
+    /// Rounds planned: each round runs every allocator once per program, in an order rotated
+    /// from round to round.
+    pub rounds: u32,
+    /// The allocator the ratios are relative to.
+    pub baseline: String,
+    /// The allocator whose output every other allocator's must match (glibc when it runs).
+    pub reference: String,
+    /// The allocators that ran, with the library preloaded for each.
+    pub allocators: Vec<PreloadedAllocator>,
+    /// One entry per program that ran (skipped programs are in the file's `notes`).
+    pub programs: Vec<ProgramResult>,
+    /// Per allocator, the geometric mean over the programs of its ratios to the baseline.
+    pub geomean: Vec<ProgramsGeomean>,
+}
+
+/// An allocator of a `programs` run and the library that was preloaded for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreloadedAllocator {
+    /// Its name (`glibc`, `sheaf-malloc`, `mimalloc`, `jemalloc`, `tcmalloc`).
+    pub name: String,
+    /// The shared library set in `LD_PRELOAD` (`None` for glibc: nothing preloaded).
+    pub library: Option<String>,
+    /// The Debian package that provides it, for the packaged allocators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Its version: the package's version, or this build's for `sheaf-malloc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// One program of a `programs` run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramResult {
+    /// Its name in the manifest.
+    pub name: String,
+    /// Its suite (`stress` or `packaged`).
+    pub suite: String,
+    /// What it exercises.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub about: String,
+    /// The measured command as run, placeholders expanded (`{work}` and `{port}` left as
+    /// they are: they change with every run).
+    pub command: Vec<String>,
+    /// Whether it is a client/server program: the figures other than wall time are the
+    /// server's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server: bool,
+    /// One entry per allocator, in the order of `--alloc`.
+    pub allocators: Vec<ProgramAllocator>,
+}
+
+/// One program under one allocator: every round's figures, their medians, and the ratios to
+/// the baseline allocator paired by round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramAllocator {
+    /// The allocator.
+    pub allocator: String,
+    /// Every round it completed, in round order.
+    pub rounds: Vec<ProgramRound>,
+    /// Median over the rounds of the wall time (seconds).
+    pub wall_seconds: Option<f64>,
+    /// Median over the rounds of the user CPU time (seconds).
+    pub user_seconds: Option<f64>,
+    /// Median over the rounds of the system CPU time (seconds).
+    pub sys_seconds: Option<f64>,
+    /// Median over the rounds of the peak resident set (bytes).
+    pub peak_rss_bytes: Option<u64>,
+    /// Wall time over the baseline's, paired by round (`None` for the baseline itself, or
+    /// without a round both completed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_ratio: Option<RatioRounds>,
+    /// Peak resident set over the baseline's, paired by round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_ratio: Option<RatioRounds>,
+    /// Why it failed (exit status, signal, time-out, output differing from the reference's),
+    /// with the round; `None` when every round passed. Later rounds do not run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// One run of a program under one allocator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramRound {
+    /// Round index.
+    pub round: u32,
+    /// Place of the allocator in the round's order.
+    pub position: u32,
+    /// Wall time of the measured command, from its start to its exit (seconds).
+    pub wall_seconds: f64,
+    /// User CPU time of the preloaded process and the children it waited for (seconds).
+    pub user_seconds: f64,
+    /// System CPU time of the preloaded process and the children it waited for (seconds).
+    pub sys_seconds: f64,
+    /// Peak resident set of the preloaded process (bytes, from its resource usage).
+    pub peak_rss_bytes: u64,
+}
+
+/// One allocator's ratios to the baseline, as the geometric mean over the programs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramsGeomean {
+    /// The allocator.
+    pub allocator: String,
+    /// The baseline allocator.
+    pub versus: String,
+    /// The programs whose ratios it covers (those both allocators completed).
+    pub programs: Vec<String>,
+    /// Wall time: per round, the geometric mean over the programs of that round's ratios; the
+    /// estimate is their geometric mean and the interval bootstraps the rounds.
+    pub wall: Option<RatioRounds>,
+    /// Peak resident set, the same way.
+    pub rss: Option<RatioRounds>,
 }
 
 /// One point of a scaling curve: one allocator running `tasks` copies of a workload's work
@@ -200,6 +323,7 @@ impl ResultFile {
             paired: Vec::new(),
             notes: Vec::new(),
             scaling: Vec::new(),
+            programs: None,
         }
     }
 

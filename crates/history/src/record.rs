@@ -21,16 +21,19 @@ pub enum RunKind {
     Gate,
     /// `sheafbench conformance`.
     Conformance,
+    /// `sheafbench programs`.
+    Programs,
 }
 
 impl RunKind {
     /// Every kind.
-    pub const ALL: [RunKind; 5] = [
+    pub const ALL: [RunKind; 6] = [
         Self::Run,
         Self::Bench,
         Self::Sweep,
         Self::Gate,
         Self::Conformance,
+        Self::Programs,
     ];
 
     /// The name stored and shown.
@@ -41,6 +44,7 @@ impl RunKind {
             Self::Sweep => "sweep",
             Self::Gate => "gate",
             Self::Conformance => "conformance",
+            Self::Programs => "programs",
         }
     }
 }
@@ -58,7 +62,9 @@ impl FromStr for RunKind {
             .into_iter()
             .find(|k| k.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown run kind `{text}` (run, bench, sweep, gate, conformance)")
+                format!(
+                    "unknown run kind `{text}` (run, bench, sweep, gate, conformance, programs)"
+                )
             })
     }
 }
@@ -316,6 +322,9 @@ impl NewRun {
                 rounds: p.rounds.clone(),
             });
         }
+        if let Some(programs) = &file.programs {
+            run.figures.extend(program_figures(programs));
+        }
         run
     }
 
@@ -324,6 +333,85 @@ impl NewRun {
         self.branch = git_branch(dir);
         self
     }
+}
+
+/// A figure of one round of a program.
+type RoundFigure = fn(&harness::result::ProgramRound) -> f64;
+
+/// The figures of `sheafbench programs`, the program as the workload: per (program,
+/// allocator) `wall_seconds`, `user_seconds`, `sys_seconds` and `peak_rss_bytes` (medians,
+/// with every round) and `wall_ratio_vs_<baseline>`, `rss_ratio_vs_<baseline>` (with their
+/// intervals and rounds); per allocator the geometric means over the programs as the
+/// workload `geomean`.
+fn program_figures(programs: &harness::result::ProgramsResult) -> Vec<Figure> {
+    let mut out = Vec::new();
+    let ratio =
+        |workload: &str, allocator: &str, name: String, r: &harness::result::RatioRounds| Figure {
+            workload: Some(workload.to_owned()),
+            allocator: Some(allocator.to_owned()),
+            threads: None,
+            name,
+            value: r.estimate,
+            low: r.interval.map(|i| i.0),
+            high: r.interval.map(|i| i.1),
+            rounds: r.rounds.clone(),
+        };
+    let versus = &programs.baseline;
+    for p in &programs.programs {
+        for a in &p.allocators {
+            let figures: [(&str, Option<f64>, RoundFigure); 4] = [
+                ("wall_seconds", a.wall_seconds, |r| r.wall_seconds),
+                ("user_seconds", a.user_seconds, |r| r.user_seconds),
+                ("sys_seconds", a.sys_seconds, |r| r.sys_seconds),
+                ("peak_rss_bytes", a.peak_rss_bytes.map(|b| b as f64), |r| {
+                    r.peak_rss_bytes as f64
+                }),
+            ];
+            for (name, value, pick) in figures {
+                if let Some(value) = value {
+                    out.push(Figure {
+                        rounds: a.rounds.iter().map(pick).collect(),
+                        ..Figure::point(&p.name, &a.allocator, name, value)
+                    });
+                }
+            }
+            if let Some(r) = &a.wall_ratio {
+                out.push(ratio(
+                    &p.name,
+                    &a.allocator,
+                    format!("wall_ratio_vs_{versus}"),
+                    r,
+                ));
+            }
+            if let Some(r) = &a.rss_ratio {
+                out.push(ratio(
+                    &p.name,
+                    &a.allocator,
+                    format!("rss_ratio_vs_{versus}"),
+                    r,
+                ));
+            }
+        }
+    }
+    for g in &programs.geomean {
+        if let Some(r) = &g.wall {
+            out.push(ratio(
+                "geomean",
+                &g.allocator,
+                format!("wall_ratio_vs_{}", g.versus),
+                r,
+            ));
+        }
+        if let Some(r) = &g.rss {
+            out.push(ratio(
+                "geomean",
+                &g.allocator,
+                format!("rss_ratio_vs_{}", g.versus),
+                r,
+            ));
+        }
+    }
+    out
 }
 
 /// The branch checked out at `dir` (`None` outside a checkout or on a detached head).

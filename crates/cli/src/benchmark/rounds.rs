@@ -257,7 +257,7 @@ pub(crate) fn round_ratios(a: &[(u32, f64)], b: &[(u32, f64)]) -> Vec<f64> {
 
 /// The ratio of `a` over `b` paired by round, with its interval; `None` without a round both
 /// have.
-fn ratio_rounds(a: &[(u32, f64)], b: &[(u32, f64)]) -> Option<RatioRounds> {
+pub(crate) fn ratio_rounds(a: &[(u32, f64)], b: &[(u32, f64)]) -> Option<RatioRounds> {
     let rounds = round_ratios(a, b);
     let estimate = stats::geometric_mean(&rounds)?;
     let interval = Bootstrap::with_seed(SEED)

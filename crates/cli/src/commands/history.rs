@@ -18,7 +18,7 @@ use crate::error::CliError;
 
 /// The checkout the command runs in (the nearest directory up from here holding `.git`),
 /// else the current directory: the default store is `results/history.sqlite` under it.
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     here.ancestors()
         .find(|dir| dir.join(".git").exists())

@@ -5,6 +5,7 @@ pub(crate) mod conformance;
 pub(crate) mod history;
 pub(crate) mod list;
 pub(crate) mod measure;
+pub(crate) mod programs;
 pub(crate) mod run;
 pub(crate) mod scale;
 pub(crate) mod sweep;
