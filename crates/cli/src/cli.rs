@@ -35,7 +35,8 @@ pub(crate) enum Command {
     /// Address-space traces for the `trace-replay` kind.
     #[command(subcommand)]
     Trace(TraceCommand),
-    /// The results history: every run, sweep, bench, gate and conformance result recorded.
+    /// The results history: every run, sweep, scale, programs, bench, gate and conformance
+    /// result recorded.
     #[command(subcommand)]
     History(HistoryCommand),
     /// Measure one (workload, allocator, threads) and print the result as JSON (internal:
@@ -79,7 +80,8 @@ pub(crate) struct MeasureSelection {
     pub(crate) timeout: Option<u64>,
 }
 
-/// Where the history is (`run`, `sweep`, `conformance`, `compare`, `history`).
+/// Where the history is (`run`, `sweep`, `scale`, `programs`, `conformance`, `compare`,
+/// `history`).
 #[derive(Debug, Args)]
 pub(crate) struct DbArg {
     /// The results history: a SQLite file or a `postgres://` URL (default: $SHEAFBENCH_DB,
@@ -88,7 +90,7 @@ pub(crate) struct DbArg {
     pub(crate) db: Option<String>,
 }
 
-/// Recording into the history (`run`, `sweep`, `conformance`).
+/// Recording into the history (`run`, `sweep`, `scale`, `programs`, `conformance`).
 #[derive(Debug, Args)]
 pub(crate) struct HistoryArgs {
     /// Do not record this run in the results history.
@@ -164,6 +166,8 @@ pub(crate) struct ScaleArgs {
     /// beside it (`<name>-curves.svg`) unless --svg names another file.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) history: HistoryArgs,
 }
 
 /// `programs`.
@@ -295,7 +299,8 @@ pub(crate) struct HistoryTrendArgs {
     /// Allocator name.
     pub(crate) allocator: String,
     /// The figure: throughput_ops_per_s, latency_p50_ns, latency_p99_ns, latency_p999_ns,
-    /// ratio_vs_<allocator>, or a gate figure such as ratio_vs_mimalloc.
+    /// ratio_vs_<allocator>, a gate figure such as ratio_vs_mimalloc, or a scale figure
+    /// <mode>_<tasks>_{total_ops_per_s,per_task_ops_per_s,efficiency,ratio_vs_<other>}.
     #[arg(long, default_value = "throughput_ops_per_s")]
     pub(crate) figure: String,
     /// Only this thread count.

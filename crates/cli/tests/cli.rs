@@ -1669,6 +1669,7 @@ fn scale(dir: &Path, extra: &[&str]) -> (Option<Value>, String, String, Option<i
 #[test]
 fn scale_runs_each_task_of_process_mode_in_a_process_of_its_own_and_draws_the_curves() {
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
     let (json, stdout, stderr, code) = scale(
         dir.path(),
         &[
@@ -1678,6 +1679,8 @@ fn scale_runs_each_task_of_process_mode_in_a_process_of_its_own_and_draws_the_cu
             "both",
             "--alloc",
             "system,sheaf",
+            "--db",
+            db.to_str().unwrap(),
         ],
     );
     assert_eq!(code, Some(0), "{stderr}");
@@ -1735,6 +1738,21 @@ fn scale_runs_each_task_of_process_mode_in_a_process_of_its_own_and_draws_the_cu
     assert_eq!(band, cores < 3);
     table_settings(&[(r"no \(oversubscribed\)", "no")])
         .bind(|| insta::assert_snapshot!("scale_table", stdout));
+    // Recorded in the history: a figure per point, named by mode and task count.
+    let trend = sheafbench()
+        .args([
+            "history",
+            "trend",
+            "tiny",
+            "sheaf",
+            "--figure",
+            "process_2_per_task_ops_per_s",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(trend.status.success(), "{trend:?}");
 }
 
 #[test]

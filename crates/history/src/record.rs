@@ -23,17 +23,20 @@ pub enum RunKind {
     Conformance,
     /// `sheafbench programs`.
     Programs,
+    /// `sheafbench scale`.
+    Scale,
 }
 
 impl RunKind {
     /// Every kind.
-    pub const ALL: [RunKind; 6] = [
+    pub const ALL: [RunKind; 7] = [
         Self::Run,
         Self::Bench,
         Self::Sweep,
         Self::Gate,
         Self::Conformance,
         Self::Programs,
+        Self::Scale,
     ];
 
     /// The name stored and shown.
@@ -45,6 +48,7 @@ impl RunKind {
             Self::Gate => "gate",
             Self::Conformance => "conformance",
             Self::Programs => "programs",
+            Self::Scale => "scale",
         }
     }
 }
@@ -63,7 +67,7 @@ impl FromStr for RunKind {
             .find(|k| k.as_str() == text)
             .ok_or_else(|| {
                 format!(
-                    "unknown run kind `{text}` (run, bench, sweep, gate, conformance, programs)"
+                    "unknown run kind `{text}` (run, bench, sweep, gate, conformance, programs, scale)"
                 )
             })
     }
@@ -325,6 +329,8 @@ impl NewRun {
         if let Some(programs) = &file.programs {
             run.figures.extend(program_figures(programs));
         }
+        run.figures
+            .extend(file.scaling.iter().flat_map(scale_figures));
         run
     }
 
@@ -333,6 +339,60 @@ impl NewRun {
         self.branch = git_branch(dir);
         self
     }
+}
+
+/// The figures of one point of `sheafbench scale`, named with its mode and task count
+/// (`thread_2_total_ops_per_s`; `threads` is the task count): total and per-task throughput
+/// with every round, the efficiency against the smallest task count, and the ratios to the
+/// other allocators and modes, each with its interval and rounds.
+fn scale_figures(point: &harness::result::ScalePoint) -> Vec<Figure> {
+    let prefix = format!("{}_{}", point.mode, point.tasks);
+    let figure =
+        |name: String, value: f64, interval: Option<(f64, f64)>, rounds: Vec<f64>| Figure {
+            workload: Some(point.workload.clone()),
+            allocator: Some(point.allocator.clone()),
+            threads: Some(point.tasks),
+            name,
+            value,
+            low: interval.map(|i| i.0),
+            high: interval.map(|i| i.1),
+            rounds,
+        };
+    let tasks = f64::from(point.tasks.max(1));
+    let totals: Vec<f64> = point.rounds.iter().map(|r| r.total_ops_per_s).collect();
+    let mut figures = vec![
+        figure(
+            format!("{prefix}_total_ops_per_s"),
+            point.total_ops_per_s,
+            None,
+            totals.clone(),
+        ),
+        figure(
+            format!("{prefix}_per_task_ops_per_s"),
+            point.per_task_ops_per_s,
+            None,
+            totals.iter().map(|t| t / tasks).collect(),
+        ),
+    ];
+    let ratios = point
+        .efficiency
+        .iter()
+        .map(|r| (format!("{prefix}_efficiency"), r))
+        .chain(point.versus.iter().map(|r| {
+            (
+                format!("{prefix}_ratio_vs_{}", r.versus.replace(' ', "_")),
+                r,
+            )
+        }));
+    for (name, ratio) in ratios {
+        figures.push(figure(
+            name,
+            ratio.estimate,
+            ratio.interval,
+            ratio.rounds.clone(),
+        ));
+    }
+    figures
 }
 
 /// A figure of one round of a program.

@@ -657,3 +657,63 @@ fn a_writer_killed_mid_transaction_loses_only_its_run() {
         assert_eq!(store.list(&Filter::default()).unwrap().len(), 2);
     }
 }
+
+/// A `scale` result's points become figures named by mode and task count, with their rounds
+/// and the paired ratios' intervals.
+#[test]
+fn a_scale_result_gives_a_figure_per_point_and_ratio() {
+    use harness::result::{ScalePoint, ScaleRatio, ScaleRound};
+    let ratio = |versus: &str, estimate: f64| ScaleRatio {
+        versus: versus.to_owned(),
+        rounds: vec![estimate * 0.9, estimate * 1.1],
+        estimate,
+        interval: Some((estimate * 0.8, estimate * 1.2)),
+        confidence: 0.95,
+    };
+    let mut file = harness::ResultFile::new(harness::machine::Machine::detect());
+    file.scaling.push(ScalePoint {
+        workload: "maple-tree".into(),
+        allocator: "sheaf".into(),
+        mode: "process".into(),
+        tasks: 2,
+        pinned: true,
+        oversubscribed: false,
+        op_unit: "write".into(),
+        rounds: [100.0, 300.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &total)| ScaleRound {
+                round: i as u32,
+                position: 0,
+                total_ops_per_s: total,
+                processes: Vec::new(),
+            })
+            .collect(),
+        total_ops_per_s: 173.2,
+        per_task_ops_per_s: 86.6,
+        efficiency: Some(ratio("1 tasks", 0.9)),
+        versus: vec![ratio("mimalloc", 1.5), ratio("thread", 1.2)],
+        warnings: Vec::new(),
+    });
+    let run = NewRun::from_result_file(RunKind::Scale, &file);
+    let names: Vec<&str> = run.figures.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "process_2_total_ops_per_s",
+            "process_2_per_task_ops_per_s",
+            "process_2_efficiency",
+            "process_2_ratio_vs_mimalloc",
+            "process_2_ratio_vs_thread",
+        ]
+    );
+    let per_task = &run.figures[1];
+    assert_eq!(per_task.rounds, [50.0, 150.0]);
+    assert_eq!(per_task.threads, Some(2));
+    let versus = &run.figures[3];
+    assert_eq!(
+        (versus.value, versus.low, versus.high),
+        (1.5, Some(1.5 * 0.8), Some(1.5 * 1.2))
+    );
+    assert_eq!("scale".parse::<RunKind>().unwrap(), RunKind::Scale);
+}

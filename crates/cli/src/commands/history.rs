@@ -1,5 +1,5 @@
-//! `sheafbench history` (list, trend, import), and the recording every `run`, `sweep` and
-//! `conformance` does unless `--no-history` is given.
+//! `sheafbench history` (list, trend, import), and the recording every `run`, `sweep`,
+//! `scale`, `programs` and `conformance` does unless `--no-history` is given.
 //!
 //! Recording comes after the result file is written, in one transaction, and never changes
 //! the command's outcome: a store that is corrupt, locked past its timeout or unreachable is

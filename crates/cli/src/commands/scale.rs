@@ -234,6 +234,10 @@ pub(crate) fn run(mut args: ScaleArgs) -> Result<(), CliError> {
         }
     }
     bar.finish();
+    super::history::record(
+        &args.history,
+        super::history::of_result_file(history::RunKind::Scale, &results, args.json.as_deref()),
+    );
 
     print!("{}", render(&results.scaling, &references, rounds_planned));
     warnings::print(&warnings::collect_by_subject(results.scaling.iter().map(
