@@ -111,8 +111,13 @@ fn file(path: &Path, write: bool) -> Result<File, String> {
 /// execs the program, with `LD_PRELOAD` for it alone. The gate keeps a quick program from
 /// ending while the launcher lives (a shell may reap its children, and its rusage with it).
 /// `$1` is the library (or empty), `$2` the pid file, `$3` the gate, the rest the argv.
+///
+/// A non-interactive shell gives an asynchronous list `/dev/null` for stdin, and `dash` does so
+/// before the list's own redirections (so `<&0` there reads `/dev/null` too): the launcher's
+/// stdin is kept on descriptor 3 and handed back to the program by `exec`.
 const LAUNCHER: &str = r#"lib=$1; pidfile=$2; gate=$3; shift 3
-{ read go < "$gate" || exit 126; if [ -n "$lib" ]; then export LD_PRELOAD="$lib"; fi; exec "$@"; } <&0 &
+exec 3<&0
+{ read go < "$gate" || exit 126; if [ -n "$lib" ]; then export LD_PRELOAD="$lib"; fi; exec "$@" <&3 3<&-; } &
 echo $! > "$pidfile""#;
 
 /// How long the gate may take to find its reader.
@@ -395,6 +400,15 @@ mod tests {
     use super::*;
 
     fn sh(script: &str, dir: &Path, timeout: Duration) -> Finished {
+        sh_with_stdin(script, dir, None, timeout)
+    }
+
+    fn sh_with_stdin(
+        script: &str,
+        dir: &Path,
+        stdin: Option<&Path>,
+        timeout: Duration,
+    ) -> Finished {
         become_subreaper().unwrap();
         let argv = ["sh".to_owned(), "-c".to_owned(), script.to_owned()];
         run(
@@ -402,7 +416,7 @@ mod tests {
                 argv: &argv,
                 cwd: dir,
                 preload: None,
-                stdin: None,
+                stdin,
                 stdout: &dir.join("out"),
                 stderr: &dir.join("err"),
             },
@@ -435,6 +449,22 @@ mod tests {
             assert_eq!(big.failure(t), None);
             assert!(big.peak_rss_bytes >= 48 << 20, "{}", big.peak_rss_bytes);
         }
+    }
+
+    #[test]
+    fn the_program_reads_the_stdin_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "one\ntwo\n").unwrap();
+        let t = Duration::from_secs(20);
+        let done = sh_with_stdin("wc -l", dir.path(), Some(&input), t);
+        assert_eq!(done.failure(t), None);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out"))
+                .unwrap()
+                .trim(),
+            "2"
+        );
     }
 
     #[test]
