@@ -343,6 +343,17 @@ fn run_in(
     ))
 }
 
+/// Why a run's output cannot be checked: a `stdout` or `first-line` check of a run that
+/// printed nothing would pass whatever the program did (an input it never read, say).
+fn nothing_to_check(check: Check, output: &Output) -> Option<String> {
+    let checks_stdout = matches!(check, Check::Stdout | Check::FirstLine);
+    (checks_stdout && output.stdout.is_empty()).then(|| {
+        "printed nothing on stdout, so its output cannot be checked (use `check: status` for a \
+         program that prints nothing)"
+            .to_owned()
+    })
+}
+
 /// Where `mine` differs from `reference` under `check`, or `None`.
 fn differs(
     check: Check,
@@ -801,7 +812,16 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
                     continue;
                 }
                 let label = format!("{}-{}-{}", program.name, allocator.name, round);
-                match run_once(&ctx, program, allocator, &label) {
+                let outcome = run_once(&ctx, program, allocator, &label).and_then(|done| {
+                    match nothing_to_check(program.check, &done.1) {
+                        Some(error) => Err(RunFailure {
+                            error,
+                            output: String::new(),
+                        }),
+                        None => Ok(done),
+                    }
+                });
+                match outcome {
                     Ok((mut figures, output)) => {
                         figures.round = round;
                         figures.position = position as u32;
@@ -1256,6 +1276,10 @@ mod tests {
         assert_eq!(differs(Check::FirstLine, &a, &b, None), None);
         assert!(differs(Check::FirstLine, &out("sum 2\n"), &b, None).is_some());
         assert_eq!(differs(Check::Status, &out("x"), &b, None), None);
+        assert!(nothing_to_check(Check::Stdout, &out("")).is_some());
+        assert!(nothing_to_check(Check::FirstLine, &out("")).is_some());
+        assert_eq!(nothing_to_check(Check::Stdout, &out("sum 1\n")), None);
+        assert_eq!(nothing_to_check(Check::Status, &out("")), None);
         let with_file = Output {
             stdout: b"sum 1\n".to_vec(),
             file: Some(vec![1, 2]),
