@@ -8,7 +8,7 @@
 //! holds it and is aligned enough; power-of-two classes are naturally aligned (up to a page,
 //! as `kmalloc` guarantees), the 96 B class to 32 and the 192 B class to 64. Larger requests,
 //! and alignments beyond a page, are mapped on their own (module `large`) and given back to
-//! the system when freed.
+//! the system when freed, but for a small cache of freed mappings kept for reuse.
 //!
 //! # Finding the class from the pointer
 //!
@@ -320,7 +320,7 @@ impl Kmalloc {
             return ptr::null_mut();
         }
         let Some(index) = class_index(size, align) else {
-            return large::alloc(size, align);
+            return large::alloc(size, align, false);
         };
         let Some(_inside) = Inside::enter() else {
             return arena::alloc(size, align);
@@ -336,9 +336,12 @@ impl Kmalloc {
         let Some(bytes) = count.checked_mul(size) else {
             return ptr::null_mut();
         };
+        if align.is_power_of_two() && class_index(bytes, align).is_none() {
+            // Cleared only when it reuses a cached mapping: a fresh one reads as zeroes.
+            return large::alloc(bytes, align, true);
+        }
         let object = self.alloc(bytes, align);
-        // A large object is a fresh anonymous mapping: it reads as zeroes already.
-        if !object.is_null() && radix::get(object.addr()) != radix::LARGE {
+        if !object.is_null() {
             // SAFETY: `object` is a new allocation of at least `bytes` bytes.
             unsafe { object.write_bytes(0, bytes) };
         }

@@ -85,7 +85,7 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 /// Allocates `size` bytes aligned to `align`; null when memory cannot be had.
 pub(super) fn alloc(size: usize, align: usize) -> *mut u8 {
     if size > MAX_CHUNK - HEADER || align > PAGE_SIZE {
-        return large::alloc(size, align);
+        return large::alloc(size, align, false);
     }
     let class = class_of(size + HEADER);
     let chunk_bytes = 1usize << (class + MIN_SHIFT as usize);
