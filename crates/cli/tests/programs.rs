@@ -282,7 +282,8 @@ fn refused_with(
     (out.status.code(), text(&out.stderr), dir)
 }
 
-const SMALL: &str = "programs:\n  - name: one\n    suite: stress\n    command: [\"echo\", \"hi\"]\n";
+const SMALL: &str =
+    "programs:\n  - name: one\n    suite: stress\n    command: [\"echo\", \"hi\"]\n";
 
 #[test]
 fn impossible_options_and_bad_manifests_are_refused_before_anything_runs() {
