@@ -966,18 +966,10 @@ fn report_failure(
 
 /// A ratio with its interval: `1.03 [0.98..1.07]`, `-` without one.
 fn ratio_cell(r: Option<&RatioRounds>) -> String {
-    match r {
-        Some(r) => match r.interval {
-            Some((low, high)) => format!(
-                "{} [{}..{}]",
-                format::ratio(r.estimate),
-                format::ratio(low),
-                format::ratio(high)
-            ),
-            None => format::ratio(r.estimate),
-        },
-        None => "-".to_owned(),
-    }
+    r.map_or_else(
+        || "-".to_owned(),
+        |r| format::ratio_with_interval(r.estimate, r.interval),
+    )
 }
 
 fn seconds(s: Option<f64>) -> String {

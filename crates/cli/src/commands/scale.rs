@@ -463,18 +463,10 @@ fn tasks_label(tasks: u32) -> String {
 
 /// A ratio cell: estimate and interval, `-` where there is none.
 fn ratio_cell(r: Option<&ScaleRatio>) -> String {
-    match r {
-        Some(r) => match r.interval {
-            Some((low, high)) => format!(
-                "{} [{}..{}]",
-                format::ratio(r.estimate),
-                format::ratio(low),
-                format::ratio(high)
-            ),
-            None => format::ratio(r.estimate),
-        },
-        None => "-".to_owned(),
-    }
+    r.map_or_else(
+        || "-".to_owned(),
+        |r| format::ratio_with_interval(r.estimate, r.interval),
+    )
 }
 
 /// The table: one row per point, by mode, allocator and task count.

@@ -32,6 +32,14 @@ pub(crate) fn ratio(r: f64) -> String {
     format!("{r:.2}")
 }
 
+/// A ratio and its interval where it has one: `1.03 [0.98..1.07]`, `1.03`.
+pub(crate) fn ratio_with_interval(estimate: f64, interval: Option<(f64, f64)>) -> String {
+    match interval {
+        Some((low, high)) => format!("{} [{}..{}]", ratio(estimate), ratio(low), ratio(high)),
+        None => ratio(estimate),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

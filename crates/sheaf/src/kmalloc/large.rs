@@ -160,37 +160,36 @@ pub(super) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if align == PAGE_SIZE
         && let Some((base, cached_len)) = CACHE.take(len)
     {
-        let object = base + PAGE_SIZE;
         // The mapping's provenance was exposed when it was cached (`free`).
         let base = ptr::with_exposed_provenance_mut::<u8>(base);
-        if radix::set(object, PAGE_SIZE, radix::LARGE).is_err() {
-            // SAFETY: a cached mapping belongs to nobody.
-            unsafe { unmap(base, cached_len) };
-            return ptr::null_mut();
-        }
-        let object = base.with_addr(object);
-        // SAFETY: the header page lies inside the mapping, before `object`, which is page
-        // aligned; the mapping's `cached_len - PAGE_SIZE >= size` bytes after it are ours.
-        unsafe {
-            write_header(
-                object,
-                Header {
-                    base: base.addr(),
-                    len: cached_len,
-                },
-            );
-            if zero {
-                object.write_bytes(0, size);
-            }
+        // SAFETY: a cached mapping belongs to nobody; `cached_len >= len`.
+        let object = unsafe { place(base, cached_len, PAGE_SIZE) };
+        if zero && !object.is_null() {
+            // SAFETY: the mapping's `cached_len - PAGE_SIZE >= size` bytes after the object
+            // are the caller's now.
+            unsafe { object.write_bytes(0, size) };
         }
         return object;
     }
     let Some(base) = map(len) else {
         return ptr::null_mut();
     };
+    // SAFETY: mapped just above for an object aligned to `align`.
+    unsafe { place(base, len, align) }
+}
+
+/// Places an object at the first multiple of `align` after the first page of the mapping
+/// `[base, base + len)`: tags its first page and writes its header; null (the mapping
+/// unmapped) if the page map cannot tag it.
+///
+/// # Safety
+///
+/// The mapping is the caller's to give to the object (or to unmap), and holds a page-aligned
+/// object of the caller's size after its first page at that alignment.
+unsafe fn place(base: *mut u8, len: usize, align: usize) -> *mut u8 {
     let object = (base.addr() + PAGE_SIZE).next_multiple_of(align);
     if radix::set(object, PAGE_SIZE, radix::LARGE).is_err() {
-        // SAFETY: mapped just above, never handed out.
+        // SAFETY: the caller's mapping, never handed out.
         unsafe { unmap(base, len) };
         return ptr::null_mut();
     }

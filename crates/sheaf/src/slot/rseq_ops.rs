@@ -338,6 +338,7 @@ mod tests {
 
     use object_alloc::{AllocFlags, CacheConfig};
 
+    use crate::slot::tests::{counter, pin};
     use crate::{Cache, PerCpu};
 
     /// Whether the sequences run here; fails under `SHEAF_REQUIRE_RSEQ=1` when they do not.
@@ -351,17 +352,6 @@ mod tests {
             eprintln!("skipped: restartable sequences unsupported here");
         }
         usable
-    }
-
-    /// Pins the calling thread to CPU `cpu`; `false` if that is refused.
-    fn pin(cpu: usize) -> bool {
-        let mut set = rustix::thread::CpuSet::new();
-        set.set(cpu);
-        rustix::thread::sched_setaffinity(None, &set).is_ok()
-    }
-
-    fn counter(cache: &Cache<PerCpu>, name: &str) -> u64 {
-        cache.stats().counters.get(name).copied().unwrap_or(0)
     }
 
     #[test]

@@ -8,6 +8,13 @@ use object_alloc::{AllocFlags, CacheConfig, PageError, PageSource, PageSourceSta
 
 use crate::{Cache, PerCpu, PerThread, SlotStrategy};
 
+/// Pins the calling thread to CPU `cpu`; `false` if that is refused.
+pub(super) fn pin(cpu: usize) -> bool {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).is_ok()
+}
+
 type Hook = Box<dyn Fn() + Send + Sync>;
 
 /// Pages that run a hook (which calls back into caches) before handing out a chunk, as
@@ -54,7 +61,8 @@ unsafe impl PageSource for ReenteringPages {
     }
 }
 
-fn counter(cache: &Cache<impl SlotStrategy>, name: &str) -> u64 {
+/// A counter of the cache's stats, 0 when it is not there.
+pub(super) fn counter(cache: &Cache<impl SlotStrategy>, name: &str) -> u64 {
     cache.stats().counters.get(name).copied().unwrap_or(0)
 }
 

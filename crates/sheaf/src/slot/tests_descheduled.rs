@@ -11,22 +11,12 @@ use std::time::{Duration, Instant};
 use object_alloc::{AllocFlags, CacheConfig};
 
 use super::per_cpu::FORCE_ATOMIC_LOCKS;
+use super::tests::{counter, pin};
 use crate::{Cache, PerCpu};
 
 /// How long the barrier may take before the test gives up on it: far beyond a grace period
 /// on a loaded machine, far below "until the holder runs again".
 const WATCHDOG: Duration = Duration::from_secs(5);
-
-/// Pins the calling thread to `cpu`; `false` if that is refused.
-fn pin(cpu: usize) -> bool {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).is_ok()
-}
-
-fn counter(cache: &Cache<PerCpu>, name: &str) -> u64 {
-    cache.stats().counters.get(name).copied().unwrap_or(0)
-}
 
 /// Sheaves of 8; 19 deferred frees: two full `rcu_free` sheaves waiting on the slot and a
 /// partly filled one. Then another thread on the same CPU takes the slot's lock and parks;
