@@ -258,7 +258,12 @@ pub(crate) fn round_ratios(a: &[(u32, f64)], b: &[(u32, f64)]) -> Vec<f64> {
 /// The ratio of `a` over `b` paired by round, with its interval; `None` without a round both
 /// have.
 pub(crate) fn ratio_rounds(a: &[(u32, f64)], b: &[(u32, f64)]) -> Option<RatioRounds> {
-    let rounds = round_ratios(a, b);
+    ratio_of_rounds(round_ratios(a, b))
+}
+
+/// A ratio from its per-round values: their geometric mean, with its bootstrap interval;
+/// `None` without a round.
+pub(crate) fn ratio_of_rounds(rounds: Vec<f64>) -> Option<RatioRounds> {
     let estimate = stats::geometric_mean(&rounds)?;
     let interval = Bootstrap::with_seed(SEED)
         .geometric_mean(&rounds)

@@ -28,7 +28,7 @@ use harness::result::{
     Failure, ProgramAllocator, ProgramResult, ProgramRound, ProgramsGeomean, ProgramsResult,
     RatioRounds,
 };
-use harness::stats::{self, Bootstrap};
+use harness::stats;
 
 use self::allocators::Allocator;
 use self::manifest::{Check, Manifest, ProgramSpec, Suite, Values};
@@ -574,15 +574,7 @@ fn geomeans(
                     per_round.push(g);
                 }
             }
-            let estimate = stats::geometric_mean(&per_round)?;
-            let interval = Bootstrap::with_seed(rounds::SEED)
-                .geometric_mean(&per_round)
-                .map(|i| (i.low, i.high));
-            Some(RatioRounds {
-                rounds: per_round,
-                estimate,
-                interval,
-            })
+            rounds::ratio_of_rounds(per_round)
         };
         let names: Vec<String> = programs
             .iter()
