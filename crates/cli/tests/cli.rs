@@ -1361,6 +1361,18 @@ fn recorded_run(dir: &Path, db: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `history trend tiny ALLOCATOR --figure FIGURE` on the store `db`, with `extra` options.
+fn history_trend(db: &Path, allocator: &str, figure: &str, extra: &[&str]) -> std::process::Output {
+    sheafbench()
+        .args([
+            "history", "trend", "tiny", allocator, "--figure", figure, "--db",
+        ])
+        .arg(db)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn runs_are_recorded_in_the_history_unless_told_not_to() {
     let dir = tempfile::tempdir().unwrap();
@@ -1387,36 +1399,15 @@ fn runs_are_recorded_in_the_history_unless_told_not_to() {
     assert!(list.status.success(), "{stdout}");
     assert!(stdout.contains("1 run(s) in"), "{stdout}");
     // The recorded document is the result file as written.
-    let trend = sheafbench()
-        .args([
-            "history",
-            "trend",
-            "tiny",
-            "sheaf",
-            "--figure",
-            "ratio_vs_sheaf",
-            "--db",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let trend = history_trend(&db, "sheaf", "ratio_vs_sheaf", &[]);
     assert_eq!(trend.status.code(), Some(2), "no such figure: {trend:?}");
     let svg = dir.path().join("trend.svg");
-    let trend = sheafbench()
-        .args([
-            "history",
-            "trend",
-            "tiny",
-            "system",
-            "--figure",
-            "ratio_vs_sheaf",
-            "--db",
-        ])
-        .arg(&db)
-        .arg("--svg")
-        .arg(&svg)
-        .output()
-        .unwrap();
+    let trend = history_trend(
+        &db,
+        "system",
+        "ratio_vs_sheaf",
+        &["--svg", svg.to_str().unwrap()],
+    );
     assert!(trend.status.success(), "{trend:?}");
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
 }
@@ -1739,19 +1730,7 @@ fn scale_runs_each_task_of_process_mode_in_a_process_of_its_own_and_draws_the_cu
     table_settings(&[(r"no \(oversubscribed\)", "no")])
         .bind(|| insta::assert_snapshot!("scale_table", stdout));
     // Recorded in the history: a figure per point, named by mode and task count.
-    let trend = sheafbench()
-        .args([
-            "history",
-            "trend",
-            "tiny",
-            "sheaf",
-            "--figure",
-            "process_2_per_task_ops_per_s",
-            "--db",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let trend = history_trend(&db, "sheaf", "process_2_per_task_ops_per_s", &[]);
     assert!(trend.status.success(), "{trend:?}");
 }
 
