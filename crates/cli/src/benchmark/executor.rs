@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use harness::{Measurement, Workload};
 
+use crate::output::format;
+
 /// How a child measurement ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -123,10 +125,8 @@ fn exit_error(status: std::process::ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("the measuring process exited with status {code}"),
         (None, Some(signal)) => {
-            format!(
-                "the measuring process was killed by signal {signal}{}",
-                signal_name(signal)
-            )
+            let name = format::signal_name(signal).map_or_else(String::new, |n| format!(" ({n})"));
+            format!("the measuring process was killed by signal {signal}{name}")
         }
         _ => "the measuring process ended abnormally".to_owned(),
     }
@@ -393,16 +393,6 @@ fn wait_until(
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(_) => return None,
         }
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        6 => " (SIGABRT)",
-        7 => " (SIGBUS)",
-        9 => " (SIGKILL)",
-        11 => " (SIGSEGV)",
-        _ => "",
     }
 }
 

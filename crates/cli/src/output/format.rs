@@ -32,6 +32,28 @@ pub(crate) fn ratio(r: f64) -> String {
     format!("{r:.2}")
 }
 
+/// The name of signal `signal` (`SIGSEGV`), for the signals that end a program; `None` for
+/// the others.
+pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGILL => "SIGILL",
+        libc::SIGINT => "SIGINT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGXCPU => "SIGXCPU",
+        _ => return None,
+    })
+}
+
 /// A ratio and its interval where it has one: `1.03 [0.98..1.07]`, `1.03`.
 pub(crate) fn ratio_with_interval(estimate: f64, interval: Option<(f64, f64)>) -> String {
     match interval {

@@ -10,6 +10,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::output::format;
+
 /// How a process ended, with its resource usage.
 #[derive(Clone, Debug)]
 pub(crate) struct Finished {
@@ -50,24 +52,7 @@ impl Finished {
 
 /// The name of signal `signal` (`SIGSEGV`), or its number.
 pub(crate) fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGILL => "SIGILL",
-        libc::SIGINT => "SIGINT",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGSYS => "SIGSYS",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGXCPU => "SIGXCPU",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_owned()
+    format::signal_name(signal).map_or_else(|| format!("signal {signal}"), str::to_owned)
 }
 
 /// What to run and where its streams go.
