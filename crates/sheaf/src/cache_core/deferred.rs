@@ -256,6 +256,12 @@ impl<S: SlotStrategy> CacheCore<S> {
                 Err(full) => sheaf = full,
             }
         }
+        self.flush_rcu_sheaf(sheaf, node, tally);
+    }
+
+    /// A recycled `rcu_free` sheaf the barn did not keep: its objects to the slabs, the
+    /// sheaf to the empty list (or freed).
+    fn flush_rcu_sheaf(&self, mut sheaf: OwnedSheaf, node: usize, tally: Tally<'_>) {
         tally.add(Stat::RcuSheafFlushed, 1);
         self.flush(&mut sheaf, tally);
         self.stash_empty(sheaf, node, tally);
@@ -268,10 +274,8 @@ impl<S: SlotStrategy> CacheCore<S> {
         let tally = Tally::shared(&self.counters);
         let mut left = false;
         for (node, barn) in self.barns.iter().enumerate() {
-            for mut sheaf in barn.age_held() {
-                tally.add(Stat::RcuSheafFlushed, 1);
-                self.flush(&mut sheaf, tally);
-                self.stash_empty(sheaf, node, tally);
+            for sheaf in barn.age_held() {
+                self.flush_rcu_sheaf(sheaf, node, tally);
             }
             left |= barn.has_held();
         }
