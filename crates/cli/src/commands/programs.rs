@@ -601,45 +601,28 @@ fn default_out() -> PathBuf {
         .join(time)
 }
 
-/// `programs`.
-pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
-    if args.rounds == 0 {
-        return Err(usage("--rounds 0", "at least one round is needed"));
-    }
-    if args.timeout == 0 {
-        return Err(usage("--timeout 0", "the per-run limit is at least 1 s"));
-    }
-    let (names, explicit) = selected_allocators(&args.alloc)?;
-    if let Some(b) = &args.baseline
-        && !names.contains(&b.as_str())
-    {
-        return Err(CliError::Baseline {
-            name: b.clone(),
-            running: names.join(", "),
-        });
-    }
-    let manifest_file = args.manifest.clone().unwrap_or_else(|| {
-        super::history::root()
-            .join("programs")
-            .join("programs.yaml")
-    });
-    let manifest = Manifest::load(&manifest_file).map_err(CliError::Manifest)?;
-    let chosen = select(&manifest, args.suite.as_deref(), &args.program)?;
-    if let Some(path) = &args.sheaf_malloc
-        && !path.exists()
-    {
-        return Err(usage(
-            &format!("--sheaf-malloc {}", path.display()),
-            "no such file (build it with `cargo build --release -p sheaf-malloc`)",
-        ));
-    }
+/// Keeps a note in the result file and prints it.
+fn note(results: &mut ResultFile, line: String) {
+    eprintln!("note: {line}");
+    results.notes.push(line);
+}
 
-    runner::become_subreaper().map_err(|e| usage("programs", e))?;
-    let mut results = ResultFile::new(Machine::detect());
-    let note = |results: &mut ResultFile, line: String| {
-        eprintln!("note: {line}");
-        results.notes.push(line);
-    };
+/// The allocators that run: those found here, the baseline's and the reference's indexes
+/// among them, and those the user named that are missing.
+struct Lineup {
+    found: Vec<Allocator>,
+    missing_named: Vec<&'static str>,
+    baseline: usize,
+    reference: usize,
+}
+
+/// Finds the selected allocators' libraries; a missing one is a note (and a warning if the
+/// user named it), none found an error.
+fn lineup(
+    args: &ProgramsArgs,
+    (names, explicit): (Vec<&'static str>, bool),
+    results: &mut ResultFile,
+) -> Result<Lineup, CliError> {
     let lib_dir = allocators::lib_dir();
     let mut found: Vec<Allocator> = Vec::new();
     let mut missing_named = Vec::new();
@@ -650,7 +633,7 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
                 if explicit {
                     missing_named.push(name);
                 }
-                note(&mut results, format!("{why}: skipped"));
+                note(results, format!("{why}: skipped"));
             }
         }
     }
@@ -686,53 +669,58 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
     let reference = index_of("glibc").unwrap_or(0);
     if found[reference].name != "glibc" {
         note(
-            &mut results,
+            results,
             format!(
                 "glibc is not selected: outputs are checked against {}'s",
                 found[reference].name
             ),
         );
     }
+    Ok(Lineup {
+        found,
+        missing_named,
+        baseline,
+        reference,
+    })
+}
 
-    let out_dir = args.out.clone().unwrap_or_else(default_out);
-    std::fs::create_dir_all(&out_dir).map_err(|e| {
-        usage(
-            &format!("--out {}", out_dir.display()),
-            format!("cannot create it: {e}"),
-        )
-    })?;
-    let out_dir = std::fs::canonicalize(&out_dir).unwrap_or(out_dir);
-    let json = out_dir.join(JSON);
-    let ctx_for = |program: &ProgramSpec| Context {
-        manifest: &manifest,
-        bin: out_dir.join("programs-bin"),
-        input: out_dir.join("programs-input").join(&program.name),
-        scratch: out_dir.join("programs-work"),
-        timeout: Duration::from_secs(args.timeout),
-    };
-    let mut summary = ProgramsResult {
-        manifest: manifest.file.display().to_string(),
-        rounds: args.rounds,
-        baseline: found[baseline].name.to_owned(),
-        reference: found[reference].name.to_owned(),
-        allocators: found.iter().map(Allocator::describe).collect(),
-        programs: Vec::new(),
-        geomean: Vec::new(),
-    };
-    results.programs = Some(summary.clone());
+/// Where a run's files go.
+struct Places {
+    out_dir: PathBuf,
+    timeout: Duration,
+}
 
-    // Before any measurement: what each program needs, its build and its setup.
+impl Places {
+    fn context<'m>(&self, manifest: &'m Manifest, program: &ProgramSpec) -> Context<'m> {
+        Context {
+            manifest,
+            bin: self.out_dir.join("programs-bin"),
+            input: self.out_dir.join("programs-input").join(&program.name),
+            scratch: self.out_dir.join("programs-work"),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Before any measurement: each chosen program's requirements, build and setup. Returns the
+/// programs ready to run; the others are notes or failures in `results`.
+fn prepare<'m>(
+    chosen: &[&'m ProgramSpec],
+    manifest: &Manifest,
+    places: &Places,
+    results: &mut ResultFile,
+) -> Result<Vec<&'m ProgramSpec>, CliError> {
     let mut ready: Vec<&ProgramSpec> = Vec::new();
     let cc = runner::on_path("cc").is_some();
-    for &program in &chosen {
-        let ctx = ctx_for(program);
+    for &program in chosen {
+        let ctx = places.context(manifest, program);
         if let Some(r) = program
             .requires
             .iter()
             .find(|r| runner::on_path(&r.exe).is_none())
         {
             note(
-                &mut results,
+                results,
                 format!(
                     "{}: skipped: `{}` is not installed (apt-get install {}, or cargo xtask setup-programs)",
                     program.name, r.exe, r.package
@@ -743,7 +731,7 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
         if let Some(file) = &program.build {
             if !cc {
                 note(
-                    &mut results,
+                    results,
                     format!(
                         "{}: skipped: no C compiler `cc` on PATH (apt-get install gcc)",
                         program.name
@@ -754,7 +742,7 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
             let _ = std::fs::create_dir_all(&ctx.bin);
             eprintln!("programs: building {}", program.name);
             if let Err(f) = build(&ctx, program, file) {
-                report_failure(&mut results, program, "all", &f);
+                report_failure(results, program, "all", &f);
                 continue;
             }
         }
@@ -768,20 +756,195 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
         if let Some(argv) = &program.setup {
             eprintln!("programs: setting up {}", program.name);
             if let Err(f) = setup(&ctx, argv) {
-                report_failure(&mut results, program, "all", &f);
+                report_failure(results, program, "all", &f);
                 continue;
             }
         }
         ready.push(program);
     }
+    Ok(ready)
+}
+
+/// Runs one round of `m`'s program under every allocator not failed yet, in the round's
+/// rotated order; returns each allocator's output (for the check) and keeps its figures or
+/// its failure in `m`.
+fn run_round(
+    ctx: &Context<'_>,
+    m: &mut Measured<'_>,
+    lineup: &Lineup,
+    round: u32,
+    rounds_in_all: u32,
+    bar: &mut progress::Progress,
+    results: &mut ResultFile,
+) -> Vec<Option<Output>> {
+    let program = m.spec;
+    let found = &lineup.found;
+    let order: Vec<usize> = (0..found.len()).collect();
+    let mut outputs: Vec<Option<Output>> = found.iter().map(|_| None).collect();
+    for (position, index) in rounds::order(&order, round).into_iter().enumerate() {
+        let allocator = &found[index];
+        bar.start(&format!(
+            "{} / {} / round {} of {rounds_in_all}",
+            program.name,
+            allocator.name,
+            round + 1,
+        ));
+        if m.failures[index].is_some() {
+            bar.finish_one(Duration::from_secs(1));
+            continue;
+        }
+        let label = format!("{}-{}-{}", program.name, allocator.name, round);
+        let outcome = run_once(ctx, program, allocator, &label).and_then(|done| {
+            match nothing_to_check(program.check, &done.1) {
+                Some(error) => Err(RunFailure {
+                    error,
+                    output: String::new(),
+                }),
+                None => Ok(done),
+            }
+        });
+        match outcome {
+            Ok((mut figures, output)) => {
+                figures.round = round;
+                figures.position = position as u32;
+                m.rounds[index].push(figures);
+                outputs[index] = Some(output);
+            }
+            Err(_) if interrupt::requested() => {}
+            Err(f) => {
+                let f = RunFailure {
+                    error: format!("round {}: {}", round + 1, f.error),
+                    output: f.output,
+                };
+                bar.suspend(|| report_failure(results, program, allocator.name, &f));
+                m.failures[index] = Some(f.error);
+            }
+        }
+        bar.finish_one(Duration::from_secs(1));
+        if interrupt::requested() {
+            break;
+        }
+    }
+    outputs
+}
+
+/// Checks a round's outputs against the reference allocator's: a differing output fails
+/// that allocator and drops its figures of the round.
+fn check_round(
+    m: &mut Measured<'_>,
+    lineup: &Lineup,
+    round: u32,
+    mut outputs: Vec<Option<Output>>,
+    bar: &mut progress::Progress,
+    results: &mut ResultFile,
+) {
+    let program = m.spec;
+    let reference = &lineup.found[lineup.reference];
+    let Some(expected) = outputs[lineup.reference].take() else {
+        if outputs.iter().any(Option::is_some) && !interrupt::requested() {
+            note(
+                results,
+                format!(
+                    "{}: round {}: outputs not checked: {} did not complete it",
+                    program.name,
+                    round + 1,
+                    reference.name
+                ),
+            );
+        }
+        return;
+    };
+    for (index, output) in outputs.iter().enumerate() {
+        let Some(output) = output else { continue };
+        if let Some(why) = differs(
+            program.check,
+            output,
+            &expected,
+            program.check_file.as_deref(),
+        ) {
+            let f = RunFailure {
+                error: format!(
+                    "round {}: output differs from {}'s: {why}",
+                    round + 1,
+                    reference.name
+                ),
+                output: String::new(),
+            };
+            bar.suspend(|| report_failure(results, program, lineup.found[index].name, &f));
+            m.rounds[index].retain(|r| r.round != round);
+            m.failures[index] = Some(f.error);
+        }
+    }
+}
+
+/// `programs`.
+pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
+    if args.rounds == 0 {
+        return Err(usage("--rounds 0", "at least one round is needed"));
+    }
+    if args.timeout == 0 {
+        return Err(usage("--timeout 0", "the per-run limit is at least 1 s"));
+    }
+    let (names, explicit) = selected_allocators(&args.alloc)?;
+    if let Some(b) = &args.baseline
+        && !names.contains(&b.as_str())
+    {
+        return Err(CliError::Baseline {
+            name: b.clone(),
+            running: names.join(", "),
+        });
+    }
+    let manifest_file = args.manifest.clone().unwrap_or_else(|| {
+        super::history::root()
+            .join("programs")
+            .join("programs.yaml")
+    });
+    let manifest = Manifest::load(&manifest_file).map_err(CliError::Manifest)?;
+    let chosen = select(&manifest, args.suite.as_deref(), &args.program)?;
+    if let Some(path) = &args.sheaf_malloc
+        && !path.exists()
+    {
+        return Err(usage(
+            &format!("--sheaf-malloc {}", path.display()),
+            "no such file (build it with `cargo build --release -p sheaf-malloc`)",
+        ));
+    }
+    runner::become_subreaper().map_err(|e| usage("programs", e))?;
+    let mut results = ResultFile::new(Machine::detect());
+    let lineup = lineup(&args, (names, explicit), &mut results)?;
+
+    let out_dir = args.out.clone().unwrap_or_else(default_out);
+    std::fs::create_dir_all(&out_dir).map_err(|e| {
+        usage(
+            &format!("--out {}", out_dir.display()),
+            format!("cannot create it: {e}"),
+        )
+    })?;
+    let out_dir = std::fs::canonicalize(&out_dir).unwrap_or(out_dir);
+    let json = out_dir.join(JSON);
+    let places = Places {
+        out_dir: out_dir.clone(),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let found = &lineup.found;
+    let mut summary = ProgramsResult {
+        manifest: manifest.file.display().to_string(),
+        rounds: args.rounds,
+        baseline: found[lineup.baseline].name.to_owned(),
+        reference: found[lineup.reference].name.to_owned(),
+        allocators: found.iter().map(Allocator::describe).collect(),
+        programs: Vec::new(),
+        geomean: Vec::new(),
+    };
+    results.programs = Some(summary.clone());
+    let ready = prepare(&chosen, &manifest, &places, &mut results)?;
     export_json(&results, &json)?;
 
     interrupt::install();
     let total = ready.len() * found.len() * args.rounds as usize;
     let mut bar = progress::Progress::new(total, Duration::from_secs(total as u64));
-    let order: Vec<usize> = (0..found.len()).collect();
     for &program in &ready {
-        let ctx = ctx_for(program);
+        let ctx = places.context(&manifest, program);
         let mut m = Measured {
             spec: program,
             command: ctx.values().argv(&program.command),
@@ -789,95 +952,19 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
             failures: vec![None; found.len()],
         };
         for round in 0..args.rounds {
-            let mut outputs: Vec<Option<Output>> = found.iter().map(|_| None).collect();
-            for (position, index) in rounds::order(&order, round).into_iter().enumerate() {
-                let allocator = &found[index];
-                bar.start(&format!(
-                    "{} / {} / round {} of {}",
-                    program.name,
-                    allocator.name,
-                    round + 1,
-                    args.rounds
-                ));
-                if m.failures[index].is_some() {
-                    bar.finish_one(Duration::from_secs(1));
-                    continue;
-                }
-                let label = format!("{}-{}-{}", program.name, allocator.name, round);
-                let outcome = run_once(&ctx, program, allocator, &label).and_then(|done| {
-                    match nothing_to_check(program.check, &done.1) {
-                        Some(error) => Err(RunFailure {
-                            error,
-                            output: String::new(),
-                        }),
-                        None => Ok(done),
-                    }
-                });
-                match outcome {
-                    Ok((mut figures, output)) => {
-                        figures.round = round;
-                        figures.position = position as u32;
-                        m.rounds[index].push(figures);
-                        outputs[index] = Some(output);
-                    }
-                    Err(_) if interrupt::requested() => {}
-                    Err(f) => {
-                        let f = RunFailure {
-                            error: format!("round {}: {}", round + 1, f.error),
-                            output: f.output,
-                        };
-                        bar.suspend(|| report_failure(&mut results, program, allocator.name, &f));
-                        m.failures[index] = Some(f.error);
-                    }
-                }
-                bar.finish_one(Duration::from_secs(1));
-                if interrupt::requested() {
-                    break;
-                }
-            }
-            // The outputs of the round against the reference allocator's.
-            match outputs[reference].take() {
-                Some(expected) => {
-                    for (index, output) in outputs.iter().enumerate() {
-                        let Some(output) = output else { continue };
-                        if let Some(why) = differs(
-                            program.check,
-                            output,
-                            &expected,
-                            program.check_file.as_deref(),
-                        ) {
-                            let f = RunFailure {
-                                error: format!(
-                                    "round {}: output differs from {}'s: {why}",
-                                    round + 1,
-                                    found[reference].name
-                                ),
-                                output: String::new(),
-                            };
-                            bar.suspend(|| {
-                                report_failure(&mut results, program, found[index].name, &f)
-                            });
-                            m.rounds[index].retain(|r| r.round != round);
-                            m.failures[index] = Some(f.error);
-                        }
-                    }
-                }
-                None if outputs.iter().any(Option::is_some) && !interrupt::requested() => {
-                    note(
-                        &mut results,
-                        format!(
-                            "{}: round {}: outputs not checked: {} did not complete it",
-                            program.name,
-                            round + 1,
-                            found[reference].name
-                        ),
-                    );
-                }
-                None => {}
-            }
+            let outputs = run_round(
+                &ctx,
+                &mut m,
+                &lineup,
+                round,
+                args.rounds,
+                &mut bar,
+                &mut results,
+            );
+            check_round(&mut m, &lineup, round, outputs, &mut bar, &mut results);
             summary.programs.retain(|p| p.name != program.name);
-            summary.programs.push(summarize(&m, &found, baseline));
-            summary.geomean = geomeans(&summary.programs, &found, baseline);
+            summary.programs.push(summarize(&m, found, lineup.baseline));
+            summary.geomean = geomeans(&summary.programs, found, lineup.baseline);
             results.programs = Some(summary.clone());
             export_json(&results, &json)?;
             if interrupt::requested() {
@@ -898,32 +985,45 @@ pub(crate) fn run(args: ProgramsArgs) -> Result<(), CliError> {
     }
     bar.finish();
     let _ = std::fs::remove_dir_all(out_dir.join("programs-work"));
+    report(&args, &lineup, &results, &summary, &out_dir, &json)
+}
 
-    print!("{}", render(&summary, &found, false));
+/// After the last round: the table, the Markdown report, the charts, the history record and
+/// the exit status (1 when any run failed).
+fn report(
+    args: &ProgramsArgs,
+    lineup: &Lineup,
+    results: &ResultFile,
+    summary: &ProgramsResult,
+    out_dir: &Path,
+    json: &Path,
+) -> Result<(), CliError> {
+    let found = &lineup.found;
+    print!("{}", render(summary, found, false));
     harness::result::write_atomic(
         &out_dir.join(MARKDOWN),
-        markdown(&results, &summary, &found).as_bytes(),
+        markdown(results, summary, found).as_bytes(),
     )?;
     for (file, figure) in [
         ("programs-wall.svg", Figure::Wall),
         ("programs-rss.svg", Figure::Rss),
     ] {
         if !summary.programs.is_empty() {
-            chart(&out_dir.join(file), &results, &summary, figure)?;
+            chart(&out_dir.join(file), results, summary, figure)?;
         }
     }
     super::history::record(
         &args.history,
-        super::history::of_result_file(history::RunKind::Programs, &results, Some(&json)),
+        super::history::of_result_file(history::RunKind::Programs, results, Some(json)),
     );
     println!(
         "files in {}: {JSON}, {MARKDOWN}, programs-wall.svg, programs-rss.svg",
         out_dir.display()
     );
-    if !missing_named.is_empty() {
+    if !lineup.missing_named.is_empty() {
         eprintln!(
             "note: not run (not available here): {}",
-            missing_named.join(", ")
+            lineup.missing_named.join(", ")
         );
     }
     if !results.failures.is_empty() {
