@@ -425,8 +425,8 @@ impl<S: SlotStrategy> Cache<S> {
     /// invariants are checked (`false`). With [`PerCpu`](crate::PerCpu) slots, likewise when
     /// a CPU slot stays held (its holder is inside an operation, or descheduled there) for
     /// the 20 ms the check tries it, as [`Cache::shrink`] does; called from the cache's own
-    /// page source it returns `false` at once if the calling thread holds a slot. Neither
-    /// waits for any thread beyond that. In a child process the objects lost at the fork with
+    /// page source it returns `false` at once if the calling thread holds a slot. It waits
+    /// for no thread beyond that. In a child process the objects lost at the fork with
     /// the other threads (counted in the child's fork handler) are a term of the equation; it
     /// is not checked (`false`) in a child forked from inside a page source, where that count
     /// is unknown.

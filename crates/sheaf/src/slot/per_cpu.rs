@@ -537,10 +537,11 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// pass, so the time `f` takes on free slots does not use it up, and one held slot or
     /// sixty-four cost the same wait), and then counted as not reached: a holder that runs
     /// releases its slot at the end of its operation and is waited out, and one that is
-    /// preempted, stopped or blocked is not waited for. Inside a page source call the caller may be a holder itself, further up its stack, which no
-    /// wait would free: each slot is then tried once. A slot abandoned at a fork
-    /// (`slab::rseq::ABANDONED`; its holder may not exist in this process, and its sheaves
-    /// are out of reach) is skipped and not counted.
+    /// preempted, stopped or blocked is not waited for. Inside a page source call the caller
+    /// may be a holder itself, further up its stack, which no wait would free: each slot is
+    /// then tried once. A slot abandoned at a fork (`slab::rseq::ABANDONED`; its holder may
+    /// not exist in this process, and its sheaves are out of reach) is skipped and not
+    /// counted.
     pub(super) fn for_each_cpu_slot(
         &self,
         patience: Duration,

@@ -24,7 +24,8 @@ const WATCHDOG: Duration = Duration::from_secs(5);
 /// a barrier runs on a third thread under a watchdog. With `atomic` the slots are locked by
 /// compare-exchange (the fallback where restartable sequences are unavailable). With
 /// `shrink`, a shrink runs on a fourth thread first: it submits the `rcu_free` sheaves and
-/// then waits for the held slot's `main` and `spare`, and the barrier must not wait for it.
+/// then tries the held slot's `main` and `spare` for a while, and the barrier must not wait
+/// for it.
 fn descheduled_holder(atomic: bool, shrink: bool) -> Duration {
     const DEFERRED: usize = 19;
     let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
