@@ -133,7 +133,9 @@ type Reentries = std::sync::Mutex<Vec<(bool, std::time::Duration)>>;
 /// refill, which calls it with the slot held by the calling thread. Both return: the held
 /// slot is left as it is, and the check says it did not check. The operations run on another
 /// thread under a deadline, so that a wait for the caller's own slot fails the test instead
-/// of hanging the run.
+/// of hanging the run. (A prefilled sheaf's refill is the one path that calls the page source
+/// with the slot held; should it release the slot first, as the allocation paths do, this
+/// test needs another way to hold one.)
 #[test]
 fn per_cpu_page_source_shrinks_and_checks_its_own_cache() {
     use std::sync::atomic::{AtomicBool, Ordering};
