@@ -102,7 +102,9 @@ impl<S: SlotStrategy> Cache<S> {
     /// meanwhile, and hands them out alike. With
     /// [`CacheConfig::resize_by_flush`] the change instead waits for the deferred frees
     /// ([`Cache::barrier`]) and flushes every CPU slot's sheaves and the barns to the slabs
-    /// first (the `stats` counter `resize_flushed` counts the objects).
+    /// first (the `stats` counter `resize_flushed` counts the objects); a slot that an
+    /// operation holds for longer than the flush tries it, as for [`Cache::shrink`], keeps
+    /// its sheaves, which are then of the old capacity and dealt with as without the option.
     ///
     /// ```
     /// use object_alloc::{AllocFlags, CacheConfig};
@@ -365,10 +367,11 @@ impl<S: SlotStrategy> Cache<S> {
     ///
     /// With [`PerCpu`](crate::PerCpu) slots, the `rcu_free` sheaves are taken and submitted
     /// first, as [`Cache::barrier`] takes them, without waiting for a thread that holds a CPU
-    /// slot. The `main` and `spare` sheaves are then taken under each slot's main lock, which
-    /// it waits for: a slot held by a preempted thread is waited for until that thread runs
-    /// again and finishes its operation. So not to be called from inside an operation of this
-    /// cache (from its page source): it would wait for the slot the calling thread holds.
+    /// slot. The `main` and `spare` sheaves are then taken under each slot's main lock. A slot
+    /// whose lock is held (its holder is inside an operation: running, preempted, stopped, or
+    /// the calling thread itself, when a page source shrinks the cache that called it) is
+    /// tried again for up to 20 ms in all, and then left as it is, for the next shrink: no
+    /// thread is waited for beyond that. Inside a page source call a held slot is tried once.
     pub fn shrink(&self) {
         // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
         // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.
@@ -419,7 +422,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// the sheaves of other live threads are counted when their threads sleep in the kernel
     /// (blocked on a lock, a channel, a sleep, I/O); while one of them runs, it cannot be
     /// told from outside whether that thread is inside an operation, and only the slabs'
-    /// invariants are checked (`false`). In a child process the objects lost at the fork with
+    /// invariants are checked (`false`). With [`PerCpu`](crate::PerCpu) slots, likewise when
+    /// a CPU slot stays held (its holder is inside an operation, or descheduled there) for
+    /// the 20 ms the check tries it, as [`Cache::shrink`] does; called from the cache's own
+    /// page source it returns `false` at once if the calling thread holds a slot. It waits
+    /// for no thread beyond that. In a child process the objects lost at the fork with
     /// the other threads (counted in the child's fork handler) are a term of the equation; it
     /// is not checked (`false`) in a child forked from inside a page source, where that count
     /// is unknown.

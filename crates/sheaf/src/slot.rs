@@ -676,7 +676,14 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Runs `f` on every slot of a CPU or of a live thread that the caller can take now, and
     /// returns how many it could not.
     ///
-    /// Per-CPU: every CPU slot, waiting (yielding) for each lock; none is left out.
+    /// Per-CPU: every CPU slot whose main lock is free, or is released while the visit
+    /// waits. A slot found held is tried again, yielding between tries, until `patience` has
+    /// passed in all (for every held slot together), and then counted as not reached: its
+    /// holder is inside an operation (preempted, stopped, blocked, or the caller itself
+    /// further up its stack, from a page source), and its sheaves stay in the slot, where the
+    /// next visit finds them. Per-CPU sheaves belong to no thread, so nothing is asked of the
+    /// holder. Inside a page source call a held slot is tried once. A slot abandoned at a fork
+    /// is skipped and not counted (see `per_cpu`).
     ///
     /// Per-thread: the calling thread's own slot (held, unless this thread is inside an
     /// operation already), and every other live thread's slot that
@@ -699,8 +706,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         mut f: impl FnMut(&mut SlotSheaves, &Counters, usize),
     ) -> usize {
         if S::PER_CPU {
-            self.for_each_cpu_slot(&mut f);
-            return 0;
+            return self.for_each_cpu_slot(patience, &mut f);
         }
         self.for_each_thread_slot(patience, Reach::All, &mut |slot: &Slot| {
             // SAFETY: the visit holds the slot.

@@ -107,11 +107,11 @@ impl<S: SlotStrategy> CacheCore<S> {
     }
 
     /// Checks the accounting equation (module docs) and the slabs' own invariants; panics
-    /// with the figures when it does not hold. Meaningful at a quiescent point only. Per-thread
-    /// slots of
-    /// other live threads are counted when they can be taken (see
-    /// `SlotTable::for_each_reachable`); if one cannot (its thread runs), the equation is not
-    /// checked and `false` is returned. In a child process, objects lost at the fork with the
+    /// with the figures when it does not hold. Meaningful at a quiescent point only. The slots
+    /// of other live threads (per-thread) and the CPU slots (per-CPU) are counted when they
+    /// can be taken within the visit's patience (see `SlotTable::for_each_reachable`); if one
+    /// cannot (its thread runs, or holds the CPU slot inside an operation), the equation is
+    /// not checked and `false` is returned. In a child process, objects lost at the fork with the
     /// other threads are a term of their own (see `fork`).
     pub(crate) fn check_accounting(&self) -> bool {
         self.pool.check_invariants();

@@ -23,7 +23,10 @@
 //!
 //! With [`CacheConfig::resize_by_flush`](object_alloc::CacheConfig::resize_by_flush) a change
 //! instead flushes every CPU slot's `main` and `spare` and every barn to the slabs after the
-//! cache's deferred frees have completed: the flush-everything way, for comparison.
+//! cache's deferred frees have completed: the flush-everything way, for comparison. A slot
+//! it cannot reach (held by an operation beyond the visit's patience, see
+//! `SlotTable::for_each_reachable`) keeps its sheaves, which are then stale and dealt with as
+//! above; nothing needs more, since every path already meets stale sheaves safely.
 //!
 //! Capacities are told apart by `max_capacity`, the largest the cache has had: a sheaf of a
 //! capacity other than the current one, up to that, is stale; above it, oversize.
@@ -136,7 +139,8 @@ impl<S: SlotStrategy> CacheCore<S> {
     }
 
     /// The flush-everything way: every reachable CPU slot's `main` and `spare`, and every
-    /// barn, to the slabs. Returns the objects flushed.
+    /// barn, to the slabs. Returns the objects flushed; an unreached slot's sheaves are not
+    /// among them and stay in it, stale (module docs).
     pub(crate) fn flush_everything(&self) -> u64 {
         let tally = Tally::shared(&self.counters);
         let mut flushed = 0u64;

@@ -27,14 +27,16 @@
 //! nothing: starting an `rcu_free` sheaf gets the empty sheaf under the main lock first, then
 //! takes `rcu_lock` inside it to put the sheaf in place (the only nesting, so no deadlock).
 //!
-//! A path that visits every CPU slot's main sheaves waits for each one's lock, including one
-//! that its own thread holds further up the stack. So `shrink` and `check_invariants` of a
-//! per-CPU cache must not be called from code that runs inside an operation of that same
-//! cache, such as its page source: they would wait forever. (Per-thread visits skip the
-//! held slot. Tracking held CPU slots in a thread-local would lift this, at a cost on every
-//! bulk allocation and free: see `docs/decisions.md`.)
+//! A path that visits every CPU slot's main sheaves (`shrink`, the accounting check, a
+//! flush-everything resize) takes each slot it finds free and tries those found held again
+//! for a bounded time in all (`REACH_PATIENCE`), then leaves them: their holders are inside
+//! an operation, preempted, stopped or blocked there, or are the visiting thread itself
+//! further up its stack (a page source that shrinks or checks the cache that called it), and
+//! the sheaves they keep are reached by the next visit. So these paths, like `barrier`, wait
+//! for no descheduled thread (C-CONC-4), and may be called from inside a page source.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::{RcuSheaves, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
@@ -139,7 +141,7 @@ mod sequences {
 /// counters as they are (see [`SlotTable::fold_fast_counts`]). With 2 ms, a reader right
 /// after a barrier missed counts in 1 of 6 full test runs beside two busy loops (the holder,
 /// a remote locker, was preempted inside its window); with 50 ms, in none of 8.
-const FOLD_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+const FOLD_PATIENCE: Duration = Duration::from_millis(50);
 
 /// How a table's per-CPU slot locks are taken, fixed for its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,7 +344,7 @@ impl<S: SlotStrategy> SlotTable<S> {
                         slot.unlock_cpu();
                         break;
                     }
-                    let since = *started.get_or_insert_with(std::time::Instant::now);
+                    let since = *started.get_or_insert_with(Instant::now);
                     if since.elapsed() >= FOLD_PATIENCE {
                         break;
                     }
@@ -506,41 +508,77 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
-    /// Per-CPU: takes CPU `cpu`'s slot, waiting (yielding) while it is held; for paths that
-    /// visit every slot. `None` for a slot abandoned at a fork (`slab::rseq::ABANDONED`): its
-    /// holder may not exist in this process, and its sheaves are out of reach.
-    pub(super) fn lock_waiting(&self, cpu: usize) -> Option<&Slot> {
+    /// Per-CPU: one attempt at CPU `cpu`'s slot from afar, for paths that visit every slot.
+    fn try_lock_visit(&self, cpu: usize) -> Visit<'_> {
         let slot = &self.cpus[cpu];
-        loop {
-            if slot.lock.load(Ordering::Relaxed) == ABANDONED {
-                return None;
-            }
-            let locked = match self.lock_kind {
-                #[cfg(not(loom))]
-                // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
-                LockKind::Rseq { .. } => unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) },
-                LockKind::Atomic => slot.try_lock(),
-            };
-            if locked {
-                if self.lock_kind != LockKind::Atomic {
-                    slot.take_fast_counts();
-                }
-                return Some(slot);
-            }
-            std::thread::yield_now();
+        if slot.lock.load(Ordering::Relaxed) == ABANDONED {
+            return Visit::Abandoned;
         }
+        let locked = match self.lock_kind {
+            #[cfg(not(loom))]
+            // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+            LockKind::Rseq { .. } => unsafe { rseq::try_lock_remote(&slot.lock, cpu as u32) },
+            LockKind::Atomic => slot.try_lock(),
+        };
+        if !locked {
+            return Visit::Busy;
+        }
+        if self.lock_kind != LockKind::Atomic {
+            slot.take_fast_counts();
+        }
+        Visit::Locked(slot)
     }
 
-    /// Per-CPU part of [`SlotTable::for_each_reachable`]: every CPU slot, waiting (yielding)
-    /// for each lock; none is left out.
-    pub(super) fn for_each_cpu_slot(&self, f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize)) {
-        for cpu in 0..self.cpus.len() {
-            let Some(slot) = self.lock_waiting(cpu) else {
-                continue;
-            };
-            // SAFETY: we hold the slot's lock.
-            f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node());
-            slot.unlock_cpu();
+    /// Per-CPU part of [`SlotTable::for_each_reachable`]: every CPU slot whose main lock the
+    /// caller can take; returns how many it could not.
+    ///
+    /// One pass takes every free slot; the slots found held are then tried again, yielding
+    /// between rounds, until `patience` has passed in all (counted from the end of the first
+    /// pass, so the time `f` takes on free slots does not use it up, and one held slot or
+    /// sixty-four cost the same wait), and then counted as not reached: a holder that runs
+    /// releases its slot at the end of its operation and is waited out, and one that is
+    /// preempted, stopped or blocked is not waited for. Inside a page source call the caller
+    /// may be a holder itself, further up its stack, which no wait would free: each slot is
+    /// then tried once. A slot abandoned at a fork (`slab::rseq::ABANDONED`; its holder may
+    /// not exist in this process, and its sheaves are out of reach) is skipped and not
+    /// counted.
+    pub(super) fn for_each_cpu_slot(
+        &self,
+        patience: Duration,
+        f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize),
+    ) -> usize {
+        let mut visit = |cpu: usize| match self.try_lock_visit(cpu) {
+            Visit::Locked(slot) => {
+                // SAFETY: we hold the slot's lock.
+                f(unsafe { slot.sheaves_mut() }, &slot.counters, slot.node());
+                slot.unlock_cpu();
+                true
+            }
+            Visit::Abandoned => true,
+            Visit::Busy => false,
+        };
+        // Allocates only when a slot is held.
+        let mut busy: Vec<usize> = (0..self.cpus.len()).filter(|&cpu| !visit(cpu)).collect();
+        let patience = if slab::fork::in_page_source() {
+            Duration::ZERO
+        } else {
+            patience
+        };
+        let start = Instant::now();
+        while !busy.is_empty() && start.elapsed() < patience {
+            std::thread::yield_now();
+            busy.retain(|&cpu| !visit(cpu));
         }
+        busy.len()
     }
+}
+
+/// The outcome of one attempt at a CPU slot by a path that visits every slot.
+enum Visit<'a> {
+    /// The caller holds the slot.
+    Locked(&'a Slot),
+    /// Abandoned at a fork: out of reach, and not to be waited for.
+    Abandoned,
+    /// Held by an operation.
+    Busy,
 }

@@ -72,9 +72,10 @@ use super::last_slot::{LAST_SLOTS, LastSlots, REVOKED};
 use super::{RcuSheaves, Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use slab::rseq::{FREE, LOCAL, REMOTE};
 
-/// Per-thread: how long `shrink`, `barrier` and the accounting check keep trying a live
-/// thread's slot that they could not take (its owner was running), before they leave the drain
-/// request.
+/// How long, in all, `shrink`, `barrier` and the accounting check keep trying the slots they
+/// could not take before they count them as not reached: per-thread, live threads' slots
+/// whose owners were running (then the drain request stays); per-CPU, slots whose main lock
+/// was held (`shrink` and the accounting check; `barrier` takes another lock).
 pub(crate) const REACH_PATIENCE: Duration = Duration::from_millis(20);
 
 /// The outcome of [`SlotTable::take_remote`].

@@ -123,6 +123,95 @@ fn reentry_is_served_without_the_held_slot<S: SlotStrategy>() {
     unsafe { outer.free(next) };
 }
 
+/// What the page source of [`per_cpu_page_source_shrinks_and_checks_its_own_cache`] saw,
+/// per re-entry: the check's result, and how long the shrink and the check took together.
+type Reentries = std::sync::Mutex<Vec<(bool, std::time::Duration)>>;
+
+/// A per-CPU cache's page source, while armed, shrinks and checks that same cache, as a page
+/// source under memory pressure may (C-CONC-4): from inside an allocation's refill, which
+/// calls the page source with the CPU slot released, and from inside a prefilled sheaf's
+/// refill, which calls it with the slot held by the calling thread. Both return: the held
+/// slot is left as it is, and the check says it did not check. The operations run on another
+/// thread under a deadline, so that a wait for the caller's own slot fails the test instead
+/// of hanging the run. (A prefilled sheaf's refill is the one path that calls the page source
+/// with the slot held; should it release the slot first, as the allocation paths do, this
+/// test needs another way to hold one.)
+#[test]
+fn per_cpu_page_source_shrinks_and_checks_its_own_cache() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let pages = Arc::new(ReenteringPages::default());
+    let config = CacheConfig::new(64)
+        .with_sheaf_capacity(8)
+        .with_page_source(pages.clone());
+    let cache: &'static Cache<PerCpu> = Box::leak(Box::new(Cache::new(&config).unwrap()));
+    let armed: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let seen: &'static Reentries = Box::leak(Box::default());
+    let hook: Hook = Box::new(move || {
+        if armed.load(Ordering::SeqCst) {
+            let start = Instant::now();
+            cache.shrink();
+            let checked = cache.check_invariants();
+            seen.lock().unwrap().push((checked, start.elapsed()));
+        }
+    });
+    assert!(pages.hook.set(hook).is_ok());
+    let seen_now = || seen.lock().unwrap().clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The first allocation of the cache takes a new slab, with the slot released.
+        armed.store(true, Ordering::SeqCst);
+        let first = cache.alloc(AllocFlags::empty()).expect("memory");
+        armed.store(false, Ordering::SeqCst);
+        let in_alloc = seen_now();
+        // A prefilled sheaf emptied and refilled until a refill takes a new slab, with the
+        // slot held.
+        let mut objects = vec![first];
+        let mut sheaf = cache.prefill(AllocFlags::empty(), 1).expect("memory");
+        armed.store(true, Ordering::SeqCst);
+        for _ in 0..100 {
+            while let Some(object) = sheaf.alloc(AllocFlags::empty()) {
+                objects.push(object);
+            }
+            sheaf.refill(AllocFlags::empty(), 8).expect("memory");
+            if seen_now().len() > in_alloc.len() {
+                break;
+            }
+        }
+        armed.store(false, Ordering::SeqCst);
+        drop(sheaf);
+        let in_refill = seen_now()[in_alloc.len()..].to_vec();
+        let objects: Vec<usize> = objects.iter().map(|o| o.as_ptr() as usize).collect();
+        done_tx.send((in_alloc, in_refill, objects)).unwrap();
+    });
+    let (in_alloc, in_refill, objects) = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a shrink or check from the page source waited for the slot its caller holds");
+    eprintln!(
+        "shrink and check from the page source: {in_alloc:?} in an allocation, {in_refill:?} in a refill"
+    );
+    assert!(!in_alloc.is_empty(), "the first allocation took no slab");
+    assert!(
+        in_alloc.iter().all(|&(checked, _)| checked),
+        "with no slot held the check is made"
+    );
+    assert!(!in_refill.is_empty(), "no refill took a new slab");
+    assert!(
+        in_refill.iter().all(|&(checked, _)| !checked),
+        "the check counted a slot that its caller holds"
+    );
+    for object in objects {
+        // SAFETY: allocated by the other thread from this cache, handed over, freed once.
+        unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+    }
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants());
+    assert_eq!(cache.stats().live_objects, Some(0));
+    assert_eq!(cache.stats().slab_bytes, Some(0));
+}
+
 /// A padded per-CPU slot is 256 bytes: the fast path finds it with one shift.
 #[test]
 fn a_padded_slot_is_256_bytes() {

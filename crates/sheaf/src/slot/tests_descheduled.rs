@@ -2,7 +2,8 @@
 //! descheduled (parked here with the lock held, as a slow path preempted in the middle would
 //! be) holds up no barrier, and a shrink's hand-over of `rcu_free` sheaves does not wait for
 //! it either. The deferred frees made on that CPU before the barrier began complete while the
-//! holder still holds the slot.
+//! holder still holds the slot. A shrink and an accounting check do not wait for the holder
+//! either: they leave its slot as it is.
 
 use std::ptr::NonNull;
 use std::sync::mpsc;
@@ -23,7 +24,8 @@ const WATCHDOG: Duration = Duration::from_secs(5);
 /// a barrier runs on a third thread under a watchdog. With `atomic` the slots are locked by
 /// compare-exchange (the fallback where restartable sequences are unavailable). With
 /// `shrink`, a shrink runs on a fourth thread first: it submits the `rcu_free` sheaves and
-/// then waits for the held slot's `main` and `spare`, and the barrier must not wait for it.
+/// then tries the held slot's `main` and `spare` for a while, and the barrier must not wait
+/// for it.
 fn descheduled_holder(atomic: bool, shrink: bool) -> Duration {
     const DEFERRED: usize = 19;
     let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
@@ -135,4 +137,115 @@ fn c_defer_3_barrier_with_a_descheduled_slot_holder_compare_exchange_locks() {
 fn c_conc_4_shrink_with_a_descheduled_slot_holder() {
     let waited = descheduled_holder(false, true);
     eprintln!("barrier beside a shrink, with a descheduled slot holder: {waited:?}");
+}
+
+/// What [`shrink_beside_a_parked_holder`] measured on the checking thread.
+struct BesideHolder {
+    /// How long `shrink` took.
+    shrink: Duration,
+    /// How long `check_invariants` took, and what it returned.
+    check: Duration,
+    checked: bool,
+}
+
+/// C-CONC-4 for `shrink` and the accounting check: a thread leaves objects in its CPU slot's
+/// `main` and `spare`, then takes the slot's main lock (as a slow path does) and parks with
+/// it, as a thread preempted or stopped there would be. A shrink and an accounting check on
+/// another thread return under a watchdog without it; the check says it did not check. Once
+/// the holder lets go, a barrier and a shrink reach the slot: the equation is checked and,
+/// everything freed, the cache holds no slab (C-OBJ-5). With `atomic` the slots are locked by
+/// compare-exchange.
+fn shrink_beside_a_parked_holder(atomic: bool) -> BesideHolder {
+    let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+    FORCE_ATOMIC_LOCKS.with(|force| force.set(atomic));
+    let cache = Cache::<PerCpu>::new(&CacheConfig::new(64).with_sheaf_capacity(8)).expect("config");
+    FORCE_ATOMIC_LOCKS.with(|force| force.set(false));
+    let cache = &cache;
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    let kept = std::thread::scope(|s| {
+        let holder = s.spawn(move || {
+            assert!(pin(cpu), "pinning to CPU {cpu}");
+            let objects: Vec<NonNull<u8>> = (0..20)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            let (kept, freed) = objects.split_at(5);
+            for &object in freed {
+                // SAFETY: allocated above, freed once, not used afterwards.
+                unsafe { cache.free(object) };
+            }
+            let slots = cache.core().slots();
+            let slot = loop {
+                if let Some(slot) = slots.acquire() {
+                    break slot;
+                }
+                std::thread::yield_now();
+            };
+            held_tx.send(()).unwrap();
+            // Descheduled with the lock held, until the test lets it go.
+            let _ = release_rx.recv();
+            drop(slot);
+            kept.iter().map(|o| o.as_ptr() as usize).collect::<Vec<_>>()
+        });
+        held_rx.recv().unwrap();
+        let checker = s.spawn(move || {
+            let start = Instant::now();
+            cache.shrink();
+            let shrink = start.elapsed();
+            let start = Instant::now();
+            let checked = cache.check_invariants();
+            let _ = done_tx.send(BesideHolder {
+                shrink,
+                check: start.elapsed(),
+                checked,
+            });
+        });
+        let outcome = done_rx.recv_timeout(WATCHDOG);
+        // Released either way, so that a failing run ends.
+        drop(release_tx);
+        let kept = holder.join().unwrap();
+        checker.join().unwrap();
+        let outcome = outcome.unwrap_or_else(|_| {
+            panic!("shrink or check_invariants still waiting after {WATCHDOG:?} for a parked slot holder")
+        });
+        assert!(
+            !outcome.checked,
+            "the accounting check counted a slot that an operation holds"
+        );
+        (kept, outcome)
+    });
+    let (kept, outcome) = kept;
+    for object in kept {
+        // SAFETY: allocated by the holder from this cache, handed over, freed once.
+        unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+    }
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants(), "the equation was not checked");
+    assert_eq!(cache.stats().live_objects, Some(0));
+    assert_eq!(
+        cache.stats().slab_bytes,
+        Some(0),
+        "slabs held after a shrink"
+    );
+    outcome
+}
+
+#[test]
+fn c_conc_4_shrink_and_check_beside_a_parked_slot_holder() {
+    let waited = shrink_beside_a_parked_holder(false);
+    eprintln!(
+        "beside a parked slot holder: shrink {:?}, check {:?}",
+        waited.shrink, waited.check
+    );
+}
+
+#[test]
+fn c_conc_4_shrink_and_check_beside_a_parked_slot_holder_compare_exchange_locks() {
+    let waited = shrink_beside_a_parked_holder(true);
+    eprintln!(
+        "beside a parked slot holder (compare-exchange locks): shrink {:?}, check {:?}",
+        waited.shrink, waited.check
+    );
 }
