@@ -43,19 +43,24 @@ pub struct Judgement {
     pub fence: f64,
     /// The new value's change from the newest historical one, `now / last - 1`.
     pub change: f64,
+    /// The changes of the new value's interval ends (`low / last - 1`, `high / last - 1`);
+    /// both equal `change` for a value judged without an interval.
+    pub low: f64,
+    /// See `low`.
+    pub high: f64,
     /// Runs the fence came from.
     pub runs: usize,
 }
 
 impl Judgement {
-    /// For a figure where higher is better: a fall beyond the fence.
+    /// For a figure where higher is better: a fall beyond the fence, of the whole interval.
     pub fn is_regression(&self) -> bool {
-        -self.change > self.fence
+        -self.high > self.fence
     }
 
-    /// For a figure where higher is better: a rise beyond the fence.
+    /// For a figure where higher is better: a rise beyond the fence, of the whole interval.
     pub fn is_improvement(&self) -> bool {
-        self.change > self.fence
+        self.low > self.fence
     }
 }
 
@@ -80,9 +85,29 @@ pub fn fence(history: &[f64], min_runs: usize) -> Option<f64> {
 /// Judges `now` against `history` (oldest first); `None` when the history is too short or
 /// `now` is not positive and finite.
 pub fn judge(history: &[f64], now: f64, min_runs: usize) -> Option<Judgement> {
+    judge_interval(history, (now, now, now), min_runs)
+}
+
+/// Judges a new value given with its confidence interval, `(low, estimate, high)`, against
+/// `history` (oldest first): a change counts only when the whole interval is beyond the
+/// fence. The fence measures how far consecutive runs' estimates wander; a run whose own
+/// rounds scatter widely (a machine that got busy during it) carries less evidence than its
+/// estimate alone suggests, and its interval says so. `None` when the history is too short
+/// or the estimate is not positive and finite.
+pub fn judge_interval(
+    history: &[f64],
+    (low, now, high): (f64, f64, f64),
+    min_runs: usize,
+) -> Option<Judgement> {
     if !(now.is_finite() && now > 0.0) {
         return None;
     }
+    // An interval that does not hold its estimate is no interval: judged by the estimate.
+    let (low, high) = if low.is_finite() && high.is_finite() && low <= now && now <= high {
+        (low, high)
+    } else {
+        (now, now)
+    };
     let fence = fence(history, min_runs)?;
     let last = history
         .iter()
@@ -92,6 +117,8 @@ pub fn judge(history: &[f64], now: f64, min_runs: usize) -> Option<Judgement> {
     Some(Judgement {
         fence,
         change: now / last - 1.0,
+        low: low / last - 1.0,
+        high: high / last - 1.0,
         runs: history.len(),
     })
 }
@@ -176,5 +203,27 @@ mod tests {
         assert!(j.is_improvement() && !j.is_regression());
         assert!((j.change - 0.10).abs() < 1e-9);
         assert_eq!(j.runs, 10);
+    }
+
+    #[test]
+    fn a_drop_counts_only_when_the_whole_interval_is_beyond_the_fence() {
+        let quiet = history(1.5, 0.01, 12);
+        let last = quiet[11];
+        let fence = fence(&quiet, 5).unwrap();
+        let now = last * (1.0 - 2.0 * fence);
+        // A tight interval around a drop of twice the fence: a regression.
+        let tight = judge_interval(&quiet, (now * 0.995, now, now * 1.005), 5).unwrap();
+        assert!(tight.is_regression(), "{tight:?}");
+        // The same estimate from a run whose rounds scattered up to the last value: not.
+        let wide = judge_interval(&quiet, (now * 0.9, now, last * 1.001), 5).unwrap();
+        assert!(!wide.is_regression() && !wide.is_improvement(), "{wide:?}");
+        assert_eq!(wide.change, tight.change);
+        // Likewise for a rise.
+        let rise = last * (1.0 + 2.0 * fence);
+        let wide = judge_interval(&quiet, (last * 0.999, rise, rise * 1.1), 5).unwrap();
+        assert!(!wide.is_improvement(), "{wide:?}");
+        // An interval that does not hold its estimate is ignored: the estimate judges.
+        let bad = judge_interval(&quiet, (now * 1.5, now, now * 2.0), 5).unwrap();
+        assert!(bad.is_regression() && bad.low == bad.change && bad.high == bad.change);
     }
 }

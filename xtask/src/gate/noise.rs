@@ -2,7 +2,9 @@
 //! gate runs recorded for the same machine fingerprint (untagged: no injected slowdown, the
 //! default rounds and duration), a ratio regresses when its fall from the newest of them is
 //! beyond the history's noise fence (`history::fence`: Q3 + 3 x IQR of the run-to-run
-//! changes); with fewer, the blessed reference decides as before. Instruction counts are
+//! changes) over its whole 95% interval, as the reference rule asks of its threshold: a gate
+//! whose rounds scattered (the machine got busy during it) must fall further to be flagged.
+//! With fewer runs, the blessed reference decides as before. Instruction counts are
 //! always judged against the reference: they do not drift.
 
 use std::collections::BTreeMap;
@@ -118,7 +120,9 @@ pub(crate) fn judge_by_history(
         else {
             continue;
         };
-        let Some(j) = history::fence::judge(history, now.estimate, min_runs) else {
+        let Some(j) =
+            history::fence::judge_interval(history, (now.low, now.estimate, now.high), min_runs)
+        else {
             continue;
         };
         let verdict = if j.is_regression() {
@@ -188,6 +192,39 @@ mod tests {
             row.reference.starts_with("history of 8"),
             "{}",
             row.reference
+        );
+    }
+
+    #[test]
+    fn a_drop_from_a_run_whose_rounds_scattered_is_not_flagged() {
+        let intervals: BTreeMap<String, (Interval, usize)> = [(
+            FIGURE.to_owned(),
+            (
+                Interval {
+                    estimate: 1.503 * 0.95,
+                    low: 1.503 * 0.85,
+                    high: 1.503 * 1.01,
+                },
+                10,
+            ),
+        )]
+        .into();
+        let histories: BTreeMap<String, Vec<f64>> = [(FIGURE.to_owned(), quiet())].into();
+        let mut rows = vec![Row::ratio(
+            FIGURE,
+            Some(interval(1.5)),
+            Some(intervals[FIGURE].0),
+            0.20,
+        )];
+        assert_eq!(
+            judge_by_history(&mut rows, &intervals, &histories, MIN_RUNS),
+            1
+        );
+        assert_eq!(rows[0].judgement.verdict, Verdict::Pass);
+        // The same estimate with a tight interval is a regression.
+        assert_eq!(
+            judged(quiet(), 1.503 * 0.95, MIN_RUNS).0.judgement.verdict,
+            Verdict::Regression
         );
     }
 
