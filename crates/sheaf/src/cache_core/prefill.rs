@@ -399,8 +399,18 @@ impl<S: SlotStrategy> CacheCore<S> {
             Some(slot) => slot.node(),
             None => self.slots.current_node(),
         };
+        // As in `prefill_slow`: with a slot held, first without a new slab; one that is
+        // needed is taken with the slot released (the page source may sleep), from the slabs
+        // alone. The objects the first try moved out of `main` went back into it.
+        let grow_later = flags.may_grow() && slot.is_some();
         let sheaves = slot.as_mut().map(|slot| slot.sheaves());
-        if let Err(error) = self.top_up(sheaf, sheaves, node, flags.may_grow(), count) {
+        let mut result = self.top_up(sheaf, sheaves, node, flags.may_grow() && !grow_later, count);
+        if grow_later && matches!(result, Err(AllocError::WouldGrow)) {
+            slot = None;
+            self.pool.release_queued();
+            result = self.top_up(sheaf, None, node, true, count);
+        }
+        if let Err(error) = result {
             drop(slot);
             self.pool.release_queued();
             return Err(error);
