@@ -122,7 +122,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         // next round, as long as the patience lasts.
         let start = std::time::Instant::now();
         let in_slots = loop {
-            self.adopt_orphans();
+            self.adopt_orphans(false);
             // Another thread's adoption (descheduled, or blocked in the page source) holds
             // objects that are nowhere else: waited for within the patience, else not checked.
             if self

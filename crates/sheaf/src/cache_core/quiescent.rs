@@ -14,8 +14,10 @@ use crate::stats::{Counters, Stat, Tally};
 
 impl<S: SlotStrategy> CacheCore<S> {
     /// Per-thread: flushes the sheaves of exited threads' slots and folds their counters into
-    /// the shared block; their `rcu_free` sheaves wait in `orphan_rcu` for the cache.
-    pub(super) fn adopt_orphans(&self) {
+    /// the shared block; their `rcu_free` sheaves wait in `orphan_rcu` for the cache. With
+    /// `held` the caller holds its own slot: slabs the flush empties beyond what the pool
+    /// keeps are queued, for the caller to release once it has let the slot go.
+    pub(super) fn adopt_orphans(&self, held: bool) {
         // Flushed after the registry lock is released: a flush may release a slab, and the
         // page source may call into this cache (whose slot lookups and `stats` take the lock).
         let mut retired = Vec::new();
@@ -40,7 +42,11 @@ impl<S: SlotStrategy> CacheCore<S> {
         });
         let tally = Tally::shared(&self.counters);
         for sheaf in retired {
-            self.discard(sheaf, tally);
+            if held {
+                self.discard_held(sheaf, tally);
+            } else {
+                self.discard(sheaf, tally);
+            }
         }
         drop(transit);
     }
