@@ -342,15 +342,20 @@ fn c_conc_4_shrink_and_check_past_an_adoption_held_in_transit() {
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::scope(|s| {
         s.spawn(|| {
+            let start = Instant::now();
             cache.shrink();
-            let _ = done_tx.send(cache.check_invariants());
+            let shrink = start.elapsed();
+            let start = Instant::now();
+            let checked = cache.check_invariants();
+            let _ = done_tx.send((checked, shrink, start.elapsed()));
         });
         let outcome = done_rx.recv_timeout(TRANSIT_WATCHDOG);
         // Let go either way, so that a failing run ends.
         pages.open();
-        let checked = outcome.unwrap_or_else(|_| {
+        let (checked, shrink, check) = outcome.unwrap_or_else(|_| {
             panic!("shrink or check_invariants still waiting after {TRANSIT_WATCHDOG:?} for an adoption in transit")
         });
+        eprintln!("beside an adoption held in transit: shrink {shrink:?}, check {check:?}");
         assert!(
             !checked,
             "the accounting check was made with an adoption's objects in transit"
