@@ -75,6 +75,11 @@ impl<'c, S: SlotStrategy> PrefilledSheaf<'c, S> {
     /// capacity it is topped up (C-REFILL-2); beyond, it is replaced by an oversize sheaf and
     /// the old one's objects return to the cache (C-REFILL-3). On failure the sheaf is exactly
     /// as it was (C-REFILL-4).
+    ///
+    /// The top-up takes the CPU's own objects, the barn's and the slabs' free objects with the
+    /// CPU slot held; if that is not enough and a new slab is needed, it gives them back, lets
+    /// the slot go, and takes what is missing from the slabs alone, so that a page source that
+    /// sleeps holds up no other thread on that CPU (C-CONC-4).
     pub fn refill(&mut self, flags: AllocFlags, count: usize) -> Result<(), AllocError> {
         self.core.refill(&mut self.sheaf, flags, count)
     }
