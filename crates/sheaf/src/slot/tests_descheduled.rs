@@ -463,6 +463,13 @@ fn c_conc_4_a_thread_parked_releasing_adopted_slabs_holds_its_slot_no_longer() {
             }
         });
     });
+    // A scoped thread's thread-local destructors, which orphan its slot, may still be
+    // running when the scope returns.
+    let start = Instant::now();
+    while !cache.core().slots().has_orphans() {
+        assert!(start.elapsed() < WATCHDOG, "the exited thread left no slot");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     pages.arm_free();
     std::thread::scope(|s| {
         let adopter = s.spawn(|| {
