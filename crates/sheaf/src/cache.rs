@@ -282,7 +282,10 @@ impl<S: SlotStrategy> Cache<S> {
     /// As in the kernel, it takes the CPU's spare sheaf (else a barn sheaf, else a new one)
     /// and tops it up only if it holds fewer than `count`, from the CPU's own objects first.
     /// A `count` above the sheaf capacity gets a dedicated sheaf of `count` objects, never
-    /// cached (C-PREFILL-5). On failure nothing is kept (C-PREFILL-6).
+    /// cached (C-PREFILL-5). On failure nothing is kept (C-PREFILL-6). A top-up that needs a
+    /// new slab lets the CPU slot go before it calls the page source, and then takes what is
+    /// missing from the slabs alone, so a page source that sleeps holds up no other thread on
+    /// that CPU (C-CONC-4); [`PrefilledSheaf::refill`] tops up the same way.
     ///
     /// ```
     /// use object_alloc::{AllocFlags, CacheConfig};
@@ -363,7 +366,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// With [`PerThread`](crate::PerThread) slots, the slots reached are the calling
     /// thread's, those of exited threads and those of live threads asleep in the kernel, as
     /// for [`Cache::barrier`]; a running thread hands its sheaves over at its next operation
-    /// on the cache, for the next shrink. No thread is waited for.
+    /// on the cache, for the next shrink. An exited thread's slot that another thread (the
+    /// hand-over thread included) is adopting has its sheaves on their way to the slabs: the
+    /// shrink waits for that adoption for up to 20 ms (shared with the slot visits below),
+    /// then leaves them to the adopter, for the next shrink. No thread is waited for beyond
+    /// that.
     ///
     /// With [`PerCpu`](crate::PerCpu) slots, the `rcu_free` sheaves are taken and submitted
     /// first, as [`Cache::barrier`] takes them, without waiting for a thread that holds a CPU
@@ -425,8 +432,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// invariants are checked (`false`). With [`PerCpu`](crate::PerCpu) slots, likewise when
     /// a CPU slot stays held (its holder is inside an operation, or descheduled there) for
     /// the 20 ms the check tries it, as [`Cache::shrink`] does; called from the cache's own
-    /// page source it returns `false` at once if the calling thread holds a slot. It waits
-    /// for no thread beyond that. In a child process the objects lost at the fork with
+    /// page source it returns `false` at once if the calling thread holds a slot. An exited
+    /// thread's slot being adopted by another thread (the hand-over thread included) holds
+    /// objects that are in no sheaf and not yet in the slabs: the check waits for that
+    /// adoption within the same 20 ms, and returns `false` if it has not ended (the adopter
+    /// is descheduled, or blocked in the page source). It waits for no thread beyond that. In a child process the objects lost at the fork with
     /// the other threads (counted in the child's fork handler) are a term of the equation; it
     /// is not checked (`false`) in a child forked from inside a page source, where that count
     /// is unknown.

@@ -43,5 +43,8 @@
 //!   callback on the CPU that queued it).
 //! - Frees do not check the object's node: an object freed on another node's CPU joins that
 //!   CPU's sheaves (the kernel sends remote objects straight to their slab).
-//! - Slot refills and flushes are done with the slot held (the kernel drops its lock around
-//!   them); other threads on that CPU take the slow path meanwhile, which never blocks.
+//! - Slot refills from the slabs' free objects and flushes are done with the slot held (the
+//!   kernel drops its lock around them); other threads on that CPU take the slow path
+//!   meanwhile, which never blocks. Only the page source is kept outside the slot, as the
+//!   kernel keeps its page allocator: a refill that needs a new slab releases the slot
+//!   first, and a flush queues the slabs it empties until the slot is released.

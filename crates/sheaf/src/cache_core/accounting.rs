@@ -109,9 +109,11 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// Checks the accounting equation (module docs) and the slabs' own invariants; panics
     /// with the figures when it does not hold. Meaningful at a quiescent point only. The slots
     /// of other live threads (per-thread) and the CPU slots (per-CPU) are counted when they
-    /// can be taken within the visit's patience (see `SlotTable::for_each_reachable`); if one
-    /// cannot (its thread runs, or holds the CPU slot inside an operation), the equation is
-    /// not checked and `false` is returned. In a child process, objects lost at the fork with the
+    /// can be taken, and other threads' adoptions in transit are waited for, within
+    /// `REACH_PATIENCE` in all (see `SlotTable::for_each_reachable` and `transit`); if a slot
+    /// cannot be taken (its thread runs, or holds the CPU slot inside an operation) or an
+    /// adoption does not end (its thread is descheduled or blocked in the page source), the
+    /// equation is not checked and `false` is returned. In a child process, objects lost at the fork with the
     /// other threads are a term of their own (see `fork`).
     pub(crate) fn check_accounting(&self) -> bool {
         self.pool.check_invariants();
@@ -120,25 +122,32 @@ impl<S: SlotStrategy> CacheCore<S> {
         // next round, as long as the patience lasts.
         let start = std::time::Instant::now();
         let in_slots = loop {
-            self.adopt_orphans();
-            self.transit.wait_for_others();
+            self.adopt_orphans(false);
+            // Another thread's adoption (descheduled, or blocked in the page source) holds
+            // objects that are nowhere else: waited for within the patience, else not checked.
+            if self
+                .transit
+                .wait_for_others(REACH_PATIENCE.saturating_sub(start.elapsed()))
+                > 0
+            {
+                return false;
+            }
             let mut in_slots = 0u64;
-            let unreached = self
-                .slots
-                .for_each_reachable(REACH_PATIENCE, |sheaves, _, _| {
-                    in_slots += sheaves.main.size() as u64;
-                    in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
-                    for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
-                        assert!(
-                            sheaf.is_none()
-                                || sheaf.capacity() == self.capacity()
-                                || self.is_stale(sheaf),
-                            "slot sheaf {sheaf:?} has capacity other than {} (or an \
+            let patience = REACH_PATIENCE.saturating_sub(start.elapsed());
+            let unreached = self.slots.for_each_reachable(patience, |sheaves, _, _| {
+                in_slots += sheaves.main.size() as u64;
+                in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
+                for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
+                    assert!(
+                        sheaf.is_none()
+                            || sheaf.capacity() == self.capacity()
+                            || self.is_stale(sheaf),
+                        "slot sheaf {sheaf:?} has capacity other than {} (or an \
                                  earlier one)",
-                            self.capacity()
-                        );
-                    }
-                });
+                        self.capacity()
+                    );
+                }
+            });
             if unreached > 0 {
                 return false;
             }

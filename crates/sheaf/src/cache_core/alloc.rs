@@ -145,6 +145,11 @@ impl<S: SlotStrategy> CacheCore<S> {
             Ok(source) => {
                 let object = slot.sheaves().main.pop()?;
                 tally.add(Stat::AllocFastpath, 1);
+                drop(slot);
+                if !S::PER_CPU {
+                    // Slabs an adoption emptied (only per-thread slots have orphans).
+                    self.pool.release_queued();
+                }
                 if !flags.may_grow() {
                     self.nowait.add(match source {
                         Refilled::Spare => NowaitPath::RefillSpare,
@@ -156,9 +161,12 @@ impl<S: SlotStrategy> CacheCore<S> {
             }
             Err(AllocError::WouldGrow) if flags.may_grow() => {
                 drop(slot);
+                self.pool.release_queued();
                 self.alloc_grown(node)
             }
             Err(_) => {
+                drop(slot);
+                self.pool.release_queued();
                 if !flags.may_grow() {
                     self.nowait.add(NowaitPath::Failed);
                 }
@@ -218,7 +226,8 @@ impl<S: SlotStrategy> CacheCore<S> {
     }
 
     /// Makes an empty `main` hold objects: spare, barn, then (if `from_slabs`) the slabs;
-    /// says which.
+    /// says which. Per-thread, it may adopt exited threads' slots first: the caller releases
+    /// queued slabs after it lets the slot go.
     pub(super) fn fill_main(
         &self,
         sheaves: &mut SlotSheaves,
@@ -245,7 +254,7 @@ impl<S: SlotStrategy> CacheCore<S> {
             self.retire_empty(stale, tally);
         }
         if self.slots.has_orphans() {
-            self.adopt_orphans();
+            self.adopt_orphans(true);
         }
         let main = mem::replace(&mut sheaves.main, OwnedSheaf::none());
         let barn = &self.barns[node];

@@ -46,6 +46,7 @@ impl<S: SlotStrategy> CacheCore<S> {
                     // The rest comes from the slabs, which may call the page source: without
                     // the slot, so that a page source that sleeps holds up no one on this CPU.
                     drop(slot);
+                    self.pool.release_queued();
                     let shared = Tally::shared(&self.counters);
                     if let Err(error) =
                         self.pool
@@ -73,6 +74,10 @@ impl<S: SlotStrategy> CacheCore<S> {
                     .alloc_bulk(self.slots.current_node(), flags.may_grow(), out)?;
                 tally.add(Stat::AllocSlowpath, n as u64);
             }
+        }
+        if !S::PER_CPU {
+            // Slabs an adoption in `fill_main` emptied (only per-thread slots have orphans).
+            self.pool.release_queued();
         }
         if flags.zero() {
             for object in out.iter() {

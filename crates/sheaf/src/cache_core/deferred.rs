@@ -295,7 +295,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         patience: Duration,
         reserve: impl FnOnce() -> R,
     ) -> (R, Vec<OwnedSheaf>, usize) {
-        self.adopt_orphans();
+        self.adopt_orphans(false);
         let reservation = reserve();
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
         let unreached = self

@@ -75,6 +75,11 @@ impl<'c, S: SlotStrategy> PrefilledSheaf<'c, S> {
     /// capacity it is topped up (C-REFILL-2); beyond, it is replaced by an oversize sheaf and
     /// the old one's objects return to the cache (C-REFILL-3). On failure the sheaf is exactly
     /// as it was (C-REFILL-4).
+    ///
+    /// The top-up takes the CPU's own objects, the barn's and the slabs' free objects with the
+    /// CPU slot held; if that is not enough and a new slab is needed, it gives them back, lets
+    /// the slot go, and takes what is missing from the slabs alone, so that a page source that
+    /// sleeps holds up no other thread on that CPU (C-CONC-4).
     pub fn refill(&mut self, flags: AllocFlags, count: usize) -> Result<(), AllocError> {
         self.core.refill(&mut self.sheaf, flags, count)
     }
@@ -399,8 +404,18 @@ impl<S: SlotStrategy> CacheCore<S> {
             Some(slot) => slot.node(),
             None => self.slots.current_node(),
         };
+        // As in `prefill_slow`: with a slot held, first without a new slab; one that is
+        // needed is taken with the slot released (the page source may sleep), from the slabs
+        // alone. The objects the first try moved out of `main` went back into it.
+        let grow_later = flags.may_grow() && slot.is_some();
         let sheaves = slot.as_mut().map(|slot| slot.sheaves());
-        if let Err(error) = self.top_up(sheaf, sheaves, node, flags.may_grow(), count) {
+        let mut result = self.top_up(sheaf, sheaves, node, flags.may_grow() && !grow_later, count);
+        if grow_later && matches!(result, Err(AllocError::WouldGrow)) {
+            slot = None;
+            self.pool.release_queued();
+            result = self.top_up(sheaf, None, node, true, count);
+        }
+        if let Err(error) = result {
             drop(slot);
             self.pool.release_queued();
             return Err(error);

@@ -5,6 +5,7 @@
 //! can reach and the barns, then gives the empty slabs back.
 
 use std::mem;
+use std::time::Instant;
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
@@ -13,8 +14,10 @@ use crate::stats::{Counters, Stat, Tally};
 
 impl<S: SlotStrategy> CacheCore<S> {
     /// Per-thread: flushes the sheaves of exited threads' slots and folds their counters into
-    /// the shared block; their `rcu_free` sheaves wait in `orphan_rcu` for the cache.
-    pub(super) fn adopt_orphans(&self) {
+    /// the shared block; their `rcu_free` sheaves wait in `orphan_rcu` for the cache. With
+    /// `held` the caller holds its own slot: slabs the flush empties beyond what the pool
+    /// keeps are queued, for the caller to release once it has let the slot go.
+    pub(super) fn adopt_orphans(&self, held: bool) {
         // Flushed after the registry lock is released: a flush may release a slab, and the
         // page source may call into this cache (whose slot lookups and `stats` take the lock).
         let mut retired = Vec::new();
@@ -39,7 +42,11 @@ impl<S: SlotStrategy> CacheCore<S> {
         });
         let tally = Tally::shared(&self.counters);
         for sheaf in retired {
-            self.discard(sheaf, tally);
+            if held {
+                self.discard_held(sheaf, tally);
+            } else {
+                self.discard(sheaf, tally);
+            }
         }
         drop(transit);
     }
@@ -57,13 +64,19 @@ impl<S: SlotStrategy> CacheCore<S> {
 
     /// Returns every cached sheaf and empty slab the caller can reach (C-OBJ-5). The cache
     /// takes and submits the `rcu_free` sheaves first ([`CacheCore::take_rcu_sheaves`]).
-    pub(crate) fn shrink(&self) {
-        // Another thread's adoption still holds sheaves of exited threads.
-        self.transit.wait_for_others();
-        self.slots
-            .for_each_reachable(REACH_PATIENCE, |sheaves, _, node| {
-                self.retire(sheaves, node)
-            });
+    ///
+    /// Waits for other threads' adoptions in transit and for held slots for at most
+    /// `REACH_PATIENCE` in all; returns what it left: slots not reached plus adoptions still
+    /// in transit (0: everything cached was reached).
+    pub(crate) fn shrink(&self) -> usize {
+        let start = Instant::now();
+        // Another thread's adoption still holds sheaves of exited threads: they reach the
+        // slabs when it ends, for the next shrink if not for this one.
+        let in_transit = self.transit.wait_for_others(REACH_PATIENCE);
+        let unreached = self.slots.for_each_reachable(
+            REACH_PATIENCE.saturating_sub(start.elapsed()),
+            |sheaves, _, node| self.retire(sheaves, node),
+        );
         let tally = Tally::shared(&self.counters);
         for barn in self.barns.iter() {
             for sheaf in barn.drain() {
@@ -71,5 +84,6 @@ impl<S: SlotStrategy> CacheCore<S> {
             }
         }
         self.pool.shrink();
+        unreached + in_transit
     }
 }

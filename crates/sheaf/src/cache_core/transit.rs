@@ -5,13 +5,18 @@
 //! flush may call the page source, which may call this cache. Between the two, the objects in
 //! those sheaves are in no slot, no barn and not yet in the slabs. Any thread may be the
 //! adopter, the rcu module's hand-over thread included, which the user never sees; so the
-//! operations that promise a result about the whole cache (`shrink` returns everything
-//! cached, the accounting check finds every object) first wait until no adoption by another
-//! thread is in transit. An adoption by the calling thread itself (the flush called a page
-//! source that called `shrink`) is not waited for: it cannot finish before the call returns.
+//! operations that report on the whole cache (`shrink` returns everything cached, the
+//! accounting check finds every object) first wait until no adoption by another thread is in
+//! transit, for a bounded time: an adopter may be descheduled, or blocked in the page source,
+//! for as long as it likes, and no operation waits for it to run (C-CONC-4). Past the wait,
+//! `shrink` leaves those sheaves to the adopter (whose flush gives them to the slabs, for the
+//! next shrink to return) and the accounting check does not check. An adoption by the calling
+//! thread itself (the flush called a page source that called `shrink`) is not waited for: it
+//! cannot finish before the call returns.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The adoptions of one cache whose sheaves are in transit.
 #[derive(Debug, Default)]
@@ -64,10 +69,20 @@ impl InTransit {
         }
     }
 
-    /// Waits (yielding) until no other thread has an adoption of this cache in transit.
-    pub(crate) fn wait_for_others(&self) {
+    /// Waits (yielding) until no other thread has an adoption of this cache in transit, for
+    /// at most `patience`; returns how many other adoptions are still in transit (0: none).
+    pub(crate) fn wait_for_others(&self, patience: Duration) -> usize {
         let mine = self.mine();
-        while self.count.load(Ordering::SeqCst) > mine {
+        let others = || self.count.load(Ordering::SeqCst).saturating_sub(mine);
+        if others() == 0 {
+            return 0;
+        }
+        let start = Instant::now();
+        loop {
+            let left = others();
+            if left == 0 || start.elapsed() >= patience {
+                return left;
+            }
             std::thread::yield_now();
         }
     }

@@ -129,15 +129,16 @@ type Reentries = std::sync::Mutex<Vec<(bool, std::time::Duration)>>;
 
 /// A per-CPU cache's page source, while armed, shrinks and checks that same cache, as a page
 /// source under memory pressure may (C-CONC-4): from inside an allocation's refill, which
-/// calls the page source with the CPU slot released, and from inside a prefilled sheaf's
-/// refill, which calls it with the slot held by the calling thread. Both return: the held
-/// slot is left as it is, and the check says it did not check. The operations run on another
-/// thread under a deadline, so that a wait for the caller's own slot fails the test instead
-/// of hanging the run. (A prefilled sheaf's refill is the one path that calls the page source
-/// with the slot held; should it release the slot first, as the allocation paths do, this
-/// test needs another way to hold one.)
+/// calls the page source with the CPU slot released, and from inside a call to the slabs made
+/// with the CPU slot held by the calling thread. No operation calls the page source with its
+/// slot held any more; the test holds the slot as an operation does and takes new slabs
+/// beneath it, so that the page source meets a slot its own caller holds. Both return: the
+/// held slot is left as it is, and the check says it did not check. The operations run on
+/// another thread under a deadline, so that a wait for the caller's own slot fails the test
+/// instead of hanging the run.
 #[test]
 fn per_cpu_page_source_shrinks_and_checks_its_own_cache() {
+    use std::mem::MaybeUninit;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
@@ -165,46 +166,56 @@ fn per_cpu_page_source_shrinks_and_checks_its_own_cache() {
         let first = cache.alloc(AllocFlags::empty()).expect("memory");
         armed.store(false, Ordering::SeqCst);
         let in_alloc = seen_now();
-        // A prefilled sheaf emptied and refilled until a refill takes a new slab, with the
-        // slot held.
-        let mut objects = vec![first];
-        let mut sheaf = cache.prefill(AllocFlags::empty(), 1).expect("memory");
+        // The CPU slot held as a slow path holds it, and more objects than the slabs have
+        // free taken beneath it: new slabs, with the slot held.
+        let slot = loop {
+            if let Some(slot) = cache.core().slots().acquire() {
+                break slot;
+            }
+            std::thread::yield_now();
+        };
+        let node = slot.node();
+        let mut taken = vec![MaybeUninit::uninit(); 1000];
         armed.store(true, Ordering::SeqCst);
-        for _ in 0..100 {
-            while let Some(object) = sheaf.alloc(AllocFlags::empty()) {
-                objects.push(object);
-            }
-            sheaf.refill(AllocFlags::empty(), 8).expect("memory");
-            if seen_now().len() > in_alloc.len() {
-                break;
-            }
-        }
+        cache
+            .core()
+            .pool()
+            .alloc_bulk(node, true, &mut taken)
+            .expect("memory");
         armed.store(false, Ordering::SeqCst);
-        drop(sheaf);
-        let in_refill = seen_now()[in_alloc.len()..].to_vec();
-        let objects: Vec<usize> = objects.iter().map(|o| o.as_ptr() as usize).collect();
-        done_tx.send((in_alloc, in_refill, objects)).unwrap();
+        drop(slot);
+        // SAFETY: every entry was written by the successful `alloc_bulk`.
+        let taken: Vec<NonNull<u8>> = taken.iter().map(|o| unsafe { o.assume_init() }).collect();
+        // SAFETY: free objects of this cache taken from its slabs just above, each given back
+        // once; no counter counted them out.
+        unsafe { cache.core().pool().free_bulk(&taken) };
+        let in_held = seen_now()[in_alloc.len()..].to_vec();
+        done_tx
+            .send((in_alloc, in_held, first.as_ptr() as usize))
+            .unwrap();
     });
-    let (in_alloc, in_refill, objects) = done_rx
+    let (in_alloc, in_held, first) = done_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("a shrink or check from the page source waited for the slot its caller holds");
     eprintln!(
-        "shrink and check from the page source: {in_alloc:?} in an allocation, {in_refill:?} in a refill"
+        "shrink and check from the page source: {in_alloc:?} in an allocation, {in_held:?} \
+         beneath a held slot"
     );
     assert!(!in_alloc.is_empty(), "the first allocation took no slab");
     assert!(
         in_alloc.iter().all(|&(checked, _)| checked),
         "with no slot held the check is made"
     );
-    assert!(!in_refill.is_empty(), "no refill took a new slab");
     assert!(
-        in_refill.iter().all(|&(checked, _)| !checked),
+        !in_held.is_empty(),
+        "no new slab was taken beneath the held slot"
+    );
+    assert!(
+        in_held.iter().all(|&(checked, _)| !checked),
         "the check counted a slot that its caller holds"
     );
-    for object in objects {
-        // SAFETY: allocated by the other thread from this cache, handed over, freed once.
-        unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
-    }
+    // SAFETY: allocated by the other thread from this cache, handed over, freed once.
+    unsafe { cache.free(NonNull::new(first as *mut u8).unwrap()) };
     cache.barrier();
     cache.shrink();
     assert!(cache.check_invariants());

@@ -4,6 +4,10 @@
 //! it either. The deferred frees made on that CPU before the barrier began complete while the
 //! holder still holds the slot. A shrink and an accounting check do not wait for the holder
 //! either: they leave its slot as it is.
+//!
+//! And the converse: a thread parked in a page source that sleeps, in a prefilled sheaf's
+//! refill (per-CPU) or giving back the slabs an adoption emptied (per-thread), does not hold
+//! its slot meanwhile, so the other threads and a shrink find it free.
 
 use std::ptr::NonNull;
 use std::sync::mpsc;
@@ -247,5 +251,261 @@ fn c_conc_4_shrink_and_check_beside_a_parked_slot_holder_compare_exchange_locks(
     eprintln!(
         "beside a parked slot holder (compare-exchange locks): shrink {:?}, check {:?}",
         waited.shrink, waited.check
+    );
+}
+
+/// Pages whose next `alloc_chunk` after [`ParkingPages::arm`] (or next `free_chunk` after
+/// [`ParkingPages::arm_free`]) parks its caller until [`ParkingPages::open`] (or 10 s, so
+/// that a failing test ends): a page source that sleeps.
+#[derive(Debug, Default)]
+struct ParkingPages {
+    inner: slab::MmapPages,
+    armed: std::sync::atomic::AtomicBool,
+    armed_free: std::sync::atomic::AtomicBool,
+    /// (a caller is parked inside, the gate is open)
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl ParkingPages {
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn arm_free(&self) {
+        self.armed_free
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Parks the caller until the gate opens (at most 10 s).
+    fn park(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(10), |(_, open)| !*open)
+            .unwrap();
+        state.0 = false;
+    }
+
+    fn is_armed(&self) -> bool {
+        self.armed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a caller is parked inside now.
+    fn parked(&self) -> bool {
+        self.state.lock().unwrap().0
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+// SAFETY: every chunk comes from `inner` and goes back to it.
+unsafe impl object_alloc::PageSource for ParkingPages {
+    fn name(&self) -> &'static str {
+        "parking"
+    }
+
+    fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, object_alloc::PageError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.park();
+        }
+        self.inner.alloc_chunk(bytes)
+    }
+
+    unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+        if self
+            .armed_free
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.park();
+        }
+        // SAFETY: forwarded: the chunk came from `inner`.
+        unsafe { self.inner.free_chunk(chunk, bytes) }
+    }
+
+    fn stats(&self) -> object_alloc::PageSourceStats {
+        self.inner.stats()
+    }
+}
+
+/// C-CONC-4 for a prefilled sheaf's refill: a thread whose refill needs a new slab parks in
+/// the page source. Meanwhile another thread on the same CPU allocates, frees, prefills and
+/// returns without finding the CPU slot busy, and a shrink reaches every slot: the refill
+/// called the page source with the slot released. Once the page source returns, the refill
+/// has its count.
+#[test]
+fn c_conc_4_a_thread_parked_in_a_prefill_refill_holds_up_no_one() {
+    use std::sync::Arc;
+
+    let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+    let pages = Arc::new(ParkingPages::default());
+    let config = CacheConfig::new(64)
+        .with_sheaf_capacity(8)
+        .with_page_source(pages.clone());
+    let cache = Cache::<PerCpu>::new(&config).expect("config");
+    let (cache, pages) = (&cache, &*pages);
+    assert!(pin(cpu), "pinning to CPU {cpu}");
+    std::thread::scope(|s| {
+        let refiller = s.spawn(move || {
+            assert!(pin(cpu), "pinning to CPU {cpu}");
+            let mut objects = Vec::new();
+            let mut sheaf = cache.prefill(AllocFlags::empty(), 8).expect("memory");
+            // Emptied and refilled until a refill needs a new slab and parks there.
+            for _ in 0..1000 {
+                while let Some(object) = sheaf.alloc(AllocFlags::empty()) {
+                    objects.push(object.as_ptr() as usize);
+                }
+                pages.arm();
+                sheaf.refill(AllocFlags::empty(), 8).expect("memory");
+                if !pages.is_armed() {
+                    break;
+                }
+            }
+            let size = sheaf.size();
+            while let Some(object) = sheaf.alloc(AllocFlags::empty()) {
+                objects.push(object.as_ptr() as usize);
+            }
+            (size, objects)
+        });
+        let start = Instant::now();
+        while !pages.parked() {
+            assert!(
+                start.elapsed() < WATCHDOG && !refiller.is_finished(),
+                "no refill reached the page source"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A fork made by another test of this process holds every slot of every cache for a
+        // moment (`slab::fork`): tried a few times, a slot that the parked thread held would
+        // be busy every time.
+        let mut slot_busy = 0;
+        for _ in 0..20 {
+            let before = counter(cache, "cpu_slot_busy");
+            let object = cache.alloc(AllocFlags::empty()).expect("memory");
+            // SAFETY: allocated just above, freed once.
+            unsafe { cache.free(object) };
+            let mut sheaf = cache.prefill(AllocFlags::empty(), 5).expect("memory");
+            let object = sheaf.alloc(AllocFlags::empty()).expect("reserved");
+            drop(sheaf);
+            // SAFETY: allocated from the prefilled sheaf, freed once.
+            unsafe { cache.free(object) };
+            slot_busy = counter(cache, "cpu_slot_busy") - before;
+            if slot_busy == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let unreached = cache.core().shrink();
+        let still_parked = pages.parked();
+        pages.open();
+        let (size, objects) = refiller.join().unwrap();
+        assert!(
+            still_parked,
+            "the page source's gate timed out: something waited"
+        );
+        assert_eq!(
+            slot_busy, 0,
+            "the CPU slot stayed held through the refill's page source call"
+        );
+        assert_eq!(unreached, 0, "the shrink did not reach the CPU slot");
+        assert_eq!(size, 8, "the refill did not reach its count");
+        for object in objects {
+            // SAFETY: allocated by the refilling thread from this cache, handed over, freed
+            // once.
+            unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+        }
+    });
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants(), "the equation was not checked");
+    assert_eq!(cache.stats().live_objects, Some(0));
+    assert_eq!(
+        cache.stats().slab_bytes,
+        Some(0),
+        "slabs held after a shrink"
+    );
+}
+
+/// C-CONC-4 for the adoption an allocation makes with its own per-thread slot held: an
+/// exited thread left two full sheaves over many slabs; the next allocation of another thread
+/// adopts them, and the slabs their flush empties go back to the page source, which parks
+/// that thread. It gives them back after letting its slot go: a shrink from a third thread
+/// meanwhile finds no adoption in transit and takes the parked thread's slot (it is asleep,
+/// outside every operation), so it reaches everything.
+#[test]
+fn c_conc_4_a_thread_parked_releasing_adopted_slabs_holds_its_slot_no_longer() {
+    use std::sync::Arc;
+
+    use crate::PerThread;
+
+    let pages = Arc::new(ParkingPages::default());
+    let config = CacheConfig::new(512)
+        .with_sheaf_capacity(256)
+        .with_barn_limits(0, 0)
+        .with_page_source(pages.clone());
+    let cache = Cache::<PerThread>::new(&config).expect("config");
+    let (cache, pages) = (&cache, &*pages);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // With the slot emptied first, the first half freed fills `spare` and the second
+            // `main`: two full sheaves over many slabs, left to adoption at the exit.
+            let objects: Vec<NonNull<u8>> = (0..512)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            cache.shrink();
+            for &object in &objects {
+                // SAFETY: allocated above, freed once.
+                unsafe { cache.free(object) };
+            }
+        });
+    });
+    // A scoped thread's thread-local destructors, which orphan its slot, may still be
+    // running when the scope returns.
+    let start = Instant::now();
+    while !cache.core().slots().has_orphans() {
+        assert!(start.elapsed() < WATCHDOG, "the exited thread left no slot");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pages.arm_free();
+    std::thread::scope(|s| {
+        let adopter = s.spawn(|| {
+            // Its slot's `main` is empty: the refill adopts the exited thread's slot.
+            cache.alloc(AllocFlags::empty()).expect("memory").as_ptr() as usize
+        });
+        let start = Instant::now();
+        while !pages.parked() {
+            assert!(
+                start.elapsed() < WATCHDOG && !adopter.is_finished(),
+                "the adoption gave no slab back"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let unreached = cache.core().shrink();
+        let still_parked = pages.parked();
+        pages.open();
+        let object = adopter.join().unwrap();
+        assert!(
+            still_parked,
+            "the page source's gate timed out: something waited"
+        );
+        assert_eq!(
+            unreached, 0,
+            "the shrink did not reach the slot of a thread parked in the page source"
+        );
+        // SAFETY: allocated by the adopting thread from this cache, handed over, freed once.
+        unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
+    });
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants(), "the equation was not checked");
+    assert_eq!(cache.stats().live_objects, Some(0));
+    assert_eq!(
+        cache.stats().slab_bytes,
+        Some(0),
+        "slabs held after a shrink"
     );
 }
