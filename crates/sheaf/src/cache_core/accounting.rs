@@ -22,6 +22,8 @@
 //! ([`Cache::check_invariants`](crate::Cache::check_invariants)); tests call it after every
 //! step.
 
+use std::time::Duration;
+
 use object_alloc::AllocStats;
 
 use super::CacheCore;
@@ -152,8 +154,12 @@ impl<S: SlotStrategy> CacheCore<S> {
                 return false;
             }
             // Slots orphaned, or sheaves handed over by threads that found a drain request,
-            // during the walk.
-            if !self.slots.has_orphans() {
+            // during the walk; or adopted during it by another thread (the hand-over thread),
+            // whose adoption is still in transit: not in the slot the walk skipped, not yet
+            // in the slabs. An adoption counts itself in transit before it takes the orphans
+            // (under the registry lock), so no orphans and none in transit, read in this
+            // order, means every adoption begun so far has ended.
+            if !self.slots.has_orphans() && self.transit.wait_for_others(Duration::ZERO) == 0 {
                 break in_slots;
             }
             if start.elapsed() >= REACH_PATIENCE {
