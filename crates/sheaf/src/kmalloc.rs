@@ -34,10 +34,18 @@
 //! process's `malloc`. A thread-local flag without a destructor (so that it can be read at any
 //! time, thread exit included) marks a thread inside the front-end; a request made while it
 //! is set is served by the bootstrap arena (module `arena`, `mmap`-backed, one short spin
-//! lock), never by a cache. `free` goes by the page map's tag, whoever calls it. A class
-//! object freed from inside the front-end would have been allocated by the caches' own code
-//! outside it, which the caches never do; such a free is leaked rather than re-entering a
-//! cache that may hold a lock. The front-end never defers a free, so the caches' grace-period
+//! lock), never by a cache's slow paths. `free` goes by the page map's tag, whoever calls it.
+//! A class object freed from inside the front-end would have been allocated by the caches' own
+//! code outside it, which the caches never do; such a free is leaked rather than re-entering a
+//! cache that may hold a lock.
+//!
+//! The caches' fast paths (`Cache::alloc_fast`, `Cache::free_fast`: one restartable sequence
+//! on the CPU's sheaf, which takes no lock, calls nothing and gives up on a slot that anyone,
+//! the calling thread included, holds) cannot recurse or wait, so they are tried first, before
+//! the flag is looked at: the flag, a thread-local that the shared library reaches through
+//! `__tls_get_addr`, is set and cleared only when a request goes past them. A nested request
+//! may therefore be served by a cache's fast path; a fork's prepare handlers hold every slot,
+//! so theirs never are. The front-end never defers a free, so the caches' grace-period
 //! hand-over thread (which runs cache code outside the front-end) is never started.
 //!
 //! # fork and thread exit
@@ -201,6 +209,10 @@ const BUILDING: u8 = 1;
 const READY: u8 = 2;
 const FAILED: u8 = 3;
 
+/// Aligned to its own cache lines (128 bytes: the adjacent-line prefetcher pulls lines in
+/// pairs): every `malloc` and `free` reads it, and it must not share a line with statics that
+/// are written, such as the arena's lock.
+#[repr(align(128))]
 struct HeapCell {
     state: AtomicU8,
     heap: UnsafeCell<MaybeUninit<Heap>>,
@@ -323,6 +335,7 @@ impl Drop for Inside {
 }
 
 /// The built heap, if it is (without building it).
+#[inline]
 fn built_heap() -> Option<&'static Heap> {
     (HEAP.state.load(Ordering::Acquire) == READY)
         // SAFETY: as in `heap`.
@@ -389,6 +402,16 @@ impl Kmalloc {
         let Some(index) = class_index(size, align) else {
             return large::alloc(size, align, false);
         };
+        // The fast path needs no guard (see the module documentation).
+        if let Some(object) = built_heap().and_then(|heap| heap.caches[index].alloc_fast()) {
+            return object.as_ptr();
+        }
+        Self::alloc_guarded(index, size, align)
+    }
+
+    /// [`Kmalloc::alloc`] past the caches' fast path: inside the front-end.
+    #[inline(never)]
+    fn alloc_guarded(index: usize, size: usize, align: usize) -> *mut u8 {
         let Some(_inside) = Inside::enter() else {
             return arena::alloc(size, align);
         };
@@ -454,18 +477,34 @@ impl Kmalloc {
             // SAFETY: tagged arena, so a live arena object (the caller's contract).
             radix::ARENA => unsafe { arena::free(object) },
             tag => {
-                // Nested: leaked (see the module documentation).
-                let Some(_inside) = Inside::enter() else {
+                // A tagged class page exists only once the heap is built.
+                let Some(heap) = built_heap() else {
                     return;
                 };
-                // A tagged class page exists only once the heap is built.
-                if let Some(heap) = heap() {
-                    // SAFETY: the page's tag names the class whose cache allocated it, and
-                    // the caller gives it up.
-                    unsafe { heap.caches[usize::from(tag - 1)].free(nonnull) }
+                let cache = &heap.caches[usize::from(tag - 1)];
+                // SAFETY: the page's tag names the class whose cache allocated it, and the
+                // caller gives it up. The fast path needs no guard (module documentation).
+                if let Err(object) = unsafe { cache.free_fast(nonnull) } {
+                    // SAFETY: as above; `free_fast` gave the object back untouched.
+                    unsafe { Self::free_guarded(cache, object) }
                 }
             }
         }
+    }
+
+    /// [`Kmalloc::free`] past the caches' fast path: inside the front-end.
+    ///
+    /// # Safety
+    ///
+    /// `object` is a live object of `cache`, which the caller gives up.
+    #[inline(never)]
+    unsafe fn free_guarded(cache: &Cache, object: NonNull<u8>) {
+        // Nested: leaked (see the module documentation).
+        let Some(_inside) = Inside::enter() else {
+            return;
+        };
+        // SAFETY: the caller's contract.
+        unsafe { cache.free(object) }
     }
 
     /// The bytes usable at `object` (at least what was asked for): its class's size, or up
@@ -604,7 +643,11 @@ mod tests {
     fn nested_requests_stay_in_the_arena() {
         let k = Kmalloc::new();
         let inside = Inside::enter().expect("the test thread starts outside");
-        let nested: Vec<_> = (0..3).map(|_| k.alloc(40, 8)).collect();
+        // Past the caches' fast path (which may serve a nested request: it cannot recurse).
+        let index = class_index(40, 8).unwrap();
+        let nested: Vec<_> = (0..3)
+            .map(|_| Kmalloc::alloc_guarded(index, 40, 8))
+            .collect();
         for &object in &nested {
             assert_eq!(radix::get(object.addr()), radix::ARENA);
         }
