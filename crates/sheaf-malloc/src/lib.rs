@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Exports `malloc`, `free`, `calloc`, `realloc`, `posix_memalign`, `aligned_alloc`,
-//! `memalign`, `valloc`, `pvalloc` and `malloc_usable_size` with the C library's semantics:
+//! `memalign`, `valloc`, `pvalloc`, `malloc_usable_size` and `malloc_trim` with the C
+//! library's semantics:
 //!
 //! - `malloc(0)` returns a unique pointer; `free(NULL)` does nothing.
 //! - `calloc` whose product overflows, and every request that cannot be met, returns null
@@ -17,6 +18,10 @@
 //!   `memalign` refuse one that is not a power of two with null and `errno` `EINVAL`.
 //! - `malloc_usable_size(p)` is at least what was asked for (the size class, for class
 //!   objects), and 0 for null.
+//! - `malloc_trim(pad)` gives back to the system the memory the heap keeps for reuse
+//!   ([`Kmalloc::trim`]: empty slabs, the freed slab chunks kept per class within a shared
+//!   budget of 16 MiB, cached large mappings) and returns 1 if it unmapped anything, else 0;
+//!   `pad` is ignored.
 //!
 //! The library's own Rust code allocates through the same heap (its global allocator is
 //! `Kmalloc`), and the heap serves its own nested requests from a bootstrap arena, so nothing
@@ -157,4 +162,12 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc_usable_size(object: *mut c_void) -> usize {
     // SAFETY: the caller's contract.
     unsafe { GLOBAL.usable_size(object.cast()) }
+}
+
+/// `malloc_trim`: returns the memory the heap keeps for reuse to the system; 1 if some was
+/// unmapped, else 0. `pad` is ignored (the heap keeps no top of heap to leave padding at).
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_trim(pad: usize) -> c_int {
+    let _ = pad;
+    c_int::from(GLOBAL.trim() > 0)
 }

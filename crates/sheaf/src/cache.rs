@@ -183,6 +183,31 @@ impl<S: SlotStrategy> Cache<S> {
         self.core().alloc(flags)
     }
 
+    /// [`Cache::alloc`]'s fast path alone: an object popped from the calling CPU's `main`
+    /// sheaf in one restartable sequence, or `None`, having done nothing, wherever
+    /// [`Cache::alloc`] would take a lock or call out (an empty sheaf, a held slot, per-thread
+    /// slots, no restartable sequences). It takes no lock, allocates nothing and calls no page
+    /// source, so a caller may use it where re-entering the cache's slow paths is not allowed
+    /// (an allocator front-end serving its own nested requests), and then go elsewhere.
+    #[inline]
+    pub fn alloc_fast(&self) -> Option<NonNull<u8>> {
+        self.core().alloc_fast()
+    }
+
+    /// [`Cache::free`]'s fast path alone: pushes `object` onto the calling CPU's `main` sheaf
+    /// in one restartable sequence, or gives it back (`Err`), having done nothing, wherever
+    /// [`Cache::free`] would take a lock or call out. As [`Cache::alloc_fast`], it takes no
+    /// lock, allocates nothing and calls no page source.
+    ///
+    /// # Safety
+    ///
+    /// As [`Cache::free`]; on `Err` the object is still the caller's.
+    #[inline]
+    pub unsafe fn free_fast(&self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        // SAFETY: forwarded.
+        unsafe { self.core().free_fast(object) }
+    }
+
     /// Frees one object, on any thread.
     ///
     /// # Safety

@@ -10,6 +10,13 @@
 //! and alignments beyond a page, are mapped on their own (module `large`) and given back to
 //! the system when freed, but for a small cache of freed mappings kept for reuse.
 //!
+//! # Keeping freed slabs
+//!
+//! A slab that a class's pool gives back goes to the class's cache of freed chunks (module
+//! `chunks`), still mapped and tagged, and the class's next new slab is taken from there: a
+//! program whose working set swings pays no `mmap`, `munmap` or page faults for slabs it had
+//! before. All classes together keep at most 16 MiB this way; [`Kmalloc::trim`] unmaps it all.
+//!
 //! # Finding the class from the pointer
 //!
 //! Slabs are naturally aligned chunks (an object finds its slab header by masking), but their
@@ -27,10 +34,18 @@
 //! process's `malloc`. A thread-local flag without a destructor (so that it can be read at any
 //! time, thread exit included) marks a thread inside the front-end; a request made while it
 //! is set is served by the bootstrap arena (module `arena`, `mmap`-backed, one short spin
-//! lock), never by a cache. `free` goes by the page map's tag, whoever calls it. A class
-//! object freed from inside the front-end would have been allocated by the caches' own code
-//! outside it, which the caches never do; such a free is leaked rather than re-entering a
-//! cache that may hold a lock. The front-end never defers a free, so the caches' grace-period
+//! lock), never by a cache's slow paths. `free` goes by the page map's tag, whoever calls it.
+//! A class object freed from inside the front-end would have been allocated by the caches' own
+//! code outside it, which the caches never do; such a free is leaked rather than re-entering a
+//! cache that may hold a lock.
+//!
+//! The caches' fast paths (`Cache::alloc_fast`, `Cache::free_fast`: one restartable sequence
+//! on the CPU's sheaf, which takes no lock, calls nothing and gives up on a slot that anyone,
+//! the calling thread included, holds) cannot recurse or wait, so they are tried first, before
+//! the flag is looked at: the flag, a thread-local that the shared library reaches through
+//! `__tls_get_addr`, is set and cleared only when a request goes past them. A nested request
+//! may therefore be served by a cache's fast path; a fork's prepare handlers hold every slot,
+//! so theirs never are. The front-end never defers a free, so the caches' grace-period
 //! hand-over thread (which runs cache code outside the front-end) is never started.
 //!
 //! # fork and thread exit
@@ -47,6 +62,7 @@
 //! a thread's exit (its destructors freeing memory) needs nothing from the front-end.
 
 mod arena;
+mod chunks;
 mod large;
 mod radix;
 
@@ -108,21 +124,58 @@ fn class_index(size: usize, align: usize) -> Option<usize> {
     Some(index)
 }
 
-/// A class's page source: anonymous mappings whose pages are tagged with the class.
+/// A class's page source: anonymous mappings whose pages are tagged with the class, and the
+/// class's cache of freed chunks (module `chunks`).
 #[derive(Debug)]
 struct ClassPages {
     tag: u8,
     pages: MmapPages,
+    cache: chunks::ChunkCache,
 }
 
-// SAFETY: every chunk comes from `MmapPages`, which keeps the trait's promise; the tags are
-// bookkeeping beside the memory.
+impl ClassPages {
+    fn new(tag: u8) -> Self {
+        ClassPages {
+            tag,
+            pages: MmapPages::new(),
+            cache: chunks::ChunkCache::new(&chunks::BUDGET),
+        }
+    }
+
+    /// Untags and unmaps a chunk.
+    ///
+    /// # Safety
+    ///
+    /// As [`PageSource::free_chunk`].
+    unsafe fn unmap_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
+        // Untag first: once unmapped, the range may be mapped and tagged by anyone.
+        let _ = radix::set(chunk.addr().get(), bytes, radix::NONE);
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.pages.free_chunk(chunk, bytes) }
+    }
+
+    /// Unmaps every cached chunk; returns how many.
+    fn trim(&self) -> usize {
+        self.cache.take_all(|chunk, bytes| {
+            // SAFETY: a cached chunk came from `alloc_chunk(bytes)` and belongs to nobody.
+            unsafe { self.unmap_chunk(chunk, bytes) }
+        })
+    }
+}
+
+// SAFETY: every chunk comes from `MmapPages`, which keeps the trait's promise, either fresh or
+// from the cache, which holds only chunks given back whole and hands each out once; the tags
+// are bookkeeping beside the memory.
 unsafe impl PageSource for ClassPages {
     fn name(&self) -> &'static str {
         "kmalloc"
     }
 
     fn alloc_chunk(&self, bytes: usize) -> Result<NonNull<u8>, PageError> {
+        // Still tagged with this class from when it was first handed out.
+        if let Some(chunk) = self.cache.take(bytes) {
+            return Ok(chunk);
+        }
         let chunk = self.pages.alloc_chunk(bytes)?;
         if radix::set(chunk.addr().get(), bytes, self.tag).is_err() {
             // SAFETY: allocated just above with this size, never handed out.
@@ -133,10 +186,12 @@ unsafe impl PageSource for ClassPages {
     }
 
     unsafe fn free_chunk(&self, chunk: NonNull<u8>, bytes: usize) {
-        // Untag first: once unmapped, the range may be mapped and tagged by anyone.
-        let _ = radix::set(chunk.addr().get(), bytes, radix::NONE);
+        // SAFETY: the caller gives up the chunk, `bytes >= PAGE_SIZE` bytes aligned to them.
+        if unsafe { self.cache.put(chunk, bytes) } {
+            return;
+        }
         // SAFETY: the caller's contract, forwarded.
-        unsafe { self.pages.free_chunk(chunk, bytes) }
+        unsafe { self.unmap_chunk(chunk, bytes) }
     }
 
     fn stats(&self) -> PageSourceStats {
@@ -146,6 +201,7 @@ unsafe impl PageSource for ClassPages {
 
 struct Heap {
     caches: [Cache; CLASSES],
+    pages: [Arc<ClassPages>; CLASSES],
 }
 
 const UNINIT: u8 = 0;
@@ -153,6 +209,10 @@ const BUILDING: u8 = 1;
 const READY: u8 = 2;
 const FAILED: u8 = 3;
 
+/// Aligned to its own cache lines (128 bytes: the adjacent-line prefetcher pulls lines in
+/// pairs): every `malloc` and `free` reads it, and it must not share a line with statics that
+/// are written, such as the arena's lock.
+#[repr(align(128))]
 struct HeapCell {
     state: AtomicU8,
     heap: UnsafeCell<MaybeUninit<Heap>>,
@@ -225,22 +285,22 @@ fn new_heap() -> Option<Heap> {
         )
     };
     let mut caches = Vec::with_capacity(CLASSES);
+    let mut sources = Vec::with_capacity(CLASSES);
     for (index, (&size, &align)) in SIZES.iter().zip(&ALIGNS).enumerate() {
-        let pages = Arc::new(ClassPages {
-            tag: index as u8 + 1,
-            pages: MmapPages::new(),
-        });
+        let pages = Arc::new(ClassPages::new(index as u8 + 1));
         let config = CacheConfig::new(size)
             .with_align(align)
-            .with_page_source(pages);
+            .with_page_source(pages.clone());
         caches.push(Cache::new(&config).ok()?);
+        sources.push(pages);
     }
     let caches = caches.try_into().ok()?;
+    let pages = sources.try_into().ok()?;
     // Registered after the caches' handlers: the forking thread is inside the front-end from
     // before their prepare until after their parent and child handlers.
     // SAFETY: as above.
     unsafe { libc::pthread_atfork(Some(fork_enter), Some(fork_leave), Some(fork_leave)) };
-    Some(Heap { caches })
+    Some(Heap { caches, pages })
 }
 
 thread_local! {
@@ -274,11 +334,31 @@ impl Drop for Inside {
     }
 }
 
+/// The built heap, if it is (without building it).
+#[inline]
+fn built_heap() -> Option<&'static Heap> {
+    (HEAP.state.load(Ordering::Acquire) == READY)
+        // SAFETY: as in `heap`.
+        .then(|| unsafe { (*HEAP.heap.get()).assume_init_ref() })
+}
+
 extern "C" fn fork_enter() {
     INSIDE.with(|inside| inside.set(true));
+    // The chunk caches' locks are taken first and released last: their holders wait for
+    // nothing, and while they are held every other thread passes the caches by.
+    if let Some(heap) = built_heap() {
+        heap.pages
+            .iter()
+            .for_each(|pages| pages.cache.lock_for_fork());
+    }
 }
 
 extern "C" fn fork_leave() {
+    if let Some(heap) = built_heap() {
+        heap.pages
+            .iter()
+            .for_each(|pages| pages.cache.unlock_after_fork());
+    }
     INSIDE.with(|inside| inside.set(false));
 }
 
@@ -322,12 +402,43 @@ impl Kmalloc {
         let Some(index) = class_index(size, align) else {
             return large::alloc(size, align, false);
         };
+        // The fast path needs no guard (see the module documentation).
+        if let Some(object) = built_heap().and_then(|heap| heap.caches[index].alloc_fast()) {
+            return object.as_ptr();
+        }
+        Self::alloc_guarded(index, size, align)
+    }
+
+    /// [`Kmalloc::alloc`] past the caches' fast path: inside the front-end.
+    #[inline(never)]
+    fn alloc_guarded(index: usize, size: usize, align: usize) -> *mut u8 {
         let Some(_inside) = Inside::enter() else {
             return arena::alloc(size, align);
         };
         heap()
             .and_then(|heap| heap.caches[index].alloc(AllocFlags::empty()))
             .map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    /// Gives memory the heap keeps for reuse back to the system: every cache's empty slabs
+    /// (`Cache::shrink`), the freed slab chunks each class keeps, and the cached large
+    /// mappings. Returns how many chunks and mappings were unmapped. Does nothing (returns 0)
+    /// when called from inside the heap (from one of its own nested requests).
+    ///
+    /// Other threads may allocate and free meanwhile; what they free after the call has
+    /// passed their class may be kept again.
+    pub fn trim(&self) -> usize {
+        let Some(_inside) = Inside::enter() else {
+            return 0;
+        };
+        let mut unmapped = large::trim();
+        if let Some(heap) = built_heap() {
+            for (cache, pages) in heap.caches.iter().zip(&heap.pages) {
+                cache.shrink();
+                unmapped += pages.trim();
+            }
+        }
+        unmapped
     }
 
     /// Allocates `count * size` zeroed bytes aligned to `align`; null if the product
@@ -366,18 +477,34 @@ impl Kmalloc {
             // SAFETY: tagged arena, so a live arena object (the caller's contract).
             radix::ARENA => unsafe { arena::free(object) },
             tag => {
-                // Nested: leaked (see the module documentation).
-                let Some(_inside) = Inside::enter() else {
+                // A tagged class page exists only once the heap is built.
+                let Some(heap) = built_heap() else {
                     return;
                 };
-                // A tagged class page exists only once the heap is built.
-                if let Some(heap) = heap() {
-                    // SAFETY: the page's tag names the class whose cache allocated it, and
-                    // the caller gives it up.
-                    unsafe { heap.caches[usize::from(tag - 1)].free(nonnull) }
+                let cache = &heap.caches[usize::from(tag - 1)];
+                // SAFETY: the page's tag names the class whose cache allocated it, and the
+                // caller gives it up. The fast path needs no guard (module documentation).
+                if let Err(object) = unsafe { cache.free_fast(nonnull) } {
+                    // SAFETY: as above; `free_fast` gave the object back untouched.
+                    unsafe { Self::free_guarded(cache, object) }
                 }
             }
         }
+    }
+
+    /// [`Kmalloc::free`] past the caches' fast path: inside the front-end.
+    ///
+    /// # Safety
+    ///
+    /// `object` is a live object of `cache`, which the caller gives up.
+    #[inline(never)]
+    unsafe fn free_guarded(cache: &Cache, object: NonNull<u8>) {
+        // Nested: leaked (see the module documentation).
+        let Some(_inside) = Inside::enter() else {
+            return;
+        };
+        // SAFETY: the caller's contract.
+        unsafe { cache.free(object) }
     }
 
     /// The bytes usable at `object` (at least what was asked for): its class's size, or up
@@ -516,7 +643,11 @@ mod tests {
     fn nested_requests_stay_in_the_arena() {
         let k = Kmalloc::new();
         let inside = Inside::enter().expect("the test thread starts outside");
-        let nested: Vec<_> = (0..3).map(|_| k.alloc(40, 8)).collect();
+        // Past the caches' fast path (which may serve a nested request: it cannot recurse).
+        let index = class_index(40, 8).unwrap();
+        let nested: Vec<_> = (0..3)
+            .map(|_| Kmalloc::alloc_guarded(index, 40, 8))
+            .collect();
         for &object in &nested {
             assert_eq!(radix::get(object.addr()), radix::ARENA);
         }
@@ -559,5 +690,77 @@ mod tests {
                 k.free(object);
             }
         }
+    }
+
+    #[test]
+    fn a_freed_slab_chunk_is_reused_without_a_new_mapping() {
+        let pages = ClassPages::new(CLASSES as u8);
+        let bytes = 64 * 1024;
+        let chunk = pages.alloc_chunk(bytes).unwrap();
+        // SAFETY: handed out just above with this size, freed once.
+        unsafe { pages.free_chunk(chunk, bytes) };
+        assert_eq!(radix::get(chunk.addr().get()), CLASSES as u8, "kept tagged");
+        assert_eq!(pages.alloc_chunk(bytes), Ok(chunk));
+        assert_eq!(pages.stats().chunks_allocated, 1, "no second mapping");
+        // SAFETY: as above.
+        unsafe { pages.free_chunk(chunk, bytes) };
+        assert_eq!(pages.trim(), 1);
+        assert_eq!(pages.stats().chunks_freed, 1);
+        assert_eq!(pages.stats().held_bytes, 0);
+        assert_eq!(radix::get(chunk.addr().get()), radix::NONE);
+    }
+
+    #[test]
+    fn trim_gives_back_the_kept_slabs_of_a_class() {
+        let k = Kmalloc::new();
+        // A class no other test of this module uses.
+        let size = 16 * 1024;
+        let index = class_index(size, 8).unwrap();
+        let objects: Vec<_> = (0..400).map(|_| k.alloc(size, 8)).collect();
+        assert!(objects.iter().all(|o| !o.is_null()));
+        // SAFETY: live allocations, each freed once.
+        unsafe { objects.into_iter().for_each(|o| k.free(o)) };
+        let heap = built_heap().unwrap();
+        let before = heap.pages[index].stats();
+        assert!(k.trim() > 0);
+        let after = heap.pages[index].stats();
+        assert!(after.chunks_freed > before.chunks_freed);
+        assert_eq!(after.held_bytes, 0, "every slab of the class is unmapped");
+    }
+
+    #[test]
+    fn a_fork_waits_for_a_held_chunk_cache_and_the_child_finds_it_free() {
+        use std::sync::mpsc;
+        let k = Kmalloc::new();
+        // SAFETY: allocated and freed here.
+        unsafe { k.free(k.alloc(8, 8)) };
+        let heap = built_heap().unwrap();
+        let cache = &heap.pages[CLASSES - 1].cache;
+        let (held, wait) = mpsc::channel();
+        // Another thread holds the cache's lock across the fork's start.
+        let holder = std::thread::spawn(move || {
+            cache.lock_for_fork();
+            held.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            cache.unlock_after_fork();
+        });
+        wait.recv().unwrap();
+        // SAFETY: the child only reads atomics and exits without unwinding.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let busy = heap.pages.iter().any(|p| p.cache.is_busy());
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(i32::from(busy)) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just made.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child inherited a chunk cache held by a thread it does not have"
+        );
+        holder.join().unwrap();
+        assert!(!cache.is_busy());
     }
 }

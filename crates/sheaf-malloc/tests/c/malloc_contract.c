@@ -79,6 +79,18 @@ static void check_sizes(void) {
         CHECK(intact(keep[k], sizes[k], sizes[k]), "malloc(%zu) overwritten", sizes[k]);
         free(keep[k]);
     }
+    /* Everything above is freed: a trim gives back what the heap kept, and the heap works
+     * after it. */
+    int trimmed = malloc_trim(0);
+    CHECK(trimmed == 0 || trimmed == 1, "malloc_trim returned %d", trimmed);
+    CHECK(!expect_sheaf || trimmed == 1, "malloc_trim gave nothing back after frees");
+    for (size_t k = 0; k < n; k += 7) {
+        unsigned char *p = malloc(sizes[k]);
+        CHECK(p != NULL, "malloc(%zu) after trim", sizes[k]);
+        fill(p, sizes[k]);
+        CHECK(intact(p, sizes[k], sizes[k]), "malloc(%zu) after trim", sizes[k]);
+        free(p);
+    }
     if (expect_sheaf) {
         /* The library's documented classes. */
         void *p = malloc(100);

@@ -15,6 +15,7 @@
 //! for: a thread that finds it busy maps or unmaps as if there were none, so it adds no wait
 //! to any request, and a `fork` that catches it held leaves the child without a cache, never
 //! blocked (the mappings it held then stay mapped in the child, at most [`MAX_CACHED_BYTES`]).
+//! [`trim`] unmaps every cached mapping.
 //! Nothing here allocates through the process allocator.
 
 use std::cell::UnsafeCell;
@@ -113,6 +114,28 @@ impl MappingCache {
                 })
                 .unwrap_or(false)
     }
+}
+
+/// Unmaps every cached mapping (`Kmalloc::trim`); returns how many. Waits for a thread that
+/// is using the cache (it holds it for a few moves of numbers).
+pub(super) fn trim() -> usize {
+    let taken = loop {
+        if let Some(taken) = CACHE.with(|cached| {
+            let taken = (cached.entries, cached.count);
+            cached.count = 0;
+            cached.bytes = 0;
+            taken
+        }) {
+            break taken;
+        }
+        std::thread::yield_now();
+    };
+    let (entries, count) = taken;
+    for &(base, len) in &entries[..count] {
+        // SAFETY: a cached mapping belongs to nobody (its provenance was exposed by `free`).
+        unsafe { unmap(ptr::with_exposed_provenance_mut(base), len) };
+    }
+    count
 }
 
 /// A fresh private anonymous read-write mapping of `bytes` (a multiple of the page size).

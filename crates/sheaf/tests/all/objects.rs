@@ -283,3 +283,46 @@ fn per_cpu_slots_use_rseq_where_required() {
     });
     assert!(done.join().unwrap() > 0);
 }
+
+/// `alloc_fast` and `free_fast` never leave the restartable sequence: with per-thread slots
+/// they do nothing, and on a per-CPU cache they never take pages or touch the slabs (an
+/// empty sheaf is a miss, not a refill); what they hand out is a working object of the cache.
+#[test]
+fn fast_path_only_calls_never_take_the_slow_paths() {
+    let (_, config) = limited_config(usize::MAX / 2);
+    let per_thread: Cache<PerThread> = Cache::new(&config).unwrap();
+    let object = per_thread.alloc(AllocFlags::empty()).unwrap();
+    assert_eq!(per_thread.alloc_fast(), None);
+    // SAFETY: a live object of this cache, given back untouched on `Err`.
+    let back = unsafe { per_thread.free_fast(object) };
+    assert_eq!(back, Err(object));
+    // SAFETY: still live, freed once.
+    unsafe { per_thread.free(object) };
+
+    let (pages_cpu, config) = limited_config(usize::MAX / 2);
+    let per_cpu: Cache<sheaf::PerCpu> = Cache::new(&config).unwrap();
+    // A new cache's sheaves are empty: a miss, with no page taken.
+    assert_eq!(per_cpu.alloc_fast(), None);
+    assert_eq!(pages_cpu.requests(), 0);
+    let mut served = 0;
+    for _ in 0..100 {
+        let object = per_cpu.alloc(AllocFlags::empty()).unwrap();
+        // SAFETY: a live object of this cache, freed once (by `free_fast` or `free`).
+        if let Err(object) = unsafe { per_cpu.free_fast(object) } {
+            // SAFETY: as above.
+            unsafe { per_cpu.free(object) };
+        }
+        let requests = pages_cpu.requests();
+        if let Some(object) = per_cpu.alloc_fast() {
+            served += 1;
+            // SAFETY: a fresh object of at least 64 bytes.
+            unsafe { object.as_ptr().write_bytes(0xA5, 64) };
+            // SAFETY: live, freed once.
+            unsafe { per_cpu.free(object) };
+        }
+        assert_eq!(pages_cpu.requests(), requests, "alloc_fast asked for pages");
+    }
+    if sheaf::per_cpu_slot_lock() == "rseq critical section" {
+        assert!(served > 0, "the fast path never served an object");
+    }
+}
