@@ -115,75 +115,93 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// `REACH_PATIENCE` in all (see `SlotTable::for_each_reachable` and `transit`); if a slot
     /// cannot be taken (its thread runs, or holds the CPU slot inside an operation) or an
     /// adoption does not end (its thread is descheduled or blocked in the page source), the
-    /// equation is not checked and `false` is returned. In a child process, objects lost at the fork with the
-    /// other threads are a term of their own (see `fork`).
+    /// equation is not checked and `false` is returned. Sheaves that the hand-over thread
+    /// ages out of the barn while the figures are read make the check read them again. In a
+    /// child process, objects lost at the fork with the other threads are a term of their own
+    /// (see `fork`).
     pub(crate) fn check_accounting(&self) -> bool {
         self.pool.check_invariants();
         // A thread whose exit is still running its thread-local destructors (a scoped
         // thread, once its closure returned) orphans its slot during the walk: adopted on the
         // next round, as long as the patience lasts.
         let start = std::time::Instant::now();
-        let in_slots = loop {
-            self.adopt_orphans(false);
-            // Another thread's adoption (descheduled, or blocked in the page source) holds
-            // objects that are nowhere else: waited for within the patience, else not checked.
-            if self
-                .transit
-                .wait_for_others(REACH_PATIENCE.saturating_sub(start.elapsed()))
-                > 0
-            {
-                return false;
-            }
-            let mut in_slots = 0u64;
-            let patience = REACH_PATIENCE.saturating_sub(start.elapsed());
-            let unreached = self.slots.for_each_reachable(patience, |sheaves, _, _| {
-                in_slots += sheaves.main.size() as u64;
-                in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
-                for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
-                    assert!(
-                        sheaf.is_none()
-                            || sheaf.capacity() == self.capacity()
-                            || self.is_stale(sheaf),
-                        "slot sheaf {sheaf:?} has capacity other than {} (or an \
-                                 earlier one)",
-                        self.capacity()
-                    );
+        loop {
+            let in_slots = loop {
+                self.adopt_orphans(false);
+                // Another thread's adoption (descheduled, or blocked in the page source) holds
+                // objects that are nowhere else: waited for within the patience, else not checked.
+                if self
+                    .transit
+                    .wait_for_others(REACH_PATIENCE.saturating_sub(start.elapsed()))
+                    > 0
+                {
+                    return false;
                 }
-            });
-            if unreached > 0 {
-                return false;
-            }
-            // Slots orphaned, or sheaves handed over by threads that found a drain request,
-            // during the walk; or adopted during it by another thread (the hand-over thread),
-            // whose adoption is still in transit: not in the slot the walk skipped, not yet
-            // in the slabs. An adoption counts itself in transit before it takes the orphans
-            // (under the registry lock), so no orphans and none in transit, read in this
-            // order, means every adoption begun so far has ended.
-            if !self.slots.has_orphans() && self.transit.wait_for_others(Duration::ZERO) == 0 {
-                break in_slots;
+                let mut in_slots = 0u64;
+                let patience = REACH_PATIENCE.saturating_sub(start.elapsed());
+                let unreached = self.slots.for_each_reachable(patience, |sheaves, _, _| {
+                    in_slots += sheaves.main.size() as u64;
+                    in_slots += sheaves.spare.as_ref().map_or(0, |s| s.size() as u64);
+                    for sheaf in [&sheaves.main].into_iter().chain(sheaves.spare.as_ref()) {
+                        assert!(
+                            sheaf.is_none()
+                                || sheaf.capacity() == self.capacity()
+                                || self.is_stale(sheaf),
+                            "slot sheaf {sheaf:?} has capacity other than {} (or an \
+                                 earlier one)",
+                            self.capacity()
+                        );
+                    }
+                });
+                if unreached > 0 {
+                    return false;
+                }
+                // Slots orphaned, or sheaves handed over by threads that found a drain request,
+                // during the walk; or adopted during it by another thread (the hand-over thread),
+                // whose adoption is still in transit: not in the slot the walk skipped, not yet
+                // in the slabs. An adoption counts itself in transit before it takes the orphans
+                // (under the registry lock), so no orphans and none in transit, read in this
+                // order, means every adoption begun so far has ended.
+                if !self.slots.has_orphans() && self.transit.wait_for_others(Duration::ZERO) == 0 {
+                    break in_slots;
+                }
+                if start.elapsed() >= REACH_PATIENCE {
+                    return false;
+                }
+                std::thread::yield_now();
+            };
+            // Another thread may start moving cached sheaves to the slabs after the walk (the
+            // hand-over thread ageing held sheaves out of the barn, at any time): the figures
+            // below count only if no such move was in transit while they were read, else they
+            // are read again, within the patience.
+            let begun = self.transit.begun();
+            if self.transit.wait_for_others(Duration::ZERO) == 0 {
+                let mut in_barn = 0u64;
+                for barn in self.barns.iter() {
+                    in_barn += barn.snapshot().objects as u64;
+                }
+                // In a child forked from inside a page source the objects lost are unknown.
+                let Some(lost) = self.fork.lost() else {
+                    return false;
+                };
+                let live = self.live_objects();
+                let in_use = self.pool.stats().objects_in_use;
+                if self.transit.begun() == begun {
+                    let expected = (live + in_slots + in_barn) as i64 + lost;
+                    assert_eq!(
+                        in_use as i64, expected,
+                        "accounting: slabs count {in_use} objects in use, but live {live} + in \
+                     slot sheaves {in_slots} + in barn {in_barn} + lost at a fork {lost} = \
+                     {expected}",
+                    );
+                    return true;
+                }
             }
             if start.elapsed() >= REACH_PATIENCE {
                 return false;
             }
             std::thread::yield_now();
-        };
-        let mut in_barn = 0u64;
-        for barn in self.barns.iter() {
-            in_barn += barn.snapshot().objects as u64;
         }
-        // In a child forked from inside a page source the objects lost are unknown.
-        let Some(lost) = self.fork.lost() else {
-            return false;
-        };
-        let live = self.live_objects();
-        let in_use = self.pool.stats().objects_in_use;
-        let expected = (live + in_slots + in_barn) as i64 + lost;
-        assert_eq!(
-            in_use as i64, expected,
-            "accounting: slabs count {in_use} objects in use, but live {live} + in slot \
-             sheaves {in_slots} + in barn {in_barn} + lost at a fork {lost} = {expected}",
-        );
-        true
     }
 }
 

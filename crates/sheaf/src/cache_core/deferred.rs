@@ -273,6 +273,10 @@ impl<S: SlotStrategy> CacheCore<S> {
     pub(crate) fn age_held(&self) -> bool {
         let tally = Tally::shared(&self.counters);
         let mut left = false;
+        // In transit from before the sheaves leave the barn until they are in the slabs: the
+        // accounting check, which may run at any quiescent point while this thread ticks,
+        // finds them in the barn, or sees them in transit and reads again.
+        let _transit = self.transit.begin();
         for (node, barn) in self.barns.iter().enumerate() {
             for sheaf in barn.age_held() {
                 self.flush_rcu_sheaf(sheaf, node, tally);

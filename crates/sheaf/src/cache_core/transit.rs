@@ -1,9 +1,12 @@
-//! Adopted sheaves on their way to the slabs.
+//! Cached sheaves on their way to the slabs, moved by a thread other than the caller.
 //!
 //! An adoption (see `Shared::adopt_orphans`) unregisters exited threads' slots under the
 //! registry lock, then flushes their `main` and `spare` sheaves after releasing it, because a
 //! flush may call the page source, which may call this cache. Between the two, the objects in
-//! those sheaves are in no slot, no barn and not yet in the slabs. Any thread may be the
+//! those sheaves are in no slot, no barn and not yet in the slabs. The hand-over thread's
+//! ageing of held `rcu_free` sheaves (`CacheCore::age_held`) takes them out of the barn and
+//! flushes them the same way, at any time, quiescent points included, and counts itself in
+//! transit too. Any thread may be the
 //! adopter, the rcu module's hand-over thread included, which the user never sees; so the
 //! operations that report on the whole cache (`shrink` returns everything cached, the
 //! accounting check finds every object) first wait until no adoption by another thread is in
@@ -15,7 +18,7 @@
 //! cannot finish before the call returns.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The adoptions of one cache whose sheaves are in transit.
@@ -23,6 +26,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct InTransit {
     /// Adoptions in transit, by every thread.
     count: AtomicUsize,
+    /// Adoptions begun so far: a reader that finds none in transit and the same number before
+    /// and after its reads saw no object in transit.
+    begun: AtomicU64,
 }
 
 /// How many nested adoptions one thread tracks (a page source called by a flush may use a
@@ -53,6 +59,7 @@ impl InTransit {
         // SeqCst: ordered before the registry lock's release, and read by waiters after they
         // took (and released) that lock in their own adoption.
         self.count.fetch_add(1, Ordering::SeqCst);
+        self.begun.fetch_add(1, Ordering::SeqCst);
         let entry = MINE
             .try_with(|mine| {
                 let mut keys = mine.get();
@@ -85,6 +92,11 @@ impl InTransit {
             }
             std::thread::yield_now();
         }
+    }
+
+    /// Adoptions begun so far, by every thread (see [`InTransit::begun`]'s field).
+    pub(crate) fn begun(&self) -> u64 {
+        self.begun.load(Ordering::SeqCst)
     }
 
     /// In a child process after `fork`: only the forking thread's own adoptions can still

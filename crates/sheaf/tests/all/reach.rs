@@ -376,3 +376,69 @@ fn c_conc_4_shrink_and_check_past_an_adoption_held_in_transit() {
     assert_eq!(live(&cache), 0);
     assert_eq!(pages.stats().held_bytes, 0, "pages held after the shrink");
 }
+
+/// The hand-over thread ages held `rcu_free` sheaves out of the barn at any time, quiescent
+/// points included: it takes them out, then flushes them into the slabs. Held inside that
+/// flush (its page source blocks as a slab goes back), it leaves a sheaf's objects in no barn
+/// and not yet in the slabs; an accounting check made meanwhile says it did not check instead
+/// of counting them missing, and checks once the flush ends.
+#[test]
+fn c_obj_5_the_check_is_not_fooled_by_held_sheaves_ageing_out() {
+    let pages = Arc::new(GatedPages::default());
+    // No room for full sheaves in the barn, so every recycled one is held; 50 ticks (about
+    // half a second) leave the time to arm the gate before they age.
+    let config = object_alloc::CacheConfig::new(512)
+        .with_sheaf_capacity(256)
+        .with_barn_limits(0, 0)
+        .with_rcu_hold_ticks(50)
+        .with_page_source(pages.clone());
+    let cache: Cache<sheaf::PerCpu> = Cache::new(&config).unwrap();
+    let _reopen = Reopen(&pages);
+    let objects: Vec<NonNull<u8>> = (0..512)
+        .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+        .collect();
+    cache.shrink();
+    for &object in &objects {
+        // SAFETY: allocated above, freed once; no reader ever sees them.
+        unsafe { cache.free_deferred(object) };
+    }
+    // The deferred frees' sheaves come back from their grace period and are held.
+    cache.barrier();
+    pages.arm_free_on("rcu-hand-over");
+    assert!(
+        cache.stats().counter("barn_held_sheaves") > 0,
+        "no recycled sheaf was held: {:?}",
+        cache.stats()
+    );
+    assert!(
+        pages.wait_blocked_for(Duration::from_secs(5)),
+        "the hand-over thread never released a slab while ageing held sheaves"
+    );
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = done_tx.send(cache.check_invariants());
+        });
+        let outcome = done_rx.recv_timeout(TRANSIT_WATCHDOG);
+        pages.open();
+        let checked = outcome.unwrap_or_else(|_| {
+            panic!("check_invariants still waiting after {TRANSIT_WATCHDOG:?} for held sheaves ageing out")
+        });
+        assert!(
+            !checked,
+            "the accounting check was made with aged sheaves' objects in transit"
+        );
+    });
+    let start = Instant::now();
+    while !cache.check_invariants() {
+        assert!(
+            start.elapsed() < TRANSIT_WATCHDOG,
+            "the ageing never ended once let go"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cache.shrink();
+    assert!(cache.check_invariants());
+    assert_eq!(live(&cache), 0);
+    assert_eq!(pages.stats().held_bytes, 0, "pages held after the shrink");
+}
