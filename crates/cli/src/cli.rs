@@ -223,10 +223,14 @@ pub(crate) struct CompareArgs {
     /// Confidence level of the bootstrap intervals.
     #[arg(long, default_value_t = 0.95)]
     pub(crate) confidence: f64,
-    /// Two result files of one build (an A/A pair) whose changes set the noise threshold of
-    /// each figure kind (default: the spread of rounds within OLD and NEW).
-    #[arg(long, num_args = 2, value_names = ["A1", "A2"])]
+    /// Two or more result files of one build and settings (A/A runs) whose spread sets each
+    /// row's noise threshold: the 95% bound of a change between two invocations (default:
+    /// one threshold per figure kind from the spread of rounds within OLD and NEW).
+    #[arg(long, num_args = 2.., value_names = ["A1", "A2"])]
     pub(crate) calibrate: Option<Vec<PathBuf>>,
+    /// Also write every compared row (figures, change, interval, threshold, verdict) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
     /// Compare files measured with different settings (capacity, duration, runs...) instead
     /// of refusing them; a warning says which settings differ.
     #[arg(long)]

@@ -571,17 +571,25 @@ fn compare_table_gives_verdicts_only_beyond_the_noise() {
     settings.bind(|| insta::assert_snapshot!("compare_table", stdout));
 }
 
-/// A/A calibration widens the threshold: a 5% change that the tight rounds of the two files
-/// call significant is no change against an A/A pair that differed by 8%.
+/// Calibration by A/A runs sets each row's threshold from that row's own spread over the
+/// files: with one pair (8% apart) a 5% change is no change; with five files in which the
+/// `system` row varied by 0.5% and the `locked-slab` one by 8%, a 10% fall is called on the
+/// first and not on the second, where tight rounds alone call both.
 #[test]
-fn compare_calibrated_by_an_a_a_pair_says_no_change_inside_its_noise() {
+fn compare_calibrated_by_a_a_runs_gives_each_row_its_own_noise() {
     let dir = tempfile::tempdir().unwrap();
     let base = two_allocator_file("3");
     let files: Vec<PathBuf> = [
         ("old", 100e6, 50e6),
         ("new", 95e6, 50e6),
+        ("fell", 90e6, 45e6),
         ("a1", 100e6, 50e6),
         ("a2", 92e6, 46e6),
+        ("b1", 100e6, 50e6),
+        ("b2", 100.5e6, 46e6),
+        ("b3", 99.5e6, 54e6),
+        ("b4", 100.2e6, 48e6),
+        ("b5", 99.8e6, 52e6),
     ]
     .iter()
     .map(|&(name, system, locked)| {
@@ -592,32 +600,70 @@ fn compare_calibrated_by_an_a_a_pair_says_no_change_inside_its_noise() {
         write_json(dir.path(), &format!("{name}.json"), &f)
     })
     .collect();
-    let row = |stdout: &str| {
+    let path = |i: usize| files[i].to_str().unwrap();
+    let row = |stdout: &str, allocator: &str| {
         stdout
             .lines()
-            .find(|l| l.contains("system") && l.contains("throughput"))
-            .unwrap()
+            .find(|l| l.contains(allocator) && l.contains("┆ throughput "))
+            .unwrap_or_else(|| panic!("no {allocator} row: {stdout}"))
             .to_owned()
     };
     let out = compare(&[&files[0], &files[1]], &[]);
     let plain = String::from_utf8(out.stdout).unwrap();
-    assert!(row(&plain).contains("slower"), "{plain}");
-    let out = compare(
-        &[&files[0], &files[1]],
-        &[
-            "--calibrate",
-            files[2].to_str().unwrap(),
-            files[3].to_str().unwrap(),
-        ],
+    assert!(row(&plain, "system").contains("slower"), "{plain}");
+
+    let out = compare(&[&files[0], &files[1]], &["--calibrate", path(3), path(4)]);
+    assert!(out.status.success());
+    let pair = String::from_utf8(out.stdout).unwrap();
+    assert!(row(&pair, "system").contains("no change"), "{pair}");
+    // Both rows moved 8%: sd 0.059 of the logs, t(3) 3.182, times sqrt(2): ±30.4%.
+    assert!(
+        pair.contains("noise thresholds from 2 calibration files")
+            && row(&pair, "system").contains("±30.4%"),
+        "{pair}"
     );
+
+    let out = compare(&[&files[0], &files[2]], &[]);
+    let plain = String::from_utf8(out.stdout).unwrap();
+    assert!(row(&plain, "system").contains("slower"), "{plain}");
+    assert!(row(&plain, "locked-slab").contains("slower"), "{plain}");
+    let five: Vec<&str> = (5..10).map(path).collect();
+    let json = dir.path().join("compared.json");
+    let mut args = vec!["--json", json.to_str().unwrap(), "--calibrate"];
+    args.extend(&five);
+    let out = compare(&[&files[0], &files[2]], &args);
     assert!(out.status.success());
     let calibrated = String::from_utf8(out.stdout).unwrap();
-    assert!(row(&calibrated).contains("no change"), "{calibrated}");
     assert!(
-        calibrated.contains("noise thresholds from the A/A pair")
-            && calibrated.contains("throughput ±8.7%"),
+        row(&calibrated, "system").contains("slower"),
         "{calibrated}"
     );
+    assert!(
+        row(&calibrated, "locked-slab").contains("no change"),
+        "{calibrated}"
+    );
+    // The JSON has the same rows, with each row's threshold: system's spread was 0.4%,
+    // locked-slab's 6.3% (pooled with their median: ±7.0% and ±21.0%).
+    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let find = |allocator: &str| {
+        doc["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["allocator"] == allocator && r["figure"] == "throughput")
+            .unwrap()
+            .clone()
+    };
+    let (system, locked) = (find("system"), find("locked-slab"));
+    assert_eq!(system["verdict"], "slower");
+    assert_eq!(locked["verdict"], "no change");
+    let threshold = |r: &Value| r["threshold"].as_f64().unwrap();
+    assert!((threshold(&system) - 0.070).abs() < 0.005, "{system}");
+    assert!((threshold(&locked) - 0.210).abs() < 0.01, "{locked}");
+    assert!((system["change"].as_f64().unwrap() + 0.10).abs() < 1e-9);
+
+    let out = compare(&[&files[0], &files[1]], &["--calibrate", path(3)]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

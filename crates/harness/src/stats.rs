@@ -128,6 +128,22 @@ pub fn standard_deviation(values: &[f64]) -> f64 {
     (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
 }
 
+/// The two-sided 95% quantile of Student's t distribution with `df` degrees of freedom (the
+/// 0.975 quantile), from the standard table up to 30 and, beyond, interpolated in `1 / df`
+/// towards the normal's 1.96 (within 0.1% of the exact value); `None` for `df == 0`.
+pub fn student_t_975(df: usize) -> Option<f64> {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => None,
+        1..=30 => Some(TABLE[df - 1]),
+        _ => Some(1.96 + (TABLE[29] - 1.96) * 30.0 / df as f64),
+    }
+}
+
 /// The `q` quantile of sorted, non-empty `values` (nearest rank).
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * (sorted.len() - 1) as f64).round() as usize;
@@ -298,6 +314,18 @@ mod tests {
         assert_eq!(mean(&[]), None);
         assert!((standard_deviation(&[1.0, 3.0]) - 2f64.sqrt()).abs() < 1e-12);
         assert_eq!(standard_deviation(&[5.0]), 0.0);
+    }
+
+    #[test]
+    fn student_t_quantiles_from_the_table_and_beyond() {
+        assert_eq!(student_t_975(0), None);
+        assert_eq!(student_t_975(1), Some(12.706));
+        assert_eq!(student_t_975(5), Some(2.571));
+        assert_eq!(student_t_975(30), Some(2.042));
+        // Exact values: 2.0003 at 60, 1.9799 at 120.
+        assert!((student_t_975(60).unwrap() - 2.0003).abs() < 0.002);
+        assert!((student_t_975(120).unwrap() - 1.9799).abs() < 0.002);
+        assert!(student_t_975(100_000).unwrap() > 1.96);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //!
 //! The figures: per measurement throughput, operations per CPU-second of the measuring
 //! threads, p50, p99 and p99.9, and per paired ratio (an
-//! allocator over a reference, round by round) the ratio. Each kind has a noise threshold:
-//! from an A/A pair of files (two runs of one build, `--calibrate A1 A2`), the 95th
-//! percentile of the changes between them; otherwise from the spread of the rounds within
-//! the two files compared (see [`from_spread`]). A change inside the threshold is "no
-//! change"; "faster" or "slower" needs the whole bootstrap interval of the change beyond it.
+//! allocator over a reference, round by round) the ratio. Each row has a noise threshold:
+//! from two or more result files of one build (`--calibrate A1 A2 [A3...]`, A/A runs), the
+//! change between two invocations that the row's own spread over those files allows 95
+//! times in 100 (see [`from_calibration`]); otherwise one per figure kind, from the spread
+//! of the rounds within the two files compared (see [`from_spread`]). A change inside the
+//! threshold is "no change"; "faster" or "slower" needs the whole bootstrap interval of the
+//! change beyond it.
 //! A measurement's figure that changed beyond the noise while either file flagged it busy
 //! or stolen from gets no verdict, the other load may be the cause; but for the figure per
 //! CPU-second, which leaves out the time spent waiting for a CPU.
@@ -22,7 +24,7 @@ use std::path::Path;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
-use harness::result::PairedRatio;
+use harness::result::{PairedRatio, ResultError};
 use harness::stats::{self, Bootstrap, Interval, Verdict};
 use harness::{Measurement, ResultFile};
 use rayon::prelude::*;
@@ -41,8 +43,9 @@ const FLOOR: f64 = 0.01;
 /// pair is given.
 const SPREAD_FACTOR: f64 = 2.0;
 
-/// Share of A/A changes the calibrated threshold covers.
-const AA_QUANTILE: f64 = 0.95;
+/// Weight, in degrees of freedom, of a figure kind's median spread in each row's calibrated
+/// spread: a row seen in few calibration files leans on how the kind's rows vary.
+const PRIOR_DF: usize = 2;
 
 /// The percentile-bootstrap interval of `mean(new) / mean(old)` at `confidence`; `None` when
 /// either side has fewer than two samples.
@@ -216,42 +219,104 @@ fn from_spread(files: &[&ResultFile]) -> BTreeMap<Figure, Option<Threshold>> {
         .collect()
 }
 
-/// Thresholds from an A/A pair: the `AA_QUANTILE` quantile of |log(a2 / a1)| over the rows
-/// both files have.
-fn from_aa(a1: &ResultFile, a2: &ResultFile) -> BTreeMap<Figure, Option<Threshold>> {
-    KINDS
-        .iter()
-        .map(|&figure| {
-            let pairs: Vec<(f64, f64)> = match figure {
-                Figure::Ratio => a2
-                    .paired
-                    .iter()
-                    .filter_map(|n| {
-                        let o = a1.paired.iter().find(|o| pair_key(o) == pair_key(n))?;
-                        Some((o.estimate, n.estimate))
-                    })
-                    .collect(),
-                figure => a2
-                    .runs
-                    .iter()
-                    .filter_map(|n| {
-                        let o = a1.runs.iter().find(|o| key(o) == key(n))?;
-                        Some((figure.of(o), figure.of(n)))
-                    })
-                    .collect(),
-            };
-            let mut changes: Vec<f64> = pairs
-                .into_iter()
-                .filter(|&(x, y)| x > 0.0 && y > 0.0)
-                .map(|(x, y)| (y / x).ln().abs())
-                .collect();
-            changes.sort_by(f64::total_cmp);
-            let threshold = (!changes.is_empty()).then(|| Threshold {
-                log: stats::percentile(&changes, AA_QUANTILE).max(FLOOR.ln_1p()),
-            });
-            (figure, threshold)
-        })
-        .collect()
+/// Identifies a row across files: its kind, workload, allocator, threads, and for a paired
+/// ratio the reference (empty for a measurement's figures).
+type RowId = (Figure, String, String, u32, String);
+
+/// Noise thresholds from calibration files (A/A runs of one build): one per row, and one
+/// per kind for rows the files do not have.
+struct Calibration {
+    rows: BTreeMap<RowId, Threshold>,
+    kinds: BTreeMap<Figure, Option<Threshold>>,
+}
+
+impl Calibration {
+    fn threshold(&self, id: &RowId) -> Option<Threshold> {
+        self.rows.get(id).copied().or(self.kinds[&id.0])
+    }
+}
+
+/// Each row's figure in `file` for `kind`: a measurement's figure (its median over rounds)
+/// or a paired ratio's estimate.
+fn row_figures(file: &ResultFile, kind: Figure) -> Vec<(RowId, f64)> {
+    match kind {
+        Figure::Ratio => file
+            .paired
+            .iter()
+            .map(|p| {
+                let id = (
+                    kind,
+                    p.workload.clone(),
+                    p.allocator.clone(),
+                    p.threads,
+                    p.versus.clone(),
+                );
+                (id, p.estimate)
+            })
+            .collect(),
+        figure => file
+            .runs
+            .iter()
+            .map(|m| {
+                let id = (
+                    kind,
+                    m.workload.clone(),
+                    m.allocator.clone(),
+                    m.config.threads,
+                    String::new(),
+                );
+                (id, figure.of(m))
+            })
+            .collect(),
+    }
+}
+
+/// Thresholds from `files`, two or more runs of one build. A row's figure varies from one
+/// invocation to the next by more than its rounds show (the machine drifts between them);
+/// the files measure that drift. For each row, `s` is the standard deviation of the
+/// logarithm of its figure over the `k` files, pooled with its kind's median `s` (weight
+/// [`PRIOR_DF`] degrees of freedom, so a row seen in two files is not trusted alone):
+/// `sigma^2 = ((k - 1) s^2 + PRIOR_DF s_kind^2) / (k - 1 + PRIOR_DF)`. The threshold is the
+/// 95% prediction bound of the change between two new invocations of one build,
+/// `t(0.975, k - 1 + PRIOR_DF) * sqrt(2) * sigma` (never under 1%): an A/A comparison calls
+/// at most about 5 rows in 100 changed, and fewer, as the interval must clear it too. Rows
+/// the files lack get their kind's median threshold.
+fn from_calibration(files: &[ResultFile]) -> Calibration {
+    let mut rows = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
+    for kind in KINDS {
+        let mut values: BTreeMap<RowId, Vec<f64>> = BTreeMap::new();
+        for file in files {
+            for (id, value) in row_figures(file, kind) {
+                if value > 0.0 && value.is_finite() {
+                    values.entry(id).or_default().push(value);
+                }
+            }
+        }
+        let spreads: Vec<(RowId, usize, f64)> = values
+            .into_iter()
+            .filter_map(|(id, v)| Some((id, v.len(), log_sd(&v)?)))
+            .collect();
+        let sds: Vec<f64> = spreads.iter().map(|&(_, _, sd)| sd).collect();
+        let Some(kind_sd) = stats::median(&sds) else {
+            kinds.insert(kind, None);
+            continue;
+        };
+        let mut thresholds = Vec::new();
+        for (id, k, sd) in spreads {
+            let df = k - 1 + PRIOR_DF;
+            let sigma = (((k - 1) as f64 * sd * sd + PRIOR_DF as f64 * kind_sd * kind_sd)
+                / df as f64)
+                .sqrt();
+            let t = stats::student_t_975(df).unwrap_or(f64::INFINITY);
+            let log = (t * 2f64.sqrt() * sigma).max(FLOOR.ln_1p());
+            thresholds.push(log);
+            rows.insert(id, Threshold { log });
+        }
+        let median = stats::median(&thresholds).map(|log| Threshold { log });
+        kinds.insert(kind, median);
+    }
+    Calibration { rows, kinds }
 }
 
 /// The settings of a measurement that must match for its figures to be compared: the
@@ -316,6 +381,8 @@ struct Row {
     figure: Figure,
     /// The figure column: the kind, or `vs REFERENCE` for a paired ratio.
     label: String,
+    /// The reference of a paired ratio; empty for a measurement's figures.
+    versus: String,
     old: f64,
     new: f64,
     old_rounds: Vec<f64>,
@@ -378,22 +445,29 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
     }
     let old = super::history::load_result(&args.old, &args.db)?;
     let new = super::history::load_result(&args.new, &args.db)?;
-    let calibration = match args.calibrate.as_deref() {
-        Some([a1, a2]) => Some((
-            a1,
-            a2,
-            ResultFile::load(Path::new(a1))?,
-            ResultFile::load(Path::new(a2))?,
-        )),
+    let calibration_files = match args.calibrate.as_deref() {
+        Some(paths) if paths.len() >= 2 => paths
+            .iter()
+            .map(|p| ResultFile::load(Path::new(p)))
+            .collect::<Result<Vec<_>, _>>()?,
         Some(_) => {
             return Err(CliError::Usage {
                 option: "--calibrate".into(),
-                message: "expected two result files of one build (an A/A pair)".into(),
+                message: "expected two or more result files of one build (A/A runs)".into(),
             });
         }
-        None => None,
+        None => Vec::new(),
     };
-    let differences = config_differences(&old, &new);
+    let mut differences = config_differences(&old, &new);
+    // Calibration files measured with other settings measure another noise.
+    for file in &calibration_files {
+        for line in config_differences(&old, file) {
+            let line = format!("{line} (a calibration file)");
+            if !differences.contains(&line) {
+                differences.push(line);
+            }
+        }
+    }
     if !differences.is_empty() {
         let list = differences.join(", ");
         if !args.allow_config_change {
@@ -403,18 +477,24 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
             "WARNING: the files were measured with different settings ({list}); every change below mixes the settings' effect with the code's"
         );
     }
-    let (thresholds, source) = match &calibration {
-        Some((a1, a2, f1, f2)) => (
-            from_aa(f1, f2),
+    let calibration = (!calibration_files.is_empty()).then(|| from_calibration(&calibration_files));
+    let spread = from_spread(&[&old, &new]);
+    let (kind_thresholds, source) = match &calibration {
+        Some(c) => (
+            c.kinds.clone(),
             format!(
-                "the A/A pair {} and {} ({:.0}th percentile of their changes)",
-                a1.display(),
-                a2.display(),
-                AA_QUANTILE * 100.0
+                "{} calibration files of one build ({}): per row, the 95% bound of an A/A change from the row's spread over them (column `noise`); median per kind",
+                calibration_files.len(),
+                args.calibrate
+                    .iter()
+                    .flatten()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
         None => (
-            from_spread(&[&old, &new]),
+            spread,
             format!(
                 "the spread of rounds within the two files ({SPREAD_FACTOR} standard deviations of a round; for paired ratios the standard error of a change)"
             ),
@@ -424,7 +504,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     let level = format!("{:.0}% interval", args.confidence * 100.0);
-    table.set_header(vec![
+    let mut header = vec![
         "workload",
         "allocator",
         "threads",
@@ -433,8 +513,12 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         "new",
         "change",
         &level,
-        "verdict",
-    ]);
+    ];
+    if calibration.is_some() {
+        header.push("noise");
+    }
+    header.push("verdict");
+    table.set_header(header);
     let mut only_new = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     for n in &new.runs {
@@ -454,6 +538,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
                 threads: n.config.threads,
                 figure,
                 label: figure.name().to_owned(),
+                versus: String::new(),
                 old: figure.of(o),
                 new: figure.of(n),
                 old_rounds: figure.rounds(o),
@@ -473,6 +558,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
             threads: n.threads,
             figure: Figure::Ratio,
             label: format!("vs {}", n.versus),
+            versus: n.versus.clone(),
             old: o.estimate,
             new: n.estimate,
             old_rounds: o.rounds.clone(),
@@ -487,6 +573,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         .map(|row| ratio_interval(&row.old_rounds, &row.new_rounds, args.confidence))
         .collect();
     let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut json_rows = Vec::new();
     for (row, interval) in rows.iter().zip(intervals) {
         let shown = interval.map_or_else(
             || "-".to_owned(),
@@ -498,14 +585,19 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
                 )
             },
         );
+        let threshold = match &calibration {
+            Some(c) => c.threshold(&(
+                row.figure,
+                row.workload.clone(),
+                row.allocator.clone(),
+                row.threads,
+                row.versus.clone(),
+            )),
+            None => kind_thresholds[&row.figure],
+        };
         // A figure that was not positive before gives no ratio (NaN included).
         let verdict = if row.old > 0.0 {
-            match verdict(
-                row.figure,
-                row.new / row.old,
-                interval,
-                thresholds[&row.figure],
-            ) {
+            match verdict(row.figure, row.new / row.old, interval, threshold) {
                 "faster" | "slower" | "unresolved" if row.busy => BUSY,
                 verdict => verdict,
             }
@@ -513,7 +605,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
             "-"
         };
         *tally.entry(verdict).or_default() += 1;
-        table.add_row(vec![
+        let mut cells = vec![
             row.workload.clone(),
             row.allocator.clone(),
             row.threads.to_string(),
@@ -522,8 +614,25 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
             row.figure.show(row.new),
             change(row.old, row.new),
             shown,
-            verdict.into(),
-        ]);
+        ];
+        if calibration.is_some() {
+            cells.push(threshold.map_or_else(|| "-".into(), |t| format!("±{:.1}%", t.percent())));
+        }
+        cells.push(verdict.into());
+        table.add_row(cells);
+        json_rows.push(serde_json::json!({
+            "workload": row.workload,
+            "allocator": row.allocator,
+            "threads": row.threads,
+            "figure": row.label,
+            "old": row.old,
+            "new": row.new,
+            "change": (row.old > 0.0).then(|| row.new / row.old - 1.0),
+            "interval": interval.map(|i| [i.low - 1.0, i.high - 1.0]),
+            "threshold": threshold.map(|t| t.log.exp() - 1.0),
+            "busy": row.busy,
+            "verdict": verdict,
+        }));
     }
     for col in 4..7 {
         if let Some(column) = table.column_mut(col) {
@@ -532,13 +641,26 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
     }
     let noise: Vec<String> = KINDS
         .iter()
-        .map(|f| match thresholds[f] {
+        .map(|f| match kind_thresholds[f] {
             Some(t) => format!("{} ±{:.1}%", f.name(), t.percent()),
             None => format!("{} unknown", f.name()),
         })
         .collect();
     println!("noise thresholds from {source}: {}", noise.join(", "));
     println!("{table}");
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "old": args.old.display().to_string(),
+            "new": args.new.display().to_string(),
+            "thresholds_from": source,
+            "rows": json_rows,
+        });
+        let text = serde_json::to_vec_pretty(&doc).map_err(|e| ResultError::Write {
+            file: path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        harness::result::write_atomic(path, &text)?;
+    }
     let verdicts: Vec<String> = tally.iter().map(|(v, n)| format!("{n} {v}")).collect();
     println!("verdicts: {}", verdicts.join(", "));
     let only_old: Vec<String> = old
