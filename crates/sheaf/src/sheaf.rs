@@ -46,7 +46,8 @@ pub(crate) struct SheafHeader {
     capacity: u32,
     /// `size` at the last re-base.
     size_at_rebase: u32,
-    /// Link for the barn's intrusive lists; null elsewhere.
+    /// Link for the barn's intrusive lists and a slot's chain of deferred-free sheaves
+    /// (`slot::RcuSheaves`); null elsewhere.
     next: *mut SheafHeader,
 }
 
@@ -64,6 +65,8 @@ pub(crate) mod layout {
     pub(crate) const CAPACITY: usize = offset_of!(SheafHeader, capacity);
     /// The first entry of the object array.
     pub(crate) const OBJECTS: usize = size_of::<SheafHeader>();
+    /// `next`, which chains a slot's deferred-free sheaves (`slot::RcuSheaves`).
+    pub(crate) const NEXT: usize = offset_of!(SheafHeader, next);
 
     const _: () = assert!(WORD == 0 && offset_of!(SheafHeader, fast_budget) == 4);
 }
@@ -369,6 +372,12 @@ impl OwnedSheaf {
 
     /// The raw pointer, to pass ownership through a list link or a deferred callback.
     pub(crate) fn into_raw(self) -> NonNull<()> {
+        self.header.cast()
+    }
+
+    /// The raw pointer, ownership kept: for a restartable sequence that publishes the sheaf
+    /// (`slot::rseq_ops`), after which the caller gives ownership up with `into_raw`.
+    pub(crate) fn as_raw(&self) -> NonNull<()> {
         self.header.cast()
     }
 
