@@ -101,6 +101,7 @@ impl Drop for RcuGuard<'_> {
 /// What one of the restartable sequences on a slot's deferred-free chain (`rseq_ops`'s
 /// `start_rcu` and `take_rcu_group`) did or found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(loom, allow(dead_code))] // no sequences under loom
 pub(crate) enum RcuStep {
     /// Committed.
     Done,

@@ -587,20 +587,23 @@ fn c_defer_3_barrier_with_an_owner_parked_in_a_deferred_free() {
             .expect("the owner reached the sequence that starts a sheaf");
         let (done_tx, done_rx) = mpsc::channel();
         let waiter = s.spawn(move || {
+            let start = Instant::now();
             cache.barrier();
+            let waited = start.elapsed();
             // Live: the parked free's object (in the owner's prepared sheaf) and those the
             // owner has not freed yet; every other deferred free was made before the barrier
             // began.
-            done_tx.send(cache.stats().live_objects).unwrap();
+            done_tx.send((waited, cache.stats().live_objects)).unwrap();
         });
         let outcome = done_rx.recv_timeout(WATCHDOG);
         // Released either way, so that a failing run ends.
         drop(release_tx);
         owner.join().unwrap();
         waiter.join().unwrap();
-        let live = outcome.unwrap_or_else(|_| {
+        let (waited, live) = outcome.unwrap_or_else(|_| {
             panic!("still waiting after {WATCHDOG:?} for an owner parked in a deferred free")
         });
+        eprintln!("barrier with an owner parked in a deferred free: {waited:?}");
         assert_eq!(
             live,
             Some(expected_live as u64),
