@@ -11,8 +11,8 @@ use object_alloc::{
     LimitChange, ObjectAlloc,
 };
 
-use crate::cache_core::CacheCore;
 use crate::cache_core::PrefilledSheaf;
+use crate::cache_core::{CacheCore, Pushed};
 use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
 use crate::slot::{PerCpu, REACH_PATIENCE, SlotStrategy};
 
@@ -281,12 +281,28 @@ impl<S: SlotStrategy> Cache<S> {
             unsafe { self.deferrer.defer_free(object) };
             return;
         }
-        let pushed = core.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm());
+        if let Some(pushed) =
+            core.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm())
+        {
+            // SAFETY: the caller hands the live object over.
+            unsafe { self.finish_deferred(pushed) };
+        }
+    }
+
+    /// What a deferred free's slow path left: a group to hand to a grace period, an object to
+    /// defer on its own.
+    ///
+    /// # Safety
+    ///
+    /// - `pushed.left`, if any, is a live object of this cache handed over for a deferred free.
+    #[cold]
+    #[inline(never)]
+    unsafe fn finish_deferred(&self, pushed: Pushed<Reservation<CacheCore<S>>>) {
         if let Some((reservation, group)) = pushed.group {
             self.submit_reserved(reservation, group);
         }
         if let Some(object) = pushed.left {
-            // SAFETY: the caller hands the live object over.
+            // SAFETY: the caller's obligation.
             unsafe { self.deferrer.defer_free(object) };
         }
     }

@@ -66,25 +66,26 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// hand-over thread (see [`CacheCore::take_rcu_sheaves`]), so that no sheaf waits there
     /// longer than a tick.
     ///
-    /// The common case, a slot whose `rcu_free` sheaf has room for this object, is inlined
-    /// and calls out to nothing.
+    /// The common case, a slot whose `rcu_free` sheaf has room for this object, is inlined,
+    /// calls out to nothing and returns `None`; otherwise what the slow path leaves to the
+    /// caller.
     #[inline]
     pub(crate) fn push_deferred<R>(
         &self,
         object: NonNull<u8>,
         reserve: impl Fn() -> R,
         arm: impl FnOnce(),
-    ) -> Pushed<R> {
+    ) -> Option<Pushed<R>> {
         // SAFETY: the caller's live object, handed over for a deferred free.
         let object = match unsafe { self.slots.push_rcu_fast(object) } {
-            Ok(()) => return Pushed::done(),
+            Ok(()) => return None,
             Err(object) => object,
         };
         if S::PER_CPU {
-            return self.push_deferred_cpu(object, reserve, arm);
+            return Some(self.push_deferred_cpu(object, reserve, arm));
         }
         let Some(mut slot) = self.slots.acquire_fast() else {
-            return self.push_deferred_busy(object, None);
+            return Some(self.push_deferred_busy(object, None));
         };
         let counters = slot.counters();
         if let Some(rcu) = &mut slot.rcu().rcu_free
@@ -93,9 +94,9 @@ impl<S: SlotStrategy> CacheCore<S> {
             rcu.push(object).expect("the sheaf has room");
             counters.add_owned(Stat::DeferredObjects, 1);
             counters.add_owned(Stat::FreeRcuSheaf, 1);
-            return Pushed::done();
+            return None;
         }
-        self.push_deferred_slow(slot, object, reserve, arm)
+        Some(self.push_deferred_slow(slot, object, reserve, arm))
     }
 
     /// Per-CPU, where the push sequence missed (or sequences are not in use).
