@@ -35,7 +35,7 @@ use object_alloc::SHEAF_HEADER_BYTES;
 /// With `size_at_rebase` that count splits exactly into pushes and pops
 /// ([`OwnedSheaf::take_fast_counts`]); the slot's lock holders take the counts and re-base
 /// the sheaf ([`OwnedSheaf::rebase`]). Code other than the sequences never changes the
-/// budget.
+/// budget, except [`OwnedSheaf::push_counted`], which counts a push as theirs.
 #[repr(C)]
 pub(crate) struct SheafHeader {
     /// Objects held: entries `0..size` of the array.
@@ -253,6 +253,20 @@ impl OwnedSheaf {
                 .write(object);
             (*header).size = size + 1;
         }
+        Ok(())
+    }
+
+    /// Re-bases the sheaf and pushes `object` as a sequence would, taking one from the
+    /// budget, so that the next lock holder counts it with the sequences' pushes
+    /// ([`OwnedSheaf::take_fast_counts`]): for a sheaf that a sequence then puts in a slot
+    /// (`slot::rseq_ops::start_rcu`), whose caller holds no lock to count in. Gives the object
+    /// back when the sheaf is full.
+    pub(crate) fn push_counted(&mut self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        self.rebase();
+        self.push(object)?;
+        // SAFETY: the push succeeded, so this is a non-sentinel sheaf that we own; the budget
+        // was just re-based, so it does not underflow.
+        unsafe { (*self.header.as_ptr()).fast_budget -= 1 };
         Ok(())
     }
 

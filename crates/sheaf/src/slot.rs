@@ -48,7 +48,7 @@
 //! - A slot's counters are written by the same parties only, and read by anyone (relaxed);
 //!   a taker never writes a live slot's counters. Per-CPU, the deferred-free counters are
 //!   the `rcu_lock` holder's, the others the main lock holder's; the sequence path of a
-//!   deferred free, which holds neither, counts in the cache's shared block.
+//!   deferred free, which holds neither, counts a group it takes in the cache's shared block.
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -303,8 +303,8 @@ pub(crate) struct Slot {
     rcu: UnsafeCell<RcuSheaves>,
     /// Events counted by the slot's holder. Per-CPU, those of deferred frees
     /// (`deferred_objects`, `free_rcu_sheaf`, `rcu_sheaf_submitted`) are counted by the holder
-    /// of `rcu_lock` (the sequence path counts in the cache's shared block), the others by
-    /// the holder of `lock`.
+    /// of `rcu_lock` (a group taken by the sequence path is counted in the cache's shared
+    /// block), the others by the holder of `lock`.
     pub(crate) counters: Counters,
     /// The memory node whose barn and partial slabs this slot uses.
     node: u32,

@@ -147,8 +147,8 @@ impl<S: SlotStrategy> CacheCore<S> {
             }
             let step = match empty.as_mut() {
                 Some(sheaf) => {
-                    sheaf.push(object).expect("an empty sheaf has room");
-                    sheaf.rebase();
+                    // Counted as the sequences' pushes are, by the next holder of `rcu_lock`.
+                    sheaf.push_counted(object).expect("an empty sheaf has room");
                     let step = self.slots.start_rcu_fast(Some(sheaf));
                     if step != RcuStep::Done {
                         object = sheaf.pop().expect("pushed above");
@@ -162,10 +162,6 @@ impl<S: SlotStrategy> CacheCore<S> {
                 RcuStep::Done => {
                     // The slot owns the sheaf now.
                     let _ = empty.take().expect("started with a sheaf").into_raw();
-                    // Counted here, not by the sequences: the sheaf was re-based with the
-                    // object in it.
-                    shared.add(Stat::DeferredObjects, 1);
-                    shared.add(Stat::FreeRcuSheaf, 1);
                     // The sheaf is in the slot (the commit); the fence orders that before the
                     // arming's load of the armed flag, against the hand-over thread's disarm
                     // and its look (`SlotTable::for_each_cpu_rcu` fences too): either it

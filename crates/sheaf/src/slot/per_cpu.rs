@@ -389,7 +389,8 @@ impl<S: SlotStrategy> SlotTable<S> {
     }
 
     /// Per-CPU with restartable sequences: one attempt at putting `sheaf` (the caller's,
-    /// re-based, unlinked, holding the object it defers) first in the deferred-free
+    /// unlinked, holding the object it defers, pushed with `OwnedSheaf::push_counted`) first
+    /// in the deferred-free
     /// chain of the caller's CPU slot, by a sequence (`rseq_ops::start_rcu`) that commits only
     /// while the slot's `rcu_lock` is free: the caller never holds that lock. On
     /// [`RcuStep::Done`] the slot owns the sheaf (the caller gives its handle up with
@@ -408,8 +409,8 @@ impl<S: SlotStrategy> SlotTable<S> {
             });
         }
         let raw = sheaf.as_ref().map(|sheaf| sheaf.as_raw());
-        // SAFETY: as in `pop_fast`; the sheaf is the caller's, of this cache, unlinked and
-        // re-based (the caller's obligation), holding the object it defers.
+        // SAFETY: as in `pop_fast`; the sheaf is the caller's, of this cache, unlinked, its
+        // counts consistent (the caller's obligation), holding the object it defers.
         let (step, slot) = unsafe { sequences::start_rcu(cpus, ncpus, offset, raw) };
         if step == RcuStep::Done {
             // SAFETY: `Done` returns the address of the table's slot the sequence committed

@@ -449,8 +449,8 @@ macro_rules! chain_end {
 /// # Safety
 ///
 /// - As for [`pop`].
-/// - `sheaf`, if any, is a sheaf of the slots' cache owned by the caller, unlinked and
-///   re-based, holding deferred objects; on `Done` the slot owns it (the caller gives up its
+/// - `sheaf`, if any, is a sheaf of the slots' cache owned by the caller, unlinked, its
+///   counts consistent (`OwnedSheaf::push_counted`), holding deferred objects; on `Done` the slot owns it (the caller gives up its
 ///   handle without freeing it).
 #[inline]
 pub(super) unsafe fn start_rcu(
