@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # loom models of sheaf's CPU-slot try-lock, its deferred-free lock (a barrier past a held slot),
-# barn, orphan adoption and the barrier's reservation protocol (a couple of minutes). `--cfg
-# loom` rebuilds every dependency, so it gets a target directory of its own.
+# barn, orphan adoption, the barrier's reservation protocol and deferred frees by restartable
+# sequences (a couple of minutes). `--cfg loom` rebuilds every dependency, so it gets a target
+# directory of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom"

@@ -11,8 +11,8 @@ use object_alloc::{
     LimitChange, ObjectAlloc,
 };
 
-use crate::cache_core::CacheCore;
 use crate::cache_core::PrefilledSheaf;
+use crate::cache_core::{CacheCore, Pushed};
 use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
 use crate::slot::{PerCpu, REACH_PATIENCE, SlotStrategy};
 
@@ -259,8 +259,8 @@ impl<S: SlotStrategy> Cache<S> {
     /// `rcu_free` sheaves in its slots, the process's hand-over thread (started by the
     /// first deferral) takes them every tick, and takes every thread's per-object
     /// callbacks likewise. Add the time that thread needs to be scheduled and to take each
-    /// CPU slot's `rcu_free` lock (held for a few instructions at a time, see
-    /// [`Cache::barrier`]). With
+    /// CPU slot's `rcu_free` lock (held for a few instructions at a time, and with
+    /// restartable sequences never by the deferring threads, see [`Cache::barrier`]). With
     /// [`PerThread`](crate::PerThread) slots, the sheaves of a live thread are taken while it
     /// sleeps in the kernel; a thread that keeps running hands them over at its next
     /// operation on the cache, or when it exits.
@@ -281,11 +281,29 @@ impl<S: SlotStrategy> Cache<S> {
             unsafe { self.deferrer.defer_free(object) };
             return;
         }
-        match core.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm()) {
-            Ok(None) => {}
-            Ok(Some((reservation, group))) => self.submit_reserved(reservation, group),
+        if let Some(pushed) =
+            core.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm())
+        {
             // SAFETY: the caller hands the live object over.
-            Err(object) => unsafe { self.deferrer.defer_free(object) },
+            unsafe { self.finish_deferred(pushed) };
+        }
+    }
+
+    /// What a deferred free's slow path left: a group to hand to a grace period, an object to
+    /// defer on its own.
+    ///
+    /// # Safety
+    ///
+    /// - `pushed.left`, if any, is a live object of this cache handed over for a deferred free.
+    #[cold]
+    #[inline(never)]
+    unsafe fn finish_deferred(&self, pushed: Pushed<Reservation<CacheCore<S>>>) {
+        if let Some((reservation, group)) = pushed.group {
+            self.submit_reserved(reservation, group);
+        }
+        if let Some(object) = pushed.left {
+            // SAFETY: the caller's obligation.
+            unsafe { self.deferrer.defer_free(object) };
         }
     }
 
@@ -367,12 +385,21 @@ impl<S: SlotStrategy> Cache<S> {
     /// With [`PerCpu`](crate::PerCpu) slots, a CPU slot's `rcu_free` sheaves have a lock of
     /// their own, apart from the slot's main lock, and the barrier takes only that one: a
     /// thread holding the slot (in any slow path, descheduled or blocked there) does not hold
-    /// up the barrier, nor keep from it the deferred frees made on that CPU. The deferred-free
-    /// lock is held only for a few instructions that call out to nothing (a push, or putting
-    /// in place an empty sheaf got beforehand under the main lock); a thread preempted inside
-    /// them (or a barrier preempted while taking the sheaves) is the one case waited for, until
-    /// it runs again. With a slot holder parked indefinitely, barriers returned within 8 ms,
-    /// grace period included (`docs/decisions.md`).
+    /// up the barrier, nor keep from it the deferred frees made on that CPU. Where restartable
+    /// sequences are in use, the CPU's own threads never take that lock either: every change
+    /// they make to the deferred-free sheaves (a push, putting a new sheaf in place, taking a
+    /// group of four full ones) is a sequence that commits with one store while the lock is
+    /// free, and the barrier's lock aborts one in flight; a thread preempted anywhere in a
+    /// deferred free is not waited for. What is still waited for, until it runs again: another
+    /// barrier, `shrink` or the hand-over thread preempted while it holds the lock to take the
+    /// sheaves (a few instructions); a deferred free preempted between reserving a grace
+    /// period for a group of four full sheaves and handing them to it (the reservation counts
+    /// as pending; once per four sheaves); and a thread preempted inside its push where the
+    /// lock is a compare-exchange (no restartable sequences: valgrind, kernels before 5.10,
+    /// `SHEAF_RSEQ=0`), or from a thread without an rseq area of its own, which take the lock
+    /// for a few instructions that call out to nothing. With a slot holder, or a deferring
+    /// thread, parked indefinitely, barriers returned in microseconds to tens of milliseconds
+    /// on a loaded machine, grace period included (`docs/decisions.md`).
     pub fn barrier(&self) {
         // Reserved before any sheaf is taken: until then they are where a concurrent barrier
         // looks.

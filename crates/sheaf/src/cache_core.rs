@@ -38,6 +38,7 @@ mod resize;
 mod sheaves;
 mod transit;
 
+pub(crate) use deferred::Pushed;
 pub use prefill::PrefilledSheaf;
 pub(crate) use resize::change_report;
 

@@ -46,7 +46,8 @@
 //!    batched deferred free are each one sequence that commits with a single store, without
 //!    the slot's lock (`slot::rseq_ops`); the slow paths hold the slot with a non-spinning
 //!    try-lock (`slab::rseq`), which those sequences respect. No locked instruction on the
-//!    fast paths.
+//!    fast paths. A deferred free's other changes to its slot (starting a sheaf, taking a
+//!    group of full ones) are sequences too, so a barrier never waits for a deferring thread.
 //! 3. Barn (`barn`): per node, full and empty sheaves with limits, one short lock.
 //! 4. Slabs and page sources: crate `slab`.
 //!

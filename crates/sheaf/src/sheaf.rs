@@ -35,7 +35,7 @@ use object_alloc::SHEAF_HEADER_BYTES;
 /// With `size_at_rebase` that count splits exactly into pushes and pops
 /// ([`OwnedSheaf::take_fast_counts`]); the slot's lock holders take the counts and re-base
 /// the sheaf ([`OwnedSheaf::rebase`]). Code other than the sequences never changes the
-/// budget.
+/// budget, except [`OwnedSheaf::push_counted`], which counts a push as theirs.
 #[repr(C)]
 pub(crate) struct SheafHeader {
     /// Objects held: entries `0..size` of the array.
@@ -46,7 +46,8 @@ pub(crate) struct SheafHeader {
     capacity: u32,
     /// `size` at the last re-base.
     size_at_rebase: u32,
-    /// Link for the barn's intrusive lists; null elsewhere.
+    /// Link for the barn's intrusive lists and a slot's chain of deferred-free sheaves
+    /// (`slot::RcuSheaves`); null elsewhere.
     next: *mut SheafHeader,
 }
 
@@ -64,6 +65,8 @@ pub(crate) mod layout {
     pub(crate) const CAPACITY: usize = offset_of!(SheafHeader, capacity);
     /// The first entry of the object array.
     pub(crate) const OBJECTS: usize = size_of::<SheafHeader>();
+    /// `next`, which chains a slot's deferred-free sheaves (`slot::RcuSheaves`).
+    pub(crate) const NEXT: usize = offset_of!(SheafHeader, next);
 
     const _: () = assert!(WORD == 0 && offset_of!(SheafHeader, fast_budget) == 4);
 }
@@ -253,6 +256,20 @@ impl OwnedSheaf {
         Ok(())
     }
 
+    /// Re-bases the sheaf and pushes `object` as a sequence would, taking one from the
+    /// budget, so that the next lock holder counts it with the sequences' pushes
+    /// ([`OwnedSheaf::take_fast_counts`]): for a sheaf that a sequence then puts in a slot
+    /// (`slot::rseq_ops::start_rcu`), whose caller holds no lock to count in. Gives the object
+    /// back when the sheaf is full.
+    pub(crate) fn push_counted(&mut self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        self.rebase();
+        self.push(object)?;
+        // SAFETY: the push succeeded, so this is a non-sentinel sheaf that we own; the budget
+        // was just re-based, so it does not underflow.
+        unsafe { (*self.header.as_ptr()).fast_budget -= 1 };
+        Ok(())
+    }
+
     /// Takes up to `out.len()` objects from the top in one copy, into the first entries of
     /// `out`; returns how many were taken.
     #[inline]
@@ -369,6 +386,12 @@ impl OwnedSheaf {
 
     /// The raw pointer, to pass ownership through a list link or a deferred callback.
     pub(crate) fn into_raw(self) -> NonNull<()> {
+        self.header.cast()
+    }
+
+    /// The raw pointer, ownership kept: for a restartable sequence that publishes the sheaf
+    /// (`slot::rseq_ops`), after which the caller gives ownership up with `into_raw`.
+    pub(crate) fn as_raw(&self) -> NonNull<()> {
         self.header.cast()
     }
 

@@ -23,9 +23,13 @@
 //! - Per-CPU, a slot's deferred-free sheaves (`rcu`) are read or written only by the holder
 //!   of its `rcu_lock` (or with exclusive access to the whole cache), which is held for a few
 //!   instructions that call out to nothing, and taken inside the main lock when both are
-//!   held; the rest of the slot is the main lock's. So a thread that holds the main lock,
-//!   descheduled or blocked in a slow path, keeps no completed deferred free from a barrier.
-//!   Per-thread, `rcu` follows the rules below with the rest of the slot.
+//!   held; or, with restartable sequences, by a sequence on the slot's CPU that checks the
+//!   lock is free and commits with one store (`rseq_ops`), which is how that CPU's threads
+//!   change them (they never hold `rcu_lock`). The rest of the slot is the main lock's. So a
+//!   thread that holds the main lock, descheduled or blocked in a slow path, keeps no
+//!   completed deferred free from a barrier, and with sequences neither does a thread
+//!   descheduled inside a deferred free. Per-thread, `rcu` follows the rules below with the
+//!   rest of the slot.
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
 //!   own thread (per-thread) while the thread-local marks it held or, on a fast path that
 //!   calls out to nothing, while no slot of the thread is held and the thread-local (`last`
@@ -43,12 +47,14 @@
 //!   taker that holds the lock and finds it not orphaned may read the owner's thread-local.
 //! - A slot's counters are written by the same parties only, and read by anyone (relaxed);
 //!   a taker never writes a live slot's counters. Per-CPU, the deferred-free counters are
-//!   the `rcu_lock` holder's, the others the main lock holder's.
+//!   the `rcu_lock` holder's, the others the main lock holder's; the sequence path of a
+//!   deferred free, which holds neither, counts a group it takes in the cache's shared block.
 
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::{self, ManuallyDrop};
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -83,6 +89,7 @@ use last_slot::{LAST_SLOTS, LastSlots};
 use per_cpu::LockKind;
 #[cfg(not(loom))]
 use per_cpu::OwnCpuOutcome;
+pub(crate) use per_cpu::RcuStep;
 pub(crate) use per_thread::REACH_PATIENCE;
 use registry::ThreadRegistry;
 #[cfg(not(loom))]
@@ -143,18 +150,21 @@ pub(crate) struct SlotSheaves {
     pub(crate) spare: Option<OwnedSheaf>,
 }
 
-/// The deferred-free sheaves of one slot. Per-CPU they have a lock of their own (the slot's
+/// The deferred-free sheaves of one slot: a chain of at most [`RCU_GROUP`] sheaves linked
+/// through their headers' `next`, the one being filled (`rcu_free`) first and the full ones
+/// waiting for a grace period behind it. Per-CPU they have a lock of their own (the slot's
 /// `rcu_lock`, see `per_cpu`), so that a thread holding the slot's lock, and descheduled with
-/// it, never keeps them out of reach of a barrier. Per-thread they follow the slot's rules.
+/// it, never keeps them out of reach of a barrier; with restartable sequences the CPU's own
+/// threads change the chain only by sequences that commit with one store (`rseq_ops`), and
+/// never hold `rcu_lock`. Per-thread they follow the slot's rules.
 ///
-/// Invariant: `rcu_free`, when present, is never full (a full one waits in `rcu_waiting`).
+/// Invariants: every sheaf after the first is full; the first may be full too (a sequence
+/// fills it, and the next deferred free starts a sheaf or takes the group); at most
+/// [`RCU_GROUP`] sheaves are chained; the last one's `next` is null.
 #[derive(Debug, Default)]
 pub(crate) struct RcuSheaves {
-    /// Collects `free_deferred` objects until it is full.
+    /// The sheaf that collects `free_deferred` objects, first of the chain.
     pub(crate) rcu_free: Option<OwnedSheaf>,
-    /// Full `rcu_free` sheaves waiting to be handed to one grace period together, once there
-    /// are [`RCU_GROUP`] of them.
-    pub(crate) rcu_waiting: Vec<OwnedSheaf>,
 }
 
 /// Full `rcu_free` sheaves handed to one grace period together. Each hand-over pushes the
@@ -172,24 +182,83 @@ impl SlotSheaves {
 }
 
 impl RcuSheaves {
-    /// Takes the slot's `rcu_free` sheaf (partly filled) and its waiting full ones.
-    pub(crate) fn take_rcu(&mut self) -> impl Iterator<Item = OwnedSheaf> + use<> {
-        self.rcu_free
-            .take()
-            .into_iter()
-            .chain(mem::take(&mut self.rcu_waiting))
+    /// A chain whose first sheaf is `head` (the rest linked behind it).
+    pub(crate) fn from_head(head: OwnedSheaf) -> Self {
+        Self {
+            rcu_free: Some(head),
+        }
     }
 
-    /// Whether there is no `rcu_free` sheaf and none waiting.
+    /// Takes every sheaf of the chain, each unlinked.
+    pub(crate) fn take_rcu(&mut self) -> impl Iterator<Item = OwnedSheaf> + use<> {
+        let mut taken = Vec::new();
+        let mut next = self.rcu_free.take();
+        while let Some(mut sheaf) = next {
+            // SAFETY: a chained sheaf's link names the next sheaf of the chain, which the
+            // chain owns, and is cleared here as ownership moves to `next`.
+            next = sheaf.next().map(|raw| unsafe { OwnedSheaf::from_raw(raw) });
+            sheaf.set_next(None);
+            taken.push(sheaf);
+        }
+        taken.into_iter()
+    }
+
+    /// Whether there is no sheaf.
     pub(crate) fn is_empty(&self) -> bool {
-        self.rcu_free.is_none() && self.rcu_waiting.is_empty()
+        self.rcu_free.is_none()
+    }
+
+    /// Runs `f` on every sheaf of the chain, first to last.
+    pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut OwnedSheaf)) {
+        let mut next = self.rcu_free.as_ref().map(OwnedSheaf::as_raw);
+        while let Some(raw) = next {
+            // SAFETY: a chained sheaf, owned by the chain; the temporary handle is given up
+            // again with `into_raw` (the chain keeps the ownership), and `&mut self` makes it
+            // the only access.
+            let mut sheaf = unsafe { OwnedSheaf::from_raw(raw) };
+            f(&mut sheaf);
+            next = sheaf.next();
+            let _ = sheaf.into_raw();
+        }
+    }
+
+    /// Sheaves in the chain.
+    pub(crate) fn depth(&mut self) -> usize {
+        let mut depth = 0;
+        self.for_each_mut(|_| depth += 1);
+        depth
+    }
+
+    /// By a holder: pushes `object` onto the first sheaf if it has room; gives it back when
+    /// there is none, or it is full.
+    pub(crate) fn push(&mut self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        match &mut self.rcu_free {
+            Some(sheaf) => sheaf.push(object),
+            None => Err(object),
+        }
+    }
+
+    /// Whether the chain holds a whole group of full sheaves, to be handed to a grace period.
+    pub(crate) fn group_due(&mut self) -> bool {
+        self.rcu_free.as_ref().is_some_and(OwnedSheaf::is_full) && self.depth() >= RCU_GROUP
+    }
+
+    /// By a holder: puts `sheaf` (unlinked; full only if its capacity is 1) first in the
+    /// chain, which must not be a full group nor have a first sheaf with room.
+    pub(crate) fn start(&mut self, mut sheaf: OwnedSheaf) {
+        debug_assert!(sheaf.next().is_none());
+        debug_assert!(self.rcu_free.as_ref().is_none_or(OwnedSheaf::is_full));
+        sheaf.set_next(self.rcu_free.take().map(OwnedSheaf::into_raw));
+        self.rcu_free = Some(sheaf);
+        debug_assert!(self.depth() <= RCU_GROUP);
     }
 
     /// Deferred objects in the sheaves.
     #[cfg(all(test, not(loom)))]
-    pub(crate) fn objects(&self) -> usize {
-        self.rcu_free.as_ref().map_or(0, OwnedSheaf::size)
-            + self.rcu_waiting.iter().map(OwnedSheaf::size).sum::<usize>()
+    pub(crate) fn objects(&mut self) -> usize {
+        let mut objects = 0;
+        self.for_each_mut(|sheaf| objects += sheaf.size());
+        objects
     }
 }
 
@@ -206,9 +275,14 @@ pub(crate) struct Slot {
     /// Per-CPU: the try-lock (`slab::rseq`'s `FREE`, `LOCAL` or `REMOTE`). Unused by
     /// per-thread slots (held through the thread-local).
     lock: AtomicU8,
-    /// Per-CPU: the try-lock of `rcu` (same states and ways of taking it as `lock`), held
-    /// only for a few instructions that call out to nothing. A holder of `lock` takes it
-    /// inside `lock`, never the other way round. Unused by per-thread slots.
+    /// Per-CPU: the try-lock of `rcu` (same states as `lock`), held only for a few
+    /// instructions that call out to nothing. With restartable sequences only remote takers
+    /// hold it (`barrier`, `shrink`, the hand-over thread, statistics readers, and a thread
+    /// that no sequence serves), taken from afar; the CPU's own threads change `rcu` by
+    /// sequences that commit only while it is free (`per_cpu`, `rseq_ops`), so a taker never
+    /// waits for them. With the compare-exchange lock the deferring thread takes it too. A
+    /// holder of `lock` takes it inside `lock`, never the other way round. Unused by
+    /// per-thread slots.
     rcu_lock: AtomicU8,
     /// Per-thread: set by the owner when its thread exits.
     orphaned: std::sync::atomic::AtomicBool,
@@ -219,15 +293,18 @@ pub(crate) struct Slot {
     /// The slot may hold `rcu_free` sheaves. Per-thread: set by the owner when it starts one
     /// (before it arms the cache for the hand-over thread), cleared by whoever takes them
     /// all while holding the slot; the takers that want only those skip a slot without it.
-    /// Per-CPU: set when a sheaf is put in place and cleared when a taker leaves none, both
-    /// under `rcu_lock`; statistics readers skip a slot without it.
+    /// Per-CPU: set when a sheaf is put in place (under `rcu_lock`, or right after the
+    /// sequence that did it), cleared when a taker leaves none (under `rcu_lock`); statistics
+    /// readers skip a slot without it.
     rcu_pending: AtomicBool,
     sheaves: UnsafeCell<SlotSheaves>,
-    /// Per-CPU: guarded by `rcu_lock`; per-thread: as `sheaves`.
+    /// Per-CPU: guarded by `rcu_lock` (and the sequences that check it); per-thread: as
+    /// `sheaves`.
     rcu: UnsafeCell<RcuSheaves>,
     /// Events counted by the slot's holder. Per-CPU, those of deferred frees
     /// (`deferred_objects`, `free_rcu_sheaf`, `rcu_sheaf_submitted`) are counted by the holder
-    /// of `rcu_lock`, the others by the holder of `lock`.
+    /// of `rcu_lock` (a group taken by the sequence path is counted in the cache's shared
+    /// block), the others by the holder of `lock`.
     pub(crate) counters: Counters,
     /// The memory node whose barn and partial slabs this slot uses.
     node: u32,
@@ -301,14 +378,12 @@ impl Slot {
         self.lock.store(FREE, Ordering::Release);
     }
 
-    /// Per-CPU: releases `rcu_lock`, however it was taken, re-basing `rcu_free` first (as
-    /// [`Slot::unlock_cpu`] does `main`).
+    /// Per-CPU: releases `rcu_lock`, however it was taken, re-basing the chained sheaves
+    /// first (as [`Slot::unlock_cpu`] does `main`).
     #[inline(always)]
     pub(crate) fn unlock_rcu(&self) {
         // SAFETY: the caller holds `rcu_lock` of a per-CPU slot, which guards `rcu`.
-        if let Some(rcu) = &mut unsafe { self.rcu_mut() }.rcu_free {
-            rcu.rebase();
-        }
+        unsafe { self.rcu_mut() }.for_each_mut(OwnedSheaf::rebase);
         self.rcu_lock.store(FREE, Ordering::Release);
     }
 
@@ -373,17 +448,17 @@ impl Slot {
     }
 
     /// As [`Slot::take_fast_counts`], by a new holder of `rcu_lock`, for the deferred frees
-    /// the sequences pushed on `rcu_free`; [`Slot::unlock_rcu`] re-bases it.
+    /// the sequences pushed on the chained sheaves (each was first while they did);
+    /// [`Slot::unlock_rcu`] re-bases them.
     #[inline(always)]
     fn take_rcu_fast_counts(&self) {
         use crate::stats::Stat;
-        // SAFETY: the caller holds `rcu_lock`, which excludes the sequences on `rcu_free`.
-        if let Some(rcu) = &unsafe { self.rcu_mut() }.rcu_free {
-            let (_, deferred) = rcu.take_fast_counts();
-            if deferred != 0 {
-                self.counters.add_owned(Stat::DeferredObjects, deferred);
-                self.counters.add_owned(Stat::FreeRcuSheaf, deferred);
-            }
+        let mut deferred = 0;
+        // SAFETY: the caller holds `rcu_lock`, which excludes the sequences on the chain.
+        unsafe { self.rcu_mut() }.for_each_mut(|sheaf| deferred += sheaf.take_fast_counts().1);
+        if deferred != 0 {
+            self.counters.add_owned(Stat::DeferredObjects, deferred);
+            self.counters.add_owned(Stat::FreeRcuSheaf, deferred);
         }
     }
 

@@ -1,17 +1,21 @@
 //! Deferred frees (`kfree_rcu`): the slot's `rcu_free` sheaf, grace periods, recycling.
 //!
-//! `free_deferred` pushes on the slot's `rcu_free` sheaf; full ones wait on the slot until
-//! there are `RCU_GROUP` of them, which are handed to one grace period together, and
-//! afterwards each is recycled into the barn as a full sheaf (or flushed). Starting a new
-//! `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
+//! `free_deferred` pushes on the slot's `rcu_free` sheaf; full ones wait on the slot (chained
+//! behind it) until there are `RCU_GROUP` of them, which are handed to one grace period
+//! together, and afterwards each is recycled into the barn as a full sheaf (or flushed).
+//! Starting a new `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
 //! slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`).
 //!
 //! Per-CPU, a slot's deferred-free sheaves have a lock of their own (`rcu_lock`), held only
 //! for a few instructions that call out to nothing: a thread that holds the slot's main lock
 //! (in any slow path, descheduled or blocked there) keeps no completed deferred free from a
-//! barrier, which takes `rcu_lock` alone. Starting a sheaf needs an empty one, which may call
-//! out (barn, allocation): it is got under the main lock first, and `rcu_lock` is taken only
-//! to install it.
+//! barrier, which takes `rcu_lock` alone. With restartable sequences the deferring thread
+//! never takes `rcu_lock`: it changes the chain by sequences that commit only while the lock
+//! is free (`slot::rseq_ops`), so a thread preempted in a deferred free keeps nothing from a
+//! barrier either (short of a group it took and has not handed over yet, under a
+//! reservation). Starting a sheaf needs an empty one, which may call out (barn, allocation):
+//! it is got under the main lock first, released before the sequence (or, with the
+//! compare-exchange lock, before `rcu_lock` is taken inside it to install the sheaf).
 
 use std::mem;
 use std::ptr::NonNull;
@@ -21,44 +25,67 @@ use object_alloc::rcu::{DeferTarget, Deferrer};
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{FastSlot, RCU_GROUP, RcuSheaves, SlotStrategy};
+use crate::slot::{FastSlot, RCU_GROUP, RcuSheaves, RcuStep, SlotStrategy};
 use crate::stats::{Counters, Stat, Tally};
 
-/// A `free_deferred` that went through a lock: `None`, or a group of full sheaves (with the
-/// reservation taken before they left the slot) for the caller to hand to a grace period;
-/// `Err` gives the object back to be deferred on its own.
-type Pushed<R> = Result<Option<(R, Vec<OwnedSheaf>)>, NonNull<u8>>;
+/// What a `free_deferred` that missed the push sequence leaves to its caller.
+#[must_use]
+pub(crate) struct Pushed<R> {
+    /// A group of full sheaves, with the reservation taken before they left the slot, to
+    /// hand to one grace period.
+    pub(crate) group: Option<(R, Vec<OwnedSheaf>)>,
+    /// The object, when no sheaf could take it: to be deferred on its own.
+    pub(crate) left: Option<NonNull<u8>>,
+}
+
+impl<R> Pushed<R> {
+    /// Nothing left to do.
+    #[inline(always)]
+    fn done() -> Self {
+        Self {
+            group: None,
+            left: None,
+        }
+    }
+}
+
+/// How many rounds the per-CPU sequence path of a deferred free makes before it defers the
+/// object on its own. Each round either commits or finds the chain changed by another thread
+/// on the CPU or a taker, or is aborted (a preemption, a migration, a signal): more than a
+/// few in a row is a storm, which is not waited out.
+const RCU_ROUNDS: usize = 64;
 
 impl<S: SlotStrategy> CacheCore<S> {
-    /// Puts `object` in the slot's `rcu_free` sheaf; a full one joins the slot's waiting
-    /// sheaves, and when [`RCU_GROUP`] are waiting they are returned (to be handed to one grace
-    /// period by the caller). Gives the object back when no sheaf can be used (to be deferred
-    /// on its own).
+    /// Puts `object` in the slot's `rcu_free` sheaf; the chain behind it holds the full ones,
+    /// and when [`RCU_GROUP`] full ones are chained they are taken (to be handed to one grace
+    /// period by the caller, with a reservation from `reserve` taken first). Gives the object
+    /// back when no sheaf can be used (to be deferred on its own).
     ///
     /// `arm` runs when a new `rcu_free` sheaf gets its first object, after the sheaf is in the
     /// slot: from then until the sheaf leaves the slot, the cache must be armed for the
     /// hand-over thread (see [`CacheCore::take_rcu_sheaves`]), so that no sheaf waits there
     /// longer than a tick.
     ///
-    /// The common case, a slot whose `rcu_free` sheaf has room for this object and more, is
-    /// inlined and calls out to nothing.
+    /// The common case, a slot whose `rcu_free` sheaf has room for this object, is inlined,
+    /// calls out to nothing and returns `None`; otherwise what the slow path leaves to the
+    /// caller.
     #[inline]
     pub(crate) fn push_deferred<R>(
         &self,
         object: NonNull<u8>,
-        reserve: impl FnOnce() -> R,
+        reserve: impl Fn() -> R,
         arm: impl FnOnce(),
-    ) -> Pushed<R> {
+    ) -> Option<Pushed<R>> {
         // SAFETY: the caller's live object, handed over for a deferred free.
         let object = match unsafe { self.slots.push_rcu_fast(object) } {
-            Ok(()) => return Ok(None),
+            Ok(()) => return None,
             Err(object) => object,
         };
         if S::PER_CPU {
-            return self.push_deferred_cpu(object, reserve, arm);
+            return Some(self.push_deferred_cpu(object, reserve, arm));
         }
         let Some(mut slot) = self.slots.acquire_fast() else {
-            return self.push_deferred_busy(object);
+            return Some(self.push_deferred_busy(object, None));
         };
         let counters = slot.counters();
         if let Some(rcu) = &mut slot.rcu().rcu_free
@@ -67,22 +94,158 @@ impl<S: SlotStrategy> CacheCore<S> {
             rcu.push(object).expect("the sheaf has room");
             counters.add_owned(Stat::DeferredObjects, 1);
             counters.add_owned(Stat::FreeRcuSheaf, 1);
-            return Ok(None);
+            return None;
         }
-        self.push_deferred_slow(slot, object, reserve, arm)
+        Some(self.push_deferred_slow(slot, object, reserve, arm))
     }
 
-    /// Per-CPU: under the slot's `rcu_lock` alone, onto an `rcu_free` sheaf if there is one
-    /// (a full one joins the waiting ones); otherwise a new sheaf is started.
+    /// Per-CPU, where the push sequence missed (or sequences are not in use).
     #[inline]
     fn push_deferred_cpu<R>(
         &self,
         object: NonNull<u8>,
-        reserve: impl FnOnce() -> R,
+        reserve: impl Fn() -> R,
+        arm: impl FnOnce(),
+    ) -> Pushed<R> {
+        if self.slots.uses_sequences() {
+            return self.push_deferred_rseq(object, reserve, arm);
+        }
+        self.push_deferred_locked(object, reserve, arm)
+    }
+
+    /// Per-CPU with restartable sequences: every change of the chain is a sequence that
+    /// commits with one store and only while the slot's `rcu_lock` is free, so this thread
+    /// never holds that lock, and a barrier or the hand-over thread that takes it (aborting
+    /// the sequence in flight) never waits for this thread. Each round: the push sequence
+    /// again; else take a whole group of full sheaves (reserved first), or start a new
+    /// sheaf with the object in it (an empty one got beforehand under the slot's main lock,
+    /// released again before the sequence).
+    #[cold]
+    #[inline(never)]
+    fn push_deferred_rseq<R>(
+        &self,
+        mut object: NonNull<u8>,
+        reserve: impl Fn() -> R,
+        arm: impl FnOnce(),
+    ) -> Pushed<R> {
+        let shared = Tally::shared(&self.counters);
+        let mut group = None;
+        let mut empty: Option<OwnedSheaf> = None;
+        for round in 0..RCU_ROUNDS {
+            // The push sequence missed just before the first round.
+            if round > 0 {
+                // SAFETY: the caller's live object, handed over for a deferred free.
+                object = match unsafe { self.slots.push_rcu_fast(object) } {
+                    Ok(()) => {
+                        if let Some(empty) = empty {
+                            self.stash_empty(empty, self.slots.current_node(), shared);
+                        }
+                        return Pushed { group, left: None };
+                    }
+                    Err(object) => object,
+                };
+            }
+            let step = match empty.as_mut() {
+                Some(sheaf) => {
+                    // Counted as the sequences' pushes are, by the next holder of `rcu_lock`.
+                    sheaf.push_counted(object).expect("an empty sheaf has room");
+                    let step = self.slots.start_rcu_fast(Some(sheaf));
+                    if step != RcuStep::Done {
+                        object = sheaf.pop().expect("pushed above");
+                        sheaf.rebase();
+                    }
+                    step
+                }
+                None => self.slots.start_rcu_fast(None),
+            };
+            match step {
+                RcuStep::Done => {
+                    // The slot owns the sheaf now.
+                    let _ = empty.take().expect("started with a sheaf").into_raw();
+                    // The sheaf is in the slot (the commit); the fence orders that before the
+                    // arming's load of the armed flag, against the hand-over thread's disarm
+                    // and its look (`SlotTable::for_each_cpu_rcu` fences too): either it
+                    // finds the sheaf, or the arming finds the cache disarmed and arms it
+                    // again.
+                    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                    arm();
+                    return Pushed { group, left: None };
+                }
+                RcuStep::HasRoom | RcuStep::Aborted => {}
+                RcuStep::NeedSheaf => match self.rcu_sheaf() {
+                    Some(sheaf) => empty = Some(sheaf),
+                    None => break,
+                },
+                // One group per call: a second one (other threads on this CPU filled four
+                // sheaves meanwhile) is left to the next deferred free or a taker.
+                RcuStep::GroupDue if group.is_some() => break,
+                RcuStep::GroupDue => {
+                    // Reserved before the group leaves the slot, where a barrier looks for it.
+                    let reservation = reserve();
+                    match self.slots.take_rcu_group_fast() {
+                        (RcuStep::Done, Some(mut taken)) => {
+                            let mut deferred = 0;
+                            let sheaves: Vec<OwnedSheaf> = taken
+                                .take_rcu()
+                                .map(|mut sheaf| {
+                                    // The sequences' pushes since the last re-base.
+                                    deferred += sheaf.take_fast_counts().1;
+                                    sheaf.rebase();
+                                    sheaf
+                                })
+                                .collect();
+                            shared.add(Stat::DeferredObjects, deferred);
+                            shared.add(Stat::FreeRcuSheaf, deferred);
+                            shared.add(Stat::RcuSheafSubmitted, sheaves.len() as u64);
+                            group = Some((reservation, sheaves));
+                        }
+                        (RcuStep::Busy, _) => break,
+                        _ => drop(reservation),
+                    }
+                }
+                RcuStep::Busy => break,
+                RcuStep::NotHere if group.is_none() => {
+                    if let Some(empty) = empty {
+                        self.stash_empty(empty, self.slots.current_node(), shared);
+                    }
+                    return self.push_deferred_locked(object, reserve, arm);
+                }
+                RcuStep::NotHere => break,
+            }
+        }
+        if let Some(empty) = empty {
+            self.stash_empty(empty, self.slots.current_node(), shared);
+        }
+        self.push_deferred_busy(object, group)
+    }
+
+    /// Per-CPU: an empty sheaf to start a chain with, got under the slot's main lock (the
+    /// spare if empty, as the kernel's kfree_rcu does: no barn trip; else from the barn or
+    /// new, which may call out); `None` when the slot is held.
+    fn rcu_sheaf(&self) -> Option<OwnedSheaf> {
+        let mut slot = self.slots.acquire()?;
+        let tally = Tally::owned(slot.counters());
+        let node = slot.node();
+        let mut empty = match slot.sheaves().spare.take_if(|spare| spare.is_empty()) {
+            Some(spare) => spare,
+            None => self.empty_sheaf(node, tally),
+        };
+        empty.set_next(None);
+        Some(empty)
+    }
+
+    /// Per-CPU under the slot's `rcu_lock`: without restartable sequences (the compare-exchange
+    /// lock), or for a thread that no sequence serves. Onto the `rcu_free` sheaf if it has
+    /// room (a full group is taken); otherwise a new sheaf is started.
+    #[inline]
+    fn push_deferred_locked<R>(
+        &self,
+        object: NonNull<u8>,
+        reserve: impl Fn() -> R,
         arm: impl FnOnce(),
     ) -> Pushed<R> {
         let Some(mut rcu) = self.slots.acquire_rcu() else {
-            return self.push_deferred_busy(object);
+            return self.push_deferred_busy(object, None);
         };
         let counters = rcu.counters();
         if let Some(sheaf) = &mut rcu.sheaves().rcu_free
@@ -91,68 +254,67 @@ impl<S: SlotStrategy> CacheCore<S> {
             sheaf.push(object).expect("the sheaf has room");
             counters.add_owned(Stat::DeferredObjects, 1);
             counters.add_owned(Stat::FreeRcuSheaf, 1);
-            return Ok(None);
+            return Pushed::done();
         }
-        if rcu.sheaves().rcu_free.is_some() {
-            return Ok(Self::push_rcu_locked(
-                rcu.sheaves(),
-                counters,
-                object,
-                reserve,
-            ));
-        }
+        let Pushed { group, left } =
+            Self::push_rcu_locked(rcu.sheaves(), counters, object, Some(&reserve));
         drop(rcu);
-        self.start_rcu_sheaf_cpu(object, reserve, arm)
+        match left {
+            None => Pushed { group, left: None },
+            Some(object) => self.start_rcu_sheaf_cpu(object, group, reserve, arm),
+        }
     }
 
-    /// Pushes `object` on the `rcu_free` sheaf, which exists (and, by the invariant, has room);
-    /// a sheaf it fills joins the waiting ones, and a full group is returned. Calls out to
-    /// nothing but `reserve` (which takes no lock). Once per sheaf: out of line, so that the
-    /// callers' common path keeps its registers.
+    /// By the holder of the slot's deferred-free sheaves: pushes `object` on the `rcu_free`
+    /// sheaf if it has room, and takes a whole group of full sheaves if one is chained (with
+    /// a reservation from `reserve` taken first; none without `reserve`). Returns the group,
+    /// and the object if a new sheaf must be started for it (`left`). Calls out to nothing but
+    /// `reserve` (which takes no lock). Once per sheaf: out of line, so that the callers'
+    /// common path keeps its registers.
     #[cold]
     #[inline(never)]
     fn push_rcu_locked<R>(
         sheaves: &mut RcuSheaves,
         counters: &Counters,
         object: NonNull<u8>,
-        reserve: impl FnOnce() -> R,
-    ) -> Option<(R, Vec<OwnedSheaf>)> {
+        reserve: Option<&dyn Fn() -> R>,
+    ) -> Pushed<R> {
         let tally = Tally::owned(counters);
-        let rcu = sheaves.rcu_free.as_mut().expect("the caller checked");
-        rcu.push(object)
-            .expect("a full rcu_free sheaf is never kept");
-        tally.add(Stat::DeferredObjects, 1);
-        tally.add(Stat::FreeRcuSheaf, 1);
-        if !rcu.is_full() {
-            return None;
-        }
-        let full = sheaves.rcu_free.take().expect("just pushed on it");
-        sheaves.rcu_waiting.push(full);
-        if sheaves.rcu_waiting.len() < RCU_GROUP {
-            return None;
-        }
-        tally.add(Stat::RcuSheafSubmitted, RCU_GROUP as u64);
-        // Reserved before the group leaves the slot, where a barrier looks for it.
-        let reservation = reserve();
-        Some((
-            reservation,
-            mem::replace(&mut sheaves.rcu_waiting, Vec::with_capacity(RCU_GROUP)),
-        ))
+        let left = match sheaves.push(object) {
+            Ok(()) => {
+                tally.add(Stat::DeferredObjects, 1);
+                tally.add(Stat::FreeRcuSheaf, 1);
+                None
+            }
+            Err(object) => Some(object),
+        };
+        let group = match reserve {
+            Some(reserve) if sheaves.group_due() => {
+                tally.add(Stat::RcuSheafSubmitted, RCU_GROUP as u64);
+                // Reserved before the group leaves the slot, where a barrier looks for it.
+                let reservation = reserve();
+                Some((reservation, sheaves.take_rcu().collect()))
+            }
+            _ => None,
+        };
+        Pushed { group, left }
     }
 
-    /// Per-CPU, the slot has no `rcu_free` sheaf: an empty one is got under the slot's main
-    /// lock (the spare if empty, else from the barn or new, which may call out), then
-    /// installed with `object` under `rcu_lock`.
+    /// Per-CPU under locks, the `rcu_free` sheaf is missing or full: an empty one is got
+    /// under the slot's main lock (the spare if empty, else from the barn or new, which may
+    /// call out), then put first in the chain with `object` under `rcu_lock`. `group` is one
+    /// taken already by this deferred free (then no second one is taken).
     #[cold]
     #[inline(never)]
     fn start_rcu_sheaf_cpu<R>(
         &self,
         object: NonNull<u8>,
-        reserve: impl FnOnce() -> R,
+        group: Option<(R, Vec<OwnedSheaf>)>,
+        reserve: impl Fn() -> R,
         arm: impl FnOnce(),
     ) -> Pushed<R> {
         let Some(mut slot) = self.slots.acquire() else {
-            return self.push_deferred_busy(object);
+            return self.push_deferred_busy(object, group);
         };
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
@@ -161,22 +323,32 @@ impl<S: SlotStrategy> CacheCore<S> {
             Some(spare) => spare,
             None => self.empty_sheaf(node, tally),
         };
+        empty.set_next(None);
         let Some(mut rcu) = self.slots.lock_rcu_of(&slot) else {
             // A barrier or the hand-over thread is taking the sheaves this moment.
             self.stash_empty(empty, node, tally);
-            return self.push_deferred_busy(object);
+            return self.push_deferred_busy(object, group);
         };
         let counters = rcu.counters();
         let sheaves = rcu.sheaves();
-        if sheaves.rcu_free.is_some() {
-            // Another thread on this CPU put one in place between our two looks.
-            let group = Self::push_rcu_locked(sheaves, counters, object, reserve);
+        // Another thread on this CPU may have started a sheaf between our two looks.
+        let reserve = group.is_none().then_some(&reserve as &dyn Fn() -> R);
+        let Pushed { group: taken, left } =
+            Self::push_rcu_locked(sheaves, counters, object, reserve);
+        let group = group.or(taken);
+        let Some(object) = left else {
             drop(rcu);
             self.stash_empty(empty, node, tally);
-            return Ok(group);
+            return Pushed { group, left: None };
+        };
+        if sheaves.group_due() {
+            // A second group, not taken by this deferred free.
+            drop(rcu);
+            self.stash_empty(empty, node, tally);
+            return self.push_deferred_busy(object, group);
         }
         empty.push(object).expect("an empty sheaf has room");
-        sheaves.rcu_free = Some(empty);
+        sheaves.start(empty);
         rcu.note_rcu_started();
         counters.add_owned(Stat::DeferredObjects, 1);
         counters.add_owned(Stat::FreeRcuSheaf, 1);
@@ -188,51 +360,63 @@ impl<S: SlotStrategy> CacheCore<S> {
         // arming finds the cache disarmed and arms it again.
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         arm();
-        Ok(None)
+        Pushed { group, left: None }
     }
 
+    /// No sheaf could take `object`: counted, and given back to be deferred on its own
+    /// (with `group`, if this deferred free took one).
     #[cold]
     #[inline(never)]
-    fn push_deferred_busy<R>(&self, object: NonNull<u8>) -> Pushed<R> {
+    fn push_deferred_busy<R>(
+        &self,
+        object: NonNull<u8>,
+        group: Option<(R, Vec<OwnedSheaf>)>,
+    ) -> Pushed<R> {
         let tally = Tally::shared(&self.counters);
         tally.add(Stat::CpuSlotBusy, 1);
         tally.add(Stat::DeferredObjects, 1);
         tally.add(Stat::FreeRcuSheafFail, 1);
-        Err(object)
+        Pushed {
+            group,
+            left: Some(object),
+        }
     }
 
-    /// Per-thread: the slot has no `rcu_free` sheaf yet, or `object` fills it.
+    /// Per-thread: the slot has no `rcu_free` sheaf with room for two, or `object` fills it.
     #[cold]
     #[inline(never)]
     fn push_deferred_slow<R>(
         &self,
         slot: FastSlot<'_, S>,
         object: NonNull<u8>,
-        reserve: impl FnOnce() -> R,
+        reserve: impl Fn() -> R,
         arm: impl FnOnce(),
     ) -> Pushed<R> {
         // Held from here on: getting an empty sheaf may call out (barn, allocation).
         let mut slot = slot.hold();
-        let tally = Tally::owned(slot.counters());
-        let node = slot.node();
-        let started = slot.rcu().rcu_free.is_none();
-        if started {
-            slot.note_rcu_started();
-            // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
-            let empty = match slot.sheaves().spare.take_if(|spare| spare.is_empty()) {
-                Some(spare) => spare,
-                None => self.empty_sheaf(node, tally),
-            };
-            slot.rcu().rcu_free = Some(empty);
-        }
         let counters = slot.counters();
-        let group = Self::push_rcu_locked(slot.rcu(), counters, object, reserve);
-        if started {
-            // With the slot held: a hand-over that disarmed the cache before this either
-            // takes the sheaf after us, or we see it disarmed and arm it again.
-            arm();
-        }
-        Ok(group)
+        let Pushed { group, left } =
+            Self::push_rcu_locked(slot.rcu(), counters, object, Some(&reserve));
+        let Some(object) = left else {
+            return Pushed { group, left: None };
+        };
+        let tally = Tally::owned(counters);
+        let node = slot.node();
+        slot.note_rcu_started();
+        // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
+        let mut empty = match slot.sheaves().spare.take_if(|spare| spare.is_empty()) {
+            Some(spare) => spare,
+            None => self.empty_sheaf(node, tally),
+        };
+        empty.set_next(None);
+        empty.push(object).expect("an empty sheaf has room");
+        slot.rcu().start(empty);
+        counters.add_owned(Stat::DeferredObjects, 1);
+        counters.add_owned(Stat::FreeRcuSheaf, 1);
+        // With the slot held: a hand-over that disarmed the cache before this either takes
+        // the sheaf after us, or we see it disarmed and arm it again.
+        arm();
+        Pushed { group, left: None }
     }
 
     /// After its grace period: a full `rcu_free` sheaf goes to the barn as a full sheaf when

@@ -19,13 +19,27 @@
 //! Either way the release is a plain release store, and everything between acquisition and
 //! release is ordinary code under a lock.
 //!
-//! Each slot has a second try-lock, `rcu_lock`, taken the same ways, for its deferred-free
-//! sheaves alone: a deferred free takes it (not the main lock) to push onto `rcu_free`, and
-//! `barrier` and the hand-over thread take it (not the main lock) to take the sheaves, so a
-//! thread that holds the main lock across a slow path, and is descheduled or blocked there,
-//! holds up neither (C-DEFER-3, C-CONC-4). It is held for a few instructions that call out to
-//! nothing: starting an `rcu_free` sheaf gets the empty sheaf under the main lock first, then
-//! takes `rcu_lock` inside it to put the sheaf in place (the only nesting, so no deadlock).
+//! Each slot has a second try-lock, `rcu_lock`, for its deferred-free sheaves alone (a chain,
+//! see `RcuSheaves`). `barrier`, the hand-over thread, the first step of `shrink` and
+//! statistics readers take it from afar (not the main lock) to take the sheaves or their
+//! counts, so a thread that holds the main lock across a slow path, and is descheduled or
+//! blocked there, holds up none of them (C-DEFER-3, C-CONC-4). With restartable sequences
+//! the CPU's own threads never take it: every change they make to the chain is a sequence
+//! (`rseq_ops`) that checks the lock is free and commits with one store: a push (which may
+//! fill the first sheaf), putting a new first sheaf in place (an empty one got beforehand
+//! under the main lock, released again, with the object already in it), or taking a whole
+//! group of full sheaves (after reserving its grace period). A taker's lock and membarrier
+//! abort a sequence in flight, so a taker waits only for another taker, which holds the lock
+//! for a few instructions that call out to nothing (and `slab::rseq` serialises remote
+//! lockers). A thread preempted between preparing a change and its sequence holds nothing:
+//! the sequence runs afterwards on the chain as it finds it.
+//!
+//! Where the lock is a compare-exchange (and for a thread that no sequence serves: no rseq
+//! area of its own, or a CPU beyond the table, which takes it from afar), the deferring
+//! thread takes `rcu_lock` itself, for a few instructions that call out to nothing (a push,
+//! taking a group, putting in place a sheaf got beforehand under the main lock, inside which
+//! it is then taken: the only nesting, so no deadlock); a thread preempted inside them is
+//! waited for by the takers until it runs again.
 //!
 //! A path that visits every CPU slot's main sheaves (`shrink`, the accounting check, a
 //! flush-everything resize) takes each slot it finds free and tries those found held again
@@ -39,6 +53,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{RcuSheaves, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
+use crate::sheaf::OwnedSheaf;
 use crate::stats::Counters;
 #[cfg(not(loom))]
 use slab::cpu::{self, CpuSource};
@@ -81,6 +96,38 @@ impl Drop for RcuGuard<'_> {
     fn drop(&mut self) {
         self.slot.unlock_rcu();
     }
+}
+
+/// What one of the restartable sequences on a slot's deferred-free chain (`rseq_ops`'s
+/// `start_rcu` and `take_rcu_group`) did or found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(loom, allow(dead_code))] // no sequences under loom
+pub(crate) enum RcuStep {
+    /// Committed.
+    Done,
+    /// The slot's `rcu_lock` is held (by a barrier, `shrink`, the hand-over thread, a
+    /// statistics reader, or a thread locking it from afar).
+    Busy,
+    /// No sequence can serve this thread (a CPU beyond the table, no rseq area of its own,
+    /// or a table that does not use them): the locked path.
+    NotHere,
+    /// Preempted, migrated or signalled inside: try again.
+    Aborted,
+    /// The first sheaf has room: the push sequence serves.
+    HasRoom,
+    /// A whole group of full sheaves is chained: take it first.
+    GroupDue,
+    /// No sheaf, or a full first one and room in the chain: start one.
+    NeedSheaf,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: run on this thread by [`SlotTable::start_rcu_fast`] right before its sequence,
+    /// where the thread holds a prepared sheaf and no lock: a test parks the thread here, as
+    /// a preemption would.
+    pub(crate) static BEFORE_RCU_START: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        std::cell::RefCell::new(None);
 }
 
 /// The outcome of one inlined attempt at the slot of the CPU the caller runs on (per-CPU,
@@ -135,6 +182,23 @@ mod sequences {
     }
 
     pub(super) use push as push_rcu;
+
+    pub(super) unsafe fn start_rcu(
+        _: *const CachePadded<Slot>,
+        _: usize,
+        _: isize,
+        _: Option<NonNull<()>>,
+    ) -> (super::RcuStep, *const Slot) {
+        (super::RcuStep::NotHere, std::ptr::null())
+    }
+
+    pub(super) unsafe fn take_rcu_group(
+        _: *const CachePadded<Slot>,
+        _: usize,
+        _: isize,
+    ) -> (super::RcuStep, Option<NonNull<()>>) {
+        (super::RcuStep::NotHere, None)
+    }
 }
 
 /// How long, in all, a statistics reader waits for held slots before it reads their
@@ -268,6 +332,12 @@ impl<S: SlotStrategy> SlotTable<S> {
         None
     }
 
+    /// Whether this table's per-CPU fast paths are restartable sequences (`rseq_ops`).
+    #[inline(always)]
+    pub(crate) fn uses_sequences(&self) -> bool {
+        self.sequence_table().is_some()
+    }
+
     /// Per-CPU with restartable sequences: pops from the `main` of the caller's CPU slot in
     /// one sequence, without the slot lock (`rseq_ops`); `None` on any miss, after which the
     /// caller takes the locked path. Always `None` for other tables and targets.
@@ -316,6 +386,61 @@ impl<S: SlotStrategy> SlotTable<S> {
         };
         // SAFETY: as in `pop_fast`; the object is the caller's, handed over.
         unsafe { sequences::push_rcu(cpus, ncpus, offset, object) }
+    }
+
+    /// Per-CPU with restartable sequences: one attempt at putting `sheaf` (the caller's,
+    /// unlinked, holding the object it defers, pushed with `OwnedSheaf::push_counted`) first
+    /// in the deferred-free
+    /// chain of the caller's CPU slot, by a sequence (`rseq_ops::start_rcu`) that commits only
+    /// while the slot's `rcu_lock` is free: the caller never holds that lock. On
+    /// [`RcuStep::Done`] the slot owns the sheaf (the caller gives its handle up with
+    /// `into_raw`); otherwise the sheaf is the caller's again, as it was. With `sheaf` `None`
+    /// it only says what the chain needs. [`RcuStep::NotHere`] for other tables.
+    pub(crate) fn start_rcu_fast(&self, sheaf: Option<&mut OwnedSheaf>) -> RcuStep {
+        let Some((cpus, ncpus, offset)) = self.sequence_table() else {
+            return RcuStep::NotHere;
+        };
+        #[cfg(test)]
+        if sheaf.is_some() {
+            BEFORE_RCU_START.with(|hook| {
+                if let Some(hook) = hook.borrow_mut().as_mut() {
+                    hook();
+                }
+            });
+        }
+        let raw = sheaf.as_ref().map(|sheaf| sheaf.as_raw());
+        // SAFETY: as in `pop_fast`; the sheaf is the caller's, of this cache, unlinked, its
+        // counts consistent (the caller's obligation), holding the object it defers.
+        let (step, slot) = unsafe { sequences::start_rcu(cpus, ncpus, offset, raw) };
+        if step == RcuStep::Done {
+            // SAFETY: `Done` returns the address of the table's slot the sequence committed
+            // to, which lives as long as the table.
+            let slot = unsafe { &*slot };
+            // For statistics readers, after the commit: a taker that empties the chain
+            // meanwhile leaves the mark set for nothing, which is harmless, while a mark set
+            // before the commit could be cleared by a taker that did not see the sheaf.
+            slot.rcu_pending.store(true, Ordering::Relaxed);
+        } else if let Some(sheaf) = sheaf {
+            // The sequence may have linked the chain behind it before it missed or aborted.
+            sheaf.set_next(None);
+        }
+        step
+    }
+
+    /// Per-CPU with restartable sequences: one attempt at taking the whole group of full
+    /// sheaves chained on the caller's CPU slot (`rseq_ops::take_rcu_group`), without its
+    /// `rcu_lock`; on [`RcuStep::Done`] the group, now the caller's. The caller reserves the
+    /// group's grace period first. [`RcuStep::NotHere`] for other tables.
+    pub(crate) fn take_rcu_group_fast(&self) -> (RcuStep, Option<RcuSheaves>) {
+        let Some((cpus, ncpus, offset)) = self.sequence_table() else {
+            return (RcuStep::NotHere, None);
+        };
+        // SAFETY: as in `pop_fast`.
+        let (step, head) = unsafe { sequences::take_rcu_group(cpus, ncpus, offset) };
+        // SAFETY: on `Done` the sequence handed over the chain whose first sheaf this is, and
+        // nothing else refers to it any more.
+        let group = head.map(|head| RcuSheaves::from_head(unsafe { OwnedSheaf::from_raw(head) }));
+        (step, group)
     }
 
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every
@@ -396,20 +521,10 @@ impl<S: SlotStrategy> SlotTable<S> {
         debug_assert!(std::ptr::eq(&*self.cpus[index], slot));
         let locked = match self.lock_kind {
             #[cfg(not(loom))]
-            LockKind::Rseq { offset } => loop {
-                let here = cpu::rseq_cpu(offset);
-                if here == Some(index as u32) {
-                    // SAFETY: as in `try_lock_rseq`; the slot is CPU `index`'s.
-                    match unsafe { rseq::try_lock_local(&slot.rcu_lock, index as u32, offset) } {
-                        rseq::LocalOutcome::Locked => break true,
-                        rseq::LocalOutcome::Busy => break false,
-                        rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => continue,
-                    }
-                }
-                // Migrated since the slot was taken (or no rseq area): from afar.
-                // SAFETY: as above.
-                break unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) };
-            },
+            // From afar, as in `try_lock_rcu_rseq`: only a thread that no sequence serves
+            // gets here.
+            // SAFETY: as in `try_lock_rseq`; the slot is CPU `index`'s.
+            LockKind::Rseq { .. } => unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) },
             LockKind::Atomic => slot.try_lock_rcu(),
         };
         if !locked {
@@ -432,40 +547,26 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
-    /// Per-CPU with restartable sequences: [`SlotTable::acquire_rcu`]'s lock, taken as
-    /// [`SlotTable::try_lock_rseq`] takes the main one.
+    /// Per-CPU with restartable sequences: [`SlotTable::acquire_rcu`]'s lock, for a thread
+    /// that no sequence serves (no rseq area of its own, or a CPU beyond the table): taken
+    /// from afar, as a remote taker does. A thread that the sequences serve never takes
+    /// `rcu_lock` (`CacheCore::push_deferred`).
     #[cfg(not(loom))]
     #[cold]
     #[inline(never)]
     fn try_lock_rcu_rseq(&self, offset: isize) -> Option<&Slot> {
-        loop {
-            let Some(cpu) = cpu::rseq_cpu(offset).filter(|&cpu| (cpu as usize) < self.cpus.len())
-            else {
-                // No rseq area of its own, or a CPU beyond the table: as a remote thread.
-                let cpu = match cpu::rseq_cpu(offset) {
-                    Some(cpu) => cpu as usize,
-                    None => cpu::current_cpu(CpuSource::SchedGetcpu),
-                };
-                let index = cpu % self.cpus.len();
-                let slot = &self.cpus[index];
-                // SAFETY: as in `try_lock_rseq`; `index` is the CPU the slot belongs to.
-                if !unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) } {
-                    return None;
-                }
-                slot.take_rcu_fast_counts();
-                return Some(slot);
-            };
-            let slot = &self.cpus[cpu as usize];
-            // SAFETY: as in `try_lock_rseq`; slot `cpu` is CPU `cpu`'s.
-            match unsafe { rseq::try_lock_local(&slot.rcu_lock, cpu, offset) } {
-                rseq::LocalOutcome::Locked => {
-                    slot.take_rcu_fast_counts();
-                    return Some(slot);
-                }
-                rseq::LocalOutcome::Busy => return None,
-                rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => {}
-            }
+        let cpu = match cpu::rseq_cpu(offset) {
+            Some(cpu) => cpu as usize,
+            None => cpu::current_cpu(CpuSource::SchedGetcpu),
+        };
+        let index = cpu % self.cpus.len();
+        let slot = &self.cpus[index];
+        // SAFETY: as in `try_lock_rseq`; `index` is the CPU the slot belongs to.
+        if !unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) } {
+            return None;
         }
+        slot.take_rcu_fast_counts();
+        Some(slot)
     }
 
     /// Per-CPU: takes CPU `cpu`'s `rcu_lock`, waiting (yielding) while it is held, which is

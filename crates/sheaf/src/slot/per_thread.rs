@@ -69,7 +69,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::last_slot::{LAST_SLOTS, LastSlots, REVOKED};
-use super::{RcuSheaves, Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
+use super::{Reach, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
 use slab::rseq::{FREE, LOCAL, REMOTE};
 
 /// How long, in all, `shrink`, `barrier` and the accounting check keep trying the slots they
@@ -164,10 +164,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         // SAFETY: this thread holds its slot (its entry marks it held and no taker
         // holds its lock, see `LastSlots::claim`).
         let (mine, mine_rcu) = unsafe { (slot.sheaves_mut(), slot.rcu_mut()) };
-        let rcu = RcuSheaves {
-            rcu_free: None,
-            rcu_waiting: mine_rcu.take_rcu().collect(),
-        };
+        let rcu = mem::take(mine_rcu);
         let sheaves = if asked == Reach::Rcu as u8 {
             SlotSheaves::new()
         } else {

@@ -21,11 +21,36 @@
 //!        main.word = (size + 1, budget - 1)                      (commit)
 //! ```
 //!
-//! The deferred free is the push on `rcu_free` (a miss when the slot has none), stopping one
-//! entry short of full so that the locked path hands the full sheaf on. It checks the slot's
-//! `rcu_lock`, which guards `rcu_free`, instead of the main lock: a thread holding the main
-//! lock does not stop deferred frees on its CPU, nor the barrier that takes them, and every
-//! argument below holds for `rcu_lock` and `rcu_free` as for the main lock and `main`.
+//! The deferred free is the push on `rcu_free` (a miss when the slot has none, or it is
+//! full). It checks the slot's `rcu_lock`, which guards the deferred-free sheaves, instead
+//! of the main lock: a thread holding the main lock does not stop deferred frees on its CPU,
+//! nor the barrier that takes them, and every argument below holds for `rcu_lock` and
+//! `rcu_free` as for the main lock and `main`.
+//!
+//! The rest of a deferred free's changes to the slot's chain (`RcuSheaves`: `rcu_free`
+//! first, full sheaves linked behind it through their headers' `next`) are sequences too,
+//! so that the CPU's own threads never hold `rcu_lock` and a taker never waits for one of
+//! them:
+//!
+//! ```text
+//! start_rcu(E):     cpu, slot and rcu_lock as above (E: the caller's sheaf, object in it)
+//!                   head = rcu_free
+//!                   if head != null and head.size != capacity        -> has room
+//!                   if head != null and RCU_GROUP sheaves chained     -> group due
+//!                   E.next = head                   (E is the caller's: harmless if aborted)
+//!                   rcu_free = E                                       (commit)
+//! take_rcu_group:   cpu, slot and rcu_lock as above
+//!                   head = rcu_free
+//!                   if head == null or fewer than RCU_GROUP chained   -> need a sheaf
+//!                   if head.size != capacity                          -> has room
+//!                   rcu_free = null                                    (commit; head is ours)
+//! ```
+//!
+//! Each reads the chain only while it runs on the slot's CPU with `rcu_lock` free, as the
+//! push does, and commits with one store, so a taker that locks the slot from afar (its
+//! membarrier aborts the sequence in flight) finds the chain either before or after the
+//! change, never in between. The caller of `take_rcu_group` reserves the group's grace period
+//! first: a barrier that finds the sheaves gone waits for it.
 //!
 //! Each commit is one subtraction on the word (`0x1_0000_0001` for a pop, `0xFFFF_FFFF` for
 //! a push), whose borrow out of the high half says the budget was spent. Loads and stores of
@@ -61,7 +86,8 @@ use std::ptr::NonNull;
 
 use crossbeam_utils::CachePadded;
 
-use super::{RcuSheaves, Slot, SlotSheaves};
+use super::per_cpu::RcuStep;
+use super::{RCU_GROUP, RcuSheaves, Slot, SlotSheaves};
 use crate::sheaf::layout;
 
 /// `log2` of the distance between two CPU slots in the table.
@@ -204,8 +230,7 @@ macro_rules! main_with_room {
 }
 
 /// As [`main_with_room`], for the push onto `rcu_free`: also misses when there is no sheaf
-/// (a null pointer), or room for fewer than two objects (the last entry is left to the
-/// locked path).
+/// (a null pointer).
 macro_rules! rcu_free_with_room {
     () => {
         concat!(
@@ -213,9 +238,8 @@ macro_rules! rcu_free_with_room {
             "test {hdr}, {hdr}\n",
             "jz 7f\n",
             "mov {word}, qword ptr [{hdr} + {word_at}]\n",
-            "lea {cpu:e}, [{word} + 1]\n",
-            "cmp {cpu:e}, dword ptr [{hdr} + {capacity_at}]\n",
-            "jae 7f",
+            "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]\n",
+            "je 7f",
         )
     };
 }
@@ -297,9 +321,9 @@ pub(super) unsafe fn push(
 }
 
 /// Pushes `object` onto the `rcu_free` sheaf of the caller's CPU slot in `cpus` in one
-/// restartable sequence, when the slot has one with room for this object and one more (the
-/// last entry is left to the locked path, which hands a full sheaf on); gives it back on a
-/// miss. The budget word counts these pushes as deferred objects.
+/// restartable sequence, when the slot has one with room (the push may fill it: the next
+/// deferred free starts a sheaf or takes the group, see [`start_rcu`] and [`take_rcu_group`]);
+/// gives it back on a miss. The budget word counts these pushes as deferred objects.
 ///
 /// # Safety
 ///
@@ -314,7 +338,7 @@ pub(super) unsafe fn push_rcu(
 ) -> Result<(), NonNull<u8>> {
     // SAFETY: as in `push`, on the slot's `rcu_free` sheaf, which `rcu_lock` protects as the
     // main lock does `main`: a null pointer (no sheaf) is a miss before anything is written, and
-    // `size + 1 < capacity` keeps the written entry inside the array.
+    // `size < capacity` keeps the written entry inside the array.
     unsafe {
         push_sequence!(
             rcu_free_with_room,
@@ -327,6 +351,215 @@ pub(super) unsafe fn push_rcu(
         )
     };
     Ok(())
+}
+
+impl RcuStep {
+    /// The step a chain sequence's exit code stands for.
+    fn from_code(code: u32) -> Self {
+        match code {
+            0 => RcuStep::Done,
+            1 => RcuStep::Busy,
+            2 => RcuStep::NotHere,
+            3 => {
+                slab::rseq::ABORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                RcuStep::Aborted
+            }
+            4 => RcuStep::HasRoom,
+            5 => RcuStep::GroupDue,
+            _ => RcuStep::NeedSheaf,
+        }
+    }
+}
+
+/// The prologue of the chain sequences, after [`slab::rseq_sequence_start`]: the caller's CPU
+/// slot's address in `slot` (code 2 and a jump to the exit `9` when the CPU is beyond the
+/// table), code 1 and the exit when its `rcu_lock` is held, and the first sheaf of the chain
+/// in `hdr`.
+macro_rules! chain_head {
+    () => {
+        concat!(
+            "mov {slot:e}, dword ptr fs:[{offset} + 4]\n",
+            "mov {out:e}, 2\n",
+            "cmp {slot}, {ncpus}\n",
+            "jae 9f\n",
+            "shl {slot}, {stride_shift}\n",
+            "add {slot}, {cpus}\n",
+            "mov {out:e}, 1\n",
+            "cmp byte ptr [{slot} + {lock_at}], 0\n",
+            "jne 9f\n",
+            "mov {hdr}, qword ptr [{slot} + {sheaf_at}]",
+        )
+    };
+}
+
+/// With a first sheaf in `hdr`: code 4 and the exit when it has room; otherwise code 5, and
+/// counts the chain: jumps to `$short` when it holds fewer than `RCU_GROUP` sheaves, to
+/// `$whole` when it holds a whole group.
+macro_rules! chain_depth {
+    ($short:literal, $whole:literal) => {
+        concat!(
+            "mov {out:e}, 4\n",
+            "mov {p:e}, dword ptr [{hdr} + {word_at}]\n",
+            "cmp {p:e}, dword ptr [{hdr} + {capacity_at}]\n",
+            "jne 9f\n",
+            "mov {out:e}, 5\n",
+            "mov {p}, {hdr}\n",
+            "mov {n:e}, {group}\n",
+            "8:\n",
+            "dec {n:e}\n",
+            "jz ",
+            $whole,
+            "\n",
+            "mov {p}, qword ptr [{p} + {next_at}]\n",
+            "test {p}, {p}\n",
+            "jnz 8b\n",
+            "jmp ",
+            $short,
+        )
+    };
+}
+
+/// The end of a chain sequence, right after its commit: code 0, or 3 from the abort handler;
+/// every exit (`9`) clears `rseq_cs`.
+macro_rules! chain_end {
+    () => {
+        concat!(
+            "5:\n",
+            "xor {out:e}, {out:e}\n",
+            "jmp 9f\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "mov {out:e}, 3\n",
+            "9:\n",
+            "mov qword ptr fs:[{offset} + 8], 0",
+        )
+    };
+}
+
+/// Puts `sheaf` first in the deferred-free chain of the caller's CPU slot in `cpus`, in one
+/// restartable sequence whose commit is the store of the slot's `rcu_free` pointer, when the
+/// slot's `rcu_lock` is free, and the chain is empty or its first sheaf is full and fewer
+/// than `RCU_GROUP` are chained ([`RcuStep::Done`], with the slot's address). With `sheaf`
+/// `None` nothing is committed: the step says what the chain needs.
+///
+/// Before the commit the sequence links the chain behind `sheaf` (its `next`), a write to
+/// the caller's own sheaf that is harmless if the sequence then aborts or misses; the caller
+/// clears the link again unless the step is `Done`.
+///
+/// # Safety
+///
+/// - As for [`pop`].
+/// - `sheaf`, if any, is a sheaf of the slots' cache owned by the caller, unlinked, its
+///   counts consistent (`OwnedSheaf::push_counted`), holding deferred objects; on `Done` the slot owns it (the caller gives up its
+///   handle without freeing it).
+#[inline]
+pub(super) unsafe fn start_rcu(
+    cpus: *const CachePadded<Slot>,
+    ncpus: usize,
+    offset: isize,
+    sheaf: Option<NonNull<()>>,
+) -> (RcuStep, *const Slot) {
+    let code: u32;
+    let slot: usize;
+    // SAFETY: a restartable sequence laid out as in `pop` (descriptor, signature before the
+    // abort handler `6`, `rseq_cs` cleared on every exit `9`). It reads the CPU number inside
+    // the sequence, bounds it by the table and checks `rcu_lock` before reading the chain;
+    // while the lock is free and the thread runs on that CPU, the chain belongs to this
+    // sequence (module docs), so the headers it reads are live sheaves of the slot, linked as
+    // `RcuSheaves` says. Its only write before the commit is to the caller's own sheaf, and
+    // the commit (the store of the `rcu_free` pointer) is its last instruction.
+    unsafe {
+        std::arch::asm!(
+            slab::rseq_sequence_start!("hdr"),
+            chain_head!(),
+            "test {hdr}, {hdr}",
+            "jz 2f",
+            chain_depth!("2f", "9f"),
+            "2:",
+            "mov {out:e}, 6",
+            "test {sheaf}, {sheaf}",
+            "jz 9f",
+            "mov qword ptr [{sheaf} + {next_at}], {hdr}",
+            "mov qword ptr [{slot} + {sheaf_at}], {sheaf}",
+            chain_end!(),
+            offset = in(reg) offset,
+            cpus = in(reg) cpus,
+            ncpus = in(reg) ncpus,
+            sheaf = in(reg) sheaf.map_or(std::ptr::null_mut(), NonNull::as_ptr),
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const RCU_LOCK_AT,
+            sheaf_at = const RCU_FREE_AT,
+            word_at = const layout::WORD,
+            capacity_at = const layout::CAPACITY,
+            next_at = const layout::NEXT,
+            group = const RCU_GROUP,
+            slot = out(reg) slot,
+            hdr = out(reg) _,
+            p = out(reg) _,
+            n = out(reg) _,
+            out = out(reg) code,
+            options(nostack),
+        );
+    }
+    (RcuStep::from_code(code), slot as *const Slot)
+}
+
+/// Takes the whole group of full sheaves chained on the caller's CPU slot in `cpus`, in one
+/// restartable sequence whose commit is the store of a null `rcu_free` pointer, when the
+/// slot's `rcu_lock` is free and the chain holds `RCU_GROUP` sheaves, all full: on
+/// [`RcuStep::Done`] the first of them (the rest linked behind it), now the caller's.
+///
+/// # Safety
+///
+/// - As for [`pop`]. The caller takes a reservation for the group's grace period before
+///   this (a barrier that finds the sheaves gone waits for it).
+#[inline]
+pub(super) unsafe fn take_rcu_group(
+    cpus: *const CachePadded<Slot>,
+    ncpus: usize,
+    offset: isize,
+) -> (RcuStep, Option<NonNull<()>>) {
+    let code: u32;
+    let head: usize;
+    // SAFETY: as in `start_rcu`; the sequence writes nothing but its commit, the store of a
+    // null `rcu_free` pointer, which hands the chain it read (`hdr`) to the caller.
+    unsafe {
+        std::arch::asm!(
+            slab::rseq_sequence_start!("hdr"),
+            chain_head!(),
+            "mov {out:e}, 6",
+            "test {hdr}, {hdr}",
+            "jz 9f",
+            chain_depth!("2f", "7f"),
+            "2:",
+            "mov {out:e}, 6",
+            "jmp 9f",
+            "7:",
+            "mov qword ptr [{slot} + {sheaf_at}], 0",
+            chain_end!(),
+            offset = in(reg) offset,
+            cpus = in(reg) cpus,
+            ncpus = in(reg) ncpus,
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const RCU_LOCK_AT,
+            sheaf_at = const RCU_FREE_AT,
+            word_at = const layout::WORD,
+            capacity_at = const layout::CAPACITY,
+            next_at = const layout::NEXT,
+            group = const RCU_GROUP,
+            slot = out(reg) _,
+            hdr = out(reg) head,
+            p = out(reg) _,
+            n = out(reg) _,
+            out = out(reg) code,
+            options(nostack),
+        );
+    }
+    let step = RcuStep::from_code(code);
+    (
+        step,
+        NonNull::new(head as *mut ()).filter(|_| step == RcuStep::Done),
+    )
 }
 
 #[cfg(test)]
@@ -406,32 +639,36 @@ mod tests {
         assert!(pin(cpu), "pinning to the current CPU");
         let cache = Cache::<PerCpu>::new(&CacheConfig::new(64).with_sheaf_capacity(16)).unwrap();
         let slots = cache.core().slots();
-        let objects: Vec<NonNull<u8>> = (0..40)
+        let objects: Vec<NonNull<u8>> = (0..70)
             .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
             .collect();
         // No `rcu_free` sheaf yet: a miss, and the object comes back.
         // SAFETY: allocated above; given back on the miss.
         assert_eq!(unsafe { slots.push_rcu_fast(objects[0]) }, Err(objects[0]));
-        // The locked path starts a sheaf; the next 14 fit with room to spare; the 16th
-        // entry is left to the locked path, which hands the full sheaf on.
+        // The slow path starts a sheaf; the next 15 fill it; the 17th misses: a new sheaf
+        // is due.
         // SAFETY: live objects of this cache, each freed once.
         unsafe { cache.free_deferred(objects[0]) };
-        for &object in &objects[1..15] {
+        for &object in &objects[1..16] {
             // SAFETY: as above.
             assert_eq!(unsafe { slots.push_rcu_fast(object) }, Ok(()));
         }
         // SAFETY: as above; given back on the miss.
-        let missed = unsafe { slots.push_rcu_fast(objects[15]) };
-        assert_eq!(missed, Err(objects[15]));
-        assert_eq!(counter(&cache, "deferred_objects"), 15);
-        assert_eq!(counter(&cache, "free_rcu_sheaf"), 15);
-        for &object in &objects[15..] {
+        let missed = unsafe { slots.push_rcu_fast(objects[16]) };
+        assert_eq!(missed, Err(objects[16]));
+        assert_eq!(slots.start_rcu_fast(None), crate::slot::RcuStep::NeedSheaf);
+        assert_eq!(counter(&cache, "deferred_objects"), 16);
+        assert_eq!(counter(&cache, "free_rcu_sheaf"), 16);
+        for &object in &objects[16..] {
             // SAFETY: as above.
             unsafe { cache.free_deferred(object) };
         }
-        assert_eq!(counter(&cache, "deferred_objects"), 40);
+        // Four full sheaves after the 64th (unless the hand-over thread took some): the
+        // 65th takes them as a group and starts a fifth.
+        assert_eq!(counter(&cache, "deferred_objects"), 70);
         cache.barrier();
-        assert_eq!(counter(&cache, "rcu_objects_completed"), 40);
+        assert_eq!(counter(&cache, "rcu_objects_completed"), 70);
+        assert_eq!(counter(&cache, "free_rcu_sheaf"), 70);
         assert!(cache.check_invariants());
     }
 

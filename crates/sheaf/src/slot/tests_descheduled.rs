@@ -3,19 +3,22 @@
 //! be) holds up no barrier, and a shrink's hand-over of `rcu_free` sheaves does not wait for
 //! it either. The deferred frees made on that CPU before the barrier began complete while the
 //! holder still holds the slot. A shrink and an accounting check do not wait for the holder
-//! either: they leave its slot as it is.
+//! either: they leave its slot as it is. With restartable sequences the same holds for a
+//! thread parked inside a deferred free's slow path on that CPU: it holds no lock there.
 //!
 //! And the converse: a thread parked in a page source that sleeps, in a prefilled sheaf's
 //! refill (per-CPU) or giving back the slabs an adoption emptied (per-thread), does not hold
 //! its slot meanwhile, so the other threads and a shrink find it free.
 
+use std::cell::Cell;
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use object_alloc::{AllocFlags, CacheConfig};
 
-use super::per_cpu::FORCE_ATOMIC_LOCKS;
+use super::per_cpu::{BEFORE_RCU_START, FORCE_ATOMIC_LOCKS};
 use super::tests::{counter, pin};
 use crate::{Cache, PerCpu};
 
@@ -508,4 +511,106 @@ fn c_conc_4_a_thread_parked_releasing_adopted_slabs_holds_its_slot_no_longer() {
         Some(0),
         "slabs held after a shrink"
     );
+}
+
+/// C-DEFER-3 and C-CONC-4 with restartable sequences: a thread parked inside a deferred
+/// free's slow path, at the point where it holds a prepared sheaf with its object in it and
+/// is about to put it in place (a preemption can land there), holds up no barrier. The
+/// deferred frees made before the barrier began complete while it is parked; its own free
+/// completes after it resumes, the object neither lost nor freed twice.
+#[test]
+fn c_defer_3_barrier_with_an_owner_parked_in_a_deferred_free() {
+    let usable = matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. });
+    if !usable {
+        assert!(
+            std::env::var_os("SHEAF_REQUIRE_RSEQ").is_none_or(|v| v != "1"),
+            "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable"
+        );
+        eprintln!("skipped: restartable sequences unsupported here");
+        return;
+    }
+    const CAPACITY: usize = 8;
+    let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+    let cache =
+        Cache::<PerCpu>::new(&CacheConfig::new(64).with_sheaf_capacity(CAPACITY)).expect("config");
+    let cache = &cache;
+    std::thread::scope(|s| {
+        let (parked_tx, parked_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let owner = s.spawn(move || {
+            assert!(pin(cpu), "pinning to CPU {cpu}");
+            // Three full sheaves, then deferred frees until one starts a sheaf (the
+            // hand-over thread may take the chain at any point, so not always the next).
+            let objects: Vec<NonNull<u8>> = (0..4 * CAPACITY + 2)
+                .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
+                .collect();
+            let (early, late) = objects.split_at(3 * CAPACITY);
+            let late_len = late.len();
+            for &object in early {
+                // SAFETY: allocated above, freed once, not used afterwards.
+                unsafe { cache.free_deferred(object) };
+            }
+            let parked = Rc::new(Cell::new(false));
+            let current = Rc::new(Cell::new(0));
+            let mut once = Some((parked_tx, release_rx));
+            let (flag, index) = (Rc::clone(&parked), Rc::clone(&current));
+            BEFORE_RCU_START.with(|hook| {
+                *hook.borrow_mut() = Some(Box::new(move || {
+                    if let Some((parked_tx, release_rx)) = once.take() {
+                        flag.set(true);
+                        // The objects still live: this free's and those not freed yet.
+                        parked_tx.send(late_len - index.get()).unwrap();
+                        // Descheduled here until the test lets it go.
+                        let _ = release_rx.recv();
+                    }
+                }));
+            });
+            let mut freed = 0;
+            for (i, &object) in late.iter().enumerate() {
+                current.set(i);
+                // SAFETY: as above.
+                unsafe { cache.free_deferred(object) };
+                freed += 1;
+                if parked.get() {
+                    break;
+                }
+            }
+            BEFORE_RCU_START.with(|hook| *hook.borrow_mut() = None);
+            assert!(parked.get(), "no deferred free started a sheaf");
+            for &object in &late[freed..] {
+                // SAFETY: allocated above, not freed yet.
+                unsafe { cache.free(object) };
+            }
+        });
+        let expected_live = parked_rx
+            .recv_timeout(WATCHDOG)
+            .expect("the owner reached the sequence that starts a sheaf");
+        let (done_tx, done_rx) = mpsc::channel();
+        let waiter = s.spawn(move || {
+            let start = Instant::now();
+            cache.barrier();
+            let waited = start.elapsed();
+            // Live: the parked free's object (in the owner's prepared sheaf) and those the
+            // owner has not freed yet; every other deferred free was made before the barrier
+            // began.
+            done_tx.send((waited, cache.stats().live_objects)).unwrap();
+        });
+        let outcome = done_rx.recv_timeout(WATCHDOG);
+        // Released either way, so that a failing run ends.
+        drop(release_tx);
+        owner.join().unwrap();
+        waiter.join().unwrap();
+        let (waited, live) = outcome.unwrap_or_else(|_| {
+            panic!("still waiting after {WATCHDOG:?} for an owner parked in a deferred free")
+        });
+        eprintln!("barrier with an owner parked in a deferred free: {waited:?}");
+        assert_eq!(
+            live,
+            Some(expected_live as u64),
+            "objects live after the barrier"
+        );
+        cache.barrier();
+        assert!(cache.check_invariants());
+        assert_eq!(cache.stats().live_objects, Some(0));
+    });
 }
