@@ -238,13 +238,11 @@ mod tests {
         unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) };
     }
 
-    fn budget(limit: usize) -> &'static Budget {
-        Box::leak(Box::new(Budget::new(limit)))
-    }
-
     #[test]
     fn the_shared_budget_is_kept_and_chunks_come_back_last_in_first_out() {
-        let budget = budget(4 * 64);
+        // Each test has a budget of its own, for the process's life (nothing leaked).
+        static BUDGET: Budget = Budget::new(4 * 64);
+        let budget = &BUDGET;
         let (cache, other) = (ChunkCache::new(budget), ChunkCache::new(budget));
         let held = chunks(5, 64);
         for &chunk in &held[..3] {
@@ -278,7 +276,8 @@ mod tests {
 
     #[test]
     fn a_fork_lock_makes_the_cache_busy_until_released() {
-        let cache = ChunkCache::new(budget(1 << 10));
+        static BUDGET: Budget = Budget::new(1 << 10);
+        let cache = ChunkCache::new(&BUDGET);
         let held = chunks(1, 64);
         cache.lock_for_fork();
         // SAFETY: a chunk of 64 bytes that nothing uses.

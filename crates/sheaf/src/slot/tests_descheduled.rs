@@ -26,6 +26,20 @@ use crate::{Cache, PerCpu};
 /// on a loaded machine, far below "until the holder runs again".
 const WATCHDOG: Duration = Duration::from_secs(5);
 
+/// After every object was freed: a barrier and a shrink leave no live object and no slab,
+/// and the accounting check runs (no slot is held any more).
+fn assert_everything_returned<S: crate::SlotStrategy>(cache: &Cache<S>) {
+    cache.barrier();
+    cache.shrink();
+    assert!(cache.check_invariants(), "the equation was not checked");
+    assert_eq!(cache.stats().live_objects, Some(0));
+    assert_eq!(
+        cache.stats().slab_bytes,
+        Some(0),
+        "slabs held after a shrink"
+    );
+}
+
 /// Sheaves of 8; 19 deferred frees: two full `rcu_free` sheaves waiting on the slot and a
 /// partly filled one. Then another thread on the same CPU takes the slot's lock and parks;
 /// a barrier runs on a third thread under a watchdog. With `atomic` the slots are locked by
@@ -227,15 +241,7 @@ fn shrink_beside_a_parked_holder(atomic: bool) -> BesideHolder {
         // SAFETY: allocated by the holder from this cache, handed over, freed once.
         unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
     }
-    cache.barrier();
-    cache.shrink();
-    assert!(cache.check_invariants(), "the equation was not checked");
-    assert_eq!(cache.stats().live_objects, Some(0));
-    assert_eq!(
-        cache.stats().slab_bytes,
-        Some(0),
-        "slabs held after a shrink"
-    );
+    assert_everything_returned(cache);
     outcome
 }
 
@@ -422,15 +428,7 @@ fn c_conc_4_a_thread_parked_in_a_prefill_refill_holds_up_no_one() {
             unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
         }
     });
-    cache.barrier();
-    cache.shrink();
-    assert!(cache.check_invariants(), "the equation was not checked");
-    assert_eq!(cache.stats().live_objects, Some(0));
-    assert_eq!(
-        cache.stats().slab_bytes,
-        Some(0),
-        "slabs held after a shrink"
-    );
+    assert_everything_returned(cache);
 }
 
 /// C-CONC-4 for the adoption an allocation makes with its own per-thread slot held: an
@@ -502,15 +500,7 @@ fn c_conc_4_a_thread_parked_releasing_adopted_slabs_holds_its_slot_no_longer() {
         // SAFETY: allocated by the adopting thread from this cache, handed over, freed once.
         unsafe { cache.free(NonNull::new(object as *mut u8).unwrap()) };
     });
-    cache.barrier();
-    cache.shrink();
-    assert!(cache.check_invariants(), "the equation was not checked");
-    assert_eq!(cache.stats().live_objects, Some(0));
-    assert_eq!(
-        cache.stats().slab_bytes,
-        Some(0),
-        "slabs held after a shrink"
-    );
+    assert_everything_returned(cache);
 }
 
 /// C-DEFER-3 and C-CONC-4 with restartable sequences: a thread parked inside a deferred
