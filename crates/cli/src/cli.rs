@@ -225,7 +225,8 @@ pub(crate) struct CompareArgs {
     pub(crate) confidence: f64,
     /// Two or more result files of one build and settings (A/A runs) whose spread sets each
     /// row's noise threshold: the 95% bound of a change between two invocations (default:
-    /// one threshold per figure kind from the spread of rounds within OLD and NEW).
+    /// one threshold per figure kind from the spread of rounds within OLD and NEW). It takes
+    /// every value up to the next option, so give it after OLD and NEW.
     #[arg(long, num_args = 2.., value_names = ["A1", "A2"])]
     pub(crate) calibrate: Option<Vec<PathBuf>>,
     /// Also write every compared row (figures, change, interval, threshold, verdict) as JSON.
