@@ -25,7 +25,7 @@ use object_alloc::rcu::{DeferTarget, Deferrer};
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{FastSlot, RCU_GROUP, RcuSheaves, RcuStep, SlotStrategy};
+use crate::slot::{FastSlot, RCU_GROUP, RcuSheaves, RcuStep, SlotGuard, SlotStrategy};
 use crate::stats::{Counters, Stat, Tally};
 
 /// What a `free_deferred` that missed the push sequence leaves to its caller.
@@ -219,11 +219,17 @@ impl<S: SlotStrategy> CacheCore<S> {
         self.push_deferred_busy(object, group)
     }
 
-    /// Per-CPU: an empty sheaf to start a chain with, got under the slot's main lock (the
-    /// spare if empty, as the kernel's kfree_rcu does: no barn trip; else from the barn or
-    /// new, which may call out); `None` when the slot is held.
+    /// Per-CPU: an empty sheaf to start a chain with, got under the slot's main lock (see
+    /// [`Self::empty_rcu_sheaf`]); `None` when the slot is held.
     fn rcu_sheaf(&self) -> Option<OwnedSheaf> {
         let mut slot = self.slots.acquire()?;
+        Some(self.empty_rcu_sheaf(&mut slot))
+    }
+
+    /// An empty, unlinked sheaf to start an `rcu_free` chain with, `slot` held: its spare if
+    /// empty, as the kernel's kfree_rcu does (no barn trip), else one from the barn or new
+    /// (which may call out).
+    fn empty_rcu_sheaf(&self, slot: &mut SlotGuard<'_, S>) -> OwnedSheaf {
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
         let mut empty = match slot.sheaves().spare.take_if(|spare| spare.is_empty()) {
@@ -231,7 +237,7 @@ impl<S: SlotStrategy> CacheCore<S> {
             None => self.empty_sheaf(node, tally),
         };
         empty.set_next(None);
-        Some(empty)
+        empty
     }
 
     /// Per-CPU under the slot's `rcu_lock`: without restartable sequences (the compare-exchange
@@ -318,12 +324,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         };
         let tally = Tally::owned(slot.counters());
         let node = slot.node();
-        // An empty spare first, as the kernel's kfree_rcu does: no barn trip.
-        let mut empty = match slot.sheaves().spare.take_if(|spare| spare.is_empty()) {
-            Some(spare) => spare,
-            None => self.empty_sheaf(node, tally),
-        };
-        empty.set_next(None);
+        let mut empty = self.empty_rcu_sheaf(&mut slot);
         let Some(mut rcu) = self.slots.lock_rcu_of(&slot) else {
             // A barrier or the hand-over thread is taking the sheaves this moment.
             self.stash_empty(empty, node, tally);

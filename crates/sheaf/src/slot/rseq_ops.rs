@@ -450,8 +450,8 @@ macro_rules! chain_end {
 ///
 /// - As for [`pop`].
 /// - `sheaf`, if any, is a sheaf of the slots' cache owned by the caller, unlinked, its
-///   counts consistent (`OwnedSheaf::push_counted`), holding deferred objects; on `Done` the slot owns it (the caller gives up its
-///   handle without freeing it).
+///   counts consistent (`OwnedSheaf::push_counted`), holding deferred objects; on `Done` the
+///   slot owns it (the caller gives up its handle without freeing it).
 #[inline]
 pub(super) unsafe fn start_rcu(
     cpus: *const CachePadded<Slot>,
