@@ -30,6 +30,9 @@ pub(crate) enum Command {
     Programs(ProgramsArgs),
     /// Compare two result files figure by figure: a verdict where a change exceeds the noise.
     Compare(CompareArgs),
+    /// Measure two builds of sheafbench in the same interleaved rounds: per workload, thread
+    /// count and allocator, the change from the old build to the new with a verdict.
+    Ab(AbArgs),
     /// Check the API contract clauses on allocators.
     Conformance(ConformanceArgs),
     /// Address-space traces for the `trace-replay` kind.
@@ -121,6 +124,41 @@ pub(crate) struct RunArgs {
     pub(crate) baseline: Option<String>,
     #[command(flatten)]
     pub(crate) history: HistoryArgs,
+}
+
+/// `ab`.
+#[derive(Debug, Args)]
+pub(crate) struct AbArgs {
+    /// The build to compare against: another sheafbench binary (e.g. built from the revision
+    /// before a change, or with other features). Its copy of each allocator is measured as
+    /// `ALLOCATOR@old`.
+    #[arg(long, value_name = "BINARY")]
+    pub(crate) old: PathBuf,
+    /// The build under test, measured as `ALLOCATOR@new` (default: this binary).
+    #[arg(long, value_name = "BINARY")]
+    pub(crate) new: Option<PathBuf>,
+    /// Workload spec files (YAML).
+    #[arg(required = true)]
+    pub(crate) workloads: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) selection: MeasureSelection,
+    /// The smallest change given a verdict, in percent: "faster" or "slower" needs the whole
+    /// 95% interval of the change beyond it.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 2.0,
+        allow_hyphen_values = true
+    )]
+    pub(crate) floor: f64,
+    /// Write the results as JSON (the layout of `run --json`): every measurement, its
+    /// allocator named `ALLOCATOR@old` or `ALLOCATOR@new`, the paired ratios new over old,
+    /// and the two builds (path, version, SHA-256) in the notes.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the verdicts as JSON: one row per workload, thread count, allocator and figure.
+    #[arg(long)]
+    pub(crate) verdicts: Option<PathBuf>,
 }
 
 /// `sweep`.

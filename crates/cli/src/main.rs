@@ -71,6 +71,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(args) => commands::scale::run(args)?,
         Command::Programs(args) => commands::programs::run(args)?,
         Command::Compare(args) => commands::compare::run(args)?,
+        Command::Ab(args) => commands::ab::run(args)?,
         Command::Conformance(args) => commands::conformance::run(args)?,
         Command::Trace(cli::TraceCommand::Import(args)) => commands::trace::import(args)?,
         Command::History(command) => commands::history::run(command)?,

@@ -1964,3 +1964,113 @@ fn run_time_changes_on_a_design_without_sheaves_or_out_of_the_run_are_refused_by
         "{no_sheaves}"
     );
 }
+
+/// `ab` measures two builds in the same rounds: here the binary against itself (an A/A run,
+/// said so), every allocator named `@old` and `@new` in the result file, one paired ratio
+/// new over old per allocator, and a verdict row per figure in `--verdicts`.
+#[test]
+fn ab_measures_two_builds_in_the_same_rounds_and_judges_each_allocator() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    let old = assert_cmd::cargo::cargo_bin("sheafbench");
+    let json = dir.path().join("ab.json");
+    let verdicts = dir.path().join("verdicts.json");
+    let out = sheafbench()
+        .args(["ab", "--old", old.to_str().unwrap()])
+        .arg(&spec)
+        .args(["--alloc", "system,sheaf", "--runs", "6", "--json"])
+        .arg(&json)
+        .arg("--verdicts")
+        .arg(&verdicts)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("an A/A run"), "{stderr}");
+    assert!(
+        stdout.contains("new (") && stdout.contains("±2%") && stdout.contains("verdicts:"),
+        "{stdout}"
+    );
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let mut names: Vec<&str> = results["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["allocator"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["sheaf@new", "sheaf@old", "system@new", "system@old"]
+    );
+    let paired = results["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 2, "{paired:?}");
+    for p in paired {
+        let allocator = p["allocator"].as_str().unwrap();
+        let base = allocator.strip_suffix("@new").unwrap();
+        assert_eq!(p["versus"], format!("{base}@old"));
+        assert_eq!(p["rounds"].as_array().unwrap().len(), 6);
+    }
+    let notes = results["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .filter(|n| n.as_str().unwrap().contains("sha256"))
+            .count()
+            == 2,
+        "{notes:?}"
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&verdicts).unwrap()).unwrap();
+    assert_eq!(doc["old_sha256"], doc["new_sha256"]);
+    let rows = doc["rows"].as_array().unwrap();
+    for allocator in ["system", "sheaf"] {
+        let row = rows
+            .iter()
+            .find(|r| r["allocator"] == allocator && r["figure"] == "throughput")
+            .unwrap_or_else(|| panic!("no {allocator} row: {rows:?}"));
+        let verdict = row["verdict"].as_str().unwrap();
+        assert!(
+            ["faster", "slower", "no change", "unresolved"].contains(&verdict),
+            "{row}"
+        );
+        let [low, high] = [0, 1].map(|i| row["interval"][i].as_f64().unwrap());
+        let change = row["change"].as_f64().unwrap();
+        assert!(low <= change && change <= high, "{row}");
+    }
+}
+
+#[test]
+fn ab_refuses_a_binary_that_is_not_sheafbench_and_a_bad_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    let spec = spec.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let err = bad_input(
+        &["ab", "--old", missing.to_str().unwrap(), spec],
+        dir.path(),
+    );
+    assert!(err.contains("--old [dir]/missing"), "{err}");
+    let not_ours = write_spec(dir.path(), "not-ours.sh", "#!/bin/sh\necho hello\n");
+    std::fs::set_permissions(
+        &not_ours,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let err = bad_input(
+        &["ab", "--old", not_ours.to_str().unwrap(), spec],
+        dir.path(),
+    );
+    assert!(err.contains("not a sheafbench binary"), "{err}");
+    let old = assert_cmd::cargo::cargo_bin("sheafbench");
+    let err = bad_input(
+        &["ab", "--old", old.to_str().unwrap(), spec, "--floor", "-1"],
+        dir.path(),
+    );
+    assert!(err.contains("--floor -1"), "{err}");
+    let err = bad_input(
+        &["ab", "--old", old.to_str().unwrap(), spec, "--runs", "5"],
+        dir.path(),
+    );
+    assert!(err.contains("needs 6 rounds or more"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,18 +27,72 @@ pub(crate) enum Outcome {
     },
 }
 
+/// Another build of sheafbench that measures in place of this binary (`sheafbench ab`): its
+/// name in the results (`ALLOCATOR@NAME`), its path and what identifies it.
+#[derive(Clone, Debug)]
+pub(crate) struct Build {
+    /// Its name: `old` or `new`.
+    pub(crate) name: String,
+    /// The executable.
+    pub(crate) exe: std::path::PathBuf,
+    /// The executable's SHA-256, in hex: two builds with the same digest are one build.
+    pub(crate) sha256: String,
+    /// What `--version` printed.
+    pub(crate) version: String,
+}
+
+impl Build {
+    /// Checks that `exe` is a sheafbench binary that runs here, and identifies it.
+    pub(crate) fn probe(name: &str, exe: &Path) -> Result<Self, String> {
+        use sha2::{Digest, Sha256};
+        let exe = exe
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+        let bytes = std::fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let output = Command::new(&exe)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: cannot run it: {e}", exe.display()))?;
+        let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || !version.starts_with("sheafbench ") {
+            return Err(format!(
+                "{}: not a sheafbench binary (`--version` printed {version:?})",
+                exe.display()
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            exe,
+            sha256,
+            version,
+        })
+    }
+
+    /// How results name `allocator` measured by this build.
+    pub(crate) fn label(&self, allocator: &str) -> String {
+        format!("{allocator}@{}", self.name)
+    }
+}
+
 /// Stderr kept for a failure report.
 const STDERR_TAIL: usize = 4000;
 
-/// Measures `workload` on `allocator` with `threads` worker threads in a child process.
+/// Measures `workload` on `allocator` with `threads` worker threads in a child process: of
+/// `exe`, another build of sheafbench (`sheafbench ab`), or of this binary (`None`).
 pub(crate) fn run_child(
+    exe: Option<&Path>,
     workload: &Workload,
     allocator: &str,
     threads: u32,
     timeout: Duration,
 ) -> Outcome {
     let failed = |error: String, stderr: String| Outcome::Failed { error, stderr };
-    let exe = match std::env::current_exe() {
+    let exe = match exe.map_or_else(std::env::current_exe, |p| Ok(p.to_owned())) {
         Ok(exe) => exe,
         Err(e) => return failed(format!("cannot find this executable: {e}"), String::new()),
     };

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod ab;
 pub(crate) mod compare;
 pub(crate) mod conformance;
 pub(crate) mod history;

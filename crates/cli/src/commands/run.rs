@@ -77,6 +77,9 @@ pub(crate) struct Entry<'a> {
     pub(crate) allocator: &'a str,
     /// How the progress line and errors name it (the allocator, and a sweep's value).
     pub(crate) label: String,
+    /// The build that measures it (`sheafbench ab`); `None`: this binary. Its measurements
+    /// and failures name the allocator `ALLOCATOR@BUILD`.
+    pub(crate) build: Option<&'a executor::Build>,
 }
 
 /// Entries measured together in interleaved rounds, at one thread count: each round
@@ -110,6 +113,7 @@ fn run_groups<'a>(planned: &[Planned], allocators: &[&'a str]) -> Vec<Group<'a>>
                         workload: one_run.clone(),
                         allocator,
                         label: allocator.to_owned(),
+                        build: None,
                     })
                     .collect(),
             });
@@ -202,12 +206,19 @@ pub(crate) fn execute_groups(
                     continue;
                 }
                 let timeout = plan::timeout(&entry.workload, selection.timeout);
-                match executor::run_child(&entry.workload, entry.allocator, threads, timeout) {
-                    Outcome::Measured(m) => done[index].push(rounds::RoundResult {
-                        round,
-                        position: position as u32,
-                        measurement: *m,
-                    }),
+                let exe = entry.build.map(|b| b.exe.as_path());
+                let allocator = entry
+                    .build
+                    .map_or_else(|| entry.allocator.to_owned(), |b| b.label(entry.allocator));
+                match executor::run_child(exe, &entry.workload, entry.allocator, threads, timeout) {
+                    Outcome::Measured(mut m) => {
+                        m.allocator.clone_from(&allocator);
+                        done[index].push(rounds::RoundResult {
+                            round,
+                            position: position as u32,
+                            measurement: *m,
+                        });
+                    }
                     // The measurement an interrupt cut short is not a failure.
                     Outcome::Failed { .. } if interrupt::requested() => {}
                     Outcome::Failed { error, stderr } => {
@@ -223,7 +234,7 @@ pub(crate) fn execute_groups(
                         });
                         results.failures.push(Failure {
                             workload: name.clone(),
-                            allocator: entry.allocator.to_owned(),
+                            allocator,
                             threads,
                             error,
                             stderr,

@@ -256,6 +256,7 @@ fn groups<'a>(
                     workload: one_run.clone(),
                     allocator,
                     label: label(allocator, key, &values[index]),
+                    build: None,
                 });
                 indices.push(index);
             }
