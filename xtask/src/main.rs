@@ -8,6 +8,7 @@
 //! - `gate`: the regression gate against `results/reference/` (instruction counts and
 //!   wall-clock ratios); `--bless` records new references.
 //! - `conformance`: the contract clauses on every allocator.
+//! - `ab`: the working tree against a revision, both measured in the same rounds.
 //! - `report`: charts (SVG) from a result file of `sheafbench run`.
 //! - `soak`: the long `lifetimes` specs (`suite: soak`): memory back to its floor at every
 //!   drain, no growth over time.
@@ -23,6 +24,7 @@
 //! the statistics (`harness::stats`) and the charts (`harness::chart`) are the CLI's too.
 //! The xtask drives the `sheafbench` binary and cargo; it links no allocator.
 
+mod ab;
 mod batching;
 mod bench;
 mod conformance;
@@ -72,6 +74,9 @@ enum Task {
     Gate(gate::Options),
     /// The contract clauses on every allocator.
     Conformance(conformance::Options),
+    /// The working tree against a revision (default HEAD), both built in release and
+    /// measured in the same interleaved rounds (`sheafbench ab`): each allocator's change.
+    Ab(ab::Options),
     /// SVG charts from a result file of `sheafbench run`.
     Report(report::Options),
     /// The soak specs (suite: soak): memory back to its floor at each drain, no growth.
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
         Task::Sweep(options) => sweep::sweep(options),
         Task::Gate(options) => gate::gate(options),
         Task::Conformance(options) => conformance::conformance(options),
+        Task::Ab(options) => ab::ab(options),
         Task::Report(options) => report::report(options),
         Task::Soak(options) => soak::soak(options),
         Task::SetupPrograms(options) => setup_programs::setup_programs(options),
@@ -217,6 +223,7 @@ mod tests {
             "sweep",
             "gate",
             "conformance",
+            "ab",
             "report",
             "setup-programs",
         ] {
@@ -236,6 +243,9 @@ mod tests {
             &["xtask", "sweep", "--no-barn"],
             &["xtask", "gate", "--only", "instructions"],
             &["xtask", "conformance", "--quick"],
+            &[
+                "xtask", "ab", "--base", "HEAD~1", "--alloc", "sheaf", "--runs", "10",
+            ],
             &["xtask", "report", "results.json"],
             &[
                 "xtask",
