@@ -9,25 +9,19 @@
 #    other allocators' rows (the build does not change them) count like A/A rows.
 #   .ci/ab-proof.sh [ROUNDS] [REPEATS] [INSTRUCTIONS]
 #   .ci/ab-proof.sh --tally DIR     (the tallies again, from DIR's files)
-# Each `ab` invocation runs the suite below in ROUNDS interleaved rounds (default 20); there
+# Each `ab` invocation runs the suite in ROUNDS interleaved rounds (default 20); there
 # are REPEATS A/A invocations and REPEATS detection ones (default 3), alternating.
-# INSTRUCTIONS defaults to 8. Files: results/runs/ab-proof-<time>/, the tallies in its
-# summary.txt.
+# INSTRUCTIONS defaults to 16 (8 and 12 moved nothing measurable on the AMD VM). Files:
+# results/runs/ab-proof-<time>/, the tallies in its summary.txt. The suite and the builds
+# are those of .ci/compare-proof.sh (.ci/proof-builds.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-plain=target/release/sheafbench
-slowed_dir=target/slowdown
+. .ci/proof-builds.sh
 
 measure_all() {
-    local suite=(workloads/churn-lifo.yaml workloads/churn-random.yaml workloads/burst.yaml
-        workloads/prefill-burst.yaml --alloc sheaf,mimalloc,system --threads 1,2
-        --duration 100ms --runs "$rounds" --set warmup=50ms)
-    cargo build --release -p sheafbench >"$logs/build.log" 2>&1
-    SHEAF_SLOWDOWN_INSTRUCTIONS=$instructions cargo build --release -p sheafbench \
-        --features sheaf/slowdown --target-dir "$slowed_dir" >>"$logs/build.log" 2>&1
-    local slowed=$slowed_dir/release/sheafbench
+    build_both
     ab() { # ab <new binary> <name>
-        "$plain" ab --old "$plain" --new "$1" "${suite[@]}" --json "$logs/$2.json" \
+        "$plain" ab --old "$plain" --new "$1" "${suite[@]}" --runs "$rounds" --json "$logs/$2.json" \
             --verdicts "$logs/$2-verdicts.json" >"$logs/$2.log" 2>&1 \
             || { echo "ab $2 failed: see $logs/$2.log"; exit 2; }
     }
@@ -83,7 +77,7 @@ if [ "${1:-}" = --tally ]; then
 else
     rounds=${1:-20}
     repeats=${2:-3}
-    instructions=${3:-8}
+    instructions=${3:-16}
     logs="results/runs/ab-proof-$(date -u +%Y-%m-%dT%H-%M-%SZ)"
     mkdir -p "$logs"
     echo "$rounds $repeats $instructions" >"$logs/settings"

@@ -18,17 +18,11 @@
 # results/runs/compare-proof-<time>/, the tallies in its summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-plain=target/release/sheafbench
-slowed_dir=target/slowdown
+. .ci/proof-builds.sh
 
 measure_all() {
-    local suite=(workloads/churn-lifo.yaml workloads/churn-random.yaml workloads/burst.yaml
-        workloads/prefill-burst.yaml --alloc sheaf,mimalloc,system --threads 1,2
-        --duration 100ms --runs 5 --set warmup=50ms --no-history)
-    cargo build --release -p sheafbench >"$logs/build.log" 2>&1
-    SHEAF_SLOWDOWN_INSTRUCTIONS=$instructions cargo build --release -p sheafbench \
-        --features sheaf/slowdown --target-dir "$slowed_dir" >>"$logs/build.log" 2>&1
-    local slowed=$slowed_dir/release/sheafbench
+    suite+=(--runs 5 --no-history)
+    build_both
     measure() { # measure <binary> <name>
         "$1" run "${suite[@]}" --json "$logs/$2.json" >"$logs/$2.log" 2>&1 \
             || { echo "run $2 failed: see $logs/$2.log"; exit 2; }

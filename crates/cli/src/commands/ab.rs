@@ -21,7 +21,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use harness::ResultFile;
 use harness::machine::Machine;
-use harness::result::{PairedRatio, ResultError};
+use harness::result::PairedRatio;
 use harness::stats;
 
 use super::run::{self as run_cmd, Entry, Group, Sinks};
@@ -30,7 +30,7 @@ use crate::benchmark::plan::{self, Planned};
 use crate::benchmark::rounds;
 use crate::cli::AbArgs;
 use crate::error::CliError;
-use crate::output::{format, warnings};
+use crate::output::{self, format, warnings};
 
 /// The fewest rounds that give a 95% signed-rank interval.
 const MIN_ROUNDS: u32 = 6;
@@ -163,19 +163,15 @@ pub(crate) fn run(args: AbArgs) -> Result<(), CliError> {
             build.version,
             build.sha256
         );
-        eprintln!("{note}");
-        results.notes.push(note);
+        output::note(&mut results, note);
     }
     if builds[0].sha256 == builds[1].sha256 {
         let note = "the two builds are one binary (same SHA-256): an A/A run, every change \
-                    below is noise"
-            .to_owned();
-        eprintln!("note: {note}");
-        results.notes.push(note);
+                    below is noise";
+        output::note(&mut results, note.to_owned());
     }
     for note in planned.iter().flat_map(|p| &p.skipped) {
-        eprintln!("note: {note}");
-        results.notes.push(note.clone());
+        output::note(&mut results, note.clone());
     }
     let sinks = Sinks {
         json: args.json.as_deref(),
@@ -313,11 +309,7 @@ pub(crate) fn run(args: AbArgs) -> Result<(), CliError> {
             "confidence": 0.95,
             "rows": json_rows,
         });
-        let text = serde_json::to_vec_pretty(&doc).map_err(|e| ResultError::Write {
-            file: path.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
-        harness::result::write_atomic(path, &text)?;
+        crate::export::write_value(path, &doc)?;
     }
     if !results.failures.is_empty() {
         return Err(CliError::MeasurementsFailed {

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
-use harness::result::{PairedRatio, ResultError};
+use harness::result::PairedRatio;
 use harness::stats::{self, Bootstrap, Interval, Verdict};
 use harness::{Measurement, ResultFile};
 use rayon::prelude::*;
@@ -655,11 +655,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
             "thresholds_from": source,
             "rows": json_rows,
         });
-        let text = serde_json::to_vec_pretty(&doc).map_err(|e| ResultError::Write {
-            file: path.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
-        harness::result::write_atomic(path, &text)?;
+        crate::export::write_value(path, &doc)?;
     }
     let verdicts: Vec<String> = tally.iter().map(|(v, n)| format!("{n} {v}")).collect();
     println!("verdicts: {}", verdicts.join(", "));

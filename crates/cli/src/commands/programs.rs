@@ -35,7 +35,7 @@ use self::manifest::{Check, Manifest, ProgramSpec, Suite, Values};
 use crate::benchmark::rounds;
 use crate::cli::ProgramsArgs;
 use crate::error::CliError;
-use crate::output::{format, interrupt, progress};
+use crate::output::{format, interrupt, note, progress};
 
 /// How long a server may take to accept connections.
 const SERVER_START: Duration = Duration::from_secs(10);
@@ -599,12 +599,6 @@ fn default_out() -> PathBuf {
         .join("results")
         .join("runs")
         .join(time)
-}
-
-/// Keeps a note in the result file and prints it.
-fn note(results: &mut ResultFile, line: String) {
-    eprintln!("note: {line}");
-    results.notes.push(line);
 }
 
 /// The allocators that run: those found here, the baseline's and the reference's indexes

@@ -12,7 +12,7 @@ use crate::benchmark::rounds;
 use crate::cli::{MeasureSelection, RunArgs};
 use crate::error::CliError;
 use crate::export::{self, JsonExporter, MarkdownExporter};
-use crate::output::{interrupt, progress, table, warnings};
+use crate::output::{self, interrupt, progress, table, warnings};
 
 /// Where results go as they come.
 pub(crate) struct Sinks<'a> {
@@ -137,8 +137,7 @@ pub(crate) fn execute(
 ) -> Result<(), CliError> {
     plan::check_phases(planned, allocators)?;
     for note in planned.iter().flat_map(|p| &p.skipped) {
-        eprintln!("note: {note}");
-        results.notes.push(note.clone());
+        output::note(results, note.clone());
     }
     let references = rounds::references(sinks.baseline, allocators);
     execute_groups(

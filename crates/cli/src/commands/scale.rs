@@ -146,8 +146,7 @@ pub(crate) fn run(mut args: ScaleArgs) -> Result<(), CliError> {
                     "{name}: {tasks} tasks in {} mode start {os_threads} threads on {cpus} CPUs: measured unpinned (oversubscribed)",
                     mode.name()
                 );
-                eprintln!("note: {note}");
-                results.notes.push(note);
+                crate::output::note(&mut results, note);
             }
             let mut w = one_run.clone();
             w.spec.pinned = workload.spec.pinned && !oversubscribed;

@@ -57,10 +57,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut results = ResultFile::new(Machine::detect());
     for note in planned.iter().flat_map(|p| &p.skipped) {
-        if !results.notes.contains(note) {
-            eprintln!("note: {note}");
-            results.notes.push(note.clone());
-        }
+        crate::output::note(&mut results, note.clone());
     }
     let sinks = Sinks {
         json: args.json.as_deref(),

@@ -20,6 +20,16 @@ pub(crate) trait Exporter {
     fn serialize(&self, results: &ResultFile, baseline: Option<&str>) -> Vec<u8>;
 }
 
+/// Writes a JSON document (`compare --json`, `ab --verdicts`) to `path`, atomically.
+pub(crate) fn write_value(path: &Path, doc: &serde_json::Value) -> Result<(), CliError> {
+    let text = serde_json::to_vec_pretty(doc).map_err(|e| harness::result::ResultError::Write {
+        file: path.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(path, &text)?;
+    Ok(())
+}
+
 /// Writes `results` with `exporter` to `path`, atomically.
 pub(crate) fn write(
     exporter: &dyn Exporter,

@@ -5,3 +5,11 @@ pub(crate) mod interrupt;
 pub(crate) mod progress;
 pub(crate) mod table;
 pub(crate) mod warnings;
+
+/// Prints `line` as a note on stderr and keeps it in the result file's notes (once).
+pub(crate) fn note(results: &mut harness::ResultFile, line: String) {
+    if !results.notes.contains(&line) {
+        eprintln!("note: {line}");
+        results.notes.push(line);
+    }
+}
