@@ -40,6 +40,9 @@ pub(crate) struct Options {
     /// The smallest change given a verdict, in percent.
     #[arg(long, default_value_t = 2.0)]
     floor: f64,
+    /// Fail (exit 1) when any row is called "slower": a check for CI.
+    #[arg(long)]
+    fail_on_slower: bool,
 }
 
 /// Workload specs measured by default.
@@ -198,7 +201,25 @@ pub(crate) fn ab(options: Options) -> TaskResult {
     if let Some(threads) = &options.threads {
         run.args(["--threads", threads]);
     }
-    let measured = util::run(run);
+    if options.fail_on_slower {
+        run.arg("--fail-on-slower");
+    }
+    eprintln!("xtask: running {}", util::describe(&run));
+    let status = run
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", util::describe(&run)))?;
+    // Status 1 from `ab --fail-on-slower` with rows called slower is a regression (as the
+    // gate's); a measurement that failed is said so on the lines above it.
+    let measured = match status.code() {
+        Some(0) => Ok(()),
+        Some(1) if options.fail_on_slower => Err(TaskError::Regression(
+            "ab: the working tree is slower than the base (rows above; or a measurement failed)"
+                .into(),
+        )),
+        _ => Err(TaskError::Failed(format!(
+            "sheafbench ab failed ({status})"
+        ))),
+    };
     println!(
         "files in {} (ab.json: every measurement; ab-verdicts.json: the table's rows)",
         dir.display()

@@ -159,6 +159,9 @@ pub(crate) struct AbArgs {
     /// Write the verdicts as JSON: one row per workload, thread count, allocator and figure.
     #[arg(long)]
     pub(crate) verdicts: Option<PathBuf>,
+    /// Exit with status 1 when any row is called "slower" (a check for CI).
+    #[arg(long)]
+    pub(crate) fail_on_slower: bool,
 }
 
 /// `sweep`.

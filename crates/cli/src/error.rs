@@ -75,6 +75,9 @@ pub(crate) enum CliError {
     /// Some programs failed under some allocators (each was reported when it failed).
     #[error("programs: {0} failure(s) (see above and `failures` in the result file)")]
     ProgramsFailed(usize),
+    /// `ab --fail-on-slower` found rows the new build made slower.
+    #[error("ab: {} row(s) slower in the new build: {}", .0.len(), .0.join(", "))]
+    Slower(Vec<String>),
     /// Some applicable contract clause failed.
     #[error("conformance: {0} applicable clause check(s) failed")]
     ConformanceFailed(usize),
@@ -87,6 +90,7 @@ impl CliError {
             CliError::MeasurementsFailed { .. }
             | CliError::ConformanceFailed(_)
             | CliError::ProgramsFailed(_)
+            | CliError::Slower(_)
             | CliError::Measure(_) => 1,
             CliError::Result(ResultError::Write { .. }) => 1,
             // The shell's status for a process ended by SIGINT.

@@ -2074,3 +2074,53 @@ fn ab_refuses_a_binary_that_is_not_sheafbench_and_a_bad_floor() {
     );
     assert!(err.contains("needs 6 rounds or more"), "{err}");
 }
+
+/// An old build whose every measurement reports a million times this binary's throughput
+/// (a shell wrapper that runs this binary and rewrites the figure in its JSON): against it, `ab`
+/// must call the new build's throughput "slower" for every allocator, leave the figure the
+/// wrapper did not touch (per CPU-second, from the operations and the CPU time) at no
+/// slowdown of that size, and with `--fail-on-slower` exit with status 1, naming the rows.
+#[test]
+fn ab_calls_a_change_of_the_old_build_slower_and_fails_on_it_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", GOOD);
+    let real = assert_cmd::cargo::cargo_bin("sheafbench");
+    let faster = write_spec(
+        dir.path(),
+        "faster-old.sh",
+        &format!(
+            "#!/bin/sh\n# The measuring process's parent is this shell now.\nexport SHEAFBENCH_PARENT_PID=$$\n\"{}\" \"$@\" | sed -E 's/\"throughput_ops_per_s\":([0-9.e+-]+)/\"throughput_ops_per_s\":\\1e6/g'\n",
+            real.display()
+        ),
+    );
+    std::fs::set_permissions(&faster, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let verdicts = dir.path().join("verdicts.json");
+    let out = sheafbench()
+        .args(["ab", "--old", faster.to_str().unwrap()])
+        .arg(&spec)
+        .args(["--alloc", "system,sheaf", "--runs", "6", "--fail-on-slower"])
+        .arg("--verdicts")
+        .arg(&verdicts)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("2 row(s) slower in the new build")
+            && stderr.contains("tiny/system/1t/throughput")
+            && stderr.contains("tiny/sheaf/1t/throughput"),
+        "{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&verdicts).unwrap()).unwrap();
+    assert_ne!(doc["old_sha256"], doc["new_sha256"]);
+    for row in doc["rows"].as_array().unwrap() {
+        let change = row["change"].as_f64().unwrap();
+        if row["figure"] == "throughput" {
+            assert_eq!(row["verdict"], "slower", "{row}");
+            assert!(change < -0.99, "{row}");
+        } else {
+            assert!(change > -0.9, "the wrapper left this figure alone: {row}");
+        }
+    }
+}

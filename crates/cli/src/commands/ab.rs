@@ -224,6 +224,7 @@ pub(crate) fn run(args: AbArgs) -> Result<(), CliError> {
         "verdict",
     ]);
     let mut tally: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut slower = Vec::new();
     let mut json_rows = Vec::new();
     for row in &rows {
         let interval = change_interval(row.rounds);
@@ -234,6 +235,12 @@ pub(crate) fn run(args: AbArgs) -> Result<(), CliError> {
             .allocator
             .strip_suffix("@new")
             .unwrap_or(&row.pair.allocator);
+        if verdict == "slower" {
+            slower.push(format!(
+                "{}/{allocator}/{}t/{}",
+                row.pair.workload, row.pair.threads, row.figure
+            ));
+        }
         table.add_row([
             row.pair.workload.clone(),
             row.pair.threads.to_string(),
@@ -316,6 +323,9 @@ pub(crate) fn run(args: AbArgs) -> Result<(), CliError> {
             failed: results.failures.len(),
             total: results.runs.len() + results.failures.len(),
         });
+    }
+    if args.fail_on_slower && !slower.is_empty() {
+        return Err(CliError::Slower(slower));
     }
     Ok(())
 }
