@@ -1965,6 +1965,29 @@ fn run_time_changes_on_a_design_without_sheaves_or_out_of_the_run_are_refused_by
     );
 }
 
+/// `sheafbench ab --old OLD SPEC` on `system` and `sheaf`, 6 rounds, verdicts to `verdicts`,
+/// with `extra`: the output, its stdout and its stderr.
+fn ab(
+    old: &Path,
+    spec: &Path,
+    verdicts: &Path,
+    extra: &[&str],
+) -> (std::process::Output, String, String) {
+    let out = sheafbench()
+        .arg("ab")
+        .arg("--old")
+        .arg(old)
+        .arg(spec)
+        .args(["--alloc", "system,sheaf", "--runs", "6", "--verdicts"])
+        .arg(verdicts)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
 /// `ab` measures two builds in the same rounds: here the binary against itself (an A/A run,
 /// said so), every allocator named `@old` and `@new` in the result file, one paired ratio
 /// new over old per allocator, and a verdict row per figure in `--verdicts`.
@@ -1975,17 +1998,8 @@ fn ab_measures_two_builds_in_the_same_rounds_and_judges_each_allocator() {
     let old = assert_cmd::cargo::cargo_bin("sheafbench");
     let json = dir.path().join("ab.json");
     let verdicts = dir.path().join("verdicts.json");
-    let out = sheafbench()
-        .args(["ab", "--old", old.to_str().unwrap()])
-        .arg(&spec)
-        .args(["--alloc", "system,sheaf", "--runs", "6", "--json"])
-        .arg(&json)
-        .arg("--verdicts")
-        .arg(&verdicts)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json_arg = json.to_str().unwrap();
+    let (out, stdout, stderr) = ab(&old, &spec, &verdicts, &["--json", json_arg]);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("an A/A run"), "{stderr}");
     assert!(
@@ -2095,16 +2109,7 @@ fn ab_calls_a_change_of_the_old_build_slower_and_fails_on_it_when_asked() {
     );
     std::fs::set_permissions(&faster, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let verdicts = dir.path().join("verdicts.json");
-    let out = sheafbench()
-        .args(["ab", "--old", faster.to_str().unwrap()])
-        .arg(&spec)
-        .args(["--alloc", "system,sheaf", "--runs", "6", "--fail-on-slower"])
-        .arg("--verdicts")
-        .arg(&verdicts)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stdout, stderr) = ab(&faster, &spec, &verdicts, &["--fail-on-slower"]);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("2 row(s) slower in the new build")
