@@ -290,11 +290,7 @@ pub(crate) fn run(args: AbArgs) -> Result<(), CliError> {
     let flagged: Vec<String> = results
         .runs
         .iter()
-        .filter(|m| {
-            m.warnings
-                .iter()
-                .any(|w| w.starts_with("machine busy") || w.starts_with("hypervisor steal"))
-        })
+        .filter(|m| super::compare::is_flagged(m))
         .map(|m| format!("{}/{}/{}t", m.workload, m.allocator, m.config.threads))
         .collect();
     if !flagged.is_empty() {

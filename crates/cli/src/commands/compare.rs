@@ -367,7 +367,7 @@ const BUSY: &str = "no verdict (busy)";
 use harness::summary::LOADED;
 
 /// Whether `m` was flagged busy or stolen from.
-fn is_flagged(m: &Measurement) -> bool {
+pub(crate) fn is_flagged(m: &Measurement) -> bool {
     m.warnings
         .iter()
         .any(|w| LOADED.iter().any(|p| w.starts_with(p)))
