@@ -152,25 +152,14 @@ pub(crate) fn ab(options: Options) -> TaskResult {
             .map(|name| root.join("workloads").join(name))
             .collect();
     }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let ab = target.join("ab");
+    let ab = util::target_dir().join("ab");
     let src = ab.join(format!("src-{commit}"));
     sources(&root, &commit, &src)?;
     let old = build_base(&ab, &commit, &src)?;
     let new = util::build_sheafbench(None)?;
     let head = commit_of(&root, "HEAD")?;
-    let dirty = util::fact(
-        "git",
-        &[
-            "-C",
-            &root.to_string_lossy(),
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-        ],
-    )
-    .is_some_and(|s| !s.trim().is_empty());
+    // Untracked files count: the build may compile them.
+    let dirty = !util::dirty_paths()?.is_empty();
     let tree = if dirty {
         format!("the working tree ({head} with uncommitted changes)")
     } else {

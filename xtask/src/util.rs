@@ -283,8 +283,12 @@ pub(crate) const SLOWDOWN_VARIABLE: &str = "SHEAF_SLOWDOWN_INSTRUCTIONS";
 /// A separate target directory for builds with the `slowdown` feature, so that switching
 /// between the clean and the slowed build does not rebuild either.
 pub(crate) fn slowdown_target_dir() -> PathBuf {
-    let base = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    base.join("slowdown")
+    target_dir().join("slowdown")
+}
+
+/// Cargo's target directory for this workspace: `CARGO_TARGET_DIR`, else `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 /// The workload specs in `workloads/` marked `suite: default`, sorted by file name.
