@@ -128,95 +128,106 @@ impl<S: SlotStrategy> CacheCore<S> {
         reserve: impl Fn() -> R,
         arm: impl FnOnce(),
     ) -> Pushed<R> {
+        /// Where the rounds ended.
+        enum End {
+            /// The object is in the chain.
+            Placed,
+            /// The object is in a new sheaf, now first in the chain.
+            Started,
+            /// No sequence serves this thread: the locked path.
+            Locked,
+            /// The sequences gave up: the object on its own.
+            Busy,
+        }
         let shared = Tally::shared(&self.counters);
         let mut group = None;
         let mut empty: Option<OwnedSheaf> = None;
-        for round in 0..RCU_ROUNDS {
-            // The push sequence missed just before the first round.
-            if round > 0 {
-                // SAFETY: the caller's live object, handed over for a deferred free.
-                object = match unsafe { self.slots.push_rcu_fast(object) } {
-                    Ok(()) => {
-                        if let Some(empty) = empty {
-                            self.stash_empty(empty, self.slots.current_node(), shared);
+        let end = 'rounds: {
+            for round in 0..RCU_ROUNDS {
+                // The push sequence missed just before the first round.
+                if round > 0 {
+                    // SAFETY: the caller's live object, handed over for a deferred free.
+                    object = match unsafe { self.slots.push_rcu_fast(object) } {
+                        Ok(()) => break 'rounds End::Placed,
+                        Err(object) => object,
+                    };
+                }
+                let step = match empty.as_mut() {
+                    Some(sheaf) => {
+                        // Counted as the sequences' pushes are, by the next holder of `rcu_lock`.
+                        sheaf.push_counted(object).expect("an empty sheaf has room");
+                        let step = self.slots.start_rcu_fast(Some(sheaf));
+                        if step != RcuStep::Done {
+                            object = sheaf.pop().expect("pushed above");
+                            sheaf.rebase();
                         }
-                        return Pushed { group, left: None };
+                        step
                     }
-                    Err(object) => object,
+                    None => self.slots.start_rcu_fast(None),
                 };
-            }
-            let step = match empty.as_mut() {
-                Some(sheaf) => {
-                    // Counted as the sequences' pushes are, by the next holder of `rcu_lock`.
-                    sheaf.push_counted(object).expect("an empty sheaf has room");
-                    let step = self.slots.start_rcu_fast(Some(sheaf));
-                    if step != RcuStep::Done {
-                        object = sheaf.pop().expect("pushed above");
-                        sheaf.rebase();
+                match step {
+                    RcuStep::Done => {
+                        // The slot owns the sheaf now.
+                        let _ = empty.take().expect("started with a sheaf").into_raw();
+                        break 'rounds End::Started;
                     }
-                    step
-                }
-                None => self.slots.start_rcu_fast(None),
-            };
-            match step {
-                RcuStep::Done => {
-                    // The slot owns the sheaf now.
-                    let _ = empty.take().expect("started with a sheaf").into_raw();
-                    // The sheaf is in the slot (the commit); the fence orders that before the
-                    // arming's load of the armed flag, against the hand-over thread's disarm
-                    // and its look (`SlotTable::for_each_cpu_rcu` fences too): either it
-                    // finds the sheaf, or the arming finds the cache disarmed and arms it
-                    // again.
-                    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-                    arm();
-                    return Pushed { group, left: None };
-                }
-                RcuStep::HasRoom | RcuStep::Aborted => {}
-                RcuStep::NeedSheaf => match self.rcu_sheaf() {
-                    Some(sheaf) => empty = Some(sheaf),
-                    None => break,
-                },
-                // One group per call: a second one (other threads on this CPU filled four
-                // sheaves meanwhile) is left to the next deferred free or a taker.
-                RcuStep::GroupDue if group.is_some() => break,
-                RcuStep::GroupDue => {
-                    // Reserved before the group leaves the slot, where a barrier looks for it.
-                    let reservation = reserve();
-                    match self.slots.take_rcu_group_fast() {
-                        (RcuStep::Done, Some(mut taken)) => {
-                            let mut deferred = 0;
-                            let sheaves: Vec<OwnedSheaf> = taken
-                                .take_rcu()
-                                .map(|mut sheaf| {
-                                    // The sequences' pushes since the last re-base.
-                                    deferred += sheaf.take_fast_counts().1;
-                                    sheaf.rebase();
-                                    sheaf
-                                })
-                                .collect();
-                            shared.add(Stat::DeferredObjects, deferred);
-                            shared.add(Stat::FreeRcuSheaf, deferred);
-                            shared.add(Stat::RcuSheafSubmitted, sheaves.len() as u64);
-                            group = Some((reservation, sheaves));
+                    RcuStep::HasRoom | RcuStep::Aborted => {}
+                    RcuStep::NeedSheaf => match self.rcu_sheaf() {
+                        Some(sheaf) => empty = Some(sheaf),
+                        None => break,
+                    },
+                    // One group per call: a second one (other threads on this CPU filled four
+                    // sheaves meanwhile) is left to the next deferred free or a taker.
+                    RcuStep::GroupDue if group.is_some() => break,
+                    RcuStep::GroupDue => {
+                        // Reserved before the group leaves the slot, where a barrier looks for it.
+                        let reservation = reserve();
+                        match self.slots.take_rcu_group_fast() {
+                            (RcuStep::Done, Some(mut taken)) => {
+                                let mut deferred = 0;
+                                let sheaves: Vec<OwnedSheaf> = taken
+                                    .take_rcu()
+                                    .map(|mut sheaf| {
+                                        // The sequences' pushes since the last re-base.
+                                        deferred += sheaf.take_fast_counts().1;
+                                        sheaf.rebase();
+                                        sheaf
+                                    })
+                                    .collect();
+                                shared.add(Stat::DeferredObjects, deferred);
+                                shared.add(Stat::FreeRcuSheaf, deferred);
+                                shared.add(Stat::RcuSheafSubmitted, sheaves.len() as u64);
+                                group = Some((reservation, sheaves));
+                            }
+                            (RcuStep::Busy, _) => break,
+                            _ => drop(reservation),
                         }
-                        (RcuStep::Busy, _) => break,
-                        _ => drop(reservation),
                     }
+                    RcuStep::Busy => break,
+                    RcuStep::NotHere if group.is_none() => break 'rounds End::Locked,
+                    RcuStep::NotHere => break,
                 }
-                RcuStep::Busy => break,
-                RcuStep::NotHere if group.is_none() => {
-                    if let Some(empty) = empty {
-                        self.stash_empty(empty, self.slots.current_node(), shared);
-                    }
-                    return self.push_deferred_locked(object, reserve, arm);
-                }
-                RcuStep::NotHere => break,
             }
-        }
+            End::Busy
+        };
+        // An empty sheaf got for a start that did not happen.
         if let Some(empty) = empty {
             self.stash_empty(empty, self.slots.current_node(), shared);
         }
-        self.push_deferred_busy(object, group)
+        match end {
+            End::Placed => Pushed { group, left: None },
+            End::Started => {
+                // The sheaf is in the slot (the commit); the fence orders that before the
+                // arming's load of the armed flag, against the hand-over thread's disarm and
+                // its look (`SlotTable::for_each_cpu_rcu` fences too): either it finds the
+                // sheaf, or the arming finds the cache disarmed and arms it again.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                arm();
+                Pushed { group, left: None }
+            }
+            End::Locked => self.push_deferred_locked(object, reserve, arm),
+            End::Busy => self.push_deferred_busy(object, group),
+        }
     }
 
     /// Per-CPU: an empty sheaf to start a chain with, got under the slot's main lock (see
