@@ -612,6 +612,15 @@ enum Need {
 
 const CHAIN_GROUP: usize = 2;
 
+/// Starts a sheaf holding `object` first in `chain` if the chain has room; whether it did.
+fn start_sheaf(chain: &mut Vec<u32>, object: u32) -> bool {
+    let room = chain.len() < CHAIN_GROUP;
+    if room {
+        chain.insert(0, object);
+    }
+    room
+}
+
 impl Chain {
     /// One sequence on the chain's CPU: `None` when `rcu_lock` is held (busy), else what
     /// `step` returns, having changed the chain.
@@ -674,12 +683,7 @@ impl Chain {
             let started = locked
                 && self.chain.with_mut(|chain| {
                     // SAFETY: `rcu_lock` is held (`locked`), so no other access exists.
-                    let chain = unsafe { &mut *chain };
-                    let room = chain.len() < CHAIN_GROUP;
-                    if room {
-                        chain.insert(0, object);
-                    }
-                    room
+                    start_sheaf(unsafe { &mut *chain }, object)
                 });
             if locked {
                 self.rcu_lock.store(slab::rseq::FREE, Ordering::Release);
@@ -693,13 +697,7 @@ impl Chain {
         park();
         let started = need.is_some()
             && self
-                .sequence(|chain| {
-                    let room = chain.len() < CHAIN_GROUP;
-                    if room {
-                        chain.insert(0, object);
-                    }
-                    room
-                })
+                .sequence(|chain| start_sheaf(chain, object))
                 .unwrap_or(false);
         if !started {
             self.reserve();
