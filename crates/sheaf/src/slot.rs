@@ -729,16 +729,14 @@ impl<S: SlotStrategy> SlotTable<S> {
                 }
             }
         } else {
-            let (id, slot) = LAST_SLOTS.with(|slots| slots.last.get());
-            if id == self.id {
-                // SAFETY: `last` named this slot together with this cache's id, so it is a
-                // slot of this cache registered by this thread, and this thread holds no
-                // slot (a hold sets the id to 0); the registry keeps the slot alive until the
-                // thread has exited (then the thread-local is reset) or the cache is dropped
-                // (which `&self` rules out).
-                unsafe { &*slot }
-            } else {
-                self.thread_slot_miss(id)?
+            match LAST_SLOTS.with(|slots| slots.find(self.id)) {
+                // SAFETY: `last` or this cache's table entry named this slot together with
+                // this cache's id, so it is a slot of this cache registered by this thread,
+                // and this thread holds no slot (a hold sets `last`'s id to 0); the registry
+                // keeps the slot alive until the thread has exited (then the thread-local is
+                // reset) or the cache is dropped (which `&self` rules out).
+                Some(slot) => unsafe { &*slot },
+                None => self.thread_slot_slow(true)?,
             }
         };
         Some(FastSlot {

@@ -9,7 +9,7 @@
 //!   an operation, such as a page source, may call into a cache again on the same thread).
 //! - `table`: a direct-mapped table of [`ENTRIES`] more `(id, slot)` entries; cache `c` uses
 //!   entry `c` modulo [`ENTRIES`] ([`entry_index`]). A thread that alternates between caches
-//!   finds each slot there when `last` names another cache (an out-of-line probe), and pays
+//!   finds each slot there when `last` names another cache (an inline probe), and pays
 //!   for the lookup's slow path only when two of its caches share an entry. Cache ids are
 //!   handed out in sequence, so caches with up to [`ENTRIES`] consecutive ids never share one.
 //!
@@ -107,6 +107,23 @@ impl LastSlots {
     #[inline(always)]
     pub(super) fn entry(&self, id: u64) -> &LastSlot {
         &self.table[entry_index(id)]
+    }
+
+    /// The slot of cache `cache` that `last` names, else the one its table entry names
+    /// unless this thread holds a slot (`last`'s id is 0); `None` for the lookup's slow path.
+    /// Both probes are inline: a thread that alternates between caches pays a second
+    /// compare, not a call.
+    #[inline(always)]
+    pub(super) fn find(&self, cache: u64) -> Option<*mut Slot> {
+        let (id, slot) = self.last.get();
+        if id == cache {
+            return Some(slot);
+        }
+        if id == 0 {
+            return None;
+        }
+        let (id, slot) = self.entry(cache).get();
+        (id == cache).then_some(slot)
     }
 
     /// Whether this thread holds a slot now (an operation is in progress below us).

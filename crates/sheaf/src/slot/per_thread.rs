@@ -109,26 +109,6 @@ fn thread_sleeps(_tid: i32) -> bool {
 }
 
 impl<S: SlotStrategy> SlotTable<S> {
-    /// Per-thread: the calling thread's slot when `last` names another cache (its id is
-    /// `last_id`): the cache's table entry, unless this thread holds a slot; else the slow
-    /// path. Out of line, so that the fast path of a thread that uses one cache stays as
-    /// short as a one-entry cache's. `last` is left as it is: copying the entry into it cost
-    /// more than this probe saves on the next operation (`docs/decisions.md`).
-    #[inline(never)]
-    pub(super) fn thread_slot_miss(&self, last_id: u64) -> Option<&Slot> {
-        if last_id != 0 {
-            let (id, slot) = LAST_SLOTS.with(|slots| slots.entry(self.id).get());
-            if id == self.id {
-                // SAFETY: this cache's entry named this slot together with this cache's id,
-                // so it is a slot of this cache registered by this thread, and this thread
-                // holds no slot (`last`'s id is not 0); the registry keeps it alive as long
-                // as the cache (`&self`), and the thread-local is reset when the thread exits.
-                return Some(unsafe { &*slot });
-            }
-        }
-        self.thread_slot_slow(true)
-    }
-
     /// Per-thread: the calling thread's slot, found in the thread's list (created and
     /// registered when `create` is set and there is none) and left in the thread-local's
     /// `last` and this cache's table entry with its id. `None` when the thread holds a slot
