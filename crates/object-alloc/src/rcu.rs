@@ -12,28 +12,33 @@
 //!
 //! # Where a deferred callback waits
 //!
-//! A callback deferred one at a time ([`Deferrer::defer_free`]) joins the calling thread's
-//! *buffer*, which any thread can empty: it is handed to the collector (its grace period
-//! starts) when the buffer holds [`BUFFER_CALLBACKS`], when any thread calls
-//! [`Deferrer::barrier`], or at the latest one [`HANDOVER_TICK`] after it was deferred, by
-//! the hand-over thread. A design that batches deferred objects itself (in sheaves) arms its
-//! [`Deferrer`] ([`Deferrer::arm`]); while armed, the hand-over thread calls
-//! [`DeferTarget::hand_over`] every tick. No callback waits for its own thread to run again.
+//! A deferred callback joins the calling thread's *queue*, stamped with a clock value read
+//! after the deferral began. Asking for a grace period moves the clock on; once the grace
+//! period has passed, a *collection* runs every queued callback stamped before the move,
+//! whichever thread queued it. A callback is never in one thread's private hands: from its
+//! push on, any collection reaches it, so nothing waits for the deferring thread to run again.
+//!
+//! A grace period is asked for when a thread's queue holds [`BUFFER_CALLBACKS`] callbacks not
+//! yet covered by one, for a batch deferred with `flush` ([`Deferrer::defer_with`]), when a
+//! thread exits, at [`flush`], at [`Deferrer::barrier`], and at the latest one
+//! [`HANDOVER_TICK`] after the deferral, by the hand-over thread. A design that batches
+//! deferred objects itself (in sheaves) arms its [`Deferrer`] ([`Deferrer::arm`]); while
+//! armed, the hand-over thread calls [`DeferTarget::hand_over`] every tick.
 //!
 //! The hand-over thread is started by the first deferral of the process (a process that
-//! never defers has none) and sleeps while nothing is buffered, armed, or waiting for its
+//! never defers has none) and sleeps while nothing is queued, armed, or waiting for its
 //! grace period; while deferrals go on it wakes once per [`HANDOVER_TICK`]. It also runs
-//! callbacks whose grace period has passed, so that memory deferred by threads that then go
-//! idle is reused. Its cost: one thread with a 256 KiB stack, and while deferrals go on, 100
-//! wake-ups a second, each taking every thread's buffer lock and, for each armed sheaf cache,
-//! each CPU slot once.
+//! expired collections, so that memory deferred by threads that then go idle is reused. Its
+//! cost: one thread with a 256 KiB stack, and while deferrals go on, 100 wake-ups a second,
+//! each reading every thread's queue counts and, for each armed sheaf cache, taking each CPU
+//! slot once.
 //!
 //! # Fork
 //!
 //! A child of a multithreaded process gets a fresh collector (a `pthread_atfork` handler,
 //! installed with the first collector): in the child the parent's other threads no longer
 //! exist, and one of them pinned at the fork would stop every grace period for ever. The
-//! parent's collector, buffers and hand-over thread are abandoned in the child, never
+//! parent's collector, queues and hand-over thread are abandoned in the child, never
 //! touched again; callbacks pending at the fork are lost to the child (their objects stay
 //! counted as live, and are never reused) and no longer count in [`Deferrer::pending`].
 //!
@@ -48,20 +53,21 @@
 //! # Modules
 //!
 //! - this file: the reader side ([`read`], [`flush`]) and the public constants;
-//! - `generation`: the collector of the current fork generation and each thread's
-//!   registration in it; owns "a generation is never freed, only abandoned at a fork";
-//! - `buffer`: per-thread callback buffers and the hand-over of a batch to the collector;
-//!   owns "one side at a time holds a buffer" and the in-flight count;
+//! - `generation`: the collector of the current fork generation, each thread's registration
+//!   in it, the stamping clock and the collections; owns "a generation is never freed, only
+//!   abandoned at a fork" and "a collection runs what was stamped before its request";
+//! - `queue`: per-thread callback queues (one producer, one consumer at a time) and the list
+//!   of a generation's queues; owns "a pushed callback is reachable by every collection";
 //! - `handover`: the hand-over thread and its tick; owns "no callback waits for its own
 //!   thread to run again";
 //! - `thread`: starts the hand-over thread without `std::thread`, whose start takes a
 //!   process-wide lock that a fork can leave held in the child;
 //! - `deferrer`: [`Deferrer`], [`Reservation`], [`DeferTarget`]; owns the pending count.
 
-mod buffer;
 mod deferrer;
 mod generation;
 mod handover;
+mod queue;
 #[cfg(test)]
 mod tests;
 mod thread;
@@ -72,16 +78,15 @@ use crossbeam_epoch as epoch;
 
 pub use deferrer::{DeferTarget, Deferrer, Reservation};
 
-use buffer::hand_over_batch;
 use generation::with_thread;
 
 /// The longest a deferred callback waits before its grace period starts, when neither its
-/// buffer fills nor a barrier comes first (plus the time the hand-over thread takes to be
+/// queue fills nor a barrier comes first (plus the time the hand-over thread takes to be
 /// scheduled and, for a design that batches in sheaves, to take each CPU slot, which an
 /// operation holds only for its own length).
 pub const HANDOVER_TICK: Duration = Duration::from_millis(10);
 
-/// Callbacks a thread's buffer holds before the thread hands them to the collector itself.
+/// Callbacks a thread queues before it asks for a grace period for them itself.
 pub const BUFFER_CALLBACKS: usize = 64;
 
 /// An active read-side section. Objects reached through shared pointers stay valid until it
@@ -107,16 +112,27 @@ pub fn read() -> ReadGuard {
     }
 }
 
-/// Hands the calling thread's buffered callbacks to the collector (their grace period
-/// starts), and runs those whose grace period has passed.
+/// Asks for a grace period for the calling thread's queued callbacks, and runs expired
+/// collections.
 pub fn flush() {
-    with_thread(|generation, handle, buffer| {
-        if let Some(buffer) = buffer {
-            let batch = buffer.take();
-            if !batch.is_empty() {
-                hand_over_batch(generation, handle, batch);
-            }
+    with_thread(|generation, handle, queue| {
+        if let Some(queue) = queue
+            && queue.has_unrequested()
+        {
+            queue.requested();
+            generation.request(handle);
         }
         handle.pin().flush();
     });
+}
+
+/// One more round of a wait for another thread: a yield for the first rounds, then a short
+/// sleep, which lets a thread of lower priority run (a yield does not, under a real-time
+/// policy).
+fn backoff(round: u32) {
+    if round < 64 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
 }

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::BUFFER_CALLBACKS;
-use super::buffer::{Buffer, Callback, hand_over, hand_over_batch};
 use super::generation::{Generation, current, with_thread};
 use super::handover::Armed;
+use super::queue::Callback;
 
 /// A design's shared state that deferred callbacks act on.
 pub trait DeferTarget: Send + Sync + 'static {
@@ -110,6 +109,8 @@ struct Inner<T> {
     closed: AtomicBool,
     /// Hand-over thread calls in progress.
     busy: GenCount,
+    /// Reservations taken and not yet turned into a queued callback (or dropped).
+    reserved: GenCount,
 }
 
 impl<T> Inner<T> {
@@ -192,6 +193,7 @@ impl<T: DeferTarget> Deferrer<T> {
                 armed: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
                 busy: GenCount::default(),
+                reserved: GenCount::default(),
             }),
             owner: true,
         }
@@ -204,7 +206,7 @@ impl<T: DeferTarget> Deferrer<T> {
     }
 
     /// Defers one object: [`DeferTarget::free_now`] runs on it after a grace period. The
-    /// callback waits in the calling thread's buffer at most
+    /// callback waits in the calling thread's queue at most
     /// [`HANDOVER_TICK`](super::HANDOVER_TICK) before its grace period starts.
     ///
     /// # Safety
@@ -222,9 +224,11 @@ impl<T: DeferTarget> Deferrer<T> {
     }
 
     /// Defers `f(shared, payload)` until a grace period has passed. Without `flush`, the
-    /// callback joins the calling thread's buffer (see [`Deferrer::defer_free`]); with it,
-    /// its grace period starts at once (use it for whole batches, where the cost of a
-    /// hand-over is shared by many objects).
+    /// callback joins the calling thread's queue and its grace period starts when the queue
+    /// holds [`BUFFER_CALLBACKS`](super::BUFFER_CALLBACKS) callbacks not yet covered by one,
+    /// at a barrier, or at the hand-over thread's next tick; with it, its grace period starts
+    /// at once (use it for whole batches, where the cost of asking for a grace period is
+    /// shared by many objects).
     ///
     /// # Safety
     ///
@@ -237,19 +241,24 @@ impl<T: DeferTarget> Deferrer<T> {
         f: unsafe fn(&T, NonNull<()>),
         flush: bool,
     ) {
-        // SAFETY: forwarded.
-        unsafe { self.defer_reserved(self.reserve(), payload, f, flush) }
+        self.inner.sync(current().id);
+        let callback = make_callback(Arc::clone(&self.inner), payload, f);
+        with_thread(|generation, handle, queue| generation.push(handle, queue, callback, flush));
     }
 
     /// Announces a callback before its payload is gathered: from now until the callback that
     /// [`Deferrer::defer_reserved`] makes of it has run (or until it is dropped unused), it
-    /// counts in [`Deferrer::pending`], so a concurrent [`Deferrer::barrier`] waits for it.
+    /// counts in [`Deferrer::pending`], and a concurrent [`Deferrer::barrier`] waits until
+    /// the callback is queued (then it runs it like any other).
     /// Take one *before* taking work out of where a barrier would look for it.
     #[inline]
     pub fn reserve(&self) -> Reservation<T> {
-        self.inner.sync(current().id);
+        let generation = current().id;
+        self.inner.sync(generation);
+        self.inner.reserved.add(generation);
         Reservation {
             inner: Arc::clone(&self.inner),
+            generation,
         }
     }
 
@@ -267,32 +276,12 @@ impl<T: DeferTarget> Deferrer<T> {
         flush: bool,
     ) {
         debug_assert!(Arc::ptr_eq(&reservation.inner, &self.inner));
-        let callback = reservation.into_callback(payload, f);
-        // Without a buffer, when handing over at once, or while another thread empties the
-        // buffer: a hand-over of its own.
-        with_thread(|generation, handle, buffer| {
-            match buffer.filter(|_| !flush).and_then(Buffer::try_lock) {
-                Some(mut callbacks) => {
-                    let was_empty = callbacks.is_empty();
-                    callbacks.push(callback);
-                    if callbacks.len() >= BUFFER_CALLBACKS {
-                        let batch =
-                            mem::replace(&mut *callbacks, Vec::with_capacity(BUFFER_CALLBACKS));
-                        drop(callbacks);
-                        hand_over_batch(generation, handle, batch);
-                    } else {
-                        drop(callbacks);
-                        if was_empty {
-                            generation.kick();
-                        }
-                    }
-                }
-                _ => hand_over(generation, handle, move || {
-                    // SAFETY: runs once, after the grace period.
-                    unsafe { (callback.run)(callback) }
-                }),
-            }
-        });
+        let generation = reservation.generation;
+        let callback = make_callback(reservation.into_inner(), payload, f);
+        with_thread(|current, handle, queue| current.push(handle, queue, callback, flush));
+        // Queued (stamped before this): a barrier that reads no reservation after this finds
+        // the callback with a stamp it collects.
+        self.inner.reserved.sub(generation, current().id);
     }
 
     /// Arms this deferrer: the hand-over thread calls [`DeferTarget::hand_over`] every
@@ -350,41 +339,78 @@ impl<T: DeferTarget> Deferrer<T> {
         true
     }
 
-    /// Waits until every deferred callback of this design has run (`rcu_barrier`).
+    /// Waits until every callback of this design deferred before the call has run
+    /// (`rcu_barrier`).
     ///
-    /// It hands every thread's buffered callbacks to the collector itself, so it waits only
-    /// for read-side sections to end, never for another thread to defer, flush or exit
-    /// (C-DEFER-3). Callbacks deferred while it waits are waited for too.
+    /// It moves the stamping clock on, waits for a grace period, and runs every queued
+    /// callback stamped before the move itself, whichever thread queued it: it waits for
+    /// read-side sections to end and for collections already running callbacks, never for
+    /// another thread to defer, flush, run or exit (C-DEFER-3). Callbacks deferred while it
+    /// waits are not waited for, so it returns while other threads go on deferring. What it
+    /// still waits for: a [`Reservation`] taken before it, until the reserving thread queues
+    /// its callback.
+    ///
+    /// Must not be called inside a read-side section (it would wait for itself), nor from a
+    /// deferred callback (the collection running that callback holds its queue).
     pub fn barrier(&self) {
         while self.barrier_timeout(Duration::from_secs(1)).is_err() {}
     }
 
     /// [`Deferrer::barrier`] bounded by `timeout`; on time-out, the number still pending.
     pub fn barrier_timeout(&self, timeout: Duration) -> Result<(), usize> {
-        let start = Instant::now();
-        let mut handed_over: Option<Instant> = None;
+        let deadline = Instant::now() + timeout;
+        let mut spins = 0_u32;
         loop {
             if self.all_run() {
                 return Ok(());
             }
-            with_thread(|generation, handle, _| {
-                // Every buffer, at the start and then once a millisecond: emptying them takes
-                // each thread's buffer lock.
-                if handed_over.is_none_or(|at| at.elapsed() >= Duration::from_millis(1)) {
-                    generation.hand_over_buffers(handle);
-                    handed_over = Some(Instant::now());
-                }
-                // Tries to advance the epoch and runs whatever has expired.
-                handle.pin().flush();
-            });
-            if self.all_run() {
+            // Read before the clock moves: reservations not seen here were queued before it,
+            // with a stamp that the collection below covers.
+            let reserved = self.inner.reserved.get(current().id);
+            let collected =
+                with_thread(|generation, handle, _| generation.collect_all(handle, deadline));
+            if collected && reserved == 0 {
+                // Pairs with the release of the queue flags and of the grace period's flag:
+                // what the callbacks did is visible to the caller.
+                std::sync::atomic::fence(Ordering::Acquire);
                 return Ok(());
             }
-            if start.elapsed() >= timeout {
+            if Instant::now() >= deadline {
                 return Err(self.pending());
             }
-            std::thread::yield_now();
+            spins += 1;
+            super::backoff(spins);
         }
+    }
+}
+
+/// A type-erased callback that runs `f(&inner.target, payload)` and then drops `inner` (its
+/// count in [`Deferrer::pending`]).
+fn make_callback<T: DeferTarget>(
+    inner: Arc<Inner<T>>,
+    payload: NonNull<()>,
+    f: unsafe fn(&T, NonNull<()>),
+) -> Callback {
+    unsafe fn run<T: DeferTarget>(callback: Callback) {
+        // SAFETY: `inner` came from `Arc::into_raw` of an `Arc<Inner<T>>` in
+        // `make_callback`, and `f` from an `unsafe fn(&T, NonNull<()>)`; each callback
+        // runs once.
+        let (inner, f) = unsafe {
+            (
+                Arc::from_raw(callback.inner.cast::<Inner<T>>()),
+                mem::transmute::<*const (), unsafe fn(&T, NonNull<()>)>(callback.f),
+            )
+        };
+        // SAFETY: the grace period has passed; the rest is `defer_with`'s caller's
+        // obligation.
+        unsafe { f(&inner.target, callback.payload) };
+        // Dropping `inner` (a release decrement) ends the callback's count.
+    }
+    Callback {
+        run: run::<T>,
+        inner: Arc::into_raw(inner).cast(),
+        payload,
+        f: f as *const (),
     }
 }
 
@@ -399,33 +425,24 @@ impl<T: DeferTarget> Drop for Deferrer<T> {
 /// A deferred callback announced ahead of its payload (see [`Deferrer::reserve`]).
 #[derive(Debug)]
 #[must_use = "a reservation counts as pending until it is used or dropped"]
-pub struct Reservation<T> {
+pub struct Reservation<T: DeferTarget> {
     inner: Arc<Inner<T>>,
+    /// The generation its count was taken in.
+    generation: u32,
 }
 
 impl<T: DeferTarget> Reservation<T> {
-    fn into_callback(self, payload: NonNull<()>, f: unsafe fn(&T, NonNull<()>)) -> Callback {
-        unsafe fn run<T: DeferTarget>(callback: Callback) {
-            // SAFETY: `inner` came from `Arc::into_raw` of an `Arc<Inner<T>>` in
-            // `into_callback`, and `f` from an `unsafe fn(&T, NonNull<()>)`; each callback
-            // runs once.
-            let (inner, f) = unsafe {
-                (
-                    Arc::from_raw(callback.inner.cast::<Inner<T>>()),
-                    mem::transmute::<*const (), unsafe fn(&T, NonNull<()>)>(callback.f),
-                )
-            };
-            // SAFETY: the grace period has passed; the rest is `defer_with`'s caller's
-            // obligation.
-            unsafe { f(&inner.target, callback.payload) };
-            // Dropping `inner` (a release decrement) ends the callback's count.
-        }
-        let inner = self.inner;
-        Callback {
-            run: run::<T>,
-            inner: Arc::into_raw(inner).cast(),
-            payload,
-            f: f as *const (),
-        }
+    /// The state, for the callback; the count in `reserved` is the caller's to undo.
+    fn into_inner(self) -> Arc<Inner<T>> {
+        let this = mem::ManuallyDrop::new(self);
+        // SAFETY: read once from a value that is never dropped.
+        unsafe { std::ptr::read(&this.inner) }
+    }
+}
+
+impl<T: DeferTarget> Drop for Reservation<T> {
+    fn drop(&mut self) {
+        // Unused: nothing will be queued for it.
+        self.inner.reserved.sub(self.generation, current().id);
     }
 }

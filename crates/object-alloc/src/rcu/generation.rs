@@ -1,16 +1,18 @@
 //! The collector and its generations: one per process lifetime between forks, and each
-//! thread's registration (handle and buffer) in the current one.
+//! thread's registration (handle and queue) in the current one; the clock that stamps
+//! deferred callbacks, and the collections that run them.
 
 use std::cell::RefCell;
 use std::mem::{self, ManuallyDrop};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use crossbeam_epoch::{Collector, LocalHandle};
 
-use super::buffer::{Buffer, hand_over_batch};
 use super::handover::Monitor;
+use super::queue::{Callback, Queue, QueueList};
 
 /// One collector's lifetime: from the first use (or a fork) to the next fork. Never freed: the
 /// parent's threads registered in it may have died mid-operation in a child, so it must never
@@ -18,9 +20,13 @@ use super::handover::Monitor;
 pub(super) struct Generation {
     pub(super) id: u32,
     pub(super) collector: Collector,
-    /// Every live thread's buffer.
-    pub(super) buffers: Mutex<Vec<Arc<Buffer>>>,
-    /// Batches handed to the collector whose callbacks have not run yet.
+    /// The clock: deferred callbacks are stamped with its value, and a collection for `c`
+    /// runs those stamped `c` or before, once a grace period requested after the clock moved
+    /// past `c` has passed.
+    clock: AtomicU64,
+    /// Every thread's queue (live threads' and released ones).
+    pub(super) queues: QueueList,
+    /// Collections requested whose grace period has not passed yet (or that are running).
     pub(super) in_flight: AtomicUsize,
     pub(super) monitor: Monitor,
 }
@@ -59,7 +65,8 @@ fn new_generation() -> &'static Generation {
     let fresh = Box::into_raw(Box::new(Generation {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         collector: Collector::new(),
-        buffers: Mutex::new(Vec::new()),
+        clock: AtomicU64::new(1),
+        queues: QueueList::default(),
         in_flight: AtomicUsize::new(0),
         monitor: Monitor::default(),
     }));
@@ -80,24 +87,21 @@ fn new_generation() -> &'static Generation {
 struct ThreadState {
     generation: &'static Generation,
     handle: ManuallyDrop<LocalHandle>,
-    buffer: Arc<Buffer>,
+    queue: &'static Queue,
 }
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
         if !ptr::eq(self.generation, current()) {
-            // Abandoned at a fork: its collector and buffers must not be touched (leaked).
+            // Abandoned at a fork: its collector and queues must not be touched (leaked).
             return;
         }
-        let batch = self.buffer.take();
-        if !batch.is_empty() {
-            hand_over_batch(self.generation, &self.handle, batch);
+        // What is left in the queue stays there for collections; one is asked for now, so
+        // that nothing waits for the hand-over thread's next tick.
+        if self.queue.has_unrequested() {
+            self.generation.request(&self.handle);
         }
-        self.generation
-            .buffers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|buffer| !Arc::ptr_eq(buffer, &self.buffer));
+        QueueList::release(self.queue);
         // SAFETY: dropped once, here.
         unsafe { ManuallyDrop::drop(&mut self.handle) };
     }
@@ -108,10 +112,11 @@ thread_local! {
 }
 
 /// Runs `f` with the current generation, a handle registered in it, and the calling
-/// thread's buffer (none while the thread's locals are being destroyed).
+/// thread's queue (none while the thread's locals are being destroyed, or while it is
+/// registering).
 #[inline]
 pub(super) fn with_thread<R>(
-    f: impl FnOnce(&'static Generation, &LocalHandle, Option<&Buffer>) -> R,
+    f: impl FnOnce(&'static Generation, &LocalHandle, Option<&'static Queue>) -> R,
 ) -> R {
     let generation = current();
     let mut f = Some(f);
@@ -121,7 +126,7 @@ pub(super) fn with_thread<R>(
             && ptr::eq(state.generation, generation)
         {
             let f = f.take().expect("called once");
-            return Some(f(generation, &state.handle, Some(&state.buffer)));
+            return Some(f(generation, &state.handle, Some(state.queue)));
         }
         None
     });
@@ -134,7 +139,7 @@ pub(super) fn with_thread<R>(
 #[cold]
 fn with_thread_slow<R>(
     generation: &'static Generation,
-    f: impl FnOnce(&'static Generation, &LocalHandle, Option<&Buffer>) -> R,
+    f: impl FnOnce(&'static Generation, &LocalHandle, Option<&'static Queue>) -> R,
 ) -> R {
     let registered = THREAD.try_with(|cell| {
         let mut state = cell.try_borrow_mut().ok()?;
@@ -146,16 +151,10 @@ fn with_thread_slow<R>(
             // A parent's registration: never touched again.
             mem::forget(old);
         }
-        let buffer = Arc::new(Buffer::default());
-        generation
-            .buffers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::clone(&buffer));
         *state = Some(ThreadState {
             generation,
             handle: ManuallyDrop::new(generation.collector.register()),
-            buffer,
+            queue: generation.queues.claim(),
         });
         Some(())
     });
@@ -163,7 +162,143 @@ fn with_thread_slow<R>(
         return with_thread(f);
     }
     // Thread-local storage is being torn down (or the caller is inside a registration): a
-    // handle for this call only, and no buffer.
+    // handle for this call only, and no queue.
     let handle = generation.collector.register();
     f(generation, &handle, None)
+}
+
+impl Generation {
+    /// A stamp for a callback whose deferral began before this call: the clock now. The
+    /// fence orders the caller's earlier stores (unpublishing the object) before the clock's
+    /// load, so a collection for a value at or past the stamp is requested, and its grace
+    /// period starts, after every reader that could reach the object had pinned.
+    #[inline]
+    pub(super) fn stamp(&self) -> u64 {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    /// Appends `callback` to `queue` (the caller's own, or one claimed for this call only)
+    /// and asks for a grace period when `request` is set or the queue holds
+    /// [`BUFFER_CALLBACKS`](super::BUFFER_CALLBACKS) entries not yet covered by one.
+    pub(super) fn push(
+        &'static self,
+        handle: &LocalHandle,
+        queue: Option<&'static Queue>,
+        callback: Callback,
+        request: bool,
+    ) {
+        let stamp = self.stamp();
+        let (queue, own) = match queue {
+            Some(queue) => (queue, true),
+            None => (self.queues.claim(), false),
+        };
+        // SAFETY: the calling thread owns `queue` (its own, or claimed just above).
+        let unrequested = unsafe { queue.push(callback, stamp) };
+        if !own {
+            QueueList::release(queue);
+            self.request(handle);
+        } else if request || unrequested >= super::BUFFER_CALLBACKS {
+            queue.requested();
+            self.request(handle);
+        } else if unrequested == 1 {
+            // A first entry: the hand-over thread asks for its grace period within a tick.
+            self.kick();
+        }
+    }
+
+    /// Moves the clock on and asks for a grace period; once it has passed, a collection runs
+    /// every callback stamped before the move (on whichever thread runs expired callbacks),
+    /// except in a queue that another collection is running (its entries wait for the next
+    /// request: the hand-over thread asks again while any queue holds entries).
+    pub(super) fn request(&'static self, handle: &LocalHandle) {
+        let stamp = self.clock.fetch_add(1, Ordering::SeqCst);
+        self.after_grace_period(handle, move |generation| {
+            generation.collect(stamp);
+        });
+    }
+
+    /// Runs `job` once a grace period that starts now has passed, counted in `in_flight`
+    /// until then.
+    fn after_grace_period(
+        &'static self,
+        handle: &LocalHandle,
+        job: impl FnOnce(&'static Generation) + Send + 'static,
+    ) {
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.kick();
+        }
+        let guard = handle.pin();
+        // SAFETY: `job` is sound on any thread once the grace period has passed (each
+        // callback's obligation), and the generation it touches is never freed.
+        unsafe {
+            guard.defer_unchecked(move || {
+                job(self);
+                self.in_flight.fetch_sub(1, Ordering::Release);
+            });
+        }
+        guard.flush();
+    }
+
+    /// Runs every callback stamped `stamp` or before, in every queue but those another
+    /// collection is running (those are left to it, or to the next collection); whether
+    /// every queue was collected, and no callback of another collection was still running.
+    fn collect(&self, stamp: u64) -> bool {
+        let mut all = true;
+        for queue in self.queues.iter() {
+            if !queue.is_settled() {
+                all &= queue.consume(stamp);
+            }
+        }
+        all
+    }
+
+    /// Whether a queue holds callbacks not yet run.
+    pub(super) fn has_queued(&self) -> bool {
+        self.queues.iter().any(|queue| !queue.is_empty())
+    }
+
+    /// Every callback deferred before this call has run when it returns `true`: it moves the
+    /// clock on, waits (running expired callbacks) until a grace period requested then has
+    /// passed, and runs the callbacks stamped before the move itself, on this thread. It
+    /// waits for readers and for collections already running (which run callbacks), never
+    /// for a thread that deferred, whatever that thread does. `false` if `deadline` passed
+    /// first, or if this thread is inside a collection of a queue (a barrier called from a
+    /// callback).
+    pub(super) fn collect_all(&'static self, handle: &LocalHandle, deadline: Instant) -> bool {
+        let stamp = self.clock.fetch_add(1, Ordering::SeqCst);
+        let passed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&passed);
+        self.after_grace_period(handle, move |_| flag.store(true, Ordering::Release));
+        let mut spins = 0_u32;
+        while !passed.load(Ordering::Acquire) {
+            // Tries to advance the epoch and runs whatever has expired.
+            handle.pin().flush();
+            if passed.load(Ordering::Acquire) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            spins += 1;
+            super::backoff(spins);
+        }
+        self.collect_until(stamp, deadline)
+    }
+
+    /// [`Generation::collect`] again until it reaches every queue (a queue is skipped while
+    /// another collection runs callbacks from it), or until `deadline`.
+    fn collect_until(&self, stamp: u64, deadline: Instant) -> bool {
+        let mut spins = 0_u32;
+        loop {
+            if self.collect(stamp) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            spins += 1;
+            super::backoff(spins);
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! The hand-over thread: starts grace periods for callbacks waiting in buffers and armed
-//! deferrers, and runs expired callbacks, once per [`HANDOVER_TICK`] while there is work.
+//! The hand-over thread: asks for grace periods for callbacks waiting in queues and hands
+//! armed deferrers' batches over, and runs expired collections, once per [`HANDOVER_TICK`]
+//! while there is work.
 
 use std::mem;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +11,8 @@ use crossbeam_epoch::LocalHandle;
 use super::HANDOVER_TICK;
 use super::generation::Generation;
 
-/// Collector hand-overs driven per tick of the hand-over thread (each runs at most a few
-/// expired batches).
+/// Collector flushes driven per tick of the hand-over thread (each runs at most a few expired
+/// collections).
 const COLLECTS_PER_TICK: usize = 4;
 
 #[derive(Default)]
@@ -35,7 +36,7 @@ impl Generation {
         self.monitor.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Something was buffered, armed or handed over: wakes (or starts) the hand-over thread
+    /// Something was queued, armed or requested: wakes (or starts) the hand-over thread
     /// unless it is awake.
     pub(super) fn kick(&'static self) {
         // Pairs with the fence of a thread going idle: either it sees what the caller did,
@@ -91,10 +92,13 @@ impl Generation {
         }
     }
 
-    /// One tick: hands every buffer and every armed deferrer's batches to the collector and
-    /// runs expired callbacks; whether anything is left to do.
+    /// One tick: asks for a grace period for every queued callback, hands every armed
+    /// deferrer's batches over, and runs expired collections; whether anything is left to do.
     fn tick(&'static self, handle: &LocalHandle) -> bool {
-        let mut busy = self.hand_over_buffers(handle);
+        let mut busy = self.has_queued();
+        if busy {
+            self.request(handle);
+        }
         let armed = mem::take(&mut self.monitor_state().armed);
         let mut keep = Vec::with_capacity(armed.len());
         for entry in armed {

@@ -1,10 +1,10 @@
 use std::ptr::{self, NonNull};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::buffer::{Buffer, Callback};
+use super::queue::{CHUNK, Callback, QueueList};
 use super::*;
 
 #[derive(Default)]
@@ -84,7 +84,7 @@ fn barrier_with_a_blocked_deferrer(count: usize) -> Duration {
 
 #[test]
 fn barrier_does_not_wait_for_a_blocked_deferring_thread() {
-    // Fewer callbacks than fill a buffer, and more.
+    // Fewer callbacks than make a thread ask for a grace period, and more.
     for count in [5, BUFFER_CALLBACKS + 5] {
         let waited = barrier_with_a_blocked_deferrer(count);
         eprintln!("barrier with {count} callbacks of a blocked thread: {waited:?}");
@@ -115,7 +115,7 @@ fn callbacks_of_an_idle_thread_run_without_anyone_calling_in() {
         let took = deferred_at.elapsed();
         release_tx.send(()).unwrap();
         eprintln!("callbacks of an idle thread ran after {took:?}");
-        assert_eq!(deferrer.pending(), 0, "stranded in an idle thread's buffer");
+        assert_eq!(deferrer.pending(), 0, "stranded in an idle thread's queue");
         assert_eq!(deferrer.get().0.lock().unwrap().len(), 5);
     });
 }
@@ -190,7 +190,7 @@ impl DeferTarget for Count {
 }
 
 #[test]
-fn buffers_emptied_by_barriers_while_their_owners_defer_lose_and_repeat_nothing() {
+fn queues_collected_by_barriers_while_their_owners_defer_lose_and_repeat_nothing() {
     const PER_THREAD: usize = 20_000;
     let deferrer = Deferrer::new(Count::default());
     let done = AtomicUsize::new(0);
@@ -205,7 +205,7 @@ fn buffers_emptied_by_barriers_while_their_owners_defer_lose_and_repeat_nothing(
                 done.fetch_add(1, Ordering::Release);
             });
         }
-        // Empties both buffers again and again while their owners push.
+        // Collects both queues again and again while their owners push.
         while done.load(Ordering::Acquire) < 2 {
             let _ = deferrer.barrier_timeout(Duration::from_millis(1));
         }
@@ -214,40 +214,174 @@ fn buffers_emptied_by_barriers_while_their_owners_defer_lose_and_repeat_nothing(
     assert_eq!(deferrer.get().0.load(Ordering::Relaxed), 2 * PER_THREAD);
 }
 
+/// The next entry a queue test expects to run, and how many ran out of order.
+#[derive(Default)]
+struct Order {
+    next: AtomicUsize,
+    wrong: AtomicUsize,
+}
+
+/// An entry of the queue tests: its payload is its index plus one, `inner` an `Order`.
+fn entry(order: &Order, index: usize) -> Callback {
+    unsafe fn check(callback: Callback) {
+        // SAFETY: `inner` is the `Order` the test keeps alive past every consume.
+        let order = unsafe { &*callback.inner.cast::<Order>() };
+        let index = callback.payload.as_ptr() as usize - 1;
+        if order.next.fetch_add(1, Ordering::Relaxed) != index {
+            order.wrong.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Callback {
+        run: check,
+        inner: (order as *const Order).cast(),
+        payload: NonNull::new((index + 1) as *mut ()).unwrap(),
+        f: ptr::null(),
+    }
+}
+
 #[test]
-fn a_buffer_is_held_by_one_side_at_a_time() {
-    const PUSHES: usize = 200_000;
-    unsafe fn never(_: Callback) {}
-    let buffer = Buffer::default();
-    let (pushed, taken) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let owner_done = AtomicBool::new(false);
+fn a_queue_runs_each_entry_once_in_push_order_across_chunks_while_its_owner_pushes() {
+    // Entry i is stamped i / 10: consumers run up to a stamp that trails the pushes.
+    const PUSHES: usize = 2_000 * CHUNK + 7;
+    let list = QueueList::default();
+    let queue = list.claim();
+    let order = Order::default();
+    let stamped = AtomicU64::new(0);
     std::thread::scope(|s| {
         s.spawn(|| {
-            for _ in 0..PUSHES {
-                if let Some(mut callbacks) = buffer.try_lock() {
-                    callbacks.push(Callback {
-                        run: never,
-                        inner: ptr::null(),
-                        payload: NonNull::dangling(),
-                        f: ptr::null(),
-                    });
-                    pushed.fetch_add(1, Ordering::Relaxed);
-                }
+            for i in 0..PUSHES {
+                // SAFETY: this thread is the queue's only producer while it runs.
+                unsafe { queue.push(entry(&order, i), (i / 10) as u64) };
+                stamped.store((i / 10) as u64, Ordering::Release);
             }
-            owner_done.store(true, Ordering::Release);
         });
+        // Two consumers, one at a time by the queue's flag.
+        for _ in 0..2 {
+            s.spawn(|| {
+                while order.next.load(Ordering::Relaxed) < PUSHES {
+                    let upto = stamped.load(Ordering::Acquire).saturating_sub(1);
+                    queue.consume(upto);
+                }
+            });
+            // The last stamp is run by the final consume below if the loop above ends first.
+        }
         s.spawn(|| {
-            while !owner_done.load(Ordering::Acquire) {
-                taken.fetch_add(buffer.take().len(), Ordering::Relaxed);
+            while order.next.load(Ordering::Relaxed) < PUSHES {
+                queue.consume(u64::MAX);
+                std::thread::yield_now();
             }
         });
     });
-    let left = buffer.take().len();
     assert_eq!(
-        taken.load(Ordering::Relaxed) + left,
-        pushed.load(Ordering::Relaxed),
-        "a push was lost or taken twice"
+        order.next.load(Ordering::Relaxed),
+        PUSHES,
+        "an entry was lost or run twice"
     );
+    assert_eq!(
+        order.wrong.load(Ordering::Relaxed),
+        0,
+        "entries ran out of push order"
+    );
+    assert!(queue.is_empty());
+    QueueList::release(queue);
+}
+
+#[test]
+fn a_consumer_stops_at_the_first_entry_stamped_after_its_collection() {
+    let list = QueueList::default();
+    let queue = list.claim();
+    let order = Order::default();
+    for (i, stamp) in [1, 1, 2, 3, 3].into_iter().enumerate() {
+        // SAFETY: this thread owns the queue.
+        unsafe { queue.push(entry(&order, i), stamp) };
+    }
+    assert!(queue.consume(0));
+    assert_eq!(order.next.load(Ordering::Relaxed), 0);
+    assert!(queue.consume(2));
+    assert_eq!(order.next.load(Ordering::Relaxed), 3);
+    assert!(!queue.is_empty());
+    assert!(queue.consume(3));
+    assert_eq!(order.next.load(Ordering::Relaxed), 5);
+    assert!(queue.is_empty());
+    // A released queue is claimed again, with its counts, by the next owner.
+    QueueList::release(queue);
+    assert!(std::ptr::eq(list.claim(), queue));
+}
+
+/// Records which tokens ran.
+#[derive(Default)]
+struct Seen(Mutex<std::collections::HashSet<usize>>);
+
+impl DeferTarget for Seen {
+    unsafe fn free_now(&self, object: NonNull<u8>) {
+        self.0.lock().unwrap().insert(object.as_ptr() as usize);
+    }
+}
+
+#[test]
+fn barrier_returns_while_another_thread_defers_without_pause() {
+    let deferrer = Deferrer::new(Seen::default());
+    let (stop, deferred) = (AtomicBool::new(false), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 1;
+            while !stop.load(Ordering::Relaxed) {
+                let object = NonNull::new((i * 16) as *mut u8).unwrap();
+                // SAFETY: tokens only recorded by `Seen`.
+                unsafe { deferrer.defer_free(object) };
+                deferred.store(i, Ordering::Release);
+                i += 1;
+            }
+        });
+        for _ in 0..5 {
+            while deferred.load(Ordering::Acquire) < 1000 {
+                std::thread::yield_now();
+            }
+            let before = deferred.load(Ordering::Acquire);
+            let result = deferrer.barrier_timeout(Duration::from_secs(5));
+            assert_eq!(
+                result.map_err(|_| ()),
+                Ok(()),
+                "waited for deferrals made after it began"
+            );
+            let seen = deferrer.get().0.lock().unwrap();
+            let missing = (1..=before).filter(|i| !seen.contains(&(i * 16))).count();
+            assert_eq!(
+                missing, 0,
+                "deferred before the barrier, not run when it returned"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn barrier_waits_for_a_reservation_taken_before_it_until_its_callback_is_queued() {
+    let deferrer = Deferrer::new(Log::default());
+    let (reserved_tx, reserved_rx) = mpsc::channel();
+    let queued = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let reservation = deferrer.reserve();
+            reserved_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            unsafe fn free(log: &Log, object: NonNull<()>) {
+                // SAFETY: a token only recorded by `Log`.
+                unsafe { log.free_now(object.cast()) }
+            }
+            queued.store(true, Ordering::Release);
+            let token = NonNull::new(0x2000 as *mut ()).unwrap();
+            // SAFETY: the token is only recorded by `Log`.
+            unsafe { deferrer.defer_reserved(reservation, token, free, false) };
+        });
+        reserved_rx.recv().unwrap();
+        deferrer.barrier_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            queued.load(Ordering::Acquire),
+            "returned before the reserved callback existed"
+        );
+        assert_eq!(*deferrer.get().0.lock().unwrap(), vec![0x2000]);
+    });
 }
 
 #[test]
