@@ -28,7 +28,7 @@
 //!   allocations";
 //! - [`bulk`]: all-or-nothing bulk allocation from single ones (C-BULK-1);
 //! - [`rcu`]: read-side sections and deferred frees (C-DEFER-1..3), split into the collector
-//!   generation, per-thread buffers, the hand-over thread and the deferrer (its own map);
+//!   generation, per-thread callback queues, the hand-over thread and the deferrer (its own map);
 //! - `testing` (feature `testing`): the generic behaviour suite.
 //!
 //! ```

@@ -364,13 +364,14 @@ impl<S: SlotStrategy> Cache<S> {
     }
 
     /// Submits every partly filled or waiting `rcu_free` sheaf and waits until every deferred
-    /// free so far has completed (`rcu_barrier`, C-DEFER-2).
+    /// free made before the call has completed (`rcu_barrier`, C-DEFER-2).
     ///
     /// It waits for read-side sections to end and for nothing else: it hands every CPU
-    /// slot's sheaves and every thread's per-object callbacks to the grace period itself and
-    /// runs the callbacks once it has passed, so it returns whatever the threads that freed
-    /// the objects are doing (idle, blocked, or waiting for the caller; C-DEFER-3). Deferred
-    /// frees made while it waits are waited for too.
+    /// slot's sheaves to a grace period itself, and once a grace period has passed runs every
+    /// thread's queued callbacks (the submitted sheaves, per-object deferrals) on its own
+    /// thread, so it returns whatever the threads that freed the objects are doing (idle,
+    /// blocked, or waiting for the caller; C-DEFER-3). Deferred frees made after it began are
+    /// not waited for: it returns while other threads go on deferring.
     ///
     /// Must not be called inside a read-side section: it would wait for itself.
     ///

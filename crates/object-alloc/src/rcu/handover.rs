@@ -53,8 +53,8 @@ impl Generation {
         }
         state.started = true;
         self.monitor.awake.store(true, Ordering::SeqCst);
-        // If the thread cannot be started, callbacks still start their grace period when a
-        // buffer fills or a barrier runs. It runs deferred callbacks (design code, page
+        // If the thread cannot be started, callbacks still get their grace period when a
+        // thread has queued enough of them, exits, or flushes, or a barrier runs. It runs deferred callbacks (design code, page
         // sources), nothing deeper than 256 KiB of stack.
         let _ =
             super::thread::spawn_detached(c"rcu-hand-over", 256 << 10, move || self.monitor_loop());

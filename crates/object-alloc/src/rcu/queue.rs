@@ -217,7 +217,8 @@ impl Drop for Consumer<'_> {
 }
 
 /// Every queue of a generation: a list that only grows (at its head, by compare-exchange),
-/// so it can be walked without a lock while threads register.
+/// so it can be walked without a lock while threads register. A generation's list lives for
+/// ever; one dropped (in tests) frees its queues, and the callbacks left in them are not run.
 #[derive(Default)]
 pub(super) struct QueueList {
     head: AtomicPtr<Queue>,
@@ -226,7 +227,7 @@ pub(super) struct QueueList {
 impl QueueList {
     /// A queue for the calling thread to own: one released by an exited thread, else a new
     /// one.
-    pub(super) fn claim(&self) -> &'static Queue {
+    pub(super) fn claim(&self) -> &Queue {
         for queue in self.iter() {
             if !queue.owned.load(Ordering::Relaxed)
                 && queue
@@ -247,7 +248,7 @@ impl QueueList {
                 .head
                 .compare_exchange(head, queue, Ordering::AcqRel, Ordering::Acquire)
             {
-                // SAFETY: leaked; queues are never freed.
+                // SAFETY: freed only when the list is dropped, which `&self` rules out.
                 Ok(_) => return unsafe { &*queue },
                 Err(seen) => head = seen,
             }
@@ -260,13 +261,35 @@ impl QueueList {
     }
 
     /// Every queue, newest first.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &'static Queue> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Queue> {
         let mut next = self.head.load(Ordering::Acquire);
         std::iter::from_fn(move || {
-            // SAFETY: queues are leaked, never freed, and `next` was set before publication.
-            let queue: &'static Queue = unsafe { next.as_ref()? };
+            // SAFETY: queues are freed only when the list is dropped, which the borrow of
+            // `self` rules out, and `next` was set before publication.
+            let queue: &Queue = unsafe { next.as_ref()? };
             next = queue.next;
             Some(queue)
         })
+    }
+}
+
+impl Drop for QueueList {
+    fn drop(&mut self) {
+        let mut next = *self.head.get_mut();
+        while !next.is_null() {
+            // SAFETY: every queue was made by `claim` with `Box::into_raw`, and nothing
+            // borrows the list (`&mut self`), so nothing reaches its queues any more.
+            let queue = unsafe { Box::from_raw(next) };
+            next = queue.next;
+            // SAFETY: the chunks from the consumer's `head` on are linked and live (earlier
+            // ones were freed by consumers); each is freed once. Entries still in them are
+            // dropped without running (`MaybeUninit` drops nothing).
+            let mut chunk = unsafe { *queue.head.get() };
+            while !chunk.is_null() {
+                // SAFETY: as above.
+                let owned = unsafe { Box::from_raw(chunk) };
+                chunk = owned.next.load(Ordering::Relaxed);
+            }
+        }
     }
 }
