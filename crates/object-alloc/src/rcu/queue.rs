@@ -14,10 +14,40 @@
 //! when its thread exits it is released, with what is left in it, for collections to empty
 //! and for a new thread to own.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};
+
+// The queue's own tests run under loom (`--cfg loom`); everything else, and every other crate
+// built with that flag, gets the `std` types.
+#[cfg(all(loom, test))]
+use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+#[cfg(not(all(loom, test)))]
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+/// An `UnsafeCell` whose accesses loom can see (`with_mut`), under either build.
+struct Shared<T>(
+    #[cfg(all(loom, test))] loom::cell::UnsafeCell<T>,
+    #[cfg(not(all(loom, test)))] std::cell::UnsafeCell<T>,
+);
+
+impl<T> Shared<T> {
+    fn new(value: T) -> Self {
+        #[cfg(all(loom, test))]
+        return Shared(loom::cell::UnsafeCell::new(value));
+        #[cfg(not(all(loom, test)))]
+        Shared(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a pointer to the value; the caller's own rules make the access sound.
+    #[inline(always)]
+    fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(all(loom, test))]
+        return self.0.with_mut(f);
+        #[cfg(not(all(loom, test)))]
+        f(self.0.get())
+    }
+}
 
 /// A deferred callback, type-erased: `run(self)` calls the design's function and releases
 /// the state and the pending count.
@@ -32,8 +62,9 @@ pub(super) struct Callback {
 // of `Deferrer::defer_with`'s caller, and the state behind `inner` is `Send + Sync`.
 unsafe impl Send for Callback {}
 
-/// Entries per chunk: a chunk is 64 entries of 40 bytes and a link, about 2.5 KiB.
-pub(super) const CHUNK: usize = 64;
+/// Entries per chunk: a chunk is 64 entries of 40 bytes and a link, about 2.5 KiB (2 under
+/// loom, so that a model crosses chunks in a few pushes).
+pub(super) const CHUNK: usize = if cfg!(all(loom, test)) { 2 } else { 64 };
 
 struct Entry {
     callback: Callback,
@@ -42,7 +73,7 @@ struct Entry {
 }
 
 struct Chunk {
-    entries: [UnsafeCell<MaybeUninit<Entry>>; CHUNK],
+    entries: [Shared<MaybeUninit<Entry>>; CHUNK],
     /// The next chunk in push order; set by the producer before it publishes an entry there.
     next: AtomicPtr<Chunk>,
 }
@@ -50,7 +81,7 @@ struct Chunk {
 impl Chunk {
     fn new() -> *mut Chunk {
         Box::into_raw(Box::new(Chunk {
-            entries: [const { UnsafeCell::new(MaybeUninit::uninit()) }; CHUNK],
+            entries: std::array::from_fn(|_| Shared::new(MaybeUninit::uninit())),
             next: AtomicPtr::new(ptr::null_mut()),
         }))
     }
@@ -67,14 +98,14 @@ pub(super) struct Queue {
     consumed: AtomicU64,
     /// The owner's: the chunk the next push writes into (when `pushed` is not a multiple of
     /// [`CHUNK`]) or the last one (when it is).
-    tail: UnsafeCell<*mut Chunk>,
+    tail: Shared<*mut Chunk>,
     /// Set while a consumer runs entries.
     consuming: AtomicBool,
     /// The consumer's: the chunk that holds entry `consumed` (or, when `consumed` is a
     /// multiple of [`CHUNK`] and that chunk is not linked yet, the one before it).
-    head: UnsafeCell<*mut Chunk>,
+    head: Shared<*mut Chunk>,
     /// The index of `head`'s first entry.
-    head_base: UnsafeCell<u64>,
+    head_base: Shared<u64>,
     /// The producer's entries since it last asked for a grace period.
     unrequested: Cell<usize>,
     /// The next queue of the generation's list.
@@ -96,10 +127,10 @@ impl Queue {
             owned: AtomicBool::new(true),
             pushed: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
-            tail: UnsafeCell::new(chunk),
+            tail: Shared::new(chunk),
             consuming: AtomicBool::new(false),
-            head: UnsafeCell::new(chunk),
-            head_base: UnsafeCell::new(0),
+            head: Shared::new(chunk),
+            head_base: Shared::new(0),
             unrequested: Cell::new(0),
             next: ptr::null_mut(),
         }
@@ -128,19 +159,24 @@ impl Queue {
     pub(super) unsafe fn push(&self, callback: Callback, stamp: u64) -> usize {
         let n = self.pushed.load(Ordering::Relaxed);
         let index = (n % CHUNK as u64) as usize;
-        // SAFETY: `tail` is the owner's alone.
-        let tail = unsafe { &mut *self.tail.get() };
-        if index == 0 && n != 0 {
-            // The last chunk is full: link a new one; it is published with the entry below.
-            let fresh = Chunk::new();
-            // SAFETY: `*tail` is live: the consumer frees a chunk only once an entry of the
-            // chunk after it has been published, which has not happened for this one.
-            unsafe { (**tail).next.store(fresh, Ordering::Relaxed) };
-            *tail = fresh;
-        }
+        let tail = self.tail.with_mut(|tail| {
+            // SAFETY: `tail` is the owner's alone.
+            let tail = unsafe { &mut *tail };
+            if index == 0 && n != 0 {
+                // The last chunk is full: link a new one; it is published with the entry below.
+                let fresh = Chunk::new();
+                // SAFETY: `*tail` is live: the consumer frees a chunk only once an entry of the
+                // chunk after it has been published, which has not happened for this one.
+                unsafe { (**tail).next.store(fresh, Ordering::Relaxed) };
+                *tail = fresh;
+            }
+            *tail
+        });
+        // SAFETY: `tail` is live (as above).
+        let slot = unsafe { &(*tail).entries[index] };
         // SAFETY: entry `n` is not published yet, so no consumer reads it; the owner writes it
         // once.
-        unsafe { (*(**tail).entries[index].get()).write(Entry { callback, stamp }) };
+        slot.with_mut(|slot| unsafe { (*slot).write(Entry { callback, stamp }) });
         self.pushed.store(n + 1, Ordering::Release);
         let unrequested = self.unrequested.get() + 1;
         self.unrequested.set(unrequested);
@@ -167,30 +203,49 @@ impl Queue {
         };
         let pushed = self.pushed.load(Ordering::Acquire);
         let mut consumed = self.consumed.load(Ordering::Relaxed);
-        // SAFETY: the consumer's fields, and the consumer flag is held.
-        let (head, head_base) = unsafe { (&mut *self.head.get(), &mut *self.head_base.get()) };
+        // SAFETY: the consumer's field, and the consumer flag is held.
+        let mut head = self.head.with_mut(|head| unsafe { *head });
+        // SAFETY: as above.
+        let mut head_base = self.head_base.with_mut(|base| unsafe { *base });
         while consumed < pushed {
-            if consumed == *head_base + CHUNK as u64 {
+            if consumed == head_base + CHUNK as u64 {
                 // Every entry of `head` has run, and entry `consumed` is published, so the
                 // producer linked the next chunk before it (and writes to `head` no more).
                 // SAFETY: `head` is live until freed here, by the one consumer.
-                let next = unsafe { (**head).next.load(Ordering::Relaxed) };
+                let next = unsafe { (*head).next.load(Ordering::Relaxed) };
                 debug_assert!(!next.is_null());
                 // SAFETY: made by `Chunk::new`; every entry in it has been read out.
-                drop(unsafe { Box::from_raw(*head) });
-                *head = next;
-                *head_base = consumed;
+                drop(unsafe { Box::from_raw(head) });
+                (head, head_base) = (next, consumed);
+                // Stored at once, so that a callback that panics below leaves the fields
+                // matching `consumed`.
+                self.head.with_mut(|field| {
+                    // SAFETY: the consumer's field, and the consumer flag is held.
+                    unsafe { *field = head }
+                });
+                self.head_base.with_mut(|field| {
+                    // SAFETY: as above.
+                    unsafe { *field = head_base }
+                });
             }
-            let index = (consumed - *head_base) as usize;
-            // SAFETY: entry `consumed` is published (`pushed` acquired above) and not run yet.
-            let slot = unsafe { &*(**head).entries[index].get() };
-            // SAFETY: initialised by the push that published it.
-            if unsafe { slot.assume_init_ref() }.stamp > stamp {
+            let index = (consumed - head_base) as usize;
+            // SAFETY: `head` is live (as above).
+            let slot = unsafe { &(*head).entries[index] };
+            let entry = slot.with_mut(|slot| {
+                // SAFETY: entry `consumed` is published (`pushed` acquired above), initialised
+                // by the push that published it, and not read out yet.
+                let slot = unsafe { &mut *slot };
+                // SAFETY: as above.
+                if unsafe { slot.assume_init_ref() }.stamp > stamp {
+                    return None;
+                }
+                // SAFETY: as above; read out once: `consumed` moves past it before anyone
+                // looks at this slot again.
+                Some(unsafe { slot.assume_init_read() })
+            });
+            let Some(entry) = entry else {
                 break;
-            }
-            // SAFETY: as above; read out once: `consumed` moves past it before anyone looks
-            // at this slot again.
-            let entry = unsafe { slot.assume_init_read() };
+            };
             consumed += 1;
             self.consumed.store(consumed, Ordering::Release);
             // SAFETY: each callback runs once, after its grace period (the caller's).
@@ -205,8 +260,13 @@ struct Consumer<'a>(&'a Queue);
 
 impl<'a> Consumer<'a> {
     fn try_lock(queue: &'a Queue) -> Option<Self> {
-        // Not `then_some`: a guard made while another holds the flag would release it.
-        (!queue.consuming.swap(true, Ordering::Acquire)).then(|| Consumer(queue))
+        // Not `then_some`: a guard made while another holds the flag would release it. A
+        // compare-exchange, not a swap: a failed try writes nothing.
+        queue
+            .consuming
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then(|| Consumer(queue))
     }
 }
 
@@ -219,9 +279,16 @@ impl Drop for Consumer<'_> {
 /// Every queue of a generation: a list that only grows (at its head, by compare-exchange),
 /// so it can be walked without a lock while threads register. A generation's list lives for
 /// ever; one dropped (in tests) frees its queues, and the callbacks left in them are not run.
-#[derive(Default)]
 pub(super) struct QueueList {
     head: AtomicPtr<Queue>,
+}
+
+impl Default for QueueList {
+    fn default() -> Self {
+        QueueList {
+            head: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
 }
 
 impl QueueList {
@@ -275,7 +342,7 @@ impl QueueList {
 
 impl Drop for QueueList {
     fn drop(&mut self) {
-        let mut next = *self.head.get_mut();
+        let mut next = self.head.load(Ordering::Acquire);
         while !next.is_null() {
             // SAFETY: every queue was made by `claim` with `Box::into_raw`, and nothing
             // borrows the list (`&mut self`), so nothing reaches its queues any more.
@@ -284,12 +351,99 @@ impl Drop for QueueList {
             // SAFETY: the chunks from the consumer's `head` on are linked and live (earlier
             // ones were freed by consumers); each is freed once. Entries still in them are
             // dropped without running (`MaybeUninit` drops nothing).
-            let mut chunk = unsafe { *queue.head.get() };
+            let mut chunk = queue.head.with_mut(|head| unsafe { *head });
             while !chunk.is_null() {
                 // SAFETY: as above.
                 let owned = unsafe { Box::from_raw(chunk) };
                 chunk = owned.next.load(Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// A model of the queue under loom: every interleaving (up to three preemptions) of a
+/// producer that crosses a chunk boundary and two consumers runs each entry once, in push
+/// order, none past the consumer's stamp, and frees every chunk (`RUSTFLAGS="--cfg loom" cargo test -p object-alloc --lib
+/// loom`, in `.ci/loom.sh`).
+#[cfg(all(loom, test))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+
+    /// The next entry expected to run, and how many ran out of order.
+    #[derive(Default)]
+    struct Log {
+        next: AtomicUsize,
+        wrong: AtomicUsize,
+    }
+
+    fn entry(log: &Log, index: usize) -> Callback {
+        unsafe fn check(callback: Callback) {
+            // SAFETY: `inner` is the `Log` the model keeps alive past every consume.
+            let log = unsafe { &*callback.inner.cast::<Log>() };
+            let index = callback.payload.as_ptr() as usize - 1;
+            if log.next.fetch_add(1, Ordering::Relaxed) != index {
+                log.wrong.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Callback {
+            run: check,
+            inner: (log as *const Log).cast(),
+            payload: NonNull::new((index + 1) as *mut ()).unwrap(),
+            f: ptr::null(),
+        }
+    }
+
+    #[test]
+    fn loom_a_producer_and_two_consumers_run_each_entry_once_in_push_order() {
+        const PUSHES: usize = CHUNK + 1;
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let list = Arc::new(QueueList::default());
+            let log = Arc::new(Log::default());
+            // Shared by address: the list (and so the queue) outlives both threads.
+            let queue = list.claim() as *const Queue as usize;
+            let producer = {
+                let (list, log) = (Arc::clone(&list), Arc::clone(&log));
+                loom::thread::spawn(move || {
+                    // SAFETY: `list` keeps the queue alive; this thread is its producer.
+                    let queue = unsafe { &*(queue as *const Queue) };
+                    for i in 0..PUSHES {
+                        // The last entry is stamped after the consumers' collections.
+                        let stamp = u64::from(i + 1 == PUSHES);
+                        // SAFETY: as above.
+                        unsafe { queue.push(entry(&log, i), stamp) };
+                    }
+                    drop(list);
+                })
+            };
+            let consumer = {
+                let list = Arc::clone(&list);
+                loom::thread::spawn(move || {
+                    // SAFETY: `list` keeps the queue alive.
+                    let queue = unsafe { &*(queue as *const Queue) };
+                    queue.consume(0);
+                    drop(list);
+                })
+            };
+            // SAFETY: `list` keeps the queue alive.
+            let mine = unsafe { &*(queue as *const Queue) };
+            mine.consume(0);
+            producer.join().unwrap();
+            consumer.join().unwrap();
+            // Nobody else consumes now: what is left runs here.
+            assert!(mine.consume(0));
+            assert_eq!(
+                log.next.load(Ordering::Relaxed),
+                PUSHES - 1,
+                "ran past its stamp"
+            );
+            assert!(mine.consume(1));
+            assert_eq!(log.next.load(Ordering::Relaxed), PUSHES);
+            assert_eq!(log.wrong.load(Ordering::Relaxed), 0);
+            assert!(mine.is_settled());
+        });
     }
 }
