@@ -445,3 +445,68 @@ fn a_forked_child_defers_and_barriers_while_parent_threads_were_pinned() {
     });
     deferrer.barrier_timeout(Duration::from_secs(10)).unwrap();
 }
+
+/// A model of the queue under loom: every interleaving (up to three preemptions) of a
+/// producer that crosses a chunk boundary and two consumers runs each entry once, in push
+/// order, none past the consumer's stamp, and frees every chunk (`RUSTFLAGS="--cfg loom"
+/// cargo test -p object-alloc --lib loom`, in `.ci/loom.sh`). Under that flag the queue's
+/// atomics and cells are loom's and a chunk holds 2 entries; `Order` keeps `std` counters,
+/// which only a consumer holding the queue's flag touches.
+#[cfg(loom)]
+mod loom_model {
+    use super::super::queue::Queue;
+    use super::*;
+    use loom::sync::Arc;
+
+    #[test]
+    fn loom_a_producer_and_two_consumers_run_each_entry_once_in_push_order() {
+        const PUSHES: usize = CHUNK + 1;
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let list = Arc::new(QueueList::default());
+            let order = Arc::new(Order::default());
+            // Shared by address: the list (and so the queue) outlives both threads.
+            let queue = list.claim() as *const Queue as usize;
+            let producer = {
+                let (list, order) = (Arc::clone(&list), Arc::clone(&order));
+                loom::thread::spawn(move || {
+                    // SAFETY: `list` keeps the queue alive; this thread is its producer.
+                    let queue = unsafe { &*(queue as *const Queue) };
+                    for i in 0..PUSHES {
+                        // The last entry is stamped after the consumers' collections.
+                        let stamp = u64::from(i + 1 == PUSHES);
+                        // SAFETY: as above.
+                        unsafe { queue.push(entry(&order, i), stamp) };
+                    }
+                    drop(list);
+                })
+            };
+            let consumer = {
+                let list = Arc::clone(&list);
+                loom::thread::spawn(move || {
+                    // SAFETY: `list` keeps the queue alive.
+                    let queue = unsafe { &*(queue as *const Queue) };
+                    queue.consume(0);
+                    drop(list);
+                })
+            };
+            // SAFETY: `list` keeps the queue alive.
+            let mine = unsafe { &*(queue as *const Queue) };
+            mine.consume(0);
+            producer.join().unwrap();
+            consumer.join().unwrap();
+            // Nobody else consumes now: what is left runs here.
+            assert!(mine.consume(0));
+            assert_eq!(
+                order.next.load(Ordering::Relaxed),
+                PUSHES - 1,
+                "ran past its stamp"
+            );
+            assert!(mine.consume(1));
+            assert_eq!(order.next.load(Ordering::Relaxed), PUSHES);
+            assert_eq!(order.wrong.load(Ordering::Relaxed), 0);
+            assert!(mine.is_settled());
+        });
+    }
+}
