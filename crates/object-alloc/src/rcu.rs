@@ -72,7 +72,7 @@ mod queue;
 mod tests;
 mod thread;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_epoch as epoch;
 
@@ -117,22 +117,32 @@ pub fn read() -> ReadGuard {
 pub fn flush() {
     with_thread(|generation, handle, queue| {
         if let Some(queue) = queue
-            && queue.has_unrequested()
+            && queue.take_unrequested()
         {
-            queue.requested();
             generation.request(handle);
         }
         handle.pin().flush();
     });
 }
 
-/// One more round of a wait for another thread: a yield for the first rounds, then a short
-/// sleep, which lets a thread of lower priority run (a yield does not, under a real-time
-/// policy).
-fn backoff(round: u32) {
-    if round < 64 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(Duration::from_micros(50));
+/// Tries `done` until it returns `true` (then `true`) or `deadline` has passed after a try
+/// (then `false`), waiting between tries for another thread: a yield for the first rounds,
+/// then a short sleep, which lets a thread of lower priority run (a yield does not, under a
+/// real-time policy).
+fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    let mut round = 0_u32;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        if round < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        round += 1;
     }
 }

@@ -359,28 +359,24 @@ impl<T: DeferTarget> Deferrer<T> {
     /// [`Deferrer::barrier`] bounded by `timeout`; on time-out, the number still pending.
     pub fn barrier_timeout(&self, timeout: Duration) -> Result<(), usize> {
         let deadline = Instant::now() + timeout;
-        let mut spins = 0_u32;
-        loop {
+        let done = super::wait_until(deadline, || {
             if self.all_run() {
-                return Ok(());
+                return true;
             }
             // Read before the clock moves: reservations not seen here were queued before it,
             // with a stamp that the collection below covers.
             let reserved = self.inner.reserved.get(current().id);
             let collected =
                 with_thread(|generation, handle, _| generation.collect_all(handle, deadline));
-            if collected && reserved == 0 {
-                // Pairs with the release of the queue flags and of the grace period's flag:
-                // what the callbacks did is visible to the caller.
-                std::sync::atomic::fence(Ordering::Acquire);
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(self.pending());
-            }
-            spins += 1;
-            super::backoff(spins);
+            collected && reserved == 0
+        });
+        if !done {
+            return Err(self.pending());
         }
+        // Pairs with the release of the queue flags, of the grace period's flag and of each
+        // callback's `Arc`: what the callbacks did is visible to the caller.
+        std::sync::atomic::fence(Ordering::Acquire);
+        Ok(())
     }
 }
 

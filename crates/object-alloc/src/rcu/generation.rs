@@ -98,7 +98,7 @@ impl Drop for ThreadState {
         }
         // What is left in the queue stays there for collections; one is asked for now, so
         // that nothing waits for the hand-over thread's next tick.
-        if self.queue.has_unrequested() {
+        if self.queue.take_unrequested() {
             self.generation.request(&self.handle);
         }
         QueueList::release(self.queue);
@@ -270,35 +270,15 @@ impl Generation {
         let passed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&passed);
         self.after_grace_period(handle, move |_| flag.store(true, Ordering::Release));
-        let mut spins = 0_u32;
-        while !passed.load(Ordering::Acquire) {
-            // Tries to advance the epoch and runs whatever has expired.
-            handle.pin().flush();
-            if passed.load(Ordering::Acquire) {
-                break;
+        let expired = super::wait_until(deadline, || {
+            passed.load(Ordering::Acquire) || {
+                // Tries to advance the epoch and runs whatever has expired.
+                handle.pin().flush();
+                passed.load(Ordering::Acquire)
             }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            spins += 1;
-            super::backoff(spins);
-        }
-        self.collect_until(stamp, deadline)
-    }
-
-    /// [`Generation::collect`] again until it reaches every queue (a queue is skipped while
-    /// another collection runs callbacks from it), or until `deadline`.
-    fn collect_until(&self, stamp: u64, deadline: Instant) -> bool {
-        let mut spins = 0_u32;
-        loop {
-            if self.collect(stamp) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            spins += 1;
-            super::backoff(spins);
-        }
+        });
+        // Again until every queue is reached: one is skipped while another collection runs
+        // callbacks from it.
+        expired && super::wait_until(deadline, || self.collect(stamp))
     }
 }

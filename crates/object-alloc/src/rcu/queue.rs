@@ -188,9 +188,10 @@ impl Queue {
         self.unrequested.set(0);
     }
 
-    /// Whether the owner pushed entries since it last asked for a grace period.
-    pub(super) fn has_unrequested(&self) -> bool {
-        self.unrequested.get() != 0
+    /// Whether the owner pushed entries since it last asked for a grace period; it asks for
+    /// one now, when `true`.
+    pub(super) fn take_unrequested(&self) -> bool {
+        self.unrequested.replace(0) != 0
     }
 
     /// Runs, in push order, every published entry stamped at or before `stamp`, as the one

@@ -255,7 +255,8 @@ fn a_queue_runs_each_entry_once_in_push_order_across_chunks_while_its_owner_push
                 stamped.store((i / 10) as u64, Ordering::Release);
             }
         });
-        // Two consumers, one at a time by the queue's flag.
+        // Two consumers that trail the pushes' stamps and a third that takes everything
+        // published, one at a time by the queue's flag.
         for _ in 0..2 {
             s.spawn(|| {
                 while order.next.load(Ordering::Relaxed) < PUSHES {
@@ -263,7 +264,6 @@ fn a_queue_runs_each_entry_once_in_push_order_across_chunks_while_its_owner_push
                     queue.consume(upto);
                 }
             });
-            // The last stamp is run by the final consume below if the loop above ends first.
         }
         s.spawn(|| {
             while order.next.load(Ordering::Relaxed) < PUSHES {
