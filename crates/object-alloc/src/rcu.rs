@@ -14,9 +14,14 @@
 //!
 //! A deferred callback joins the calling thread's *queue*, stamped with a clock value read
 //! after the deferral began. Asking for a grace period moves the clock on; once the grace
-//! period has passed, a *collection* runs every queued callback stamped before the move,
-//! whichever thread queued it. A callback is never in one thread's private hands: from its
-//! push on, any collection reaches it, so nothing waits for the deferring thread to run again.
+//! period has passed, a *collection* marks every callback stamped before the move as
+//! expired. Expired callbacks run on the thread that queued them, at its next request for a
+//! grace period (every [`BUFFER_CALLBACKS`] deferrals, or at [`flush`] or thread exit), so
+//! that objects go back where they were freed, as plain frees do; those that their thread
+//! leaves for a whole [`HANDOVER_TICK`] (it stopped deferring, or sleeps) are run by the
+//! hand-over thread, and a barrier runs whatever it needs itself. A callback is never in one
+//! thread's private hands: from its push on, its queue is reachable by every other thread,
+//! so nothing waits for the deferring thread to run again.
 //!
 //! A grace period is asked for when a thread's queue holds [`BUFFER_CALLBACKS`] callbacks not
 //! yet covered by one, for a batch deferred with `flush` ([`Deferrer::defer_with`]), when a
@@ -28,7 +33,8 @@
 //! The hand-over thread is started by the first deferral of the process (a process that
 //! never defers has none) and sleeps while nothing is queued, armed, or waiting for its
 //! grace period; while deferrals go on it wakes once per [`HANDOVER_TICK`]. It also runs
-//! expired collections, so that memory deferred by threads that then go idle is reused. Its
+//! expired collections, and the expired callbacks their threads have left for a tick, so
+//! that memory deferred by threads that then go idle is reused. Its
 //! cost: one thread with a 256 KiB stack, and while deferrals go on, 100 wake-ups a second,
 //! each reading every thread's queue counts and, for each armed sheaf cache, taking each CPU
 //! slot once.
@@ -55,7 +61,8 @@
 //! - this file: the reader side ([`read`], [`flush`]) and the public constants;
 //! - `generation`: the collector of the current fork generation, each thread's registration
 //!   in it, the stamping clock and the collections; owns "a generation is never freed, only
-//!   abandoned at a fork" and "a collection runs what was stamped before its request";
+//!   abandoned at a fork" and "a callback runs only once a grace period requested after its
+//!   stamp has passed";
 //! - `queue`: per-thread callback queues (one producer, one consumer at a time) and the list
 //!   of a generation's queues; owns "a pushed callback is reachable by every collection";
 //! - `handover`: the hand-over thread and its tick; owns "no callback waits for its own
@@ -112,8 +119,8 @@ pub fn read() -> ReadGuard {
     }
 }
 
-/// Asks for a grace period for the calling thread's queued callbacks, and runs expired
-/// collections.
+/// Asks for a grace period for the calling thread's queued callbacks, runs expired
+/// collections, and then the calling thread's callbacks whose grace period has passed.
 pub fn flush() {
     with_thread(|generation, handle, queue| {
         if let Some(queue) = queue
@@ -122,6 +129,9 @@ pub fn flush() {
             generation.request(handle);
         }
         handle.pin().flush();
+        if let Some(queue) = queue {
+            generation.run_own(queue);
+        }
     });
 }
 

@@ -1,6 +1,6 @@
 //! The collector and its generations: one per process lifetime between forks, and each
 //! thread's registration (handle and queue) in the current one; the clock that stamps
-//! deferred callbacks, and the collections that run them.
+//! deferred callbacks, the collections that mark them expired, and who runs them.
 
 use std::cell::RefCell;
 use std::mem::{self, ManuallyDrop};
@@ -20,10 +20,15 @@ use super::queue::{Callback, Queue, QueueList};
 pub(super) struct Generation {
     pub(super) id: u32,
     pub(super) collector: Collector,
-    /// The clock: deferred callbacks are stamped with its value, and a collection for `c`
-    /// runs those stamped `c` or before, once a grace period requested after the clock moved
-    /// past `c` has passed.
+    /// The clock: deferred callbacks are stamped with its value, and those stamped `c` or
+    /// before may run once a grace period requested after the clock moved past `c` has
+    /// passed.
     clock: AtomicU64,
+    /// The highest clock value whose grace period has passed: callbacks stamped at or before
+    /// it may run. Raised by each collection; a queue's owner runs its own expired callbacks
+    /// at its next request, and the hand-over thread runs those the owner has left for a
+    /// tick (see [`Generation::run_expired`]).
+    safe: AtomicU64,
     /// Every thread's queue (live threads' and released ones).
     pub(super) queues: QueueList,
     /// Collections requested whose grace period has not passed yet (or that are running).
@@ -66,6 +71,7 @@ fn new_generation() -> &'static Generation {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         collector: Collector::new(),
         clock: AtomicU64::new(1),
+        safe: AtomicU64::new(0),
         queues: QueueList::default(),
         in_flight: AtomicUsize::new(0),
         monitor: Monitor::default(),
@@ -101,6 +107,7 @@ impl Drop for ThreadState {
         if self.queue.take_unrequested() {
             self.generation.request(&self.handle);
         }
+        self.generation.run_own(self.queue);
         QueueList::release(self.queue);
         // SAFETY: dropped once, here.
         unsafe { ManuallyDrop::drop(&mut self.handle) };
@@ -201,21 +208,48 @@ impl Generation {
         } else if request || unrequested >= super::BUFFER_CALLBACKS {
             queue.requested();
             self.request(handle);
+            self.run_own(queue);
         } else if unrequested == 1 {
             // A first entry: the hand-over thread asks for its grace period within a tick.
             self.kick();
         }
     }
 
-    /// Moves the clock on and asks for a grace period; once it has passed, a collection runs
-    /// every callback stamped before the move (on whichever thread runs expired callbacks),
-    /// except in a queue that another collection is running (its entries wait for the next
-    /// request: the hand-over thread asks again while any queue holds entries).
+    /// Moves the clock on and asks for a grace period; once it has passed, a collection marks
+    /// every callback stamped before the move as expired (`safe`). Expired callbacks run on
+    /// their own thread, at its next request, or on the hand-over thread when their thread
+    /// leaves them for a tick ([`Generation::run_expired`]).
     pub(super) fn request(&'static self, handle: &LocalHandle) {
         let stamp = self.clock.fetch_add(1, Ordering::SeqCst);
         self.after_grace_period(handle, move |generation| {
-            generation.collect(stamp);
+            // Release: a thread that reads a value at or past `stamp` (acquire) runs the
+            // callbacks after the grace period.
+            generation.safe.fetch_max(stamp, Ordering::AcqRel);
         });
+    }
+
+    /// Runs the expired callbacks of `queue`, the calling thread's own: objects go back on
+    /// the thread that freed them, as they would with no deferral. Skipped while the
+    /// hand-over thread or a barrier runs the queue.
+    #[inline]
+    pub(super) fn run_own(&self, queue: &Queue) {
+        if !queue.is_empty() {
+            queue.consume(self.safe.load(Ordering::Acquire));
+        }
+    }
+
+    /// The hand-over thread's share: runs every released queue's expired callbacks, and each
+    /// owned queue's callbacks that were already expired at the previous tick (`stale`, the
+    /// value of `safe` then), which the owner has left for a whole tick; returns `safe` now,
+    /// for the next tick.
+    pub(super) fn run_expired(&self, stale: u64) -> u64 {
+        let safe = self.safe.load(Ordering::Acquire);
+        for queue in self.queues.iter() {
+            if !queue.is_empty() {
+                queue.consume(if queue.is_owned() { stale } else { safe });
+            }
+        }
+        safe
     }
 
     /// Runs `job` once a grace period that starts now has passed, counted in `in_flight`
@@ -241,8 +275,8 @@ impl Generation {
     }
 
     /// Runs every callback stamped `stamp` or before, in every queue but those another
-    /// collection is running (those are left to it, or to the next collection); whether
-    /// every queue was collected, and no callback of another collection was still running.
+    /// consumer is running (the barrier tries again until none is skipped); whether every
+    /// queue was collected, and no callback of another consumer was still running.
     fn collect(&self, stamp: u64) -> bool {
         let mut all = true;
         for queue in self.queues.iter() {

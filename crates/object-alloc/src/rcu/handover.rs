@@ -62,6 +62,8 @@ impl Generation {
 
     fn monitor_loop(&'static self) {
         let handle = self.collector.register();
+        // `safe` as the previous tick read it.
+        let mut stale = 0;
         loop {
             {
                 let mut state = self.monitor_state();
@@ -77,14 +79,14 @@ impl Generation {
             }
             loop {
                 std::thread::sleep(HANDOVER_TICK);
-                if self.tick(&handle) {
+                if self.tick(&handle, &mut stale) {
                     continue;
                 }
                 // Going idle: deferrals from now on see it and wake the thread; one more look
                 // catches those that did not.
                 self.monitor.awake.store(false, Ordering::SeqCst);
                 std::sync::atomic::fence(Ordering::SeqCst);
-                if !self.tick(&handle) {
+                if !self.tick(&handle, &mut stale) {
                     break;
                 }
                 self.monitor.awake.store(true, Ordering::SeqCst);
@@ -93,8 +95,10 @@ impl Generation {
     }
 
     /// One tick: asks for a grace period for every queued callback, hands every armed
-    /// deferrer's batches over, and runs expired collections; whether anything is left to do.
-    fn tick(&'static self, handle: &LocalHandle) -> bool {
+    /// deferrer's batches over, runs expired collections, and then the callbacks that their
+    /// own threads left for a tick (`stale`: see [`Generation::run_expired`]); whether
+    /// anything is left to do.
+    fn tick(&'static self, handle: &LocalHandle, stale: &mut u64) -> bool {
         let mut busy = self.has_queued();
         if busy {
             self.request(handle);
@@ -118,6 +122,7 @@ impl Generation {
             }
             handle.pin().flush();
         }
+        *stale = self.run_expired(*stale);
         busy || self.in_flight.load(Ordering::Acquire) != 0
     }
 }

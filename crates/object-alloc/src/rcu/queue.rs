@@ -3,10 +3,10 @@
 //!
 //! One thread at a time *owns* a queue and is its only producer: a push writes the entry and
 //! publishes it with one release store of the queue's count, with no lock and no wait. Any
-//! thread may *consume* it, one at a time (the queue's `consuming` flag), and only inside a
-//! collection: a callback whose grace period has passed, which runs every entry stamped at or
-//! before the generation it was requested for. So a callback is never in one thread's private
-//! hands between its deferral and its run: from its push on, any collection reaches it.
+//! thread may *consume* it, one at a time (the queue's `consuming` flag), running the entries
+//! stamped at or before a clock value whose grace period has passed: its owner, the
+//! hand-over thread, or a barrier. So a callback is never in one thread's private hands
+//! between its deferral and its run: from its push on, every other thread can reach it.
 //!
 //! Entries live in chunks of [`CHUNK`], linked in push order; the producer appends a chunk
 //! when its last one is full, and the consumer frees a chunk once it has run every entry in
@@ -134,6 +134,11 @@ impl Queue {
             unrequested: Cell::new(0),
             next: ptr::null_mut(),
         }
+    }
+
+    /// Whether a thread owns the producer side (a released queue waits for a new owner).
+    pub(super) fn is_owned(&self) -> bool {
+        self.owned.load(Ordering::Relaxed)
     }
 
     /// Whether every entry pushed so far has been taken by a consumer (the last may still be
