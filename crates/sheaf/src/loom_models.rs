@@ -1,10 +1,13 @@
 //! loom models of the concurrency-critical structures: the CPU slot's try-lock, its separate
 //! lock for deferred-free sheaves, the barn, the adoption of exited threads' slots, the
 //! barrier's reservation protocol, and deferred frees by restartable sequences (the CPU's
-//! atomicity stood for by a mutex).
+//! atomicity stood for by a mutex); `stamped_chain` models the protocol planned to replace the
+//! reservations.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p sheaf --release loom` (use a separate
 //! `CARGO_TARGET_DIR`: the flag rebuilds every dependency).
+
+mod stamped_chain;
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
