@@ -39,13 +39,22 @@
 //! each reading every thread's queue counts and, for each armed sheaf cache, taking each CPU
 //! slot once.
 //!
+//! # Stamps
+//!
+//! A design that keeps deferred work where a barrier can find it, instead of handing it to a
+//! callback, reads a [`stamp`] once the work's objects are unpublished, and does the work once
+//! [`expired`] says the stamp's grace period has passed (after a [`request`], or any deferral's
+//! own request). [`barrier`] makes every stamp read before it expire, and runs every callback
+//! deferred before it; [`defer_raw`] defers plain work, counted by no [`Deferrer`].
+//!
 //! # Fork
 //!
 //! A child of a multithreaded process gets a fresh collector (a `pthread_atfork` handler,
 //! installed with the first collector): in the child the parent's other threads no longer
 //! exist, and one of them pinned at the fork would stop every grace period for ever. The
 //! parent's collector, queues and hand-over thread are abandoned in the child, never
-//! touched again; callbacks pending at the fork are lost to the child (their objects stay
+//! touched again (the child's clock starts past the parent's, so stamps read in the parent
+//! expire at the child's first grace period); callbacks pending at the fork are lost to the child (their objects stay
 //! counted as live, and are never reused) and no longer count in [`Deferrer::pending`].
 //!
 //! # Pending count
@@ -133,6 +142,70 @@ pub fn flush() {
             generation.run_own(queue);
         }
     });
+}
+
+/// A stamp for work whose deferral began before this call (its object unpublished): the
+/// clock, read after a fence. Work stamped `s` may be done once [`expired`]`(s)` says so. For
+/// a design that keeps deferred work where a barrier finds it (sheaf's stamped chains) rather
+/// than in a callback.
+#[inline]
+pub fn stamp() -> u64 {
+    generation::current().stamp()
+}
+
+/// Whether a grace period requested after the clock moved past `stamp` has passed: every
+/// read-side section that could see work stamped `stamp` has ended. Becomes true by a
+/// [`request`] (or any deferral's own request) made after the stamp, once its grace period
+/// has passed, and for every stamp read before a [`Deferrer::barrier`] once it returns.
+#[inline]
+pub fn expired(stamp: u64) -> bool {
+    generation::current().expired(stamp)
+}
+
+/// Asks for a grace period that covers every stamp read before this call; [`expired`] turns
+/// true for them once it has passed (a few microseconds to milliseconds later, when a thread
+/// runs expired work: a deferral, [`flush`], the hand-over thread).
+pub fn request() {
+    with_thread(|generation, handle, _| generation.request(handle));
+}
+
+/// Waits until every callback deferred before this call (by any design, [`defer_raw`]
+/// included) has run, and every stamp read before it has [`expired`]: the process-wide
+/// `rcu_barrier`, with [`Deferrer::barrier`]'s guarantees and limits. Must not be called
+/// inside a read-side section, nor from a deferred callback.
+pub fn barrier() {
+    with_thread(
+        |generation, handle, _| {
+            while !generation.collect_all(handle, Instant::now() + Duration::from_secs(1)) {}
+        },
+    );
+}
+
+/// Runs `f(payload)` on some thread once a grace period that starts after this call has
+/// passed, like a deferred callback (it joins the calling thread's queue), but counted in no
+/// [`Deferrer`]'s pending callbacks. For freeing memory that lock-free readers may still be
+/// looking at.
+///
+/// # Safety
+///
+/// - `f(payload)` must be sound to run on any thread, at any later time, after every
+///   read-side section active now has ended.
+pub unsafe fn defer_raw(payload: std::ptr::NonNull<()>, f: unsafe fn(std::ptr::NonNull<()>)) {
+    unsafe fn run(callback: queue::Callback) {
+        // SAFETY: `f` came from an `unsafe fn(NonNull<()>)` in `defer_raw`, whose caller
+        // made it sound to run now.
+        unsafe {
+            let f = std::mem::transmute::<*const (), unsafe fn(std::ptr::NonNull<()>)>(callback.f);
+            f(callback.payload);
+        }
+    }
+    let callback = queue::Callback {
+        run,
+        inner: std::ptr::null(),
+        payload,
+        f: f as *const (),
+    };
+    with_thread(|generation, handle, queue| generation.push(handle, queue, callback, false));
 }
 
 /// Tries `done` until it returns `true` (then `true`) or `deadline` has passed after a try

@@ -38,6 +38,9 @@ pub(super) struct Generation {
 
 /// The current generation (null until first used, and again in a child until it is used).
 static CURRENT: AtomicPtr<Generation> = AtomicPtr::new(ptr::null_mut());
+/// The last generation published (not cleared at a fork): a child's clock starts past its
+/// clock, so that stamps read in the parent expire at the child's first grace period.
+static LAST: AtomicPtr<Generation> = AtomicPtr::new(ptr::null_mut());
 /// The next generation's id; ids start at 1 (0 means "none" in the tags).
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// Whether the fork handler is installed (a flag, not a `Once`: a fork in the middle of a
@@ -67,18 +70,24 @@ fn new_generation() -> &'static Generation {
         // stores an atomic. If registration fails, a child keeps the parent's collector.
         unsafe { libc::pthread_atfork(None, None, Some(forked_child as unsafe extern "C" fn())) };
     }
+    let last = LAST.load(Ordering::Acquire);
+    // SAFETY: generations are leaked, never freed; the parent's may be read in a child.
+    let start = unsafe { last.as_ref() }.map_or(1, |last| last.clock.load(Ordering::Relaxed) + 1);
     let fresh = Box::into_raw(Box::new(Generation {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         collector: Collector::new(),
-        clock: AtomicU64::new(1),
+        clock: AtomicU64::new(start),
         safe: AtomicU64::new(0),
         queues: QueueList::default(),
         in_flight: AtomicUsize::new(0),
         monitor: Monitor::default(),
     }));
     match CURRENT.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        // SAFETY: just leaked; from now on never freed.
-        Ok(_) => unsafe { &*fresh },
+        Ok(_) => {
+            LAST.store(fresh, Ordering::Release);
+            // SAFETY: just leaked; from now on never freed.
+            unsafe { &*fresh }
+        }
         Err(winner) => {
             // SAFETY: ours was never published, so it is still uniquely owned; the winner is
             // leaked like every published generation.
@@ -228,6 +237,12 @@ impl Generation {
         });
     }
 
+    /// Whether a grace period requested after the clock moved past `stamp` has passed.
+    #[inline]
+    pub(super) fn expired(&self, stamp: u64) -> bool {
+        self.safe.load(Ordering::Acquire) >= stamp
+    }
+
     /// Runs the expired callbacks of `queue`, the calling thread's own: objects go back on
     /// the thread that freed them, as they would with no deferral. Skipped while the
     /// hand-over thread or a barrier runs the queue.
@@ -303,7 +318,10 @@ impl Generation {
         let stamp = self.clock.fetch_add(1, Ordering::SeqCst);
         let passed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&passed);
-        self.after_grace_period(handle, move |_| flag.store(true, Ordering::Release));
+        self.after_grace_period(handle, move |generation| {
+            generation.safe.fetch_max(stamp, Ordering::AcqRel);
+            flag.store(true, Ordering::Release);
+        });
         let expired = super::wait_until(deadline, || {
             passed.load(Ordering::Acquire) || {
                 // Tries to advance the epoch and runs whatever has expired.

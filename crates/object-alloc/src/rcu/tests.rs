@@ -564,3 +564,90 @@ mod loom_model {
         });
     }
 }
+
+/// Stamps: not expired while a reader that began before them is inside its section, expired
+/// once a grace period asked for afterwards has passed (by a request, or a barrier).
+#[test]
+fn a_stamp_expires_after_a_grace_period_asked_for_after_it() {
+    let reader = read();
+    let first = stamp();
+    request();
+    for _ in 0..1000 {
+        flush();
+    }
+    assert!(
+        !expired(first),
+        "expired while a reader was inside its section"
+    );
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    assert!(
+        wait_until(deadline, || {
+            flush();
+            expired(first)
+        }),
+        "not expired after its grace period"
+    );
+    // A barrier makes every stamp read before it expire.
+    let second = stamp();
+    barrier();
+    assert!(expired(second));
+    // `safe` is always a value the clock has passed.
+    assert!(!expired(stamp() + 1));
+}
+
+/// `defer_raw` runs once a grace period has passed; `rcu::barrier` waits for it.
+#[test]
+fn raw_deferrals_wait_for_readers_and_run_by_a_barrier() {
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    unsafe fn count(payload: NonNull<()>) {
+        RAN.fetch_add(payload.as_ptr() as usize, Ordering::Relaxed);
+    }
+    let reader = read();
+    // SAFETY: `count` only adds the payload's address to a counter.
+    unsafe { defer_raw(NonNull::new(3 as *mut ()).unwrap(), count) };
+    for _ in 0..1000 {
+        flush();
+    }
+    assert_eq!(
+        RAN.load(Ordering::Relaxed),
+        0,
+        "ran inside a reader's section"
+    );
+    drop(reader);
+    barrier();
+    assert_eq!(RAN.load(Ordering::Relaxed), 3);
+}
+
+/// A stamp read in the parent expires in a forked child at the child's first grace period
+/// (its clock starts past the parent's), even with a parent reader pinned at the fork.
+#[test]
+fn a_parent_stamp_expires_in_a_forked_child() {
+    let (pinned_tx, pinned_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let _reader = read();
+            pinned_tx.send(()).unwrap();
+            let _ = stop_rx.recv_timeout(Duration::from_secs(20));
+        });
+        pinned_rx.recv().unwrap();
+        let parent = stamp();
+        // SAFETY: the child only uses this crate's lock-free paths and exits with `_exit`.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let ok = !expired(parent) && {
+                request();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                wait_until(deadline, || {
+                    flush();
+                    expired(parent)
+                })
+            };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        assert_eq!(wait_or_kill(child, Duration::from_secs(20)), Some(0));
+        stop_tx.send(()).unwrap();
+    });
+}
