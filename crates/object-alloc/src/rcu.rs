@@ -59,11 +59,13 @@
 //!
 //! # Pending count
 //!
-//! A [`Deferrer`] owns a design's shared state in an `Arc`; each deferred callback holds a
-//! clone, so the state outlives every pending callback even if the cache is dropped first, and
-//! the number of pending callbacks (counting those announced by a [`Reservation`]) is the
-//! `Arc`'s count less the owner's, less the clones a fork left behind in callbacks that never
-//! run in the child (counted once, by the first use of the deferrer in the child).
+//! A [`Deferrer`] owns a design's shared state in an `Arc`. Its pending callbacks are counted
+//! (and the [`Reservation`]s apart), with the generation as a tag, so that those a fork left
+//! behind, which never run in the child, read as zero there. While any is pending the
+//! callbacks hold one reference to the `Arc` together, so the state outlives them even if the
+//! cache is dropped first. A consumer gives back the counts of a run of one design's
+//! callbacks with one atomic operation: a deferral costs one atomic increment, and its run a
+//! share of one decrement.
 //!
 //! # Modules
 //!
@@ -191,7 +193,7 @@ pub fn barrier() {
 /// - `f(payload)` must be sound to run on any thread, at any later time, after every
 ///   read-side section active now has ended.
 pub unsafe fn defer_raw(payload: std::ptr::NonNull<()>, f: unsafe fn(std::ptr::NonNull<()>)) {
-    unsafe fn run(callback: queue::Callback) {
+    unsafe fn run(callback: &queue::Callback) {
         // SAFETY: `f` came from an `unsafe fn(NonNull<()>)` in `defer_raw`, whose caller
         // made it sound to run now.
         unsafe {
@@ -199,8 +201,11 @@ pub unsafe fn defer_raw(payload: std::ptr::NonNull<()>, f: unsafe fn(std::ptr::N
             f(callback.payload);
         }
     }
+    /// Counted nowhere.
+    unsafe fn release(_: *const (), _: usize) {}
     let callback = queue::Callback {
         run,
+        release,
         inner: std::ptr::null(),
         payload,
         f: f as *const (),

@@ -2,7 +2,7 @@
 
 use std::mem;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,34 +40,44 @@ pub trait DeferTarget: Send + Sync + 'static {
 struct GenCount(AtomicU64);
 
 impl GenCount {
+    /// Adds one in `generation`; whether the count was zero there before.
     #[inline]
-    fn add(&self, generation: u32) {
+    fn add(&self, generation: u32) -> bool {
         let current = self.0.load(Ordering::Relaxed);
         if (current >> 32) as u32 == generation {
             // Within one process the tag never leaves the current generation.
-            self.0.fetch_add(1, Ordering::SeqCst);
-            return;
+            let before = self.0.fetch_add(1, Ordering::SeqCst);
+            return before & u64::from(u32::MAX) == 0;
         }
-        self.add_retagged(generation);
+        self.add_retagged(generation)
     }
 
     #[cold]
-    fn add_retagged(&self, generation: u32) {
+    fn add_retagged(&self, generation: u32) -> bool {
         let mut current = self.0.load(Ordering::Relaxed);
         loop {
-            let next = if (current >> 32) as u32 == generation {
-                current + 1
+            let (next, was_zero) = if (current >> 32) as u32 == generation {
+                (current + 1, current & u64::from(u32::MAX) == 0)
             } else {
-                (u64::from(generation) << 32) | 1
+                ((u64::from(generation) << 32) | 1, true)
             };
             match self
                 .0
                 .compare_exchange(current, next, Ordering::SeqCst, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => return was_zero,
                 Err(seen) => current = seen,
             }
         }
+    }
+
+    /// Takes `n` away from a count that holds at least `n` in the current generation;
+    /// whether it reached zero.
+    #[inline]
+    fn sub_current(&self, n: usize) -> bool {
+        // Release: a reader of zero (with an acquire fence) sees what the callbacks did.
+        let before = self.0.fetch_sub(n as u64, Ordering::Release);
+        before & u64::from(u32::MAX) == n as u64
     }
 
     /// Undoes an `add(generation)`; `current` is the current generation's id.
@@ -92,17 +102,16 @@ impl GenCount {
 
 /// What a [`Deferrer`] shares with its callbacks and the hand-over thread.
 ///
-/// Callbacks not yet run are counted by the `Arc`'s strong count (each holds a clone, as
-/// does each reservation), less the owner's and less `lost`: the clones held by callbacks
-/// that a fork left behind, which never run in this process.
+/// Callbacks not yet run are counted in `queued`, and reservations in `reserved`: both are
+/// tagged with the generation, so those a fork left behind (which never run in the child)
+/// read as zero there. While `queued` is above zero in the current generation, the callbacks
+/// together hold one reference to the `Arc` (taken by the deferral that raised it from zero,
+/// given back by the release that brings it there), so the state outlives every pending
+/// callback even if its owner is dropped first; a consumer gives back the counts of a run of
+/// one design's callbacks with one atomic operation.
 #[derive(Debug)]
 struct Inner<T> {
     target: T,
-    /// Clones of the `Arc` that will never be dropped in this process (see `seen`).
-    lost: AtomicUsize,
-    /// The generation `lost` is valid for, shifted left by one; the low bit is set while a
-    /// thread of that generation sets `lost`.
-    seen: AtomicU64,
     /// The generation this deferrer is armed in (0: none).
     armed: AtomicU32,
     /// Set by [`Deferrer::close`]: the hand-over thread calls it no more.
@@ -111,44 +120,8 @@ struct Inner<T> {
     busy: GenCount,
     /// Reservations taken and not yet turned into a queued callback (or dropped).
     reserved: GenCount,
-}
-
-impl<T> Inner<T> {
-    /// Brings `lost` up to date with `generation`: before any callback or reservation is
-    /// made in a generation, and before the pending count is read.
-    #[inline]
-    fn sync(self: &Arc<Self>, generation: u32) {
-        if self.seen.load(Ordering::Acquire) != u64::from(generation) << 1 {
-            self.sync_slow(generation);
-        }
-    }
-
-    #[cold]
-    fn sync_slow(self: &Arc<Self>, generation: u32) {
-        let done = u64::from(generation) << 1;
-        loop {
-            let seen = self.seen.load(Ordering::Acquire);
-            if seen == done {
-                return;
-            }
-            // An update marked by an older generation was cut short by a fork: taken over.
-            if seen != done | 1
-                && self
-                    .seen
-                    .compare_exchange(seen, done | 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                // First in this generation (a child after a fork): every clone but the
-                // owner's is held by a callback or reservation of the parent, which never
-                // runs or is dropped here. No new one is made until `seen` is stored.
-                self.lost
-                    .store(Arc::strong_count(self) - 1, Ordering::Relaxed);
-                self.seen.store(done, Ordering::Release);
-                return;
-            }
-            std::thread::yield_now();
-        }
-    }
+    /// Callbacks queued and not yet run (and released).
+    queued: GenCount,
 }
 
 impl<T: DeferTarget> Armed for Inner<T> {
@@ -188,12 +161,11 @@ impl<T: DeferTarget> Deferrer<T> {
         Self {
             inner: Arc::new(Inner {
                 target: shared,
-                lost: AtomicUsize::new(0),
-                seen: AtomicU64::new(u64::from(current().id) << 1),
                 armed: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
                 busy: GenCount::default(),
                 reserved: GenCount::default(),
+                queued: GenCount::default(),
             }),
             owner: true,
         }
@@ -241,8 +213,7 @@ impl<T: DeferTarget> Deferrer<T> {
         f: unsafe fn(&T, NonNull<()>),
         flush: bool,
     ) {
-        self.inner.sync(current().id);
-        let callback = make_callback(Arc::clone(&self.inner), payload, f);
+        let callback = make_callback(&self.inner, payload, f);
         with_thread(|generation, handle, queue| generation.push(handle, queue, callback, flush));
     }
 
@@ -254,7 +225,6 @@ impl<T: DeferTarget> Deferrer<T> {
     #[inline]
     pub fn reserve(&self) -> Reservation<T> {
         let generation = current().id;
-        self.inner.sync(generation);
         self.inner.reserved.add(generation);
         Reservation {
             inner: Arc::clone(&self.inner),
@@ -277,7 +247,7 @@ impl<T: DeferTarget> Deferrer<T> {
     ) {
         debug_assert!(Arc::ptr_eq(&reservation.inner, &self.inner));
         let generation = reservation.generation;
-        let callback = make_callback(reservation.into_inner(), payload, f);
+        let callback = make_callback(&reservation.into_inner(), payload, f);
         with_thread(|current, handle, queue| current.push(handle, queue, callback, flush));
         // Queued (stamped before this): a barrier that reads no reservation after this finds
         // the callback with a stamp it collects.
@@ -297,8 +267,6 @@ impl<T: DeferTarget> Deferrer<T> {
 
     #[cold]
     fn arm_slow(&self, generation: &'static Generation) {
-        // Before the hand-over thread can hold a clone in this generation.
-        self.inner.sync(generation.id);
         if self.inner.armed.swap(generation.id, Ordering::SeqCst) == generation.id {
             return;
         }
@@ -318,14 +286,11 @@ impl<T: DeferTarget> Deferrer<T> {
         }
     }
 
-    /// Deferred callbacks not yet run (in this process: those pending at a fork are lost to
-    /// the child and not counted there).
+    /// Deferred callbacks not yet run, and reservations not yet used (in this process: those
+    /// pending at a fork are lost to the child and not counted there).
     pub fn pending(&self) -> usize {
-        self.inner.sync(current().id);
-        // The hand-over thread's calls hold a clone for their length; they do not count.
-        let views = self.inner.busy.get(current().id);
-        (Arc::strong_count(&self.inner) - 1)
-            .saturating_sub(self.inner.lost.load(Ordering::Relaxed) + views)
+        let generation = current().id;
+        self.inner.queued.get(generation) + self.inner.reserved.get(generation)
     }
 
     /// Whether nothing is pending; when so, what the callbacks did is visible to the caller.
@@ -333,8 +298,7 @@ impl<T: DeferTarget> Deferrer<T> {
         if self.pending() != 0 {
             return false;
         }
-        // `strong_count` is a relaxed load: the fence pairs with the release decrement of each
-        // callback's `Arc`.
+        // The fence pairs with the release decrement of each callback's count.
         std::sync::atomic::fence(Ordering::Acquire);
         true
     }
@@ -380,31 +344,47 @@ impl<T: DeferTarget> Deferrer<T> {
     }
 }
 
-/// A type-erased callback that runs `f(&inner.target, payload)` and then drops `inner` (its
-/// count in [`Deferrer::pending`]).
+/// A type-erased callback that runs `f(&inner.target, payload)`, counted in `queued` until
+/// its consumer releases it.
 fn make_callback<T: DeferTarget>(
-    inner: Arc<Inner<T>>,
+    inner: &Arc<Inner<T>>,
     payload: NonNull<()>,
     f: unsafe fn(&T, NonNull<()>),
 ) -> Callback {
-    unsafe fn run<T: DeferTarget>(callback: Callback) {
-        // SAFETY: `inner` came from `Arc::into_raw` of an `Arc<Inner<T>>` in
-        // `make_callback`, and `f` from an `unsafe fn(&T, NonNull<()>)`; each callback
-        // runs once.
+    unsafe fn run<T: DeferTarget>(callback: &Callback) {
+        // SAFETY: `inner` is an `Inner<T>` that this callback's count keeps alive until it is
+        // released (after this call), and `f` came from an `unsafe fn(&T, NonNull<()>)`;
+        // each callback runs once.
         let (inner, f) = unsafe {
             (
-                Arc::from_raw(callback.inner.cast::<Inner<T>>()),
+                &*callback.inner.cast::<Inner<T>>(),
                 mem::transmute::<*const (), unsafe fn(&T, NonNull<()>)>(callback.f),
             )
         };
         // SAFETY: the grace period has passed; the rest is `defer_with`'s caller's
         // obligation.
         unsafe { f(&inner.target, callback.payload) };
-        // Dropping `inner` (a release decrement) ends the callback's count.
+    }
+    unsafe fn release<T: DeferTarget>(inner: *const (), n: usize) {
+        // SAFETY: the consumer releases `n` callbacks of this `Inner<T>`, each counted once in
+        // `queued`, which keeps the state alive while above zero.
+        let state = unsafe { &*inner.cast::<Inner<T>>() };
+        if state.queued.sub_current(n) {
+            // SAFETY: the reference taken when `queued` left zero (`make_callback`); the
+            // count of the deferral that raises it again takes its own.
+            unsafe { Arc::decrement_strong_count(inner.cast::<Inner<T>>()) };
+        }
+    }
+    if inner.queued.add(current().id) {
+        // The callbacks' reference. The caller holds one (the owner's, a view's or a
+        // reservation's), so the state is alive while it is taken.
+        // SAFETY: `inner` is a live `Arc`.
+        unsafe { Arc::increment_strong_count(Arc::as_ptr(inner)) };
     }
     Callback {
         run: run::<T>,
-        inner: Arc::into_raw(inner).cast(),
+        release: release::<T>,
+        inner: Arc::as_ptr(inner).cast(),
         payload,
         f: f as *const (),
     }

@@ -49,20 +49,72 @@ impl<T> Shared<T> {
     }
 }
 
-/// A deferred callback, type-erased: `run(self)` calls the design's function and releases
-/// the state and the pending count.
+/// A deferred callback, type-erased: `run(&self)` calls the design's function; `release`
+/// then gives back the pending counts of `n` callbacks on the same state (`inner`), which
+/// consecutive entries of one design share (one atomic operation for a run of them).
 pub(super) struct Callback {
-    pub(super) run: unsafe fn(Callback),
+    pub(super) run: unsafe fn(&Callback),
+    pub(super) release: unsafe fn(*const (), usize),
     pub(super) inner: *const (),
     pub(super) payload: NonNull<()>,
     pub(super) f: *const (),
 }
 
-// SAFETY: the pointers are only used by `run`, whose soundness on any thread is the obligation
-// of `Deferrer::defer_with`'s caller, and the state behind `inner` is `Send + Sync`.
+// SAFETY: the pointers are only used by `run` and `release`, whose soundness on any thread is
+// the obligation of `Deferrer::defer_with`'s caller, and the state behind `inner` is
+// `Send + Sync`.
 unsafe impl Send for Callback {}
 
-/// Entries per chunk: a chunk is 64 entries of 40 bytes and a link, about 2.5 KiB (2 under
+/// The counts of the callbacks a consumer has run (or is running) and not yet released: a run
+/// of entries with the same `inner` is released with one call. Released when the state
+/// changes and when dropped, which is before the consumer flag is given back, and also when
+/// a callback panics (its count included: it is lost, never run twice, and no longer pending).
+struct Releases {
+    inner: *const (),
+    release: Option<unsafe fn(*const (), usize)>,
+    n: usize,
+}
+
+impl Releases {
+    fn new() -> Self {
+        Releases {
+            inner: ptr::null(),
+            release: None,
+            n: 0,
+        }
+    }
+
+    /// Counts `callback`, about to run; releases the previous run of another state first.
+    #[inline]
+    fn add(&mut self, callback: &Callback) {
+        if self.release.is_some() && self.inner == callback.inner {
+            self.n += 1;
+            return;
+        }
+        self.flush();
+        self.inner = callback.inner;
+        self.release = Some(callback.release);
+        self.n = 1;
+    }
+
+    fn flush(&mut self) {
+        if let Some(release) = self.release.take() {
+            // SAFETY: `n` callbacks on `inner`, each counted once by `add` and run (or lost
+            // to a panic) since, whose `release` this is (the state decides it: one state,
+            // one design).
+            unsafe { release(self.inner, self.n) };
+        }
+        self.n = 0;
+    }
+}
+
+impl Drop for Releases {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Entries per chunk: a chunk is 64 entries of 48 bytes and a link, about 3 KiB (2 under
 /// loom, so that a model crosses chunks in a few pushes).
 pub(super) const CHUNK: usize = if cfg!(all(loom, test)) { 2 } else { 64 };
 
@@ -207,6 +259,8 @@ impl Queue {
         let Some(_consumer) = Consumer::try_lock(self) else {
             return false;
         };
+        // Dropped before `_consumer`: the counts are given back before the flag.
+        let mut releases = Releases::new();
         let pushed = self.pushed.load(Ordering::Acquire);
         let mut consumed = self.consumed.load(Ordering::Relaxed);
         // SAFETY: the consumer's field, and the consumer flag is held.
@@ -254,8 +308,9 @@ impl Queue {
             };
             consumed += 1;
             self.consumed.store(consumed, Ordering::Release);
+            releases.add(&entry.callback);
             // SAFETY: each callback runs once, after its grace period (the caller's).
-            unsafe { (entry.callback.run)(entry.callback) };
+            unsafe { (entry.callback.run)(&entry.callback) };
         }
         true
     }

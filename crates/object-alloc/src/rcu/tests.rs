@@ -214,16 +214,18 @@ fn queues_collected_by_barriers_while_their_owners_defer_lose_and_repeat_nothing
     assert_eq!(deferrer.get().0.load(Ordering::Relaxed), 2 * PER_THREAD);
 }
 
-/// The next entry a queue test expects to run, and how many ran out of order.
+/// The next entry a queue test expects to run, how many ran out of order, and how many
+/// counts the consumers gave back.
 #[derive(Default)]
 struct Order {
     next: AtomicUsize,
     wrong: AtomicUsize,
+    released: AtomicUsize,
 }
 
 /// An entry of the queue tests: its payload is its index plus one, `inner` an `Order`.
 fn entry(order: &Order, index: usize) -> Callback {
-    unsafe fn check(callback: Callback) {
+    unsafe fn check(callback: &Callback) {
         // SAFETY: `inner` is the `Order` the test keeps alive past every consume.
         let order = unsafe { &*callback.inner.cast::<Order>() };
         let index = callback.payload.as_ptr() as usize - 1;
@@ -231,8 +233,14 @@ fn entry(order: &Order, index: usize) -> Callback {
             order.wrong.fetch_add(1, Ordering::Relaxed);
         }
     }
+    unsafe fn release(inner: *const (), n: usize) {
+        // SAFETY: as in `check`.
+        let order = unsafe { &*inner.cast::<Order>() };
+        order.released.fetch_add(n, Ordering::Relaxed);
+    }
     Callback {
         run: check,
+        release,
         inner: (order as *const Order).cast(),
         payload: NonNull::new((index + 1) as *mut ()).unwrap(),
         f: ptr::null(),
@@ -282,6 +290,11 @@ fn a_queue_runs_each_entry_once_in_push_order_across_chunks_while_its_owner_push
         0,
         "entries ran out of push order"
     );
+    assert_eq!(
+        order.released.load(Ordering::Relaxed),
+        PUSHES,
+        "a count was not given back, or twice"
+    );
     assert!(queue.is_empty());
     QueueList::release(queue);
 }
@@ -302,6 +315,7 @@ fn a_consumer_stops_at_the_first_entry_stamped_after_its_collection() {
     assert!(!queue.is_empty());
     assert!(queue.consume(3));
     assert_eq!(order.next.load(Ordering::Relaxed), 5);
+    assert_eq!(order.released.load(Ordering::Relaxed), 5);
     assert!(queue.is_empty());
     // A released queue is claimed again, with its counts, by the next owner.
     QueueList::release(queue);
@@ -560,6 +574,7 @@ mod loom_model {
             assert!(mine.consume(1));
             assert_eq!(order.next.load(Ordering::Relaxed), PUSHES);
             assert_eq!(order.wrong.load(Ordering::Relaxed), 0);
+            assert_eq!(order.released.load(Ordering::Relaxed), PUSHES);
             assert!(mine.is_settled());
         });
     }
@@ -650,4 +665,41 @@ fn a_parent_stamp_expires_in_a_forked_child() {
         assert_eq!(wait_or_kill(child, Duration::from_secs(20)), Some(0));
         stop_tx.send(()).unwrap();
     });
+}
+
+/// The state outlives its owner while callbacks are pending (their counts hold it), and is
+/// dropped once, right after the last of them has run and been released.
+#[test]
+fn the_state_is_dropped_once_after_its_last_pending_callback() {
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    struct Tracked;
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    impl DeferTarget for Tracked {
+        unsafe fn free_now(&self, _: NonNull<u8>) {
+            RAN.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    const DEFERRALS: usize = 200;
+    let deferrer = Deferrer::new(Tracked);
+    let reader = read();
+    for i in 1..=DEFERRALS {
+        // SAFETY: tokens only counted by `Tracked`.
+        unsafe { deferrer.defer_free(NonNull::new((i * 16) as *mut u8).unwrap()) };
+    }
+    assert_eq!(deferrer.pending(), DEFERRALS);
+    drop(deferrer);
+    assert_eq!(
+        DROPPED.load(Ordering::Relaxed),
+        0,
+        "dropped under pending callbacks"
+    );
+    drop(reader);
+    barrier();
+    assert_eq!(RAN.load(Ordering::Relaxed), DEFERRALS);
+    assert_eq!(DROPPED.load(Ordering::Relaxed), 1);
 }
