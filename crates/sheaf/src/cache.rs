@@ -395,10 +395,10 @@ impl<S: SlotStrategy> Cache<S> {
     /// barrier, `shrink` or the hand-over thread preempted while it holds the lock to take the
     /// sheaves (a few instructions); a deferred free preempted between reserving a grace
     /// period for a group of four full sheaves and handing them to it (the reservation counts
-    /// as pending; once per four sheaves); and a thread preempted inside its push where the
-    /// lock is a compare-exchange (no restartable sequences: valgrind, kernels before 5.10,
-    /// `SHEAF_RSEQ=0`), or from a thread without an rseq area of its own, which take the lock
-    /// for a few instructions that call out to nothing. With a slot holder, or a deferring
+    /// as pending; once per four sheaves). Where no sequence serves (the compare-exchange lock:
+    /// valgrind, kernels before 5.10, `SHEAF_RSEQ=0`; or a thread without an rseq area of its
+    /// own), deferred frees take no sheaf and no lock: each is deferred on its own, so nothing
+    /// there is waited for. With a slot holder, or a deferring
     /// thread, parked indefinitely, barriers returned in microseconds to tens of milliseconds
     /// on a loaded machine, grace period included (`docs/decisions.md`).
     pub fn barrier(&self) {

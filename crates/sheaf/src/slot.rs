@@ -280,7 +280,8 @@ pub(crate) struct Slot {
     /// hold it (`barrier`, `shrink`, the hand-over thread, statistics readers, and a thread
     /// that no sequence serves), taken from afar; the CPU's own threads change `rcu` by
     /// sequences that commit only while it is free (`per_cpu`, `rseq_ops`), so a taker never
-    /// waits for them. With the compare-exchange lock the deferring thread takes it too. A
+    /// waits for them. With the compare-exchange lock deferred frees take no sheaf (each is
+    /// deferred on its own), so only takers hold it there too. A
     /// holder of `lock` takes it inside `lock`, never the other way round. Unused by
     /// per-thread slots.
     rcu_lock: AtomicU8,

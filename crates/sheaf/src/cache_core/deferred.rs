@@ -14,8 +14,10 @@
 //! is free (`slot::rseq_ops`), so a thread preempted in a deferred free keeps nothing from a
 //! barrier either (short of a group it took and has not handed over yet, under a
 //! reservation). Starting a sheaf needs an empty one, which may call out (barn, allocation):
-//! it is got under the main lock first, released before the sequence (or, with the
-//! compare-exchange lock, before `rcu_lock` is taken inside it to install the sheaf).
+//! it is got under the main lock first, released before the sequence. Where no sequence
+//! serves the thread (the compare-exchange lock, or no rseq area of its own), the object is
+//! deferred on its own instead: pushing it on a sheaf would take `rcu_lock`, and a barrier
+//! would wait for a thread preempted under it.
 
 use std::mem;
 use std::ptr::NonNull;
@@ -36,17 +38,6 @@ pub(crate) struct Pushed<R> {
     pub(crate) group: Option<(R, Vec<OwnedSheaf>)>,
     /// The object, when no sheaf could take it: to be deferred on its own.
     pub(crate) left: Option<NonNull<u8>>,
-}
-
-impl<R> Pushed<R> {
-    /// Nothing left to do.
-    #[inline(always)]
-    fn done() -> Self {
-        Self {
-            group: None,
-            left: None,
-        }
-    }
 }
 
 /// How many rounds the per-CPU sequence path of a deferred free makes before it defers the
@@ -110,7 +101,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         if self.slots.uses_sequences() {
             return self.push_deferred_rseq(object, reserve, arm);
         }
-        self.push_deferred_locked(object, reserve, arm)
+        self.push_deferred_alone(object, None)
     }
 
     /// Per-CPU with restartable sequences: every change of the chain is a sequence that
@@ -134,8 +125,8 @@ impl<S: SlotStrategy> CacheCore<S> {
             Placed,
             /// The object is in a new sheaf, now first in the chain.
             Started,
-            /// No sequence serves this thread: the locked path.
-            Locked,
+            /// No sequence serves this thread: the object on its own.
+            NoSequence,
             /// The sequences gave up: the object on its own.
             Busy,
         }
@@ -204,7 +195,7 @@ impl<S: SlotStrategy> CacheCore<S> {
                         }
                     }
                     RcuStep::Busy => break,
-                    RcuStep::NotHere if group.is_none() => break 'rounds End::Locked,
+                    RcuStep::NotHere if group.is_none() => break 'rounds End::NoSequence,
                     RcuStep::NotHere => break,
                 }
             }
@@ -225,7 +216,7 @@ impl<S: SlotStrategy> CacheCore<S> {
                 arm();
                 Pushed { group, left: None }
             }
-            End::Locked => self.push_deferred_locked(object, reserve, arm),
+            End::NoSequence => self.push_deferred_alone(object, group),
             End::Busy => self.push_deferred_busy(object, group),
         }
     }
@@ -251,34 +242,24 @@ impl<S: SlotStrategy> CacheCore<S> {
         empty
     }
 
-    /// Per-CPU under the slot's `rcu_lock`: without restartable sequences (the compare-exchange
-    /// lock), or for a thread that no sequence serves. Onto the `rcu_free` sheaf if it has
-    /// room (a full group is taken); otherwise a new sheaf is started.
-    #[inline]
-    fn push_deferred_locked<R>(
+    /// Per-CPU where no restartable sequence serves the calling thread (the compare-exchange
+    /// lock: valgrind, kernels without rseq, `SHEAF_RSEQ=0`; or a thread without an rseq area
+    /// of its own, or on a CPU beyond the table): the object is deferred on its own, through
+    /// the stamped queues, which take no lock. Batching it would take the slot's `rcu_lock`
+    /// for the push, and a barrier would wait for a thread preempted there.
+    #[cold]
+    #[inline(never)]
+    fn push_deferred_alone<R>(
         &self,
         object: NonNull<u8>,
-        reserve: impl Fn() -> R,
-        arm: impl FnOnce(),
+        group: Option<(R, Vec<OwnedSheaf>)>,
     ) -> Pushed<R> {
-        let Some(mut rcu) = self.slots.acquire_rcu() else {
-            return self.push_deferred_busy(object, None);
-        };
-        let counters = rcu.counters();
-        if let Some(sheaf) = &mut rcu.sheaves().rcu_free
-            && sheaf.room() > 1
-        {
-            sheaf.push(object).expect("the sheaf has room");
-            counters.add_owned(Stat::DeferredObjects, 1);
-            counters.add_owned(Stat::FreeRcuSheaf, 1);
-            return Pushed::done();
-        }
-        let Pushed { group, left } =
-            Self::push_rcu_locked(rcu.sheaves(), counters, object, Some(&reserve));
-        drop(rcu);
-        match left {
-            None => Pushed { group, left: None },
-            Some(object) => self.start_rcu_sheaf_cpu(object, group, reserve, arm),
+        let tally = Tally::shared(&self.counters);
+        tally.add(Stat::DeferredObjects, 1);
+        tally.add(Stat::FreeRcuSheafFail, 1);
+        Pushed {
+            group,
+            left: Some(object),
         }
     }
 
@@ -315,64 +296,6 @@ impl<S: SlotStrategy> CacheCore<S> {
             _ => None,
         };
         Pushed { group, left }
-    }
-
-    /// Per-CPU under locks, the `rcu_free` sheaf is missing or full: an empty one is got
-    /// under the slot's main lock (the spare if empty, else from the barn or new, which may
-    /// call out), then put first in the chain with `object` under `rcu_lock`. `group` is one
-    /// taken already by this deferred free (then no second one is taken).
-    #[cold]
-    #[inline(never)]
-    fn start_rcu_sheaf_cpu<R>(
-        &self,
-        object: NonNull<u8>,
-        group: Option<(R, Vec<OwnedSheaf>)>,
-        reserve: impl Fn() -> R,
-        arm: impl FnOnce(),
-    ) -> Pushed<R> {
-        let Some(mut slot) = self.slots.acquire() else {
-            return self.push_deferred_busy(object, group);
-        };
-        let tally = Tally::owned(slot.counters());
-        let node = slot.node();
-        let mut empty = self.empty_rcu_sheaf(&mut slot);
-        let Some(mut rcu) = self.slots.lock_rcu_of(&slot) else {
-            // A barrier or the hand-over thread is taking the sheaves this moment.
-            self.stash_empty(empty, node, tally);
-            return self.push_deferred_busy(object, group);
-        };
-        let counters = rcu.counters();
-        let sheaves = rcu.sheaves();
-        // Another thread on this CPU may have started a sheaf between our two looks.
-        let reserve = group.is_none().then_some(&reserve as &dyn Fn() -> R);
-        let Pushed { group: taken, left } =
-            Self::push_rcu_locked(sheaves, counters, object, reserve);
-        let group = group.or(taken);
-        let Some(object) = left else {
-            drop(rcu);
-            self.stash_empty(empty, node, tally);
-            return Pushed { group, left: None };
-        };
-        if sheaves.group_due() {
-            // A second group, not taken by this deferred free.
-            drop(rcu);
-            self.stash_empty(empty, node, tally);
-            return self.push_deferred_busy(object, group);
-        }
-        empty.push(object).expect("an empty sheaf has room");
-        sheaves.start(empty);
-        rcu.note_rcu_started();
-        counters.add_owned(Stat::DeferredObjects, 1);
-        counters.add_owned(Stat::FreeRcuSheaf, 1);
-        drop(rcu);
-        drop(slot);
-        // The sheaf is in the slot (the release of `rcu_lock`); the fence orders that before
-        // the arming's load of the armed flag, against the hand-over thread's disarm and its
-        // look (`SlotTable::for_each_cpu_rcu` fences too): either it finds the sheaf, or the
-        // arming finds the cache disarmed and arms it again.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        arm();
-        Pushed { group, left: None }
     }
 
     /// No sheaf could take `object`: counted, and given back to be deferred on its own

@@ -35,11 +35,9 @@
 //! the sequence runs afterwards on the chain as it finds it.
 //!
 //! Where the lock is a compare-exchange (and for a thread that no sequence serves: no rseq
-//! area of its own, or a CPU beyond the table, which takes it from afar), the deferring
-//! thread takes `rcu_lock` itself, for a few instructions that call out to nothing (a push,
-//! taking a group, putting in place a sheaf got beforehand under the main lock, inside which
-//! it is then taken: the only nesting, so no deadlock); a thread preempted inside them is
-//! waited for by the takers until it runs again.
+//! area of its own, or a CPU beyond the table), deferred frees take no sheaf: each is
+//! deferred on its own (`CacheCore::push_deferred`), so no deferring thread ever holds
+//! `rcu_lock`, and the chains of such a table stay empty.
 //!
 //! A path that visits every CPU slot's main sheaves (`shrink`, the accounting check, a
 //! flush-everything resize) takes each slot it finds free and tries those found held again
@@ -52,7 +50,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{RcuSheaves, Slot, SlotGuard, SlotSheaves, SlotStrategy, SlotTable};
+#[cfg(all(test, not(loom)))]
+use super::SlotGuard;
+use super::{RcuSheaves, Slot, SlotSheaves, SlotStrategy, SlotTable};
 use crate::sheaf::OwnedSheaf;
 use crate::stats::Counters;
 #[cfg(not(loom))]
@@ -60,43 +60,6 @@ use slab::cpu::{self, CpuSource};
 #[cfg(not(loom))]
 use slab::rseq;
 use slab::rseq::ABANDONED;
-
-/// A per-CPU slot's `rcu_lock`, held: its deferred-free sheaves are the holder's until the
-/// guard is dropped, which re-bases `rcu_free` and releases the lock. Held for a few
-/// instructions that call out to nothing (see `Slot::rcu_lock`).
-pub(crate) struct RcuGuard<'a> {
-    slot: &'a Slot,
-}
-
-impl<'a> RcuGuard<'a> {
-    /// The slot's deferred-free sheaves.
-    #[inline(always)]
-    pub(crate) fn sheaves(&mut self) -> &mut RcuSheaves {
-        // SAFETY: the guard holds `rcu_lock`, and `&mut self` makes this the only reference
-        // handed out through it.
-        unsafe { self.slot.rcu_mut() }
-    }
-
-    /// The slot's counters (the guard's holder writes only those of deferred frees).
-    #[inline(always)]
-    pub(crate) fn counters(&self) -> &'a Counters {
-        &self.slot.counters
-    }
-
-    /// Marks the slot as holding deferred-free sheaves (`Slot::rcu_pending`), for readers of
-    /// the statistics; called when an `rcu_free` sheaf is put in place.
-    #[cold]
-    pub(crate) fn note_rcu_started(&self) {
-        self.slot.rcu_pending.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for RcuGuard<'_> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        self.slot.unlock_rcu();
-    }
-}
 
 /// What one of the restartable sequences on a slot's deferred-free chain (`rseq_ops`'s
 /// `start_rcu` and `take_rcu_group`) did or found.
@@ -487,86 +450,16 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
-    /// Per-CPU: takes the `rcu_lock` of the slot of the CPU the caller runs on, for a deferred
-    /// free that the sequence (`push_rcu_fast`) could not make; `None` when it is held (by a
-    /// barrier taking the sheaves, or another deferred free on this CPU: never waited for).
-    /// The slot's main lock is not needed, and may be held by another thread meanwhile.
-    #[inline(always)]
-    pub(crate) fn acquire_rcu(&self) -> Option<RcuGuard<'_>> {
-        let slot = match self.lock_kind {
-            #[cfg(not(loom))]
-            LockKind::Rseq { offset } => self.try_lock_rcu_rseq(offset)?,
-            LockKind::Atomic => {
-                let cpu = slab::cpu::current_cpu(self.cpu_source);
-                let slot = match self.cpus.get(cpu) {
-                    Some(slot) => slot,
-                    None => &self.cpus[cpu % self.cpus.len()],
-                };
-                if !slot.try_lock_rcu() {
-                    return None;
-                }
-                &**slot
-            }
-        };
-        Some(RcuGuard { slot })
-    }
-
-    /// Per-CPU: takes the `rcu_lock` of the slot `guard` holds (inside its main lock, the
-    /// only order in which both are held), wherever the caller runs now; `None` when it is
-    /// held.
-    pub(crate) fn lock_rcu_of<'a>(&'a self, guard: &SlotGuard<'a, S>) -> Option<RcuGuard<'a>> {
-        let slot = guard.slot;
-        let index = (std::ptr::from_ref(slot).addr() - self.cpus.as_ptr().addr())
-            / size_of::<crossbeam_utils::CachePadded<Slot>>();
-        debug_assert!(std::ptr::eq(&*self.cpus[index], slot));
-        let locked = match self.lock_kind {
-            #[cfg(not(loom))]
-            // From afar, as in `try_lock_rcu_rseq`: only a thread that no sequence serves
-            // gets here.
-            // SAFETY: as in `try_lock_rseq`; the slot is CPU `index`'s.
-            LockKind::Rseq { .. } => unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) },
-            LockKind::Atomic => slot.try_lock_rcu(),
-        };
-        if !locked {
-            return None;
-        }
-        if self.lock_kind != LockKind::Atomic {
-            slot.take_rcu_fast_counts();
-        }
-        Some(RcuGuard { slot })
-    }
-
     /// Tests: the deferred objects in the `rcu` sheaves of the slot `guard` holds.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn deferred_in_slot_of(&self, guard: &SlotGuard<'_, S>) -> usize {
-        loop {
-            if let Some(mut rcu) = self.lock_rcu_of(guard) {
-                return rcu.sheaves().objects();
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    /// Per-CPU with restartable sequences: [`SlotTable::acquire_rcu`]'s lock, for a thread
-    /// that no sequence serves (no rseq area of its own, or a CPU beyond the table): taken
-    /// from afar, as a remote taker does. A thread that the sequences serve never takes
-    /// `rcu_lock` (`CacheCore::push_deferred`).
-    #[cfg(not(loom))]
-    #[cold]
-    #[inline(never)]
-    fn try_lock_rcu_rseq(&self, offset: isize) -> Option<&Slot> {
-        let cpu = match cpu::rseq_cpu(offset) {
-            Some(cpu) => cpu as usize,
-            None => cpu::current_cpu(CpuSource::SchedGetcpu),
-        };
-        let index = cpu % self.cpus.len();
-        let slot = &self.cpus[index];
-        // SAFETY: as in `try_lock_rseq`; `index` is the CPU the slot belongs to.
-        if !unsafe { rseq::try_lock_remote(&slot.rcu_lock, index as u32) } {
-            return None;
-        }
-        slot.take_rcu_fast_counts();
-        Some(slot)
+        let index = (std::ptr::from_ref(guard.slot).addr() - self.cpus.as_ptr().addr())
+            / size_of::<crossbeam_utils::CachePadded<Slot>>();
+        let slot = self.lock_rcu_waiting(index);
+        // SAFETY: we hold the slot's `rcu_lock`.
+        let objects = unsafe { slot.rcu_mut() }.objects();
+        slot.unlock_rcu();
+        objects
     }
 
     /// Per-CPU: takes CPU `cpu`'s `rcu_lock`, waiting (yielding) while it is held, which is

@@ -43,7 +43,8 @@ fn assert_everything_returned<S: crate::SlotStrategy>(cache: &Cache<S>) {
 /// Sheaves of 8; 19 deferred frees: two full `rcu_free` sheaves waiting on the slot and a
 /// partly filled one. Then another thread on the same CPU takes the slot's lock and parks;
 /// a barrier runs on a third thread under a watchdog. With `atomic` the slots are locked by
-/// compare-exchange (the fallback where restartable sequences are unavailable). With
+/// compare-exchange (the fallback where restartable sequences are unavailable), and the
+/// deferred frees are made one by one, with no sheaf in the slot. With
 /// `shrink`, a shrink runs on a fourth thread first: it submits the `rcu_free` sheaves and
 /// then tries the held slot's `main` and `spare` for a while, and the barrier must not wait
 /// for it.
@@ -93,7 +94,14 @@ fn descheduled_holder(atomic: bool, shrink: bool) -> Duration {
                 drop(slot);
             });
             let in_slot = held_rx.recv().unwrap();
-            if in_slot == 0 {
+            if atomic {
+                // Where no sequence serves, deferred frees take no sheaf (and no lock): each
+                // is deferred on its own, and the barrier finds it in a queue.
+                assert_eq!(
+                    in_slot, 0,
+                    "a deferred free took a sheaf under compare-exchange locks"
+                );
+            } else if in_slot == 0 {
                 drop(release_tx);
                 holder.join().unwrap();
                 cache.barrier();
