@@ -7,7 +7,7 @@
 //! runs) and pauses them once the phase has ended; a paused hog blocks in `park`.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 
 use super::sched::{SchedTimes, read_sched};
@@ -29,8 +29,12 @@ pub(crate) struct Hogs {
 
 impl Hogs {
     /// Starts `count` paused hogs, hog `i` pinned to `cpus[i % cpus.len()]` (unpinned when
-    /// `cpus` is empty) with `pin`.
+    /// `cpus` is empty) with `pin`. Returns once every hog has pinned itself and published
+    /// its thread id, so that the scheduler times of the first phase include them all (on a
+    /// loaded machine a hog could otherwise start after the phase, and the measurement would
+    /// report no hog time).
     pub(crate) fn start(count: usize, cpus: &[core_affinity::CoreId], pin: CpuPinner) -> Self {
+        let started = Arc::new(Barrier::new(count + 1));
         let pin_failures = Arc::new(Mutex::new(Vec::new()));
         let control = Arc::new(Control {
             active: AtomicBool::new(false),
@@ -44,6 +48,7 @@ impl Hogs {
             let tid = Arc::new(AtomicI32::new(0));
             tids.push(Arc::clone(&tid));
             let failures = Arc::clone(&pin_failures);
+            let started = Arc::clone(&started);
             let handle = std::thread::Builder::new()
                 .name(format!("hog-{i}"))
                 .spawn(move || {
@@ -56,11 +61,13 @@ impl Hogs {
                             .push(format!("hog {i} to CPU {}: {e}", cpu.id));
                     }
                     tid.store(rustix::thread::gettid().as_raw_pid(), Ordering::Release);
+                    started.wait();
                     spin(&control);
                 })
                 .expect("spawning a hog thread");
             handles.push(handle);
         }
+        started.wait();
         Self {
             control,
             handles,
