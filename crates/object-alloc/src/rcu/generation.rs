@@ -331,6 +331,48 @@ impl Generation {
         });
         // Again until every queue is reached: one is skipped while another collection runs
         // callbacks from it.
+        #[cfg(test)]
+        let _barrier = InBarrier::enter();
         expired && super::wait_until(deadline, || self.collect(stamp))
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: set while this thread runs a barrier's collection.
+    static IN_BARRIER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Tests: set on the hand-over thread.
+    pub(super) static IS_HANDOVER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: whether the calling thread is the hand-over thread.
+#[cfg(test)]
+pub(super) fn is_handover() -> bool {
+    IS_HANDOVER.with(std::cell::Cell::get)
+}
+
+/// Tests: marks the calling thread as running a barrier's collection until dropped.
+#[cfg(test)]
+struct InBarrier;
+
+#[cfg(test)]
+impl InBarrier {
+    fn enter() -> Self {
+        IN_BARRIER.with(|flag| flag.set(true));
+        InBarrier
+    }
+}
+
+#[cfg(test)]
+impl Drop for InBarrier {
+    fn drop(&mut self) {
+        IN_BARRIER.with(|flag| flag.set(false));
+    }
+}
+
+/// Tests: whether the calling thread is running a barrier's collection (which may run any
+/// thread's callbacks).
+#[cfg(test)]
+pub(super) fn in_barrier() -> bool {
+    IN_BARRIER.with(std::cell::Cell::get)
 }

@@ -61,6 +61,8 @@ impl Generation {
     }
 
     fn monitor_loop(&'static self) {
+        #[cfg(test)]
+        super::generation::IS_HANDOVER.with(|flag| flag.set(true));
         let handle = self.collector.register();
         // `safe` as the previous tick read it.
         let mut stale = 0;

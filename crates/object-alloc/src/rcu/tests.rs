@@ -373,21 +373,29 @@ fn barrier_returns_while_another_thread_defers_without_pause() {
     });
 }
 
-/// Counts callbacks by the thread they run on: the thread that deferred them, or another.
+/// Counts callbacks by the thread they run on: the thread that deferred them, a barrier
+/// (any thread's, other tests' included), the hand-over thread, or another thread.
 #[derive(Default)]
 struct RunsWhere {
     owner: Mutex<Option<std::thread::ThreadId>>,
     own: AtomicUsize,
+    barriers: AtomicUsize,
+    handover: AtomicUsize,
     other: AtomicUsize,
 }
 
 impl DeferTarget for RunsWhere {
     unsafe fn free_now(&self, _object: NonNull<u8>) {
-        if *self.owner.lock().unwrap() == Some(std::thread::current().id()) {
-            self.own.fetch_add(1, Ordering::Relaxed);
+        let counter = if *self.owner.lock().unwrap() == Some(std::thread::current().id()) {
+            &self.own
+        } else if super::generation::in_barrier() {
+            &self.barriers
+        } else if super::generation::is_handover() {
+            &self.handover
         } else {
-            self.other.fetch_add(1, Ordering::Relaxed);
-        }
+            &self.other
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -397,33 +405,48 @@ impl DeferTarget for RunsWhere {
 #[test]
 fn callbacks_of_a_thread_that_keeps_deferring_run_on_that_thread() {
     const DEFERRALS: usize = 200_000;
-    let deferrer = Deferrer::new(RunsWhere::default());
-    let stop = AtomicBool::new(false);
+    let deferrer = &Deferrer::new(RunsWhere::default());
+    let stop = &AtomicBool::new(false);
+    let (deferred_tx, deferred_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = mpsc::channel::<()>();
     std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 drop(read());
             }
         });
-        s.spawn(|| {
+        s.spawn(move || {
             *deferrer.get().owner.lock().unwrap() = Some(std::thread::current().id());
             for i in 1..=DEFERRALS {
                 let object = NonNull::new((i * 16) as *mut u8).unwrap();
                 // SAFETY: tokens only counted by `RunsWhere`.
                 unsafe { deferrer.defer_free(object) };
             }
-            stop.store(true, Ordering::Relaxed);
+            deferred_tx.send(()).unwrap();
+            // Alive until the barrier has run: an exiting thread releases its queue, and
+            // another test's new thread may take it over with what is left in it.
+            let _ = exit_rx.recv_timeout(Duration::from_secs(20));
         });
+        deferred_rx.recv().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        deferrer.barrier_timeout(Duration::from_secs(10)).unwrap();
+        exit_tx.send(()).unwrap();
     });
-    deferrer.barrier_timeout(Duration::from_secs(10)).unwrap();
-    let own = deferrer.get().own.load(Ordering::Relaxed);
-    let other = deferrer.get().other.load(Ordering::Relaxed);
-    assert_eq!(own + other, DEFERRALS);
-    // What the owner leaves: the callbacks whose grace period had not passed at its last
-    // request (run by the barrier), and any it left for a tick while descheduled.
-    assert!(
-        other <= DEFERRALS / 10,
-        "{other} of {DEFERRALS} callbacks ran on other threads"
+    let counts = deferrer.get();
+    let own = counts.own.load(Ordering::Relaxed);
+    let barriers = counts.barriers.load(Ordering::Relaxed);
+    let handover = counts.handover.load(Ordering::Relaxed);
+    let other = counts.other.load(Ordering::Relaxed);
+    assert_eq!(own + barriers + handover + other, DEFERRALS);
+    // Besides the owner, only barriers (this test's last one, and other tests' running in
+    // this process meanwhile) and the hand-over thread (callbacks the owner left for a whole
+    // tick, which on a loaded machine can be most of them) may run them; never the reader,
+    // whose pins run expired collections. When collections ran every queue on whichever
+    // thread ran them, 152,448-158,528 of the 200,000 ran on other threads on a quiet machine.
+    assert_eq!(
+        other, 0,
+        "{other} of {DEFERRALS} callbacks ran on other threads \
+         ({own} on the owner, {barriers} in barriers, {handover} on the hand-over thread)"
     );
 }
 
