@@ -19,8 +19,10 @@
 //! the runs.
 //!
 //! From the batched runs' stats (counted over the measured runs), the task also reports the
-//! `rcu_free` sheaves recycled into the barn per second, the share flushed to the slabs
-//! instead, and the fallbacks to per-object deferral.
+//! `rcu_free` sheaves recycled into the barn per second (onto its full list, or its held list
+//! without aging out of it: with `rcu_hold_ticks`, nearly every recycled sheaf of
+//! `deferred-churn` is a held one), the share flushed to the slabs instead, and the
+//! fallbacks to per-object deferral.
 //!
 //! Writes `results/runs/<time>/batching.json` (every round's figures) and `batching.md`.
 
@@ -103,8 +105,9 @@ struct Measured {
     ops_per_s: f64,
     /// Measured seconds (all runs).
     seconds: f64,
-    /// `rcu_free` sheaves recycled into the barn, flushed to the slabs, and objects deferred
-    /// one by one because no sheaf could be used, over the measured runs.
+    /// `rcu_free` sheaves put back into the barn (its full list, or its held list and not aged
+    /// out of it since), flushed to the slabs (at once, or aged out of the held list), and
+    /// objects deferred one by one because no sheaf could be used, over the measured runs.
     recycled: u64,
     flushed: u64,
     fallbacks: u64,
@@ -117,7 +120,9 @@ impl Measured {
         Some(Self {
             ops_per_s: util::median_run_throughput(run)?,
             seconds: run["seconds"].as_f64().filter(|s| *s > 0.0)?,
-            recycled: stat("rcu_sheaf_recycled"),
+            // A held sheaf is counted once when held, and once more as flushed if it ages out.
+            recycled: (stat("rcu_sheaf_recycled") + stat("rcu_sheaf_held"))
+                .saturating_sub(stat("rcu_sheaf_held_aged")),
             flushed: stat("rcu_sheaf_flushed"),
             fallbacks: stat("free_rcu_sheaf_fail"),
         })
@@ -341,7 +346,7 @@ fn render(rows: &[Row], options: &Options, spec: &Path) -> String {
     }
     text.push_str(&format!(
         "throughputs: medians over rounds; ratio: geometric mean of each round's batched/per-object ratio, with its \
-         {:.0}% bootstrap interval; fastest: fastest batched round over fastest per-object round\nrecycled/s: rcu_free sheaves put back in the barn per measured second (batched side); \
+         {:.0}% bootstrap interval; fastest: fastest batched round over fastest per-object round\nrecycled/s: rcu_free sheaves put back in the barn (full or held list) per measured second (batched side); \
          flushed: share of completed rcu_free sheaves flushed to the slabs instead; fallbacks: objects deferred one by one\n\
          >= {TARGET:.0}x: yes when the whole interval is at or above {TARGET:.0}, NO when it is below, unresolved when it straddles\n",
         BOOTSTRAP.confidence * 100.0,
@@ -412,6 +417,15 @@ mod tests {
         let m = Measured::from_run(&run).expect("complete");
         assert_eq!(m.ops_per_s, 20e6);
         assert_eq!((m.recycled, m.flushed, m.fallbacks), (90, 10, 2));
+        // Held sheaves are put back too; those that aged out were flushed.
+        let held = serde_json::json!({
+            "seconds": 1.0,
+            "samples": [{"throughput_ops_per_s": 5.0}],
+            "stats": {"rcu_sheaf_recycled": 25, "rcu_sheaf_held": 1000,
+                      "rcu_sheaf_held_aged": 30, "rcu_sheaf_flushed": 48},
+        });
+        let m = Measured::from_run(&held).expect("complete");
+        assert_eq!((m.recycled, m.flushed), (995, 48));
         // No stats (an allocator without them): zeros, not a failure.
         let bare = serde_json::json!({"seconds": 1.0, "samples": [{"throughput_ops_per_s": 5.0}]});
         assert_eq!(Measured::from_run(&bare).expect("complete").recycled, 0);
