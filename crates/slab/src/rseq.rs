@@ -338,6 +338,31 @@ pub unsafe fn try_lock_remote(lock: &AtomicU8, cpu: u32) -> bool {
     lock.load(Ordering::Acquire) == REMOTE
 }
 
+/// [`try_lock_remote`] for a lock that sequences only *read*: they check it is free and
+/// never take it, so nothing but a compare-exchange ever writes it. Then no sequence can
+/// commit `LOCAL` over `REMOTE`, the mark needs no reading back, and remote lockers need no
+/// serialising: this one does not wait for other remote lockers (one preempted inside its
+/// membarrier holds up only lockers of its own lock). `false` when the lock is held, or when
+/// no fence worked (the lock is given back).
+///
+/// # Safety
+///
+/// - As for [`try_lock_local`], and no sequence ever stores to `lock`.
+pub unsafe fn try_lock_remote_read_only(lock: &AtomicU8, cpu: u32) -> bool {
+    if lock
+        .compare_exchange(FREE, REMOTE, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    if !fence_cpu(cpu) {
+        // A sequence on `cpu` may have read `FREE` before the exchange and still commit.
+        lock.store(FREE, Ordering::Release);
+        return false;
+    }
+    true
+}
+
 static FENCE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
 /// How many remote locks in this process found the rseq membarrier failing and fell back
@@ -488,6 +513,50 @@ pub(crate) mod tests {
             );
         }
         value
+    }
+
+    /// A lock that sequences only read is taken from afar without waiting for the other
+    /// remote lockers of the process: with their mutex held by another thread (a remote locker
+    /// preempted inside its membarrier), it is still taken at once, and excludes the next
+    /// taker until released.
+    #[test]
+    fn a_read_only_lock_is_taken_from_afar_past_other_remote_lockers() {
+        if rseq_offset().is_none() {
+            return;
+        }
+        let lock = AtomicU8::new(FREE);
+        let cpu = cpu::current_cpu(cpu::cpu_source()) as u32;
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let _serial = REMOTE_LOCKERS.lock().unwrap_or_else(|p| p.into_inner());
+                held_tx.send(()).unwrap();
+                let _ = done_rx.recv_timeout(std::time::Duration::from_secs(20));
+            });
+            held_rx.recv().unwrap();
+            let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+            let lock = &lock;
+            s.spawn(move || {
+                // SAFETY: a test lock that no sequence touches.
+                let taken = unsafe { try_lock_remote_read_only(lock, cpu) };
+                taken_tx.send(taken).unwrap();
+            });
+            let taken = taken_rx.recv_timeout(std::time::Duration::from_secs(5));
+            done_tx.send(()).unwrap();
+            assert_eq!(
+                taken,
+                Ok(true),
+                "waited for another remote locker, or failed"
+            );
+        });
+        assert_eq!(lock.load(Ordering::Relaxed), REMOTE);
+        // SAFETY: as above.
+        let again = unsafe { try_lock_remote_read_only(&lock, cpu) };
+        assert!(!again, "taken twice");
+        lock.store(FREE, Ordering::Release);
+        // SAFETY: as above.
+        assert!(unsafe { try_lock_remote_read_only(&lock, cpu) });
     }
 
     /// No sequence leaves its descriptor pointer behind, whatever its outcome: code that may

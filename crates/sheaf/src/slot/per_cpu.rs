@@ -29,9 +29,11 @@
 //! fill the first sheaf), putting a new first sheaf in place (an empty one got beforehand
 //! under the main lock, released again, with the object already in it), or taking a whole
 //! group of full sheaves (after reserving its grace period). A taker's lock and membarrier
-//! abort a sequence in flight, so a taker waits only for another taker, which holds the lock
-//! for a few instructions that call out to nothing (and `slab::rseq` serialises remote
-//! lockers). A thread preempted between preparing a change and its sequence holds nothing:
+//! abort a sequence in flight, so a taker waits only for another taker of the same slot,
+//! which holds the lock for a few instructions that call out to nothing. Since nothing but a
+//! taker's compare-exchange writes `rcu_lock`, takers are not serialised with the process's
+//! other remote lockers (`slab::rseq::try_lock_remote_read_only`), unlike the main lock's.
+//! A thread preempted between preparing a change and its sequence holds nothing:
 //! the sequence runs afterwards on the chain as it finds it.
 //!
 //! Where the lock is a compare-exchange (and for a thread that no sequence serves: no rseq
@@ -470,9 +472,13 @@ impl<S: SlotStrategy> SlotTable<S> {
         loop {
             let locked = match self.lock_kind {
                 #[cfg(not(loom))]
-                // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to.
+                // SAFETY: as in `try_lock_rseq`; `cpu` is the CPU the slot belongs to. The
+                // sequences only check `rcu_lock` (`rseq_ops`), and in a table that uses them
+                // no thread takes it locally (a deferred free that no sequence serves takes no
+                // sheaf), so only compare-exchanges write it: no other remote locker of the
+                // process is waited for.
                 LockKind::Rseq { .. } => unsafe {
-                    rseq::try_lock_remote(&slot.rcu_lock, cpu as u32)
+                    rseq::try_lock_remote_read_only(&slot.rcu_lock, cpu as u32)
                 },
                 LockKind::Atomic => slot.try_lock_rcu(),
             };
