@@ -277,8 +277,8 @@ pub(crate) struct Slot {
     lock: AtomicU8,
     /// Per-CPU: the try-lock of `rcu` (same states as `lock`), held only for a few
     /// instructions that call out to nothing. With restartable sequences only remote takers
-    /// hold it (`barrier`, `shrink`, the hand-over thread, statistics readers, and a thread
-    /// that no sequence serves), taken from afar; the CPU's own threads change `rcu` by
+    /// hold it (`barrier`, `shrink`, the hand-over thread, statistics readers), taken from
+    /// afar; the CPU's own threads change `rcu` by
     /// sequences that commit only while it is free (`per_cpu`, `rseq_ops`), so a taker never
     /// waits for them. With the compare-exchange lock deferred frees take no sheaf (each is
     /// deferred on its own), so only takers hold it there too. A
@@ -528,8 +528,8 @@ impl<'a, S: SlotStrategy> FastSlot<'a, S> {
         unsafe { self.slot.sheaves_mut() }
     }
 
-    /// Per-thread: the slot's deferred-free sheaves (per-CPU ones have a lock of their own:
-    /// [`SlotTable::acquire_rcu`]).
+    /// Per-thread: the slot's deferred-free sheaves (per-CPU ones have a lock of their own,
+    /// `Slot::rcu_lock`).
     #[inline(always)]
     pub(crate) fn rcu(&mut self) -> &mut RcuSheaves {
         debug_assert!(!S::PER_CPU);

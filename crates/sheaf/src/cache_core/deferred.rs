@@ -195,8 +195,7 @@ impl<S: SlotStrategy> CacheCore<S> {
                         }
                     }
                     RcuStep::Busy => break,
-                    RcuStep::NotHere if group.is_none() => break 'rounds End::NoSequence,
-                    RcuStep::NotHere => break,
+                    RcuStep::NotHere => break 'rounds End::NoSequence,
                 }
             }
             End::Busy
@@ -307,14 +306,8 @@ impl<S: SlotStrategy> CacheCore<S> {
         object: NonNull<u8>,
         group: Option<(R, Vec<OwnedSheaf>)>,
     ) -> Pushed<R> {
-        let tally = Tally::shared(&self.counters);
-        tally.add(Stat::CpuSlotBusy, 1);
-        tally.add(Stat::DeferredObjects, 1);
-        tally.add(Stat::FreeRcuSheafFail, 1);
-        Pushed {
-            group,
-            left: Some(object),
-        }
+        self.counters.add_shared(Stat::CpuSlotBusy, 1);
+        self.push_deferred_alone(object, group)
     }
 
     /// Per-thread: the slot has no `rcu_free` sheaf with room for two, or `object` fills it.
