@@ -94,6 +94,31 @@ pub(crate) fn free_all_and_check_empty<S: SlotStrategy>(
     assert_eq!(cache.stats().slab_bytes, Some(0));
 }
 
+/// After threads that used `cache` have exited: barriers and shrinks until no page is held,
+/// and fails if that takes more than five seconds. An exited thread's slot may be adopted,
+/// and held recycled sheaves aged out, by the hand-over thread at any moment; a `shrink`
+/// made while those sheaves are in its hands passes them by (C-CONC-4: no operation waits
+/// for another thread), so one pass right after the joins may leave their slabs held. The
+/// accounting check says when nothing was in transit.
+pub(crate) fn settle_empty<S: SlotStrategy>(pages: &LimitedPages, cache: &Cache<S>) {
+    let start = std::time::Instant::now();
+    loop {
+        cache.barrier();
+        cache.shrink();
+        let checked = cache.check_invariants();
+        if checked && held(pages) == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "after 5 s: {} bytes held, {} live, accounting checked: {checked}",
+            held(pages),
+            live(cache)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// `n` objects from `alloc_bulk`.
 pub(crate) fn bulk<S: SlotStrategy>(
     cache: &Cache<S>,

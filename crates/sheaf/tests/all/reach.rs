@@ -169,9 +169,7 @@ fn c_conc_4_a_running_thread_hands_its_sheaves_over_at_its_next_operation() {
         assert_eq!(live(&cache), 0);
         stop.store(true, Ordering::Release);
         worker.join().unwrap();
-        cache.barrier();
-        cache.shrink();
-        assert_eq!(held(&pages), 0);
+        settle_empty(&pages, &cache);
     });
 }
 
@@ -274,11 +272,8 @@ both_strategies! {
             stop.store(true, Ordering::Release);
             assert!(taker.join().unwrap() > 0);
         });
-        cache.barrier();
-        cache.shrink();
-        assert!(cache.check_invariants());
+        settle_empty(&pages, &cache);
         assert_eq!(live(&cache), 0);
-        assert_eq!(held(&pages), 0);
     }
 }
 
