@@ -402,6 +402,10 @@ impl<S: SlotStrategy> Cache<S> {
     /// thread, parked indefinitely, barriers returned in microseconds to tens of milliseconds
     /// on a loaded machine, grace period included (`docs/decisions.md`).
     pub fn barrier(&self) {
+        if S::PER_CPU {
+            self.core().barrier_chains(|| self.deferrer.barrier());
+            return;
+        }
         // Reserved before any sheaf is taken: until then they are where a concurrent barrier
         // looks.
         let (reservation, rcu, _) = self
@@ -433,12 +437,25 @@ impl<S: SlotStrategy> Cache<S> {
     /// tried again for up to 20 ms in all, and then left as it is, for the next shrink: no
     /// thread is waited for beyond that. Inside a page source call a held slot is tried once.
     pub fn shrink(&self) {
-        // Reserved before the `rcu_free` sheaves leave the slots, and submitted before the
-        // rest of the shrink: a concurrent barrier waits for them, and not for the shrink.
-        let (reservation, rcu, _) = self
-            .core()
-            .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
-        self.submit_reserved(reservation, rcu);
+        if S::PER_CPU {
+            // Sealed and stamped, and what has expired completed; the rest completes within
+            // a grace period and a tick, by the hand-over thread if no one else.
+            let (left, stamped) = self.core().visit_chains(false, true);
+            if stamped {
+                object_alloc::rcu::request();
+            }
+            if left {
+                self.deferrer.arm();
+            }
+        } else {
+            // Reserved before the `rcu_free` sheaves leave the slots, and submitted before
+            // the rest of the shrink: a concurrent barrier waits for them, and not for the
+            // shrink.
+            let (reservation, rcu, _) = self
+                .core()
+                .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
+            self.submit_reserved(reservation, rcu);
+        }
         self.core().shrink();
     }
 

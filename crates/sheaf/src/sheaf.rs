@@ -49,6 +49,9 @@ pub(crate) struct SheafHeader {
     /// Link for the barn's intrusive lists and a slot's chain of deferred-free sheaves
     /// (`slot::RcuSheaves`); null elsewhere.
     next: *mut SheafHeader,
+    /// Per-CPU deferred-free sheaves: the grace-period stamp a sealed sheaf got when it joined
+    /// its slot's sealed list (`slot::chain`); unspecified elsewhere.
+    stamp: u64,
 }
 
 /// The budget a re-base sets: the most sequence operations between two re-bases.
@@ -87,6 +90,7 @@ static NO_SHEAF: Sentinel = Sentinel(SheafHeader {
     capacity: 0,
     size_at_rebase: 0,
     next: ptr::null_mut(),
+    stamp: 0,
 });
 
 /// The largest capacity a sheaf can have (the header stores it in 32 bits).
@@ -133,7 +137,7 @@ impl OwnedSheaf {
             "sheaf capacity {capacity} out of range"
         );
         let layout = Self::layout(capacity);
-        // SAFETY: the layout has a non-zero size (the header alone is 16 bytes).
+        // SAFETY: the layout has a non-zero size (the header alone is 32 bytes).
         let raw = unsafe { alloc(layout) }.cast::<SheafHeader>();
         let Some(header) = NonNull::new(raw) else {
             handle_alloc_error(layout)
@@ -146,6 +150,7 @@ impl OwnedSheaf {
                 capacity: capacity as u32,
                 size_at_rebase: 0,
                 next: ptr::null_mut(),
+                stamp: 0,
             });
         }
         Self { header }
@@ -443,6 +448,18 @@ impl OwnedSheaf {
     /// The list link.
     pub(crate) fn next(&self) -> Option<NonNull<()>> {
         NonNull::new(self.header().next.cast())
+    }
+
+    /// The stamp set by [`OwnedSheaf::set_stamp`].
+    pub(crate) fn stamp(&self) -> u64 {
+        self.header().stamp
+    }
+
+    /// Records a grace-period stamp (not on the sentinel).
+    pub(crate) fn set_stamp(&mut self, stamp: u64) {
+        assert!(!self.is_none(), "the sentinel sheaf is never stamped");
+        // SAFETY: a non-sentinel sheaf we own.
+        unsafe { (*self.header.as_ptr()).stamp = stamp };
     }
 
     /// Sets the list link (not on the sentinel).

@@ -67,6 +67,7 @@ use crate::sync::AtomicU8;
 use slab::cpu::{self, CpuSource};
 use slab::rseq::{ABANDONED, FREE, LOCAL};
 
+mod chain;
 #[cfg(not(loom))]
 mod fork;
 mod last_slot;
@@ -85,11 +86,14 @@ mod tests;
 #[cfg(all(test, not(loom)))]
 mod tests_descheduled;
 
+pub(crate) use chain::{Detached, Moved};
 use last_slot::{LAST_SLOTS, LastSlots};
 use per_cpu::LockKind;
 #[cfg(not(loom))]
 use per_cpu::OwnCpuOutcome;
 pub(crate) use per_cpu::RcuStep;
+#[cfg(test)]
+pub(crate) use per_cpu::{AFTER_RCU_START, run_hook};
 pub(crate) use per_thread::REACH_PATIENCE;
 use registry::ThreadRegistry;
 #[cfg(not(loom))]
@@ -182,13 +186,6 @@ impl SlotSheaves {
 }
 
 impl RcuSheaves {
-    /// A chain whose first sheaf is `head` (the rest linked behind it).
-    pub(crate) fn from_head(head: OwnedSheaf) -> Self {
-        Self {
-            rcu_free: Some(head),
-        }
-    }
-
     /// Takes every sheaf of the chain, each unlinked.
     pub(crate) fn take_rcu(&mut self) -> impl Iterator<Item = OwnedSheaf> + use<> {
         let mut taken = Vec::new();
@@ -379,12 +376,15 @@ impl Slot {
         self.lock.store(FREE, Ordering::Release);
     }
 
-    /// Per-CPU: releases `rcu_lock`, however it was taken, re-basing the chained sheaves
-    /// first (as [`Slot::unlock_cpu`] does `main`).
+    /// Per-CPU: releases `rcu_lock`, however it was taken, re-basing the chain's first sheaf
+    /// first (as [`Slot::unlock_cpu`] does `main`; the sequences push on no other).
     #[inline(always)]
     pub(crate) fn unlock_rcu(&self) {
-        // SAFETY: the caller holds `rcu_lock` of a per-CPU slot, which guards `rcu`.
-        unsafe { self.rcu_mut() }.for_each_mut(OwnedSheaf::rebase);
+        // SAFETY: the caller holds `rcu_lock` of a per-CPU slot, which guards the first sheaf
+        // (the sheaves behind it are the `detach` holder's, and not touched here).
+        if let Some(first) = unsafe { self.rcu_mut() }.rcu_free.as_mut() {
+            first.rebase();
+        }
         self.rcu_lock.store(FREE, Ordering::Release);
     }
 
@@ -448,19 +448,17 @@ impl Slot {
         }
     }
 
-    /// As [`Slot::take_fast_counts`], by a new holder of `rcu_lock`, for the deferred frees
-    /// the sequences pushed on the chained sheaves (each was first while they did);
-    /// [`Slot::unlock_rcu`] re-bases them.
-    #[inline(always)]
-    fn take_rcu_fast_counts(&self) {
-        use crate::stats::Stat;
-        let mut deferred = 0;
+    /// As [`Slot::take_fast_counts`], by a holder of `rcu_lock` and `detach`, for the
+    /// deferred frees the sequences pushed on the chain's first sheaf ([`Slot::unlock_rcu`]
+    /// re-bases it); those on the sheaves behind it are counted as they are sealed
+    /// (`chain`).
+    #[cfg(not(loom))]
+    fn take_rcu_fast_counts(&self) -> u64 {
         // SAFETY: the caller holds `rcu_lock`, which excludes the sequences on the chain.
-        unsafe { self.rcu_mut() }.for_each_mut(|sheaf| deferred += sheaf.take_fast_counts().1);
-        if deferred != 0 {
-            self.counters.add_owned(Stat::DeferredObjects, deferred);
-            self.counters.add_owned(Stat::FreeRcuSheaf, deferred);
-        }
+        unsafe { self.rcu_mut() }
+            .rcu_free
+            .as_ref()
+            .map_or(0, |first| first.take_fast_counts().1)
     }
 
     /// Replaces the sheaves with empty ones without reading or dropping the old ones: they
@@ -664,6 +662,9 @@ pub(crate) struct SlotTable<S: SlotStrategy> {
     /// CPUs' fast paths would bounce one line between them. 128 bytes on x86-64, because the
     /// adjacent-line prefetcher pulls lines in pairs.
     cpus: Box<[CachePadded<Slot>]>,
+    /// Per-CPU: each CPU slot's sealed deferred-free sheaves and their `detach` lock
+    /// (`chain`), apart from the slot so that the fast paths' line is not touched.
+    chains: Box<[CachePadded<chain::Chain>]>,
     threads: Arc<ThreadRegistry>,
     cpu_source: CpuSource,
     lock_kind: LockKind,
@@ -675,7 +676,7 @@ pub(crate) struct SlotTable<S: SlotStrategy> {
 impl<S: SlotStrategy> SlotTable<S> {
     /// Slots for a cache whose CPU `c` belongs to node `cpu_nodes[c]`.
     pub(crate) fn new(id: u64, cpu_nodes: Box<[usize]>) -> Self {
-        let cpus = if S::PER_CPU {
+        let cpus: Box<[CachePadded<Slot>]> = if S::PER_CPU {
             cpu_nodes
                 .iter()
                 .map(|&node| CachePadded::new(Slot::new(node)))
@@ -684,6 +685,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             Box::default()
         };
         Self {
+            chains: cpus.iter().map(|_| CachePadded::default()).collect(),
             cpus,
             threads: Arc::default(),
             cpu_source: cpu::cpu_source(),
@@ -791,11 +793,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Runs `f` on the deferred-free sheaves of every slot of a CPU or of a live thread that
     /// the caller can take now, and returns how many it could not.
     ///
-    /// Per-CPU: every CPU slot's `rcu` under its own lock, waiting (yielding) for each; none
-    /// is left out, and a thread holding a slot's main lock is not waited for (`rcu_lock` is
-    /// held only for a few instructions that call out to nothing).
-    ///
-    /// Per-thread: as [`SlotTable::for_each_reachable`], but slots that hold no `rcu_free`
+    /// Per-thread only (per-CPU chains are reached through `detach`, see `chain`): as [`SlotTable::for_each_reachable`], but slots that hold no `rcu_free`
     /// sheaves (as their mark says) are skipped, and an unreached owner is asked to hand over
     /// only those.
     pub(crate) fn for_each_rcu(
@@ -804,7 +802,8 @@ impl<S: SlotStrategy> SlotTable<S> {
         mut f: impl FnMut(&mut RcuSheaves),
     ) -> usize {
         if S::PER_CPU {
-            self.for_each_cpu_rcu(&mut f);
+            // Per-CPU chains are reached by their `detach` holders (`chain`).
+            debug_assert!(false, "for_each_rcu on a per-CPU table");
             return 0;
         }
         self.for_each_thread_slot(patience, Reach::Rcu, &mut |slot: &Slot| {

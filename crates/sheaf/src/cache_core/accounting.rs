@@ -34,7 +34,7 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// Sums every counter block, after moving the counts of the per-CPU restartable fast
     /// paths into them.
     fn totals(&self) -> [u64; Stat::ALL.len()] {
-        self.slots.fold_fast_counts();
+        self.slots.fold_fast_counts(&self.counters);
         let mut totals = [0; Stat::ALL.len()];
         self.slots.sum_counters(&self.counters, &mut totals);
         totals

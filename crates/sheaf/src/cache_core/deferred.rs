@@ -1,23 +1,27 @@
 //! Deferred frees (`kfree_rcu`): the slot's `rcu_free` sheaf, grace periods, recycling.
 //!
-//! `free_deferred` pushes on the slot's `rcu_free` sheaf; full ones wait on the slot (chained
-//! behind it) until there are `RCU_GROUP` of them, which are handed to one grace period
-//! together, and afterwards each is recycled into the barn as a full sheaf (or flushed).
-//! Starting a new `rcu_free` sheaf arms the cache for the rcu module's hand-over thread, which takes every
-//! slot's `rcu_free` sheaves once a tick until it finds none (`DeferTarget::hand_over`).
+//! `free_deferred` pushes on the slot's `rcu_free` sheaf. Starting a new `rcu_free` sheaf
+//! arms the cache for the rcu module's hand-over thread, which visits the slots once a tick
+//! until it finds nothing left (`DeferTarget::hand_over`), so a sheaf that its slot stops
+//! filling waits at most a tick before its grace period begins.
 //!
-//! Per-CPU, a slot's deferred-free sheaves have a lock of their own (`rcu_lock`), held only
-//! for a few instructions that call out to nothing: a thread that holds the slot's main lock
-//! (in any slow path, descheduled or blocked there) keeps no completed deferred free from a
-//! barrier, which takes `rcu_lock` alone. With restartable sequences the deferring thread
-//! never takes `rcu_lock`: it changes the chain by sequences that commit only while the lock
-//! is free (`slot::rseq_ops`), so a thread preempted in a deferred free keeps nothing from a
-//! barrier either (short of a group it took and has not handed over yet, under a
-//! reservation). Starting a sheaf needs an empty one, which may call out (barn, allocation):
-//! it is got under the main lock first, released before the sequence. Where no sequence
-//! serves the thread (the compare-exchange lock, or no rseq area of its own), the object is
-//! deferred on its own instead: pushing it on a sheaf would take `rcu_lock`, and a barrier
-//! would wait for a thread preempted under it.
+//! Per-CPU with restartable sequences, a slot's full sheaves never leave it before their
+//! grace period has passed (the stamped chain, `slot::chain`): the deferring thread changes
+//! the chain only by sequences (`slot::rseq_ops`), which commit only while the slot's
+//! `rcu_lock` is free, and the sheaves it seals are stamped and, once their stamp has
+//! expired, cut off and recycled by whoever holds the slot's `detach` lock: the deferring
+//! thread itself right after it started a sheaf (a try, never a wait), the hand-over thread,
+//! `shrink`, or a barrier. So a barrier finds every deferred free in a slot, on its sealed
+//! list, or in the hands of a `detach` holder that is completing it, and waits for no thread
+//! preempted anywhere else. Starting a sheaf needs an empty one, which may call out (barn,
+//! allocation): it is got under the main lock first, released before the sequence. Where no
+//! sequence serves the thread (the compare-exchange lock, or no rseq area of its own), the
+//! object is deferred on its own instead, through the stamped queues.
+//!
+//! Per-thread, full sheaves wait on the slot (chained behind `rcu_free`) until there are
+//! `RCU_GROUP` of them, which are handed to one grace period together under a reservation
+//! (`object_alloc::rcu::Reservation`), and afterwards each is recycled into the barn as a full
+//! sheaf (or flushed).
 
 use std::mem;
 use std::ptr::NonNull;
@@ -27,14 +31,16 @@ use object_alloc::rcu::{DeferTarget, Deferrer};
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{FastSlot, RCU_GROUP, RcuSheaves, RcuStep, SlotGuard, SlotStrategy};
+use crate::slot::{
+    Detached, FastSlot, Moved, RCU_GROUP, RcuSheaves, RcuStep, SlotGuard, SlotStrategy,
+};
 use crate::stats::{Counters, Stat, Tally};
 
 /// What a `free_deferred` that missed the push sequence leaves to its caller.
 #[must_use]
 pub(crate) struct Pushed<R> {
-    /// A group of full sheaves, with the reservation taken before they left the slot, to
-    /// hand to one grace period.
+    /// Per-thread: a group of full sheaves, with the reservation taken before they left the
+    /// slot, to hand to one grace period.
     pub(crate) group: Option<(R, Vec<OwnedSheaf>)>,
     /// The object, when no sheaf could take it: to be deferred on its own.
     pub(crate) left: Option<NonNull<u8>>,
@@ -98,40 +104,35 @@ impl<S: SlotStrategy> CacheCore<S> {
         reserve: impl Fn() -> R,
         arm: impl FnOnce(),
     ) -> Pushed<R> {
+        let _ = reserve;
         if self.slots.uses_sequences() {
-            return self.push_deferred_rseq(object, reserve, arm);
+            return self.push_deferred_rseq(object, arm);
         }
         self.push_deferred_alone(object, None)
     }
 
     /// Per-CPU with restartable sequences: every change of the chain is a sequence that
     /// commits with one store and only while the slot's `rcu_lock` is free, so this thread
-    /// never holds that lock, and a barrier or the hand-over thread that takes it (aborting
-    /// the sequence in flight) never waits for this thread. Each round: the push sequence
-    /// again; else take a whole group of full sheaves (reserved first), or start a new
-    /// sheaf with the object in it (an empty one got beforehand under the slot's main lock,
-    /// released again before the sequence).
+    /// never holds that lock, and a remote party that takes it (aborting the sequence in
+    /// flight) never waits for this thread. Each round: the push sequence again; else start
+    /// a new sheaf with the object in it (an empty one got beforehand under the slot's main
+    /// lock, released again before the sequence), which seals the full one, and then try the
+    /// slot's `detach` lock to stamp what is sealed and complete what has expired.
     #[cold]
     #[inline(never)]
-    fn push_deferred_rseq<R>(
-        &self,
-        mut object: NonNull<u8>,
-        reserve: impl Fn() -> R,
-        arm: impl FnOnce(),
-    ) -> Pushed<R> {
+    fn push_deferred_rseq<R>(&self, mut object: NonNull<u8>, arm: impl FnOnce()) -> Pushed<R> {
         /// Where the rounds ended.
         enum End {
             /// The object is in the chain.
             Placed,
-            /// The object is in a new sheaf, now first in the chain.
-            Started,
+            /// The object is in a new sheaf, now first in CPU `.0`'s chain.
+            Started(usize),
             /// No sequence serves this thread: the object on its own.
             NoSequence,
             /// The sequences gave up: the object on its own.
             Busy,
         }
         let shared = Tally::shared(&self.counters);
-        let mut group = None;
         let mut empty: Option<OwnedSheaf> = None;
         let end = 'rounds: {
             for round in 0..RCU_ROUNDS {
@@ -143,16 +144,16 @@ impl<S: SlotStrategy> CacheCore<S> {
                         Err(object) => object,
                     };
                 }
-                let step = match empty.as_mut() {
+                let (step, cpu) = match empty.as_mut() {
                     Some(sheaf) => {
-                        // Counted as the sequences' pushes are, by the next holder of `rcu_lock`.
+                        // Counted as the sequences' pushes are, when the sheaf is sealed.
                         sheaf.push_counted(object).expect("an empty sheaf has room");
-                        let step = self.slots.start_rcu_fast(Some(sheaf));
+                        let (step, cpu) = self.slots.start_rcu_fast(Some(sheaf));
                         if step != RcuStep::Done {
                             object = sheaf.pop().expect("pushed above");
                             sheaf.rebase();
                         }
-                        step
+                        (step, cpu)
                     }
                     None => self.slots.start_rcu_fast(None),
                 };
@@ -160,40 +161,13 @@ impl<S: SlotStrategy> CacheCore<S> {
                     RcuStep::Done => {
                         // The slot owns the sheaf now.
                         let _ = empty.take().expect("started with a sheaf").into_raw();
-                        break 'rounds End::Started;
+                        break 'rounds End::Started(cpu);
                     }
                     RcuStep::HasRoom | RcuStep::Aborted => {}
                     RcuStep::NeedSheaf => match self.rcu_sheaf() {
                         Some(sheaf) => empty = Some(sheaf),
                         None => break,
                     },
-                    // One group per call: a second one (other threads on this CPU filled four
-                    // sheaves meanwhile) is left to the next deferred free or a taker.
-                    RcuStep::GroupDue if group.is_some() => break,
-                    RcuStep::GroupDue => {
-                        // Reserved before the group leaves the slot, where a barrier looks for it.
-                        let reservation = reserve();
-                        match self.slots.take_rcu_group_fast() {
-                            (RcuStep::Done, Some(mut taken)) => {
-                                let mut deferred = 0;
-                                let sheaves: Vec<OwnedSheaf> = taken
-                                    .take_rcu()
-                                    .map(|mut sheaf| {
-                                        // The sequences' pushes since the last re-base.
-                                        deferred += sheaf.take_fast_counts().1;
-                                        sheaf.rebase();
-                                        sheaf
-                                    })
-                                    .collect();
-                                shared.add(Stat::DeferredObjects, deferred);
-                                shared.add(Stat::FreeRcuSheaf, deferred);
-                                shared.add(Stat::RcuSheafSubmitted, sheaves.len() as u64);
-                                group = Some((reservation, sheaves));
-                            }
-                            (RcuStep::Busy, _) => break,
-                            _ => drop(reservation),
-                        }
-                    }
                     RcuStep::Busy => break,
                     RcuStep::NotHere => break 'rounds End::NoSequence,
                 }
@@ -205,18 +179,132 @@ impl<S: SlotStrategy> CacheCore<S> {
             self.stash_empty(empty, self.slots.current_node(), shared);
         }
         match end {
-            End::Placed => Pushed { group, left: None },
-            End::Started => {
-                // The sheaf is in the slot (the commit); the fence orders that before the
-                // arming's load of the armed flag, against the hand-over thread's disarm and
-                // its look (`SlotTable::for_each_cpu_rcu` fences too): either it finds the
-                // sheaf, or the arming finds the cache disarmed and arms it again.
+            End::Placed => Pushed {
+                group: None,
+                left: None,
+            },
+            End::Started(cpu) => {
+                // The sheaf is in the slot (the commit, and the slot's pending mark after
+                // it); the fence orders that before the arming's load of the armed flag,
+                // against the hand-over thread's disarm and its look at the marks
+                // (`CacheCore::visit_chains` fences too): either it finds the sheaf, or the
+                // arming finds the cache disarmed and arms it again.
                 std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
                 arm();
-                Pushed { group, left: None }
+                #[cfg(test)]
+                crate::slot::run_hook(&crate::slot::AFTER_RCU_START);
+                self.collect_own(cpu);
+                Pushed {
+                    group: None,
+                    left: None,
+                }
             }
-            End::NoSequence => self.push_deferred_alone(object, group),
-            End::Busy => self.push_deferred_busy(object, group),
+            End::NoSequence => self.push_deferred_alone(object, None),
+            End::Busy => self.push_deferred_busy(object, None),
+        }
+    }
+
+    /// Per-CPU, right after this thread's sequence started a sheaf on CPU `cpu`'s slot (which
+    /// sealed the full one before it): one try of the slot's `detach` lock, and if it is
+    /// free, the sealed sheaves are stamped, a grace period is asked for, and those whose
+    /// stamp has expired are recycled, on the CPU that freed them.
+    fn collect_own(&self, cpu: usize) {
+        let Some(mut held) = self.slots.try_detach(cpu) else {
+            return;
+        };
+        let moved = self.slots.absorb(&mut held);
+        self.count_moved(moved);
+        let cut = self.slots.cut_expired(&mut held);
+        self.complete_cut(&held, cut);
+        drop(held);
+        if moved.sheaves > 0 {
+            object_alloc::rcu::request();
+        }
+        self.pool.release_queued();
+    }
+
+    /// Counts what an absorb or a seal moved onto a sealed list.
+    fn count_moved(&self, moved: Moved) {
+        if moved == Moved::default() {
+            return;
+        }
+        let shared = Tally::shared(&self.counters);
+        shared.add(Stat::DeferredObjects, moved.deferred);
+        shared.add(Stat::FreeRcuSheaf, moved.deferred);
+        shared.add(Stat::RcuSheafSubmitted, moved.sheaves);
+    }
+
+    /// With the slot's `detach` held (`_held`): recycles sheaves cut off its sealed list,
+    /// whose grace period has passed. Their objects are complete once this returns, before
+    /// the lock is released, so a barrier that takes it next finds them done. The slabs their
+    /// flush empties are queued, never given to the page source here (a page source may call
+    /// a barrier, which would wait for this lock): the caller releases them afterwards.
+    fn complete_cut(&self, held: &Detached<'_>, cut: Vec<OwnedSheaf>) {
+        if cut.is_empty() {
+            return;
+        }
+        let node = held.node();
+        // In transit from the cut until the objects are in the barn or the slabs: an
+        // accounting check made meanwhile reads again.
+        let _transit = self.transit.begin();
+        for sheaf in cut {
+            self.recycle_rcu_sheaf_on(sheaf, node, true);
+        }
+    }
+
+    /// Per-CPU: visits every CPU slot whose chain may hold deferred-free sheaves, under its
+    /// `detach` lock (waited for with `wait`, else tried once): completes what has expired,
+    /// then seals the whole chain (with `seal`, see `slot::chain`) or only moves what is
+    /// already sealed, stamping it. Returns whether a chain still holds sheaves (or a slot
+    /// was skipped) and whether anything was stamped.
+    pub(crate) fn visit_chains(&self, wait: bool, seal: bool) -> (bool, bool) {
+        // Orders the looks at the marks after the caller's earlier stores (the hand-over
+        // thread's disarm), against a deferred free that publishes a new sheaf and then
+        // checks that the cache is armed (`push_deferred_rseq`): one of the two sees the other.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let (mut left, mut stamped) = (false, false);
+        for cpu in 0..self.slots.chain_count() {
+            if !self.slots.chain_pending(cpu) {
+                continue;
+            }
+            let held = if wait {
+                Some(self.slots.detach_waiting(cpu))
+            } else {
+                self.slots.try_detach(cpu)
+            };
+            let Some(mut held) = held else {
+                left = true;
+                continue;
+            };
+            let cut = self.slots.cut_expired(&mut held);
+            self.complete_cut(&held, cut);
+            let moved = if seal {
+                self.slots.seal(&mut held)
+            } else {
+                self.slots.absorb(&mut held)
+            };
+            self.count_moved(moved);
+            stamped |= moved.sheaves > 0;
+            left |= !self.slots.chain_is_empty(&held);
+            drop(held);
+            self.pool.release_queued();
+        }
+        (left, stamped)
+    }
+
+    /// Per-CPU: a barrier's part for the chains. Seals and stamps every chain, waits for a
+    /// grace period that covers the stamps (`deferrer_barrier`, which also waits for the
+    /// objects deferred on their own), then cuts and completes every expired sheaf: every
+    /// deferred free that finished before the call is complete when it returns. It waits
+    /// for `detach` holders, and for nothing else.
+    pub(crate) fn barrier_chains(&self, deferrer_barrier: impl FnOnce()) {
+        let (left, _) = self.visit_chains(true, true);
+        deferrer_barrier();
+        if left {
+            // The deferrer's barrier returns at once when none of its callbacks is pending;
+            // the process-wide one always moves the clock past the stamps just written.
+            object_alloc::rcu::barrier();
+            let _ = self.visit_chains(true, false);
         }
     }
 
@@ -351,10 +439,15 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// there is room (recycled); else, with `rcu_hold_ticks`, onto the barn's held lists for
     /// at most that many hand-over ticks ([`CacheCore::age_held`]); else its objects go back
     /// to the slabs.
-    pub(crate) fn recycle_rcu_sheaf(&self, mut sheaf: OwnedSheaf) {
+    pub(crate) fn recycle_rcu_sheaf(&self, sheaf: OwnedSheaf) {
+        self.recycle_rcu_sheaf_on(sheaf, self.slots.current_node(), false);
+    }
+
+    /// [`CacheCore::recycle_rcu_sheaf`] into `node`'s barn; with `queued`, the slabs a flush
+    /// empties are queued for the caller to release (see [`CacheCore::flush_held`]).
+    fn recycle_rcu_sheaf_on(&self, mut sheaf: OwnedSheaf, node: usize, queued: bool) {
         let tally = Tally::shared(&self.counters);
         tally.add(Stat::RcuObjectsCompleted, sheaf.size() as u64);
-        let node = self.slots.current_node();
         if sheaf.is_full() {
             match self.barns[node].put_full(sheaf) {
                 Ok(()) => {
@@ -368,14 +461,22 @@ impl<S: SlotStrategy> CacheCore<S> {
                 Err(full) => sheaf = full,
             }
         }
-        self.flush_rcu_sheaf(sheaf, node, tally);
+        if sheaf.is_empty() {
+            // A chain's first sheaf, sealed from afar before anything was pushed on it.
+            return self.stash_empty(sheaf, node, tally);
+        }
+        self.flush_rcu_sheaf(sheaf, node, queued, tally);
     }
 
-    /// A recycled `rcu_free` sheaf the barn did not keep: its objects to the slabs, the
-    /// sheaf to the empty list (or freed).
-    fn flush_rcu_sheaf(&self, mut sheaf: OwnedSheaf, node: usize, tally: Tally<'_>) {
+    /// A recycled `rcu_free` sheaf the barn did not keep: its objects to the slabs (the slabs
+    /// emptied queued with `queued`), the sheaf to the empty list (or freed).
+    fn flush_rcu_sheaf(&self, mut sheaf: OwnedSheaf, node: usize, queued: bool, tally: Tally<'_>) {
         tally.add(Stat::RcuSheafFlushed, 1);
-        self.flush(&mut sheaf, tally);
+        if queued {
+            self.flush_held(&mut sheaf, tally);
+        } else {
+            self.flush(&mut sheaf, tally);
+        }
         self.stash_empty(sheaf, node, tally);
     }
 
@@ -391,7 +492,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         let _transit = self.transit.begin();
         for (node, barn) in self.barns.iter().enumerate() {
             for sheaf in barn.age_held() {
-                self.flush_rcu_sheaf(sheaf, node, tally);
+                self.flush_rcu_sheaf(sheaf, node, false, tally);
             }
             left |= barn.has_held();
         }
@@ -444,11 +545,9 @@ impl<S: SlotStrategy> CacheCore<S> {
     pub(crate) unsafe fn take_rcu_sheaves_exclusive(&self) -> Vec<OwnedSheaf> {
         let mut taken = mem::take(&mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()));
         if S::PER_CPU {
-            // Under each slot's `rcu_lock`: the cache's deferred callbacks may still be running
-            // on other threads, and per-CPU ones free into the slots (`free_now`), which may
-            // start an `rcu_free` sheaf no longer.
-            self.slots
-                .for_each_rcu(Duration::ZERO, |rcu| taken.extend(rcu.take_rcu()));
+            // SAFETY: forwarded; the hand-over thread no longer visits the chains (the
+            // caller's obligation), and deferred callbacks never take `detach`.
+            taken.extend(unsafe { self.slots.take_all_chains() });
         } else {
             // SAFETY: forwarded; per-thread slots are touched by no deferred callback.
             unsafe {
@@ -463,6 +562,15 @@ impl<S: SlotStrategy> CacheCore<S> {
 
 impl<S: SlotStrategy> DeferTarget for CacheCore<S> {
     fn hand_over(&self, deferrer: &Deferrer<Self>) -> bool {
+        if S::PER_CPU {
+            // Aged first, as below.
+            let held = self.age_held();
+            let (left, stamped) = self.visit_chains(false, true);
+            if stamped {
+                object_alloc::rcu::request();
+            }
+            return left || held;
+        }
         // One try per live thread's slot: the hand-over thread comes back every tick while
         // `rcu_free` sheaves may be left in a slot it could not take, or in one of an exited
         // thread.

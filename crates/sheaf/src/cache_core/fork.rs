@@ -37,6 +37,10 @@ impl<S: SlotStrategy> slab::fork::AtFork for CacheCore<S> {
         self.slots.fork_slot_locks(out);
     }
 
+    fn flag_locks(&self, out: &mut Vec<slab::fork::FlagLock>) {
+        self.slots.fork_flag_locks(out);
+    }
+
     fn lock_all(&self, held: &mut slab::fork::Held) {
         // SAFETY: the cache is registered from its creation to its drop.
         unsafe { self.slots.fork_hold_registry(held) };

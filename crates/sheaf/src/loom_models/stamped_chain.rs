@@ -1,34 +1,32 @@
-//! A loom model of the *stamped chain*: the protocol planned for a slot's deferred-free
-//! sheaves, in which no sheaf leaves its slot before its grace period has passed, so that a
-//! barrier never waits for a thread that holds sheaves it took (docs/decisions.md, "Deferred
-//! callbacks in stamped queues", "The stamped chain"). It is not the allocator's protocol
-//! yet: the model pins the protocol down, and checks it, before the code changes.
+//! A loom model of the *stamped chain*: the protocol of a CPU slot's deferred-free sheaves
+//! (`slot::chain`), in which no sheaf leaves its slot before its grace period has passed, so
+//! that a barrier never waits for a thread that holds sheaves it took (docs/decisions.md,
+//! "The stamped chain").
 //!
 //! The protocol, per slot:
 //!
 //! - The chain is `head` and the sheaves linked behind it. The CPU's threads change it only
 //!   by sequences (a push on `head`; putting a new sheaf in front, which *seals* the old
-//!   head), which run only while no remote party is present (`remote`, a count).
-//! - A remote party (barrier, hand-over thread, shrink) enters by raising `remote` and running
-//!   the membarrier, and then seals a filled head itself by putting an empty sheaf in front
-//!   with a compare-exchange. Remote parties never wait for each other.
-//! - Every sealed sheaf gets a *stamp*: the clock read after it was sealed, written by whoever
-//!   holds the slot's `detach` lock next (its own thread, with a try, never a wait; the
-//!   hand-over thread; a barrier).
-//! - A holder of `detach` cuts the chain in front of the first sealed sheaf whose stamp's grace
-//!   period has passed; everything behind it was sealed before it and is covered too. Only
-//!   holders of `detach` read links behind the head, and only they cut, so what they read
-//!   stays in place. It completes what it cut before releasing `detach`, so a barrier that
-//!   takes the lock next finds it done. The holders are collections: they complete expired
-//!   deferrals (or stamp), which is what a barrier may wait for.
+//!   head), which commit only while `rcu_lock` is free.
+//! - The sealed list, newest first, belongs to the holder of the slot's `detach` lock, who
+//!   *absorbs* the sheaves behind the head into it (reading the head first, then the clock:
+//!   the stamp every absorbed sheaf gets), and *cuts* it in front of the first sheaf whose
+//!   stamp's grace period has passed; everything behind it was sealed before it. It
+//!   completes what it cut before releasing `detach`.
+//! - A remote party (barrier, hand-over thread, shrink) holds `detach` and *seals* the head
+//!   too: it takes `rcu_lock` and runs the membarrier, moves the whole chain into the sealed
+//!   list, and lets `rcu_lock` go. Only `detach` holders take `rcu_lock`, so they never wait
+//!   for each other there.
+//! - The deferring thread, right after its sequence started a sheaf, tries `detach` (never
+//!   waits) to absorb, ask for a grace period and cut.
 //!
 //! The model stands for the CPU's atomicity with a mutex, as the sequence model in the parent
 //! module does: a sequence holds it from its first check to its commit, and a remote party's
 //! membarrier takes it once (it comes after a sequence in flight, or the sequence starts
-//! after it and sees `remote`). Grace periods pass as soon as they are asked for: there are
+//! after it and sees `rcu_lock`). Grace periods pass as soon as they are asked for: there are
 //! no readers here; what the model checks is that every deferral finished before a barrier
 //! began has been completed when the barrier returns, that nothing is completed twice or lost,
-//! and that the barrier returns while a deferring thread is parked anywhere.
+//! and that the barrier returns while a deferring thread is parked right after sealing.
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -43,14 +41,13 @@ const CAPACITY: usize = 2;
 const SHEAVES: usize = 8;
 /// Objects the owner defers: two fill a sheaf, the third starts the next one.
 const OBJECTS: usize = 3;
-/// An unstamped sheaf.
-const UNSTAMPED: u64 = u64::MAX;
 
 struct Sheaf {
     objects: UnsafeCell<[u32; CAPACITY]>,
     /// The committed size (the sequences' commit store).
     size: AtomicUsize,
     next: AtomicUsize,
+    /// Written by the `detach` holder that absorbs the sheaf.
     stamp: AtomicU64,
     /// Set by the one cut that takes the sheaf.
     detached: AtomicBool,
@@ -58,17 +55,18 @@ struct Sheaf {
 
 struct Slot {
     cpu: Mutex<()>,
-    remote: AtomicU8,
+    rcu_lock: AtomicU8,
     head: AtomicUsize,
     /// The `detach` lock (a mutex here: remote parties wait for its holders, the owner only
-    /// tries it).
+    /// tries it) and the sealed list it guards, newest first.
     detach: Mutex<()>,
+    sealed: UnsafeCell<usize>,
     sheaves: Vec<Sheaf>,
     allocated: AtomicUsize,
     clock: AtomicU64,
     /// The highest clock value whose grace period has passed.
     safe: AtomicU64,
-    /// Objects deferred on their own (a remote party was present), completed by the barrier.
+    /// Objects deferred on their own (`rcu_lock` was held), completed by the barrier.
     alone: Mutex<Vec<u32>>,
     completed: Vec<UnsafeCell<bool>>,
     /// The first version of the protocol, for the model to show why the cut sheaves are
@@ -88,15 +86,16 @@ impl Slot {
     fn new(complete_after_release: bool) -> Self {
         Slot {
             cpu: Mutex::new(()),
-            remote: AtomicU8::new(0),
+            rcu_lock: AtomicU8::new(0),
             head: AtomicUsize::new(NONE),
             detach: Mutex::new(()),
+            sealed: UnsafeCell::new(NONE),
             sheaves: (0..SHEAVES)
                 .map(|_| Sheaf {
                     objects: UnsafeCell::new([0; CAPACITY]),
                     size: AtomicUsize::new(0),
                     next: AtomicUsize::new(NONE),
-                    stamp: AtomicU64::new(UNSTAMPED),
+                    stamp: AtomicU64::new(0),
                     detached: AtomicBool::new(false),
                 })
                 .collect(),
@@ -129,7 +128,7 @@ impl Slot {
     /// `start` (holding the object already) in front of a missing or full head.
     fn sequence(&self, object: u32, start: Option<usize>) -> Step {
         let _on_cpu = self.cpu.lock().unwrap();
-        if self.remote.load(Ordering::Acquire) != 0 {
+        if self.rcu_lock.load(Ordering::Acquire) != 0 {
             return Step::Busy;
         }
         let head = self.head.load(Ordering::Relaxed);
@@ -157,7 +156,7 @@ impl Slot {
 
     /// A deferred free by the CPU's thread: the push, else a new sheaf in front (prepared
     /// first; `park` runs right after it is in place), then its own collection with a try of
-    /// `detach`. With a remote party present, the object is deferred on its own.
+    /// `detach`. With `rcu_lock` held, the object is deferred on its own.
     fn defer(&self, object: u32, park: impl FnOnce()) {
         let mut prepared: Option<usize> = None;
         loop {
@@ -176,7 +175,9 @@ impl Slot {
                 Step::Started => {
                     park();
                     if let Ok(detach) = self.detach.try_lock() {
-                        self.collect(detach);
+                        self.absorb(&detach);
+                        self.request();
+                        self.cut_expired(detach);
                     }
                     return;
                 }
@@ -188,34 +189,62 @@ impl Slot {
         self.alone.lock().unwrap().push(object);
     }
 
-    /// With `detach` held (released here): stamps every unstamped sealed sheaf, asks for a
-    /// grace period, cuts the chain in front of the first expired sheaf, and completes what
-    /// it cut.
-    fn collect(&self, detach: MutexGuard<'_, ()>) {
-        self.stamp_sealed(&detach);
+    /// A grace period, asked for now, which passes at once (there are no readers).
+    fn request(&self) {
         let requested = self.clock.fetch_add(1, Ordering::SeqCst);
-        // No readers: the grace period passes at once.
         self.safe.fetch_max(requested, Ordering::SeqCst);
-        self.cut_expired(detach);
     }
 
-    /// With `detach` held: every sealed sheaf (behind the head) gets a stamp if it has none.
-    fn stamp_sealed(&self, _detach: &MutexGuard<'_, ()>) {
-        let stamp = self.clock.load(Ordering::SeqCst);
+    /// With `detach` held: moves the sheaves behind the head into the sealed list.
+    fn absorb(&self, detach: &MutexGuard<'_, ()>) {
         let head = self.head.load(Ordering::Acquire);
         if head == NONE {
             return;
         }
-        let mut next = self.sheaves[head].next.load(Ordering::Acquire);
-        while next != NONE {
-            let sheaf = &self.sheaves[next];
-            let _ = sheaf.stamp.compare_exchange(
-                UNSTAMPED,
-                stamp,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            next = sheaf.next.load(Ordering::Acquire);
+        let behind = self.sheaves[head].next.load(Ordering::Acquire);
+        if behind == NONE {
+            return;
+        }
+        self.sheaves[head].next.store(NONE, Ordering::Relaxed);
+        self.add_sealed(detach, behind);
+    }
+
+    /// With `detach` held: puts the sealed sheaves from `first` on (linked through `next`) in
+    /// front of the sealed list, stamped with the clock read now, after they were sealed.
+    fn add_sealed(&self, _detach: &MutexGuard<'_, ()>, first: usize) {
+        let stamp = self.clock.load(Ordering::SeqCst);
+        let mut last = first;
+        loop {
+            self.sheaves[last].stamp.store(stamp, Ordering::Relaxed);
+            let next = self.sheaves[last].next.load(Ordering::Acquire);
+            if next == NONE {
+                break;
+            }
+            last = next;
+        }
+        self.sealed.with_mut(|sealed| {
+            // SAFETY: the sealed list is the `detach` holder's.
+            let sealed = unsafe { &mut *sealed };
+            self.sheaves[last].next.store(*sealed, Ordering::Relaxed);
+            *sealed = first;
+        });
+    }
+
+    /// A remote party, with `detach` held: absorbs, then takes `rcu_lock` (the membarrier
+    /// follows), moves the whole chain into the sealed list, and lets `rcu_lock` go.
+    fn seal(&self, detach: &MutexGuard<'_, ()>) {
+        self.absorb(detach);
+        if self.head.load(Ordering::Acquire) == NONE {
+            return;
+        }
+        self.rcu_lock.store(1, Ordering::SeqCst);
+        // The membarrier: after a sequence in flight, or before one that sees `rcu_lock`.
+        drop(self.cpu.lock().unwrap());
+        let first = self.head.load(Ordering::Acquire);
+        self.head.store(NONE, Ordering::Relaxed);
+        self.rcu_lock.store(0, Ordering::Release);
+        if first != NONE {
+            self.add_sealed(detach, first);
         }
     }
 
@@ -223,11 +252,19 @@ impl Slot {
     /// whose stamp the grace periods cover, and completes every object behind the cut.
     fn cut_expired(&self, detach: MutexGuard<'_, ()>) {
         let safe = self.safe.load(Ordering::SeqCst);
-        let head = self.head.load(Ordering::Acquire);
         let mut cut = NONE;
-        if head != NONE {
-            let mut pred = head;
-            let mut next = self.sheaves[head].next.load(Ordering::Acquire);
+        self.sealed.with_mut(|sealed| {
+            // SAFETY: the sealed list is the `detach` holder's.
+            let sealed = unsafe { &mut *sealed };
+            if *sealed == NONE {
+                return;
+            }
+            if self.sheaves[*sealed].stamp.load(Ordering::Relaxed) <= safe {
+                cut = std::mem::replace(sealed, NONE);
+                return;
+            }
+            let mut pred = *sealed;
+            let mut next = self.sheaves[pred].next.load(Ordering::Acquire);
             while next != NONE {
                 if self.sheaves[next].stamp.load(Ordering::Relaxed) <= safe {
                     self.sheaves[pred].next.store(NONE, Ordering::Release);
@@ -237,7 +274,7 @@ impl Slot {
                 pred = next;
                 next = self.sheaves[next].next.load(Ordering::Acquire);
             }
-        }
+        });
         // Completed before `detach` is released: a barrier that takes it next finds every
         // cut sheaf completed (completing after the release lets a barrier return first).
         let detach = if self.complete_after_release {
@@ -263,50 +300,24 @@ impl Slot {
         drop(detach);
     }
 
-    /// A remote party seals a filled head: enters (`remote`, then the membarrier), puts an
-    /// empty sheaf in front by compare-exchange, leaves. It waits for no one.
-    fn seal(&self) {
-        self.remote.fetch_add(1, Ordering::SeqCst);
-        // The membarrier: after a sequence in flight, or before one that sees `remote`.
-        drop(self.cpu.lock().unwrap());
-        let mut fresh = NONE;
-        loop {
-            let head = self.head.load(Ordering::Acquire);
-            if head == NONE || self.sheaves[head].size.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            if fresh == NONE {
-                fresh = self.sheaf();
-            }
-            self.sheaves[fresh].next.store(head, Ordering::Relaxed);
-            if self
-                .head
-                .compare_exchange(head, fresh, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                break;
-            }
-        }
-        self.remote.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// The barrier: seal, stamp (under `detach`), a grace period from after the stamps,
-    /// the objects deferred on their own, and the cut.
+    /// The barrier: seal (under `detach`), a grace period from after the stamps, the
+    /// objects deferred on their own, and the cut.
     fn barrier(&self) {
-        self.seal();
-        self.stamp_sealed(&self.detach.lock().unwrap());
-        let requested = self.clock.fetch_add(1, Ordering::SeqCst);
-        self.safe.fetch_max(requested, Ordering::SeqCst);
+        self.seal(&self.detach.lock().unwrap());
+        self.request();
         for object in std::mem::take(&mut *self.alone.lock().unwrap()) {
             self.complete(object);
         }
         self.cut_expired(self.detach.lock().unwrap());
     }
 
-    /// The hand-over thread's tick: seal, then a collection.
+    /// The hand-over thread's tick: a try of `detach`, then a seal, a grace period and a cut.
     fn tick(&self) {
-        self.seal();
-        self.collect(self.detach.lock().unwrap());
+        if let Ok(detach) = self.detach.try_lock() {
+            self.seal(&detach);
+            self.request();
+            self.cut_expired(detach);
+        }
     }
 
     fn is_completed(&self, object: usize) -> bool {

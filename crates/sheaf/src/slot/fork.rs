@@ -15,13 +15,21 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use slab::fork::{ChildFork, Held, SlotLock};
+use slab::fork::{ChildFork, FlagLock, Held, SlotLock};
 use slab::rseq::{ABANDONED, FREE};
 
 use super::{LockKind, SlotStrategy, SlotTable, THREAD_SLOTS, ThreadSlots};
 use crate::stats::Counters;
 
 impl<S: SlotStrategy> SlotTable<S> {
+    /// Per-CPU: every chain's `detach` lock, for prepare to take before the slot locks (as
+    /// its holders take `rcu_lock` inside it).
+    pub(crate) fn fork_flag_locks(&self, out: &mut Vec<FlagLock>) {
+        for chain in self.chains.iter() {
+            out.push(FlagLock(chain.detach_flag()));
+        }
+    }
+
     /// Per-CPU: every slot lock, for prepare to take before any mutex.
     pub(crate) fn fork_slot_locks(&self, out: &mut Vec<SlotLock>) {
         let rseq = matches!(self.lock_kind, LockKind::Rseq { .. });
@@ -62,12 +70,18 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// contents were lost.
     pub(crate) fn fork_child(&self, fork: ChildFork, mut fold: impl FnMut(&Counters)) -> usize {
         let mut lost = 0;
-        for slot in self.cpus.iter() {
-            if slot.rcu_lock.load(Ordering::Relaxed) != FREE {
-                // Held by a thread that is gone (no thread holds it across a call out, so not
-                // the forking thread): its deferred-free sheaves may be half-updated.
-                // SAFETY: only this thread exists, and it holds no `rcu_lock`.
-                unsafe { slot.forget_rcu() };
+        for (slot, chain) in self.cpus.iter().zip(self.chains.iter()) {
+            let detached = chain.detach_flag().load(Ordering::Relaxed);
+            if detached || slot.rcu_lock.load(Ordering::Relaxed) != FREE {
+                // Held by a thread that is gone (no thread holds either across a call out,
+                // so not the forking thread): its deferred-free sheaves may be half-moved,
+                // and the sheaves it was completing are lost with it.
+                // SAFETY: only this thread exists, and it holds neither lock.
+                unsafe {
+                    slot.forget_rcu();
+                    chain.forget();
+                }
+                slot.rcu_pending.store(false, Ordering::Relaxed);
                 slot.rcu_lock.store(FREE, Ordering::Release);
                 lost += 1;
             }

@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(all(test, not(loom)))]
 use super::SlotGuard;
-use super::{RcuSheaves, Slot, SlotSheaves, SlotStrategy, SlotTable};
+use super::{Slot, SlotSheaves, SlotStrategy, SlotTable};
 use crate::sheaf::OwnedSheaf;
 use crate::stats::Counters;
 #[cfg(not(loom))]
@@ -63,8 +63,8 @@ use slab::cpu::{self, CpuSource};
 use slab::rseq;
 use slab::rseq::ABANDONED;
 
-/// What one of the restartable sequences on a slot's deferred-free chain (`rseq_ops`'s
-/// `start_rcu` and `take_rcu_group`) did or found.
+/// What the restartable sequence that starts a slot's deferred-free sheaf (`rseq_ops`'s
+/// `start_rcu`) did or found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(loom, allow(dead_code))] // no sequences under loom
 pub(crate) enum RcuStep {
@@ -80,19 +80,34 @@ pub(crate) enum RcuStep {
     Aborted,
     /// The first sheaf has room: the push sequence serves.
     HasRoom,
-    /// A whole group of full sheaves is chained: take it first.
-    GroupDue,
-    /// No sheaf, or a full first one and room in the chain: start one.
+    /// No sheaf, or a full first one: start one.
     NeedSheaf,
 }
+
+/// A test hook: a closure a test runs on one thread at a chosen point.
+#[cfg(test)]
+pub(crate) type Hook = std::cell::RefCell<Option<Box<dyn FnMut()>>>;
 
 #[cfg(test)]
 thread_local! {
     /// Tests: run on this thread by [`SlotTable::start_rcu_fast`] right before its sequence,
     /// where the thread holds a prepared sheaf and no lock: a test parks the thread here, as
     /// a preemption would.
-    pub(crate) static BEFORE_RCU_START: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
-        std::cell::RefCell::new(None);
+    pub(crate) static BEFORE_RCU_START: Hook = std::cell::RefCell::new(None);
+    /// Tests: run on this thread by a deferred free right after its sequence started a sheaf
+    /// (sealing the full one before it), before it tries the slot's `detach` lock: the point
+    /// where the sealed sheaves are neither stamped nor collected yet.
+    pub(crate) static AFTER_RCU_START: Hook = std::cell::RefCell::new(None);
+}
+
+/// Tests: runs `hook`'s closure, if this thread set one.
+#[cfg(test)]
+pub(crate) fn run_hook(hook: &'static std::thread::LocalKey<Hook>) {
+    hook.with(|hook| {
+        if let Some(hook) = hook.borrow_mut().as_mut() {
+            hook();
+        }
+    });
 }
 
 /// The outcome of one inlined attempt at the slot of the CPU the caller runs on (per-CPU,
@@ -155,14 +170,6 @@ mod sequences {
         _: Option<NonNull<()>>,
     ) -> (super::RcuStep, *const Slot) {
         (super::RcuStep::NotHere, std::ptr::null())
-    }
-
-    pub(super) unsafe fn take_rcu_group(
-        _: *const CachePadded<Slot>,
-        _: usize,
-        _: isize,
-    ) -> (super::RcuStep, Option<NonNull<()>>) {
-        (super::RcuStep::NotHere, None)
     }
 }
 
@@ -359,19 +366,16 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// chain of the caller's CPU slot, by a sequence (`rseq_ops::start_rcu`) that commits only
     /// while the slot's `rcu_lock` is free: the caller never holds that lock. On
     /// [`RcuStep::Done`] the slot owns the sheaf (the caller gives its handle up with
-    /// `into_raw`); otherwise the sheaf is the caller's again, as it was. With `sheaf` `None`
-    /// it only says what the chain needs. [`RcuStep::NotHere`] for other tables.
-    pub(crate) fn start_rcu_fast(&self, sheaf: Option<&mut OwnedSheaf>) -> RcuStep {
+    /// `into_raw`), and the CPU whose slot it is comes with it (the caller collects that
+    /// slot's expired sheaves); otherwise the sheaf is the caller's again, as it was. With
+    /// `sheaf` `None` it only says what the chain needs. [`RcuStep::NotHere`] for other tables.
+    pub(crate) fn start_rcu_fast(&self, sheaf: Option<&mut OwnedSheaf>) -> (RcuStep, usize) {
         let Some((cpus, ncpus, offset)) = self.sequence_table() else {
-            return RcuStep::NotHere;
+            return (RcuStep::NotHere, 0);
         };
         #[cfg(test)]
         if sheaf.is_some() {
-            BEFORE_RCU_START.with(|hook| {
-                if let Some(hook) = hook.borrow_mut().as_mut() {
-                    hook();
-                }
-            });
+            run_hook(&BEFORE_RCU_START);
         }
         let raw = sheaf.as_ref().map(|sheaf| sheaf.as_raw());
         // SAFETY: as in `pop_fast`; the sheaf is the caller's, of this cache, unlinked, its
@@ -381,31 +385,17 @@ impl<S: SlotStrategy> SlotTable<S> {
             // SAFETY: `Done` returns the address of the table's slot the sequence committed
             // to, which lives as long as the table.
             let slot = unsafe { &*slot };
-            // For statistics readers, after the commit: a taker that empties the chain
-            // meanwhile leaves the mark set for nothing, which is harmless, while a mark set
-            // before the commit could be cleared by a taker that did not see the sheaf.
-            slot.rcu_pending.store(true, Ordering::Relaxed);
-        } else if let Some(sheaf) = sheaf {
+            // For the visitors, after the commit: one that seals the chain meanwhile leaves
+            // the mark set for nothing, which is harmless, while a mark set before the commit
+            // could be cleared by a sealer that did not see the sheaf.
+            slot.rcu_pending.store(true, Ordering::Release);
+            return (step, self.cpu_of(slot));
+        }
+        if let Some(sheaf) = sheaf {
             // The sequence may have linked the chain behind it before it missed or aborted.
             sheaf.set_next(None);
         }
-        step
-    }
-
-    /// Per-CPU with restartable sequences: one attempt at taking the whole group of full
-    /// sheaves chained on the caller's CPU slot (`rseq_ops::take_rcu_group`), without its
-    /// `rcu_lock`; on [`RcuStep::Done`] the group, now the caller's. The caller reserves the
-    /// group's grace period first. [`RcuStep::NotHere`] for other tables.
-    pub(crate) fn take_rcu_group_fast(&self) -> (RcuStep, Option<RcuSheaves>) {
-        let Some((cpus, ncpus, offset)) = self.sequence_table() else {
-            return (RcuStep::NotHere, None);
-        };
-        // SAFETY: as in `pop_fast`.
-        let (step, head) = unsafe { sequences::take_rcu_group(cpus, ncpus, offset) };
-        // SAFETY: on `Done` the sequence handed over the chain whose first sheaf this is, and
-        // nothing else refers to it any more.
-        let group = head.map(|head| RcuSheaves::from_head(unsafe { OwnedSheaf::from_raw(head) }));
-        (step, group)
+        (step, 0)
     }
 
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every
@@ -416,7 +406,9 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// remote holder after its membarrier), so a reader that skipped it at once could miss
     /// them. A slot held longer (its holder preempted, or the reader itself inside an
     /// operation of the cache) is left as it is, and its counts appear at the next reading.
-    pub(crate) fn fold_fast_counts(&self) {
+    pub(crate) fn fold_fast_counts(&self, shared: &Counters) {
+        #[cfg(loom)]
+        let _ = shared;
         #[cfg(not(loom))]
         if S::PER_CPU && matches!(self.lock_kind, LockKind::Rseq { .. }) {
             let mut started = None;
@@ -440,34 +432,34 @@ impl<S: SlotStrategy> SlotTable<S> {
                     }
                     std::thread::yield_now();
                 }
-                // The deferred frees' counts, under the slot's other lock, which nobody holds
-                // for long; only where a sequence may have pushed since the last fold (a
-                // sheaf put in place and not yet taken), so that a cache without deferred
-                // frees costs no second membarrier.
-                if slot.rcu_pending.load(Ordering::Relaxed) {
+                // The deferred frees' counts, under the chain's `detach` and then `rcu_lock`,
+                // which nobody holds for long; only where a sequence may have pushed since
+                // the last fold (a sheaf put in place and not yet sealed), so that a cache
+                // without deferred frees costs no second membarrier.
+                if slot.rcu_pending.load(Ordering::Acquire) {
+                    let mut held = self.detach_waiting(cpu);
+                    let moved = self.absorb(&mut held);
                     self.lock_rcu_waiting(cpu);
+                    let deferred = moved.deferred + slot.take_rcu_fast_counts();
                     slot.unlock_rcu();
+                    drop(held);
+                    shared.add_shared(crate::stats::Stat::DeferredObjects, deferred);
+                    shared.add_shared(crate::stats::Stat::FreeRcuSheaf, deferred);
+                    shared.add_shared(crate::stats::Stat::RcuSheafSubmitted, moved.sheaves);
                 }
             }
         }
     }
 
-    /// Tests: the deferred objects in the `rcu` sheaves of the slot `guard` holds.
+    /// Tests: the deferred objects in the chain and sealed list of the slot `guard` holds.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn deferred_in_slot_of(&self, guard: &SlotGuard<'_, S>) -> usize {
-        let index = (std::ptr::from_ref(guard.slot).addr() - self.cpus.as_ptr().addr())
-            / size_of::<crossbeam_utils::CachePadded<Slot>>();
-        let slot = self.lock_rcu_waiting(index);
-        // SAFETY: we hold the slot's `rcu_lock`.
-        let objects = unsafe { slot.rcu_mut() }.objects();
-        slot.unlock_rcu();
-        objects
+        self.chain_objects(self.cpu_of(guard.slot))
     }
 
-    /// Per-CPU: takes CPU `cpu`'s `rcu_lock`, waiting (yielding) while it is held, which is
-    /// for a few instructions at a time (see `Slot::rcu_lock`); for paths that visit every
-    /// slot.
-    fn lock_rcu_waiting(&self, cpu: usize) -> &Slot {
+    /// Per-CPU, by a holder of CPU `cpu`'s `detach`: takes its `rcu_lock`, waiting (yielding)
+    /// while it is held, which only a `fork`'s prepare does besides `detach` holders.
+    pub(super) fn lock_rcu_waiting(&self, cpu: usize) -> &Slot {
         let slot = &self.cpus[cpu];
         loop {
             let locked = match self.lock_kind {
@@ -483,28 +475,9 @@ impl<S: SlotStrategy> SlotTable<S> {
                 LockKind::Atomic => slot.try_lock_rcu(),
             };
             if locked {
-                if self.lock_kind != LockKind::Atomic {
-                    slot.take_rcu_fast_counts();
-                }
                 return slot;
             }
             std::thread::yield_now();
-        }
-    }
-
-    /// Per-CPU part of [`SlotTable::for_each_rcu`]: every CPU slot's deferred-free sheaves,
-    /// each under its `rcu_lock` alone.
-    pub(super) fn for_each_cpu_rcu(&self, f: &mut impl FnMut(&mut RcuSheaves)) {
-        // Orders the looks below after the caller's earlier stores (the hand-over thread's
-        // disarm), against a deferred free that publishes a new sheaf and then checks that
-        // the cache is armed (`CacheCore::push_deferred`): one of the two sees the other.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        for cpu in 0..self.cpus.len() {
-            let slot = self.lock_rcu_waiting(cpu);
-            // SAFETY: we hold the slot's `rcu_lock`.
-            f(unsafe { slot.rcu_mut() });
-            slot.note_rcu_left();
-            slot.unlock_rcu();
         }
     }
 

@@ -27,30 +27,23 @@
 //! nor the barrier that takes them, and every argument below holds for `rcu_lock` and
 //! `rcu_free` as for the main lock and `main`.
 //!
-//! The rest of a deferred free's changes to the slot's chain (`RcuSheaves`: `rcu_free`
-//! first, full sheaves linked behind it through their headers' `next`) are sequences too,
-//! so that the CPU's own threads never hold `rcu_lock` and a taker never waits for one of
-//! them:
+//! A deferred free that finds the first sheaf full (or none) puts a new one in front of it,
+//! which *seals* the old one (`slot::chain`); that is a sequence too, so that the CPU's own
+//! threads never hold `rcu_lock` and a remote party never waits for one of them:
 //!
 //! ```text
 //! start_rcu(E):     cpu, slot and rcu_lock as above (E: the caller's sheaf, object in it)
 //!                   head = rcu_free
 //!                   if head != null and head.size != capacity        -> has room
-//!                   if head != null and RCU_GROUP sheaves chained     -> group due
 //!                   E.next = head                   (E is the caller's: harmless if aborted)
 //!                   rcu_free = E                                       (commit)
-//! take_rcu_group:   cpu, slot and rcu_lock as above
-//!                   head = rcu_free
-//!                   if head == null or fewer than RCU_GROUP chained   -> need a sheaf
-//!                   if head.size != capacity                          -> has room
-//!                   rcu_free = null                                    (commit; head is ours)
 //! ```
 //!
-//! Each reads the chain only while it runs on the slot's CPU with `rcu_lock` free, as the
-//! push does, and commits with one store, so a taker that locks the slot from afar (its
-//! membarrier aborts the sequence in flight) finds the chain either before or after the
-//! change, never in between. The caller of `take_rcu_group` reserves the group's grace period
-//! first: a barrier that finds the sheaves gone waits for it.
+//! It reads the first sheaf only while it runs on the slot's CPU with `rcu_lock` free, as the
+//! push does, and commits with one store, so a remote party that locks the slot from afar
+//! (its membarrier aborts the sequence in flight) finds the chain either before or after the
+//! change, never in between. The sheaves behind the first are never read by a sequence:
+//! only the holder of the slot's `detach` lock reads and moves them.
 //!
 //! Each commit is one subtraction on the word (`0x1_0000_0001` for a pop, `0xFFFF_FFFF` for
 //! a push), whose borrow out of the high half says the budget was spent. Loads and stores of
@@ -87,7 +80,7 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use super::per_cpu::RcuStep;
-use super::{RCU_GROUP, RcuSheaves, Slot, SlotSheaves};
+use super::{RcuSheaves, Slot, SlotSheaves};
 use crate::sheaf::layout;
 
 /// `log2` of the distance between two CPU slots in the table.
@@ -322,7 +315,7 @@ pub(super) unsafe fn push(
 
 /// Pushes `object` onto the `rcu_free` sheaf of the caller's CPU slot in `cpus` in one
 /// restartable sequence, when the slot has one with room (the push may fill it: the next
-/// deferred free starts a sheaf or takes the group, see [`start_rcu`] and [`take_rcu_group`]);
+/// deferred free starts a sheaf, see [`start_rcu`]);
 /// gives it back on a miss. The budget word counts these pushes as deferred objects.
 ///
 /// # Safety
@@ -365,7 +358,6 @@ impl RcuStep {
                 RcuStep::Aborted
             }
             4 => RcuStep::HasRoom,
-            5 => RcuStep::GroupDue,
             _ => RcuStep::NeedSheaf,
         }
     }
@@ -392,29 +384,14 @@ macro_rules! chain_head {
     };
 }
 
-/// With a first sheaf in `hdr`: code 4 and the exit when it has room; otherwise code 5, and
-/// counts the chain: jumps to `$short` when it holds fewer than `RCU_GROUP` sheaves, to
-/// `$whole` when it holds a whole group.
-macro_rules! chain_depth {
-    ($short:literal, $whole:literal) => {
+/// With a first sheaf in `hdr`: code 4 and the exit when it has room.
+macro_rules! chain_room {
+    () => {
         concat!(
             "mov {out:e}, 4\n",
             "mov {p:e}, dword ptr [{hdr} + {word_at}]\n",
             "cmp {p:e}, dword ptr [{hdr} + {capacity_at}]\n",
-            "jne 9f\n",
-            "mov {out:e}, 5\n",
-            "mov {p}, {hdr}\n",
-            "mov {n:e}, {group}\n",
-            "8:\n",
-            "dec {n:e}\n",
-            "jz ",
-            $whole,
-            "\n",
-            "mov {p}, qword ptr [{p} + {next_at}]\n",
-            "test {p}, {p}\n",
-            "jnz 8b\n",
-            "jmp ",
-            $short,
+            "jne 9f",
         )
     };
 }
@@ -438,8 +415,8 @@ macro_rules! chain_end {
 
 /// Puts `sheaf` first in the deferred-free chain of the caller's CPU slot in `cpus`, in one
 /// restartable sequence whose commit is the store of the slot's `rcu_free` pointer, when the
-/// slot's `rcu_lock` is free, and the chain is empty or its first sheaf is full and fewer
-/// than `RCU_GROUP` are chained ([`RcuStep::Done`], with the slot's address). With `sheaf`
+/// slot's `rcu_lock` is free, and the chain is empty or its first sheaf is full
+/// ([`RcuStep::Done`], with the slot's address). With `sheaf`
 /// `None` nothing is committed: the step says what the chain needs.
 ///
 /// Before the commit the sequence links the chain behind `sheaf` (its `next`), a write to
@@ -474,7 +451,7 @@ pub(super) unsafe fn start_rcu(
             chain_head!(),
             "test {hdr}, {hdr}",
             "jz 2f",
-            chain_depth!("2f", "9f"),
+            chain_room!(),
             "2:",
             "mov {out:e}, 6",
             "test {sheaf}, {sheaf}",
@@ -492,74 +469,14 @@ pub(super) unsafe fn start_rcu(
             word_at = const layout::WORD,
             capacity_at = const layout::CAPACITY,
             next_at = const layout::NEXT,
-            group = const RCU_GROUP,
             slot = out(reg) slot,
             hdr = out(reg) _,
             p = out(reg) _,
-            n = out(reg) _,
             out = out(reg) code,
             options(nostack),
         );
     }
     (RcuStep::from_code(code), slot as *const Slot)
-}
-
-/// Takes the whole group of full sheaves chained on the caller's CPU slot in `cpus`, in one
-/// restartable sequence whose commit is the store of a null `rcu_free` pointer, when the
-/// slot's `rcu_lock` is free and the chain holds `RCU_GROUP` sheaves, all full: on
-/// [`RcuStep::Done`] the first of them (the rest linked behind it), now the caller's.
-///
-/// # Safety
-///
-/// - As for [`pop`]. The caller takes a reservation for the group's grace period before
-///   this (a barrier that finds the sheaves gone waits for it).
-#[inline]
-pub(super) unsafe fn take_rcu_group(
-    cpus: *const CachePadded<Slot>,
-    ncpus: usize,
-    offset: isize,
-) -> (RcuStep, Option<NonNull<()>>) {
-    let code: u32;
-    let head: usize;
-    // SAFETY: as in `start_rcu`; the sequence writes nothing but its commit, the store of a
-    // null `rcu_free` pointer, which hands the chain it read (`hdr`) to the caller.
-    unsafe {
-        std::arch::asm!(
-            slab::rseq_sequence_start!("hdr"),
-            chain_head!(),
-            "mov {out:e}, 6",
-            "test {hdr}, {hdr}",
-            "jz 9f",
-            chain_depth!("2f", "7f"),
-            "2:",
-            "mov {out:e}, 6",
-            "jmp 9f",
-            "7:",
-            "mov qword ptr [{slot} + {sheaf_at}], 0",
-            chain_end!(),
-            offset = in(reg) offset,
-            cpus = in(reg) cpus,
-            ncpus = in(reg) ncpus,
-            stride_shift = const STRIDE_SHIFT,
-            lock_at = const RCU_LOCK_AT,
-            sheaf_at = const RCU_FREE_AT,
-            word_at = const layout::WORD,
-            capacity_at = const layout::CAPACITY,
-            next_at = const layout::NEXT,
-            group = const RCU_GROUP,
-            slot = out(reg) _,
-            hdr = out(reg) head,
-            p = out(reg) _,
-            n = out(reg) _,
-            out = out(reg) code,
-            options(nostack),
-        );
-    }
-    let step = RcuStep::from_code(code);
-    (
-        step,
-        NonNull::new(head as *mut ()).filter(|_| step == RcuStep::Done),
-    )
 }
 
 #[cfg(test)]
@@ -656,15 +573,18 @@ mod tests {
         // SAFETY: as above; given back on the miss.
         let missed = unsafe { slots.push_rcu_fast(objects[16]) };
         assert_eq!(missed, Err(objects[16]));
-        assert_eq!(slots.start_rcu_fast(None), crate::slot::RcuStep::NeedSheaf);
+        assert_eq!(
+            slots.start_rcu_fast(None).0,
+            crate::slot::RcuStep::NeedSheaf
+        );
         assert_eq!(counter(&cache, "deferred_objects"), 16);
         assert_eq!(counter(&cache, "free_rcu_sheaf"), 16);
         for &object in &objects[16..] {
             // SAFETY: as above.
             unsafe { cache.free_deferred(object) };
         }
-        // Four full sheaves after the 64th (unless the hand-over thread took some): the
-        // 65th takes them as a group and starts a fifth.
+        // Four full sheaves after the 64th, sealed one by one as the next sheaf starts; every
+        // push is counted, on the first sheaf and on the sealed ones.
         assert_eq!(counter(&cache, "deferred_objects"), 70);
         cache.barrier();
         assert_eq!(counter(&cache, "rcu_objects_completed"), 70);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use object_alloc::{AllocFlags, CacheConfig};
 
-use super::per_cpu::{BEFORE_RCU_START, FORCE_ATOMIC_LOCKS};
+use super::per_cpu::{AFTER_RCU_START, BEFORE_RCU_START, FORCE_ATOMIC_LOCKS};
 use super::tests::{counter, pin};
 use crate::{Cache, PerCpu};
 
@@ -518,6 +518,32 @@ fn c_conc_4_a_thread_parked_releasing_adopted_slabs_holds_its_slot_no_longer() {
 /// completes after it resumes, the object neither lost nor freed twice.
 #[test]
 fn c_defer_3_barrier_with_an_owner_parked_in_a_deferred_free() {
+    barrier_with_an_owner_parked_at(&BEFORE_RCU_START, 3, false);
+}
+
+/// C-DEFER-3 and C-CONC-4 with restartable sequences: a thread parked right after its
+/// deferred free started a sheaf, which sealed the full ones before it, and before it
+/// stamped or collected them, holds up no barrier: the sealed sheaves stay in the slot
+/// (the stamped chain), where the barrier seals, stamps and completes them, together with
+/// the parked free's own object, already in the slot. With four full sheaves chained first,
+/// the deferred-free path used to take them out of the slot as a group under a reservation
+/// in this very free, and hand them to a grace period only after this point, so a barrier
+/// waited for the parked thread there.
+#[test]
+fn c_defer_3_barrier_with_an_owner_parked_after_sealing_sheaves() {
+    barrier_with_an_owner_parked_at(&AFTER_RCU_START, 4, true);
+}
+
+/// The two tests above: an owner pinned to this CPU defers `full` sheaves' worth, then
+/// defers until a free reaches `hook` (run where a sheaf is started), where it parks until
+/// a barrier from another thread has returned (or the watchdog fires). With
+/// `object_in_slot`, the parked free's object is already in the slot when it parks, and the
+/// barrier must complete it too.
+fn barrier_with_an_owner_parked_at(
+    hook: &'static std::thread::LocalKey<super::per_cpu::Hook>,
+    full: usize,
+    object_in_slot: bool,
+) {
     let usable = matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. });
     if !usable {
         assert!(
@@ -537,12 +563,12 @@ fn c_defer_3_barrier_with_an_owner_parked_in_a_deferred_free() {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let owner = s.spawn(move || {
             assert!(pin(cpu), "pinning to CPU {cpu}");
-            // Three full sheaves, then deferred frees until one starts a sheaf (the
-            // hand-over thread may take the chain at any point, so not always the next).
-            let objects: Vec<NonNull<u8>> = (0..4 * CAPACITY + 2)
+            // Full sheaves, then deferred frees until one starts a sheaf (the hand-over
+            // thread may seal the chain at any point, so not always the next).
+            let objects: Vec<NonNull<u8>> = (0..(full + 1) * CAPACITY + 2)
                 .map(|_| cache.alloc(AllocFlags::empty()).expect("memory"))
                 .collect();
-            let (early, late) = objects.split_at(3 * CAPACITY);
+            let (early, late) = objects.split_at(full * CAPACITY);
             let late_len = late.len();
             for &object in early {
                 // SAFETY: allocated above, freed once, not used afterwards.
@@ -552,12 +578,14 @@ fn c_defer_3_barrier_with_an_owner_parked_in_a_deferred_free() {
             let current = Rc::new(Cell::new(0));
             let mut once = Some((parked_tx, release_rx));
             let (flag, index) = (Rc::clone(&parked), Rc::clone(&current));
-            BEFORE_RCU_START.with(|hook| {
+            hook.with(|hook| {
                 *hook.borrow_mut() = Some(Box::new(move || {
                     if let Some((parked_tx, release_rx)) = once.take() {
                         flag.set(true);
-                        // The objects still live: this free's and those not freed yet.
-                        parked_tx.send(late_len - index.get()).unwrap();
+                        // The objects still live: those not freed yet, and this free's unless
+                        // it is in the slot already.
+                        let pending = late_len - index.get() - usize::from(object_in_slot);
+                        parked_tx.send(pending).unwrap();
                         // Descheduled here until the test lets it go.
                         let _ = release_rx.recv();
                     }
@@ -573,7 +601,7 @@ fn c_defer_3_barrier_with_an_owner_parked_in_a_deferred_free() {
                     break;
                 }
             }
-            BEFORE_RCU_START.with(|hook| *hook.borrow_mut() = None);
+            hook.with(|hook| *hook.borrow_mut() = None);
             assert!(parked.get(), "no deferred free started a sheaf");
             for &object in &late[freed..] {
                 // SAFETY: allocated above, not freed yet.
@@ -588,9 +616,8 @@ fn c_defer_3_barrier_with_an_owner_parked_in_a_deferred_free() {
             let start = Instant::now();
             cache.barrier();
             let waited = start.elapsed();
-            // Live: the parked free's object (in the owner's prepared sheaf) and those the
-            // owner has not freed yet; every other deferred free was made before the barrier
-            // began.
+            // Live: the objects the owner has not freed yet (and the parked free's, unless it
+            // is in the slot); every other deferred free was made before the barrier began.
             done_tx.send((waited, cache.stats().live_objects)).unwrap();
         });
         let outcome = done_rx.recv_timeout(WATCHDOG);
