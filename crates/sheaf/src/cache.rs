@@ -383,24 +383,23 @@ impl<S: SlotStrategy> Cache<S> {
     /// to the cache at its next operation on it, for the next barrier or shrink to reach;
     /// deferred frees still in its `rcu_free` sheaf are not waited for by this barrier.
     ///
-    /// With [`PerCpu`](crate::PerCpu) slots, a CPU slot's `rcu_free` sheaves have a lock of
-    /// their own, apart from the slot's main lock, and the barrier takes only that one: a
-    /// thread holding the slot (in any slow path, descheduled or blocked there) does not hold
-    /// up the barrier, nor keep from it the deferred frees made on that CPU. Where restartable
-    /// sequences are in use, the CPU's own threads never take that lock either: every change
-    /// they make to the deferred-free sheaves (a push, putting a new sheaf in place, taking a
-    /// group of four full ones) is a sequence that commits with one store while the lock is
-    /// free, and the barrier's lock aborts one in flight; a thread preempted anywhere in a
-    /// deferred free is not waited for. What is still waited for, until it runs again: another
-    /// barrier, `shrink` or the hand-over thread preempted while it holds the lock to take the
-    /// sheaves (a few instructions); a deferred free preempted between reserving a grace
-    /// period for a group of four full sheaves and handing them to it (the reservation counts
-    /// as pending; once per four sheaves). Where no sequence serves (the compare-exchange lock:
-    /// valgrind, kernels before 5.10, `SHEAF_RSEQ=0`; or a thread without an rseq area of its
-    /// own), deferred frees take no sheaf and no lock: each is deferred on its own, so nothing
-    /// there is waited for. With a slot holder, or a deferring
-    /// thread, parked indefinitely, barriers returned in microseconds to tens of milliseconds
-    /// on a loaded machine, grace period included (`docs/decisions.md`).
+    /// With [`PerCpu`](crate::PerCpu) slots, where restartable sequences are in use, a CPU
+    /// slot's deferred-free sheaves never leave it before their grace period has passed: the
+    /// sheaf being filled is sealed when the next one starts, sealed sheaves are stamped, and
+    /// once a stamp has expired the sheaves behind it are recycled by whoever holds the slot's
+    /// `detach` lock (the deferring thread, the hand-over thread, `shrink`, a barrier). The
+    /// barrier seals the sheaf being filled itself (from afar: its membarrier aborts a
+    /// deferred free in flight on that CPU), stamps every sealed sheaf, waits for a grace
+    /// period, and recycles them. It neither takes the slot's main lock nor waits for a
+    /// thread descheduled anywhere in a deferred free or a slow path; it waits only for a
+    /// `detach` holder, which holds it for a few list operations, or while it recycles
+    /// expired sheaves into the barn (never across a call to the page source). Where no
+    /// sequence serves (the compare-exchange lock: valgrind, kernels before 5.10,
+    /// `SHEAF_RSEQ=0`; or a thread without an rseq area of its own), deferred frees take no
+    /// sheaf and no lock: each is deferred on its own, so nothing there is waited for. With a
+    /// slot holder, or a deferring thread, parked indefinitely, barriers returned in
+    /// microseconds to tens of milliseconds on a loaded machine, grace period included
+    /// (`docs/decisions.md`).
     pub fn barrier(&self) {
         if S::PER_CPU {
             self.core().barrier_chains(|| self.deferrer.barrier());
@@ -429,9 +428,11 @@ impl<S: SlotStrategy> Cache<S> {
     /// then leaves them to the adopter, for the next shrink. No thread is waited for beyond
     /// that.
     ///
-    /// With [`PerCpu`](crate::PerCpu) slots, the `rcu_free` sheaves are taken and submitted
-    /// first, as [`Cache::barrier`] takes them, without waiting for a thread that holds a CPU
-    /// slot. The `main` and `spare` sheaves are then taken under each slot's main lock. A slot
+    /// With [`PerCpu`](crate::PerCpu) slots, the deferred-free sheaves are sealed and stamped
+    /// first, as [`Cache::barrier`] does, and those whose grace period has passed recycled;
+    /// the rest are recycled within a grace period and a hand-over tick, by the hand-over
+    /// thread if no one else (a `detach` lock found held is left to its holder). The `main`
+    /// and `spare` sheaves are then taken under each slot's main lock. A slot
     /// whose lock is held (its holder is inside an operation: running, preempted, stopped, or
     /// the calling thread itself, when a page source shrinks the cache that called it) is
     /// tried again for up to 20 ms in all, and then left as it is, for the next shrink: no

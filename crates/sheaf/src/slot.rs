@@ -11,23 +11,26 @@
 //!   (`registry`, which also keeps exited threads' slots for adoption); other threads reach
 //!   a live thread's slot without waiting for it;
 //! - `fork`: which slot locks a `fork` takes, and how the child repairs or abandons the slots
-//!   other threads held.
+//!   other threads held;
+//! - `chain`: per-CPU, the stamped chain of a slot's deferred-free sheaves (its sealed list
+//!   and `detach` lock), where they wait for their grace period without leaving the slot.
 //!
 //! An operation finds its slot with [`SlotTable::acquire_fast`] (a [`FastSlot`], for code
 //! that calls out to nothing) or [`SlotTable::acquire`] (a held [`SlotGuard`]); the paths that
-//! visit every slot use [`SlotTable::for_each_reachable`] (`main` and `spare`) and
-//! [`SlotTable::for_each_rcu`] (the deferred-free sheaves).
+//! visit every slot use [`SlotTable::for_each_reachable`] (`main` and `spare`), per-thread
+//! [`SlotTable::for_each_rcu`] (the deferred-free sheaves) and per-CPU the `detach` lock of
+//! each slot (`chain`).
 //!
 //! # Invariants
 //!
-//! - Per-CPU, a slot's deferred-free sheaves (`rcu`) are read or written only by the holder
-//!   of its `rcu_lock` (or with exclusive access to the whole cache), which is held for a few
-//!   instructions that call out to nothing, and taken inside the main lock when both are
-//!   held; or, with restartable sequences, by a sequence on the slot's CPU that checks the
-//!   lock is free and commits with one store (`rseq_ops`), which is how that CPU's threads
-//!   change them (they never hold `rcu_lock`). The rest of the slot is the main lock's. So a
-//!   thread that holds the main lock, descheduled or blocked in a slow path, keeps no
-//!   completed deferred free from a barrier, and with sequences neither does a thread
+//! - Per-CPU, the first of a slot's deferred-free sheaves (`rcu`'s `rcu_free`) is changed
+//!   only by restartable sequences on the slot's CPU that check `rcu_lock` is free and commit
+//!   with one store (`rseq_ops`), and by a holder of both `detach` and `rcu_lock` (or with
+//!   exclusive access to the whole cache); the sheaves linked behind it, and the slot's
+//!   sealed list, only by the holder of `detach` (`chain`). `rcu_lock` is taken only inside
+//!   `detach` (and by a `fork`'s prepare), and neither is held across a call out. The rest of
+//!   the slot is the main lock's. So a thread that holds the main lock, descheduled or
+//!   blocked in a slow path, keeps no deferred free from a barrier, and neither does a thread
 //!   descheduled inside a deferred free. Per-thread, `rcu` follows the rules below with the
 //!   rest of the slot.
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
@@ -46,9 +49,9 @@
 //! - A per-thread slot's owner marks it orphaned only while holding its lock (`LOCAL`), so a
 //!   taker that holds the lock and finds it not orphaned may read the owner's thread-local.
 //! - A slot's counters are written by the same parties only, and read by anyone (relaxed);
-//!   a taker never writes a live slot's counters. Per-CPU, the deferred-free counters are
-//!   the `rcu_lock` holder's, the others the main lock holder's; the sequence path of a
-//!   deferred free, which holds neither, counts a group it takes in the cache's shared block.
+//!   a taker never writes a live slot's counters. Per-CPU, the main lock holder's; the
+//!   deferred frees the sequences push are counted in the cache's shared block by the
+//!   `detach` holder that seals or reads their sheaves.
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -154,24 +157,23 @@ pub(crate) struct SlotSheaves {
     pub(crate) spare: Option<OwnedSheaf>,
 }
 
-/// The deferred-free sheaves of one slot: a chain of at most [`RCU_GROUP`] sheaves linked
-/// through their headers' `next`, the one being filled (`rcu_free`) first and the full ones
-/// waiting for a grace period behind it. Per-CPU they have a lock of their own (the slot's
-/// `rcu_lock`, see `per_cpu`), so that a thread holding the slot's lock, and descheduled with
-/// it, never keeps them out of reach of a barrier; with restartable sequences the CPU's own
-/// threads change the chain only by sequences that commit with one store (`rseq_ops`), and
-/// never hold `rcu_lock`. Per-thread they follow the slot's rules.
+/// The deferred-free sheaves of one slot: a chain of sheaves linked through their headers'
+/// `next`, the one being filled (`rcu_free`) first and full ones behind it. Per-CPU the
+/// full ones are *sealed*: the `detach` holder moves them to the slot's sealed list, where
+/// they wait for their grace period (`chain`); the CPU's own threads change the chain only by
+/// sequences that commit with one store (`rseq_ops`), and never hold `rcu_lock`. Per-thread
+/// they follow the slot's rules, and at most [`RCU_GROUP`] sheaves are chained.
 ///
 /// Invariants: every sheaf after the first is full; the first may be full too (a sequence
-/// fills it, and the next deferred free starts a sheaf or takes the group); at most
-/// [`RCU_GROUP`] sheaves are chained; the last one's `next` is null.
+/// fills it, and the next deferred free starts a sheaf, or per-thread takes the group); the
+/// last one's `next` is null.
 #[derive(Debug, Default)]
 pub(crate) struct RcuSheaves {
     /// The sheaf that collects `free_deferred` objects, first of the chain.
     pub(crate) rcu_free: Option<OwnedSheaf>,
 }
 
-/// Full `rcu_free` sheaves handed to one grace period together. Each hand-over pushes the
+/// Per-thread: full `rcu_free` sheaves handed to one grace period together. Each hand-over pushes the
 /// thread's crossbeam queue to the global one, which moves and reallocates a whole bag and
 /// cost about as much as the deferred frees that fill a sheaf; a group shares that cost.
 pub(crate) const RCU_GROUP: usize = 4;
@@ -272,15 +274,13 @@ pub(crate) struct Slot {
     /// Per-CPU: the try-lock (`slab::rseq`'s `FREE`, `LOCAL` or `REMOTE`). Unused by
     /// per-thread slots (held through the thread-local).
     lock: AtomicU8,
-    /// Per-CPU: the try-lock of `rcu` (same states as `lock`), held only for a few
-    /// instructions that call out to nothing. With restartable sequences only remote takers
-    /// hold it (`barrier`, `shrink`, the hand-over thread, statistics readers), taken from
-    /// afar; the CPU's own threads change `rcu` by
-    /// sequences that commit only while it is free (`per_cpu`, `rseq_ops`), so a taker never
-    /// waits for them. With the compare-exchange lock deferred frees take no sheaf (each is
-    /// deferred on its own), so only takers hold it there too. A
-    /// holder of `lock` takes it inside `lock`, never the other way round. Unused by
-    /// per-thread slots.
+    /// Per-CPU: keeps the CPU's sequences off `rcu` (same states as `lock`). Taken from afar
+    /// only, by a holder of the slot's `detach` lock (`chain`) that moves the chain's first
+    /// sheaf, and by a `fork`'s prepare; held for a few instructions that call out to
+    /// nothing. The CPU's own threads change `rcu` by sequences that commit only while it is
+    /// free (`per_cpu`, `rseq_ops`), so a holder never waits for them. With the
+    /// compare-exchange lock deferred frees take no sheaf (each is deferred on its own), and
+    /// the chains stay empty. Unused by per-thread slots.
     rcu_lock: AtomicU8,
     /// Per-thread: set by the owner when its thread exits.
     orphaned: std::sync::atomic::AtomicBool,
@@ -291,18 +291,19 @@ pub(crate) struct Slot {
     /// The slot may hold `rcu_free` sheaves. Per-thread: set by the owner when it starts one
     /// (before it arms the cache for the hand-over thread), cleared by whoever takes them
     /// all while holding the slot; the takers that want only those skip a slot without it.
-    /// Per-CPU: set when a sheaf is put in place (under `rcu_lock`, or right after the
-    /// sequence that did it), cleared when a taker leaves none (under `rcu_lock`); statistics
-    /// readers skip a slot without it.
+    /// Per-CPU: set right after the sequence that put a sheaf in place, cleared under
+    /// `rcu_lock` by a `detach` holder that sealed the whole chain (`chain`); statistics
+    /// readers and the visits of `barrier`, `shrink` and the hand-over thread skip a slot
+    /// without it (and without sealed sheaves).
     rcu_pending: AtomicBool,
     sheaves: UnsafeCell<SlotSheaves>,
-    /// Per-CPU: guarded by `rcu_lock` (and the sequences that check it); per-thread: as
-    /// `sheaves`.
+    /// Per-CPU: see the module's invariants (the sequences, `rcu_lock` and `detach`);
+    /// per-thread: as `sheaves`.
     rcu: UnsafeCell<RcuSheaves>,
-    /// Events counted by the slot's holder. Per-CPU, those of deferred frees
-    /// (`deferred_objects`, `free_rcu_sheaf`, `rcu_sheaf_submitted`) are counted by the holder
-    /// of `rcu_lock` (a group taken by the sequence path is counted in the cache's shared
-    /// block), the others by the holder of `lock`.
+    /// Events counted by the slot's holder. Per-CPU, those of the deferred frees the
+    /// sequences push (`deferred_objects`, `free_rcu_sheaf`, `rcu_sheaf_submitted`) are
+    /// counted in the cache's shared block by `detach` holders, the others by the holder of
+    /// `lock`.
     pub(crate) counters: Counters,
     /// The memory node whose barn and partial slabs this slot uses.
     node: u32,

@@ -19,22 +19,20 @@
 //! Either way the release is a plain release store, and everything between acquisition and
 //! release is ordinary code under a lock.
 //!
-//! Each slot has a second try-lock, `rcu_lock`, for its deferred-free sheaves alone (a chain,
-//! see `RcuSheaves`). `barrier`, the hand-over thread, the first step of `shrink` and
-//! statistics readers take it from afar (not the main lock) to take the sheaves or their
-//! counts, so a thread that holds the main lock across a slow path, and is descheduled or
-//! blocked there, holds up none of them (C-DEFER-3, C-CONC-4). With restartable sequences
-//! the CPU's own threads never take it: every change they make to the chain is a sequence
-//! (`rseq_ops`) that checks the lock is free and commits with one store: a push (which may
-//! fill the first sheaf), putting a new first sheaf in place (an empty one got beforehand
-//! under the main lock, released again, with the object already in it), or taking a whole
-//! group of full sheaves (after reserving its grace period). A taker's lock and membarrier
-//! abort a sequence in flight, so a taker waits only for another taker of the same slot,
-//! which holds the lock for a few instructions that call out to nothing. Since nothing but a
-//! taker's compare-exchange writes `rcu_lock`, takers are not serialised with the process's
-//! other remote lockers (`slab::rseq::try_lock_remote_read_only`), unlike the main lock's.
-//! A thread preempted between preparing a change and its sequence holds nothing:
-//! the sequence runs afterwards on the chain as it finds it.
+//! Each slot's deferred-free sheaves (a chain, see `RcuSheaves`) are apart from the main
+//! lock. With restartable sequences the CPU's own threads change the chain only by sequences
+//! (`rseq_ops`) that check a second lock byte, `rcu_lock`, is free and commit with one store:
+//! a push (which may fill the first sheaf), and putting a new first sheaf in place (an empty
+//! one got beforehand under the main lock, released again, with the object already in it),
+//! which seals the full one. Sealed sheaves wait for their grace period in the slot, stamped
+//! and then completed by the holders of the slot's `detach` lock (`chain`): the deferring
+//! thread right after its start (a try), the hand-over thread, `shrink`, a barrier and
+//! statistics readers, which take `rcu_lock` from afar (aborting a sequence in flight) only
+//! to seal or count the first sheaf. So a thread that holds the main lock across a slow path,
+//! or is descheduled inside a deferred free, holds up none of them (C-DEFER-3, C-CONC-4).
+//! Since only `detach` holders take `rcu_lock`, it is never contended, and nothing but their
+//! compare-exchange writes it, so they are not serialised with the process's other remote
+//! lockers (`slab::rseq::try_lock_remote_read_only`), unlike the main lock's.
 //!
 //! Where the lock is a compare-exchange (and for a thread that no sequence serves: no rseq
 //! area of its own, or a CPU beyond the table), deferred frees take no sheaf: each is
@@ -70,8 +68,8 @@ use slab::rseq::ABANDONED;
 pub(crate) enum RcuStep {
     /// Committed.
     Done,
-    /// The slot's `rcu_lock` is held (by a barrier, `shrink`, the hand-over thread, a
-    /// statistics reader, or a thread locking it from afar).
+    /// The slot's `rcu_lock` is held (by a `detach` holder sealing or counting: a barrier,
+    /// `shrink`, the hand-over thread, a statistics reader; or a `fork`'s prepare).
     Busy,
     /// No sequence can serve this thread (a CPU beyond the table, no rseq area of its own,
     /// or a table that does not use them): the locked path.
@@ -400,7 +398,8 @@ impl<S: SlotStrategy> SlotTable<S> {
 
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every
     /// slot's counters (`rseq_ops`), for a reader of the statistics; those of deferred frees
-    /// under each slot's `rcu_lock`, which is waited for (it is held only briefly). Each
+    /// into the cache's shared block (`shared`), under each slot's `detach` and `rcu_lock`,
+    /// which are waited for (they are held only briefly). Each
     /// slot's lock is taken from afar; a slot found held is tried again, yielding, for up to
     /// [`FOLD_PATIENCE`] in all: its holder adds the counts only after it has the lock (a
     /// remote holder after its membarrier), so a reader that skipped it at once could miss
