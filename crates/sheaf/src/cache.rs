@@ -11,10 +11,10 @@ use object_alloc::{
     LimitChange, ObjectAlloc,
 };
 
+use crate::cache_core::CacheCore;
 use crate::cache_core::PrefilledSheaf;
-use crate::cache_core::{CacheCore, Pushed};
 use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
-use crate::slot::{PerCpu, REACH_PATIENCE, SlotStrategy};
+use crate::slot::{PerCpu, SlotStrategy};
 
 /// A cache of fixed-size objects: per-CPU (or per-thread) sheaves over a per-node barn over
 /// slabs. The Linux SLUB percpu-sheaves design, in userspace.
@@ -281,28 +281,8 @@ impl<S: SlotStrategy> Cache<S> {
             unsafe { self.deferrer.defer_free(object) };
             return;
         }
-        if let Some(pushed) =
-            core.push_deferred(object, || self.deferrer.reserve(), || self.deferrer.arm())
-        {
+        if let Some(object) = core.push_deferred(object, || self.deferrer.arm()) {
             // SAFETY: the caller hands the live object over.
-            unsafe { self.finish_deferred(pushed) };
-        }
-    }
-
-    /// What a deferred free's slow path left: a group to hand to a grace period, an object to
-    /// defer on its own.
-    ///
-    /// # Safety
-    ///
-    /// - `pushed.left`, if any, is a live object of this cache handed over for a deferred free.
-    #[cold]
-    #[inline(never)]
-    unsafe fn finish_deferred(&self, pushed: Pushed<Reservation<CacheCore<S>>>) {
-        if let Some((reservation, group)) = pushed.group {
-            self.submit_reserved(reservation, group);
-        }
-        if let Some(object) = pushed.left {
-            // SAFETY: the caller's obligation.
             unsafe { self.deferrer.defer_free(object) };
         }
     }
@@ -401,17 +381,12 @@ impl<S: SlotStrategy> Cache<S> {
     /// microseconds to tens of milliseconds on a loaded machine, grace period included
     /// (`docs/decisions.md`).
     pub fn barrier(&self) {
-        if S::PER_CPU {
-            self.core().barrier_chains(|| self.deferrer.barrier());
-            return;
+        if !S::PER_CPU {
+            // Exited threads' slots: their chains move to the orphan chain, their `main` and
+            // `spare` go back to the slabs.
+            self.core().adopt_orphans(false);
         }
-        // Reserved before any sheaf is taken: until then they are where a concurrent barrier
-        // looks.
-        let (reservation, rcu, _) = self
-            .core()
-            .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
-        self.submit_reserved(reservation, rcu);
-        self.deferrer.barrier();
+        self.core().barrier_chains(|| self.deferrer.barrier());
     }
 
     /// Returns every cached sheaf (CPU slots, barn) and every empty slab to the page source;
@@ -438,24 +413,18 @@ impl<S: SlotStrategy> Cache<S> {
     /// tried again for up to 20 ms in all, and then left as it is, for the next shrink: no
     /// thread is waited for beyond that. Inside a page source call a held slot is tried once.
     pub fn shrink(&self) {
-        if S::PER_CPU {
-            // Sealed and stamped, and what has expired completed; the rest completes within
-            // a grace period and a tick, by the hand-over thread if no one else.
-            let (left, stamped) = self.core().visit_chains(false, true);
-            if stamped {
-                object_alloc::rcu::request();
-            }
-            if left {
-                self.deferrer.arm();
-            }
-        } else {
-            // Reserved before the `rcu_free` sheaves leave the slots, and submitted before
-            // the rest of the shrink: a concurrent barrier waits for them, and not for the
-            // shrink.
-            let (reservation, rcu, _) = self
-                .core()
-                .take_rcu_sheaves(REACH_PATIENCE, || self.deferrer.reserve());
-            self.submit_reserved(reservation, rcu);
+        if !S::PER_CPU {
+            // Exited threads' slots first, as in `barrier`.
+            self.core().adopt_orphans(false);
+        }
+        // Sealed and stamped, and what has expired completed; the rest completes within a
+        // grace period and a tick, by the hand-over thread if no one else.
+        let (left, stamped) = self.core().visit_chains(false, true);
+        if stamped {
+            object_alloc::rcu::request();
+        }
+        if left {
+            self.deferrer.arm();
         }
         self.core().shrink();
     }

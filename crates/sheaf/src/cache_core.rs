@@ -38,7 +38,6 @@ mod resize;
 mod sheaves;
 mod transit;
 
-pub(crate) use deferred::Pushed;
 pub use prefill::PrefilledSheaf;
 pub(crate) use resize::change_report;
 
@@ -72,12 +71,14 @@ pub(crate) struct CacheCore<S: SlotStrategy> {
     nowait: NowaitCounters,
     /// What run-time changes retired and flushed (counted only here).
     resize_counts: ResizeCounters,
-    /// `rcu_free` sheaves of adopted orphan slots, waiting to be submitted by the cache.
-    orphan_rcu: Mutex<Vec<OwnedSheaf>>,
     /// What a `fork` left this process (in a child: the objects lost with the other threads).
     fork: fork::ForkState,
     /// Adoptions whose sheaves are on their way to the slabs (see `transit`).
     transit: transit::InTransit,
+    /// The stamp read right before this cache's last grace-period request for its sealed
+    /// sheaves (`deferred`): while it has not expired, that request is still pending, and a
+    /// deferring thread that seals a sheaf asks for no other.
+    requested: std::sync::atomic::AtomicU64,
 }
 
 impl<S: SlotStrategy> CacheCore<S> {
@@ -113,9 +114,9 @@ impl<S: SlotStrategy> CacheCore<S> {
             counters: Counters::default(),
             nowait: NowaitCounters::default(),
             resize_counts: ResizeCounters::default(),
-            orphan_rcu: Mutex::new(Vec::new()),
             fork: fork::ForkState::default(),
             transit: transit::InTransit::default(),
+            requested: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -169,15 +170,14 @@ impl<S: SlotStrategy> Drop for CacheCore<S> {
         let mut left = Vec::new();
         // SAFETY: `&mut self`: no thread can be inside an operation on this cache.
         unsafe {
-            self.slots.for_each_exclusive(|sheaves, rcu| {
+            self.slots.for_each_exclusive(|sheaves| {
                 left.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
                 left.extend(sheaves.spare.take());
-                left.extend(rcu.take_rcu());
             });
+            // Empty by now (the cache's drop handed them to a grace period), unless a fork
+            // left some behind.
+            left.extend(self.slots.take_all_chains());
         }
-        left.extend(mem::take(
-            &mut *self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
         for barn in self.barns.iter() {
             left.extend(barn.drain());
         }

@@ -17,9 +17,8 @@
 //!
 //! An operation finds its slot with [`SlotTable::acquire_fast`] (a [`FastSlot`], for code
 //! that calls out to nothing) or [`SlotTable::acquire`] (a held [`SlotGuard`]); the paths that
-//! visit every slot use [`SlotTable::for_each_reachable`] (`main` and `spare`), per-thread
-//! [`SlotTable::for_each_rcu`] (the deferred-free sheaves) and per-CPU the `detach` lock of
-//! each slot (`chain`).
+//! visit every slot use [`SlotTable::for_each_reachable`] (`main` and `spare`) and the
+//! `detach` lock of each slot's deferred-free chain (`chain`).
 //!
 //! # Invariants
 //!
@@ -57,7 +56,6 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -161,22 +159,16 @@ pub(crate) struct SlotSheaves {
 /// `next`, the one being filled (`rcu_free`) first and full ones behind it. Per-CPU the
 /// full ones are *sealed*: the `detach` holder moves them to the slot's sealed list, where
 /// they wait for their grace period (`chain`); the CPU's own threads change the chain only by
-/// sequences that commit with one store (`rseq_ops`), and never hold `rcu_lock`. Per-thread
-/// they follow the slot's rules, and at most [`RCU_GROUP`] sheaves are chained.
+/// sequences that commit with one store (`rseq_ops`), and never hold `rcu_lock`; so does a
+/// thread with its own slot's chain.
 ///
 /// Invariants: every sheaf after the first is full; the first may be full too (a sequence
-/// fills it, and the next deferred free starts a sheaf, or per-thread takes the group); the
-/// last one's `next` is null.
+/// fills it, and the next deferred free starts a sheaf); the last one's `next` is null.
 #[derive(Debug, Default)]
 pub(crate) struct RcuSheaves {
     /// The sheaf that collects `free_deferred` objects, first of the chain.
     pub(crate) rcu_free: Option<OwnedSheaf>,
 }
-
-/// Per-thread: full `rcu_free` sheaves handed to one grace period together. Each hand-over pushes the
-/// thread's crossbeam queue to the global one, which moves and reallocates a whole bag and
-/// cost about as much as the deferred frees that fill a sheaf; a group shares that cost.
-pub(crate) const RCU_GROUP: usize = 4;
 
 impl SlotSheaves {
     fn new() -> Self {
@@ -188,26 +180,8 @@ impl SlotSheaves {
 }
 
 impl RcuSheaves {
-    /// Takes every sheaf of the chain, each unlinked.
-    pub(crate) fn take_rcu(&mut self) -> impl Iterator<Item = OwnedSheaf> + use<> {
-        let mut taken = Vec::new();
-        let mut next = self.rcu_free.take();
-        while let Some(mut sheaf) = next {
-            // SAFETY: a chained sheaf's link names the next sheaf of the chain, which the
-            // chain owns, and is cleared here as ownership moves to `next`.
-            next = sheaf.next().map(|raw| unsafe { OwnedSheaf::from_raw(raw) });
-            sheaf.set_next(None);
-            taken.push(sheaf);
-        }
-        taken.into_iter()
-    }
-
-    /// Whether there is no sheaf.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rcu_free.is_none()
-    }
-
     /// Runs `f` on every sheaf of the chain, first to last.
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut OwnedSheaf)) {
         let mut next = self.rcu_free.as_ref().map(OwnedSheaf::as_raw);
         while let Some(raw) = next {
@@ -219,37 +193,6 @@ impl RcuSheaves {
             next = sheaf.next();
             let _ = sheaf.into_raw();
         }
-    }
-
-    /// Sheaves in the chain.
-    pub(crate) fn depth(&mut self) -> usize {
-        let mut depth = 0;
-        self.for_each_mut(|_| depth += 1);
-        depth
-    }
-
-    /// By a holder: pushes `object` onto the first sheaf if it has room; gives it back when
-    /// there is none, or it is full.
-    pub(crate) fn push(&mut self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
-        match &mut self.rcu_free {
-            Some(sheaf) => sheaf.push(object),
-            None => Err(object),
-        }
-    }
-
-    /// Whether the chain holds a whole group of full sheaves, to be handed to a grace period.
-    pub(crate) fn group_due(&mut self) -> bool {
-        self.rcu_free.as_ref().is_some_and(OwnedSheaf::is_full) && self.depth() >= RCU_GROUP
-    }
-
-    /// By a holder: puts `sheaf` (unlinked; full only if its capacity is 1) first in the
-    /// chain, which must not be a full group nor have a first sheaf with room.
-    pub(crate) fn start(&mut self, mut sheaf: OwnedSheaf) {
-        debug_assert!(sheaf.next().is_none());
-        debug_assert!(self.rcu_free.as_ref().is_none_or(OwnedSheaf::is_full));
-        sheaf.set_next(self.rcu_free.take().map(OwnedSheaf::into_raw));
-        self.rcu_free = Some(sheaf);
-        debug_assert!(self.depth() <= RCU_GROUP);
     }
 
     /// Deferred objects in the sheaves.
@@ -313,6 +256,9 @@ pub(crate) struct Slot {
     /// while they hold the slot's lock and the slot is not orphaned (the owner's exit waits
     /// for the lock before it marks the slot orphaned, and the thread-local lives until then).
     owner: *const LastSlots,
+    /// The sealed deferred-free sheaves and their `detach` lock (`chain`); in the last bytes
+    /// of the slot's 256, away from the fast paths' first line.
+    chain: chain::Chain,
 }
 
 // SAFETY: `sheaves` is only accessed under the protocol of the module docs (lock holder,
@@ -336,6 +282,7 @@ impl Slot {
             node: node as u32,
             tid: 0,
             owner: std::ptr::null(),
+            chain: chain::Chain::default(),
         }
     }
 
@@ -393,16 +340,6 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn node(&self) -> usize {
         self.node as usize
-    }
-
-    /// By the slot's holder (per-CPU: of `rcu_lock`) after it took sheaves: clears the
-    /// `rcu_pending` mark if none is left.
-    fn note_rcu_left(&self) {
-        // SAFETY: the caller holds the per-thread slot, which covers `rcu`, or the per-CPU
-        // slot's `rcu_lock`.
-        if unsafe { self.rcu_mut() }.is_empty() {
-            self.rcu_pending.store(false, Ordering::Relaxed);
-        }
     }
 
     /// The sheaves, for code that has exclusive access by the module's protocol.
@@ -518,6 +455,12 @@ pub(crate) struct FastSlot<'a, S: SlotStrategy> {
 }
 
 impl<'a, S: SlotStrategy> FastSlot<'a, S> {
+    /// The slot itself.
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> &'a Slot {
+        self.slot
+    }
+
     /// The slot's sheaves.
     #[inline(always)]
     pub(crate) fn sheaves(&mut self) -> &mut SlotSheaves {
@@ -525,15 +468,6 @@ impl<'a, S: SlotStrategy> FastSlot<'a, S> {
         // is active on this thread (the lookup checked), and none can start while this value
         // lives (its user calls out to nothing); `&mut self` makes this the only reference.
         unsafe { self.slot.sheaves_mut() }
-    }
-
-    /// Per-thread: the slot's deferred-free sheaves (per-CPU ones have a lock of their own,
-    /// `Slot::rcu_lock`).
-    #[inline(always)]
-    pub(crate) fn rcu(&mut self) -> &mut RcuSheaves {
-        debug_assert!(!S::PER_CPU);
-        // SAFETY: as in `sheaves`: per-thread, `rcu` follows the slot's rules.
-        unsafe { self.slot.rcu_mut() }
     }
 
     /// The slot's counters.
@@ -599,31 +533,10 @@ impl<'a, S: SlotStrategy> SlotGuard<'a, S> {
         &self.slot.counters
     }
 
-    /// Per-thread: the slot's deferred-free sheaves (see [`FastSlot::rcu`]).
-    #[inline(always)]
-    pub(crate) fn rcu(&mut self) -> &mut RcuSheaves {
-        debug_assert!(!S::PER_CPU);
-        // SAFETY: as in `sheaves`: per-thread, `rcu` follows the slot's rules.
-        unsafe { self.slot.rcu_mut() }
-    }
-
     /// The slot's node.
     #[inline(always)]
     pub(crate) fn node(&self) -> usize {
         self.slot.node()
-    }
-
-    /// Per-thread: the holder started an `rcu_free` sheaf; called before the cache is armed
-    /// for the hand-over thread. The fence orders the mark before the arming's load of the
-    /// armed flag, against the hand-over thread's disarm (a sequentially consistent store)
-    /// and its load of the mark: either the arming sees the cache disarmed and arms it
-    /// again, or the hand-over thread's look after the disarm sees the mark.
-    #[cold]
-    pub(crate) fn note_rcu_started(&self) {
-        if !S::PER_CPU {
-            self.slot.rcu_pending.store(true, Ordering::Relaxed);
-            std::sync::atomic::fence(Ordering::SeqCst);
-        }
     }
 }
 
@@ -663,9 +576,12 @@ pub(crate) struct SlotTable<S: SlotStrategy> {
     /// CPUs' fast paths would bounce one line between them. 128 bytes on x86-64, because the
     /// adjacent-line prefetcher pulls lines in pairs.
     cpus: Box<[CachePadded<Slot>]>,
-    /// Per-CPU: each CPU slot's sealed deferred-free sheaves and their `detach` lock
-    /// (`chain`), apart from the slot so that the fast paths' line is not touched.
-    chains: Box<[CachePadded<chain::Chain>]>,
+    /// Per-thread: the sealed deferred-free sheaves of adopted orphans (`chain`).
+    orphan_chain: chain::Chain,
+    /// Per-thread: glibc's rseq offset when the owners' deferred frees are restartable
+    /// sequences on their slots (`rseq_ops::push_rcu_at`); `None` where sequences are
+    /// unavailable (then each deferred free goes on its own).
+    thread_sequences: Option<isize>,
     threads: Arc<ThreadRegistry>,
     cpu_source: CpuSource,
     lock_kind: LockKind,
@@ -685,8 +601,14 @@ impl<S: SlotStrategy> SlotTable<S> {
         } else {
             Box::default()
         };
+        let thread_sequences = match LockKind::detect(true) {
+            #[cfg(not(loom))]
+            LockKind::Rseq { offset } if !S::PER_CPU => Some(offset),
+            _ => None,
+        };
         Self {
-            chains: cpus.iter().map(|_| CachePadded::default()).collect(),
+            orphan_chain: chain::Chain::default(),
+            thread_sequences,
             cpus,
             threads: Arc::default(),
             cpu_source: cpu::cpu_source(),
@@ -776,7 +698,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// counters. Adopting them here, with a callback meant for live slots, would unregister a
     /// slot whose thread exited during the call with part of its contents still in it.
     ///
-    /// The deferred-free sheaves are not visited: [`SlotTable::for_each_rcu`] does.
+    /// The deferred-free sheaves are not visited: `chain` reaches them.
     pub(crate) fn for_each_reachable(
         &self,
         patience: Duration,
@@ -791,58 +713,29 @@ impl<S: SlotStrategy> SlotTable<S> {
         })
     }
 
-    /// Runs `f` on the deferred-free sheaves of every slot of a CPU or of a live thread that
-    /// the caller can take now, and returns how many it could not.
-    ///
-    /// Per-thread only (per-CPU chains are reached through `detach`, see `chain`): as [`SlotTable::for_each_reachable`], but slots that hold no `rcu_free`
-    /// sheaves (as their mark says) are skipped, and an unreached owner is asked to hand over
-    /// only those.
-    pub(crate) fn for_each_rcu(
-        &self,
-        patience: Duration,
-        mut f: impl FnMut(&mut RcuSheaves),
-    ) -> usize {
-        if S::PER_CPU {
-            // Per-CPU chains are reached by their `detach` holders (`chain`).
-            debug_assert!(false, "for_each_rcu on a per-CPU table");
-            return 0;
-        }
-        self.for_each_thread_slot(patience, Reach::Rcu, &mut |slot: &Slot| {
-            // SAFETY: the visit holds the slot, which per-thread covers `rcu`.
-            f(unsafe { slot.rcu_mut() });
-        })
-    }
-
     /// Runs `f` on every slot of every CPU or thread.
     ///
     /// # Safety
     ///
     /// - No thread is inside an operation on this cache, and none will start one during the
     ///   call (the cache is being dropped).
-    pub(crate) unsafe fn for_each_exclusive(
-        &self,
-        mut f: impl FnMut(&mut SlotSheaves, &mut RcuSheaves),
-    ) {
+    pub(crate) unsafe fn for_each_exclusive(&self, mut f: impl FnMut(&mut SlotSheaves)) {
         for slot in self.cpus.iter() {
             if slot.lock.load(Ordering::Relaxed) == ABANDONED {
                 // Abandoned at a fork by a thread that is gone (no operation is in flight, so
                 // the forking thread would have released it): its sheaves may be half-updated.
-                // `rcu` has a lock of its own, never held across a call out, so never
-                // abandoned.
                 // SAFETY: exclusive access by the caller's obligation.
                 unsafe { slot.forget_sheaves() };
-                // SAFETY: as above.
-                f(&mut SlotSheaves::new(), unsafe { slot.rcu_mut() });
                 continue;
             }
             // SAFETY: exclusive access by the caller's obligation.
-            f(unsafe { slot.sheaves_mut() }, unsafe { slot.rcu_mut() });
+            f(unsafe { slot.sheaves_mut() });
         }
         let slots = self.threads.slots.lock().unwrap_or_else(|p| p.into_inner());
         for slot in slots.iter() {
             // SAFETY: as above; a live thread that once used the cache keeps only an `Arc`
             // to the slot and never touches its sheaves again.
-            f(unsafe { slot.sheaves_mut() }, unsafe { slot.rcu_mut() });
+            f(unsafe { slot.sheaves_mut() });
         }
     }
 
@@ -892,12 +785,11 @@ impl<S: SlotStrategy> fmt::Debug for SlotTable<S> {
 }
 
 /// What a visit of every slot ([`SlotTable::for_each_reachable`]) wants of each: a drain
-/// request left on a slot it cannot reach asks for the same.
+/// request left on a slot it cannot reach asks for the same. (The deferred-free sheaves are
+/// reached without the owner, `chain`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub(crate) enum Reach {
-    /// Only the `rcu_free` sheaves (`barrier`, the hand-over thread).
-    Rcu = 1,
-    /// Every sheaf (`shrink`, the accounting check).
+    /// Every `main` and `spare` sheaf (`shrink`, the accounting check).
     All = 2,
 }

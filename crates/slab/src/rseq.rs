@@ -363,6 +363,47 @@ pub unsafe fn try_lock_remote_read_only(lock: &AtomicU8, cpu: u32) -> bool {
     true
 }
 
+/// [`try_lock_remote_read_only`] for a lock that sequences on any CPU may check (a
+/// per-thread slot's, whose owner may run anywhere): the fence reaches every CPU. `false`
+/// when the lock is held, or when no fence worked (the lock is given back).
+///
+/// # Safety
+///
+/// - As for [`try_lock_remote_read_only`].
+pub unsafe fn try_lock_remote_read_only_any(lock: &AtomicU8) -> bool {
+    if lock
+        .compare_exchange(FREE, REMOTE, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    if !fence_all() {
+        // A sequence somewhere may have read `FREE` before the exchange and still commit.
+        lock.store(FREE, Ordering::Release);
+        return false;
+    }
+    true
+}
+
+/// [`fence_cpu`] for every CPU at once.
+fn fence_all() -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier};
+    let forced = failure::forced();
+    if forced == failure::NONE {
+        if membarrier(MembarrierCommand::PrivateExpeditedRseq).is_ok() {
+            return true;
+        }
+        FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        let _ = membarrier(MembarrierCommand::RegisterPrivateExpeditedRseq);
+        if membarrier(MembarrierCommand::PrivateExpeditedRseq).is_ok() {
+            return true;
+        }
+    } else {
+        FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
+    forced != failure::EVERYTHING && (0..crate::possible_cpus().max(1)).all(run_on_cpu)
+}
+
 static FENCE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
 /// How many remote locks in this process found the rseq membarrier failing and fell back

@@ -34,7 +34,9 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// Sums every counter block, after moving the counts of the per-CPU restartable fast
     /// paths into them.
     fn totals(&self) -> [u64; Stat::ALL.len()] {
-        self.slots.fold_fast_counts(&self.counters);
+        self.slots.fold_fast_counts();
+        self.slots
+            .fold_chain_counts(|moved| self.count_moved(moved));
         let mut totals = [0; Stat::ALL.len()];
         self.slots.sum_counters(&self.counters, &mut totals);
         totals

@@ -1,8 +1,8 @@
 //! A cache's part in a `fork` (see `slab::fork`): the locks prepare takes, and the repair and
 //! re-counting the child does.
 //!
-//! Prepare takes, besides the slot locks, the per-thread registry, then `orphan_rcu` (the
-//! order adoption nests them), then every barn; the slab pool's node locks are registered by
+//! Prepare takes, besides the slot locks and the per-CPU `detach` flags, the per-thread
+//! registry, then every barn; the slab pool's node locks are registered by
 //! the pool itself. In the child the slot table repairs or abandons what other threads held,
 //! and the accounting equation (module `accounting`) gets its `lost_at_fork` term for the
 //! objects lost with them: measured right there, when only the forking thread exists, as the objects the
@@ -44,9 +44,6 @@ impl<S: SlotStrategy> slab::fork::AtFork for CacheCore<S> {
     fn lock_all(&self, held: &mut slab::fork::Held) {
         // SAFETY: the cache is registered from its creation to its drop.
         unsafe { self.slots.fork_hold_registry(held) };
-        let orphans = self.orphan_rcu.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: as above.
-        unsafe { held.hold(orphans) };
         for barn in self.barns.iter() {
             // SAFETY: as above.
             unsafe { barn.hold_for_fork(held) };

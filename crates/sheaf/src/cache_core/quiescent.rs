@@ -9,37 +9,31 @@ use std::time::Instant;
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{REACH_PATIENCE, RcuSheaves, SlotSheaves, SlotStrategy};
+use crate::slot::{REACH_PATIENCE, SlotSheaves, SlotStrategy};
 use crate::stats::{Counters, Stat, Tally};
 
 impl<S: SlotStrategy> CacheCore<S> {
     /// Per-thread: flushes the sheaves of exited threads' slots and folds their counters into
-    /// the shared block; their `rcu_free` sheaves wait in `orphan_rcu` for the cache. With
-    /// `held` the caller holds its own slot: slabs the flush empties beyond what the pool
+    /// the shared block; their deferred-free chains move to the orphan chain (`slot::chain`).
+    /// With `held` the caller holds its own slot: slabs the flush empties beyond what the pool
     /// keeps are queued, for the caller to release once it has let the slot go.
-    pub(super) fn adopt_orphans(&self, held: bool) {
+    pub(crate) fn adopt_orphans(&self, held: bool) {
         // Flushed after the registry lock is released: a flush may release a slab, and the
         // page source may call into this cache (whose slot lookups and `stats` take the lock).
         let mut retired = Vec::new();
         let mut transit = None;
-        self.slots.adopt_orphans(&mut |sheaves: &mut SlotSheaves,
-                                       rcu: &mut RcuSheaves,
-                                       counters: &Counters,
-                                       _node| {
-            // Under the registry lock, before the slot leaves it.
-            transit.get_or_insert_with(|| self.transit.begin());
-            retired.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
-            retired.extend(sheaves.spare.take());
-            // Into `orphan_rcu` before the slot leaves the registry (whose lock is held):
-            // a barrier that finds the orphan gone finds its sheaves there.
-            self.orphan_rcu
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(rcu.take_rcu());
-            for &stat in Stat::ALL {
-                self.counters.add_shared(stat, counters.get(stat));
-            }
-        });
+        self.slots.adopt_orphans(
+            &mut |sheaves: &mut SlotSheaves, counters: &Counters, _node| {
+                // Under the registry lock, before the slot leaves it.
+                transit.get_or_insert_with(|| self.transit.begin());
+                retired.push(mem::replace(&mut sheaves.main, OwnedSheaf::none()));
+                retired.extend(sheaves.spare.take());
+                for &stat in Stat::ALL {
+                    self.counters.add_shared(stat, counters.get(stat));
+                }
+            },
+            &mut |moved| self.count_moved(moved),
+        );
         let tally = Tally::shared(&self.counters);
         for sheaf in retired {
             if held {

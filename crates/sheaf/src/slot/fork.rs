@@ -25,8 +25,8 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Per-CPU: every chain's `detach` lock, for prepare to take before the slot locks (as
     /// its holders take `rcu_lock` inside it).
     pub(crate) fn fork_flag_locks(&self, out: &mut Vec<FlagLock>) {
-        for chain in self.chains.iter() {
-            out.push(FlagLock(chain.detach_flag()));
+        for slot in self.cpus.iter() {
+            out.push(FlagLock(slot.chain.detach_flag()));
         }
     }
 
@@ -70,21 +70,9 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// contents were lost.
     pub(crate) fn fork_child(&self, fork: ChildFork, mut fold: impl FnMut(&Counters)) -> usize {
         let mut lost = 0;
-        for (slot, chain) in self.cpus.iter().zip(self.chains.iter()) {
-            let detached = chain.detach_flag().load(Ordering::Relaxed);
-            if detached || slot.rcu_lock.load(Ordering::Relaxed) != FREE {
-                // Held by a thread that is gone (no thread holds either across a call out,
-                // so not the forking thread): its deferred-free sheaves may be half-moved,
-                // and the sheaves it was completing are lost with it.
-                // SAFETY: only this thread exists, and it holds neither lock.
-                unsafe {
-                    slot.forget_rcu();
-                    chain.forget();
-                }
-                slot.rcu_pending.store(false, Ordering::Relaxed);
-                slot.rcu_lock.store(FREE, Ordering::Release);
-                lost += 1;
-            }
+        for slot in self.cpus.iter() {
+            // The sheaves a gone `detach` holder was completing are lost with it.
+            lost += usize::from(repair_chain(slot));
             if slot.lock.load(Ordering::Relaxed) == FREE {
                 continue;
             }
@@ -134,14 +122,14 @@ impl<S: SlotStrategy> SlotTable<S> {
                     // SAFETY: only this thread exists, it is inside no operation of the cache,
                     // and the slot's holder no longer exists.
                     unsafe { slot.forget_sheaves() };
-                    // SAFETY: as above; per-thread, `rcu` follows the slot's rules.
-                    unsafe { slot.forget_rcu() };
                     slot.lock.store(FREE, Ordering::Release);
                     abandoned += 1;
                 }
+                abandoned += usize::from(repair_chain(slot));
                 return true;
             }
             if slot.orphaned.load(Ordering::Acquire) {
+                abandoned += usize::from(repair_chain(slot));
                 return true;
             }
             fold(&slot.counters);
@@ -150,6 +138,11 @@ impl<S: SlotStrategy> SlotTable<S> {
             abandoned += 1;
             false
         });
+        if self.orphan_chain.detach_flag().load(Ordering::Relaxed) {
+            // SAFETY: only this thread exists, and it holds no `detach` lock.
+            unsafe { self.orphan_chain.forget() };
+            abandoned += 1;
+        }
         abandoned
     }
 
@@ -166,7 +159,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         let mut objects = 0u64;
         // SAFETY: forwarded: nobody else can be inside an operation.
         unsafe {
-            self.for_each_exclusive(|sheaves, _| {
+            self.for_each_exclusive(|sheaves| {
                 objects += sheaves.main.size() as u64;
                 objects += sheaves
                     .spare
@@ -179,7 +172,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             .handed
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        for (sheaves, _, _) in handed.iter() {
+        for (sheaves, _) in handed.iter() {
             objects += sheaves.main.size() as u64;
             objects += sheaves
                 .spare
@@ -188,4 +181,24 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
         objects
     }
+}
+
+/// In a child: a kept slot whose deferred-free chain a thread that is gone was changing
+/// (`detach` or `rcu_lock` held; neither is held across a call out, so not by the forking
+/// thread) gets its chain and sealed list forgotten, never read (their objects stay counted
+/// live), and both locks freed. Whether it had to.
+fn repair_chain(slot: &super::Slot) -> bool {
+    let chain = &slot.chain;
+    if !chain.detach_flag().load(Ordering::Relaxed) && slot.rcu_lock.load(Ordering::Relaxed) == FREE
+    {
+        return false;
+    }
+    // SAFETY: only this thread exists, and it holds neither lock.
+    unsafe {
+        slot.forget_rcu();
+        chain.forget();
+    }
+    slot.rcu_pending.store(false, Ordering::Relaxed);
+    slot.rcu_lock.store(FREE, Ordering::Release);
+    true
 }

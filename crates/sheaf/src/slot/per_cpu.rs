@@ -367,9 +367,12 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// `into_raw`), and the CPU whose slot it is comes with it (the caller collects that
     /// slot's expired sheaves); otherwise the sheaf is the caller's again, as it was. With
     /// `sheaf` `None` it only says what the chain needs. [`RcuStep::NotHere`] for other tables.
-    pub(crate) fn start_rcu_fast(&self, sheaf: Option<&mut OwnedSheaf>) -> (RcuStep, usize) {
+    pub(crate) fn start_rcu_fast(
+        &self,
+        sheaf: Option<&mut OwnedSheaf>,
+    ) -> (RcuStep, Option<&Slot>) {
         let Some((cpus, ncpus, offset)) = self.sequence_table() else {
-            return (RcuStep::NotHere, 0);
+            return (RcuStep::NotHere, None);
         };
         #[cfg(test)]
         if sheaf.is_some() {
@@ -387,27 +390,92 @@ impl<S: SlotStrategy> SlotTable<S> {
             // the mark set for nothing, which is harmless, while a mark set before the commit
             // could be cleared by a sealer that did not see the sheaf.
             slot.rcu_pending.store(true, Ordering::Release);
-            return (step, self.cpu_of(slot));
+            return (step, Some(slot));
         }
         if let Some(sheaf) = sheaf {
             // The sequence may have linked the chain behind it before it missed or aborted.
             sheaf.set_next(None);
         }
-        (step, 0)
+        (step, None)
+    }
+
+    /// Per-thread: whether the owners' deferred frees are restartable sequences on their
+    /// slots.
+    #[inline(always)]
+    pub(crate) fn uses_thread_sequences(&self) -> bool {
+        !S::PER_CPU && self.thread_sequences.is_some()
+    }
+
+    /// Per-thread with restartable sequences: pushes `object` onto the `rcu_free` sheaf of
+    /// the calling thread's `slot` in one sequence (`rseq_ops::push_rcu_at`); gives it back on
+    /// any miss.
+    ///
+    /// # Safety
+    ///
+    /// - `slot` is the calling thread's slot of this table; `object` is a live object of
+    ///   this table's cache, handed over for a deferred free.
+    #[inline(always)]
+    pub(crate) unsafe fn push_rcu_thread(
+        &self,
+        slot: &Slot,
+        object: std::ptr::NonNull<u8>,
+    ) -> Result<(), std::ptr::NonNull<u8>> {
+        #[cfg(all(
+            not(loom),
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))]
+        if let Some(offset) = self.thread_sequences {
+            // SAFETY: the offset `rseq::support` reported; the slot is the caller's own, its
+            // `rcu_free` changed only by these sequences and `rcu_lock` holders (`chain`).
+            return unsafe { sequences::push_rcu_at(slot, offset, object) };
+        }
+        let _ = slot;
+        Err(object)
+    }
+
+    /// Per-thread with restartable sequences: one attempt at putting `sheaf` first in the
+    /// chain of the calling thread's `slot` (`rseq_ops::start_rcu_at`), as
+    /// [`SlotTable::start_rcu_fast`] does on a CPU slot. [`RcuStep::NotHere`] without
+    /// sequences.
+    pub(crate) fn start_rcu_thread(&self, slot: &Slot, sheaf: Option<&mut OwnedSheaf>) -> RcuStep {
+        #[cfg(all(
+            not(loom),
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))]
+        if let Some(offset) = self.thread_sequences {
+            #[cfg(test)]
+            if sheaf.is_some() {
+                run_hook(&BEFORE_RCU_START);
+            }
+            let raw = sheaf.as_ref().map(|sheaf| sheaf.as_raw());
+            // SAFETY: as in `push_rcu_thread`; the sheaf is the caller's, unlinked, its counts
+            // consistent, holding the object it defers.
+            let step = unsafe { sequences::start_rcu_at(slot, offset, raw) };
+            if step == RcuStep::Done {
+                // For the visitors, after the commit (as in `start_rcu_fast`).
+                slot.rcu_pending.store(true, Ordering::Release);
+            } else if let Some(sheaf) = sheaf {
+                sheaf.set_next(None);
+            }
+            return step;
+        }
+        let _ = (slot, sheaf);
+        RcuStep::NotHere
     }
 
     /// Per-CPU with restartable sequences: moves the counts of the sequences into every
-    /// slot's counters (`rseq_ops`), for a reader of the statistics; those of deferred frees
-    /// into the cache's shared block (`shared`), under each slot's `detach` and `rcu_lock`,
-    /// which are waited for (they are held only briefly). Each
+    /// slot's counters (`rseq_ops`), for a reader of the statistics (those of deferred frees:
+    /// [`SlotTable::fold_chain_counts`]). Each
     /// slot's lock is taken from afar; a slot found held is tried again, yielding, for up to
     /// [`FOLD_PATIENCE`] in all: its holder adds the counts only after it has the lock (a
     /// remote holder after its membarrier), so a reader that skipped it at once could miss
     /// them. A slot held longer (its holder preempted, or the reader itself inside an
     /// operation of the cache) is left as it is, and its counts appear at the next reading.
-    pub(crate) fn fold_fast_counts(&self, shared: &Counters) {
-        #[cfg(loom)]
-        let _ = shared;
+    pub(crate) fn fold_fast_counts(&self) {
         #[cfg(not(loom))]
         if S::PER_CPU && matches!(self.lock_kind, LockKind::Rseq { .. }) {
             let mut started = None;
@@ -431,21 +499,6 @@ impl<S: SlotStrategy> SlotTable<S> {
                     }
                     std::thread::yield_now();
                 }
-                // The deferred frees' counts, under the chain's `detach` and then `rcu_lock`,
-                // which nobody holds for long; only where a sequence may have pushed since
-                // the last fold (a sheaf put in place and not yet sealed), so that a cache
-                // without deferred frees costs no second membarrier.
-                if slot.rcu_pending.load(Ordering::Acquire) {
-                    let mut held = self.detach_waiting(cpu);
-                    let moved = self.absorb(&mut held);
-                    self.lock_rcu_waiting(cpu);
-                    let deferred = moved.deferred + slot.take_rcu_fast_counts();
-                    slot.unlock_rcu();
-                    drop(held);
-                    shared.add_shared(crate::stats::Stat::DeferredObjects, deferred);
-                    shared.add_shared(crate::stats::Stat::FreeRcuSheaf, deferred);
-                    shared.add_shared(crate::stats::Stat::RcuSheafSubmitted, moved.sheaves);
-                }
             }
         }
     }
@@ -453,7 +506,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// Tests: the deferred objects in the chain and sealed list of the slot `guard` holds.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn deferred_in_slot_of(&self, guard: &SlotGuard<'_, S>) -> usize {
-        self.chain_objects(self.cpu_of(guard.slot))
+        self.chain_objects(guard.slot)
     }
 
     /// Per-CPU, by a holder of CPU `cpu`'s `detach`: takes its `rcu_lock`, waiting (yielding)

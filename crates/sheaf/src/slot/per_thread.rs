@@ -140,25 +140,19 @@ impl<S: SlotStrategy> SlotTable<S> {
         if !LAST_SLOTS.with(|slots| slots.claim(self.id, 0, slot)) {
             return false;
         }
-        let asked = slot.drain.swap(0, Ordering::Relaxed);
+        slot.drain.store(0, Ordering::Relaxed);
         // SAFETY: this thread holds its slot (its entry marks it held and no taker
         // holds its lock, see `LastSlots::claim`).
-        let (mine, mine_rcu) = unsafe { (slot.sheaves_mut(), slot.rcu_mut()) };
-        let rcu = mem::take(mine_rcu);
-        let sheaves = if asked == Reach::Rcu as u8 {
-            SlotSheaves::new()
-        } else {
-            self.threads.drained.fetch_add(1, Ordering::Relaxed);
-            mem::replace(mine, SlotSheaves::new())
-        };
-        slot.rcu_pending.store(false, Ordering::Relaxed);
-        let empty = sheaves.main.is_none() && sheaves.spare.is_none() && rcu.is_empty();
+        let mine = unsafe { slot.sheaves_mut() };
+        self.threads.drained.fetch_add(1, Ordering::Relaxed);
+        let sheaves = mem::replace(mine, SlotSheaves::new());
+        let empty = sheaves.main.is_none() && sheaves.spare.is_none();
         if !empty {
             self.threads
                 .handed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((sheaves, rcu, slot.node()));
+                .push((sheaves, slot.node()));
             self.threads.orphans.fetch_add(1, Ordering::Release);
         }
         LAST_SLOTS.with(|slots| slots.revoke(self.id));
@@ -196,7 +190,6 @@ impl<S: SlotStrategy> SlotTable<S> {
         let own = loop {
             if let Some(own) = self.hold_own_slot() {
                 f(own.slot);
-                own.slot.note_rcu_left();
                 break own.slot as *const Slot;
             }
             let Some(own) = self.thread_slot_lookup(false) else {
@@ -220,7 +213,6 @@ impl<S: SlotStrategy> SlotTable<S> {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|slot| !std::ptr::eq(Arc::as_ptr(slot), own))
-            .filter(|slot| reach == Reach::All || slot.rcu_pending.load(Ordering::SeqCst))
             .cloned()
             .collect();
         for attempt in 0.. {
@@ -235,7 +227,6 @@ impl<S: SlotStrategy> SlotTable<S> {
                     // `take_remote` took the slot: its owner is outside every operation and
                     // cannot start one on it until we release the lock.
                     f(slot);
-                    slot.note_rcu_left();
                     slot.unlock();
                     false
                 }

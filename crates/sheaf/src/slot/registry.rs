@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::last_slot::{LAST_SLOTS, LastSlots};
-use super::{RcuSheaves, Slot, SlotSheaves, SlotStrategy, SlotTable};
+use super::{Moved, Slot, SlotSheaves, SlotStrategy, SlotTable};
 use crate::stats::Counters;
 use slab::rseq::{FREE, LOCAL};
 
@@ -19,7 +19,7 @@ pub(super) struct ThreadRegistry {
     /// Orphaned slots and handed-over sheaves waiting to be adopted.
     pub(super) orphans: AtomicUsize,
     /// Sheaves that live threads handed over on a drain request, with their slot's node.
-    pub(super) handed: Mutex<Vec<(SlotSheaves, RcuSheaves, usize)>>,
+    pub(super) handed: Mutex<Vec<(SlotSheaves, usize)>>,
     /// Drain requests for every sheaf that owners honoured (`slot_drained` in the stats;
     /// a counter of its own, as a slot's counter block has no room left in its 256 bytes).
     pub(super) drained: AtomicU64,
@@ -151,12 +151,17 @@ impl<S: SlotStrategy> SlotTable<S> {
     }
 
     /// Per-thread: runs `f` on each orphaned slot, then unregisters it. Its counters are
-    /// passed to `f` so the caller can fold them into the shared block.
-    /// Sheaves that live threads handed over on a drain request are passed too, with an
-    /// empty counter block (their counters stay in the live slot).
+    /// passed to `f` so the caller can fold them into the shared block. Its deferred-free
+    /// chain moves to the orphan chain first (`SlotTable::adopt_chain`), under the `detach`
+    /// locks, which are only tried here (the registry lock is held, and a fork's prepare
+    /// takes `detach` flags before the registry): an orphan whose lock is held stays, for the
+    /// next adoption. Sheaves that live threads handed over on a drain request are passed
+    /// too, with an empty counter block (their counters stay in the live slot). `count` adds
+    /// what moved to the orphan chain to the counters.
     pub(crate) fn adopt_orphans(
         &self,
-        f: &mut impl FnMut(&mut SlotSheaves, &mut RcuSheaves, &Counters, usize),
+        f: &mut impl FnMut(&mut SlotSheaves, &Counters, usize),
+        count: &mut impl FnMut(Moved),
     ) {
         if !self.has_orphans() {
             return;
@@ -171,17 +176,20 @@ impl<S: SlotStrategy> SlotTable<S> {
         );
         let mut adopted = handed.len();
         let none = Counters::default();
-        for (mut sheaves, mut rcu, node) in handed {
-            f(&mut sheaves, &mut rcu, &none, node);
+        for (mut sheaves, node) in handed {
+            f(&mut sheaves, &none, node);
         }
         slots.retain(|slot| {
             if !slot.orphaned.load(Ordering::Acquire) {
                 return true;
             }
+            if !self.adopt_chain(slot, count) {
+                return true;
+            }
             // SAFETY: the owner thread has exited (Acquire pairs with its Release store), and
             // adoption runs under the registry mutex, so no one else touches the slot.
-            let (sheaves, rcu) = unsafe { (slot.sheaves_mut(), slot.rcu_mut()) };
-            f(sheaves, rcu, &slot.counters, slot.node());
+            let sheaves = unsafe { slot.sheaves_mut() };
+            f(sheaves, &slot.counters, slot.node());
             adopted += 1;
             false
         });

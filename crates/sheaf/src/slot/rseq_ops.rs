@@ -479,6 +479,149 @@ pub(super) unsafe fn start_rcu(
     (RcuStep::from_code(code), slot as *const Slot)
 }
 
+/// Per-thread: the prologue of a sequence on a slot given by address, after
+/// [`slab::rseq_sequence_start`]. The thread's rseq area must be registered (its `cpu_id` a
+/// CPU number, not one of the kernel's negative markers): only then does the kernel abort
+/// the sequence on a preemption, a signal or a remote fence. `$unregistered` and `$locked`
+/// are the labels to jump to otherwise and when the slot's `rcu_lock` is held.
+macro_rules! given_slot {
+    ($unregistered:literal, $locked:literal) => {
+        concat!(
+            "cmp dword ptr fs:[{offset} + 4], 0x7FFFFFFF\n",
+            "ja ",
+            $unregistered,
+            "\n",
+            "cmp byte ptr [{slot} + {lock_at}], 0\n",
+            "jne ",
+            $locked,
+        )
+    };
+}
+
+/// Per-thread: pushes `object` onto the `rcu_free` sheaf of the calling thread's `slot` in
+/// one restartable sequence (as [`push_rcu`] does on a CPU slot), when the slot's
+/// `rcu_lock` is free and the sheaf has room; gives the object back on a miss, an abort, or
+/// when the thread's rseq area is not registered.
+///
+/// # Safety
+///
+/// - `offset` is the rseq offset that `slab::rseq::support` reported.
+/// - `slot` is a live per-thread slot of the calling thread, whose `rcu_free` sheaf only
+///   these sequences and holders of its `rcu_lock` change (`slot::chain`).
+/// - `object` is a live object of the slot's cache, handed over for a deferred free.
+#[inline(always)]
+pub(super) unsafe fn push_rcu_at(
+    slot: *const Slot,
+    offset: isize,
+    object: NonNull<u8>,
+) -> Result<(), NonNull<u8>> {
+    // SAFETY: a restartable sequence laid out as in `pop` (descriptor, signature before the
+    // abort handler, `rseq_cs` cleared on every exit). It checks that the thread's rseq area
+    // is registered (so a preemption, a signal or a remote fence aborts it) and that
+    // `rcu_lock` is free before it reads `rcu_free`; while both hold, the sheaf is the
+    // sequence's (`slot::chain`): a live sheaf, or null (a miss before anything is written).
+    // The object goes to entry `size < capacity`, beyond the held range, before the commit
+    // (the word), which is the last instruction.
+    unsafe {
+        std::arch::asm!(
+            "mov {step:e}, 0xFFFFFFFF",
+            slab::rseq_sequence_start!("hdr"),
+            given_slot!("7f", "7f"),
+            "mov {hdr}, qword ptr [{slot} + {sheaf_at}]",
+            "test {hdr}, {hdr}",
+            "jz 7f",
+            "mov {word}, qword ptr [{hdr} + {word_at}]",
+            "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]",
+            "je 7f",
+            "mov {index:e}, {word:e}",
+            "mov qword ptr [{hdr} + {index} * 8 + {objects_at}], {object}",
+            "sub {word}, {step}",
+            "jb 7f",
+            "mov qword ptr [{hdr} + {word_at}], {word}",
+            push_end!(),
+            offset = in(reg) offset,
+            slot = in(reg) slot,
+            object = in(reg) object.as_ptr(),
+            lock_at = const RCU_LOCK_AT,
+            sheaf_at = const RCU_FREE_AT,
+            word_at = const layout::WORD,
+            capacity_at = const layout::CAPACITY,
+            objects_at = const layout::OBJECTS,
+            aborts = sym slab::rseq::ABORTS,
+            step = out(reg) _,
+            hdr = out(reg) _,
+            index = out(reg) _,
+            word = out(reg) _,
+            miss = label {
+                return Err(object);
+            },
+            options(nostack),
+        );
+    }
+    Ok(())
+}
+
+/// Per-thread: puts `sheaf` first in the deferred-free chain of the calling thread's `slot`
+/// in one restartable sequence (as [`start_rcu`] does on a CPU slot), when the slot's
+/// `rcu_lock` is free and the chain is empty or its first sheaf full. [`RcuStep::NotHere`]
+/// when the thread's rseq area is not registered.
+///
+/// # Safety
+///
+/// - As for [`push_rcu_at`]; `sheaf`, if any, as for [`start_rcu`].
+#[inline]
+pub(super) unsafe fn start_rcu_at(
+    slot: *const Slot,
+    offset: isize,
+    sheaf: Option<NonNull<()>>,
+) -> RcuStep {
+    let code: u32;
+    // SAFETY: as in `start_rcu`, on the given slot instead of the CPU's: the registration
+    // and `rcu_lock` are checked before the chain is read; the only write before the commit
+    // is to the caller's own sheaf, and the commit is the last instruction.
+    unsafe {
+        std::arch::asm!(
+            slab::rseq_sequence_start!("hdr"),
+            "mov {out:e}, 2",
+            given_slot!("9f", "8f"),
+            "mov {hdr}, qword ptr [{slot} + {sheaf_at}]",
+            "test {hdr}, {hdr}",
+            "jz 2f",
+            chain_room!(),
+            "2:",
+            "mov {out:e}, 6",
+            "test {sheaf}, {sheaf}",
+            "jz 9f",
+            "mov qword ptr [{sheaf} + {next_at}], {hdr}",
+            "mov qword ptr [{slot} + {sheaf_at}], {sheaf}",
+            "5:",
+            "xor {out:e}, {out:e}",
+            "jmp 9f",
+            "8:",
+            "mov {out:e}, 1",
+            "jmp 9f",
+            ".long 0x53053053",
+            "6:",
+            "mov {out:e}, 3",
+            "9:",
+            "mov qword ptr fs:[{offset} + 8], 0",
+            offset = in(reg) offset,
+            slot = in(reg) slot,
+            sheaf = in(reg) sheaf.map_or(std::ptr::null_mut(), NonNull::as_ptr),
+            lock_at = const RCU_LOCK_AT,
+            sheaf_at = const RCU_FREE_AT,
+            word_at = const layout::WORD,
+            capacity_at = const layout::CAPACITY,
+            next_at = const layout::NEXT,
+            hdr = out(reg) _,
+            p = out(reg) _,
+            out = out(reg) code,
+            options(nostack),
+        );
+    }
+    RcuStep::from_code(code)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

@@ -218,48 +218,64 @@ fn replacing_objects_takes_one_barn_trip_per_sheaf() {
     free_all_and_check_empty(&pages, &cache, live);
 }
 
-/// Full `rcu_free` sheaves wait on the slot until four of them can share one grace period;
-/// the fourth hands all four over without a barrier, and a barrier reaches the ones still
-/// waiting.
-#[test]
-fn full_rcu_sheaves_are_handed_over_in_groups_of_four() {
-    let (pages, config) = limited_config(usize::MAX / 2);
-    let cache: Cache<PerThread> =
-        Cache::new(&config.with_sheaf_capacity(8).with_barn_limits(10, 10)).unwrap();
-    let objects = bulk(&cache, AllocFlags::empty(), 8 * 7);
-    let (first, rest) = objects.split_at(8 * 3);
-    for &o in first {
-        // SAFETY: live objects, freed once.
-        unsafe { cache.free_deferred(o) };
+both_strategies! {
+    /// With restartable sequences, full `rcu_free` sheaves are sealed where they are and
+    /// handed to a grace period (stamped) one by one as the next sheaf starts, by the
+    /// deferring thread itself; the sheaf being filled stays in the slot until a barrier (or
+    /// the hand-over thread) seals it too, and the barrier then recycles every sheaf: the full
+    /// ones into the barn, the partly filled one to the slabs.
+    fn full_rcu_sheaves_are_sealed_in_the_slot_and_a_barrier_seals_the_rest<S>() {
+        if !matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. }) {
+            assert!(
+                std::env::var_os("SHEAF_REQUIRE_RSEQ").is_none_or(|v| v != "1"),
+                "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable"
+            );
+            eprintln!("skipped: restartable sequences unsupported here");
+            return;
+        }
+        let (pages, config) = limited_config(usize::MAX / 2);
+        let cache: Cache<S> =
+            Cache::new(&config.with_sheaf_capacity(8).with_barn_limits(10, 10)).unwrap();
+        let objects: Vec<usize> = bulk(&cache, AllocFlags::empty(), 8 * 3 + 3)
+            .iter()
+            .map(|o| o.as_ptr() as usize)
+            .collect();
+        // On a thread pinned to one CPU, so that every free lands on the same slot.
+        let (pinned, stats) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+                let mut set = rustix::thread::CpuSet::new();
+                set.set(cpu);
+                let pinned = rustix::thread::sched_setaffinity(None, &set).is_ok();
+                for &o in &objects {
+                    // SAFETY: live objects, freed once.
+                    unsafe { cache.free_deferred(NonNull::new(o as *mut u8).unwrap()) };
+                }
+                (pinned, cache.stats())
+            })
+            .join()
+            .unwrap()
+        });
+        if pinned {
+            assert_eq!(stats.counter("free_rcu_sheaf"), 27, "{stats:?}");
+            assert_eq!(stats.counter("free_rcu_sheaf_fail"), 0, "{stats:?}");
+            // The hand-over thread may have sealed the one being filled meanwhile.
+            assert!(
+                (3..=4).contains(&stats.counter("rcu_sheaf_submitted")),
+                "three full sheaves stamped in the slot: {stats:?}"
+            );
+        }
+        cache.barrier();
+        let stats = cache.stats();
+        assert_eq!(stats.counter("rcu_objects_completed"), 27, "{stats:?}");
+        if pinned {
+            assert_eq!(stats.counter("rcu_sheaf_submitted"), 4, "{stats:?}");
+            assert_eq!(stats.counter("rcu_sheaf_recycled"), 3, "{stats:?}");
+            assert_eq!(stats.counter("rcu_sheaf_flushed"), 1, "{stats:?}");
+        }
+        assert_eq!(stats.live_objects, Some(0));
+        free_all_and_check_empty(&pages, &cache, []);
     }
-    let stats = cache.stats();
-    assert_eq!(stats.counter("free_rcu_sheaf"), 24);
-    assert_eq!(
-        stats.counter("rcu_sheaf_submitted"),
-        0,
-        "three full sheaves wait"
-    );
-    for &o in &rest[..8] {
-        // SAFETY: as above.
-        unsafe { cache.free_deferred(o) };
-    }
-    assert_eq!(
-        cache.stats().counter("rcu_sheaf_submitted"),
-        4,
-        "the fourth hands all over"
-    );
-    for &o in &rest[8..] {
-        // SAFETY: as above.
-        unsafe { cache.free_deferred(o) };
-    }
-    assert_eq!(cache.stats().counter("rcu_sheaf_submitted"), 4);
-    cache.barrier();
-    let stats = cache.stats();
-    assert_eq!(stats.counter("rcu_sheaf_submitted"), 7, "{stats:?}");
-    assert_eq!(stats.counter("rcu_objects_completed"), 56, "{stats:?}");
-    assert_eq!(stats.counter("rcu_sheaf_recycled"), 7, "{stats:?}");
-    assert_eq!(stats.live_objects, Some(0));
-    free_all_and_check_empty(&pages, &cache, []);
 }
 
 /// With batching off, every deferred object is deferred on its own (the baseline).
