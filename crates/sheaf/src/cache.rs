@@ -343,43 +343,36 @@ impl<S: SlotStrategy> Cache<S> {
         Ok(PrefilledSheaf::new(self.core(), sheaf))
     }
 
-    /// Submits every partly filled or waiting `rcu_free` sheaf and waits until every deferred
-    /// free made before the call has completed (`rcu_barrier`, C-DEFER-2).
+    /// Seals every partly filled `rcu_free` sheaf and waits until every deferred free made
+    /// before the call has completed (`rcu_barrier`, C-DEFER-2).
     ///
-    /// It waits for read-side sections to end and for nothing else: it hands every CPU
-    /// slot's sheaves to a grace period itself, and once a grace period has passed runs every
-    /// thread's queued callbacks (the submitted sheaves, per-object deferrals) on its own
-    /// thread, so it returns whatever the threads that freed the objects are doing (idle,
-    /// blocked, or waiting for the caller; C-DEFER-3). Deferred frees made after it began are
+    /// It waits for read-side sections to end and for nothing else: it hands every slot's
+    /// sheaves to a grace period itself, and once a grace period has passed recycles them and
+    /// runs every thread's queued per-object callbacks on its own thread, so it returns
+    /// whatever the threads that freed the objects are doing (running, idle, blocked, or
+    /// waiting for the caller; C-DEFER-3). Deferred frees made after it began are
     /// not waited for: it returns while other threads go on deferring.
     ///
     /// Must not be called inside a read-side section: it would wait for itself.
     ///
-    /// With [`PerThread`](crate::PerThread) slots, the `rcu_free` sheaves reached are the
-    /// calling thread's, those of exited threads, and those of every live thread that is
-    /// asleep in the kernel (blocked on a lock, a channel, a sleep, I/O), which is then not
-    /// inside an operation. A live thread that is running (or runnable, or stopped) when the
-    /// barrier looks is not waited for: it gets a drain request and hands its sheaves over
-    /// to the cache at its next operation on it, for the next barrier or shrink to reach;
-    /// deferred frees still in its `rcu_free` sheaf are not waited for by this barrier.
-    ///
-    /// With [`PerCpu`](crate::PerCpu) slots, where restartable sequences are in use, a CPU
-    /// slot's deferred-free sheaves never leave it before their grace period has passed: the
-    /// sheaf being filled is sealed when the next one starts, sealed sheaves are stamped, and
-    /// once a stamp has expired the sheaves behind it are recycled by whoever holds the slot's
-    /// `detach` lock (the deferring thread, the hand-over thread, `shrink`, a barrier). The
-    /// barrier seals the sheaf being filled itself (from afar: its membarrier aborts a
-    /// deferred free in flight on that CPU), stamps every sealed sheaf, waits for a grace
-    /// period, and recycles them. It neither takes the slot's main lock nor waits for a
-    /// thread descheduled anywhere in a deferred free or a slow path; it waits only for a
-    /// `detach` holder, which holds it for a few list operations, or while it recycles
-    /// expired sheaves into the barn (never across a call to the page source). Where no
-    /// sequence serves (the compare-exchange lock: valgrind, kernels before 5.10,
-    /// `SHEAF_RSEQ=0`; or a thread without an rseq area of its own), deferred frees take no
-    /// sheaf and no lock: each is deferred on its own, so nothing there is waited for. With a
-    /// slot holder, or a deferring thread, parked indefinitely, barriers returned in
-    /// microseconds to tens of milliseconds on a loaded machine, grace period included
-    /// (`docs/decisions.md`).
+    /// Where restartable sequences are in use, a slot's deferred-free sheaves (a CPU's, or
+    /// with [`PerThread`](crate::PerThread) a thread's) never leave it before their grace
+    /// period has passed: the sheaf being filled is sealed when the next one starts, sealed
+    /// sheaves are stamped, and once a stamp has expired the sheaves behind it are recycled by
+    /// whoever holds the slot's `detach` lock (the deferring thread, the hand-over thread,
+    /// `shrink`, a barrier). The barrier seals the sheaf being filled itself, from afar (its
+    /// membarrier aborts a deferred free in flight: on that CPU, or on every CPU for a
+    /// thread's slot), stamps every sealed sheaf, waits for a grace period, and recycles
+    /// them. So it completes the deferred frees of every thread, running, asleep or exited,
+    /// and neither takes a slot's main lock nor waits for a thread descheduled anywhere in a
+    /// deferred free or a slow path; it waits only for a `detach` holder, which holds it for
+    /// a few list operations, or while it recycles expired sheaves into the barn (never
+    /// across a call to the page source). Where no sequence serves (the compare-exchange
+    /// lock: valgrind, kernels before 5.10, `SHEAF_RSEQ=0`; or a thread without an rseq area
+    /// of its own), deferred frees take no sheaf and no lock: each is deferred on its own, so
+    /// nothing there is waited for. With a slot holder, or a deferring thread, parked
+    /// indefinitely, barriers returned in microseconds to tens of milliseconds on a loaded
+    /// machine, grace period included (`docs/decisions.md`).
     pub fn barrier(&self) {
         if !S::PER_CPU {
             // Exited threads' slots: their chains move to the orphan chain, their `main` and
@@ -390,24 +383,27 @@ impl<S: SlotStrategy> Cache<S> {
     }
 
     /// Returns every cached sheaf (CPU slots, barn) and every empty slab to the page source;
-    /// partly filled `rcu_free` sheaves are submitted (not waited for: call
-    /// [`Cache::barrier`] first to reach a quiescent point). After all objects are freed, a
-    /// barrier and a shrink, the cache holds no page (C-OBJ-5).
+    /// partly filled `rcu_free` sheaves are sealed and handed to a grace period (not waited
+    /// for: call [`Cache::barrier`] first to reach a quiescent point). After all objects are
+    /// freed, a barrier and a shrink, the cache holds no page (C-OBJ-5).
     ///
-    /// With [`PerThread`](crate::PerThread) slots, the slots reached are the calling
-    /// thread's, those of exited threads and those of live threads asleep in the kernel, as
-    /// for [`Cache::barrier`]; a running thread hands its sheaves over at its next operation
-    /// on the cache, for the next shrink. An exited thread's slot that another thread (the
+    /// The deferred-free sheaves are sealed and stamped first, as [`Cache::barrier`] does,
+    /// and those whose grace period has passed recycled; the rest are recycled within a grace
+    /// period and a hand-over tick, by the hand-over thread if no one else (a `detach` lock
+    /// found held is left to its holder).
+    ///
+    /// With [`PerThread`](crate::PerThread) slots, the `main` and `spare` sheaves reached are
+    /// the calling thread's, those of exited threads and those of live threads asleep in the
+    /// kernel (blocked on a lock, a channel, a sleep, I/O), which are then not inside an
+    /// operation; a running thread gets a drain request and hands them over at its next
+    /// operation on the cache, for the next shrink. An exited thread's slot that another thread (the
     /// hand-over thread included) is adopting has its sheaves on their way to the slabs: the
     /// shrink waits for that adoption for up to 20 ms (shared with the slot visits below),
     /// then leaves them to the adopter, for the next shrink. No thread is waited for beyond
     /// that.
     ///
-    /// With [`PerCpu`](crate::PerCpu) slots, the deferred-free sheaves are sealed and stamped
-    /// first, as [`Cache::barrier`] does, and those whose grace period has passed recycled;
-    /// the rest are recycled within a grace period and a hand-over tick, by the hand-over
-    /// thread if no one else (a `detach` lock found held is left to its holder). The `main`
-    /// and `spare` sheaves are then taken under each slot's main lock. A slot
+    /// With [`PerCpu`](crate::PerCpu) slots, the `main` and `spare` sheaves are taken under
+    /// each slot's main lock. A slot
     /// whose lock is held (its holder is inside an operation: running, preempted, stopped, or
     /// the calling thread itself, when a page source shrinks the cache that called it) is
     /// tried again for up to 20 ms in all, and then left as it is, for the next shrink: no

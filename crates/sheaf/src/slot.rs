@@ -390,7 +390,6 @@ impl Slot {
     /// deferred frees the sequences pushed on the chain's first sheaf ([`Slot::unlock_rcu`]
     /// re-bases it); those on the sheaves behind it are counted as they are sealed
     /// (`chain`).
-    #[cfg(not(loom))]
     fn take_rcu_fast_counts(&self) -> u64 {
         // SAFETY: the caller holds `rcu_lock`, which excludes the sequences on the chain.
         unsafe { self.rcu_mut() }

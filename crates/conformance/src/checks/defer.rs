@@ -311,25 +311,29 @@ pub(crate) fn reusable_after_barrier<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
 const LIVENESS_LIMIT: Duration = Duration::from_secs(2);
 
 /// C-DEFER-3: a thread on another CPU frees objects with free_deferred (a few, and more than a
-/// sheaf group) and then blocks on a channel that the checking thread releases only afterwards.
-/// Meanwhile (1) a barrier must return, with every one of those objects completed (no longer
-/// live), within 2 s; (2) in a second round with no barrier at all, the objects must stop being
-/// live within 2 s (their grace period started without the freeing thread). Both batched and
-/// unbatched deferral.
+/// sheaf group) and then blocks on a channel that the checking thread releases only afterwards,
+/// or keeps running (spinning, without calling the allocator) until then. Meanwhile (1) a
+/// barrier must return, with every one of those objects completed (no longer live), within
+/// 2 s; (2) in a second round with no barrier at all, the objects must stop being live within
+/// 2 s (their grace period started without the freeing thread). Both batched and unbatched
+/// deferral.
 pub(crate) fn barrier_liveness<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
     let mut worst_barrier = Duration::ZERO;
     let mut worst_unaided: Option<Duration> = None;
     let mut rounds = 0;
     for batching in [true, false] {
         for count in [5, 8 * 4 * 2 + 3] {
-            for with_barrier in [true, false] {
+            for (with_barrier, running) in
+                [(true, false), (false, false), (true, true), (false, true)]
+            {
                 let fixture = Fixture::<A>::new(standard_config().with_deferred_batching(batching));
                 let scope = ctx.scope(format!(
-                    "{}, {count} objects freed deferred by a thread on another CPU that then blocks, {}",
+                    "{}, {count} objects freed deferred by a thread on another CPU that then {}, {}",
                     describe(&fixture.config),
+                    if running { "keeps running" } else { "blocks" },
                     if with_barrier { "barrier on a third thread" } else { "no barrier" }
                 ));
-                match blocked_freer(&fixture, &scope, count, with_barrier) {
+                match blocked_freer(&fixture, &scope, count, with_barrier, running) {
                     Some(waited) if with_barrier => worst_barrier = worst_barrier.max(waited),
                     Some(waited) => {
                         worst_unaided = Some(worst_unaided.unwrap_or_default().max(waited));
@@ -354,18 +358,20 @@ pub(crate) fn barrier_liveness<A: ObjectAlloc>(ctx: &Ctx<'_>) -> Verdict {
         ),
     };
     Verdict::Ran(format!(
-        "{rounds} rounds (batched and unbatched, 5 and 67 objects) with the freeing thread blocked on the checker: \
-         barrier returned within {worst_barrier:?} with every object completed; {unaided}"
+        "{rounds} rounds (batched and unbatched, 5 and 67 objects) with the freeing thread blocked on the checker \
+         or running: barrier returned within {worst_barrier:?} with every object completed; {unaided}"
     ))
 }
 
 /// One round of [`barrier_liveness`]: how long the wait took, `None` if it did not end within
-/// [`LIVENESS_LIMIT`] (filed) or was not observable.
+/// [`LIVENESS_LIMIT`] (filed) or was not observable. With `running`, the freeing thread spins
+/// instead of blocking (it is inside no operation of the allocator, but on a CPU).
 fn blocked_freer<A: ObjectAlloc>(
     fixture: &Fixture<A>,
     scope: &super::Scope<'_>,
     count: usize,
     with_barrier: bool,
+    running: bool,
 ) -> Option<Duration> {
     move_to_cpu(0);
     let mut hand = Hand::for_config(&fixture.config, 5);
@@ -395,9 +401,20 @@ fn blocked_freer<A: ObjectAlloc>(
                 unsafe { fixture.cache.free_deferred(object) };
             }
             let _ = freed_tx.send(());
-            // Blocked on the checker, which releases it only after its wait (or a backstop,
-            // so that a design that never returns still lets the run end).
-            let _ = release_rx.recv_timeout(LIVENESS_LIMIT * 10);
+            // Blocked on the checker, or running until it says so, which it does only after
+            // its wait (or a backstop, so that a design that never returns still lets the run
+            // end).
+            if running {
+                let start = Instant::now();
+                while start.elapsed() < LIVENESS_LIMIT * 10 {
+                    if !matches!(release_rx.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            } else {
+                let _ = release_rx.recv_timeout(LIVENESS_LIMIT * 10);
+            }
         });
         let _ = freed_rx.recv();
         let start = Instant::now();

@@ -72,6 +72,13 @@ struct Slot {
     /// The first version of the protocol, for the model to show why the cut sheaves are
     /// completed under `detach`: they were completed after its release.
     complete_after_release: bool,
+    /// The marks visitors skip a slot by: a first sheaf is in place (`pending`), sealed
+    /// sheaves wait (`waiting`).
+    pending: AtomicBool,
+    waiting: AtomicBool,
+    /// The first version of the marks, for the model to show why `waiting` is set before a
+    /// sheaf leaves the chain and cleared only when `detach` is let go.
+    marks_late: bool,
 }
 
 /// What a sequence on the CPU found.
@@ -83,7 +90,7 @@ enum Step {
 }
 
 impl Slot {
-    fn new(complete_after_release: bool) -> Self {
+    fn new(complete_after_release: bool, marks_late: bool) -> Self {
         Slot {
             cpu: Mutex::new(()),
             rcu_lock: AtomicU8::new(0),
@@ -105,6 +112,9 @@ impl Slot {
             alone: Mutex::new(Vec::new()),
             completed: (0..OBJECTS).map(|_| UnsafeCell::new(false)).collect(),
             complete_after_release,
+            pending: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            marks_late,
         }
     }
 
@@ -173,6 +183,8 @@ impl Slot {
             self.sheaves[fresh].size.store(1, Ordering::Relaxed);
             match self.sequence(object, Some(fresh)) {
                 Step::Started => {
+                    // After the commit (the real code: right after the sequence).
+                    self.pending.store(true, Ordering::Release);
                     park();
                     if let Ok(detach) = self.detach.try_lock() {
                         self.absorb(&detach);
@@ -228,6 +240,7 @@ impl Slot {
             self.sheaves[last].next.store(*sealed, Ordering::Relaxed);
             *sealed = first;
         });
+        self.waiting.store(true, Ordering::Release);
     }
 
     /// A remote party, with `detach` held: absorbs, then takes `rcu_lock` (the membarrier
@@ -240,8 +253,13 @@ impl Slot {
         self.rcu_lock.store(1, Ordering::SeqCst);
         // The membarrier: after a sequence in flight, or before one that sees `rcu_lock`.
         drop(self.cpu.lock().unwrap());
+        if !self.marks_late {
+            // Before the head leaves the `pending` mark.
+            self.waiting.store(true, Ordering::Release);
+        }
         let first = self.head.load(Ordering::Acquire);
         self.head.store(NONE, Ordering::Relaxed);
+        self.pending.store(false, Ordering::Release);
         self.rcu_lock.store(0, Ordering::Release);
         if first != NONE {
             self.add_sealed(detach, first);
@@ -275,9 +293,18 @@ impl Slot {
                 next = self.sheaves[next].next.load(Ordering::Acquire);
             }
         });
+        let left = self.sealed.with(|sealed| {
+            // SAFETY: as above.
+            unsafe { *sealed != NONE }
+        });
+        if self.marks_late && !left {
+            // The first version: cleared as the list empties, before the completion.
+            self.waiting.store(false, Ordering::Release);
+        }
         // Completed before `detach` is released: a barrier that takes it next finds every
         // cut sheaf completed (completing after the release lets a barrier return first).
         let detach = if self.complete_after_release {
+            self.waiting.store(left, Ordering::Release);
             drop(detach);
             None
         } else {
@@ -297,22 +324,38 @@ impl Slot {
             }
             cut = sheaf.next.load(Ordering::Acquire);
         }
+        if detach.is_some() {
+            // Cleared only as `detach` is let go, the cut sheaves complete.
+            self.waiting.store(left, Ordering::Release);
+        }
         drop(detach);
+    }
+
+    /// Whether a visitor looks at the slot: either mark set.
+    fn marked(&self) -> bool {
+        self.pending.load(Ordering::Acquire) || self.waiting.load(Ordering::Acquire)
     }
 
     /// The barrier: seal (under `detach`), a grace period from after the stamps, the
     /// objects deferred on their own, and the cut.
     fn barrier(&self) {
-        self.seal(&self.detach.lock().unwrap());
+        if self.marked() {
+            self.seal(&self.detach.lock().unwrap());
+        }
         self.request();
         for object in std::mem::take(&mut *self.alone.lock().unwrap()) {
             self.complete(object);
         }
-        self.cut_expired(self.detach.lock().unwrap());
+        if self.marked() {
+            self.cut_expired(self.detach.lock().unwrap());
+        }
     }
 
     /// The hand-over thread's tick: a try of `detach`, then a seal, a grace period and a cut.
     fn tick(&self) {
+        if !self.marked() {
+            return;
+        }
         if let Ok(detach) = self.detach.try_lock() {
             self.seal(&detach);
             self.request();
@@ -335,7 +378,7 @@ fn stamped_chain_model(ticks: bool, complete_after_release: bool) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(2);
     builder.check(move || {
-        let slot = Arc::new(Slot::new(complete_after_release));
+        let slot = Arc::new(Slot::new(complete_after_release, false));
         let done = Arc::new(AtomicU32::new(0));
         let released = Arc::new((Mutex::new(false), Condvar::new()));
         let owner = {
@@ -399,4 +442,43 @@ fn loom_stamped_chain_with_a_concurrent_hand_over_tick() {
 #[should_panic]
 fn loom_stamped_chain_completing_after_the_release_lets_a_barrier_return_early() {
     stamped_chain_model(true, true);
+}
+
+/// The marks: the owner defers one object (a sheaf in place, `pending` set) and is joined; a
+/// hand-over tick seals and completes it beside a barrier, which skips the slot when it reads
+/// both marks clear. The barrier must still return with the object completed.
+fn marks_model(marks_late: bool) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(move || {
+        let slot = Arc::new(Slot::new(false, marks_late));
+        {
+            let slot = slot.clone();
+            thread::spawn(move || slot.defer(0, || {})).join().unwrap();
+        }
+        let ticker = {
+            let slot = slot.clone();
+            thread::spawn(move || slot.tick())
+        };
+        slot.barrier();
+        assert!(
+            slot.is_completed(0),
+            "object 0, deferred before the barrier, not completed"
+        );
+        ticker.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_stamped_chain_marks_keep_sheaves_in_hand_visible() {
+    marks_model(false);
+}
+
+/// The first version of the marks: a sealer cleared `pending` before `waiting` was set, and a
+/// cut cleared `waiting` before it completed what it cut; a barrier reading both clear in
+/// between skipped sheaves in the tick's hands. The model must find that.
+#[test]
+#[should_panic]
+fn loom_stamped_chain_marks_cleared_early_let_a_barrier_skip_a_slot() {
+    marks_model(true);
 }

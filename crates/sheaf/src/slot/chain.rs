@@ -9,25 +9,30 @@
 //!   putting a new first sheaf in front of a full one, which *seals* the full one. The
 //!   sequences commit only while the slot's `rcu_lock` is free, and read nothing behind the
 //!   first sheaf;
-//! - the *sealed list* ([`Chain::sealed`]), newest first, which only the holder of the
+//! - the *sealed list* ([`Chain::sealed`]), oldest first, which only the holder of the
 //!   slot's `detach` lock reads or changes. Every sheaf in it carries a *stamp*
 //!   (`object_alloc::rcu::stamp`), read after the sheaf was sealed, and the stamps never
-//!   grow from the front to the back.
+//!   decrease from the front to the back.
 //!
 //! A holder of `detach` (a [`Detached`] guard):
 //!
 //! - *absorbs*: takes the sheaves linked behind the first one (sealed, so final) onto the
-//!   front of the sealed list, each stamped with the clock read after the slot's first sheaf
+//!   back of the sealed list, each stamped with the clock read after the slot's first sheaf
 //!   was read;
 //! - *seals* the first sheaf itself (remote parties: a barrier, the hand-over thread,
 //!   `shrink`, a statistics reader): takes `rcu_lock` from afar (its membarrier aborts a
 //!   sequence in flight: on the slot's CPU, or on every CPU for a thread's slot) and moves
 //!   the whole chain onto the sealed list, leaving the slot without a first sheaf;
-//! - *cuts* the sealed list in front of the first sheaf whose stamp has expired
-//!   (`object_alloc::rcu::expired`). Every sheaf behind it was sealed before it, so its
+//! - *cuts* the sealed list behind the last sheaf whose stamp has expired
+//!   (`object_alloc::rcu::expired`): every sheaf in front of it was sealed before it, so its
 //!   objects were unpublished before that stamp was read, and are covered too. The caller
 //!   completes the cut sheaves (recycles them) before it lets `detach` go, so that a barrier
 //!   that takes the lock next finds them done.
+//!
+//! Each slot has a mark, `rcu_pending` (a first sheaf is in place) and `waiting` (sealed
+//! sheaves wait), by which visitors skip empty chains; `waiting` is set before a sheaf
+//! leaves the slot's chain and cleared only when a `detach` holder lets go, so no visitor
+//! skips a chain whose sheaves are in a holder's hands.
 //!
 //! So a deferred-free sheaf is always in a slot, on a sealed list, or in the hands of a
 //! `detach` holder that is completing it. A barrier seals and stamps every slot, waits for a

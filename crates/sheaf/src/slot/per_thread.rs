@@ -40,16 +40,17 @@
 //!
 //! An owner that cannot be taken gets a drain request (`drain`) and its `id` revoked; its
 //! next operation on the cache (or the release of the slow path it is in, which looks at the
-//! request after a swap of `id`) moves the sheaves asked for out to the cache's registry
-//! (every sheaf for `shrink` and the accounting check; only the `rcu_free` ones for `barrier`
-//! and the hand-over thread, which also skip a slot whose `rcu_pending` mark says it has none,
-//! so that a thread that never defers is never disturbed by them), where
-//! the next adoption (a slow path looking for objects, `shrink`, `barrier`, the accounting
-//! check) flushes them or submits their `rcu_free` sheaves. So `shrink` and `barrier` reach
-//! at once every thread that is asleep, exited or the caller; a thread that is running when
-//! they look is reached at its next operation, by the next `shrink` or `barrier`; and
-//! neither waits for any thread to run. The accounting check counts every slot it reaches
-//! and checks the equation only when it reached them all.
+//! request after a swap of `id`) moves its `main` and `spare` out to the cache's registry,
+//! where the next adoption (a slow path looking for objects, `shrink`, `barrier`, the
+//! accounting check) flushes them. So `shrink` reaches at once every thread that is asleep,
+//! exited or the caller; a thread that is running when it looks is reached at its next
+//! operation, by the next `shrink`; and it waits for no thread to run. The accounting check
+//! counts every slot it reaches and checks the equation only when it reached them all.
+//!
+//! The deferred-free sheaves need none of this: the owner changes its slot's chain only by
+//! restartable sequences on the slot (`rseq_ops::push_rcu_at`, `start_rcu_at`), so `barrier`,
+//! `shrink` and the hand-over thread seal and complete them from afar whatever the owner is
+//! doing, running included (`chain`).
 //!
 //! Assumption behind step 3: a signal handler that interrupts an operation of a per-thread
 //! cache neither calls into that cache (which the slot cache already rules out) nor
@@ -269,8 +270,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             Ok(_) => {}
             // The exiting owner, which orphans it for adoption.
             Err(LOCAL) => return Take::Gone,
-            // Another taker (a shrink, a barrier, an accounting check), which may take only
-            // part of it (the `rcu_free` sheaves): not reached, tried again.
+            // Another taker (a shrink, an accounting check): not reached, tried again.
             Err(_) => return Take::Requested,
         }
         if slot.orphaned.load(Ordering::Acquire) {

@@ -146,7 +146,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[inline]
     pub(crate) fn has_orphans(&self) -> bool {
         // Acquire, paired with the adopter's release: one that finds no orphans left sees
-        // what their adopter put in the cache's `orphan_rcu`.
+        // what their adopter did.
         !S::PER_CPU && self.threads.orphans.load(Ordering::Acquire) != 0
     }
 
