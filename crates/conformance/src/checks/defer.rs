@@ -389,6 +389,7 @@ fn blocked_freer<A: ObjectAlloc>(
     let live_before = fixture
         .live(scope, "C-DEFER-3")
         .map(|live| live.saturating_sub(freed));
+    let state = if running { "running" } else { "blocked" };
     let (freed_tx, freed_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel();
@@ -432,7 +433,7 @@ fn blocked_freer<A: ObjectAlloc>(
                         scope.violation(
                             "C-DEFER-3",
                             format!(
-                                "barrier() returned while the freeing thread was blocked, but {} of the {freed} objects \
+                                "barrier() returned while the freeing thread was {state}, but {} of the {freed} objects \
                                  freed before it began were still live",
                                 live.saturating_sub(before)
                             ),
@@ -445,7 +446,7 @@ fn blocked_freer<A: ObjectAlloc>(
                         "C-DEFER-3",
                         format!(
                             "barrier() had not returned after {LIVENESS_LIMIT:?}: it waits for the thread that freed \
-                             the objects, which was blocked waiting for the barrier's caller"
+                             the objects, which was {state} waiting for the barrier's caller"
                         ),
                     );
                     None
@@ -464,7 +465,7 @@ fn blocked_freer<A: ObjectAlloc>(
                             "C-DEFER-3",
                             format!(
                                 "{} of {freed} objects freed deferred were still live {LIVENESS_LIMIT:?} later, with no \
-                                 reader active and the freeing thread blocked: their grace period never started \
+                                 reader active and the freeing thread {state}: their grace period never started \
                                  without that thread",
                                 live - before
                             ),

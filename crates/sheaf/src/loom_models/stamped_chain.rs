@@ -19,8 +19,12 @@
 //!   for each other there.
 //! - The deferring thread, right after its sequence started a sheaf, tries `detach` (never
 //!   waits) to absorb, ask for a grace period and cut.
+//! - Visitors skip a slot whose marks both read clear: `pending` (a first sheaf is in place)
+//!   and `waiting` (sealed sheaves wait), set before a sheaf leaves the chain and cleared
+//!   only as `detach` is let go.
 //!
-//! The model stands for the CPU's atomicity with a mutex, as the sequence model in the parent
+//! The built lists are queues, oldest first; the model keeps them newest first and cuts the
+//! same sheaves. The model stands for the CPU's atomicity with a mutex, as the sequence model in the parent
 //! module does: a sequence holds it from its first check to its commit, and a remote party's
 //! membarrier takes it once (it comes after a sequence in flight, or the sequence starts
 //! after it and sees `rcu_lock`). Grace periods pass as soon as they are asked for: there are
