@@ -1,8 +1,9 @@
 //! loom models of the concurrency-critical structures: the CPU slot's try-lock, its separate
 //! lock for deferred-free sheaves, the barn, the adoption of exited threads' slots, the
-//! barrier's reservation protocol, and deferred frees by restartable sequences (the CPU's
-//! atomicity stood for by a mutex); `stamped_chain` models the protocol planned to replace the
-//! reservations.
+//! deferrer's reservation protocol, and (`stamped_chain`) the stamped chain of a slot's
+//! deferred-free sheaves changed by restartable sequences (the CPU's atomicity stood for by a
+//! mutex). An earlier model of the chain with groups of full sheaves taken under a
+//! reservation went with that protocol.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p sheaf --release loom` (use a separate
 //! `CARGO_TARGET_DIR`: the flag rebuilds every dependency).
@@ -234,7 +235,7 @@ fn loom_barn_put_full_respects_the_limit_under_a_race() {
 // | `OrphanSlot::counter`    | `Slot::counters` (relaxed atomics written by the owner)        |
 // | `OrphanSlot::exit`       | `ThreadSlots::drop`: `orphaned` Release, `orphans` += 1 Release |
 // | `Orphans::adopt`         | `SlotTable::adopt_orphans` + `CacheCore::adopt_orphans`'s callback |
-// | `Orphans::take_rcu`      | the orphan part of `CacheCore::take_rcu_sheaves`                  |
+// | `Orphans::take_rcu`      | a visit of the orphan chain (`SlotTable::visit_chains`)          |
 // | `Orphans::sum`           | `SlotTable::sum_counters`                                      |
 
 use loom::sync::Mutex;
@@ -282,13 +283,13 @@ const REAL_ADOPTION: Adoption = Adoption {
     fold_under_lock: true,
 };
 
-/// A cache's registry of per-thread slots, its adopted `rcu_free` objects and its shared
+/// A cache's registry of per-thread slots, its orphan chain (adopted deferred objects) and its shared
 /// counter block.
 struct Orphans {
     adoption: Adoption,
     slots: Mutex<Vec<Arc<OrphanSlot>>>,
     orphans: AtomicUsize,
-    orphan_rcu: Mutex<Vec<u32>>,
+    orphan_chain: Mutex<Vec<u32>>,
     shared_counter: AtomicU64,
 }
 
@@ -314,7 +315,7 @@ impl Orphans {
             let objects = slot
                 .objects
                 .with_mut(|cached| unsafe { std::mem::take(&mut *cached) });
-            self.orphan_rcu.lock().unwrap().extend(objects);
+            self.orphan_chain.lock().unwrap().extend(objects);
             let events = slot.counter.load(Ordering::Relaxed);
             if self.adoption.fold_under_lock {
                 self.shared_counter.fetch_add(events, Ordering::Relaxed);
@@ -331,7 +332,7 @@ impl Orphans {
 
     fn take_rcu(&self) -> Vec<u32> {
         self.adopt();
-        std::mem::take(&mut *self.orphan_rcu.lock().unwrap())
+        std::mem::take(&mut *self.orphan_chain.lock().unwrap())
     }
 
     /// The counter total, and how many slots were still registered when it was taken.
@@ -363,7 +364,7 @@ fn orphan_model(adoption: Adoption) {
             adoption,
             slots: Mutex::new(vec![slot.clone()]),
             orphans: AtomicUsize::new(0),
-            orphan_rcu: Mutex::new(Vec::new()),
+            orphan_chain: Mutex::new(Vec::new()),
             shared_counter: AtomicU64::new(0),
         });
         let owner = {
@@ -419,17 +420,21 @@ fn loom_folding_counters_outside_the_lock_loses_events_in_a_sum() {
     });
 }
 
-// ----- the barrier's reservation protocol -----------------------------------------------
+// ----- the deferrer's reservation protocol ----------------------------------------------
 //
-// `Deferrer` counts pending callbacks as the strong count of an `Arc` (less the owner's),
-// and crossbeam-epoch runs the callbacks; neither runs under loom, so the model repeats the
-// atomic operations they perform, in the order the cache performs them:
+// A design that takes a batch of deferred objects out of where a barrier looks, and hands it
+// to a grace period afterwards, reserves the grace period first (`Deferrer::reserve`,
+// `defer_reserved`); sheaf did so for its `rcu_free` sheaves before the stamped chain kept
+// them in their slots, and still does when a cache is dropped. `Deferrer` counts pending
+// callbacks as the strong count of an `Arc` (less the owner's), and crossbeam-epoch runs the
+// callbacks; neither runs under loom, so the model repeats the atomic operations they
+// perform, in the order a design performs them:
 //
 // | model                   | real code                                                       |
 // |-------------------------|-----------------------------------------------------------------|
 // | `reserve`               | `Deferrer::reserve`: `Arc::clone`, a Relaxed increment          |
 // | `slot` (a mutex)        | the CPU slot's lock around its `rcu_free` sheaf                  |
-// | `take_and_submit`       | `CacheCore::take_rcu_sheaves` then `Cache::submit_reserved`          |
+// | `take_and_submit`       | taking the batch out, then `defer_reserved` (sheaf: `Cache::drop`) |
 // | `complete`              | the callback after its grace period: objects back, `Arc` dropped |
 // |                         | (a Release decrement)                                            |
 // | `all_run`               | `Deferrer::all_run`: `strong_count` (a Relaxed load), then an     |
@@ -569,246 +574,5 @@ fn loom_a_barrier_without_the_fence_races_with_the_callback() {
     reservation_model(Protocol {
         fence: false,
         ..REAL
-    });
-}
-
-// ----- deferred frees by restartable sequences ---------------------------------------------
-//
-// With restartable sequences a CPU's own threads change its slot's deferred-free chain only
-// by sequences that check `rcu_lock` and commit with one store (`slot::rseq_ops`), and never
-// hold `rcu_lock`. loom has no restartable sequences, so the model stands for the CPU's
-// atomicity with a mutex:
-//
-// | model                   | real code                                                        |
-// |-------------------------|------------------------------------------------------------------|
-// | `cpu` (a mutex)         | the kernel: a sequence runs alone on its CPU (a preemption inside |
-// |                         | aborts it), and a remote locker's membarrier comes after a       |
-// |                         | sequence in flight there or aborts it (aborted = never started)  |
-// | `Chain::sequence`       | `push_rcu`, `start_rcu`, `take_rcu_group`: check `rcu_lock`, then |
-// |                         | change the chain (one commit)                                    |
-// | `Chain::take_all`       | `SlotTable::for_each_cpu_rcu`: `rcu_lock` by compare-exchange,   |
-// |                         | the membarrier, the chain taken, the lock released               |
-// | `pending`, `complete`   | the `Deferrer`'s reservations and callbacks, as above            |
-//
-// Sheaves hold one object and a group is two sheaves, so that every kind of step happens in
-// a few deferrals.
-
-/// A slot's deferred-free chain changed by sequences, with the deferrer's pending count.
-struct Chain {
-    cpu: Mutex<()>,
-    rcu_lock: loom::sync::atomic::AtomicU8,
-    /// Full sheaves (one object each), the newest first.
-    chain: UnsafeCell<Vec<u32>>,
-    pending: AtomicUsize,
-    freed: Vec<UnsafeCell<bool>>,
-    /// The old protocol, for the model to show what the sequences are for: the deferring
-    /// thread takes `rcu_lock` to start a sheaf (from before `park` until it is in place).
-    owner_locks: bool,
-}
-
-/// What the chain needs for the next deferral (as `RcuStep`).
-#[derive(PartialEq)]
-enum Need {
-    Sheaf,
-    Group,
-}
-
-const CHAIN_GROUP: usize = 2;
-
-/// Starts a sheaf holding `object` first in `chain` if the chain has room; whether it did.
-fn start_sheaf(chain: &mut Vec<u32>, object: u32) -> bool {
-    let room = chain.len() < CHAIN_GROUP;
-    if room {
-        chain.insert(0, object);
-    }
-    room
-}
-
-impl Chain {
-    /// One sequence on the chain's CPU: `None` when `rcu_lock` is held (busy), else what
-    /// `step` returns, having changed the chain.
-    fn sequence<T>(&self, step: impl FnOnce(&mut Vec<u32>) -> T) -> Option<T> {
-        let _on_cpu = self.cpu.lock().unwrap();
-        if self.rcu_lock.load(Ordering::Acquire) != slab::rseq::FREE {
-            return None;
-        }
-        // SAFETY: on the CPU with `rcu_lock` free: a remote taker marks the lock and then
-        // waits for the CPU (its membarrier), so no taker reads the chain meanwhile.
-        Some(self.chain.with_mut(|chain| step(unsafe { &mut *chain })))
-    }
-
-    fn reserve(&self) {
-        self.pending.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn complete(&self, objects: &[u32]) {
-        for &object in objects {
-            self.freed[object as usize].with_mut(|freed| {
-                // SAFETY: only the callback of the one group holding the object writes it.
-                let freed = unsafe { &mut *freed };
-                assert!(!*freed, "object {object} freed twice");
-                *freed = true;
-            });
-        }
-        self.pending.fetch_sub(1, Ordering::Release);
-    }
-
-    /// A deferred free by the CPU's own thread: start a sheaf with the object (prepared
-    /// first; `park` runs between preparing and the sequence), after taking a due group
-    /// (reserved first). On a busy lock the object is deferred on its own.
-    fn defer(&self, object: u32, park: impl FnOnce()) {
-        let need = self.sequence(|chain| {
-            if chain.len() >= CHAIN_GROUP {
-                Need::Group
-            } else {
-                Need::Sheaf
-            }
-        });
-        if need == Some(Need::Group) {
-            self.reserve();
-            match self.sequence(std::mem::take) {
-                Some(group) => self.complete(&group),
-                // The reservation given back.
-                None => self.complete(&[]),
-            }
-        }
-        if self.owner_locks {
-            let locked = self
-                .rcu_lock
-                .compare_exchange(
-                    slab::rseq::FREE,
-                    slab::rseq::LOCAL,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-            park();
-            let started = locked
-                && self.chain.with_mut(|chain| {
-                    // SAFETY: `rcu_lock` is held (`locked`), so no other access exists.
-                    start_sheaf(unsafe { &mut *chain }, object)
-                });
-            if locked {
-                self.rcu_lock.store(slab::rseq::FREE, Ordering::Release);
-            }
-            if !started {
-                self.reserve();
-                self.complete(&[object]);
-            }
-            return;
-        }
-        park();
-        let started = need.is_some()
-            && self
-                .sequence(|chain| start_sheaf(chain, object))
-                .unwrap_or(false);
-        if !started {
-            self.reserve();
-            self.complete(&[object]);
-        }
-    }
-
-    /// The barrier's take: `rcu_lock` from afar (a compare-exchange, then the membarrier),
-    /// waiting only while another taker holds it; the chain handed to a grace period under a
-    /// reservation taken first.
-    fn take_all(&self) {
-        self.reserve();
-        while self
-            .rcu_lock
-            .compare_exchange(
-                slab::rseq::FREE,
-                slab::rseq::REMOTE,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            thread::yield_now();
-        }
-        drop(self.cpu.lock().unwrap());
-        // SAFETY: `rcu_lock` is held and the membarrier has passed: no sequence commits.
-        let taken = self
-            .chain
-            .with_mut(|chain| std::mem::take(unsafe { &mut *chain }));
-        self.rcu_lock.store(slab::rseq::FREE, Ordering::Release);
-        self.complete(&taken);
-    }
-
-    fn barrier(&self) {
-        self.take_all();
-        while self.pending.load(Ordering::Relaxed) != 0 {
-            thread::yield_now();
-        }
-        fence(Ordering::Acquire);
-    }
-}
-
-/// A thread defers objects 0 to 2 on its CPU by sequences (the third takes the group of the
-/// first two), then prepares a fourth deferral and is descheduled before its sequence until
-/// the barrier has returned. A barrier runs beside it. In every interleaving the barrier
-/// returns (it never waits for the parked thread, or loom would find no way to finish), every
-/// deferral that finished before the barrier began has completed when it returns (loom checks
-/// the plain reads against the callbacks' writes), and every object is freed exactly once.
-#[test]
-fn loom_barrier_never_waits_for_a_thread_parked_in_a_deferred_free() {
-    parked_deferral_model(false);
-}
-
-/// With the old protocol (the deferring thread holds `rcu_lock` while it starts a sheaf),
-/// a thread parked there holds the barrier up: the model must find no way to finish.
-#[test]
-#[should_panic]
-fn loom_an_owner_holding_rcu_lock_holds_the_barrier_up() {
-    parked_deferral_model(true);
-}
-
-fn parked_deferral_model(owner_locks: bool) {
-    use loom::sync::atomic::AtomicU32;
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(2);
-    builder.check(move || {
-        let chain = Arc::new(Chain {
-            cpu: Mutex::new(()),
-            rcu_lock: loom::sync::atomic::AtomicU8::new(slab::rseq::FREE),
-            chain: UnsafeCell::new(Vec::new()),
-            pending: AtomicUsize::new(0),
-            freed: (0..4).map(|_| UnsafeCell::new(false)).collect(),
-            owner_locks,
-        });
-        let done = Arc::new(AtomicU32::new(0));
-        let released = Arc::new(AtomicBool::new(false));
-        let owner = {
-            let (chain, done, released) = (chain.clone(), done.clone(), released.clone());
-            thread::spawn(move || {
-                for object in 0..3 {
-                    chain.defer(object, || {});
-                    done.store(object + 1, Ordering::Release);
-                }
-                chain.defer(3, || {
-                    // Descheduled here, holding a prepared sheaf and no lock.
-                    while !released.load(Ordering::Acquire) {
-                        thread::yield_now();
-                    }
-                });
-            })
-        };
-        let before = done.load(Ordering::Acquire);
-        chain.barrier();
-        for object in 0..before {
-            // SAFETY: a plain read, which loom checks against the callback's write.
-            let freed = chain.freed[object as usize].with(|freed| unsafe { *freed });
-            assert!(
-                freed,
-                "object {object}, deferred before the barrier, not freed"
-            );
-        }
-        released.store(true, Ordering::Release);
-        owner.join().unwrap();
-        chain.barrier();
-        for object in 0..4 {
-            // SAFETY: every thread has joined.
-            let freed = chain.freed[object].with(|freed| unsafe { *freed });
-            assert!(freed, "object {object} lost");
-        }
     });
 }

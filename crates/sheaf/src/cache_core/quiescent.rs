@@ -57,7 +57,7 @@ impl<S: SlotStrategy> CacheCore<S> {
     }
 
     /// Returns every cached sheaf and empty slab the caller can reach (C-OBJ-5). The cache
-    /// takes and submits the `rcu_free` sheaves first ([`CacheCore::take_rcu_sheaves`]).
+    /// seals and stamps the deferred-free sheaves first ([`CacheCore::visit_chains`]).
     ///
     /// Waits for other threads' adoptions in transit and for held slots for at most
     /// `REACH_PATIENCE` in all; returns what it left: slots not reached plus adoptions still

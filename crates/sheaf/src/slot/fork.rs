@@ -44,8 +44,8 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
     }
 
-    /// Locks the per-thread registry and its list of handed-over sheaves (taken before the
-    /// cache's `orphan_rcu`, as adoption nests them).
+    /// Locks the per-thread registry and its list of handed-over sheaves (in the order
+    /// adoption nests them).
     ///
     /// # Safety
     ///
