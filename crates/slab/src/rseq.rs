@@ -388,12 +388,24 @@ pub unsafe fn try_lock_remote_read_only_any(lock: &AtomicU8) -> bool {
 /// [`fence_cpu`] for every CPU at once.
 fn fence_all() -> bool {
     use rustix::thread::{MembarrierCommand, membarrier};
+    fence(
+        || membarrier(MembarrierCommand::PrivateExpeditedRseq).is_ok(),
+        || (0..crate::possible_cpus().max(1)).all(run_on_cpu),
+    )
+}
+
+/// A fence by `membarrier` (`first`), else by registering again and fencing every CPU, else
+/// by `moving` the calling thread onto the CPUs concerned; counts each fallback.
+fn fence(first: impl FnOnce() -> bool, moving: impl FnOnce() -> bool) -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier};
     let forced = failure::forced();
     if forced == failure::NONE {
-        if membarrier(MembarrierCommand::PrivateExpeditedRseq).is_ok() {
+        if first() {
             return true;
         }
         FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        // A process forked from the registered one, should the registration not have been
+        // inherited: register again, and abort sequences on every CPU.
         let _ = membarrier(MembarrierCommand::RegisterPrivateExpeditedRseq);
         if membarrier(MembarrierCommand::PrivateExpeditedRseq).is_ok() {
             return true;
@@ -401,7 +413,7 @@ fn fence_all() -> bool {
     } else {
         FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
     }
-    forced != failure::EVERYTHING && (0..crate::possible_cpus().max(1)).all(run_on_cpu)
+    forced != failure::EVERYTHING && moving()
 }
 
 static FENCE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
@@ -416,26 +428,16 @@ pub fn fence_fallbacks() -> u64 {
 /// and that every one started after it sees stores made before it. `false` when no means of
 /// doing so worked.
 fn fence_cpu(cpu: u32) -> bool {
-    use rustix::thread::{Cpuid, MembarrierCommand, membarrier, membarrier_cpu};
-    let forced = failure::forced();
-    if forced == failure::NONE {
-        // SAFETY: `cpu` is the number of a CPU of this machine (the lock's own).
-        let target = unsafe { Cpuid::from_raw(cpu) };
-        // The kernel answers 0 for a CPU that is offline (it runs no sequence).
-        if membarrier_cpu(MembarrierCommand::PrivateExpeditedRseq, target).is_ok() {
-            return true;
-        }
-        FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
-        // A process forked from the registered one, should the registration not have been
-        // inherited: register again, and abort sequences on every CPU.
-        let _ = membarrier(MembarrierCommand::RegisterPrivateExpeditedRseq);
-        if membarrier(MembarrierCommand::PrivateExpeditedRseq).is_ok() {
-            return true;
-        }
-    } else {
-        FENCE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
-    }
-    forced != failure::EVERYTHING && run_on_cpu(cpu as usize)
+    use rustix::thread::{Cpuid, MembarrierCommand, membarrier_cpu};
+    fence(
+        || {
+            // SAFETY: `cpu` is the number of a CPU of this machine (the lock's own).
+            let target = unsafe { Cpuid::from_raw(cpu) };
+            // The kernel answers 0 for a CPU that is offline (it runs no sequence).
+            membarrier_cpu(MembarrierCommand::PrivateExpeditedRseq, target).is_ok()
+        },
+        || run_on_cpu(cpu as usize),
+    )
 }
 
 /// Moves the calling thread to `cpu` and back: `true` if it ran there. Any thread that was

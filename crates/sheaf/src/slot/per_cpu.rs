@@ -169,6 +169,22 @@ mod sequences {
     ) -> (super::RcuStep, *const Slot) {
         (super::RcuStep::NotHere, std::ptr::null())
     }
+
+    pub(super) unsafe fn push_rcu_at(
+        _: *const Slot,
+        _: isize,
+        object: NonNull<u8>,
+    ) -> Result<(), NonNull<u8>> {
+        Err(object)
+    }
+
+    pub(super) unsafe fn start_rcu_at(
+        _: *const Slot,
+        _: isize,
+        _: Option<NonNull<()>>,
+    ) -> super::RcuStep {
+        super::RcuStep::NotHere
+    }
 }
 
 /// How long, in all, a statistics reader waits for held slots before it reads their
@@ -399,6 +415,22 @@ impl<S: SlotStrategy> SlotTable<S> {
         (step, None)
     }
 
+    /// Per-thread: the rseq offset when the owners' deferred frees are restartable sequences
+    /// on their slots (`None` on targets without them, as [`SlotTable::sequence_table`]).
+    #[inline(always)]
+    fn thread_sequence_offset(&self) -> Option<isize> {
+        #[cfg(all(
+            not(loom),
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))]
+        if !S::PER_CPU {
+            return self.thread_sequences;
+        }
+        None
+    }
+
     /// Per-thread: whether the owners' deferred frees are restartable sequences on their
     /// slots.
     #[inline(always)]
@@ -420,13 +452,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         slot: &Slot,
         object: std::ptr::NonNull<u8>,
     ) -> Result<(), std::ptr::NonNull<u8>> {
-        #[cfg(all(
-            not(loom),
-            target_arch = "x86_64",
-            target_os = "linux",
-            target_env = "gnu"
-        ))]
-        if let Some(offset) = self.thread_sequences {
+        if let Some(offset) = self.thread_sequence_offset() {
             // SAFETY: the offset `rseq::support` reported; the slot is the caller's own, its
             // `rcu_free` changed only by these sequences and `rcu_lock` holders (`chain`).
             return unsafe { sequences::push_rcu_at(slot, offset, object) };
@@ -440,13 +466,7 @@ impl<S: SlotStrategy> SlotTable<S> {
     /// [`SlotTable::start_rcu_fast`] does on a CPU slot. [`RcuStep::NotHere`] without
     /// sequences.
     pub(crate) fn start_rcu_thread(&self, slot: &Slot, sheaf: Option<&mut OwnedSheaf>) -> RcuStep {
-        #[cfg(all(
-            not(loom),
-            target_arch = "x86_64",
-            target_os = "linux",
-            target_env = "gnu"
-        ))]
-        if let Some(offset) = self.thread_sequences {
+        if let Some(offset) = self.thread_sequence_offset() {
             #[cfg(test)]
             if sheaf.is_some() {
                 run_hook(&BEFORE_RCU_START);
