@@ -486,10 +486,10 @@ impl<S: SlotStrategy> Cache<S> {
     }
 }
 
-/// Hands `rcu_free` sheaves (a full group, or what a barrier, shrink, drop or the hand-over
-/// thread took) to one grace period; afterwards each is recycled or flushed. `reservation`
-/// was taken before the sheaves were taken out of the slots: a concurrent barrier that finds
-/// them gone waits for it.
+/// Hands `rcu_free` sheaves (what a dropped cache's slots held) to one grace period;
+/// afterwards each is recycled or flushed. `reservation` was taken before the sheaves were
+/// taken out of the slots, as `Deferrer::reserve` asks of any design that takes a batch out
+/// of where a barrier looks (with `&mut` access here, no barrier can run meanwhile).
 pub(crate) fn submit_rcu_sheaves<S: SlotStrategy>(
     deferrer: &Deferrer<CacheCore<S>>,
     reservation: Reservation<CacheCore<S>>,
