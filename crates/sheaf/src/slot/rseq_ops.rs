@@ -237,21 +237,24 @@ macro_rules! rcu_free_with_room {
     };
 }
 
-/// One push sequence onto the sheaf at `$sheaf_at` in the caller's CPU slot, whose lock at
-/// `$lock_at` must be free, checked by `$find` (one of the two macros above); on a miss it
-/// *returns* `Err($object)` from the function it is expanded in (the asm's `miss` label), and
-/// otherwise evaluates to `()`. Used inside an `unsafe` block whose caller keeps the contract
-/// of [`push`].
+/// One push sequence onto the sheaf at `$sheaf_at` in a slot, whose lock at `$lock_at` must be
+/// free. `$slot` (a prologue macro: [`own_free_slot`] for the caller's CPU slot in the table
+/// `$cpus`, [`own_thread_slot`] for the thread's slot at `$cpus`) leaves the slot's offset
+/// from `{cpus}` in `{cpu}` and checks the lock; `$find` (one of the two macros above) finds
+/// the sheaf; `$extra` are the operands the prologue needs beyond the common ones. On a miss
+/// it *returns* `Err($object)` from the function it is expanded in (the asm's `miss` label),
+/// and otherwise evaluates to `()`. Used inside an `unsafe` block whose caller keeps the
+/// contract of [`push`] (or [`push_rcu_at`]).
 macro_rules! push_sequence {
     (
-        $find:ident, $lock_at:expr, $sheaf_at:expr,
-        $cpus:expr, $ncpus:expr, $offset:expr, $object:expr
+        $slot:ident, $find:ident, $lock_at:expr, $sheaf_at:expr,
+        $cpus:expr, $offset:expr, $object:expr, $($extra:tt)*
     ) => {{
         let object: NonNull<u8> = $object;
         std::arch::asm!(
             "mov {step:e}, 0xFFFFFFFF",
             slab::rseq_sequence_start!("hdr"),
-            own_free_slot!(),
+            $slot!(),
             $find!(),
             "mov {cpu:e}, {word:e}",
             "mov qword ptr [{hdr} + {cpu} * 8 + {objects_at}], {object}",
@@ -261,9 +264,7 @@ macro_rules! push_sequence {
             push_end!(),
             offset = in(reg) $offset,
             cpus = in(reg) $cpus,
-            ncpus = in(reg) $ncpus,
             object = in(reg) object.as_ptr(),
-            stride_shift = const STRIDE_SHIFT,
             lock_at = const $lock_at,
             sheaf_at = const $sheaf_at,
             word_at = const layout::WORD,
@@ -277,6 +278,7 @@ macro_rules! push_sequence {
             miss = label {
                 return Err(object);
             },
+            $($extra)*
             options(nostack),
         );
     }};
@@ -301,13 +303,15 @@ pub(super) unsafe fn push(
     // that is not the sentinel (capacity 0).
     unsafe {
         push_sequence!(
+            own_free_slot,
             main_with_room,
             LOCK_AT,
             MAIN_AT,
             cpus,
-            ncpus,
             offset,
-            object
+            object,
+            ncpus = in(reg) ncpus,
+            stride_shift = const STRIDE_SHIFT,
         )
     };
     Ok(())
@@ -334,13 +338,15 @@ pub(super) unsafe fn push_rcu(
     // `size < capacity` keeps the written entry inside the array.
     unsafe {
         push_sequence!(
+            own_free_slot,
             rcu_free_with_room,
             RCU_LOCK_AT,
             RCU_FREE_AT,
             cpus,
-            ncpus,
             offset,
-            object
+            object,
+            ncpus = in(reg) ncpus,
+            stride_shift = const STRIDE_SHIFT,
         )
     };
     Ok(())
@@ -483,17 +489,33 @@ pub(super) unsafe fn start_rcu(
 /// [`slab::rseq_sequence_start`]. The thread's rseq area must be registered (its `cpu_id` a
 /// CPU number, not one of the kernel's negative markers): only then does the kernel abort
 /// the sequence on a preemption, a signal or a remote fence. `$unregistered` and `$locked`
-/// are the labels to jump to otherwise and when the slot's `rcu_lock` is held.
+/// are the labels to jump to otherwise and when the slot's `rcu_lock` is held; `$slot` names
+/// the operand that holds the slot's address.
 macro_rules! given_slot {
-    ($unregistered:literal, $locked:literal) => {
+    ($slot:literal, $unregistered:literal, $locked:literal) => {
         concat!(
             "cmp dword ptr fs:[{offset} + 4], 0x7FFFFFFF\n",
             "ja ",
             $unregistered,
             "\n",
-            "cmp byte ptr [{slot} + {lock_at}], 0\n",
+            "cmp byte ptr [{",
+            $slot,
+            "} + {lock_at}], 0\n",
             "jne ",
             $locked,
+        )
+    };
+}
+
+/// Per-thread: [`own_free_slot`] for [`push_sequence`] on the thread's slot, whose address
+/// is in `{cpus}`: misses (label `7`) when the rseq area is unregistered or `rcu_lock` is
+/// held, and leaves offset 0 in `{cpu}`.
+macro_rules! own_thread_slot {
+    () => {
+        concat!(
+            given_slot!("cpus", "7f", "7f"),
+            "\n",
+            "xor {cpu:e}, {cpu:e}",
         )
     };
 }
@@ -523,41 +545,16 @@ pub(super) unsafe fn push_rcu_at(
     // The object goes to entry `size < capacity`, beyond the held range, before the commit
     // (the word), which is the last instruction.
     unsafe {
-        std::arch::asm!(
-            "mov {step:e}, 0xFFFFFFFF",
-            slab::rseq_sequence_start!("hdr"),
-            given_slot!("7f", "7f"),
-            "mov {hdr}, qword ptr [{slot} + {sheaf_at}]",
-            "test {hdr}, {hdr}",
-            "jz 7f",
-            "mov {word}, qword ptr [{hdr} + {word_at}]",
-            "cmp {word:e}, dword ptr [{hdr} + {capacity_at}]",
-            "je 7f",
-            "mov {index:e}, {word:e}",
-            "mov qword ptr [{hdr} + {index} * 8 + {objects_at}], {object}",
-            "sub {word}, {step}",
-            "jb 7f",
-            "mov qword ptr [{hdr} + {word_at}], {word}",
-            push_end!(),
-            offset = in(reg) offset,
-            slot = in(reg) slot,
-            object = in(reg) object.as_ptr(),
-            lock_at = const RCU_LOCK_AT,
-            sheaf_at = const RCU_FREE_AT,
-            word_at = const layout::WORD,
-            capacity_at = const layout::CAPACITY,
-            objects_at = const layout::OBJECTS,
-            aborts = sym slab::rseq::ABORTS,
-            step = out(reg) _,
-            hdr = out(reg) _,
-            index = out(reg) _,
-            word = out(reg) _,
-            miss = label {
-                return Err(object);
-            },
-            options(nostack),
-        );
-    }
+        push_sequence!(
+            own_thread_slot,
+            rcu_free_with_room,
+            RCU_LOCK_AT,
+            RCU_FREE_AT,
+            slot,
+            offset,
+            object,
+        )
+    };
     Ok(())
 }
 
@@ -583,7 +580,7 @@ pub(super) unsafe fn start_rcu_at(
         std::arch::asm!(
             slab::rseq_sequence_start!("hdr"),
             "mov {out:e}, 2",
-            given_slot!("9f", "8f"),
+            given_slot!("slot", "9f", "8f"),
             "mov {hdr}, qword ptr [{slot} + {sheaf_at}]",
             "test {hdr}, {hdr}",
             "jz 2f",
