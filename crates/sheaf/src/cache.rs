@@ -290,13 +290,7 @@ impl<S: SlotStrategy> Cache<S> {
     /// Hands `rcu_free` sheaves (what a drop took) to one grace period.
     #[inline(never)]
     fn submit(&self, group: Vec<OwnedSheaf>) {
-        self.submit_reserved(self.deferrer.reserve(), group);
-    }
-
-    /// [`submit_rcu_sheaves`] on this cache's deferrer.
-    #[inline(never)]
-    fn submit_reserved(&self, reservation: Reservation<CacheCore<S>>, group: Vec<OwnedSheaf>) {
-        submit_rcu_sheaves(&self.deferrer, reservation, group);
+        submit_rcu_sheaves(&self.deferrer, self.deferrer.reserve(), group);
     }
 
     /// Borrows a sheaf holding at least `count` objects (C-PREFILL-1..8): the first `count`
@@ -490,7 +484,7 @@ impl<S: SlotStrategy> Cache<S> {
 /// afterwards each is recycled or flushed. `reservation` was taken before the sheaves were
 /// taken out of the slots, as `Deferrer::reserve` asks of any design that takes a batch out
 /// of where a barrier looks (with `&mut` access here, no barrier can run meanwhile).
-pub(crate) fn submit_rcu_sheaves<S: SlotStrategy>(
+fn submit_rcu_sheaves<S: SlotStrategy>(
     deferrer: &Deferrer<CacheCore<S>>,
     reservation: Reservation<CacheCore<S>>,
     group: Vec<OwnedSheaf>,
