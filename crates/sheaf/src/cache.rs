@@ -14,7 +14,7 @@ use object_alloc::{
 use crate::cache_core::CacheCore;
 use crate::cache_core::PrefilledSheaf;
 use crate::sheaf::{MAX_CAPACITY, OwnedSheaf};
-use crate::slot::{PerCpu, SlotStrategy};
+use crate::slot::{CpuSequences, PerCpu, SlotStrategy};
 
 /// A cache of fixed-size objects: per-CPU (or per-thread) sheaves over a per-node barn over
 /// slabs. The Linux SLUB percpu-sheaves design, in userspace.
@@ -37,6 +37,14 @@ use crate::slot::{PerCpu, SlotStrategy};
 /// ```
 pub struct Cache<S: SlotStrategy = PerCpu> {
     deferrer: Deferrer<CacheCore<S>>,
+    /// A copy of the per-CPU table's pop and push sequences (`None` for per-thread slots and
+    /// where there are no restartable sequences), which `alloc` and `free` read from here
+    /// rather than from the shared state. The shared state holds atomics and locks, so a
+    /// compiler must read its fields again after every sequence (an `asm!` block may write
+    /// any memory it can reach); this `Cache`'s own fields never change, so a caller's loop
+    /// may keep them in registers. In `churn-lifo`'s loop a per-CPU alloc+free pair is 41
+    /// instructions with the copy and 53 without (`docs/decisions.md`).
+    sequences: Option<CpuSequences>,
 }
 
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
@@ -59,8 +67,11 @@ impl<S: SlotStrategy> Cache<S> {
             ));
         }
         let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
+        let deferrer = Deferrer::new(CacheCore::new(config, id)?);
+        let sequences = deferrer.get().slots().cpu_sequences();
         let cache = Self {
-            deferrer: Deferrer::new(CacheCore::new(config, id)?),
+            deferrer,
+            sequences,
         };
         #[cfg(not(loom))]
         // SAFETY: the shared state stays where the deferrer put it (behind an `Arc`) until it
@@ -180,7 +191,8 @@ impl<S: SlotStrategy> Cache<S> {
     /// the cache). With `ZERO` the object reads as zeroes.
     #[inline]
     pub fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
-        self.core().alloc(flags)
+        // SAFETY: `sequences` is the copy made from this cache's table at `new`.
+        unsafe { self.core().alloc_via(self.sequences, flags) }
     }
 
     /// [`Cache::alloc`]'s fast path alone: an object popped from the calling CPU's `main`
@@ -191,7 +203,8 @@ impl<S: SlotStrategy> Cache<S> {
     /// (an allocator front-end serving its own nested requests), and then go elsewhere.
     #[inline]
     pub fn alloc_fast(&self) -> Option<NonNull<u8>> {
-        self.core().alloc_fast()
+        // SAFETY: `sequences` is the copy made from this cache's table at `new`.
+        unsafe { self.core().alloc_fast_via(self.sequences) }
     }
 
     /// [`Cache::free`]'s fast path alone: pushes `object` onto the calling CPU's `main` sheaf
@@ -204,8 +217,8 @@ impl<S: SlotStrategy> Cache<S> {
     /// As [`Cache::free`]; on `Err` the object is still the caller's.
     #[inline]
     pub unsafe fn free_fast(&self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
-        // SAFETY: forwarded.
-        unsafe { self.core().free_fast(object) }
+        // SAFETY: forwarded; `sequences` is the copy made from this cache's table at `new`.
+        unsafe { self.core().free_fast_via(self.sequences, object) }
     }
 
     /// Frees one object, on any thread.
@@ -216,8 +229,8 @@ impl<S: SlotStrategy> Cache<S> {
     /// - Nothing uses it after this call.
     #[inline]
     pub unsafe fn free(&self, object: NonNull<u8>) {
-        // SAFETY: forwarded.
-        unsafe { self.core().free(object) }
+        // SAFETY: forwarded; `sequences` is the copy made from this cache's table at `new`.
+        unsafe { self.core().free_via(self.sequences, object) }
     }
 
     /// Fills every slot of `out` with a distinct object, or fails having allocated nothing

@@ -147,8 +147,8 @@ impl<S: SlotStrategy> CacheCore<S> {
         &self.counters
     }
 
-    /// The slots, for the slot module's tests.
-    #[cfg(test)]
+    /// The slots (for `Cache::new`'s copy of the per-CPU sequences, and the slot module's
+    /// tests).
     pub(crate) fn slots(&self) -> &SlotTable<S> {
         &self.slots
     }

@@ -92,9 +92,9 @@ use last_slot::{LAST_SLOTS, LastSlots};
 use per_cpu::LockKind;
 #[cfg(not(loom))]
 use per_cpu::OwnCpuOutcome;
-pub(crate) use per_cpu::RcuStep;
 #[cfg(test)]
 pub(crate) use per_cpu::{AFTER_RCU_START, run_hook};
+pub(crate) use per_cpu::{CpuSequences, RcuStep};
 pub(crate) use per_thread::REACH_PATIENCE;
 use registry::ThreadRegistry;
 #[cfg(not(loom))]

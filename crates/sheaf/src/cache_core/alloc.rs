@@ -24,7 +24,7 @@ use object_alloc::{AllocError, AllocFlags};
 
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
-use crate::slot::{FastSlot, SlotSheaves, SlotStrategy};
+use crate::slot::{CpuSequences, FastSlot, SlotSheaves, SlotStrategy};
 use crate::stats::{NowaitPath, Stat, Tally};
 
 /// Where [`CacheCore::fill_main`] found the objects it put in `main`.
@@ -55,36 +55,70 @@ impl<S: SlotStrategy> CacheCore<S> {
         Some(unsafe { one[0].assume_init() })
     }
 
-    /// The per-CPU fast path of [`CacheCore::alloc`] alone: `None`, having done nothing,
+    /// The per-CPU fast path of [`CacheCore::alloc_via`] alone: `None`, having done nothing,
     /// where it would take a lock.
-    #[inline]
-    pub(crate) fn alloc_fast(&self) -> Option<NonNull<u8>> {
-        self.slots.pop_fast().map(crate::slowdown::on_alloc)
-    }
-
-    /// The per-CPU fast path of [`CacheCore::free`] alone: gives `object` back, having done
-    /// nothing, where it would take a lock.
     ///
     /// # Safety
     ///
-    /// As [`CacheCore::free`] when it returns `Ok`.
+    /// - `sequences` is `self.slots.cpu_sequences()`.
     #[inline]
-    pub(crate) unsafe fn free_fast(&self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
-        if S::PER_CPU {
-            // SAFETY: the caller's object, given up to the cache.
-            unsafe { self.slots.push_fast(crate::slowdown::on_free(object)) }
-        } else {
-            Err(object)
+    pub(crate) unsafe fn alloc_fast_via(
+        &self,
+        sequences: Option<CpuSequences>,
+    ) -> Option<NonNull<u8>> {
+        match sequences {
+            // SAFETY: this cache's sequences (the caller's contract), its table kept alive by
+            // `self`.
+            Some(table) if S::PER_CPU => unsafe { table.pop() }.map(crate::slowdown::on_alloc),
+            _ => None,
         }
     }
 
-    /// Allocates one object.
+    /// The per-CPU fast path of [`CacheCore::free_via`] alone: gives `object` back, having
+    /// done nothing, where it would take a lock.
+    ///
+    /// # Safety
+    ///
+    /// As [`CacheCore::free_via`] when it returns `Ok`.
     #[inline]
-    pub(crate) fn alloc(&self, flags: AllocFlags) -> Option<NonNull<u8>> {
-        let object = match self.slots.pop_fast() {
-            Some(object) => crate::slowdown::on_alloc(object),
-            None if S::PER_CPU => self.alloc_locked_cold(flags)?,
-            None => self.alloc_locked(flags)?,
+    pub(crate) unsafe fn free_fast_via(
+        &self,
+        sequences: Option<CpuSequences>,
+        object: NonNull<u8>,
+    ) -> Result<(), NonNull<u8>> {
+        match sequences {
+            // SAFETY: this cache's sequences, its table kept alive by `self`; the caller's
+            // object, given up to the cache.
+            Some(table) if S::PER_CPU => unsafe { table.push(crate::slowdown::on_free(object)) },
+            _ => Err(object),
+        }
+    }
+
+    /// Allocates one object, with this cache's per-CPU sequences passed in (the caller's
+    /// copy, see [`Cache`](crate::Cache)'s field); `sequences` is ignored for per-thread
+    /// slots.
+    ///
+    /// # Safety
+    ///
+    /// - `sequences` is `self.slots.cpu_sequences()` (taken at any time: it never changes).
+    #[inline]
+    pub(crate) unsafe fn alloc_via(
+        &self,
+        sequences: Option<CpuSequences>,
+        flags: AllocFlags,
+    ) -> Option<NonNull<u8>> {
+        let object = if S::PER_CPU {
+            if let Some(table) = sequences
+                // SAFETY: this cache's sequences (the caller's contract), and `self` keeps
+                // its table alive.
+                && let Some(object) = unsafe { table.pop() }
+            {
+                crate::slowdown::on_alloc(object)
+            } else {
+                self.alloc_locked_cold(flags)?
+            }
+        } else {
+            self.alloc_locked(flags)?
         };
         if flags.zero() {
             self.zero(object);
@@ -347,9 +381,27 @@ impl<S: SlotStrategy> CacheCore<S> {
     /// - `object` is a live object of this cache, not used after this call.
     #[inline]
     pub(crate) unsafe fn free(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded, with this table's own sequences.
+        unsafe { self.free_via(self.slots.cpu_sequences(), object) }
+    }
+
+    /// [`CacheCore::free`] with this cache's per-CPU sequences passed in, as for
+    /// [`CacheCore::alloc_via`].
+    ///
+    /// # Safety
+    ///
+    /// - As for [`CacheCore::free`]; `sequences` is `self.slots.cpu_sequences()`.
+    #[inline]
+    pub(crate) unsafe fn free_via(&self, sequences: Option<CpuSequences>, object: NonNull<u8>) {
         if S::PER_CPU {
-            // SAFETY: the caller's object, given up to the cache.
-            if let Err(object) = unsafe { self.slots.push_fast(crate::slowdown::on_free(object)) } {
+            let object = crate::slowdown::on_free(object);
+            let pushed = match sequences {
+                // SAFETY: this cache's sequences, its table kept alive by `self`; the
+                // caller's object, given up to the cache.
+                Some(table) => unsafe { table.push(object) },
+                None => Err(object),
+            };
+            if let Err(object) = pushed {
                 // SAFETY: forwarded.
                 unsafe { self.free_locked_cold(object) };
             }

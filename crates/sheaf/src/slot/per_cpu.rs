@@ -108,6 +108,55 @@ pub(crate) fn run_hook(hook: &'static std::thread::LocalKey<Hook>) {
     });
 }
 
+/// A per-CPU table's pop and push sequences (`rseq_ops`) as a plain value: the slots, their
+/// number and the rseq offset, all fixed for the table's life. [`Cache`](crate::Cache) keeps
+/// a copy beside its pointer to the shared state, for its fast paths.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuSequences {
+    /// Not null, so that `Option<CpuSequences>` is tested on this word.
+    cpus: std::ptr::NonNull<crossbeam_utils::CachePadded<Slot>>,
+    ncpus: usize,
+    offset: isize,
+}
+
+// SAFETY: the value is three words that describe a table; the sequences it runs are the
+// per-CPU fast paths, which any thread may run (each on its own CPU's slot), and whoever
+// calls them promises that the table is alive.
+unsafe impl Send for CpuSequences {}
+// SAFETY: as for `Send`: nothing in the value is ever written.
+unsafe impl Sync for CpuSequences {}
+
+impl CpuSequences {
+    /// Pops from the `main` of the caller's CPU slot in one sequence; `None` on any miss.
+    ///
+    /// # Safety
+    ///
+    /// - The table these sequences came from ([`SlotTable::cpu_sequences`]) is alive.
+    #[inline(always)]
+    pub(crate) unsafe fn pop(self) -> Option<std::ptr::NonNull<u8>> {
+        // SAFETY: `cpu_sequences` made this value only for a table whose lock kind is `Rseq`
+        // with this offset (fixed for its life), slot `c` of `cpus` being CPU `c`'s, and the
+        // caller keeps the table alive.
+        unsafe { sequences::pop(self.cpus.as_ptr(), self.ncpus, self.offset) }
+    }
+
+    /// Pushes `object` onto the `main` of the caller's CPU slot in one sequence; gives it
+    /// back on any miss.
+    ///
+    /// # Safety
+    ///
+    /// - As for [`CpuSequences::pop`]; `object` is a free object of the table's cache, owned
+    ///   by the caller.
+    #[inline(always)]
+    pub(crate) unsafe fn push(
+        self,
+        object: std::ptr::NonNull<u8>,
+    ) -> Result<(), std::ptr::NonNull<u8>> {
+        // SAFETY: as in `pop`; the object is the caller's, free.
+        unsafe { sequences::push(self.cpus.as_ptr(), self.ncpus, self.offset, object) }
+    }
+}
+
 /// The outcome of one inlined attempt at the slot of the CPU the caller runs on (per-CPU,
 /// restartable sequences); [`slab::rseq::LocalOutcome`] is that of the sequence itself.
 #[cfg(not(loom))]
@@ -318,6 +367,19 @@ impl<S: SlotStrategy> SlotTable<S> {
         None
     }
 
+    /// Per-CPU with restartable sequences: the pop and push sequences of this table as a
+    /// copyable value ([`CpuSequences`]); `None` for other tables and targets. Fixed for the
+    /// table's life.
+    #[inline(always)]
+    pub(crate) fn cpu_sequences(&self) -> Option<CpuSequences> {
+        let (cpus, ncpus, offset) = self.sequence_table()?;
+        Some(CpuSequences {
+            cpus: std::ptr::NonNull::new(cpus.cast_mut())?,
+            ncpus,
+            offset,
+        })
+    }
+
     /// Whether this table's per-CPU fast paths are restartable sequences (`rseq_ops`).
     #[inline(always)]
     pub(crate) fn uses_sequences(&self) -> bool {
@@ -326,32 +388,32 @@ impl<S: SlotStrategy> SlotTable<S> {
 
     /// Per-CPU with restartable sequences: pops from the `main` of the caller's CPU slot in
     /// one sequence, without the slot lock (`rseq_ops`); `None` on any miss, after which the
-    /// caller takes the locked path. Always `None` for other tables and targets.
-    #[inline(always)]
+    /// caller takes the locked path. Always `None` for other tables and targets. (The cache
+    /// runs [`CpuSequences::pop`] on its own copy; this is the tests' way in.)
+    #[cfg(test)]
     pub(crate) fn pop_fast(&self) -> Option<std::ptr::NonNull<u8>> {
-        let (cpus, ncpus, offset) = self.sequence_table()?;
-        // SAFETY: the table's lock kind is `Rseq` with this offset (fixed for its life), and
-        // slot `c` of `cpus` is CPU `c`'s.
-        unsafe { sequences::pop(cpus, ncpus, offset) }
+        // SAFETY: the sequences of this table, which is alive.
+        unsafe { self.cpu_sequences()?.pop() }
     }
 
     /// Per-CPU with restartable sequences: pushes `object` onto the `main` of the caller's
     /// CPU slot in one sequence (`rseq_ops`); gives it back on any miss, after which the
-    /// caller takes the locked path.
+    /// caller takes the locked path. (As [`SlotTable::pop_fast`], for the tests.)
     ///
     /// # Safety
     ///
     /// - `object` is a free object of this table's cache, owned by the caller.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) unsafe fn push_fast(
         &self,
         object: std::ptr::NonNull<u8>,
     ) -> Result<(), std::ptr::NonNull<u8>> {
-        let Some((cpus, ncpus, offset)) = self.sequence_table() else {
+        let Some(table) = self.cpu_sequences() else {
             return Err(object);
         };
-        // SAFETY: as in `pop_fast`; the object is the caller's, free.
-        unsafe { sequences::push(cpus, ncpus, offset, object) }
+        // SAFETY: the sequences of this table, which is alive; the object is the caller's,
+        // free.
+        unsafe { table.push(object) }
     }
 
     /// Per-CPU with restartable sequences: pushes `object` onto the `rcu_free` sheaf of the
@@ -370,7 +432,8 @@ impl<S: SlotStrategy> SlotTable<S> {
         let Some((cpus, ncpus, offset)) = self.sequence_table() else {
             return Err(object);
         };
-        // SAFETY: as in `pop_fast`; the object is the caller's, handed over.
+        // SAFETY: the table's lock kind is `Rseq` with this offset (fixed for its life), and
+        // slot `c` of `cpus` is CPU `c`'s; the object is the caller's, handed over.
         unsafe { sequences::push_rcu(cpus, ncpus, offset, object) }
     }
 
@@ -395,7 +458,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             run_hook(&BEFORE_RCU_START);
         }
         let raw = sheaf.as_ref().map(|sheaf| sheaf.as_raw());
-        // SAFETY: as in `pop_fast`; the sheaf is the caller's, of this cache, unlinked, its
+        // SAFETY: as in `push_rcu_fast`; the sheaf is the caller's, of this cache, unlinked, its
         // counts consistent (the caller's obligation), holding the object it defers.
         let (step, slot) = unsafe { sequences::start_rcu(cpus, ncpus, offset, raw) };
         if step == RcuStep::Done {

@@ -96,6 +96,14 @@ const RCU_FREE_AT: usize = offset_of!(Slot, rcu) + offset_of!(RcuSheaves, rcu_fr
 /// holding that one does not stop deferred frees, nor a barrier taking them).
 const RCU_LOCK_AT: usize = offset_of!(Slot, rcu_lock);
 
+/// What a pop subtracts from the word: one from the size (low half) and one from the budget
+/// (high half). An input operand rather than an immediate inside the asm (x86-64 has no
+/// 64-bit immediate for `sub`), so that a caller's loop keeps it in a register.
+const POP_STEP: u64 = 0x1_0000_0001;
+/// What a push subtracts from the word: `2^32 - 1` adds one to the size and takes one from
+/// the budget.
+const PUSH_STEP: u64 = 0xFFFF_FFFF;
+
 const _: () = assert!(size_of::<CachePadded<Slot>>() == 1 << STRIDE_SHIFT);
 const _: () = assert!(size_of::<Option<crate::sheaf::OwnedSheaf>>() == size_of::<usize>());
 
@@ -164,7 +172,6 @@ pub(super) unsafe fn pop(
     // counts in `slab::rseq::ABORTS`, an `AtomicU64`.
     unsafe {
         std::arch::asm!(
-            "movabs {step}, 0x100000001",
             slab::rseq_sequence_start!("hdr"),
             own_free_slot!(),
             "mov {hdr}, qword ptr [{cpus} + {cpu} + {main_at}]",
@@ -197,7 +204,7 @@ pub(super) unsafe fn pop(
             word_at = const layout::WORD,
             objects_at = const layout::OBJECTS,
             aborts = sym slab::rseq::ABORTS,
-            step = out(reg) _,
+            step = in(reg) POP_STEP,
             hdr = out(reg) _,
             cpu = out(reg) _,
             word = out(reg) _,
@@ -252,7 +259,6 @@ macro_rules! push_sequence {
     ) => {{
         let object: NonNull<u8> = $object;
         std::arch::asm!(
-            "mov {step:e}, 0xFFFFFFFF",
             slab::rseq_sequence_start!("hdr"),
             $slot!(),
             $find!(),
@@ -271,7 +277,7 @@ macro_rules! push_sequence {
             capacity_at = const layout::CAPACITY,
             objects_at = const layout::OBJECTS,
             aborts = sym slab::rseq::ABORTS,
-            step = out(reg) _,
+            step = in(reg) PUSH_STEP,
             hdr = out(reg) _,
             cpu = out(reg) _,
             word = out(reg) _,
