@@ -137,6 +137,81 @@ fn alloc_free_pair_mimalloc(size: usize) {
     }
 }
 
+/// Pairs in one call of the `*_loop` benchmarks.
+const LOOP_PAIRS: usize = 64;
+
+/// A warm cache and the object the loop benchmarks churn (allocated from it).
+struct LoopCase<S: SlotStrategy> {
+    cache: &'static Cache<S>,
+    top: NonNull<u8>,
+}
+
+fn loop_case<S: SlotStrategy>() -> LoopCase<S> {
+    let cache = warm_cache::<S>();
+    let top = cache
+        .alloc(AllocFlags::empty())
+        .expect("memory for the warm-up");
+    LoopCase { cache, top }
+}
+
+fn loop_per_cpu() -> LoopCase<PerCpu> {
+    loop_case()
+}
+
+fn loop_per_thread() -> LoopCase<PerThread> {
+    loop_case()
+}
+
+// `LOOP_PAIRS` pairs in one loop, as the `churn-lifo` workload runs them (free the top object,
+// allocate its replacement): what a pair costs inside a caller's loop, where a compiler keeps
+// what does not change between calls in registers. Divide by `LOOP_PAIRS` for a pair; the
+// frame is paid once.
+#[library_benchmark]
+#[bench::per_cpu(setup = loop_per_cpu)]
+fn alloc_free_pair_loop_per_cpu(case: LoopCase<PerCpu>) -> LoopCase<PerCpu> {
+    pairs_in_a_loop(case)
+}
+
+// The same loop with per-thread slots (`sheaf-thread`).
+#[library_benchmark]
+#[bench::per_thread(setup = loop_per_thread)]
+fn alloc_free_pair_loop_per_thread(case: LoopCase<PerThread>) -> LoopCase<PerThread> {
+    pairs_in_a_loop(case)
+}
+
+// The same loop with mimalloc's `mi_malloc` and `mi_free`.
+#[library_benchmark]
+#[bench::mimalloc(setup = warm_mimalloc)]
+fn alloc_free_pair_loop_mimalloc(size: usize) {
+    // SAFETY: blocks of `size` bytes from `mi_malloc`, each freed once, by the next round or
+    // after the loop.
+    unsafe {
+        let mut top = libmimalloc_sys::mi_malloc(size);
+        for _ in 0..LOOP_PAIRS {
+            libmimalloc_sys::mi_free(top);
+            top = libmimalloc_sys::mi_malloc(size);
+            assert!(!top.is_null(), "mimalloc out of memory");
+        }
+        libmimalloc_sys::mi_free(black_box(top));
+    }
+}
+
+fn pairs_in_a_loop<S: SlotStrategy>(mut case: LoopCase<S>) -> LoopCase<S> {
+    churn(case.cache, &mut case.top, LOOP_PAIRS);
+    case
+}
+
+/// The loop, shaped as `sheafbench`'s measured loop is (a function of its own that takes the
+/// cache by reference).
+#[inline(never)]
+fn churn<S: SlotStrategy>(cache: &Cache<S>, top: &mut NonNull<u8>, pairs: usize) {
+    for _ in 0..pairs {
+        // SAFETY: `*top` is a live object of this cache, replaced right after: freed once.
+        unsafe { cache.free(*top) };
+        *top = cache.alloc(AllocFlags::empty()).expect("warm cache");
+    }
+}
+
 #[inline(always)]
 fn pair<S: SlotStrategy>(cache: &Cache<S>) {
     let object = cache.alloc(AllocFlags::empty()).expect("warm cache");
@@ -267,6 +342,9 @@ library_benchmark_group!(
         alloc_free_pair_per_cpu,
         alloc_free_pair_per_thread,
         alloc_free_pair_mimalloc,
+        alloc_free_pair_loop_per_cpu,
+        alloc_free_pair_loop_per_thread,
+        alloc_free_pair_loop_mimalloc,
         prefill_few_use_three_return,
         prefill_oversize_return,
         refill_to_few,
