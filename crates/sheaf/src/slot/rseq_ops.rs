@@ -634,21 +634,8 @@ mod tests {
 
     use object_alloc::{AllocFlags, CacheConfig};
 
-    use crate::slot::tests::{counter, pin};
+    use crate::slot::tests::{counter, pin, sequences_usable as sequences_run};
     use crate::{Cache, PerCpu};
-
-    /// Whether the sequences run here; fails under `SHEAF_REQUIRE_RSEQ=1` when they do not.
-    fn sequences_run() -> bool {
-        let usable = matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. });
-        assert!(
-            usable || std::env::var_os("SHEAF_REQUIRE_RSEQ").is_none_or(|v| v != "1"),
-            "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable"
-        );
-        if !usable {
-            eprintln!("skipped: restartable sequences unsupported here");
-        }
-        usable
-    }
 
     #[test]
     fn sequences_pop_and_push_and_count_exactly() {

@@ -61,6 +61,21 @@ unsafe impl PageSource for ReenteringPages {
     }
 }
 
+/// Whether restartable sequences are in use in this process (so that a test of the paths
+/// they serve has something to test); fails under `SHEAF_REQUIRE_RSEQ=1` when they are not,
+/// and otherwise says on stderr that the caller skips.
+pub(super) fn sequences_usable() -> bool {
+    let usable = matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. });
+    assert!(
+        usable || std::env::var_os("SHEAF_REQUIRE_RSEQ").is_none_or(|v| v != "1"),
+        "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable"
+    );
+    if !usable {
+        eprintln!("skipped: restartable sequences unsupported here");
+    }
+    usable
+}
+
 /// A counter of the cache's stats, 0 when it is not there.
 pub(super) fn counter(cache: &Cache<impl SlotStrategy>, name: &str) -> u64 {
     cache.stats().counters.get(name).copied().unwrap_or(0)

@@ -152,6 +152,11 @@ fn descheduled_holder(atomic: bool, shrink: bool) -> Duration {
 
 #[test]
 fn c_defer_3_barrier_with_a_descheduled_slot_holder() {
+    // Without sequences every deferred free goes on its own, and no sheaf waits in a slot:
+    // the `_compare_exchange_locks` variant tests that path.
+    if !super::tests::sequences_usable() {
+        return;
+    }
     let waited = descheduled_holder(false, false);
     eprintln!("barrier with a descheduled slot holder: {waited:?}");
 }
@@ -164,6 +169,10 @@ fn c_defer_3_barrier_with_a_descheduled_slot_holder_compare_exchange_locks() {
 
 #[test]
 fn c_conc_4_shrink_with_a_descheduled_slot_holder() {
+    // As for the barrier: without sequences no sheaf waits in a slot.
+    if !super::tests::sequences_usable() {
+        return;
+    }
     let waited = descheduled_holder(false, true);
     eprintln!("barrier beside a shrink, with a descheduled slot holder: {waited:?}");
 }
@@ -544,13 +553,7 @@ fn barrier_with_an_owner_parked_at(
     full: usize,
     object_in_slot: bool,
 ) {
-    let usable = matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. });
-    if !usable {
-        assert!(
-            std::env::var_os("SHEAF_REQUIRE_RSEQ").is_none_or(|v| v != "1"),
-            "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable"
-        );
-        eprintln!("skipped: restartable sequences unsupported here");
+    if !super::tests::sequences_usable() {
         return;
     }
     const CAPACITY: usize = 8;

@@ -35,6 +35,23 @@ macro_rules! both_strategies {
 }
 pub(crate) use both_strategies;
 
+/// Whether restartable sequences are in use in this process. Without them (valgrind, an old
+/// kernel, `SHEAF_RSEQ=0`) deferred frees go one by one and no sheaf is ever deferred, so a
+/// test of the deferred-free sheaves has nothing to test: it calls this first and returns
+/// when it is `false`, having said so on stderr. Under `SHEAF_REQUIRE_RSEQ=1` (CI) it fails
+/// instead.
+pub(crate) fn sequences_usable() -> bool {
+    let usable = matches!(slab::rseq::support(), slab::rseq::Support::Rseq { .. });
+    assert!(
+        usable || std::env::var_os("SHEAF_REQUIRE_RSEQ").is_none_or(|v| v != "1"),
+        "SHEAF_REQUIRE_RSEQ=1 but restartable sequences are unusable"
+    );
+    if !usable {
+        eprintln!("skipped: restartable sequences unsupported here");
+    }
+    usable
+}
+
 /// A config of 64-byte objects on a fresh limited page source.
 pub(crate) fn limited_config(limit_bytes: usize) -> (Arc<LimitedPages>, CacheConfig) {
     let pages = Arc::new(LimitedPages::new(limit_bytes));

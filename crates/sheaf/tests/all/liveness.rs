@@ -187,6 +187,9 @@ fn c_defer_3_batched_per_thread_deferral_of_a_thread_that_runs_then_exits() {
 /// `main` and `spare` sheaves, and one it catches running hands over only its `rcu_free` ones.
 #[test]
 fn c_defer_3_hand_over_takes_only_rcu_sheaves_from_running_threads() {
+    if !sequences_usable() {
+        return;
+    }
     let (pages, cache) = cache_with::<PerThread>(16);
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     std::thread::scope(|s| {
