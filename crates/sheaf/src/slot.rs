@@ -509,6 +509,51 @@ impl<S: SlotStrategy> fmt::Debug for FastSlot<'_, S> {
     }
 }
 
+/// A per-CPU slot held for its `spare` alone ([`SlotTable::acquire_spare`]): the prefill's
+/// fast paths lend the spare and take a returned sheaf back as the spare, and touch nothing
+/// else.
+///
+/// An ordinary holder first adds the counts that the restartable sequences committed on
+/// `main` since the last re-base to the slot's counters, and re-bases `main` as it lets go
+/// (`rseq_ops`). The sequences never touch `spare`, so a holder that leaves `main` alone can
+/// skip both: the counts stay pending in `main`'s header, exact, for the next ordinary holder
+/// (or statistics reader) to add. This guard gives no access to `main`; a holder that finds
+/// it needs more turns the hold into an ordinary one with [`SlotTable::upgrade_spare`].
+pub(crate) struct SpareSlot<'a> {
+    slot: &'a Slot,
+}
+
+impl<'a> SpareSlot<'a> {
+    /// The slot's spare sheaf.
+    #[inline(always)]
+    pub(crate) fn spare(&mut self) -> &mut Option<OwnedSheaf> {
+        // SAFETY: we hold the slot's lock, so its sheaves are ours; `&mut self` makes this the
+        // only reference handed out through the guard.
+        &mut unsafe { self.slot.sheaves_mut() }.spare
+    }
+
+    /// The slot's counters.
+    #[inline(always)]
+    pub(crate) fn counters(&self) -> &'a Counters {
+        &self.slot.counters
+    }
+}
+
+impl Drop for SpareSlot<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // `main` is as the last ordinary holder re-based it, plus what the sequences
+        // committed since (counted by the next ordinary holder): not re-based here.
+        self.slot.lock.store(FREE, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for SpareSlot<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SpareSlot").field(self.slot).finish()
+    }
+}
+
 /// A held slot; releases it on drop.
 pub(crate) struct SlotGuard<'a, S: SlotStrategy> {
     slot: &'a Slot,
@@ -664,11 +709,18 @@ impl<S: SlotStrategy> SlotTable<S> {
                 None => self.thread_slot_slow(true)?,
             }
         };
-        Some(FastSlot {
+        Some(self.fast_slot(slot))
+    }
+
+    /// A [`FastSlot`] for `slot`, which the caller holds as [`SlotTable::acquire_fast`]
+    /// would.
+    #[inline(always)]
+    fn fast_slot<'a>(&'a self, slot: &'a Slot) -> FastSlot<'a, S> {
+        FastSlot {
             slot,
             cache_id: self.id,
             _strategy: PhantomData,
-        })
+        }
     }
 
     /// Runs `f` on every slot of a CPU or of a live thread that the caller can take now, and

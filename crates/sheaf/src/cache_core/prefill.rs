@@ -153,7 +153,24 @@ impl<S: SlotStrategy> CacheCore<S> {
         if count > self.capacity() || !self.has_sheaves {
             return self.prefill_oversize(flags, count);
         }
-        let mut slot = self.slots.acquire_fast();
+        // Per-CPU, the spare is lent under a hold of the spare alone, which leaves the
+        // sequences' counts on `main` pending (`SpareSlot`); anything more upgrades it.
+        let mut slot = match self.slots.acquire_spare() {
+            Some(mut held) => {
+                if let Some(spare) = held.spare().take_if(|spare| spare.size() >= count) {
+                    let counters = held.counters();
+                    counters.add_owned(Stat::SheafPrefillFast, 1);
+                    counters.add_owned(Stat::PrefillReserved, spare.size() as u64);
+                    return Ok(spare);
+                }
+                return self.prefill_slow(
+                    Some(self.slots.upgrade_spare(held).hold()),
+                    flags,
+                    count,
+                );
+            }
+            None => self.slots.acquire_fast(),
+        };
         if let Some(slot) = slot.as_mut() {
             let counters = slot.counters();
             let sheaves = slot.sheaves();
@@ -438,7 +455,20 @@ impl<S: SlotStrategy> CacheCore<S> {
         if sheaf.capacity() != self.capacity() || !self.has_sheaves {
             return self.return_discard(sheaf, flags);
         }
-        let mut slot = self.slots.acquire_fast();
+        // Per-CPU, as in `prefill`: the spare alone, upgraded for anything more.
+        let mut slot = match self.slots.acquire_spare() {
+            Some(mut held) => {
+                if held.spare().is_none() {
+                    let counters = held.counters();
+                    counters.add_owned(Stat::PrefillUnused, sheaf.size() as u64);
+                    counters.add_owned(Stat::SheafReturnFast, 1);
+                    *held.spare() = Some(sheaf);
+                    return;
+                }
+                return self.return_slow(Some(self.slots.upgrade_spare(held).hold()), sheaf, flags);
+            }
+            None => self.slots.acquire_fast(),
+        };
         if let Some(slot) = slot.as_mut() {
             let counters = slot.counters();
             let sheaves = slot.sheaves();

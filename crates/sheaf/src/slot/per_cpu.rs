@@ -287,6 +287,19 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[cfg(not(loom))]
     #[inline(always)]
     pub(super) fn try_lock_rseq_once(&self, offset: isize) -> Option<OwnCpuOutcome<&Slot>> {
+        let outcome = self.try_lock_rseq_once_unfolded(offset)?;
+        if let OwnCpuOutcome::Locked(slot) = outcome {
+            slot.take_fast_counts();
+        }
+        Some(outcome)
+    }
+
+    /// [`SlotTable::try_lock_rseq_once`] without adding the sequences' counts to the slot's
+    /// counters: for a holder that leaves `main` alone and releases without re-basing it
+    /// ([`SpareSlot`](super::SpareSlot)), or that adds them itself.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn try_lock_rseq_once_unfolded(&self, offset: isize) -> Option<OwnCpuOutcome<&Slot>> {
         let cpu = cpu::rseq_cpu(offset)?;
         let slot = self.cpus.get(cpu as usize)?;
         // SAFETY: `offset` is the one `rseq::support` reported; per-CPU slot locks are only
@@ -295,15 +308,41 @@ impl<S: SlotStrategy> SlotTable<S> {
         // release store of `FREE`.
         Some(
             match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
-                rseq::LocalOutcome::Locked => {
-                    slot.take_fast_counts();
-                    OwnCpuOutcome::Locked(slot)
-                }
+                rseq::LocalOutcome::Locked => OwnCpuOutcome::Locked(slot),
                 rseq::LocalOutcome::Busy => OwnCpuOutcome::Busy,
                 // Migrated since the CPU was read, or preempted inside.
                 rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => OwnCpuOutcome::Retry,
             },
         )
+    }
+
+    /// Per-CPU with restartable sequences: one attempt at holding the caller's CPU slot for
+    /// its `spare` alone (see [`SpareSlot`](super::SpareSlot)); `None` wherever that attempt
+    /// does not lock the slot (held, migrated, no rseq area, compare-exchange locks,
+    /// per-thread slots), after which the caller takes the ordinary path.
+    #[inline(always)]
+    pub(crate) fn acquire_spare(&self) -> Option<super::SpareSlot<'_>> {
+        #[cfg(not(loom))]
+        if S::PER_CPU
+            && let LockKind::Rseq { offset } = self.lock_kind
+            && let Some(OwnCpuOutcome::Locked(slot)) = self.try_lock_rseq_once_unfolded(offset)
+        {
+            return Some(super::SpareSlot { slot });
+        }
+        None
+    }
+
+    /// Turns a [`SpareSlot`](super::SpareSlot) hold into an ordinary one: the sequences'
+    /// counts are added to the slot's counters now, as any other holder does on taking the
+    /// slot, and the release re-bases `main`.
+    #[inline(always)]
+    pub(crate) fn upgrade_spare<'a>(
+        &'a self,
+        spare: super::SpareSlot<'a>,
+    ) -> super::FastSlot<'a, S> {
+        let slot = std::mem::ManuallyDrop::new(spare).slot;
+        slot.take_fast_counts();
+        self.fast_slot(slot)
     }
 
     /// Per-CPU with restartable sequences: takes the slot of the CPU the caller runs on

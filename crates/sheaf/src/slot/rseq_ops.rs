@@ -680,6 +680,68 @@ mod tests {
         assert!(cache.check_invariants());
     }
 
+    /// The prefill's lend and give-back hold the slot for its spare alone, leaving the
+    /// sequences' counts on `main` pending: the next ordinary holder (here a statistics
+    /// reader) still counts every pop and push once, and both holds exclude the sequences
+    /// while they last.
+    #[test]
+    fn a_spare_hold_leaves_the_sequences_counts_exact() {
+        if !sequences_run() {
+            return;
+        }
+        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+        assert!(pin(cpu), "pinning to the current CPU");
+        let cache = Cache::<PerCpu>::new(&CacheConfig::new(64)).unwrap();
+        let slots = cache.core().slots();
+        let objects: Vec<NonNull<u8>> = (0..10)
+            .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
+            .collect();
+        // A statistics reader adds what is pending; from here on nothing reads them until
+        // the end.
+        let (allocs, frees) = (
+            counter(&cache, "alloc_fastpath"),
+            counter(&cache, "free_fastpath"),
+        );
+        // Pending on `main` from here: 10 pushes, then 4 pops.
+        for &object in &objects {
+            // SAFETY: allocated above, freed once.
+            assert_eq!(unsafe { slots.push_fast(object) }, Ok(()));
+        }
+        let popped: Vec<NonNull<u8>> = (0..4).map(|_| slots.pop_fast().unwrap()).collect();
+        {
+            let _held = slots.acquire_spare().expect("the slot is free");
+            assert_eq!(
+                slots.pop_fast(),
+                None,
+                "a spare hold excludes the sequences"
+            );
+        }
+        // A prefill and its return: served from the slabs and taken back as the spare, then
+        // lent and given back again by the spare's fast paths.
+        for _ in 0..2 {
+            let mut sheaf = cache.prefill(AllocFlags::empty(), 5).unwrap();
+            let taken = sheaf.alloc(AllocFlags::empty()).unwrap();
+            sheaf.return_with(AllocFlags::empty());
+            // SAFETY: allocated from the prefilled sheaf, freed once.
+            unsafe { cache.free(taken) };
+        }
+        let counted = (
+            counter(&cache, "alloc_fastpath") - allocs,
+            counter(&cache, "free_fastpath") - frees,
+        );
+        // The 4 pops, and the 10 pushes with the frees of the two prefilled objects.
+        assert_eq!(counted, (4, 12), "every operation counted once");
+        assert!(counter(&cache, "sheaf_prefill_fast") >= 1);
+        assert!(counter(&cache, "sheaf_return_fast") >= 1);
+        for object in popped {
+            // SAFETY: as above.
+            unsafe { cache.free(object) };
+        }
+        assert!(cache.check_invariants());
+        cache.shrink();
+        assert_eq!(cache.stats().live_objects, Some(0));
+    }
+
     #[test]
     fn deferred_frees_take_the_sequence_and_are_counted() {
         if !sequences_run() {
