@@ -637,28 +637,41 @@ mod tests {
     use crate::slot::tests::{counter, pin, sequences_usable as sequences_run};
     use crate::{Cache, PerCpu};
 
+    /// A per-CPU cache of 64-byte objects, the calling thread pinned to the CPU it runs on.
+    fn pinned_cache() -> Cache<PerCpu> {
+        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
+        assert!(pin(cpu), "pinning to the current CPU");
+        Cache::<PerCpu>::new(&CacheConfig::new(64)).unwrap()
+    }
+
+    /// Allocates `n` objects, reads the fast-path counters (a statistics reader adds what
+    /// the sequences left pending), then frees the objects by the push sequence: returns
+    /// them with the alloc and free counts read in between.
+    fn alloc_then_push(cache: &Cache<PerCpu>, n: usize) -> (Vec<NonNull<u8>>, u64, u64) {
+        let objects: Vec<NonNull<u8>> = (0..n)
+            .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
+            .collect();
+        let (allocs, frees) = (
+            counter(cache, "alloc_fastpath"),
+            counter(cache, "free_fastpath"),
+        );
+        for &object in &objects {
+            // SAFETY: allocated above, freed once.
+            assert_eq!(unsafe { cache.core().slots().push_fast(object) }, Ok(()));
+        }
+        (objects, allocs, frees)
+    }
+
     #[test]
     fn sequences_pop_and_push_and_count_exactly() {
         if !sequences_run() {
             return;
         }
-        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
-        assert!(pin(cpu), "pinning to the current CPU");
-        let cache = Cache::<PerCpu>::new(&CacheConfig::new(64)).unwrap();
+        let cache = pinned_cache();
         let slots = cache.core().slots();
         // An empty `main` (the sentinel at first) is a miss.
         assert_eq!(slots.pop_fast(), None);
-        let objects: Vec<NonNull<u8>> = (0..10)
-            .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
-            .collect();
-        let (allocs, frees) = (
-            counter(&cache, "alloc_fastpath"),
-            counter(&cache, "free_fastpath"),
-        );
-        for &object in &objects {
-            // SAFETY: allocated above, freed once.
-            assert_eq!(unsafe { slots.push_fast(object) }, Ok(()));
-        }
+        let (objects, allocs, frees) = alloc_then_push(&cache, 10);
         let popped: Vec<NonNull<u8>> = (0..10).map(|_| slots.pop_fast().unwrap()).collect();
         // Last in, first out, and every push and pop counted once.
         let mut expected = objects.clone();
@@ -689,24 +702,11 @@ mod tests {
         if !sequences_run() {
             return;
         }
-        let cpu = slab::cpu::current_cpu(slab::cpu::cpu_source());
-        assert!(pin(cpu), "pinning to the current CPU");
-        let cache = Cache::<PerCpu>::new(&CacheConfig::new(64)).unwrap();
+        let cache = pinned_cache();
         let slots = cache.core().slots();
-        let objects: Vec<NonNull<u8>> = (0..10)
-            .map(|_| cache.alloc(AllocFlags::empty()).unwrap())
-            .collect();
-        // A statistics reader adds what is pending; from here on nothing reads them until
-        // the end.
-        let (allocs, frees) = (
-            counter(&cache, "alloc_fastpath"),
-            counter(&cache, "free_fastpath"),
-        );
-        // Pending on `main` from here: 10 pushes, then 4 pops.
-        for &object in &objects {
-            // SAFETY: allocated above, freed once.
-            assert_eq!(unsafe { slots.push_fast(object) }, Ok(()));
-        }
+        // Pending on `main` from here (nothing reads the counters until the end): 10 pushes,
+        // then 4 pops.
+        let (_, allocs, frees) = alloc_then_push(&cache, 10);
         let popped: Vec<NonNull<u8>> = (0..4).map(|_| slots.pop_fast().unwrap()).collect();
         {
             let _held = slots.acquire_spare().expect("the slot is free");
