@@ -140,7 +140,10 @@ fn stress<S: SlotStrategy>(ops_per_thread: usize) {
     cache.check_invariants();
     let stats = cache.stats();
     assert_eq!(stats.live_objects, Some(0), "{stats:?}");
-    free_all_and_check_empty(&pages, &cache, []);
+    // Not one shrink: the hand-over thread may be ageing held recycled sheaves out of the
+    // barn just then, and a shrink passes what is in its hands (`settle_empty`).
+    settle_empty(&pages, &cache);
+    assert_eq!(cache.stats().slab_bytes, Some(0));
 }
 
 #[test]
