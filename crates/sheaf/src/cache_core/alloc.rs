@@ -108,14 +108,10 @@ impl<S: SlotStrategy> CacheCore<S> {
         flags: AllocFlags,
     ) -> Option<NonNull<u8>> {
         let object = if S::PER_CPU {
-            if let Some(table) = sequences
-                // SAFETY: this cache's sequences (the caller's contract), and `self` keeps
-                // its table alive.
-                && let Some(object) = unsafe { table.pop() }
-            {
-                crate::slowdown::on_alloc(object)
-            } else {
-                self.alloc_locked_cold(flags)?
+            // SAFETY: forwarded.
+            match unsafe { self.alloc_fast_via(sequences) } {
+                Some(object) => object,
+                None => self.alloc_locked_cold(flags)?,
             }
         } else {
             self.alloc_locked(flags)?
@@ -394,14 +390,8 @@ impl<S: SlotStrategy> CacheCore<S> {
     #[inline]
     pub(crate) unsafe fn free_via(&self, sequences: Option<CpuSequences>, object: NonNull<u8>) {
         if S::PER_CPU {
-            let object = crate::slowdown::on_free(object);
-            let pushed = match sequences {
-                // SAFETY: this cache's sequences, its table kept alive by `self`; the
-                // caller's object, given up to the cache.
-                Some(table) => unsafe { table.push(object) },
-                None => Err(object),
-            };
-            if let Err(object) = pushed {
+            // SAFETY: forwarded.
+            if let Err(object) = unsafe { self.free_fast_via(sequences, object) } {
                 // SAFETY: forwarded.
                 unsafe { self.free_locked_cold(object) };
             }

@@ -22,7 +22,7 @@ use object_alloc::{AllocError, AllocFlags, Prefill};
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
 use crate::slot::{FastSlot, PerCpu, SlotGuard, SlotSheaves, SlotStrategy};
-use crate::stats::{Stat, Tally};
+use crate::stats::{Counters, Stat, Tally};
 
 /// A sheaf borrowed from a [`Cache`](crate::Cache) with [`Cache::prefill`](crate::Cache::prefill):
 /// the analog of the kernel's `kmem_cache_prefill_sheaf`.
@@ -136,6 +136,37 @@ impl<S: SlotStrategy> fmt::Debug for PrefilledSheaf<'_, S> {
     }
 }
 
+/// The prefill's fast path on a held slot's `spare`: lends it when it holds `count`
+/// objects, counting the lend; `None`, having changed nothing, otherwise.
+#[inline(always)]
+fn lend_spare(
+    spare: &mut Option<OwnedSheaf>,
+    counters: &Counters,
+    count: usize,
+) -> Option<OwnedSheaf> {
+    let spare = spare.take_if(|spare| spare.size() >= count)?;
+    counters.add_owned(Stat::SheafPrefillFast, 1);
+    counters.add_owned(Stat::PrefillReserved, spare.size() as u64);
+    Some(spare)
+}
+
+/// The give-back's fast path on a held slot's `spare`: keeps `sheaf` there when the slot
+/// has none, counting the return; gives it back otherwise.
+#[inline(always)]
+fn keep_as_spare(
+    spare: &mut Option<OwnedSheaf>,
+    counters: &Counters,
+    sheaf: OwnedSheaf,
+) -> Result<(), OwnedSheaf> {
+    if spare.is_some() {
+        return Err(sheaf);
+    }
+    counters.add_owned(Stat::PrefillUnused, sheaf.size() as u64);
+    counters.add_owned(Stat::SheafReturnFast, 1);
+    *spare = Some(sheaf);
+    Ok(())
+}
+
 /// The largest prefill request served (an oversize sheaf is one allocation of pointers).
 pub(crate) const MAX_PREFILL: usize = 1 << 24;
 
@@ -157,10 +188,8 @@ impl<S: SlotStrategy> CacheCore<S> {
         // sequences' counts on `main` pending (`SpareSlot`); anything more upgrades it.
         let mut slot = match self.slots.acquire_spare() {
             Some(mut held) => {
-                if let Some(spare) = held.spare().take_if(|spare| spare.size() >= count) {
-                    let counters = held.counters();
-                    counters.add_owned(Stat::SheafPrefillFast, 1);
-                    counters.add_owned(Stat::PrefillReserved, spare.size() as u64);
+                let counters = held.counters();
+                if let Some(spare) = lend_spare(held.spare(), counters, count) {
                     return Ok(spare);
                 }
                 return self.prefill_slow(
@@ -173,10 +202,7 @@ impl<S: SlotStrategy> CacheCore<S> {
         };
         if let Some(slot) = slot.as_mut() {
             let counters = slot.counters();
-            let sheaves = slot.sheaves();
-            if let Some(spare) = sheaves.spare.take_if(|spare| spare.size() >= count) {
-                counters.add_owned(Stat::SheafPrefillFast, 1);
-                counters.add_owned(Stat::PrefillReserved, spare.size() as u64);
+            if let Some(spare) = lend_spare(&mut slot.sheaves().spare, counters, count) {
                 return Ok(spare);
             }
         }
@@ -456,29 +482,27 @@ impl<S: SlotStrategy> CacheCore<S> {
             return self.return_discard(sheaf, flags);
         }
         // Per-CPU, as in `prefill`: the spare alone, upgraded for anything more.
-        let mut slot = match self.slots.acquire_spare() {
+        let (mut slot, sheaf) = match self.slots.acquire_spare() {
             Some(mut held) => {
-                if held.spare().is_none() {
-                    let counters = held.counters();
-                    counters.add_owned(Stat::PrefillUnused, sheaf.size() as u64);
-                    counters.add_owned(Stat::SheafReturnFast, 1);
-                    *held.spare() = Some(sheaf);
+                let counters = held.counters();
+                let Err(sheaf) = keep_as_spare(held.spare(), counters, sheaf) else {
                     return;
-                }
-                return self.return_slow(Some(self.slots.upgrade_spare(held).hold()), sheaf, flags);
+                };
+                let held = self.slots.upgrade_spare(held).hold();
+                return self.return_slow(Some(held), sheaf, flags);
             }
-            None => self.slots.acquire_fast(),
+            None => (self.slots.acquire_fast(), sheaf),
         };
-        if let Some(slot) = slot.as_mut() {
-            let counters = slot.counters();
-            let sheaves = slot.sheaves();
-            if sheaves.spare.is_none() {
-                counters.add_owned(Stat::PrefillUnused, sheaf.size() as u64);
-                counters.add_owned(Stat::SheafReturnFast, 1);
-                sheaves.spare = Some(sheaf);
-                return;
+        let sheaf = match slot.as_mut() {
+            Some(slot) => {
+                let counters = slot.counters();
+                let Err(sheaf) = keep_as_spare(&mut slot.sheaves().spare, counters, sheaf) else {
+                    return;
+                };
+                sheaf
             }
-        }
+            None => sheaf,
+        };
         self.return_slow(slot.map(FastSlot::hold), sheaf, flags);
     }
 

@@ -24,10 +24,9 @@
 //!   only as `detach` is let go.
 //!
 //! The built lists are queues, oldest first; the model keeps them newest first and cuts the
-//! same sheaves. The model stands for the CPU's atomicity with a mutex, as the sequence model in the parent
-//! module does: a sequence holds it from its first check to its commit, and a remote party's
-//! membarrier takes it once (it comes after a sequence in flight, or the sequence starts
-//! after it and sees `rcu_lock`). Grace periods pass as soon as they are asked for: there are
+//! same sheaves. The model stands for the CPU's atomicity with a mutex: a sequence holds it
+//! from its first check to its commit, and a remote party's membarrier takes it once (it
+//! comes after a sequence in flight, or the sequence starts after it and sees `rcu_lock`). Grace periods pass as soon as they are asked for: there are
 //! no readers here; what the model checks is that every deferral finished before a barrier
 //! began has been completed when the barrier returns, that nothing is completed twice or lost,
 //! and that the barrier returns while a deferring thread is parked right after sealing.
