@@ -32,6 +32,11 @@
 //!   blocked in a slow path, keeps no deferred free from a barrier, and neither does a thread
 //!   descheduled inside a deferred free. Per-thread, `rcu` follows the rules below with the
 //!   rest of the slot.
+//! - Per-CPU with restartable sequences, `main`'s size and budget word and its entries past
+//!   the size, the `spare` word and the slot's prefill records are also changed by the CPU's
+//!   sequences while the lock is free, each committing with one store (`rseq_ops`); every
+//!   lock holder first adds what they counted to the slot's counters, and finds `spare` a
+//!   plain pointer after that.
 //! - A slot's sheaves are read or written only by the holder of its lock (per-CPU), or by its
 //!   own thread (per-thread) while the thread-local marks it held or, on a fast path that
 //!   calls out to nothing, while no slot of the thread is held and the thread-local (`last`
@@ -142,6 +147,13 @@ impl SlotStrategy for PerThread {
     const PER_CPU: bool = false;
 }
 
+/// Per-CPU with restartable sequences: the bit of a slot's `spare` word that names which of
+/// the slot's two prefill records is in use (`Slot::take_spare_counts`). Set and cleared only
+/// by the spare's sequences (`rseq_ops`) while the lock is free; every lock holder clears it
+/// before it reads the spare, so held code only ever sees a plain pointer. Sheaf headers are
+/// 8-byte aligned, so the bit is never part of an address.
+pub(crate) const SPARE_TAG: usize = 1;
+
 /// The allocation sheaves of one slot. Who may touch them: the module's "Invariants".
 ///
 /// Invariants: `main` is always a sheaf of the cache's capacity (or, after a run-time change,
@@ -239,6 +251,9 @@ pub(crate) struct Slot {
     /// readers and the visits of `barrier`, `shrink` and the hand-over thread skip a slot
     /// without it (and without sealed sheaves).
     rcu_pending: AtomicBool,
+    /// The memory node whose barn and partial slabs this slot uses (in the first word's
+    /// padding).
+    node: u16,
     sheaves: UnsafeCell<SlotSheaves>,
     /// Per-CPU: see the module's invariants (the sequences, `rcu_lock` and `detach`);
     /// per-thread: as `sheaves`.
@@ -248,14 +263,17 @@ pub(crate) struct Slot {
     /// counted in the cache's shared block by `detach` holders, the others by the holder of
     /// `lock`.
     pub(crate) counters: Counters,
-    /// The memory node whose barn and partial slabs this slot uses.
-    node: u32,
-    /// Per-thread: the owner's kernel thread id, to read its scheduling state.
-    tid: i32,
-    /// Per-thread: the owner's slot cache (its thread-local), read and revoked by takers
-    /// while they hold the slot's lock and the slot is not orphaned (the owner's exit waits
-    /// for the lock before it marks the slot orphaned, and the thread-local lives until then).
-    owner: *const LastSlots,
+    /// Two words whose use depends on the strategy (a slot is one or the other for life):
+    ///
+    /// - per-CPU: the prefill counts that the spare's restartable sequences left pending
+    ///   (`rseq_ops`), two copies of one record, the one in use named by the tag bit of the
+    ///   `spare` word ([`SPARE_TAG`]); see [`Slot::take_spare_counts`];
+    /// - per-thread: the owner's kernel thread id (word 0), to read its scheduling state,
+    ///   and the address of its slot cache, its thread-local (word 1), read and revoked by
+    ///   takers while they hold the slot's lock and the slot is not orphaned (the owner's
+    ///   exit waits for the lock before it marks the slot orphaned, and the thread-local
+    ///   lives until then). Written once, before the slot is shared.
+    aux: [std::sync::atomic::AtomicU64; 2],
     /// The sealed deferred-free sheaves and their `detach` lock (`chain`); in the last bytes
     /// of the slot's 256, away from the fast paths' first line.
     chain: chain::Chain,
@@ -276,12 +294,11 @@ impl Slot {
             orphaned: std::sync::atomic::AtomicBool::new(false),
             drain: std::sync::atomic::AtomicU8::new(0),
             rcu_pending: AtomicBool::new(false),
+            node: u16::try_from(node).expect("memory node numbers fit in 16 bits"),
             sheaves: UnsafeCell::new(SlotSheaves::new()),
             rcu: UnsafeCell::new(RcuSheaves::default()),
             counters: Counters::default(),
-            node: node as u32,
-            tid: 0,
-            owner: std::ptr::null(),
+            aux: Default::default(),
             chain: chain::Chain::default(),
         }
     }
@@ -339,7 +356,7 @@ impl Slot {
     /// The slot's memory node.
     #[inline(always)]
     pub(crate) fn node(&self) -> usize {
-        self.node as usize
+        usize::from(self.node)
     }
 
     /// The sheaves, for code that has exclusive access by the module's protocol.
@@ -377,6 +394,7 @@ impl Slot {
     #[inline(always)]
     fn take_fast_counts(&self) {
         use crate::stats::Stat;
+        self.take_spare_counts();
         // SAFETY: the caller holds the slot's lock, which excludes the sequences.
         let sheaves = unsafe { self.sheaves_mut() };
         let (pops, pushes) = sheaves.main.take_fast_counts();
@@ -384,6 +402,67 @@ impl Slot {
             self.counters.add_owned(Stat::AllocFastpath, pops);
             self.counters.add_owned(Stat::FreeFastpath, pushes);
         }
+    }
+
+    /// Per-CPU with restartable sequences, by a new lock holder: adds the prefill counts that the spare's sequences left pending
+    /// (`rseq_ops`) to the slot's counters, and leaves the `spare` word an untagged pointer
+    /// (or null) with record 0 cleared, so that the holder may read it as an
+    /// `Option<OwnedSheaf>` and the next sequence starts from an empty record.
+    ///
+    /// Each record is one word: the lends in the low half and the give-backs in the high
+    /// half, each half a count in its top 8 bits and a sum of objects in its low 24.
+    #[inline(always)]
+    pub(crate) fn take_spare_counts(&self) {
+        let spare = self.spare_word();
+        // SAFETY: the caller holds the slot's lock, which excludes the sequences, or has
+        // exclusive access to the cache: nothing else reads or writes the word.
+        let word = unsafe { spare.read() };
+        let record = self.aux[word & SPARE_TAG].load(Ordering::Relaxed);
+        if (word & SPARE_TAG) as u64 | record != 0 {
+            self.fold_spare_counts(spare, word, record);
+        }
+    }
+
+    /// The rest of [`Slot::take_spare_counts`]: something is pending.
+    #[cold]
+    #[inline(never)]
+    fn fold_spare_counts(&self, spare: *mut usize, word: usize, record: u64) {
+        use crate::stats::Stat;
+        let (lends, gives) = (record as u32, (record >> 32) as u32);
+        self.counters
+            .add_owned(Stat::SheafPrefillFast, u64::from(lends >> 24));
+        self.counters
+            .add_owned(Stat::PrefillReserved, u64::from(lends & 0xFF_FFFF));
+        self.counters
+            .add_owned(Stat::SheafReturnFast, u64::from(gives >> 24));
+        self.counters
+            .add_owned(Stat::PrefillUnused, u64::from(gives & 0xFF_FFFF));
+        for copy in &self.aux {
+            copy.store(0, Ordering::Relaxed);
+        }
+        // SAFETY: as in `take_spare_counts`.
+        unsafe { spare.write(word & !SPARE_TAG) };
+    }
+
+    /// The `spare` field as the word the sequences read and write: a sheaf's address or
+    /// null, with [`SPARE_TAG`] naming the record in use while the lock is free.
+    #[inline(always)]
+    fn spare_word(&self) -> *mut usize {
+        // SAFETY: a field projection through the cell's raw pointer, creating no reference;
+        // `Option<OwnedSheaf>` is one pointer, null for `None` (`rseq_ops` asserts its size).
+        unsafe { (&raw mut (*self.sheaves.get()).spare).cast::<usize>() }
+    }
+
+    /// Per-thread: the owner's kernel thread id.
+    #[inline]
+    fn tid(&self) -> i32 {
+        self.aux[0].load(Ordering::Relaxed) as i32
+    }
+
+    /// Per-thread: the owner's slot cache (see `aux`).
+    #[inline]
+    fn owner(&self) -> *const LastSlots {
+        std::ptr::with_exposed_provenance(self.aux[1].load(Ordering::Relaxed) as usize)
     }
 
     /// As [`Slot::take_fast_counts`], by a holder of `rcu_lock` and `detach`, for the
@@ -506,51 +585,6 @@ impl<S: SlotStrategy> Drop for FastSlot<'_, S> {
 impl<S: SlotStrategy> fmt::Debug for FastSlot<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("FastSlot").field(self.slot).finish()
-    }
-}
-
-/// A per-CPU slot held for its `spare` alone ([`SlotTable::acquire_spare`]): the prefill's
-/// fast paths lend the spare and take a returned sheaf back as the spare, and touch nothing
-/// else.
-///
-/// An ordinary holder first adds the counts that the restartable sequences committed on
-/// `main` since the last re-base to the slot's counters, and re-bases `main` as it lets go
-/// (`rseq_ops`). The sequences never touch `spare`, so a holder that leaves `main` alone can
-/// skip both: the counts stay pending in `main`'s header, exact, for the next ordinary holder
-/// (or statistics reader) to add. This guard gives no access to `main`; a holder that finds
-/// it needs more turns the hold into an ordinary one with [`SlotTable::upgrade_spare`].
-pub(crate) struct SpareSlot<'a> {
-    slot: &'a Slot,
-}
-
-impl<'a> SpareSlot<'a> {
-    /// The slot's spare sheaf.
-    #[inline(always)]
-    pub(crate) fn spare(&mut self) -> &mut Option<OwnedSheaf> {
-        // SAFETY: we hold the slot's lock, so its sheaves are ours; `&mut self` makes this the
-        // only reference handed out through the guard.
-        &mut unsafe { self.slot.sheaves_mut() }.spare
-    }
-
-    /// The slot's counters.
-    #[inline(always)]
-    pub(crate) fn counters(&self) -> &'a Counters {
-        &self.slot.counters
-    }
-}
-
-impl Drop for SpareSlot<'_> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        // `main` is as the last ordinary holder re-based it, plus what the sequences
-        // committed since (counted by the next ordinary holder): not re-based here.
-        self.slot.lock.store(FREE, Ordering::Release);
-    }
-}
-
-impl fmt::Debug for SpareSlot<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SpareSlot").field(self.slot).finish()
     }
 }
 
@@ -779,6 +813,8 @@ impl<S: SlotStrategy> SlotTable<S> {
                 unsafe { slot.forget_sheaves() };
                 continue;
             }
+            // The spare's pending counts, and its word untagged before it is read.
+            slot.take_spare_counts();
             // SAFETY: exclusive access by the caller's obligation.
             f(unsafe { slot.sheaves_mut() });
         }

@@ -173,33 +173,45 @@ pub(crate) const MAX_PREFILL: usize = 1 << 24;
 impl<S: SlotStrategy> CacheCore<S> {
     /// A sheaf holding at least `count` objects (C-PREFILL-1..7).
     ///
-    /// Fast path (inlined): the held slot's spare already holds `count`, and is handed out
-    /// as it is. Everything else goes to [`CacheCore::prefill_slow`] with the slot still held.
-    #[inline]
+    /// Fast path (inlined): per-CPU with restartable sequences, the CPU slot's spare holds
+    /// `count`, and one sequence lends it as it is ([`SlotTable::lend_spare_fast`]);
+    /// everything else is [`CacheCore::prefill_locked`], out of line, so that the inlined
+    /// part keeps no frame of its own. Per-thread slots inline the locked path instead (their
+    /// lend is their own fast path).
+    ///
+    /// [`SlotTable::lend_spare_fast`]: crate::slot::SlotTable::lend_spare_fast
+    #[inline(always)]
     pub(crate) fn prefill(
         &self,
         flags: AllocFlags,
         count: usize,
     ) -> Result<OwnedSheaf, AllocError> {
+        if !S::PER_CPU {
+            return self.prefill_held(flags, count);
+        }
+        if count <= self.capacity()
+            && self.has_sheaves
+            && let Some(spare) = self.slots.lend_spare_fast(count)
+        {
+            return Ok(spare);
+        }
+        self.prefill_locked(flags, count)
+    }
+
+    /// [`CacheCore::prefill`] past its sequence, out of line.
+    #[inline(never)]
+    fn prefill_locked(&self, flags: AllocFlags, count: usize) -> Result<OwnedSheaf, AllocError> {
+        self.prefill_held(flags, count)
+    }
+
+    /// [`CacheCore::prefill`] with the slot held: the spare lent when it holds `count`, and
+    /// everything else in [`CacheCore::prefill_slow`] with the slot still held.
+    #[inline(always)]
+    fn prefill_held(&self, flags: AllocFlags, count: usize) -> Result<OwnedSheaf, AllocError> {
         if count > self.capacity() || !self.has_sheaves {
             return self.prefill_oversize(flags, count);
         }
-        // Per-CPU, the spare is lent under a hold of the spare alone, which leaves the
-        // sequences' counts on `main` pending (`SpareSlot`); anything more upgrades it.
-        let mut slot = match self.slots.acquire_spare() {
-            Some(mut held) => {
-                let counters = held.counters();
-                if let Some(spare) = lend_spare(held.spare(), counters, count) {
-                    return Ok(spare);
-                }
-                return self.prefill_slow(
-                    Some(self.slots.upgrade_spare(held).hold()),
-                    flags,
-                    count,
-                );
-            }
-            None => self.slots.acquire_fast(),
-        };
+        let mut slot = self.slots.acquire_fast();
         if let Some(slot) = slot.as_mut() {
             let counters = slot.counters();
             if let Some(spare) = lend_spare(&mut slot.sheaves().spare, counters, count) {
@@ -473,26 +485,43 @@ impl<S: SlotStrategy> CacheCore<S> {
 
     /// Takes a prefilled sheaf back (C-RETURN-1..4).
     ///
-    /// Fast path (inlined): a sheaf of the cache's capacity becomes the held slot's spare
-    /// when it has none. Everything else goes to [`CacheCore::return_slow`] with the slot still
-    /// held.
-    #[inline]
+    /// Fast path (inlined): per-CPU with restartable sequences, a sheaf of the cache's
+    /// capacity becomes the CPU slot's spare by one sequence when the slot has none
+    /// ([`SlotTable::give_back_fast`]); everything else is [`CacheCore::return_locked`], out
+    /// of line. Per-thread slots inline the locked path instead, as in
+    /// [`CacheCore::prefill`].
+    ///
+    /// [`SlotTable::give_back_fast`]: crate::slot::SlotTable::give_back_fast
+    #[inline(always)]
     pub(crate) fn return_sheaf(&self, sheaf: OwnedSheaf, flags: AllocFlags) {
+        if !S::PER_CPU {
+            return self.return_held(sheaf, flags);
+        }
+        let sheaf = if sheaf.capacity() == self.capacity() && self.has_sheaves {
+            let Err(sheaf) = self.slots.give_back_fast(sheaf) else {
+                return;
+            };
+            sheaf
+        } else {
+            sheaf
+        };
+        self.return_locked(sheaf, flags);
+    }
+
+    /// [`CacheCore::return_sheaf`] past its sequence, out of line.
+    #[inline(never)]
+    fn return_locked(&self, sheaf: OwnedSheaf, flags: AllocFlags) {
+        self.return_held(sheaf, flags);
+    }
+
+    /// [`CacheCore::return_sheaf`] with the slot held: the sheaf kept as the spare when the
+    /// slot has none, and everything else in [`CacheCore::return_slow`].
+    #[inline(always)]
+    fn return_held(&self, sheaf: OwnedSheaf, flags: AllocFlags) {
         if sheaf.capacity() != self.capacity() || !self.has_sheaves {
             return self.return_discard(sheaf, flags);
         }
-        // Per-CPU, as in `prefill`: the spare alone, upgraded for anything more.
-        let (mut slot, sheaf) = match self.slots.acquire_spare() {
-            Some(mut held) => {
-                let counters = held.counters();
-                let Err(sheaf) = keep_as_spare(held.spare(), counters, sheaf) else {
-                    return;
-                };
-                let held = self.slots.upgrade_spare(held).hold();
-                return self.return_slow(Some(held), sheaf, flags);
-            }
-            None => (self.slots.acquire_fast(), sheaf),
-        };
+        let mut slot = self.slots.acquire_fast();
         let sheaf = match slot.as_mut() {
             Some(slot) => {
                 let counters = slot.counters();
@@ -518,7 +547,7 @@ impl<S: SlotStrategy> CacheCore<S> {
             // Objects of a sheaf on loan count as live until returned: those flushed are
             // returned here, the rest by the return below.
             tally.add(Stat::PrefillUnused, flushed as u64);
-            return self.return_sheaf(resized, flags);
+            return self.return_held(resized, flags);
         }
         tally.add(Stat::PrefillUnused, sheaf.size() as u64);
         tally.add(Stat::SheafReturnSlow, 1);

@@ -234,6 +234,26 @@ mod sequences {
     ) -> super::RcuStep {
         super::RcuStep::NotHere
     }
+    pub(super) const SPARE_SEQUENCE_MAX: u32 = 0;
+
+    pub(super) unsafe fn lend_spare(
+        _: *const CachePadded<Slot>,
+        _: usize,
+        _: isize,
+        _: u32,
+    ) -> Option<NonNull<()>> {
+        None
+    }
+
+    pub(super) unsafe fn give_back_spare(
+        _: *const CachePadded<Slot>,
+        _: usize,
+        _: isize,
+        _: NonNull<()>,
+        _: u32,
+    ) -> Result<(), ()> {
+        Err(())
+    }
 }
 
 /// How long, in all, a statistics reader waits for held slots before it reads their
@@ -287,19 +307,6 @@ impl<S: SlotStrategy> SlotTable<S> {
     #[cfg(not(loom))]
     #[inline(always)]
     pub(super) fn try_lock_rseq_once(&self, offset: isize) -> Option<OwnCpuOutcome<&Slot>> {
-        let outcome = self.try_lock_rseq_once_unfolded(offset)?;
-        if let OwnCpuOutcome::Locked(slot) = outcome {
-            slot.take_fast_counts();
-        }
-        Some(outcome)
-    }
-
-    /// [`SlotTable::try_lock_rseq_once`] without adding the sequences' counts to the slot's
-    /// counters: for a holder that leaves `main` alone and releases without re-basing it
-    /// ([`SpareSlot`](super::SpareSlot)), or that adds them itself.
-    #[cfg(not(loom))]
-    #[inline(always)]
-    fn try_lock_rseq_once_unfolded(&self, offset: isize) -> Option<OwnCpuOutcome<&Slot>> {
         let cpu = cpu::rseq_cpu(offset)?;
         let slot = self.cpus.get(cpu as usize)?;
         // SAFETY: `offset` is the one `rseq::support` reported; per-CPU slot locks are only
@@ -308,41 +315,15 @@ impl<S: SlotStrategy> SlotTable<S> {
         // release store of `FREE`.
         Some(
             match unsafe { rseq::try_lock_local(&slot.lock, cpu, offset) } {
-                rseq::LocalOutcome::Locked => OwnCpuOutcome::Locked(slot),
+                rseq::LocalOutcome::Locked => {
+                    slot.take_fast_counts();
+                    OwnCpuOutcome::Locked(slot)
+                }
                 rseq::LocalOutcome::Busy => OwnCpuOutcome::Busy,
                 // Migrated since the CPU was read, or preempted inside.
                 rseq::LocalOutcome::Moved | rseq::LocalOutcome::Aborted => OwnCpuOutcome::Retry,
             },
         )
-    }
-
-    /// Per-CPU with restartable sequences: one attempt at holding the caller's CPU slot for
-    /// its `spare` alone (see [`SpareSlot`](super::SpareSlot)); `None` wherever that attempt
-    /// does not lock the slot (held, migrated, no rseq area, compare-exchange locks,
-    /// per-thread slots), after which the caller takes the ordinary path.
-    #[inline(always)]
-    pub(crate) fn acquire_spare(&self) -> Option<super::SpareSlot<'_>> {
-        #[cfg(not(loom))]
-        if S::PER_CPU
-            && let LockKind::Rseq { offset } = self.lock_kind
-            && let Some(OwnCpuOutcome::Locked(slot)) = self.try_lock_rseq_once_unfolded(offset)
-        {
-            return Some(super::SpareSlot { slot });
-        }
-        None
-    }
-
-    /// Turns a [`SpareSlot`](super::SpareSlot) hold into an ordinary one: the sequences'
-    /// counts are added to the slot's counters now, as any other holder does on taking the
-    /// slot, and the release re-bases `main`.
-    #[inline(always)]
-    pub(crate) fn upgrade_spare<'a>(
-        &'a self,
-        spare: super::SpareSlot<'a>,
-    ) -> super::FastSlot<'a, S> {
-        let slot = std::mem::ManuallyDrop::new(spare).slot;
-        slot.take_fast_counts();
-        self.fast_slot(slot)
     }
 
     /// Per-CPU with restartable sequences: takes the slot of the CPU the caller runs on
@@ -404,6 +385,52 @@ impl<S: SlotStrategy> SlotTable<S> {
             return Some((self.cpus.as_ptr(), self.cpus.len(), offset));
         }
         None
+    }
+
+    /// Per-CPU with restartable sequences: the prefill's fast path as one sequence (`rseq_ops`'s
+    /// `lend_spare`): the caller's CPU slot's spare, when it holds at least `count` objects
+    /// (and no more than the sequences take), lent and counted without the slot's lock;
+    /// `None` on any miss, and always for other tables and targets.
+    #[inline(always)]
+    pub(crate) fn lend_spare_fast(&self, count: usize) -> Option<OwnedSheaf> {
+        let (cpus, ncpus, offset) = self.sequence_table()?;
+        let count = u32::try_from(count)
+            .ok()
+            .filter(|&count| count <= sequences::SPARE_SEQUENCE_MAX)?;
+        // SAFETY: `sequence_table` is `Some` only for a per-CPU table whose lock kind is
+        // `Rseq` with this offset, slot `c` of `cpus` being CPU `c`'s; `&self` keeps it alive;
+        // `count` is bounded as the sequence requires.
+        let raw = unsafe { sequences::lend_spare(cpus, ncpus, offset, count) }?;
+        // SAFETY: the sequence committed the slot's `spare` to null: the sheaf it held is now
+        // the caller's alone.
+        Some(unsafe { OwnedSheaf::from_raw(raw) })
+    }
+
+    /// Per-CPU with restartable sequences: the return's fast path as one sequence
+    /// (`rseq_ops`'s `give_back_spare`): `sheaf` becomes the caller's CPU slot's spare,
+    /// counted, when the slot has none, without its lock; gives it back on any miss, and
+    /// always for other tables and targets.
+    ///
+    /// `sheaf` must be of the cache's current capacity (as any spare).
+    #[inline(always)]
+    pub(crate) fn give_back_fast(&self, sheaf: OwnedSheaf) -> Result<(), OwnedSheaf> {
+        let Some((cpus, ncpus, offset)) = self.sequence_table() else {
+            return Err(sheaf);
+        };
+        let size = sheaf.size() as u32;
+        if size > sequences::SPARE_SEQUENCE_MAX {
+            return Err(sheaf);
+        }
+        // SAFETY: as in `lend_spare_fast`; the sheaf is the caller's, of the cache's capacity,
+        // holding `size` objects.
+        match unsafe { sequences::give_back_spare(cpus, ncpus, offset, sheaf.as_raw(), size) } {
+            Ok(()) => {
+                // The slot owns the sheaf now.
+                let _ = sheaf.into_raw();
+                Ok(())
+            }
+            Err(()) => Err(sheaf),
+        }
     }
 
     /// Per-CPU with restartable sequences: the pop and push sequences of this table as a

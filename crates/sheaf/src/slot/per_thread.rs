@@ -279,7 +279,7 @@ impl<S: SlotStrategy> SlotTable<S> {
         }
         // SAFETY: the slot is not orphaned and we hold its lock, so its owner has not passed
         // the point of its exit that waits for the lock: its thread-local is alive.
-        let owner = unsafe { &*slot.owner };
+        let owner = unsafe { &*slot.owner() };
         let (last, entry) = (&owner.last, owner.entry(self.id));
         let in_use = || {
             let id = last.id.load(Ordering::SeqCst);
@@ -298,7 +298,7 @@ impl<S: SlotStrategy> SlotTable<S> {
             }
         };
         revoke();
-        if !in_use() && thread_sleeps(slot.tid) && !in_use() {
+        if !in_use() && thread_sleeps(slot.tid()) && !in_use() {
             return Take::Taken;
         }
         // The request before the revocation: an owner that releases a hold after the

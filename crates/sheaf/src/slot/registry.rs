@@ -90,12 +90,15 @@ thread_local! {
 impl Slot {
     /// Per-thread: a slot owned by the calling thread.
     pub(super) fn for_this_thread(node: usize) -> Self {
-        Self {
-            owner: LAST_SLOTS.with(|slots| slots as *const LastSlots),
-            #[cfg(not(loom))]
-            tid: rustix::thread::gettid().as_raw_nonzero().get(),
-            ..Self::new(node)
-        }
+        let slot = Self::new(node);
+        let owner = LAST_SLOTS.with(|slots| (slots as *const LastSlots).expose_provenance());
+        slot.aux[1].store(owner as u64, Ordering::Relaxed);
+        #[cfg(not(loom))]
+        slot.aux[0].store(
+            rustix::thread::gettid().as_raw_nonzero().get() as u32 as u64,
+            Ordering::Relaxed,
+        );
+        slot
     }
 }
 

@@ -1,6 +1,7 @@
 //! The per-CPU fast paths as single restartable sequences: an allocation pops from its CPU
-//! slot's `main`, a free pushes onto it, and a batched deferred free pushes onto its
-//! `rcu_free`, without taking the slot's lock.
+//! slot's `main`, a free pushes onto it, a batched deferred free pushes onto its `rcu_free`,
+//! and the prefill lends the slot's `spare` and takes a returned sheaf back as the spare,
+//! without taking the slot's lock.
 //!
 //! The slot lock of `per_cpu` costs a lock store before the work and a release store after
 //! it, around a sequence of its own. Here the work *is* the sequence, and it commits with
@@ -73,6 +74,38 @@
 //! A miss of any kind (a CPU beyond the table, a held slot, an empty or full sheaf, a spent
 //! budget, an abort) sends the operation to the locked path, which sorts each case out as
 //! before; so the paths that replace `main` are unchanged.
+//!
+//! # The spare's sequences
+//!
+//! A lend (the prefill's fast path: the spare holds enough) and a give-back (the return's:
+//! the slot has no spare) each move the slot's `spare` pointer, and each must count: the
+//! lend `sheaf_prefill_fast` and `prefill_reserved` (its objects), the give-back
+//! `sheaf_return_fast` and `prefill_unused`. The last two of those are terms of the
+//! accounting equation (live objects = allocations + reserved - frees - unused), so they
+//! cannot wait for the sheaf to come back. The commit is one store, of the `spare` word, so
+//! the counts must take effect with that store. They are kept in a *record* of the slot, in
+//! two copies; the `spare` word's low bit (`slot::SPARE_TAG`, free in an 8-byte aligned
+//! address) names the copy in use. A sequence reads the copy in use, writes the updated
+//! counts into the other one, and commits the new `spare` word tagged with that other copy:
+//!
+//! ```text
+//! lend:  word = slot.spare; sheaf = word & !TAG; r = word & TAG
+//!        if sheaf == null or not count <= sheaf.size <= 0xFFFF                  -> miss
+//!        records[r ^ 1] = records[r] + one lend of sheaf.size  (a carry         -> miss)
+//!        slot.spare = null | (r ^ 1)                                             (commit)
+//! give:  word = slot.spare; if word & !TAG != null                              -> miss
+//!        records[r ^ 1] = records[r] + one give-back of its size (a carry       -> miss)
+//!        slot.spare = sheaf | (r ^ 1)                                            (commit)
+//! ```
+//!
+//! The copy not in use is nobody's until a commit names it, and every sequence writes it in
+//! full before committing, so an aborted attempt, or another thread's sequence in between,
+//! leaves nothing behind that counts. Each half of a record (lends, give-backs) is a count in
+//! its top 8 bits and a sum of objects in its low 24; a sequence that would carry out of
+//! either misses, and the locked path folds the record. Every lock holder, on taking the
+//! slot, adds the record in use to the slot's counters, clears both copies and the tag
+//! (`Slot::take_spare_counts`), so held code sees a plain pointer, and statistics readers,
+//! which take each free slot's lock, see every lend and give-back committed before.
 
 use std::mem::offset_of;
 use std::ptr::NonNull;
@@ -90,6 +123,12 @@ const LOCK_AT: usize = offset_of!(Slot, lock);
 /// The `main` sheaf pointer's offset in a padded slot.
 const MAIN_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, main);
 
+/// The `spare` word's offset in a padded slot (a sheaf pointer or null, tagged with the
+/// record in use: `slot::SPARE_TAG`).
+const SPARE_AT: usize = offset_of!(Slot, sheaves) + offset_of!(SlotSheaves, spare);
+/// The offset of the slot's two prefill records (`Slot::take_spare_counts`).
+const RECORDS_AT: usize = offset_of!(Slot, aux);
+
 /// The `rcu_free` sheaf pointer's offset in a padded slot (null for none).
 const RCU_FREE_AT: usize = offset_of!(Slot, rcu) + offset_of!(RcuSheaves, rcu_free);
 /// The offset of the slot's `rcu_lock`, which guards `rcu_free` (not the main lock: a thread
@@ -106,6 +145,7 @@ const PUSH_STEP: u64 = 0xFFFF_FFFF;
 
 const _: () = assert!(size_of::<CachePadded<Slot>>() == 1 << STRIDE_SHIFT);
 const _: () = assert!(size_of::<Option<crate::sheaf::OwnedSheaf>>() == size_of::<usize>());
+const _: () = assert!(align_of::<crate::sheaf::SheafHeader>() > super::SPARE_TAG);
 
 /// The part every sequence here shares after [`slab::rseq_sequence_start`]: reads the CPU
 /// number into `cpu`, misses (label `7`) when it is beyond the table's `ncpus` slots or the
@@ -355,6 +395,194 @@ pub(super) unsafe fn push_rcu(
             stride_shift = const STRIDE_SHIFT,
         )
     };
+    Ok(())
+}
+
+/// The largest spare the spare's sequences lend, and the largest sheaf they take back: a
+/// record's sums have 24 bits, and its counts (8 bits) overflow first (a miss, after which
+/// a lock holder folds the record) while every operation adds at most this much.
+pub(super) const SPARE_SEQUENCE_MAX: u32 = 0xFFFF;
+
+/// What one lend or give-back adds to its half of a record: one to the count in the top 8
+/// bits, besides the sheaf's size to the sum in the low 24 (`Slot::take_spare_counts`).
+const RECORD_COUNT_ONE: u32 = 1 << 24;
+
+/// The end of a spare sequence whose result is a register (`{hdr}`, zeroed on a miss or an
+/// abort), right after its commit; the miss and abort paths in a section of their own, as
+/// in [`pop`].
+macro_rules! spare_end {
+    () => {
+        concat!(
+            "5:\n",
+            "mov qword ptr fs:[{offset} + 8], 0\n",
+            "8:\n",
+            ".pushsection .text.sheaf_rseq_miss, \"ax\"\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "lock inc qword ptr [rip + {aborts}]\n",
+            "7:\n",
+            "xor {hdr:e}, {hdr:e}\n",
+            "mov qword ptr fs:[{offset} + 8], 0\n",
+            "jmp 8b\n",
+            ".popsection",
+        )
+    };
+}
+
+/// The prefill's fast path as one restartable sequence: lends the `spare` of the caller's
+/// CPU slot in `cpus` when it holds from `count` to [`SPARE_SEQUENCE_MAX`] objects, and
+/// counts the lend in the slot's record in use; `None` on a miss (no spare, too few or too
+/// many objects, a held slot, a full record, an abort).
+///
+/// ```text
+/// lend:  cpus, slot and the lock as for a pop
+///        word = slot.spare; sheaf = word & !TAG; if sheaf == null            -> miss
+///        if not count <= sheaf.size <= MAX                                   -> miss
+///        r = word & TAG                                          (the record in use)
+///        lends = records[r].lends + (1 << 24) + sheaf.size; if it carried    -> miss
+///        records[r ^ 1] = (lends, records[r].gives)            (unused copy: harmless)
+///        slot.spare = r ^ 1                                      (commit: null, other copy)
+/// ```
+///
+/// # Safety
+///
+/// - As for [`pop`]; `count <= SPARE_SEQUENCE_MAX`.
+#[inline(always)]
+pub(super) unsafe fn lend_spare(
+    cpus: *const CachePadded<Slot>,
+    ncpus: usize,
+    offset: isize,
+    count: u32,
+) -> Option<NonNull<()>> {
+    let sheaf: usize;
+    // SAFETY: a restartable sequence laid out as in `pop` (descriptor, signature before the
+    // abort handler, `rseq_cs` cleared on every exit). It reads the CPU number inside the
+    // sequence, bounds it by the table and checks the lock before it reads the slot's
+    // `spare` word; while the lock is free and the thread runs on that CPU, the word, the
+    // records and the spare sheaf belong to this sequence (module docs), so the header it
+    // reads is a live sheaf of the slot. Its only writes before the commit go to the record
+    // that the tag does not name, which nothing reads until a commit names it, and which
+    // every sequence writes in full before it does; an aborted attempt rewrites the same
+    // values. The commit (the store of the `spare` word: null, tagged with the other record)
+    // is the last instruction, so the lend and its counts take effect together.
+    unsafe {
+        std::arch::asm!(
+            slab::rseq_sequence_start!("hdr"),
+            own_free_slot!(),
+            "add {cpu}, {cpus}",
+            "mov {word}, qword ptr [{cpu} + {spare_at}]",
+            "mov {hdr}, {word}",
+            "and {hdr}, -2",
+            "jz 7f",
+            "mov {k:e}, dword ptr [{hdr} + {word_at}]",
+            "mov {t:e}, {k:e}",
+            "sub {t:e}, {count:e}",
+            "cmp {t:e}, {limit:e}",
+            "ja 7f",
+            "and {word:e}, 1",
+            "add {k:e}, {one}",
+            "add {k:e}, dword ptr [{cpu} + {word} * 8 + {records_at}]",
+            "jc 7f",
+            "mov {t:e}, dword ptr [{cpu} + {word} * 8 + {records_at} + 4]",
+            "xor {word:e}, 1",
+            "mov dword ptr [{cpu} + {word} * 8 + {records_at}], {k:e}",
+            "mov dword ptr [{cpu} + {word} * 8 + {records_at} + 4], {t:e}",
+            "mov qword ptr [{cpu} + {spare_at}], {word}",
+            spare_end!(),
+            offset = in(reg) offset,
+            cpus = in(reg) cpus,
+            ncpus = in(reg) ncpus,
+            count = in(reg) count,
+            limit = in(reg) SPARE_SEQUENCE_MAX - count,
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const LOCK_AT,
+            spare_at = const SPARE_AT,
+            records_at = const RECORDS_AT,
+            word_at = const layout::WORD,
+            one = const RECORD_COUNT_ONE,
+            aborts = sym slab::rseq::ABORTS,
+            hdr = out(reg) sheaf,
+            cpu = out(reg) _,
+            word = out(reg) _,
+            k = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    NonNull::new(sheaf as *mut ())
+}
+
+/// The return's fast path as one restartable sequence: makes `sheaf` (holding `size`
+/// objects, at most [`SPARE_SEQUENCE_MAX`]) the `spare` of the caller's CPU slot in `cpus`
+/// when the slot has none, and counts the give-back in the slot's record in use; `Err` on a
+/// miss (a spare in place, a held slot, a full record, an abort), the sheaf still the
+/// caller's.
+///
+/// ```text
+/// give:  cpus, slot and the lock as for a pop
+///        word = slot.spare; if word & !TAG != null                          -> miss
+///        r = word                                                (the record in use)
+///        gives = records[r].gives + (1 << 24) + size; if it carried         -> miss
+///        records[r ^ 1] = (records[r].lends, gives)            (unused copy: harmless)
+///        slot.spare = sheaf | (r ^ 1)                                        (commit)
+/// ```
+///
+/// # Safety
+///
+/// - As for [`pop`].
+/// - `sheaf` is a sheaf of the slots' cache of its current capacity, owned by the caller,
+///   holding `size <= SPARE_SEQUENCE_MAX` objects; on `Ok` the slot owns it (the caller
+///   gives up its handle without freeing it).
+#[inline(always)]
+pub(super) unsafe fn give_back_spare(
+    cpus: *const CachePadded<Slot>,
+    ncpus: usize,
+    offset: isize,
+    sheaf: NonNull<()>,
+    size: u32,
+) -> Result<(), ()> {
+    // SAFETY: as in `lend_spare`: the word is read after the lock check, the only write
+    // before the commit goes to the record the tag does not name, and the commit (the
+    // `spare` word: the sheaf's address, 8-byte aligned, tagged with the other record) is
+    // the last instruction.
+    unsafe {
+        std::arch::asm!(
+            slab::rseq_sequence_start!("hdr"),
+            own_free_slot!(),
+            "add {cpu}, {cpus}",
+            "mov {word}, qword ptr [{cpu} + {spare_at}]",
+            "cmp {word}, 1",
+            "ja 7f",
+            "mov {hdr:e}, dword ptr [{cpu} + {word} * 8 + {records_at} + 4]",
+            "add {hdr:e}, {delta:e}",
+            "jc 7f",
+            "mov {t:e}, dword ptr [{cpu} + {word} * 8 + {records_at}]",
+            "xor {word:e}, 1",
+            "mov dword ptr [{cpu} + {word} * 8 + {records_at}], {t:e}",
+            "mov dword ptr [{cpu} + {word} * 8 + {records_at} + 4], {hdr:e}",
+            "or {word}, {sheaf}",
+            "mov qword ptr [{cpu} + {spare_at}], {word}",
+            push_end!(),
+            offset = in(reg) offset,
+            cpus = in(reg) cpus,
+            ncpus = in(reg) ncpus,
+            sheaf = in(reg) sheaf.as_ptr(),
+            delta = in(reg) RECORD_COUNT_ONE + size,
+            stride_shift = const STRIDE_SHIFT,
+            lock_at = const LOCK_AT,
+            spare_at = const SPARE_AT,
+            records_at = const RECORDS_AT,
+            aborts = sym slab::rseq::ABORTS,
+            hdr = out(reg) _,
+            cpu = out(reg) _,
+            word = out(reg) _,
+            t = out(reg) _,
+            miss = label {
+                return Err(());
+            },
+            options(nostack),
+        );
+    }
     Ok(())
 }
 
@@ -693,12 +921,11 @@ mod tests {
         assert!(cache.check_invariants());
     }
 
-    /// The prefill's lend and give-back hold the slot for its spare alone, leaving the
-    /// sequences' counts on `main` pending: the next ordinary holder (here a statistics
-    /// reader) still counts every pop and push once, and both holds exclude the sequences
-    /// while they last.
+    /// The spare's sequences leave the pop and push counts pending on `main` alone, so the
+    /// next lock holder (here a statistics reader) counts every pop and push once; and a
+    /// held slot stops them as it stops the pop and the push.
     #[test]
-    fn a_spare_hold_leaves_the_sequences_counts_exact() {
+    fn spare_sequences_leave_the_main_counts_exact() {
         if !sequences_run() {
             return;
         }
@@ -708,17 +935,9 @@ mod tests {
         // then 4 pops.
         let (_, allocs, frees) = alloc_then_push(&cache, 10);
         let popped: Vec<NonNull<u8>> = (0..4).map(|_| slots.pop_fast().unwrap()).collect();
-        {
-            let _held = slots.acquire_spare().expect("the slot is free");
-            assert_eq!(
-                slots.pop_fast(),
-                None,
-                "a spare hold excludes the sequences"
-            );
-        }
-        // A prefill and its return: served from the slabs and taken back as the spare, then
-        // lent and given back again by the spare's fast paths.
-        for _ in 0..2 {
+        // A prefill and its return: served from the slabs and taken back as the spare by a
+        // sequence, then lent and given back again by the sequences.
+        for _ in 0..3 {
             let mut sheaf = cache.prefill(AllocFlags::empty(), 5).unwrap();
             let taken = sheaf.alloc(AllocFlags::empty()).unwrap();
             sheaf.return_with(AllocFlags::empty());
@@ -729,10 +948,27 @@ mod tests {
             counter(&cache, "alloc_fastpath") - allocs,
             counter(&cache, "free_fastpath") - frees,
         );
-        // The 4 pops, and the 10 pushes with the frees of the two prefilled objects.
-        assert_eq!(counted, (4, 12), "every operation counted once");
-        assert!(counter(&cache, "sheaf_prefill_fast") >= 1);
-        assert!(counter(&cache, "sheaf_return_fast") >= 1);
+        // The 4 pops, and the 10 pushes with the frees of the three prefilled objects.
+        assert_eq!(counted, (4, 13), "every operation counted once");
+        assert_eq!(counter(&cache, "sheaf_prefill_fast"), 2);
+        assert_eq!(counter(&cache, "sheaf_return_fast"), 3);
+        {
+            let _held = slots.acquire_fast().expect("the slot is free");
+            assert!(
+                slots.lend_spare_fast(0).is_none(),
+                "a held slot stops the lend"
+            );
+        }
+        let spare = slots
+            .lend_spare_fast(0)
+            .expect("the spare, the slot free again");
+        let spare = {
+            let _held = slots.acquire_fast().expect("the slot is free");
+            slots
+                .give_back_fast(spare)
+                .expect_err("a held slot stops the give-back")
+        };
+        assert!(slots.give_back_fast(spare).is_ok());
         for object in popped {
             // SAFETY: as above.
             unsafe { cache.free(object) };
@@ -740,6 +976,103 @@ mod tests {
         assert!(cache.check_invariants());
         cache.shrink();
         assert_eq!(cache.stats().live_objects, Some(0));
+    }
+
+    /// The prefill counters, read as a statistics reader does (it folds what the spare's
+    /// sequences left pending): `[sheaf_prefill_fast, prefill_reserved, sheaf_return_fast,
+    /// prefill_unused]`.
+    fn prefill_counts(cache: &Cache<PerCpu>) -> [u64; 4] {
+        let stats = cache.stats();
+        let get = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
+        [
+            get("sheaf_prefill_fast"),
+            get("prefill_reserved"),
+            get("sheaf_return_fast"),
+            get("prefill_unused"),
+        ]
+    }
+
+    /// The spare's sequences lend the spare and take a sheaf back as the spare without the
+    /// slot's lock, and count exactly: while a sheaf is out (its objects live), across
+    /// records that fill up (a miss after 255 operations, then a lock holder folds), and the
+    /// tagged `spare` word they leave behind is read right by a shrink and by the cache's
+    /// drop.
+    #[test]
+    fn spare_sequences_lend_give_back_and_count_exactly() {
+        if !sequences_run() {
+            return;
+        }
+        let cache = pinned_cache();
+        let (core, slots) = (cache.core(), cache.core().slots());
+        // No spare: a miss.
+        assert!(slots.lend_spare_fast(1).is_none());
+        // Two sheaves from the slabs; the first becomes the spare by the sequence, the second
+        // finds a spare in place and misses.
+        let first = core.prefill(AllocFlags::empty(), 5).unwrap();
+        let second = core.prefill(AllocFlags::empty(), 5).unwrap();
+        let (held, before) = (first.size() as u64, prefill_counts(&cache));
+        assert!(slots.give_back_fast(first).is_ok());
+        let second = slots.give_back_fast(second).unwrap_err();
+        core.return_sheaf(second, AllocFlags::empty());
+        let live = cache.stats().live_objects.unwrap();
+        // Lent by the sequence: its objects count as live at once, and the lend once.
+        let lent = slots
+            .lend_spare_fast(held as usize)
+            .expect("the spare holds enough");
+        assert!(slots.lend_spare_fast(0).is_none(), "no spare left to lend");
+        assert_eq!(cache.stats().live_objects, Some(live + held));
+        let after = prefill_counts(&cache);
+        assert_eq!(
+            [
+                after[0] - before[0],
+                after[1] - before[1],
+                after[2] - before[2]
+            ],
+            [1, held, 1],
+            "one lend of {held}, one return as the spare (the other went to the barn)"
+        );
+        // Asking for more than the spare holds is a miss that leaves it in place.
+        assert!(slots.give_back_fast(lent).is_ok());
+        assert!(slots.lend_spare_fast(held as usize + 1).is_none());
+        // Many cycles with nothing else on the slot: the records fill and are folded.
+        let before = prefill_counts(&cache);
+        let (cycles, mut by_sequence) = (1000u64, 0u64);
+        for _ in 0..cycles {
+            let sheaf = match slots.lend_spare_fast(3) {
+                Some(sheaf) => {
+                    by_sequence += 1;
+                    sheaf
+                }
+                None => core.prefill(AllocFlags::empty(), 3).unwrap(),
+            };
+            assert_eq!(sheaf.size() as u64, held);
+            if let Err(sheaf) = slots.give_back_fast(sheaf) {
+                core.return_sheaf(sheaf, AllocFlags::empty());
+            }
+        }
+        let after = prefill_counts(&cache);
+        let counted: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(counted, [cycles, cycles * held, cycles, cycles * held]);
+        // Each record holds 255 lends: a few misses, the rest sequences (aborts aside).
+        assert!(
+            by_sequence >= cycles - 20,
+            "{by_sequence} of {cycles} by sequence"
+        );
+        assert!(by_sequence < cycles, "a full record must miss");
+        // A spare given back by a sequence (so its word is tagged) is flushed by a shrink...
+        let before = prefill_counts(&cache);
+        let lent = slots.lend_spare_fast(0).unwrap();
+        assert!(slots.give_back_fast(lent).is_ok());
+        cache.shrink();
+        assert_eq!(cache.stats().live_objects, Some(0));
+        let after = prefill_counts(&cache);
+        assert_eq!(after[0] - before[0], 1);
+        assert_eq!(after[2] - before[2], 1);
+        assert!(cache.check_invariants());
+        // ...and freed by the cache's drop.
+        let sheaf = core.prefill(AllocFlags::empty(), 2).unwrap();
+        assert!(slots.give_back_fast(sheaf).is_ok());
+        drop(cache);
     }
 
     #[test]
@@ -809,8 +1142,17 @@ mod tests {
                     let mut held = Vec::with_capacity(16);
                     let mut allocs = 0u64;
                     let mut deferred = 0u64;
+                    let mut prefills = 0u64;
                     for i in 0..OPS {
-                        if held.len() < 12 && (i % 3 != 0 || held.is_empty()) {
+                        if i % 11 == 0 {
+                            // A prefill, one object taken, the return: the spare's sequences.
+                            let mut sheaf = cache.prefill(AllocFlags::empty(), 3).unwrap();
+                            let object = sheaf.alloc(AllocFlags::empty()).unwrap();
+                            sheaf.return_with(AllocFlags::empty());
+                            prefills += 1;
+                            // SAFETY: taken from the prefilled sheaf, freed once.
+                            unsafe { cache.free(object) };
+                        } else if held.len() < 12 && (i % 3 != 0 || held.is_empty()) {
                             held.push(cache.alloc(AllocFlags::empty()).unwrap());
                             allocs += 1;
                         } else {
@@ -826,7 +1168,7 @@ mod tests {
                         }
                     }
                     let held: Vec<usize> = held.iter().map(|o| o.as_ptr() as usize).collect();
-                    (pinned, held, allocs, deferred)
+                    (pinned, held, allocs, deferred, prefills)
                 })
             })
             .collect();
@@ -844,11 +1186,13 @@ mod tests {
         let mut remaining = Vec::new();
         let mut expected_allocs = 0;
         let mut expected_deferred = 0;
+        let mut expected_prefills = 0;
         for worker in workers {
-            let (pinned, held, allocs, deferred) = worker.join().unwrap();
+            let (pinned, held, allocs, deferred, prefills) = worker.join().unwrap();
             assert!(pinned);
             expected_allocs += allocs;
             expected_deferred += deferred;
+            expected_prefills += prefills;
             for address in held {
                 assert!(all.insert(address), "{address:#x} handed out twice");
                 remaining.push(NonNull::new(address as *mut u8).unwrap());
@@ -862,6 +1206,20 @@ mod tests {
         let allocs = get("alloc_fastpath") + get("alloc_slowpath");
         assert_eq!(allocs, expected_allocs);
         assert_eq!(get("deferred_objects"), expected_deferred);
+        // Every prefill and return counted once, whichever path served it; each took one
+        // object, so the reserved objects exceed the unused ones by one a prefill.
+        assert_eq!(
+            get("sheaf_prefill_fast") + get("sheaf_prefill_slow"),
+            expected_prefills
+        );
+        assert_eq!(
+            get("sheaf_return_fast") + get("sheaf_return_slow"),
+            expected_prefills
+        );
+        assert_eq!(
+            get("prefill_reserved") - get("prefill_unused"),
+            expected_prefills
+        );
         // After the barrier every deferred free has completed: what is live is what the
         // workers still hold.
         assert_eq!(stats.live_objects, Some(remaining.len() as u64));
