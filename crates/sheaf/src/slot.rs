@@ -417,17 +417,19 @@ impl Slot {
         // SAFETY: the caller holds the slot's lock, which excludes the sequences, or has
         // exclusive access to the cache: nothing else reads or writes the word.
         let word = unsafe { spare.read() };
-        let record = self.aux[word & SPARE_TAG].load(Ordering::Relaxed);
-        if (word & SPARE_TAG) as u64 | record != 0 {
-            self.fold_spare_counts(spare, word, record);
+        // Nothing is pending when the tag names record 0 and it is empty (the two loads are
+        // independent; the record the tag names is read only when something is).
+        if (word & SPARE_TAG) as u64 | self.aux[0].load(Ordering::Relaxed) != 0 {
+            self.fold_spare_counts(spare, word);
         }
     }
 
     /// The rest of [`Slot::take_spare_counts`]: something is pending.
     #[cold]
     #[inline(never)]
-    fn fold_spare_counts(&self, spare: *mut usize, word: usize, record: u64) {
+    fn fold_spare_counts(&self, spare: *mut usize, word: usize) {
         use crate::stats::Stat;
+        let record = self.aux[word & SPARE_TAG].load(Ordering::Relaxed);
         let (lends, gives) = (record as u32, (record >> 32) as u32);
         self.counters
             .add_owned(Stat::SheafPrefillFast, u64::from(lends >> 24));
