@@ -184,6 +184,33 @@ macro_rules! push_end {
     };
 }
 
+/// The end of a sequence whose result is the register operand named `$result` (zeroed on a
+/// miss or an abort), right after its commit: `rseq_cs` cleared, and the taken path falls
+/// through; the miss (`7`) and abort (`6`, counting in `slab::rseq::ABORTS`) paths live in a
+/// section of their own, so that the taken path runs straight through.
+macro_rules! result_end {
+    ($result:literal) => {
+        concat!(
+            "5:\n",
+            "mov qword ptr fs:[{offset} + 8], 0\n",
+            "8:\n",
+            ".pushsection .text.sheaf_rseq_miss, \"ax\"\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "lock inc qword ptr [rip + {aborts}]\n",
+            "7:\n",
+            "xor {",
+            $result,
+            ":e}, {",
+            $result,
+            ":e}\n",
+            "mov qword ptr fs:[{offset} + 8], 0\n",
+            "jmp 8b\n",
+            ".popsection",
+        )
+    };
+}
+
 /// Pops from the `main` of the caller's CPU slot in `cpus` (a table of `ncpus` slots, one
 /// per CPU number) in one restartable sequence; `None` on a miss.
 ///
@@ -223,18 +250,7 @@ pub(super) unsafe fn pop(
             "sub {word}, {step}",
             "jb 7f",
             "mov qword ptr [{hdr} + {word_at}], {word}",
-            "5:",
-            "mov qword ptr fs:[{offset} + 8], 0",
-            "8:",
-            ".pushsection .text.sheaf_rseq_miss, \"ax\"",
-            ".long 0x53053053",
-            "6:",
-            "lock inc qword ptr [rip + {aborts}]",
-            "7:",
-            "xor {object:e}, {object:e}",
-            "mov qword ptr fs:[{offset} + 8], 0",
-            "jmp 8b",
-            ".popsection",
+            result_end!("object"),
             offset = in(reg) offset,
             cpus = in(reg) cpus,
             ncpus = in(reg) ncpus,
@@ -407,28 +423,6 @@ pub(super) const SPARE_SEQUENCE_MAX: u32 = 0xFFFF;
 /// bits, besides the sheaf's size to the sum in the low 24 (`Slot::take_spare_counts`).
 const RECORD_COUNT_ONE: u32 = 1 << 24;
 
-/// The end of a spare sequence whose result is a register (`{hdr}`, zeroed on a miss or an
-/// abort), right after its commit; the miss and abort paths in a section of their own, as
-/// in [`pop`].
-macro_rules! spare_end {
-    () => {
-        concat!(
-            "5:\n",
-            "mov qword ptr fs:[{offset} + 8], 0\n",
-            "8:\n",
-            ".pushsection .text.sheaf_rseq_miss, \"ax\"\n",
-            ".long 0x53053053\n",
-            "6:\n",
-            "lock inc qword ptr [rip + {aborts}]\n",
-            "7:\n",
-            "xor {hdr:e}, {hdr:e}\n",
-            "mov qword ptr fs:[{offset} + 8], 0\n",
-            "jmp 8b\n",
-            ".popsection",
-        )
-    };
-}
-
 /// The prefill's fast path as one restartable sequence: lends the `spare` of the caller's
 /// CPU slot in `cpus` when it holds from `count` to [`SPARE_SEQUENCE_MAX`] objects, and
 /// counts the lend in the slot's record in use; `None` on a miss (no spare, too few or too
@@ -488,7 +482,7 @@ pub(super) unsafe fn lend_spare(
             "mov dword ptr [{cpu} + {word} * 8 + {records_at}], {k:e}",
             "mov dword ptr [{cpu} + {word} * 8 + {records_at} + 4], {t:e}",
             "mov qword ptr [{cpu} + {spare_at}], {word}",
-            spare_end!(),
+            result_end!("hdr"),
             offset = in(reg) offset,
             cpus = in(reg) cpus,
             ncpus = in(reg) ncpus,
