@@ -42,9 +42,10 @@
 //!    [`PrefilledSheaf`]; [`Cache`] implements [`object_alloc::ObjectAlloc`].
 //! 2. CPU-local sheaves (`slot`): per CPU (or per thread, [`PerThread`]) `main`, `spare`,
 //!    `rcu_free`, found through rseq's `cpu_id` (`slab::cpu`). Per CPU, where the machine
-//!    allows restartable sequences ([`per_cpu_slot_lock`]), an allocation, a free and a
-//!    batched deferred free are each one sequence that commits with a single store, without
-//!    the slot's lock (`slot::rseq_ops`); the slow paths hold the slot with a non-spinning
+//!    allows restartable sequences ([`per_cpu_slot_lock`]), an allocation, a free, a
+//!    batched deferred free, and the prefill's lend and give-back of the slot's spare are each
+//!    one sequence that commits with a single store, without the slot's lock
+//!    (`slot::rseq_ops`); the slow paths hold the slot with a non-spinning
 //!    try-lock (`slab::rseq`), which those sequences respect. No locked instruction on the
 //!    fast paths. A deferred free's other changes to its slot (starting a sheaf, taking a
 //!    group of full ones) are sequences too, so a barrier never waits for a deferring thread.
