@@ -404,7 +404,8 @@ impl Slot {
         }
     }
 
-    /// Per-CPU with restartable sequences, by a new lock holder: adds the prefill counts that the spare's sequences left pending
+    /// Per-CPU with restartable sequences, by a new lock holder (or one with exclusive access
+    /// to the cache): adds the prefill counts that the spare's sequences left pending
     /// (`rseq_ops`) to the slot's counters, and leaves the `spare` word an untagged pointer
     /// (or null) with record 0 cleared, so that the holder may read it as an
     /// `Option<OwnedSheaf>` and the next sequence starts from an empty record.
@@ -412,7 +413,7 @@ impl Slot {
     /// Each record is one word: the lends in the low half and the give-backs in the high
     /// half, each half a count in its top 8 bits and a sum of objects in its low 24.
     #[inline(always)]
-    pub(crate) fn take_spare_counts(&self) {
+    fn take_spare_counts(&self) {
         let spare = self.spare_word();
         // SAFETY: the caller holds the slot's lock, which excludes the sequences, or has
         // exclusive access to the cache: nothing else reads or writes the word.
@@ -745,18 +746,11 @@ impl<S: SlotStrategy> SlotTable<S> {
                 None => self.thread_slot_slow(true)?,
             }
         };
-        Some(self.fast_slot(slot))
-    }
-
-    /// A [`FastSlot`] for `slot`, which the caller holds as [`SlotTable::acquire_fast`]
-    /// would.
-    #[inline(always)]
-    fn fast_slot<'a>(&'a self, slot: &'a Slot) -> FastSlot<'a, S> {
-        FastSlot {
+        Some(FastSlot {
             slot,
             cache_id: self.id,
             _strategy: PhantomData,
-        }
+        })
     }
 
     /// Runs `f` on every slot of a CPU or of a live thread that the caller can take now, and

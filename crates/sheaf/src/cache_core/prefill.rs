@@ -22,7 +22,7 @@ use object_alloc::{AllocError, AllocFlags, Prefill};
 use super::CacheCore;
 use crate::sheaf::OwnedSheaf;
 use crate::slot::{FastSlot, PerCpu, SlotGuard, SlotSheaves, SlotStrategy};
-use crate::stats::{Counters, Stat, Tally};
+use crate::stats::{Stat, Tally};
 
 /// A sheaf borrowed from a [`Cache`](crate::Cache) with [`Cache::prefill`](crate::Cache::prefill):
 /// the analog of the kernel's `kmem_cache_prefill_sheaf`.
@@ -136,37 +136,6 @@ impl<S: SlotStrategy> fmt::Debug for PrefilledSheaf<'_, S> {
     }
 }
 
-/// The prefill's fast path on a held slot's `spare`: lends it when it holds `count`
-/// objects, counting the lend; `None`, having changed nothing, otherwise.
-#[inline(always)]
-fn lend_spare(
-    spare: &mut Option<OwnedSheaf>,
-    counters: &Counters,
-    count: usize,
-) -> Option<OwnedSheaf> {
-    let spare = spare.take_if(|spare| spare.size() >= count)?;
-    counters.add_owned(Stat::SheafPrefillFast, 1);
-    counters.add_owned(Stat::PrefillReserved, spare.size() as u64);
-    Some(spare)
-}
-
-/// The give-back's fast path on a held slot's `spare`: keeps `sheaf` there when the slot
-/// has none, counting the return; gives it back otherwise.
-#[inline(always)]
-fn keep_as_spare(
-    spare: &mut Option<OwnedSheaf>,
-    counters: &Counters,
-    sheaf: OwnedSheaf,
-) -> Result<(), OwnedSheaf> {
-    if spare.is_some() {
-        return Err(sheaf);
-    }
-    counters.add_owned(Stat::PrefillUnused, sheaf.size() as u64);
-    counters.add_owned(Stat::SheafReturnFast, 1);
-    *spare = Some(sheaf);
-    Ok(())
-}
-
 /// The largest prefill request served (an oversize sheaf is one allocation of pointers).
 pub(crate) const MAX_PREFILL: usize = 1 << 24;
 
@@ -214,7 +183,10 @@ impl<S: SlotStrategy> CacheCore<S> {
         let mut slot = self.slots.acquire_fast();
         if let Some(slot) = slot.as_mut() {
             let counters = slot.counters();
-            if let Some(spare) = lend_spare(&mut slot.sheaves().spare, counters, count) {
+            let sheaves = slot.sheaves();
+            if let Some(spare) = sheaves.spare.take_if(|spare| spare.size() >= count) {
+                counters.add_owned(Stat::SheafPrefillFast, 1);
+                counters.add_owned(Stat::PrefillReserved, spare.size() as u64);
                 return Ok(spare);
             }
         }
@@ -497,15 +469,12 @@ impl<S: SlotStrategy> CacheCore<S> {
         if !S::PER_CPU {
             return self.return_held(sheaf, flags);
         }
-        let sheaf = if sheaf.capacity() == self.capacity() && self.has_sheaves {
-            let Err(sheaf) = self.slots.give_back_fast(sheaf) else {
-                return;
-            };
-            sheaf
-        } else {
-            sheaf
-        };
-        self.return_locked(sheaf, flags);
+        if sheaf.capacity() != self.capacity() || !self.has_sheaves {
+            return self.return_locked(sheaf, flags);
+        }
+        if let Err(sheaf) = self.slots.give_back_fast(sheaf) {
+            self.return_locked(sheaf, flags);
+        }
     }
 
     /// [`CacheCore::return_sheaf`] past its sequence, out of line.
@@ -522,16 +491,16 @@ impl<S: SlotStrategy> CacheCore<S> {
             return self.return_discard(sheaf, flags);
         }
         let mut slot = self.slots.acquire_fast();
-        let sheaf = match slot.as_mut() {
-            Some(slot) => {
-                let counters = slot.counters();
-                let Err(sheaf) = keep_as_spare(&mut slot.sheaves().spare, counters, sheaf) else {
-                    return;
-                };
-                sheaf
+        if let Some(slot) = slot.as_mut() {
+            let counters = slot.counters();
+            let sheaves = slot.sheaves();
+            if sheaves.spare.is_none() {
+                counters.add_owned(Stat::PrefillUnused, sheaf.size() as u64);
+                counters.add_owned(Stat::SheafReturnFast, 1);
+                sheaves.spare = Some(sheaf);
+                return;
             }
-            None => sheaf,
-        };
+        }
         self.return_slow(slot.map(FastSlot::hold), sheaf, flags);
     }
 

@@ -234,6 +234,7 @@ mod sequences {
     ) -> super::RcuStep {
         super::RcuStep::NotHere
     }
+
     pub(super) const SPARE_SEQUENCE_MAX: u32 = 0;
 
     pub(super) unsafe fn lend_spare(
