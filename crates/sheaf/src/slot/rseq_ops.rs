@@ -146,6 +146,8 @@ const PUSH_STEP: u64 = 0xFFFF_FFFF;
 const _: () = assert!(size_of::<CachePadded<Slot>>() == 1 << STRIDE_SHIFT);
 const _: () = assert!(size_of::<Option<crate::sheaf::OwnedSheaf>>() == size_of::<usize>());
 const _: () = assert!(align_of::<crate::sheaf::SheafHeader>() > super::SPARE_TAG);
+// The spare's sequences index the two records by the tag's value (0 or 1).
+const _: () = assert!(super::SPARE_TAG == 1);
 
 /// The part every sequence here shares after [`slab::rseq_sequence_start`]: reads the CPU
 /// number into `cpu`, misses (label `7`) when it is beyond the table's `ncpus` slots or the
@@ -466,19 +468,19 @@ pub(super) unsafe fn lend_spare(
             "add {cpu}, {cpus}",
             "mov {word}, qword ptr [{cpu} + {spare_at}]",
             "mov {hdr}, {word}",
-            "and {hdr}, -2",
+            "and {hdr}, ~{tag}",
             "jz 7f",
             "mov {k:e}, dword ptr [{hdr} + {word_at}]",
             "mov {t:e}, {k:e}",
             "sub {t:e}, {count:e}",
             "cmp {t:e}, {limit:e}",
             "ja 7f",
-            "and {word:e}, 1",
+            "and {word:e}, {tag}",
             "add {k:e}, {one}",
             "add {k:e}, dword ptr [{cpu} + {word} * 8 + {records_at}]",
             "jc 7f",
             "mov {t:e}, dword ptr [{cpu} + {word} * 8 + {records_at} + 4]",
-            "xor {word:e}, 1",
+            "xor {word:e}, {tag}",
             "mov dword ptr [{cpu} + {word} * 8 + {records_at}], {k:e}",
             "mov dword ptr [{cpu} + {word} * 8 + {records_at} + 4], {t:e}",
             "mov qword ptr [{cpu} + {spare_at}], {word}",
@@ -492,6 +494,7 @@ pub(super) unsafe fn lend_spare(
             lock_at = const LOCK_AT,
             spare_at = const SPARE_AT,
             records_at = const RECORDS_AT,
+            tag = const super::SPARE_TAG,
             word_at = const layout::WORD,
             one = const RECORD_COUNT_ONE,
             aborts = sym slab::rseq::ABORTS,
@@ -545,13 +548,13 @@ pub(super) unsafe fn give_back_spare(
             own_free_slot!(),
             "add {cpu}, {cpus}",
             "mov {word}, qword ptr [{cpu} + {spare_at}]",
-            "cmp {word}, 1",
+            "cmp {word}, {tag}",
             "ja 7f",
             "mov {hdr:e}, dword ptr [{cpu} + {word} * 8 + {records_at} + 4]",
             "add {hdr:e}, {delta:e}",
             "jc 7f",
             "mov {t:e}, dword ptr [{cpu} + {word} * 8 + {records_at}]",
-            "xor {word:e}, 1",
+            "xor {word:e}, {tag}",
             "mov dword ptr [{cpu} + {word} * 8 + {records_at}], {t:e}",
             "mov dword ptr [{cpu} + {word} * 8 + {records_at} + 4], {hdr:e}",
             "or {word}, {sheaf}",
@@ -566,6 +569,7 @@ pub(super) unsafe fn give_back_spare(
             lock_at = const LOCK_AT,
             spare_at = const SPARE_AT,
             records_at = const RECORDS_AT,
+            tag = const super::SPARE_TAG,
             aborts = sym slab::rseq::ABORTS,
             hdr = out(reg) _,
             cpu = out(reg) _,
